@@ -1,0 +1,144 @@
+//! Parses YAML and KDL text into one spanned tree.
+//!
+//! Owns [`Node`], [`Value`] and [`Syntax`]. YAML and KDL are two spellings of one model: both
+//! readers produce the same tree shape (a YAML mapping is a [`Value::Map`]; a KDL node becomes a
+//! map entry, see [`kdl`]), so everything after this module is spelling-blind.
+//!
+//! **Architecture Invariant:** no file-system access; the caller passes text in. Parsing never
+//! fails: it returns the documents it could read plus diagnostics. Every [`Node`] carries the
+//! real byte span of its text, and nesting is bounded by [`MAX_DEPTH`] so later recursive walks
+//! cannot overflow the stack.
+
+pub mod kdl;
+pub mod yaml;
+
+use crate::diag::{Diagnostic, SourceId, Span};
+
+/// The deepest nesting of maps and lists a document may have.
+pub const MAX_DEPTH: usize = 64;
+
+/// The spelling of a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syntax {
+    /// `.yaml` / `.yml`
+    Yaml,
+    /// `.kdl`
+    Kdl,
+}
+
+impl Syntax {
+    /// The syntax for a file name, by extension.
+    pub fn from_file_name(name: &str) -> Option<Syntax> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+            Some(Syntax::Yaml)
+        } else if lower.ends_with(".kdl") {
+            Some(Syntax::Kdl)
+        } else {
+            None
+        }
+    }
+}
+
+/// A value with the span of its text.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Where the value is written.
+    pub span: Span,
+    /// The value.
+    pub value: Value,
+}
+
+/// A map key with the span of its text.
+#[derive(Clone, Debug)]
+pub struct Key {
+    /// The key.
+    pub name: String,
+    /// Where the key is written.
+    pub span: Span,
+}
+
+/// A document value.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// `null`, `~`, an empty YAML value, `#null`.
+    Null,
+    /// `true` / `false` (`#true` / `#false` in KDL).
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string (possibly a template).
+    String(String),
+    /// A list.
+    List(Vec<Node>),
+    /// A map in source order. Keys are unique (readers report duplicates).
+    Map(Vec<(Key, Node)>),
+}
+
+impl Value {
+    /// A short name of the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::String(_) => "a string",
+            Value::List(_) => "a list",
+            Value::Map(_) => "a map",
+        }
+    }
+}
+
+impl Node {
+    /// The entries when this is a map.
+    pub fn as_map(&self) -> Option<&[(Key, Node)]> {
+        match &self.value {
+            Value::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The string when this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Looks up a key in a map.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+    }
+}
+
+/// One document of a file (a YAML file may hold several).
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// The file it came from.
+    pub source: SourceId,
+    /// Its spelling.
+    pub syntax: Syntax,
+    /// The top-level value (a map in a well-formed document).
+    pub root: Node,
+}
+
+/// Documents plus what went wrong while reading them.
+#[derive(Debug)]
+pub struct Parsed {
+    /// What could be read; empty when the text was unreadable.
+    pub documents: Vec<Document>,
+    /// Problems found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses the text of one file.
+pub fn parse(source: SourceId, text: &str, syntax: Syntax) -> Parsed {
+    match syntax {
+        Syntax::Yaml => yaml::parse(source, text),
+        Syntax::Kdl => kdl::parse(source, text),
+    }
+}

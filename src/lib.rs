@@ -1,0 +1,20 @@
+//! steward: a declarative desired-state engine.
+//!
+//! Data flows one way: [`document`] (YAML/KDL text to a spanned tree) → [`template`]
+//! (minijinja rendering) → [`schema`] (validation and lowering) → [`model`] (inert desired
+//! state) → [`plan`] (the dependency graph). [`cli`] wires them together and owns exit codes.
+//! See `docs/architecture.md` for each module's invariants.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod diag;
+pub mod document;
+pub mod facts;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod resource;
+pub mod schema;
+pub mod template;
