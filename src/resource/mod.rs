@@ -1,1 +1,339 @@
-//! x
+//! The contract between resource types and the rest of steward.
+//!
+//! Owns the [`ResourceType`] trait, attribute schemas ([`TypeSchema`], [`AttrSchema`],
+//! [`AttrType`]) and the explicit [`Registry::builtin`] list of v1 types, one file per type.
+//! A type is pure: it describes its attributes, checks a rendered resource, and names the
+//! resources it implicitly comes after. Providers (reading and changing real state) join each
+//! type in its file when apply arrives; nothing here does IO.
+
+mod directory;
+mod exec;
+mod file;
+mod group;
+mod line;
+mod package;
+mod service;
+mod symlink;
+mod user;
+
+use std::collections::BTreeMap;
+
+use crate::diag::{Diagnostic, Span};
+use crate::model::{Attr, Resource, ResourceId};
+
+/// The value shape of one attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrType {
+    /// Any string.
+    String,
+    /// `true` or `false`.
+    Bool,
+    /// An integer in a range.
+    Int {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A permission mode as an octal string, `"0644"`; normalized to four digits.
+    Mode,
+    /// An absolute, normalized path (no `..`, `.` or `//`).
+    AbsPath,
+    /// A path relative to the declaring document, staying inside the project.
+    ProjectPath,
+    /// One of a fixed set of strings.
+    Enum(&'static [&'static str]),
+    /// A list of strings; a single string is a list of one.
+    StringList,
+    /// A map of string to string.
+    StringMap,
+    /// A command: a list of arguments, or a string split like a shell would (no shell runs).
+    Command,
+    /// A duration: seconds as an integer, or `"30s"`, `"5m"`, `"1h"`; normalized to seconds.
+    Duration,
+    /// A regular expression.
+    Regex,
+    /// `present`, `absent`, `latest` or a version string.
+    PackageEnsure,
+}
+
+impl AttrType {
+    /// How the type reads in messages and the schema.
+    pub fn describe(self) -> String {
+        match self {
+            AttrType::String => "a string".into(),
+            AttrType::Bool => "true or false".into(),
+            AttrType::Int { min, max } => format!("an integer from {min} to {max}"),
+            AttrType::Mode => "an octal mode string such as \"0644\"".into(),
+            AttrType::AbsPath => "an absolute path".into(),
+            AttrType::ProjectPath => "a path relative to the document".into(),
+            AttrType::Enum(values) => format!("one of {}", values.join(", ")),
+            AttrType::StringList => "a list of strings".into(),
+            AttrType::StringMap => "a map of strings".into(),
+            AttrType::Command => "a command (a string or a list of arguments)".into(),
+            AttrType::Duration => "a duration such as 30, \"30s\", \"5m\" or \"1h\"".into(),
+            AttrType::Regex => "a regular expression".into(),
+            AttrType::PackageEnsure => "present, absent, latest or a version".into(),
+        }
+    }
+}
+
+/// One attribute of a type.
+#[derive(Clone, Copy, Debug)]
+pub struct AttrSchema {
+    /// Its name.
+    pub name: &'static str,
+    /// Its value shape.
+    pub ty: AttrType,
+    /// One line for users (schema descriptions, docs).
+    pub doc: &'static str,
+    /// Whether it must be given.
+    pub required: bool,
+}
+
+const fn attr(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema {
+    AttrSchema { name, ty, doc, required: false }
+}
+
+const fn required(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema {
+    AttrSchema { name, ty, doc, required: true }
+}
+
+/// What a type's NAME must look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameRule {
+    /// An absolute, normalized path.
+    AbsPath,
+    /// A Debian package name.
+    Package,
+    /// A systemd unit name.
+    Service,
+    /// A POSIX user or group name.
+    Account,
+    /// Any label.
+    Label,
+}
+
+/// Everything the validator needs to know about a type.
+#[derive(Debug)]
+pub struct TypeSchema {
+    /// One line for users.
+    pub doc: &'static str,
+    /// What NAME must look like.
+    pub name_rule: NameRule,
+    /// Attributes (relationship and `for_each`/`when` meta-attributes are common to all).
+    pub attrs: &'static [AttrSchema],
+    /// Groups of attributes of which at most one may be given.
+    pub exclusive: &'static [&'static [&'static str]],
+}
+
+impl TypeSchema {
+    /// Looks up an attribute.
+    pub fn attr(&self, name: &str) -> Option<&AttrSchema> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+}
+
+/// A rendered resource as a type sees it during validation.
+pub struct Candidate<'a> {
+    /// Its identity.
+    pub id: &'a ResourceId,
+    /// Its declaration key.
+    pub span: Span,
+    /// Rendered attributes.
+    pub attrs: &'a BTreeMap<String, Attr>,
+}
+
+impl Candidate<'_> {
+    fn str(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name).and_then(|attr| attr.value.as_str())
+    }
+
+    fn span_of(&self, name: &str) -> Span {
+        self.attrs.get(name).map_or(self.span, |attr| attr.span)
+    }
+}
+
+/// A resource this one comes after, when it is declared on the same node.
+#[derive(Clone, Debug)]
+pub struct ImplicitDep {
+    /// Candidates, nearest first: the first one declared wins.
+    pub candidates: Vec<ResourceId>,
+    /// Why, for graph output and cycle messages.
+    pub reason: &'static str,
+}
+
+/// A kind of resource: its schema and its pure rules.
+pub trait ResourceType: Send + Sync {
+    /// The kind, such as `file`.
+    fn kind(&self) -> &'static str;
+
+    /// Attribute schema.
+    fn schema(&self) -> &TypeSchema;
+
+    /// Rules across attributes that the schema cannot state. Pure; no IO.
+    fn validate(&self, _res: &Candidate<'_>, _acc: &mut Vec<Diagnostic>) {}
+
+    /// Resources this one implicitly comes after (mgmt's AutoEdges, Puppet's autorequire).
+    fn implicit_deps(&self, _res: &Resource) -> Vec<ImplicitDep> {
+        Vec::new()
+    }
+}
+
+/// The registered resource types.
+pub struct Registry {
+    types: Vec<Box<dyn ResourceType>>,
+}
+
+impl Registry {
+    /// The v1 core types, in one explicit list.
+    pub fn builtin() -> Registry {
+        Registry {
+            types: vec![
+                Box::new(file::File),
+                Box::new(directory::Directory),
+                Box::new(symlink::Symlink),
+                Box::new(line::Line),
+                Box::new(package::Package),
+                Box::new(service::Service),
+                Box::new(user::User),
+                Box::new(group::Group),
+                Box::new(exec::Exec),
+            ],
+        }
+    }
+
+    /// The type of a kind.
+    pub fn get(&self, kind: &str) -> Option<&dyn ResourceType> {
+        self.types.iter().find(|ty| ty.kind() == kind).map(|ty| ty.as_ref())
+    }
+
+    /// All kinds, in registration order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.types.iter().map(|ty| ty.kind()).collect()
+    }
+
+    /// All types.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn ResourceType> {
+        self.types.iter().map(|ty| ty.as_ref())
+    }
+}
+
+// Attributes shared by several types.
+const ENSURE_PRESENT_ABSENT: AttrSchema =
+    attr("ensure", AttrType::Enum(&["present", "absent"]), "present (default) or absent");
+const MODE: AttrSchema = attr("mode", AttrType::Mode, "permission bits, an octal string such as \"0644\"");
+const OWNER: AttrSchema = attr("owner", AttrType::String, "owning user name");
+const GROUP: AttrSchema = attr("group", AttrType::String, "owning group name");
+
+/// Whether `path` is absolute and normalized: starts with `/`, no empty, `.` or `..` parts.
+pub fn check_abs_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` is not an absolute path"));
+    }
+    if path.contains('\0') {
+        return Err("the path contains a NUL byte".into());
+    }
+    if path == "/" {
+        return Ok(());
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    for part in trimmed[1..].split('/') {
+        match part {
+            "" => return Err(format!("`{path}` has an empty path component (`//`)")),
+            "." => return Err(format!("`{path}` has a `.` component")),
+            ".." => return Err(format!("`{path}` has a `..` component")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The ancestors of an absolute path as `directory:` ids, nearest first (excluding `/`).
+fn parent_directories(path: &str) -> Vec<ResourceId> {
+    let mut res = Vec::new();
+    let mut current = path.trim_end_matches('/');
+    while let Some(idx) = current.rfind('/') {
+        current = &current[..idx];
+        if current.is_empty() {
+            break;
+        }
+        res.push(ResourceId::new("directory", current));
+    }
+    res
+}
+
+/// Implicit edges of anything at a path: its nearest managed parent directory, and the user
+/// and group that own it.
+fn path_deps(res: &Resource, path: &str) -> Vec<ImplicitDep> {
+    let mut deps =
+        vec![ImplicitDep { candidates: parent_directories(path), reason: "inside directory" }];
+    if let Some(owner) = res.attr_str("owner") {
+        deps.push(ImplicitDep { candidates: vec![ResourceId::new("user", owner)], reason: "owned by user" });
+    }
+    if let Some(group) = res.attr_str("group") {
+        deps.push(ImplicitDep { candidates: vec![ResourceId::new("group", group)], reason: "owned by group" });
+    }
+    deps
+}
+
+/// An error for two attributes that only make sense with `ensure: present`.
+fn absent_with(res: &Candidate<'_>, attrs: &[&str], acc: &mut Vec<Diagnostic>) {
+    if res.str("ensure") != Some("absent") {
+        return;
+    }
+    for name in attrs {
+        if res.attrs.contains_key(*name) {
+            acc.push(
+                Diagnostic::error(
+                    "schema::conflicting_attributes",
+                    res.span_of(name),
+                    format!("`{name}` has no effect on `{}` with `ensure: absent`", res.id),
+                )
+                .with_label("remove this")
+                .with_secondary(res.span_of("ensure"), "because of this"),
+            );
+        }
+    }
+}
+
+/// An error when `name` is missing unless `ensure: absent`.
+fn required_when_present(res: &Candidate<'_>, name: &str, acc: &mut Vec<Diagnostic>) {
+    if res.str("ensure") != Some("absent") && !res.attrs.contains_key(name) {
+        acc.push(
+            Diagnostic::error("schema::missing_attribute", res.span, format!("`{}` needs `{name}`", res.id))
+                .with_label(format!("`{name}` missing"))
+                .with_help(format!("add `{name}`, or set `ensure: absent`")),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abs_paths() {
+        assert!(check_abs_path("/etc/motd").is_ok());
+        assert!(check_abs_path("/etc/").is_ok());
+        assert!(check_abs_path("etc/motd").is_err());
+        assert!(check_abs_path("/etc/../shadow").is_err());
+        assert!(check_abs_path("/etc//x").is_err());
+        assert!(check_abs_path("/etc/./x").is_err());
+    }
+
+    #[test]
+    fn parents_nearest_first() {
+        let ids: Vec<String> = parent_directories("/a/b/c").iter().map(|id| id.to_string()).collect();
+        assert_eq!(ids, ["directory:/a/b", "directory:/a"]);
+    }
+
+    #[test]
+    fn registry_has_unique_kinds() {
+        let kinds = Registry::builtin().kinds();
+        let mut sorted = kinds.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(kinds.len(), sorted.len());
+    }
+}

@@ -1,1 +1,391 @@
-//! x
+//! Renders minijinja templates inside document values.
+//!
+//! Owns [`Renderer`]: a fixed, pure minijinja environment (strict undefined, no auto-escape,
+//! no loader, fuel-limited) that renders strings of a [`document::Node`] against a context
+//! (`params`, `node`, `item`) and keeps every span. A string that is exactly one expression
+//! (`"{{ params.admins }}"`) keeps the expression's type, so a list stays a list.
+//!
+//! **Architecture Invariant:** templates see only the context they are given: no file, no
+//! environment variable, no clock, no network. An undefined variable is an error located at
+//! the template text.
+
+use std::collections::BTreeSet;
+
+use minijinja::value::ValueKind;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+
+use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::document::{self, Key, Node, Value};
+
+/// Instructions a single template may execute before it is stopped.
+const FUEL: u64 = 200_000;
+
+/// Renders templates with a fixed environment.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+/// A rendered value, and whether it was derived from a sensitive variable.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The value with templates rendered; spans unchanged.
+    pub node: Node,
+    /// True when any template in it read a sensitive variable.
+    pub sensitive: bool,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new()
+    }
+}
+
+impl Renderer {
+    /// The one environment steward renders with.
+    pub fn new() -> Renderer {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(64);
+        // Content ending in a newline keeps it: `content: "hi\n"` must write "hi\n".
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+            env.set_syntax(syntax);
+        }
+        Renderer { env }
+    }
+
+    /// Renders every template string in `node`.
+    ///
+    /// `sensitive` names the dotted variables (`params.db_password`) whose use taints the result.
+    /// Errors go to `acc`; a value that failed to render comes back as `Null`.
+    pub fn render(
+        &self,
+        source_text: &str,
+        node: &Node,
+        ctx: &minijinja::Value,
+        sensitive: &BTreeSet<String>,
+        acc: &mut Vec<Diagnostic>,
+    ) -> Rendered {
+        let mut tainted = false;
+        let node = self.render_node(source_text, node, ctx, sensitive, &mut tainted, acc);
+        Rendered { node, sensitive: tainted }
+    }
+
+    fn render_node(
+        &self,
+        source_text: &str,
+        node: &Node,
+        ctx: &minijinja::Value,
+        sensitive: &BTreeSet<String>,
+        tainted: &mut bool,
+        acc: &mut Vec<Diagnostic>,
+    ) -> Node {
+        let value = match &node.value {
+            Value::String(text) if is_template(text) => {
+                return self.render_string(source_text, text, node.span, ctx, sensitive, tainted, acc);
+            }
+            Value::List(items) => Value::List(
+                items.iter().map(|item| self.render_node(source_text, item, ctx, sensitive, tainted, acc)).collect(),
+            ),
+            Value::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(key, value)| {
+                        (key.clone(), self.render_node(source_text, value, ctx, sensitive, tainted, acc))
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        Node { span: node.span, value }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render_string(
+        &self,
+        source_text: &str,
+        text: &str,
+        span: Span,
+        ctx: &minijinja::Value,
+        sensitive: &BTreeSet<String>,
+        tainted: &mut bool,
+        acc: &mut Vec<Diagnostic>,
+    ) -> Node {
+        let failed = Node { span, value: Value::Null };
+        // `{{ expr }}` alone keeps the expression's own type.
+        if let Some(expr) = single_expression(text) {
+            let expression = match self.env.compile_expression(expr) {
+                Ok(expression) => expression,
+                Err(err) => {
+                    acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
+                    return failed;
+                }
+            };
+            *tainted |= expression.undeclared_variables(true).iter().any(|v| uses(sensitive, v));
+            return match expression.eval(ctx) {
+                Ok(value) => match from_jinja(&value, span, 0) {
+                    Ok(node) => node,
+                    Err(message) => {
+                        acc.push(Diagnostic::error("template::value", span, message));
+                        failed
+                    }
+                },
+                Err(err) => {
+                    let vars = expression.undeclared_variables(true);
+                    acc.push(self.diagnostic(source_text, text, span, &err, ctx, Some(&vars)));
+                    failed
+                }
+            };
+        }
+        let template = match self.env.template_from_str(text) {
+            Ok(template) => template,
+            Err(err) => {
+                acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
+                return failed;
+            }
+        };
+        let vars = template.undeclared_variables(true);
+        *tainted |= vars.iter().any(|v| uses(sensitive, v));
+        match template.render(ctx) {
+            Ok(rendered) => Node { span, value: Value::String(rendered) },
+            Err(err) => {
+                acc.push(self.diagnostic(source_text, text, span, &err, ctx, Some(&vars)));
+                failed
+            }
+        }
+    }
+
+    /// Evaluates a `when` condition: a bare expression (`node.os.family == "debian"`), a
+    /// `{{ }}` template, or a boolean. `None` after an error (reported to `acc`).
+    pub fn condition(
+        &self,
+        source_text: &str,
+        node: &Node,
+        ctx: &minijinja::Value,
+        acc: &mut Vec<Diagnostic>,
+    ) -> Option<bool> {
+        match &node.value {
+            Value::Bool(value) => Some(*value),
+            Value::String(text) => {
+                let expr = single_expression(text).unwrap_or(text);
+                let expression = match self.env.compile_expression(expr) {
+                    Ok(expression) => expression,
+                    Err(err) => {
+                        acc.push(self.diagnostic(source_text, text, node.span, &err, ctx, None));
+                        return None;
+                    }
+                };
+                match expression.eval(ctx) {
+                    Ok(value) => Some(value.is_true()),
+                    Err(err) => {
+                        let vars = expression.undeclared_variables(true);
+                        acc.push(self.diagnostic(source_text, text, node.span, &err, ctx, Some(&vars)));
+                        None
+                    }
+                }
+            }
+            other => {
+                acc.push(
+                    Diagnostic::error(
+                        "schema::wrong_type",
+                        node.span,
+                        format!("`when` must be an expression or a boolean, found {}", other.type_name()),
+                    )
+                    .with_help("write a condition such as `node.os.family == \"debian\"`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn diagnostic(
+        &self,
+        source_text: &str,
+        text: &str,
+        span: Span,
+        err: &minijinja::Error,
+        ctx: &minijinja::Value,
+        vars: Option<&std::collections::HashSet<String>>,
+    ) -> Diagnostic {
+        let precise = err.range().and_then(|range| precise_span(source_text, text, span, range)).unwrap_or(span);
+        if err.kind() == ErrorKind::UndefinedError
+            && let Some((missing, known)) = vars.and_then(|vars| first_undefined(vars, ctx))
+        {
+            let help = if known.is_empty() {
+                "the template context has `params`, `node` and, inside `for_each`, `item`".to_string()
+            } else {
+                let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+                let last = missing.rsplit('.').next().unwrap_or(&missing);
+                did_you_mean(last, &refs)
+            };
+            return Diagnostic::error("template::undefined", precise, format!("undefined variable `{missing}`"))
+                .with_label("not defined")
+                .with_help(help);
+        }
+        if err.kind() == ErrorKind::OutOfFuel {
+            return Diagnostic::error("template::too_expensive", precise, "template stopped: it ran too long")
+                .with_help("templates are for small computations; simplify this one");
+        }
+        let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
+        Diagnostic::error("template::error", precise, format!("template error: {}{detail}", err.kind()))
+            .with_label("in this template")
+    }
+}
+
+/// True when the string contains template syntax.
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// `Some(expr)` for a string that is exactly `{{ expr }}`.
+fn single_expression(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    Some(inner.trim())
+}
+
+fn uses(sensitive: &BTreeSet<String>, var: &str) -> bool {
+    sensitive.iter().any(|name| var == name || var.starts_with(&format!("{name}.")) || name.starts_with(&format!("{var}.")))
+}
+
+/// The span of `range` inside the template when the source text holds the template verbatim
+/// (plain or quoted without escapes); otherwise `None` and the whole value is pointed at.
+fn precise_span(source_text: &str, text: &str, span: Span, range: std::ops::Range<usize>) -> Option<Span> {
+    let written = source_text.get(span.start..span.end)?;
+    let offset = if written == text {
+        0
+    } else if written.len() == text.len() + 2
+        && (written.starts_with('"') || written.starts_with('\''))
+        && &written[1..written.len() - 1] == text
+    {
+        1
+    } else {
+        return None;
+    };
+    let start = span.start + offset + range.start.min(text.len());
+    let end = span.start + offset + range.end.min(text.len());
+    Some(Span::new(span.source, start, end))
+}
+
+/// The first dotted variable that does not resolve in `ctx`, with the names that do exist at
+/// the level where it fails.
+fn first_undefined(vars: &std::collections::HashSet<String>, ctx: &minijinja::Value) -> Option<(String, Vec<String>)> {
+    let mut sorted: Vec<&String> = vars.iter().collect();
+    sorted.sort();
+    for var in sorted {
+        let mut current = ctx.clone();
+        let mut path = Vec::new();
+        for part in var.split('.') {
+            let next = current.get_attr(part).ok().filter(|v| !v.is_undefined());
+            path.push(part);
+            match next {
+                Some(next) => current = next,
+                None => {
+                    let known = match current.kind() {
+                        ValueKind::Map => current
+                            .try_iter()
+                            .map(|iter| iter.filter_map(|k| k.as_str().map(String::from)).collect())
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    return Some((path.join("."), known));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Converts an expression's result back into a document value.
+fn from_jinja(value: &minijinja::Value, span: Span, depth: usize) -> Result<Node, String> {
+    if depth > document::MAX_DEPTH {
+        return Err("template result nested too deeply".into());
+    }
+    let converted = match value.kind() {
+        ValueKind::Undefined | ValueKind::None => Value::Null,
+        ValueKind::Bool => Value::Bool(value.is_true()),
+        ValueKind::Number => {
+            if let Ok(int) = i64::try_from(value.clone()) {
+                Value::Int(int)
+            } else if let Ok(float) = f64::try_from(value.clone()) {
+                Value::Float(float)
+            } else {
+                return Err(format!("number {value} is out of range"));
+            }
+        }
+        ValueKind::String => Value::String(value.as_str().unwrap_or_default().to_string()),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let iter = value.try_iter().map_err(|e| e.to_string())?;
+            Value::List(iter.map(|item| from_jinja(&item, span, depth + 1)).collect::<Result<_, _>>()?)
+        }
+        ValueKind::Map => {
+            let iter = value.try_iter().map_err(|e| e.to_string())?;
+            let mut entries = Vec::new();
+            for key in iter {
+                let item = value.get_item(&key).map_err(|e| e.to_string())?;
+                let name = key.as_str().map_or_else(|| key.to_string(), String::from);
+                entries.push((Key { name, span }, from_jinja(&item, span, depth + 1)?));
+            }
+            Value::Map(entries)
+        }
+        _ => Value::String(value.to_string()),
+    };
+    Ok(Node { span, value: converted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceId;
+
+    fn node(text: &str) -> Node {
+        Node { span: Span::new(SourceId(0), 0, text.len()), value: Value::String(text.to_string()) }
+    }
+
+    fn ctx() -> minijinja::Value {
+        minijinja::context! { params => minijinja::context! { motd => "hi", admins => vec!["a", "b"], secret => "s" } }
+    }
+
+    #[test]
+    fn single_expression_keeps_type() {
+        let mut acc = Vec::new();
+        let text = "{{ params.admins }}";
+        let rendered = Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
+        assert!(acc.is_empty());
+        assert!(matches!(rendered.node.value, Value::List(ref items) if items.len() == 2));
+    }
+
+    #[test]
+    fn undefined_is_located_with_suggestion() {
+        let mut acc = Vec::new();
+        let text = "x {{ params.mtod }} y";
+        Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
+        assert_eq!(acc.len(), 1);
+        assert_eq!(acc[0].message, "undefined variable `params.mtod`");
+        assert_eq!(acc[0].help.as_deref(), Some("did you mean `motd`?"));
+        let span = acc[0].span().unwrap();
+        assert!(span.start >= 2 && span.end <= text.len(), "{span:?}");
+    }
+
+    #[test]
+    fn sensitive_taints() {
+        let mut acc = Vec::new();
+        let text = "pw={{ params.secret }}";
+        let sensitive = BTreeSet::from(["params.secret".to_string()]);
+        let rendered = Renderer::new().render(text, &node(text), &ctx(), &sensitive, &mut acc);
+        assert!(rendered.sensitive);
+    }
+
+    #[test]
+    fn runaway_templates_stop() {
+        let mut acc = Vec::new();
+        let text = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
+        assert_eq!(acc.len(), 1);
+    }
+}
