@@ -194,6 +194,11 @@ impl Diagnostic {
         }
     }
 
+    /// An error that belongs to no place in a document (a missing directory, say).
+    pub fn plain(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic { severity: Severity::Error, code, message: message.into(), labels: Vec::new(), help: None }
+    }
+
     /// A warning at `span`.
     pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, span, message) }

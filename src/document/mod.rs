@@ -142,3 +142,41 @@ pub fn parse(source: SourceId, text: &str, syntax: Syntax) -> Parsed {
         Syntax::Kdl => kdl::parse(source, text),
     }
 }
+
+/// A module's documents, as `use` found them.
+#[derive(Debug)]
+pub struct Module {
+    /// `std/NAME` or the module's path as shown to users.
+    pub name: String,
+    /// Its documents.
+    pub documents: Vec<Document>,
+}
+
+/// Every document of a project, read and parsed, with its modules.
+#[derive(Debug, Default)]
+pub struct Project {
+    /// All source texts.
+    pub sources: crate::diag::SourceMap,
+    /// The project directory (documents' paths are relative to it).
+    pub root: std::path::PathBuf,
+    /// Top-level documents, in path order (module files excluded).
+    pub documents: Vec<Document>,
+    /// Modules by canonical key.
+    pub modules: std::collections::BTreeMap<String, Module>,
+    /// `use` entries resolved: (using document, `module` as written) → canonical key.
+    pub uses: std::collections::HashMap<(SourceId, String), String>,
+    /// Problems found while reading.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The `module` strings of a document's `use` list, with their spans.
+pub fn module_refs(document: &Document) -> Vec<(String, Span)> {
+    let Some(Node { value: Value::List(items), .. }) = document.root.get("use") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| item.get("module"))
+        .filter_map(|module| module.as_str().map(|name| (name.to_string(), module.span)))
+        .collect()
+}

@@ -1,0 +1,1201 @@
+//! Lowering: documents → [`Model`], with every mistake reported at its span.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::diag::{Diagnostic, SourceId, Span, did_you_mean};
+use crate::document::{self, Document, Key, Node, Project};
+use crate::model::{
+    self, Association, Attr, ComplianceSeverity, Facts, Mode, Model, Rate, Relation, RelationKind, Resource,
+    ResourceId, Schedule, Targets, Value,
+};
+use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_path};
+use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
+use crate::template::{Renderer, is_template};
+
+/// What lowering needs besides the documents.
+pub struct Config<'a> {
+    /// The resource types.
+    pub registry: &'a Registry,
+    /// Facts of the `local` node.
+    pub local_facts: Facts,
+    /// Parameter values given on the command line or environment, as text; parsed by each
+    /// parameter's declared type.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// The highest document schema version this steward reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const TOP_LEVEL: &[&str] = &["steward", "parameters", "nodes", "resources", "associations", "use"];
+const MODULE_LEVEL: &[&str] = &["steward", "parameters", "resources", "use"];
+const META: &[&str] = &["for_each", "when", "require", "before", "notify", "subscribe"];
+const PARAM_KEYS: &[&str] = &["type", "default", "sensitive", "description"];
+const NODE_KEYS: &[&str] = &["tags"];
+const USE_KEYS: &[&str] = &["module", "with"];
+const ASSOCIATION_KEYS: &[&str] = &[
+    "targets",
+    "documents",
+    "parameters",
+    "schedule",
+    "mode",
+    "max_concurrency",
+    "max_errors",
+    "compliance_severity",
+];
+const TARGET_KEYS: &[&str] = &["tags", "names", "all"];
+const SEVERITIES: &[&str] = &["critical", "high", "medium", "low", "informational", "unspecified"];
+/// How deep `use` may nest before we call it a loop.
+const MAX_MODULE_DEPTH: usize = 16;
+
+/// Validates a project and lowers it to a model. Never fails: the model is partial when the
+/// diagnostics hold errors.
+pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>) {
+    let mut lowerer = Lowerer {
+        project,
+        registry: config.registry,
+        renderer: Renderer::new(),
+        acc: Vec::new(),
+        missing_reported: HashSet::new(),
+    };
+    let model = lowerer.run(config);
+    (model, dedupe(lowerer.acc))
+}
+
+/// A declared parameter.
+#[derive(Clone)]
+struct ParamDecl {
+    ty: String,
+    default: Option<Value>,
+    sensitive: bool,
+    span: Span,
+}
+
+/// The parameter values a document renders with.
+struct Scope {
+    values: BTreeMap<String, Value>,
+    /// Dotted names (`params.x`) whose use taints a value.
+    sensitive: BTreeSet<String>,
+}
+
+impl Scope {
+    fn jinja(&self) -> minijinja::Value {
+        minijinja::Value::from(
+            self.values.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect::<BTreeMap<_, _>>(),
+        )
+    }
+}
+
+struct StaticNode {
+    name: String,
+    tags: BTreeMap<String, String>,
+}
+
+struct Lowerer<'a> {
+    project: &'a Project,
+    registry: &'a Registry,
+    renderer: Renderer,
+    acc: Vec<Diagnostic>,
+    /// Parameters already reported as missing a value, by declaration span.
+    missing_reported: HashSet<Span>,
+}
+
+impl<'a> Lowerer<'a> {
+    fn run(&mut self, config: &Config<'_>) -> Model {
+        let project = self.project;
+        for doc in &project.documents {
+            self.check_sections(doc, TOP_LEVEL, "a document");
+        }
+        for module in project.modules.values() {
+            for doc in &module.documents {
+                self.check_sections(doc, MODULE_LEVEL, "a module");
+            }
+        }
+        let top: Vec<&Document> = project.documents.iter().collect();
+        let mut params = self.collect_params(&top);
+        self.apply_overrides(&mut params, &config.overrides);
+        let static_nodes = self.collect_nodes(&top);
+        let associations = self.collect_associations(&top, &params);
+
+        let mut nodes = vec![model::Node {
+            name: model::LOCAL_NODE.to_string(),
+            tags: BTreeMap::new(),
+            facts: config.local_facts.clone(),
+            resources: Vec::new(),
+        }];
+        for declared in static_nodes {
+            match nodes.iter_mut().find(|n| n.name == declared.name) {
+                Some(local) => local.tags = declared.tags,
+                None => nodes.push(model::Node {
+                    facts: Facts {
+                        hostname: declared.name.clone(),
+                        os_family: String::new(),
+                        os_release: String::new(),
+                        arch: String::new(),
+                        addresses: Vec::new(),
+                    },
+                    name: declared.name,
+                    tags: declared.tags,
+                    resources: Vec::new(),
+                }),
+            }
+        }
+
+        let sources: Vec<SourceId> = dedup_sources(top.iter().map(|doc| doc.source));
+        let covered: BTreeSet<SourceId> = associations.iter().flat_map(|a| a.documents.iter().copied()).collect();
+        let mut assigned: BTreeSet<SourceId> = BTreeSet::new();
+        for node in &mut nodes {
+            let mut work: Vec<(SourceId, Option<&Association>)> = Vec::new();
+            if node.name == model::LOCAL_NODE {
+                work.extend(sources.iter().filter(|s| !covered.contains(s)).map(|&s| (s, None)));
+            }
+            for association in associations.iter().filter(|a| a.targets.matches(&node.name, &node.tags)) {
+                work.extend(association.documents.iter().map(|&s| (s, Some(association))));
+            }
+            let mut resources = Vec::new();
+            for (source, association) in work {
+                assigned.insert(source);
+                let scope = self.scope(&params, association);
+                let node_ctx = node_context(&node.name, &node.tags, &node.facts);
+                for doc in top.iter().filter(|doc| doc.source == source) {
+                    self.lower_document(doc, &scope, &node_ctx, &mut resources, 0);
+                }
+            }
+            self.check_duplicates(&resources);
+            node.resources = resources;
+        }
+        // Documents whose associations target no known node are still checked.
+        for &source in covered.iter().filter(|s| !assigned.contains(s)) {
+            let association = associations.iter().find(|a| a.documents.contains(&source));
+            let scope = self.scope(&params, association);
+            let node_ctx = node_context(model::LOCAL_NODE, &BTreeMap::new(), &config.local_facts);
+            let mut resources = Vec::new();
+            for doc in top.iter().filter(|doc| doc.source == source) {
+                self.lower_document(doc, &scope, &node_ctx, &mut resources, 0);
+            }
+            self.check_duplicates(&resources);
+        }
+        Model { nodes, associations }
+    }
+
+    fn text(&self, source: SourceId) -> &'a str {
+        &self.project.sources.get(source).text
+    }
+
+    fn error(&mut self, code: &'static str, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+        self.acc.push(Diagnostic::error(code, span, message));
+        let last = self.acc.len() - 1;
+        &mut self.acc[last]
+    }
+
+    fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
+        self.acc.push(
+            Diagnostic::error(
+                "schema::wrong_type",
+                node.span,
+                format!("{what} must be {expected}, found {}", node.value.type_name()),
+            )
+            .with_label(format!("expected {expected}")),
+        );
+    }
+
+    fn unknown_key(&mut self, key: &Key, what: &str, valid: &[&str]) {
+        self.acc.push(
+            Diagnostic::error("schema::unknown_key", key.span, format!("unknown key `{}` in {what}", key.name))
+                .with_label("not allowed here")
+                .with_help(did_you_mean(&key.name, valid)),
+        );
+    }
+
+    /// Entries of a map-valued node; reports and returns nothing otherwise (null is empty).
+    fn map_entries<'n>(&mut self, node: &'n Node, what: &str) -> &'n [(Key, Node)] {
+        match &node.value {
+            document::Value::Map(entries) => entries,
+            document::Value::Null => &[],
+            _ => {
+                self.wrong_type(node, what, "a map");
+                &[]
+            }
+        }
+    }
+
+    fn check_sections(&mut self, doc: &Document, allowed: &[&str], what: &str) {
+        let Some(entries) = doc.root.as_map() else {
+            self.wrong_type(&doc.root, &format!("{what}'s top level"), "a map");
+            return;
+        };
+        for (key, _) in entries {
+            if !allowed.contains(&key.name.as_str()) {
+                if TOP_LEVEL.contains(&key.name.as_str()) {
+                    self.error("schema::unknown_key", key.span, format!("`{}` is not allowed in {what}", key.name))
+                        .help = Some("declare nodes and associations in the project, not in modules".into());
+                } else {
+                    self.unknown_key(key, what, allowed);
+                }
+            }
+        }
+        match doc.root.get("steward") {
+            None => {
+                let span = Span::new(doc.source, doc.root.span.start, doc.root.span.start);
+                self.error("schema::missing_version", span, "the document does not say `steward: 1`").help =
+                    Some("start every document with `steward: 1` (KDL: `steward 1`)".into());
+            }
+            Some(Node { value: document::Value::Int(SCHEMA_VERSION), .. }) => {}
+            Some(Node { value: document::Value::Int(version), span }) if *version > SCHEMA_VERSION => {
+                self.error(
+                    "schema::version",
+                    *span,
+                    format!("document schema version {version} is newer than this steward reads ({SCHEMA_VERSION})"),
+                )
+                .help = Some("upgrade steward".into());
+            }
+            Some(other) => {
+                self.error("schema::version", other.span, "unsupported document schema version").help =
+                    Some(format!("write `steward: {SCHEMA_VERSION}`"));
+            }
+        }
+    }
+
+    fn collect_params(&mut self, docs: &[&Document]) -> BTreeMap<String, ParamDecl> {
+        let mut params: BTreeMap<String, ParamDecl> = BTreeMap::new();
+        let mut first_span: HashMap<String, Span> = HashMap::new();
+        for doc in docs {
+            let Some(section) = doc.root.get("parameters") else { continue };
+            for (key, body) in self.map_entries(section, "`parameters`") {
+                let Some(decl) = self.param_decl(doc.source, key, body) else { continue };
+                if let Some(first) = first_span.get(&key.name) {
+                    self.acc.push(
+                        Diagnostic::error(
+                            "schema::duplicate_parameter",
+                            key.span,
+                            format!("parameter `{}` is declared twice", key.name),
+                        )
+                        .with_label("declared again here")
+                        .with_secondary(*first, "first declared here"),
+                    );
+                    continue;
+                }
+                first_span.insert(key.name.clone(), key.span);
+                params.insert(key.name.clone(), decl);
+            }
+        }
+        params
+    }
+
+    fn param_decl(&mut self, source: SourceId, key: &Key, body: &Node) -> Option<ParamDecl> {
+        if !is_identifier(&key.name) {
+            self.error("schema::invalid_name", key.span, format!("`{}` is not a valid parameter name", key.name)).help =
+                Some("use letters, digits and `_`, starting with a letter".into());
+        }
+        let entries = self.map_entries(body, &format!("parameter `{}`", key.name));
+        let mut decl = ParamDecl { ty: String::new(), default: None, sensitive: false, span: key.span };
+        let mut default_node = None;
+        for (k, v) in entries {
+            match k.name.as_str() {
+                "type" => match v.as_str() {
+                    Some(ty) if PARAM_TYPES.contains(&ty) => decl.ty = ty.to_string(),
+                    Some(ty) => {
+                        self.error("schema::invalid_value", v.span, format!("unknown parameter type `{ty}`")).help =
+                            Some(did_you_mean(ty, PARAM_TYPES));
+                    }
+                    None => self.wrong_type(v, "`type`", "a string"),
+                },
+                "default" => {
+                    if is_template_node(v) {
+                        self.error("schema::template_in_default", v.span, "parameter defaults cannot be templates");
+                    }
+                    default_node = Some(v);
+                    decl.default = Some(to_model(v));
+                }
+                "sensitive" => match v.value {
+                    document::Value::Bool(flag) => decl.sensitive = flag,
+                    _ => self.wrong_type(v, "`sensitive`", "true or false"),
+                },
+                "description" => {
+                    if v.as_str().is_none() {
+                        self.wrong_type(v, "`description`", "a string");
+                    }
+                }
+                _ => self.unknown_key(k, "a parameter", PARAM_KEYS),
+            }
+        }
+        if decl.ty.is_empty() {
+            if !entries.iter().any(|(k, _)| k.name == "type") {
+                self.error("schema::missing_attribute", key.span, format!("parameter `{}` has no `type`", key.name))
+                    .help = Some(format!("add `type:` with one of {}", PARAM_TYPES.join(", ")));
+            }
+            return None;
+        }
+        if let (Some(default), Some(node)) = (&decl.default, default_node) {
+            let default = coerce_param(&decl.ty, default.clone());
+            if param_type_matches(&decl.ty, &default) == Some(false) {
+                self.acc.push(
+                    Diagnostic::error(
+                        "schema::wrong_type",
+                        node.span,
+                        format!("the default of `{}` is {}, but its type is {}", key.name, node.value.type_name(), decl.ty),
+                    )
+                    .with_secondary(key.span, "declared here"),
+                );
+            }
+            decl.default = Some(default);
+        }
+        let _ = source;
+        Some(decl)
+    }
+
+    fn apply_overrides(&mut self, params: &mut BTreeMap<String, ParamDecl>, overrides: &BTreeMap<String, String>) {
+        for (name, text) in overrides {
+            let Some(decl) = params.get_mut(name) else {
+                let names: Vec<&str> = params.keys().map(String::as_str).collect();
+                let help = if names.is_empty() { "the project declares no parameters".to_string() } else { did_you_mean(name, &names) };
+                self.acc.push(Diagnostic::plain("schema::unknown_parameter", format!("no parameter `{name}` to set")).with_help(help));
+                continue;
+            };
+            let value = match decl.ty.as_str() {
+                "string" => Some(Value::String(text.clone())),
+                "number" => text.parse::<i64>().map(Value::Int).ok().or_else(|| text.parse::<f64>().map(Value::Float).ok()),
+                "bool" => text.parse::<bool>().map(Value::Bool).ok(),
+                _ => serde_json::from_str::<serde_json::Value>(text).ok().map(from_json),
+            };
+            match value.filter(|v| param_type_matches(&decl.ty, v) == Some(true)) {
+                Some(value) => decl.default = Some(value),
+                None => self.acc.push(Diagnostic::plain(
+                    "schema::wrong_type",
+                    format!("the value given for parameter `{name}` is not a {}", decl.ty),
+                ).with_help(if matches!(decl.ty.as_str(), "list" | "map") { "give lists and maps as JSON" } else { "check the value" })),
+            }
+        }
+    }
+
+    /// Values for every declared parameter: the association's, else the default.
+    fn scope(&mut self, params: &BTreeMap<String, ParamDecl>, association: Option<&Association>) -> Scope {
+        let mut scope = Scope { values: BTreeMap::new(), sensitive: BTreeSet::new() };
+        for (name, decl) in params {
+            if decl.sensitive {
+                scope.sensitive.insert(format!("params.{name}"));
+            }
+            let value = association.and_then(|a| a.parameters.get(name)).or(decl.default.as_ref());
+            match value {
+                Some(value) => {
+                    scope.values.insert(name.clone(), value.clone());
+                }
+                None => {
+                    if self.missing_reported.insert(decl.span) {
+                        self.acc.push(
+                            Diagnostic::error("schema::missing_parameter", decl.span, format!("parameter `{name}` has no value"))
+                                .with_label("no default")
+                                .with_help(format!(
+                                    "give it a `default`, set it in an association's `parameters`, or pass `--param {name}=...` (or STEWARD_PARAM_{name})"
+                                )),
+                        );
+                    }
+                }
+            }
+        }
+        scope
+    }
+
+    fn collect_nodes(&mut self, docs: &[&Document]) -> Vec<StaticNode> {
+        let mut nodes: Vec<StaticNode> = Vec::new();
+        let mut first_span: HashMap<String, Span> = HashMap::new();
+        for doc in docs {
+            let Some(section) = doc.root.get("nodes") else { continue };
+            for (key, body) in self.map_entries(section, "`nodes`") {
+                if !is_node_name(&key.name) {
+                    self.error("schema::invalid_name", key.span, format!("`{}` is not a valid node name", key.name)).help =
+                        Some("use letters, digits, `.`, `_` and `-`".into());
+                    continue;
+                }
+                if let Some(first) = first_span.get(&key.name) {
+                    self.acc.push(
+                        Diagnostic::error("schema::duplicate_node", key.span, format!("node `{}` is declared twice", key.name))
+                            .with_label("declared again here")
+                            .with_secondary(*first, "first declared here"),
+                    );
+                    continue;
+                }
+                first_span.insert(key.name.clone(), key.span);
+                let mut tags = BTreeMap::new();
+                for (k, v) in self.map_entries(body, &format!("node `{}`", key.name)) {
+                    match k.name.as_str() {
+                        "tags" => match string_map(v) {
+                            Ok(map) => tags = map,
+                            Err(mismatch) => {
+                                self.error("schema::wrong_type", v.span, format!("`tags`: {}", mismatch.message));
+                            }
+                        },
+                        _ => self.unknown_key(k, "a node", NODE_KEYS),
+                    }
+                }
+                nodes.push(StaticNode { name: key.name.clone(), tags });
+            }
+        }
+        nodes
+    }
+
+    fn collect_associations(&mut self, docs: &[&Document], params: &BTreeMap<String, ParamDecl>) -> Vec<Association> {
+        let by_path: HashMap<PathBuf, SourceId> = docs
+            .iter()
+            .filter_map(|doc| {
+                let path = self.project.sources.get(doc.source).path.as_ref()?;
+                Some((path.canonicalize().ok()?, doc.source))
+            })
+            .collect();
+        let mut associations: Vec<Association> = Vec::new();
+        for doc in docs {
+            let Some(section) = doc.root.get("associations") else { continue };
+            for (key, body) in self.map_entries(section, "`associations`") {
+                if let Some(first) = associations.iter().find(|a| a.name == key.name) {
+                    let first_span = first.span;
+                    self.acc.push(
+                        Diagnostic::error(
+                            "schema::duplicate_association",
+                            key.span,
+                            format!("association `{}` is declared twice", key.name),
+                        )
+                        .with_label("declared again here")
+                        .with_secondary(first_span, "first declared here"),
+                    );
+                    continue;
+                }
+                if let Some(association) = self.association(doc, key, body, params, &by_path) {
+                    associations.push(association);
+                }
+            }
+        }
+        associations
+    }
+
+    fn association(
+        &mut self,
+        doc: &Document,
+        key: &Key,
+        body: &Node,
+        params: &BTreeMap<String, ParamDecl>,
+        by_path: &HashMap<PathBuf, SourceId>,
+    ) -> Option<Association> {
+        let mut association = Association {
+            name: key.name.clone(),
+            span: key.span,
+            source: doc.source,
+            targets: Targets::Names(Vec::new()),
+            documents: vec![doc.source],
+            parameters: BTreeMap::new(),
+            schedule: None,
+            mode: Mode::Enforce,
+            max_concurrency: Rate::Percent(100),
+            max_errors: Rate::Percent(100),
+            compliance_severity: ComplianceSeverity::Unspecified,
+        };
+        let mut has_targets = false;
+        for (k, v) in self.map_entries(body, &format!("association `{}`", key.name)) {
+            match k.name.as_str() {
+                "targets" => {
+                    has_targets = true;
+                    association.targets = self.targets(v)?;
+                }
+                "documents" => {
+                    association.documents = self.association_documents(v, by_path);
+                }
+                "parameters" => {
+                    for (pk, pv) in self.map_entries(v, "`parameters`") {
+                        let Some(decl) = params.get(&pk.name) else {
+                            let names: Vec<&str> = params.keys().map(String::as_str).collect();
+                            self.error("schema::unknown_parameter", pk.span, format!("no parameter `{}` is declared", pk.name))
+                                .help = Some(if names.is_empty() {
+                                "declare it under `parameters` first".into()
+                            } else {
+                                did_you_mean(&pk.name, &names)
+                            });
+                            continue;
+                        };
+                        let value = coerce_param(&decl.ty, to_model(pv));
+                        if param_type_matches(&decl.ty, &value) == Some(false) {
+                            let decl_span = decl.span;
+                            let ty = decl.ty.clone();
+                            self.acc.push(
+                                Diagnostic::error(
+                                    "schema::wrong_type",
+                                    pv.span,
+                                    format!("`{}` is a {ty} parameter, found {}", pk.name, pv.value.type_name()),
+                                )
+                                .with_secondary(decl_span, "declared here"),
+                            );
+                            continue;
+                        }
+                        association.parameters.insert(pk.name.clone(), value);
+                    }
+                }
+                "schedule" => association.schedule = self.schedule(v),
+                "mode" => match v.as_str() {
+                    Some("detect") => association.mode = Mode::Detect,
+                    Some("enforce") => association.mode = Mode::Enforce,
+                    Some(other) => {
+                        self.error("schema::invalid_value", v.span, format!("`{other}` is not a mode")).help =
+                            Some(did_you_mean(other, &["detect", "enforce"]));
+                    }
+                    None => self.wrong_type(v, "`mode`", "detect or enforce"),
+                },
+                "max_concurrency" => {
+                    if let Some(rate) = self.rate(v, 1) {
+                        association.max_concurrency = rate;
+                    }
+                }
+                "max_errors" => {
+                    if let Some(rate) = self.rate(v, 0) {
+                        association.max_errors = rate;
+                    }
+                }
+                "compliance_severity" => match v.as_str() {
+                    Some(text) if SEVERITIES.contains(&text) => {
+                        association.compliance_severity = severity(text);
+                    }
+                    Some(text) => {
+                        self.error("schema::invalid_value", v.span, format!("`{text}` is not a severity")).help =
+                            Some(did_you_mean(text, SEVERITIES));
+                    }
+                    None => self.wrong_type(v, "`compliance_severity`", "a severity"),
+                },
+                _ => self.unknown_key(k, "an association", ASSOCIATION_KEYS),
+            }
+        }
+        if !has_targets {
+            self.error("schema::missing_attribute", key.span, format!("association `{}` has no `targets`", key.name))
+                .help = Some("add `targets: { tags: { role: web } }`, `{ names: [web-1] }` or `{ all: true }`".into());
+            return None;
+        }
+        Some(association)
+    }
+
+    fn targets(&mut self, node: &Node) -> Option<Targets> {
+        let entries = self.map_entries(node, "`targets`");
+        let mut found: Option<(Targets, Span)> = None;
+        for (k, v) in entries {
+            let targets = match k.name.as_str() {
+                "tags" => match string_map(v) {
+                    Ok(tags) if !tags.is_empty() => Targets::Tags(tags),
+                    Ok(_) => {
+                        self.error("schema::invalid_value", v.span, "`tags` is empty");
+                        continue;
+                    }
+                    Err(mismatch) => {
+                        self.error("schema::wrong_type", v.span, format!("`tags`: {}", mismatch.message));
+                        continue;
+                    }
+                },
+                "names" => match check(crate::resource::AttrType::StringList, v) {
+                    Ok(Value::List(items)) => {
+                        Targets::Names(items.iter().filter_map(|i| i.as_str().map(String::from)).collect())
+                    }
+                    _ => {
+                        self.wrong_type(v, "`names`", "a list of node names");
+                        continue;
+                    }
+                },
+                "all" => match v.value {
+                    document::Value::Bool(true) => Targets::All,
+                    _ => {
+                        self.error("schema::invalid_value", v.span, "`all` must be true").help =
+                            Some("to target nothing, remove the association".into());
+                        continue;
+                    }
+                },
+                _ => {
+                    self.unknown_key(k, "`targets`", TARGET_KEYS);
+                    continue;
+                }
+            };
+            if let Some((_, first)) = &found {
+                let first = *first;
+                self.acc.push(
+                    Diagnostic::error("schema::conflicting_attributes", k.span, "`targets` takes one of tags, names or all")
+                        .with_secondary(first, "already given here"),
+                );
+                continue;
+            }
+            found = Some((targets, k.span));
+        }
+        match found {
+            Some((targets, _)) => Some(targets),
+            None => {
+                self.error("schema::missing_attribute", node.span, "`targets` selects no nodes").help =
+                    Some("give `tags`, `names` or `all: true`".into());
+                None
+            }
+        }
+    }
+
+    fn association_documents(&mut self, node: &Node, by_path: &HashMap<PathBuf, SourceId>) -> Vec<SourceId> {
+        let items: Vec<&Node> = match &node.value {
+            document::Value::List(items) => items.iter().collect(),
+            document::Value::String(_) => vec![node],
+            _ => {
+                self.wrong_type(node, "`documents`", "a list of document paths");
+                return Vec::new();
+            }
+        };
+        let mut res = Vec::new();
+        for item in items {
+            let Some(text) = item.as_str() else {
+                self.wrong_type(item, "a document path", "a string");
+                continue;
+            };
+            let path = self.project.root.join(text);
+            match path.canonicalize().ok().and_then(|p| by_path.get(&p)) {
+                Some(&source) => res.push(source),
+                None => {
+                    let known: Vec<String> = by_path
+                        .values()
+                        .filter_map(|&s| {
+                            let p = self.project.sources.get(s).path.as_ref()?;
+                            Some(p.strip_prefix(&self.project.root).unwrap_or(p).display().to_string())
+                        })
+                        .collect();
+                    let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+                    self.error("schema::unknown_document", item.span, format!("no document `{text}` in the project"))
+                        .help = Some(format!("paths are relative to the project directory; {}", did_you_mean(text, &refs)));
+                }
+            }
+        }
+        res
+    }
+
+    fn schedule(&mut self, node: &Node) -> Option<Schedule> {
+        let Some(text) = node.as_str() else {
+            self.wrong_type(node, "`schedule`", "a cron expression or rate(...)");
+            return None;
+        };
+        if let Some(inner) = text.strip_prefix("rate(").and_then(|s| s.strip_suffix(')')) {
+            let mut parts = inner.split_whitespace();
+            let amount = parts.next().and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > 0);
+            let unit = match parts.next() {
+                Some("minute" | "minutes") => Some(60),
+                Some("hour" | "hours") => Some(3600),
+                Some("day" | "days") => Some(86_400),
+                _ => None,
+            };
+            return match (amount, unit, parts.next()) {
+                (Some(amount), Some(unit), None) => Some(Schedule::Rate { seconds: amount * unit, text: text.to_string() }),
+                _ => {
+                    self.error("schema::invalid_schedule", node.span, format!("`{text}` is not a rate")).help =
+                        Some("write rate(N minutes), rate(N hours) or rate(N days) with N > 0".into());
+                    None
+                }
+            };
+        }
+        match text.parse::<croner::Cron>() {
+            Ok(_) => Some(Schedule::Cron(text.to_string())),
+            Err(err) => {
+                self.error("schema::invalid_schedule", node.span, format!("`{text}` is not a cron expression: {err}"))
+                    .help = Some("use five fields (minute hour day month weekday), e.g. \"0 */2 * * *\", or rate(30 minutes)".into());
+                None
+            }
+        }
+    }
+
+    fn rate(&mut self, node: &Node, min: u32) -> Option<Rate> {
+        let parsed = match &node.value {
+            document::Value::Int(n) => u32::try_from(*n).ok().filter(|n| *n >= min).map(Rate::Count),
+            document::Value::String(text) => match text.strip_suffix('%') {
+                Some(pct) => pct.trim().parse::<u8>().ok().filter(|p| *p <= 100 && u32::from(*p) >= min).map(Rate::Percent),
+                None => text.parse::<u32>().ok().filter(|n| *n >= min).map(Rate::Count),
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error("schema::invalid_value", node.span, "expected a count or a percentage").help =
+                Some(format!("write a number ({min} or more) such as 2, or a percentage such as \"20%\""));
+        }
+        parsed
+    }
+
+    fn lower_document(
+        &mut self,
+        doc: &Document,
+        scope: &Scope,
+        node_ctx: &minijinja::Value,
+        out: &mut Vec<Resource>,
+        depth: usize,
+    ) {
+        let base_ctx = minijinja::context! { params => scope.jinja(), node => node_ctx.clone() };
+        if let Some(section) = doc.root.get("resources") {
+            for (key, body) in self.map_entries(section, "`resources`") {
+                self.lower_resource(doc, key, body, scope, &base_ctx, out);
+            }
+        }
+        if let Some(section) = doc.root.get("use") {
+            let items: &[Node] = match &section.value {
+                document::Value::List(items) => items,
+                _ => {
+                    self.wrong_type(section, "`use`", "a list of modules");
+                    &[]
+                }
+            };
+            for item in items {
+                self.lower_use(doc, item, scope, &base_ctx, node_ctx, out, depth);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lower_use(
+        &mut self,
+        doc: &Document,
+        item: &Node,
+        scope: &Scope,
+        base_ctx: &minijinja::Value,
+        node_ctx: &minijinja::Value,
+        out: &mut Vec<Resource>,
+        depth: usize,
+    ) {
+        let entries = self.map_entries(item, "a `use` entry");
+        let mut module_name = None;
+        let mut with: &[(Key, Node)] = &[];
+        let mut with_node = None;
+        for (k, v) in entries {
+            match k.name.as_str() {
+                "module" => match v.as_str() {
+                    Some(name) => module_name = Some(name.to_string()),
+                    None => self.wrong_type(v, "`module`", "a module name"),
+                },
+                "with" => {
+                    with = self.map_entries(v, "`with`");
+                    with_node = Some(v);
+                }
+                _ => self.unknown_key(k, "a `use` entry", USE_KEYS),
+            }
+        }
+        let Some(module_name) = module_name else {
+            self.error("schema::missing_attribute", item.span, "`use` entry has no `module`").help =
+                Some("write `- module: std/motd`".into());
+            return;
+        };
+        if depth >= MAX_MODULE_DEPTH {
+            self.error("schema::module_loop", item.span, format!("modules nest more than {MAX_MODULE_DEPTH} deep at `{module_name}`"))
+                .help = Some("a module probably uses itself".into());
+            return;
+        }
+        // The loader reported modules it could not find.
+        let project = self.project;
+        let Some(key) = project.uses.get(&(doc.source, module_name.clone())) else { return };
+        let Some(module) = project.modules.get(key) else { return };
+        let module_docs: Vec<&Document> = module.documents.iter().collect();
+        let params = self.collect_params(&module_docs);
+        let mut module_scope = Scope { values: BTreeMap::new(), sensitive: BTreeSet::new() };
+        for (k, v) in with {
+            let Some(decl) = params.get(&k.name) else {
+                let names: Vec<&str> = params.keys().map(String::as_str).collect();
+                self.error("schema::unknown_parameter", k.span, format!("module `{module_name}` has no parameter `{}`", k.name))
+                    .help = Some(if names.is_empty() { "this module takes no parameters".into() } else { did_you_mean(&k.name, &names) });
+                continue;
+            };
+            let rendered = self.renderer.render(self.text(doc.source), v, base_ctx, &scope.sensitive, &mut self.acc);
+            let value = coerce_param(&decl.ty, to_model(&rendered.node));
+            if param_type_matches(&decl.ty, &value) == Some(false) {
+                let decl_span = decl.span;
+                let ty = decl.ty.clone();
+                self.acc.push(
+                    Diagnostic::error(
+                        "schema::wrong_type",
+                        v.span,
+                        format!("`{}` is a {ty} parameter, found {}", k.name, rendered.node.value.type_name()),
+                    )
+                    .with_secondary(decl_span, "declared here"),
+                );
+                continue;
+            }
+            if rendered.sensitive || decl.sensitive {
+                module_scope.sensitive.insert(format!("params.{}", k.name));
+            }
+            module_scope.values.insert(k.name.clone(), value);
+        }
+        for (name, decl) in &params {
+            if decl.sensitive {
+                module_scope.sensitive.insert(format!("params.{name}"));
+            }
+            if module_scope.values.contains_key(name) {
+                continue;
+            }
+            match &decl.default {
+                Some(default) => {
+                    module_scope.values.insert(name.clone(), default.clone());
+                }
+                None => {
+                    let span = with_node.map_or(item.span, |n| n.span);
+                    self.acc.push(
+                        Diagnostic::error("schema::missing_parameter", span, format!("module `{module_name}` needs parameter `{name}`"))
+                            .with_secondary(decl.span, "declared here without a default")
+                            .with_help(format!("add `{name}: ...` under `with`")),
+                    );
+                }
+            }
+        }
+        for module_doc in module_docs {
+            self.lower_document(module_doc, &module_scope, node_ctx, out, depth + 1);
+        }
+    }
+
+    fn lower_resource(
+        &mut self,
+        doc: &Document,
+        key: &Key,
+        body: &Node,
+        scope: &Scope,
+        base_ctx: &minijinja::Value,
+        out: &mut Vec<Resource>,
+    ) {
+        let Some((kind, name_template)) = key.name.split_once(':').filter(|(k, n)| !k.is_empty() && !n.is_empty()) else {
+            self.error("schema::invalid_key", key.span, format!("`{}` is not a resource key", key.name)).help =
+                Some("resources are keyed `TYPE:NAME`, such as `file:/etc/motd` or `package:nginx`".into());
+            return;
+        };
+        let registry = self.registry;
+        let Some(ty) = registry.get(kind) else {
+            let kinds = registry.kinds();
+            let kind_span = Span::new(key.span.source, key.span.start, key.span.start + kind.len().min(key.span.end - key.span.start));
+            let kind_span = if self.project.sources.slice(kind_span) == kind { kind_span } else { key.span };
+            self.error("schema::unknown_type", kind_span, format!("unknown resource type `{kind}`")).help =
+                Some(did_you_mean(kind, &kinds));
+            return;
+        };
+        let entries = self.map_entries(body, &format!("`{}`", key.name));
+        let text = self.text(doc.source);
+        let items: Vec<Option<minijinja::Value>> = match entries.iter().find(|(k, _)| k.name == "for_each") {
+            None => vec![None],
+            Some((_, node)) => {
+                let rendered = self.renderer.render(text, node, base_ctx, &scope.sensitive, &mut self.acc);
+                match &rendered.node.value {
+                    document::Value::List(items) => items.iter().map(|i| Some(to_jinja(&to_model(i)))).collect(),
+                    document::Value::Map(entries) => entries
+                        .iter()
+                        .map(|(k, v)| Some(minijinja::context! { key => k.name.clone(), value => to_jinja(&to_model(v)) }))
+                        .collect(),
+                    document::Value::Null => Vec::new(), // A failed render was reported.
+                    _ => {
+                        self.wrong_type(&rendered.node, "`for_each`", "a list or a map");
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        if !items.iter().all(Option::is_none) && !is_template(name_template) {
+            let count = items.len();
+            if count > 1 {
+                self.error(
+                    "schema::duplicate_resource",
+                    key.span,
+                    format!("`{}` uses `for_each` over {count} items but its name does not use `item`", key.name),
+                )
+                .help = Some(format!("put the item in the name, such as `{kind}:{{{{ item }}}}`"));
+                return;
+            }
+        }
+        for item in items {
+            let ctx = match &item {
+                Some(item) => minijinja::context! { item => item.clone(), ..base_ctx.clone() },
+                None => base_ctx.clone(),
+            };
+            if let Some((_, when)) = entries.iter().find(|(k, _)| k.name == "when")
+                && self.renderer.condition(text, when, &ctx, &mut self.acc) != Some(true)
+            {
+                continue;
+            }
+            let name = if is_template(name_template) {
+                let name_node = Node { span: key.span, value: document::Value::String(name_template.to_string()) };
+                let rendered = self.renderer.render(text, &name_node, &ctx, &scope.sensitive, &mut self.acc);
+                match rendered.node.value {
+                    document::Value::String(name) => name,
+                    document::Value::Null => continue,
+                    other => {
+                        self.error("schema::invalid_name", key.span, format!("the name renders to {}, not a string", other.type_name()));
+                        continue;
+                    }
+                }
+            } else {
+                name_template.to_string()
+            };
+            let id = ResourceId::new(kind, name);
+            if !self.check_name(ty, &id, key.span) {
+                continue;
+            }
+            let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
+            let mut relations = Vec::new();
+            for (k, v) in entries {
+                if let Some(relation) = RelationKind::ALL.iter().find(|r| r.as_str() == k.name) {
+                    self.relations(text, *relation, v, &ctx, scope, &mut relations);
+                    continue;
+                }
+                if k.name == "for_each" || k.name == "when" {
+                    continue;
+                }
+                let Some(schema) = ty.schema().attr(&k.name) else {
+                    let mut valid: Vec<&str> = ty.schema().attrs.iter().map(|a| a.name).collect();
+                    valid.extend_from_slice(META);
+                    self.acc.push(
+                        Diagnostic::error("schema::unknown_attribute", k.span, format!("unknown attribute `{}` for `{kind}`", k.name))
+                            .with_label("not in the schema")
+                            .with_help(did_you_mean(&k.name, &valid)),
+                    );
+                    continue;
+                };
+                let rendered = self.renderer.render(text, v, &ctx, &scope.sensitive, &mut self.acc);
+                if matches!(rendered.node.value, document::Value::Null) && is_template_node(v) {
+                    continue; // The template error was reported.
+                }
+                match check(schema.ty, &rendered.node) {
+                    Ok(value) => {
+                        attrs.insert(k.name.clone(), Attr { value, span: v.span, sensitive: rendered.sensitive });
+                    }
+                    Err(mismatch) => {
+                        let shown = if rendered.sensitive { "`(sensitive)`".to_string() } else { format!("`{}`", k.name) };
+                        let mut diag = Diagnostic::error(
+                            "schema::wrong_type",
+                            v.span,
+                            format!("invalid value for {shown} of `{id}`: {}", mismatch.message),
+                        )
+                        .with_label(format!("expected {}", schema.ty.describe()));
+                        if let Some(help) = mismatch.help {
+                            diag = diag.with_help(help);
+                        }
+                        self.acc.push(diag);
+                    }
+                }
+            }
+            self.check_required(ty, &id, key.span, entries);
+            self.check_exclusive(ty, &attrs);
+            ty.validate(&Candidate { id: &id, span: key.span, attrs: &attrs }, &mut self.acc);
+            out.push(Resource { id, span: key.span, source: doc.source, attrs, relations });
+        }
+    }
+
+    fn relations(
+        &mut self,
+        text: &str,
+        kind: RelationKind,
+        node: &Node,
+        ctx: &minijinja::Value,
+        scope: &Scope,
+        out: &mut Vec<Relation>,
+    ) {
+        let items: Vec<&Node> = match &node.value {
+            document::Value::List(items) => items.iter().collect(),
+            document::Value::String(_) => vec![node],
+            _ => {
+                self.wrong_type(node, &format!("`{}`", kind.as_str()), "a list of `TYPE:NAME` references");
+                return;
+            }
+        };
+        for item in items {
+            let rendered = self.renderer.render(text, item, ctx, &scope.sensitive, &mut self.acc);
+            let target_text = match &rendered.node.value {
+                document::Value::String(target) => target.clone(),
+                document::Value::Null if is_template_node(item) => continue,
+                _ => {
+                    self.wrong_type(item, "a reference", "a `TYPE:NAME` string");
+                    continue;
+                }
+            };
+            let Some(target) = ResourceId::parse(&target_text) else {
+                self.error("schema::invalid_reference", item.span, format!("`{target_text}` is not a `TYPE:NAME` reference"))
+                    .help = Some("refer to resources as `TYPE:NAME`, such as `package:nginx`".into());
+                continue;
+            };
+            if self.registry.get(&target.kind).is_none() {
+                let kinds = self.registry.kinds();
+                self.error("schema::unknown_type", item.span, format!("unknown resource type `{}` in reference", target.kind))
+                    .help = Some(did_you_mean(&target.kind, &kinds));
+                continue;
+            }
+            out.push(Relation { kind, target, span: item.span });
+        }
+    }
+
+    fn check_name(&mut self, ty: &dyn ResourceType, id: &ResourceId, span: Span) -> bool {
+        let name = id.name.as_str();
+        let problem = match ty.schema().name_rule {
+            NameRule::AbsPath => check_abs_path(name).err().map(|p| (p, "NAME is an absolute path such as `/etc/motd`".to_string())),
+            NameRule::Package => (!is_package_name(name)).then(|| {
+                (format!("`{name}` is not a valid package name"), "package names use lowercase letters, digits and `+ - .`".to_string())
+            }),
+            NameRule::Service => (!is_unit_name(name)).then(|| {
+                (format!("`{name}` is not a valid unit name"), "unit names use letters, digits and `: _ . @ -`".to_string())
+            }),
+            NameRule::Account => (!is_account_name(name)).then(|| {
+                (format!("`{name}` is not a valid user or group name"), "start with a lowercase letter or `_`; use lowercase letters, digits, `_` and `-`; at most 32 characters".to_string())
+            }),
+            NameRule::Label => name.chars().any(char::is_control).then(|| {
+                (format!("`{}` contains control characters", name.escape_debug()), "use printable characters".to_string())
+            }),
+        };
+        match problem {
+            Some((message, help)) => {
+                self.error("schema::invalid_name", span, format!("invalid name for `{}`: {message}", id.kind)).help = Some(help);
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn check_required(&mut self, ty: &dyn ResourceType, id: &ResourceId, span: Span, entries: &[(Key, Node)]) {
+        for attr in ty.schema().attrs.iter().filter(|a| a.required) {
+            if !entries.iter().any(|(k, _)| k.name == attr.name) {
+                self.error("schema::missing_attribute", span, format!("`{id}` needs `{}`", attr.name)).help =
+                    Some(format!("add `{}`: {}", attr.name, attr.doc));
+            }
+        }
+    }
+
+    fn check_exclusive(&mut self, ty: &dyn ResourceType, attrs: &BTreeMap<String, Attr>) {
+        for group in ty.schema().exclusive {
+            let given: Vec<(&str, Span)> =
+                group.iter().filter_map(|name| attrs.get(*name).map(|a| (*name, a.span))).collect();
+            if let [(first, first_span), (second, second_span), ..] = given.as_slice() {
+                self.acc.push(
+                    Diagnostic::error(
+                        "schema::conflicting_attributes",
+                        *second_span,
+                        format!("`{second}` conflicts with `{first}`"),
+                    )
+                    .with_secondary(*first_span, "given here")
+                    .with_help(format!("give only one of {}", group.join(", "))),
+                );
+            }
+        }
+    }
+
+    fn check_duplicates(&mut self, resources: &[Resource]) {
+        let mut seen: HashMap<&ResourceId, Span> = HashMap::new();
+        for res in resources {
+            match seen.get(&res.id) {
+                Some(first) if *first == res.span => {
+                    self.error("schema::duplicate_resource", res.span, format!("`{}` is declared more than once here", res.id))
+                        .help = Some("`for_each` gives two items the same name".into());
+                }
+                Some(first) => {
+                    self.acc.push(
+                        Diagnostic::error("schema::duplicate_resource", res.span, format!("`{}` is declared twice", res.id))
+                            .with_label("declared again here")
+                            .with_secondary(*first, "first declared here")
+                            .with_help("each `TYPE:NAME` may be declared once per node; remove one or rename it"),
+                    );
+                }
+                None => {
+                    seen.insert(&res.id, res.span);
+                }
+            }
+        }
+    }
+}
+
+fn is_template_node(node: &Node) -> bool {
+    node.as_str().is_some_and(is_template)
+}
+
+/// A value in a parameter's declared type where the spelling differs harmlessly: a list
+/// parameter given one string is a list of one.
+fn coerce_param(ty: &str, value: Value) -> Value {
+    match (ty, value) {
+        ("list", Value::String(text)) => Value::List(vec![Value::String(text)]),
+        ("number", Value::Int(n)) => Value::Int(n),
+        (_, value) => value,
+    }
+}
+
+fn severity(text: &str) -> ComplianceSeverity {
+    match text {
+        "critical" => ComplianceSeverity::Critical,
+        "high" => ComplianceSeverity::High,
+        "medium" => ComplianceSeverity::Medium,
+        "low" => ComplianceSeverity::Low,
+        "informational" => ComplianceSeverity::Informational,
+        _ => ComplianceSeverity::Unspecified,
+    }
+}
+
+fn dedup_sources(sources: impl Iterator<Item = SourceId>) -> Vec<SourceId> {
+    let mut seen = HashSet::new();
+    sources.filter(|s| seen.insert(*s)).collect()
+}
+
+/// The `node` template variable.
+fn node_context(name: &str, tags: &BTreeMap<String, String>, facts: &Facts) -> minijinja::Value {
+    minijinja::context! {
+        name => name,
+        hostname => facts.hostname.clone(),
+        os => minijinja::context! { family => facts.os_family.clone(), release => facts.os_release.clone() },
+        arch => facts.arch.clone(),
+        tags => tags.clone(),
+        addresses => facts.addresses.clone(),
+    }
+}
+
+/// A model value as a template value.
+pub(crate) fn to_jinja(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(flag) => minijinja::Value::from(*flag),
+        Value::Int(number) => minijinja::Value::from(*number),
+        Value::Float(number) => minijinja::Value::from(*number),
+        Value::String(text) => minijinja::Value::from(text.clone()),
+        Value::List(items) => minijinja::Value::from(items.iter().map(to_jinja).collect::<Vec<_>>()),
+        Value::Map(entries) => minijinja::Value::from(
+            entries.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+fn from_json(json: serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(flag) => Value::Bool(flag),
+        serde_json::Value::Number(number) => {
+            number.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(number.as_f64().unwrap_or(0.0)))
+        }
+        serde_json::Value::String(text) => Value::String(text),
+        serde_json::Value::Array(items) => Value::List(items.into_iter().map(from_json).collect()),
+        serde_json::Value::Object(entries) => Value::Map(entries.into_iter().map(|(k, v)| (k, from_json(v))).collect()),
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+}
+
+fn is_package_name(name: &str) -> bool {
+    let (base, arch) = name.split_once(':').unwrap_or((name, "x"));
+    base.len() >= 2
+        && base.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && base.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && !arch.is_empty()
+        && arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn is_unit_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c))
+}
+
+fn is_account_name(name: &str) -> bool {
+    let core = name.strip_suffix('$').unwrap_or(name);
+    !core.is_empty()
+        && name.len() <= 32
+        && core.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && core.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Drops repeats: a document lowered for several nodes reports each mistake once.
+fn dedupe(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = HashSet::new();
+    diagnostics
+        .into_iter()
+        .filter(|d| {
+            let spans: Vec<(u32, usize, usize)> = d.labels.iter().map(|l| (l.span.source.0, l.span.start, l.span.end)).collect();
+            seen.insert((d.code, d.message.clone(), spans))
+        })
+        .collect()
+}
+
