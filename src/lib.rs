@@ -18,3 +18,5 @@ pub mod plan;
 pub mod resource;
 pub mod schema;
 pub mod template;
+pub mod validate;
+pub mod report;

@@ -1,3 +1,302 @@
-//! x
-/// run
-pub fn run() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line: clap arguments → a command → an exit code.
+//!
+//! Owns argument parsing, the exit-code table, colour choice and rendering diagnostics for
+//! people (miette's `fancy` reports live only here). Everything a library caller would need
+//! lives in the library modules; this module only wires them.
+
+mod render;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::resource::Registry;
+use crate::validate::{Validated, validate};
+
+/// Exit codes (SPEC section 3, Terraform's convention). Usage errors are 1, never 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Success; no changes (with `--detailed-exitcode`).
+    Ok = 0,
+    /// Any error, including usage errors.
+    Error = 1,
+    /// Success with changes or drift (with `--detailed-exitcode`).
+    Changes = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+const ABOUT: &str = "steward: declare the desired state of your nodes in YAML or KDL, see the plan, make it so";
+
+const LONG_ABOUT: &str = "\
+steward reads a project (a directory of YAML or KDL documents), checks it, builds each node's
+dependency graph, and shows or applies the changes that make each node match its documents.
+
+Exit codes: 0 success, 1 error (including usage errors), 2 changes or drift (with --detailed-exitcode).";
+
+#[derive(Parser, Debug)]
+#[command(name = "steward", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// When to colour output; NO_COLOR in the environment means never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// Act on a file system rooted at DIR instead of `/` (tests, images).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load, template-check and graph-check a project.
+    #[command(after_help = "\
+Examples:
+  steward validate                        # the project in the current directory
+  steward validate examples/quickstart
+  steward validate site.kdl --format json # diagnostics with file, line, column, code, message
+
+Exit: 0 when the project is sound, 1 on any error.")]
+    Validate(ValidateArgs),
+    /// Print each node's dependency graph.
+    #[command(after_help = "\
+Examples:
+  steward graph examples/quickstart | dot -Tsvg > graph.svg
+  steward graph examples/quickstart --format json")]
+    Graph(GraphArgs),
+    /// Print the JSON Schema of the YAML document spelling.
+    #[command(after_help = "\
+Editors use it to complete and check documents: put this line at the top of a YAML document:
+  # yaml-language-server: $schema=path/to/steward.schema.json
+
+Example:
+  steward schema > schema/steward.schema.json")]
+    Schema,
+    /// Print shell completions.
+    #[command(after_help = "\
+Examples:
+  steward completions bash > /etc/bash_completion.d/steward
+  steward completions zsh > \"${fpath[1]}/_steward\"")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ProjectArgs {
+    /// The project: a directory of documents, or one document.
+    #[arg(value_name = "PATH", default_value = ".")]
+    path: PathBuf,
+    /// Set a parameter (parsed by its declared type; lists and maps as JSON).
+    /// STEWARD_PARAM_<NAME> in the environment does the same.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ValidateArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
+    format: DiagnosticFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct GraphArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    format: GraphFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DiagnosticFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Json,
+}
+
+/// Runs steward with the process's arguments and returns its exit code.
+pub fn run() -> ExitCode {
+    // Deeply nested input is refused by the readers; the large stack is a second line of
+    // defence for any recursion they do before that.
+    let worker = std::thread::Builder::new().stack_size(256 * 1024 * 1024).spawn(|| run_with(std::env::args_os()));
+    match worker.map(|handle| handle.join()) {
+        Ok(Ok(exit)) => exit.into(),
+        _ => {
+            eprintln!("error: steward crashed; this is a bug, please report it");
+            Exit::Error.into()
+        }
+    }
+}
+
+/// Runs steward with the given arguments (the first is the program name).
+pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::Error,
+            };
+        }
+    };
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+    };
+    let ctx = Context { color, root: cli.root.unwrap_or_else(|| PathBuf::from("/")) };
+    let result = match cli.command {
+        Command::Validate(args) => cmd_validate(&ctx, &args),
+        Command::Graph(args) => cmd_graph(&ctx, &args),
+        Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "steward", &mut out);
+            print_stdout(&String::from_utf8_lossy(&out))
+        }
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(err) => {
+            eprintln!("error: {err}");
+            Exit::Error
+        }
+    }
+}
+
+/// Settings every command shares.
+struct Context {
+    color: bool,
+    root: PathBuf,
+}
+
+fn print_stdout(text: &str) -> std::io::Result<Exit> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// `--param` flags over `STEWARD_PARAM_*` variables.
+fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
+    let mut res: BTreeMap<String, String> = std::env::vars()
+        .filter_map(|(k, v)| k.strip_prefix("STEWARD_PARAM_").map(|name| (name.to_string(), v)))
+        .collect();
+    for param in &args.params {
+        let Some((name, value)) = param.split_once('=') else {
+            return Err(format!("`--param {param}` must be NAME=VALUE"));
+        };
+        res.insert(name.to_string(), value.to_string());
+    }
+    Ok(res)
+}
+
+fn load(ctx: &Context, args: &ProjectArgs, registry: &Registry) -> Result<Validated, String> {
+    let overrides = overrides(args)?;
+    Ok(validate(&args.path, registry, crate::facts::local(&ctx.root), overrides))
+}
+
+fn report_human(ctx: &Context, validated: &Validated) -> std::io::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    render::human(&mut stderr, &validated.diagnostics, &validated.project.sources, ctx.color)?;
+    let errors = validated.diagnostics.iter().filter(|d| d.is_error()).count();
+    if errors > 0 {
+        let files: std::collections::BTreeSet<_> =
+            validated.diagnostics.iter().filter_map(|d| d.span()).map(|s| s.source).collect();
+        let noun = if errors == 1 { "error" } else { "errors" };
+        let in_files = match files.len() {
+            0 => String::new(),
+            1 => " in 1 file".to_string(),
+            n => format!(" in {n} files"),
+        };
+        writeln!(stderr, "error: {errors} {noun}{in_files}")?;
+    }
+    Ok(())
+}
+
+fn usage_error(message: &str) -> std::io::Result<Exit> {
+    eprintln!("error: {message}");
+    Ok(Exit::Error)
+}
+
+fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    let validated = match load(ctx, &args.project, &registry) {
+        Ok(validated) => validated,
+        Err(message) => return usage_error(&message),
+    };
+    match args.format {
+        DiagnosticFormat::Json => {
+            print_stdout(&crate::report::diagnostics::json(&validated.diagnostics, &validated.project.sources))?;
+        }
+        DiagnosticFormat::Human => {
+            report_human(ctx, &validated)?;
+            if !validated.has_errors() {
+                let n_documents = validated.project.sources.len();
+                let model = &validated.model;
+                let n_nodes = model.nodes.iter().filter(|n| !n.resources.is_empty()).count();
+                print_stdout(&format!(
+                    "valid: {} in {}, {} on {}\n",
+                    plural(n_documents, "document"),
+                    display_path(&args.project.path),
+                    plural(model.n_resources(), "resource"),
+                    plural(n_nodes, "node"),
+                ))?;
+            }
+        }
+    }
+    Ok(if validated.has_errors() { Exit::Error } else { Exit::Ok })
+}
+
+fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    let validated = match load(ctx, &args.project, &registry) {
+        Ok(validated) => validated,
+        Err(message) => return usage_error(&message),
+    };
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let graphs = validated.graphs(&registry);
+    let text = match args.format {
+        GraphFormat::Dot => crate::report::graph::dot(&graphs),
+        GraphFormat::Json => crate::report::graph::json(&graphs, &validated.project.sources),
+    };
+    print_stdout(&text)
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+fn display_path(path: &Path) -> String {
+    path.display().to_string()
+}

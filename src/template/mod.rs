@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use minijinja::value::ValueKind;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 
-use crate::diag::{Diagnostic, Span, did_you_mean};
+use crate::diag::{Diagnostic, Span, suggest};
 use crate::document::{self, Key, Node, Value};
 
 /// Instructions a single template may execute before it is stopped.
@@ -124,6 +124,14 @@ impl Renderer {
             };
             *tainted |= expression.undeclared_variables(true).iter().any(|v| uses(sensitive, v));
             return match expression.eval(ctx) {
+                // Strict mode errors when an undefined value is used; an expression that
+                // merely returns one must be caught here.
+                Ok(value) if value.is_undefined() => {
+                    let vars = expression.undeclared_variables(true);
+                    let err = minijinja::Error::new(ErrorKind::UndefinedError, "undefined value");
+                    acc.push(self.diagnostic(source_text, text, span, &err, ctx, Some(&vars)));
+                    failed
+                }
                 Ok(value) => match from_jinja(&value, span, 0) {
                     Ok(node) => node,
                     Err(message) => {
@@ -212,12 +220,18 @@ impl Renderer {
         if err.kind() == ErrorKind::UndefinedError
             && let Some((missing, known)) = vars.and_then(|vars| first_undefined(vars, ctx))
         {
-            let help = if known.is_empty() {
+            let last = missing.rsplit('.').next().unwrap_or(&missing);
+            let help = if missing.starts_with("params.") && !missing[7..].contains('.') && known.is_empty() {
+                format!("no parameters are declared; declare `{last}` under `parameters`")
+            } else if known.is_empty() {
                 "the template context has `params`, `node` and, inside `for_each`, `item`".to_string()
             } else {
                 let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-                let last = missing.rsplit('.').next().unwrap_or(&missing);
-                did_you_mean(last, &refs)
+                let parent = missing.rsplit_once('.').map_or("the context", |(parent, _)| parent);
+                match suggest(last, refs.iter().copied()) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("`{parent}` has: {}", refs.join(", ")),
+                }
             };
             return Diagnostic::error("template::undefined", precise, format!("undefined variable `{missing}`"))
                 .with_label("not defined")
