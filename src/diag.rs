@@ -27,7 +27,11 @@ pub struct Span {
 impl Span {
     /// A span from `start` to `end` in `source`.
     pub fn new(source: SourceId, start: usize, end: usize) -> Span {
-        Span { source, start, end: end.max(start) }
+        Span {
+            source,
+            start,
+            end: end.max(start),
+        }
     }
 
     /// An empty span at the start of `source`, for problems with a file as a whole.
@@ -70,8 +74,15 @@ impl Source {
         while col_end > line_start && !self.text.is_char_boundary(col_end) {
             col_end -= 1;
         }
-        let column = self.text.get(line_start..col_end).map_or(0, |s| s.chars().count()) + 1;
-        LineCol { line: line_idx + 1, column }
+        let column = self
+            .text
+            .get(line_start..col_end)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        LineCol {
+            line: line_idx + 1,
+            column,
+        }
     }
 
     /// Byte offset of a 1-based line and character column (clamped to the text).
@@ -106,7 +117,12 @@ impl SourceMap {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(idx, _)| idx + 1));
         let id = SourceId(u32::try_from(self.sources.len()).unwrap_or(u32::MAX));
-        self.sources.push(Source { name, path, text, line_starts });
+        self.sources.push(Source {
+            name,
+            path,
+            text,
+            line_starts,
+        });
         id
     }
 
@@ -128,7 +144,10 @@ impl SourceMap {
 
     /// Text covered by a span.
     pub fn slice(&self, span: Span) -> &str {
-        self.get(span.source).text.get(span.start..span.end).unwrap_or("")
+        self.get(span.source)
+            .text
+            .get(span.start..span.end)
+            .unwrap_or("")
     }
 
     /// `name:line:column` of a span's start.
@@ -189,19 +208,31 @@ impl Diagnostic {
             severity: Severity::Error,
             code,
             message: message.into(),
-            labels: vec![Label { span, message: String::new() }],
+            labels: vec![Label {
+                span,
+                message: String::new(),
+            }],
             help: None,
         }
     }
 
     /// An error that belongs to no place in a document (a missing directory, say).
     pub fn plain(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Error, code, message: message.into(), labels: Vec::new(), help: None }
+        Diagnostic {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+        }
     }
 
     /// A warning at `span`.
     pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, span, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, span, message)
+        }
     }
 
     /// Sets the primary label's text.
@@ -214,7 +245,10 @@ impl Diagnostic {
 
     /// Adds a secondary location.
     pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label { span, message: message.into() });
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -254,7 +288,7 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// "did you mean `x`?" when something is close, otherwise the list of valid names.
-pub fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> String {
+pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
     match suggest(name, candidates.iter().copied()) {
         Some(best) => format!("did you mean `{best}`?"),
         None => format!("expected one of: {}", candidates.join(", ")),

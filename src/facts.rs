@@ -18,7 +18,13 @@ pub fn local(root: &Path) -> Facts {
         .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")))
         .unwrap_or_default();
     let (os_family, os_release) = parse_os_release(&os_release);
-    Facts { hostname, os_family, os_release, arch: std::env::consts::ARCH.to_string(), addresses: Vec::new() }
+    Facts {
+        hostname,
+        os_family,
+        os_release,
+        arch: std::env::consts::ARCH.to_string(),
+        addresses: Vec::new(),
+    }
 }
 
 /// `(family, release)` from os-release text: the family is the first `ID_LIKE` entry (so
@@ -32,8 +38,15 @@ fn parse_os_release(text: &str) -> (String, String) {
     };
     let id = field("ID");
     let like = field("ID_LIKE");
-    let family = like.split_whitespace().next().map_or(id.clone(), str::to_string);
-    let family = if family.is_empty() { std::env::consts::OS.to_string() } else { family };
+    let family = like
+        .split_whitespace()
+        .next()
+        .map_or(id.clone(), str::to_string);
+    let family = if family.is_empty() {
+        std::env::consts::OS.to_string()
+    } else {
+        family
+    };
     (family, field("VERSION_ID"))
 }
 
@@ -43,7 +56,13 @@ mod tests {
 
     #[test]
     fn families() {
-        assert_eq!(parse_os_release("ID=debian\nVERSION_ID=\"12\"\n"), ("debian".into(), "12".into()));
-        assert_eq!(parse_os_release("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n").0, "debian");
+        assert_eq!(
+            parse_os_release("ID=debian\nVERSION_ID=\"12\"\n"),
+            ("debian".into(), "12".into())
+        );
+        assert_eq!(
+            parse_os_release("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n").0,
+            "debian"
+        );
     }
 }

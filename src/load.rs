@@ -26,12 +26,18 @@ static STDLIB: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/stdlib");
 
 /// Names of the standard library's modules (`std/NAME`).
 pub fn stdlib_modules() -> Vec<String> {
-    STDLIB.dirs().map(|dir| format!("std/{}", dir.path().display())).collect()
+    STDLIB
+        .dirs()
+        .map(|dir| format!("std/{}", dir.path().display()))
+        .collect()
 }
 
 /// Reads the project at `path`: a directory of documents, or a single document file.
 pub fn load(path: &Path) -> Project {
-    let mut project = Project { root: path.to_path_buf(), ..Project::default() };
+    let mut project = Project {
+        root: path.to_path_buf(),
+        ..Project::default()
+    };
     let files = match discover(path) {
         Ok(files) => files,
         Err(diag) => {
@@ -40,10 +46,17 @@ pub fn load(path: &Path) -> Project {
         }
     };
     if path.is_file() {
-        project.root = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        project.root = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     }
-    let texts: Vec<(PathBuf, Result<String, FileProblem>)> =
-        files.into_par_iter().map(|file| { let text = read(&file); (file, text) }).collect();
+    let texts: Vec<(PathBuf, Result<String, FileProblem>)> = files
+        .into_par_iter()
+        .map(|file| {
+            let text = read(&file);
+            (file, text)
+        })
+        .collect();
     let mut to_parse = Vec::new();
     for (file, text) in texts {
         let name = file.display().to_string();
@@ -57,8 +70,13 @@ pub fn load(path: &Path) -> Project {
                     FileProblem::TooLarge(size) => (
                         String::new(),
                         0,
-                        format!("document is {} MB; the limit is {} MB", size / 1_000_000, MAX_DOCUMENT_BYTES / 1_000_000),
-                        "split it into several documents, or move data into a `source` file".to_string(),
+                        format!(
+                            "document is {} MB; the limit is {} MB",
+                            size / 1_000_000,
+                            MAX_DOCUMENT_BYTES / 1_000_000
+                        ),
+                        "split it into several documents, or move data into a `source` file"
+                            .to_string(),
                     ),
                     FileProblem::NotUtf8 { text, offset } => (
                         text,
@@ -66,10 +84,16 @@ pub fn load(path: &Path) -> Project {
                         "document is not UTF-8 text".to_string(),
                         "documents must be UTF-8; is this a binary file?".to_string(),
                     ),
-                    FileProblem::Io(err) => (String::new(), 0, format!("cannot read document: {err}"), String::new()),
+                    FileProblem::Io(err) => (
+                        String::new(),
+                        0,
+                        format!("cannot read document: {err}"),
+                        String::new(),
+                    ),
                 };
                 let id = project.sources.add(name, Some(file.clone()), text);
-                let mut diag = Diagnostic::error("load::unreadable", Span::new(id, offset, offset), message);
+                let mut diag =
+                    Diagnostic::error("load::unreadable", Span::new(id, offset, offset), message);
                 if !help.is_empty() {
                     diag = diag.with_help(help);
                 }
@@ -88,11 +112,17 @@ pub fn load(path: &Path) -> Project {
 
 /// Parses sources in parallel, in order.
 fn parse_all(sources: &SourceMap, to_parse: &[(SourceId, Syntax)]) -> Vec<document::Parsed> {
-    to_parse.par_iter().map(|&(id, syntax)| document::parse(id, &sources.get(id).text, syntax)).collect()
+    to_parse
+        .par_iter()
+        .map(|&(id, syntax)| document::parse(id, &sources.get(id).text, syntax))
+        .collect()
 }
 
 fn syntax_of(path: &Path) -> Syntax {
-    path.file_name().and_then(|n| n.to_str()).and_then(Syntax::from_file_name).unwrap_or(Syntax::Yaml)
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(Syntax::from_file_name)
+        .unwrap_or(Syntax::Yaml)
 }
 
 enum FileProblem {
@@ -118,24 +148,43 @@ fn read(path: &Path) -> Result<String, FileProblem> {
 /// The document files of a project, sorted by path.
 fn discover(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let metadata = std::fs::metadata(path).map_err(|err| {
-        Diagnostic::plain("load::no_project", format!("cannot read project `{}`: {err}", path.display()))
+        Diagnostic::plain(
+            "load::no_project",
+            format!("cannot read project `{}`: {err}", path.display()),
+        )
     })?;
     if metadata.is_file() {
         if Syntax::from_file_name(&path.to_string_lossy()).is_none() {
             return Err(Diagnostic::plain(
                 "load::not_a_document",
-                format!("`{}` is not a document: steward reads .yaml, .yml and .kdl files", path.display()),
+                format!(
+                    "`{}` is not a document: steward reads .yaml, .yml and .kdl files",
+                    path.display()
+                ),
             ));
         }
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
-    let walker = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|entry| {
-        entry.depth() == 0 || !entry.file_name().to_str().is_some_and(|name| name.starts_with('.'))
-    });
+    let walker = walkdir::WalkDir::new(path)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| {
+            entry.depth() == 0
+                || !entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| name.starts_with('.'))
+        });
     for entry in walker {
-        let entry = entry.map_err(|err| Diagnostic::plain("load::walk", format!("cannot read project: {err}")))?;
-        let is_document = entry.file_name().to_str().and_then(Syntax::from_file_name).is_some();
+        let entry = entry.map_err(|err| {
+            Diagnostic::plain("load::walk", format!("cannot read project: {err}"))
+        })?;
+        let is_document = entry
+            .file_name()
+            .to_str()
+            .and_then(Syntax::from_file_name)
+            .is_some();
         if entry.file_type().is_file() && is_document {
             files.push(entry.into_path());
         }
@@ -147,7 +196,13 @@ fn discover(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 fn resolve_modules(project: &mut Project) {
     let mut queue: VecDeque<(SourceId, String, Span, PathBuf)> = VecDeque::new();
     let enqueue = |queue: &mut VecDeque<_>, project: &Project, doc: &Document| {
-        let dir = project.sources.get(doc.source).path.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+        let dir = project
+            .sources
+            .get(doc.source)
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
         for (name, span) in document::module_refs(doc) {
             queue.push_back((doc.source, name, span, dir.clone().unwrap_or_default()));
         }
@@ -162,7 +217,8 @@ fn resolve_modules(project: &mut Project) {
             Err(message) => {
                 let known = stdlib_modules();
                 let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-                let mut diag = Diagnostic::error("load::module", span, message).with_label("module not found");
+                let mut diag =
+                    Diagnostic::error("load::module", span, message).with_label("module not found");
                 if name.starts_with("std/") {
                     diag = diag.with_help(crate::diag::did_you_mean(&name, &refs));
                 }
@@ -192,12 +248,22 @@ fn resolve_modules(project: &mut Project) {
         for doc in &documents {
             enqueue(&mut queue, project, doc);
         }
-        project.modules.insert(key.clone(), Module { name: key, documents });
+        project.modules.insert(
+            key.clone(),
+            Module {
+                name: key,
+                documents,
+            },
+        );
     }
     // A document used as a module belongs to its module, not to the top level.
     let sources = &project.sources;
     project.documents.retain(|doc| {
-        let path = sources.get(doc.source).path.as_ref().and_then(|p| p.canonicalize().ok());
+        let path = sources
+            .get(doc.source)
+            .path
+            .as_ref()
+            .and_then(|p| p.canonicalize().ok());
         !path.is_some_and(|p| module_files.contains(&p))
     });
 }
@@ -210,16 +276,28 @@ fn canonical_key(project: &Project, name: &str, dir: &Path) -> Result<String, St
             Err(format!("no module `{name}` in the standard library"))
         };
     }
-    if Path::new(name).is_absolute() || Path::new(name).components().any(|c| c == Component::ParentDir) {
+    if Path::new(name).is_absolute()
+        || Path::new(name)
+            .components()
+            .any(|c| c == Component::ParentDir)
+    {
         let root = project.root.canonicalize().map_err(|err| err.to_string())?;
-        let joined = dir.join(name).canonicalize().map_err(|_| format!("module `{name}` not found"))?;
+        let joined = dir
+            .join(name)
+            .canonicalize()
+            .map_err(|_| format!("module `{name}` not found"))?;
         if !joined.starts_with(&root) {
-            return Err(format!("module `{name}` is outside the project; modules come from the project or `std/`"));
+            return Err(format!(
+                "module `{name}` is outside the project; modules come from the project or `std/`"
+            ));
         }
     }
     let path = dir.join(name);
     if !path.exists() {
-        return Err(format!("module `{name}` not found (looked for `{}`)", path.display()));
+        return Err(format!(
+            "module `{name}` not found (looked for `{}`)",
+            path.display()
+        ));
     }
     Ok(path.display().to_string())
 }
@@ -233,12 +311,15 @@ fn load_files(project: &mut Project, files: &[PathBuf]) -> Vec<Document> {
         }
         match read(file) {
             Ok(text) => {
-                let id = project.sources.add(file.display().to_string(), Some(file.clone()), text);
+                let id = project
+                    .sources
+                    .add(file.display().to_string(), Some(file.clone()), text);
                 to_parse.push((id, syntax_of(file)));
             }
-            Err(_) => project
-                .diagnostics
-                .push(Diagnostic::plain("load::unreadable", format!("cannot read module file `{}`", file.display()))),
+            Err(_) => project.diagnostics.push(Diagnostic::plain(
+                "load::unreadable",
+                format!("cannot read module file `{}`", file.display()),
+            )),
         }
     }
     let mut documents = Vec::new();
@@ -251,15 +332,23 @@ fn load_files(project: &mut Project, files: &[PathBuf]) -> Vec<Document> {
 }
 
 fn load_stdlib(project: &mut Project, name: &str) -> Vec<Document> {
-    let Some(dir) = STDLIB.get_dir(name) else { return Vec::new() };
+    let Some(dir) = STDLIB.get_dir(name) else {
+        return Vec::new();
+    };
     let mut documents = Vec::new();
     let mut files: Vec<_> = dir.files().collect();
     files.sort_by_key(|f| f.path());
     for file in files {
         let file_name = file.path().to_string_lossy().to_string();
-        let Some(syntax) = Syntax::from_file_name(&file_name) else { continue };
-        let Some(text) = file.contents_utf8() else { continue };
-        let id = project.sources.add(format!("stdlib/{file_name}"), None, text.to_string());
+        let Some(syntax) = Syntax::from_file_name(&file_name) else {
+            continue;
+        };
+        let Some(text) = file.contents_utf8() else {
+            continue;
+        };
+        let id = project
+            .sources
+            .add(format!("stdlib/{file_name}"), None, text.to_string());
         let parsed = document::parse(id, text, syntax);
         documents.extend(parsed.documents);
         project.diagnostics.extend(parsed.diagnostics);

@@ -31,7 +31,11 @@ impl Validated {
     /// Each node's dependency graph (diagnostics were collected by [`validate`]).
     pub fn graphs<'m>(&'m self, registry: &Registry) -> Vec<ResourceGraph<'m>> {
         let mut ignored = Vec::new();
-        self.model.nodes.iter().map(|node| ResourceGraph::build(node, registry, &mut ignored)).collect()
+        self.model
+            .nodes
+            .iter()
+            .map(|node| ResourceGraph::build(node, registry, &mut ignored))
+            .collect()
     }
 }
 
@@ -43,7 +47,11 @@ pub fn validate(
     overrides: BTreeMap<String, String>,
 ) -> Validated {
     let project = crate::load::load(path);
-    let config = schema::Config { registry, local_facts, overrides };
+    let config = schema::Config {
+        registry,
+        local_facts,
+        overrides,
+    };
     let (model, lowered) = schema::lower(&project, &config);
     let mut diagnostics = project.diagnostics.clone();
     diagnostics.extend(lowered);
@@ -54,10 +62,16 @@ pub fn validate(
     }
     // A document lowered for several nodes has the same graph problem on each.
     for diag in graph_diagnostics {
-        let duplicate = diagnostics.iter().any(|d| d.code == diag.code && d.span() == diag.span());
+        let duplicate = diagnostics
+            .iter()
+            .any(|d| d.code == diag.code && d.span() == diag.span());
         if !duplicate {
             diagnostics.push(diag);
         }
     }
-    Validated { project, model, diagnostics }
+    Validated {
+        project,
+        model,
+        diagnostics,
+    }
 }

@@ -33,7 +33,8 @@ impl From<Exit> for ExitCode {
     }
 }
 
-const ABOUT: &str = "steward: declare the desired state of your nodes in YAML or KDL, see the plan, make it so";
+const ABOUT: &str =
+    "steward: declare the desired state of your nodes in YAML or KDL, see the plan, make it so";
 
 const LONG_ABOUT: &str = "\
 steward reads a project (a directory of YAML or KDL documents), checks it, builds each node's
@@ -142,7 +143,9 @@ enum GraphFormat {
 pub fn run() -> ExitCode {
     // Deeply nested input is refused by the readers; the large stack is a second line of
     // defence for any recursion they do before that.
-    let worker = std::thread::Builder::new().stack_size(256 * 1024 * 1024).spawn(|| run_with(std::env::args_os()));
+    let worker = std::thread::Builder::new()
+        .stack_size(256 * 1024 * 1024)
+        .spawn(|| run_with(std::env::args_os()));
     match worker.map(|handle| handle.join()) {
         Ok(Ok(exit)) => exit.into(),
         _ => {
@@ -159,7 +162,9 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Err(err) => {
             let _ = err.print();
             return match err.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Ok
+                }
                 _ => Exit::Error,
             };
         }
@@ -167,9 +172,15 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
+        }
     };
-    let ctx = Context { color, root: cli.root.unwrap_or_else(|| PathBuf::from("/")) };
+    let ctx = Context {
+        color,
+        root: cli.root.unwrap_or_else(|| PathBuf::from("/")),
+    };
     let result = match cli.command {
         Command::Validate(args) => cmd_validate(&ctx, &args),
         Command::Graph(args) => cmd_graph(&ctx, &args),
@@ -207,7 +218,10 @@ fn print_stdout(text: &str) -> std::io::Result<Exit> {
 /// `--param` flags over `STEWARD_PARAM_*` variables.
 fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
     let mut res: BTreeMap<String, String> = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("STEWARD_PARAM_").map(|name| (name.to_string(), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("STEWARD_PARAM_")
+                .map(|name| (name.to_string(), v))
+        })
         .collect();
     for param in &args.params {
         let Some((name, value)) = param.split_once('=') else {
@@ -220,16 +234,34 @@ fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
 
 fn load(ctx: &Context, args: &ProjectArgs, registry: &Registry) -> Result<Validated, String> {
     let overrides = overrides(args)?;
-    Ok(validate(&args.path, registry, crate::facts::local(&ctx.root), overrides))
+    Ok(validate(
+        &args.path,
+        registry,
+        crate::facts::local(&ctx.root),
+        overrides,
+    ))
 }
 
 fn report_human(ctx: &Context, validated: &Validated) -> std::io::Result<()> {
     let mut stderr = std::io::stderr().lock();
-    render::human(&mut stderr, &validated.diagnostics, &validated.project.sources, ctx.color)?;
-    let errors = validated.diagnostics.iter().filter(|d| d.is_error()).count();
+    render::human(
+        &mut stderr,
+        &validated.diagnostics,
+        &validated.project.sources,
+        ctx.color,
+    )?;
+    let errors = validated
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .count();
     if errors > 0 {
-        let files: std::collections::BTreeSet<_> =
-            validated.diagnostics.iter().filter_map(|d| d.span()).map(|s| s.source).collect();
+        let files: std::collections::BTreeSet<_> = validated
+            .diagnostics
+            .iter()
+            .filter_map(|d| d.span())
+            .map(|s| s.source)
+            .collect();
         let noun = if errors == 1 { "error" } else { "errors" };
         let in_files = match files.len() {
             0 => String::new(),
@@ -254,14 +286,21 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
     };
     match args.format {
         DiagnosticFormat::Json => {
-            print_stdout(&crate::report::diagnostics::json(&validated.diagnostics, &validated.project.sources))?;
+            print_stdout(&crate::report::diagnostics::json(
+                &validated.diagnostics,
+                &validated.project.sources,
+            ))?;
         }
         DiagnosticFormat::Human => {
             report_human(ctx, &validated)?;
             if !validated.has_errors() {
                 let n_documents = validated.project.sources.len();
                 let model = &validated.model;
-                let n_nodes = model.nodes.iter().filter(|n| !n.resources.is_empty()).count();
+                let n_nodes = model
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.resources.is_empty())
+                    .count();
                 print_stdout(&format!(
                     "valid: {} in {}, {} on {}\n",
                     plural(n_documents, "document"),
@@ -272,7 +311,11 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
             }
         }
     }
-    Ok(if validated.has_errors() { Exit::Error } else { Exit::Ok })
+    Ok(if validated.has_errors() {
+        Exit::Error
+    } else {
+        Exit::Ok
+    })
 }
 
 fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
@@ -294,7 +337,11 @@ fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
 }
 
 fn plural(n: usize, noun: &str) -> String {
-    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn display_path(path: &Path) -> String {

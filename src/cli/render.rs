@@ -46,24 +46,40 @@ impl miette::Diagnostic for Report {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        (!self.labels.is_empty()).then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
+        (!self.labels.is_empty())
+            .then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
     }
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        (!self.related.is_empty())
-            .then(|| Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)) as Box<dyn Iterator<Item = _>>)
+        (!self.related.is_empty()).then(|| {
+            Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic))
+                as Box<dyn Iterator<Item = _>>
+        })
     }
 }
 
 /// Writes diagnostics as graphical reports, then a summary line.
-pub fn human(out: &mut dyn Write, diagnostics: &[Diagnostic], sources: &SourceMap, color: bool) -> std::io::Result<()> {
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1).with_width(100);
+pub fn human(
+    out: &mut dyn Write,
+    diagnostics: &[Diagnostic],
+    sources: &SourceMap,
+    color: bool,
+) -> std::io::Result<()> {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_context_lines(1)
+        .with_width(100);
     let mut texts: HashMap<SourceId, Arc<String>> = HashMap::new();
     for diag in diagnostics.iter().take(MAX_SHOWN) {
         let report = to_report(diag, sources, &mut texts);
@@ -80,10 +96,17 @@ pub fn human(out: &mut dyn Write, diagnostics: &[Diagnostic], sources: &SourceMa
     Ok(())
 }
 
-fn to_report(diag: &Diagnostic, sources: &SourceMap, texts: &mut HashMap<SourceId, Arc<String>>) -> Report {
+fn to_report(
+    diag: &Diagnostic,
+    sources: &SourceMap,
+    texts: &mut HashMap<SourceId, Arc<String>>,
+) -> Report {
     let mut named = |id: SourceId| {
         let source = sources.get(id);
-        let text = texts.entry(id).or_insert_with(|| Arc::new(source.text.clone())).clone();
+        let text = texts
+            .entry(id)
+            .or_insert_with(|| Arc::new(source.text.clone()))
+            .clone();
         NamedSource::new(&source.name, text)
     };
     let primary = diag.span().map(|span| span.source);

@@ -26,10 +26,17 @@ use crate::document::{Document, Key, MAX_DEPTH, Node, Parsed, Syntax, Value};
 pub fn parse(source: SourceId, text: &str) -> Parsed {
     if let Err(offset) = check_depth(text) {
         let span = Span::new(source, offset, offset + 1);
-        let diag = Diagnostic::error("document::too_deep", span, format!("KDL nesting deeper than {MAX_DEPTH} levels"))
-            .with_label("too deep")
-            .with_help("flatten the document; steward documents never need this much nesting");
-        return Parsed { documents: Vec::new(), diagnostics: vec![diag] };
+        let diag = Diagnostic::error(
+            "document::too_deep",
+            span,
+            format!("KDL nesting deeper than {MAX_DEPTH} levels"),
+        )
+        .with_label("too deep")
+        .with_help("flatten the document; steward documents never need this much nesting");
+        return Parsed {
+            documents: Vec::new(),
+            diagnostics: vec![diag],
+        };
     }
     let kdl_document = match KdlDocument::parse_v2(text) {
         Ok(kdl_document) => kdl_document,
@@ -40,9 +47,13 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
                 .map(|d| {
                     let start = d.span.offset().min(text.len());
                     let span = Span::new(source, start, (start + d.span.len()).min(text.len()));
-                    let message = d.message.clone().unwrap_or_else(|| "unexpected input".to_string());
-                    let mut diag = Diagnostic::error("document::kdl", span, format!("invalid KDL: {message}"))
-                        .with_label(d.label.clone().unwrap_or_else(|| "here".to_string()));
+                    let message = d
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "unexpected input".to_string());
+                    let mut diag =
+                        Diagnostic::error("document::kdl", span, format!("invalid KDL: {message}"))
+                            .with_label(d.label.clone().unwrap_or_else(|| "here".to_string()));
                     if let Some(help) = &d.help {
                         diag = diag.with_help(help.clone());
                     }
@@ -50,17 +61,32 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
                 })
                 .collect::<Vec<_>>();
             let diagnostics = if diagnostics.is_empty() {
-                vec![Diagnostic::error("document::kdl", Span::file_start(source), "invalid KDL document")]
+                vec![Diagnostic::error(
+                    "document::kdl",
+                    Span::file_start(source),
+                    "invalid KDL document",
+                )]
             } else {
                 diagnostics
             };
-            return Parsed { documents: Vec::new(), diagnostics };
+            return Parsed {
+                documents: Vec::new(),
+                diagnostics,
+            };
         }
     };
-    let mut reader = Reader { source, text, diagnostics: Vec::new() };
+    let mut reader = Reader {
+        source,
+        text,
+        diagnostics: Vec::new(),
+    };
     let root = reader.top_level(&kdl_document);
     Parsed {
-        documents: vec![Document { source, syntax: Syntax::Kdl, root }],
+        documents: vec![Document {
+            source,
+            syntax: Syntax::Kdl,
+            root,
+        }],
         diagnostics: reader.diagnostics,
     }
 }
@@ -78,15 +104,21 @@ struct MapBuilder {
 
 impl MapBuilder {
     fn new() -> MapBuilder {
-        MapBuilder { entries: Vec::new() }
+        MapBuilder {
+            entries: Vec::new(),
+        }
     }
 
     fn insert(&mut self, key: Key, node: Node, diagnostics: &mut Vec<Diagnostic>) {
         if let Some((first, _)) = self.entries.iter().find(|(k, _)| k.name == key.name) {
             diagnostics.push(
-                Diagnostic::error("document::duplicate_key", key.span, format!("`{}` is given twice", key.name))
-                    .with_label("given again here")
-                    .with_secondary(first.span, "first given here"),
+                Diagnostic::error(
+                    "document::duplicate_key",
+                    key.span,
+                    format!("`{}` is given twice", key.name),
+                )
+                .with_label("given again here")
+                .with_secondary(first.span, "first given here"),
             );
             return;
         }
@@ -94,22 +126,33 @@ impl MapBuilder {
     }
 
     fn into_node(self, span: Span) -> Node {
-        Node { span, value: Value::Map(self.entries) }
+        Node {
+            span,
+            value: Value::Map(self.entries),
+        }
     }
 }
 
 /// Top-level sections that collect named nodes, by KDL node name.
-const SECTIONS: &[(&str, &str)] =
-    &[("parameter", "parameters"), ("node", "nodes"), ("association", "associations")];
+const SECTIONS: &[(&str, &str)] = &[
+    ("parameter", "parameters"),
+    ("node", "nodes"),
+    ("association", "associations"),
+];
 
 impl Reader<'_> {
     fn span(&self, span: miette::SourceSpan) -> Span {
         let start = span.offset().min(self.text.len());
-        Span::new(self.source, start, (start + span.len()).min(self.text.len()))
+        Span::new(
+            self.source,
+            start,
+            (start + span.len()).min(self.text.len()),
+        )
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::error("document::kdl_shape", span, message));
+        self.diagnostics
+            .push(Diagnostic::error("document::kdl_shape", span, message));
     }
 
     fn top_level(&mut self, kdl_document: &KdlDocument) -> Node {
@@ -124,7 +167,14 @@ impl Reader<'_> {
             let node_span = self.span(kdl_node.span());
             if name == "steward" {
                 let value = self.single_value(kdl_node);
-                root.insert(Key { name: "steward".into(), span: name_span }, value, &mut self.diagnostics);
+                root.insert(
+                    Key {
+                        name: "steward".into(),
+                        span: name_span,
+                    },
+                    value,
+                    &mut self.diagnostics,
+                );
                 continue;
             }
             if name == "use" {
@@ -133,14 +183,23 @@ impl Reader<'_> {
                 continue;
             }
             // Resources are keyed `TYPE:NAME`; the other sections by their name argument.
-            let (section, key_name, key_span) = match SECTIONS.iter().find(|(kdl, _)| *kdl == name) {
+            let (section, key_name, key_span) = match SECTIONS.iter().find(|(kdl, _)| *kdl == name)
+            {
                 Some(&(_, section)) => {
-                    let Some((arg, arg_span)) = self.name_argument(kdl_node) else { continue };
+                    let Some((arg, arg_span)) = self.name_argument(kdl_node) else {
+                        continue;
+                    };
                     (section, arg, name_span_to(name_span, arg_span))
                 }
                 None => {
-                    let Some((arg, arg_span)) = self.name_argument(kdl_node) else { continue };
-                    ("resources", format!("{name}:{arg}"), name_span_to(name_span, arg_span))
+                    let Some((arg, arg_span)) = self.name_argument(kdl_node) else {
+                        continue;
+                    };
+                    (
+                        "resources",
+                        format!("{name}:{arg}"),
+                        name_span_to(name_span, arg_span),
+                    )
                 }
             };
             let body = if section == "associations" {
@@ -156,13 +215,35 @@ impl Reader<'_> {
                     &mut sections[last].2
                 }
             };
-            builder.insert(Key { name: key_name, span: key_span }, body, &mut self.diagnostics);
+            builder.insert(
+                Key {
+                    name: key_name,
+                    span: key_span,
+                },
+                body,
+                &mut self.diagnostics,
+            );
         }
         for (section, span, builder) in sections {
-            root.entries.push((Key { name: section.to_string(), span }, builder.into_node(span)));
+            root.entries.push((
+                Key {
+                    name: section.to_string(),
+                    span,
+                },
+                builder.into_node(span),
+            ));
         }
         if let Some(span) = uses_span {
-            root.entries.push((Key { name: "use".into(), span }, Node { span, value: Value::List(uses) }));
+            root.entries.push((
+                Key {
+                    name: "use".into(),
+                    span,
+                },
+                Node {
+                    span,
+                    value: Value::List(uses),
+                },
+            ));
         }
         root.into_node(doc_span)
     }
@@ -171,22 +252,35 @@ impl Reader<'_> {
     fn name_argument(&mut self, kdl_node: &KdlNode) -> Option<(String, Span)> {
         let node_span = self.span(kdl_node.name().span());
         let kind = kdl_node.name().value().to_string();
-        let first = kdl_node.entries().iter().find(|entry| entry.name().is_none());
+        let first = kdl_node
+            .entries()
+            .iter()
+            .find(|entry| entry.name().is_none());
         match first {
             Some(entry) => {
                 let span = self.value_span(entry);
                 match entry.value() {
                     KdlValue::String(text) => Some((text.clone(), span)),
                     other => {
-                        self.error(span, format!("the name of `{kind}` must be a string, found {}", kdl_type(other)));
+                        self.error(
+                            span,
+                            format!(
+                                "the name of `{kind}` must be a string, found {}",
+                                kdl_type(other)
+                            ),
+                        );
                         None
                     }
                 }
             }
             None => {
                 self.diagnostics.push(
-                    Diagnostic::error("document::kdl_shape", node_span, format!("`{kind}` needs a name"))
-                        .with_help(format!("write it as `{kind} \"NAME\" ...`")),
+                    Diagnostic::error(
+                        "document::kdl_shape",
+                        node_span,
+                        format!("`{kind}` needs a name"),
+                    )
+                    .with_help(format!("write it as `{kind} \"NAME\" ...`")),
                 );
                 None
             }
@@ -196,20 +290,37 @@ impl Reader<'_> {
     /// Properties and children of a node as a map, skipping the first `skip_args` arguments.
     fn body(&mut self, kdl_node: &KdlNode, skip_args: usize, span: Span, depth: usize) -> Node {
         let mut map = MapBuilder::new();
-        for entry in kdl_node.entries().iter().filter(|e| e.name().is_none()).skip(skip_args) {
+        for entry in kdl_node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .skip(skip_args)
+        {
             let span = self.value_span(entry);
-            self.error(span, format!("unexpected argument to `{}`; give attributes as `key=value` or child nodes", kdl_node.name().value()));
+            self.error(
+                span,
+                format!(
+                    "unexpected argument to `{}`; give attributes as `key=value` or child nodes",
+                    kdl_node.name().value()
+                ),
+            );
         }
         for entry in kdl_node.entries() {
             if let Some(name) = entry.name() {
-                let key = Key { name: name.value().to_string(), span: self.span(name.span()) };
+                let key = Key {
+                    name: name.value().to_string(),
+                    span: self.span(name.span()),
+                };
                 let value = self.scalar(entry);
                 map.insert(key, value, &mut self.diagnostics);
             }
         }
         if let Some(children) = kdl_node.children() {
             for child in children.nodes() {
-                let key = Key { name: child.name().value().to_string(), span: self.span(child.name().span()) };
+                let key = Key {
+                    name: child.name().value().to_string(),
+                    span: self.span(child.name().span()),
+                };
                 let value = self.child_value(child, depth + 1);
                 map.insert(key, value, &mut self.diagnostics);
             }
@@ -220,32 +331,57 @@ impl Reader<'_> {
     /// The value of an attribute written as a child node.
     fn child_value(&mut self, kdl_node: &KdlNode, depth: usize) -> Node {
         let span = self.span(kdl_node.span());
-        let args: Vec<&KdlEntry> = kdl_node.entries().iter().filter(|e| e.name().is_none()).collect();
+        let args: Vec<&KdlEntry> = kdl_node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect();
         let has_props = kdl_node.entries().iter().any(|e| e.name().is_some());
         let children = kdl_node.children().map(|c| c.nodes()).unwrap_or(&[]);
         if depth > MAX_DEPTH {
             self.error(span, "nesting too deep");
-            return Node { span, value: Value::Null };
+            return Node {
+                span,
+                value: Value::Null,
+            };
         }
         if !args.is_empty() && (has_props || !children.is_empty()) {
             self.error(
                 span,
-                format!("`{}` mixes arguments with properties or children; use one or the other", kdl_node.name().value()),
+                format!(
+                    "`{}` mixes arguments with properties or children; use one or the other",
+                    kdl_node.name().value()
+                ),
             );
-            return Node { span, value: Value::Null };
+            return Node {
+                span,
+                value: Value::Null,
+            };
         }
         if !children.is_empty() && children.iter().all(|c| c.name().value() == "-") {
-            let items = children.iter().map(|c| self.list_item(c, depth + 1)).collect();
-            return Node { span, value: Value::List(items) };
+            let items = children
+                .iter()
+                .map(|c| self.list_item(c, depth + 1))
+                .collect();
+            return Node {
+                span,
+                value: Value::List(items),
+            };
         }
         match args.as_slice() {
             [] if !has_props && children.is_empty() => {
                 self.error(span, format!("`{}` has no value", kdl_node.name().value()));
-                Node { span, value: Value::Null }
+                Node {
+                    span,
+                    value: Value::Null,
+                }
             }
             [] => self.body(kdl_node, 0, span, depth),
             [single] => self.scalar(single),
-            many => Node { span, value: Value::List(many.iter().map(|e| self.scalar(e)).collect()) },
+            many => Node {
+                span,
+                value: Value::List(many.iter().map(|e| self.scalar(e)).collect()),
+            },
         }
     }
 
@@ -259,8 +395,14 @@ impl Reader<'_> {
         match kdl_node.entries() {
             [entry] if entry.name().is_none() => self.scalar(entry),
             _ => {
-                self.error(span, format!("`{}` takes exactly one argument", kdl_node.name().value()));
-                Node { span, value: Value::Null }
+                self.error(
+                    span,
+                    format!("`{}` takes exactly one argument", kdl_node.name().value()),
+                );
+                Node {
+                    span,
+                    value: Value::Null,
+                }
             }
         }
     }
@@ -270,8 +412,18 @@ impl Reader<'_> {
         let span = self.span(kdl_node.span());
         let mut map = MapBuilder::new();
         if let Some((module, module_span)) = self.name_argument(kdl_node) {
-            let key = Key { name: "module".into(), span: self.span(kdl_node.name().span()) };
-            map.insert(key, Node { span: module_span, value: Value::String(module) }, &mut self.diagnostics);
+            let key = Key {
+                name: "module".into(),
+                span: self.span(kdl_node.name().span()),
+            };
+            map.insert(
+                key,
+                Node {
+                    span: module_span,
+                    value: Value::String(module),
+                },
+                &mut self.diagnostics,
+            );
         }
         let body = self.body(kdl_node, 1, span, 0);
         let mut with = MapBuilder::new();
@@ -286,7 +438,14 @@ impl Reader<'_> {
         }
         if !with.entries.is_empty() {
             let with_span = with.entries[0].0.span;
-            map.insert(Key { name: "with".into(), span: with_span }, with.into_node(with_span), &mut self.diagnostics);
+            map.insert(
+                Key {
+                    name: "with".into(),
+                    span: with_span,
+                },
+                with.into_node(with_span),
+                &mut self.diagnostics,
+            );
         }
         map.into_node(span)
     }
@@ -295,20 +454,35 @@ impl Reader<'_> {
     /// `targets role="web"` (tags), `targets "web-1" "web-2"` (names), `targets all=#true`.
     fn association_body(&mut self, kdl_node: &KdlNode, span: Span) -> Node {
         let mut map = MapBuilder::new();
-        for entry in kdl_node.entries().iter().filter(|e| e.name().is_none()).skip(1) {
+        for entry in kdl_node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .skip(1)
+        {
             let span = self.value_span(entry);
             self.error(span, "unexpected argument to `association`; give attributes as `key=value` or child nodes");
         }
         for entry in kdl_node.entries() {
             if let Some(name) = entry.name() {
-                let key = Key { name: name.value().to_string(), span: self.span(name.span()) };
+                let key = Key {
+                    name: name.value().to_string(),
+                    span: self.span(name.span()),
+                };
                 let value = self.scalar(entry);
                 map.insert(key, value, &mut self.diagnostics);
             }
         }
         for child in kdl_node.children().map(|c| c.nodes()).unwrap_or(&[]) {
-            let key = Key { name: child.name().value().to_string(), span: self.span(child.name().span()) };
-            let value = if key.name == "targets" { self.targets(child) } else { self.child_value(child, 1) };
+            let key = Key {
+                name: child.name().value().to_string(),
+                span: self.span(child.name().span()),
+            };
+            let value = if key.name == "targets" {
+                self.targets(child)
+            } else {
+                self.child_value(child, 1)
+            };
             map.insert(key, value, &mut self.diagnostics);
         }
         map.into_node(span)
@@ -327,28 +501,54 @@ impl Reader<'_> {
                     names.push(self.scalar(entry));
                 }
                 Some(name) if name.value() == "all" => {
-                    let key = Key { name: "all".into(), span: self.span(name.span()) };
+                    let key = Key {
+                        name: "all".into(),
+                        span: self.span(name.span()),
+                    };
                     let value = self.scalar(entry);
                     map.insert(key, value, &mut self.diagnostics);
                 }
                 Some(name) => {
-                    let key = Key { name: name.value().to_string(), span: self.span(name.span()) };
+                    let key = Key {
+                        name: name.value().to_string(),
+                        span: self.span(name.span()),
+                    };
                     let value = self.scalar(entry);
                     tags.insert(key, value, &mut self.diagnostics);
                 }
             }
         }
         if let Some(names_span) = names_span {
-            let key = Key { name: "names".into(), span: names_span };
-            map.insert(key, Node { span: names_span, value: Value::List(names) }, &mut self.diagnostics);
+            let key = Key {
+                name: "names".into(),
+                span: names_span,
+            };
+            map.insert(
+                key,
+                Node {
+                    span: names_span,
+                    value: Value::List(names),
+                },
+                &mut self.diagnostics,
+            );
         }
         if !tags.entries.is_empty() {
             let tags_span = tags.entries[0].0.span;
-            map.insert(Key { name: "tags".into(), span: tags_span }, tags.into_node(tags_span), &mut self.diagnostics);
+            map.insert(
+                Key {
+                    name: "tags".into(),
+                    span: tags_span,
+                },
+                tags.into_node(tags_span),
+                &mut self.diagnostics,
+            );
         }
         if let Some(children) = kdl_node.children() {
             for child in children.nodes() {
-                let key = Key { name: child.name().value().to_string(), span: self.span(child.name().span()) };
+                let key = Key {
+                    name: child.name().value().to_string(),
+                    span: self.span(child.name().span()),
+                };
                 let value = self.child_value(child, 2);
                 map.insert(key, value, &mut self.diagnostics);
             }
@@ -440,7 +640,8 @@ fn check_depth(text: &str) -> Result<(), usize> {
                     let mut closing = quote.to_vec();
                     closing.extend(std::iter::repeat_n(b'#', hashes));
                     let from = idx + hashes + quote.len();
-                    idx = find_from(bytes, from, &closing).map_or(bytes.len(), |at| at + closing.len());
+                    idx = find_from(bytes, from, &closing)
+                        .map_or(bytes.len(), |at| at + closing.len());
                     continue;
                 }
                 idx += hashes.max(1);

@@ -111,7 +111,10 @@ impl Node {
 
     /// Looks up a key in a map.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 }
 
@@ -171,7 +174,11 @@ pub struct Project {
 
 /// The `module` strings of a document's `use` list, with their spans.
 pub fn module_refs(document: &Document) -> Vec<(String, Span)> {
-    let Some(Node { value: Value::List(items), .. }) = document.root.get("use") else {
+    let Some(Node {
+        value: Value::List(items),
+        ..
+    }) = document.root.get("use")
+    else {
         return Vec::new();
     };
     items

@@ -21,11 +21,21 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
             let documents = raws
                 .into_iter()
                 .filter(|raw| !matches!(raw.value, Raw::Null))
-                .map(|raw| Document { source, syntax: Syntax::Yaml, root: lower(source, text, raw) })
+                .map(|raw| Document {
+                    source,
+                    syntax: Syntax::Yaml,
+                    root: lower(source, text, raw),
+                })
                 .collect();
-            Parsed { documents, diagnostics: Vec::new() }
+            Parsed {
+                documents,
+                diagnostics: Vec::new(),
+            }
         }
-        Err(err) => Parsed { documents: Vec::new(), diagnostics: vec![diagnostic(source, text, &err)] },
+        Err(err) => Parsed {
+            documents: Vec::new(),
+            diagnostics: vec![diagnostic(source, text, &err)],
+        },
     }
 }
 
@@ -50,7 +60,9 @@ fn diagnostic(source: SourceId, text: &str, err: &serde_saphyr::Error) -> Diagno
         snippets: serde_saphyr::SnippetMode::Off,
     });
     let message = strip_location_suffix(&message);
-    let span = err.location().map_or(Span::file_start(source), |location| span_of(source, text, location));
+    let span = err.location().map_or(Span::file_start(source), |location| {
+        span_of(source, text, location)
+    });
     let help = if message.contains("budget") || message.contains("alias") {
         Some("steward limits YAML aliases and nesting; write the values out instead".to_string())
     } else {
@@ -77,8 +89,12 @@ fn span_of(source: SourceId, text: &str, location: serde_saphyr::Location) -> Sp
     let span = location.span();
     match (span.byte_offset(), span.byte_len()) {
         (Some(offset), Some(len)) => {
-            let start = usize::try_from(offset).unwrap_or(text.len()).min(text.len());
-            let end = start.saturating_add(usize::try_from(len).unwrap_or(0)).min(text.len());
+            let start = usize::try_from(offset)
+                .unwrap_or(text.len())
+                .min(text.len());
+            let end = start
+                .saturating_add(usize::try_from(len).unwrap_or(0))
+                .min(text.len());
             Span::new(source, start, end)
         }
         _ => {
@@ -111,13 +127,24 @@ fn lower(source: SourceId, text: &str, raw: Spanned<Raw>) -> Node {
         Raw::Int(value) => Value::Int(value),
         Raw::Float(value) => Value::Float(value),
         Raw::String(value) => Value::String(value),
-        Raw::List(items) => Value::List(items.into_iter().map(|item| lower(source, text, item)).collect()),
+        Raw::List(items) => Value::List(
+            items
+                .into_iter()
+                .map(|item| lower(source, text, item))
+                .collect(),
+        ),
         Raw::Map(entries) => Value::Map(
             entries
                 .into_iter()
                 .map(|(key, value)| {
                     let key_span = span_of(source, text, key.referenced);
-                    (Key { name: key.value, span: key_span }, lower(source, text, value))
+                    (
+                        Key {
+                            name: key.value,
+                            span: key_span,
+                        },
+                        lower(source, text, value),
+                    )
                 })
                 .collect(),
         ),
@@ -228,7 +255,9 @@ mod tests {
         assert_eq!(&text[entries[1].0.span.start..entries[1].0.span.end], "bé");
         let value = &entries[1].1;
         assert_eq!(&text[value.span.start..value.span.end], "\"x\"");
-        let Value::List(items) = &entries[2].1.value else { panic!() };
+        let Value::List(items) = &entries[2].1.value else {
+            panic!()
+        };
         assert!(matches!(&items[0].value, Value::String(s) if s == "0644"));
         assert_eq!(&text[items[0].span.start..items[0].span.end], "0644");
     }

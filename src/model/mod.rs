@@ -25,7 +25,10 @@ pub struct ResourceId {
 impl ResourceId {
     /// A resource id.
     pub fn new(kind: impl Into<String>, name: impl Into<String>) -> ResourceId {
-        ResourceId { kind: kind.into(), name: name.into() }
+        ResourceId {
+            kind: kind.into(),
+            name: name.into(),
+        }
     }
 
     /// Splits `TYPE:NAME` at the first colon; `None` when there is no colon or either side is
@@ -158,8 +161,12 @@ pub enum RelationKind {
 
 impl RelationKind {
     /// All kinds, in document order.
-    pub const ALL: [RelationKind; 4] =
-        [RelationKind::Require, RelationKind::Before, RelationKind::Notify, RelationKind::Subscribe];
+    pub const ALL: [RelationKind; 4] = [
+        RelationKind::Require,
+        RelationKind::Before,
+        RelationKind::Notify,
+        RelationKind::Subscribe,
+    ];
 
     /// The attribute name.
     pub fn as_str(self) -> &'static str {
@@ -374,8 +381,11 @@ impl Model {
                     let sensitive = if attr.sensitive { " (sensitive)" } else { "" };
                     let _ = writeln!(out, "    {name} = {}{sensitive}", attr.value);
                 }
-                let mut relations: Vec<String> =
-                    res.relations.iter().map(|r| format!("{} {}", r.kind.as_str(), r.target)).collect();
+                let mut relations: Vec<String> = res
+                    .relations
+                    .iter()
+                    .map(|r| format!("{} {}", r.kind.as_str(), r.target))
+                    .collect();
                 relations.sort();
                 for relation in relations {
                     let _ = writeln!(out, "    {relation}");

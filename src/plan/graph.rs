@@ -46,6 +46,9 @@ impl EdgeKind {
     }
 }
 
+/// One step of building the graph (Terraform's graph transformers).
+type Step<'m> = fn(&mut ResourceGraph<'m>, &Registry, &mut Vec<Diagnostic>);
+
 /// One node's resources as a DAG. Vertex weights are indices into `node.resources`.
 pub struct ResourceGraph<'m> {
     /// The node whose resources these are.
@@ -57,9 +60,17 @@ pub struct ResourceGraph<'m> {
 
 impl<'m> ResourceGraph<'m> {
     /// Builds the graph of one node, reporting missing references and cycles to `acc`.
-    pub fn build(node: &'m model::Node, registry: &Registry, acc: &mut Vec<Diagnostic>) -> ResourceGraph<'m> {
-        let mut res = ResourceGraph { node, graph: StableDiGraph::new(), vertices: Vec::new() };
-        let steps: [(&str, fn(&mut ResourceGraph<'m>, &Registry, &mut Vec<Diagnostic>)); 4] = [
+    pub fn build(
+        node: &'m model::Node,
+        registry: &Registry,
+        acc: &mut Vec<Diagnostic>,
+    ) -> ResourceGraph<'m> {
+        let mut res = ResourceGraph {
+            node,
+            graph: StableDiGraph::new(),
+            vertices: Vec::new(),
+        };
+        let steps: [(&str, Step<'m>); 4] = [
             ("add_resources", ResourceGraph::add_resources),
             ("add_explicit_edges", ResourceGraph::add_explicit_edges),
             ("add_implicit_edges", ResourceGraph::add_implicit_edges),
@@ -94,15 +105,24 @@ impl<'m> ResourceGraph<'m> {
     /// Resource indices in an order that respects every edge (declaration order among
     /// independent resources); `None` when the graph has a cycle.
     pub fn order(&self) -> Option<Vec<usize>> {
-        petgraph::algo::toposort(&self.graph, None).ok().map(|vs| vs.into_iter().map(|v| self.graph[v]).collect())
+        petgraph::algo::toposort(&self.graph, None)
+            .ok()
+            .map(|vs| vs.into_iter().map(|v| self.graph[v]).collect())
     }
 
     fn add_resources(&mut self, _: &Registry, _: &mut Vec<Diagnostic>) {
-        self.vertices = (0..self.node.resources.len()).map(|idx| self.graph.add_node(idx)).collect();
+        self.vertices = (0..self.node.resources.len())
+            .map(|idx| self.graph.add_node(idx))
+            .collect();
     }
 
     fn index(&self) -> HashMap<&'m ResourceId, usize> {
-        self.node.resources.iter().enumerate().map(|(idx, res)| (&res.id, idx)).collect()
+        self.node
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(idx, res)| (&res.id, idx))
+            .collect()
     }
 
     fn add_explicit_edges(&mut self, _: &Registry, acc: &mut Vec<Diagnostic>) {
@@ -119,7 +139,10 @@ impl<'m> ResourceGraph<'m> {
                         .collect();
                     let refs: Vec<&str> = same_kind.iter().map(String::as_str).collect();
                     let help = if refs.is_empty() {
-                        format!("no `{}` resource is declared for node `{}`", relation.target.kind, node.name)
+                        format!(
+                            "no `{}` resource is declared for node `{}`",
+                            relation.target.kind, node.name
+                        )
                     } else {
                         did_you_mean(&relation.target.to_string(), &refs)
                     };
@@ -152,8 +175,12 @@ impl<'m> ResourceGraph<'m> {
                     RelationKind::Require | RelationKind::Subscribe => (target, idx),
                     RelationKind::Before | RelationKind::Notify => (idx, target),
                 };
-                let kind = EdgeKind::Explicit { relation: relation.kind, span: relation.span };
-                self.graph.add_edge(self.vertices[from], self.vertices[to], kind);
+                let kind = EdgeKind::Explicit {
+                    relation: relation.kind,
+                    span: relation.span,
+                };
+                self.graph
+                    .add_edge(self.vertices[from], self.vertices[to], kind);
             }
         }
     }
@@ -161,13 +188,19 @@ impl<'m> ResourceGraph<'m> {
     fn add_implicit_edges(&mut self, registry: &Registry, _: &mut Vec<Diagnostic>) {
         let index = self.index();
         for (idx, res) in self.node.resources.iter().enumerate() {
-            let Some(ty) = registry.get(&res.id.kind) else { continue };
+            let Some(ty) = registry.get(&res.id.kind) else {
+                continue;
+            };
             for dep in ty.implicit_deps(res) {
-                let found = dep.candidates.iter().find_map(|candidate| index.get(candidate).copied());
+                let found = dep
+                    .candidates
+                    .iter()
+                    .find_map(|candidate| index.get(candidate).copied());
                 if let Some(from) = found.filter(|&from| from != idx) {
                     let (from, to) = (self.vertices[from], self.vertices[idx]);
                     if self.graph.edges_connecting(from, to).next().is_none() {
-                        self.graph.add_edge(from, to, EdgeKind::Implicit { reason: dep.reason });
+                        self.graph
+                            .add_edge(from, to, EdgeKind::Implicit { reason: dep.reason });
                     }
                 }
             }
@@ -180,7 +213,10 @@ impl<'m> ResourceGraph<'m> {
                 continue;
             }
             let cycle = self.find_cycle(&component);
-            let names: Vec<String> = cycle.iter().map(|&v| self.resource(v).id.to_string()).collect();
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|&v| self.resource(v).id.to_string())
+                .collect();
             let mut text = names.join(" → ");
             if let Some(first) = names.first() {
                 text.push_str(&format!(" → {first}"));
@@ -189,13 +225,19 @@ impl<'m> ResourceGraph<'m> {
             let mut implicit = Vec::new();
             for (pos, &from) in cycle.iter().enumerate() {
                 let to = cycle[(pos + 1) % cycle.len()];
-                let Some(edge) = self.graph.edges_connecting(from, to).next() else { continue };
+                let Some(edge) = self.graph.edges_connecting(from, to).next() else {
+                    continue;
+                };
                 match edge.weight() {
-                    EdgeKind::Explicit { relation, span } => explicit.push((*span, relation.as_str(), from, to)),
+                    EdgeKind::Explicit { relation, span } => {
+                        explicit.push((*span, relation.as_str(), from, to))
+                    }
                     EdgeKind::Implicit { reason } => implicit.push((*reason, from, to)),
                 }
             }
-            let primary = explicit.first().map_or_else(|| self.resource(cycle[0]).span, |(span, ..)| *span);
+            let primary = explicit
+                .first()
+                .map_or_else(|| self.resource(cycle[0]).span, |(span, ..)| *span);
             let mut diag = Diagnostic::error(
                 "graph::cycle",
                 primary,
@@ -211,7 +253,11 @@ impl<'m> ResourceGraph<'m> {
             let notes: Vec<String> = implicit
                 .iter()
                 .map(|(reason, from, to)| {
-                    format!("`{}` comes before `{}` implicitly ({reason})", self.resource(*from).id, self.resource(*to).id)
+                    format!(
+                        "`{}` comes before `{}` implicitly ({reason})",
+                        self.resource(*from).id,
+                        self.resource(*to).id
+                    )
                 })
                 .collect();
             let mut help = "remove one of these relationships to break the cycle".to_string();
@@ -230,8 +276,11 @@ impl<'m> ResourceGraph<'m> {
         let mut previous: HashMap<NodeIndex, NodeIndex> = HashMap::new();
         let mut queue = std::collections::VecDeque::from([start]);
         while let Some(v) = queue.pop_front() {
-            let mut successors: Vec<NodeIndex> =
-                self.graph.neighbors_directed(v, Direction::Outgoing).filter(|&n| inside(n)).collect();
+            let mut successors: Vec<NodeIndex> = self
+                .graph
+                .neighbors_directed(v, Direction::Outgoing)
+                .filter(|&n| inside(n))
+                .collect();
             successors.sort();
             for next in successors {
                 if next == start {

@@ -79,7 +79,10 @@ pub fn json(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
                 labels: d
                     .labels
                     .iter()
-                    .map(|label| JsonLabel { location: location(sources, label.span), message: &label.message })
+                    .map(|label| JsonLabel {
+                        location: location(sources, label.span),
+                        message: &label.message,
+                    })
                     .collect(),
             })
             .collect(),

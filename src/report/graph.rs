@@ -12,13 +12,24 @@ pub const FORMAT_VERSION: &str = "1";
 
 /// Graphviz DOT: one cluster per node; implicit edges dashed.
 pub fn dot(graphs: &[ResourceGraph<'_>]) -> String {
-    let mut out = String::from("digraph steward {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph steward {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for (cluster, graph) in graphs.iter().enumerate() {
         let node = graph.node;
-        let _ = writeln!(out, "  subgraph cluster_{cluster} {{\n    label={};", quote(&node.name));
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{cluster} {{\n    label={};",
+            quote(&node.name)
+        );
         for res in &node.resources {
             let id = format!("{}/{}", node.name, res.id);
-            let _ = writeln!(out, "    {} [label={}];", quote(&id), quote(&res.id.to_string()));
+            let _ = writeln!(
+                out,
+                "    {} [label={}];",
+                quote(&id),
+                quote(&res.id.to_string())
+            );
         }
         out.push_str("  }\n");
         for (from, to, kind) in graph.edges() {
@@ -29,7 +40,13 @@ pub fn dot(graphs: &[ResourceGraph<'_>]) -> String {
                 EdgeKind::Explicit { .. } => "",
                 EdgeKind::Implicit { .. } => ", style=dashed",
             };
-            let _ = writeln!(out, "  {} -> {} [label={}{style}];", quote(&from), quote(&to), quote(kind.label()));
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}{style}];",
+                quote(&from),
+                quote(&to),
+                quote(kind.label())
+            );
         }
     }
     out.push_str("}\n");
@@ -87,7 +104,12 @@ pub fn json(graphs: &[ResourceGraph<'_>], sources: &SourceMap) -> String {
                 .map(|res| {
                     let source = sources.get(res.span.source);
                     let at = source.line_col(res.span.start);
-                    JsonResource { id: res.id.to_string(), file: source.name.clone(), line: at.line, column: at.column }
+                    JsonResource {
+                        id: res.id.to_string(),
+                        file: source.name.clone(),
+                        line: at.line,
+                        column: at.column,
+                    }
                 })
                 .collect();
             let edges = graph
@@ -107,11 +129,25 @@ pub fn json(graphs: &[ResourceGraph<'_>], sources: &SourceMap) -> String {
                     refresh: kind.refreshes(),
                 })
                 .collect();
-            let order = graph.order().unwrap_or_default().into_iter().map(|idx| node.resources[idx].id.to_string()).collect();
-            JsonNode { name: node.name.clone(), resources, edges, order }
+            let order = graph
+                .order()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|idx| node.resources[idx].id.to_string())
+                .collect();
+            JsonNode {
+                name: node.name.clone(),
+                resources,
+                edges,
+                order,
+            }
         })
         .collect();
-    let mut text = serde_json::to_string_pretty(&JsonGraph { format_version: FORMAT_VERSION, nodes }).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&JsonGraph {
+        format_version: FORMAT_VERSION,
+        nodes,
+    })
+    .unwrap_or_default();
     text.push('\n');
     text
 }

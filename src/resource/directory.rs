@@ -3,8 +3,8 @@
 use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER, ResourceType, TypeSchema,
-    absent_with, attr, path_deps,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER,
+    ResourceType, TypeSchema, absent_with, attr, path_deps,
 };
 
 pub(crate) struct Directory;
@@ -17,7 +17,11 @@ static SCHEMA: TypeSchema = TypeSchema {
         MODE,
         OWNER,
         GROUP,
-        attr("purge", AttrType::Bool, "remove entries that no resource manages"),
+        attr(
+            "purge",
+            AttrType::Bool,
+            "remove entries that no resource manages",
+        ),
     ],
     exclusive: &[],
 };
@@ -34,7 +38,11 @@ impl ResourceType for Directory {
     fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
         absent_with(res, &["mode", "owner", "group", "purge"], acc);
         if res.id.name == "/" && res.str("ensure") == Some("absent") {
-            acc.push(Diagnostic::error("schema::refused", res.span, "refusing to remove `/`"));
+            acc.push(Diagnostic::error(
+                "schema::refused",
+                res.span,
+                "refusing to remove `/`",
+            ));
         }
     }
 

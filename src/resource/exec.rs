@@ -2,7 +2,9 @@
 
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
-use crate::resource::{AttrType, Candidate, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required};
+use crate::resource::{
+    AttrType, Candidate, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required,
+};
 
 pub(crate) struct Exec;
 
@@ -10,15 +12,35 @@ static SCHEMA: TypeSchema = TypeSchema {
     doc: "a command; NAME is a label",
     name_rule: NameRule::Label,
     attrs: &[
-        required("command", AttrType::Command, "what runs: a list of arguments, or a string split into arguments (no shell)"),
+        required(
+            "command",
+            AttrType::Command,
+            "what runs: a list of arguments, or a string split into arguments (no shell)",
+        ),
         attr("cwd", AttrType::AbsPath, "working directory"),
         attr("env", AttrType::StringMap, "environment variables"),
         attr("user", AttrType::String, "run as this user"),
         attr("creates", AttrType::AbsPath, "skip when this path exists"),
-        attr("unless", AttrType::Command, "skip when this command succeeds"),
-        attr("onlyif", AttrType::Command, "run only when this command succeeds"),
-        attr("refresh_only", AttrType::Bool, "run only when notified by a change"),
-        attr("timeout", AttrType::Duration, "kill the command after this long (default 300s)"),
+        attr(
+            "unless",
+            AttrType::Command,
+            "skip when this command succeeds",
+        ),
+        attr(
+            "onlyif",
+            AttrType::Command,
+            "run only when this command succeeds",
+        ),
+        attr(
+            "refresh_only",
+            AttrType::Bool,
+            "run only when notified by a change",
+        ),
+        attr(
+            "timeout",
+            AttrType::Duration,
+            "kill the command after this long (default 300s)",
+        ),
     ],
     exclusive: &[],
 };
@@ -36,17 +58,27 @@ impl ResourceType for Exec {
         if let Some(timeout) = res.attrs.get("timeout").and_then(|a| a.value.as_int())
             && timeout == 0
         {
-            acc.push(Diagnostic::error("schema::invalid_value", res.span_of("timeout"), "`timeout` must be positive"));
+            acc.push(Diagnostic::error(
+                "schema::invalid_value",
+                res.span_of("timeout"),
+                "`timeout` must be positive",
+            ));
         }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         let mut deps = Vec::new();
         if let Some(user) = res.attr_str("user") {
-            deps.push(ImplicitDep { candidates: vec![ResourceId::new("user", user)], reason: "runs as user" });
+            deps.push(ImplicitDep {
+                candidates: vec![ResourceId::new("user", user)],
+                reason: "runs as user",
+            });
         }
         if let Some(cwd) = res.attr_str("cwd") {
-            deps.push(ImplicitDep { candidates: vec![ResourceId::new("directory", cwd)], reason: "runs in directory" });
+            deps.push(ImplicitDep {
+                candidates: vec![ResourceId::new("directory", cwd)],
+                reason: "runs in directory",
+            });
         }
         deps
     }

@@ -3,8 +3,8 @@
 use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
-    AttrType, Candidate, GROUP, ImplicitDep, MODE, NameRule, OWNER, ResourceType, TypeSchema, absent_with, attr,
-    path_deps, ENSURE_PRESENT_ABSENT,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER,
+    ResourceType, TypeSchema, absent_with, attr, path_deps,
 };
 
 pub(crate) struct File;
@@ -14,13 +14,29 @@ static SCHEMA: TypeSchema = TypeSchema {
     name_rule: NameRule::AbsPath,
     attrs: &[
         ENSURE_PRESENT_ABSENT,
-        attr("content", AttrType::String, "the file's exact content (a template)"),
-        attr("source", AttrType::ProjectPath, "copy this file from the project"),
-        attr("template", AttrType::ProjectPath, "render this minijinja template from the project"),
+        attr(
+            "content",
+            AttrType::String,
+            "the file's exact content (a template)",
+        ),
+        attr(
+            "source",
+            AttrType::ProjectPath,
+            "copy this file from the project",
+        ),
+        attr(
+            "template",
+            AttrType::ProjectPath,
+            "render this minijinja template from the project",
+        ),
         MODE,
         OWNER,
         GROUP,
-        attr("backup", AttrType::Bool, "keep replaced content under the state directory (default true)"),
+        attr(
+            "backup",
+            AttrType::Bool,
+            "keep replaced content under the state directory (default true)",
+        ),
     ],
     exclusive: &[&["content", "source", "template"]],
 };
@@ -35,7 +51,11 @@ impl ResourceType for File {
     }
 
     fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(res, &["content", "source", "template", "mode", "owner", "group"], acc);
+        absent_with(
+            res,
+            &["content", "source", "template", "mode", "owner", "group"],
+            acc,
+        );
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

@@ -2,7 +2,8 @@
 
 use crate::diag::Diagnostic;
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, NameRule, ResourceType, TypeSchema, absent_with, attr,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, NameRule, ResourceType, TypeSchema, absent_with,
+    attr,
 };
 
 pub(crate) struct Group;
@@ -12,7 +13,14 @@ static SCHEMA: TypeSchema = TypeSchema {
     name_rule: NameRule::Account,
     attrs: &[
         ENSURE_PRESENT_ABSENT,
-        attr("gid", AttrType::Int { min: 0, max: 4_294_967_294 }, "numeric group id"),
+        attr(
+            "gid",
+            AttrType::Int {
+                min: 0,
+                max: 4_294_967_294,
+            },
+            "numeric group id",
+        ),
         attr("system", AttrType::Bool, "create as a system group"),
     ],
     exclusive: &[],

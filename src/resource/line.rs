@@ -3,8 +3,8 @@
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, check_abs_path,
-    required_when_present,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    attr, check_abs_path, required_when_present,
 };
 
 pub(crate) struct Line;
@@ -16,7 +16,11 @@ static SCHEMA: TypeSchema = TypeSchema {
         ENSURE_PRESENT_ABSENT,
         attr("path", AttrType::AbsPath, "the file (default: NAME)"),
         attr("line", AttrType::String, "the exact line"),
-        attr("match", AttrType::Regex, "a regular expression; the first matching line is replaced"),
+        attr(
+            "match",
+            AttrType::Regex,
+            "a regular expression; the first matching line is replaced",
+        ),
     ],
     exclusive: &[],
 };
@@ -41,18 +45,29 @@ impl ResourceType for Line {
             && let Err(problem) = check_abs_path(&res.id.name)
         {
             acc.push(
-                Diagnostic::error("schema::invalid_name", res.span, format!("invalid name for `line`: {problem}"))
-                    .with_help("NAME is the file's absolute path; give `path` to use a label as NAME"),
+                Diagnostic::error(
+                    "schema::invalid_name",
+                    res.span,
+                    format!("invalid name for `line`: {problem}"),
+                )
+                .with_help("NAME is the file's absolute path; give `path` to use a label as NAME"),
             );
         }
         if let Some(line) = res.str("line")
             && line.contains('\n')
         {
-            acc.push(Diagnostic::error("schema::invalid_value", res.span_of("line"), "`line` contains a newline"));
+            acc.push(Diagnostic::error(
+                "schema::invalid_value",
+                res.span_of("line"),
+                "`line` contains a newline",
+            ));
         }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
-        vec![ImplicitDep { candidates: vec![ResourceId::new("file", path_of(res))], reason: "edits file" }]
+        vec![ImplicitDep {
+            candidates: vec![ResourceId::new("file", path_of(res))],
+            reason: "edits file",
+        }]
     }
 }

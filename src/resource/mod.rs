@@ -92,11 +92,21 @@ pub struct AttrSchema {
 }
 
 const fn attr(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema {
-    AttrSchema { name, ty, doc, required: false }
+    AttrSchema {
+        name,
+        ty,
+        doc,
+        required: false,
+    }
 }
 
 const fn required(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema {
-    AttrSchema { name, ty, doc, required: true }
+    AttrSchema {
+        name,
+        ty,
+        doc,
+        required: true,
+    }
 }
 
 /// What a type's NAME must look like.
@@ -205,7 +215,10 @@ impl Registry {
 
     /// The type of a kind.
     pub fn get(&self, kind: &str) -> Option<&dyn ResourceType> {
-        self.types.iter().find(|ty| ty.kind() == kind).map(|ty| ty.as_ref())
+        self.types
+            .iter()
+            .find(|ty| ty.kind() == kind)
+            .map(|ty| ty.as_ref())
     }
 
     /// All kinds, in registration order.
@@ -220,9 +233,16 @@ impl Registry {
 }
 
 // Attributes shared by several types.
-const ENSURE_PRESENT_ABSENT: AttrSchema =
-    attr("ensure", AttrType::Enum(&["present", "absent"]), "present (default) or absent");
-const MODE: AttrSchema = attr("mode", AttrType::Mode, "permission bits, an octal string such as \"0644\"");
+const ENSURE_PRESENT_ABSENT: AttrSchema = attr(
+    "ensure",
+    AttrType::Enum(&["present", "absent"]),
+    "present (default) or absent",
+);
+const MODE: AttrSchema = attr(
+    "mode",
+    AttrType::Mode,
+    "permission bits, an octal string such as \"0644\"",
+);
 const OWNER: AttrSchema = attr("owner", AttrType::String, "owning user name");
 const GROUP: AttrSchema = attr("group", AttrType::String, "owning group name");
 
@@ -266,13 +286,21 @@ fn parent_directories(path: &str) -> Vec<ResourceId> {
 /// Implicit edges of anything at a path: its nearest managed parent directory, and the user
 /// and group that own it.
 fn path_deps(res: &Resource, path: &str) -> Vec<ImplicitDep> {
-    let mut deps =
-        vec![ImplicitDep { candidates: parent_directories(path), reason: "inside directory" }];
+    let mut deps = vec![ImplicitDep {
+        candidates: parent_directories(path),
+        reason: "inside directory",
+    }];
     if let Some(owner) = res.attr_str("owner") {
-        deps.push(ImplicitDep { candidates: vec![ResourceId::new("user", owner)], reason: "owned by user" });
+        deps.push(ImplicitDep {
+            candidates: vec![ResourceId::new("user", owner)],
+            reason: "owned by user",
+        });
     }
     if let Some(group) = res.attr_str("group") {
-        deps.push(ImplicitDep { candidates: vec![ResourceId::new("group", group)], reason: "owned by group" });
+        deps.push(ImplicitDep {
+            candidates: vec![ResourceId::new("group", group)],
+            reason: "owned by group",
+        });
     }
     deps
 }
@@ -288,7 +316,10 @@ fn absent_with(res: &Candidate<'_>, attrs: &[&str], acc: &mut Vec<Diagnostic>) {
                 Diagnostic::error(
                     "schema::conflicting_attributes",
                     res.span_of(name),
-                    format!("`{name}` has no effect on `{}` with `ensure: absent`", res.id),
+                    format!(
+                        "`{name}` has no effect on `{}` with `ensure: absent`",
+                        res.id
+                    ),
                 )
                 .with_label("remove this")
                 .with_secondary(res.span_of("ensure"), "because of this"),
@@ -301,9 +332,13 @@ fn absent_with(res: &Candidate<'_>, attrs: &[&str], acc: &mut Vec<Diagnostic>) {
 fn required_when_present(res: &Candidate<'_>, name: &str, acc: &mut Vec<Diagnostic>) {
     if res.str("ensure") != Some("absent") && !res.attrs.contains_key(name) {
         acc.push(
-            Diagnostic::error("schema::missing_attribute", res.span, format!("`{}` needs `{name}`", res.id))
-                .with_label(format!("`{name}` missing"))
-                .with_help(format!("add `{name}`, or set `ensure: absent`")),
+            Diagnostic::error(
+                "schema::missing_attribute",
+                res.span,
+                format!("`{}` needs `{name}`", res.id),
+            )
+            .with_label(format!("`{name}` missing"))
+            .with_help(format!("add `{name}`, or set `ensure: absent`")),
         );
     }
 }
@@ -324,7 +359,10 @@ mod tests {
 
     #[test]
     fn parents_nearest_first() {
-        let ids: Vec<String> = parent_directories("/a/b/c").iter().map(|id| id.to_string()).collect();
+        let ids: Vec<String> = parent_directories("/a/b/c")
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
         assert_eq!(ids, ["directory:/a/b", "directory:/a"]);
     }
 

@@ -7,7 +7,11 @@ pub(crate) struct Package;
 static SCHEMA: TypeSchema = TypeSchema {
     doc: "a Debian package; NAME is the package name",
     name_rule: NameRule::Package,
-    attrs: &[attr("ensure", AttrType::PackageEnsure, "present (default), absent, latest, or an exact version")],
+    attrs: &[attr(
+        "ensure",
+        AttrType::PackageEnsure,
+        "present (default), absent, latest, or an exact version",
+    )],
     exclusive: &[],
 };
 

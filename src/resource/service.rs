@@ -9,7 +9,11 @@ static SCHEMA: TypeSchema = TypeSchema {
     doc: "a systemd service; NAME is the unit name",
     name_rule: NameRule::Service,
     attrs: &[
-        attr("ensure", AttrType::Enum(&["running", "stopped"]), "running or stopped (default: leave as is)"),
+        attr(
+            "ensure",
+            AttrType::Enum(&["running", "stopped"]),
+            "running or stopped (default: leave as is)",
+        ),
         attr("enable", AttrType::Bool, "start at boot"),
     ],
     exclusive: &[],
@@ -26,6 +30,9 @@ impl ResourceType for Service {
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         let package = res.id.name.strip_suffix(".service").unwrap_or(&res.id.name);
-        vec![ImplicitDep { candidates: vec![ResourceId::new("package", package)], reason: "installed by package" }]
+        vec![ImplicitDep {
+            candidates: vec![ResourceId::new("package", package)],
+            reason: "installed by package",
+        }]
     }
 }

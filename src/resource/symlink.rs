@@ -3,8 +3,8 @@
 use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema, absent_with, attr,
-    parent_directories, required_when_present,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    absent_with, attr, parent_directories, required_when_present,
 };
 
 pub(crate) struct Symlink;
@@ -12,7 +12,10 @@ pub(crate) struct Symlink;
 static SCHEMA: TypeSchema = TypeSchema {
     doc: "a symbolic link; NAME is the link's absolute path",
     name_rule: NameRule::AbsPath,
-    attrs: &[ENSURE_PRESENT_ABSENT, attr("target", AttrType::String, "what the link points to")],
+    attrs: &[
+        ENSURE_PRESENT_ABSENT,
+        attr("target", AttrType::String, "what the link points to"),
+    ],
     exclusive: &[],
 };
 
@@ -29,11 +32,18 @@ impl ResourceType for Symlink {
         required_when_present(res, "target", acc);
         absent_with(res, &["target"], acc);
         if res.str("target") == Some("") {
-            acc.push(Diagnostic::error("schema::invalid_value", res.span_of("target"), "`target` is empty"));
+            acc.push(Diagnostic::error(
+                "schema::invalid_value",
+                res.span_of("target"),
+                "`target` is empty",
+            ));
         }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
-        vec![ImplicitDep { candidates: parent_directories(&res.id.name), reason: "inside directory" }]
+        vec![ImplicitDep {
+            candidates: parent_directories(&res.id.name),
+            reason: "inside directory",
+        }]
     }
 }

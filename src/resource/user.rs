@@ -3,7 +3,8 @@
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId, Value};
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema, absent_with, attr,
+    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    absent_with, attr,
 };
 
 pub(crate) struct User;
@@ -13,7 +14,14 @@ static SCHEMA: TypeSchema = TypeSchema {
     name_rule: NameRule::Account,
     attrs: &[
         ENSURE_PRESENT_ABSENT,
-        attr("uid", AttrType::Int { min: 0, max: 4_294_967_294 }, "numeric user id"),
+        attr(
+            "uid",
+            AttrType::Int {
+                min: 0,
+                max: 4_294_967_294,
+            },
+            "numeric user id",
+        ),
         attr("group", AttrType::String, "primary group name"),
         attr("groups", AttrType::StringList, "supplementary groups"),
         attr("home", AttrType::AbsPath, "home directory"),
@@ -34,7 +42,13 @@ impl ResourceType for User {
     }
 
     fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(res, &["uid", "group", "groups", "home", "shell", "comment", "system"], acc);
+        absent_with(
+            res,
+            &[
+                "uid", "group", "groups", "home", "shell", "comment", "system",
+            ],
+            acc,
+        );
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
@@ -44,7 +58,10 @@ impl ResourceType for User {
         }
         groups
             .into_iter()
-            .map(|group| ImplicitDep { candidates: vec![ResourceId::new("group", group)], reason: "member of group" })
+            .map(|group| ImplicitDep {
+                candidates: vec![ResourceId::new("group", group)],
+                reason: "member of group",
+            })
             .collect()
     }
 }

@@ -19,16 +19,22 @@ pub fn render(registry: &Registry) -> String {
 /// The schema as a JSON value.
 pub fn schema(registry: &Registry) -> Json {
     let mut defs = Map::new();
-    defs.insert("template".into(), json!({
-        "type": "string",
-        "pattern": "\\{[{%#]",
-        "description": "a minijinja template; context: params, node, item"
-    }));
-    defs.insert("reference".into(), json!({
-        "type": "string",
-        "pattern": "^[a-z_]+:.+$",
-        "description": "a resource reference, TYPE:NAME"
-    }));
+    defs.insert(
+        "template".into(),
+        json!({
+            "type": "string",
+            "pattern": "\\{[{%#]",
+            "description": "a minijinja template; context: params, node, item"
+        }),
+    );
+    defs.insert(
+        "reference".into(),
+        json!({
+            "type": "string",
+            "pattern": "^[a-z_]+:.+$",
+            "description": "a resource reference, TYPE:NAME"
+        }),
+    );
     defs.insert("references".into(), json!({
         "anyOf": [{ "$ref": "#/$defs/reference" }, { "type": "array", "items": { "$ref": "#/$defs/reference" } }]
     }));
@@ -50,15 +56,21 @@ pub fn schema(registry: &Registry) -> Json {
             "description": "declare the resource once per item (a list or map, or a template giving one)",
             "anyOf": [{ "type": "array" }, { "type": "object" }, { "$ref": "#/$defs/template" }]
         }));
-        properties.insert("when".into(), json!({
-            "description": "an expression; the resource is planned only when it is true",
-            "type": ["string", "boolean"]
-        }));
+        properties.insert(
+            "when".into(),
+            json!({
+                "description": "an expression; the resource is planned only when it is true",
+                "type": ["string", "boolean"]
+            }),
+        );
         for relation in RelationKind::ALL {
-            properties.insert(relation.as_str().into(), json!({
-                "$ref": "#/$defs/references",
-                "description": relation_doc(relation)
-            }));
+            properties.insert(
+                relation.as_str().into(),
+                json!({
+                    "$ref": "#/$defs/references",
+                    "description": relation_doc(relation)
+                }),
+            );
         }
         let mut def = json!({
             "type": ["object", "null"],
@@ -72,7 +84,10 @@ pub fn schema(registry: &Registry) -> Json {
             object.insert("required".into(), Json::Array(required));
         }
         defs.insert(ty.kind().into(), def);
-        resource_patterns.insert(format!("^{}:.+$", ty.kind()), json!({ "$ref": format!("#/$defs/{}", ty.kind()) }));
+        resource_patterns.insert(
+            format!("^{}:.+$", ty.kind()),
+            json!({ "$ref": format!("#/$defs/{}", ty.kind()) }),
+        );
     }
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -161,7 +176,9 @@ fn relation_doc(relation: RelationKind) -> &'static str {
     match relation {
         RelationKind::Require => "apply after these resources",
         RelationKind::Before => "apply before these resources",
-        RelationKind::Notify => "apply before these resources and refresh them when this one changes",
+        RelationKind::Notify => {
+            "apply before these resources and refresh them when this one changes"
+        }
         RelationKind::Subscribe => "apply after these resources and refresh when they change",
     }
 }
@@ -175,13 +192,23 @@ fn attr_type(ty: AttrType) -> Json {
         AttrType::String | AttrType::Regex | AttrType::PackageEnsure => json!({ "type": "string" }),
         AttrType::ProjectPath => json!({ "type": "string", "not": { "pattern": "^/" } }),
         AttrType::Bool => or_template(json!({ "type": "boolean" })),
-        AttrType::Int { min, max } => or_template(json!({ "type": "integer", "minimum": min, "maximum": max })),
+        AttrType::Int { min, max } => {
+            or_template(json!({ "type": "integer", "minimum": min, "maximum": max }))
+        }
         AttrType::Mode => or_template(json!({ "type": "string", "pattern": "^[0-7]{3,4}$" })),
         AttrType::AbsPath => or_template(json!({ "type": "string", "pattern": "^/" })),
         AttrType::Enum(values) => or_template(json!({ "enum": values })),
-        AttrType::StringList => json!({ "anyOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }] }),
-        AttrType::StringMap => or_template(json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } })),
-        AttrType::Command => json!({ "anyOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1 }] }),
-        AttrType::Duration => json!({ "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+[smh]?$" }, { "$ref": "#/$defs/template" }] }),
+        AttrType::StringList => {
+            json!({ "anyOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" } }] })
+        }
+        AttrType::StringMap => or_template(
+            json!({ "type": "object", "additionalProperties": { "type": ["string", "number", "boolean"] } }),
+        ),
+        AttrType::Command => {
+            json!({ "anyOf": [{ "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1 }] })
+        }
+        AttrType::Duration => {
+            json!({ "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+[smh]?$" }, { "$ref": "#/$defs/template" }] })
+        }
     }
 }

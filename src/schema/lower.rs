@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::diag::{Diagnostic, SourceId, Span, did_you_mean};
 use crate::document::{self, Document, Key, Node, Project};
 use crate::model::{
-    self, Association, Attr, ComplianceSeverity, Facts, Mode, Model, Rate, Relation, RelationKind, Resource,
-    ResourceId, Schedule, Targets, Value,
+    self, Association, Attr, ComplianceSeverity, Facts, Mode, Model, Rate, Relation, RelationKind,
+    Resource, ResourceId, Schedule, Targets, Value,
 };
 use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_path};
 use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
@@ -27,9 +27,23 @@ pub struct Config<'a> {
 /// The highest document schema version this steward reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const TOP_LEVEL: &[&str] = &["steward", "parameters", "nodes", "resources", "associations", "use"];
+const TOP_LEVEL: &[&str] = &[
+    "steward",
+    "parameters",
+    "nodes",
+    "resources",
+    "associations",
+    "use",
+];
 const MODULE_LEVEL: &[&str] = &["steward", "parameters", "resources", "use"];
-const META: &[&str] = &["for_each", "when", "require", "before", "notify", "subscribe"];
+const META: &[&str] = &[
+    "for_each",
+    "when",
+    "require",
+    "before",
+    "notify",
+    "subscribe",
+];
 const PARAM_KEYS: &[&str] = &["type", "default", "sensitive", "description"];
 const NODE_KEYS: &[&str] = &["tags"];
 const USE_KEYS: &[&str] = &["module", "with"];
@@ -44,7 +58,14 @@ const ASSOCIATION_KEYS: &[&str] = &[
     "compliance_severity",
 ];
 const TARGET_KEYS: &[&str] = &["tags", "names", "all"];
-const SEVERITIES: &[&str] = &["critical", "high", "medium", "low", "informational", "unspecified"];
+const SEVERITIES: &[&str] = &[
+    "critical",
+    "high",
+    "medium",
+    "low",
+    "informational",
+    "unspecified",
+];
 /// How deep `use` may nest before we call it a loop.
 const MAX_MODULE_DEPTH: usize = 16;
 
@@ -81,7 +102,10 @@ struct Scope {
 impl Scope {
     fn jinja(&self) -> minijinja::Value {
         minijinja::Value::from(
-            self.values.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect::<BTreeMap<_, _>>(),
+            self.values
+                .iter()
+                .map(|(k, v)| (k.clone(), to_jinja(v)))
+                .collect::<BTreeMap<_, _>>(),
         )
     }
 }
@@ -142,15 +166,31 @@ impl<'a> Lowerer<'a> {
         }
 
         let sources: Vec<SourceId> = dedup_sources(top.iter().map(|doc| doc.source));
-        let covered: BTreeSet<SourceId> = associations.iter().flat_map(|a| a.documents.iter().copied()).collect();
+        let covered: BTreeSet<SourceId> = associations
+            .iter()
+            .flat_map(|a| a.documents.iter().copied())
+            .collect();
         let mut assigned: BTreeSet<SourceId> = BTreeSet::new();
         for node in &mut nodes {
             let mut work: Vec<(SourceId, Option<&Association>)> = Vec::new();
             if node.name == model::LOCAL_NODE {
-                work.extend(sources.iter().filter(|s| !covered.contains(s)).map(|&s| (s, None)));
+                work.extend(
+                    sources
+                        .iter()
+                        .filter(|s| !covered.contains(s))
+                        .map(|&s| (s, None)),
+                );
             }
-            for association in associations.iter().filter(|a| a.targets.matches(&node.name, &node.tags)) {
-                work.extend(association.documents.iter().map(|&s| (s, Some(association))));
+            for association in associations
+                .iter()
+                .filter(|a| a.targets.matches(&node.name, &node.tags))
+            {
+                work.extend(
+                    association
+                        .documents
+                        .iter()
+                        .map(|&s| (s, Some(association))),
+                );
             }
             let mut resources = Vec::new();
             for (source, association) in work {
@@ -175,14 +215,22 @@ impl<'a> Lowerer<'a> {
             }
             self.check_duplicates(&resources);
         }
-        Model { nodes, associations }
+        Model {
+            nodes,
+            associations,
+        }
     }
 
     fn text(&self, source: SourceId) -> &'a str {
         &self.project.sources.get(source).text
     }
 
-    fn error(&mut self, code: &'static str, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+    fn error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.acc.push(Diagnostic::error(code, span, message));
         let last = self.acc.len() - 1;
         &mut self.acc[last]
@@ -193,7 +241,10 @@ impl<'a> Lowerer<'a> {
             Diagnostic::error(
                 "schema::wrong_type",
                 node.span,
-                format!("{what} must be {expected}, found {}", node.value.type_name()),
+                format!(
+                    "{what} must be {expected}, found {}",
+                    node.value.type_name()
+                ),
             )
             .with_label(format!("expected {expected}")),
         );
@@ -201,9 +252,13 @@ impl<'a> Lowerer<'a> {
 
     fn unknown_key(&mut self, key: &Key, what: &str, valid: &[&str]) {
         self.acc.push(
-            Diagnostic::error("schema::unknown_key", key.span, format!("unknown key `{}` in {what}", key.name))
-                .with_label("not allowed here")
-                .with_help(did_you_mean(&key.name, valid)),
+            Diagnostic::error(
+                "schema::unknown_key",
+                key.span,
+                format!("unknown key `{}` in {what}", key.name),
+            )
+            .with_label("not allowed here")
+            .with_help(did_you_mean(&key.name, valid)),
         );
     }
 
@@ -227,8 +282,14 @@ impl<'a> Lowerer<'a> {
         for (key, _) in entries {
             if !allowed.contains(&key.name.as_str()) {
                 if TOP_LEVEL.contains(&key.name.as_str()) {
-                    self.error("schema::unknown_key", key.span, format!("`{}` is not allowed in {what}", key.name))
-                        .help = Some("declare nodes and associations in the project, not in modules".into());
+                    self.error(
+                        "schema::unknown_key",
+                        key.span,
+                        format!("`{}` is not allowed in {what}", key.name),
+                    )
+                    .help = Some(
+                        "declare nodes and associations in the project, not in modules".into(),
+                    );
                 } else {
                     self.unknown_key(key, what, allowed);
                 }
@@ -237,11 +298,21 @@ impl<'a> Lowerer<'a> {
         match doc.root.get("steward") {
             None => {
                 let span = Span::new(doc.source, doc.root.span.start, doc.root.span.start);
-                self.error("schema::missing_version", span, "the document does not say `steward: 1`").help =
-                    Some("start every document with `steward: 1` (KDL: `steward 1`)".into());
+                self.error(
+                    "schema::missing_version",
+                    span,
+                    "the document does not say `steward: 1`",
+                )
+                .help = Some("start every document with `steward: 1` (KDL: `steward 1`)".into());
             }
-            Some(Node { value: document::Value::Int(SCHEMA_VERSION), .. }) => {}
-            Some(Node { value: document::Value::Int(version), span }) if *version > SCHEMA_VERSION => {
+            Some(Node {
+                value: document::Value::Int(SCHEMA_VERSION),
+                ..
+            }) => {}
+            Some(Node {
+                value: document::Value::Int(version),
+                span,
+            }) if *version > SCHEMA_VERSION => {
                 self.error(
                     "schema::version",
                     *span,
@@ -250,8 +321,12 @@ impl<'a> Lowerer<'a> {
                 .help = Some("upgrade steward".into());
             }
             Some(other) => {
-                self.error("schema::version", other.span, "unsupported document schema version").help =
-                    Some(format!("write `steward: {SCHEMA_VERSION}`"));
+                self.error(
+                    "schema::version",
+                    other.span,
+                    "unsupported document schema version",
+                )
+                .help = Some(format!("write `steward: {SCHEMA_VERSION}`"));
             }
         }
     }
@@ -260,9 +335,13 @@ impl<'a> Lowerer<'a> {
         let mut params: BTreeMap<String, ParamDecl> = BTreeMap::new();
         let mut first_span: HashMap<String, Span> = HashMap::new();
         for doc in docs {
-            let Some(section) = doc.root.get("parameters") else { continue };
+            let Some(section) = doc.root.get("parameters") else {
+                continue;
+            };
             for (key, body) in self.map_entries(section, "`parameters`") {
-                let Some(decl) = self.param_decl(doc.source, key, body) else { continue };
+                let Some(decl) = self.param_decl(doc.source, key, body) else {
+                    continue;
+                };
                 if let Some(first) = first_span.get(&key.name) {
                     self.acc.push(
                         Diagnostic::error(
@@ -284,25 +363,42 @@ impl<'a> Lowerer<'a> {
 
     fn param_decl(&mut self, source: SourceId, key: &Key, body: &Node) -> Option<ParamDecl> {
         if !is_identifier(&key.name) {
-            self.error("schema::invalid_name", key.span, format!("`{}` is not a valid parameter name", key.name)).help =
-                Some("use letters, digits and `_`, starting with a letter".into());
+            self.error(
+                "schema::invalid_name",
+                key.span,
+                format!("`{}` is not a valid parameter name", key.name),
+            )
+            .help = Some("use letters, digits and `_`, starting with a letter".into());
         }
         let entries = self.map_entries(body, &format!("parameter `{}`", key.name));
-        let mut decl = ParamDecl { ty: String::new(), default: None, sensitive: false, span: key.span };
+        let mut decl = ParamDecl {
+            ty: String::new(),
+            default: None,
+            sensitive: false,
+            span: key.span,
+        };
         let mut default_node = None;
         for (k, v) in entries {
             match k.name.as_str() {
                 "type" => match v.as_str() {
                     Some(ty) if PARAM_TYPES.contains(&ty) => decl.ty = ty.to_string(),
                     Some(ty) => {
-                        self.error("schema::invalid_value", v.span, format!("unknown parameter type `{ty}`")).help =
-                            Some(did_you_mean(ty, PARAM_TYPES));
+                        self.error(
+                            "schema::invalid_value",
+                            v.span,
+                            format!("unknown parameter type `{ty}`"),
+                        )
+                        .help = Some(did_you_mean(ty, PARAM_TYPES));
                     }
                     None => self.wrong_type(v, "`type`", "a string"),
                 },
                 "default" => {
                     if is_template_node(v) {
-                        self.error("schema::template_in_default", v.span, "parameter defaults cannot be templates");
+                        self.error(
+                            "schema::template_in_default",
+                            v.span,
+                            "parameter defaults cannot be templates",
+                        );
                     }
                     default_node = Some(v);
                     decl.default = Some(to_model(v));
@@ -321,8 +417,15 @@ impl<'a> Lowerer<'a> {
         }
         if decl.ty.is_empty() {
             if !entries.iter().any(|(k, _)| k.name == "type") {
-                self.error("schema::missing_attribute", key.span, format!("parameter `{}` has no `type`", key.name))
-                    .help = Some(format!("add `type:` with one of {}", PARAM_TYPES.join(", ")));
+                self.error(
+                    "schema::missing_attribute",
+                    key.span,
+                    format!("parameter `{}` has no `type`", key.name),
+                )
+                .help = Some(format!(
+                    "add `type:` with one of {}",
+                    PARAM_TYPES.join(", ")
+                ));
             }
             return None;
         }
@@ -333,7 +436,12 @@ impl<'a> Lowerer<'a> {
                     Diagnostic::error(
                         "schema::wrong_type",
                         node.span,
-                        format!("the default of `{}` is {}, but its type is {}", key.name, node.value.type_name(), decl.ty),
+                        format!(
+                            "the default of `{}` is {}, but its type is {}",
+                            key.name,
+                            node.value.type_name(),
+                            decl.ty
+                        ),
                     )
                     .with_secondary(key.span, "declared here"),
                 );
@@ -344,38 +452,77 @@ impl<'a> Lowerer<'a> {
         Some(decl)
     }
 
-    fn apply_overrides(&mut self, params: &mut BTreeMap<String, ParamDecl>, overrides: &BTreeMap<String, String>) {
+    fn apply_overrides(
+        &mut self,
+        params: &mut BTreeMap<String, ParamDecl>,
+        overrides: &BTreeMap<String, String>,
+    ) {
         for (name, text) in overrides {
             let Some(decl) = params.get_mut(name) else {
                 let names: Vec<&str> = params.keys().map(String::as_str).collect();
-                let help = if names.is_empty() { "the project declares no parameters".to_string() } else { did_you_mean(name, &names) };
-                self.acc.push(Diagnostic::plain("schema::unknown_parameter", format!("no parameter `{name}` to set")).with_help(help));
+                let help = if names.is_empty() {
+                    "the project declares no parameters".to_string()
+                } else {
+                    did_you_mean(name, &names)
+                };
+                self.acc.push(
+                    Diagnostic::plain(
+                        "schema::unknown_parameter",
+                        format!("no parameter `{name}` to set"),
+                    )
+                    .with_help(help),
+                );
                 continue;
             };
             let value = match decl.ty.as_str() {
                 "string" => Some(Value::String(text.clone())),
-                "number" => text.parse::<i64>().map(Value::Int).ok().or_else(|| text.parse::<f64>().map(Value::Float).ok()),
+                "number" => text
+                    .parse::<i64>()
+                    .map(Value::Int)
+                    .ok()
+                    .or_else(|| text.parse::<f64>().map(Value::Float).ok()),
                 "bool" => text.parse::<bool>().map(Value::Bool).ok(),
-                _ => serde_json::from_str::<serde_json::Value>(text).ok().map(from_json),
+                _ => serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .map(from_json),
             };
             match value.filter(|v| param_type_matches(&decl.ty, v) == Some(true)) {
                 Some(value) => decl.default = Some(value),
-                None => self.acc.push(Diagnostic::plain(
-                    "schema::wrong_type",
-                    format!("the value given for parameter `{name}` is not a {}", decl.ty),
-                ).with_help(if matches!(decl.ty.as_str(), "list" | "map") { "give lists and maps as JSON" } else { "check the value" })),
+                None => self.acc.push(
+                    Diagnostic::plain(
+                        "schema::wrong_type",
+                        format!(
+                            "the value given for parameter `{name}` is not a {}",
+                            decl.ty
+                        ),
+                    )
+                    .with_help(if matches!(decl.ty.as_str(), "list" | "map") {
+                        "give lists and maps as JSON"
+                    } else {
+                        "check the value"
+                    }),
+                ),
             }
         }
     }
 
     /// Values for every declared parameter: the association's, else the default.
-    fn scope(&mut self, params: &BTreeMap<String, ParamDecl>, association: Option<&Association>) -> Scope {
-        let mut scope = Scope { values: BTreeMap::new(), sensitive: BTreeSet::new() };
+    fn scope(
+        &mut self,
+        params: &BTreeMap<String, ParamDecl>,
+        association: Option<&Association>,
+    ) -> Scope {
+        let mut scope = Scope {
+            values: BTreeMap::new(),
+            sensitive: BTreeSet::new(),
+        };
         for (name, decl) in params {
             if decl.sensitive {
                 scope.sensitive.insert(format!("params.{name}"));
             }
-            let value = association.and_then(|a| a.parameters.get(name)).or(decl.default.as_ref());
+            let value = association
+                .and_then(|a| a.parameters.get(name))
+                .or(decl.default.as_ref());
             match value {
                 Some(value) => {
                     scope.values.insert(name.clone(), value.clone());
@@ -400,18 +547,28 @@ impl<'a> Lowerer<'a> {
         let mut nodes: Vec<StaticNode> = Vec::new();
         let mut first_span: HashMap<String, Span> = HashMap::new();
         for doc in docs {
-            let Some(section) = doc.root.get("nodes") else { continue };
+            let Some(section) = doc.root.get("nodes") else {
+                continue;
+            };
             for (key, body) in self.map_entries(section, "`nodes`") {
                 if !is_node_name(&key.name) {
-                    self.error("schema::invalid_name", key.span, format!("`{}` is not a valid node name", key.name)).help =
-                        Some("use letters, digits, `.`, `_` and `-`".into());
+                    self.error(
+                        "schema::invalid_name",
+                        key.span,
+                        format!("`{}` is not a valid node name", key.name),
+                    )
+                    .help = Some("use letters, digits, `.`, `_` and `-`".into());
                     continue;
                 }
                 if let Some(first) = first_span.get(&key.name) {
                     self.acc.push(
-                        Diagnostic::error("schema::duplicate_node", key.span, format!("node `{}` is declared twice", key.name))
-                            .with_label("declared again here")
-                            .with_secondary(*first, "first declared here"),
+                        Diagnostic::error(
+                            "schema::duplicate_node",
+                            key.span,
+                            format!("node `{}` is declared twice", key.name),
+                        )
+                        .with_label("declared again here")
+                        .with_secondary(*first, "first declared here"),
                     );
                     continue;
                 }
@@ -422,19 +579,30 @@ impl<'a> Lowerer<'a> {
                         "tags" => match string_map(v) {
                             Ok(map) => tags = map,
                             Err(mismatch) => {
-                                self.error("schema::wrong_type", v.span, format!("`tags`: {}", mismatch.message));
+                                self.error(
+                                    "schema::wrong_type",
+                                    v.span,
+                                    format!("`tags`: {}", mismatch.message),
+                                );
                             }
                         },
                         _ => self.unknown_key(k, "a node", NODE_KEYS),
                     }
                 }
-                nodes.push(StaticNode { name: key.name.clone(), tags });
+                nodes.push(StaticNode {
+                    name: key.name.clone(),
+                    tags,
+                });
             }
         }
         nodes
     }
 
-    fn collect_associations(&mut self, docs: &[&Document], params: &BTreeMap<String, ParamDecl>) -> Vec<Association> {
+    fn collect_associations(
+        &mut self,
+        docs: &[&Document],
+        params: &BTreeMap<String, ParamDecl>,
+    ) -> Vec<Association> {
         let by_path: HashMap<PathBuf, SourceId> = docs
             .iter()
             .filter_map(|doc| {
@@ -444,7 +612,9 @@ impl<'a> Lowerer<'a> {
             .collect();
         let mut associations: Vec<Association> = Vec::new();
         for doc in docs {
-            let Some(section) = doc.root.get("associations") else { continue };
+            let Some(section) = doc.root.get("associations") else {
+                continue;
+            };
             for (key, body) in self.map_entries(section, "`associations`") {
                 if let Some(first) = associations.iter().find(|a| a.name == key.name) {
                     let first_span = first.span;
@@ -489,12 +659,17 @@ impl<'a> Lowerer<'a> {
             compliance_severity: ComplianceSeverity::Unspecified,
         };
         let mut has_targets = false;
+        let mut has_targets_error = false;
         for (k, v) in self.map_entries(body, &format!("association `{}`", key.name)) {
             match k.name.as_str() {
-                "targets" => {
-                    has_targets = true;
-                    association.targets = self.targets(v)?;
-                }
+                "targets" => match self.targets(v) {
+                    Some(targets) => {
+                        has_targets = true;
+                        association.targets = targets;
+                    }
+                    // Reported; the rest of the association is still checked.
+                    None => has_targets_error = true,
+                },
                 "documents" => {
                     association.documents = self.association_documents(v, by_path);
                 }
@@ -502,8 +677,12 @@ impl<'a> Lowerer<'a> {
                     for (pk, pv) in self.map_entries(v, "`parameters`") {
                         let Some(decl) = params.get(&pk.name) else {
                             let names: Vec<&str> = params.keys().map(String::as_str).collect();
-                            self.error("schema::unknown_parameter", pk.span, format!("no parameter `{}` is declared", pk.name))
-                                .help = Some(if names.is_empty() {
+                            self.error(
+                                "schema::unknown_parameter",
+                                pk.span,
+                                format!("no parameter `{}` is declared", pk.name),
+                            )
+                            .help = Some(if names.is_empty() {
                                 "declare it under `parameters` first".into()
                             } else {
                                 did_you_mean(&pk.name, &names)
@@ -518,7 +697,11 @@ impl<'a> Lowerer<'a> {
                                 Diagnostic::error(
                                     "schema::wrong_type",
                                     pv.span,
-                                    format!("`{}` is a {ty} parameter, found {}", pk.name, pv.value.type_name()),
+                                    format!(
+                                        "`{}` is a {ty} parameter, found {}",
+                                        pk.name,
+                                        pv.value.type_name()
+                                    ),
                                 )
                                 .with_secondary(decl_span, "declared here"),
                             );
@@ -532,8 +715,12 @@ impl<'a> Lowerer<'a> {
                     Some("detect") => association.mode = Mode::Detect,
                     Some("enforce") => association.mode = Mode::Enforce,
                     Some(other) => {
-                        self.error("schema::invalid_value", v.span, format!("`{other}` is not a mode")).help =
-                            Some(did_you_mean(other, &["detect", "enforce"]));
+                        self.error(
+                            "schema::invalid_value",
+                            v.span,
+                            format!("`{other}` is not a mode"),
+                        )
+                        .help = Some(did_you_mean(other, &["detect", "enforce"]));
                     }
                     None => self.wrong_type(v, "`mode`", "detect or enforce"),
                 },
@@ -552,17 +739,31 @@ impl<'a> Lowerer<'a> {
                         association.compliance_severity = severity(text);
                     }
                     Some(text) => {
-                        self.error("schema::invalid_value", v.span, format!("`{text}` is not a severity")).help =
-                            Some(did_you_mean(text, SEVERITIES));
+                        self.error(
+                            "schema::invalid_value",
+                            v.span,
+                            format!("`{text}` is not a severity"),
+                        )
+                        .help = Some(did_you_mean(text, SEVERITIES));
                     }
                     None => self.wrong_type(v, "`compliance_severity`", "a severity"),
                 },
                 _ => self.unknown_key(k, "an association", ASSOCIATION_KEYS),
             }
         }
+        if has_targets_error {
+            return None;
+        }
         if !has_targets {
-            self.error("schema::missing_attribute", key.span, format!("association `{}` has no `targets`", key.name))
-                .help = Some("add `targets: { tags: { role: web } }`, `{ names: [web-1] }` or `{ all: true }`".into());
+            self.error(
+                "schema::missing_attribute",
+                key.span,
+                format!("association `{}` has no `targets`", key.name),
+            )
+            .help = Some(
+                "add `targets: { tags: { role: web } }`, `{ names: [web-1] }` or `{ all: true }`"
+                    .into(),
+            );
             return None;
         }
         Some(association)
@@ -580,14 +781,21 @@ impl<'a> Lowerer<'a> {
                         continue;
                     }
                     Err(mismatch) => {
-                        self.error("schema::wrong_type", v.span, format!("`tags`: {}", mismatch.message));
+                        self.error(
+                            "schema::wrong_type",
+                            v.span,
+                            format!("`tags`: {}", mismatch.message),
+                        );
                         continue;
                     }
                 },
                 "names" => match check(crate::resource::AttrType::StringList, v) {
-                    Ok(Value::List(items)) => {
-                        Targets::Names(items.iter().filter_map(|i| i.as_str().map(String::from)).collect())
-                    }
+                    Ok(Value::List(items)) => Targets::Names(
+                        items
+                            .iter()
+                            .filter_map(|i| i.as_str().map(String::from))
+                            .collect(),
+                    ),
                     _ => {
                         self.wrong_type(v, "`names`", "a list of node names");
                         continue;
@@ -596,8 +804,8 @@ impl<'a> Lowerer<'a> {
                 "all" => match v.value {
                     document::Value::Bool(true) => Targets::All,
                     _ => {
-                        self.error("schema::invalid_value", v.span, "`all` must be true").help =
-                            Some("to target nothing, remove the association".into());
+                        self.error("schema::invalid_value", v.span, "`all` must be true")
+                            .help = Some("to target nothing, remove the association".into());
                         continue;
                     }
                 },
@@ -609,8 +817,12 @@ impl<'a> Lowerer<'a> {
             if let Some((_, first)) = &found {
                 let first = *first;
                 self.acc.push(
-                    Diagnostic::error("schema::conflicting_attributes", k.span, "`targets` takes one of tags, names or all")
-                        .with_secondary(first, "already given here"),
+                    Diagnostic::error(
+                        "schema::conflicting_attributes",
+                        k.span,
+                        "`targets` takes one of tags, names or all",
+                    )
+                    .with_secondary(first, "already given here"),
                 );
                 continue;
             }
@@ -618,15 +830,29 @@ impl<'a> Lowerer<'a> {
         }
         match found {
             Some((targets, _)) => Some(targets),
+            None if entries
+                .iter()
+                .any(|(k, _)| !TARGET_KEYS.contains(&k.name.as_str())) =>
+            {
+                None
+            }
             None => {
-                self.error("schema::missing_attribute", node.span, "`targets` selects no nodes").help =
-                    Some("give `tags`, `names` or `all: true`".into());
+                self.error(
+                    "schema::missing_attribute",
+                    node.span,
+                    "`targets` selects no nodes",
+                )
+                .help = Some("give `tags`, `names` or `all: true`".into());
                 None
             }
         }
     }
 
-    fn association_documents(&mut self, node: &Node, by_path: &HashMap<PathBuf, SourceId>) -> Vec<SourceId> {
+    fn association_documents(
+        &mut self,
+        node: &Node,
+        by_path: &HashMap<PathBuf, SourceId>,
+    ) -> Vec<SourceId> {
         let items: Vec<&Node> = match &node.value {
             document::Value::List(items) => items.iter().collect(),
             document::Value::String(_) => vec![node],
@@ -649,12 +875,24 @@ impl<'a> Lowerer<'a> {
                         .values()
                         .filter_map(|&s| {
                             let p = self.project.sources.get(s).path.as_ref()?;
-                            Some(p.strip_prefix(&self.project.root).unwrap_or(p).display().to_string())
+                            Some(
+                                p.strip_prefix(&self.project.root)
+                                    .unwrap_or(p)
+                                    .display()
+                                    .to_string(),
+                            )
                         })
                         .collect();
                     let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-                    self.error("schema::unknown_document", item.span, format!("no document `{text}` in the project"))
-                        .help = Some(format!("paths are relative to the project directory; {}", did_you_mean(text, &refs)));
+                    self.error(
+                        "schema::unknown_document",
+                        item.span,
+                        format!("no document `{text}` in the project"),
+                    )
+                    .help = Some(format!(
+                        "paths are relative to the project directory; {}",
+                        did_you_mean(text, &refs)
+                    ));
                 }
             }
         }
@@ -668,7 +906,10 @@ impl<'a> Lowerer<'a> {
         };
         if let Some(inner) = text.strip_prefix("rate(").and_then(|s| s.strip_suffix(')')) {
             let mut parts = inner.split_whitespace();
-            let amount = parts.next().and_then(|n| n.parse::<u64>().ok()).filter(|n| *n > 0);
+            let amount = parts
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > 0);
             let unit = match parts.next() {
                 Some("minute" | "minutes") => Some(60),
                 Some("hour" | "hours") => Some(3600),
@@ -676,10 +917,19 @@ impl<'a> Lowerer<'a> {
                 _ => None,
             };
             return match (amount, unit, parts.next()) {
-                (Some(amount), Some(unit), None) => Some(Schedule::Rate { seconds: amount * unit, text: text.to_string() }),
+                (Some(amount), Some(unit), None) => Some(Schedule::Rate {
+                    seconds: amount * unit,
+                    text: text.to_string(),
+                }),
                 _ => {
-                    self.error("schema::invalid_schedule", node.span, format!("`{text}` is not a rate")).help =
-                        Some("write rate(N minutes), rate(N hours) or rate(N days) with N > 0".into());
+                    self.error(
+                        "schema::invalid_schedule",
+                        node.span,
+                        format!("`{text}` is not a rate"),
+                    )
+                    .help = Some(
+                        "write rate(N minutes), rate(N hours) or rate(N days) with N > 0".into(),
+                    );
                     None
                 }
             };
@@ -696,16 +946,34 @@ impl<'a> Lowerer<'a> {
 
     fn rate(&mut self, node: &Node, min: u32) -> Option<Rate> {
         let parsed = match &node.value {
-            document::Value::Int(n) => u32::try_from(*n).ok().filter(|n| *n >= min).map(Rate::Count),
+            document::Value::Int(n) => u32::try_from(*n)
+                .ok()
+                .filter(|n| *n >= min)
+                .map(Rate::Count),
             document::Value::String(text) => match text.strip_suffix('%') {
-                Some(pct) => pct.trim().parse::<u8>().ok().filter(|p| *p <= 100 && u32::from(*p) >= min).map(Rate::Percent),
-                None => text.parse::<u32>().ok().filter(|n| *n >= min).map(Rate::Count),
+                Some(pct) => pct
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 100 && u32::from(*p) >= min)
+                    .map(Rate::Percent),
+                None => text
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .map(Rate::Count),
             },
             _ => None,
         };
         if parsed.is_none() {
-            self.error("schema::invalid_value", node.span, "expected a count or a percentage").help =
-                Some(format!("write a number ({min} or more) such as 2, or a percentage such as \"20%\""));
+            self.error(
+                "schema::invalid_value",
+                node.span,
+                "expected a count or a percentage",
+            )
+            .help = Some(format!(
+                "write a number ({min} or more) such as 2, or a percentage such as \"20%\""
+            ));
         }
         parsed
     }
@@ -767,30 +1035,59 @@ impl<'a> Lowerer<'a> {
             }
         }
         let Some(module_name) = module_name else {
-            self.error("schema::missing_attribute", item.span, "`use` entry has no `module`").help =
-                Some("write `- module: std/motd`".into());
+            self.error(
+                "schema::missing_attribute",
+                item.span,
+                "`use` entry has no `module`",
+            )
+            .help = Some("write `- module: std/motd`".into());
             return;
         };
         if depth >= MAX_MODULE_DEPTH {
-            self.error("schema::module_loop", item.span, format!("modules nest more than {MAX_MODULE_DEPTH} deep at `{module_name}`"))
-                .help = Some("a module probably uses itself".into());
+            self.error(
+                "schema::module_loop",
+                item.span,
+                format!("modules nest more than {MAX_MODULE_DEPTH} deep at `{module_name}`"),
+            )
+            .help = Some("a module probably uses itself".into());
             return;
         }
         // The loader reported modules it could not find.
         let project = self.project;
-        let Some(key) = project.uses.get(&(doc.source, module_name.clone())) else { return };
-        let Some(module) = project.modules.get(key) else { return };
+        let Some(key) = project.uses.get(&(doc.source, module_name.clone())) else {
+            return;
+        };
+        let Some(module) = project.modules.get(key) else {
+            return;
+        };
         let module_docs: Vec<&Document> = module.documents.iter().collect();
         let params = self.collect_params(&module_docs);
-        let mut module_scope = Scope { values: BTreeMap::new(), sensitive: BTreeSet::new() };
+        let mut module_scope = Scope {
+            values: BTreeMap::new(),
+            sensitive: BTreeSet::new(),
+        };
         for (k, v) in with {
             let Some(decl) = params.get(&k.name) else {
                 let names: Vec<&str> = params.keys().map(String::as_str).collect();
-                self.error("schema::unknown_parameter", k.span, format!("module `{module_name}` has no parameter `{}`", k.name))
-                    .help = Some(if names.is_empty() { "this module takes no parameters".into() } else { did_you_mean(&k.name, &names) });
+                self.error(
+                    "schema::unknown_parameter",
+                    k.span,
+                    format!("module `{module_name}` has no parameter `{}`", k.name),
+                )
+                .help = Some(if names.is_empty() {
+                    "this module takes no parameters".into()
+                } else {
+                    did_you_mean(&k.name, &names)
+                });
                 continue;
             };
-            let rendered = self.renderer.render(self.text(doc.source), v, base_ctx, &scope.sensitive, &mut self.acc);
+            let rendered = self.renderer.render(
+                self.text(doc.source),
+                v,
+                base_ctx,
+                &scope.sensitive,
+                &mut self.acc,
+            );
             let value = coerce_param(&decl.ty, to_model(&rendered.node));
             if param_type_matches(&decl.ty, &value) == Some(false) {
                 let decl_span = decl.span;
@@ -799,7 +1096,11 @@ impl<'a> Lowerer<'a> {
                     Diagnostic::error(
                         "schema::wrong_type",
                         v.span,
-                        format!("`{}` is a {ty} parameter, found {}", k.name, rendered.node.value.type_name()),
+                        format!(
+                            "`{}` is a {ty} parameter, found {}",
+                            k.name,
+                            rendered.node.value.type_name()
+                        ),
                     )
                     .with_secondary(decl_span, "declared here"),
                 );
@@ -824,9 +1125,13 @@ impl<'a> Lowerer<'a> {
                 None => {
                     let span = with_node.map_or(item.span, |n| n.span);
                     self.acc.push(
-                        Diagnostic::error("schema::missing_parameter", span, format!("module `{module_name}` needs parameter `{name}`"))
-                            .with_secondary(decl.span, "declared here without a default")
-                            .with_help(format!("add `{name}: ...` under `with`")),
+                        Diagnostic::error(
+                            "schema::missing_parameter",
+                            span,
+                            format!("module `{module_name}` needs parameter `{name}`"),
+                        )
+                        .with_secondary(decl.span, "declared here without a default")
+                        .with_help(format!("add `{name}: ...` under `with`")),
                     );
                 }
             }
@@ -845,26 +1150,54 @@ impl<'a> Lowerer<'a> {
         base_ctx: &minijinja::Value,
         out: &mut Vec<Resource>,
     ) {
-        let Some((kind, name_template)) = key.name.split_once(':').filter(|(k, n)| !k.is_empty() && !n.is_empty()) else {
-            self.error("schema::invalid_key", key.span, format!("`{}` is not a resource key", key.name)).help =
-                Some("resources are keyed `TYPE:NAME`, such as `file:/etc/motd` or `package:nginx`".into());
+        let Some((kind, name_template)) = key
+            .name
+            .split_once(':')
+            .filter(|(k, n)| !k.is_empty() && !n.is_empty())
+        else {
+            self.error(
+                "schema::invalid_key",
+                key.span,
+                format!("`{}` is not a resource key", key.name),
+            )
+            .help = Some(
+                "resources are keyed `TYPE:NAME`, such as `file:/etc/motd` or `package:nginx`"
+                    .into(),
+            );
             return;
         };
         let registry = self.registry;
         let Some(ty) = registry.get(kind) else {
             let kinds = registry.kinds();
-            let kind_span = Span::new(key.span.source, key.span.start, key.span.start + kind.len().min(key.span.end - key.span.start));
-            let kind_span = if self.project.sources.slice(kind_span) == kind { kind_span } else { key.span };
-            self.error("schema::unknown_type", kind_span, format!("unknown resource type `{kind}`")).help =
-                Some(did_you_mean(kind, &kinds));
+            let kind_span = Span::new(
+                key.span.source,
+                key.span.start,
+                key.span.start + kind.len().min(key.span.end - key.span.start),
+            );
+            let kind_span = if self.project.sources.slice(kind_span) == kind {
+                kind_span
+            } else {
+                key.span
+            };
+            self.error(
+                "schema::unknown_type",
+                kind_span,
+                format!("unknown resource type `{kind}`"),
+            )
+            .help = Some(did_you_mean(kind, &kinds));
             return;
         };
         let entries = self.map_entries(body, &format!("`{}`", key.name));
         let text = self.text(doc.source);
-        let items: Vec<Option<minijinja::Value>> = match entries.iter().find(|(k, _)| k.name == "for_each") {
+        let items: Vec<Option<minijinja::Value>> = match entries
+            .iter()
+            .find(|(k, _)| k.name == "for_each")
+        {
             None => vec![None],
             Some((_, node)) => {
-                let rendered = self.renderer.render(text, node, base_ctx, &scope.sensitive, &mut self.acc);
+                let rendered =
+                    self.renderer
+                        .render(text, node, base_ctx, &scope.sensitive, &mut self.acc);
                 match &rendered.node.value {
                     document::Value::List(items) => items.iter().map(|i| Some(to_jinja(&to_model(i)))).collect(),
                     document::Value::Map(entries) => entries
@@ -885,9 +1218,14 @@ impl<'a> Lowerer<'a> {
                 self.error(
                     "schema::duplicate_resource",
                     key.span,
-                    format!("`{}` uses `for_each` over {count} items but its name does not use `item`", key.name),
+                    format!(
+                        "`{}` uses `for_each` over {count} items but its name does not use `item`",
+                        key.name
+                    ),
                 )
-                .help = Some(format!("put the item in the name, such as `{kind}:{{{{ item }}}}`"));
+                .help = Some(format!(
+                    "put the item in the name, such as `{kind}:{{{{ item }}}}`"
+                ));
                 return;
             }
         }
@@ -902,13 +1240,22 @@ impl<'a> Lowerer<'a> {
                 continue;
             }
             let name = if is_template(name_template) {
-                let name_node = Node { span: key.span, value: document::Value::String(name_template.to_string()) };
-                let rendered = self.renderer.render(text, &name_node, &ctx, &scope.sensitive, &mut self.acc);
+                let name_node = Node {
+                    span: key.span,
+                    value: document::Value::String(name_template.to_string()),
+                };
+                let rendered =
+                    self.renderer
+                        .render(text, &name_node, &ctx, &scope.sensitive, &mut self.acc);
                 match rendered.node.value {
                     document::Value::String(name) => name,
                     document::Value::Null => continue,
                     other => {
-                        self.error("schema::invalid_name", key.span, format!("the name renders to {}, not a string", other.type_name()));
+                        self.error(
+                            "schema::invalid_name",
+                            key.span,
+                            format!("the name renders to {}, not a string", other.type_name()),
+                        );
                         continue;
                     }
                 }
@@ -933,26 +1280,44 @@ impl<'a> Lowerer<'a> {
                     let mut valid: Vec<&str> = ty.schema().attrs.iter().map(|a| a.name).collect();
                     valid.extend_from_slice(META);
                     self.acc.push(
-                        Diagnostic::error("schema::unknown_attribute", k.span, format!("unknown attribute `{}` for `{kind}`", k.name))
-                            .with_label("not in the schema")
-                            .with_help(did_you_mean(&k.name, &valid)),
+                        Diagnostic::error(
+                            "schema::unknown_attribute",
+                            k.span,
+                            format!("unknown attribute `{}` for `{kind}`", k.name),
+                        )
+                        .with_label("not in the schema")
+                        .with_help(did_you_mean(&k.name, &valid)),
                     );
                     continue;
                 };
-                let rendered = self.renderer.render(text, v, &ctx, &scope.sensitive, &mut self.acc);
+                let rendered = self
+                    .renderer
+                    .render(text, v, &ctx, &scope.sensitive, &mut self.acc);
                 if matches!(rendered.node.value, document::Value::Null) && is_template_node(v) {
                     continue; // The template error was reported.
                 }
                 match check(schema.ty, &rendered.node) {
                     Ok(value) => {
-                        attrs.insert(k.name.clone(), Attr { value, span: v.span, sensitive: rendered.sensitive });
+                        attrs.insert(
+                            k.name.clone(),
+                            Attr {
+                                value,
+                                span: v.span,
+                                sensitive: rendered.sensitive,
+                            },
+                        );
                     }
                     Err(mismatch) => {
-                        let shown = if rendered.sensitive { "`(sensitive)`".to_string() } else { format!("`{}`", k.name) };
+                        // A sensitive value never reaches a message, not even a wrong one.
+                        let problem = if rendered.sensitive {
+                            "(sensitive value not shown)".to_string()
+                        } else {
+                            mismatch.message
+                        };
                         let mut diag = Diagnostic::error(
                             "schema::wrong_type",
                             v.span,
-                            format!("invalid value for {shown} of `{id}`: {}", mismatch.message),
+                            format!("invalid value for `{}` of `{id}`: {problem}", k.name),
                         )
                         .with_label(format!("expected {}", schema.ty.describe()));
                         if let Some(help) = mismatch.help {
@@ -964,8 +1329,21 @@ impl<'a> Lowerer<'a> {
             }
             self.check_required(ty, &id, key.span, entries);
             self.check_exclusive(ty, &attrs);
-            ty.validate(&Candidate { id: &id, span: key.span, attrs: &attrs }, &mut self.acc);
-            out.push(Resource { id, span: key.span, source: doc.source, attrs, relations });
+            ty.validate(
+                &Candidate {
+                    id: &id,
+                    span: key.span,
+                    attrs: &attrs,
+                },
+                &mut self.acc,
+            );
+            out.push(Resource {
+                id,
+                span: key.span,
+                source: doc.source,
+                attrs,
+                relations,
+            });
         }
     }
 
@@ -982,12 +1360,18 @@ impl<'a> Lowerer<'a> {
             document::Value::List(items) => items.iter().collect(),
             document::Value::String(_) => vec![node],
             _ => {
-                self.wrong_type(node, &format!("`{}`", kind.as_str()), "a list of `TYPE:NAME` references");
+                self.wrong_type(
+                    node,
+                    &format!("`{}`", kind.as_str()),
+                    "a list of `TYPE:NAME` references",
+                );
                 return;
             }
         };
         for item in items {
-            let rendered = self.renderer.render(text, item, ctx, &scope.sensitive, &mut self.acc);
+            let rendered = self
+                .renderer
+                .render(text, item, ctx, &scope.sensitive, &mut self.acc);
             let target_text = match &rendered.node.value {
                 document::Value::String(target) => target.clone(),
                 document::Value::Null if is_template_node(item) => continue,
@@ -997,17 +1381,29 @@ impl<'a> Lowerer<'a> {
                 }
             };
             let Some(target) = ResourceId::parse(&target_text) else {
-                self.error("schema::invalid_reference", item.span, format!("`{target_text}` is not a `TYPE:NAME` reference"))
-                    .help = Some("refer to resources as `TYPE:NAME`, such as `package:nginx`".into());
+                self.error(
+                    "schema::invalid_reference",
+                    item.span,
+                    format!("`{target_text}` is not a `TYPE:NAME` reference"),
+                )
+                .help = Some("refer to resources as `TYPE:NAME`, such as `package:nginx`".into());
                 continue;
             };
             if self.registry.get(&target.kind).is_none() {
                 let kinds = self.registry.kinds();
-                self.error("schema::unknown_type", item.span, format!("unknown resource type `{}` in reference", target.kind))
-                    .help = Some(did_you_mean(&target.kind, &kinds));
+                self.error(
+                    "schema::unknown_type",
+                    item.span,
+                    format!("unknown resource type `{}` in reference", target.kind),
+                )
+                .help = Some(did_you_mean(&target.kind, &kinds));
                 continue;
             }
-            out.push(Relation { kind, target, span: item.span });
+            out.push(Relation {
+                kind,
+                target,
+                span: item.span,
+            });
         }
     }
 
@@ -1030,26 +1426,43 @@ impl<'a> Lowerer<'a> {
         };
         match problem {
             Some((message, help)) => {
-                self.error("schema::invalid_name", span, format!("invalid name for `{}`: {message}", id.kind)).help = Some(help);
+                self.error(
+                    "schema::invalid_name",
+                    span,
+                    format!("invalid name for `{}`: {message}", id.kind),
+                )
+                .help = Some(help);
                 false
             }
             None => true,
         }
     }
 
-    fn check_required(&mut self, ty: &dyn ResourceType, id: &ResourceId, span: Span, entries: &[(Key, Node)]) {
+    fn check_required(
+        &mut self,
+        ty: &dyn ResourceType,
+        id: &ResourceId,
+        span: Span,
+        entries: &[(Key, Node)],
+    ) {
         for attr in ty.schema().attrs.iter().filter(|a| a.required) {
             if !entries.iter().any(|(k, _)| k.name == attr.name) {
-                self.error("schema::missing_attribute", span, format!("`{id}` needs `{}`", attr.name)).help =
-                    Some(format!("add `{}`: {}", attr.name, attr.doc));
+                self.error(
+                    "schema::missing_attribute",
+                    span,
+                    format!("`{id}` needs `{}`", attr.name),
+                )
+                .help = Some(format!("add `{}`: {}", attr.name, attr.doc));
             }
         }
     }
 
     fn check_exclusive(&mut self, ty: &dyn ResourceType, attrs: &BTreeMap<String, Attr>) {
         for group in ty.schema().exclusive {
-            let given: Vec<(&str, Span)> =
-                group.iter().filter_map(|name| attrs.get(*name).map(|a| (*name, a.span))).collect();
+            let given: Vec<(&str, Span)> = group
+                .iter()
+                .filter_map(|name| attrs.get(*name).map(|a| (*name, a.span)))
+                .collect();
             if let [(first, first_span), (second, second_span), ..] = given.as_slice() {
                 self.acc.push(
                     Diagnostic::error(
@@ -1069,8 +1482,12 @@ impl<'a> Lowerer<'a> {
         for res in resources {
             match seen.get(&res.id) {
                 Some(first) if *first == res.span => {
-                    self.error("schema::duplicate_resource", res.span, format!("`{}` is declared more than once here", res.id))
-                        .help = Some("`for_each` gives two items the same name".into());
+                    self.error(
+                        "schema::duplicate_resource",
+                        res.span,
+                        format!("`{}` is declared more than once here", res.id),
+                    )
+                    .help = Some("`for_each` gives two items the same name".into());
                 }
                 Some(first) => {
                     self.acc.push(
@@ -1138,9 +1555,14 @@ pub(crate) fn to_jinja(value: &Value) -> minijinja::Value {
         Value::Int(number) => minijinja::Value::from(*number),
         Value::Float(number) => minijinja::Value::from(*number),
         Value::String(text) => minijinja::Value::from(text.clone()),
-        Value::List(items) => minijinja::Value::from(items.iter().map(to_jinja).collect::<Vec<_>>()),
+        Value::List(items) => {
+            minijinja::Value::from(items.iter().map(to_jinja).collect::<Vec<_>>())
+        }
         Value::Map(entries) => minijinja::Value::from(
-            entries.iter().map(|(k, v)| (k.clone(), to_jinja(v))).collect::<BTreeMap<_, _>>(),
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_jinja(v)))
+                .collect::<BTreeMap<_, _>>(),
         ),
     }
 }
@@ -1149,34 +1571,51 @@ fn from_json(json: serde_json::Value) -> Value {
     match json {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(flag) => Value::Bool(flag),
-        serde_json::Value::Number(number) => {
-            number.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(number.as_f64().unwrap_or(0.0)))
-        }
+        serde_json::Value::Number(number) => number
+            .as_i64()
+            .map(Value::Int)
+            .unwrap_or_else(|| Value::Float(number.as_f64().unwrap_or(0.0))),
         serde_json::Value::String(text) => Value::String(text),
         serde_json::Value::Array(items) => Value::List(items.into_iter().map(from_json).collect()),
-        serde_json::Value::Object(entries) => Value::Map(entries.into_iter().map(|(k, v)| (k, from_json(v))).collect()),
+        serde_json::Value::Object(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k, from_json(v)))
+                .collect(),
+        ),
     }
 }
 
 fn is_identifier(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_alphabetic()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_node_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
 }
 
 fn is_package_name(name: &str) -> bool {
     let (base, arch) = name.split_once(':').unwrap_or((name, "x"));
     base.len() >= 2
         && base.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && base.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && base
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
         && !arch.is_empty()
         && arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn is_unit_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c))
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c))
 }
 
 fn is_account_name(name: &str) -> bool {
@@ -1184,7 +1623,9 @@ fn is_account_name(name: &str) -> bool {
     !core.is_empty()
         && name.len() <= 32
         && core.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && core.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && core
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// Drops repeats: a document lowered for several nodes reports each mistake once.
@@ -1193,9 +1634,12 @@ fn dedupe(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diagnostics
         .into_iter()
         .filter(|d| {
-            let spans: Vec<(u32, usize, usize)> = d.labels.iter().map(|l| (l.span.source.0, l.span.start, l.span.end)).collect();
+            let spans: Vec<(u32, usize, usize)> = d
+                .labels
+                .iter()
+                .map(|l| (l.span.source.0, l.span.start, l.span.end))
+                .collect();
             seen.insert((d.code, d.message.clone(), spans))
         })
         .collect()
 }
-

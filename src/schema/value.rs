@@ -15,7 +15,10 @@ pub(crate) struct Mismatch {
 
 impl Mismatch {
     fn new(message: impl Into<String>) -> Mismatch {
-        Mismatch { message: message.into(), help: None }
+        Mismatch {
+            message: message.into(),
+            help: None,
+        }
     }
 
     fn help(mut self, help: impl Into<String>) -> Mismatch {
@@ -33,9 +36,12 @@ pub(crate) fn to_model(node: &Node) -> Value {
         document::Value::Float(value) => Value::Float(*value),
         document::Value::String(text) => Value::String(text.clone()),
         document::Value::List(items) => Value::List(items.iter().map(to_model).collect()),
-        document::Value::Map(entries) => {
-            Value::Map(entries.iter().map(|(key, value)| (key.name.clone(), to_model(value))).collect())
-        }
+        document::Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(key, value)| (key.name.clone(), to_model(value)))
+                .collect(),
+        ),
     }
 }
 
@@ -50,35 +56,61 @@ pub(crate) fn check(ty: AttrType, node: &Node) -> Result<Value, Mismatch> {
         AttrType::String => match &node.value {
             document::Value::String(text) => Ok(Value::String(text.clone())),
             document::Value::Int(_) | document::Value::Float(_) | document::Value::Bool(_) => {
-                Err(Mismatch::new(format!("expected a string, {}", found(node))).help("quote the value"))
+                Err(Mismatch::new(format!("expected a string, {}", found(node)))
+                    .help("quote the value"))
             }
             _ => Err(Mismatch::new(format!("expected a string, {}", found(node)))),
         },
         AttrType::Bool => match &node.value {
             document::Value::Bool(value) => Ok(Value::Bool(*value)),
-            document::Value::String(text) if matches!(text.as_str(), "yes" | "no" | "on" | "off" | "true" | "false") => {
-                Err(Mismatch::new(format!("expected true or false, found the string {text:?}"))
-                    .help("write true or false without quotes"))
+            document::Value::String(text)
+                if matches!(
+                    text.as_str(),
+                    "yes" | "no" | "on" | "off" | "true" | "false"
+                ) =>
+            {
+                Err(
+                    Mismatch::new(format!("expected true or false, found the string {text:?}"))
+                        .help("write true or false without quotes"),
+                )
             }
-            _ => Err(Mismatch::new(format!("expected true or false, {}", found(node)))),
+            _ => Err(Mismatch::new(format!(
+                "expected true or false, {}",
+                found(node)
+            ))),
         },
         AttrType::Int { min, max } => match &node.value {
             document::Value::Int(value) if (min..=max).contains(value) => Ok(Value::Int(*value)),
-            document::Value::Int(value) => Err(Mismatch::new(format!("{value} is out of range {min}..={max}"))),
-            _ => Err(Mismatch::new(format!("expected an integer, {}", found(node)))),
+            document::Value::Int(value) => Err(Mismatch::new(format!(
+                "{value} is out of range {min}..={max}"
+            ))),
+            _ => Err(Mismatch::new(format!(
+                "expected an integer, {}",
+                found(node)
+            ))),
         },
         AttrType::Mode => match text {
-            Some(text) if (3..=4).contains(&text.len()) && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            Some(text)
+                if (3..=4).contains(&text.len())
+                    && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+            {
                 Ok(Value::String(format!("{text:0>4}")))
             }
             Some(text) => Err(Mismatch::new(format!("`{text}` is not an octal mode"))
                 .help("write the permission bits in octal, such as \"0644\" or \"0755\"")),
-            None => Err(Mismatch::new(format!("expected an octal mode string, {}", found(node)))
-                .help("quote the mode: \"0644\" (a bare number would not be read as octal)")),
+            None => Err(
+                Mismatch::new(format!("expected an octal mode string, {}", found(node)))
+                    .help("quote the mode: \"0644\" (a bare number would not be read as octal)"),
+            ),
         },
         AttrType::AbsPath => match text {
-            Some(text) => check_abs_path(text).map(|()| Value::String(text.to_string())).map_err(Mismatch::new),
-            None => Err(Mismatch::new(format!("expected an absolute path, {}", found(node)))),
+            Some(text) => check_abs_path(text)
+                .map(|()| Value::String(text.to_string()))
+                .map_err(Mismatch::new),
+            None => Err(Mismatch::new(format!(
+                "expected an absolute path, {}",
+                found(node)
+            ))),
         },
         AttrType::ProjectPath => match text {
             Some(text) => check_project_path(text).map(|()| Value::String(text.to_string())),
@@ -88,7 +120,11 @@ pub(crate) fn check(ty: AttrType, node: &Node) -> Result<Value, Mismatch> {
             Some(text) if values.contains(&text) => Ok(Value::String(text.to_string())),
             Some(text) => Err(Mismatch::new(format!("`{text}` is not allowed here"))
                 .help(crate::diag::did_you_mean(text, values))),
-            None => Err(Mismatch::new(format!("expected one of {}, {}", values.join(", "), found(node)))),
+            None => Err(Mismatch::new(format!(
+                "expected one of {}, {}",
+                values.join(", "),
+                found(node)
+            ))),
         },
         AttrType::StringList => match &node.value {
             document::Value::String(text) => Ok(Value::List(vec![Value::String(text.clone())])),
@@ -96,30 +132,56 @@ pub(crate) fn check(ty: AttrType, node: &Node) -> Result<Value, Mismatch> {
                 .iter()
                 .map(|item| match &item.value {
                     document::Value::String(text) => Ok(Value::String(text.clone())),
-                    _ => Err(Mismatch::new(format!("expected a list of strings, an item is {}", item.value.type_name()))),
+                    _ => Err(Mismatch::new(format!(
+                        "expected a list of strings, an item is {}",
+                        item.value.type_name()
+                    ))),
                 })
                 .collect::<Result<_, _>>()
                 .map(Value::List),
-            _ => Err(Mismatch::new(format!("expected a list of strings, {}", found(node)))),
+            _ => Err(Mismatch::new(format!(
+                "expected a list of strings, {}",
+                found(node)
+            ))),
         },
         AttrType::StringMap => string_map(node).map(|map| {
-            Value::Map(map.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+            Value::Map(
+                map.into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )
         }),
         AttrType::Command => command(node),
         AttrType::Duration => duration(node),
         AttrType::Regex => match text {
             Some(text) => regex::Regex::new(text)
                 .map(|_| Value::String(text.to_string()))
-                .map_err(|err| Mismatch::new(format!("invalid regular expression: {}", first_line(&err.to_string())))),
-            None => Err(Mismatch::new(format!("expected a regular expression, {}", found(node)))),
+                .map_err(|err| {
+                    Mismatch::new(format!(
+                        "invalid regular expression: {}",
+                        first_line(&err.to_string())
+                    ))
+                }),
+            None => Err(Mismatch::new(format!(
+                "expected a regular expression, {}",
+                found(node)
+            ))),
         },
         AttrType::PackageEnsure => match text {
             Some(text @ ("present" | "absent" | "latest")) => Ok(Value::String(text.to_string())),
             Some(text) if is_version(text) => Ok(Value::String(text.to_string())),
-            Some(text) => Err(Mismatch::new(format!("`{text}` is neither present, absent, latest nor a version"))
-                .help(crate::diag::did_you_mean(text, &["present", "absent", "latest"]))),
-            None => Err(Mismatch::new(format!("expected present, absent, latest or a version, {}", found(node)))
-                .help("quote version numbers: \"1.2-3\"")),
+            Some(text) => Err(Mismatch::new(format!(
+                "`{text}` is neither present, absent, latest nor a version"
+            ))
+            .help(crate::diag::did_you_mean(
+                text,
+                &["present", "absent", "latest"],
+            ))),
+            None => Err(Mismatch::new(format!(
+                "expected present, absent, latest or a version, {}",
+                found(node)
+            ))
+            .help("quote version numbers: \"1.2-3\"")),
         },
     }
 }
@@ -131,11 +193,15 @@ fn first_line(text: &str) -> String {
 /// A Debian version: starts with a digit (after an optional `epoch:`), then version characters.
 fn is_version(text: &str) -> bool {
     let rest = match text.split_once(':') {
-        Some((epoch, rest)) if epoch.bytes().all(|b| b.is_ascii_digit()) && !epoch.is_empty() => rest,
+        Some((epoch, rest)) if epoch.bytes().all(|b| b.is_ascii_digit()) && !epoch.is_empty() => {
+            rest
+        }
         _ => text,
     };
     rest.starts_with(|c: char| c.is_ascii_digit())
-        && rest.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-:".contains(c))
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~-:".contains(c))
 }
 
 /// A path relative to its document that cannot leave the project lexically.
@@ -145,8 +211,10 @@ pub(crate) fn check_project_path(text: &str) -> Result<(), Mismatch> {
         return Err(Mismatch::new("the path is empty"));
     }
     if path.is_absolute() {
-        return Err(Mismatch::new(format!("`{text}` is absolute; project files are named relative to the document"))
-            .help("write the path relative to this document's directory"));
+        return Err(Mismatch::new(format!(
+            "`{text}` is absolute; project files are named relative to the document"
+        ))
+        .help("write the path relative to this document's directory"));
     }
     let mut depth: i64 = 0;
     for component in path.components() {
@@ -177,7 +245,11 @@ pub(crate) fn string_map(node: &Node) -> Result<BTreeMap<String, String>, Mismat
                 document::Value::Float(number) => number.to_string(),
                 document::Value::Bool(flag) => flag.to_string(),
                 other => {
-                    return Err(Mismatch::new(format!("`{}` must be a string, found {}", key.name, other.type_name())));
+                    return Err(Mismatch::new(format!(
+                        "`{}` must be a string, found {}",
+                        key.name,
+                        other.type_name()
+                    )));
                 }
             };
             Ok((key.name.clone(), text))
@@ -187,17 +259,27 @@ pub(crate) fn string_map(node: &Node) -> Result<BTreeMap<String, String>, Mismat
 
 fn command(node: &Node) -> Result<Value, Mismatch> {
     let argv: Vec<String> = match &node.value {
-        document::Value::String(text) => shlex::split(text)
-            .ok_or_else(|| Mismatch::new("the command has an unclosed quote").help("close the quote, or give the command as a list"))?,
+        document::Value::String(text) => shlex::split(text).ok_or_else(|| {
+            Mismatch::new("the command has an unclosed quote")
+                .help("close the quote, or give the command as a list")
+        })?,
         document::Value::List(items) => items
             .iter()
             .map(|item| match &item.value {
                 document::Value::String(text) => Ok(text.clone()),
                 document::Value::Int(number) => Ok(number.to_string()),
-                other => Err(Mismatch::new(format!("command arguments must be strings, found {}", other.type_name()))),
+                other => Err(Mismatch::new(format!(
+                    "command arguments must be strings, found {}",
+                    other.type_name()
+                ))),
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(Mismatch::new(format!("expected a command, {}", found(node)))),
+        _ => {
+            return Err(Mismatch::new(format!(
+                "expected a command, {}",
+                found(node)
+            )));
+        }
     };
     if argv.first().is_none_or(|program| program.is_empty()) {
         return Err(Mismatch::new("the command is empty"));
@@ -210,7 +292,10 @@ fn duration(node: &Node) -> Result<Value, Mismatch> {
     match &node.value {
         document::Value::Int(seconds) if *seconds >= 0 => Ok(Value::Int(*seconds)),
         document::Value::String(text) => {
-            let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+            let (digits, unit) = text.split_at(
+                text.find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(text.len()),
+            );
             let multiplier = match unit {
                 "" | "s" => 1,
                 "m" => 60,
@@ -249,25 +334,36 @@ mod tests {
     use crate::diag::{SourceId, Span};
 
     fn string(text: &str) -> Node {
-        Node { span: Span::new(SourceId(0), 0, 0), value: document::Value::String(text.into()) }
+        Node {
+            span: Span::new(SourceId(0), 0, 0),
+            value: document::Value::String(text.into()),
+        }
     }
 
     #[test]
     fn modes_normalize() {
-        assert_eq!(check(AttrType::Mode, &string("644")).ok(), Some(Value::String("0644".into())));
+        assert_eq!(
+            check(AttrType::Mode, &string("644")).ok(),
+            Some(Value::String("0644".into()))
+        );
         assert!(check(AttrType::Mode, &string("0844")).is_err());
     }
 
     #[test]
     fn durations() {
-        assert_eq!(check(AttrType::Duration, &string("5m")).ok(), Some(Value::Int(300)));
+        assert_eq!(
+            check(AttrType::Duration, &string("5m")).ok(),
+            Some(Value::Int(300))
+        );
         assert!(check(AttrType::Duration, &string("5 minutes")).is_err());
     }
 
     #[test]
     fn commands_split_without_shell() {
         let argv = check(AttrType::Command, &string("sysctl --system 'a b'")).ok();
-        let expected = ["sysctl", "--system", "a b"].map(|s| Value::String(s.into())).to_vec();
+        let expected = ["sysctl", "--system", "a b"]
+            .map(|s| Value::String(s.into()))
+            .to_vec();
         assert_eq!(argv, Some(Value::List(expected)));
         assert!(check(AttrType::Command, &string("echo 'x")).is_err());
     }

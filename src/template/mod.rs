@@ -49,7 +49,10 @@ impl Renderer {
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
         // Content ending in a newline keeps it: `content: "hi\n"` must write "hi\n".
-        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
             env.set_syntax(syntax);
         }
         Renderer { env }
@@ -69,7 +72,10 @@ impl Renderer {
     ) -> Rendered {
         let mut tainted = false;
         let node = self.render_node(source_text, node, ctx, sensitive, &mut tainted, acc);
-        Rendered { node, sensitive: tainted }
+        Rendered {
+            node,
+            sensitive: tainted,
+        }
     }
 
     fn render_node(
@@ -83,22 +89,39 @@ impl Renderer {
     ) -> Node {
         let value = match &node.value {
             Value::String(text) if is_template(text) => {
-                return self.render_string(source_text, text, node.span, ctx, sensitive, tainted, acc);
+                return self.render_string(
+                    source_text,
+                    text,
+                    node.span,
+                    ctx,
+                    sensitive,
+                    tainted,
+                    acc,
+                );
             }
             Value::List(items) => Value::List(
-                items.iter().map(|item| self.render_node(source_text, item, ctx, sensitive, tainted, acc)).collect(),
+                items
+                    .iter()
+                    .map(|item| self.render_node(source_text, item, ctx, sensitive, tainted, acc))
+                    .collect(),
             ),
             Value::Map(entries) => Value::Map(
                 entries
                     .iter()
                     .map(|(key, value)| {
-                        (key.clone(), self.render_node(source_text, value, ctx, sensitive, tainted, acc))
+                        (
+                            key.clone(),
+                            self.render_node(source_text, value, ctx, sensitive, tainted, acc),
+                        )
                     })
                     .collect(),
             ),
             other => other.clone(),
         };
-        Node { span: node.span, value }
+        Node {
+            span: node.span,
+            value,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -112,7 +135,10 @@ impl Renderer {
         tainted: &mut bool,
         acc: &mut Vec<Diagnostic>,
     ) -> Node {
-        let failed = Node { span, value: Value::Null };
+        let failed = Node {
+            span,
+            value: Value::Null,
+        };
         // `{{ expr }}` alone keeps the expression's own type.
         if let Some(expr) = single_expression(text) {
             let expression = match self.env.compile_expression(expr) {
@@ -122,7 +148,10 @@ impl Renderer {
                     return failed;
                 }
             };
-            *tainted |= expression.undeclared_variables(true).iter().any(|v| uses(sensitive, v));
+            *tainted |= expression
+                .undeclared_variables(true)
+                .iter()
+                .any(|v| uses(sensitive, v));
             return match expression.eval(ctx) {
                 // Strict mode errors when an undefined value is used; an expression that
                 // merely returns one must be caught here.
@@ -156,7 +185,10 @@ impl Renderer {
         let vars = template.undeclared_variables(true);
         *tainted |= vars.iter().any(|v| uses(sensitive, v));
         match template.render(ctx) {
-            Ok(rendered) => Node { span, value: Value::String(rendered) },
+            Ok(rendered) => Node {
+                span,
+                value: Value::String(rendered),
+            },
             Err(err) => {
                 acc.push(self.diagnostic(source_text, text, span, &err, ctx, Some(&vars)));
                 failed
@@ -188,7 +220,14 @@ impl Renderer {
                     Ok(value) => Some(value.is_true()),
                     Err(err) => {
                         let vars = expression.undeclared_variables(true);
-                        acc.push(self.diagnostic(source_text, text, node.span, &err, ctx, Some(&vars)));
+                        acc.push(self.diagnostic(
+                            source_text,
+                            text,
+                            node.span,
+                            &err,
+                            ctx,
+                            Some(&vars),
+                        ));
                         None
                     }
                 }
@@ -198,7 +237,10 @@ impl Renderer {
                     Diagnostic::error(
                         "schema::wrong_type",
                         node.span,
-                        format!("`when` must be an expression or a boolean, found {}", other.type_name()),
+                        format!(
+                            "`when` must be an expression or a boolean, found {}",
+                            other.type_name()
+                        ),
                     )
                     .with_help("write a condition such as `node.os.family == \"debian\"`"),
                 );
@@ -216,34 +258,55 @@ impl Renderer {
         ctx: &minijinja::Value,
         vars: Option<&std::collections::HashSet<String>>,
     ) -> Diagnostic {
-        let precise = err.range().and_then(|range| precise_span(source_text, text, span, range)).unwrap_or(span);
+        let precise = err
+            .range()
+            .and_then(|range| precise_span(source_text, text, span, range))
+            .unwrap_or(span);
         if err.kind() == ErrorKind::UndefinedError
             && let Some((missing, known)) = vars.and_then(|vars| first_undefined(vars, ctx))
         {
             let last = missing.rsplit('.').next().unwrap_or(&missing);
-            let help = if missing.starts_with("params.") && !missing[7..].contains('.') && known.is_empty() {
+            let help = if missing.starts_with("params.")
+                && !missing[7..].contains('.')
+                && known.is_empty()
+            {
                 format!("no parameters are declared; declare `{last}` under `parameters`")
             } else if known.is_empty() {
-                "the template context has `params`, `node` and, inside `for_each`, `item`".to_string()
+                "the template context has `params`, `node` and, inside `for_each`, `item`"
+                    .to_string()
             } else {
                 let refs: Vec<&str> = known.iter().map(String::as_str).collect();
-                let parent = missing.rsplit_once('.').map_or("the context", |(parent, _)| parent);
+                let parent = missing
+                    .rsplit_once('.')
+                    .map_or("the context", |(parent, _)| parent);
                 match suggest(last, refs.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`?"),
                     None => format!("`{parent}` has: {}", refs.join(", ")),
                 }
             };
-            return Diagnostic::error("template::undefined", precise, format!("undefined variable `{missing}`"))
-                .with_label("not defined")
-                .with_help(help);
+            return Diagnostic::error(
+                "template::undefined",
+                precise,
+                format!("undefined variable `{missing}`"),
+            )
+            .with_label("not defined")
+            .with_help(help);
         }
         if err.kind() == ErrorKind::OutOfFuel {
-            return Diagnostic::error("template::too_expensive", precise, "template stopped: it ran too long")
-                .with_help("templates are for small computations; simplify this one");
+            return Diagnostic::error(
+                "template::too_expensive",
+                precise,
+                "template stopped: it ran too long",
+            )
+            .with_help("templates are for small computations; simplify this one");
         }
         let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
-        Diagnostic::error("template::error", precise, format!("template error: {}{detail}", err.kind()))
-            .with_label("in this template")
+        Diagnostic::error(
+            "template::error",
+            precise,
+            format!("template error: {}{detail}", err.kind()),
+        )
+        .with_label("in this template")
     }
 }
 
@@ -264,12 +327,19 @@ fn single_expression(text: &str) -> Option<&str> {
 }
 
 fn uses(sensitive: &BTreeSet<String>, var: &str) -> bool {
-    sensitive.iter().any(|name| var == name || var.starts_with(&format!("{name}.")) || name.starts_with(&format!("{var}.")))
+    sensitive.iter().any(|name| {
+        var == name || var.starts_with(&format!("{name}.")) || name.starts_with(&format!("{var}."))
+    })
 }
 
 /// The span of `range` inside the template when the source text holds the template verbatim
 /// (plain or quoted without escapes); otherwise `None` and the whole value is pointed at.
-fn precise_span(source_text: &str, text: &str, span: Span, range: std::ops::Range<usize>) -> Option<Span> {
+fn precise_span(
+    source_text: &str,
+    text: &str,
+    span: Span,
+    range: std::ops::Range<usize>,
+) -> Option<Span> {
     let written = source_text.get(span.start..span.end)?;
     let offset = if written == text {
         0
@@ -288,7 +358,10 @@ fn precise_span(source_text: &str, text: &str, span: Span, range: std::ops::Rang
 
 /// The first dotted variable that does not resolve in `ctx`, with the names that do exist at
 /// the level where it fails.
-fn first_undefined(vars: &std::collections::HashSet<String>, ctx: &minijinja::Value) -> Option<(String, Vec<String>)> {
+fn first_undefined(
+    vars: &std::collections::HashSet<String>,
+    ctx: &minijinja::Value,
+) -> Option<(String, Vec<String>)> {
     let mut sorted: Vec<&String> = vars.iter().collect();
     sorted.sort();
     for var in sorted {
@@ -335,7 +408,10 @@ fn from_jinja(value: &minijinja::Value, span: Span, depth: usize) -> Result<Node
         ValueKind::String => Value::String(value.as_str().unwrap_or_default().to_string()),
         ValueKind::Seq | ValueKind::Iterable => {
             let iter = value.try_iter().map_err(|e| e.to_string())?;
-            Value::List(iter.map(|item| from_jinja(&item, span, depth + 1)).collect::<Result<_, _>>()?)
+            Value::List(
+                iter.map(|item| from_jinja(&item, span, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         ValueKind::Map => {
             let iter = value.try_iter().map_err(|e| e.to_string())?;
@@ -349,7 +425,10 @@ fn from_jinja(value: &minijinja::Value, span: Span, depth: usize) -> Result<Node
         }
         _ => Value::String(value.to_string()),
     };
-    Ok(Node { span, value: converted })
+    Ok(Node {
+        span,
+        value: converted,
+    })
 }
 
 #[cfg(test)]
@@ -358,7 +437,10 @@ mod tests {
     use crate::diag::SourceId;
 
     fn node(text: &str) -> Node {
-        Node { span: Span::new(SourceId(0), 0, text.len()), value: Value::String(text.to_string()) }
+        Node {
+            span: Span::new(SourceId(0), 0, text.len()),
+            value: Value::String(text.to_string()),
+        }
     }
 
     fn ctx() -> minijinja::Value {
@@ -369,7 +451,8 @@ mod tests {
     fn single_expression_keeps_type() {
         let mut acc = Vec::new();
         let text = "{{ params.admins }}";
-        let rendered = Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
+        let rendered =
+            Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
         assert!(acc.is_empty());
         assert!(matches!(rendered.node.value, Value::List(ref items) if items.len() == 2));
     }
@@ -398,7 +481,8 @@ mod tests {
     #[test]
     fn runaway_templates_stop() {
         let mut acc = Vec::new();
-        let text = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let text =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
         Renderer::new().render(text, &node(text), &ctx(), &BTreeSet::new(), &mut acc);
         assert_eq!(acc.len(), 1);
     }

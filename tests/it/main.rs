@@ -1,0 +1,28 @@
+//! Integration tests: all compile into one binary (STYLE.md section 6).
+//!
+//! Each test drives the real `steward` binary in a temporary directory.
+
+mod common;
+mod graph;
+mod schema;
+mod twin;
+mod validate;
+
+/// Every file in tests/it is listed above, so no test file is forgotten.
+#[test]
+fn no_forgotten_test_files() {
+    let listed = include_str!("main.rs");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(module) = name.strip_suffix(".rs") else {
+            continue;
+        };
+        if module != "main" {
+            assert!(
+                listed.contains(&format!("mod {module};")),
+                "tests/it/{name} is not listed in main.rs"
+            );
+        }
+    }
+}
