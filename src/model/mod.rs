@@ -62,6 +62,8 @@ pub enum Value {
     Float(f64),
     /// A string.
     String(String),
+    /// Bytes that are not UTF-8 text (a binary `source` file).
+    Bytes(Vec<u8>),
     /// A list.
     List(Vec<Value>),
     /// A map, sorted by key.
@@ -111,6 +113,7 @@ impl fmt::Display for Value {
             Value::Int(value) => write!(f, "{value}"),
             Value::Float(value) => write!(f, "{value}"),
             Value::String(text) => write!(f, "{text:?}"),
+            Value::Bytes(bytes) => write!(f, "({} bytes)", bytes.len()),
             Value::List(items) => {
                 f.write_str("[")?;
                 for (idx, item) in items.iter().enumerate() {

@@ -27,6 +27,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Directory {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "directory"
     }
@@ -48,5 +52,28 @@ impl ResourceType for Directory {
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         path_deps(res, &res.id.name)
+    }
+}
+
+// Placeholder until the directory provider lands.
+impl crate::resource::provider::Provider for Directory {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "directory provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "directory provider pending".into(),
+        })
     }
 }

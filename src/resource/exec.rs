@@ -46,6 +46,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Exec {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "exec"
     }
@@ -81,5 +85,28 @@ impl ResourceType for Exec {
             });
         }
         deps
+    }
+}
+
+// Placeholder until the exec provider lands.
+impl crate::resource::provider::Provider for Exec {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "exec provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "exec provider pending".into(),
+        })
     }
 }

@@ -42,6 +42,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for File {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -60,5 +64,28 @@ impl ResourceType for File {
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         path_deps(res, &res.id.name)
+    }
+}
+
+// Placeholder until the file provider lands.
+impl crate::resource::provider::Provider for File {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "file provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "file provider pending".into(),
+        })
     }
 }

@@ -27,6 +27,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Group {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "group"
     }
@@ -37,5 +41,28 @@ impl ResourceType for Group {
 
     fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
         absent_with(res, &["gid", "system"], acc);
+    }
+}
+
+// Placeholder until the system providers land (helper task in progress).
+impl crate::resource::provider::Provider for Group {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "group provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "group provider pending".into(),
+        })
     }
 }

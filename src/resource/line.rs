@@ -31,6 +31,10 @@ fn path_of(res: &Resource) -> &str {
 }
 
 impl ResourceType for Line {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "line"
     }
@@ -69,5 +73,28 @@ impl ResourceType for Line {
             candidates: vec![ResourceId::new("file", path_of(res))],
             reason: "edits file",
         }]
+    }
+}
+
+// Placeholder until the line provider lands.
+impl crate::resource::provider::Provider for Line {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "line provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "line provider pending".into(),
+        })
     }
 }

@@ -6,6 +6,11 @@
 //! resources it implicitly comes after. Providers (reading and changing real state) join each
 //! type in its file when apply arrives; nothing here does IO.
 
+pub mod accounts;
+pub mod change;
+pub mod command;
+pub mod provider;
+
 mod directory;
 mod exec;
 mod file;
@@ -19,7 +24,9 @@ mod user;
 use std::collections::BTreeMap;
 
 use crate::diag::{Diagnostic, Span};
-use crate::model::{Attr, Resource, ResourceId};
+use crate::model::{Attr, Resource, ResourceId, Value};
+use crate::resource::change::{Action, AttrChange, Change, State};
+use crate::resource::provider::Provider;
 
 /// The value shape of one attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +195,63 @@ pub trait ResourceType: Send + Sync {
     fn implicit_deps(&self, _res: &Resource) -> Vec<ImplicitDep> {
         Vec::new()
     }
+
+    /// The change that would make `observed` match `res`. Pure and deterministic: the same
+    /// inputs always give the same change.
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        diff_attrs(res, observed)
+    }
+
+    /// The provider that reads and converges this type on a node.
+    fn provider(&self) -> &dyn Provider;
+}
+
+/// The usual diff: `ensure` decides create/delete; otherwise every desired attribute that
+/// the provider observed (a key of `observed`) is compared.
+pub fn diff_attrs(res: &Resource, observed: &State) -> Change {
+    let desired_ensure = res.attr_str("ensure").unwrap_or("present");
+    let observed_ensure = observed
+        .get("ensure")
+        .and_then(Value::as_str)
+        .unwrap_or("absent");
+    let mut change = Change::new(res.id.clone(), Action::NoOp);
+    if desired_ensure == "absent" {
+        if observed_ensure != "absent" {
+            change.action = Action::Delete;
+            change.attrs.push(AttrChange {
+                name: "ensure".into(),
+                before: Some(Value::String(observed_ensure.into())),
+                after: Some(Value::String("absent".into())),
+                sensitive: false,
+            });
+        }
+        return change;
+    }
+    let creating = observed_ensure == "absent";
+    for (name, attr) in &res.attrs {
+        let Some(before) = observed.get(name) else {
+            continue;
+        };
+        if name == "ensure" && !creating && before.as_str() == Some(desired_ensure) {
+            continue;
+        }
+        if creating || *before != attr.value {
+            change.attrs.push(AttrChange {
+                name: name.clone(),
+                before: (!creating).then(|| before.clone()),
+                after: Some(attr.value.clone()),
+                sensitive: attr.sensitive,
+            });
+        }
+    }
+    change.action = if creating {
+        Action::Create
+    } else if change.attrs.is_empty() {
+        Action::NoOp
+    } else {
+        Action::Update
+    };
+    change
 }
 
 /// The registered resource types.

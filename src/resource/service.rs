@@ -20,6 +20,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Service {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "service"
     }
@@ -34,5 +38,28 @@ impl ResourceType for Service {
             candidates: vec![ResourceId::new("package", package)],
             reason: "installed by package",
         }]
+    }
+}
+
+// Placeholder until the system providers land (helper task in progress).
+impl crate::resource::provider::Provider for Service {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "service provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "service provider pending".into(),
+        })
     }
 }

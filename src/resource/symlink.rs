@@ -20,6 +20,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Symlink {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "symlink"
     }
@@ -45,5 +49,28 @@ impl ResourceType for Symlink {
             candidates: parent_directories(&res.id.name),
             reason: "inside directory",
         }]
+    }
+}
+
+// Placeholder until the symlink provider lands.
+impl crate::resource::provider::Provider for Symlink {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "symlink provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "symlink provider pending".into(),
+        })
     }
 }

@@ -33,6 +33,10 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for User {
+    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+        self
+    }
+
     fn kind(&self) -> &'static str {
         "user"
     }
@@ -63,5 +67,28 @@ impl ResourceType for User {
                 reason: "member of group",
             })
             .collect()
+    }
+}
+
+// Placeholder until the system providers land (helper task in progress).
+impl crate::resource::provider::Provider for User {
+    fn read(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "user provider pending".into(),
+        })
+    }
+
+    fn apply(
+        &self,
+        _ctx: &crate::resource::provider::ProviderCtx<'_>,
+        _res: &crate::model::Resource,
+    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
+        Err(crate::resource::provider::ProviderError::Unsupported {
+            message: "user provider pending".into(),
+        })
     }
 }

@@ -1555,6 +1555,7 @@ pub(crate) fn to_jinja(value: &Value) -> minijinja::Value {
         Value::Int(number) => minijinja::Value::from(*number),
         Value::Float(number) => minijinja::Value::from(*number),
         Value::String(text) => minijinja::Value::from(text.clone()),
+        Value::Bytes(bytes) => minijinja::Value::from_bytes(bytes.clone()),
         Value::List(items) => {
             minijinja::Value::from(items.iter().map(to_jinja).collect::<Vec<_>>())
         }

@@ -5,6 +5,7 @@
 mod common;
 mod graph;
 mod schema;
+mod system_providers;
 mod twin;
 mod validate;
 
