@@ -47,8 +47,10 @@ pub fn validate(
     overrides: BTreeMap<String, String>,
 ) -> Validated {
     let project = crate::load::load(path);
+    let files = crate::load::ProjectReader::new(&project.root);
     let config = schema::Config {
         registry,
+        files: &files,
         local_facts,
         overrides,
     };

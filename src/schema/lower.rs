@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
-use crate::diag::{Diagnostic, SourceId, Span, did_you_mean};
+use crate::diag::{Diagnostic, Source, SourceId, Span, did_you_mean};
 use crate::document::{self, Document, Key, Node, Project};
 use crate::model::{
     self, Association, Attr, ComplianceSeverity, Facts, Mode, Model, Rate, Relation, RelationKind,
@@ -13,10 +13,19 @@ use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_pat
 use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
 use crate::template::{Renderer, is_template};
 
+/// Reads files that documents name (`template`, `source`), relative to the document.
+pub trait ProjectFiles {
+    /// The bytes of `relative` next to `document`; an error message when it cannot be read
+    /// or lies outside the project.
+    fn read(&self, document: &Source, relative: &str) -> Result<Vec<u8>, String>;
+}
+
 /// What lowering needs besides the documents.
 pub struct Config<'a> {
     /// The resource types.
     pub registry: &'a Registry,
+    /// Where `template` and `source` files come from.
+    pub files: &'a dyn ProjectFiles,
     /// Facts of the `local` node.
     pub local_facts: Facts,
     /// Parameter values given on the command line or environment, as text; parsed by each
@@ -75,6 +84,7 @@ pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>)
     let mut lowerer = Lowerer {
         project,
         registry: config.registry,
+        files: config.files,
         renderer: Renderer::new(),
         acc: Vec::new(),
         missing_reported: HashSet::new(),
@@ -118,6 +128,7 @@ struct StaticNode {
 struct Lowerer<'a> {
     project: &'a Project,
     registry: &'a Registry,
+    files: &'a dyn ProjectFiles,
     renderer: Renderer,
     acc: Vec<Diagnostic>,
     /// Parameters already reported as missing a value, by declaration span.
@@ -1329,6 +1340,9 @@ impl<'a> Lowerer<'a> {
             }
             self.check_required(ty, &id, key.span, entries);
             self.check_exclusive(ty, &attrs);
+            if kind == "file" {
+                self.resolve_content(doc.source, &mut attrs, &ctx, scope);
+            }
             ty.validate(
                 &Candidate {
                     id: &id,
@@ -1345,6 +1359,51 @@ impl<'a> Lowerer<'a> {
                 relations,
             });
         }
+    }
+
+    /// A file's `template` or `source` becomes its desired `content` (text, or bytes for a
+    /// binary source), read from the project and, for templates, rendered like any value.
+    fn resolve_content(
+        &mut self,
+        source: SourceId,
+        attrs: &mut BTreeMap<String, Attr>,
+        ctx: &minijinja::Value,
+        scope: &Scope,
+    ) {
+        let (name, path, span) = match (attrs.get("template"), attrs.get("source")) {
+            (Some(attr), _) => ("template", attr.value.as_str().unwrap_or_default().to_string(), attr.span),
+            (None, Some(attr)) => ("source", attr.value.as_str().unwrap_or_default().to_string(), attr.span),
+            (None, None) => return,
+        };
+        let document = self.project.sources.get(source);
+        let bytes = match self.files.read(document, &path) {
+            Ok(bytes) => bytes,
+            Err(message) => {
+                self.error("schema::missing_file", span, message).help =
+                    Some(format!("`{name}` paths are relative to the document's directory"));
+                return;
+            }
+        };
+        let (value, sensitive) = if name == "source" {
+            match String::from_utf8(bytes) {
+                Ok(text) => (Value::String(text), false),
+                Err(err) => (Value::Bytes(err.into_bytes()), false),
+            }
+        } else {
+            let Ok(text) = String::from_utf8(bytes) else {
+                self.error("schema::missing_file", span, format!("template `{path}` is not UTF-8 text"));
+                return;
+            };
+            match self.renderer.render_file(&text, ctx, &scope.sensitive) {
+                Ok((rendered, sensitive)) => (Value::String(rendered), sensitive),
+                Err(problem) => {
+                    self.error("template::error", span, format!("in template `{path}`: {problem}")).help =
+                        Some("the template context has `params`, `node` and, inside `for_each`, `item`".into());
+                    return;
+                }
+            }
+        };
+        attrs.insert("content".into(), Attr { value, span, sensitive });
     }
 
     fn relations(

@@ -196,6 +196,33 @@ impl Renderer {
         }
     }
 
+    /// Renders a whole template file (`template:` of a `file`). Returns the text and whether
+    /// it read a sensitive variable, or a message naming the line of the problem.
+    pub fn render_file(
+        &self,
+        text: &str,
+        ctx: &minijinja::Value,
+        sensitive: &BTreeSet<String>,
+    ) -> Result<(String, bool), String> {
+        let describe = |err: &minijinja::Error| {
+            let line = err.line().map(|l| format!("line {l}: ")).unwrap_or_default();
+            let detail = err.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+            format!("{line}{}{detail}", err.kind())
+        };
+        let template = self.env.template_from_str(text).map_err(|e| describe(&e))?;
+        let vars = template.undeclared_variables(true);
+        let tainted = vars.iter().any(|v| uses(sensitive, v));
+        match template.render(ctx) {
+            Ok(rendered) => Ok((rendered, tainted)),
+            Err(err) if err.kind() == ErrorKind::UndefinedError => {
+                let missing = first_undefined(&vars, ctx).map(|(name, _)| format!(" `{name}`")).unwrap_or_default();
+                let line = err.line().map(|l| format!("line {l}: ")).unwrap_or_default();
+                Err(format!("{line}undefined variable{missing}"))
+            }
+            Err(err) => Err(describe(&err)),
+        }
+    }
+
     /// Evaluates a `when` condition: a bare expression (`node.os.family == "debian"`), a
     /// `{{ }}` template, or a boolean. `None` after an error (reported to `acc`).
     pub fn condition(
