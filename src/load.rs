@@ -374,7 +374,9 @@ pub const MAX_PROJECT_FILE_BYTES: u64 = 64 * 1024 * 1024;
 impl ProjectReader {
     /// A reader for the project at `root`.
     pub fn new(root: &Path) -> ProjectReader {
-        ProjectReader { root: root.canonicalize().ok() }
+        ProjectReader {
+            root: root.canonicalize().ok(),
+        }
     }
 }
 
@@ -382,7 +384,11 @@ impl crate::schema::ProjectFiles for ProjectReader {
     fn read(&self, document: &crate::diag::Source, relative: &str) -> Result<Vec<u8>, String> {
         let Some(path) = &document.path else {
             // A standard-library module: its files are embedded beside it.
-            let dir = document.name.strip_prefix("stdlib/").and_then(|n| n.rsplit_once('/')).map_or("", |(dir, _)| dir);
+            let dir = document
+                .name
+                .strip_prefix("stdlib/")
+                .and_then(|n| n.rsplit_once('/'))
+                .map_or("", |(dir, _)| dir);
             let embedded = format!("{dir}/{relative}");
             return STDLIB
                 .get_file(&embedded)
@@ -391,14 +397,28 @@ impl crate::schema::ProjectFiles for ProjectReader {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         let target = dir.join(relative);
-        let real = target.canonicalize().map_err(|err| format!("cannot read `{}`: {err}", target.display()))?;
-        let inside = self.root.as_ref().is_some_and(|root| real.starts_with(root));
+        let real = target
+            .canonicalize()
+            .map_err(|err| format!("cannot read `{}`: {err}", target.display()))?;
+        let inside = self
+            .root
+            .as_ref()
+            .is_some_and(|root| real.starts_with(root));
         if !inside {
-            return Err(format!("`{relative}` resolves outside the project (to `{}`)", real.display()));
+            return Err(format!(
+                "`{relative}` resolves outside the project (to `{}`)",
+                real.display()
+            ));
         }
-        let size = std::fs::metadata(&real).map_err(|err| format!("cannot read `{}`: {err}", target.display()))?.len();
+        let size = std::fs::metadata(&real)
+            .map_err(|err| format!("cannot read `{}`: {err}", target.display()))?
+            .len();
         if size > MAX_PROJECT_FILE_BYTES {
-            return Err(format!("`{relative}` is {} MB; the limit is {} MB", size / 1_000_000, MAX_PROJECT_FILE_BYTES / 1_000_000));
+            return Err(format!(
+                "`{relative}` is {} MB; the limit is {} MB",
+                size / 1_000_000,
+                MAX_PROJECT_FILE_BYTES / 1_000_000
+            ));
         }
         std::fs::read(&real).map_err(|err| format!("cannot read `{}`: {err}", target.display()))
     }

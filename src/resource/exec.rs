@@ -1,5 +1,13 @@
 //! `exec`: a command, run when its guards say so or when refreshed.
 
+use std::time::Duration;
+
+use crate::model::Value;
+use crate::resource::accounts::Accounts;
+use crate::resource::change::{Action, AttrChange, Change, State};
+use crate::resource::command::Run;
+use crate::resource::provider::{Applied, CommandOutput, Provider, ProviderCtx, ProviderError};
+
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
 use crate::resource::{
@@ -50,6 +58,24 @@ impl ResourceType for Exec {
         self
     }
 
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        let refresh_only = res.attr("refresh_only").and_then(Value::as_bool) == Some(true);
+        let pending = observed.get("ensure").and_then(Value::as_str) == Some("pending");
+        let mut change = Change::new(res.id.clone(), Action::NoOp);
+        if pending && !refresh_only {
+            change.action = Action::Run;
+            if let Some(attr) = res.attrs.get("command") {
+                change.attrs.push(AttrChange {
+                    name: "command".into(),
+                    before: None,
+                    after: Some(attr.value.clone()),
+                    sensitive: attr.sensitive,
+                });
+            }
+        }
+        change
+    }
+
     fn kind(&self) -> &'static str {
         "exec"
     }
@@ -88,25 +114,152 @@ impl ResourceType for Exec {
     }
 }
 
-// Placeholder until the exec provider lands.
-impl crate::resource::provider::Provider for Exec {
-    fn read(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "exec provider pending".into(),
-        })
+impl Exec {
+    /// Whether the guards (`creates`, `unless`, `onlyif`) say the command should run.
+    fn should_run(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<bool, ProviderError> {
+        if let Some(creates) = res.attr_str("creates") {
+            let path = ctx.resolve(creates)?;
+            if std::fs::symlink_metadata(&path).is_ok() {
+                return Ok(false);
+            }
+        }
+        if let Some(unless) = res.attr("unless") {
+            let output = self.command(ctx, res, &argv_of(unless))?.output()?;
+            if output.exit_code == Some(0) {
+                return Ok(false);
+            }
+        }
+        if let Some(onlyif) = res.attr("onlyif") {
+            let output = self.command(ctx, res, &argv_of(onlyif))?.output()?;
+            if output.exit_code != Some(0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
-    fn apply(
+    /// Runs the command unless a guard says not to.
+    fn run(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        if !self.should_run(ctx, res)? {
+            return Ok(Applied::AlreadyConverged);
+        }
+        let argv = argv_of(res.attr("command").unwrap_or(&Value::Null));
+        let holder = self.command(ctx, res, &argv)?;
+        let output = holder.output()?;
+        if output.exit_code == Some(0) {
+            Ok(Applied::Converged {
+                output: Some(output),
+            })
+        } else {
+            Err(ProviderError::Command {
+                argv,
+                output: Box::new(output),
+            })
+        }
+    }
+
+    fn command<'a>(
         &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "exec provider pending".into(),
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        argv: &'a [String],
+    ) -> Result<Prepared<'a>, ProviderError> {
+        let cwd = res
+            .attr_str("cwd")
+            .map(|cwd| ctx.resolve(cwd))
+            .transpose()?;
+        let env: Vec<(String, String)> = match res.attr("env") {
+            Some(Value::Map(entries)) => entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let user = match res.attr_str("user") {
+            Some(name) => {
+                let accounts = Accounts::read(ctx.root)
+                    .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
+                let entry = accounts.user(name).ok_or_else(|| {
+                    ProviderError::failed(format!(
+                        "no user `{name}` in {}",
+                        ctx.root.join("etc/passwd").display()
+                    ))
+                })?;
+                Some((entry.uid, entry.gid))
+            }
+            None => None,
+        };
+        let timeout = res
+            .attr("timeout")
+            .and_then(Value::as_int)
+            .map_or(DEFAULT_TIMEOUT, |s| s.max(1) as u64);
+        Ok(Prepared {
+            argv,
+            cwd,
+            env,
+            user,
+            timeout: Duration::from_secs(timeout),
         })
+    }
+}
+
+/// Default `timeout` in seconds.
+const DEFAULT_TIMEOUT: u64 = 300;
+
+/// A command with its settings resolved.
+struct Prepared<'a> {
+    argv: &'a [String],
+    cwd: Option<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+    user: Option<(u32, u32)>,
+    timeout: Duration,
+}
+
+impl Prepared<'_> {
+    fn output(&self) -> Result<CommandOutput, ProviderError> {
+        Run {
+            argv: self.argv,
+            cwd: self.cwd.as_deref(),
+            env: &self.env,
+            user: self.user,
+            timeout: self.timeout,
+        }
+        .output()
+    }
+}
+
+/// A normalized `command` value (a list of strings) as argv.
+fn argv_of(value: &Value) -> Vec<String> {
+    value
+        .as_list()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Provider for Exec {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        let pending = self.should_run(ctx, res)?;
+        let ensure = if pending { "pending" } else { "satisfied" };
+        Ok(State::from([(
+            "ensure".to_string(),
+            Value::String(ensure.into()),
+        )]))
+    }
+
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        if res.attr("refresh_only").and_then(Value::as_bool) == Some(true) {
+            return Ok(Applied::AlreadyConverged);
+        }
+        self.run(ctx, res)
+    }
+
+    fn refresh(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        self.run(ctx, res)
     }
 }

@@ -1,10 +1,13 @@
 //! `file`: a regular file's content, mode and ownership.
 
 use crate::diag::Diagnostic;
-use crate::model::Resource;
+use crate::model::{Resource, Value};
+use crate::resource::change::{Action, Change, Content, ContentChange, State};
+use crate::resource::fsutil::{self, Kind};
+use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER,
-    ResourceType, TypeSchema, absent_with, attr, path_deps,
+    ResourceType, TypeSchema, absent_with, attr, diff_attrs, path_deps,
 };
 
 pub(crate) struct File;
@@ -42,10 +45,6 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for File {
-    fn provider(&self) -> &dyn crate::resource::provider::Provider {
-        self
-    }
-
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -65,27 +64,167 @@ impl ResourceType for File {
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         path_deps(res, &res.id.name)
     }
-}
 
-// Placeholder until the file provider lands.
-impl crate::resource::provider::Provider for File {
-    fn read(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "file provider pending".into(),
-        })
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        let mut attrs_only = observed.clone();
+        let observed_content = attrs_only.remove("content");
+        let mut change = diff_attrs(res, &attrs_only, NOT_STATE);
+        let observed_ensure = observed
+            .get("ensure")
+            .and_then(Value::as_str)
+            .unwrap_or("absent");
+        if res.attr_str("ensure") == Some("absent") {
+            if change.action == Action::Delete
+                && let Some(before) = observed_content
+            {
+                change.content = Some(ContentChange {
+                    before: Some(content_of(&before)),
+                    after: None,
+                    sensitive: false,
+                });
+            }
+            return change;
+        }
+        if !matches!(observed_ensure, "present" | "absent") {
+            change.action = Action::Replace;
+            change.reason = Some(format!("a {observed_ensure} is in the way"));
+        }
+        if let Some(desired) = res.attrs.get("content")
+            && observed_content.as_ref() != Some(&desired.value)
+        {
+            change.content = Some(ContentChange {
+                before: observed_content.as_ref().map(content_of),
+                after: Some(content_of(&desired.value)),
+                sensitive: desired.sensitive,
+            });
+            if change.action == Action::NoOp {
+                change.action = Action::Update;
+            }
+        }
+        change
     }
 
-    fn apply(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "file provider pending".into(),
-        })
+    fn provider(&self) -> &dyn Provider {
+        self
+    }
+}
+
+/// Desired attributes that are not observable state.
+const NOT_STATE: &[&str] = &["content", "source", "template", "backup"];
+
+/// Content as a diff shows it.
+fn content_of(value: &Value) -> Content {
+    match value {
+        Value::String(text) => Content::Text(text.clone()),
+        Value::Bytes(bytes) => Content::Binary {
+            len: bytes.len(),
+            sha256: sha256(bytes),
+        },
+        other => Content::Text(other.to_string()),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn desired_bytes(res: &Resource) -> Option<&[u8]> {
+    match res.attr("content")? {
+        Value::String(text) => Some(text.as_bytes()),
+        Value::Bytes(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
+impl Provider for File {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        let path = ctx.resolve(&res.id.name)?;
+        let (kind, meta) = fsutil::inspect(&path)?;
+        let mut state = State::new();
+        let ensure = match kind {
+            Kind::File => "present",
+            other => other.ensure(),
+        };
+        state.insert("ensure".into(), Value::String(ensure.into()));
+        if let (Kind::File, Some(meta)) = (kind, meta) {
+            if res.attrs.contains_key("content") || res.attr_str("ensure") == Some("absent") {
+                let bytes = std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?;
+                let value = match String::from_utf8(bytes) {
+                    Ok(text) => Value::String(text),
+                    Err(err) => Value::Bytes(err.into_bytes()),
+                };
+                state.insert("content".into(), value);
+            }
+            fsutil::observe_ownership(ctx, res, &meta, &mut state)?;
+        }
+        Ok(state)
+    }
+
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        let path = ctx.resolve(&res.id.name)?;
+        let (kind, meta) = fsutil::inspect(&path)?;
+        if res.attr_str("ensure") == Some("absent") {
+            return match kind {
+                Kind::Absent => Ok(Applied::AlreadyConverged),
+                Kind::File | Kind::Symlink => {
+                    std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
+                    fsutil::fsync_dir(path.parent().unwrap_or(ctx.root))?;
+                    Ok(Applied::Converged { output: None })
+                }
+                other => Err(ProviderError::Refused {
+                    message: format!(
+                        "{} is a {}, not a file; not removing it",
+                        path.display(),
+                        other.ensure()
+                    ),
+                }),
+            };
+        }
+        if kind == Kind::Directory {
+            // Only an empty directory is replaced; anything else would lose data.
+            std::fs::remove_dir(&path).map_err(|_| ProviderError::Refused {
+                message: format!("a directory is in the way at {}; remove it by hand or manage it as a `directory`", path.display()),
+            })?;
+        } else if kind == Kind::Other {
+            return Err(ProviderError::Refused {
+                message: format!("{} is a special file; not replacing it", path.display()),
+            });
+        }
+        let desired = desired_bytes(res);
+        let existing = match kind {
+            Kind::File => Some(std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?),
+            _ => None,
+        };
+        let needs_write = match (&existing, desired) {
+            (None, _) => true,
+            (Some(old), Some(new)) => old.as_slice() != new,
+            (Some(_), None) => false,
+        };
+        if !needs_write {
+            let changed = fsutil::converge_ownership(ctx, res, &path)?;
+            return Ok(if changed {
+                Applied::Converged { output: None }
+            } else {
+                Applied::AlreadyConverged
+            });
+        }
+        fsutil::require_parent(&path)?;
+        if let Some(old) = &existing
+            && res.attr("backup").and_then(Value::as_bool) != Some(false)
+        {
+            fsutil::backup(ctx, &res.id.name, old)?;
+        }
+        let mode = match (res.attr_str("mode"), meta.filter(|_| kind == Kind::File)) {
+            (Some(mode), _) => fsutil::parse_mode(mode)?,
+            (None, Some(meta)) => {
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+            }
+            (None, None) => 0o644,
+        };
+        let ids = fsutil::desired_ids(ctx, res)?;
+        let bytes = desired.or(existing.as_deref()).unwrap_or_default();
+        fsutil::atomic_write(&path, bytes, mode, ids)?;
+        Ok(Applied::Converged { output: None })
     }
 }

@@ -1,5 +1,10 @@
 //! `line`: one line in a file, optionally replacing the line that matches `match`.
 
+use crate::model::Value;
+use crate::resource::change::{Change, State};
+use crate::resource::fsutil;
+use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
 use crate::resource::{
@@ -33,6 +38,10 @@ fn path_of(res: &Resource) -> &str {
 impl ResourceType for Line {
     fn provider(&self) -> &dyn crate::resource::provider::Provider {
         self
+    }
+
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        crate::resource::diff_attrs(res, observed, &["path", "match"])
     }
 
     fn kind(&self) -> &'static str {
@@ -76,25 +85,147 @@ impl ResourceType for Line {
     }
 }
 
-// Placeholder until the line provider lands.
-impl crate::resource::provider::Provider for Line {
-    fn read(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "line provider pending".into(),
-        })
+impl Provider for Line {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        let path = ctx.resolve(path_of(res))?;
+        let mut state = State::new();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // The file may be created earlier in the same apply; the plan shows the line as new.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                state.insert("ensure".into(), Value::String("absent".into()));
+                return Ok(state);
+            }
+            Err(err) => return Err(ProviderError::io(&path, err)),
+        };
+        let wanted = res.attr_str("line").unwrap_or_default();
+        let matcher = matcher(res)?;
+        let found = find(&text, wanted, matcher.as_ref());
+        let (ensure, line) = match found {
+            Found::Exact => ("present", Some(wanted.to_string())),
+            Found::Matching(line) => ("present", Some(line)),
+            Found::Nothing => ("absent", None),
+        };
+        state.insert("ensure".into(), Value::String(ensure.into()));
+        if let Some(line) = line {
+            state.insert("line".into(), Value::String(line));
+        }
+        Ok(state)
     }
 
-    fn apply(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "line provider pending".into(),
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        let path = ctx.resolve(path_of(res))?;
+        let text = std::fs::read_to_string(&path).map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => ProviderError::failed(format!(
+                "{} does not exist; `line` edits existing files (declare the file as a `file` resource)",
+                path.display()
+            )),
+            _ => ProviderError::io(&path, err),
+        })?;
+        let wanted = res.attr_str("line").unwrap_or_default();
+        let matcher = matcher(res)?;
+        let absent = res.attr_str("ensure") == Some("absent");
+        let new_text = if absent {
+            remove(&text, wanted, matcher.as_ref())
+        } else {
+            ensure(&text, wanted, matcher.as_ref())
+        };
+        if new_text == text {
+            return Ok(Applied::AlreadyConverged);
+        }
+        let meta = std::fs::metadata(&path).map_err(|err| ProviderError::io(&path, err))?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        let ids = (
+            Some(std::os::unix::fs::MetadataExt::uid(&meta)),
+            Some(std::os::unix::fs::MetadataExt::gid(&meta)),
+        );
+        fsutil::atomic_write(&path, new_text.as_bytes(), mode, ids)?;
+        Ok(Applied::Converged { output: None })
+    }
+}
+
+enum Found {
+    Exact,
+    Matching(String),
+    Nothing,
+}
+
+fn matcher(res: &Resource) -> Result<Option<regex::Regex>, ProviderError> {
+    res.attr_str("match")
+        .map(|pattern| {
+            regex::Regex::new(pattern)
+                .map_err(|err| ProviderError::failed(format!("bad `match`: {err}")))
         })
+        .transpose()
+}
+
+fn find(text: &str, wanted: &str, matcher: Option<&regex::Regex>) -> Found {
+    if text.lines().any(|line| line == wanted) {
+        return Found::Exact;
+    }
+    match matcher.and_then(|m| text.lines().find(|line| m.is_match(line))) {
+        Some(line) => Found::Matching(line.to_string()),
+        None => Found::Nothing,
+    }
+}
+
+/// The text with the line present: an exact line is left alone, else the first line that
+/// matches `match` is replaced, else the line is appended.
+fn ensure(text: &str, wanted: &str, matcher: Option<&regex::Regex>) -> String {
+    if text.lines().any(|line| line == wanted) {
+        return text.to_string();
+    }
+    if let Some(matcher) = matcher {
+        let mut res = String::with_capacity(text.len() + wanted.len());
+        let mut replaced = false;
+        for line in text.split_inclusive('\n') {
+            let bare = line.strip_suffix('\n').unwrap_or(line);
+            if !replaced && matcher.is_match(bare) {
+                replaced = true;
+                res.push_str(wanted);
+                if line.ends_with('\n') {
+                    res.push('\n');
+                }
+            } else {
+                res.push_str(line);
+            }
+        }
+        if replaced {
+            return res;
+        }
+    }
+    let mut res = text.to_string();
+    if !res.is_empty() && !res.ends_with('\n') {
+        res.push('\n');
+    }
+    res.push_str(wanted);
+    res.push('\n');
+    res
+}
+
+/// The text without the line (or, with `match`, without every matching line).
+fn remove(text: &str, wanted: &str, matcher: Option<&regex::Regex>) -> String {
+    text.split_inclusive('\n')
+        .filter(|line| {
+            let bare = line.strip_suffix('\n').unwrap_or(line);
+            bare != wanted && !matcher.is_some_and(|m| m.is_match(bare))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_first_match_or_appends() {
+        let matcher = regex::Regex::new("^a =").unwrap();
+        assert_eq!(
+            ensure("x\na = 1\na = 2\n", "a = 3", Some(&matcher)),
+            "x\na = 3\na = 2\n"
+        );
+        assert_eq!(ensure("x", "a = 3", Some(&matcher)), "x\na = 3\n");
+        assert_eq!(ensure("a = 3\n", "a = 3", None), "a = 3\n");
+        assert_eq!(remove("x\na = 1\ny\n", "zzz", Some(&matcher)), "x\ny\n");
     }
 }

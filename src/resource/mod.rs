@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod change;
 pub mod command;
+pub mod fsutil;
 pub mod provider;
 
 mod directory;
@@ -199,7 +200,7 @@ pub trait ResourceType: Send + Sync {
     /// The change that would make `observed` match `res`. Pure and deterministic: the same
     /// inputs always give the same change.
     fn diff(&self, res: &Resource, observed: &State) -> Change {
-        diff_attrs(res, observed)
+        diff_attrs(res, observed, &["system"])
     }
 
     /// The provider that reads and converges this type on a node.
@@ -207,8 +208,9 @@ pub trait ResourceType: Send + Sync {
 }
 
 /// The usual diff: `ensure` decides create/delete; otherwise every desired attribute that
-/// the provider observed (a key of `observed`) is compared.
-pub fn diff_attrs(res: &Resource, observed: &State) -> Change {
+/// the provider observed (a key of `observed`) is compared. A create lists every desired
+/// attribute except those in `not_state` (settings that are not observable state).
+pub fn diff_attrs(res: &Resource, observed: &State, not_state: &[&str]) -> Change {
     let desired_ensure = res.attr_str("ensure").unwrap_or("present");
     let observed_ensure = observed
         .get("ensure")
@@ -229,16 +231,20 @@ pub fn diff_attrs(res: &Resource, observed: &State) -> Change {
     }
     let creating = observed_ensure == "absent";
     for (name, attr) in &res.attrs {
-        let Some(before) = observed.get(name) else {
-            continue;
-        };
-        if name == "ensure" && !creating && before.as_str() == Some(desired_ensure) {
+        if not_state.contains(&name.as_str()) || (creating && name == "ensure") {
             continue;
         }
-        if creating || *before != attr.value {
+        let before = observed.get(name);
+        if !creating && before.is_none() {
+            continue;
+        }
+        if name == "ensure" && !creating && before.and_then(Value::as_str) == Some(desired_ensure) {
+            continue;
+        }
+        if creating || before != Some(&attr.value) {
             change.attrs.push(AttrChange {
                 name: name.clone(),
-                before: (!creating).then(|| before.clone()),
+                before: if creating { None } else { before.cloned() },
                 after: Some(attr.value.clone()),
                 sensitive: attr.sensitive,
             });

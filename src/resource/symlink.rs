@@ -1,5 +1,10 @@
 //! `symlink`: a symbolic link and where it points.
 
+use crate::model::Value;
+use crate::resource::change::{Action, Change, State};
+use crate::resource::fsutil::{self, Kind};
+use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+
 use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
@@ -22,6 +27,21 @@ static SCHEMA: TypeSchema = TypeSchema {
 impl ResourceType for Symlink {
     fn provider(&self) -> &dyn crate::resource::provider::Provider {
         self
+    }
+
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        let mut change = crate::resource::diff_attrs(res, observed, &[]);
+        let observed_ensure = observed
+            .get("ensure")
+            .and_then(Value::as_str)
+            .unwrap_or("absent");
+        if res.attr_str("ensure") != Some("absent")
+            && !matches!(observed_ensure, "present" | "absent")
+        {
+            change.action = Action::Replace;
+            change.reason = Some(format!("a {observed_ensure} is in the way"));
+        }
+        change
     }
 
     fn kind(&self) -> &'static str {
@@ -52,25 +72,78 @@ impl ResourceType for Symlink {
     }
 }
 
-// Placeholder until the symlink provider lands.
-impl crate::resource::provider::Provider for Symlink {
-    fn read(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "symlink provider pending".into(),
-        })
+impl Provider for Symlink {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        let path = ctx.resolve(&res.id.name)?;
+        let (kind, _) = fsutil::inspect(&path)?;
+        let mut state = State::new();
+        let ensure = match kind {
+            Kind::Symlink => "present",
+            other => other.ensure(),
+        };
+        state.insert("ensure".into(), Value::String(ensure.into()));
+        if kind == Kind::Symlink {
+            let target = std::fs::read_link(&path).map_err(|err| ProviderError::io(&path, err))?;
+            state.insert(
+                "target".into(),
+                Value::String(target.to_string_lossy().into_owned()),
+            );
+        }
+        Ok(state)
     }
 
-    fn apply(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "symlink provider pending".into(),
-        })
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        let path = ctx.resolve(&res.id.name)?;
+        let (kind, _) = fsutil::inspect(&path)?;
+        let parent = path.parent().unwrap_or(ctx.root).to_path_buf();
+        if res.attr_str("ensure") == Some("absent") {
+            return match kind {
+                Kind::Absent => Ok(Applied::AlreadyConverged),
+                Kind::Symlink => {
+                    std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
+                    fsutil::fsync_dir(&parent)?;
+                    Ok(Applied::Converged { output: None })
+                }
+                other => Err(ProviderError::Refused {
+                    message: format!(
+                        "{} is a {}, not a symlink; not removing it",
+                        path.display(),
+                        other.ensure()
+                    ),
+                }),
+            };
+        }
+        let target = res.attr_str("target").unwrap_or_default();
+        if kind == Kind::Symlink {
+            let current = std::fs::read_link(&path).map_err(|err| ProviderError::io(&path, err))?;
+            if current == std::path::Path::new(target) {
+                return Ok(Applied::AlreadyConverged);
+            }
+        }
+        if kind == Kind::Directory {
+            std::fs::remove_dir(&path).map_err(|_| ProviderError::Refused {
+                message: format!(
+                    "a directory is in the way at {}; remove it by hand",
+                    path.display()
+                ),
+            })?;
+        }
+        fsutil::require_parent(&path)?;
+        // A link made beside the target and renamed over it replaces any old link atomically.
+        let temp = parent.join(format!(".steward-link-{}-{}", std::process::id(), unique()));
+        std::os::unix::fs::symlink(target, &temp).map_err(|err| ProviderError::io(&temp, err))?;
+        if let Err(err) = std::fs::rename(&temp, &path) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(ProviderError::io(&path, err));
+        }
+        fsutil::fsync_dir(&parent)?;
+        Ok(Applied::Converged { output: None })
     }
+}
+
+/// A process-unique counter for temporary names.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -1371,16 +1371,25 @@ impl<'a> Lowerer<'a> {
         scope: &Scope,
     ) {
         let (name, path, span) = match (attrs.get("template"), attrs.get("source")) {
-            (Some(attr), _) => ("template", attr.value.as_str().unwrap_or_default().to_string(), attr.span),
-            (None, Some(attr)) => ("source", attr.value.as_str().unwrap_or_default().to_string(), attr.span),
+            (Some(attr), _) => (
+                "template",
+                attr.value.as_str().unwrap_or_default().to_string(),
+                attr.span,
+            ),
+            (None, Some(attr)) => (
+                "source",
+                attr.value.as_str().unwrap_or_default().to_string(),
+                attr.span,
+            ),
             (None, None) => return,
         };
         let document = self.project.sources.get(source);
         let bytes = match self.files.read(document, &path) {
             Ok(bytes) => bytes,
             Err(message) => {
-                self.error("schema::missing_file", span, message).help =
-                    Some(format!("`{name}` paths are relative to the document's directory"));
+                self.error("schema::missing_file", span, message).help = Some(format!(
+                    "`{name}` paths are relative to the document's directory"
+                ));
                 return;
             }
         };
@@ -1391,19 +1400,37 @@ impl<'a> Lowerer<'a> {
             }
         } else {
             let Ok(text) = String::from_utf8(bytes) else {
-                self.error("schema::missing_file", span, format!("template `{path}` is not UTF-8 text"));
+                self.error(
+                    "schema::missing_file",
+                    span,
+                    format!("template `{path}` is not UTF-8 text"),
+                );
                 return;
             };
             match self.renderer.render_file(&text, ctx, &scope.sensitive) {
                 Ok((rendered, sensitive)) => (Value::String(rendered), sensitive),
                 Err(problem) => {
-                    self.error("template::error", span, format!("in template `{path}`: {problem}")).help =
-                        Some("the template context has `params`, `node` and, inside `for_each`, `item`".into());
+                    self.error(
+                        "template::error",
+                        span,
+                        format!("in template `{path}`: {problem}"),
+                    )
+                    .help = Some(
+                        "the template context has `params`, `node` and, inside `for_each`, `item`"
+                            .into(),
+                    );
                     return;
                 }
             }
         };
-        attrs.insert("content".into(), Attr { value, span, sensitive });
+        attrs.insert(
+            "content".into(),
+            Attr {
+                value,
+                span,
+                sensitive,
+            },
+        );
     }
 
     fn relations(

@@ -205,7 +205,10 @@ impl Renderer {
         sensitive: &BTreeSet<String>,
     ) -> Result<(String, bool), String> {
         let describe = |err: &minijinja::Error| {
-            let line = err.line().map(|l| format!("line {l}: ")).unwrap_or_default();
+            let line = err
+                .line()
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
             let detail = err.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             format!("{line}{}{detail}", err.kind())
         };
@@ -215,8 +218,13 @@ impl Renderer {
         match template.render(ctx) {
             Ok(rendered) => Ok((rendered, tainted)),
             Err(err) if err.kind() == ErrorKind::UndefinedError => {
-                let missing = first_undefined(&vars, ctx).map(|(name, _)| format!(" `{name}`")).unwrap_or_default();
-                let line = err.line().map(|l| format!("line {l}: ")).unwrap_or_default();
+                let missing = first_undefined(&vars, ctx)
+                    .map(|(name, _)| format!(" `{name}`"))
+                    .unwrap_or_default();
+                let line = err
+                    .line()
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
                 Err(format!("{line}undefined variable{missing}"))
             }
             Err(err) => Err(describe(&err)),

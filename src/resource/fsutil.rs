@@ -1,0 +1,242 @@
+//! File-system helpers shared by the path providers: atomic writes, ownership, modes, backups.
+//!
+//! Every write of file content is atomic: a temporary file in the same directory, written,
+//! given its mode and owner, fsynced, renamed over the target, then the directory fsynced. A
+//! run killed at any instant leaves the old content or the new, never a mix.
+
+use std::fs::{self, Metadata};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::model::{Resource, Value};
+use crate::resource::accounts::Accounts;
+use crate::resource::provider::{ProviderCtx, ProviderError};
+
+/// What exists at a path, without following a final symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Nothing.
+    Absent,
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A socket, device or fifo.
+    Other,
+}
+
+impl Kind {
+    /// The `ensure` value a provider reports for it.
+    pub fn ensure(self) -> &'static str {
+        match self {
+            Kind::Absent => "absent",
+            Kind::File => "file",
+            Kind::Directory => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// What is at `path`, with its metadata.
+pub fn inspect(path: &Path) -> Result<(Kind, Option<Metadata>), ProviderError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => {
+            let ty = meta.file_type();
+            let kind = if ty.is_file() {
+                Kind::File
+            } else if ty.is_dir() {
+                Kind::Directory
+            } else if ty.is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::Other
+            };
+            Ok((kind, Some(meta)))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok((Kind::Absent, None)),
+        Err(err) => Err(ProviderError::io(path, err)),
+    }
+}
+
+/// `"0644"` for a metadata's permission bits.
+pub fn mode_string(meta: &Metadata) -> String {
+    format!("{:04o}", meta.permissions().mode() & 0o7777)
+}
+
+/// Parses a normalized mode string (`"0644"`).
+pub fn parse_mode(text: &str) -> Result<u32, ProviderError> {
+    u32::from_str_radix(text, 8)
+        .map_err(|_| ProviderError::failed(format!("`{text}` is not an octal mode")))
+}
+
+/// Adds `mode`, `owner` and `group` to an observed state for the ones the resource manages.
+pub fn observe_ownership(
+    ctx: &ProviderCtx<'_>,
+    res: &Resource,
+    meta: &Metadata,
+    state: &mut crate::resource::change::State,
+) -> Result<(), ProviderError> {
+    if res.attrs.contains_key("mode") {
+        state.insert("mode".into(), Value::String(mode_string(meta)));
+    }
+    let wants_owner = res.attrs.contains_key("owner");
+    let wants_group = res.attrs.contains_key("group");
+    if wants_owner || wants_group {
+        let accounts = Accounts::read(ctx.root)
+            .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
+        if wants_owner {
+            let name = accounts
+                .user_name(meta.uid())
+                .map_or_else(|| meta.uid().to_string(), String::from);
+            state.insert("owner".into(), Value::String(name));
+        }
+        if wants_group {
+            let name = accounts
+                .group_name(meta.gid())
+                .map_or_else(|| meta.gid().to_string(), String::from);
+            state.insert("group".into(), Value::String(name));
+        }
+    }
+    Ok(())
+}
+
+/// The uid and gid a resource asks for, looked up in the root's accounts.
+pub fn desired_ids(
+    ctx: &ProviderCtx<'_>,
+    res: &Resource,
+) -> Result<(Option<u32>, Option<u32>), ProviderError> {
+    let owner = res.attr_str("owner");
+    let group = res.attr_str("group");
+    if owner.is_none() && group.is_none() {
+        return Ok((None, None));
+    }
+    let accounts = Accounts::read(ctx.root)
+        .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
+    let uid = match owner {
+        Some(name) => Some(
+            accounts
+                .user(name)
+                .map(|u| u.uid)
+                .or_else(|| name.parse().ok())
+                .ok_or_else(|| {
+                    ProviderError::failed(format!(
+                        "no user `{name}` in {}",
+                        ctx.root.join("etc/passwd").display()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let gid = match group {
+        Some(name) => Some(
+            accounts
+                .group(name)
+                .map(|g| g.gid)
+                .or_else(|| name.parse().ok())
+                .ok_or_else(|| {
+                    ProviderError::failed(format!(
+                        "no group `{name}` in {}",
+                        ctx.root.join("etc/group").display()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    Ok((uid, gid))
+}
+
+/// Brings mode and ownership of an existing path in line; true when anything changed.
+pub fn converge_ownership(
+    ctx: &ProviderCtx<'_>,
+    res: &Resource,
+    path: &Path,
+) -> Result<bool, ProviderError> {
+    let meta = fs::symlink_metadata(path).map_err(|err| ProviderError::io(path, err))?;
+    let mut changed = false;
+    if let Some(mode) = res.attr_str("mode") {
+        let mode = parse_mode(mode)?;
+        if meta.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|err| ProviderError::io(path, err))?;
+            changed = true;
+        }
+    }
+    let (uid, gid) = desired_ids(ctx, res)?;
+    let uid = uid.filter(|&uid| uid != meta.uid());
+    let gid = gid.filter(|&gid| gid != meta.gid());
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(path, uid, gid).map_err(|err| ProviderError::io(path, err))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Writes `bytes` to `path` atomically with the given mode and ownership.
+pub fn atomic_write(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    ids: (Option<u32>, Option<u32>),
+) -> Result<(), ProviderError> {
+    let parent = path.parent().ok_or_else(|| {
+        ProviderError::failed(format!("{} has no parent directory", path.display()))
+    })?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".steward-")
+        .tempfile_in(parent)
+        .map_err(|err| ProviderError::io(parent, err))?;
+    temp.write_all(bytes)
+        .map_err(|err| ProviderError::io(temp.path(), err))?;
+    let file = temp.as_file();
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|err| ProviderError::io(path, err))?;
+    if ids.0.is_some() || ids.1.is_some() {
+        std::os::unix::fs::fchown(file, ids.0, ids.1)
+            .map_err(|err| ProviderError::io(path, err))?;
+    }
+    file.sync_all()
+        .map_err(|err| ProviderError::io(path, err))?;
+    temp.persist(path)
+        .map_err(|err| ProviderError::io(path, err.error))?;
+    fsync_dir(parent)
+}
+
+/// Makes a directory entry change (create, rename, unlink) durable.
+pub fn fsync_dir(dir: &Path) -> Result<(), ProviderError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| ProviderError::io(dir, err))
+}
+
+/// Keeps a copy of content about to be replaced, under `<state>/backups/<run>/<path>`.
+pub fn backup(
+    ctx: &ProviderCtx<'_>,
+    resource_path: &str,
+    bytes: &[u8],
+) -> Result<(), ProviderError> {
+    let target = ctx
+        .state_dir
+        .join("backups")
+        .join(ctx.run_id)
+        .join(resource_path.trim_start_matches('/'));
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|err| ProviderError::io(parent, err))?;
+    }
+    atomic_write(&target, bytes, 0o600, (None, None))
+}
+
+/// The parent directory of `path`, which must exist.
+pub fn require_parent(path: &Path) -> Result<(), ProviderError> {
+    match path.parent() {
+        Some(parent) if parent.is_dir() => Ok(()),
+        Some(parent) => Err(ProviderError::failed(format!(
+            "parent directory {} does not exist; declare it as a `directory` resource",
+            parent.display()
+        ))),
+        None => Ok(()),
+    }
+}
