@@ -11,8 +11,10 @@
 pub mod cli;
 pub mod diag;
 pub mod document;
+pub mod exec;
 pub mod facts;
 pub mod load;
+pub mod local;
 pub mod model;
 pub mod plan;
 pub mod report;

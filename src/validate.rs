@@ -59,7 +59,7 @@ pub fn validate(
     diagnostics.extend(lowered);
     // Graph problems are reported with the rest, so one run shows every mistake.
     let mut graph_diagnostics = Vec::new();
-    for node in &model.nodes {
+    for node in model.nodes.iter().chain(&model.unassigned) {
         ResourceGraph::build(node, registry, &mut graph_diagnostics);
     }
     // A document lowered for several nodes has the same graph problem on each.

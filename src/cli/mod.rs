@@ -294,7 +294,13 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
         DiagnosticFormat::Human => {
             report_human(ctx, &validated)?;
             if !validated.has_errors() {
-                let n_documents = validated.project.sources.len();
+                let n_documents = validated
+                    .project
+                    .documents
+                    .iter()
+                    .map(|doc| doc.source)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
                 let model = &validated.model;
                 let n_nodes = model
                     .nodes

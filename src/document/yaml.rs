@@ -78,11 +78,22 @@ fn diagnostic(source: SourceId, text: &str, err: &serde_saphyr::Error) -> Diagno
 /// serde-saphyr appends " at line X column Y" to plain messages; our renderer shows the
 /// location itself.
 fn strip_location_suffix(message: &str) -> String {
-    let first = message.lines().next().unwrap_or(message).trim();
-    match first.rfind(" at line ") {
-        Some(idx) => first[..idx].to_string(),
-        None => first.to_string(),
+    let joined = message.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    let mut text = match joined.find(" at line ") {
+        Some(idx) => joined[..idx].to_string(),
+        None => joined,
+    };
+    // Advice meant for programs embedding the parser, not for users.
+    for advice in [
+        "; set DuplicateKeyPolicy",
+        " (set DuplicateKeyPolicy",
+        ", set DuplicateKeyPolicy",
+    ] {
+        if let Some(idx) = text.find(advice) {
+            text.truncate(idx);
+        }
     }
+    text
 }
 
 fn span_of(source: SourceId, text: &str, location: serde_saphyr::Location) -> Span {

@@ -361,6 +361,9 @@ pub struct Model {
     pub nodes: Vec<Node>,
     /// Associations in declaration order.
     pub associations: Vec<Association>,
+    /// Resources of documents whose associations match no known node, rendered against the
+    /// local facts so they are checked; never planned.
+    pub unassigned: Vec<Node>,
 }
 
 impl Model {

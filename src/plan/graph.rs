@@ -102,12 +102,32 @@ impl<'m> ResourceGraph<'m> {
         edges
     }
 
-    /// Resource indices in an order that respects every edge (declaration order among
-    /// independent resources); `None` when the graph has a cycle.
+    /// Resource indices in an order that respects every edge, declaration order among
+    /// resources that do not depend on each other (Kahn's algorithm, smallest index first);
+    /// `None` when the graph has a cycle.
     pub fn order(&self) -> Option<Vec<usize>> {
-        petgraph::algo::toposort(&self.graph, None)
-            .ok()
-            .map(|vs| vs.into_iter().map(|v| self.graph[v]).collect())
+        let n = self.node.resources.len();
+        let mut n_predecessors = vec![0usize; n];
+        let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (from, to, _) in self.edges() {
+            n_predecessors[to] += 1;
+            successors[from].push(to);
+        }
+        let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&idx| n_predecessors[idx] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(std::cmp::Reverse(idx)) = ready.pop() {
+            order.push(idx);
+            for &next in &successors[idx] {
+                n_predecessors[next] -= 1;
+                if n_predecessors[next] == 0 {
+                    ready.push(std::cmp::Reverse(next));
+                }
+            }
+        }
+        (order.len() == n).then_some(order)
     }
 
     fn add_resources(&mut self, _: &Registry, _: &mut Vec<Diagnostic>) {

@@ -8,4 +8,7 @@
 //! **Architecture Invariant:** no IO, no tokio, no agents, no text output. Observed state,
 //! when planning needs it, is an argument.
 
+mod build;
 pub mod graph;
+
+pub use build::{NodePlan, Plan, PlannedChange, Summary, build, fingerprint};

@@ -7,3 +7,4 @@
 
 pub mod diagnostics;
 pub mod graph;
+pub mod plan;

@@ -1,10 +1,12 @@
 //! The contract between resource types and the rest of steward.
 //!
 //! Owns the [`ResourceType`] trait, attribute schemas ([`TypeSchema`], [`AttrSchema`],
-//! [`AttrType`]) and the explicit [`Registry::builtin`] list of v1 types, one file per type.
-//! A type is pure: it describes its attributes, checks a rendered resource, and names the
-//! resources it implicitly comes after. Providers (reading and changing real state) join each
-//! type in its file when apply arrives; nothing here does IO.
+//! [`AttrType`]), the change vocabulary ([`change`]), the provider contract ([`provider`]) and
+//! the explicit [`Registry::builtin`] list of v1 types, one file per type.
+//!
+//! A type's schema, `validate`, `implicit_deps` and `diff` are pure and run in the planner.
+//! Its provider (`read`, `apply`, `refresh`) is the impure half and runs on the node; the
+//! helpers it shares live in [`fsutil`], [`accounts`] and [`command`].
 
 pub mod accounts;
 pub mod change;

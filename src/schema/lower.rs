@@ -98,6 +98,8 @@ pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>)
 struct ParamDecl {
     ty: String,
     default: Option<Value>,
+    /// Given on the command line or in the environment: wins over everything.
+    given: Option<Value>,
     sensitive: bool,
     span: Span,
 }
@@ -204,7 +206,27 @@ impl<'a> Lowerer<'a> {
                 );
             }
             let mut resources = Vec::new();
+            let mut applied: HashMap<SourceId, &Association> = HashMap::new();
             for (source, association) in work {
+                if let Some(association) = association {
+                    if let Some(first) = applied.get(&source) {
+                        let document = &self.project.sources.get(source).name;
+                        self.acc.push(
+                            Diagnostic::error(
+                                "schema::overlapping_associations",
+                                association.span,
+                                format!(
+                                    "association `{}` applies `{document}` to node `{}`, which association `{}` already does",
+                                    association.name, node.name, first.name
+                                ),
+                            )
+                            .with_secondary(first.span, "applied here first")
+                            .with_help("target each document at a node through one association"),
+                        );
+                        continue;
+                    }
+                    applied.insert(source, association);
+                }
                 assigned.insert(source);
                 let scope = self.scope(&params, association);
                 let node_ctx = node_context(&node.name, &node.tags, &node.facts);
@@ -216,6 +238,7 @@ impl<'a> Lowerer<'a> {
             node.resources = resources;
         }
         // Documents whose associations target no known node are still checked.
+        let mut unassigned = Vec::new();
         for &source in covered.iter().filter(|s| !assigned.contains(s)) {
             let association = associations.iter().find(|a| a.documents.contains(&source));
             let scope = self.scope(&params, association);
@@ -225,11 +248,20 @@ impl<'a> Lowerer<'a> {
                 self.lower_document(doc, &scope, &node_ctx, &mut resources, 0);
             }
             self.check_duplicates(&resources);
+            unassigned.push(model::Node {
+                name: model::LOCAL_NODE.to_string(),
+                tags: BTreeMap::new(),
+                facts: config.local_facts.clone(),
+                resources,
+            });
         }
-        Model {
+        let model = Model {
             nodes,
             associations,
-        }
+            unassigned,
+        };
+        self.check_project_duplicates(&model);
+        model
     }
 
     fn text(&self, source: SourceId) -> &'a str {
@@ -385,6 +417,7 @@ impl<'a> Lowerer<'a> {
         let mut decl = ParamDecl {
             ty: String::new(),
             default: None,
+            given: None,
             sensitive: false,
             span: key.span,
         };
@@ -498,7 +531,7 @@ impl<'a> Lowerer<'a> {
                     .map(from_json),
             };
             match value.filter(|v| param_type_matches(&decl.ty, v) == Some(true)) {
-                Some(value) => decl.default = Some(value),
+                Some(value) => decl.given = Some(value),
                 None => self.acc.push(
                     Diagnostic::plain(
                         "schema::wrong_type",
@@ -517,7 +550,8 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// Values for every declared parameter: the association's, else the default.
+    /// Values for every declared parameter: given on the command line, else the
+    /// association's, else the default.
     fn scope(
         &mut self,
         params: &BTreeMap<String, ParamDecl>,
@@ -531,8 +565,10 @@ impl<'a> Lowerer<'a> {
             if decl.sensitive {
                 scope.sensitive.insert(format!("params.{name}"));
             }
-            let value = association
-                .and_then(|a| a.parameters.get(name))
+            let value = decl
+                .given
+                .as_ref()
+                .or_else(|| association.and_then(|a| a.parameters.get(name)))
                 .or(decl.default.as_ref());
             match value {
                 Some(value) => {
@@ -1122,6 +1158,7 @@ impl<'a> Lowerer<'a> {
             }
             module_scope.values.insert(k.name.clone(), value);
         }
+        let mut missing_any = false;
         for (name, decl) in &params {
             if decl.sensitive {
                 module_scope.sensitive.insert(format!("params.{name}"));
@@ -1134,6 +1171,7 @@ impl<'a> Lowerer<'a> {
                     module_scope.values.insert(name.clone(), default.clone());
                 }
                 None => {
+                    missing_any = true;
                     let span = with_node.map_or(item.span, |n| n.span);
                     self.acc.push(
                         Diagnostic::error(
@@ -1146,6 +1184,10 @@ impl<'a> Lowerer<'a> {
                     );
                 }
             }
+        }
+        // Rendering the module without its parameters would only repeat the error.
+        if missing_any {
+            return;
         }
         for module_doc in module_docs {
             self.lower_document(module_doc, &module_scope, node_ctx, out, depth + 1);
@@ -1307,7 +1349,8 @@ impl<'a> Lowerer<'a> {
                 if matches!(rendered.node.value, document::Value::Null) && is_template_node(v) {
                     continue; // The template error was reported.
                 }
-                match check(schema.ty, &rendered.node) {
+                let rendered_node = stringify_for_text(schema.ty, v, rendered.node);
+                match check(schema.ty, &rendered_node) {
                     Ok(value) => {
                         attrs.insert(
                             k.name.clone(),
@@ -1340,7 +1383,8 @@ impl<'a> Lowerer<'a> {
             }
             self.check_required(ty, &id, key.span, entries);
             self.check_exclusive(ty, &attrs);
-            if kind == "file" {
+            let absent = attrs.get("ensure").and_then(|a| a.value.as_str()) == Some("absent");
+            if kind == "file" && !absent {
                 self.resolve_content(doc.source, &mut attrs, &ctx, scope);
             }
             ty.validate(
@@ -1563,31 +1607,74 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn check_duplicates(&mut self, resources: &[Resource]) {
-        let mut seen: HashMap<&ResourceId, Span> = HashMap::new();
-        for res in resources {
-            match seen.get(&res.id) {
-                Some(first) if *first == res.span => {
-                    self.error(
-                        "schema::duplicate_resource",
-                        res.span,
-                        format!("`{}` is declared more than once here", res.id),
-                    )
-                    .help = Some("`for_each` gives two items the same name".into());
-                }
-                Some(first) => {
+    /// One identity declared in two places is an error even when the two land on different
+    /// nodes (SPEC: once anywhere in a project). The same declaration reaching several
+    /// nodes is not a duplicate.
+    fn check_project_duplicates(&mut self, model: &Model) {
+        let mut first: HashMap<&ResourceId, Span> = HashMap::new();
+        let all = model
+            .nodes
+            .iter()
+            .chain(&model.unassigned)
+            .flat_map(|node| &node.resources);
+        for res in all {
+            match first.get(&res.id) {
+                Some(span) if *span != res.span => {
+                    let (earlier, later) =
+                        if (span.source, span.start) <= (res.span.source, res.span.start) {
+                            (*span, res.span)
+                        } else {
+                            (res.span, *span)
+                        };
                     self.acc.push(
-                        Diagnostic::error("schema::duplicate_resource", res.span, format!("`{}` is declared twice", res.id))
+                        Diagnostic::error("schema::duplicate_resource", later, format!("`{}` is declared twice", res.id))
                             .with_label("declared again here")
-                            .with_secondary(*first, "first declared here")
-                            .with_help("each `TYPE:NAME` may be declared once per node; remove one or rename it"),
+                            .with_secondary(earlier, "first declared here")
+                            .with_help("each `TYPE:NAME` may be declared once in a project; remove one or rename it"),
                     );
                 }
+                Some(_) => {}
                 None => {
-                    seen.insert(&res.id, res.span);
+                    first.insert(&res.id, res.span);
                 }
             }
         }
+    }
+
+    /// The same declaration twice on one node: `for_each` gave two items one name.
+    fn check_duplicates(&mut self, resources: &[Resource]) {
+        let mut seen: HashSet<(&ResourceId, Span)> = HashSet::new();
+        for res in resources {
+            if !seen.insert((&res.id, res.span)) {
+                self.error(
+                    "schema::duplicate_resource",
+                    res.span,
+                    format!("`{}` is declared more than once here", res.id),
+                )
+                .help = Some("`for_each` gives two items the same name".into());
+            }
+        }
+    }
+}
+
+/// A template written in quotes for a text attribute gives text, even when it is a single
+/// expression of another type (`content: "{{ params.port }}"`).
+fn stringify_for_text(ty: crate::resource::AttrType, written: &Node, rendered: Node) -> Node {
+    use crate::resource::AttrType;
+    if !matches!(ty, AttrType::String | AttrType::AbsPath | AttrType::Mode)
+        || !is_template_node(written)
+    {
+        return rendered;
+    }
+    let text = match &rendered.value {
+        document::Value::Int(number) => number.to_string(),
+        document::Value::Float(number) => number.to_string(),
+        document::Value::Bool(flag) => flag.to_string(),
+        _ => return rendered,
+    };
+    Node {
+        span: rendered.span,
+        value: document::Value::String(text),
     }
 }
 

@@ -352,7 +352,8 @@ pub fn is_template(text: &str) -> bool {
 
 /// `Some(expr)` for a string that is exactly `{{ expr }}`.
 fn single_expression(text: &str) -> Option<&str> {
-    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    // Untrimmed: `"{{ x }}\n"` is text (the newline is content), not a single expression.
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
     if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
         return None;
     }

@@ -176,10 +176,123 @@ fn relative_template_path_leaving_the_project() {
     check_bad(
         "site.yaml",
         yaml,
-        &["./site.yaml:4:15", "leaves the project"],
+        &["./site.yaml:4:15", "resolves outside the project"],
     );
-    let kdl = "steward 1\nfile \"/a\" template=\"../x.j2\"\n";
-    check_bad("site.kdl", kdl, &["./site.kdl:2:20", "leaves the project"]);
+    let kdl = "steward 1\nfile \"/a\" template=\"/etc/passwd\"\n";
+    check_bad("site.kdl", kdl, &["./site.kdl:2:20", "is absolute"]);
+}
+
+#[test]
+fn template_reached_through_a_symlink_out_of_the_project() {
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nresources:\n  file:/a:\n    source: templates/x\n",
+    );
+    std::fs::create_dir_all(env.path().join("templates")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", env.path().join("templates/x")).unwrap();
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("./site.yaml:4:13"), "{}", out.all());
+    assert!(
+        out.stderr.contains("resolves outside the project"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn templates_may_be_reached_with_dotdot_inside_the_project() {
+    let env = TestEnv::new();
+    env.write(
+        "web/site.yaml",
+        "steward: 1\nresources:\n  file:/a:\n    template: ../templates/a.j2\n",
+    );
+    env.write("templates/a.j2", "hello {{ node.name }}\n");
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn missing_template_file() {
+    check_bad(
+        "site.yaml",
+        "steward: 1\nresources:\n  file:/a: { template: nope.j2 }\n",
+        &["./site.yaml:3:24", "cannot read"],
+    );
+}
+
+#[test]
+fn undefined_variable_inside_a_template_file() {
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nresources:\n  file:/a: { template: a.j2 }\n",
+    );
+    env.write("a.j2", "one\n{{ params.nope }}\n");
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("./site.yaml:3:24"), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("in template `a.j2`: line 2: undefined variable `params.nope`"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn one_identity_in_two_documents_on_different_nodes() {
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nnodes:\n  web-1: { tags: { role: web } }\n  db-1: { tags: { role: db } }\nassociations:\n  web: { targets: { tags: { role: web } }, documents: [web.yaml] }\n  db: { targets: { tags: { role: db } }, documents: [db.yaml] }\n",
+    );
+    env.write("web.yaml", "steward: 1\nresources:\n  package:curl: {}\n");
+    env.write("db.yaml", "steward: 1\nresources:\n  package:curl: {}\n");
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("`package:curl` is declared twice"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("./web.yaml:3:3"), "{}", out.all());
+    assert!(out.stderr.contains("./db.yaml:3:3"), "{}", out.all());
+}
+
+#[test]
+fn one_document_through_two_associations() {
+    let yaml = "steward: 1\nnodes:\n  web-1: { tags: { role: web } }\nassociations:\n  a: { targets: { names: [web-1] } }\n  b: { targets: { all: true } }\nresources:\n  package:curl: {}\n";
+    check_bad(
+        "site.yaml",
+        yaml,
+        &[
+            "./site.yaml:6:3",
+            "association `b` applies `./site.yaml` to node `web-1`, which association `a` already does",
+        ],
+    );
+}
+
+#[test]
+fn command_line_parameters_win_over_associations() {
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nparameters:\n  port: { type: number, default: 1 }\nassociations:\n  a: { targets: { names: [local] }, parameters: { port: 2 } }\nresources:\n  file:/a: { content: \"{{ params.port }}\" }\n",
+    );
+    let out = env.run(&["graph", ".", "--format", "json", "--param", "port=3"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let validated = steward::validate::validate(
+        env.path(),
+        &steward::resource::Registry::builtin(),
+        steward::facts::local(std::path::Path::new("/")),
+        [("port".to_string(), "3".to_string())].into(),
+    );
+    let content = validated.model.nodes[0].resources[0]
+        .attr_str("content")
+        .map(String::from);
+    assert_eq!(content.as_deref(), Some("3"));
 }
 
 #[test]

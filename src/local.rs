@@ -1,0 +1,378 @@
+//! Local mode: plan and apply on the machine steward runs on, with no server set up.
+//!
+//! Wires the pieces for the `local` node: probes (under `--root`), the plan, the saved-plan
+//! checks, the apply lock in the state directory, and the executor.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::diag::SourceMap;
+use crate::exec::{self, Env, RunReport};
+use crate::model::{self, LOCAL_NODE};
+use crate::plan::graph::ResourceGraph;
+use crate::plan::{self, NodePlan, Plan};
+use crate::resource::Registry;
+use crate::validate::Validated;
+
+/// Where and how local mode acts.
+pub struct Config {
+    /// `/` or `--root`.
+    pub root: PathBuf,
+    /// steward's state directory (`.steward/` beside the project unless moved).
+    pub state_dir: PathBuf,
+    /// Only nodes matching this selector (`NAME` or `KEY=VALUE`).
+    pub target: Option<String>,
+    /// Parameter overrides, for the documents digest.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// A plan of the local node with what applying it needs.
+pub struct Planned<'v> {
+    /// The plan.
+    pub plan: Plan,
+    /// The planned nodes (same order as `plan.nodes`).
+    pub nodes: Vec<&'v model::Node>,
+    /// Their graphs.
+    pub graphs: Vec<ResourceGraph<'v>>,
+    /// Their provider environments.
+    pub envs: Vec<Env>,
+    /// Nodes with resources that local mode cannot reach.
+    pub unreachable: Vec<String>,
+    /// Digest of the documents, overrides and root.
+    pub digest: String,
+}
+
+/// Why local mode could not go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// `--target` selects nothing local mode can act on.
+    #[error(
+        "--target `{0}` matches no node this machine can act on (local mode manages the `local` node)"
+    )]
+    NoTarget(String),
+    /// Another apply holds the lock.
+    #[error("another apply is running on this state directory: {0}")]
+    Locked(String),
+    /// The saved plan cannot be used.
+    #[error("{0}")]
+    StalePlan(String),
+    /// IO on the state directory or the plan file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A fresh id for a run: UTC time and process id.
+pub fn run_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
+/// Digest of every source text, the overrides and the root: equal digests mean the same desired state.
+pub fn documents_digest(
+    sources: &SourceMap,
+    overrides: &BTreeMap<String, String>,
+    root: &Path,
+) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for idx in 0..sources.len() {
+        let source = sources.get(crate::diag::SourceId(idx as u32));
+        hasher.update(source.name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&(source.text.len() as u64).to_le_bytes());
+        hasher.update(source.text.as_bytes());
+    }
+    for (name, value) in overrides {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(blake3::hash(value.as_bytes()).as_bytes());
+    }
+    hasher.update(root.as_os_str().as_encoded_bytes());
+    format!("blake3:{}", hasher.finalize().to_hex())
+}
+
+fn selected(node: &model::Node, target: Option<&str>) -> bool {
+    match target {
+        None => true,
+        Some(selector) => match selector.split_once('=') {
+            Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
+            None => node.name == selector,
+        },
+    }
+}
+
+/// Probes the local node and plans it.
+pub fn plan<'v>(
+    validated: &'v Validated,
+    registry: &Registry,
+    config: &Config,
+) -> Result<Planned<'v>, LocalError> {
+    let run_id = run_id();
+    let mut planned = Planned {
+        plan: Plan { nodes: Vec::new() },
+        nodes: Vec::new(),
+        graphs: Vec::new(),
+        envs: Vec::new(),
+        unreachable: Vec::new(),
+        digest: documents_digest(&validated.project.sources, &config.overrides, &config.root),
+    };
+    for node in &validated.model.nodes {
+        if !selected(node, config.target.as_deref()) {
+            continue;
+        }
+        if node.name != LOCAL_NODE {
+            if !node.resources.is_empty() {
+                planned.unreachable.push(node.name.clone());
+            }
+            continue;
+        }
+        let mut ignored = Vec::new();
+        let graph = ResourceGraph::build(node, registry, &mut ignored);
+        let env = Env::new(
+            node,
+            config.root.clone(),
+            config.state_dir.clone(),
+            run_id.clone(),
+        );
+        let observed = exec::observe(node, registry, &env);
+        planned
+            .plan
+            .nodes
+            .push(plan::build(&graph, registry, &observed));
+        planned.nodes.push(node);
+        planned.graphs.push(graph);
+        planned.envs.push(env);
+    }
+    if planned.nodes.is_empty()
+        && let Some(target) = &config.target
+    {
+        return Err(LocalError::NoTarget(target.clone()));
+    }
+    Ok(planned)
+}
+
+/// Applies a plan, holding the state directory's lock.
+pub fn apply(
+    planned: &Planned<'_>,
+    config: &Config,
+    exec_config: exec::Config,
+    on_done: &(dyn Fn(&exec::ResourceOutcome) + Sync),
+) -> Result<Vec<RunReport>, LocalError> {
+    let _lock = Lock::acquire(&config.state_dir)?;
+    let mut reports = Vec::new();
+    for ((graph, node_plan), env) in planned
+        .graphs
+        .iter()
+        .zip(&planned.plan.nodes)
+        .zip(&planned.envs)
+    {
+        let report =
+            exec::apply(graph, node_plan, env, exec_config, on_done).map_err(|source| {
+                LocalError::Io {
+                    path: config.state_dir.clone(),
+                    source,
+                }
+            })?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The parts of a saved plan that apply checks.
+#[derive(Deserialize)]
+pub struct SavedPlan {
+    /// Must be [`crate::report::plan::PLAN_KIND`].
+    pub kind: String,
+    /// The JSON format version.
+    pub format_version: String,
+    /// The project path as given to `plan`.
+    pub project: String,
+    /// The root it was planned against.
+    pub root: String,
+    /// Digest of documents, overrides and root.
+    pub documents_digest: String,
+    /// Per node, each resource's observed fingerprint.
+    pub nodes: Vec<SavedNode>,
+}
+
+/// A node of a saved plan.
+#[derive(Deserialize)]
+pub struct SavedNode {
+    /// Node name.
+    pub name: String,
+    /// Resources.
+    pub changes: Vec<SavedChange>,
+}
+
+/// A resource of a saved plan.
+#[derive(Deserialize)]
+pub struct SavedChange {
+    /// `TYPE:NAME`.
+    pub id: String,
+    /// Observed fingerprint at plan time.
+    pub observed: String,
+}
+
+impl SavedPlan {
+    /// Reads a saved plan; `Ok(None)` when the file is not one (so it is a document).
+    pub fn read(path: &Path) -> Result<Option<SavedPlan>, LocalError> {
+        let mut text = String::new();
+        let mut file = File::open(path).map_err(|source| LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Saved plans are JSON; anything else is not one.
+        let mut first = [0u8; 1];
+        if file.read(&mut first).map_err(|source| LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })? == 0
+            || first[0] != b'{'
+        {
+            return Ok(None);
+        }
+        file.rewind().map_err(|source| LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        file.read_to_string(&mut text)
+            .map_err(|source| LocalError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let plan: SavedPlan = serde_json::from_str(&text).map_err(|err| {
+            LocalError::StalePlan(format!("{} is not a steward plan: {err}", path.display()))
+        })?;
+        if plan.kind != crate::report::plan::PLAN_KIND {
+            return Err(LocalError::StalePlan(format!(
+                "{} is not a steward plan",
+                path.display()
+            )));
+        }
+        if plan.format_version != crate::report::plan::FORMAT_VERSION {
+            return Err(LocalError::StalePlan(format!(
+                "{} has plan format {}; this steward reads {}",
+                path.display(),
+                plan.format_version,
+                crate::report::plan::FORMAT_VERSION
+            )));
+        }
+        Ok(Some(plan))
+    }
+
+    /// Refuses a plan whose documents or observed state moved since it was made: names
+    /// every resource that moved.
+    pub fn check(&self, planned: &Planned<'_>) -> Result<(), LocalError> {
+        if self.documents_digest != planned.digest {
+            return Err(LocalError::StalePlan(
+                "the documents (or parameters, or --root) changed since this plan was made; run `steward plan` again".into(),
+            ));
+        }
+        let mut moved = Vec::new();
+        for (node_plan, node) in planned.plan.nodes.iter().zip(&planned.nodes) {
+            let saved = self.nodes.iter().find(|n| n.name == node_plan.node);
+            for change in &node_plan.changes {
+                let id = node.resources[change.resource].id.to_string();
+                let was = saved
+                    .and_then(|n| n.changes.iter().find(|c| c.id == id))
+                    .map(|c| c.observed.as_str());
+                if was != Some(change.fingerprint.as_str()) {
+                    moved.push(format!("{}: {id}", node_plan.node));
+                }
+            }
+        }
+        if moved.is_empty() {
+            Ok(())
+        } else {
+            Err(LocalError::StalePlan(format!(
+                "the system changed since this plan was made; these resources moved:\n  {}\nrun `steward plan` again",
+                moved.join("\n  ")
+            )))
+        }
+    }
+}
+
+/// The apply lock: an exclusive `flock` on `<state>/apply.lock`, released when dropped or when
+/// the holder dies (so a stale lock from a dead process is taken over safely).
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(state_dir: &Path) -> Result<Lock, LocalError> {
+        create_private_dir(state_dir)?;
+        let path = state_dir.join("apply.lock");
+        let io = |source| LocalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(LocalError::Locked(if holder.is_empty() {
+                    "holder unknown".into()
+                } else {
+                    holder.to_string()
+                }));
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
+        }
+        let user = std::env::var("USER").unwrap_or_else(|_| nix::unistd::getuid().to_string());
+        let holder = format!(
+            "pid {} ({user}) since {}",
+            std::process::id(),
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        file.write_all(holder.as_bytes()).map_err(io)?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Creates a directory readable only by its owner (state, backups and locks are private).
+pub fn create_private_dir(path: &Path) -> Result<(), LocalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| LocalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The nodes of a plan, for renderers.
+pub fn node_plans<'a>(
+    planned: &'a Planned<'_>,
+) -> impl Iterator<Item = (&'a NodePlan, &'a model::Node)> {
+    planned.plan.nodes.iter().zip(planned.nodes.iter().copied())
+}

@@ -1,0 +1,528 @@
+//! Plans and apply results for people (grouped per node, `+ ~ -` markers, unified diffs) and
+//! for machines (versioned JSON, also the saved-plan file format).
+//!
+//! A sensitive value, and every content line derived from one, renders as `(sensitive)`.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::exec::{Outcome, RunReport};
+use crate::model::{self, Value};
+use crate::plan::{NodePlan, Plan, PlannedChange};
+use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange};
+
+/// Version of the JSON plan below; bump on a breaking change.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Marks a JSON document as a saved plan.
+pub const PLAN_KIND: &str = "steward-plan";
+
+/// Lines of content shown for a file being created before the rest is elided.
+const MAX_CREATE_LINES: usize = 200;
+
+/// Terminal colours, or none.
+#[derive(Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    /// Colours on or off.
+    pub fn new(color: bool) -> Style {
+        Style { color }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn action(self, action: Action, text: &str) -> String {
+        match action {
+            Action::Create => self.paint("32", text),
+            Action::Delete => self.paint("31", text),
+            Action::Update | Action::Replace => self.paint("33", text),
+            Action::Run => self.paint("36", text),
+            Action::NoOp => text.to_string(),
+        }
+    }
+}
+
+/// The human plan: per node, each change with its attributes and content diff, then a summary.
+pub fn human(plan: &Plan, nodes: &[&model::Node], style: Style) -> String {
+    let mut out = String::new();
+    for (node_plan, node) in plan.nodes.iter().zip(nodes) {
+        let changed: Vec<&PlannedChange> = node_plan
+            .changes
+            .iter()
+            .filter(|c| c.is_change() || c.change.is_err())
+            .collect();
+        if changed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}: {} match their documents",
+                node_plan.node,
+                count(node_plan.changes.len(), "resource")
+            );
+            continue;
+        }
+        let _ = writeln!(out, "{}:", node_plan.node);
+        for planned in changed {
+            let res = &node.resources[planned.resource];
+            human_change(&mut out, planned, res, style);
+        }
+    }
+    let summary = plan.summary();
+    if !plan.has_changes() && summary.errors == 0 {
+        out.push_str("\nNo changes. Every node matches its documents.\n");
+    } else {
+        let _ = write!(
+            out,
+            "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} to run.",
+            summary.create, summary.update, summary.replace, summary.delete, summary.run
+        );
+        if summary.errors > 0 {
+            let _ = write!(out, " {} could not be read.", summary.errors);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource, style: Style) {
+    let change = match &planned.change {
+        Ok(change) => change,
+        Err(message) => {
+            let _ = writeln!(
+                out,
+                "  {} {}: cannot read: {message}",
+                style.paint("31", "x"),
+                res.id
+            );
+            return;
+        }
+    };
+    let action = if change.action == Action::NoOp {
+        Action::Run
+    } else {
+        change.action
+    };
+    let mut head = format!("  {} {}", style.action(action, action.symbol()), res.id);
+    if let Some(reason) = &change.reason {
+        let _ = write!(head, " ({reason})");
+    }
+    if !planned.refreshed_by.is_empty() {
+        let verb = if res.id.kind == "service" {
+            "restarts"
+        } else {
+            "runs"
+        };
+        let sources: Vec<String> = planned
+            .refreshed_by
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        let _ = write!(head, " ({verb}: refreshed by {})", sources.join(", "));
+    }
+    let _ = writeln!(out, "{head}");
+    for attr in &change.attrs {
+        let _ = writeln!(out, "      {}", attr_line(attr));
+    }
+    if let Some(content) = &change.content {
+        content_lines(out, &res.id.name, change, content, style);
+    }
+}
+
+fn attr_line(attr: &AttrChange) -> String {
+    let show = |value: &Option<Value>| match value {
+        _ if attr.sensitive => "(sensitive)".to_string(),
+        Some(value) => value.to_string(),
+        None => "(none)".to_string(),
+    };
+    match (&attr.before, &attr.after) {
+        (None, Some(_)) => format!("{}: {}", attr.name, show(&attr.after)),
+        _ => format!(
+            "{}: {} → {}",
+            attr.name,
+            show(&attr.before),
+            show(&attr.after)
+        ),
+    }
+}
+
+fn content_lines(
+    out: &mut String,
+    path: &str,
+    change: &Change,
+    content: &ContentChange,
+    style: Style,
+) {
+    if content.sensitive {
+        let _ = writeln!(out, "      content: (sensitive)");
+        return;
+    }
+    match (&content.before, &content.after) {
+        (Some(Content::Text(before)), Some(Content::Text(after))) => {
+            let diff = similar::TextDiff::from_lines(before, after);
+            let unified = diff
+                .unified_diff()
+                .context_radius(3)
+                .header(path, path)
+                .to_string();
+            for line in unified.lines() {
+                let painted = match line.as_bytes().first() {
+                    Some(b'+') if !line.starts_with("+++") => style.paint("32", line),
+                    Some(b'-') if !line.starts_with("---") => style.paint("31", line),
+                    Some(b'@') => style.paint("36", line),
+                    _ => line.to_string(),
+                };
+                let _ = writeln!(out, "      {painted}");
+            }
+            if !after.ends_with('\n') && !after.is_empty() {
+                let _ = writeln!(out, "      \\ No newline at end of file");
+            }
+        }
+        (None, Some(Content::Text(after))) => {
+            let _ = writeln!(out, "      content:");
+            for line in after.lines().take(MAX_CREATE_LINES) {
+                let _ = writeln!(out, "      {}", style.paint("32", &format!("+{line}")));
+            }
+            let n_lines = after.lines().count();
+            if n_lines > MAX_CREATE_LINES {
+                let _ = writeln!(out, "      ... {} more lines", n_lines - MAX_CREATE_LINES);
+            }
+        }
+        (before, after) if change.action == Action::Delete => {
+            let _ = writeln!(out, "      content: {} → (none)", describe(before.as_ref()));
+            let _ = after;
+        }
+        (before, after) => {
+            let _ = writeln!(
+                out,
+                "      content: {} → {}",
+                describe(before.as_ref()),
+                describe(after.as_ref())
+            );
+        }
+    }
+}
+
+fn describe(content: Option<&Content>) -> String {
+    match content {
+        None => "(none)".to_string(),
+        Some(Content::Text(text)) => format!("{} of text", count(text.len(), "byte")),
+        Some(Content::Binary { len, sha256 }) => {
+            format!("{} of binary, {sha256}", count(*len, "byte"))
+        }
+    }
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Where a plan came from, recorded in its JSON so a saved plan can be checked before apply.
+pub struct Origin<'a> {
+    /// The project path as given.
+    pub project: &'a str,
+    /// The root acted on.
+    pub root: &'a str,
+    /// Digest of every document, parameter override and the root.
+    pub documents_digest: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    format_version: &'static str,
+    kind: &'static str,
+    steward_version: &'static str,
+    project: &'a str,
+    root: &'a str,
+    documents_digest: &'a str,
+    summary: JsonSummary,
+    nodes: Vec<JsonNodePlan<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    create: usize,
+    update: usize,
+    replace: usize,
+    delete: usize,
+    run: usize,
+    errors: usize,
+    changes: bool,
+}
+
+#[derive(Serialize)]
+struct JsonNodePlan<'a> {
+    name: &'a str,
+    changes: Vec<JsonChange>,
+}
+
+#[derive(Serialize)]
+struct JsonChange {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attributes: Vec<JsonAttr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<JsonContent>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refreshed_by: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Fingerprint of the observed state the change was computed from.
+    observed: String,
+}
+
+#[derive(Serialize)]
+struct JsonAttr {
+    name: String,
+    before: serde_json::Value,
+    after: serde_json::Value,
+    sensitive: bool,
+}
+
+#[derive(Serialize)]
+struct JsonContent {
+    sensitive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
+}
+
+/// A value as JSON; sensitive values become the string `(sensitive)`.
+pub fn json_value(value: Option<&Value>, sensitive: bool) -> serde_json::Value {
+    match value {
+        None => serde_json::Value::Null,
+        Some(_) if sensitive => serde_json::Value::String("(sensitive)".into()),
+        Some(value) => to_json(value),
+    }
+}
+
+fn to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(flag) => serde_json::Value::Bool(*flag),
+        Value::Int(number) => serde_json::Value::from(*number),
+        Value::Float(number) => serde_json::Value::from(*number),
+        Value::String(text) => serde_json::Value::String(text.clone()),
+        Value::Bytes(bytes) => serde_json::json!({ "bytes": bytes.len() }),
+        Value::List(items) => serde_json::Value::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => serde_json::Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn json_content(path: &str, content: &ContentChange) -> JsonContent {
+    if content.sensitive {
+        return JsonContent {
+            sensitive: true,
+            diff: None,
+            before: None,
+            after: None,
+        };
+    }
+    let text = |c: &Option<Content>| match c {
+        Some(Content::Text(_)) | None => None,
+        Some(other) => Some(describe(Some(other))),
+    };
+    let diff = match (&content.before, &content.after) {
+        (before @ (Some(Content::Text(_)) | None), after @ (Some(Content::Text(_)) | None)) => {
+            let before = match before {
+                Some(Content::Text(t)) => t.as_str(),
+                _ => "",
+            };
+            let after = match after {
+                Some(Content::Text(t)) => t.as_str(),
+                _ => "",
+            };
+            Some(
+                similar::TextDiff::from_lines(before, after)
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(path, path)
+                    .to_string(),
+            )
+        }
+        _ => None,
+    };
+    JsonContent {
+        sensitive: false,
+        diff,
+        before: text(&content.before),
+        after: text(&content.after),
+    }
+}
+
+fn json_change(planned: &PlannedChange, res: &model::Resource) -> JsonChange {
+    let mut json = JsonChange {
+        id: res.id.to_string(),
+        kind: res.id.kind.clone(),
+        name: res.id.name.clone(),
+        action: planned.action().as_str(),
+        reason: None,
+        attributes: Vec::new(),
+        content: None,
+        refreshed_by: planned
+            .refreshed_by
+            .iter()
+            .map(|id| id.to_string())
+            .collect(),
+        error: None,
+        observed: planned.fingerprint.clone(),
+    };
+    match &planned.change {
+        Ok(change) => {
+            json.reason = change.reason.clone();
+            json.attributes = change
+                .attrs
+                .iter()
+                .map(|a| JsonAttr {
+                    name: a.name.clone(),
+                    before: json_value(a.before.as_ref(), a.sensitive),
+                    after: json_value(a.after.as_ref(), a.sensitive),
+                    sensitive: a.sensitive,
+                })
+                .collect();
+            json.content = change
+                .content
+                .as_ref()
+                .map(|c| json_content(&res.id.name, c));
+        }
+        Err(message) => json.error = Some(message.clone()),
+    }
+    json
+}
+
+/// The plan as JSON (see docs/reference/json.md); also the saved-plan format.
+pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String {
+    let summary = plan.summary();
+    let json = JsonPlan {
+        format_version: FORMAT_VERSION,
+        kind: PLAN_KIND,
+        steward_version: env!("CARGO_PKG_VERSION"),
+        project: origin.project,
+        root: origin.root,
+        documents_digest: origin.documents_digest,
+        summary: JsonSummary {
+            create: summary.create,
+            update: summary.update,
+            replace: summary.replace,
+            delete: summary.delete,
+            run: summary.run,
+            errors: summary.errors,
+            changes: plan.has_changes(),
+        },
+        nodes: plan
+            .nodes
+            .iter()
+            .zip(nodes)
+            .map(
+                |(node_plan, node): (&NodePlan, &&model::Node)| JsonNodePlan {
+                    name: &node_plan.node,
+                    changes: node_plan
+                        .changes
+                        .iter()
+                        .map(|p| json_change(p, &node.resources[p.resource]))
+                        .collect(),
+                },
+            )
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The result of an apply for people: what changed, failed or was skipped, then a summary.
+pub fn human_apply(reports: &[RunReport], style: Style) -> String {
+    let mut out = String::new();
+    let (mut changed, mut failed, mut skipped, mut unchanged) = (0, 0, 0, 0);
+    for report in reports {
+        let _ = writeln!(out, "{}:", report.node);
+        for outcome in &report.outcomes {
+            let id = &outcome.id;
+            match &outcome.outcome {
+                Outcome::Unchanged => unchanged += 1,
+                Outcome::Changed { refreshed, .. } => {
+                    changed += 1;
+                    let action = outcome.change.as_ref().map_or(Action::Update, |c| c.action);
+                    let verb = match action {
+                        Action::Create => "created",
+                        Action::Delete => "deleted",
+                        Action::Replace => "replaced",
+                        Action::Run => "ran",
+                        _ => "updated",
+                    };
+                    let refreshed = if *refreshed { " and refreshed" } else { "" };
+                    let _ = writeln!(
+                        out,
+                        "  {} {id}: {verb}{refreshed}",
+                        style.action(action, action.symbol())
+                    );
+                }
+                Outcome::Refreshed { .. } => {
+                    changed += 1;
+                    let verb = if id.kind == "service" {
+                        "restarted"
+                    } else {
+                        "ran (refresh)"
+                    };
+                    let _ = writeln!(out, "  {} {id}: {verb}", style.action(Action::Run, "!"));
+                }
+                Outcome::Failed { error, output } => {
+                    failed += 1;
+                    let _ = writeln!(out, "  {} {id}: failed: {error}", style.paint("31", "x"));
+                    if let Some(output) = output {
+                        for line in output
+                            .stderr
+                            .lines()
+                            .rev()
+                            .take(5)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                        {
+                            let _ = writeln!(out, "      {line}");
+                        }
+                    }
+                }
+                Outcome::Skipped { because } => {
+                    skipped += 1;
+                    let _ = writeln!(
+                        out,
+                        "  {} {id}: skipped because {because} failed",
+                        style.paint("33", "-")
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nApply: {changed} changed, {failed} failed, {skipped} skipped, {unchanged} unchanged."
+    );
+    out
+}
