@@ -4,6 +4,7 @@
 //! people (miette's `fancy` reports live only here). Everything a library caller would need
 //! lives in the library modules; this module only wires them.
 
+mod commands;
 mod render;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,26 @@ Examples:
 
 Exit: 0 when the project is sound, 1 on any error.")]
     Validate(ValidateArgs),
+    /// Probe the nodes and print the changes that would make them match the documents.
+    #[command(after_help = "\
+Examples:
+  steward plan examples/quickstart
+  steward plan examples/quickstart --root /tmp/demo -o plan.json   # save it for `apply plan.json`
+  steward plan . --detailed-exitcode       # exit 2 when there are changes (for CI)
+  steward plan . --format json | jq .summary
+
+Exit: 0 success, 1 error, 2 changes (with --detailed-exitcode).")]
+    Plan(PlanArgs),
+    /// Make the nodes match the documents: a fresh plan, or a saved one.
+    #[command(after_help = "\
+Examples:
+  steward apply examples/quickstart --root /tmp/demo --yes
+  steward apply plan.json                  # a saved plan; refused if the system moved since
+
+Without --yes, apply shows the plan and asks on a terminal; without a terminal it refuses.
+A saved plan was reviewed already and applies without asking.
+Exit: 0 success, 1 error (any resource failed).")]
+    Apply(ApplyArgs),
     /// Print each node's dependency graph.
     #[command(after_help = "\
 Examples:
@@ -99,7 +120,7 @@ Examples:
 }
 
 #[derive(clap::Args, Debug)]
-struct ProjectArgs {
+pub(crate) struct ProjectArgs {
     /// The project: a directory of documents, or one document.
     #[arg(value_name = "PATH", default_value = ".")]
     path: PathBuf,
@@ -116,6 +137,53 @@ struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
     format: DiagnosticFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// Save the plan to FILE (JSON) for `steward apply FILE`.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Exit 2 when there are changes, 0 when there are none, 1 on errors.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    format: OutputFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Apply without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Apply at most N resources at once.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallel: u16,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LocalArgs {
+    /// Only nodes with this name, or with this tag (`KEY=VALUE`).
+    #[arg(long, value_name = "SEL")]
+    target: Option<String>,
+    /// Where steward keeps its state (default: `.steward/` in the project).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    Human,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,10 +247,13 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     };
     let ctx = Context {
         color,
+        root_given: cli.root.is_some(),
         root: cli.root.unwrap_or_else(|| PathBuf::from("/")),
     };
     let result = match cli.command {
         Command::Validate(args) => cmd_validate(&ctx, &args),
+        Command::Plan(args) => commands::plan(&ctx, &args),
+        Command::Apply(args) => commands::apply(&ctx, &args),
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
         Command::Completions { shell } => {
@@ -203,12 +274,14 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
 }
 
 /// Settings every command shares.
-struct Context {
+pub(crate) struct Context {
     color: bool,
     root: PathBuf,
+    /// True when `--root` was given (a saved plan's root is used otherwise).
+    root_given: bool,
 }
 
-fn print_stdout(text: &str) -> std::io::Result<Exit> {
+pub(crate) fn print_stdout(text: &str) -> std::io::Result<Exit> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
@@ -216,7 +289,7 @@ fn print_stdout(text: &str) -> std::io::Result<Exit> {
 }
 
 /// `--param` flags over `STEWARD_PARAM_*` variables.
-fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
     let mut res: BTreeMap<String, String> = std::env::vars()
         .filter_map(|(k, v)| {
             k.strip_prefix("STEWARD_PARAM_")
@@ -242,7 +315,7 @@ fn load(ctx: &Context, args: &ProjectArgs, registry: &Registry) -> Result<Valida
     ))
 }
 
-fn report_human(ctx: &Context, validated: &Validated) -> std::io::Result<()> {
+pub(crate) fn report_human(ctx: &Context, validated: &Validated) -> std::io::Result<()> {
     let mut stderr = std::io::stderr().lock();
     render::human(
         &mut stderr,
@@ -273,7 +346,7 @@ fn report_human(ctx: &Context, validated: &Validated) -> std::io::Result<()> {
     Ok(())
 }
 
-fn usage_error(message: &str) -> std::io::Result<Exit> {
+pub(crate) fn usage_error(message: &str) -> std::io::Result<Exit> {
     eprintln!("error: {message}");
     Ok(Exit::Error)
 }

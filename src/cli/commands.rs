@@ -1,0 +1,287 @@
+//! `plan` and `apply` in local mode.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{
+    ApplyArgs, Context, Exit, LocalArgs, OutputFormat, PlanArgs, ProjectArgs, overrides,
+    print_stdout, report_human, usage_error,
+};
+use crate::exec;
+use crate::local::{self, Planned, SavedPlan};
+use crate::report::plan::{Origin, Style};
+use crate::resource::Registry;
+use crate::validate::{Validated, validate};
+
+/// `.steward/` inside the project (beside a single-document project).
+fn default_state_dir(project: &Path) -> PathBuf {
+    if project.is_file() {
+        project.parent().unwrap_or(Path::new(".")).join(".steward")
+    } else {
+        project.join(".steward")
+    }
+}
+
+fn local_config(
+    ctx: &Context,
+    root: PathBuf,
+    project: &Path,
+    args: &LocalArgs,
+    project_args: &ProjectArgs,
+) -> Result<local::Config, String> {
+    let _ = ctx;
+    Ok(local::Config {
+        root,
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(project)),
+        target: args.target.clone(),
+        overrides: overrides(project_args)?,
+    })
+}
+
+fn load(
+    ctx: &Context,
+    project: &Path,
+    args: &ProjectArgs,
+    registry: &Registry,
+) -> Result<Validated, String> {
+    let overrides = overrides(args)?;
+    Ok(validate(
+        project,
+        registry,
+        crate::facts::local(&ctx.root),
+        overrides,
+    ))
+}
+
+fn check_root(root: &Path) -> Result<(), String> {
+    if root.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("--root `{}` is not a directory", root.display()))
+    }
+}
+
+/// A progress bar on stderr, only on a terminal and for human output.
+fn progress(enabled: bool, len: usize, message: &'static str) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+fn warn_unreachable(planned: &Planned<'_>) {
+    if !planned.unreachable.is_empty() {
+        eprintln!(
+            "note: {} {} resources, but local mode acts only on `local`; the controller (`steward serve`) reaches the others",
+            planned.unreachable.join(", "),
+            if planned.unreachable.len() == 1 {
+                "has"
+            } else {
+                "have"
+            },
+        );
+    }
+}
+
+pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    if let Err(message) = check_root(&ctx.root) {
+        return usage_error(&message);
+    }
+    let validated = match load(ctx, &args.project.path, &args.project, &registry) {
+        Ok(validated) => validated,
+        Err(message) => return usage_error(&message),
+    };
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let config = match local_config(
+        ctx,
+        ctx.root.clone(),
+        &args.project.path,
+        &args.local,
+        &args.project,
+    ) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    let spinner = progress(args.format == OutputFormat::Human, 0, "probing");
+    let planned = local::plan(&validated, &registry, &config);
+    spinner.finish_and_clear();
+    let planned = match planned {
+        Ok(planned) => planned,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    warn_unreachable(&planned);
+    let project = args.project.path.display().to_string();
+    let root = config.root.display().to_string();
+    let origin = Origin {
+        project: &project,
+        root: &root,
+        documents_digest: &planned.digest,
+    };
+    match args.format {
+        OutputFormat::Human => print_stdout(&crate::report::plan::human(
+            &planned.plan,
+            &planned.nodes,
+            Style::new(ctx.color && std::io::stdout().is_terminal()),
+        ))?,
+        OutputFormat::Json => print_stdout(&crate::report::plan::json(
+            &planned.plan,
+            &planned.nodes,
+            &origin,
+        ))?,
+    };
+    if let Some(out) = &args.out {
+        let text = crate::report::plan::json(&planned.plan, &planned.nodes, &origin);
+        if let Err(err) = write_private(out, text.as_bytes()) {
+            return usage_error(&format!(
+                "cannot write the plan to {}: {err}",
+                out.display()
+            ));
+        }
+        if args.format == OutputFormat::Human {
+            eprintln!(
+                "Saved the plan to {}; apply it with `steward apply {}`.",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    let summary = planned.plan.summary();
+    Ok(if summary.errors > 0 {
+        Exit::Error
+    } else if args.detailed_exitcode && planned.plan.has_changes() {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Writes a file only its owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|err| err.error)?;
+    Ok(())
+}
+
+pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    let given = &args.project.path;
+    // A saved plan names its project and root; anything else is a project.
+    let saved = if given.is_file() {
+        match SavedPlan::read(given) {
+            Ok(saved) => saved,
+            Err(err) => return usage_error(&err.to_string()),
+        }
+    } else {
+        None
+    };
+    let (project, root) = match &saved {
+        Some(saved) => {
+            let root = if ctx.root_given {
+                ctx.root.clone()
+            } else {
+                PathBuf::from(&saved.root)
+            };
+            (PathBuf::from(&saved.project), root)
+        }
+        None => (given.clone(), ctx.root.clone()),
+    };
+    if let Err(message) = check_root(&root) {
+        return usage_error(&message);
+    }
+    let ctx_root = Context {
+        color: ctx.color,
+        root: root.clone(),
+        root_given: true,
+    };
+    let validated = match load(&ctx_root, &project, &args.project, &registry) {
+        Ok(validated) => validated,
+        Err(message) => return usage_error(&message),
+    };
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let config = match local_config(ctx, root, &project, &args.local, &args.project) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    let planned = match local::plan(&validated, &registry, &config) {
+        Ok(planned) => planned,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    warn_unreachable(&planned);
+    if let Some(saved) = &saved
+        && let Err(err) = saved.check(&planned)
+    {
+        return usage_error(&err.to_string());
+    }
+    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    if !planned.plan.has_changes() && planned.plan.summary().errors == 0 {
+        print_stdout(&crate::report::plan::human(
+            &planned.plan,
+            &planned.nodes,
+            style,
+        ))?;
+        return Ok(Exit::Ok);
+    }
+    print_stdout(&crate::report::plan::human(
+        &planned.plan,
+        &planned.nodes,
+        style,
+    ))?;
+    if saved.is_none() && !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return usage_error("refusing to apply without --yes: no terminal to ask on");
+        }
+        print!("\nApply these changes? Only `yes` is accepted: ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            eprintln!("Apply cancelled.");
+            return Ok(Exit::Error);
+        }
+    }
+    let n_resources: usize = planned.nodes.iter().map(|n| n.resources.len()).sum();
+    let bar = progress(true, n_resources, "applying");
+    let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
+    let parallel = usize::from(args.parallel);
+    let reports = local::apply(&planned, &config, exec::Config { parallel }, &on_done);
+    bar.finish_and_clear();
+    let reports = match reports {
+        Ok(reports) => reports,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    print_stdout(&format!(
+        "\n{}",
+        crate::report::plan::human_apply(&reports, style)
+    ))?;
+    Ok(if reports.iter().any(|r| r.n_failed() > 0) {
+        Exit::Error
+    } else {
+        Exit::Ok
+    })
+}
