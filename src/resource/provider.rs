@@ -50,7 +50,7 @@ impl ProviderCtx<'_> {
             });
         }
         let joined = self.root.join(relative);
-        if self.is_live() {
+        if self.is_live() || relative.as_os_str().is_empty() {
             return Ok(joined);
         }
         let root = self

@@ -71,3 +71,59 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+impl TestEnv {
+    /// Copies a directory of the repository (an example) into the test directory.
+    pub fn copy_from_repo(&self, from: &str, to: &str) -> PathBuf {
+        let source = repo().join(from);
+        let target = self.dir.path().join(to);
+        for entry in walk(&source) {
+            let relative = entry.strip_prefix(&source).unwrap();
+            let dest = target.join(relative);
+            if entry.is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+            } else {
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(&entry, &dest).unwrap();
+            }
+        }
+        target
+    }
+
+    /// A fresh directory under the test directory, for `--root`.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    /// Reads a file under the test directory.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut res = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            res.extend(walk(&path));
+        } else {
+            res.push(path);
+        }
+    }
+    res
+}
+
+/// Replaces machine-specific text (the host name) so snapshots are stable.
+pub fn normalize(text: &str) -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let hostname = hostname.trim();
+    if hostname.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(&format!(" {hostname}\n"), " HOST\n")
+            .replace(&format!(" {hostname},"), " HOST,")
+    }
+}

@@ -4,6 +4,7 @@
 
 mod common;
 mod graph;
+mod plan_apply;
 mod schema;
 mod system_providers;
 mod twin;

@@ -1,0 +1,626 @@
+//! `steward plan` and `steward apply` on the local node, under `--root`, as a user runs them.
+
+use std::path::Path;
+
+use crate::common::{TestEnv, normalize};
+
+/// The issue's lifecycle: plan → apply → no-op plan → manual drift → plan shows exactly it →
+/// apply repairs → a saved plan made before a manual edit is refused.
+fn lifecycle(example: &str, document: &str) {
+    let env = TestEnv::new();
+    env.copy_from_repo(example, "project");
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+
+    let plan = env.run(&["--root", root, "plan", "project", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    assert!(
+        plan.stdout.contains("+ file:/srv/app/motd"),
+        "{}",
+        plan.all()
+    );
+
+    let apply = env.run(&["--root", root, "apply", "project", "--yes"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    assert!(
+        apply.stdout.contains("! exec:app-reload: ran (refresh)"),
+        "{}",
+        apply.all()
+    );
+    assert_eq!(
+        env.read("root/srv/app/admins/bob"),
+        "bob administers this node\n"
+    );
+    assert_eq!(
+        std::fs::read_link(env.path().join("root/srv/app/current")).unwrap(),
+        Path::new("/srv/app/app.conf")
+    );
+
+    let noop = env.run(&["--root", root, "plan", "project", "--detailed-exitcode"]);
+    assert_eq!(noop.code, 0, "{}", noop.all());
+    assert!(noop.stdout.contains("No changes."), "{}", noop.all());
+    let again = env.run(&["--root", root, "apply", "project", "--yes"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        !again.stdout.contains("app-reload"),
+        "a second apply must fire no refresh: {}",
+        again.all()
+    );
+
+    // Drift: edit a managed file, delete a symlink.
+    let motd = env.path().join("root/srv/app/motd");
+    let original = std::fs::read_to_string(&motd).unwrap();
+    std::fs::write(&motd, format!("{original}edited by hand\n")).unwrap();
+    std::fs::remove_file(env.path().join("root/srv/app/current")).unwrap();
+    let drift = env.run(&[
+        "--root",
+        root,
+        "plan",
+        "project",
+        "--detailed-exitcode",
+        "-o",
+        "saved.json",
+    ]);
+    assert_eq!(drift.code, 2, "{}", drift.all());
+    insta::assert_snapshot!(format!("{document}_drift"), normalize(&drift.stdout));
+
+    // The saved plan applies and repairs exactly that.
+    let repair = env.run(&["apply", "saved.json"]);
+    assert_eq!(repair.code, 0, "{}", repair.all());
+    assert!(
+        repair.stdout.contains("~ file:/srv/app/motd: updated"),
+        "{}",
+        repair.all()
+    );
+    assert!(
+        repair
+            .stdout
+            .contains("+ symlink:/srv/app/current: created"),
+        "{}",
+        repair.all()
+    );
+    assert_eq!(std::fs::read_to_string(&motd).unwrap(), original);
+    let clean = env.run(&["--root", root, "plan", "project", "--detailed-exitcode"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+
+    // A saved plan made before a manual edit is refused, naming what moved.
+    let saved = env.run(&["--root", root, "plan", "project", "-o", "stale.json"]);
+    assert_eq!(saved.code, 0, "{}", saved.all());
+    std::fs::write(
+        env.path().join("root/srv/app/admins/alice"),
+        "someone else\n",
+    )
+    .unwrap();
+    let stale = env.run(&["apply", "stale.json"]);
+    assert_eq!(stale.code, 1, "{}", stale.all());
+    assert!(
+        stale.stderr.contains("these resources moved"),
+        "{}",
+        stale.all()
+    );
+    assert!(
+        stale.stderr.contains("local: file:/srv/app/admins/alice"),
+        "{}",
+        stale.all()
+    );
+    assert_eq!(
+        env.read("root/srv/app/admins/alice"),
+        "someone else\n",
+        "a refused plan changes nothing"
+    );
+
+    // The replaced content was backed up.
+    let backups = env.path().join("project/.steward/backups");
+    let found = walk_files(&backups)
+        .into_iter()
+        .any(|p| p.ends_with("srv/app/motd"));
+    assert!(
+        found,
+        "no backup of /srv/app/motd under {}",
+        backups.display()
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut res = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return res;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            res.extend(walk_files(&path));
+        } else {
+            res.push(path);
+        }
+    }
+    res
+}
+
+#[test]
+fn lifecycle_yaml() {
+    lifecycle("examples/quickstart", "yaml");
+}
+
+#[test]
+fn lifecycle_kdl() {
+    lifecycle("examples/quickstart-kdl", "kdl");
+}
+
+#[test]
+fn saved_plan_refused_when_documents_change() {
+    let env = TestEnv::new();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: one }\n",
+    );
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    assert_eq!(
+        env.run(&["--root", root, "plan", "p", "-o", "plan.json"])
+            .code,
+        0
+    );
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: two }\n",
+    );
+    let out = env.run(&["apply", "plan.json"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("the documents (or parameters, or --root) changed"),
+        "{}",
+        out.all()
+    );
+    assert!(!env.path().join("root/a").exists());
+}
+
+#[test]
+fn a_failure_skips_its_dependents_only() {
+    let env = TestEnv::new();
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+resources:
+  file:/missing/parent/x: { content: x }
+  file:/dependent:
+    content: y
+    require: [file:/missing/parent/x]
+  file:/independent: { content: z }
+  exec:fails:
+    command: [/bin/sh, -c, 'echo boom >&2; exit 3']
+",
+    );
+    let root = env.mkdir("root");
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("x file:/missing/parent/x: failed: parent directory"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout
+            .contains("- file:/dependent: skipped because file:/missing/parent/x failed"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("+ file:/independent: created"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains(
+            "x exec:fails: failed: `/bin/sh -c echo boom >&2; exit 3` exited with 3: boom"
+        ),
+        "{}",
+        out.all()
+    );
+    assert_eq!(env.read("root/independent"), "z");
+    assert!(!env.path().join("root/dependent").exists());
+}
+
+#[test]
+fn refresh_runs_only_when_a_source_changed() {
+    let env = TestEnv::new();
+    let log = env.path().join("refresh.log");
+    env.write(
+        "p/site.yaml",
+        format!(
+            "steward: 1
+parameters:
+  version: {{ type: string, default: one }}
+resources:
+  file:/app.conf: {{ content: \"version={{{{ params.version }}}}\\n\" }}
+  exec:reload:
+    command: [/bin/sh, -c, 'echo reloaded >> {}']
+    refresh_only: true
+    subscribe: [file:/app.conf]
+",
+            log.display()
+        ),
+    );
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    assert_eq!(env.run(&["--root", root, "apply", "p", "--yes"]).code, 0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reloaded\n");
+    assert_eq!(env.run(&["--root", root, "apply", "p", "--yes"]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "reloaded\n",
+        "no change, no refresh"
+    );
+    let plan = env.run(&["--root", root, "plan", "p", "--param", "version=two"]);
+    assert!(
+        plan.stdout
+            .contains("! exec:reload (runs: refreshed by file:/app.conf)"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(
+        env.run(&[
+            "--root",
+            root,
+            "apply",
+            "p",
+            "--yes",
+            "--param",
+            "version=two"
+        ])
+        .code,
+        0
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "reloaded\nreloaded\n"
+    );
+}
+
+#[test]
+fn guards_decide_whether_commands_run() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+resources:
+  exec:create-marker:
+    command: [/bin/touch, marker]
+    cwd: /
+    creates: /marker
+  exec:never:
+    command: [/bin/false]
+    onlyif: [/bin/false]
+  exec:skipped-by-unless:
+    command: [/bin/false]
+    unless: /bin/true
+",
+    );
+    let plan = env.run(&["--root", root.to_str().unwrap(), "plan", "p"]);
+    assert!(
+        plan.stdout.contains("! exec:create-marker"),
+        "{}",
+        plan.all()
+    );
+    assert!(!plan.stdout.contains("exec:never"), "{}", plan.all());
+    assert!(!plan.stdout.contains("skipped-by-unless"), "{}", plan.all());
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(root.join("marker").exists());
+    let plan = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+}
+
+#[test]
+fn commands_time_out() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  exec:slow:\n    command: [/bin/sleep, '30']\n    timeout: 1\n",
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("timed out"), "{}", out.all());
+}
+
+#[test]
+fn sensitive_values_never_show() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.mkdir("root/etc");
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+parameters:
+  db_password: { type: string, sensitive: true }
+resources:
+  file:/etc/app.env:
+    content: \"PASSWORD={{ params.db_password }}\\n\"
+    mode: \"0600\"
+  file:/etc/plain: { content: \"visible\\n\" }
+",
+    );
+    let root = root.to_str().unwrap();
+    for format in ["human", "json"] {
+        let out = env.run(&[
+            "--root",
+            root,
+            "plan",
+            "p",
+            "--format",
+            format,
+            "--param",
+            "db_password=hunter2",
+            "-o",
+            "saved.json",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(
+            !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+            "{}",
+            out.all()
+        );
+        assert!(
+            out.stdout.contains("(sensitive)") || out.stdout.contains("\"sensitive\": true"),
+            "{}",
+            out.all()
+        );
+        assert!(out.stdout.contains("visible"), "{}", out.all());
+        assert!(!env.read("saved.json").contains("hunter2"));
+    }
+    let out = env.run(&[
+        "--root",
+        root,
+        "apply",
+        "p",
+        "--yes",
+        "--param",
+        "db_password=hunter2",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.stdout.contains("hunter2"), "{}", out.all());
+    assert_eq!(env.read("root/etc/app.env"), "PASSWORD=hunter2\n");
+    // Drift of a sensitive file shows no content either.
+    std::fs::write(env.path().join("root/etc/app.env"), "PASSWORD=changed\n").unwrap();
+    let out = env.run(&[
+        "--root",
+        root,
+        "plan",
+        "p",
+        "--param",
+        "db_password=hunter2",
+    ]);
+    assert!(
+        !out.stdout.contains("hunter2") && !out.stdout.contains("changed"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("content: (sensitive)"), "{}", out.all());
+}
+
+#[test]
+fn apply_without_yes_refuses_without_a_terminal() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("refusing to apply without --yes"),
+        "{}",
+        out.all()
+    );
+    assert!(!root.join("a").exists());
+}
+
+#[test]
+fn the_lock_stops_a_second_apply_and_a_stale_one_is_taken_over() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    let state = env.mkdir("p/.steward");
+    let lock_path = state.join("apply.lock");
+    std::fs::write(&lock_path, "pid 1 (someone) since long ago").unwrap();
+    // Nobody holds it: a stale lock from a dead process is taken over.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    held.lock().unwrap();
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("another apply is running on this state directory: pid 1 (someone)"),
+        "{}",
+        out.all()
+    );
+    held.unlock().unwrap();
+    drop(held);
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    let outside = env.mkdir("outside");
+    std::os::unix::fs::symlink(&outside, root.join("srv")).unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/srv/x: { content: x }\n  file:/ok: { content: ok }\n",
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("leads outside the root through a symlink"),
+        "{}",
+        out.all()
+    );
+    assert!(!outside.join("x").exists());
+    assert_eq!(env.read("root/ok"), "ok");
+}
+
+#[test]
+fn purge_removes_unmanaged_entries() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    std::fs::create_dir_all(root.join("conf.d/old")).unwrap();
+    std::fs::write(root.join("conf.d/stale.conf"), "x").unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  directory:/conf.d: { purge: true }\n  file:/conf.d/app.conf: { content: x }\n",
+    );
+    let plan = env.run(&["--root", root.to_str().unwrap(), "plan", "p"]);
+    assert!(
+        plan.stdout
+            .contains("purge: [\"old\", \"stale.conf\"] → []"),
+        "{}",
+        plan.all()
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let mut names: Vec<String> = std::fs::read_dir(root.join("conf.d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["app.conf"]);
+}
+
+#[test]
+fn lines_replace_the_matching_line() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    std::fs::write(
+        root.join("sshd_config"),
+        "Port 22\nPermitRootLogin yes\nX11Forwarding no\n",
+    )
+    .unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/sshd_config: {}\n  line:/sshd_config:\n    line: PermitRootLogin no\n    match: ^PermitRootLogin\n",
+    );
+    let plan = env.run(&["--root", root.to_str().unwrap(), "plan", "p"]);
+    assert!(
+        plan.stdout
+            .contains("line: \"PermitRootLogin yes\" → \"PermitRootLogin no\""),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(
+        env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"])
+            .code,
+        0
+    );
+    assert_eq!(
+        env.read("root/sshd_config"),
+        "Port 22\nPermitRootLogin no\nX11Forwarding no\n"
+    );
+    let again = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(again.code, 0, "{}", again.all());
+}
+
+#[test]
+fn json_plan() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: \"x\\n\", mode: \"0640\" }\n",
+    );
+    let out = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["format_version"], "1");
+    assert_eq!(json["kind"], "steward-plan");
+    assert_eq!(json["summary"]["create"], 1);
+    let change = &json["nodes"][0]["changes"][0];
+    assert_eq!(change["id"], "file:/a");
+    assert_eq!(change["action"], "create");
+    assert_eq!(change["attributes"][0]["name"], "mode");
+    assert_eq!(change["attributes"][0]["after"], "0640");
+    assert!(change["content"]["diff"].as_str().unwrap().contains("+x"));
+}
+
+#[test]
+fn target_that_matches_nothing() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    let out = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--target",
+        "web-9",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("--target `web-9` matches no node"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_directory_in_the_way_of_a_file() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    std::fs::create_dir_all(root.join("a/full")).unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    let plan = env.run(&["--root", root.to_str().unwrap(), "plan", "p"]);
+    assert!(
+        plan.stdout
+            .contains("-/+ file:/a (a directory is in the way)"),
+        "{}",
+        plan.all()
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("a directory is in the way"),
+        "{}",
+        out.all()
+    );
+    assert!(root.join("a/full").is_dir(), "nothing is lost");
+}
