@@ -24,6 +24,7 @@ use crate::plan::graph::ResourceGraph;
 use crate::plan::{NodePlan, PlannedChange};
 use crate::resource::Registry;
 use crate::resource::change::{Action, Change, State};
+use crate::resource::fsutil::Durability;
 use crate::resource::provider::{Applied, CommandOutput, ProviderCtx, ProviderError};
 
 /// The owned settings a provider context borrows from.
@@ -37,6 +38,8 @@ pub struct Env {
     pub run_id: String,
     /// Paths that `file`, `directory` and `symlink` resources manage on the node.
     pub managed_paths: HashSet<String>,
+    /// Group commit of file writes, shared by every provider of the run.
+    pub durability: Arc<Durability>,
 }
 
 impl Env {
@@ -54,6 +57,7 @@ impl Env {
             state_dir,
             run_id,
             managed_paths,
+            durability: Arc::new(Durability::new()),
         }
     }
 
@@ -64,6 +68,7 @@ impl Env {
             state_dir: &self.state_dir,
             run_id: &self.run_id,
             managed_paths: &self.managed_paths,
+            durability: &self.durability,
         }
     }
 }

@@ -224,7 +224,7 @@ impl Provider for File {
         };
         let ids = fsutil::desired_ids(ctx, res)?;
         let bytes = desired.or(existing.as_deref()).unwrap_or_default();
-        fsutil::atomic_write(&path, bytes, mode, ids)?;
+        ctx.durability.write(&path, bytes, mode, ids)?;
         Ok(Applied::Converged { output: None })
     }
 }

@@ -1,8 +1,12 @@
 //! File-system helpers shared by the path providers: atomic writes, ownership, modes, backups.
 //!
 //! Every write of file content is atomic: a temporary file in the same directory, written,
-//! given its mode and owner, fsynced, renamed over the target, then the directory fsynced. A
-//! run killed at any instant leaves the old content or the new, never a mix.
+//! given its mode and owner, made durable, renamed over the target, then the directory
+//! fsynced. A run killed at any instant leaves the old content or the new, never a mix.
+//!
+//! During an apply the durability is batched ([`Durability`], a group commit): writers that
+//! arrive together share one `syncfs` per file system instead of one `fsync` each, then their
+//! renames and directory fsyncs happen, and only then does each writer return.
 
 use std::fs::{self, Metadata};
 use std::io::Write;
@@ -175,13 +179,30 @@ pub fn converge_ownership(
     Ok(changed)
 }
 
-/// Writes `bytes` to `path` atomically with the given mode and ownership.
+/// Writes `bytes` to `path` atomically with the given mode and ownership, syncing on its own
+/// (for writes outside an apply's batch, such as backups).
 pub fn atomic_write(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     ids: (Option<u32>, Option<u32>),
 ) -> Result<(), ProviderError> {
+    let temp = write_temp(path, bytes, mode, ids)?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|err| ProviderError::io(path, err))?;
+    temp.persist(path)
+        .map_err(|err| ProviderError::io(path, err.error))?;
+    fsync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// A temporary file beside `path` holding `bytes`, with its mode and owner set, not yet synced.
+fn write_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    ids: (Option<u32>, Option<u32>),
+) -> Result<tempfile::NamedTempFile, ProviderError> {
     let parent = path.parent().ok_or_else(|| {
         ProviderError::failed(format!("{} has no parent directory", path.display()))
     })?;
@@ -198,11 +219,7 @@ pub fn atomic_write(
         std::os::unix::fs::fchown(file, ids.0, ids.1)
             .map_err(|err| ProviderError::io(path, err))?;
     }
-    file.sync_all()
-        .map_err(|err| ProviderError::io(path, err))?;
-    temp.persist(path)
-        .map_err(|err| ProviderError::io(path, err.error))?;
-    fsync_dir(parent)
+    Ok(temp)
 }
 
 /// Makes a directory entry change (create, rename, unlink) durable.
@@ -239,4 +256,146 @@ pub fn require_parent(path: &Path) -> Result<(), ProviderError> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Group commit of atomic writes: one `syncfs` per file system for every write that arrives
+/// while the previous batch is being made durable.
+///
+/// The first writer to arrive leads: it takes every pending write, syncs, renames, fsyncs the
+/// directories and hands each writer its result. Writers that arrive meanwhile wait and form
+/// the next batch, so batches grow with concurrency and no writer waits on a timer.
+#[derive(Default, Debug)]
+pub struct Durability {
+    state: std::sync::Mutex<Batches>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default, Debug)]
+struct Batches {
+    next_ticket: u64,
+    pending: Vec<(u64, tempfile::TempPath, std::path::PathBuf)>,
+    results: std::collections::HashMap<u64, Result<(), ProviderError>>,
+    leading: bool,
+}
+
+impl Durability {
+    /// A committer with nothing pending.
+    pub fn new() -> Durability {
+        Durability::default()
+    }
+
+    /// Writes `bytes` to `path` atomically with the given mode and ownership, sharing the
+    /// sync with concurrent writers.
+    pub fn write(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<(), ProviderError> {
+        let temp = write_temp(path, bytes, mode, ids)?;
+        self.commit(temp.into_temp_path(), path.to_path_buf())
+    }
+
+    fn commit(
+        &self,
+        temp: tempfile::TempPath,
+        target: std::path::PathBuf,
+    ) -> Result<(), ProviderError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.pending.push((ticket, temp, target));
+        loop {
+            if let Some(result) = state.results.remove(&ticket) {
+                return result;
+            }
+            if !state.leading {
+                state.leading = true;
+                let batch = std::mem::take(&mut state.pending);
+                drop(state);
+                let results = flush(batch);
+                state = self
+                    .state
+                    .lock()
+                    .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
+                state.results.extend(results);
+                state.leading = false;
+                self.done.notify_all();
+                continue;
+            }
+            state = self
+                .done
+                .wait(state)
+                .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
+        }
+    }
+}
+
+/// Makes a batch durable: `syncfs` once per file system, then the renames, then one fsync per
+/// directory.
+fn flush(
+    batch: Vec<(u64, tempfile::TempPath, std::path::PathBuf)>,
+) -> Vec<(u64, Result<(), ProviderError>)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
+    for (_, temp, _) in &batch {
+        if let Ok(meta) = fs::metadata(&**temp) {
+            devices
+                .entry(meta.dev())
+                .or_insert_with(|| temp.to_path_buf());
+        }
+    }
+    let mut sync_error = None;
+    for path in devices.values() {
+        let synced = fs::File::open(path)
+            .map_err(|e| ProviderError::io(path, e))
+            .and_then(|file| {
+                nix::unistd::syncfs(&file)
+                    .map_err(|errno| ProviderError::io(path, std::io::Error::from(errno)))
+            });
+        if let Err(err) = synced {
+            sync_error = Some(err.to_string());
+        }
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    let mut dirs = BTreeSet::new();
+    for (ticket, temp, target) in batch {
+        if let Some(message) = &sync_error {
+            let message = format!("cannot make {} durable: {message}", target.display());
+            results.push((ticket, target, Err(ProviderError::failed(message))));
+            continue;
+        }
+        match temp.persist(&target) {
+            Ok(()) => {
+                if let Some(parent) = target.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+                results.push((ticket, target, Ok(())));
+            }
+            Err(err) => {
+                let err = ProviderError::io(&target, err.error);
+                results.push((ticket, target, Err(err)));
+            }
+        }
+    }
+    let mut dir_errors = std::collections::HashMap::new();
+    for dir in &dirs {
+        if let Err(err) = fsync_dir(dir) {
+            dir_errors.insert(dir.clone(), err.to_string());
+        }
+    }
+    results
+        .into_iter()
+        .map(|(ticket, target, result)| {
+            let failed_dir = target.parent().and_then(|dir| dir_errors.get(dir));
+            match (result, failed_dir) {
+                (Ok(()), Some(message)) => (ticket, Err(ProviderError::failed(message.clone()))),
+                (result, _) => (ticket, result),
+            }
+        })
+        .collect()
 }

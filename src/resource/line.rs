@@ -2,7 +2,6 @@
 
 use crate::model::Value;
 use crate::resource::change::{Change, State};
-use crate::resource::fsutil;
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
 use crate::diag::Diagnostic;
@@ -139,7 +138,8 @@ impl Provider for Line {
             Some(std::os::unix::fs::MetadataExt::uid(&meta)),
             Some(std::os::unix::fs::MetadataExt::gid(&meta)),
         );
-        fsutil::atomic_write(&path, new_text.as_bytes(), mode, ids)?;
+        ctx.durability
+            .write(&path, new_text.as_bytes(), mode, ids)?;
         Ok(Applied::Converged { output: None })
     }
 }

@@ -22,6 +22,8 @@ pub struct ProviderCtx<'a> {
     pub run_id: &'a str,
     /// Every path a `file`, `directory` or `symlink` resource on this node manages (for `purge`).
     pub managed_paths: &'a HashSet<String>,
+    /// Batches the durability of content writes across concurrent providers.
+    pub durability: &'a crate::resource::fsutil::Durability,
 }
 
 impl ProviderCtx<'_> {

@@ -3,6 +3,7 @@
 //! Each test drives the real `steward` binary in a temporary directory.
 
 mod common;
+mod crash;
 mod graph;
 mod plan_apply;
 mod schema;
