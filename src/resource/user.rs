@@ -1,10 +1,21 @@
 //! `user`: a local account, managed with the system's own tools.
+//!
+//! The provider reads the root's `/etc/passwd` and `/etc/group` ([`Accounts`], not NSS) and
+//! converges with `useradd`, `usermod` and `userdel` (with `--prefix ROOT` under `--root`).
+//! Observed state has `ensure` plus the attributes the desired resource sets: `uid`, `group`
+//! (the primary group's name), `groups` (supplementary groups, sorted), `home`, `shell`,
+//! `comment`. `system` only matters when the account is created, so it is never compared.
+//! No home directory is created or removed: that is a `directory` resource's job.
 
 use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId, Value};
+use crate::resource::accounts::Accounts;
+use crate::resource::change::{Action, Change, State};
+use crate::resource::command::{Run, argv};
+use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    absent_with, attr,
+    absent_with, attr, diff_attrs,
 };
 
 pub(crate) struct User;
@@ -33,7 +44,7 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for User {
-    fn provider(&self) -> &dyn crate::resource::provider::Provider {
+    fn provider(&self) -> &dyn Provider {
         self
     }
 
@@ -68,27 +79,241 @@ impl ResourceType for User {
             })
             .collect()
     }
+
+    /// The usual diff, with `groups` compared as sets: their order in the document and in
+    /// `/etc/group` means nothing.
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        let mut desired = res.clone();
+        if let Some(attr) = desired.attrs.get_mut("groups") {
+            attr.value = sorted_names(&attr.value);
+        }
+        let mut observed = observed.clone();
+        if let Some(value) = observed.get_mut("groups") {
+            *value = sorted_names(value);
+        }
+        diff_attrs(&desired, &observed)
+    }
 }
 
-// Placeholder until the system providers land (helper task in progress).
-impl crate::resource::provider::Provider for User {
-    fn read(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::change::State, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "user provider pending".into(),
-        })
+impl Provider for User {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        Ok(observe(&read_accounts(ctx)?, res))
     }
 
-    fn apply(
-        &self,
-        _ctx: &crate::resource::provider::ProviderCtx<'_>,
-        _res: &crate::model::Resource,
-    ) -> Result<crate::resource::provider::Applied, crate::resource::provider::ProviderError> {
-        Err(crate::resource::provider::ProviderError::Unsupported {
-            message: "user provider pending".into(),
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        let observed = self.read(ctx, res)?;
+        let change = self.diff(res, &observed);
+        let mut command = match change.action {
+            Action::NoOp => return Ok(Applied::AlreadyConverged),
+            Action::Create => argv(&["useradd"]),
+            Action::Update => argv(&["usermod"]),
+            Action::Delete => argv(&["userdel"]),
+            Action::Replace | Action::Run => {
+                return Err(ProviderError::failed(format!(
+                    "`{}`: a user has no `{}` change",
+                    res.id,
+                    change.action.as_str()
+                )));
+            }
+        };
+        command.extend(shadow_prefix(ctx)?);
+        match change.action {
+            Action::Create => {
+                // Never create a home directory, whatever login.defs says.
+                command.push("-M".into());
+                if res.attr("system").and_then(Value::as_bool) == Some(true) {
+                    command.push("-r".into());
+                }
+                for (name, attr) in &res.attrs {
+                    command.extend(user_option(name, &attr.value)?);
+                }
+            }
+            Action::Update => {
+                for attr_change in &change.attrs {
+                    if let Some(value) = res.attr(&attr_change.name) {
+                        command.extend(user_option(&attr_change.name, value)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+        command.extend(["--".to_string(), res.id.name.clone()]);
+        let output = Run::new(&command).check()?;
+        let after = self.read(ctx, res)?;
+        check_converged(res, &command, &self.diff(res, &after))?;
+        Ok(Applied::Converged {
+            output: Some(output),
         })
+    }
+}
+
+/// The root's accounts, as an IO error naming the root's `etc` when they cannot be read.
+pub(crate) fn read_accounts(ctx: &ProviderCtx<'_>) -> Result<Accounts, ProviderError> {
+    Accounts::read(ctx.root).map_err(|source| ProviderError::io(ctx.root.join("etc"), source))
+}
+
+/// `--prefix ROOT` for the shadow tools when not live: they then edit `ROOT/etc/*`.
+pub(crate) fn shadow_prefix(ctx: &ProviderCtx<'_>) -> Result<Vec<String>, ProviderError> {
+    if ctx.is_live() {
+        return Ok(Vec::new());
+    }
+    let root = ctx.root.to_str().ok_or_else(|| ProviderError::Refused {
+        message: format!("the root `{}` is not valid UTF-8", ctx.root.display()),
+    })?;
+    Ok(vec!["--prefix".into(), root.into()])
+}
+
+/// Fails when a command succeeded but the account still differs from the desired one.
+pub(crate) fn check_converged(
+    res: &Resource,
+    command: &[String],
+    left: &Change,
+) -> Result<(), ProviderError> {
+    if !left.is_change() {
+        return Ok(());
+    }
+    let differing: Vec<String> = left
+        .attrs
+        .iter()
+        .map(|a| {
+            let observed = a.before.as_ref().map_or("nothing".into(), Value::to_string);
+            format!("{} is {observed}", a.name)
+        })
+        .collect();
+    Err(ProviderError::failed(format!(
+        "`{}` succeeded but `{}` still needs {}: {}",
+        command.join(" "),
+        res.id,
+        left.action.as_str(),
+        differing.join(", ")
+    )))
+}
+
+/// What the accounts say about the desired user: `ensure` and the attributes it sets.
+fn observe(accounts: &Accounts, res: &Resource) -> State {
+    let mut state = State::new();
+    let Some(user) = accounts.user(&res.id.name) else {
+        state.insert("ensure".into(), Value::String("absent".into()));
+        // Every desired attribute is listed without a value, so a create shows them all.
+        for name in res.attrs.keys().filter(|name| *name != "ensure") {
+            state.insert(name.clone(), Value::Null);
+        }
+        return state;
+    };
+    state.insert("ensure".into(), Value::String("present".into()));
+    for name in res.attrs.keys() {
+        let value = match name.as_str() {
+            "uid" => Value::Int(user.uid.into()),
+            "group" => Value::String(
+                accounts
+                    .group_name(user.gid)
+                    .map_or_else(|| user.gid.to_string(), String::from),
+            ),
+            "groups" => {
+                let mut names: Vec<&str> = accounts
+                    .groups
+                    .iter()
+                    .filter(|group| group.members.contains(&user.name))
+                    .map(|group| group.name.as_str())
+                    .collect();
+                names.sort_unstable();
+                names.dedup();
+                Value::List(names.into_iter().map(|n| Value::String(n.into())).collect())
+            }
+            "home" => Value::String(user.home.clone()),
+            "shell" => Value::String(user.shell.clone()),
+            "comment" => Value::String(user.comment.clone()),
+            // `ensure` is set above; `system` is a creation-time flag and never compared.
+            _ => continue,
+        };
+        state.insert(name.clone(), value);
+    }
+    state
+}
+
+/// A list of names, sorted and without repeats; anything else unchanged.
+fn sorted_names(value: &Value) -> Value {
+    let Value::List(items) = value else {
+        return value.clone();
+    };
+    let mut items = items.clone();
+    items.sort_by_key(Value::to_string);
+    items.dedup();
+    Value::List(items)
+}
+
+/// The `useradd`/`usermod` option that sets one attribute; none for `ensure` and `system`.
+fn user_option(name: &str, value: &Value) -> Result<Vec<String>, ProviderError> {
+    let flag = match name {
+        "uid" => "-u",
+        "group" => "-g",
+        "groups" => "-G",
+        "home" => "-d",
+        "shell" => "-s",
+        "comment" => "-c",
+        _ => return Ok(Vec::new()),
+    };
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Int(number) => number.to_string(),
+        Value::List(items) => {
+            let mut names = Vec::new();
+            for item in items {
+                let Some(group) = item.as_str() else {
+                    return Err(ProviderError::failed(format!(
+                        "`{name}` must list group names, not {item}"
+                    )));
+                };
+                // `-G` takes one comma-separated argument.
+                if group.contains(',') {
+                    return Err(ProviderError::Refused {
+                        message: format!("the group name `{group}` contains a comma"),
+                    });
+                }
+                names.push(group);
+            }
+            names.join(",")
+        }
+        other => {
+            return Err(ProviderError::failed(format!(
+                "`{name}` has an unexpected value {other}"
+            )));
+        }
+    };
+    Ok(vec![flag.to_string(), text])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let groups = Value::List(vec![Value::String("b".into()), Value::String("a".into())]);
+        assert_eq!(user_option("groups", &groups).unwrap(), ["-G", "b,a"]);
+        assert_eq!(
+            user_option("uid", &Value::Int(1001)).unwrap(),
+            ["-u", "1001"]
+        );
+        assert!(
+            user_option("system", &Value::Bool(true))
+                .unwrap()
+                .is_empty()
+        );
+        let comma = Value::List(vec![Value::String("a,b".into())]);
+        assert!(user_option("groups", &comma).is_err());
+    }
+
+    #[test]
+    fn sorts_names() {
+        let list = Value::List(vec![
+            Value::String("b".into()),
+            Value::String("a".into()),
+            Value::String("b".into()),
+        ]);
+        assert_eq!(
+            sorted_names(&list),
+            Value::List(vec![Value::String("a".into()), Value::String("b".into())])
+        );
     }
 }
