@@ -91,7 +91,7 @@ impl ResourceType for User {
         if let Some(value) = observed.get_mut("groups") {
             *value = sorted_names(value);
         }
-        diff_attrs(&desired, &observed)
+        diff_attrs(&desired, &observed, &["system"])
     }
 }
 

@@ -68,6 +68,7 @@ struct TestNode {
     _root_dir: Option<tempfile::TempDir>,
     state_dir: tempfile::TempDir,
     managed_paths: HashSet<String>,
+    durability: steward::resource::fsutil::Durability,
 }
 
 impl TestNode {
@@ -79,6 +80,7 @@ impl TestNode {
             _root_dir: Some(root_dir),
             state_dir: tempfile::tempdir().unwrap(),
             managed_paths: HashSet::new(),
+            durability: steward::resource::fsutil::Durability::new(),
         }
     }
 
@@ -89,6 +91,7 @@ impl TestNode {
             _root_dir: None,
             state_dir: tempfile::tempdir().unwrap(),
             managed_paths: HashSet::new(),
+            durability: steward::resource::fsutil::Durability::new(),
         }
     }
 
@@ -98,6 +101,7 @@ impl TestNode {
             state_dir: self.state_dir.path(),
             run_id: "test-run",
             managed_paths: &self.managed_paths,
+            durability: &self.durability,
         }
     }
 
@@ -329,7 +333,7 @@ fn user_diffs() {
             "bob",
             &[("shell", text("/bin/sh")), ("system", Value::Bool(true))],
             Action::Create,
-            &["shell", "system"],
+            &["shell"],
         ),
         ("bob", &[("ensure", text("absent"))], Action::NoOp, &[]),
     ];
