@@ -146,6 +146,7 @@ pub fn plan<'v>(
             config.root.clone(),
             config.state_dir.clone(),
             run_id.clone(),
+            validated.model.secrets.clone(),
         );
         let observed = exec::observe(node, registry, &env);
         planned

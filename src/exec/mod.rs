@@ -40,11 +40,19 @@ pub struct Env {
     pub managed_paths: HashSet<String>,
     /// Group commit of file writes, shared by every provider of the run.
     pub durability: Arc<Durability>,
+    /// Sensitive values to scrub from messages and command output.
+    pub secrets: Arc<Vec<String>>,
 }
 
 impl Env {
     /// The environment for one node's resources.
-    pub fn new(node: &model::Node, root: PathBuf, state_dir: PathBuf, run_id: String) -> Env {
+    pub fn new(
+        node: &model::Node,
+        root: PathBuf,
+        state_dir: PathBuf,
+        run_id: String,
+        secrets: Vec<String>,
+    ) -> Env {
         let managed_paths = node
             .resources
             .iter()
@@ -58,6 +66,7 @@ impl Env {
             run_id,
             managed_paths,
             durability: Arc::new(Durability::new()),
+            secrets: Arc::new(secrets),
         }
     }
 
@@ -79,7 +88,10 @@ pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result
     node.resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {
-            Some(ty) => ty.provider().read(&ctx, res).map_err(|err| err.to_string()),
+            Some(ty) => ty
+                .provider()
+                .read(&ctx, res)
+                .map_err(|err| model::scrub(&err.to_string(), &env.secrets)),
             None => Err(format!("unknown resource type `{}`", res.id.kind)),
         })
         .collect()
@@ -267,7 +279,10 @@ pub fn apply(
                     let _permit = semaphore.acquire_owned().await;
                     let started = Instant::now();
                     let outcome = tokio::task::spawn_blocking(move || {
-                        run_one(&shared, idx, step, wants_refresh)
+                        scrubbed(
+                            run_one(&shared, idx, step, wants_refresh),
+                            &shared.env.secrets,
+                        )
                     })
                     .await
                     .unwrap_or_else(|err| Outcome::Failed {
@@ -333,6 +348,39 @@ enum Step {
     Apply,
     /// The resource could not be read at plan time.
     Fail(String),
+}
+
+/// The outcome with every secret removed from its message and output.
+fn scrubbed(outcome: Outcome, secrets: &[String]) -> Outcome {
+    if secrets.is_empty() {
+        return outcome;
+    }
+    let scrub_output = |output: Option<CommandOutput>| {
+        output.map(|output| CommandOutput {
+            argv: output
+                .argv
+                .iter()
+                .map(|arg| model::scrub(arg, secrets))
+                .collect(),
+            stdout: model::scrub(&output.stdout, secrets),
+            stderr: model::scrub(&output.stderr, secrets),
+            ..output
+        })
+    };
+    match outcome {
+        Outcome::Changed { output, refreshed } => Outcome::Changed {
+            output: scrub_output(output),
+            refreshed,
+        },
+        Outcome::Refreshed { output } => Outcome::Refreshed {
+            output: scrub_output(output),
+        },
+        Outcome::Failed { error, output } => Outcome::Failed {
+            error: model::scrub(&error, secrets),
+            output: scrub_output(output),
+        },
+        other => other,
+    }
 }
 
 fn run_one(shared: &Shared, idx: usize, step: Step, wants_refresh: bool) -> Outcome {

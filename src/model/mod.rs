@@ -364,6 +364,20 @@ pub struct Model {
     /// Resources of documents whose associations match no known node, rendered against the
     /// local facts so they are checked; never planned.
     pub unassigned: Vec<Node>,
+    /// Values of sensitive parameters (as text), to scrub from command output and messages.
+    /// Never rendered.
+    pub secrets: Vec<String>,
+}
+
+/// Replaces every secret in `text` with `(sensitive)`.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut res = text.to_string();
+    for secret in secrets {
+        if res.contains(secret.as_str()) {
+            res = res.replace(secret.as_str(), "(sensitive)");
+        }
+    }
+    res
 }
 
 impl Model {

@@ -88,6 +88,7 @@ pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>)
         renderer: Renderer::new(),
         acc: Vec::new(),
         missing_reported: HashSet::new(),
+        secrets: BTreeSet::new(),
     };
     let model = lowerer.run(config);
     (model, dedupe(lowerer.acc))
@@ -135,6 +136,8 @@ struct Lowerer<'a> {
     acc: Vec<Diagnostic>,
     /// Parameters already reported as missing a value, by declaration span.
     missing_reported: HashSet<Span>,
+    /// Values of sensitive parameters, as text.
+    secrets: BTreeSet<String>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -255,10 +258,14 @@ impl<'a> Lowerer<'a> {
                 resources,
             });
         }
+        let mut secrets: Vec<String> = std::mem::take(&mut self.secrets).into_iter().collect();
+        // Longest first, so a secret that contains another is scrubbed whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         let model = Model {
             nodes,
             associations,
             unassigned,
+            secrets,
         };
         self.check_project_duplicates(&model);
         model
@@ -572,6 +579,9 @@ impl<'a> Lowerer<'a> {
                 .or(decl.default.as_ref());
             match value {
                 Some(value) => {
+                    if decl.sensitive {
+                        collect_secrets(value, &mut self.secrets);
+                    }
                     scope.values.insert(name.clone(), value.clone());
                 }
                 None => {
@@ -1155,6 +1165,7 @@ impl<'a> Lowerer<'a> {
             }
             if rendered.sensitive || decl.sensitive {
                 module_scope.sensitive.insert(format!("params.{}", k.name));
+                collect_secrets(&value, &mut self.secrets);
             }
             module_scope.values.insert(k.name.clone(), value);
         }
@@ -1689,6 +1700,25 @@ fn coerce_param(ty: &str, value: Value) -> Value {
         ("list", Value::String(text)) => Value::List(vec![Value::String(text)]),
         ("number", Value::Int(n)) => Value::Int(n),
         (_, value) => value,
+    }
+}
+
+/// The text forms of a sensitive value worth scrubbing (three characters or more: shorter
+/// ones would garble every message and protect nothing).
+fn collect_secrets(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::String(text) if text.chars().count() >= 3 => {
+            out.insert(text.clone());
+        }
+        Value::Int(_) | Value::Float(_) => {
+            let text = value.to_string();
+            if text.len() >= 3 {
+                out.insert(text);
+            }
+        }
+        Value::List(items) => items.iter().for_each(|item| collect_secrets(item, out)),
+        Value::Map(entries) => entries.values().for_each(|item| collect_secrets(item, out)),
+        _ => {}
     }
 }
 

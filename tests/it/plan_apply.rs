@@ -624,3 +624,35 @@ fn a_directory_in_the_way_of_a_file() {
     );
     assert!(root.join("a/full").is_dir(), "nothing is lost");
 }
+
+#[test]
+fn secrets_are_scrubbed_from_command_output_and_errors() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+parameters:
+  token: { type: string, sensitive: true }
+resources:
+  exec:login:
+    command: [/bin/sh, -c, 'echo \"using {{ params.token }}\" >&2; exit 1']
+",
+    );
+    let out = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "apply",
+        "p",
+        "--yes",
+        "--param",
+        "token=s3cr3t-value",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        !out.stdout.contains("s3cr3t-value") && !out.stderr.contains("s3cr3t-value"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("using (sensitive)"), "{}", out.all());
+}
