@@ -25,13 +25,11 @@ fn default_state_dir(project: &Path) -> PathBuf {
 }
 
 fn local_config(
-    ctx: &Context,
     root: PathBuf,
     project: &Path,
     args: &LocalArgs,
     project_args: &ProjectArgs,
 ) -> Result<local::Config, String> {
-    let _ = ctx;
     Ok(local::Config {
         root,
         state_dir: args
@@ -107,7 +105,6 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         return Ok(Exit::Error);
     }
     let config = match local_config(
-        ctx,
         ctx.root.clone(),
         &args.project.path,
         &args.local,
@@ -224,7 +221,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
     }
-    let config = match local_config(ctx, root, &project, &args.local, &args.project) {
+    let config = match local_config(root, &project, &args.local, &args.project) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };

@@ -232,6 +232,7 @@ pub fn apply(
     let shared = Arc::new(Shared {
         resources: node.resources.clone(),
         env: env.clone(),
+        registry: Registry::builtin(),
     });
     let outcomes = runtime.block_on(async {
         let semaphore = Arc::new(Semaphore::new(config.parallel.max(1)));
@@ -240,7 +241,6 @@ pub fn apply(
         let mut refresh = vec![false; n];
         let mut tasks: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
         let mut ready: Vec<usize> = (0..n).filter(|&idx| n_predecessors[idx] == 0).collect();
-        let mut n_done = 0;
         loop {
             // Start (or skip) everything whose dependencies are done.
             while let Some(idx) = ready.pop() {
@@ -264,7 +264,6 @@ pub fn apply(
                     );
                     on_done(&outcome);
                     outcomes[idx] = Some(outcome);
-                    n_done += 1;
                     continue;
                 }
                 let step = match planned[idx].map(|p| &p.change) {
@@ -317,9 +316,7 @@ pub fn apply(
             );
             on_done(&outcome);
             outcomes[idx] = Some(outcome);
-            n_done += 1;
         }
-        let _ = n_done;
         outcomes
     });
     let mut by_index = outcomes;
@@ -338,6 +335,7 @@ pub fn apply(
 struct Shared {
     resources: Vec<model::Resource>,
     env: Env,
+    registry: Registry,
 }
 
 #[derive(Clone, Debug)]
@@ -385,8 +383,7 @@ fn scrubbed(outcome: Outcome, secrets: &[String]) -> Outcome {
 
 fn run_one(shared: &Shared, idx: usize, step: Step, wants_refresh: bool) -> Outcome {
     let res = &shared.resources[idx];
-    let registry = Registry::builtin();
-    let Some(ty) = registry.get(&res.id.kind) else {
+    let Some(ty) = shared.registry.get(&res.id.kind) else {
         return Outcome::Failed {
             error: format!("unknown resource type `{}`", res.id.kind),
             output: None,

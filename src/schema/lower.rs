@@ -389,7 +389,7 @@ impl<'a> Lowerer<'a> {
                 continue;
             };
             for (key, body) in self.map_entries(section, "`parameters`") {
-                let Some(decl) = self.param_decl(doc.source, key, body) else {
+                let Some(decl) = self.param_decl(key, body) else {
                     continue;
                 };
                 if let Some(first) = first_span.get(&key.name) {
@@ -411,7 +411,7 @@ impl<'a> Lowerer<'a> {
         params
     }
 
-    fn param_decl(&mut self, source: SourceId, key: &Key, body: &Node) -> Option<ParamDecl> {
+    fn param_decl(&mut self, key: &Key, body: &Node) -> Option<ParamDecl> {
         if !is_identifier(&key.name) {
             self.error(
                 "schema::invalid_name",
@@ -499,7 +499,6 @@ impl<'a> Lowerer<'a> {
             }
             decl.default = Some(default);
         }
-        let _ = source;
         Some(decl)
     }
 
