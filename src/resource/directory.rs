@@ -116,21 +116,7 @@ impl Provider for Directory {
         let (kind, _) = fsutil::inspect(&path)?;
         let parent = path.parent().unwrap_or(ctx.root).to_path_buf();
         if res.attr_str("ensure") == Some("absent") {
-            return match kind {
-                Kind::Absent => Ok(Applied::AlreadyConverged),
-                Kind::Directory => {
-                    std::fs::remove_dir_all(&path).map_err(|err| ProviderError::io(&path, err))?;
-                    fsutil::fsync_dir(&parent)?;
-                    Ok(Applied::Converged { output: None })
-                }
-                other => Err(ProviderError::Refused {
-                    message: format!(
-                        "{} is a {}, not a directory; not removing it",
-                        path.display(),
-                        other.ensure()
-                    ),
-                }),
-            };
+            return fsutil::remove(&path, kind, &[Kind::Directory], "directory");
         }
         let mut changed = false;
         match kind {

@@ -165,21 +165,7 @@ impl Provider for File {
         let path = ctx.resolve(&res.id.name)?;
         let (kind, meta) = fsutil::inspect(&path)?;
         if res.attr_str("ensure") == Some("absent") {
-            return match kind {
-                Kind::Absent => Ok(Applied::AlreadyConverged),
-                Kind::File | Kind::Symlink => {
-                    std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
-                    fsutil::fsync_dir(path.parent().unwrap_or(ctx.root))?;
-                    Ok(Applied::Converged { output: None })
-                }
-                other => Err(ProviderError::Refused {
-                    message: format!(
-                        "{} is a {}, not a file; not removing it",
-                        path.display(),
-                        other.ensure()
-                    ),
-                }),
-            };
+            return fsutil::remove(&path, kind, &[Kind::File, Kind::Symlink], "file");
         }
         if kind == Kind::Directory {
             // Only an empty directory is replaced; anything else would lose data.

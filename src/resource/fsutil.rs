@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::model::{Resource, Value};
 use crate::resource::accounts::Accounts;
-use crate::resource::provider::{ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, ProviderCtx, ProviderError};
 
 /// What exists at a path, without following a final symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +220,36 @@ fn write_temp(
             .map_err(|err| ProviderError::io(path, err))?;
     }
     Ok(temp)
+}
+
+/// Converges `ensure: absent`: removes what is at `path` when it is one of `removable`
+/// (a directory with everything in it), refuses anything else, does nothing when absent.
+pub fn remove(
+    path: &Path,
+    kind: Kind,
+    removable: &[Kind],
+    noun: &str,
+) -> Result<Applied, ProviderError> {
+    if kind == Kind::Absent {
+        return Ok(Applied::AlreadyConverged);
+    }
+    if !removable.contains(&kind) {
+        return Err(ProviderError::Refused {
+            message: format!(
+                "{} is a {}, not a {noun}; not removing it",
+                path.display(),
+                kind.ensure()
+            ),
+        });
+    }
+    let removed = if kind == Kind::Directory {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(|err| ProviderError::io(path, err))?;
+    fsync_dir(path.parent().unwrap_or(Path::new("/")))?;
+    Ok(Applied::Converged { output: None })
 }
 
 /// Makes a directory entry change (create, rename, unlink) durable.

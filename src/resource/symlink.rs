@@ -97,21 +97,7 @@ impl Provider for Symlink {
         let (kind, _) = fsutil::inspect(&path)?;
         let parent = path.parent().unwrap_or(ctx.root).to_path_buf();
         if res.attr_str("ensure") == Some("absent") {
-            return match kind {
-                Kind::Absent => Ok(Applied::AlreadyConverged),
-                Kind::Symlink => {
-                    std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
-                    fsutil::fsync_dir(&parent)?;
-                    Ok(Applied::Converged { output: None })
-                }
-                other => Err(ProviderError::Refused {
-                    message: format!(
-                        "{} is a {}, not a symlink; not removing it",
-                        path.display(),
-                        other.ensure()
-                    ),
-                }),
-            };
+            return fsutil::remove(&path, kind, &[Kind::Symlink], "symlink");
         }
         let target = res.attr_str("target").unwrap_or_default();
         if kind == Kind::Symlink {

@@ -286,6 +286,14 @@ impl<'a> Lowerer<'a> {
         &mut self.acc[last]
     }
 
+    fn declared_twice(&mut self, code: &'static str, what: &str, span: Span, first: Span) {
+        self.acc.push(
+            Diagnostic::error(code, span, format!("{what} is declared twice"))
+                .with_label("declared again here")
+                .with_secondary(first, "first declared here"),
+        );
+    }
+
     fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
         self.acc.push(
             Diagnostic::error(
@@ -392,15 +400,12 @@ impl<'a> Lowerer<'a> {
                 let Some(decl) = self.param_decl(key, body) else {
                     continue;
                 };
-                if let Some(first) = first_span.get(&key.name) {
-                    self.acc.push(
-                        Diagnostic::error(
-                            "schema::duplicate_parameter",
-                            key.span,
-                            format!("parameter `{}` is declared twice", key.name),
-                        )
-                        .with_label("declared again here")
-                        .with_secondary(*first, "first declared here"),
+                if let Some(&first) = first_span.get(&key.name) {
+                    self.declared_twice(
+                        "schema::duplicate_parameter",
+                        &format!("parameter `{}`", key.name),
+                        key.span,
+                        first,
                     );
                     continue;
                 }
@@ -616,15 +621,12 @@ impl<'a> Lowerer<'a> {
                     .help = Some("use letters, digits, `.`, `_` and `-`".into());
                     continue;
                 }
-                if let Some(first) = first_span.get(&key.name) {
-                    self.acc.push(
-                        Diagnostic::error(
-                            "schema::duplicate_node",
-                            key.span,
-                            format!("node `{}` is declared twice", key.name),
-                        )
-                        .with_label("declared again here")
-                        .with_secondary(*first, "first declared here"),
+                if let Some(&first) = first_span.get(&key.name) {
+                    self.declared_twice(
+                        "schema::duplicate_node",
+                        &format!("node `{}`", key.name),
+                        key.span,
+                        first,
                     );
                     continue;
                 }
@@ -673,15 +675,12 @@ impl<'a> Lowerer<'a> {
             };
             for (key, body) in self.map_entries(section, "`associations`") {
                 if let Some(first) = associations.iter().find(|a| a.name == key.name) {
-                    let first_span = first.span;
-                    self.acc.push(
-                        Diagnostic::error(
-                            "schema::duplicate_association",
-                            key.span,
-                            format!("association `{}` is declared twice", key.name),
-                        )
-                        .with_label("declared again here")
-                        .with_secondary(first_span, "first declared here"),
+                    let first = first.span;
+                    self.declared_twice(
+                        "schema::duplicate_association",
+                        &format!("association `{}`", key.name),
+                        key.span,
+                        first,
                     );
                     continue;
                 }
