@@ -9,7 +9,9 @@
 //! environment variable, no clock, no network. An undefined variable is an error located at
 //! the template text.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use minijinja::value::ValueKind;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
@@ -22,8 +24,14 @@ const FUEL: u64 = 200_000;
 
 /// Renders templates with a fixed environment.
 pub struct Renderer {
-    env: Environment<'static>,
+    env: RefCell<Environment<'static>>,
+    /// Templates compiled so far (keyed by their text), with the variables they read: a
+    /// `for_each` over thousands of items renders one template thousands of times.
+    compiled: RefCell<HashMap<String, Arc<HashSet<String>>>>,
 }
+
+/// Compiled templates kept before the cache starts over.
+const CACHE_LIMIT: usize = 4096;
 
 /// A rendered value, and whether it was derived from a sensitive variable.
 #[derive(Debug)]
@@ -55,7 +63,10 @@ impl Renderer {
         {
             env.set_syntax(syntax);
         }
-        Renderer { env }
+        Renderer {
+            env: RefCell::new(env),
+            compiled: RefCell::new(HashMap::new()),
+        }
     }
 
     /// Renders every template string in `node`.
@@ -141,7 +152,8 @@ impl Renderer {
         };
         // `{{ expr }}` alone keeps the expression's own type.
         if let Some(expr) = single_expression(text) {
-            let expression = match self.env.compile_expression(expr) {
+            let env = self.env.borrow();
+            let expression = match env.compile_expression(expr) {
                 Ok(expression) => expression,
                 Err(err) => {
                     acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
@@ -175,15 +187,22 @@ impl Renderer {
                 }
             };
         }
-        let template = match self.env.template_from_str(text) {
+        let vars = match self.compile(text) {
+            Ok(vars) => vars,
+            Err(err) => {
+                acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
+                return failed;
+            }
+        };
+        *tainted |= vars.iter().any(|v| uses(sensitive, v));
+        let env = self.env.borrow();
+        let template = match env.get_template(text) {
             Ok(template) => template,
             Err(err) => {
                 acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
                 return failed;
             }
         };
-        let vars = template.undeclared_variables(true);
-        *tainted |= vars.iter().any(|v| uses(sensitive, v));
         match template.render(ctx) {
             Ok(rendered) => Node {
                 span,
@@ -194,6 +213,23 @@ impl Renderer {
                 failed
             }
         }
+    }
+
+    /// Compiles `text` once and returns the variables it reads.
+    fn compile(&self, text: &str) -> Result<Arc<HashSet<String>>, minijinja::Error> {
+        if let Some(vars) = self.compiled.borrow().get(text) {
+            return Ok(Arc::clone(vars));
+        }
+        let mut env = self.env.borrow_mut();
+        let mut compiled = self.compiled.borrow_mut();
+        if compiled.len() >= CACHE_LIMIT {
+            env.clear_templates();
+            compiled.clear();
+        }
+        env.add_template_owned(text.to_string(), text.to_string())?;
+        let vars = Arc::new(env.get_template(text)?.undeclared_variables(true));
+        compiled.insert(text.to_string(), Arc::clone(&vars));
+        Ok(vars)
     }
 
     /// Renders a whole template file (`template:` of a `file`). Returns the text and whether
@@ -212,7 +248,8 @@ impl Renderer {
             let detail = err.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             format!("{line}{}{detail}", err.kind())
         };
-        let template = self.env.template_from_str(text).map_err(|e| describe(&e))?;
+        let env = self.env.borrow();
+        let template = env.template_from_str(text).map_err(|e| describe(&e))?;
         let vars = template.undeclared_variables(true);
         let tainted = vars.iter().any(|v| uses(sensitive, v));
         match template.render(ctx) {
@@ -244,7 +281,8 @@ impl Renderer {
             Value::Bool(value) => Some(*value),
             Value::String(text) => {
                 let expr = single_expression(text).unwrap_or(text);
-                let expression = match self.env.compile_expression(expr) {
+                let env = self.env.borrow();
+                let expression = match env.compile_expression(expr) {
                     Ok(expression) => expression,
                     Err(err) => {
                         acc.push(self.diagnostic(source_text, text, node.span, &err, ctx, None));
@@ -291,7 +329,7 @@ impl Renderer {
         span: Span,
         err: &minijinja::Error,
         ctx: &minijinja::Value,
-        vars: Option<&std::collections::HashSet<String>>,
+        vars: Option<&HashSet<String>>,
     ) -> Diagnostic {
         let precise = err
             .range()
