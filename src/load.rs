@@ -366,7 +366,13 @@ pub fn stdlib_file(path: &str) -> Option<&'static str> {
 /// library for its modules.
 pub struct ProjectReader {
     root: Option<PathBuf>,
+    /// Files already read, by the path as named: a `for_each` over thousands of items names
+    /// one template thousands of times.
+    cache: std::sync::Mutex<std::collections::HashMap<PathBuf, FileResult>>,
 }
+
+/// A file's bytes, or why it could not be read.
+type FileResult = Result<std::sync::Arc<Vec<u8>>, String>;
 
 /// The largest `source` or `template` file steward reads.
 pub const MAX_PROJECT_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -376,6 +382,7 @@ impl ProjectReader {
     pub fn new(root: &Path) -> ProjectReader {
         ProjectReader {
             root: root.canonicalize().ok(),
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -397,6 +404,24 @@ impl crate::schema::ProjectFiles for ProjectReader {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         let target = dir.join(relative);
+        if let Ok(cache) = self.cache.lock()
+            && let Some(found) = cache.get(&target)
+        {
+            return found
+                .as_ref()
+                .map(|bytes| bytes.to_vec())
+                .map_err(Clone::clone);
+        }
+        let result = self.read_uncached(&target, relative);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(target, result.clone().map(std::sync::Arc::new));
+        }
+        result
+    }
+}
+
+impl ProjectReader {
+    fn read_uncached(&self, target: &Path, relative: &str) -> Result<Vec<u8>, String> {
         let real = target
             .canonicalize()
             .map_err(|err| format!("cannot read `{}`: {err}", target.display()))?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diag::SourceMap;
+use crate::document::Project;
 use crate::exec::{self, Env, RunReport};
 use crate::model::{self, LOCAL_NODE};
 use crate::plan::graph::ResourceGraph;
@@ -81,16 +81,29 @@ pub fn run_id() -> String {
     )
 }
 
-/// Digest of every source text, the overrides and the root: equal digests mean the same desired state.
+/// Digest of every source text, the overrides, the root and the planned nodes' rendered
+/// desired state (which covers template and source files and node facts): equal digests
+/// mean the same desired state.
 pub fn documents_digest(
-    sources: &SourceMap,
+    project: &Project,
     overrides: &BTreeMap<String, String>,
     root: &Path,
+    desired: &[String],
 ) -> String {
     let mut hasher = blake3::Hasher::new();
+    let sources = &project.sources;
     for idx in 0..sources.len() {
         let source = sources.get(crate::diag::SourceId(idx as u32));
-        hasher.update(source.name.as_bytes());
+        // Named relative to the project, so the same project reached by another path agrees.
+        let name = match &source.path {
+            Some(path) => path
+                .strip_prefix(&project.root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+            None => source.name.clone(),
+        };
+        hasher.update(name.as_bytes());
         hasher.update(&[0]);
         hasher.update(&(source.text.len() as u64).to_le_bytes());
         hasher.update(source.text.as_bytes());
@@ -101,6 +114,9 @@ pub fn documents_digest(
         hasher.update(blake3::hash(value.as_bytes()).as_bytes());
     }
     hasher.update(root.as_os_str().as_encoded_bytes());
+    for digest in desired {
+        hasher.update(digest.as_bytes());
+    }
     format!("blake3:{}", hasher.finalize().to_hex())
 }
 
@@ -127,8 +143,9 @@ pub fn plan<'v>(
         graphs: Vec::new(),
         envs: Vec::new(),
         unreachable: Vec::new(),
-        digest: documents_digest(&validated.project.sources, &config.overrides, &config.root),
+        digest: String::new(),
     };
+    let mut desired = Vec::new();
     for node in &validated.model.nodes {
         if !selected(node, config.target.as_deref()) {
             continue;
@@ -140,6 +157,7 @@ pub fn plan<'v>(
             continue;
         }
         let mut ignored = Vec::new();
+        desired.push(plan::desired_digest(node));
         let graph = ResourceGraph::build(node, registry, &mut ignored);
         let env = Env::new(
             node,
@@ -157,6 +175,12 @@ pub fn plan<'v>(
         planned.graphs.push(graph);
         planned.envs.push(env);
     }
+    planned.digest = documents_digest(
+        &validated.project,
+        &config.overrides,
+        &config.root,
+        &desired,
+    );
     if planned.nodes.is_empty()
         && let Some(target) = &config.target
     {

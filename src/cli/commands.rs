@@ -121,7 +121,11 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         Err(err) => return usage_error(&err.to_string()),
     };
     warn_unreachable(&planned);
-    let project = args.project.path.display().to_string();
+    // Absolute, so `apply FILE` works from any directory.
+    let project = std::fs::canonicalize(&args.project.path)
+        .unwrap_or_else(|_| args.project.path.clone())
+        .display()
+        .to_string();
     let root = config.root.display().to_string();
     let origin = Origin {
         project: &project,

@@ -248,7 +248,11 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     let ctx = Context {
         color,
         root_given: cli.root.is_some(),
-        root: cli.root.unwrap_or_else(|| PathBuf::from("/")),
+        // Absolute from here on: tools such as useradd need it, and saved plans compare it.
+        root: cli.root.map_or_else(
+            || PathBuf::from("/"),
+            |root| std::fs::canonicalize(&root).unwrap_or(root),
+        ),
     };
     let result = match cli.command {
         Command::Validate(args) => cmd_validate(&ctx, &args),

@@ -23,9 +23,9 @@ use crate::model::{self, ResourceId};
 use crate::plan::graph::ResourceGraph;
 use crate::plan::{NodePlan, PlannedChange};
 use crate::resource::Registry;
-use crate::resource::change::{Action, Change, State};
+use crate::resource::change::{Action, State};
 use crate::resource::fsutil::Durability;
-use crate::resource::provider::{Applied, CommandOutput, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, CommandOutput, PathCache, ProviderCtx, ProviderError};
 
 /// The owned settings a provider context borrows from.
 #[derive(Clone, Debug)]
@@ -42,6 +42,8 @@ pub struct Env {
     pub durability: Arc<Durability>,
     /// Sensitive values to scrub from messages and command output.
     pub secrets: Arc<Vec<String>>,
+    /// Directories found inside the root while probing.
+    pub path_cache: Arc<PathCache>,
 }
 
 impl Env {
@@ -60,6 +62,7 @@ impl Env {
             .filter(|res| res.attr_str("ensure") != Some("absent"))
             .map(|res| res.id.name.trim_end_matches('/').to_string())
             .collect();
+        let managed_paths = with_ancestors(managed_paths);
         Env {
             root,
             state_dir,
@@ -67,6 +70,7 @@ impl Env {
             managed_paths,
             durability: Arc::new(Durability::new()),
             secrets: Arc::new(secrets),
+            path_cache: Arc::new(PathCache::new()),
         }
     }
 
@@ -78,13 +82,39 @@ impl Env {
             run_id: &self.run_id,
             managed_paths: &self.managed_paths,
             durability: &self.durability,
+            path_cache: None,
+        }
+    }
+
+    /// A provider context for reading, which may reuse path checks.
+    pub fn read_ctx(&self) -> ProviderCtx<'_> {
+        ProviderCtx {
+            path_cache: Some(&self.path_cache),
+            ..self.ctx()
         }
     }
 }
 
+/// The paths and every directory above them: `purge` must not remove a directory that
+/// holds a managed path, even when the directory itself is not declared.
+fn with_ancestors(paths: Vec<String>) -> HashSet<String> {
+    let mut res = HashSet::with_capacity(paths.len() * 2);
+    for path in paths {
+        let mut current = path.as_str();
+        while let Some(idx) = current.rfind('/') {
+            current = &current[..idx];
+            if current.is_empty() || !res.insert(current.to_string()) {
+                break;
+            }
+        }
+        res.insert(path);
+    }
+    res
+}
+
 /// Reads every resource of a node, in parallel. Changes nothing.
 pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result<State, String>> {
-    let ctx = env.ctx();
+    let ctx = env.read_ctx();
     node.resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {
@@ -147,8 +177,8 @@ pub struct ResourceOutcome {
     pub resource: usize,
     /// Its identity.
     pub id: ResourceId,
-    /// The change that was planned.
-    pub change: Option<Change>,
+    /// The action that was planned.
+    pub action: Option<Action>,
     /// What happened.
     pub outcome: Outcome,
     /// How long it took.
@@ -230,7 +260,7 @@ pub fn apply(
         n_predecessors[*to] += 1;
     }
     let shared = Arc::new(Shared {
-        resources: node.resources.clone(),
+        resources: Arc::clone(&node.resources),
         env: env.clone(),
         registry: Registry::builtin(),
     });
@@ -244,12 +274,14 @@ pub fn apply(
         loop {
             // Start (or skip) everything whose dependencies are done.
             while let Some(idx) = ready.pop() {
-                let change = planned[idx].and_then(|p| p.change.as_ref().ok()).cloned();
+                let action = planned[idx]
+                    .and_then(|p| p.change.as_ref().ok())
+                    .map(|c| c.action);
                 if let Some(because) = blocked_by[idx].clone() {
                     let outcome = ResourceOutcome {
                         resource: idx,
                         id: node.resources[idx].id.clone(),
-                        change,
+                        action,
                         outcome: Outcome::Skipped { because },
                         duration: Duration::ZERO,
                     };
@@ -297,11 +329,13 @@ pub fn apply(
             let Ok((idx, outcome, duration)) = joined else {
                 continue;
             };
-            let change = planned[idx].and_then(|p| p.change.as_ref().ok()).cloned();
+            let action = planned[idx]
+                .and_then(|p| p.change.as_ref().ok())
+                .map(|c| c.action);
             let outcome = ResourceOutcome {
                 resource: idx,
                 id: node.resources[idx].id.clone(),
-                change,
+                action,
                 outcome,
                 duration,
             };
@@ -333,7 +367,7 @@ pub fn apply(
 }
 
 struct Shared {
-    resources: Vec<model::Resource>,
+    resources: Arc<Vec<model::Resource>>,
     env: Env,
     registry: Registry,
 }

@@ -249,8 +249,9 @@ pub struct Node {
     pub tags: BTreeMap<String, String>,
     /// Facts used by templates.
     pub facts: Facts,
-    /// Desired resources, in declaration order.
-    pub resources: Vec<Resource>,
+    /// Desired resources, in declaration order. Shared, so an executor can hand them to
+    /// worker threads without copying.
+    pub resources: std::sync::Arc<Vec<Resource>>,
 }
 
 /// The name of the node that always exists: the machine steward runs on.

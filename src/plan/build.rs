@@ -187,6 +187,29 @@ pub fn fingerprint(state: &State) -> String {
     format!("blake3:{}", hasher.finalize().to_hex())
 }
 
+/// A stable digest of a node's desired state: every resource's identity, rendered attributes
+/// (so template and source files and node facts count) and relationships.
+pub fn desired_digest(node: &model::Node) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(node.name.as_bytes());
+    for res in node.resources.iter() {
+        hasher.update(&[1]);
+        hasher.update(res.id.to_string().as_bytes());
+        for (name, attr) in &res.attrs {
+            hasher.update(&[0]);
+            hasher.update(name.as_bytes());
+            hasher.update(&[u8::from(attr.sensitive)]);
+            hash_value(&mut hasher, &attr.value);
+        }
+        for relation in &res.relations {
+            hasher.update(&[2]);
+            hasher.update(relation.kind.as_str().as_bytes());
+            hasher.update(relation.target.to_string().as_bytes());
+        }
+    }
+    format!("blake3:{}", hasher.finalize().to_hex())
+}
+
 fn hash_value(hasher: &mut blake3::Hasher, value: &Value) {
     match value {
         Value::Null => {

@@ -11,4 +11,4 @@
 mod build;
 pub mod graph;
 
-pub use build::{NodePlan, Plan, PlannedChange, Summary, build, fingerprint};
+pub use build::{NodePlan, Plan, PlannedChange, Summary, build, desired_digest, fingerprint};

@@ -22,7 +22,7 @@ pub fn dot(graphs: &[ResourceGraph<'_>]) -> String {
             "  subgraph cluster_{cluster} {{\n    label={};",
             quote(&node.name)
         );
-        for res in &node.resources {
+        for res in node.resources.iter() {
             let id = format!("{}/{}", node.name, res.id);
             let _ = writeln!(
                 out,

@@ -468,7 +468,7 @@ pub fn human_apply(reports: &[RunReport], style: Style) -> String {
                 Outcome::Unchanged => unchanged += 1,
                 Outcome::Changed { refreshed, .. } => {
                     changed += 1;
-                    let action = outcome.change.as_ref().map_or(Action::Update, |c| c.action);
+                    let action = outcome.action.unwrap_or(Action::Update);
                     let verb = match action {
                         Action::Create => "created",
                         Action::Delete => "deleted",

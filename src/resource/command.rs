@@ -59,6 +59,12 @@ impl<'a> Run<'a> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Its own process group, so a timeout kills everything it started, not only the
+        // direct child (whose children would keep the output pipes open).
+        {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
         if let Some(cwd) = self.cwd {
             command.current_dir(cwd);
         }
@@ -79,6 +85,12 @@ impl<'a> Run<'a> {
         let (status, timed_out) = match status {
             Some(status) => (Some(status), false),
             None => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 (child.wait().ok(), true)
             }
@@ -155,6 +167,20 @@ mod tests {
         assert_eq!(out.stdout.len(), OUTPUT_CAP);
         assert!(out.truncated);
         assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn a_timeout_kills_the_whole_process_group() {
+        let cmd = argv(&["/bin/sh", "-c", "sleep 30; echo done"]);
+        let mut run = Run::new(&cmd);
+        run.timeout = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let out = run.output().unwrap();
+        assert!(out.timed_out);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited for the grandchild"
+        );
     }
 
     #[test]

@@ -201,14 +201,28 @@ impl Provider for File {
         {
             fsutil::backup(ctx, &res.id.name, old)?;
         }
-        let mode = match (res.attr_str("mode"), meta.filter(|_| kind == Kind::File)) {
+        let mode = match (
+            res.attr_str("mode"),
+            meta.as_ref().filter(|_| kind == Kind::File),
+        ) {
             (Some(mode), _) => fsutil::parse_mode(mode)?,
             (None, Some(meta)) => {
                 std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
             }
             (None, None) => 0o644,
         };
-        let ids = fsutil::desired_ids(ctx, res)?;
+        // Undeclared ownership stays as it was, like an undeclared mode.
+        let (uid, gid) = fsutil::desired_ids(ctx, res)?;
+        let existing_ids = meta.as_ref().filter(|_| kind == Kind::File).map(|meta| {
+            (
+                std::os::unix::fs::MetadataExt::uid(meta),
+                std::os::unix::fs::MetadataExt::gid(meta),
+            )
+        });
+        let ids = (
+            uid.or(existing_ids.map(|ids| ids.0)),
+            gid.or(existing_ids.map(|ids| ids.1)),
+        );
         let bytes = desired.or(existing.as_deref()).unwrap_or_default();
         ctx.durability.write(&path, bytes, mode, ids)?;
         Ok(Applied::Converged { output: None })

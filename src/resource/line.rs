@@ -86,7 +86,7 @@ impl ResourceType for Line {
 
 impl Provider for Line {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
-        let path = ctx.resolve(path_of(res))?;
+        let path = regular_file(ctx, res)?;
         let mut state = State::new();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -113,7 +113,7 @@ impl Provider for Line {
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
-        let path = ctx.resolve(path_of(res))?;
+        let path = regular_file(ctx, res)?;
         let text = std::fs::read_to_string(&path).map_err(|err| match err.kind() {
             std::io::ErrorKind::NotFound => ProviderError::failed(format!(
                 "{} does not exist; `line` edits existing files (declare the file as a `file` resource)",
@@ -142,6 +142,24 @@ impl Provider for Line {
             .write(&path, new_text.as_bytes(), mode, ids)?;
         Ok(Applied::Converged { output: None })
     }
+}
+
+/// The file a `line` edits, which must not be a symlink: editing through one would copy
+/// whatever it points at (perhaps outside the root) into a plain file.
+fn regular_file(
+    ctx: &ProviderCtx<'_>,
+    res: &Resource,
+) -> Result<std::path::PathBuf, ProviderError> {
+    let path = ctx.resolve(path_of(res))?;
+    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Err(ProviderError::Refused {
+            message: format!(
+                "{} is a symlink; `line` edits regular files (name the link's target instead)",
+                path.display()
+            ),
+        });
+    }
+    Ok(path)
 }
 
 enum Found {

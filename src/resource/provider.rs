@@ -24,12 +24,65 @@ pub struct ProviderCtx<'a> {
     pub managed_paths: &'a HashSet<String>,
     /// Batches the durability of content writes across concurrent providers.
     pub durability: &'a crate::resource::fsutil::Durability,
+    /// Directories already found inside the root, for reads only: a plan resolves thousands
+    /// of paths under a few directories. `None` during apply, where resources create and
+    /// replace directories and every path is checked afresh.
+    pub path_cache: Option<&'a PathCache>,
+}
+
+/// Directories known to resolve inside the root (see [`ProviderCtx::path_cache`]).
+#[derive(Debug, Default)]
+pub struct PathCache {
+    root: std::sync::OnceLock<PathBuf>,
+    inside: std::sync::RwLock<HashSet<PathBuf>>,
+}
+
+impl PathCache {
+    /// An empty cache.
+    pub fn new() -> PathCache {
+        PathCache::default()
+    }
+
+    fn root(&self) -> Option<PathBuf> {
+        self.root.get().cloned()
+    }
+
+    fn set_root(&self, root: PathBuf) {
+        let _ = self.root.set(root);
+    }
+
+    fn is_known_inside(&self, dir: &Path) -> bool {
+        self.inside.read().is_ok_and(|inside| inside.contains(dir))
+    }
+
+    fn remember_inside(&self, dir: &Path) {
+        if let Ok(mut inside) = self.inside.write() {
+            inside.insert(dir.to_path_buf());
+        }
+    }
 }
 
 impl ProviderCtx<'_> {
     /// True when acting on the running system rather than a file tree under `--root`.
     pub fn is_live(&self) -> bool {
         self.root == Path::new("/")
+    }
+
+    fn canonical_root(&self) -> Result<PathBuf, ProviderError> {
+        if let Some(root) = self.path_cache.and_then(PathCache::root) {
+            return Ok(root);
+        }
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|source| ProviderError::Io {
+                path: self.root.to_path_buf(),
+                source,
+            })?;
+        if let Some(cache) = self.path_cache {
+            cache.set_root(root.clone());
+        }
+        Ok(root)
     }
 
     /// The real location of an absolute resource path, inside the root.
@@ -55,18 +108,17 @@ impl ProviderCtx<'_> {
         if self.is_live() || relative.as_os_str().is_empty() {
             return Ok(joined);
         }
-        let root = self
-            .root
-            .canonicalize()
-            .map_err(|source| ProviderError::Io {
-                path: self.root.to_path_buf(),
-                source,
-            })?;
         // Check the deepest existing parent: canonicalizing it resolves every symlink on the way.
         let mut parent = joined.parent();
         while let Some(dir) = parent {
+            if let Some(cache) = self.path_cache
+                && cache.is_known_inside(dir)
+            {
+                break;
+            }
             match dir.canonicalize() {
                 Ok(real) => {
+                    let root = self.canonical_root()?;
                     if !real.starts_with(&root) {
                         return Err(ProviderError::Refused {
                             message: format!(
@@ -74,6 +126,9 @@ impl ProviderCtx<'_> {
                                 real.display()
                             ),
                         });
+                    }
+                    if let Some(cache) = self.path_cache {
+                        cache.remember_inside(dir);
                     }
                     break;
                 }

@@ -106,6 +106,11 @@ impl Provider for Symlink {
                 return Ok(Applied::AlreadyConverged);
             }
         }
+        if kind == Kind::File {
+            // A file replaced by a link is kept, as `file` keeps replaced content.
+            let old = std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?;
+            fsutil::backup(ctx, &res.id.name, &old)?;
+        }
         if kind == Kind::Directory {
             std::fs::remove_dir(&path).map_err(|_| ProviderError::Refused {
                 message: format!(

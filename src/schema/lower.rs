@@ -161,7 +161,7 @@ impl<'a> Lowerer<'a> {
             name: model::LOCAL_NODE.to_string(),
             tags: BTreeMap::new(),
             facts: config.local_facts.clone(),
-            resources: Vec::new(),
+            resources: Default::default(),
         }];
         for declared in static_nodes {
             match nodes.iter_mut().find(|n| n.name == declared.name) {
@@ -176,7 +176,7 @@ impl<'a> Lowerer<'a> {
                     },
                     name: declared.name,
                     tags: declared.tags,
-                    resources: Vec::new(),
+                    resources: Default::default(),
                 }),
             }
         }
@@ -238,7 +238,7 @@ impl<'a> Lowerer<'a> {
                 }
             }
             self.check_duplicates(&resources);
-            node.resources = resources;
+            node.resources = std::sync::Arc::new(resources);
         }
         // Documents whose associations target no known node are still checked.
         let mut unassigned = Vec::new();
@@ -255,7 +255,7 @@ impl<'a> Lowerer<'a> {
                 name: model::LOCAL_NODE.to_string(),
                 tags: BTreeMap::new(),
                 facts: config.local_facts.clone(),
-                resources,
+                resources: std::sync::Arc::new(resources),
             });
         }
         let mut secrets: Vec<String> = std::mem::take(&mut self.secrets).into_iter().collect();
@@ -1625,7 +1625,7 @@ impl<'a> Lowerer<'a> {
             .nodes
             .iter()
             .chain(&model.unassigned)
-            .flat_map(|node| &node.resources);
+            .flat_map(|node| node.resources.iter());
         for res in all {
             match first.get(&res.id) {
                 Some(span) if *span != res.span => {

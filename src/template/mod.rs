@@ -204,10 +204,13 @@ impl Renderer {
             }
         };
         match template.render(ctx) {
-            Ok(rendered) => Node {
-                span,
-                value: Value::String(rendered),
-            },
+            Ok(mut rendered) => {
+                rendered.shrink_to_fit();
+                Node {
+                    span,
+                    value: Value::String(rendered),
+                }
+            }
             Err(err) => {
                 acc.push(self.diagnostic(source_text, text, span, &err, ctx, Some(&vars)));
                 failed
@@ -248,12 +251,16 @@ impl Renderer {
             let detail = err.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             format!("{line}{}{detail}", err.kind())
         };
-        let env = self.env.borrow();
-        let template = env.template_from_str(text).map_err(|e| describe(&e))?;
-        let vars = template.undeclared_variables(true);
+        let vars = self.compile(text).map_err(|e| describe(&e))?;
         let tainted = vars.iter().any(|v| uses(sensitive, v));
+        let env = self.env.borrow();
+        let template = env.get_template(text).map_err(|e| describe(&e))?;
         match template.render(ctx) {
-            Ok(rendered) => Ok((rendered, tainted)),
+            // Rendering grows its buffer in steps; thousands of files keep only what they use.
+            Ok(mut rendered) => {
+                rendered.shrink_to_fit();
+                Ok((rendered, tainted))
+            }
             Err(err) if err.kind() == ErrorKind::UndefinedError => {
                 let missing = first_undefined(&vars, ctx)
                     .map(|(name, _)| format!(" `{name}`"))

@@ -656,3 +656,116 @@ resources:
     );
     assert!(out.stdout.contains("using (sensitive)"), "{}", out.all());
 }
+
+#[test]
+fn saved_plan_refused_when_a_template_file_changes() {
+    let env = TestEnv::new();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { template: a.j2 }\n",
+    );
+    env.write("p/a.j2", "one\n");
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    assert_eq!(env.run(&["--root", root, "apply", "p", "--yes"]).code, 0);
+    assert_eq!(
+        env.run(&["--root", root, "plan", "p", "-o", "plan.json"])
+            .code,
+        0
+    );
+    env.write("p/a.j2", "two\n");
+    let out = env.run(&["apply", "plan.json"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(env.read("root/a"), "one\n");
+}
+
+#[test]
+fn purge_keeps_directories_that_hold_managed_paths() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("a/junk"), "x").unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  directory:/a: { purge: true }\n  file:/a/b/c: { content: c }\n",
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(env.read("root/a/b/c"), "c");
+    assert!(!root.join("a/junk").exists());
+    let again = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(again.code, 0, "{}", again.all());
+}
+
+#[test]
+fn line_refuses_to_edit_through_a_symlink() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    let outside = env.write("outside.conf", "secret = 1\n");
+    std::os::unix::fs::symlink(&outside, root.join("app.conf")).unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  line:/app.conf: { line: x = 1 }\n",
+    );
+    let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("is a symlink; `line` edits regular files"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(env.read("outside.conf"), "secret = 1\n");
+    assert!(root.join("app.conf").is_symlink());
+}
+
+#[test]
+fn rewriting_a_file_keeps_its_owner_unless_told() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: chown needs root");
+        return;
+    }
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    std::fs::write(root.join("f"), "old").unwrap();
+    std::os::unix::fs::chown(root.join("f"), Some(65534), Some(65534)).unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/f: { content: new }\n",
+    );
+    assert_eq!(
+        env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"])
+            .code,
+        0
+    );
+    let meta = std::fs::metadata(root.join("f")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (65534, 65534)
+    );
+}
+
+#[test]
+fn a_relative_root_and_a_saved_plan_from_elsewhere() {
+    let env = TestEnv::new();
+    env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    env.mkdir("plans");
+    let plan = env.run(&["--root", "root", "plan", "p", "-o", "plans/plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let out = crate::common::run_in(&env.path().join("plans"), &["apply", "plan.json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(env.read("root/a"), "x");
+}

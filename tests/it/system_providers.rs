@@ -102,6 +102,7 @@ impl TestNode {
             run_id: "test-run",
             managed_paths: &self.managed_paths,
             durability: &self.durability,
+            path_cache: None,
         }
     }
 
