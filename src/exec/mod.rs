@@ -114,7 +114,7 @@ fn with_ancestors(paths: Vec<String>) -> HashSet<String> {
 
 /// Reads every resource of a node, in parallel. Changes nothing.
 pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result<State, String>> {
-    let ctx = env.read_ctx();
+    let ctx = env.ctx();
     node.resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {

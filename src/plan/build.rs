@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use rayon::prelude::*;
+
 use crate::model::{self, ResourceId, Value};
 use crate::plan::graph::ResourceGraph;
 use crate::resource::Registry;
@@ -117,25 +119,28 @@ pub fn build(
     let order = graph
         .order()
         .unwrap_or_else(|| (0..node.resources.len()).collect());
-    let mut changes: Vec<Option<PlannedChange>> = vec![None; node.resources.len()];
-    for &idx in &order {
-        let res = &node.resources[idx];
-        let change = match (&observed[idx], registry.get(&res.id.kind)) {
-            (Ok(state), Some(ty)) => Ok(ty.diff(res, state)),
-            (Err(message), _) => Err(message.clone()),
-            (Ok(_), None) => Err(format!("unknown resource type `{}`", res.id.kind)),
-        };
-        let fingerprint = match &observed[idx] {
-            Ok(state) => fingerprint(state),
-            Err(message) => format!("error:{message}"),
-        };
-        changes[idx] = Some(PlannedChange {
-            resource: idx,
-            change,
-            refreshed_by: Vec::new(),
-            fingerprint,
-        });
-    }
+    // Diffs and fingerprints are independent per resource: compute them in parallel.
+    let mut changes: Vec<Option<PlannedChange>> = (0..node.resources.len())
+        .into_par_iter()
+        .map(|idx| {
+            let res = &node.resources[idx];
+            let change = match (&observed[idx], registry.get(&res.id.kind)) {
+                (Ok(state), Some(ty)) => Ok(ty.diff(res, state)),
+                (Err(message), _) => Err(message.clone()),
+                (Ok(_), None) => Err(format!("unknown resource type `{}`", res.id.kind)),
+            };
+            let fingerprint = match &observed[idx] {
+                Ok(state) => fingerprint(state),
+                Err(message) => format!("error:{message}"),
+            };
+            Some(PlannedChange {
+                resource: idx,
+                change,
+                refreshed_by: Vec::new(),
+                fingerprint,
+            })
+        })
+        .collect();
     // A change in a resource refreshes those it notifies (and that subscribe to it).
     let mut refreshes: HashMap<usize, BTreeSet<ResourceId>> = HashMap::new();
     for (from, to, kind) in graph.edges() {
@@ -190,22 +195,30 @@ pub fn fingerprint(state: &State) -> String {
 /// A stable digest of a node's desired state: every resource's identity, rendered attributes
 /// (so template and source files and node facts count) and relationships.
 pub fn desired_digest(node: &model::Node) -> String {
+    let per_resource: Vec<blake3::Hash> = node
+        .resources
+        .par_iter()
+        .map(|res| {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(res.id.to_string().as_bytes());
+            for (name, attr) in &res.attrs {
+                hasher.update(&[0]);
+                hasher.update(name.as_bytes());
+                hasher.update(&[u8::from(attr.sensitive)]);
+                hash_value(&mut hasher, &attr.value);
+            }
+            for relation in &res.relations {
+                hasher.update(&[2]);
+                hasher.update(relation.kind.as_str().as_bytes());
+                hasher.update(relation.target.to_string().as_bytes());
+            }
+            hasher.finalize()
+        })
+        .collect();
     let mut hasher = blake3::Hasher::new();
     hasher.update(node.name.as_bytes());
-    for res in node.resources.iter() {
-        hasher.update(&[1]);
-        hasher.update(res.id.to_string().as_bytes());
-        for (name, attr) in &res.attrs {
-            hasher.update(&[0]);
-            hasher.update(name.as_bytes());
-            hasher.update(&[u8::from(attr.sensitive)]);
-            hash_value(&mut hasher, &attr.value);
-        }
-        for relation in &res.relations {
-            hasher.update(&[2]);
-            hasher.update(relation.kind.as_str().as_bytes());
-            hasher.update(relation.target.to_string().as_bytes());
-        }
+    for hash in per_resource {
+        hasher.update(hash.as_bytes());
     }
     format!("blake3:{}", hasher.finalize().to_hex())
 }

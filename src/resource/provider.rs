@@ -24,9 +24,9 @@ pub struct ProviderCtx<'a> {
     pub managed_paths: &'a HashSet<String>,
     /// Batches the durability of content writes across concurrent providers.
     pub durability: &'a crate::resource::fsutil::Durability,
-    /// Directories already found inside the root, for reads only: a plan resolves thousands
-    /// of paths under a few directories. `None` during apply, where resources create and
-    /// replace directories and every path is checked afresh.
+    /// Directories already found inside the root: a plan or apply resolves thousands of
+    /// paths under a few directories. Providers that create symlinks clear it, since a new
+    /// link can lead a known directory elsewhere. `None` checks every path afresh.
     pub path_cache: Option<&'a PathCache>,
 }
 
@@ -53,6 +53,13 @@ impl PathCache {
 
     fn is_known_inside(&self, dir: &Path) -> bool {
         self.inside.read().is_ok_and(|inside| inside.contains(dir))
+    }
+
+    /// Forgets every directory (a symlink was created: paths may now lead elsewhere).
+    pub fn clear(&self) {
+        if let Ok(mut inside) = self.inside.write() {
+            inside.clear();
+        }
     }
 
     fn remember_inside(&self, dir: &Path) {

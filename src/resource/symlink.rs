@@ -128,6 +128,9 @@ impl Provider for Symlink {
             return Err(ProviderError::io(&path, err));
         }
         fsutil::fsync_dir(&parent)?;
+        if let Some(cache) = ctx.path_cache {
+            cache.clear();
+        }
         Ok(Applied::Converged { output: None })
     }
 }
