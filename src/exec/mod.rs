@@ -82,15 +82,7 @@ impl Env {
             run_id: &self.run_id,
             managed_paths: &self.managed_paths,
             durability: &self.durability,
-            path_cache: None,
-        }
-    }
-
-    /// A provider context for reading, which may reuse path checks.
-    pub fn read_ctx(&self) -> ProviderCtx<'_> {
-        ProviderCtx {
             path_cache: Some(&self.path_cache),
-            ..self.ctx()
         }
     }
 }
