@@ -11,17 +11,17 @@
 //! holds, and providers re-check before they change anything.
 
 use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::model::{self, ResourceId};
+use crate::plan::NodePlan;
 use crate::plan::graph::ResourceGraph;
-use crate::plan::{NodePlan, PlannedChange};
 use crate::resource::Registry;
 use crate::resource::change::{Action, State};
 use crate::resource::fsutil::Durability;
@@ -223,6 +223,10 @@ pub struct Config {
 
 /// Applies a node's plan in dependency order and reports each resource's outcome.
 /// `on_done` is called as each resource finishes (for progress displays).
+///
+/// `parallel` blocking workers (tokio's blocking pool) take ready resources from one queue
+/// and, when one finishes, release its dependents themselves: no thread hand-off per
+/// resource beyond reporting the outcome to the async side.
 pub fn apply(
     graph: &ResourceGraph<'_>,
     plan: &NodePlan,
@@ -233,116 +237,59 @@ pub fn apply(
     let started = Instant::now();
     let node = graph.node;
     let n = node.resources.len();
+    let n_workers = config.parallel.clamp(1, n.max(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(config.parallel.max(1))
+        .worker_threads(1)
+        .max_blocking_threads(n_workers)
         .build()?;
-    let planned: Vec<Option<&PlannedChange>> = {
-        let mut by_index = vec![None; n];
-        for change in &plan.changes {
-            by_index[change.resource] = Some(change);
-        }
-        by_index
-    };
-    let edges = graph.edges();
+    let mut steps: Vec<(Step, Option<Action>)> = vec![(Step::Nothing, None); n];
+    for planned in &plan.changes {
+        steps[planned.resource] = match &planned.change {
+            Err(message) => (Step::Fail(message.clone()), None),
+            Ok(change) if change.action != Action::NoOp => (Step::Apply, Some(change.action)),
+            Ok(change) => (Step::Nothing, Some(change.action)),
+        };
+    }
     let mut successors: Vec<Vec<(usize, bool)>> = vec![Vec::new(); n];
     let mut n_predecessors = vec![0usize; n];
-    for (from, to, kind) in &edges {
-        successors[*from].push((*to, kind.refreshes()));
-        n_predecessors[*to] += 1;
+    for (from, to, kind) in graph.edges() {
+        successors[from].push((to, kind.refreshes()));
+        n_predecessors[to] += 1;
     }
-    let shared = Arc::new(Shared {
-        resources: Arc::clone(&node.resources),
-        env: env.clone(),
-        registry: Registry::builtin(),
+    let ready = (0..n).filter(|&idx| n_predecessors[idx] == 0).collect();
+    let pool = Arc::new(Pool {
+        walk: Mutex::new(Walk {
+            ready,
+            n_predecessors,
+            blocked_by: vec![None; n],
+            refresh: vec![false; n],
+            n_left: n,
+        }),
+        more: Condvar::new(),
+        successors,
+        steps,
+        shared: Shared {
+            resources: Arc::clone(&node.resources),
+            env: env.clone(),
+            registry: Registry::builtin(),
+        },
     });
     let outcomes = runtime.block_on(async {
-        let semaphore = Arc::new(Semaphore::new(config.parallel.max(1)));
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut workers = JoinSet::new();
+        for _ in 0..n_workers {
+            let pool = Arc::clone(&pool);
+            let sender = sender.clone();
+            workers.spawn_blocking(move || pool.work(&sender));
+        }
+        drop(sender);
         let mut outcomes: Vec<Option<ResourceOutcome>> = vec![None; n];
-        let mut blocked_by: Vec<Option<ResourceId>> = vec![None; n];
-        let mut refresh = vec![false; n];
-        let mut tasks: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
-        let mut ready: Vec<usize> = (0..n).filter(|&idx| n_predecessors[idx] == 0).collect();
-        loop {
-            // Start (or skip) everything whose dependencies are done.
-            while let Some(idx) = ready.pop() {
-                let action = planned[idx]
-                    .and_then(|p| p.change.as_ref().ok())
-                    .map(|c| c.action);
-                if let Some(because) = blocked_by[idx].clone() {
-                    let outcome = ResourceOutcome {
-                        resource: idx,
-                        id: node.resources[idx].id.clone(),
-                        action,
-                        outcome: Outcome::Skipped { because },
-                        duration: Duration::ZERO,
-                    };
-                    finish(
-                        idx,
-                        &outcome,
-                        &successors,
-                        &mut n_predecessors,
-                        &mut ready,
-                        &mut blocked_by,
-                        &mut refresh,
-                    );
-                    on_done(&outcome);
-                    outcomes[idx] = Some(outcome);
-                    continue;
-                }
-                let step = match planned[idx].map(|p| &p.change) {
-                    Some(Err(message)) => Step::Fail(message.clone()),
-                    Some(Ok(change)) if change.action != Action::NoOp => Step::Apply,
-                    _ => Step::Nothing,
-                };
-                let wants_refresh = refresh[idx];
-                let shared = Arc::clone(&shared);
-                let semaphore = Arc::clone(&semaphore);
-                tasks.spawn(async move {
-                    let _permit = semaphore.acquire_owned().await;
-                    let started = Instant::now();
-                    let outcome = tokio::task::spawn_blocking(move || {
-                        scrubbed(
-                            run_one(&shared, idx, step, wants_refresh),
-                            &shared.env.secrets,
-                        )
-                    })
-                    .await
-                    .unwrap_or_else(|err| Outcome::Failed {
-                        error: format!("provider panicked: {err}"),
-                        output: None,
-                    });
-                    (idx, outcome, started.elapsed())
-                });
-            }
-            let Some(joined) = tasks.join_next().await else {
-                break;
-            };
-            let Ok((idx, outcome, duration)) = joined else {
-                continue;
-            };
-            let action = planned[idx]
-                .and_then(|p| p.change.as_ref().ok())
-                .map(|c| c.action);
-            let outcome = ResourceOutcome {
-                resource: idx,
-                id: node.resources[idx].id.clone(),
-                action,
-                outcome,
-                duration,
-            };
-            finish(
-                idx,
-                &outcome,
-                &successors,
-                &mut n_predecessors,
-                &mut ready,
-                &mut blocked_by,
-                &mut refresh,
-            );
+        while let Some(outcome) = receiver.recv().await {
             on_done(&outcome);
+            let idx = outcome.resource;
             outcomes[idx] = Some(outcome);
         }
+        while workers.join_next().await.is_some() {}
         outcomes
     });
     let mut by_index = outcomes;
@@ -356,6 +303,107 @@ pub fn apply(
         outcomes: ordered,
         duration: started.elapsed(),
     })
+}
+
+/// What the workers share.
+struct Pool {
+    walk: Mutex<Walk>,
+    /// Signalled when resources become ready or the walk ends.
+    more: Condvar,
+    successors: Vec<Vec<(usize, bool)>>,
+    steps: Vec<(Step, Option<Action>)>,
+    shared: Shared,
+}
+
+/// The walk's progress.
+struct Walk {
+    ready: VecDeque<usize>,
+    n_predecessors: Vec<usize>,
+    blocked_by: Vec<Option<ResourceId>>,
+    refresh: Vec<bool>,
+    /// Resources not finished yet.
+    n_left: usize,
+}
+
+impl Pool {
+    /// One worker: takes ready resources until every resource is finished.
+    fn work(&self, sender: &tokio::sync::mpsc::UnboundedSender<ResourceOutcome>) {
+        loop {
+            let Some((idx, blocked_by, wants_refresh)) = self.next() else {
+                return;
+            };
+            let started = Instant::now();
+            let (step, action) = self.steps[idx].clone();
+            let outcome = match blocked_by {
+                Some(because) => Outcome::Skipped { because },
+                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    scrubbed(
+                        run_one(&self.shared, idx, step, wants_refresh),
+                        &self.shared.env.secrets,
+                    )
+                }))
+                .unwrap_or_else(|_| Outcome::Failed {
+                    error: "provider panicked".into(),
+                    output: None,
+                }),
+            };
+            let outcome = ResourceOutcome {
+                resource: idx,
+                id: self.shared.resources[idx].id.clone(),
+                action,
+                outcome,
+                duration: started.elapsed(),
+            };
+            self.finish(&outcome);
+            if sender.send(outcome).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The next ready resource, waiting for one; `None` when the walk is over.
+    fn next(&self) -> Option<(usize, Option<ResourceId>, bool)> {
+        let mut walk = self.walk.lock().ok()?;
+        loop {
+            if let Some(idx) = walk.ready.pop_front() {
+                return Some((idx, walk.blocked_by[idx].clone(), walk.refresh[idx]));
+            }
+            if walk.n_left == 0 {
+                return None;
+            }
+            walk = self.more.wait(walk).ok()?;
+        }
+    }
+
+    /// Records a finished resource: its successors lose a dependency, learn whether to skip,
+    /// and whether to refresh.
+    fn finish(&self, outcome: &ResourceOutcome) {
+        let Ok(mut walk) = self.walk.lock() else {
+            return;
+        };
+        let mut released = false;
+        for &(next, refreshes) in &self.successors[outcome.resource] {
+            match &outcome.outcome {
+                Outcome::Failed { .. } => {
+                    walk.blocked_by[next].get_or_insert_with(|| outcome.id.clone());
+                }
+                Outcome::Skipped { because } => {
+                    walk.blocked_by[next].get_or_insert_with(|| because.clone());
+                }
+                Outcome::Changed { .. } if refreshes => walk.refresh[next] = true,
+                _ => {}
+            }
+            walk.n_predecessors[next] -= 1;
+            if walk.n_predecessors[next] == 0 {
+                walk.ready.push_back(next);
+                released = true;
+            }
+        }
+        walk.n_left -= 1;
+        if released || walk.n_left == 0 {
+            self.more.notify_all();
+        }
+    }
 }
 
 struct Shared {
@@ -465,34 +513,5 @@ fn run_one(shared: &Shared, idx: usize, step: Step, wants_refresh: bool) -> Outc
         },
         Ok(Applied::AlreadyConverged) => Outcome::Unchanged,
         Err(err) => failed(err),
-    }
-}
-
-/// Records a finished resource: its successors lose a dependency, learn whether to skip,
-/// and whether to refresh.
-fn finish(
-    idx: usize,
-    outcome: &ResourceOutcome,
-    successors: &[Vec<(usize, bool)>],
-    n_predecessors: &mut [usize],
-    ready: &mut Vec<usize>,
-    blocked_by: &mut [Option<ResourceId>],
-    refresh: &mut [bool],
-) {
-    for &(next, refreshes) in &successors[idx] {
-        match &outcome.outcome {
-            Outcome::Failed { .. } => {
-                blocked_by[next].get_or_insert_with(|| outcome.id.clone());
-            }
-            Outcome::Skipped { because } => {
-                blocked_by[next].get_or_insert_with(|| because.clone());
-            }
-            Outcome::Changed { .. } if refreshes => refresh[next] = true,
-            _ => {}
-        }
-        n_predecessors[next] -= 1;
-        if n_predecessors[next] == 0 {
-            ready.push(next);
-        }
     }
 }

@@ -25,8 +25,8 @@ pub struct ProviderCtx<'a> {
     /// Batches the durability of content writes across concurrent providers.
     pub durability: &'a crate::resource::fsutil::Durability,
     /// Directories already found inside the root: a plan or apply resolves thousands of
-    /// paths under a few directories. Providers that create symlinks clear it, since a new
-    /// link can lead a known directory elsewhere. `None` checks every path afresh.
+    /// paths under a few directories. Providers that create a symlink forget what lies below
+    /// it, since paths through the new link can lead elsewhere. `None` checks every path afresh.
     pub path_cache: Option<&'a PathCache>,
 }
 
@@ -55,10 +55,11 @@ impl PathCache {
         self.inside.read().is_ok_and(|inside| inside.contains(dir))
     }
 
-    /// Forgets every directory (a symlink was created: paths may now lead elsewhere).
-    pub fn clear(&self) {
+    /// Forgets the directories at or below `path` (a symlink was created there: paths
+    /// through it may now lead elsewhere).
+    pub fn forget_under(&self, path: &Path) {
         if let Ok(mut inside) = self.inside.write() {
-            inside.clear();
+            inside.retain(|dir| !dir.starts_with(path));
         }
     }
 

@@ -129,7 +129,7 @@ impl Provider for Symlink {
         }
         fsutil::fsync_dir(&parent)?;
         if let Some(cache) = ctx.path_cache {
-            cache.clear();
+            cache.forget_under(&path);
         }
         Ok(Applied::Converged { output: None })
     }
