@@ -1,8 +1,11 @@
 //! steward: a declarative desired-state engine.
 //!
-//! Data flows one way: [`document`] (YAML/KDL text to a spanned tree) → [`template`]
-//! (minijinja rendering) → [`schema`] (validation and lowering) → [`model`] (inert desired
-//! state) → [`plan`] (the dependency graph). [`cli`] wires them together and owns exit codes.
+//! Data flows one way: [`load`] reads a project and [`document`] parses YAML/KDL into a
+//! spanned tree → [`template`] (minijinja rendering) → [`schema`] (validation and lowering) →
+//! [`model`] (inert desired state) → [`plan`] (the dependency graph and the plan, from what
+//! [`exec::observe`] read through the [`resource`] providers) → [`exec::apply`] → [`report`].
+//! [`local`] wires plan and apply for the machine steward runs on; [`cli`] owns arguments and
+//! exit codes.
 //! See `docs/architecture.md` for each module's invariants.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
