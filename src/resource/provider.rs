@@ -124,6 +124,12 @@ impl ProviderCtx<'_> {
             {
                 break;
             }
+            // A missing directory is skipped with one `lstat`; canonicalizing it would
+            // read every link on the way only to fail.
+            if std::fs::symlink_metadata(dir).is_err() {
+                parent = dir.parent();
+                continue;
+            }
             match dir.canonicalize() {
                 Ok(real) => {
                     let root = self.canonical_root()?;
