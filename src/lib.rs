@@ -23,5 +23,6 @@ pub mod plan;
 pub mod report;
 pub mod resource;
 pub mod schema;
+pub mod store;
 pub mod template;
 pub mod validate;

@@ -8,3 +8,4 @@
 pub mod diagnostics;
 pub mod graph;
 pub mod plan;
+pub mod run;

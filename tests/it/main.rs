@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod graph;
 mod plan_apply;
+mod reports;
 mod schema;
 mod system_providers;
 mod twin;

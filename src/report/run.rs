@@ -1,0 +1,1 @@
+//! Stored runs rendered for people, CI and code hosts (written next).

@@ -1,0 +1,375 @@
+//! What runs leave behind: the run history, per-resource results and findings.
+//!
+//! Owns the [`Store`] trait and its record types ([`RunRecord`], [`ResultRecord`],
+//! [`Finding`]), and the embedded SQLite backend ([`sqlite`]). A PostgreSQL backend for the
+//! controller will implement the same trait.
+//!
+//! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
+//! scrubbed before they reach a record. The store never interprets resource attributes.
+
+pub mod sqlite;
+
+use std::fmt;
+
+/// What kind of run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// `steward apply`.
+    Apply,
+    /// `steward drift` (a plan in detect mode).
+    Drift,
+}
+
+impl RunKind {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Apply => "apply",
+            RunKind::Drift => "drift",
+        }
+    }
+
+    /// The kind for a stored name.
+    pub fn parse(text: &str) -> Option<RunKind> {
+        match text {
+            "apply" => Some(RunKind::Apply),
+            "drift" => Some(RunKind::Drift),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to one resource in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResultOutcome {
+    /// As desired; nothing done.
+    Unchanged,
+    /// Changed by an apply.
+    Changed,
+    /// Observed state differs from desired state (a drift run).
+    Drifted,
+    /// Failed (or could not be read).
+    Failed,
+    /// Not attempted because a dependency failed.
+    Skipped,
+}
+
+impl ResultOutcome {
+    /// Every outcome.
+    pub const ALL: [ResultOutcome; 5] = [
+        ResultOutcome::Unchanged,
+        ResultOutcome::Changed,
+        ResultOutcome::Drifted,
+        ResultOutcome::Failed,
+        ResultOutcome::Skipped,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultOutcome::Unchanged => "unchanged",
+            ResultOutcome::Changed => "changed",
+            ResultOutcome::Drifted => "drifted",
+            ResultOutcome::Failed => "failed",
+            ResultOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// The outcome for a stored name.
+    pub fn parse(text: &str) -> Option<ResultOutcome> {
+        ResultOutcome::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// Drifted and failed resources are not compliant.
+    pub fn is_noncompliant(self) -> bool {
+        matches!(self, ResultOutcome::Drifted | ResultOutcome::Failed)
+    }
+}
+
+/// Compliance severity (SSM's values), highest last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Not specified.
+    Unspecified,
+    /// Informational.
+    Informational,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 6] = [
+        Severity::Unspecified,
+        Severity::Informational,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unspecified => "unspecified",
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity for a stored name.
+    pub fn parse(text: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One resource's result in a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// The node.
+    pub node: String,
+    /// `TYPE:NAME`.
+    pub resource: String,
+    /// What happened.
+    pub outcome: ResultOutcome,
+    /// The document that declares the resource (as shown to users, relative to where steward
+    /// ran), for SARIF locations.
+    pub file: Option<String>,
+    /// 1-based line of the declaration's key.
+    pub line: Option<u32>,
+    /// 1-based column of the declaration's key.
+    pub column: Option<u32>,
+    /// The planned or drifted change as text (attribute lines and a unified diff), redacted.
+    pub diff: Option<String>,
+    /// Why it failed or was skipped, scrubbed.
+    pub message: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The association that put it on the node, if any.
+    pub association: Option<String>,
+    /// Severity of non-compliance.
+    pub severity: Severity,
+}
+
+/// One run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The run id (sortable by time).
+    pub id: String,
+    /// Apply or drift.
+    pub kind: RunKind,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// RFC 3339 UTC.
+    pub finished_at: String,
+    /// Who ran it.
+    pub user: String,
+    /// The project path.
+    pub project: String,
+    /// Digest of the documents and parameters.
+    pub documents_digest: String,
+    /// Per node and resource, in plan order.
+    pub results: Vec<ResultRecord>,
+}
+
+impl RunRecord {
+    /// Number of results with this outcome.
+    pub fn count(&self, outcome: ResultOutcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    /// The nodes in the run, in first-seen order.
+    pub fn nodes(&self) -> Vec<&str> {
+        let mut nodes: Vec<&str> = Vec::new();
+        for result in &self.results {
+            if !nodes.contains(&result.node.as_str()) {
+                nodes.push(&result.node);
+            }
+        }
+        nodes
+    }
+
+    /// Per node (and association): compliant or not, with the highest severity among the
+    /// non-compliant results.
+    pub fn compliance(&self) -> Vec<Compliance> {
+        let mut res: Vec<Compliance> = Vec::new();
+        for result in &self.results {
+            let idx = match res.iter().position(|c| c.node == result.node && c.association == result.association) {
+                Some(idx) => idx,
+                None => {
+                    res.push(Compliance {
+                        node: result.node.clone(),
+                        association: result.association.clone(),
+                        compliant: true,
+                        severity: None,
+                        n_noncompliant: 0,
+                    });
+                    res.len() - 1
+                }
+            };
+            if result.outcome.is_noncompliant() {
+                let entry = &mut res[idx];
+                entry.compliant = false;
+                entry.n_noncompliant += 1;
+                entry.severity = Some(entry.severity.map_or(result.severity, |s| s.max(result.severity)));
+            }
+        }
+        res
+    }
+}
+
+/// A node's (and association's) compliance in a run (SSM Compliance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compliance {
+    /// The node.
+    pub node: String,
+    /// The association, when resources came through one.
+    pub association: Option<String>,
+    /// No drifted or failed resource.
+    pub compliant: bool,
+    /// The highest severity among non-compliant resources.
+    pub severity: Option<Severity>,
+    /// How many resources are not compliant.
+    pub n_noncompliant: usize,
+}
+
+/// What a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FindingKind {
+    /// The resource drifted from its desired state.
+    Drift,
+    /// The resource failed to apply or to be read.
+    Failure,
+}
+
+impl FindingKind {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Drift => "drift",
+            FindingKind::Failure => "failure",
+        }
+    }
+
+    /// The kind for a stored name.
+    pub fn parse(text: &str) -> Option<FindingKind> {
+        match text {
+            "drift" => Some(FindingKind::Drift),
+            "failure" => Some(FindingKind::Failure),
+            _ => None,
+        }
+    }
+}
+
+/// An operational item opened by a failure or drift (SSM OpsCenter's OpsItem), deduplicated
+/// by node + resource + kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// Its id.
+    pub id: i64,
+    /// The node.
+    pub node: String,
+    /// `TYPE:NAME`.
+    pub resource: String,
+    /// Drift or failure.
+    pub kind: FindingKind,
+    /// Open until a compliant run (or a person) resolves it.
+    pub open: bool,
+    /// Severity.
+    pub severity: Severity,
+    /// RFC 3339 UTC.
+    pub first_seen: String,
+    /// RFC 3339 UTC.
+    pub last_seen: String,
+    /// How many runs saw it.
+    pub count: u64,
+    /// The last run that saw it.
+    pub last_run: String,
+    /// What was seen last, scrubbed.
+    pub message: String,
+    /// When and how it was resolved (`auto: run ID` or `by hand`).
+    pub resolution: Option<String>,
+}
+
+/// A short summary of a stored run, for `steward runs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run id.
+    pub id: String,
+    /// Apply or drift.
+    pub kind: RunKind,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// Who ran it.
+    pub user: String,
+    /// Counts per outcome, in [`ResultOutcome::ALL`] order.
+    pub counts: [usize; 5],
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is not a steward store (another program's database, or not a database).
+    #[error("{path} is not a steward store ({reason}); steward will not touch it")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What was found.
+        reason: String,
+    },
+    /// Written by a newer steward.
+    #[error("{path} was written by a newer steward (store version {found}; this steward reads up to {supported}); upgrade steward")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// No such run.
+    #[error("no run `{0}`")]
+    NoRun(String),
+    /// No such finding.
+    #[error("no finding {0}")]
+    NoFinding(i64),
+    /// The database failed.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file system failed.
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run history, results and findings. Implemented by SQLite locally; PostgreSQL later.
+pub trait Store {
+    /// Records a run and updates findings: every drifted or failed result opens (or bumps)
+    /// its finding; every other result of a resource resolves its open findings.
+    fn record_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
+    /// A run by id, or the latest when `id` is `None`.
+    fn run(&self, id: Option<&str>) -> Result<RunRecord, StoreError>;
+    /// The runs, newest first.
+    fn runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+    /// Findings, open only unless `all`.
+    fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError>;
+    /// Resolves a finding by hand.
+    fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError>;
+    /// Deletes all but the newest `keep` runs (findings stay).
+    fn prune(&mut self, keep: usize) -> Result<usize, StoreError>;
+}
+
+impl fmt::Display for ResultOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

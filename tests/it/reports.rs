@@ -1,0 +1,1 @@
+//! Report formats of stored runs.
