@@ -203,7 +203,10 @@ impl RunRecord {
     pub fn compliance(&self) -> Vec<Compliance> {
         let mut res: Vec<Compliance> = Vec::new();
         for result in &self.results {
-            let idx = match res.iter().position(|c| c.node == result.node && c.association == result.association) {
+            let idx = match res
+                .iter()
+                .position(|c| c.node == result.node && c.association == result.association)
+            {
                 Some(idx) => idx,
                 None => {
                     res.push(Compliance {
@@ -220,7 +223,11 @@ impl RunRecord {
                 let entry = &mut res[idx];
                 entry.compliant = false;
                 entry.n_noncompliant += 1;
-                entry.severity = Some(entry.severity.map_or(result.severity, |s| s.max(result.severity)));
+                entry.severity = Some(
+                    entry
+                        .severity
+                        .map_or(result.severity, |s| s.max(result.severity)),
+                );
             }
         }
         res
@@ -328,7 +335,9 @@ pub enum StoreError {
         reason: String,
     },
     /// Written by a newer steward.
-    #[error("{path} was written by a newer steward (store version {found}; this steward reads up to {supported}); upgrade steward")]
+    #[error(
+        "{path} was written by a newer steward (store version {found}; this steward reads up to {supported}); upgrade steward"
+    )]
     TooNew {
         /// The file.
         path: String,

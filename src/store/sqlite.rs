@@ -1,1 +1,427 @@
-//! SQLite (placeholder until written)
+//! The embedded store: SQLite (bundled, so a fresh build needs nothing installed), in WAL
+//! mode with a busy timeout so two processes recording at once both land.
+//!
+//! The file is marked with an application id and a schema version (`user_version`). A file
+//! that is not SQLite, or another program's database, is refused and never written; one
+//! written by a newer steward is refused rather than misread; an older one is migrated in a
+//! transaction.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::store::{
+    Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord, RunSummary, Severity,
+    Store, StoreError,
+};
+
+/// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
+pub const STORE_VERSION: i64 = 2;
+
+/// Marks the database as steward's ("STWD").
+const APPLICATION_ID: i64 = 0x5354_5744;
+
+/// Schema migrations: entry `n` takes the store from version `n` to `n + 1`.
+const MIGRATIONS: [&str; 2] = [
+    // 1: runs and their per-resource results.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        user TEXT NOT NULL,
+        project TEXT NOT NULL,
+        documents_digest TEXT NOT NULL
+    );
+    CREATE TABLE results (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        file TEXT,
+        line INTEGER,
+        column_ INTEGER,
+        diff TEXT,
+        message TEXT,
+        duration_ms INTEGER NOT NULL,
+        association TEXT,
+        PRIMARY KEY (run_id, position)
+    );",
+    // 2: severities and findings.
+    "ALTER TABLE results ADD COLUMN severity TEXT NOT NULL DEFAULT 'unspecified';
+    CREATE TABLE findings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        open INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        last_run TEXT NOT NULL,
+        message TEXT NOT NULL,
+        resolution TEXT
+    );
+    CREATE INDEX findings_open ON findings (node, resource, kind) WHERE open = 1;",
+];
+
+/// A steward store in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing, mode 0600) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        if existed {
+            check_header(path)?;
+        } else {
+            create_private(path)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let application_id: i64 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let n_tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+        if existed && application_id != APPLICATION_ID && !(application_id == 0 && n_tables == 0) {
+            return Err(StoreError::Foreign {
+                path: shown,
+                reason: format!("application id {application_id:#x}"),
+            });
+        }
+        if version > STORE_VERSION {
+            return Err(StoreError::TooNew {
+                path: shown,
+                found: version,
+                supported: STORE_VERSION,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = SqliteStore { conn };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    /// Runs the migrations from `version` to [`STORE_VERSION`] in one transaction.
+    fn migrate(&mut self, version: i64) -> Result<(), StoreError> {
+        if version == STORE_VERSION {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        for (idx, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", idx as i64 + 1)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Opens a store at an older schema version, for migration tests.
+    #[doc(hidden)]
+    pub fn create_at_version(path: &Path, version: usize) -> Result<Connection, StoreError> {
+        create_private(path)?;
+        let conn = Connection::open(path)?;
+        for (idx, migration) in MIGRATIONS.iter().enumerate().take(version) {
+            conn.execute_batch(migration)?;
+            conn.pragma_update(None, "user_version", idx as i64 + 1)?;
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        Ok(conn)
+    }
+
+    fn latest_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+}
+
+/// Refuses a file that is not a SQLite database, without writing to it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let mut header = [0u8; 16];
+    let mut file = std::fs::File::open(path)?;
+    let n = file.read(&mut header)?;
+    if n < 16 || &header != b"SQLite format 3\0" {
+        return Err(StoreError::Foreign {
+            path: path.display().to_string(),
+            reason: "not a SQLite database".into(),
+        });
+    }
+    Ok(())
+}
+
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store for SqliteStore {
+    fn record_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run.id,
+                run.kind.as_str(),
+                run.started_at,
+                run.finished_at,
+                run.user,
+                run.project,
+                run.documents_digest
+            ],
+        )?;
+        for (position, result) in run.results.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
+                                      duration_ms, association, severity)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    run.id,
+                    position as i64,
+                    result.node,
+                    result.resource,
+                    result.outcome.as_str(),
+                    result.file,
+                    result.line,
+                    result.column,
+                    result.diff,
+                    result.message,
+                    i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
+                    result.association,
+                    result.severity.as_str(),
+                ],
+            )?;
+            let kind = match result.outcome {
+                ResultOutcome::Drifted => Some(FindingKind::Drift),
+                ResultOutcome::Failed => Some(FindingKind::Failure),
+                // A skipped resource says nothing about its state.
+                ResultOutcome::Skipped => continue,
+                ResultOutcome::Unchanged | ResultOutcome::Changed => None,
+            };
+            let message = result
+                .message
+                .clone()
+                .or_else(|| result.diff.clone())
+                .unwrap_or_default();
+            match kind {
+                Some(kind) => {
+                    let updated = tx.execute(
+                        "UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
+                                severity = ?4
+                         WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1",
+                        params![
+                            run.finished_at,
+                            run.id,
+                            message,
+                            result.severity.as_str(),
+                            result.node,
+                            result.resource,
+                            kind.as_str()
+                        ],
+                    )?;
+                    if updated == 0 {
+                        tx.execute(
+                            "INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
+                                                   last_run, message)
+                             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)",
+                            params![
+                                result.node,
+                                result.resource,
+                                kind.as_str(),
+                                result.severity.as_str(),
+                                run.finished_at,
+                                run.id,
+                                message
+                            ],
+                        )?;
+                    }
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE findings SET open = 0, resolution = ?1
+                         WHERE node = ?2 AND resource = ?3 AND open = 1",
+                        params![
+                            format!("resolved by run {} at {}", run.id, run.finished_at),
+                            result.node,
+                            result.resource
+                        ],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn run(&self, id: Option<&str>) -> Result<RunRecord, StoreError> {
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => self
+                .latest_id()?
+                .ok_or_else(|| StoreError::NoRun("(latest)".into()))?,
+        };
+        let run = self
+            .conn
+            .query_row(
+                "SELECT id, kind, started_at, finished_at, user, project, documents_digest FROM runs WHERE id = ?1",
+                [&id],
+                |row| {
+                    Ok(RunRecord {
+                        id: row.get(0)?,
+                        kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
+                        started_at: row.get(2)?,
+                        finished_at: row.get(3)?,
+                        user: row.get(4)?,
+                        project: row.get(5)?,
+                        documents_digest: row.get(6)?,
+                        results: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let mut run = run.ok_or(StoreError::NoRun(id))?;
+        let mut statement = self.conn.prepare(
+            "SELECT node, resource, outcome, file, line, column_, diff, message, duration_ms, association, severity
+             FROM results WHERE run_id = ?1 ORDER BY position",
+        )?;
+        let rows = statement.query_map([&run.id], |row| {
+            Ok(ResultRecord {
+                node: row.get(0)?,
+                resource: row.get(1)?,
+                outcome: ResultOutcome::parse(&row.get::<_, String>(2)?)
+                    .unwrap_or(ResultOutcome::Failed),
+                file: row.get(3)?,
+                line: row.get(4)?,
+                column: row.get(5)?,
+                diff: row.get(6)?,
+                message: row.get(7)?,
+                duration_ms: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+                association: row.get(9)?,
+                severity: Severity::parse(&row.get::<_, String>(10)?)
+                    .unwrap_or(Severity::Unspecified),
+            })
+        })?;
+        for row in rows {
+            run.results.push(row?);
+        }
+        Ok(run)
+    }
+
+    fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT r.id, r.kind, r.started_at, r.user,
+                    sum(x.outcome = 'unchanged'), sum(x.outcome = 'changed'), sum(x.outcome = 'drifted'),
+                    sum(x.outcome = 'failed'), sum(x.outcome = 'skipped')
+             FROM runs r LEFT JOIN results x ON x.run_id = r.id
+             GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC",
+        )?;
+        let rows = statement.query_map([], |row| {
+            let count = |idx: usize| -> rusqlite::Result<usize> {
+                Ok(usize::try_from(row.get::<_, Option<i64>>(idx)?.unwrap_or(0)).unwrap_or(0))
+            };
+            Ok(RunSummary {
+                id: row.get(0)?,
+                kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
+                started_at: row.get(2)?,
+                user: row.get(3)?,
+                counts: [count(4)?, count(5)?, count(6)?, count(7)?, count(8)?],
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError> {
+        let sql = format!(
+            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution
+             FROM findings {} ORDER BY id",
+            if all { "" } else { "WHERE open = 1" }
+        );
+        let mut statement = self.conn.prepare(&sql)?;
+        let rows = statement.query_map([], finding_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError> {
+        let updated = self.conn.execute(
+            "UPDATE findings SET open = 0, resolution = ?1 WHERE id = ?2",
+            params![format!("resolved by hand at {}", now()), id],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NoFinding(id));
+        }
+        Ok(self.conn.query_row(
+            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution
+             FROM findings WHERE id = ?1",
+            [id],
+            finding_from_row,
+        )?)
+    }
+
+    fn prune(&mut self, keep: usize) -> Result<usize, StoreError> {
+        let deleted = self.conn.execute(
+            "DELETE FROM runs WHERE id NOT IN (SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1)",
+            [i64::try_from(keep).unwrap_or(i64::MAX)],
+        )?;
+        Ok(deleted)
+    }
+}
+
+fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
+    Ok(Finding {
+        id: row.get(0)?,
+        node: row.get(1)?,
+        resource: row.get(2)?,
+        kind: FindingKind::parse(&row.get::<_, String>(3)?).unwrap_or(FindingKind::Failure),
+        open: row.get::<_, i64>(4)? != 0,
+        severity: Severity::parse(&row.get::<_, String>(5)?).unwrap_or(Severity::Unspecified),
+        first_seen: row.get(6)?,
+        last_seen: row.get(7)?,
+        count: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+        last_run: row.get(9)?,
+        message: row.get(10)?,
+        resolution: row.get(11)?,
+    })
+}
+
+/// Where a project's store lives inside its state directory.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("steward.db")
+}

@@ -8,6 +8,7 @@ mod graph;
 mod plan_apply;
 mod reports;
 mod schema;
+mod store;
 mod system_providers;
 mod twin;
 mod validate;
