@@ -44,6 +44,8 @@ pub struct Planned<'v> {
     pub unreachable: Vec<String>,
     /// Digest of the documents, overrides and root.
     pub digest: String,
+    /// This run's id (backups and the stored run use it).
+    pub run_id: String,
 }
 
 /// Why local mode could not go on.
@@ -144,6 +146,7 @@ pub fn plan<'v>(
         envs: Vec::new(),
         unreachable: Vec::new(),
         digest: String::new(),
+        run_id: run_id.clone(),
     };
     let mut desired = Vec::new();
     for node in &validated.model.nodes {
@@ -366,7 +369,7 @@ impl Lock {
             }
             Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
-        let user = std::env::var("USER").unwrap_or_else(|_| nix::unistd::getuid().to_string());
+        let user = user();
         let holder = format!(
             "pid {} ({user}) since {}",
             std::process::id(),
@@ -400,4 +403,194 @@ pub fn node_plans<'a>(
     planned: &'a Planned<'_>,
 ) -> impl Iterator<Item = (&'a NodePlan, &'a model::Node)> {
     planned.plan.nodes.iter().zip(planned.nodes.iter().copied())
+}
+
+/// When a run started, for its record.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Who is running steward.
+pub fn user() -> String {
+    let uid = nix::unistd::getuid();
+    std::env::var("USER")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|user| user.name)
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Where a resource is declared, as the store keeps it.
+fn location(
+    validated: &Validated,
+    res: &model::Resource,
+) -> (Option<String>, Option<u32>, Option<u32>) {
+    let source = validated.project.sources.get(res.span.source);
+    let at = source.line_col(res.span.start);
+    let name = source
+        .name
+        .strip_prefix("./")
+        .unwrap_or(&source.name)
+        .to_string();
+    (
+        Some(name),
+        u32::try_from(at.line).ok(),
+        u32::try_from(at.column).ok(),
+    )
+}
+
+/// The severity of a resource's association (unspecified without one).
+fn severity(validated: &Validated, res: &model::Resource) -> crate::store::Severity {
+    use crate::model::ComplianceSeverity as C;
+    use crate::store::Severity as S;
+    let association = res.association.as_ref().and_then(|name| {
+        validated
+            .model
+            .associations
+            .iter()
+            .find(|a| &a.name == name)
+    });
+    match association.map(|a| a.compliance_severity) {
+        Some(C::Critical) => S::Critical,
+        Some(C::High) => S::High,
+        Some(C::Medium) => S::Medium,
+        Some(C::Low) => S::Low,
+        Some(C::Informational) => S::Informational,
+        Some(C::Unspecified) | None => S::Unspecified,
+    }
+}
+
+fn record(
+    validated: &Validated,
+    node: &str,
+    res: &model::Resource,
+    outcome: crate::store::ResultOutcome,
+) -> crate::store::ResultRecord {
+    let (file, line, column) = location(validated, res);
+    crate::store::ResultRecord {
+        node: node.to_string(),
+        resource: res.id.to_string(),
+        outcome,
+        file,
+        line,
+        column,
+        diff: None,
+        message: None,
+        duration_ms: 0,
+        association: res.association.clone(),
+        severity: severity(validated, res),
+    }
+}
+
+/// A drift run: every resource whose observed state differs from its desired state drifted.
+pub fn drift_record(
+    validated: &Validated,
+    planned: &Planned<'_>,
+    id: &str,
+    started_at: &str,
+    project: &str,
+) -> crate::store::RunRecord {
+    use crate::store::ResultOutcome;
+    let mut results = Vec::new();
+    for (node_plan, node) in node_plans(planned) {
+        for change in &node_plan.changes {
+            let res = &node.resources[change.resource];
+            let mut result = match &change.change {
+                Err(message) => {
+                    let mut result = record(validated, &node_plan.node, res, ResultOutcome::Failed);
+                    result.message = Some(format!("cannot read: {message}"));
+                    result
+                }
+                Ok(diff) if diff.is_change() => {
+                    let mut result =
+                        record(validated, &node_plan.node, res, ResultOutcome::Drifted);
+                    result.diff = Some(crate::report::plan::change_text(diff, &res.id.name));
+                    result
+                }
+                Ok(_) => record(validated, &node_plan.node, res, ResultOutcome::Unchanged),
+            };
+            result.message = result
+                .message
+                .map(|m| model::scrub(&m, &validated.model.secrets));
+            results.push(result);
+        }
+    }
+    crate::store::RunRecord {
+        id: id.to_string(),
+        kind: crate::store::RunKind::Drift,
+        started_at: started_at.to_string(),
+        finished_at: timestamp(),
+        user: user(),
+        project: project.to_string(),
+        documents_digest: planned.digest.clone(),
+        results,
+    }
+}
+
+/// An apply run: each resource's outcome, with the change it made or why it failed.
+pub fn apply_record(
+    validated: &Validated,
+    planned: &Planned<'_>,
+    reports: &[RunReport],
+    id: &str,
+    started_at: &str,
+    project: &str,
+) -> crate::store::RunRecord {
+    use crate::exec::Outcome;
+    use crate::store::ResultOutcome;
+    let mut results = Vec::new();
+    for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
+        for outcome in &report.outcomes {
+            let res = &node.resources[outcome.resource];
+            let change = node_plan
+                .changes
+                .iter()
+                .find(|c| c.resource == outcome.resource)
+                .and_then(|c| c.change.as_ref().ok());
+            let (kind, diff, message) = match &outcome.outcome {
+                Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
+                Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
+                    ResultOutcome::Changed,
+                    change.map(|c| crate::report::plan::change_text(c, &res.id.name)),
+                    None,
+                ),
+                Outcome::Failed { error, output } => {
+                    let tail = output
+                        .as_ref()
+                        .map(|o| o.stderr.trim().to_string())
+                        .filter(|t| !t.is_empty());
+                    let message = match tail {
+                        Some(tail) => format!("{error}\n{tail}"),
+                        None => error.clone(),
+                    };
+                    (ResultOutcome::Failed, None, Some(message))
+                }
+                Outcome::Skipped { because } => (
+                    ResultOutcome::Skipped,
+                    None,
+                    Some(format!("skipped because {because} failed")),
+                ),
+            };
+            let mut result = record(validated, &report.node, res, kind);
+            result.diff = diff;
+            result.message = message.map(|m| model::scrub(&m, &validated.model.secrets));
+            result.duration_ms = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
+            results.push(result);
+        }
+    }
+    crate::store::RunRecord {
+        id: id.to_string(),
+        kind: crate::store::RunKind::Apply,
+        started_at: started_at.to_string(),
+        finished_at: timestamp(),
+        user: user(),
+        project: project.to_string(),
+        documents_digest: planned.digest.clone(),
+        results,
+    }
 }

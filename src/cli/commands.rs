@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{
-    ApplyArgs, Context, Exit, LocalArgs, OutputFormat, PlanArgs, ProjectArgs, overrides,
-    print_stdout, report_human, usage_error,
+    ApplyArgs, Context, DriftArgs, Exit, FindingsAction, FindingsArgs, LocalArgs, OutputFormat,
+    PlanArgs, ProjectArgs, StoreArgs, overrides, print_stdout, report_human, usage_error,
 };
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use crate::validate::{Validated, validate};
 
 /// `.steward/` inside the project (beside a single-document project).
@@ -266,6 +268,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             return Ok(Exit::Error);
         }
     }
+    let started_at = local::timestamp();
     let n_resources: usize = planned.nodes.iter().map(|n| n.resources.len()).sum();
     let bar = progress(true, n_resources, "applying");
     let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
@@ -280,9 +283,216 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         "\n{}",
         crate::report::plan::human_apply(&reports, style)
     ))?;
+    let record = local::apply_record(
+        &validated,
+        &planned,
+        &reports,
+        &planned.run_id,
+        &started_at,
+        &project_name(&project),
+    );
+    if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
+        return usage_error(&message);
+    }
     Ok(if reports.iter().any(|r| r.n_failed() > 0) {
         Exit::Error
     } else {
         Exit::Ok
     })
+}
+
+/// The project path as records keep it: absolute when it can be.
+fn project_name(project: &Path) -> String {
+    std::fs::canonicalize(project)
+        .unwrap_or_else(|_| project.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Opens the store in a state directory (created private when missing).
+fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
+    local::create_private_dir(state_dir).map_err(|err| err.to_string())?;
+    SqliteStore::open(&crate::store::sqlite::path_in(state_dir)).map_err(|err| err.to_string())
+}
+
+/// Records a run and applies the retention.
+fn store_run(
+    state_dir: &Path,
+    record: &crate::store::RunRecord,
+    keep: usize,
+) -> Result<(), String> {
+    let mut store = open_store(state_dir)?;
+    store
+        .record_run(record)
+        .map_err(|err| format!("cannot record the run: {err}"))?;
+    store
+        .prune(keep.max(1))
+        .map_err(|err| format!("cannot prune old runs: {err}"))?;
+    Ok(())
+}
+
+/// The state directory a store command reads.
+fn store_dir(args: &StoreArgs) -> PathBuf {
+    args.state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&args.project))
+}
+
+/// Opens an existing store for reading commands; a missing one is an error, not a new file.
+fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
+    let dir = store_dir(args);
+    let path = crate::store::sqlite::path_in(&dir);
+    if !path.exists() {
+        return Err(format!(
+            "no runs recorded in {} yet; `steward apply` and `steward drift` record them",
+            dir.display()
+        ));
+    }
+    SqliteStore::open(&path).map_err(|err| err.to_string())
+}
+
+pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    if let Err(message) = check_root(&ctx.root) {
+        return usage_error(&message);
+    }
+    let validated = match load(ctx, &args.project.path, &args.project, &registry) {
+        Ok(validated) => validated,
+        Err(message) => return usage_error(&message),
+    };
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let config = match local_config(
+        ctx.root.clone(),
+        &args.project.path,
+        &args.local,
+        &args.project,
+    ) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    let started_at = local::timestamp();
+    let planned = match local::plan(&validated, &registry, &config) {
+        Ok(planned) => planned,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    warn_unreachable(&planned);
+    let record = local::drift_record(
+        &validated,
+        &planned,
+        &planned.run_id,
+        &started_at,
+        &project_name(&args.project.path),
+    );
+    if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
+        return usage_error(&message);
+    }
+    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    print_stdout(&crate::report::plan::human(
+        &planned.plan,
+        &planned.nodes,
+        style,
+    ))?;
+    let n_drifted = record.count(crate::store::ResultOutcome::Drifted);
+    let n_failed = record.count(crate::store::ResultOutcome::Failed);
+    print_stdout(&format!(
+        "Drift: {n_drifted} drifted, {n_failed} failed, recorded as run {} (`steward report {}`).\n",
+        record.id, record.id
+    ))?;
+    Ok(if n_failed > 0 {
+        Exit::Error
+    } else if args.detailed_exitcode && n_drifted > 0 {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
+}
+
+pub(super) fn runs(args: &StoreArgs) -> std::io::Result<Exit> {
+    let store = match open_existing_store(args) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    let runs = match store.runs() {
+        Ok(runs) => runs,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    print_stdout(&runs_table(&runs))?;
+    Ok(Exit::Ok)
+}
+
+/// `steward runs` as a table.
+fn runs_table(runs: &[crate::store::RunSummary]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "RUN                              KIND   STARTED                   USER      CHANGED DRIFTED FAILED SKIPPED UNCHANGED\n",
+    );
+    for run in runs {
+        let [unchanged, changed, drifted, failed, skipped] = run.counts;
+        let _ = writeln!(
+            out,
+            "{:<32} {:<6} {:<25} {:<9} {changed:>7} {drifted:>7} {failed:>6} {skipped:>7} {unchanged:>9}",
+            run.id,
+            run.kind.as_str(),
+            run.started_at,
+            run.user
+        );
+    }
+    out
+}
+
+pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
+    let mut store = match open_existing_store(&args.store) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    if let Some(FindingsAction::Resolve { id }) = &args.action {
+        return match store.resolve_finding(*id) {
+            Ok(finding) => {
+                print_stdout(&format!(
+                    "resolved finding {}: {} of {} on {}\n",
+                    finding.id,
+                    finding.kind.as_str(),
+                    finding.resource,
+                    finding.node
+                ))?;
+                Ok(Exit::Ok)
+            }
+            Err(err) => usage_error(&err.to_string()),
+        };
+    }
+    let findings = match store.findings(args.all) {
+        Ok(findings) => findings,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    if findings.is_empty() {
+        print_stdout(if args.all {
+            "No findings.\n"
+        } else {
+            "No open findings.\n"
+        })?;
+        return Ok(Exit::Ok);
+    }
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "ID  STATUS    KIND     SEVERITY       NODE        RESOURCE                          COUNT  LAST SEEN\n",
+    );
+    for finding in &findings {
+        let _ = writeln!(
+            out,
+            "{:<3} {:<9} {:<8} {:<14} {:<11} {:<33} {:>5}  {}",
+            finding.id,
+            if finding.open { "open" } else { "resolved" },
+            finding.kind.as_str(),
+            finding.severity.as_str(),
+            finding.node,
+            finding.resource,
+            finding.count,
+            finding.last_seen
+        );
+    }
+    print_stdout(&out)?;
+    Ok(Exit::Ok)
 }

@@ -94,6 +94,29 @@ Without --yes, apply shows the plan and asks on a terminal; without a terminal i
 A saved plan was reviewed already and applies without asking.
 Exit: 0 success, 1 error (any resource failed).")]
     Apply(ApplyArgs),
+    /// Check the nodes against the documents and record what drifted, as a run with findings.
+    #[command(after_help = "\
+Examples:
+  steward drift examples/quickstart --root /tmp/demo --detailed-exitcode   # exit 2 when anything drifted
+  steward report --format sarif > drift.sarif                              # the run just recorded
+
+A drift run changes nothing. Each drifted or failed resource opens a finding (or bumps the open one);
+a later run where it is compliant resolves it.
+Exit: 0 no drift, 1 error, 2 drift (with --detailed-exitcode).")]
+    Drift(DriftArgs),
+    /// List the recorded runs, newest first.
+    #[command(after_help = "\
+Examples:
+  steward runs                              # the store in ./.steward
+  steward runs --project examples/quickstart")]
+    Runs(StoreArgs),
+    /// List findings (open ones unless --all), or resolve one by hand.
+    #[command(after_help = "\
+Examples:
+  steward findings
+  steward findings --all
+  steward findings resolve 3")]
+    Findings(FindingsArgs),
     /// Print each node's dependency graph.
     #[command(after_help = "\
 Examples:
@@ -168,6 +191,54 @@ pub(crate) struct ApplyArgs {
     /// Apply at most N resources at once.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallel: u16,
+    /// Keep this many runs in the store; older ones are deleted (findings stay).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    keep_runs: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DriftArgs {
+    #[command(flatten)]
+    pub(crate) project: ProjectArgs,
+    #[command(flatten)]
+    pub(crate) local: LocalArgs,
+    /// Exit 2 when anything drifted, 0 when nothing did, 1 on errors.
+    #[arg(long)]
+    pub(crate) detailed_exitcode: bool,
+    /// Keep this many runs in the store; older ones are deleted (findings stay).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) keep_runs: usize,
+}
+
+/// Where the store is: the project's `.steward/`, or `--state-dir`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct StoreArgs {
+    /// The project whose store to read.
+    #[arg(long, value_name = "PATH", default_value = ".")]
+    pub(crate) project: PathBuf,
+    /// The state directory (default: `.steward/` in the project).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct FindingsArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Also list resolved findings.
+    #[arg(long)]
+    pub(crate) all: bool,
+    #[command(subcommand)]
+    pub(crate) action: Option<FindingsAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FindingsAction {
+    /// Close a finding by hand.
+    Resolve {
+        /// The finding's id (from `steward findings`).
+        id: i64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -258,6 +329,9 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Validate(args) => cmd_validate(&ctx, &args),
         Command::Plan(args) => commands::plan(&ctx, &args),
         Command::Apply(args) => commands::apply(&ctx, &args),
+        Command::Drift(args) => commands::drift(&ctx, &args),
+        Command::Runs(args) => commands::runs(&args),
+        Command::Findings(args) => commands::findings(&args),
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
         Command::Completions { shell } => {

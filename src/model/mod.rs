@@ -211,6 +211,8 @@ pub struct Resource {
     pub attrs: BTreeMap<String, Attr>,
     /// Declared relationships.
     pub relations: Vec<Relation>,
+    /// The association that put it on its node; `None` for documents no association covers.
+    pub association: Option<String>,
 }
 
 impl Resource {

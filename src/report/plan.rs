@@ -129,11 +129,26 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
         let _ = write!(head, " ({verb}: refreshed by {})", sources.join(", "));
     }
     let _ = writeln!(out, "{head}");
+    change_lines(out, change, &res.id.name, style);
+}
+
+/// A change's attribute lines and content diff, without colour or header: what a stored run
+/// keeps of a drifted or changed resource (sensitive values stay `(sensitive)`).
+pub fn change_text(change: &Change, path: &str) -> String {
+    let mut out = String::new();
+    change_lines(&mut out, change, path, Style::new(false));
+    out.lines()
+        .map(|line| line.strip_prefix("      ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn change_lines(out: &mut String, change: &Change, path: &str, style: Style) {
     for attr in &change.attrs {
         let _ = writeln!(out, "      {}", attr_line(attr));
     }
     if let Some(content) = &change.content {
-        content_lines(out, &res.id.name, change, content, style);
+        content_lines(out, path, change, content, style);
     }
 }
 

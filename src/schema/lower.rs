@@ -233,8 +233,14 @@ impl<'a> Lowerer<'a> {
                 assigned.insert(source);
                 let scope = self.scope(&params, association);
                 let node_ctx = node_context(&node.name, &node.tags, &node.facts);
+                let first = resources.len();
                 for doc in top.iter().filter(|doc| doc.source == source) {
                     self.lower_document(doc, &scope, &node_ctx, &mut resources, 0);
+                }
+                if let Some(association) = association {
+                    for res in &mut resources[first..] {
+                        res.association = Some(association.name.clone());
+                    }
                 }
             }
             self.check_duplicates(&resources);
@@ -1410,6 +1416,7 @@ impl<'a> Lowerer<'a> {
                 source: doc.source,
                 attrs,
                 relations,
+                association: None,
             });
         }
     }
