@@ -4,6 +4,7 @@
 
 mod common;
 mod crash;
+mod drift;
 mod graph;
 mod plan_apply;
 mod reports;

@@ -1,0 +1,173 @@
+//! `steward drift`, `runs` and `findings` through the binary, with the real SQLite store.
+
+use crate::common::TestEnv;
+
+fn project(env: &TestEnv) -> String {
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+resources:
+  directory:/etc: {}
+  file:/etc/motd: { content: \"hello\\n\", mode: \"0644\" }
+  file:/etc/issue: { content: \"welcome\\n\" }
+",
+    );
+    env.mkdir("root").to_str().unwrap().to_string()
+}
+
+#[test]
+fn apply_then_manual_edit_then_drift_opens_a_finding_and_apply_resolves_it() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    let clean = env.run(&["--root", &root, "drift", "p", "--detailed-exitcode"]);
+    assert_eq!(clean.code, 0, "{}", clean.all());
+
+    std::fs::write(env.path().join("root/etc/motd"), "edited\n").unwrap();
+    let drift = env.run(&["--root", &root, "drift", "p", "--detailed-exitcode"]);
+    assert_eq!(drift.code, 2, "{}", drift.all());
+    assert!(
+        drift.stdout.contains("Drift: 1 drifted, 0 failed"),
+        "{}",
+        drift.all()
+    );
+    assert_eq!(
+        env.read("root/etc/motd"),
+        "edited\n",
+        "drift changes nothing"
+    );
+
+    let findings = env.run(&["findings", "--project", "p"]);
+    assert_eq!(findings.code, 0, "{}", findings.all());
+    assert!(
+        findings.stdout.contains("open      drift"),
+        "{}",
+        findings.all()
+    );
+    assert!(
+        findings.stdout.contains("file:/etc/motd"),
+        "{}",
+        findings.all()
+    );
+
+    // Seen again: the same finding, counted twice.
+    env.run(&["--root", &root, "drift", "p"]);
+    let findings = env.run(&["findings", "--project", "p"]);
+    assert_eq!(findings.stdout.lines().count(), 2, "{}", findings.all());
+    assert!(findings.stdout.contains("    2  "), "{}", findings.all());
+
+    // A repairing apply resolves it.
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    let open = env.run(&["findings", "--project", "p"]);
+    assert!(open.stdout.contains("No open findings."), "{}", open.all());
+    let all = env.run(&["findings", "--project", "p", "--all"]);
+    assert!(all.stdout.contains("resolved  drift"), "{}", all.all());
+
+    let runs = env.run(&["runs", "--project", "p"]);
+    assert_eq!(
+        runs.stdout
+            .lines()
+            .filter(|l| l.contains(" drift "))
+            .count(),
+        3,
+        "{}",
+        runs.all()
+    );
+    assert_eq!(
+        runs.stdout
+            .lines()
+            .filter(|l| l.contains(" apply "))
+            .count(),
+        2,
+        "{}",
+        runs.all()
+    );
+}
+
+#[test]
+fn findings_resolve_by_hand() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    std::fs::remove_file(env.path().join("root/etc/issue")).unwrap();
+    assert_eq!(
+        env.run(&["--root", &root, "drift", "p", "--detailed-exitcode"])
+            .code,
+        2
+    );
+    let out = env.run(&["findings", "--project", "p", "resolve", "1"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("resolved finding 1: drift of file:/etc/issue on local"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        env.run(&["findings", "--project", "p", "resolve", "99"])
+            .code,
+        1
+    );
+}
+
+#[test]
+fn a_corrupt_store_is_refused_and_kept() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    env.mkdir("p/.steward");
+    let junk = b"definitely not sqlite, and long enough to have a header".to_vec();
+    env.write("p/.steward/steward.db", &junk);
+    let out = env.run(&["--root", &root, "drift", "p"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("is not a steward store (not a SQLite database)"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read(env.path().join("p/.steward/steward.db")).unwrap(),
+        junk
+    );
+    assert_eq!(env.run(&["runs", "--project", "p"]).code, 1);
+}
+
+#[test]
+fn reading_commands_without_a_store() {
+    let env = TestEnv::new();
+    project(&env);
+    let out = env.run(&["runs", "--project", "p"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("no runs recorded"), "{}", out.all());
+    assert!(!env.path().join("p/.steward/steward.db").exists());
+}
+
+#[test]
+fn two_drift_runs_at_once_both_land() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+            .args(["--root", &root, "drift", "p"])
+            .current_dir(env.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..4).map(|_| spawn()).collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let runs = env.run(&["runs", "--project", "p"]);
+    assert_eq!(
+        runs.stdout
+            .lines()
+            .filter(|l| l.contains(" drift "))
+            .count(),
+        4,
+        "{}",
+        runs.all()
+    );
+}
