@@ -7,7 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{
     ApplyArgs, Context, DriftArgs, Exit, FindingsAction, FindingsArgs, LocalArgs, OutputFormat,
-    PlanArgs, ProjectArgs, StoreArgs, overrides, print_stdout, report_human, usage_error,
+    PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, overrides, print_stdout,
+    report_human, usage_error,
 };
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
@@ -494,5 +495,36 @@ pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
         );
     }
     print_stdout(&out)?;
+    Ok(Exit::Ok)
+}
+
+pub(super) fn report(ctx: &Context, args: &ReportArgs) -> std::io::Result<Exit> {
+    let store = match open_existing_store(&args.store) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    let run = match store.run(args.run.as_deref()) {
+        Ok(run) => run,
+        Err(crate::store::StoreError::NoRun(id)) => {
+            eprintln!("error: no run `{id}`; the recorded runs are:");
+            let runs = store.runs().unwrap_or_default();
+            eprint!("{}", runs_table(&runs));
+            return Ok(Exit::Error);
+        }
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    let findings = match store.findings(true) {
+        Ok(findings) => findings,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    let text = match args.format {
+        ReportFormat::Human => crate::report::run::human(&run, &findings, style),
+        ReportFormat::Json => crate::report::run::json(&run, &findings),
+        ReportFormat::Junit => crate::report::run::junit(&run),
+        ReportFormat::Sarif => crate::report::run::sarif(&run),
+        ReportFormat::Markdown => crate::report::run::markdown(&run, &findings),
+    };
+    print_stdout(&text)?;
     Ok(Exit::Ok)
 }

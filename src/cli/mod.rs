@@ -104,6 +104,17 @@ A drift run changes nothing. Each drifted or failed resource opens a finding (or
 a later run where it is compliant resolves it.
 Exit: 0 no drift, 1 error, 2 drift (with --detailed-exitcode).")]
     Drift(DriftArgs),
+    /// Render a recorded run for people, CI systems and code hosts.
+    #[command(after_help = "\
+Examples:
+  steward report                                  # the latest run, for people
+  steward report --format junit > steward.xml     # a test case per node x resource
+  steward report --format sarif > steward.sarif   # annotations on the declaring lines
+  steward report --format markdown >> \"$GITHUB_STEP_SUMMARY\"
+  steward report 20261125T101500.000Z-4242 --format json --project examples/quickstart
+
+Exit: 0, or 1 when the run does not exist (the runs are listed).")]
+    Report(ReportArgs),
     /// List the recorded runs, newest first.
     #[command(after_help = "\
 Examples:
@@ -222,6 +233,27 @@ pub(crate) struct StoreArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub(crate) struct ReportArgs {
+    /// The run (default: the latest).
+    #[arg(value_name = "RUN")]
+    pub(crate) run: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
+    pub(crate) format: ReportFormat,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Human,
+    Json,
+    Junit,
+    Sarif,
+    Markdown,
+}
+
+#[derive(clap::Args, Debug)]
 pub(crate) struct FindingsArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
@@ -331,6 +363,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Apply(args) => commands::apply(&ctx, &args),
         Command::Drift(args) => commands::drift(&ctx, &args),
         Command::Runs(args) => commands::runs(&args),
+        Command::Report(args) => commands::report(&ctx, &args),
         Command::Findings(args) => commands::findings(&args),
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),

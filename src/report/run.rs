@@ -209,13 +209,8 @@ const MAGENTA: &str = "35";
 const CYAN: &str = "36";
 
 /// Colours `text` when `style` asks for colour.
-///
-/// FIXME: `Style` keeps its switch private to `report::plan` and offers no painting outside it,
-/// so this renders without colour for now. Making `Style::paint` `pub(crate)` lets this body
-/// become `style.paint(code, text)`.
 fn paint(style: Style, code: &str, text: &str) -> String {
-    let _ = (style, code);
-    text.to_string()
+    style.paint(code, text)
 }
 
 fn compliance_subject(entry: &Compliance) -> String {

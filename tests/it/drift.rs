@@ -171,3 +171,99 @@ fn two_drift_runs_at_once_both_land() {
         runs.all()
     );
 }
+
+/// Issue 4's "Done when": apply → manual edit → drift (exit 2) → every report format renders
+/// that run for its consumers → the finding is open → a repairing apply resolves it.
+#[test]
+fn every_report_format_renders_the_drift_run() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    std::fs::write(env.path().join("root/etc/motd"), "edited\n").unwrap();
+    assert_eq!(
+        env.run(&["--root", &root, "drift", "p", "--detailed-exitcode"])
+            .code,
+        2
+    );
+
+    let report = |format: &str| {
+        let out = env.run(&["report", "--project", "p", "--format", format]);
+        assert_eq!(out.code, 0, "{format}: {}", out.all());
+        out.stdout
+    };
+
+    let json: serde_json::Value = serde_json::from_str(&report("json")).unwrap();
+    assert_eq!(json["format_version"], "1");
+    assert_eq!(json["run_kind"], "drift");
+    let drifted: Vec<&str> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "drifted")
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(drifted, ["file:/etc/motd"]);
+
+    let junit = report("junit");
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let failures: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase") && n.children().any(|c| c.has_tag_name("failure")))
+        .map(|n| n.attribute("name").unwrap())
+        .collect();
+    assert_eq!(failures, ["file:/etc/motd"]);
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .count(),
+        3
+    );
+
+    let sarif_text = report("sarif");
+    let sarif: serde_json::Value = serde_json::from_str(&sarif_text).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/sarif-schema-2.1.0.json")).unwrap();
+    let validator = jsonschema::draft7::options().build(&schema).unwrap();
+    assert!(validator.is_valid(&sarif), "{sarif_text}");
+    let result = &sarif["runs"][0]["results"][0];
+    let location = &result["locations"][0]["physicalLocation"];
+    assert_eq!(location["artifactLocation"]["uri"], "p/site.yaml");
+    assert_eq!(location["region"]["startLine"], 4);
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
+
+    let markdown = report("markdown");
+    assert!(markdown.contains("| node |"), "{markdown}");
+    assert!(markdown.contains("| local | 0 | 1 |"), "{markdown}");
+    assert!(markdown.contains("file:/etc/motd"), "{markdown}");
+
+    let human = report("human");
+    assert!(human.contains("NON-COMPLIANT"), "{human}");
+
+    assert!(
+        env.run(&["findings", "--project", "p"])
+            .stdout
+            .contains("file:/etc/motd")
+    );
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    assert!(
+        env.run(&["findings", "--project", "p"])
+            .stdout
+            .contains("No open findings.")
+    );
+}
+
+#[test]
+fn a_report_of_a_run_that_does_not_exist_lists_the_runs() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "drift", "p"]).code, 0);
+    let out = env.run(&["report", "no-such-run", "--project", "p"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("no run `no-such-run`; the recorded runs are:"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains(" drift "), "{}", out.all());
+}
