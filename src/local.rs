@@ -446,23 +446,18 @@ fn location(
 
 /// The severity of a resource's association (unspecified without one).
 fn severity(validated: &Validated, res: &model::Resource) -> crate::store::Severity {
-    use crate::model::ComplianceSeverity as C;
-    use crate::store::Severity as S;
-    let association = res.association.as_ref().and_then(|name| {
-        validated
-            .model
-            .associations
-            .iter()
-            .find(|a| &a.name == name)
-    });
-    match association.map(|a| a.compliance_severity) {
-        Some(C::Critical) => S::Critical,
-        Some(C::High) => S::High,
-        Some(C::Medium) => S::Medium,
-        Some(C::Low) => S::Low,
-        Some(C::Informational) => S::Informational,
-        Some(C::Unspecified) | None => S::Unspecified,
-    }
+    res.association
+        .as_ref()
+        .and_then(|name| {
+            validated
+                .model
+                .associations
+                .iter()
+                .find(|a| &a.name == name)
+        })
+        .map_or(crate::store::Severity::Unspecified, |a| {
+            a.compliance_severity
+        })
 }
 
 fn record(
@@ -484,6 +479,26 @@ fn record(
         duration_ms: 0,
         association: res.association.clone(),
         severity: severity(validated, res),
+    }
+}
+
+fn run_record(
+    kind: crate::store::RunKind,
+    planned: &Planned<'_>,
+    id: &str,
+    started_at: &str,
+    project: &str,
+    results: Vec<crate::store::ResultRecord>,
+) -> crate::store::RunRecord {
+    crate::store::RunRecord {
+        id: id.to_string(),
+        kind,
+        started_at: started_at.to_string(),
+        finished_at: timestamp(),
+        user: user(),
+        project: project.to_string(),
+        documents_digest: planned.digest.clone(),
+        results,
     }
 }
 
@@ -520,16 +535,14 @@ pub fn drift_record(
             results.push(result);
         }
     }
-    crate::store::RunRecord {
-        id: id.to_string(),
-        kind: crate::store::RunKind::Drift,
-        started_at: started_at.to_string(),
-        finished_at: timestamp(),
-        user: user(),
-        project: project.to_string(),
-        documents_digest: planned.digest.clone(),
+    run_record(
+        crate::store::RunKind::Drift,
+        planned,
+        id,
+        started_at,
+        project,
         results,
-    }
+    )
 }
 
 /// An apply run: each resource's outcome, with the change it made or why it failed.
@@ -583,14 +596,12 @@ pub fn apply_record(
             results.push(result);
         }
     }
-    crate::store::RunRecord {
-        id: id.to_string(),
-        kind: crate::store::RunKind::Apply,
-        started_at: started_at.to_string(),
-        finished_at: timestamp(),
-        user: user(),
-        project: project.to_string(),
-        documents_digest: planned.digest.clone(),
+    run_record(
+        crate::store::RunKind::Apply,
+        planned,
+        id,
+        started_at,
+        project,
         results,
-    }
+    )
 }

@@ -94,27 +94,36 @@ fn warn_unreachable(planned: &Planned<'_>) {
     }
 }
 
-pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+/// Checks the root, reads and validates the project and builds the local-mode settings;
+/// `Err` holds the exit code once the problem has been reported.
+fn prepare(
+    ctx: &Context,
+    project: &ProjectArgs,
+    local_args: &LocalArgs,
+    registry: &Registry,
+) -> std::io::Result<Result<(Validated, local::Config), Exit>> {
     if let Err(message) = check_root(&ctx.root) {
-        return usage_error(&message);
+        return usage_error(&message).map(Err);
     }
-    let validated = match load(ctx, &args.project.path, &args.project, &registry) {
+    let validated = match load(ctx, &project.path, project, registry) {
         Ok(validated) => validated,
-        Err(message) => return usage_error(&message),
+        Err(message) => return usage_error(&message).map(Err),
     };
     if validated.has_errors() {
         report_human(ctx, &validated)?;
-        return Ok(Exit::Error);
+        return Ok(Err(Exit::Error));
     }
-    let config = match local_config(
-        ctx.root.clone(),
-        &args.project.path,
-        &args.local,
-        &args.project,
-    ) {
-        Ok(config) => config,
-        Err(message) => return usage_error(&message),
+    match local_config(ctx.root.clone(), &project.path, local_args, project) {
+        Ok(config) => Ok(Ok((validated, config))),
+        Err(message) => usage_error(&message).map(Err),
+    }
+}
+
+pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
+    let registry = Registry::builtin();
+    let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
+        Ok(prepared) => prepared,
+        Err(exit) => return Ok(exit),
     };
     let spinner = progress(args.format == OutputFormat::Human, 0, "probing");
     let planned = local::plan(&validated, &registry, &config);
@@ -354,25 +363,9 @@ fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
 
 pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     let registry = Registry::builtin();
-    if let Err(message) = check_root(&ctx.root) {
-        return usage_error(&message);
-    }
-    let validated = match load(ctx, &args.project.path, &args.project, &registry) {
-        Ok(validated) => validated,
-        Err(message) => return usage_error(&message),
-    };
-    if validated.has_errors() {
-        report_human(ctx, &validated)?;
-        return Ok(Exit::Error);
-    }
-    let config = match local_config(
-        ctx.root.clone(),
-        &args.project.path,
-        &args.local,
-        &args.project,
-    ) {
-        Ok(config) => config,
-        Err(message) => return usage_error(&message),
+    let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
+        Ok(prepared) => prepared,
+        Err(exit) => return Ok(exit),
     };
     let started_at = local::timestamp();
     let planned = match local::plan(&validated, &registry, &config) {

@@ -313,8 +313,8 @@ pub enum Schedule {
     Cron(String),
 }
 
-/// Compliance severity of an association's findings (SSM's values).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Compliance severity of an association's findings (SSM's values), lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ComplianceSeverity {
     /// Not specified.
     Unspecified,
@@ -328,6 +328,37 @@ pub enum ComplianceSeverity {
     High,
     /// Critical.
     Critical,
+}
+
+impl ComplianceSeverity {
+    /// Every severity, lowest first.
+    pub const ALL: [ComplianceSeverity; 6] = [
+        ComplianceSeverity::Unspecified,
+        ComplianceSeverity::Informational,
+        ComplianceSeverity::Low,
+        ComplianceSeverity::Medium,
+        ComplianceSeverity::High,
+        ComplianceSeverity::Critical,
+    ];
+
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComplianceSeverity::Unspecified => "unspecified",
+            ComplianceSeverity::Informational => "informational",
+            ComplianceSeverity::Low => "low",
+            ComplianceSeverity::Medium => "medium",
+            ComplianceSeverity::High => "high",
+            ComplianceSeverity::Critical => "critical",
+        }
+    }
+
+    /// The severity for a stored name.
+    pub fn parse(text: &str) -> Option<ComplianceSeverity> {
+        ComplianceSeverity::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
 }
 
 /// Binds documents to nodes (SSM State Manager association).

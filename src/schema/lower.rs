@@ -1728,14 +1728,7 @@ fn collect_secrets(value: &Value, out: &mut BTreeSet<String>) {
 }
 
 fn severity(text: &str) -> ComplianceSeverity {
-    match text {
-        "critical" => ComplianceSeverity::Critical,
-        "high" => ComplianceSeverity::High,
-        "medium" => ComplianceSeverity::Medium,
-        "low" => ComplianceSeverity::Low,
-        "informational" => ComplianceSeverity::Informational,
-        _ => ComplianceSeverity::Unspecified,
-    }
+    ComplianceSeverity::parse(text).unwrap_or(ComplianceSeverity::Unspecified)
 }
 
 fn dedup_sources(sources: impl Iterator<Item = SourceId>) -> Vec<SourceId> {

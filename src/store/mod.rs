@@ -86,51 +86,8 @@ impl ResultOutcome {
     }
 }
 
-/// Compliance severity (SSM's values), highest last.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Not specified.
-    Unspecified,
-    /// Informational.
-    Informational,
-    /// Low.
-    Low,
-    /// Medium.
-    Medium,
-    /// High.
-    High,
-    /// Critical.
-    Critical,
-}
-
-impl Severity {
-    /// Every severity, lowest first.
-    pub const ALL: [Severity; 6] = [
-        Severity::Unspecified,
-        Severity::Informational,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
-    /// The stored and displayed name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Unspecified => "unspecified",
-            Severity::Informational => "informational",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// The severity for a stored name.
-    pub fn parse(text: &str) -> Option<Severity> {
-        Severity::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
+/// Compliance severity (SSM's values), highest last: the model's, as records keep it.
+pub use crate::model::ComplianceSeverity as Severity;
 
 /// One resource's result in a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
