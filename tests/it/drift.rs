@@ -267,3 +267,57 @@ fn a_report_of_a_run_that_does_not_exist_lists_the_runs() {
     );
     assert!(out.stderr.contains(" drift "), "{}", out.all());
 }
+
+#[test]
+fn stored_runs_hold_no_secrets() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.mkdir("root/etc");
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+parameters:
+  token: { type: string, sensitive: true }
+resources:
+  file:/etc/token: { content: \"{{ params.token }}\\n\" }
+  exec:use-token:
+    command: [/bin/sh, -c, 'echo \"{{ params.token }} rejected\" >&2; exit 1']
+",
+    );
+    let root = root.to_str().unwrap();
+    let secret = "tok-4f9a-secret";
+    let param = format!("token={secret}");
+    assert_eq!(
+        env.run(&["--root", root, "apply", "p", "--yes", "--param", &param])
+            .code,
+        1
+    );
+    std::fs::write(env.path().join("root/etc/token"), "changed\n").unwrap();
+    env.run(&["--root", root, "drift", "p", "--param", &param]);
+    for format in ["human", "json", "junit", "sarif", "markdown"] {
+        let out = env.run(&["report", "--project", "p", "--format", format]);
+        assert!(!out.stdout.contains(secret), "{format}: {}", out.stdout);
+    }
+    let apply_run = env
+        .run(&["runs", "--project", "p"])
+        .stdout
+        .lines()
+        .find(|l| l.contains(" apply "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = env.run(&["report", &apply_run, "--project", "p", "--format", "json"]);
+    assert!(
+        out.stdout.contains("(sensitive) rejected"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(secret));
+    let db = std::fs::read(env.path().join("p/.steward/steward.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret reached the store file"
+    );
+}
