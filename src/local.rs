@@ -281,15 +281,22 @@ impl SavedPlan {
                 path: path.to_path_buf(),
                 source,
             })?;
-        let plan: SavedPlan = serde_json::from_str(&text).map_err(|err| {
-            LocalError::StalePlan(format!("{} is not a steward plan: {err}", path.display()))
-        })?;
-        if plan.kind != crate::report::plan::PLAN_KIND {
-            return Err(LocalError::StalePlan(format!(
-                "{} is not a steward plan",
-                path.display()
-            )));
+        // A flow-style YAML document starts with `{` too: only JSON marked as a plan is one.
+        let is_plan = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .is_some_and(|json| {
+                json.get("kind").and_then(serde_json::Value::as_str)
+                    == Some(crate::report::plan::PLAN_KIND)
+            });
+        if !is_plan {
+            return Ok(None);
         }
+        let plan: SavedPlan = serde_json::from_str(&text).map_err(|err| {
+            LocalError::StalePlan(format!(
+                "{} is not a readable steward plan: {err}",
+                path.display()
+            ))
+        })?;
         if plan.format_version != crate::report::plan::FORMAT_VERSION {
             return Err(LocalError::StalePlan(format!(
                 "{} has plan format {}; this steward reads {}",

@@ -148,7 +148,7 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         OutputFormat::Human => print_stdout(&crate::report::plan::human(
             &planned.plan,
             &planned.nodes,
-            Style::new(ctx.color && std::io::stdout().is_terminal()),
+            Style::new(ctx.stdout_color),
         ))?,
         OutputFormat::Json => print_stdout(&crate::report::plan::json(
             &planned.plan,
@@ -165,8 +165,13 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
             ));
         }
         if args.format == OutputFormat::Human {
+            let params = if config.overrides.is_empty() {
+                ""
+            } else {
+                " and the same parameters"
+            };
             eprintln!(
-                "Saved the plan to {}; apply it with `steward apply {}`.",
+                "Saved the plan to {}; apply it with `steward apply {}`{params}.",
                 out.display(),
                 out.display()
             );
@@ -226,6 +231,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     }
     let ctx_root = Context {
         color: ctx.color,
+        stdout_color: ctx.stdout_color,
         root: root.clone(),
         root_given: true,
     };
@@ -251,7 +257,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     {
         return usage_error(&err.to_string());
     }
-    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    let style = Style::new(ctx.stdout_color);
     if !planned.plan.has_changes() && planned.plan.summary().errors == 0 {
         print_stdout(&crate::report::plan::human(
             &planned.plan,
@@ -383,7 +389,7 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
         return usage_error(&message);
     }
-    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    let style = Style::new(ctx.stdout_color);
     print_stdout(&crate::report::plan::human(
         &planned.plan,
         &planned.nodes,
@@ -510,7 +516,7 @@ pub(super) fn report(ctx: &Context, args: &ReportArgs) -> std::io::Result<Exit> 
         Ok(findings) => findings,
         Err(err) => return usage_error(&err.to_string()),
     };
-    let style = Style::new(ctx.color && std::io::stdout().is_terminal());
+    let style = Style::new(ctx.stdout_color);
     let text = match args.format {
         ReportFormat::Human => crate::report::run::human(&run, &findings, style),
         ReportFormat::Json => crate::report::run::json(&run, &findings),

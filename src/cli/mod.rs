@@ -340,16 +340,20 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             };
         }
     };
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let color = match cli.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::stderr().is_terminal()
-        }
+        ColorChoice::Auto => !no_color && std::io::stderr().is_terminal(),
+    };
+    let stdout_color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => !no_color && std::io::stdout().is_terminal(),
     };
     let ctx = Context {
         color,
+        stdout_color,
         root_given: cli.root.is_some(),
         // Absolute from here on: tools such as useradd need it, and saved plans compare it.
         root: cli.root.map_or_else(
@@ -386,7 +390,10 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
 
 /// Settings every command shares.
 pub(crate) struct Context {
+    /// Colour diagnostics on stderr.
     color: bool,
+    /// Colour plans and reports on stdout.
+    stdout_color: bool,
     root: PathBuf,
     /// True when `--root` was given (a saved plan's root is used otherwise).
     root_given: bool,

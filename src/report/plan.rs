@@ -529,7 +529,7 @@ pub fn human_apply(reports: &[RunReport], style: Style) -> String {
                     let _ = writeln!(
                         out,
                         "  {} {id}: skipped because {because} failed",
-                        style.paint("33", "-")
+                        style.paint("33", "o")
                     );
                 }
             }

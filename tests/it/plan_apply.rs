@@ -203,7 +203,7 @@ resources:
     );
     assert!(
         out.stdout
-            .contains("- file:/dependent: skipped because file:/missing/parent/x failed"),
+            .contains("o file:/dependent: skipped because file:/missing/parent/x failed"),
         "{}",
         out.all()
     );
@@ -766,6 +766,25 @@ fn a_relative_root_and_a_saved_plan_from_elsewhere() {
     let plan = env.run(&["--root", "root", "plan", "p", "-o", "plans/plan.json"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
     let out = crate::common::run_in(&env.path().join("plans"), &["apply", "plan.json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(env.read("root/a"), "x");
+}
+
+#[test]
+fn a_flow_style_yaml_document_is_not_mistaken_for_a_saved_plan() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "site.yaml",
+        "{steward: 1, resources: {\"file:/a\": {content: x}}}\n",
+    );
+    let out = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "apply",
+        "site.yaml",
+        "--yes",
+    ]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(env.read("root/a"), "x");
 }
