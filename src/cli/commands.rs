@@ -389,18 +389,30 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
         return usage_error(&message);
     }
-    let style = Style::new(ctx.stdout_color);
-    print_stdout(&crate::report::plan::human(
-        &planned.plan,
-        &planned.nodes,
-        style,
-    ))?;
     let n_drifted = record.count(crate::store::ResultOutcome::Drifted);
     let n_failed = record.count(crate::store::ResultOutcome::Failed);
-    print_stdout(&format!(
-        "Drift: {n_drifted} drifted, {n_failed} failed, recorded as run {} (`steward report {}`).\n",
-        record.id, record.id
-    ))?;
+    match args.format {
+        OutputFormat::Human => {
+            let style = Style::new(ctx.stdout_color);
+            print_stdout(&crate::report::plan::human(
+                &planned.plan,
+                &planned.nodes,
+                style,
+            ))?;
+            print_stdout(&format!(
+                "Drift: {n_drifted} drifted, {n_failed} failed, recorded as run {} (`steward report {}`).\n",
+                record.id, record.id
+            ))?;
+        }
+        OutputFormat::Json => {
+            let findings = open_store(&config.state_dir)
+                .and_then(|store| store.findings(false).map_err(|err| err.to_string()));
+            match findings {
+                Ok(findings) => print_stdout(&crate::report::run::json(&record, &findings))?,
+                Err(message) => return usage_error(&message),
+            };
+        }
+    }
     Ok(if n_failed > 0 {
         Exit::Error
     } else if args.detailed_exitcode && n_drifted > 0 {

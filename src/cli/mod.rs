@@ -219,6 +219,9 @@ pub(crate) struct DriftArgs {
     /// Keep this many runs in the store; older ones are deleted (findings stay).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub(crate) keep_runs: usize,
+    /// Output format: the drift for people, or the recorded run as JSON (as `steward report --format json`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
 }
 
 /// Where the store is: the project's `.steward/`, or `--state-dir`.

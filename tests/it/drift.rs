@@ -321,3 +321,22 @@ resources:
         "the secret reached the store file"
     );
 }
+
+#[test]
+fn drift_as_json() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    let out = env.run(&[
+        "--root",
+        &root,
+        "drift",
+        "p",
+        "--format",
+        "json",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["run_kind"], "drift");
+    assert_eq!(json["summary"]["drifted"], 3);
+}
