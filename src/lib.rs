@@ -4,8 +4,8 @@
 //! spanned tree → [`template`] (minijinja rendering) → [`schema`] (validation and lowering) →
 //! [`model`] (inert desired state) → [`plan`] (the dependency graph and the plan, from what
 //! [`exec::observe`] read through the [`resource`] providers) → [`exec::apply`] → [`report`].
-//! [`local`] wires plan and apply for the machine steward runs on; [`cli`] owns arguments and
-//! exit codes.
+//! [`local`] wires plan, apply and drift for the machine steward runs on, [`store`] keeps the
+//! runs and findings they leave; [`cli`] owns arguments and exit codes.
 //! See `docs/architecture.md` for each module's invariants.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

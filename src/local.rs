@@ -355,13 +355,14 @@ impl Lock {
             path: path.clone(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let mut file =
+            std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -438,6 +439,10 @@ fn location(
     res: &model::Resource,
 ) -> (Option<String>, Option<u32>, Option<u32>) {
     let source = validated.project.sources.get(res.span.source);
+    // A standard-library module is not a file of the user's repository.
+    if source.path.is_none() {
+        return (None, None, None);
+    }
     let at = source.line_col(res.span.start);
     let name = source
         .name
@@ -509,8 +514,10 @@ fn run_record(
     }
 }
 
-/// A drift run: every resource whose observed state differs from its desired state drifted.
-pub fn drift_record(
+/// A run from observation alone (a drift check, or an apply with nothing to do): every
+/// resource whose observed state differs from its desired state drifted.
+pub fn observed_record(
+    kind: crate::store::RunKind,
     validated: &Validated,
     planned: &Planned<'_>,
     id: &str,
@@ -542,14 +549,7 @@ pub fn drift_record(
             results.push(result);
         }
     }
-    run_record(
-        crate::store::RunKind::Drift,
-        planned,
-        id,
-        started_at,
-        project,
-        results,
-    )
+    run_record(kind, planned, id, started_at, project, results)
 }
 
 /// An apply run: each resource's outcome, with the change it made or why it failed.

@@ -257,6 +257,12 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     {
         return usage_error(&err.to_string());
     }
+    // The store is opened (and a foreign or newer one refused) before anything changes.
+    let mut store = match open_store(&config.state_dir) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    let started_at = local::timestamp();
     let style = Style::new(ctx.stdout_color);
     if !planned.plan.has_changes() && planned.plan.summary().errors == 0 {
         print_stdout(&crate::report::plan::human(
@@ -264,6 +270,18 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             &planned.nodes,
             style,
         ))?;
+        // Nothing to do is still a compliant run: it resolves findings.
+        let record = local::observed_record(
+            crate::store::RunKind::Apply,
+            &validated,
+            &planned,
+            &planned.run_id,
+            &started_at,
+            &project_name(&project),
+        );
+        if let Err(message) = record_run(&mut store, &record, args.keep_runs) {
+            return usage_error(&message);
+        }
         return Ok(Exit::Ok);
     }
     print_stdout(&crate::report::plan::human(
@@ -284,7 +302,6 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             return Ok(Exit::Error);
         }
     }
-    let started_at = local::timestamp();
     let n_resources: usize = planned.nodes.iter().map(|n| n.resources.len()).sum();
     let bar = progress(true, n_resources, "applying");
     let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
@@ -307,7 +324,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         &started_at,
         &project_name(&project),
     );
-    if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
+    if let Err(message) = record_run(&mut store, &record, args.keep_runs) {
         return usage_error(&message);
     }
     Ok(if reports.iter().any(|r| r.n_failed() > 0) {
@@ -332,17 +349,16 @@ fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
 }
 
 /// Records a run and applies the retention.
-fn store_run(
-    state_dir: &Path,
+fn record_run(
+    store: &mut SqliteStore,
     record: &crate::store::RunRecord,
-    keep: usize,
+    keep: u32,
 ) -> Result<(), String> {
-    let mut store = open_store(state_dir)?;
     store
         .record_run(record)
         .map_err(|err| format!("cannot record the run: {err}"))?;
     store
-        .prune(keep.max(1))
+        .prune(keep as usize)
         .map_err(|err| format!("cannot prune old runs: {err}"))?;
     Ok(())
 }
@@ -379,14 +395,17 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
         Err(err) => return usage_error(&err.to_string()),
     };
     warn_unreachable(&planned);
-    let record = local::drift_record(
+    let record = local::observed_record(
+        crate::store::RunKind::Drift,
         &validated,
         &planned,
         &planned.run_id,
         &started_at,
         &project_name(&args.project.path),
     );
-    if let Err(message) = store_run(&config.state_dir, &record, args.keep_runs) {
+    let stored = open_store(&config.state_dir)
+        .and_then(|mut store| record_run(&mut store, &record, args.keep_runs));
+    if let Err(message) = stored {
         return usage_error(&message);
     }
     let n_drifted = record.count(crate::store::ResultOutcome::Drifted);

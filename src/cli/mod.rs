@@ -97,11 +97,13 @@ Exit: 0 success, 1 error (any resource failed).")]
     /// Check the nodes against the documents and record what drifted, as a run with findings.
     #[command(after_help = "\
 Examples:
-  steward drift examples/quickstart --root /tmp/demo --detailed-exitcode   # exit 2 when anything drifted
-  steward report --format sarif > drift.sarif                              # the run just recorded
+  steward drift . --detailed-exitcode        # exit 2 when anything drifted
+  steward drift examples/quickstart --root /tmp/demo
+  steward report --format sarif > drift.sarif
 
-A drift run changes nothing. Each drifted or failed resource opens a finding (or bumps the open one);
-a later run where it is compliant resolves it.
+A drift run changes nothing.
+Each drifted or failed resource opens a finding, or bumps the open one.
+A later run where the resource is compliant resolves it.
 Exit: 0 no drift, 1 error, 2 drift (with --detailed-exitcode).")]
     Drift(DriftArgs),
     /// Render a recorded run for people, CI systems and code hosts.
@@ -203,8 +205,8 @@ pub(crate) struct ApplyArgs {
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallel: u16,
     /// Keep this many runs in the store; older ones are deleted (findings stay).
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    keep_runs: usize,
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    keep_runs: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -217,8 +219,8 @@ pub(crate) struct DriftArgs {
     #[arg(long)]
     pub(crate) detailed_exitcode: bool,
     /// Keep this many runs in the store; older ones are deleted (findings stay).
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub(crate) keep_runs: usize,
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) keep_runs: u32,
     /// Output format: the drift for people, or the recorded run as JSON (as `steward report --format json`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub(crate) format: OutputFormat,
@@ -228,10 +230,10 @@ pub(crate) struct DriftArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct StoreArgs {
     /// The project whose store to read.
-    #[arg(long, value_name = "PATH", default_value = ".")]
+    #[arg(long, value_name = "PATH", default_value = ".", global = true)]
     pub(crate) project: PathBuf,
     /// The state directory (default: `.steward/` in the project).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub(crate) state_dir: Option<PathBuf>,
 }
 

@@ -160,7 +160,7 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
         ResultOutcome::Changed => ("~", YELLOW),
         ResultOutcome::Drifted => ("!", MAGENTA),
         ResultOutcome::Failed => ("x", RED),
-        ResultOutcome::Skipped => ("-", YELLOW),
+        ResultOutcome::Skipped => ("o", YELLOW),
         ResultOutcome::Unchanged => (" ", ""),
     };
     let mut head = format!(
@@ -704,11 +704,17 @@ fn sarif_rule(kind: FindingKind, ty: &str, id: String) -> SarifRule {
     let (name, text) = match kind {
         FindingKind::Drift => (
             "Drift",
-            format!("A `{ty}` resource drifted: what is on the node differs from its documents"),
+            format!(
+                "{} `{ty}` resource drifted: what is on the node differs from its documents",
+                article(ty)
+            ),
         ),
         FindingKind::Failure => (
             "Failure",
-            format!("A `{ty}` resource failed to apply or could not be read"),
+            format!(
+                "{} `{ty}` resource failed to apply or could not be read",
+                article(ty)
+            ),
         ),
     };
     SarifRule {
@@ -982,4 +988,13 @@ fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// "A" or "An" before a resource type.
+fn article(ty: &str) -> &'static str {
+    if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "An"
+    } else {
+        "A"
+    }
 }

@@ -260,7 +260,7 @@ pub struct Finding {
     pub last_run: String,
     /// What was seen last, scrubbed.
     pub message: String,
-    /// When and how it was resolved (`auto: run ID` or `by hand`).
+    /// How and when it was resolved (`resolved by run ID at TIME` or `resolved by hand at TIME`).
     pub resolution: Option<String>,
 }
 
@@ -309,6 +309,9 @@ pub enum StoreError {
     /// No such finding.
     #[error("no finding {0}")]
     NoFinding(i64),
+    /// The finding was resolved already.
+    #[error("finding {0} is already resolved")]
+    AlreadyResolved(i64),
     /// The database failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),

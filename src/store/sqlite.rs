@@ -380,13 +380,21 @@ impl Store for SqliteStore {
     }
 
     fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError> {
-        let updated = self.conn.execute(
+        let open: Option<i64> = self
+            .conn
+            .query_row("SELECT open FROM findings WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        match open {
+            None => return Err(StoreError::NoFinding(id)),
+            Some(0) => return Err(StoreError::AlreadyResolved(id)),
+            Some(_) => {}
+        }
+        self.conn.execute(
             "UPDATE findings SET open = 0, resolution = ?1 WHERE id = ?2",
             params![format!("resolved by hand at {}", now()), id],
         )?;
-        if updated == 0 {
-            return Err(StoreError::NoFinding(id));
-        }
         Ok(self.conn.query_row(
             "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution
              FROM findings WHERE id = ?1",

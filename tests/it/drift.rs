@@ -340,3 +340,61 @@ fn drift_as_json() {
     assert_eq!(json["run_kind"], "drift");
     assert_eq!(json["summary"]["drifted"], 3);
 }
+
+#[test]
+fn store_flags_after_the_subcommand_and_a_second_resolve() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "drift", "p"]).code, 0);
+    let out = env.run(&["findings", "resolve", "1", "--project", "p"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let again = env.run(&["findings", "resolve", "1", "--project", "p"]);
+    assert_eq!(again.code, 1, "{}", again.all());
+    assert!(
+        again.stderr.contains("finding 1 is already resolved"),
+        "{}",
+        again.all()
+    );
+}
+
+#[test]
+fn apply_refuses_a_foreign_store_before_changing_anything() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    env.mkdir("p/.steward");
+    rusqlite::Connection::open(env.path().join("p/.steward/steward.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE mine (x TEXT);")
+        .unwrap();
+    let out = env.run(&["--root", &root, "apply", "p", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("is not a steward store"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !env.path().join("root/etc/motd").exists(),
+        "nothing was applied"
+    );
+}
+
+#[test]
+fn an_apply_with_nothing_to_do_resolves_findings() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    std::fs::write(env.path().join("root/etc/motd"), "edited\n").unwrap();
+    assert_eq!(
+        env.run(&["--root", &root, "drift", "p", "--detailed-exitcode"])
+            .code,
+        2
+    );
+    std::fs::write(env.path().join("root/etc/motd"), "hello\n").unwrap();
+    assert_eq!(env.run(&["--root", &root, "apply", "p", "--yes"]).code, 0);
+    assert!(
+        env.run(&["findings", "--project", "p"])
+            .stdout
+            .contains("No open findings.")
+    );
+}
