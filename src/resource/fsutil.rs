@@ -120,36 +120,35 @@ pub fn desired_ids(
     }
     let accounts = Accounts::read(ctx.root)
         .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
-    let uid = match owner {
-        Some(name) => Some(
-            accounts
-                .user(name)
-                .map(|u| u.uid)
-                .or_else(|| name.parse().ok())
-                .ok_or_else(|| {
-                    ProviderError::failed(format!(
-                        "no user `{name}` in {}",
-                        ctx.root.join("etc/passwd").display()
-                    ))
-                })?,
-        ),
-        None => None,
+    // A name from the root's account files, or a numeric id as given.
+    let id = |name: &str, found: Option<u32>, what: &str, file: &str| {
+        found.or_else(|| name.parse().ok()).ok_or_else(|| {
+            ProviderError::failed(format!(
+                "no {what} `{name}` in {}",
+                ctx.root.join(file).display()
+            ))
+        })
     };
-    let gid = match group {
-        Some(name) => Some(
-            accounts
-                .group(name)
-                .map(|g| g.gid)
-                .or_else(|| name.parse().ok())
-                .ok_or_else(|| {
-                    ProviderError::failed(format!(
-                        "no group `{name}` in {}",
-                        ctx.root.join("etc/group").display()
-                    ))
-                })?,
-        ),
-        None => None,
-    };
+    let uid = owner
+        .map(|name| {
+            id(
+                name,
+                accounts.user(name).map(|u| u.uid),
+                "user",
+                "etc/passwd",
+            )
+        })
+        .transpose()?;
+    let gid = group
+        .map(|name| {
+            id(
+                name,
+                accounts.group(name).map(|g| g.gid),
+                "group",
+                "etc/group",
+            )
+        })
+        .transpose()?;
     Ok((uid, gid))
 }
 

@@ -292,6 +292,23 @@ impl<'a> Lowerer<'a> {
         &mut self.acc[last]
     }
 
+    fn unknown_parameter(
+        &mut self,
+        key: &Key,
+        message: String,
+        params: &BTreeMap<String, ParamDecl>,
+        none_help: &str,
+    ) {
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
+        let help = if names.is_empty() {
+            none_help.to_string()
+        } else {
+            did_you_mean(&key.name, &names)
+        };
+        self.error("schema::unknown_parameter", key.span, message)
+            .help = Some(help);
+    }
+
     fn declared_twice(&mut self, code: &'static str, what: &str, span: Span, first: Span) {
         self.acc.push(
             Diagnostic::error(code, span, format!("{what} is declared twice"))
@@ -737,17 +754,13 @@ impl<'a> Lowerer<'a> {
                 "parameters" => {
                     for (pk, pv) in self.map_entries(v, "`parameters`") {
                         let Some(decl) = params.get(&pk.name) else {
-                            let names: Vec<&str> = params.keys().map(String::as_str).collect();
-                            self.error(
-                                "schema::unknown_parameter",
-                                pk.span,
-                                format!("no parameter `{}` is declared", pk.name),
-                            )
-                            .help = Some(if names.is_empty() {
-                                "declare it under `parameters` first".into()
-                            } else {
-                                did_you_mean(&pk.name, &names)
-                            });
+                            let message = format!("no parameter `{}` is declared", pk.name);
+                            self.unknown_parameter(
+                                pk,
+                                message,
+                                params,
+                                "declare it under `parameters` first",
+                            );
                             continue;
                         };
                         let value = coerce_param(&decl.ty, to_model(pv));
@@ -1129,17 +1142,8 @@ impl<'a> Lowerer<'a> {
         };
         for (k, v) in with {
             let Some(decl) = params.get(&k.name) else {
-                let names: Vec<&str> = params.keys().map(String::as_str).collect();
-                self.error(
-                    "schema::unknown_parameter",
-                    k.span,
-                    format!("module `{module_name}` has no parameter `{}`", k.name),
-                )
-                .help = Some(if names.is_empty() {
-                    "this module takes no parameters".into()
-                } else {
-                    did_you_mean(&k.name, &names)
-                });
+                let message = format!("module `{module_name}` has no parameter `{}`", k.name);
+                self.unknown_parameter(k, message, &params, "this module takes no parameters");
                 continue;
             };
             let rendered = self.renderer.render(
