@@ -788,3 +788,58 @@ fn a_flow_style_yaml_document_is_not_mistaken_for_a_saved_plan() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(env.read("root/a"), "x");
 }
+
+/// On a terminal, apply shows the plan and asks; only `yes` proceeds. Runs the binary under a
+/// real pseudo-terminal with util-linux `script`.
+#[test]
+fn apply_asks_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: util-linux `script` is not installed, so no pseudo-terminal");
+        return;
+    }
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    env.write(
+        "p/site.yaml",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+    );
+    let steward = env!("CARGO_BIN_EXE_steward");
+    let run = |answer: &str| {
+        let command = format!("{steward} --root {} apply p", root.display());
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(env.path())
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run("no\n");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Apply these changes? Only `yes` is accepted"),
+        "{out}"
+    );
+    assert!(!root.join("a").exists(), "a refused prompt changes nothing");
+    let (code, out) = run("yes\n");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("+ file:/a: created"), "{out}");
+    assert_eq!(env.read("root/a"), "x");
+}
