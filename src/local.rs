@@ -576,7 +576,7 @@ pub fn apply_record(
                 Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
                 Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
                     ResultOutcome::Changed,
-                    change.map(|c| crate::report::plan::change_text(c, &res.id.name)),
+                    change.map(|c| crate::report::plan::change_summary(c, &res.id.name)),
                     None,
                 ),
                 Outcome::Failed { error, output } => {

@@ -145,11 +145,7 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         documents_digest: &planned.digest,
     };
     match args.format {
-        OutputFormat::Human => print_stdout(&crate::report::plan::human(
-            &planned.plan,
-            &planned.nodes,
-            Style::new(ctx.stdout_color),
-        ))?,
+        OutputFormat::Human => print_plan(&planned, Style::new(ctx.stdout_color))?,
         OutputFormat::Json => print_stdout(&crate::report::plan::json(
             &planned.plan,
             &planned.nodes,
@@ -265,11 +261,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let started_at = local::timestamp();
     let style = Style::new(ctx.stdout_color);
     if !planned.plan.has_changes() && planned.plan.summary().errors == 0 {
-        print_stdout(&crate::report::plan::human(
-            &planned.plan,
-            &planned.nodes,
-            style,
-        ))?;
+        print_plan(&planned, style)?;
         // Nothing to do is still a compliant run: it resolves findings.
         let record = local::observed_record(
             crate::store::RunKind::Apply,
@@ -284,11 +276,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    print_stdout(&crate::report::plan::human(
-        &planned.plan,
-        &planned.nodes,
-        style,
-    ))?;
+    print_plan(&planned, style)?;
     if saved.is_none() && !args.yes {
         if !std::io::stdin().is_terminal() {
             return usage_error("refusing to apply without --yes: no terminal to ask on");
@@ -332,6 +320,14 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// Streams the human plan to stdout.
+fn print_plan(planned: &local::Planned<'_>, style: Style) -> std::io::Result<Exit> {
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    crate::report::plan::write_human(&mut stdout, &planned.plan, &planned.nodes, style)?;
+    stdout.flush()?;
+    Ok(Exit::Ok)
 }
 
 /// The project path as records keep it: absolute when it can be.
@@ -413,11 +409,7 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     match args.format {
         OutputFormat::Human => {
             let style = Style::new(ctx.stdout_color);
-            print_stdout(&crate::report::plan::human(
-                &planned.plan,
-                &planned.nodes,
-                style,
-            ))?;
+            print_plan(&planned, style)?;
             print_stdout(&format!(
                 "Drift: {n_drifted} drifted, {n_failed} failed, recorded as run {} (`steward report {}`).\n",
                 record.id, record.id

@@ -54,6 +54,20 @@ impl Style {
 
 /// The human plan: per node, each change with its attributes and content diff, then a summary.
 pub fn human(plan: &Plan, nodes: &[&model::Node], style: Style) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_human(&mut out, plan, nodes, style);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`human`], written as it is rendered: a plan of thousands of created files is never held
+/// whole in memory.
+pub fn write_human(
+    writer: &mut dyn std::io::Write,
+    plan: &Plan,
+    nodes: &[&model::Node],
+    style: Style,
+) -> std::io::Result<()> {
     let mut out = String::new();
     for (node_plan, node) in plan.nodes.iter().zip(nodes) {
         let changed: Vec<&PlannedChange> = node_plan
@@ -74,6 +88,10 @@ pub fn human(plan: &Plan, nodes: &[&model::Node], style: Style) -> String {
         for planned in changed {
             let res = &node.resources[planned.resource];
             human_change(&mut out, planned, res, style);
+            if out.len() > 64 * 1024 {
+                writer.write_all(out.as_bytes())?;
+                out.clear();
+            }
         }
     }
     let summary = plan.summary();
@@ -90,7 +108,7 @@ pub fn human(plan: &Plan, nodes: &[&model::Node], style: Style) -> String {
         }
         out.push('\n');
     }
-    out
+    writer.write_all(out.as_bytes())
 }
 
 fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource, style: Style) {
@@ -141,6 +159,29 @@ pub fn change_text(change: &Change, path: &str) -> String {
         .map(|line| line.strip_prefix("      ").unwrap_or(line))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What a stored apply run keeps of a change: as [`change_text`], except that a created
+/// file's content is summarized by its size (a cold apply of thousands of files would
+/// otherwise store every file twice).
+pub fn change_summary(change: &Change, path: &str) -> String {
+    match &change.content {
+        Some(ContentChange {
+            before: None,
+            after: Some(Content::Text(text)),
+            sensitive,
+        }) if !sensitive => {
+            let mut summarized = change.clone();
+            summarized.content = None;
+            let mut lines = change_text(&summarized, path);
+            if !lines.is_empty() {
+                lines.push('\n');
+            }
+            lines.push_str(&format!("content: {}", count(text.len(), "byte")));
+            lines
+        }
+        _ => change_text(change, path),
+    }
 }
 
 fn change_lines(out: &mut String, change: &Change, path: &str, style: Style) {

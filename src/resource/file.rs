@@ -195,7 +195,7 @@ impl Provider for File {
                 Applied::AlreadyConverged
             });
         }
-        fsutil::require_parent(&path)?;
+        // A missing parent is reported by the write itself (no extra `stat` per file).
         if let Some(old) = &existing
             && res.attr("backup").and_then(Value::as_bool) != Some(false)
         {

@@ -208,7 +208,13 @@ fn write_temp(
     let mut temp = tempfile::Builder::new()
         .prefix(".steward-")
         .tempfile_in(parent)
-        .map_err(|err| ProviderError::io(parent, err))?;
+        .map_err(|err| {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                missing_parent(parent)
+            } else {
+                ProviderError::io(parent, err)
+            }
+        })?;
     temp.write_all(bytes)
         .map_err(|err| ProviderError::io(temp.path(), err))?;
     let file = temp.as_file();
@@ -278,13 +284,16 @@ pub fn backup(
 /// The parent directory of `path`, which must exist.
 pub fn require_parent(path: &Path) -> Result<(), ProviderError> {
     match path.parent() {
-        Some(parent) if parent.is_dir() => Ok(()),
-        Some(parent) => Err(ProviderError::failed(format!(
-            "parent directory {} does not exist; declare it as a `directory` resource",
-            parent.display()
-        ))),
-        None => Ok(()),
+        Some(parent) if !parent.is_dir() => Err(missing_parent(parent)),
+        _ => Ok(()),
     }
+}
+
+fn missing_parent(parent: &Path) -> ProviderError {
+    ProviderError::failed(format!(
+        "parent directory {} does not exist; declare it as a `directory` resource",
+        parent.display()
+    ))
 }
 
 /// Group commit of atomic writes: one `syncfs` per file system for every write that arrives
@@ -370,9 +379,14 @@ fn flush(
     batch: Vec<(u64, tempfile::TempPath, std::path::PathBuf)>,
 ) -> Vec<(u64, Result<(), ProviderError>)> {
     use std::collections::{BTreeMap, BTreeSet};
+    // One file system per directory: look each directory up once, not each file.
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
+    let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
     for (_, temp, _) in &batch {
-        if let Ok(meta) = fs::metadata(&**temp) {
+        let dir = temp.parent().unwrap_or(Path::new("/"));
+        if seen_dirs.insert(dir)
+            && let Ok(meta) = fs::metadata(dir)
+        {
             devices
                 .entry(meta.dev())
                 .or_insert_with(|| temp.to_path_buf());

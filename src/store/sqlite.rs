@@ -209,11 +209,9 @@ impl Store for SqliteStore {
             ],
         )?;
         for (position, result) in run.results.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
+            tx.prepare_cached("INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
                                       duration_ms, association, severity)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?.execute(params![
                     run.id,
                     position as i64,
                     result.node,
@@ -227,8 +225,7 @@ impl Store for SqliteStore {
                     i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
                     result.association,
                     result.severity.as_str(),
-                ],
-            )?;
+                ])?;
             let kind = match result.outcome {
                 ResultOutcome::Drifted => Some(FindingKind::Drift),
                 ResultOutcome::Failed => Some(FindingKind::Failure),
@@ -243,11 +240,9 @@ impl Store for SqliteStore {
                 .unwrap_or_default();
             match kind {
                 Some(kind) => {
-                    let updated = tx.execute(
-                        "UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
+                    let updated = tx.prepare_cached("UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
                                 severity = ?4
-                         WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1",
-                        params![
+                         WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1")?.execute(params![
                             run.finished_at,
                             run.id,
                             message,
@@ -255,14 +250,11 @@ impl Store for SqliteStore {
                             result.node,
                             result.resource,
                             kind.as_str()
-                        ],
-                    )?;
+                        ])?;
                     if updated == 0 {
-                        tx.execute(
-                            "INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
+                        tx.prepare_cached("INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
                                                    last_run, message)
-                             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)",
-                            params![
+                             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)")?.execute(params![
                                 result.node,
                                 result.resource,
                                 kind.as_str(),
@@ -270,20 +262,19 @@ impl Store for SqliteStore {
                                 run.finished_at,
                                 run.id,
                                 message
-                            ],
-                        )?;
+                            ])?;
                     }
                 }
                 None => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE findings SET open = 0, resolution = ?1
                          WHERE node = ?2 AND resource = ?3 AND open = 1",
-                        params![
-                            format!("resolved by run {} at {}", run.id, run.finished_at),
-                            result.node,
-                            result.resource
-                        ],
-                    )?;
+                    )?
+                    .execute(params![
+                        format!("resolved by run {} at {}", run.id, run.finished_at),
+                        result.node,
+                        result.resource
+                    ])?;
                 }
             }
         }
