@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod drift;
 mod graph;
+mod layering;
 mod plan_apply;
 mod reports;
 mod schema;
