@@ -271,7 +271,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             &started_at,
             &project_name(&project),
         );
-        if let Err(message) = record_run(&mut store, &record, args.keep_runs) {
+        if let Err(message) = record_run(&mut store, &config.state_dir, &record, args.keep_runs) {
             return usage_error(&message);
         }
         return Ok(Exit::Ok);
@@ -312,7 +312,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         &started_at,
         &project_name(&project),
     );
-    if let Err(message) = record_run(&mut store, &record, args.keep_runs) {
+    if let Err(message) = record_run(&mut store, &config.state_dir, &record, args.keep_runs) {
         return usage_error(&message);
     }
     Ok(if reports.iter().any(|r| r.n_failed() > 0) {
@@ -347,6 +347,7 @@ fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
 /// Records a run and applies the retention.
 fn record_run(
     store: &mut SqliteStore,
+    state_dir: &Path,
     record: &crate::store::RunRecord,
     keep: u32,
 ) -> Result<(), String> {
@@ -356,7 +357,25 @@ fn record_run(
     store
         .prune(keep as usize)
         .map_err(|err| format!("cannot prune old runs: {err}"))?;
+    prune_backups(store, state_dir);
     Ok(())
+}
+
+/// Deletes the backups of runs older than every run the store still keeps (run ids sort by
+/// time), so backups follow the run retention.
+fn prune_backups(store: &SqliteStore, state_dir: &Path) {
+    let Ok(runs) = store.runs() else { return };
+    let Some(oldest) = runs.iter().map(|run| run.id.as_str()).min() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(state_dir.join("backups")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().as_ref() < oldest {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The state directory a store command reads.
@@ -400,7 +419,7 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
         &project_name(&args.project.path),
     );
     let stored = open_store(&config.state_dir)
-        .and_then(|mut store| record_run(&mut store, &record, args.keep_runs));
+        .and_then(|mut store| record_run(&mut store, &config.state_dir, &record, args.keep_runs));
     if let Err(message) = stored {
         return usage_error(&message);
     }

@@ -843,3 +843,28 @@ fn apply_asks_on_a_terminal() {
     assert!(out.contains("+ file:/a: created"), "{out}");
     assert_eq!(env.read("root/a"), "x");
 }
+
+#[test]
+fn backups_follow_the_run_retention() {
+    let env = TestEnv::new();
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    for version in ["one", "two", "three", "four"] {
+        env.write(
+            "p/site.yaml",
+            format!("steward: 1\nresources:\n  file:/a: {{ content: {version} }}\n"),
+        );
+        let out = env.run(&["--root", root, "apply", "p", "--yes", "--keep-runs", "2"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+    }
+    let backups: Vec<_> = std::fs::read_dir(env.path().join("p/.steward/backups"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        backups.len(),
+        2,
+        "the backups of the two kept runs (three and four replaced content)"
+    );
+    let runs = env.run(&["runs", "--project", "p"]);
+    assert_eq!(runs.stdout.lines().count(), 3, "{}", runs.all());
+}
