@@ -306,6 +306,8 @@ fn missing_parent(parent: &Path) -> ProviderError {
 pub struct Durability {
     state: std::sync::Mutex<Batches>,
     done: std::sync::Condvar,
+    /// Directories already swept of temporary files left by a killed run.
+    swept: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 #[derive(Default, Debug)]
@@ -331,8 +333,42 @@ impl Durability {
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<(), ProviderError> {
+        if let Some(dir) = path.parent() {
+            self.sweep(dir);
+        }
         let temp = write_temp(path, bytes, mode, ids)?;
         self.commit(temp.into_temp_path(), path.to_path_buf())
+    }
+
+    /// Removes `.steward-*` temporary files that a killed run left in `dir`, once per run.
+    /// Only one apply runs on a state directory at a time (the lock), so any such file in a
+    /// directory this apply writes to is stale.
+    ///
+    /// The sweep happens under the lock, so no writer of this run creates a temporary file in
+    /// a directory while it is being swept.
+    fn sweep(&self, dir: &Path) {
+        let Ok(mut swept) = self.swept.lock() else {
+            return;
+        };
+        if !swept.insert(dir.to_path_buf()) {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            // `.steward-` and six random characters: the temporary files of content writes.
+            let stale = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".steward-"))
+                .is_some_and(|rest| {
+                    rest.len() == 6 && rest.chars().all(|c| c.is_ascii_alphanumeric())
+                });
+            if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn commit(

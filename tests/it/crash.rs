@@ -109,6 +109,15 @@ fn kill_9_during_a_large_apply_leaves_old_or_new_content() {
             expected("new", idx)
         );
     }
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".steward-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
     let noop = env.run(&[
         "--root",
         root_arg,
