@@ -141,6 +141,20 @@ impl Provider for File {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let path = ctx.resolve(&res.id.name)?;
         let (kind, meta) = fsutil::inspect(&path)?;
+        // Apply would refuse to replace a directory that holds anything: say so in the plan
+        // instead of promising a replacement.
+        let wanted = res.attr_str("ensure") != Some("absent");
+        if wanted
+            && kind == Kind::Directory
+            && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some())
+        {
+            return Err(ProviderError::Refused {
+                message: format!(
+                    "a directory that is not empty is in the way at {}; remove it by hand or manage it as a `directory`",
+                    path.display()
+                ),
+            });
+        }
         let mut state = State::new();
         let ensure = match kind {
             Kind::File => "present",

@@ -604,25 +604,32 @@ fn a_directory_in_the_way_of_a_file() {
     let env = TestEnv::new();
     let root = env.mkdir("root");
     std::fs::create_dir_all(root.join("a/full")).unwrap();
+    std::fs::create_dir_all(root.join("b")).unwrap();
     env.write(
         "p/site.yaml",
-        "steward: 1\nresources:\n  file:/a: { content: x }\n",
+        "steward: 1\nresources:\n  file:/a: { content: x }\n  file:/b: { content: y }\n",
     );
+    // A non-empty directory: the plan says it cannot be replaced (exit 1) instead of promising it.
     let plan = env.run(&["--root", root.to_str().unwrap(), "plan", "p"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(
+            "x file:/a: cannot read: refused: a directory that is not empty is in the way"
+        ),
+        "{}",
+        plan.all()
+    );
+    // An empty one is replaced.
     assert!(
         plan.stdout
-            .contains("-/+ file:/a (a directory is in the way)"),
+            .contains("-/+ file:/b (a directory is in the way)"),
         "{}",
         plan.all()
     );
     let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
     assert_eq!(out.code, 1, "{}", out.all());
-    assert!(
-        out.stdout.contains("a directory is in the way"),
-        "{}",
-        out.all()
-    );
     assert!(root.join("a/full").is_dir(), "nothing is lost");
+    assert_eq!(env.read("root/b"), "y");
 }
 
 #[test]
