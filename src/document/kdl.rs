@@ -305,16 +305,7 @@ impl Reader<'_> {
                 ),
             );
         }
-        for entry in kdl_node.entries() {
-            if let Some(name) = entry.name() {
-                let key = Key {
-                    name: name.value().to_string(),
-                    span: self.span(name.span()),
-                };
-                let value = self.scalar(entry);
-                map.insert(key, value, &mut self.diagnostics);
-            }
-        }
+        self.insert_properties(&mut map, kdl_node);
         if let Some(children) = kdl_node.children() {
             for child in children.nodes() {
                 let key = Key {
@@ -326,6 +317,20 @@ impl Reader<'_> {
             }
         }
         map.into_node(span)
+    }
+
+    /// A node's `key=value` properties as map entries.
+    fn insert_properties(&mut self, map: &mut MapBuilder, kdl_node: &KdlNode) {
+        for entry in kdl_node.entries() {
+            if let Some(name) = entry.name() {
+                let key = Key {
+                    name: name.value().to_string(),
+                    span: self.span(name.span()),
+                };
+                let value = self.scalar(entry);
+                map.insert(key, value, &mut self.diagnostics);
+            }
+        }
     }
 
     /// The value of an attribute written as a child node.
@@ -463,16 +468,7 @@ impl Reader<'_> {
             let span = self.value_span(entry);
             self.error(span, "unexpected argument to `association`; give attributes as `key=value` or child nodes");
         }
-        for entry in kdl_node.entries() {
-            if let Some(name) = entry.name() {
-                let key = Key {
-                    name: name.value().to_string(),
-                    span: self.span(name.span()),
-                };
-                let value = self.scalar(entry);
-                map.insert(key, value, &mut self.diagnostics);
-            }
-        }
+        self.insert_properties(&mut map, kdl_node);
         for child in kdl_node.children().map(|c| c.nodes()).unwrap_or(&[]) {
             let key = Key {
                 name: child.name().value().to_string(),

@@ -38,27 +38,19 @@ impl ResourceType for Directory {
 
     fn diff(&self, res: &Resource, observed: &State) -> Change {
         let mut change = crate::resource::diff_attrs(res, observed, &["purge"]);
-        if res.attr_str("ensure") != Some("absent") {
-            let observed_ensure = observed
-                .get("ensure")
-                .and_then(Value::as_str)
-                .unwrap_or("absent");
-            if !matches!(observed_ensure, "present" | "absent") {
-                change.action = Action::Replace;
-                change.reason = Some(format!("a {observed_ensure} is in the way"));
-            }
-            if let Some(Value::List(unmanaged)) = observed.get("purge")
-                && !unmanaged.is_empty()
-            {
-                change.attrs.push(AttrChange {
-                    name: "purge".into(),
-                    before: Some(Value::List(unmanaged.clone())),
-                    after: Some(Value::List(Vec::new())),
-                    sensitive: false,
-                });
-                if change.action == Action::NoOp {
-                    change.action = Action::Update;
-                }
+        crate::resource::replace_if_in_the_way(res, observed, &mut change);
+        if res.attr_str("ensure") != Some("absent")
+            && let Some(Value::List(unmanaged)) = observed.get("purge")
+            && !unmanaged.is_empty()
+        {
+            change.attrs.push(AttrChange {
+                name: "purge".into(),
+                before: Some(Value::List(unmanaged.clone())),
+                after: Some(Value::List(Vec::new())),
+                sensitive: false,
+            });
+            if change.action == Action::NoOp {
+                change.action = Action::Update;
             }
         }
         change

@@ -69,10 +69,6 @@ impl ResourceType for File {
         let mut attrs_only = observed.clone();
         let observed_content = attrs_only.remove("content");
         let mut change = diff_attrs(res, &attrs_only, NOT_STATE);
-        let observed_ensure = observed
-            .get("ensure")
-            .and_then(Value::as_str)
-            .unwrap_or("absent");
         if res.attr_str("ensure") == Some("absent") {
             if change.action == Action::Delete
                 && let Some(before) = observed_content
@@ -85,10 +81,7 @@ impl ResourceType for File {
             }
             return change;
         }
-        if !matches!(observed_ensure, "present" | "absent") {
-            change.action = Action::Replace;
-            change.reason = Some(format!("a {observed_ensure} is in the way"));
-        }
+        crate::resource::replace_if_in_the_way(res, observed, &mut change);
         if let Some(desired) = res.attrs.get("content")
             && observed_content.as_ref() != Some(&desired.value)
         {

@@ -209,6 +209,20 @@ pub trait ResourceType: Send + Sync {
     fn provider(&self) -> &dyn Provider;
 }
 
+/// For the path types: when the resource should exist and the wrong kind of thing is at its
+/// path (a directory where a file belongs), the change is a replace that says what is there.
+fn replace_if_in_the_way(res: &Resource, observed: &State, change: &mut Change) {
+    let observed_ensure = observed
+        .get("ensure")
+        .and_then(Value::as_str)
+        .unwrap_or("absent");
+    if res.attr_str("ensure") != Some("absent") && !matches!(observed_ensure, "present" | "absent")
+    {
+        change.action = Action::Replace;
+        change.reason = Some(format!("a {observed_ensure} is in the way"));
+    }
+}
+
 /// The usual diff: `ensure` decides create/delete; otherwise every desired attribute that
 /// the provider observed (a key of `observed`) is compared. A create lists every desired
 /// attribute except those in `not_state` (settings that are not observable state).

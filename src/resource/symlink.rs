@@ -1,7 +1,7 @@
 //! `symlink`: a symbolic link and where it points.
 
 use crate::model::Value;
-use crate::resource::change::{Action, Change, State};
+use crate::resource::change::{Change, State};
 use crate::resource::fsutil::{self, Kind};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
@@ -31,16 +31,7 @@ impl ResourceType for Symlink {
 
     fn diff(&self, res: &Resource, observed: &State) -> Change {
         let mut change = crate::resource::diff_attrs(res, observed, &[]);
-        let observed_ensure = observed
-            .get("ensure")
-            .and_then(Value::as_str)
-            .unwrap_or("absent");
-        if res.attr_str("ensure") != Some("absent")
-            && !matches!(observed_ensure, "present" | "absent")
-        {
-            change.action = Action::Replace;
-            change.reason = Some(format!("a {observed_ensure} is in the way"));
-        }
+        crate::resource::replace_if_in_the_way(res, observed, &mut change);
         change
     }
 
