@@ -16,6 +16,7 @@ pub mod diag;
 pub mod document;
 pub mod exec;
 pub mod facts;
+pub mod fleet;
 pub mod load;
 pub mod local;
 pub mod model;
