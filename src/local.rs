@@ -472,7 +472,7 @@ fn severity(validated: &Validated, res: &model::Resource) -> crate::store::Sever
         })
 }
 
-fn record(
+pub(crate) fn record(
     validated: &Validated,
     node: &str,
     res: &model::Resource,

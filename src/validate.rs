@@ -46,6 +46,17 @@ pub fn validate(
     local_facts: Facts,
     overrides: BTreeMap<String, String>,
 ) -> Validated {
+    validate_with(path, registry, local_facts, overrides, Vec::new())
+}
+
+/// [`validate`] with nodes known beyond the documents (a controller's inventory).
+pub fn validate_with(
+    path: &Path,
+    registry: &Registry,
+    local_facts: Facts,
+    overrides: BTreeMap<String, String>,
+    inventory: Vec<schema::KnownNode>,
+) -> Validated {
     let project = crate::load::load(path);
     let files = crate::load::ProjectReader::new(&project.root);
     let config = schema::Config {
@@ -53,6 +64,7 @@ pub fn validate(
         files: &files,
         local_facts,
         overrides,
+        inventory,
     };
     let (model, lowered) = schema::lower(&project, &config);
     let mut diagnostics = project.diagnostics.clone();

@@ -461,28 +461,8 @@ pub(super) fn runs(args: &StoreArgs) -> std::io::Result<Exit> {
         Ok(runs) => runs,
         Err(err) => return usage_error(&err.to_string()),
     };
-    print_stdout(&runs_table(&runs))?;
+    print_stdout(&crate::report::run::runs_table(&runs))?;
     Ok(Exit::Ok)
-}
-
-/// `steward runs` as a table.
-fn runs_table(runs: &[crate::store::RunSummary]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "RUN                              KIND   STARTED                   USER      CHANGED DRIFTED FAILED SKIPPED UNCHANGED\n",
-    );
-    for run in runs {
-        let [unchanged, changed, drifted, failed, skipped] = run.counts;
-        let _ = writeln!(
-            out,
-            "{:<32} {:<6} {:<25} {:<9} {changed:>7} {drifted:>7} {failed:>6} {skipped:>7} {unchanged:>9}",
-            run.id,
-            run.kind.as_str(),
-            run.started_at,
-            run.user
-        );
-    }
-    out
 }
 
 pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
@@ -509,33 +489,7 @@ pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
         Ok(findings) => findings,
         Err(err) => return usage_error(&err.to_string()),
     };
-    if findings.is_empty() {
-        print_stdout(if args.all {
-            "No findings.\n"
-        } else {
-            "No open findings.\n"
-        })?;
-        return Ok(Exit::Ok);
-    }
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "ID  STATUS    KIND     SEVERITY       NODE        RESOURCE                          COUNT  LAST SEEN\n",
-    );
-    for finding in &findings {
-        let _ = writeln!(
-            out,
-            "{:<3} {:<9} {:<8} {:<14} {:<11} {:<33} {:>5}  {}",
-            finding.id,
-            if finding.open { "open" } else { "resolved" },
-            finding.kind.as_str(),
-            finding.severity.as_str(),
-            finding.node,
-            finding.resource,
-            finding.count,
-            finding.last_seen
-        );
-    }
-    print_stdout(&out)?;
+    print_stdout(&crate::report::run::findings_table(&findings, args.all))?;
     Ok(Exit::Ok)
 }
 
@@ -549,7 +503,7 @@ pub(super) fn report(ctx: &Context, args: &ReportArgs) -> std::io::Result<Exit> 
         Err(crate::store::StoreError::NoRun(id)) => {
             eprintln!("error: no run `{id}`; the recorded runs are:");
             let runs = store.runs().unwrap_or_default();
-            eprint!("{}", runs_table(&runs));
+            eprint!("{}", crate::report::run::runs_table(&runs));
             return Ok(Exit::Error);
         }
         Err(err) => return usage_error(&err.to_string()),

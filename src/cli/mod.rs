@@ -5,6 +5,7 @@
 //! lives in the library modules; this module only wires them.
 
 mod commands;
+mod fleet;
 mod render;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,32 @@ Examples:
   steward findings --all
   steward findings resolve 3")]
     Findings(FindingsArgs),
+    /// Run the controller: the agent port (mutual TLS), the scheduler and the HTTP API.
+    #[command(after_help = "\
+Examples:
+  steward serve --data-dir /var/lib/steward --listen 0.0.0.0:7443 --http 127.0.0.1:7080
+  steward serve --data-dir D --listen 127.0.0.1:0 --http 127.0.0.1:0   # ports in D/endpoints.json
+
+On first start it creates its CA, server certificate and D/admin.token (mode 0600).")]
+    Serve(ServeArgs),
+    /// Run an agent: enroll once with a join token, then keep a connection and run tasks.
+    #[command(after_help = "\
+Examples:
+  steward agent --controller ctl.example.com:7443 --token \"$T\" --name web-1 --tags role=web \\
+                --state-dir /var/lib/steward-agent
+  steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S --root R   # enrolled already")]
+    Agent(AgentArgs),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List the enrolled nodes of a controller.
+    #[command(after_help = "\
+Example:
+  STEWARD_CONTROLLER=http://127.0.0.1:7080 STEWARD_TOKEN_FILE=D/admin.token steward nodes")]
+    Nodes(NodesArgs),
+    /// Manage one node of a controller.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print each node's dependency graph.
     #[command(after_help = "\
 Examples:
@@ -152,6 +179,91 @@ Examples:
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// Where the controller's HTTP API is; set, `plan`, `apply`, `drift`, `runs`, `report` and
+/// `findings` act on the fleet instead of this machine.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct RemoteArgs {
+    /// The controller's HTTP API, such as http://127.0.0.1:7080.
+    #[arg(long, value_name = "URL", env = "STEWARD_CONTROLLER")]
+    pub(crate) controller: Option<String>,
+    /// The file holding the controller's admin token (`DATA_DIR/admin.token`).
+    #[arg(long, value_name = "FILE", env = "STEWARD_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Where the CA, keys, store and uploaded projects live.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// The agent port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    pub(crate) listen: String,
+    /// The HTTP API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
+    pub(crate) http: String,
+    /// Another name (DNS or IP) agents reach the controller by, for its certificate.
+    #[arg(long = "name", value_name = "NAME")]
+    pub(crate) names: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct AgentArgs {
+    /// The controller's agent port, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) controller: String,
+    /// A join token from `steward token create` (needed only to enroll).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STEWARD_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+    /// The node's name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: String,
+    /// Tags to enroll with: KEY=VALUE,...
+    #[arg(long, value_name = "TAGS")]
+    pub(crate) tags: Option<String>,
+    /// Where the agent keeps its key, certificate and undelivered results.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Print a one-time join token (it carries the CA's fingerprint).
+    Create {
+        /// The controller's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// How long the token stays valid: 30m, 1h, 7d.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NodesArgs {
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Cut a node off for good: its certificate is refused from now on.
+    Revoke {
+        /// The node.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
@@ -190,6 +302,8 @@ pub(crate) struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +321,8 @@ pub(crate) struct ApplyArgs {
     /// Keep this many runs in the store; older ones are deleted (findings stay).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     keep_runs: u32,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -224,6 +340,8 @@ pub(crate) struct DriftArgs {
     /// Output format: the drift for people, or the recorded run as JSON (as `steward report --format json`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub(crate) format: OutputFormat,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
 }
 
 /// Where the store is: the project's `.steward/`, or `--state-dir`.
@@ -235,6 +353,22 @@ pub(crate) struct StoreArgs {
     /// The state directory (default: `.steward/` in the project).
     #[arg(long, value_name = "DIR", global = true)]
     pub(crate) state_dir: Option<PathBuf>,
+    /// The controller's HTTP API (then its store is read instead).
+    #[arg(long, value_name = "URL", env = "STEWARD_CONTROLLER", global = true)]
+    pub(crate) controller: Option<String>,
+    /// The file holding the controller's admin token.
+    #[arg(long, value_name = "FILE", env = "STEWARD_TOKEN_FILE", global = true)]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The controller to ask, when one is set.
+    pub(crate) fn remote(&self) -> Option<RemoteArgs> {
+        self.controller.as_ref().map(|controller| RemoteArgs {
+            controller: Some(controller.clone()),
+            token_file: self.token_file.clone(),
+        })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -368,12 +502,90 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     };
     let result = match cli.command {
         Command::Validate(args) => cmd_validate(&ctx, &args),
+        Command::Plan(args) if args.remote.controller.is_some() => {
+            if args.out.is_some() {
+                usage_error(
+                    "-o: saved plans are for local mode; against a controller, `apply` plans afresh",
+                )
+            } else {
+                fleet::remote_run(
+                    &ctx,
+                    &fleet::RemoteRun {
+                        mode: crate::fleet::run::Mode::Plan,
+                        project: &args.project,
+                        remote: &args.remote,
+                        target: args.local.target.clone(),
+                        parallel: 4,
+                        detailed_exitcode: args.detailed_exitcode,
+                        format: args.format,
+                        yes: false,
+                    },
+                )
+            }
+        }
+        Command::Apply(args) if args.remote.controller.is_some() => fleet::remote_run(
+            &ctx,
+            &fleet::RemoteRun {
+                mode: crate::fleet::run::Mode::Apply,
+                project: &args.project,
+                remote: &args.remote,
+                target: args.local.target.clone(),
+                parallel: usize::from(args.parallel),
+                detailed_exitcode: false,
+                format: OutputFormat::Human,
+                yes: args.yes,
+            },
+        ),
+        Command::Drift(args) if args.remote.controller.is_some() => fleet::remote_run(
+            &ctx,
+            &fleet::RemoteRun {
+                mode: crate::fleet::run::Mode::Drift,
+                project: &args.project,
+                remote: &args.remote,
+                target: args.local.target.clone(),
+                parallel: 4,
+                detailed_exitcode: args.detailed_exitcode,
+                format: args.format,
+                yes: false,
+            },
+        ),
         Command::Plan(args) => commands::plan(&ctx, &args),
         Command::Apply(args) => commands::apply(&ctx, &args),
         Command::Drift(args) => commands::drift(&ctx, &args),
-        Command::Runs(args) => commands::runs(&args),
-        Command::Report(args) => commands::report(&ctx, &args),
-        Command::Findings(args) => commands::findings(&args),
+        Command::Runs(args) => match args.remote() {
+            Some(remote) => fleet::remote_text(&remote, "/v1/runs", false),
+            None => commands::runs(&args),
+        },
+        Command::Report(args) => match args.store.remote() {
+            Some(remote) => {
+                let id = args.run.as_deref().unwrap_or("latest");
+                let format = format!("{:?}", args.format).to_lowercase();
+                fleet::remote_text(
+                    &remote,
+                    &format!("/v1/runs/{id}?format={format}&color={}", ctx.stdout_color),
+                    false,
+                )
+            }
+            None => commands::report(&ctx, &args),
+        },
+        Command::Findings(args) => match args.store.remote() {
+            Some(remote) => match &args.action {
+                Some(FindingsAction::Resolve { id }) => {
+                    fleet::remote_text(&remote, &format!("/v1/findings/{id}/resolve"), true)
+                }
+                None => {
+                    fleet::remote_text(&remote, &format!("/v1/findings?all={}", args.all), false)
+                }
+            },
+            None => commands::findings(&args),
+        },
+        Command::Serve(args) => fleet::serve(&args),
+        Command::Agent(args) => fleet::agent(&ctx, &args),
+        Command::Token(TokenCommand::Create { data_dir, ttl }) => {
+            fleet::token_create(&data_dir, &ttl)
+        }
+        Command::Nodes(args) => fleet::nodes(&args),
+        Command::Node(NodeCommand::Revoke { name, remote }) => fleet::node_revoke(&name, &remote),
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
         Command::Completions { shell } => {

@@ -1,18 +1,31 @@
 //! The fleet: a controller (`steward serve`) and agents (`steward agent`) that dial out to it.
 //!
 //! Like the SSM Agent, an agent opens one long-lived connection to the controller over mutual
-//! TLS and the controller pushes tasks down it: probe these resources, apply this plan, run
-//! this drift check. Agents run them with the same providers as local mode, under their
-//! `--root`, and report back.
+//! TLS and the controller pushes tasks down it: probe these resources, apply this catalog.
+//! Agents run them with the same providers as local mode, under their `--root`, and report
+//! back; the controller turns the answers into plans, runs and findings with the same code as
+//! local mode.
 //!
 //! - [`pki`]: the controller's CA, its server certificate, agent certificates, TLS configs.
 //! - [`token`]: one-time join tokens that carry the CA's fingerprint.
+//! - [`wire`]: the agent protocol (framed JSON over mutual TLS) and its data types.
+//! - [`agent`]: enrollment, the connection loop and task execution on a node.
+//! - [`controller`]: the agent port, sessions and task dispatch.
+//! - [`run`]: fleet plan / apply / drift with SSM rate control.
 //! - [`schedule`]: when an association's `schedule` is due.
 //! - [`rate`]: SSM's `max_concurrency` / `max_errors` dispatch.
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
+//! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`serve`]: the process.
 
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod controller;
 pub mod outbox;
 pub mod pki;
 pub mod rate;
+pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod token;
+pub mod wire;

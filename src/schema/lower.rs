@@ -31,6 +31,21 @@ pub struct Config<'a> {
     /// Parameter values given on the command line or environment, as text; parsed by each
     /// parameter's declared type.
     pub overrides: BTreeMap<String, String>,
+    /// Nodes known beyond the documents' `nodes` section: a controller's enrolled agents,
+    /// with the tags they enrolled with and the facts they report. Their facts win over a
+    /// declaration of the same name.
+    pub inventory: Vec<KnownNode>,
+}
+
+/// A node known from outside the documents (an enrolled agent).
+#[derive(Clone, Debug)]
+pub struct KnownNode {
+    /// Its name.
+    pub name: String,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+    /// What it reported.
+    pub facts: Facts,
 }
 
 /// The highest document schema version this steward reads.
@@ -176,6 +191,20 @@ impl<'a> Lowerer<'a> {
                     },
                     name: declared.name,
                     tags: declared.tags,
+                    resources: Default::default(),
+                }),
+            }
+        }
+        for known in &config.inventory {
+            match nodes.iter_mut().find(|n| n.name == known.name) {
+                Some(node) => {
+                    node.facts = known.facts.clone();
+                    node.tags.extend(known.tags.clone());
+                }
+                None => nodes.push(model::Node {
+                    name: known.name.clone(),
+                    tags: known.tags.clone(),
+                    facts: known.facts.clone(),
                     resources: Default::default(),
                 }),
             }

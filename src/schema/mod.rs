@@ -14,4 +14,4 @@ pub mod json;
 mod lower;
 mod value;
 
-pub use lower::{Config, ProjectFiles, lower};
+pub use lower::{Config, KnownNode, ProjectFiles, lower};

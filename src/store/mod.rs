@@ -7,6 +7,7 @@
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
 //! scrubbed before they reach a record. The store never interprets resource attributes.
 
+mod fleet;
 pub mod sqlite;
 
 use std::fmt;
@@ -312,12 +313,42 @@ pub enum StoreError {
     /// The finding was resolved already.
     #[error("finding {0} is already resolved")]
     AlreadyResolved(i64),
+    /// No such node.
+    #[error("no node `{0}` is enrolled")]
+    NoNode(String),
+    /// The node was revoked and cannot enroll again.
+    #[error("node `{0}` is revoked")]
+    Revoked(String),
+    /// A join token cannot be redeemed.
+    #[error("{0}")]
+    Token(String),
     /// The database failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The file system failed.
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An enrolled node in the controller's registry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRecord {
+    /// Its name (its certificate's CN).
+    pub name: String,
+    /// `sha256:` fingerprint of its current certificate.
+    pub cert_fingerprint: String,
+    /// When that certificate expires (RFC 3339).
+    pub cert_not_after: String,
+    /// Tags it enrolled with.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Facts it last reported (JSON).
+    pub facts: serde_json::Value,
+    /// When it enrolled.
+    pub enrolled_at: String,
+    /// When it last connected or disconnected.
+    pub last_seen: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
 }
 
 /// Run history, results and findings. Implemented by SQLite locally; PostgreSQL later.

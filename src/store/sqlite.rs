@@ -18,13 +18,13 @@ use crate::store::{
 };
 
 /// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
-pub const STORE_VERSION: i64 = 2;
+pub const STORE_VERSION: i64 = 3;
 
 /// Marks the database as steward's ("STWD").
 const APPLICATION_ID: i64 = 0x5354_5744;
 
 /// Schema migrations: entry `n` takes the store from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: runs and their per-resource results.
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -67,6 +67,25 @@ const MIGRATIONS: [&str; 2] = [
         resolution TEXT
     );
     CREATE INDEX findings_open ON findings (node, resource, kind) WHERE open = 1;",
+    // 3: the controller's join tokens and node registry.
+    "CREATE TABLE join_tokens (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        used_by TEXT
+    );
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        cert_fingerprint TEXT NOT NULL,
+        cert_not_after TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        last_seen TEXT,
+        revoked_at TEXT
+    );",
 ];
 
 /// A steward store in one SQLite file.
@@ -144,6 +163,14 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         Ok(conn)
+    }
+
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     fn latest_id(&self) -> Result<Option<String>, StoreError> {

@@ -5,6 +5,7 @@
 mod common;
 mod crash;
 mod drift;
+mod fleet;
 mod graph;
 mod layering;
 mod plan_apply;

@@ -1,0 +1,369 @@
+//! The fleet commands: `serve`, `agent`, `token create`, `nodes`, `node revoke`, and `plan`,
+//! `apply`, `drift`, `runs`, `report`, `findings` against a controller.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::{
+    AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, ServeArgs,
+    overrides, print_stdout, report_human, usage_error,
+};
+use crate::fleet::client::{self, Client};
+use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
+use crate::resource::Registry;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
+    let config = crate::fleet::serve::Config {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen.clone(),
+        http: args.http.clone(),
+        names: args.names.clone(),
+    };
+    match runtime()?.block_on(crate::fleet::serve::serve(config)) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(err) => usage_error(&err.to_string()),
+    }
+}
+
+pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
+    if !ctx.root.is_dir() {
+        return usage_error(&format!(
+            "--root `{}` is not a directory",
+            ctx.root.display()
+        ));
+    }
+    if let Err(message) = crate::fleet::controller::check_node_name(&args.name) {
+        return usage_error(&format!("--name: {message}"));
+    }
+    let tags = match parse_tags(args.tags.as_deref().unwrap_or("")) {
+        Ok(tags) => tags,
+        Err(message) => return usage_error(&message),
+    };
+    let config = crate::fleet::agent::Config {
+        controller: args.controller.clone(),
+        token: args.token.clone(),
+        name: args.name.clone(),
+        tags,
+        root: ctx.root.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    match runtime()?.block_on(crate::fleet::agent::run(config)) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(err) => usage_error(&err.to_string()),
+    }
+}
+
+/// `k=v,k2=v2`.
+fn parse_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut tags = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(format!("--tags: `{part}` must be KEY=VALUE"));
+        };
+        tags.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(tags)
+}
+
+/// `30s`, `15m`, `1h`, `7d`.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("--ttl `{text}`: write a number and a unit, such as 30m or 1h"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("--ttl `{text}`: the unit must be s, m, h or d")),
+    };
+    match number.checked_mul(seconds) {
+        Some(total) if number > 0 && total <= 365 * 86_400 => Ok(Duration::from_secs(total)),
+        _ => Err(format!("--ttl `{text}` must be between 1s and 365d")),
+    }
+}
+
+pub(super) fn token_create(data_dir: &Path, ttl: &str) -> std::io::Result<Exit> {
+    let ttl = match parse_ttl(ttl) {
+        Ok(ttl) => ttl,
+        Err(message) => return usage_error(&message),
+    };
+    if let Err(err) = crate::local::create_private_dir(data_dir) {
+        return usage_error(&err.to_string());
+    }
+    let ca = match crate::fleet::pki::Ca::load_or_create(data_dir) {
+        Ok(ca) => ca,
+        Err(err) => return usage_error(&format!("CA in {}: {err}", data_dir.display())),
+    };
+    let path = crate::fleet::controller::store_path(data_dir);
+    let mut store = match crate::store::sqlite::SqliteStore::open(&path) {
+        Ok(store) => store,
+        Err(err) => return usage_error(&err.to_string()),
+    };
+    match crate::fleet::token::create(&mut store, &ca, ttl) {
+        Ok(token) => print_stdout(&format!("{token}\n")),
+        Err(err) => usage_error(&err.to_string()),
+    }
+}
+
+fn client(remote: &RemoteArgs) -> Result<Client, String> {
+    let url = remote.controller.as_deref().ok_or_else(|| {
+        "no controller: set STEWARD_CONTROLLER (or --controller) to the API's http:// URL"
+            .to_string()
+    })?;
+    Client::new(url, remote.token_file.as_deref())
+}
+
+pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
+    let nodes = match client(&args.remote).and_then(|c| c.nodes()) {
+        Ok(nodes) => nodes,
+        Err(message) => return usage_error(&message),
+    };
+    if args.format == OutputFormat::Json {
+        let text = serde_json::to_string_pretty(&nodes).map_err(std::io::Error::other)?;
+        return print_stdout(&format!("{text}\n"));
+    }
+    if nodes.is_empty() {
+        return print_stdout("No nodes enrolled. `steward token create` makes a join token.\n");
+    }
+    use std::fmt::Write as _;
+    let mut out =
+        String::from("NODE         STATUS   TAGS                  OS            LAST SEEN\n");
+    for node in &nodes {
+        let status = if node.revoked_at.is_some() {
+            "revoked"
+        } else if node.online {
+            "online"
+        } else {
+            "offline"
+        };
+        let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let os = format!(
+            "{} {}",
+            node.facts["os_family"].as_str().unwrap_or(""),
+            node.facts["os_release"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:<8} {:<21} {:<13} {}",
+            node.name,
+            status,
+            tags.join(","),
+            os.trim(),
+            node.last_seen.as_deref().unwrap_or("never")
+        );
+    }
+    print_stdout(&out)
+}
+
+pub(super) fn node_revoke(name: &str, remote: &RemoteArgs) -> std::io::Result<Exit> {
+    match client(remote).and_then(|c| c.post_text(&format!("/v1/nodes/{name}/revoke"))) {
+        Ok(text) => print_stdout(&text),
+        Err(message) => usage_error(&message),
+    }
+}
+
+/// Text answers of the API (`runs`, `report`, `findings`).
+pub(super) fn remote_text(remote: &RemoteArgs, path: &str, post: bool) -> std::io::Result<Exit> {
+    let answer = client(remote).and_then(|c| {
+        if post {
+            c.post_text(path)
+        } else {
+            c.get_text(path)
+        }
+    });
+    match answer {
+        Ok(text) => print_stdout(&text),
+        Err(message) => usage_error(&message),
+    }
+}
+
+/// What a remote `plan`, `apply` or `drift` was asked.
+pub(super) struct RemoteRun<'a> {
+    pub(super) mode: Mode,
+    pub(super) project: &'a ProjectArgs,
+    pub(super) remote: &'a RemoteArgs,
+    pub(super) target: Option<String>,
+    pub(super) parallel: usize,
+    pub(super) detailed_exitcode: bool,
+    pub(super) format: OutputFormat,
+    pub(super) yes: bool,
+}
+
+pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
+    let client = match client(run.remote) {
+        Ok(client) => client,
+        Err(message) => return usage_error(&message),
+    };
+    let overrides = match overrides(run.project) {
+        Ok(overrides) => overrides,
+        Err(message) => return usage_error(&message),
+    };
+    // The project is checked here first, so mistakes show with their source lines.
+    let validated = crate::validate::validate(
+        &run.project.path,
+        &Registry::builtin(),
+        crate::facts::local(&ctx.root),
+        overrides.clone(),
+    );
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let files = match client::bundle(&run.project.path) {
+        Ok(files) => files,
+        Err(message) => return usage_error(&message),
+    };
+    let mut request = RunRequest {
+        mode: run.mode,
+        files,
+        project: std::fs::canonicalize(&run.project.path)
+            .unwrap_or_else(|_| run.project.path.clone())
+            .display()
+            .to_string(),
+        overrides,
+        target: run.target.clone(),
+        parallel: run.parallel,
+        color: ctx.stdout_color,
+        json: run.format == OutputFormat::Json,
+        user: crate::local::user(),
+    };
+    if run.mode == Mode::Apply && !run.yes {
+        if !std::io::stdin().is_terminal() {
+            return usage_error("refusing to apply without --yes: no terminal to ask on");
+        }
+        request.mode = Mode::Plan;
+        let response = match send(&client, &request) {
+            Ok(response) => response,
+            Err(message) => return usage_error(&message),
+        };
+        if let Some(exit) = print_errors(&response) {
+            return Ok(exit);
+        }
+        print_stdout(&response.output)?;
+        if !response.has_changes {
+            return Ok(Exit::Ok);
+        }
+        print!("\nApply these changes? Only `yes` is accepted: ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            eprintln!("Apply cancelled.");
+            return Ok(Exit::Error);
+        }
+        request.mode = Mode::Apply;
+    }
+    let response = match send(&client, &request) {
+        Ok(response) => response,
+        Err(message) => return usage_error(&message),
+    };
+    if let Some(exit) = print_errors(&response) {
+        return Ok(exit);
+    }
+    print_stdout(&response.output)?;
+    if run.mode != Mode::Plan && run.format == OutputFormat::Human {
+        print_stdout(&node_table(&response))?;
+    }
+    Ok(if response.failed {
+        Exit::Error
+    } else if run.mode != Mode::Apply && run.detailed_exitcode && response.has_changes {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Sends a run, showing progress on a terminal.
+fn send(client: &Client, request: &RunRequest) -> Result<RunResponse, String> {
+    let live = std::io::stderr().is_terminal();
+    client.run(request, &mut |event| {
+        if !live {
+            return;
+        }
+        match event {
+            Event::NodeStarted { node } => eprintln!("{node}: started"),
+            Event::NodeFinished(status) => eprintln!(
+                "{}: {}{}",
+                status.node,
+                status.status,
+                status
+                    .message
+                    .as_ref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ),
+            Event::Resource {
+                node,
+                resource,
+                outcome,
+            } if outcome != "unchanged" => eprintln!("{node}: {resource} {outcome}"),
+            _ => {}
+        }
+    })
+}
+
+fn print_errors(response: &RunResponse) -> Option<Exit> {
+    if response.errors.is_empty() {
+        return None;
+    }
+    for error in &response.errors {
+        eprintln!("error: {error}");
+    }
+    Some(if response.failed {
+        Exit::Error
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The per-node summary at the end of an apply or drift.
+fn node_table(response: &RunResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\nNODE         STATUS       CHANGED FAILED  MESSAGE\n");
+    for node in &response.nodes {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<12} {:>7} {:>6}  {}",
+            node.node,
+            node.status,
+            node.changed,
+            node.failed,
+            node.message.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(id) = &response.run_id {
+        let _ = writeln!(out, "Recorded as run {id} (`steward report {id}`).");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_and_tags() {
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
+        for bad in ["", "h", "0s", "1w", "-1h", "99999999999999999999s", "400d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        let tags = parse_tags("role=web, zone=a").unwrap();
+        assert_eq!(tags["role"], "web");
+        assert_eq!(tags["zone"], "a");
+        assert!(parse_tags("role").is_err());
+        assert!(parse_tags("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,650 @@
+//! `steward agent`: enrolls once, then holds one connection to the controller and runs the
+//! tasks pushed down it.
+//!
+//! The agent dials out (nodes open no port). On first start it makes a key pair and trades a
+//! one-time join token and a CSR for a certificate, pinning the controller by the CA
+//! fingerprint the token carries. From then on it connects with mutual TLS, says hello with its
+//! facts, heartbeats, and runs tasks with the same providers as local mode under its `--root`.
+//! A result is written to the outbox before it is sent and forgotten only when the controller
+//! acknowledges it, so results survive a lost connection or a restart of either side.
+//!
+//! **Architecture Invariant:** a task id runs at most once, and never after its expiry: the
+//! ledger claims it (durably) before any work starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+
+use crate::exec::{self, Env};
+use crate::fleet::outbox::{Claim, Ledger, Outbox};
+use crate::fleet::pki;
+use crate::fleet::token::JoinToken;
+use crate::fleet::wire::{
+    self, AgentMsg, Catalog, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL, Task, TaskKind,
+    TaskResult, WireFacts, WireObserved, WireOutcome,
+};
+use crate::plan::{self, graph::ResourceGraph};
+use crate::resource::Registry;
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The controller's agent port, `HOST:PORT`.
+    pub controller: String,
+    /// A join token, needed only until the agent is enrolled.
+    pub token: Option<String>,
+    /// The node name to enroll as.
+    pub name: String,
+    /// Tags to enroll with.
+    pub tags: BTreeMap<String, String>,
+    /// Where the node's file system is.
+    pub root: PathBuf,
+    /// Keys, certificate, outbox and task ledger.
+    pub state_dir: PathBuf,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// Not enrolled and no token to enroll with.
+    #[error(
+        "this agent is not enrolled yet ({} has no identity): pass --token",
+        .0.display()
+    )]
+    NoToken(PathBuf),
+    /// The join token is malformed.
+    #[error("--token: {0}")]
+    BadToken(String),
+    /// The controller refused enrollment or the connection for good.
+    #[error("the controller refused this agent: {0}")]
+    Refused(String),
+    /// The state directory cannot be used.
+    #[error("state directory: {0}")]
+    State(String),
+    /// `--controller` is not `HOST:PORT`.
+    #[error("--controller `{0}` is not HOST:PORT")]
+    BadAddress(String),
+}
+
+/// What enrollment leaves in the state directory (`identity.json`, mode 0600).
+#[derive(Clone, Serialize, Deserialize)]
+struct Identity {
+    node: String,
+    key_pem: String,
+    cert_pem: String,
+    ca_pem: String,
+}
+
+fn identity_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("identity.json")
+}
+
+fn read_identity(state_dir: &Path) -> Result<Option<Identity>, AgentError> {
+    match std::fs::read(identity_path(state_dir)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
+            AgentError::State(format!("{}: {err}", identity_path(state_dir).display()))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(AgentError::State(format!(
+            "{}: {err}",
+            identity_path(state_dir).display()
+        ))),
+    }
+}
+
+fn write_identity(state_dir: &Path, identity: &Identity) -> Result<(), AgentError> {
+    let bytes = serde_json::to_vec(identity).map_err(|err| AgentError::State(err.to_string()))?;
+    pki::write_private(&identity_path(state_dir), &bytes)
+        .map_err(|err| AgentError::State(err.to_string()))
+}
+
+/// The host part of `HOST:PORT`, for the TLS server name.
+fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, AgentError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| AgentError::BadAddress(addr.to_string()))?;
+    if port.parse::<u16>().is_err() || host.is_empty() {
+        return Err(AgentError::BadAddress(addr.to_string()));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| AgentError::BadAddress(addr.to_string()))
+}
+
+/// Runs the agent until it is refused for good (revoked, bad token) or the process ends.
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    let server = server_name(&config.controller)?;
+    crate::local::create_private_dir(&config.state_dir)
+        .map_err(|err| AgentError::State(err.to_string()))?;
+    let mut identity = match read_identity(&config.state_dir)? {
+        Some(identity) => {
+            if identity.node != config.name {
+                tracing_warn(&format!(
+                    "enrolled as `{}`; --name `{}` is ignored (re-enroll with a new state directory to change it)",
+                    identity.node, config.name
+                ));
+            }
+            identity
+        }
+        None => {
+            let token = config
+                .token
+                .as_deref()
+                .ok_or_else(|| AgentError::NoToken(config.state_dir.clone()))?;
+            let token =
+                JoinToken::parse(token).map_err(|err| AgentError::BadToken(err.to_string()))?;
+            let identity = enroll(&config, &server, &token).await?;
+            write_identity(&config.state_dir, &identity)?;
+            identity
+        }
+    };
+    let outbox = Arc::new(
+        Outbox::open(&config.state_dir).map_err(|err| AgentError::State(err.to_string()))?,
+    );
+    let ledger = Arc::new(std::sync::Mutex::new(
+        Ledger::open(&config.state_dir).map_err(|err| AgentError::State(err.to_string()))?,
+    ));
+    let link: Link = Arc::new(std::sync::Mutex::new(None));
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        match session(&config, &server, &mut identity, &outbox, &ledger, &link).await {
+            Ok(()) => log(&format!("connection to {} closed", config.controller)),
+            Err(SessionError::Refused(reason)) => return Err(AgentError::Refused(reason)),
+            Err(SessionError::Lost(reason)) => {
+                log(&format!("connection to {}: {reason}", config.controller));
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = Backoff::new();
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+fn log(message: &str) {
+    eprintln!("steward agent: {message}");
+}
+
+fn tracing_warn(message: &str) {
+    eprintln!("steward agent: warning: {message}");
+}
+
+/// Jittered exponential backoff: 0.5 s doubling to 30 s, each wait between half and all of it.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(500),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let full = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        let jitter = jitter_fraction();
+        full.mul_f64(0.5 + 0.5 * jitter)
+    }
+}
+
+/// A number in [0, 1) that differs between agents and attempts.
+fn jitter_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mixed = blake3::hash(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
+    let bytes = mixed.as_bytes();
+    f64::from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])) / f64::from(u32::MAX)
+}
+
+/// Why a connection could not be made.
+enum ConnectError {
+    /// The network: worth retrying.
+    Network(String),
+    /// The TLS handshake failed: the peer is not the controller we trust (or refused us).
+    Tls(String),
+}
+
+impl ConnectError {
+    fn message(self) -> String {
+        match self {
+            ConnectError::Network(message) | ConnectError::Tls(message) => message,
+        }
+    }
+}
+
+async fn connect(
+    addr: &str,
+    server: &rustls::pki_types::ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let tcp = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Network(format!("connecting to {addr} timed out")))?
+        .map_err(|err| ConnectError::Network(format!("connecting to {addr}: {err}")))?;
+    let _ = tcp.set_nodelay(true);
+    match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        TlsConnector::from(tls).connect(server.clone(), tcp),
+    )
+    .await
+    {
+        Err(_) => Err(ConnectError::Network("TLS handshake timed out".to_string())),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::InvalidData => {
+            Err(ConnectError::Tls(format!("TLS: {err}")))
+        }
+        Ok(Err(err)) => Err(ConnectError::Network(format!("TLS: {err}"))),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// Trades the join token and a CSR for a certificate. Network trouble is retried; a refusal
+/// is final.
+async fn enroll(
+    config: &Config,
+    server: &rustls::pki_types::ServerName<'static>,
+    token: &JoinToken,
+) -> Result<Identity, AgentError> {
+    let key = pki::new_agent_key(&config.name).map_err(|err| AgentError::State(err.to_string()))?;
+    let tls = pki::enroll_client_config(&token.ca_fingerprint)
+        .map_err(|err| AgentError::BadToken(err.to_string()))?;
+    let mut backoff = Backoff::new();
+    loop {
+        match enroll_once(config, server, token, &key, Arc::clone(&tls)).await {
+            Ok(Ok(identity)) => return Ok(identity),
+            Ok(Err(reason)) => return Err(AgentError::Refused(reason)),
+            Err(reason) => log(&format!("enrolling: {reason}")),
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// `Err` for trouble worth retrying, `Ok(Err)` for a refusal.
+async fn enroll_once(
+    config: &Config,
+    server: &rustls::pki_types::ServerName<'static>,
+    token: &JoinToken,
+    key: &pki::AgentKey,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Result<Identity, String>, String> {
+    let mut stream = match connect(&config.controller, server, tls).await {
+        Ok(stream) => stream,
+        Err(ConnectError::Tls(reason)) => {
+            return Ok(Err(format!(
+                "{reason} (the controller at {} is not the one the token was made by)",
+                config.controller
+            )));
+        }
+        Err(ConnectError::Network(reason)) => return Err(reason),
+    };
+    let hello = AgentMsg::Enroll {
+        protocol: PROTOCOL,
+        token: token.to_string(),
+        node: config.name.clone(),
+        tags: config.tags.clone(),
+        csr_pem: key.csr_pem.clone(),
+    };
+    wire::write_msg(&mut stream, &hello)
+        .await
+        .map_err(|err| err.to_string())?;
+    match wire::read_msg::<ControllerMsg, _>(&mut stream, HELLO_TIMEOUT * 3).await {
+        Ok(Some(ControllerMsg::Enrolled { cert_pem, ca_pem })) => Ok(Ok(Identity {
+            node: config.name.clone(),
+            key_pem: key.key_pem.clone(),
+            cert_pem,
+            ca_pem,
+        })),
+        Ok(Some(ControllerMsg::Refused { reason })) => Ok(Err(reason)),
+        Ok(Some(other)) => Err(format!("unexpected reply to enrollment: {other:?}")),
+        Ok(None) => Err("the controller closed the connection".to_string()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// The sender of the live connection, if any: a task that finishes after a reconnect sends
+/// its result down the new connection.
+type Link = Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>>;
+
+fn send(link: &Link, msg: AgentMsg) {
+    if let Ok(current) = link.lock()
+        && let Some(tx) = current.as_ref()
+    {
+        let _ = tx.send(msg);
+    }
+}
+
+enum SessionError {
+    /// The controller said no: stop.
+    Refused(String),
+    /// The connection went away: reconnect.
+    Lost(String),
+}
+
+impl From<wire::WireError> for SessionError {
+    fn from(err: wire::WireError) -> SessionError {
+        SessionError::Lost(err.to_string())
+    }
+}
+
+/// The agent's facts: the machine under `--root`, and the address it reaches the controller
+/// from.
+fn facts(root: &Path, local_addr: Option<std::net::SocketAddr>) -> WireFacts {
+    let mut facts = WireFacts::from(&crate::facts::local(root));
+    if let Some(addr) = local_addr {
+        facts.addresses.push(addr.ip().to_string());
+    }
+    facts
+}
+
+/// One connection: hello, outbox replay, then tasks until the connection ends.
+async fn session(
+    config: &Config,
+    server: &rustls::pki_types::ServerName<'static>,
+    identity: &mut Identity,
+    outbox: &Arc<Outbox>,
+    ledger: &Arc<std::sync::Mutex<Ledger>>,
+    link: &Link,
+) -> Result<(), SessionError> {
+    let tls = pki::agent_client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
+        .map_err(|err| SessionError::Refused(format!("stored identity: {err}")))?;
+    let stream = connect(&config.controller, server, tls)
+        .await
+        .map_err(|err| SessionError::Lost(err.message()))?;
+    let local_addr = stream.get_ref().0.local_addr().ok();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let hello = AgentMsg::Hello {
+        protocol: PROTOCOL,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        facts: facts(&config.root, local_addr),
+    };
+    wire::write_msg(&mut writer, &hello).await?;
+    let renew = match wire::read_msg::<ControllerMsg, _>(&mut reader, HELLO_TIMEOUT * 3).await? {
+        Some(ControllerMsg::Welcome { renew, .. }) => renew,
+        Some(ControllerMsg::Refused { reason }) => return Err(SessionError::Refused(reason)),
+        Some(other) => return Err(SessionError::Lost(format!("unexpected {other:?}"))),
+        None => {
+            return Err(SessionError::Lost(
+                "the controller closed the connection (revoked or unknown certificate?)"
+                    .to_string(),
+            ));
+        }
+    };
+    log(&format!(
+        "connected to {} as {}",
+        config.controller, identity.node
+    ));
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
+    let writer_task = tokio::spawn(async move {
+        let mut heartbeat = tokio::time::interval(wire::HEARTBEAT);
+        loop {
+            tokio::select! {
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => {
+                        if wire::write_msg(&mut writer, &msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = heartbeat.tick() => {
+                    if wire::write_msg(&mut writer, &AgentMsg::Heartbeat).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    if let Ok(mut current) = link.lock() {
+        *current = Some(out_tx.clone());
+    }
+    let pending = outbox
+        .pending()
+        .map_err(|err| SessionError::Lost(format!("outbox: {err}")))?;
+    for (task_id, bytes) in pending {
+        match serde_json::from_slice::<TaskResult>(&bytes) {
+            Ok(result) => {
+                let _ = out_tx.send(AgentMsg::Result { task_id, result });
+            }
+            Err(err) => {
+                log(&format!(
+                    "outbox entry {task_id} is unreadable, dropped: {err}"
+                ));
+                let _ = outbox.ack(&task_id);
+            }
+        }
+    }
+    let mut renewal_key: Option<pki::AgentKey> = None;
+    if renew {
+        match pki::new_agent_key(&identity.node) {
+            Ok(key) => {
+                let _ = out_tx.send(AgentMsg::Renew {
+                    csr_pem: key.csr_pem.clone(),
+                });
+                renewal_key = Some(key);
+            }
+            Err(err) => log(&format!("cannot make a renewal key: {err}")),
+        }
+    }
+
+    let result = loop {
+        let msg = match wire::read_msg::<ControllerMsg, _>(&mut reader, IDLE_TIMEOUT).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(SessionError::from(err)),
+        };
+        match msg {
+            ControllerMsg::Task(task) => start_task(config, task, outbox, ledger, link),
+            ControllerMsg::Ack { task_id } => {
+                if let Err(err) = outbox.ack(&task_id) {
+                    log(&format!("outbox: {err}"));
+                }
+            }
+            ControllerMsg::Renewed { cert_pem } => {
+                if let Some(key) = renewal_key.take() {
+                    let renewed = Identity {
+                        cert_pem,
+                        key_pem: key.key_pem,
+                        ..identity.clone()
+                    };
+                    match write_identity(&config.state_dir, &renewed) {
+                        Ok(()) => {
+                            *identity = renewed;
+                            log("certificate renewed");
+                        }
+                        Err(err) => log(&format!("cannot store the renewed certificate: {err}")),
+                    }
+                }
+            }
+            ControllerMsg::Refused { reason } => break Err(SessionError::Refused(reason)),
+            ControllerMsg::Heartbeat => {}
+            other => log(&format!("ignoring unexpected {other:?}")),
+        }
+    };
+    if let Ok(mut current) = link.lock() {
+        *current = None;
+    }
+    drop(out_tx);
+    writer_task.abort();
+    result
+}
+
+/// Claims the task and runs it on a thread of its own; the result goes to the outbox, then
+/// to the controller.
+fn start_task(
+    config: &Config,
+    task: Task,
+    outbox: &Arc<Outbox>,
+    ledger: &Arc<std::sync::Mutex<Ledger>>,
+    link: &Link,
+) {
+    let refuse = |reason: String| {
+        send(
+            link,
+            AgentMsg::Result {
+                task_id: task.id.clone(),
+                result: TaskResult::Refused { reason },
+            },
+        );
+    };
+    let expires_at = match DateTime::parse_from_rfc3339(&task.expires_at) {
+        Ok(at) => at.with_timezone(&Utc),
+        Err(err) => return refuse(format!("expires_at `{}`: {err}", task.expires_at)),
+    };
+    let claim = match ledger.lock() {
+        Ok(mut ledger) => ledger.claim(&task.id, expires_at, Utc::now()),
+        Err(_) => return refuse("the task ledger is unusable".to_string()),
+    };
+    match claim {
+        Ok(Claim::Run) => {}
+        Ok(Claim::Duplicate) => {
+            log(&format!(
+                "task {} was already run: not running it again",
+                task.id
+            ));
+            return refuse(format!("task {} was already run", task.id));
+        }
+        Ok(Claim::Expired) => {
+            log(&format!(
+                "task {} expired at {}: not running it",
+                task.id, task.expires_at
+            ));
+            return refuse(format!("task {} expired at {}", task.id, task.expires_at));
+        }
+        Err(err) => return refuse(format!("task ledger: {err}")),
+    }
+    let config = config.clone();
+    let outbox = Arc::clone(outbox);
+    let link = Arc::clone(link);
+    std::thread::spawn(move || {
+        let task_id = task.id.clone();
+        let events = Arc::clone(&link);
+        let on_event = move |outcome: WireOutcome| {
+            send(
+                &events,
+                AgentMsg::Event {
+                    task_id: task_id.clone(),
+                    outcome,
+                },
+            );
+        };
+        let result = run_task(&config, &task, &on_event);
+        match serde_json::to_vec(&result) {
+            Ok(bytes) => {
+                if let Err(err) = outbox.put(&task.id, &bytes) {
+                    log(&format!("outbox: {err}"));
+                }
+            }
+            Err(err) => log(&format!("cannot encode the result of {}: {err}", task.id)),
+        }
+        send(
+            &link,
+            AgentMsg::Result {
+                task_id: task.id,
+                result,
+            },
+        );
+    });
+}
+
+/// Does the work of one task, as local mode would, under the agent's root.
+pub fn run_task(
+    config: &Config,
+    task: &Task,
+    on_event: &(dyn Fn(WireOutcome) + Sync),
+) -> TaskResult {
+    let registry = Registry::builtin();
+    let (catalog, apply) = match &task.kind {
+        TaskKind::Probe { catalog } => (catalog, None),
+        TaskKind::Apply {
+            catalog,
+            fingerprints,
+            parallel,
+        } => (catalog, Some((fingerprints, *parallel))),
+    };
+    let node = match catalog_node(catalog, &config.root) {
+        Ok(node) => node,
+        Err(reason) => return TaskResult::Refused { reason },
+    };
+    let env = Env::new(
+        &node,
+        config.root.clone(),
+        config.state_dir.clone(),
+        task.id.clone(),
+        catalog.secrets.clone(),
+    );
+    let mut diagnostics = Vec::new();
+    let graph = ResourceGraph::build(&node, &registry, &mut diagnostics);
+    if let Some(diag) = diagnostics.iter().find(|d| d.is_error()) {
+        return TaskResult::Refused {
+            reason: format!("the catalog's graph: {}", diag.message),
+        };
+    }
+    let _lock = match apply {
+        Some(_) => match crate::local::Lock::acquire(&config.state_dir) {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                return TaskResult::Failed {
+                    error: err.to_string(),
+                };
+            }
+        },
+        None => None,
+    };
+    let observed = exec::observe(&node, &registry, &env);
+    let states: Vec<WireObserved> = observed.iter().map(WireObserved::new).collect();
+    let Some((fingerprints, parallel)) = apply else {
+        return TaskResult::Observed { states };
+    };
+    let node_plan = plan::build(&graph, &registry, &observed);
+    if let Some(expected) = fingerprints {
+        let moved: Vec<String> = node_plan
+            .changes
+            .iter()
+            .filter(|c| expected.get(c.resource) != Some(&c.fingerprint))
+            .map(|c| node.resources[c.resource].id.to_string())
+            .collect();
+        if !moved.is_empty() {
+            return TaskResult::Refused {
+                reason: format!("actual state moved since the plan: {}", moved.join(", ")),
+            };
+        }
+    }
+    let started = Instant::now();
+    let report = exec::apply(
+        &graph,
+        &node_plan,
+        &env,
+        exec::Config {
+            parallel: parallel.max(1),
+        },
+        &|outcome| on_event(WireOutcome::from(outcome)),
+    );
+    match report {
+        Ok(report) => TaskResult::Applied {
+            states,
+            outcomes: report.outcomes.iter().map(WireOutcome::from).collect(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        },
+        Err(err) => TaskResult::Failed {
+            error: format!("apply: {err}"),
+        },
+    }
+}
+
+fn catalog_node(catalog: &Catalog, root: &Path) -> Result<crate::model::Node, String> {
+    catalog.to_node(crate::facts::local(root))
+}

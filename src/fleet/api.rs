@@ -1,0 +1,253 @@
+//! The controller's HTTP API (axum), which the CLI uses with `STEWARD_CONTROLLER` and
+//! `STEWARD_TOKEN_FILE`.
+//!
+//! Every route requires the admin token as `Authorization: Bearer TOKEN`. Reports come back
+//! rendered (the same renderers as local mode); runs stream their progress as JSON lines.
+//! `docs/reference/api.md` lists the routes.
+//!
+//! **Architecture Invariant:** [`ROUTES`] is the whole surface: the router is built from the
+//! same handlers and a test proves each route refuses a caller without the token.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::fleet::controller::Controller;
+use crate::fleet::run::{self, Event, RunRequest, Scope};
+use crate::report::plan::Style;
+use crate::store::Store;
+
+/// Every route, as `(method, path)`: the router and the authentication test use it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/nodes/{name}/revoke"),
+    ("POST", "/v1/runs"),
+    ("GET", "/v1/runs"),
+    ("GET", "/v1/runs/{id}"),
+    ("GET", "/v1/findings"),
+    ("POST", "/v1/findings/{id}/resolve"),
+];
+
+/// The router, with authentication on every route.
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}/revoke", post(revoke))
+        .route("/v1/runs", post(start_run).get(runs))
+        .route("/v1/runs/{id}", get(report))
+        .route("/v1/findings", get(findings))
+        .route("/v1/findings/{id}/resolve", post(resolve))
+        .layer(DefaultBodyLimit::max(
+            run::MAX_BUNDLE_BYTES / 3 * 4 + (1 << 20),
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&controller),
+            authenticate,
+        ))
+        .with_state(controller)
+}
+
+async fn authenticate(
+    State(controller): State<Arc<Controller>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if controller.is_admin(token.trim()) => next.run(request).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "error: this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)\n",
+        )
+            .into_response(),
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, format!("error: {}\n", message.into())).into_response()
+}
+
+/// One node in `GET /v1/nodes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// Connected now.
+    pub online: bool,
+    /// Tags it enrolled with.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Facts it last reported.
+    pub facts: serde_json::Value,
+    /// When it enrolled.
+    pub enrolled_at: String,
+    /// When it was last connected.
+    pub last_seen: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+}
+
+async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
+    let online = controller.online();
+    match controller.with_store(|s| s.nodes()) {
+        Ok(Ok(nodes)) => {
+            let infos: Vec<NodeInfo> = nodes
+                .into_iter()
+                .map(|n| NodeInfo {
+                    online: online.contains(&n.name),
+                    name: n.name,
+                    tags: n.tags,
+                    facts: n.facts,
+                    enrolled_at: n.enrolled_at,
+                    last_seen: n.last_seen,
+                    revoked_at: n.revoked_at,
+                })
+                .collect();
+            axum::Json(infos).into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<String>) -> Response {
+    match controller.with_store(|s| s.revoke_node(&name)) {
+        Ok(Ok(_)) => {
+            controller.disconnect(&name);
+            (
+                StatusCode::OK,
+                format!("revoked node `{name}`; its certificate is no longer accepted\n"),
+            )
+                .into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+    let request: RunRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed run request: {err}"),
+            );
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let response = run::run(&controller, request, Scope::default(), tx.clone()).await;
+        let _ = tx.send(Event::Done(response));
+    });
+    let stream = json_lines(rx);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The events as JSON lines.
+fn json_lines(
+    rx: mpsc::UnboundedReceiver<Event>,
+) -> impl tokio_stream::Stream<Item = Result<Bytes, std::io::Error>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {
+        let mut line = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        Ok(Bytes::from(line))
+    })
+}
+
+async fn runs(State(controller): State<Arc<Controller>>) -> Response {
+    match controller.with_store(|s| s.runs()) {
+        Ok(Ok(runs)) => crate::report::run::runs_table(&runs).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    color: bool,
+}
+
+async fn report(
+    State(controller): State<Arc<Controller>>,
+    Path(id): Path<String>,
+    Query(query): Query<ReportQuery>,
+) -> Response {
+    let id = (id != "latest").then_some(id);
+    let found = controller.with_store(|s| {
+        let run = s.run(id.as_deref())?;
+        let findings = s.findings(true)?;
+        Ok::<_, crate::store::StoreError>((run, findings))
+    });
+    let (run, findings) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(crate::store::StoreError::NoRun(id))) => {
+            return error(StatusCode::NOT_FOUND, format!("no run `{id}`"));
+        }
+        Ok(Err(err)) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    };
+    let text = match query.format.as_deref().unwrap_or("human") {
+        "human" => crate::report::run::human(&run, &findings, Style::new(query.color)),
+        "json" => crate::report::run::json(&run, &findings),
+        "junit" => crate::report::run::junit(&run),
+        "sarif" => crate::report::run::sarif(&run),
+        "markdown" => crate::report::run::markdown(&run, &findings),
+        other => return error(StatusCode::BAD_REQUEST, format!("unknown format `{other}`")),
+    };
+    text.into_response()
+}
+
+#[derive(Deserialize)]
+struct FindingsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn findings(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<FindingsQuery>,
+) -> Response {
+    match controller.with_store(|s| s.findings(query.all)) {
+        Ok(Ok(findings)) => {
+            crate::report::run::findings_table(&findings, query.all).into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+async fn resolve(State(controller): State<Arc<Controller>>, Path(id): Path<i64>) -> Response {
+    match controller.with_store(|s| s.resolve_finding(id)) {
+        Ok(Ok(finding)) => format!(
+            "resolved finding {}: {} of {} on {}\n",
+            finding.id,
+            finding.kind.as_str(),
+            finding.resource,
+            finding.node
+        )
+        .into_response(),
+        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}

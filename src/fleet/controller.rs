@@ -1,0 +1,720 @@
+//! The controller's agent port: enrollment, the live sessions of connected agents, and task
+//! dispatch down them.
+//!
+//! Each connection is its own tokio task, so a hostile or broken peer (random bytes, a bad
+//! certificate, an oversized frame) costs only its own connection. An agent that presents a
+//! certificate is known by the name the CA put in it, and only while the store says that
+//! certificate is its current one and the node is not revoked; an agent without one may only
+//! enroll, with a one-time token.
+//!
+//! **Architecture Invariant:** a result is accepted only from the node its task was sent to,
+//! and acknowledged only after it is handed to its waiter or recorded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+
+use crate::fleet::pki::{self, Ca};
+use crate::fleet::token::{self, JoinToken};
+use crate::fleet::wire::{
+    self, AgentMsg, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL, Task, TaskKind,
+    TaskResult, WireFacts, WireOutcome,
+};
+use crate::store::sqlite::SqliteStore;
+
+/// How long an agent certificate lives; agents renew over the live connection.
+pub const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// An agent whose certificate expires sooner than this is asked to renew.
+const RENEW_BEFORE: Duration = Duration::from_secs(10 * 24 * 3600);
+
+/// How long an agent has to start a task before it expires.
+const TASK_START_WINDOW: Duration = Duration::from_secs(120);
+
+/// The controller's shared state.
+pub struct Controller {
+    /// Where its CA, keys, store and projects live.
+    pub data_dir: PathBuf,
+    ca: Ca,
+    store: Mutex<SqliteStore>,
+    admin_token: String,
+    sessions: Mutex<HashMap<String, Session>>,
+    waiters: Mutex<HashMap<String, Waiter>>,
+    /// Task ids whose results were handed over, so a re-delivery is only acknowledged.
+    done: Mutex<HashSet<String>>,
+    next_id: AtomicU64,
+    /// One fleet run at a time.
+    pub(crate) run_lock: tokio::sync::Mutex<()>,
+    /// Wakes the scheduler when a new project is applied.
+    schedules: Notify,
+}
+
+struct Session {
+    conn: u64,
+    tx: mpsc::UnboundedSender<ControllerMsg>,
+    stop: Arc<Notify>,
+}
+
+struct Waiter {
+    node: String,
+    result: oneshot::Sender<Result<TaskResult, String>>,
+    events: Option<mpsc::UnboundedSender<WireOutcome>>,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControllerError {
+    /// The data directory, CA or store.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The file holding the admin token of the HTTP API.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// The store inside a data directory.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    crate::store::sqlite::path_in(data_dir)
+}
+
+/// A random token: 32 bytes from the kernel's generator, hex.
+pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n_bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ControllerError + '_ {
+    move |err| ControllerError::Setup(format!("{what}: {err}"))
+}
+
+impl Controller {
+    /// Opens (or on first start creates) the data directory: CA, store, admin token.
+    pub fn open(data_dir: &Path) -> Result<Arc<Controller>, ControllerError> {
+        crate::local::create_private_dir(data_dir).map_err(setup("data directory"))?;
+        let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
+        let store = SqliteStore::open(&store_path(data_dir)).map_err(setup("store"))?;
+        let token_path = admin_token_path(data_dir);
+        let admin_token = match std::fs::read_to_string(&token_path) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+            _ => {
+                let token = random_hex(32).map_err(setup("random"))?;
+                pki::write_private(&token_path, format!("{token}\n").as_bytes())
+                    .map_err(setup("admin token"))?;
+                token
+            }
+        };
+        Ok(Arc::new(Controller {
+            data_dir: data_dir.to_path_buf(),
+            ca,
+            store: Mutex::new(store),
+            admin_token,
+            sessions: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            done: Mutex::new(HashSet::new()),
+            next_id: AtomicU64::new(0),
+            run_lock: tokio::sync::Mutex::new(()),
+            schedules: Notify::new(),
+        }))
+    }
+
+    /// The TLS config of the agent port, with a server certificate for `names`.
+    pub fn tls(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>, ControllerError> {
+        self.ca
+            .server_config(&self.data_dir, names)
+            .map_err(setup("server certificate"))
+    }
+
+    /// True when `presented` is the admin token (compared in constant time).
+    pub fn is_admin(&self, presented: &str) -> bool {
+        let a = blake3::hash(presented.as_bytes());
+        let b = blake3::hash(self.admin_token.as_bytes());
+        a == b
+    }
+
+    /// Runs `f` with the store.
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut SqliteStore) -> T) -> Result<T, String> {
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| "the store is unusable after a crash".to_string())?;
+        Ok(f(&mut store))
+    }
+
+    /// Tells the scheduler the current project changed.
+    pub fn schedules_changed(&self) {
+        self.schedules.notify_one();
+    }
+
+    /// Resolves when [`Controller::schedules_changed`] was called.
+    pub async fn schedules_changed_notified(&self) {
+        self.schedules.notified().await;
+    }
+
+    /// Names of the nodes with a live connection.
+    pub fn online(&self) -> HashSet<String> {
+        self.sessions
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Cuts a node's live connection (after it was revoked).
+    pub fn disconnect(&self, node: &str) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(session) = sessions.remove(node)
+        {
+            session.stop.notify_one();
+        }
+        self.fail_waiters(node, "the node was disconnected");
+    }
+
+    fn new_task_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let salt = random_hex(6).unwrap_or_default();
+        format!(
+            "{}-{n}-{salt}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
+        )
+    }
+
+    /// Sends a task to a node and waits up to `wait` for its result; `events` receives the
+    /// per-resource outcomes of an apply as they happen. `Err` names why no result came: the
+    /// node is offline, went away, or took too long.
+    pub async fn dispatch(
+        &self,
+        node: &str,
+        kind: TaskKind,
+        wait: Duration,
+        events: Option<mpsc::UnboundedSender<WireOutcome>>,
+    ) -> Result<TaskResult, String> {
+        let id = self.new_task_id();
+        let expires_at = chrono::Utc::now()
+            + chrono::Duration::from_std(TASK_START_WINDOW).unwrap_or(chrono::Duration::zero());
+        let task = Task {
+            id: id.clone(),
+            expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind,
+        };
+        let (tx, rx) = oneshot::channel();
+        let session_tx = {
+            let sessions = self.sessions.lock().map_err(|_| "sessions poisoned")?;
+            match sessions.get(node) {
+                Some(session) => session.tx.clone(),
+                None => return Err(format!("node `{node}` is offline")),
+            }
+        };
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(
+                id.clone(),
+                Waiter {
+                    node: node.to_string(),
+                    result: tx,
+                    events,
+                },
+            );
+        }
+        if session_tx.send(ControllerMsg::Task(task)).is_err() {
+            self.take_waiter(&id);
+            return Err(format!("node `{node}` went offline"));
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(format!("node `{node}`: the task was dropped")),
+            Err(_) => {
+                self.take_waiter(&id);
+                Err(format!(
+                    "node `{node}` sent no result within {}s",
+                    wait.as_secs()
+                ))
+            }
+        }
+    }
+
+    fn take_waiter(&self, id: &str) -> Option<Waiter> {
+        self.waiters.lock().ok()?.remove(id)
+    }
+
+    fn fail_waiters(&self, node: &str, reason: &str) {
+        let failed: Vec<Waiter> = match self.waiters.lock() {
+            Ok(mut waiters) => {
+                let ids: Vec<String> = waiters
+                    .iter()
+                    .filter(|(_, w)| w.node == node)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| waiters.remove(id)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for waiter in failed {
+            let _ = waiter
+                .result
+                .send(Err(format!("node `{node}` became unreachable: {reason}")));
+        }
+    }
+
+    /// Accepts agents forever; each connection runs on its own task.
+    pub async fn serve_agents(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+    ) {
+        let acceptor = TlsAcceptor::from(tls);
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    log(&format!("accept: {err}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let controller = Arc::clone(&self);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Err(reason) = controller.connection(tcp, addr, acceptor).await {
+                    log(&format!("{addr}: {reason}"));
+                }
+            });
+        }
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        acceptor: TlsAcceptor,
+    ) -> Result<(), String> {
+        let _ = tcp.set_nodelay(true);
+        let mut stream = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|err| format!("refused at TLS: {err}"))?;
+        let peer = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|cert| pki::peer_identity(cert.as_ref()));
+        match peer {
+            None => self.enrollment(&mut stream).await,
+            Some(Err(err)) => Err(format!("unreadable client certificate: {err}")),
+            Some(Ok(identity)) => {
+                let known = self
+                    .with_store(|s| s.node_cert_ok(&identity.node, &identity.fingerprint))?
+                    .map_err(|err| err.to_string())?;
+                if !known {
+                    let _ = wire::write_msg(
+                        &mut stream,
+                        &ControllerMsg::Refused {
+                            reason: format!(
+                                "node `{}` is revoked or this certificate is not its current one",
+                                identity.node
+                            ),
+                        },
+                    )
+                    .await;
+                    return Err(format!(
+                        "refused `{}`: revoked or superseded certificate",
+                        identity.node
+                    ));
+                }
+                self.agent_session(stream, addr, identity).await
+            }
+        }
+    }
+
+    /// An agent without a certificate: one `Enroll` message, then the connection ends.
+    async fn enrollment(
+        &self,
+        stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    ) -> Result<(), String> {
+        let msg = wire::read_msg::<AgentMsg, _>(stream, HELLO_TIMEOUT)
+            .await
+            .map_err(|err| err.to_string())?;
+        let reply = match msg {
+            Some(AgentMsg::Enroll {
+                protocol,
+                token,
+                node,
+                tags,
+                csr_pem,
+            }) => self.enroll(protocol, &token, &node, &tags, &csr_pem),
+            Some(_) => Err("only enrollment is allowed without a certificate".to_string()),
+            None => return Err("closed before enrolling".to_string()),
+        };
+        match reply {
+            Ok((node, msg)) => {
+                wire::write_msg(stream, &msg)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                log(&format!("enrolled node `{node}`"));
+                Ok(())
+            }
+            Err(reason) => {
+                let _ = wire::write_msg(
+                    stream,
+                    &ControllerMsg::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                Err(format!("enrollment refused: {reason}"))
+            }
+        }
+    }
+
+    fn enroll(
+        &self,
+        protocol: u32,
+        token: &str,
+        node: &str,
+        tags: &BTreeMap<String, String>,
+        csr_pem: &str,
+    ) -> Result<(String, ControllerMsg), String> {
+        if protocol != PROTOCOL {
+            return Err(format!(
+                "protocol {protocol} is not supported (this controller speaks {PROTOCOL})"
+            ));
+        }
+        check_node_name(node)?;
+        for (key, value) in tags {
+            check_tag(key, value)?;
+        }
+        let token = JoinToken::parse(token).map_err(|err| err.to_string())?;
+        if token.ca_fingerprint != self.ca.fingerprint() {
+            return Err("the token was made by another controller".to_string());
+        }
+        let existing = self
+            .with_store(|s| s.node(node))?
+            .map_err(|err| err.to_string())?;
+        if existing.as_ref().is_some_and(|n| n.revoked_at.is_some()) {
+            return Err(format!("node `{node}` is revoked"));
+        }
+        self.with_store(|s| token::redeem(s, &token, node))?
+            .map_err(|err| err.to_string())?;
+        let cert_pem = self
+            .ca
+            .sign_agent(node, csr_pem, CERT_LIFETIME)
+            .map_err(|err| err.to_string())?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        self.with_store(|s| s.enroll_node(node, &fingerprint, &not_after, tags))?
+            .map_err(|err| err.to_string())?;
+        Ok((
+            node.to_string(),
+            ControllerMsg::Enrolled {
+                cert_pem,
+                ca_pem: self.ca.cert_pem().to_string(),
+            },
+        ))
+    }
+
+    async fn agent_session(
+        self: Arc<Self>,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        addr: SocketAddr,
+        identity: pki::PeerIdentity,
+    ) -> Result<(), String> {
+        let node = identity.node.clone();
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let facts = match wire::read_msg::<AgentMsg, _>(&mut reader, HELLO_TIMEOUT).await {
+            Ok(Some(AgentMsg::Hello {
+                protocol, facts, ..
+            })) if protocol == PROTOCOL => facts,
+            Ok(Some(AgentMsg::Hello { protocol, .. })) => {
+                let reason = format!("protocol {protocol} is not supported");
+                let _ = wire::write_msg(
+                    &mut writer,
+                    &ControllerMsg::Refused {
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
+                return Err(reason);
+            }
+            Ok(Some(_)) => return Err(format!("`{node}` did not say hello first")),
+            Ok(None) => return Err(format!("`{node}` closed before hello")),
+            Err(err) => return Err(format!("`{node}`: {err}")),
+        };
+        let facts = sanitize_facts(facts, addr);
+        let seen = crate::local::timestamp();
+        let facts_json = serde_json::to_value(&facts).unwrap_or(serde_json::Value::Null);
+        self.with_store(|s| s.node_seen(&node, &facts_json, &seen))?
+            .map_err(|err| err.to_string())?;
+        let renew = identity
+            .not_after
+            .duration_since(std::time::SystemTime::now())
+            .map_or(true, |left| left < RENEW_BEFORE);
+        wire::write_msg(
+            &mut writer,
+            &ControllerMsg::Welcome {
+                node: node.clone(),
+                renew,
+            },
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<ControllerMsg>();
+        let stop = Arc::new(Notify::new());
+        let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(old) = sessions.insert(
+                node.clone(),
+                Session {
+                    conn,
+                    tx: tx.clone(),
+                    stop: Arc::clone(&stop),
+                },
+            )
+        {
+            old.stop.notify_one();
+        }
+        log(&format!("`{node}` connected from {addr}"));
+        let writer_task = tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(wire::HEARTBEAT);
+            loop {
+                let msg = tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(msg) => msg,
+                        None => break,
+                    },
+                    _ = heartbeat.tick() => ControllerMsg::Heartbeat,
+                };
+                if wire::write_msg(&mut writer, &msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let end = loop {
+            let msg = tokio::select! {
+                msg = wire::read_msg::<AgentMsg, _>(&mut reader, IDLE_TIMEOUT) => msg,
+                () = stop.notified() => break "disconnected by the controller".to_string(),
+            };
+            let msg = match msg {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break "closed".to_string(),
+                Err(err) => break err.to_string(),
+            };
+            match msg {
+                AgentMsg::Heartbeat => {}
+                AgentMsg::Event { task_id, outcome } => {
+                    if let Ok(waiters) = self.waiters.lock()
+                        && let Some(waiter) = waiters.get(&task_id)
+                        && waiter.node == node
+                        && let Some(events) = &waiter.events
+                    {
+                        let _ = events.send(outcome);
+                    }
+                }
+                AgentMsg::Result { task_id, result } => {
+                    if self.result(&node, &task_id, result) {
+                        let _ = tx.send(ControllerMsg::Ack { task_id });
+                    }
+                }
+                AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem) {
+                    Ok(cert_pem) => {
+                        let _ = tx.send(ControllerMsg::Renewed { cert_pem });
+                    }
+                    Err(err) => log(&format!("`{node}`: renewal refused: {err}")),
+                },
+                AgentMsg::Hello { .. } | AgentMsg::Enroll { .. } => {
+                    break "sent a second hello".to_string();
+                }
+            }
+        };
+        writer_task.abort();
+        let current = self
+            .sessions
+            .lock()
+            .map(|mut sessions| {
+                if sessions.get(&node).is_some_and(|s| s.conn == conn) {
+                    sessions.remove(&node);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if current {
+            self.fail_waiters(&node, &end);
+            let at = crate::local::timestamp();
+            let _ = self.with_store(|s| s.node_seen(&node, &facts_json, &at));
+        }
+        log(&format!("`{node}` disconnected: {end}"));
+        Ok(())
+    }
+
+    fn renew(&self, node: &str, csr_pem: &str) -> Result<String, String> {
+        let cert_pem = self
+            .ca
+            .sign_agent(node, csr_pem, CERT_LIFETIME)
+            .map_err(|err| err.to_string())?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        self.with_store(|s| s.renew_node_cert(node, &fingerprint, &not_after))?
+            .map_err(|err| err.to_string())?;
+        Ok(cert_pem)
+    }
+
+    /// Hands a result to its waiter, or records it when nobody waits any more; false when it
+    /// is not this node's to give (then it is not acknowledged).
+    fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
+        let waiter = match self.waiters.lock() {
+            Ok(mut waiters) => match waiters.get(task_id) {
+                Some(w) if w.node == node => waiters.remove(task_id),
+                Some(_) => {
+                    log(&format!(
+                        "`{node}` sent a result for another node's task {task_id}"
+                    ));
+                    return false;
+                }
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let first = self
+            .done
+            .lock()
+            .map(|mut done| done.insert(task_id.to_string()))
+            .unwrap_or(true);
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.result.send(Ok(result));
+            }
+            None if first => crate::fleet::run::record_late(self, node, task_id, &result),
+            None => {}
+        }
+        true
+    }
+}
+
+/// `sha256:` fingerprint and RFC 3339 expiry of a certificate the CA just signed.
+fn cert_facts(cert_pem: &str) -> Result<(String, String), String> {
+    let der = pem_der(cert_pem)?;
+    let identity = pki::peer_identity(&der).map_err(|err| err.to_string())?;
+    let not_after: chrono::DateTime<chrono::Utc> = identity.not_after.into();
+    Ok((
+        identity.fingerprint,
+        not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    ))
+}
+
+fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.as_ref().to_vec())
+        .map_err(|err| format!("certificate PEM: {err}"))
+}
+
+/// A node name: what a certificate's CN and the store hold.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
+            name.escape_debug()
+        ))
+    }
+}
+
+fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    let good = |s: &str, allow_empty: bool| {
+        (allow_empty || !s.is_empty())
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    };
+    if good(key, false) && good(value, true) {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
+            key.escape_debug(),
+            value.escape_debug()
+        ))
+    }
+}
+
+/// Facts are data from the network: bound their sizes, and record the address the
+/// connection really came from.
+fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
+    let cut = |s: &mut String| {
+        if s.len() > 256 {
+            let mut end = 256;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+    };
+    cut(&mut facts.hostname);
+    cut(&mut facts.os_family);
+    cut(&mut facts.os_release);
+    cut(&mut facts.arch);
+    facts.addresses.truncate(16);
+    facts.addresses.iter_mut().for_each(cut);
+    let peer = addr.ip().to_string();
+    if !facts.addresses.contains(&peer) {
+        facts.addresses.push(peer);
+    }
+    facts
+}
+
+pub(crate) fn log(message: &str) {
+    eprintln!(
+        "{} steward serve: {message}",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_and_tags() {
+        assert!(check_node_name("web-1").is_ok());
+        assert!(check_node_name("a.b_c").is_ok());
+        for bad in ["", "../x", "a/b", "-x", ".x", "a b", &"x".repeat(65), "é"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_tag("role", "web").is_ok());
+        assert!(check_tag("role", "").is_ok());
+        assert!(check_tag("", "web").is_err());
+        assert!(check_tag("ro le", "web").is_err());
+    }
+
+    #[test]
+    fn facts_are_bounded() {
+        let facts = WireFacts {
+            hostname: "h".repeat(10_000),
+            addresses: vec!["1.2.3.4".into(); 100],
+            ..WireFacts::default()
+        };
+        let facts = sanitize_facts(facts, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(facts.hostname.len(), 256);
+        assert_eq!(facts.addresses.len(), 17);
+        assert_eq!(facts.addresses.last().unwrap(), "127.0.0.1");
+    }
+}

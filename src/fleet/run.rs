@@ -1,0 +1,1054 @@
+//! Fleet runs: a project uploaded to the controller is lowered against the inventory, each
+//! targeted node's catalog goes to its agent, and the answers become plans, applies and
+//! drift records, exactly as local mode makes them.
+//!
+//! Plans and drift checks probe every target at once (reading changes nothing). Applies go
+//! association by association, each with its own SSM rate control (`max_concurrency`,
+//! `max_errors`); a node several associations target is applied once, with its whole catalog,
+//! by the first association that reaches it. Targets that are offline count as errors and
+//! are named; targets never started because `max_errors` was exceeded are named too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::fleet::controller::{Controller, log};
+use crate::fleet::rate::{self, Dispatched};
+use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
+use crate::local::{self, Planned};
+use crate::model::{self, LOCAL_NODE};
+use crate::plan::{self, Plan, graph::ResourceGraph};
+use crate::report::plan::{Origin, Style};
+use crate::resource::Registry;
+use crate::schema::KnownNode;
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store};
+use crate::validate::{Validated, validate_with};
+
+/// The largest project the controller accepts.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
+/// The most files a project may have.
+pub const MAX_BUNDLE_FILES: usize = 50_000;
+
+/// How long a probe may take on one node.
+const PROBE_WAIT: Duration = Duration::from_secs(300);
+/// How long an apply may take on one node.
+const APPLY_WAIT: Duration = Duration::from_secs(3600);
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Probe and show the per-node plans.
+    Plan,
+    /// Plan and apply with rate control.
+    Apply,
+    /// Probe and record drift and findings.
+    Drift,
+}
+
+/// One file of an uploaded project.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleFile {
+    /// Relative to the project, `/`-separated.
+    pub path: String,
+    /// The bytes, base64.
+    pub data: String,
+}
+
+/// A run asked of the controller (`POST /v1/runs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Plan, apply or drift.
+    pub mode: Mode,
+    /// The project's files.
+    pub files: Vec<BundleFile>,
+    /// The project as the user named it, for records.
+    pub project: String,
+    /// `--param` overrides.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    /// `--target`: a node name or `KEY=VALUE`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `--parallel` on each node.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Colour the human text.
+    #[serde(default)]
+    pub color: bool,
+    /// Return the plan as the plan JSON document instead of text.
+    #[serde(default)]
+    pub json: bool,
+    /// Who asked.
+    #[serde(default)]
+    pub user: String,
+}
+
+fn default_parallel() -> usize {
+    4
+}
+
+/// A line of the run's progress stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A node started (probe or apply).
+    NodeStarted {
+        /// The node.
+        node: String,
+    },
+    /// A resource finished on a node during an apply.
+    Resource {
+        /// The node.
+        node: String,
+        /// `TYPE:NAME`.
+        resource: String,
+        /// `changed`, `failed`, ...
+        outcome: String,
+    },
+    /// A node finished.
+    NodeFinished(NodeStatus),
+    /// The run is over.
+    Done(RunResponse),
+}
+
+/// How one node fared.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: String,
+    /// `ok`, `failed`, `offline` or `not_started`.
+    pub status: String,
+    /// Resources changed (apply) or to change (plan, drift).
+    pub changed: usize,
+    /// Resources failed.
+    pub failed: usize,
+    /// Why it failed, when it did.
+    pub message: Option<String>,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunResponse {
+    /// The stored run, for apply and drift.
+    pub run_id: Option<String>,
+    /// Something would change (plan) or drifted (drift).
+    pub has_changes: bool,
+    /// A node failed, was offline, or a resource failed.
+    pub failed: bool,
+    /// The rendered plan (human text or JSON) or the run's summary.
+    pub output: String,
+    /// Per node.
+    pub nodes: Vec<NodeStatus>,
+    /// Problems with the project itself (then nothing ran).
+    pub errors: Vec<String>,
+}
+
+/// Where uploaded projects are kept.
+fn projects_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("projects")
+}
+
+/// The file naming the project whose schedules the controller runs.
+fn current_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("current-project")
+}
+
+/// Writes an uploaded project under the data directory (once per content) and returns its
+/// directory. Every path is checked: relative, no `..`, no hidden components, bounded.
+pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, String> {
+    if files.len() > MAX_BUNDLE_FILES {
+        return Err(format!(
+            "the project has {} files; the limit is {MAX_BUNDLE_FILES}",
+            files.len()
+        ));
+    }
+    let mut decoded = Vec::with_capacity(files.len());
+    let mut total = 0usize;
+    let mut seen = HashSet::new();
+    for file in files {
+        let path = check_bundle_path(&file.path)?;
+        if !seen.insert(path.clone()) {
+            return Err(format!("`{}` appears twice in the project", file.path));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&file.data)
+            .map_err(|err| format!("`{}`: {err}", file.path))?;
+        total += bytes.len();
+        if total > MAX_BUNDLE_BYTES {
+            return Err(format!(
+                "the project is over the {MAX_BUNDLE_BYTES}-byte limit"
+            ));
+        }
+        decoded.push((path, bytes));
+    }
+    decoded.sort();
+    let mut hasher = blake3::Hasher::new();
+    for (path, bytes) in &decoded {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update(&[0]);
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    let digest = hasher.finalize().to_hex().to_string();
+    let dir = projects_dir(data_dir).join(&digest[..32]);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    local::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
+    let staging = tempfile::Builder::new()
+        .prefix(".upload-")
+        .tempdir_in(projects_dir(data_dir))
+        .map_err(|err| format!("staging the project: {err}"))?;
+    for (path, bytes) in &decoded {
+        let target = staging.path().join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| format!("{}: {err}", path.display()))?;
+        }
+        std::fs::write(&target, bytes).map_err(|err| format!("{}: {err}", path.display()))?;
+    }
+    let staged = staging.keep();
+    match std::fs::rename(&staged, &dir) {
+        Ok(()) => Ok(dir),
+        // Another upload of the same content won the race.
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&staged);
+            Ok(dir)
+        }
+        Err(err) => Err(format!("storing the project: {err}")),
+    }
+}
+
+fn check_bundle_path(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    let bad = text.is_empty()
+        || text.len() > 1024
+        || text.contains('\0')
+        || text.contains('\\')
+        || path.components().any(|c| match c {
+            Component::Normal(part) => part.to_string_lossy().starts_with('.'),
+            _ => true,
+        });
+    if bad {
+        Err(format!(
+            "project path `{}` must be relative, without `..` or hidden parts",
+            text.escape_debug()
+        ))
+    } else {
+        Ok(path.to_path_buf())
+    }
+}
+
+/// The enrolled, unrevoked nodes as lowering sees them.
+fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, String> {
+    let nodes = controller
+        .with_store(|s| s.nodes())?
+        .map_err(|err| err.to_string())?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| n.revoked_at.is_none())
+        .map(|n| {
+            let facts: WireFacts = serde_json::from_value(n.facts.clone()).unwrap_or_default();
+            let mut facts = model::Facts::from(facts);
+            if facts.hostname.is_empty() {
+                facts.hostname = n.name.clone();
+            }
+            KnownNode {
+                name: n.name,
+                tags: n.tags,
+                facts,
+            }
+        })
+        .collect())
+}
+
+/// Diagnostics as `file:line:column: message` lines.
+fn diagnostics_text(validated: &Validated) -> Vec<String> {
+    validated
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| match d.span() {
+            Some(span) => {
+                let source = validated.project.sources.get(span.source);
+                let at = source.line_col(span.start);
+                format!("{}:{}:{}: {}", source.name, at.line, at.column, d.message)
+            }
+            None => d.message.clone(),
+        })
+        .collect()
+}
+
+fn selected(node: &model::Node, target: Option<&str>) -> bool {
+    match target {
+        None => true,
+        Some(selector) => match selector.split_once('=') {
+            Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
+            None => node.name == selector,
+        },
+    }
+}
+
+/// Which association (if any) a run is narrowed to: the scheduler runs one at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Only this association's resources and targets.
+    pub association: Option<String>,
+}
+
+/// Runs a request; `progress` receives events as nodes start and finish.
+pub async fn run(
+    controller: &Arc<Controller>,
+    request: RunRequest,
+    scope: Scope,
+    progress: mpsc::UnboundedSender<Event>,
+) -> RunResponse {
+    let _running = controller.run_lock.lock().await;
+    let dir = match materialize(&controller.data_dir, &request.files) {
+        Ok(dir) => dir,
+        Err(err) => {
+            return RunResponse {
+                failed: true,
+                errors: vec![err],
+                ..RunResponse::default()
+            };
+        }
+    };
+    let inventory = match inventory(controller) {
+        Ok(inventory) => inventory,
+        Err(err) => {
+            return RunResponse {
+                failed: true,
+                errors: vec![err],
+                ..RunResponse::default()
+            };
+        }
+    };
+    let registry = Registry::builtin();
+    let overrides = request.overrides.clone();
+    let validated = {
+        let dir = dir.clone();
+        let local_facts = crate::facts::local(Path::new("/"));
+        match tokio::task::spawn_blocking(move || {
+            validate_with(
+                &dir,
+                &Registry::builtin(),
+                local_facts,
+                overrides,
+                inventory,
+            )
+        })
+        .await
+        {
+            Ok(validated) => validated,
+            Err(err) => {
+                return RunResponse {
+                    failed: true,
+                    errors: vec![format!("validating the project: {err}")],
+                    ..RunResponse::default()
+                };
+            }
+        }
+    };
+    if validated.has_errors() {
+        return RunResponse {
+            failed: true,
+            errors: diagnostics_text(&validated),
+            ..RunResponse::default()
+        };
+    }
+    if request.mode == Mode::Apply && scope.association.is_none() {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let _ = crate::fleet::pki::write_private(
+            &current_path(&controller.data_dir),
+            format!("{name}\n{}\n", request.project).as_bytes(),
+        );
+        controller.schedules_changed();
+    }
+    let fleet = Fleet::new(&validated, &request, &scope);
+    let nothing_targeted = fleet.targets.is_empty();
+    let mut response = match request.mode {
+        Mode::Plan | Mode::Drift => {
+            fleet
+                .probe(controller, &registry, &request, &progress)
+                .await
+        }
+        Mode::Apply => {
+            fleet
+                .apply(controller, &registry, &request, &progress)
+                .await
+        }
+    };
+    if nothing_targeted {
+        response.errors.push(match &request.target {
+            Some(target) => format!("--target `{target}` matches no node with resources"),
+            None => "no association targets a node with resources: nothing to do".to_string(),
+        });
+        response.failed = request.target.is_some();
+    }
+    response
+}
+
+/// The nodes a run acts on, in dispatch order, grouped by association.
+struct Fleet<'v> {
+    validated: &'v Validated,
+    /// Where the uploaded project was written: stripped from recorded file names.
+    project_dir: PathBuf,
+    /// Per association (in declaration order): its rate control and its nodes.
+    waves: Vec<(Option<&'v model::Association>, Vec<&'v model::Node>)>,
+    /// Every target, in wave order.
+    targets: Vec<&'v model::Node>,
+    /// Targets without a connected agent.
+    offline: Vec<&'v model::Node>,
+}
+
+impl<'v> Fleet<'v> {
+    fn new(validated: &'v Validated, request: &RunRequest, scope: &Scope) -> Fleet<'v> {
+        let model = &validated.model;
+        let mut taken: HashSet<&str> = HashSet::new();
+        let mut waves = Vec::new();
+        for association in &model.associations {
+            if scope
+                .association
+                .as_ref()
+                .is_some_and(|only| *only != association.name)
+            {
+                continue;
+            }
+            let nodes: Vec<&model::Node> = model
+                .nodes
+                .iter()
+                .filter(|n| n.name != LOCAL_NODE)
+                .filter(|n| association.targets.matches(&n.name, &n.tags))
+                .filter(|n| !n.resources.is_empty())
+                .filter(|n| selected(n, request.target.as_deref()))
+                .filter(|n| taken.insert(n.name.as_str()))
+                .collect();
+            if !nodes.is_empty() {
+                waves.push((Some(association), nodes));
+            }
+        }
+        let targets: Vec<&model::Node> =
+            waves.iter().flat_map(|(_, n)| n.iter().copied()).collect();
+        Fleet {
+            validated,
+            project_dir: validated.project.root.clone(),
+            waves,
+            targets,
+            offline: Vec::new(),
+        }
+    }
+
+    /// Names files as the project names them, not by where the controller keeps its copy.
+    fn relative_files(&self, record: &mut RunRecord) {
+        let prefix = format!("{}/", self.project_dir.display());
+        for result in &mut record.results {
+            if let Some(file) = &mut result.file
+                && let Some(relative) = file.strip_prefix(&prefix)
+            {
+                *file = relative.to_string();
+            }
+        }
+    }
+
+    fn catalog(&self, node: &model::Node) -> Catalog {
+        Catalog::new(node, &self.validated.model.secrets)
+    }
+
+    /// Probes every target at once and builds the plans (or the drift record).
+    async fn probe(
+        mut self,
+        controller: &Arc<Controller>,
+        registry: &Registry,
+        request: &RunRequest,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> RunResponse {
+        let started_at = local::timestamp();
+        let mut probes = tokio::task::JoinSet::new();
+        for (idx, node) in self.targets.iter().enumerate() {
+            let controller = Arc::clone(controller);
+            let catalog = self.catalog(node);
+            let name = node.name.clone();
+            let _ = progress.send(Event::NodeStarted { node: name.clone() });
+            probes.spawn(async move {
+                let result = controller
+                    .dispatch(&name, TaskKind::Probe { catalog }, PROBE_WAIT, None)
+                    .await;
+                (idx, result)
+            });
+        }
+        let mut answers: Vec<Option<Result<Vec<WireObserved>, String>>> =
+            vec![None; self.targets.len()];
+        while let Some(joined) = probes.join_next().await {
+            let Ok((idx, result)) = joined else { continue };
+            answers[idx] = Some(match result {
+                Ok(TaskResult::Observed { states }) => Ok(states),
+                Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
+                Ok(TaskResult::Failed { error }) => Err(error),
+                Ok(TaskResult::Applied { .. }) => Err("answered a probe with an apply".into()),
+                Err(err) => Err(err),
+            });
+        }
+        let mut planned = self.planned(request);
+        let mut statuses = Vec::new();
+        let mut failures: Vec<(&model::Node, String)> = Vec::new();
+        for (node, answer) in self.targets.iter().zip(answers) {
+            let states = answer.unwrap_or_else(|| Err("the probe was lost".to_string()));
+            let observed = states.and_then(|states| observed_states(node, &states));
+            match observed {
+                Ok(observed) => {
+                    let mut ignored = Vec::new();
+                    let graph = ResourceGraph::build(node, registry, &mut ignored);
+                    let node_plan = plan::build(&graph, registry, &observed);
+                    let n_errors = node_plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.change.is_err())
+                        .count();
+                    let status = NodeStatus {
+                        node: node.name.clone(),
+                        status: if n_errors > 0 { "failed" } else { "ok" }.to_string(),
+                        changed: node_plan.changes.iter().filter(|c| c.is_change()).count(),
+                        failed: n_errors,
+                        message: None,
+                    };
+                    let _ = progress.send(Event::NodeFinished(status.clone()));
+                    statuses.push(status);
+                    planned.plan.nodes.push(node_plan);
+                    planned.nodes.push(node);
+                    planned.graphs.push(graph);
+                }
+                Err(err) => {
+                    let status = failed_status(node, &err);
+                    let _ = progress.send(Event::NodeFinished(status.clone()));
+                    statuses.push(status);
+                    failures.push((node, err));
+                }
+            }
+        }
+        self.offline.clear();
+        let has_changes = planned.plan.has_changes();
+        let failed = !failures.is_empty() || planned.plan.summary().errors > 0;
+        let mut response = RunResponse {
+            has_changes,
+            failed,
+            nodes: statuses,
+            ..RunResponse::default()
+        };
+        if request.mode == Mode::Plan {
+            response.output = if request.json {
+                crate::report::plan::json(
+                    &planned.plan,
+                    &planned.nodes,
+                    &Origin {
+                        project: &request.project,
+                        root: "(agents)",
+                        documents_digest: &planned.digest,
+                    },
+                )
+            } else {
+                crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
+            };
+            return response;
+        }
+        let id = local::run_id();
+        let mut record = local::observed_record(
+            RunKind::Drift,
+            self.validated,
+            &planned,
+            &id,
+            &started_at,
+            &request.project,
+        );
+        record.user = request.user.clone();
+        for (node, err) in &failures {
+            record
+                .results
+                .extend(node_failure(self.validated, node, err));
+        }
+        self.relative_files(&mut record);
+        response.run_id = Some(id);
+        response.output = store_run(controller, &record);
+        response
+    }
+
+    /// An empty plan of this run, to fill.
+    fn planned(&self, request: &RunRequest) -> Planned<'v> {
+        let desired: Vec<String> = self
+            .targets
+            .iter()
+            .map(|n| plan::desired_digest(n))
+            .collect();
+        Planned {
+            plan: Plan { nodes: Vec::new() },
+            nodes: Vec::new(),
+            graphs: Vec::new(),
+            envs: Vec::new(),
+            unreachable: Vec::new(),
+            digest: local::documents_digest(
+                &self.validated.project,
+                &request.overrides,
+                Path::new("(agents)"),
+                &desired,
+            ),
+            run_id: String::new(),
+        }
+    }
+
+    /// Applies association by association with rate control, then records the run.
+    async fn apply(
+        self,
+        controller: &Arc<Controller>,
+        registry: &Registry,
+        request: &RunRequest,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> RunResponse {
+        let started_at = local::timestamp();
+        let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
+        for (association, nodes) in &self.waves {
+            let (max_concurrency, max_errors) = association.map_or(
+                (model::Rate::Percent(100), model::Rate::Percent(100)),
+                |a| (a.max_concurrency, a.max_errors),
+            );
+            let jobs: Vec<(usize, Catalog)> = nodes
+                .iter()
+                .enumerate()
+                .map(|(idx, node)| (idx, self.catalog(node)))
+                .collect();
+            let parallel = request.parallel;
+            let results = rate::dispatch(
+                jobs,
+                max_concurrency,
+                max_errors,
+                |result: &Result<TaskResult, String>| !matches!(result, Ok(TaskResult::Applied { outcomes, .. }) if !outcomes.iter().any(WireOutcome::is_failed)),
+                |(_, catalog): (usize, Catalog)| {
+                    let controller = Arc::clone(controller);
+                    let progress = progress.clone();
+                    async move { apply_node(controller, catalog, parallel, progress).await }
+                },
+            )
+            .await;
+            for (node, result) in nodes.iter().zip(results) {
+                match result {
+                    Dispatched::Done(result) => answers.push((node, result)),
+                    Dispatched::Panicked(err) => {
+                        answers.push((node, Err(format!("the dispatch crashed: {err}"))));
+                    }
+                    Dispatched::NotStarted => {
+                        let status = NodeStatus {
+                            node: node.name.clone(),
+                            status: "not_started".to_string(),
+                            changed: 0,
+                            failed: 0,
+                            message: Some("not started: max_errors was exceeded".to_string()),
+                        };
+                        let _ = progress.send(Event::NodeFinished(status));
+                        answers.push((
+                            node,
+                            Err("not started: max_errors was exceeded".to_string()),
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut planned = self.planned(request);
+        let mut reports = Vec::new();
+        let mut statuses = Vec::new();
+        let mut failures: Vec<(&model::Node, String)> = Vec::new();
+        for (node, answer) in answers {
+            let applied = match answer {
+                Ok(TaskResult::Applied {
+                    states,
+                    outcomes,
+                    duration_ms,
+                }) => observed_states(node, &states).and_then(|observed| {
+                    let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)?;
+                    Ok((observed, report))
+                }),
+                Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
+                Ok(TaskResult::Failed { error }) => Err(error),
+                Ok(TaskResult::Observed { .. }) => Err("answered an apply with a probe".into()),
+                Err(err) => Err(err),
+            };
+            match applied {
+                Ok((observed, report)) => {
+                    let mut ignored = Vec::new();
+                    let graph = ResourceGraph::build(node, registry, &mut ignored);
+                    planned
+                        .plan
+                        .nodes
+                        .push(plan::build(&graph, registry, &observed));
+                    planned.nodes.push(node);
+                    planned.graphs.push(graph);
+                    statuses.push(NodeStatus {
+                        node: node.name.clone(),
+                        status: if report.n_failed() > 0 {
+                            "failed"
+                        } else {
+                            "ok"
+                        }
+                        .to_string(),
+                        changed: report.n_changed(),
+                        failed: report.n_failed(),
+                        message: None,
+                    });
+                    reports.push(report);
+                }
+                Err(err) => {
+                    if !err.starts_with("not started") {
+                        statuses.push(failed_status(node, &err));
+                    } else {
+                        statuses.push(NodeStatus {
+                            node: node.name.clone(),
+                            status: "not_started".to_string(),
+                            changed: 0,
+                            failed: 0,
+                            message: Some(err.clone()),
+                        });
+                    }
+                    failures.push((node, err));
+                }
+            }
+        }
+        let id = local::run_id();
+        let mut record = local::apply_record(
+            self.validated,
+            &planned,
+            &reports,
+            &id,
+            &started_at,
+            &request.project,
+        );
+        record.user = request.user.clone();
+        for (node, err) in &failures {
+            record
+                .results
+                .extend(node_failure(self.validated, node, err));
+        }
+        self.relative_files(&mut record);
+        let failed = statuses.iter().any(|s| s.status != "ok");
+        RunResponse {
+            run_id: Some(id),
+            has_changes: reports.iter().any(|r| r.n_changed() > 0),
+            failed,
+            output: store_run(controller, &record),
+            nodes: statuses,
+            errors: Vec::new(),
+        }
+    }
+}
+
+async fn apply_node(
+    controller: Arc<Controller>,
+    catalog: Catalog,
+    parallel: usize,
+    progress: mpsc::UnboundedSender<Event>,
+) -> Result<TaskResult, String> {
+    let node = catalog.node.clone();
+    let _ = progress.send(Event::NodeStarted { node: node.clone() });
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<WireOutcome>();
+    let forward = {
+        let progress = progress.clone();
+        let node = node.clone();
+        tokio::spawn(async move {
+            while let Some(outcome) = events_rx.recv().await {
+                let _ = progress.send(Event::Resource {
+                    node: node.clone(),
+                    resource: outcome.id.clone(),
+                    outcome: outcome_name(&outcome).to_string(),
+                });
+            }
+        })
+    };
+    let result = controller
+        .dispatch(
+            &node,
+            TaskKind::Apply {
+                catalog,
+                fingerprints: None,
+                parallel,
+            },
+            APPLY_WAIT,
+            Some(events_tx),
+        )
+        .await;
+    let _ = forward.await;
+    let status = match &result {
+        Ok(TaskResult::Applied { outcomes, .. }) => {
+            let failed = outcomes.iter().filter(|o| o.is_failed()).count();
+            NodeStatus {
+                node: node.clone(),
+                status: if failed > 0 { "failed" } else { "ok" }.to_string(),
+                changed: outcomes
+                    .iter()
+                    .filter(|o| {
+                        matches!(
+                            o.outcome,
+                            crate::fleet::wire::WireOutcomeKind::Changed { .. }
+                                | crate::fleet::wire::WireOutcomeKind::Refreshed { .. }
+                        )
+                    })
+                    .count(),
+                failed,
+                message: None,
+            }
+        }
+        Ok(TaskResult::Refused { reason }) => NodeStatus {
+            node: node.clone(),
+            status: "failed".to_string(),
+            changed: 0,
+            failed: 0,
+            message: Some(format!("refused the task: {reason}")),
+        },
+        Ok(TaskResult::Failed { error }) => NodeStatus {
+            node: node.clone(),
+            status: "failed".to_string(),
+            changed: 0,
+            failed: 0,
+            message: Some(error.clone()),
+        },
+        Ok(TaskResult::Observed { .. }) => NodeStatus {
+            node: node.clone(),
+            status: "failed".to_string(),
+            changed: 0,
+            failed: 0,
+            message: Some("answered an apply with a probe".to_string()),
+        },
+        Err(err) => NodeStatus {
+            node: node.clone(),
+            status: if err.contains("offline") {
+                "offline"
+            } else {
+                "failed"
+            }
+            .to_string(),
+            changed: 0,
+            failed: 0,
+            message: Some(err.clone()),
+        },
+    };
+    let _ = progress.send(Event::NodeFinished(status));
+    result
+}
+
+fn outcome_name(outcome: &WireOutcome) -> &'static str {
+    use crate::fleet::wire::WireOutcomeKind;
+    match outcome.outcome {
+        WireOutcomeKind::Unchanged => "unchanged",
+        WireOutcomeKind::Changed { .. } => "changed",
+        WireOutcomeKind::Refreshed { .. } => "refreshed",
+        WireOutcomeKind::Failed { .. } => "failed",
+        WireOutcomeKind::Skipped { .. } => "skipped",
+    }
+}
+
+fn failed_status(node: &model::Node, err: &str) -> NodeStatus {
+    NodeStatus {
+        node: node.name.clone(),
+        status: if err.contains("offline") {
+            "offline"
+        } else {
+            "failed"
+        }
+        .to_string(),
+        changed: 0,
+        failed: 0,
+        message: Some(err.to_string()),
+    }
+}
+
+/// The agent's observations, checked against the catalog it was sent.
+fn observed_states(
+    node: &model::Node,
+    states: &[WireObserved],
+) -> Result<Vec<Result<crate::resource::change::State, String>>, String> {
+    if states.len() != node.resources.len() {
+        return Err(format!(
+            "the agent reported {} states for {} resources",
+            states.len(),
+            node.resources.len()
+        ));
+    }
+    Ok(states.iter().map(WireObserved::to_model).collect())
+}
+
+/// A result per resource of a node that never answered: failed (or skipped when it was
+/// never started), with the reason.
+fn node_failure(validated: &Validated, node: &model::Node, err: &str) -> Vec<ResultRecord> {
+    let outcome = if err.starts_with("not started") {
+        ResultOutcome::Skipped
+    } else {
+        ResultOutcome::Failed
+    };
+    node.resources
+        .iter()
+        .map(|res| {
+            let mut record = local::record(validated, &node.name, res, outcome);
+            record.message = Some(format!("node `{}`: {err}", node.name));
+            record
+        })
+        .collect()
+}
+
+/// Records a run in the controller's store; returns its human summary.
+fn store_run(controller: &Controller, record: &RunRecord) -> String {
+    match controller.with_store(|s| s.record_run(record)) {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => log(&format!("recording run {}: {err}", record.id)),
+        Err(err) => log(&format!("recording run {}: {err}", record.id)),
+    }
+    let findings = controller
+        .with_store(|s| s.findings(false))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    crate::report::run::human(record, &findings, Style::new(false))
+}
+
+/// Records a result that arrived after its run ended (the controller restarted, or the
+/// agent reconnected late): nothing an agent changed goes unreported.
+pub fn record_late(controller: &Controller, node: &str, task_id: &str, result: &TaskResult) {
+    let TaskResult::Applied { outcomes, .. } = result else {
+        return;
+    };
+    use crate::fleet::wire::WireOutcomeKind;
+    let now = local::timestamp();
+    let results = outcomes
+        .iter()
+        .map(|o| {
+            let (outcome, message) = match &o.outcome {
+                WireOutcomeKind::Unchanged => (ResultOutcome::Unchanged, None),
+                WireOutcomeKind::Changed { .. } | WireOutcomeKind::Refreshed { .. } => {
+                    (ResultOutcome::Changed, None)
+                }
+                WireOutcomeKind::Failed { error, .. } => {
+                    (ResultOutcome::Failed, Some(error.clone()))
+                }
+                WireOutcomeKind::Skipped { because } => (
+                    ResultOutcome::Skipped,
+                    Some(format!("skipped because {because} failed")),
+                ),
+            };
+            ResultRecord {
+                node: node.to_string(),
+                resource: o.id.clone(),
+                outcome,
+                file: None,
+                line: None,
+                column: None,
+                diff: None,
+                message,
+                duration_ms: o.duration_ms,
+                association: None,
+                severity: crate::store::Severity::Unspecified,
+            }
+        })
+        .collect();
+    let record = RunRecord {
+        id: format!("late-{task_id}"),
+        kind: RunKind::Apply,
+        started_at: now.clone(),
+        finished_at: now,
+        user: "agent".to_string(),
+        project: format!("(result of task {task_id}, delivered after its run ended)"),
+        documents_digest: String::new(),
+        results,
+    };
+    let exists = controller
+        .with_store(|s| s.run(Some(&record.id)).is_ok())
+        .unwrap_or(false);
+    if !exists {
+        log(&format!(
+            "recording the late result of task {task_id} from `{node}`"
+        ));
+        store_run(controller, &record);
+    }
+}
+
+/// The project whose schedules run, and its name for records, if one was applied.
+pub fn current_project(data_dir: &Path) -> Option<(PathBuf, String)> {
+    let text = std::fs::read_to_string(current_path(data_dir)).ok()?;
+    let mut lines = text.lines();
+    let dir = lines.next()?.trim();
+    let project = lines.next().unwrap_or_default().to_string();
+    if dir.is_empty() || check_bundle_path(dir).is_err() {
+        return None;
+    }
+    Some((projects_dir(data_dir).join(dir), project))
+}
+
+/// Reads back a stored project as a bundle, for a scheduled run.
+pub fn bundle_of(dir: &Path) -> Result<Vec<BundleFile>, String> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|err| err.to_string())?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .map_err(|err| err.to_string())?
+            .to_string_lossy()
+            .to_string();
+        let bytes = std::fs::read(entry.path()).map_err(|err| err.to_string())?;
+        files.push(BundleFile {
+            path: relative,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_paths_stay_inside() {
+        assert!(check_bundle_path("site.yaml").is_ok());
+        assert!(check_bundle_path("templates/a.j2").is_ok());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            ".steward/x",
+            "a/.git/config",
+            "a\\b",
+        ] {
+            assert!(check_bundle_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn materialize_refuses_bad_bundles_and_dedupes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |path: &str, data: &str| BundleFile {
+            path: path.to_string(),
+            data: data.to_string(),
+        };
+        let ok = vec![file("site.yaml", "c3Rld2FyZDogMQo=")];
+        let a = materialize(dir.path(), &ok).unwrap();
+        let b = materialize(dir.path(), &ok).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            std::fs::read_to_string(a.join("site.yaml")).unwrap(),
+            "steward: 1\n"
+        );
+        assert!(materialize(dir.path(), &[file("../x", "")]).is_err());
+        assert!(materialize(dir.path(), &[file("x", "!!!")]).is_err());
+        assert!(materialize(dir.path(), &[file("x", ""), file("x", "")]).is_err());
+    }
+}

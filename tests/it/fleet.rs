@@ -1,0 +1,643 @@
+//! The fleet, end to end: a real controller and real agents as processes on loopback, each
+//! agent with its own `--root`, driven through the CLI as SPEC's "Fleet quick path" says.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Output, TestEnv};
+
+/// A controller with its agents; every process is killed on drop.
+struct Fleet {
+    env: TestEnv,
+    data: PathBuf,
+    serve: Option<Child>,
+    agents: Vec<(String, Child)>,
+    agent_addr: String,
+    http: String,
+}
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let env = TestEnv::new();
+        let data = env.path().join("controller");
+        let mut fleet = Fleet {
+            env,
+            data,
+            serve: None,
+            agents: Vec::new(),
+            agent_addr: String::new(),
+            http: String::new(),
+        };
+        fleet.start_controller("127.0.0.1:0", "127.0.0.1:0");
+        fleet
+    }
+
+    fn start_controller(&mut self, listen: &str, http: &str) {
+        let _ = std::fs::remove_file(self.data.join("endpoints.json"));
+        let log = std::fs::File::create(self.env.path().join("serve.log")).unwrap();
+        let child = bin()
+            .args(["serve", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen", listen, "--http", http])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        let endpoints: serde_json::Value =
+            wait_for("endpoints.json", Duration::from_secs(30), || {
+                let text = std::fs::read_to_string(self.data.join("endpoints.json")).ok()?;
+                serde_json::from_str(&text).ok()
+            });
+        self.agent_addr = endpoints["agents"].as_str().unwrap().to_string();
+        self.http = endpoints["http"].as_str().unwrap().to_string();
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(mut child) = self.serve.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn token(&self, ttl: &str) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--ttl",
+            ttl,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        out.stdout.trim().to_string()
+    }
+
+    fn root(&self, name: &str) -> PathBuf {
+        self.env.path().join("roots").join(name)
+    }
+
+    fn state(&self, name: &str) -> PathBuf {
+        self.env.path().join("agents").join(name)
+    }
+
+    /// Starts an agent (enrolling with `token` when given).
+    fn agent_process(&self, name: &str, tags: &str, token: Option<&str>) -> Child {
+        let root = self.root(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.path().join(format!("agent-{name}.log")))
+            .unwrap();
+        let mut cmd = bin();
+        cmd.arg("--root")
+            .arg(&root)
+            .args([
+                "agent",
+                "--controller",
+                &self.agent_addr,
+                "--name",
+                name,
+                "--tags",
+                tags,
+            ])
+            .arg("--state-dir")
+            .arg(self.state(name))
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn add_agent(&mut self, name: &str, tags: &str) {
+        let token = self.token("1h");
+        let child = self.agent_process(name, tags, Some(&token));
+        self.agents.push((name.to_string(), child));
+    }
+
+    fn kill_agent(&mut self, name: &str) {
+        if let Some(idx) = self.agents.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.agents.remove(idx);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs steward against the controller.
+    fn cli(&self, args: &[&str]) -> Output {
+        let output = bin()
+            .args(args)
+            .current_dir(self.env.path())
+            .env("STEWARD_CONTROLLER", &self.http)
+            .env("STEWARD_TOKEN_FILE", self.data.join("admin.token"))
+            .output()
+            .unwrap();
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    fn online(&self) -> Vec<String> {
+        let out = self.cli(&["nodes", "--format", "json"]);
+        if out.code != 0 {
+            return Vec::new();
+        }
+        let nodes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["online"] == true)
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn wait_online(&self, names: &[&str]) {
+        wait_for(
+            &format!("{names:?} online"),
+            Duration::from_secs(60),
+            || {
+                let online = self.online();
+                names
+                    .iter()
+                    .all(|n| online.iter().any(|o| o == n))
+                    .then_some(())
+            },
+        );
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.env.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&format!("--- {}\n", path.display()));
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.agents {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_controller();
+    }
+}
+
+/// Every file under a directory, relative.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+const WEB_PROJECT: &str = r#"steward: 1
+associations:
+  web:
+    targets: { tags: { role: web } }
+    documents: [web.yaml]
+    max_concurrency: 2
+    max_errors: 1
+    compliance_severity: high
+"#;
+
+const WEB_DOC: &str = r#"steward: 1
+parameters:
+  stamp_dir: { type: string }
+resources:
+  directory:/app: { mode: "0755" }
+  file:/app/motd:
+    content: "hello from {{ node.name }}\n"
+    mode: "0644"
+  exec:stamp:
+    command: ["/bin/sh", "-c", "echo start $(date +%s%N) >> {{ params.stamp_dir }}/{{ node.name }}; sleep 0.4; echo end $(date +%s%N) >> {{ params.stamp_dir }}/{{ node.name }}"]
+    creates: /app/stamped
+    require: [file:/app/motd]
+  file:/app/stamped:
+    content: "stamped\n"
+    require: [exec:stamp]
+"#;
+
+#[test]
+fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
+    let mut fleet = Fleet::start();
+    for (name, role) in [
+        ("web-1", "web"),
+        ("web-2", "web"),
+        ("web-3", "web"),
+        ("web-4", "web"),
+        ("db-1", "db"),
+        ("db-2", "db"),
+    ] {
+        fleet.add_agent(name, &format!("role={role}"));
+    }
+    fleet.wait_online(&["web-1", "web-2", "web-3", "web-4", "db-1", "db-2"]);
+    let nodes = fleet.cli(&["nodes"]);
+    assert_eq!(nodes.code, 0, "{}", nodes.all());
+    assert!(
+        nodes.stdout.contains("web-1") && nodes.stdout.contains("online"),
+        "{}",
+        nodes.stdout
+    );
+    assert!(nodes.stdout.contains("role=db"), "{}", nodes.stdout);
+
+    let project = fleet.env.path().join("project");
+    fleet.env.write("project/site.yaml", WEB_PROJECT);
+    fleet.env.write("project/web.yaml", WEB_DOC);
+    let stamps = fleet.env.path().join("stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
+    let param = format!("stamp_dir={}", stamps.display());
+    let p = project.to_str().unwrap();
+
+    let plan = fleet.cli(&["plan", p, "--param", &param, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{}\n{}", plan.all(), fleet.logs());
+    for web in ["web-1", "web-2", "web-3", "web-4"] {
+        assert!(plan.stdout.contains(web), "{}", plan.stdout);
+    }
+    assert!(!plan.stdout.contains("db-1"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("file:/app/motd"), "{}", plan.stdout);
+
+    let apply = fleet.cli(&["apply", p, "--param", &param, "--yes"]);
+    assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
+    for web in ["web-1", "web-2", "web-3", "web-4"] {
+        let motd = std::fs::read_to_string(fleet.root(web).join("app/motd")).unwrap();
+        assert_eq!(motd, format!("hello from {web}\n"));
+        assert!(apply.stdout.contains(web), "{}", apply.stdout);
+    }
+    for db in ["db-1", "db-2"] {
+        assert_eq!(
+            files_under(&fleet.root(db)),
+            Vec::<String>::new(),
+            "{db} was touched"
+        );
+    }
+
+    // Never more than two nodes at once: the intervals the commands stamped overlap at most
+    // pairwise.
+    let mut intervals = Vec::new();
+    for web in ["web-1", "web-2", "web-3", "web-4"] {
+        let text = std::fs::read_to_string(stamps.join(web)).unwrap();
+        let at = |word: &str| -> u128 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(word))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        intervals.push((at("start "), at("end ")));
+    }
+    for &(start, _) in &intervals {
+        let running = intervals
+            .iter()
+            .filter(|(s, e)| *s <= start && start < *e)
+            .count();
+        assert!(running <= 2, "{running} nodes ran at once: {intervals:?}");
+    }
+
+    let again = fleet.cli(&["plan", p, "--param", &param, "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+
+    let runs = fleet.cli(&["runs"]);
+    assert_eq!(runs.code, 0, "{}", runs.all());
+    assert!(runs.stdout.contains("apply"), "{}", runs.stdout);
+    let junit = fleet.cli(&["report", "--format", "junit"]);
+    assert_eq!(junit.code, 0, "{}", junit.all());
+    assert!(junit.stdout.contains("<testsuites"), "{}", junit.stdout);
+    assert!(junit.stdout.contains("web-3"), "{}", junit.stdout);
+
+    // Drift on one node becomes a finding.
+    std::fs::write(fleet.root("web-2").join("app/motd"), "edited by hand\n").unwrap();
+    let drift = fleet.cli(&["drift", p, "--param", &param, "--detailed-exitcode"]);
+    assert_eq!(drift.code, 2, "{}\n{}", drift.all(), fleet.logs());
+    let findings = fleet.cli(&["findings"]);
+    assert_eq!(findings.code, 0, "{}", findings.all());
+    assert!(findings.stdout.contains("web-2"), "{}", findings.stdout);
+    assert!(
+        findings.stdout.contains("file:/app/motd"),
+        "{}",
+        findings.stdout
+    );
+    assert!(!findings.stdout.contains("web-1 "), "{}", findings.stdout);
+
+    // Offline targets count as errors and are named; the others are applied.
+    fleet.kill_agent("web-4");
+    wait_for("web-4 offline", Duration::from_secs(30), || {
+        (!fleet.online().contains(&"web-4".to_string())).then_some(())
+    });
+    let apply = fleet.cli(&["apply", p, "--param", &param, "--yes"]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply.stdout.contains("web-4") && apply.stdout.contains("offline"),
+        "{}",
+        apply.stdout
+    );
+    let motd = std::fs::read_to_string(fleet.root("web-2").join("app/motd")).unwrap();
+    assert_eq!(motd, "hello from web-2\n", "the drift was repaired");
+}
+
+/// Sends `bytes` to the agent port and reads whatever comes back until it closes.
+fn poke(addr: &str, bytes: &[u8]) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+}
+
+/// The HTTP status of a request without credentials.
+fn status_without_token(http: &str, method: &str, path: &str) -> u16 {
+    let addr = http.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_tokens_connections_and_callers_are_refused_and_the_controller_keeps_serving() {
+    let mut fleet = Fleet::start();
+
+    // Every API route refuses a caller without the admin token.
+    for (method, path) in steward::fleet::api::ROUTES {
+        let path = path.replace("{name}", "web-1").replace("{id}", "1");
+        let status = status_without_token(&fleet.http, method, &path);
+        assert_eq!(
+            status, 401,
+            "{method} {path} answered {status} without a token"
+        );
+    }
+    let wrong = bin()
+        .args(["nodes"])
+        .env("STEWARD_CONTROLLER", &fleet.http)
+        .env(
+            "STEWARD_TOKEN_FILE",
+            fleet.env.write("wrong.token", "not-the-token\n"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+
+    // Junk on the agent port: random bytes, an oversized frame, a malformed message.
+    poke(
+        &fleet.agent_addr,
+        b"\x16\x03\x01garbage that is not TLS at all",
+    );
+    poke(&fleet.agent_addr, &[0xff; 4096]);
+
+    // A forged token (right id and fingerprint, wrong secret) and one from another controller.
+    let token = fleet.token("1h");
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 4, "{token}");
+    let forged = format!(
+        "{}.{}.{}.{}",
+        parts[0],
+        parts[1],
+        "0".repeat(parts[2].len()),
+        parts[3]
+    );
+    let mut child = fleet.agent_process("forged", "role=web", Some(&forged));
+    let status = wait_for(
+        "the forged agent to give up",
+        Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(1));
+
+    let other = TestEnv::new();
+    let other_token = bin()
+        .args(["token", "create", "--data-dir"])
+        .arg(other.path().join("d"))
+        .output()
+        .unwrap();
+    let other_token = String::from_utf8_lossy(&other_token.stdout)
+        .trim()
+        .to_string();
+    let mut child = fleet.agent_process("foreign", "role=web", Some(&other_token));
+    let status = wait_for(
+        "the foreign-token agent to give up",
+        Duration::from_secs(60),
+        || child.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(1), "{}", fleet.logs());
+
+    // The real token still works once, then is used up.
+    let mut first = fleet.agent_process("web-1", "role=web", Some(&token));
+    fleet.wait_online(&["web-1"]);
+    let mut reused = fleet.agent_process("web-2", "role=web", Some(&token));
+    let status = wait_for(
+        "the reused-token agent to give up",
+        Duration::from_secs(30),
+        || reused.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(1));
+
+    // An expired token.
+    let short = fleet.token("1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut late = fleet.agent_process("web-3", "role=web", Some(&short));
+    let status = wait_for(
+        "the expired-token agent to give up",
+        Duration::from_secs(30),
+        || late.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(1));
+    let logs = fleet.logs();
+    assert!(logs.contains("expired"), "{logs}");
+
+    // Revoking cuts the agent off for good.
+    let revoke = fleet.cli(&["node", "revoke", "web-1"]);
+    assert_eq!(revoke.code, 0, "{}", revoke.all());
+    let status = wait_for("the revoked agent to stop", Duration::from_secs(60), || {
+        first.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1), "{}", fleet.logs());
+    let nodes = fleet.cli(&["nodes"]);
+    assert!(nodes.stdout.contains("revoked"), "{}", nodes.all());
+
+    // And the controller still serves everyone else.
+    fleet.add_agent("web-4", "role=web");
+    fleet.wait_online(&["web-4"]);
+    for path in ["identity.json", "tasks.json"] {
+        let file = fleet.state("web-4").join(path);
+        if file.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fleet.data.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+const SLOW_DOC: &str = r#"steward: 1
+associations:
+  web:
+    targets: { tags: { role: web } }
+    max_concurrency: "100%"
+    max_errors: "100%"
+resources:
+  exec:slow:
+    command: ["/bin/sleep", "3"]
+    creates: /done
+  file:/done:
+    content: "done\n"
+    require: [exec:slow]
+"#;
+
+#[test]
+fn a_killed_agent_fails_its_node_alone_and_a_rerun_converges() {
+    let mut fleet = Fleet::start();
+    for name in ["web-1", "web-2", "web-3"] {
+        fleet.add_agent(name, "role=web");
+    }
+    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let project = fleet.env.write("project/site.yaml", SLOW_DOC);
+    let p = project.parent().unwrap().to_str().unwrap().to_string();
+
+    let apply = {
+        let mut cmd = bin();
+        cmd.args(["apply", &p, "--yes"])
+            .env("STEWARD_CONTROLLER", &fleet.http)
+            .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    fleet.kill_agent("web-2");
+    let output = apply.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{}", fleet.logs());
+    assert!(stdout.contains("web-2"), "{stdout}");
+    for ok in ["web-1", "web-3"] {
+        assert!(fleet.root(ok).join("done").exists(), "{ok} did not finish");
+    }
+
+    // The agent comes back with its certificate (no token) and a re-run converges.
+    let child = fleet.agent_process("web-2", "role=web", None);
+    fleet.agents.push(("web-2".to_string(), child));
+    fleet.wait_online(&["web-2"]);
+    let rerun = fleet.cli(&["apply", &p, "--yes"]);
+    assert_eq!(rerun.code, 0, "{}\n{}", rerun.all(), fleet.logs());
+    assert!(fleet.root("web-2").join("done").exists());
+}
+
+#[test]
+fn a_schedule_fires_and_results_survive_a_controller_restart() {
+    let mut fleet = Fleet::start();
+    fleet.add_agent("web-1", "role=web");
+    fleet.wait_online(&["web-1"]);
+    let doc = r#"steward: 1
+associations:
+  watch:
+    targets: { names: [web-1] }
+    schedule: rate(30 minutes)
+    mode: detect
+resources:
+  file:/motd:
+    content: "scheduled\n"
+  exec:slow:
+    command: ["/bin/sleep", "3"]
+    creates: /marker
+  file:/marker:
+    content: "x\n"
+    require: [exec:slow]
+"#;
+    let project = fleet.env.write("project/site.yaml", doc);
+    let p = project.parent().unwrap().to_str().unwrap().to_string();
+
+    // The controller dies while the agent applies; its result arrives after the restart.
+    let apply = {
+        let mut cmd = bin();
+        cmd.args(["apply", &p, "--yes"])
+            .env("STEWARD_CONTROLLER", &fleet.http)
+            .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (agents, http) = (fleet.agent_addr.clone(), fleet.http.clone());
+    fleet.kill_controller();
+    let output = apply.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    fleet.start_controller(&agents, http.trim_start_matches("http://"));
+    fleet.wait_online(&["web-1"]);
+    let late = wait_for("the late result", Duration::from_secs(60), || {
+        let runs = fleet.cli(&["runs"]);
+        runs.stdout.contains("late-").then_some(runs.stdout)
+    });
+    assert!(late.contains("agent"), "{late}");
+    assert!(fleet.root("web-1").join("marker").exists());
+
+    // Applying through the controller makes the project current; its never-run scheduled
+    // association runs at once, in detect mode, recorded like a hand-started drift check.
+    let apply = fleet.cli(&["apply", &p, "--yes"]);
+    assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
+    let runs = wait_for("a scheduled run", Duration::from_secs(60), || {
+        let runs = fleet.cli(&["runs"]);
+        runs.stdout.contains("scheduler").then_some(runs.stdout)
+    });
+    assert!(runs.contains("drift"), "{runs}");
+}
