@@ -388,6 +388,43 @@ fn poke(addr: &str, bytes: &[u8]) {
     let _ = stream.read_to_end(&mut sink);
 }
 
+/// Connects over TLS (pinning the controller by fingerprint, or with a client certificate),
+/// sends `bytes`, and returns the first frame the controller answers with, if any.
+fn tls_poke(
+    addr: &str,
+    fingerprint: &str,
+    client: Option<(&str, &str, &str)>,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = match client {
+        None => steward::fleet::pki::enroll_client_config(fingerprint).unwrap(),
+        Some((ca, cert, key)) => steward::fleet::pki::agent_client_config(ca, cert, key).unwrap(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        tls.write_all(bytes).await.ok()?;
+        tls.flush().await.ok()?;
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(15), tls.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        tls.read_exact(&mut frame).await.ok()?;
+        Some(frame)
+    })
+}
+
 /// The HTTP status of a request without credentials.
 fn status_without_token(http: &str, method: &str, path: &str) -> u16 {
     let addr = http.trim_start_matches("http://");
@@ -476,6 +513,47 @@ fn hostile_tokens_connections_and_callers_are_refused_and_the_controller_keeps_s
         || child.try_wait().unwrap(),
     );
     assert_eq!(status.code(), Some(1), "{}", fleet.logs());
+
+    // Over TLS too: an oversized frame, a malformed message, and a client certificate from
+    // another CA are refused.
+    let fingerprint = format!("sha256:{}", parts[3]);
+    assert!(
+        tls_poke(
+            &fleet.agent_addr,
+            &fingerprint,
+            None,
+            &u32::MAX.to_be_bytes()
+        )
+        .is_none()
+    );
+    let mut junk = 9u32.to_be_bytes().to_vec();
+    junk.extend_from_slice(b"{\"type\":1}");
+    assert!(tls_poke(&fleet.agent_addr, &fingerprint, None, &junk).is_none());
+    let other_ca = steward::fleet::pki::Ca::load_or_create(&other.path().join("d")).unwrap();
+    let key = steward::fleet::pki::new_agent_key("intruder").unwrap();
+    let cert = other_ca
+        .sign_agent("intruder", &key.csr_pem, Duration::from_secs(3600))
+        .unwrap();
+    let real_ca = std::fs::read_to_string(fleet.data.join("ca.crt")).unwrap();
+    // A hello: were the certificate let in, the controller would answer it (if only to refuse).
+    let hello = serde_json::to_vec(&steward::fleet::wire::AgentMsg::Hello {
+        protocol: steward::fleet::wire::PROTOCOL,
+        version: "0".into(),
+        facts: Default::default(),
+    })
+    .unwrap();
+    let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&hello);
+    assert!(
+        tls_poke(
+            &fleet.agent_addr,
+            &fingerprint,
+            Some((&real_ca, &cert, &key.key_pem)),
+            &frame
+        )
+        .is_none(),
+        "a certificate from another CA was let in"
+    );
 
     // The real token still works once, then is used up.
     let mut first = fleet.agent_process("web-1", "role=web", Some(&token));
