@@ -122,7 +122,8 @@ pub fn documents_digest(
     format!("blake3:{}", hasher.finalize().to_hex())
 }
 
-fn selected(node: &model::Node, target: Option<&str>) -> bool {
+/// Whether `--target` (`NAME` or `KEY=VALUE`) selects a node.
+pub(crate) fn selected(node: &model::Node, target: Option<&str>) -> bool {
     match target {
         None => true,
         Some(selector) => match selector.split_once('=') {

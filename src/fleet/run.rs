@@ -286,16 +286,6 @@ fn diagnostics_text(validated: &Validated) -> Vec<String> {
         .collect()
 }
 
-fn selected(node: &model::Node, target: Option<&str>) -> bool {
-    match target {
-        None => true,
-        Some(selector) => match selector.split_once('=') {
-            Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
-            None => node.name == selector,
-        },
-    }
-}
-
 /// Which association (if any) a run is narrowed to: the scheduler runs one at a time.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
@@ -408,8 +398,6 @@ struct Fleet<'v> {
     waves: Vec<(Option<&'v model::Association>, Vec<&'v model::Node>)>,
     /// Every target, in wave order.
     targets: Vec<&'v model::Node>,
-    /// Targets without a connected agent.
-    offline: Vec<&'v model::Node>,
 }
 
 impl<'v> Fleet<'v> {
@@ -431,7 +419,7 @@ impl<'v> Fleet<'v> {
                 .filter(|n| n.name != LOCAL_NODE)
                 .filter(|n| association.targets.matches(&n.name, &n.tags))
                 .filter(|n| !n.resources.is_empty())
-                .filter(|n| selected(n, request.target.as_deref()))
+                .filter(|n| local::selected(n, request.target.as_deref()))
                 .filter(|n| taken.insert(n.name.as_str()))
                 .collect();
             if !nodes.is_empty() {
@@ -445,8 +433,24 @@ impl<'v> Fleet<'v> {
             project_dir: validated.project.root.clone(),
             waves,
             targets,
-            offline: Vec::new(),
         }
+    }
+
+    /// Completes a run's record: who ran it, a failed (or skipped) result for each resource
+    /// of a node that never answered, and file names as the project names them.
+    fn finish_record(
+        &self,
+        record: &mut RunRecord,
+        request: &RunRequest,
+        failures: &[(&model::Node, String)],
+    ) {
+        record.user = request.user.clone();
+        for (node, err) in failures {
+            record
+                .results
+                .extend(node_failure(self.validated, node, err));
+        }
+        self.relative_files(record);
     }
 
     /// Names files as the project names them, not by where the controller keeps its copy.
@@ -467,7 +471,7 @@ impl<'v> Fleet<'v> {
 
     /// Probes every target at once and builds the plans (or the drift record).
     async fn probe(
-        mut self,
+        self,
         controller: &Arc<Controller>,
         registry: &Registry,
         request: &RunRequest,
@@ -536,7 +540,6 @@ impl<'v> Fleet<'v> {
                 }
             }
         }
-        self.offline.clear();
         let has_changes = planned.plan.has_changes();
         let failed = !failures.is_empty() || planned.plan.summary().errors > 0;
         let mut response = RunResponse {
@@ -570,13 +573,7 @@ impl<'v> Fleet<'v> {
             &started_at,
             &request.project,
         );
-        record.user = request.user.clone();
-        for (node, err) in &failures {
-            record
-                .results
-                .extend(node_failure(self.validated, node, err));
-        }
-        self.relative_files(&mut record);
+        self.finish_record(&mut record, request, &failures);
         response.run_id = Some(id);
         response.output = store_run(controller, &record);
         response
@@ -730,13 +727,7 @@ impl<'v> Fleet<'v> {
             &started_at,
             &request.project,
         );
-        record.user = request.user.clone();
-        for (node, err) in &failures {
-            record
-                .results
-                .extend(node_failure(self.validated, node, err));
-        }
-        self.relative_files(&mut record);
+        self.finish_record(&mut record, request, &failures);
         let failed = statuses.iter().any(|s| s.status != "ok");
         RunResponse {
             run_id: Some(id),
