@@ -46,16 +46,18 @@ pub fn validate(
     local_facts: Facts,
     overrides: BTreeMap<String, String>,
 ) -> Validated {
-    validate_with(path, registry, local_facts, overrides, Vec::new())
+    validate_with(path, registry, local_facts, overrides, Vec::new(), None)
 }
 
-/// [`validate`] with nodes known beyond the documents (a controller's inventory).
+/// [`validate`] with nodes known beyond the documents (a controller's inventory) and, for
+/// `steward run --document`, the nodes that get the documents no association covers.
 pub fn validate_with(
     path: &Path,
     registry: &Registry,
     local_facts: Facts,
     overrides: BTreeMap<String, String>,
     inventory: Vec<schema::KnownNode>,
+    adhoc: Option<Vec<String>>,
 ) -> Validated {
     let project = crate::load::load(path);
     let files = crate::load::ProjectReader::new(&project.root);
@@ -65,6 +67,7 @@ pub fn validate_with(
         local_facts,
         overrides,
         inventory,
+        adhoc,
     };
     let (model, lowered) = schema::lower(&project, &config);
     let mut diagnostics = project.diagnostics.clone();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::{
-    AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, ServeArgs,
+    AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, RunArgs, ServeArgs,
     overrides, print_stdout, report_human, usage_error,
 };
 use crate::fleet::client::{self, Client};
@@ -70,6 +70,167 @@ fn parse_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>, 
         tags.insert(key.trim().to_string(), value.trim().to_string());
     }
     Ok(tags)
+}
+
+/// `steward run`: a command, a script or a document on the targets.
+pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit> {
+    let Some(target) = args.target.clone() else {
+        return usage_error("steward run needs --target (a node name, KEY=VALUE, or all)");
+    };
+    if let Some(document) = &args.document {
+        if !args.command.is_empty() {
+            return usage_error("give either --document or a command after `--`, not both");
+        }
+        let project = ProjectArgs {
+            path: document.clone(),
+            params: args.params.clone(),
+        };
+        return remote_run(
+            ctx,
+            &RemoteRun {
+                mode: Mode::Apply,
+                project: &project,
+                remote: &args.remote,
+                target: None,
+                parallel: 4,
+                detailed_exitcode: false,
+                format: OutputFormat::Human,
+                yes: true,
+                adhoc: Some(crate::fleet::run::AdhocRequest {
+                    target,
+                    max_concurrency: args.max_concurrency.clone(),
+                    max_errors: args.max_errors.clone(),
+                }),
+            },
+        );
+    }
+    let argv = match (&args.shell, args.command.is_empty()) {
+        (Some(script), true) => vec!["/bin/sh".to_string(), "-c".to_string(), script.clone()],
+        (Some(_), false) => {
+            return usage_error("give either --shell SCRIPT or a command after `--`, not both");
+        }
+        (None, true) => {
+            return usage_error("no command: give it after `--`, or use --shell or --document");
+        }
+        (None, false) => args.command.clone(),
+    };
+    let timeout = match parse_ttl(&args.timeout) {
+        Ok(timeout) => timeout,
+        Err(message) => return usage_error(&message.replace("--ttl", "--timeout")),
+    };
+    let delivery = match parse_ttl(&args.delivery_timeout) {
+        Ok(delivery) => delivery,
+        Err(message) => return usage_error(&message.replace("--ttl", "--delivery-timeout")),
+    };
+    let mut env = std::collections::BTreeMap::new();
+    for pair in &args.env {
+        let Some((name, value)) = pair.split_once('=') else {
+            return usage_error(&format!("--env `{pair}` must be NAME=VALUE"));
+        };
+        env.insert(name.to_string(), value.to_string());
+    }
+    let mut secret_env = std::collections::BTreeMap::new();
+    for name in &args.env_secret {
+        match std::env::var(name) {
+            Ok(value) => {
+                secret_env.insert(name.clone(), value);
+            }
+            Err(_) => {
+                return usage_error(&format!(
+                    "--env-secret {name}: no such variable in steward's environment"
+                ));
+            }
+        }
+    }
+    let client = match client(&args.remote) {
+        Ok(client) => client,
+        Err(message) => return usage_error(&message),
+    };
+    let request = crate::fleet::command::CommandRequest {
+        target,
+        argv,
+        max_concurrency: args.max_concurrency.clone(),
+        max_errors: args.max_errors.clone(),
+        timeout_secs: timeout.as_secs(),
+        delivery_timeout_secs: delivery.as_secs(),
+        user: args.user.clone(),
+        env,
+        secret_env,
+        user_name: crate::local::user(),
+    };
+    let json = args.format == OutputFormat::Json;
+    let mut stdout = std::io::stdout().lock();
+    let mut on_event = |event: &crate::fleet::command::CommandEvent| {
+        use crate::fleet::command::CommandEvent;
+        if json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(stdout, "{line}");
+            }
+            return;
+        }
+        match event {
+            CommandEvent::Begin { run_id, nodes } => eprintln!(
+                "run {run_id} on {} node(s) (`steward run cancel {run_id}` stops it)",
+                nodes.len()
+            ),
+            CommandEvent::Status { node, status } => eprintln!("{node}: {}", status.as_str()),
+            CommandEvent::Output { node, data, .. } => {
+                for line in data.lines() {
+                    let _ = writeln!(stdout, "{node}: {line}");
+                }
+            }
+            CommandEvent::Done(_) => {}
+        }
+    };
+    let response = match client.command(&request, &mut on_event) {
+        Ok(response) => response,
+        Err(message) => return usage_error(&message),
+    };
+    drop(stdout);
+    for error in &response.errors {
+        eprintln!("error: {error}");
+    }
+    if json {
+        let line =
+            serde_json::to_string(&crate::fleet::command::CommandEvent::Done(response.clone()))
+                .map_err(std::io::Error::other)?;
+        print_stdout(&format!("{line}\n"))?;
+    } else if !response.nodes.is_empty() {
+        print_stdout(&command_table(&response))?;
+    }
+    Ok(if response.failed || !response.errors.is_empty() {
+        Exit::Error
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The per-node summary of a command run.
+fn command_table(response: &crate::fleet::command::CommandResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\nNODE         STATUS              EXIT  DURATION  MESSAGE\n");
+    for node in &response.nodes {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<19} {:>4}  {:>7.1}s  {}",
+            node.node,
+            node.status.as_str(),
+            node.exit_code.map_or("-".to_string(), |c| c.to_string()),
+            node.duration_ms as f64 / 1000.0,
+            node.message.as_deref().unwrap_or("")
+        );
+    }
+    if response.not_started > 0 {
+        let _ = writeln!(
+            out,
+            "{} node(s) never started: max-errors was exceeded.",
+            response.not_started
+        );
+    }
+    if let Some(id) = &response.run_id {
+        let _ = writeln!(out, "Recorded as run {id} (`steward report {id}`).");
+    }
+    out
 }
 
 /// `30s`, `15m`, `1h`, `7d`.
@@ -199,6 +360,8 @@ pub(super) struct RemoteRun<'a> {
     pub(super) detailed_exitcode: bool,
     pub(super) format: OutputFormat,
     pub(super) yes: bool,
+    /// `steward run --document`.
+    pub(super) adhoc: Option<crate::fleet::run::AdhocRequest>,
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
@@ -238,6 +401,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,
         user: crate::local::user(),
+        adhoc: run.adhoc.clone(),
     };
     if run.mode == Mode::Apply && !run.yes {
         if !std::io::stdin().is_terminal() {

@@ -157,6 +157,23 @@ Example:
     /// Manage one node of a controller.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Run a command (or a document) on nodes through their agents, at a controlled pace.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "\
+Examples:
+  steward run --target role=web --max-concurrency 2 -- systemctl restart nginx
+  steward run --target all -- df -h
+  steward run --target web-1 --shell 'tail -n 50 /var/log/syslog | grep -i error'
+  steward run --target role=web --document ops/rotate-key.yaml --param key_id=42
+  steward run cancel 20261126T101500.000Z-4242
+
+The command runs with argv (never through a shell) in each agent's --root, as the agent's user
+or --user. Each node's status: pending, in_progress, success, failed, timed_out,
+delivery_timed_out, cancelled or not_started (max-errors was exceeded first).
+Exit: 0 when every node succeeded, 1 otherwise (including no node matched)."
+    )]
+    Run(Box<RunArgs>),
     /// Print each node's dependency graph.
     #[command(after_help = "\
 Examples:
@@ -254,6 +271,64 @@ pub(crate) struct NodesArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub(crate) format: OutputFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<RunAction>,
+    /// Which nodes: `all`, a name, or `KEY=VALUE`; several joined by commas.
+    #[arg(long, value_name = "SEL")]
+    pub(crate) target: Option<String>,
+    /// Nodes at once: a count or a percentage of the targets.
+    #[arg(long, value_name = "N|P%", default_value = "50")]
+    pub(crate) max_concurrency: String,
+    /// Failures after which no new node starts: a count or a percentage.
+    #[arg(long, value_name = "N|P%", default_value = "0")]
+    pub(crate) max_errors: String,
+    /// Kill a command that runs longer: 30s, 10m, 1h.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub(crate) timeout: String,
+    /// How long to wait for an offline node to connect.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub(crate) delivery_timeout: String,
+    /// Run as this user on the nodes.
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Run this script with /bin/sh -c instead of a command.
+    #[arg(long, value_name = "SCRIPT", conflicts_with = "document")]
+    pub(crate) shell: Option<String>,
+    /// Apply this document (or project directory) on the targets, once.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) document: Option<PathBuf>,
+    /// A parameter of --document.
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "document")]
+    pub(crate) params: Vec<String>,
+    /// An environment variable for the command.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Pass this variable from steward's environment; its value is redacted and never stored.
+    #[arg(long = "env-secret", value_name = "NAME")]
+    pub(crate) env_secret: Vec<String>,
+    /// Output format: lines prefixed by node name, or JSON lines.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RunAction {
+    /// Stop a command run: no new node starts and running commands are killed.
+    Cancel {
+        /// The run id (printed when the run begins).
+        run: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -519,6 +594,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                         detailed_exitcode: args.detailed_exitcode,
                         format: args.format,
                         yes: false,
+                        adhoc: None,
                     },
                 )
             }
@@ -534,6 +610,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 detailed_exitcode: false,
                 format: OutputFormat::Human,
                 yes: args.yes,
+                adhoc: None,
             },
         ),
         Command::Drift(args) if args.remote.controller.is_some() => fleet::remote_run(
@@ -547,6 +624,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 detailed_exitcode: args.detailed_exitcode,
                 format: args.format,
                 yes: false,
+                adhoc: None,
             },
         ),
         Command::Plan(args) => commands::plan(&ctx, &args),
@@ -586,6 +664,12 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         }
         Command::Nodes(args) => fleet::nodes(&args),
         Command::Node(NodeCommand::Revoke { name, remote }) => fleet::node_revoke(&name, &remote),
+        Command::Run(args) => match &args.action {
+            Some(RunAction::Cancel { run, remote }) => {
+                fleet::remote_text(remote, &format!("/v1/runs/{run}/cancel"), true)
+            }
+            None => fleet::run_command(&ctx, &args),
+        },
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
         Command::Completions { shell } => {

@@ -27,11 +27,13 @@ use crate::fleet::outbox::{Claim, Ledger, Outbox};
 use crate::fleet::pki;
 use crate::fleet::token::JoinToken;
 use crate::fleet::wire::{
-    self, AgentMsg, Catalog, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL, Task, TaskKind,
-    TaskResult, WireFacts, WireObserved, WireOutcome,
+    self, AgentMsg, Catalog, CommandTask, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL,
+    Task, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome, WireOutput,
 };
 use crate::plan::{self, graph::ResourceGraph};
 use crate::resource::Registry;
+use crate::resource::command::{Run, Stream};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How an agent runs.
 #[derive(Clone, Debug)]
@@ -153,10 +155,17 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         Ledger::open(&config.state_dir).map_err(|err| AgentError::State(err.to_string()))?,
     ));
     let link: Link = Arc::new(std::sync::Mutex::new(None));
+    let cancels: Cancels = Arc::default();
     let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
-        match session(&config, &server, &mut identity, &outbox, &ledger, &link).await {
+        let shared = Shared {
+            outbox: &outbox,
+            ledger: &ledger,
+            link: &link,
+            cancels: &cancels,
+        };
+        match session(&config, &server, &mut identity, &shared).await {
             Ok(()) => log(&format!("connection to {} closed", config.controller)),
             Err(SessionError::Refused(reason)) => return Err(AgentError::Refused(reason)),
             Err(SessionError::Lost(reason)) => {
@@ -317,6 +326,17 @@ async fn enroll_once(
 /// its result down the new connection.
 type Link = Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>>;
 
+/// Cancel flags of the running command tasks, by task id.
+type Cancels = Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicBool>>>>;
+
+/// What outlives a connection.
+struct Shared<'a> {
+    outbox: &'a Arc<Outbox>,
+    ledger: &'a Arc<std::sync::Mutex<Ledger>>,
+    link: &'a Link,
+    cancels: &'a Cancels,
+}
+
 fn send(link: &Link, msg: AgentMsg) {
     if let Ok(current) = link.lock()
         && let Some(tx) = current.as_ref()
@@ -353,10 +373,9 @@ async fn session(
     config: &Config,
     server: &rustls::pki_types::ServerName<'static>,
     identity: &mut Identity,
-    outbox: &Arc<Outbox>,
-    ledger: &Arc<std::sync::Mutex<Ledger>>,
-    link: &Link,
+    shared: &Shared<'_>,
 ) -> Result<(), SessionError> {
+    let Shared { outbox, link, .. } = *shared;
     let tls = pki::agent_client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
         .map_err(|err| SessionError::Refused(format!("stored identity: {err}")))?;
     let stream = connect(&config.controller, server, tls)
@@ -447,7 +466,15 @@ async fn session(
             Err(err) => break Err(SessionError::from(err)),
         };
         match msg {
-            ControllerMsg::Task(task) => start_task(config, task, outbox, ledger, link),
+            ControllerMsg::Task(task) => start_task(config, task, shared),
+            ControllerMsg::Cancel { task_id } => {
+                if let Ok(cancels) = shared.cancels.lock()
+                    && let Some(flag) = cancels.get(&task_id)
+                {
+                    log(&format!("task {task_id}: cancelled"));
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
             ControllerMsg::Ack { task_id } => {
                 if let Err(err) = outbox.ack(&task_id) {
                     log(&format!("outbox: {err}"));
@@ -484,13 +511,13 @@ async fn session(
 
 /// Claims the task and runs it on a thread of its own; the result goes to the outbox, then
 /// to the controller.
-fn start_task(
-    config: &Config,
-    task: Task,
-    outbox: &Arc<Outbox>,
-    ledger: &Arc<std::sync::Mutex<Ledger>>,
-    link: &Link,
-) {
+fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
+    let Shared {
+        outbox,
+        ledger,
+        link,
+        cancels,
+    } = *shared;
     let refuse = |reason: String| {
         send(
             link,
@@ -529,19 +556,18 @@ fn start_task(
     let config = config.clone();
     let outbox = Arc::clone(outbox);
     let link = Arc::clone(link);
+    let cancel = Arc::new(AtomicBool::new(false));
+    if let Ok(mut cancels) = cancels.lock() {
+        cancels.insert(task.id.clone(), Arc::clone(&cancel));
+    }
+    let cancels = Arc::clone(cancels);
     std::thread::spawn(move || {
-        let task_id = task.id.clone();
         let events = Arc::clone(&link);
-        let on_event = move |outcome: WireOutcome| {
-            send(
-                &events,
-                AgentMsg::Event {
-                    task_id: task_id.clone(),
-                    outcome,
-                },
-            );
-        };
-        let result = run_task(&config, &task, &on_event);
+        let emit = move |msg: AgentMsg| send(&events, msg);
+        let result = run_task(&config, &task, &emit, &cancel);
+        if let Ok(mut cancels) = cancels.lock() {
+            cancels.remove(&task.id);
+        }
         match serde_json::to_vec(&result) {
             Ok(bytes) => {
                 if let Err(err) = outbox.put(&task.id, &bytes) {
@@ -560,14 +586,23 @@ fn start_task(
     });
 }
 
-/// Does the work of one task, as local mode would, under the agent's root.
+/// Does the work of one task, as local mode would, under the agent's root. `emit` sends
+/// progress (events, live output) to the controller; `cancel` stops a command.
 pub fn run_task(
     config: &Config,
     task: &Task,
-    on_event: &(dyn Fn(WireOutcome) + Sync),
+    emit: &(dyn Fn(AgentMsg) + Sync),
+    cancel: &AtomicBool,
 ) -> TaskResult {
     let registry = Registry::builtin();
+    let on_event = |outcome: WireOutcome| {
+        emit(AgentMsg::Event {
+            task_id: task.id.clone(),
+            outcome,
+        });
+    };
     let (catalog, apply) = match &task.kind {
+        TaskKind::Command(command) => return run_command(config, &task.id, command, emit, cancel),
         TaskKind::Probe { catalog } => (catalog, None),
         TaskKind::Apply {
             catalog,
@@ -641,6 +676,77 @@ pub fn run_task(
         },
         Err(err) => TaskResult::Failed {
             error: format!("apply: {err}"),
+        },
+    }
+}
+
+/// Runs a Run Command task: argv, the root as working directory, output capped and redacted.
+fn run_command(
+    config: &Config,
+    task_id: &str,
+    command: &CommandTask,
+    emit: &(dyn Fn(AgentMsg) + Sync),
+    cancel: &AtomicBool,
+) -> TaskResult {
+    let user = match &command.user {
+        None => None,
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) => Some((user.uid.as_raw(), user.gid.as_raw())),
+            Ok(None) => {
+                return TaskResult::Failed {
+                    error: format!("no user `{name}` on this node"),
+                };
+            }
+            Err(err) => {
+                return TaskResult::Failed {
+                    error: format!("looking up user `{name}`: {err}"),
+                };
+            }
+        },
+    };
+    let env: Vec<(String, String)> = command
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let on_output = |stream: Stream, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        emit(AgentMsg::Output {
+            task_id: task_id.to_string(),
+            stream: stream.as_str().to_string(),
+            data: crate::model::scrub(&text, &command.secrets),
+        });
+    };
+    let run = Run {
+        argv: &command.argv,
+        cwd: Some(&config.root),
+        env: &env,
+        user,
+        timeout: Duration::from_secs(command.timeout_secs.max(1)),
+        on_output: Some(&on_output),
+        cancel: Some(cancel),
+    };
+    emit(AgentMsg::Started {
+        task_id: task_id.to_string(),
+    });
+    let started = Instant::now();
+    match run.output() {
+        Ok(output) => {
+            let mut output = WireOutput::from(&output);
+            output.stdout = crate::model::scrub(&output.stdout, &command.secrets);
+            output.stderr = crate::model::scrub(&output.stderr, &command.secrets);
+            output.argv = output
+                .argv
+                .iter()
+                .map(|a| crate::model::scrub(a, &command.secrets))
+                .collect();
+            TaskResult::Command {
+                output,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }
+        }
+        Err(err) => TaskResult::Failed {
+            error: crate::model::scrub(&err.to_string(), &command.secrets),
         },
     }
 }

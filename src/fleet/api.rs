@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::fleet::command::{self, CommandEvent, CommandRequest};
 use crate::fleet::controller::Controller;
 use crate::fleet::run::{self, Event, RunRequest, Scope};
 use crate::report::plan::Style;
@@ -32,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/runs"),
     ("GET", "/v1/runs"),
     ("GET", "/v1/runs/{id}"),
+    ("POST", "/v1/runs/{id}/cancel"),
+    ("POST", "/v1/commands"),
     ("GET", "/v1/findings"),
     ("POST", "/v1/findings/{id}/resolve"),
 ];
@@ -43,6 +46,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/nodes/{name}/revoke", post(revoke))
         .route("/v1/runs", post(start_run).get(runs))
         .route("/v1/runs/{id}", get(report))
+        .route("/v1/runs/{id}/cancel", post(cancel))
+        .route("/v1/commands", post(start_command))
         .route("/v1/findings", get(findings))
         .route("/v1/findings/{id}/resolve", post(resolve))
         .layer(DefaultBodyLimit::max(
@@ -147,9 +152,16 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
             );
         }
     };
+    let scope = match &request.adhoc {
+        Some(adhoc) => match adhoc.scope(&controller) {
+            Ok(scope) => scope,
+            Err(err) => return error(StatusCode::BAD_REQUEST, err),
+        },
+        None => Scope::default(),
+    };
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
-        let response = run::run(&controller, request, Scope::default(), tx.clone()).await;
+        let response = run::run(&controller, request, scope, tx.clone()).await;
         let _ = tx.send(Event::Done(response));
     });
     let stream = json_lines(rx);
@@ -160,9 +172,41 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         .into_response()
 }
 
+async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+    let request: CommandRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed command request: {err}"),
+            );
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
+    tokio::spawn(async move {
+        let response = command::run(&controller, request, tx.clone()).await;
+        let _ = tx.send(CommandEvent::Done(response));
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(json_lines(rx)),
+    )
+        .into_response()
+}
+
+async fn cancel(State(controller): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
+    match command::cancel(&controller, &id) {
+        Ok(n) => {
+            format!("cancelling run {id}: no new node starts; {n} running command(s) signalled\n")
+                .into_response()
+        }
+        Err(err) => error(StatusCode::NOT_FOUND, err),
+    }
+}
+
 /// The events as JSON lines.
-fn json_lines(
-    rx: mpsc::UnboundedReceiver<Event>,
+fn json_lines<E: Serialize + Send + 'static>(
+    rx: mpsc::UnboundedReceiver<E>,
 ) -> impl tokio_stream::Stream<Item = Result<Bytes, std::io::Error>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {

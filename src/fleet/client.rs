@@ -6,6 +6,7 @@ use std::path::Path;
 use base64::Engine;
 
 use crate::fleet::api::NodeInfo;
+use crate::fleet::command::{CommandEvent, CommandRequest, CommandResponse};
 use crate::fleet::run::{BundleFile, Event, MAX_BUNDLE_BYTES, RunRequest, RunResponse};
 
 /// A connection to a controller's API.
@@ -118,10 +119,43 @@ impl Client {
         request: &RunRequest,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<RunResponse, String> {
-        let body = serde_json::to_vec(request).map_err(|err| err.to_string())?;
+        let mut done = None;
+        self.post_lines("/v1/runs", request, &mut |event: Event| match event {
+            Event::Done(response) => done = Some(response),
+            event => on_event(&event),
+        })?;
+        done.ok_or_else(early_end)
+    }
+
+    /// Starts a command run and follows it to the end.
+    pub fn command(
+        &self,
+        request: &CommandRequest,
+        on_event: &mut dyn FnMut(&CommandEvent),
+    ) -> Result<CommandResponse, String> {
+        let mut done = None;
+        self.post_lines(
+            "/v1/commands",
+            request,
+            &mut |event: CommandEvent| match event {
+                CommandEvent::Done(response) => done = Some(response),
+                event => on_event(&event),
+            },
+        )?;
+        done.ok_or_else(early_end)
+    }
+
+    /// POSTs `body` as JSON and hands each JSON line of the answer to `on_line`.
+    fn post_lines<E: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        on_line: &mut dyn FnMut(E),
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(body).map_err(|err| err.to_string())?;
         let response = self
             .agent
-            .post(self.url("/v1/runs"))
+            .post(self.url(path))
             .header("Authorization", self.bearer())
             .header("Content-Type", "application/json")
             .send(&body[..]);
@@ -132,15 +166,16 @@ impl Client {
             if line.trim().is_empty() {
                 continue;
             }
-            let event: Event = serde_json::from_str(&line)
+            let event: E = serde_json::from_str(&line)
                 .map_err(|err| format!("controller sent a malformed event: {err}"))?;
-            if let Event::Done(response) = event {
-                return Ok(response);
-            }
-            on_event(&event);
+            on_line(event);
         }
-        Err("the controller ended the run's stream early (did it restart?)".to_string())
+        Ok(())
     }
+}
+
+fn early_end() -> String {
+    "the controller ended the stream early (did it restart?)".to_string()
 }
 
 /// The files of a project, for upload: what `steward plan` would read, plus the templates

@@ -54,6 +54,8 @@ pub struct Controller {
     pub(crate) run_lock: tokio::sync::Mutex<()>,
     /// Wakes the scheduler when a new project is applied.
     schedules: Notify,
+    /// Command runs in progress, for `steward run cancel`.
+    pub(crate) commands: crate::fleet::command::ActiveRuns,
 }
 
 struct Session {
@@ -65,7 +67,23 @@ struct Session {
 struct Waiter {
     node: String,
     result: oneshot::Sender<Result<TaskResult, String>>,
-    events: Option<mpsc::UnboundedSender<WireOutcome>>,
+    events: Option<mpsc::UnboundedSender<TaskEvent>>,
+}
+
+/// What an agent reports while a task runs.
+#[derive(Clone, Debug)]
+pub enum TaskEvent {
+    /// A resource finished (apply).
+    Outcome(WireOutcome),
+    /// The command's process started.
+    Started,
+    /// Live command output.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The text.
+        data: String,
+    },
 }
 
 /// Why the controller could not start.
@@ -126,6 +144,7 @@ impl Controller {
             next_id: AtomicU64::new(0),
             run_lock: tokio::sync::Mutex::new(()),
             schedules: Notify::new(),
+            commands: Default::default(),
         }))
     }
 
@@ -180,7 +199,19 @@ impl Controller {
         self.fail_waiters(node, "the node was disconnected");
     }
 
-    fn new_task_id(&self) -> String {
+    /// Asks a node to stop a running command task.
+    pub fn cancel_task(&self, node: &str, task_id: &str) {
+        if let Ok(sessions) = self.sessions.lock()
+            && let Some(session) = sessions.get(node)
+        {
+            let _ = session.tx.send(ControllerMsg::Cancel {
+                task_id: task_id.to_string(),
+            });
+        }
+    }
+
+    /// A fresh, unique task id.
+    pub fn new_task_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let salt = random_hex(6).unwrap_or_default();
         format!(
@@ -189,17 +220,30 @@ impl Controller {
         )
     }
 
-    /// Sends a task to a node and waits up to `wait` for its result; `events` receives the
-    /// per-resource outcomes of an apply as they happen. `Err` names why no result came: the
-    /// node is offline, went away, or took too long.
+    /// Sends a task to a node and waits up to `wait` for its result; `events` receives what
+    /// the agent reports as it works. `Err` names why no result came: the node is offline,
+    /// went away, or took too long.
     pub async fn dispatch(
         &self,
         node: &str,
         kind: TaskKind,
         wait: Duration,
-        events: Option<mpsc::UnboundedSender<WireOutcome>>,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskResult, String> {
         let id = self.new_task_id();
+        self.dispatch_task(node, id, kind, wait, events).await
+    }
+
+    /// [`Controller::dispatch`] with a task id from [`Controller::new_task_id`], so the
+    /// caller can cancel it.
+    pub async fn dispatch_task(
+        &self,
+        node: &str,
+        id: String,
+        kind: TaskKind,
+        wait: Duration,
+        events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    ) -> Result<TaskResult, String> {
         let expires_at = chrono::Utc::now()
             + chrono::Duration::from_std(TASK_START_WINDOW).unwrap_or(chrono::Duration::zero());
         let task = Task {
@@ -512,14 +556,14 @@ impl Controller {
             match msg {
                 AgentMsg::Heartbeat => {}
                 AgentMsg::Event { task_id, outcome } => {
-                    if let Ok(waiters) = self.waiters.lock()
-                        && let Some(waiter) = waiters.get(&task_id)
-                        && waiter.node == node
-                        && let Some(events) = &waiter.events
-                    {
-                        let _ = events.send(outcome);
-                    }
+                    self.event(&node, &task_id, TaskEvent::Outcome(outcome));
                 }
+                AgentMsg::Started { task_id } => self.event(&node, &task_id, TaskEvent::Started),
+                AgentMsg::Output {
+                    task_id,
+                    stream,
+                    data,
+                } => self.event(&node, &task_id, TaskEvent::Output { stream, data }),
                 AgentMsg::Result { task_id, result } => {
                     if self.result(&node, &task_id, result) {
                         let _ = tx.send(ControllerMsg::Ack { task_id });
@@ -556,6 +600,17 @@ impl Controller {
         }
         log(&format!("`{node}` disconnected: {end}"));
         Ok(())
+    }
+
+    /// Passes an event to the run waiting for the task, if it is this node's.
+    fn event(&self, node: &str, task_id: &str, event: TaskEvent) {
+        if let Ok(waiters) = self.waiters.lock()
+            && let Some(waiter) = waiters.get(task_id)
+            && waiter.node == node
+            && let Some(events) = &waiter.events
+        {
+            let _ = events.send(event);
+        }
     }
 
     fn renew(&self, node: &str, csr_pem: &str) -> Result<String, String> {

@@ -12,6 +12,7 @@
 //! - [`agent`]: enrollment, the connection loop and task execution on a node.
 //! - [`controller`]: the agent port, sessions and task dispatch.
 //! - [`run`]: fleet plan / apply / drift with SSM rate control.
+//! - [`command`]: Run Command, ad-hoc commands on selected nodes.
 //! - [`schedule`]: when an association's `schedule` is due.
 //! - [`rate`]: SSM's `max_concurrency` / `max_errors` dispatch.
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod command;
 pub mod controller;
 pub mod outbox;
 pub mod pki;

@@ -17,7 +17,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, log};
+use crate::fleet::controller::{Controller, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
 use crate::local::{self, Planned};
@@ -89,6 +89,37 @@ pub struct RunRequest {
     /// Who asked.
     #[serde(default)]
     pub user: String,
+    /// `steward run --document`: apply the documents on these targets with this rate
+    /// control, ignoring associations.
+    #[serde(default)]
+    pub adhoc: Option<AdhocRequest>,
+}
+
+/// The targets and rate control of `steward run --document`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdhocRequest {
+    /// The selector, as `steward run --target`.
+    pub target: String,
+    /// `N` or `P%`.
+    pub max_concurrency: String,
+    /// `N` or `P%`.
+    pub max_errors: String,
+}
+
+impl AdhocRequest {
+    /// The scope it asks for, with the selector resolved against the inventory.
+    pub fn scope(&self, controller: &Controller) -> Result<Scope, String> {
+        use crate::fleet::command::{parse_rate, resolve_targets};
+        Ok(Scope {
+            association: None,
+            adhoc: Some(Adhoc {
+                nodes: resolve_targets(controller, &self.target)?,
+                max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
+                max_errors: parse_rate(&self.max_errors, "--max-errors")?,
+            }),
+        })
+    }
 }
 
 fn default_parallel() -> usize {
@@ -291,6 +322,19 @@ fn diagnostics_text(validated: &Validated) -> Vec<String> {
 pub struct Scope {
     /// Only this association's resources and targets.
     pub association: Option<String>,
+    /// `steward run --document`: these nodes, this rate control, no associations.
+    pub adhoc: Option<Adhoc>,
+}
+
+/// A one-off apply of a document on selected nodes (Run Command with a document).
+#[derive(Clone, Debug)]
+pub struct Adhoc {
+    /// The nodes.
+    pub nodes: Vec<String>,
+    /// How many at once.
+    pub max_concurrency: model::Rate,
+    /// How many failures before no new node starts.
+    pub max_errors: model::Rate,
 }
 
 /// Runs a request; `progress` receives events as nodes start and finish.
@@ -326,6 +370,7 @@ pub async fn run(
     let validated = {
         let dir = dir.clone();
         let local_facts = crate::facts::local(Path::new("/"));
+        let adhoc = scope.adhoc.as_ref().map(|a| a.nodes.clone());
         match tokio::task::spawn_blocking(move || {
             validate_with(
                 &dir,
@@ -333,6 +378,7 @@ pub async fn run(
                 local_facts,
                 overrides,
                 inventory,
+                adhoc,
             )
         })
         .await
@@ -354,7 +400,7 @@ pub async fn run(
             ..RunResponse::default()
         };
     }
-    if request.mode == Mode::Apply && scope.association.is_none() {
+    if request.mode == Mode::Apply && scope.association.is_none() && scope.adhoc.is_none() {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -394,8 +440,9 @@ struct Fleet<'v> {
     validated: &'v Validated,
     /// Where the uploaded project was written: stripped from recorded file names.
     project_dir: PathBuf,
-    /// Per association (in declaration order): its rate control and its nodes.
-    waves: Vec<(Option<&'v model::Association>, Vec<&'v model::Node>)>,
+    /// Per association (in declaration order): its rate control (`max_concurrency`,
+    /// `max_errors`) and its nodes.
+    waves: Vec<(model::Rate, model::Rate, Vec<&'v model::Node>)>,
     /// Every target, in wave order.
     targets: Vec<&'v model::Node>,
 }
@@ -405,7 +452,17 @@ impl<'v> Fleet<'v> {
         let model = &validated.model;
         let mut taken: HashSet<&str> = HashSet::new();
         let mut waves = Vec::new();
-        for association in &model.associations {
+        if let Some(adhoc) = &scope.adhoc {
+            let nodes: Vec<&model::Node> = model
+                .nodes
+                .iter()
+                .filter(|n| adhoc.nodes.contains(&n.name) && !n.resources.is_empty())
+                .collect();
+            if !nodes.is_empty() {
+                waves.push((adhoc.max_concurrency, adhoc.max_errors, nodes));
+            }
+        }
+        for association in model.associations.iter().filter(|_| scope.adhoc.is_none()) {
             if scope
                 .association
                 .as_ref()
@@ -423,11 +480,13 @@ impl<'v> Fleet<'v> {
                 .filter(|n| taken.insert(n.name.as_str()))
                 .collect();
             if !nodes.is_empty() {
-                waves.push((Some(association), nodes));
+                waves.push((association.max_concurrency, association.max_errors, nodes));
             }
         }
-        let targets: Vec<&model::Node> =
-            waves.iter().flat_map(|(_, n)| n.iter().copied()).collect();
+        let targets: Vec<&model::Node> = waves
+            .iter()
+            .flat_map(|(_, _, n)| n.iter().copied())
+            .collect();
         Fleet {
             validated,
             project_dir: validated.project.root.clone(),
@@ -499,7 +558,9 @@ impl<'v> Fleet<'v> {
                 Ok(TaskResult::Observed { states }) => Ok(states),
                 Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
                 Ok(TaskResult::Failed { error }) => Err(error),
-                Ok(TaskResult::Applied { .. }) => Err("answered a probe with an apply".into()),
+                Ok(TaskResult::Applied { .. } | TaskResult::Command { .. }) => {
+                    Err("answered a probe with something else".into())
+                }
                 Err(err) => Err(err),
             });
         }
@@ -612,11 +673,7 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = local::timestamp();
         let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
-        for (association, nodes) in &self.waves {
-            let (max_concurrency, max_errors) = association.map_or(
-                (model::Rate::Percent(100), model::Rate::Percent(100)),
-                |a| (a.max_concurrency, a.max_errors),
-            );
+        for &(max_concurrency, max_errors, ref nodes) in &self.waves {
             let jobs: Vec<(usize, Catalog)> = nodes
                 .iter()
                 .enumerate()
@@ -675,7 +732,9 @@ impl<'v> Fleet<'v> {
                 }),
                 Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
                 Ok(TaskResult::Failed { error }) => Err(error),
-                Ok(TaskResult::Observed { .. }) => Err("answered an apply with a probe".into()),
+                Ok(TaskResult::Observed { .. } | TaskResult::Command { .. }) => {
+                    Err("answered an apply with something else".into())
+                }
                 Err(err) => Err(err),
             };
             match applied {
@@ -748,12 +807,15 @@ async fn apply_node(
 ) -> Result<TaskResult, String> {
     let node = catalog.node.clone();
     let _ = progress.send(Event::NodeStarted { node: node.clone() });
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<WireOutcome>();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TaskEvent>();
     let forward = {
         let progress = progress.clone();
         let node = node.clone();
         tokio::spawn(async move {
-            while let Some(outcome) = events_rx.recv().await {
+            while let Some(event) = events_rx.recv().await {
+                let TaskEvent::Outcome(outcome) = event else {
+                    continue;
+                };
                 let _ = progress.send(Event::Resource {
                     node: node.clone(),
                     resource: outcome.id.clone(),
@@ -809,7 +871,7 @@ async fn apply_node(
             failed: 0,
             message: Some(error.clone()),
         },
-        Ok(TaskResult::Observed { .. }) => NodeStatus {
+        Ok(TaskResult::Observed { .. } | TaskResult::Command { .. }) => NodeStatus {
             node: node.clone(),
             status: "failed".to_string(),
             changed: 0,
@@ -910,11 +972,18 @@ fn store_run(controller: &Controller, record: &RunRecord) -> String {
 /// Records a result that arrived after its run ended (the controller restarted, or the
 /// agent reconnected late): nothing an agent changed goes unreported.
 pub fn record_late(controller: &Controller, node: &str, task_id: &str, result: &TaskResult) {
+    if let TaskResult::Command {
+        output,
+        duration_ms,
+    } = result
+    {
+        let result = crate::fleet::command::late_record(node, output, *duration_ms);
+        return store_late(controller, node, task_id, RunKind::Command, vec![result]);
+    }
     let TaskResult::Applied { outcomes, .. } = result else {
         return;
     };
     use crate::fleet::wire::WireOutcomeKind;
-    let now = local::timestamp();
     let results = outcomes
         .iter()
         .map(|o| {
@@ -946,9 +1015,20 @@ pub fn record_late(controller: &Controller, node: &str, task_id: &str, result: &
             }
         })
         .collect();
+    store_late(controller, node, task_id, RunKind::Apply, results);
+}
+
+fn store_late(
+    controller: &Controller,
+    node: &str,
+    task_id: &str,
+    kind: RunKind,
+    results: Vec<ResultRecord>,
+) {
+    let now = local::timestamp();
     let record = RunRecord {
         id: format!("late-{task_id}"),
-        kind: RunKind::Apply,
+        kind,
         started_at: now.clone(),
         finished_at: now,
         user: "agent".to_string(),

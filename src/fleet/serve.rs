@@ -160,6 +160,7 @@ async fn tick(
             color: false,
             json: false,
             user: "scheduler".to_string(),
+            adhoc: None,
         };
         let (tx, _rx) = mpsc::unbounded_channel();
         let response = run::run(
@@ -167,6 +168,7 @@ async fn tick(
             request,
             Scope {
                 association: Some(name.clone()),
+                adhoc: None,
             },
             tx,
         )

@@ -149,6 +149,20 @@ pub enum AgentMsg {
         /// What came of it.
         result: TaskResult,
     },
+    /// A command task's process started (Run Command's "in progress").
+    Started {
+        /// The task.
+        task_id: String,
+    },
+    /// Live output of a command task: the kept part of a stream, as it arrives.
+    Output {
+        /// The task.
+        task_id: String,
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The bytes, as text (invalid UTF-8 replaced).
+        data: String,
+    },
     /// A new certificate request for the same key's successor, over the live connection.
     Renew {
         /// The request; only its public key is used.
@@ -181,6 +195,11 @@ pub enum ControllerMsg {
     },
     /// Work to do.
     Task(Task),
+    /// Stop a running command task (the run was cancelled).
+    Cancel {
+        /// The task.
+        task_id: String,
+    },
     /// A result was stored: the agent may forget it.
     Ack {
         /// The task.
@@ -226,6 +245,24 @@ pub enum TaskKind {
         /// At most this many resources at once.
         parallel: usize,
     },
+    /// Run a command (Run Command).
+    Command(CommandTask),
+}
+
+/// A command to run on a node, with the agent's root as working directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTask {
+    /// Program and arguments (never a shell string built from data).
+    pub argv: Vec<String>,
+    /// Run as this user (default: the agent's).
+    pub user: Option<String>,
+    /// Killed after this many seconds.
+    pub timeout_secs: u64,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Values to redact from the output (secret environment values).
+    pub secrets: Vec<String>,
 }
 
 /// What came of a task.
@@ -243,6 +280,13 @@ pub enum TaskResult {
         states: Vec<WireObserved>,
         /// Each resource's outcome, in plan order.
         outcomes: Vec<WireOutcome>,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// A command ran (or was killed at its timeout or by a cancel).
+    Command {
+        /// What it printed (capped, redacted) and how it ended.
+        output: WireOutput,
         /// Wall time.
         duration_ms: u64,
     },
@@ -505,6 +549,15 @@ pub struct WireOutput {
     pub truncated: bool,
     /// Killed at its timeout.
     pub timed_out: bool,
+    /// Killed because its run was cancelled.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Bytes written to standard output in all.
+    #[serde(default)]
+    pub stdout_bytes: u64,
+    /// Bytes written to standard error in all.
+    #[serde(default)]
+    pub stderr_bytes: u64,
 }
 
 impl From<&CommandOutput> for WireOutput {
@@ -516,6 +569,9 @@ impl From<&CommandOutput> for WireOutput {
             stderr: out.stderr.clone(),
             truncated: out.truncated,
             timed_out: out.timed_out,
+            cancelled: out.cancelled,
+            stdout_bytes: out.stdout_bytes,
+            stderr_bytes: out.stderr_bytes,
         }
     }
 }
@@ -529,6 +585,9 @@ impl From<WireOutput> for CommandOutput {
             stderr: out.stderr,
             truncated: out.truncated,
             timed_out: out.timed_out,
+            cancelled: out.cancelled,
+            stdout_bytes: out.stdout_bytes,
+            stderr_bytes: out.stderr_bytes,
         }
     }
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::report::plan::Style;
 use crate::store::{
-    Compliance, Finding, FindingKind, ResultOutcome, ResultRecord, RunRecord, Severity,
+    Compliance, Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord, Severity,
 };
 
 /// Version of the JSON run below; bump on a breaking change.
@@ -65,6 +65,23 @@ const REPORT_ORDER: [ResultOutcome; 5] = [
     ResultOutcome::Skipped,
     ResultOutcome::Unchanged,
 ];
+
+/// The same for a command run (Run Command's statuses).
+const COMMAND_ORDER: [ResultOutcome; 5] = [
+    ResultOutcome::Succeeded,
+    ResultOutcome::Failed,
+    ResultOutcome::TimedOut,
+    ResultOutcome::Cancelled,
+    ResultOutcome::Skipped,
+];
+
+fn report_order(run: &RunRecord) -> &'static [ResultOutcome; 5] {
+    if run.kind == RunKind::Command {
+        &COMMAND_ORDER
+    } else {
+        &REPORT_ORDER
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Human
@@ -147,7 +164,7 @@ pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
         }
     }
 
-    let counts: Vec<String> = REPORT_ORDER
+    let counts: Vec<String> = report_order(run)
         .iter()
         .map(|outcome| format!("{} {}", run.count(*outcome), outcome.as_str()))
         .collect();
@@ -160,8 +177,10 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
         ResultOutcome::Changed => ("~", YELLOW),
         ResultOutcome::Drifted => ("!", MAGENTA),
         ResultOutcome::Failed => ("x", RED),
-        ResultOutcome::Skipped => ("o", YELLOW),
+        ResultOutcome::Skipped | ResultOutcome::Cancelled => ("o", YELLOW),
         ResultOutcome::Unchanged => (" ", ""),
+        ResultOutcome::Succeeded => ("+", GREEN),
+        ResultOutcome::TimedOut => ("x", RED),
     };
     let mut head = format!(
         "  {} {}: {}",
@@ -453,11 +472,13 @@ pub fn junit(run: &RunRecord) -> String {
         for result in run.results.iter().filter(|r| r.node == node) {
             node_ms = node_ms.saturating_add(result.duration_ms);
             let status = match result.outcome {
-                ResultOutcome::Drifted | ResultOutcome::Failed => {
-                    let (kind, verb) = if result.outcome == ResultOutcome::Drifted {
-                        (FindingKind::Drift, "drifted from its desired state")
-                    } else {
-                        (FindingKind::Failure, "failed")
+                ResultOutcome::Drifted | ResultOutcome::Failed | ResultOutcome::TimedOut => {
+                    let (kind, verb) = match result.outcome {
+                        ResultOutcome::Drifted => {
+                            (FindingKind::Drift, "drifted from its desired state")
+                        }
+                        ResultOutcome::TimedOut => (FindingKind::Failure, "timed out"),
+                        _ => (FindingKind::Failure, "failed"),
                     };
                     let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     status.set_type(kind.as_str());
@@ -472,17 +493,25 @@ pub fn junit(run: &RunRecord) -> String {
                     }
                     status
                 }
-                ResultOutcome::Skipped => {
+                ResultOutcome::Skipped | ResultOutcome::Cancelled => {
                     let mut status = TestCaseStatus::skipped();
                     if let Some(message) = result.message.as_deref() {
                         status.set_message(message);
                     }
                     status
                 }
-                ResultOutcome::Changed | ResultOutcome::Unchanged => TestCaseStatus::success(),
+                ResultOutcome::Changed | ResultOutcome::Unchanged | ResultOutcome::Succeeded => {
+                    TestCaseStatus::success()
+                }
             };
             let mut case = TestCase::new(result.resource.as_str(), status);
             case.set_classname(node);
+            // A command's output, as CI systems show a test's output.
+            if run.kind == RunKind::Command
+                && let Some(output) = result.diff.as_deref()
+            {
+                case.set_system_out(output);
+            }
             case.set_time(Duration::from_millis(result.duration_ms));
             // GitLab shows a test case's `file` attribute next to the failure.
             if let Some(file) = result.file.as_deref() {
@@ -779,7 +808,7 @@ fn relative_uri_path(file: &str) -> String {
 pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     let mut out = String::new();
     let n_drifted = run.count(ResultOutcome::Drifted);
-    let n_failed = run.count(ResultOutcome::Failed);
+    let n_failed = run.count(ResultOutcome::Failed) + run.count(ResultOutcome::TimedOut);
     let verdict = if n_drifted + n_failed == 0 {
         "no drift, no failures".to_string()
     } else {

@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
@@ -25,6 +26,32 @@ pub struct Run<'a> {
     pub user: Option<(u32, u32)>,
     /// Kill after this long.
     pub timeout: Duration,
+    /// Called with each chunk of output as it arrives (Run Command's live output).
+    pub on_output: Option<OnOutput<'a>>,
+    /// Set from elsewhere to kill the command (a cancelled run).
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Called with each chunk of kept output as it arrives.
+pub type OnOutput<'a> = &'a (dyn Fn(Stream, &[u8]) + Sync);
+
+/// Which output stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -36,6 +63,8 @@ impl<'a> Run<'a> {
             env: &[],
             user: None,
             timeout: Duration::from_secs(300),
+            on_output: None,
+            cancel: None,
         }
     }
 
@@ -77,37 +106,58 @@ impl<'a> Run<'a> {
             .map_err(|err| ProviderError::failed(format!("cannot run `{program}`: {err}")))?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let out_reader = std::thread::spawn(move || capped(stdout));
-        let err_reader = std::thread::spawn(move || capped(stderr));
-        let status = child
-            .wait_timeout(self.timeout)
-            .map_err(|err| ProviderError::failed(err.to_string()))?;
-        let (status, timed_out) = match status {
-            Some(status) => (Some(status), false),
-            None => {
-                if let Ok(pid) = i32::try_from(child.id()) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        let on_output = self.on_output;
+        let deadline = Instant::now() + self.timeout;
+        std::thread::scope(|scope| {
+            let out_reader = scope.spawn(move || capped(stdout, Stream::Stdout, on_output));
+            let err_reader = scope.spawn(move || capped(stderr, Stream::Stderr, on_output));
+            let mut cancelled = false;
+            // Waits in slices so a cancel is noticed within a tenth of a second.
+            let status = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let slice = left.min(Duration::from_millis(100));
+                match child.wait_timeout(slice) {
+                    Ok(Some(status)) => break Some(status),
+                    Ok(None) if left.is_zero() => break None,
+                    Ok(None) => {
+                        if self.cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+                            cancelled = true;
+                            break None;
+                        }
+                    }
+                    Err(err) => return Err(ProviderError::failed(err.to_string())),
                 }
-                let _ = child.kill();
-                (child.wait().ok(), true)
-            }
-        };
-        let (stdout, out_cut) = out_reader.join().unwrap_or_default();
-        let (stderr, err_cut) = err_reader.join().unwrap_or_default();
-        Ok(CommandOutput {
-            argv: self.argv.to_vec(),
-            exit_code: if timed_out {
-                None
-            } else {
-                status.and_then(|s| s.code())
-            },
-            stdout,
-            stderr,
-            truncated: out_cut || err_cut,
-            timed_out,
+            };
+            let (status, stopped) = match status {
+                Some(status) => (Some(status), false),
+                None => {
+                    if let Ok(pid) = i32::try_from(child.id()) {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    let _ = child.kill();
+                    (child.wait().ok(), true)
+                }
+            };
+            let out = out_reader.join().unwrap_or_default();
+            let err = err_reader.join().unwrap_or_default();
+            Ok(CommandOutput {
+                argv: self.argv.to_vec(),
+                exit_code: if stopped {
+                    None
+                } else {
+                    status.and_then(|s| s.code())
+                },
+                stdout: out.text,
+                stderr: err.text,
+                truncated: out.total > OUTPUT_CAP as u64 || err.total > OUTPUT_CAP as u64,
+                timed_out: stopped && !cancelled,
+                cancelled,
+                stdout_bytes: out.total,
+                stderr_bytes: err.total,
+            })
         })
     }
 
@@ -125,25 +175,44 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Reads a stream to the end, keeping the first [`OUTPUT_CAP`] bytes.
-fn capped(stream: Option<impl Read>) -> (String, bool) {
+/// What was read of one stream.
+#[derive(Default)]
+struct Captured {
+    /// The first [`OUTPUT_CAP`] bytes, as text.
+    text: String,
+    /// Every byte the command wrote.
+    total: u64,
+}
+
+/// Reads a stream to the end, keeping the first [`OUTPUT_CAP`] bytes (and showing only those
+/// live): a command that prints a gigabyte costs its reader nothing but time.
+fn capped(stream: Option<impl Read>, which: Stream, on_output: Option<OnOutput<'_>>) -> Captured {
     let Some(mut stream) = stream else {
-        return (String::new(), false);
+        return Captured::default();
     };
     let mut kept = Vec::new();
     let mut buffer = [0u8; 8192];
-    let mut truncated = false;
+    let mut total = 0u64;
     loop {
         match stream.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                total += n as u64;
                 let room = OUTPUT_CAP.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
-                truncated |= n > room;
+                let keep = &buffer[..n.min(room)];
+                if !keep.is_empty() {
+                    kept.extend_from_slice(keep);
+                    if let Some(on_output) = on_output {
+                        on_output(which, keep);
+                    }
+                }
             }
         }
     }
-    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+    Captured {
+        text: String::from_utf8_lossy(&kept).into_owned(),
+        total,
+    }
 }
 
 /// `argv` from string arguments, for providers' own fixed commands.
@@ -165,6 +234,7 @@ mod tests {
         let out = Run::new(&cmd).output().unwrap();
         assert_eq!(out.exit_code, Some(3));
         assert_eq!(out.stdout.len(), OUTPUT_CAP);
+        assert_eq!(out.stdout_bytes, 100_000);
         assert!(out.truncated);
         assert_eq!(out.stderr, "err\n");
     }
@@ -180,6 +250,28 @@ mod tests {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "waited for the grandchild"
+        );
+    }
+
+    #[test]
+    fn streams_live_and_stops_when_cancelled() {
+        let cmd = argv(&["/bin/sh", "-c", "echo first; sleep 30"]);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let cancel = AtomicBool::new(false);
+        let on_output = |stream: Stream, bytes: &[u8]| {
+            seen.lock().unwrap().push((stream, bytes.to_vec()));
+            cancel.store(true, Ordering::Relaxed);
+        };
+        let mut run = Run::new(&cmd);
+        run.on_output = Some(&on_output);
+        run.cancel = Some(&cancel);
+        let started = Instant::now();
+        let out = run.output().unwrap();
+        assert!(out.cancelled && !out.timed_out);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            seen.lock().unwrap()[0],
+            (Stream::Stdout, b"first\n".to_vec())
         );
     }
 

@@ -223,6 +223,8 @@ impl Prepared<'_> {
             env: &self.env,
             user: self.user,
             timeout: self.timeout,
+            on_output: None,
+            cancel: None,
         }
         .output()
     }

@@ -168,6 +168,12 @@ pub struct CommandOutput {
     pub truncated: bool,
     /// True when the command was killed at its timeout.
     pub timed_out: bool,
+    /// True when the command was killed because its run was cancelled.
+    pub cancelled: bool,
+    /// Bytes written to standard output in all (more than kept when truncated).
+    pub stdout_bytes: u64,
+    /// Bytes written to standard error in all.
+    pub stderr_bytes: u64,
 }
 
 /// What an apply did.

@@ -35,6 +35,9 @@ pub struct Config<'a> {
     /// with the tags they enrolled with and the facts they report. Their facts win over a
     /// declaration of the same name.
     pub inventory: Vec<KnownNode>,
+    /// `steward run --document`: the documents no association covers go to these nodes
+    /// instead of `local`.
+    pub adhoc: Option<Vec<String>>,
 }
 
 /// A node known from outside the documents (an enrolled agent).
@@ -218,7 +221,11 @@ impl<'a> Lowerer<'a> {
         let mut assigned: BTreeSet<SourceId> = BTreeSet::new();
         for node in &mut nodes {
             let mut work: Vec<(SourceId, Option<&Association>)> = Vec::new();
-            if node.name == model::LOCAL_NODE {
+            let gets_uncovered = match &config.adhoc {
+                Some(names) => names.contains(&node.name),
+                None => node.name == model::LOCAL_NODE,
+            };
+            if gets_uncovered {
                 work.extend(
                     sources
                         .iter()

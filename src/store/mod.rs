@@ -19,6 +19,8 @@ pub enum RunKind {
     Apply,
     /// `steward drift` (a plan in detect mode).
     Drift,
+    /// `steward run`: a command on nodes (Run Command).
+    Command,
 }
 
 impl RunKind {
@@ -27,6 +29,7 @@ impl RunKind {
         match self {
             RunKind::Apply => "apply",
             RunKind::Drift => "drift",
+            RunKind::Command => "command",
         }
     }
 
@@ -35,6 +38,7 @@ impl RunKind {
         match text {
             "apply" => Some(RunKind::Apply),
             "drift" => Some(RunKind::Drift),
+            "command" => Some(RunKind::Command),
             _ => None,
         }
     }
@@ -51,18 +55,27 @@ pub enum ResultOutcome {
     Drifted,
     /// Failed (or could not be read).
     Failed,
-    /// Not attempted because a dependency failed.
+    /// Not attempted because a dependency failed (or, for a command, never started).
     Skipped,
+    /// A command exited 0.
+    Succeeded,
+    /// A command was killed at its timeout, or never reached its node in time.
+    TimedOut,
+    /// A command was cancelled.
+    Cancelled,
 }
 
 impl ResultOutcome {
     /// Every outcome.
-    pub const ALL: [ResultOutcome; 5] = [
+    pub const ALL: [ResultOutcome; 8] = [
         ResultOutcome::Unchanged,
         ResultOutcome::Changed,
         ResultOutcome::Drifted,
         ResultOutcome::Failed,
         ResultOutcome::Skipped,
+        ResultOutcome::Succeeded,
+        ResultOutcome::TimedOut,
+        ResultOutcome::Cancelled,
     ];
 
     /// The stored and displayed name.
@@ -73,6 +86,9 @@ impl ResultOutcome {
             ResultOutcome::Drifted => "drifted",
             ResultOutcome::Failed => "failed",
             ResultOutcome::Skipped => "skipped",
+            ResultOutcome::Succeeded => "succeeded",
+            ResultOutcome::TimedOut => "timed_out",
+            ResultOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -276,7 +292,8 @@ pub struct RunSummary {
     pub started_at: String,
     /// Who ran it.
     pub user: String,
-    /// Counts per outcome, in [`ResultOutcome::ALL`] order.
+    /// Counts of unchanged, changed (and succeeded), drifted, failed (and timed out), and
+    /// skipped (and cancelled) results.
     pub counts: [usize; 5],
 }
 

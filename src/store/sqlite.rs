@@ -259,6 +259,10 @@ impl Store for SqliteStore {
                 // A skipped resource says nothing about its state.
                 ResultOutcome::Skipped => continue,
                 ResultOutcome::Unchanged | ResultOutcome::Changed => None,
+                // Commands say nothing about desired state: they open no findings.
+                ResultOutcome::Succeeded | ResultOutcome::TimedOut | ResultOutcome::Cancelled => {
+                    continue;
+                }
             };
             let message = result
                 .message
@@ -366,8 +370,9 @@ impl Store for SqliteStore {
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let mut statement = self.conn.prepare(
             "SELECT r.id, r.kind, r.started_at, r.user,
-                    sum(x.outcome = 'unchanged'), sum(x.outcome = 'changed'), sum(x.outcome = 'drifted'),
-                    sum(x.outcome = 'failed'), sum(x.outcome = 'skipped')
+                    sum(x.outcome = 'unchanged'), sum(x.outcome IN ('changed', 'succeeded')),
+                    sum(x.outcome = 'drifted'), sum(x.outcome IN ('failed', 'timed_out')),
+                    sum(x.outcome IN ('skipped', 'cancelled'))
              FROM runs r LEFT JOIN results x ON x.run_id = r.id
              GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC",
         )?;

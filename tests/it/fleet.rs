@@ -13,7 +13,7 @@ struct Fleet {
     env: TestEnv,
     data: PathBuf,
     serve: Option<Child>,
-    agents: Vec<(String, Child)>,
+    agents: Vec<(String, Reaped)>,
     agent_addr: String,
     http: String,
 }
@@ -103,7 +103,7 @@ impl Fleet {
     }
 
     /// Starts an agent (enrolling with `token` when given).
-    fn agent_process(&self, name: &str, tags: &str, token: Option<&str>) -> Child {
+    fn agent_process(&self, name: &str, tags: &str, token: Option<&str>) -> Reaped {
         let root = self.root(name);
         std::fs::create_dir_all(&root).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -130,7 +130,7 @@ impl Fleet {
         if let Some(token) = token {
             cmd.args(["--token", token]);
         }
-        cmd.spawn().unwrap()
+        Reaped(cmd.spawn().unwrap())
     }
 
     fn add_agent(&mut self, name: &str, tags: &str) {
@@ -212,6 +212,29 @@ impl Drop for Fleet {
             let _ = child.wait();
         }
         self.kill_controller();
+    }
+}
+
+/// A process the test holds itself, killed if the test ends early.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -718,4 +741,314 @@ resources:
         runs.stdout.contains("scheduler").then_some(runs.stdout)
     });
     assert!(runs.contains("drift"), "{runs}");
+}
+
+/// When each node's command started and ended, from the files it wrote in its root.
+fn stamps(fleet: &Fleet, nodes: &[&str]) -> Vec<(u128, u128)> {
+    nodes
+        .iter()
+        .map(|node| {
+            let read = |name: &str| -> u128 {
+                std::fs::read_to_string(fleet.root(node).join(name))
+                    .unwrap_or_else(|err| panic!("{node}/{name}: {err}"))
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            (read("start"), read("end"))
+        })
+        .collect()
+}
+
+#[test]
+fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_the_run() {
+    let mut fleet = Fleet::start();
+    for (name, role) in [
+        ("web-1", "web"),
+        ("web-2", "web"),
+        ("web-3", "web"),
+        ("web-4", "web"),
+        ("db-1", "db"),
+        ("db-2", "db"),
+    ] {
+        fleet.add_agent(name, &format!("role={role}"));
+    }
+    fleet.wait_online(&["web-1", "web-2", "web-3", "web-4", "db-1", "db-2"]);
+
+    // At most two at once, output prefixed by node, only the web tier.
+    let script =
+        "date +%s%N > start; sleep 0.4; date +%s%N > end; echo hello from $(basename $PWD)";
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "role=web",
+        "--max-concurrency",
+        "2",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.all(), fleet.logs());
+    let webs = ["web-1", "web-2", "web-3", "web-4"];
+    for web in webs {
+        assert!(
+            out.stdout.contains(&format!("{web}: hello from {web}")),
+            "{}",
+            out.stdout
+        );
+    }
+    for db in ["db-1", "db-2"] {
+        assert!(
+            !fleet.root(db).join("start").exists(),
+            "{db} ran the command"
+        );
+    }
+    let intervals = stamps(&fleet, &webs);
+    for &(start, _) in &intervals {
+        let running = intervals
+            .iter()
+            .filter(|(s, e)| *s <= start && start < *e)
+            .count();
+        assert!(
+            running <= 2,
+            "{running} commands ran at once: {intervals:?}"
+        );
+    }
+    let junit = fleet.cli(&["report", "--format", "junit"]);
+    assert_eq!(junit.code, 0, "{}", junit.all());
+    let doc = roxmltree::Document::parse(&junit.stdout).unwrap();
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 4, "{}", junit.stdout);
+    assert!(
+        junit.stdout.contains("hello from web-3"),
+        "{}",
+        junit.stdout
+    );
+
+    // A failure on the first node stops dispatch at max-errors 0; the rest never start.
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "role=web",
+        "--max-concurrency",
+        "1",
+        "--max-errors",
+        "0",
+        "--",
+        "/bin/sh",
+        "-c",
+        "test \"$(basename $PWD)\" != web-1",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains("3 node(s) never started"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("not_started"), "{}", out.stdout);
+    let junit = fleet.cli(&["report", "--format", "junit"]);
+    assert!(junit.stdout.contains("<failure"), "{}", junit.stdout);
+    assert!(junit.stdout.contains("<skipped"), "{}", junit.stdout);
+
+    // A command that never ends is killed at --timeout.
+    let started = Instant::now();
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "web-1",
+        "--timeout",
+        "1s",
+        "--",
+        "/bin/sleep",
+        "60",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("timed_out"), "{}", out.stdout);
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // A gigabyte-sized output is capped, with its size said.
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "web-2",
+        "--format",
+        "json",
+        "--",
+        "/bin/sh",
+        "-c",
+        "head -c 1000000 /dev/zero | tr '\\0' x",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let done: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["nodes"][0]["stdout_bytes"], 1_000_000);
+    assert_eq!(done["nodes"][0]["stdout"].as_str().unwrap().len(), 65_536);
+    let report = fleet.cli(&["report"]);
+    assert!(
+        report.stdout.contains("first 65536 of 1000000 bytes kept"),
+        "{}",
+        report.stdout
+    );
+
+    // A secret passed by name is redacted and never stored.
+    let secret = "s3cr3t-value-4711";
+    let out = bin()
+        .args([
+            "run",
+            "--target",
+            "web-1",
+            "--env-secret",
+            "API_TOKEN",
+            "--",
+        ])
+        .args(["/bin/sh", "-c", "echo token=$API_TOKEN"])
+        .env("STEWARD_CONTROLLER", &fleet.http)
+        .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+        .env("API_TOKEN", secret)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("token=(sensitive)"), "{stdout}");
+    assert!(!stdout.contains(secret));
+    for file in ["steward.db", "steward.db-wal"] {
+        let bytes = std::fs::read(fleet.data.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{file} holds the secret"
+        );
+    }
+
+    // Selectors that name nothing, or match nothing, are errors.
+    let out = fleet.cli(&["run", "--target", "rol=web", "--", "/bin/true"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("rol=web"), "{}", out.stderr);
+    let out = fleet.cli(&["run", "--target", "role=cache", "--", "/bin/true"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("matched no nodes"), "{}", out.stderr);
+
+    // A document, applied once on the db tier with the same rate control.
+    fleet.env.write(
+        "oneoff/fix.yaml",
+        "steward: 1\nresources:\n  file:/fixed:\n    content: \"fixed on {{ node.name }}\\n\"\n",
+    );
+    let doc = fleet.env.path().join("oneoff");
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "role=db",
+        "--max-concurrency",
+        "1",
+        "--document",
+        doc.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.all(), fleet.logs());
+    for db in ["db-1", "db-2"] {
+        let text = std::fs::read_to_string(fleet.root(db).join("fixed")).unwrap();
+        assert_eq!(text, format!("fixed on {db}\n"));
+    }
+    assert!(!fleet.root("web-1").join("fixed").exists());
+}
+
+#[test]
+fn run_cancel_stops_dispatch_and_kills_running_commands() {
+    let mut fleet = Fleet::start();
+    for name in ["web-1", "web-2", "web-3"] {
+        fleet.add_agent(name, "role=web");
+    }
+    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let mut child = bin()
+        .args([
+            "run",
+            "--target",
+            "role=web",
+            "--max-concurrency",
+            "1",
+            "--",
+            "/bin/sleep",
+            "60",
+        ])
+        .env("STEWARD_CONTROLLER", &fleet.http)
+        .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let run_id = first.split_whitespace().nth(1).unwrap().to_string();
+    // Wait until the first node runs it.
+    let mut line = String::new();
+    while !line.contains("in_progress") {
+        line.clear();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    }
+    let cancel = fleet.cli(&["run", "cancel", &run_id]);
+    assert_eq!(cancel.code, 0, "{}", cancel.all());
+    let status = wait_for("the cancelled run to end", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let cancelled = stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("cancelled"))
+        .count();
+    assert_eq!(cancelled, 3, "{stdout}");
+    let again = fleet.cli(&["run", "cancel", &run_id]);
+    assert_eq!(again.code, 1, "a finished run cannot be cancelled");
+}
+
+#[test]
+fn a_node_lost_mid_command_times_out_alone() {
+    let mut fleet = Fleet::start();
+    for name in ["web-1", "web-2", "web-3"] {
+        fleet.add_agent(name, "role=web");
+    }
+    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let child = bin()
+        .args([
+            "run",
+            "--target",
+            "role=web",
+            "--max-concurrency",
+            "3",
+            "--",
+        ])
+        .args(["/bin/sh", "-c", "sleep 2; echo finished"])
+        .env("STEWARD_CONTROLLER", &fleet.http)
+        .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    fleet.kill_agent("web-2");
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let status = |node: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(status("web-2"), "timed_out", "{stdout}");
+    assert_eq!(status("web-1"), "success", "{stdout}");
+    assert_eq!(status("web-3"), "success", "{stdout}");
 }
