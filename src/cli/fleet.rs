@@ -20,11 +20,16 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
+    let cert_lifetime = match parse_ttl(&args.agent_cert_lifetime) {
+        Ok(lifetime) => lifetime,
+        Err(message) => return usage_error(&message.replace("--ttl", "--agent-cert-lifetime")),
+    };
     let config = crate::fleet::serve::Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen.clone(),
         http: args.http.clone(),
         names: args.names.clone(),
+        cert_lifetime,
     };
     match runtime()?.block_on(crate::fleet::serve::serve(config)) {
         Ok(()) => Ok(Exit::Ok),

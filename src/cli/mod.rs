@@ -225,6 +225,9 @@ pub(crate) struct ServeArgs {
     /// Another name (DNS or IP) agents reach the controller by, for its certificate.
     #[arg(long = "name", value_name = "NAME")]
     pub(crate) names: Vec<String>,
+    /// How long agent certificates live (agents renew when a third is left): 1h, 30d.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub(crate) agent_cert_lifetime: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -446,17 +446,25 @@ async fn session(
             }
         }
     }
+    // Renewal over the live connection: when the controller asks at welcome, or when the
+    // certificate has less than a third of its life left (checked at each heartbeat).
     let mut renewal_key: Option<pki::AgentKey> = None;
-    if renew {
+    let ask_renewal = |identity: &Identity, renewal_key: &mut Option<pki::AgentKey>| {
+        if renewal_key.is_some() {
+            return;
+        }
         match pki::new_agent_key(&identity.node) {
             Ok(key) => {
                 let _ = out_tx.send(AgentMsg::Renew {
                     csr_pem: key.csr_pem.clone(),
                 });
-                renewal_key = Some(key);
+                *renewal_key = Some(key);
             }
             Err(err) => log(&format!("cannot make a renewal key: {err}")),
         }
+    };
+    if renew || pki::due_for_renewal(&identity.cert_pem, std::time::SystemTime::now()) {
+        ask_renewal(identity, &mut renewal_key);
     }
 
     let result = loop {
@@ -497,7 +505,11 @@ async fn session(
                 }
             }
             ControllerMsg::Refused { reason } => break Err(SessionError::Refused(reason)),
-            ControllerMsg::Heartbeat => {}
+            ControllerMsg::Heartbeat => {
+                if pki::due_for_renewal(&identity.cert_pem, std::time::SystemTime::now()) {
+                    ask_renewal(identity, &mut renewal_key);
+                }
+            }
             other => log(&format!("ignoring unexpected {other:?}")),
         }
     };

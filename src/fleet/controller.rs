@@ -29,7 +29,8 @@ use crate::fleet::wire::{
 };
 use crate::store::sqlite::SqliteStore;
 
-/// How long an agent certificate lives; agents renew over the live connection.
+/// How long an agent certificate lives by default; agents renew over the live connection
+/// when a third of it is left.
 pub const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// An agent whose certificate expires sooner than this is asked to renew.
@@ -56,6 +57,8 @@ pub struct Controller {
     schedules: Notify,
     /// Command runs in progress, for `steward run cancel`.
     pub(crate) commands: crate::fleet::command::ActiveRuns,
+    /// How long the agent certificates it signs live.
+    cert_lifetime: Duration,
 }
 
 struct Session {
@@ -119,7 +122,10 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ControllerError 
 
 impl Controller {
     /// Opens (or on first start creates) the data directory: CA, store, admin token.
-    pub fn open(data_dir: &Path) -> Result<Arc<Controller>, ControllerError> {
+    pub fn open(
+        data_dir: &Path,
+        cert_lifetime: Duration,
+    ) -> Result<Arc<Controller>, ControllerError> {
         crate::local::create_private_dir(data_dir).map_err(setup("data directory"))?;
         let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
         let store = SqliteStore::open(&store_path(data_dir)).map_err(setup("store"))?;
@@ -145,6 +151,7 @@ impl Controller {
             run_lock: tokio::sync::Mutex::new(()),
             schedules: Notify::new(),
             commands: Default::default(),
+            cert_lifetime,
         }))
     }
 
@@ -451,7 +458,7 @@ impl Controller {
             .map_err(|err| err.to_string())?;
         let cert_pem = self
             .ca
-            .sign_agent(node, csr_pem, CERT_LIFETIME)
+            .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| err.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         self.with_store(|s| s.enroll_node(node, &fingerprint, &not_after, tags))?
@@ -616,7 +623,7 @@ impl Controller {
     fn renew(&self, node: &str, csr_pem: &str) -> Result<String, String> {
         let cert_pem = self
             .ca
-            .sign_agent(node, csr_pem, CERT_LIFETIME)
+            .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| err.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         self.with_store(|s| s.renew_node_cert(node, &fingerprint, &not_after))?

@@ -431,6 +431,29 @@ pub fn not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
     Ok(to_system_time(cert.validity().not_after.timestamp()))
 }
 
+/// The notBefore and notAfter of a PEM certificate.
+pub fn validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), PkiError> {
+    let cert_der = parse_cert_pem(cert_pem)?;
+    let cert = parse_cert_der(&cert_der)?;
+    Ok((
+        to_system_time(cert.validity().not_before.timestamp()),
+        to_system_time(cert.validity().not_after.timestamp()),
+    ))
+}
+
+/// True when a certificate has less than a third of its lifetime left: time to renew.
+pub fn due_for_renewal(cert_pem: &str, now: SystemTime) -> bool {
+    match validity(cert_pem) {
+        Ok((not_before, not_after)) => {
+            let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+            not_after
+                .duration_since(now)
+                .map_or(true, |left| left < lifetime / 3)
+        }
+        Err(_) => false,
+    }
+}
+
 /// Writes `bytes` to `path` atomically as a file of mode 0600, creating its directory (and
 /// missing parents) with mode 0700.
 ///

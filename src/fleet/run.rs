@@ -238,12 +238,31 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
         .prefix(".upload-")
         .tempdir_in(projects_dir(data_dir))
         .map_err(|err| format!("staging the project: {err}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|err| format!("staging the project: {err}"))?;
+    }
+    // Projects can hold secrets: everything is private to the controller (0700 / 0600).
     for (path, bytes) in &decoded {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let target = staging.path().join(path);
+        let failed = |err: std::io::Error| format!("{}: {err}", path.display());
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|err| format!("{}: {err}", path.display()))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(failed)?;
         }
-        std::fs::write(&target, bytes).map_err(|err| format!("{}: {err}", path.display()))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .and_then(|mut file| file.write_all(bytes))
+            .map_err(failed)?;
     }
     let staged = staging.keep();
     match std::fs::rename(&staged, &dir) {
@@ -1114,6 +1133,10 @@ mod tests {
         let a = materialize(dir.path(), &ok).unwrap();
         let b = materialize(dir.path(), &ok).unwrap();
         assert_eq!(a, b);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&a.join("site.yaml")), 0o600);
+        assert_eq!(mode(&a), 0o700);
         assert_eq!(
             std::fs::read_to_string(a.join("site.yaml")).unwrap(),
             "steward: 1\n"

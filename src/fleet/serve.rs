@@ -29,6 +29,8 @@ pub struct Config {
     pub http: String,
     /// Extra names (DNS or IP) for the server certificate.
     pub names: Vec<String>,
+    /// How long agent certificates live.
+    pub cert_lifetime: Duration,
 }
 
 fn bind_error(what: &str, addr: &str) -> impl FnOnce(std::io::Error) -> ControllerError {
@@ -38,7 +40,7 @@ fn bind_error(what: &str, addr: &str) -> impl FnOnce(std::io::Error) -> Controll
 
 /// Runs the controller until the process ends.
 pub async fn serve(config: Config) -> Result<(), ControllerError> {
-    let controller = Controller::open(&config.data_dir)?;
+    let controller = Controller::open(&config.data_dir, config.cert_lifetime)?;
     let agents = TcpListener::bind(&config.listen)
         .await
         .map_err(bind_error("--listen", &config.listen))?;

@@ -16,6 +16,7 @@ struct Fleet {
     agents: Vec<(String, Reaped)>,
     agent_addr: String,
     http: String,
+    serve_args: Vec<String>,
 }
 
 fn bin() -> Command {
@@ -39,6 +40,11 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<
 
 impl Fleet {
     fn start() -> Fleet {
+        Fleet::start_with(&[])
+    }
+
+    /// A controller started with extra `serve` arguments.
+    fn start_with(serve_args: &[&str]) -> Fleet {
         let env = TestEnv::new();
         let data = env.path().join("controller");
         let mut fleet = Fleet {
@@ -48,6 +54,7 @@ impl Fleet {
             agents: Vec::new(),
             agent_addr: String::new(),
             http: String::new(),
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
         };
         fleet.start_controller("127.0.0.1:0", "127.0.0.1:0");
         fleet
@@ -60,6 +67,7 @@ impl Fleet {
             .args(["serve", "--data-dir"])
             .arg(&self.data)
             .args(["--listen", listen, "--http", http])
+            .args(&self.serve_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1051,4 +1059,23 @@ fn a_node_lost_mid_command_times_out_alone() {
     assert_eq!(status("web-2"), "timed_out", "{stdout}");
     assert_eq!(status("web-1"), "success", "{stdout}");
     assert_eq!(status("web-3"), "success", "{stdout}");
+}
+
+#[test]
+fn agents_renew_their_certificates_over_the_live_connection() {
+    // A one-minute certificate has less than a third of its life left at once.
+    let mut fleet = Fleet::start_with(&["--agent-cert-lifetime", "60s"]);
+    fleet.add_agent("web-1", "role=web");
+    fleet.wait_online(&["web-1"]);
+    wait_for("the renewal", Duration::from_secs(30), || {
+        fleet.logs().contains("certificate renewed").then_some(())
+    });
+    // The renewed certificate is the one the controller accepts now.
+    fleet.kill_agent("web-1");
+    wait_for("web-1 offline", Duration::from_secs(30), || {
+        (!fleet.online().contains(&"web-1".to_string())).then_some(())
+    });
+    let child = fleet.agent_process("web-1", "role=web", None);
+    fleet.agents.push(("web-1".to_string(), child));
+    fleet.wait_online(&["web-1"]);
 }
