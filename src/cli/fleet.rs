@@ -444,6 +444,15 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     print_stdout(&response.output)?;
     if run.mode != Mode::Plan && run.format == OutputFormat::Human {
         print_stdout(&node_table(&response))?;
+    } else {
+        // A plan shows the nodes that answered; say which did not.
+        for node in response.nodes.iter().filter(|n| n.status != "ok") {
+            let why = node
+                .message
+                .as_deref()
+                .unwrap_or("resources could not be read");
+            eprintln!("error: node `{}` ({}): {why}", node.node, node.status);
+        }
     }
     Ok(if response.failed {
         Exit::Error

@@ -397,6 +397,13 @@ fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
     wait_for("web-4 offline", Duration::from_secs(30), || {
         (!fleet.online().contains(&"web-4".to_string())).then_some(())
     });
+    let plan = fleet.cli(&["plan", p, "--param", &param]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stderr.contains("node `web-4` (offline)"),
+        "{}",
+        plan.stderr
+    );
     let apply = fleet.cli(&["apply", p, "--param", &param, "--yes"]);
     assert_eq!(apply.code, 1, "{}", apply.all());
     assert!(
