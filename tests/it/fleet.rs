@@ -895,16 +895,33 @@ fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_th
         "--",
         "/bin/sh",
         "-c",
-        "head -c 1000000 /dev/zero | tr '\\0' x",
+        "head -c 1000000000 /dev/zero | tr '\\0' x",
     ]);
     assert_eq!(out.code, 0, "{}", out.all());
+    // The agent read a gigabyte and kept 64 KiB of it.
+    let pid = fleet
+        .agents
+        .iter()
+        .find(|(n, _)| n == "web-2")
+        .unwrap()
+        .1
+        .id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 100 * 1024, "the agent peaked at {peak_kb} kB");
     let done: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(done["event"], "done");
-    assert_eq!(done["nodes"][0]["stdout_bytes"], 1_000_000);
+    assert_eq!(done["nodes"][0]["stdout_bytes"], 1_000_000_000u64);
     assert_eq!(done["nodes"][0]["stdout"].as_str().unwrap().len(), 65_536);
     let report = fleet.cli(&["report"]);
     assert!(
-        report.stdout.contains("first 65536 of 1000000 bytes kept"),
+        report
+            .stdout
+            .contains("first 65536 of 1000000000 bytes kept"),
         "{}",
         report.stdout
     );
