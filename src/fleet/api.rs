@@ -28,6 +28,8 @@ use crate::store::Store;
 
 /// Every route, as `(method, path)`: the router and the authentication test use it.
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/runs/{id}"),
     ("GET", "/v1/nodes"),
     ("POST", "/v1/nodes/{name}/revoke"),
     ("POST", "/v1/runs"),
@@ -42,6 +44,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The router, with authentication on every route.
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
+        .route("/", get(crate::fleet::dashboard::index))
+        .route("/runs/{id}", get(crate::fleet::dashboard::run))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/revoke", post(revoke))
         .route("/v1/runs", post(start_run).get(runs))
@@ -69,16 +73,30 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(presented_token);
     match presented {
         Some(token) if controller.is_admin(token.trim()) => next.run(request).await,
         _ => (
             StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
+            // Browsers prompt for Basic; the CLI sends Bearer.
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"steward\", charset=\"UTF-8\"")],
             "error: this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)\n",
         )
             .into_response(),
     }
+}
+
+/// The token of `Bearer TOKEN`, or the password of `Basic base64(user:TOKEN)`.
+fn presented_token(header: &str) -> Option<String> {
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return Some(token.to_string());
+    }
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

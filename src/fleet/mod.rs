@@ -16,13 +16,15 @@
 //! - [`schedule`]: when an association's `schedule` is due.
 //! - [`rate`]: SSM's `max_concurrency` / `max_errors` dispatch.
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
-//! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`serve`]: the process.
+//! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`dashboard`]: its HTML
+//!   pages; [`serve`]: the process.
 
 pub mod agent;
 pub mod api;
 pub mod client;
 pub mod command;
 pub mod controller;
+pub mod dashboard;
 pub mod outbox;
 pub mod pki;
 pub mod rate;

@@ -378,6 +378,33 @@ fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
     assert!(junit.stdout.contains("<testsuites"), "{}", junit.stdout);
     assert!(junit.stdout.contains("web-3"), "{}", junit.stdout);
 
+    // The dashboard shows the nodes and the run to a browser with the token as password.
+    let token = std::fs::read_to_string(fleet.data.join("admin.token")).unwrap();
+    let basic = {
+        use base64::Engine;
+        let pair = format!("admin:{}", token.trim());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let (status, page) = http(&fleet.http, "GET", "/", Some(&basic));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("web-3") && page.contains("role=db"), "{page}");
+    let (status, _) = http(&fleet.http, "GET", "/", Some("Basic YWRtaW46d3Jvbmc="));
+    assert_eq!(status, 401);
+    let run_id = runs
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (status, page) = http(&fleet.http, "GET", &format!("/runs/{run_id}"), Some(&basic));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("file:/app/motd"), "{page}");
+
     // Drift on one node becomes a finding.
     std::fs::write(fleet.root("web-2").join("app/motd"), "edited by hand\n").unwrap();
     let drift = fleet.cli(&["drift", p, "--param", &param, "--detailed-exitcode"]);
@@ -463,25 +490,38 @@ fn tls_poke(
     })
 }
 
-/// The HTTP status of a request without credentials.
-fn status_without_token(http: &str, method: &str, path: &str) -> u16 {
+/// A request to the HTTP API: its status and body.
+fn http(http: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
     let addr = http.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
     )
     .unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer
+    let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The HTTP status of a request without credentials.
+fn status_without_token(http_addr: &str, method: &str, path: &str) -> u16 {
+    http(http_addr, method, path, None).0
 }
 
 #[test]
