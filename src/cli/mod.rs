@@ -290,13 +290,23 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N|P%", default_value = "0")]
     pub(crate) max_errors: String,
     /// Kill a command that runs longer: 30s, 10m, 1h.
-    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1h",
+        conflicts_with = "document"
+    )]
     pub(crate) timeout: String,
     /// How long to wait for an offline node to connect.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        conflicts_with = "document"
+    )]
     pub(crate) delivery_timeout: String,
     /// Run as this user on the nodes.
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", conflicts_with = "document")]
     pub(crate) user: Option<String>,
     /// Run this script with /bin/sh -c instead of a command.
     #[arg(long, value_name = "SCRIPT", conflicts_with = "document")]
@@ -308,10 +318,10 @@ pub(crate) struct RunArgs {
     #[arg(long = "param", value_name = "NAME=VALUE", requires = "document")]
     pub(crate) params: Vec<String>,
     /// An environment variable for the command.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
+    #[arg(long = "env", value_name = "NAME=VALUE", conflicts_with = "document")]
     pub(crate) env: Vec<String>,
     /// Pass this variable from steward's environment; its value is redacted and never stored.
-    #[arg(long = "env-secret", value_name = "NAME")]
+    #[arg(long = "env-secret", value_name = "NAME", conflicts_with = "document")]
     pub(crate) env_secret: Vec<String>,
     /// Output format: lines prefixed by node name, or JSON lines.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]

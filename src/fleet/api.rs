@@ -215,7 +215,7 @@ async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -
 async fn cancel(State(controller): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
     match command::cancel(&controller, &id) {
         Ok(n) => {
-            format!("cancelling run {id}: no new node starts; {n} running command(s) signalled\n")
+            format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
                 .into_response()
         }
         Err(err) => error(StatusCode::NOT_FOUND, err),

@@ -78,13 +78,7 @@ impl Client {
             .get(self.url(path))
             .header("Authorization", self.bearer())
             .call();
-        let mut response = self.check(response)?;
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER)
-            .read_to_string()
-            .map_err(|err| err.to_string())
+        self.text(response)
     }
 
     /// `POST path` (no body) as text.
@@ -94,8 +88,15 @@ impl Client {
             .post(self.url(path))
             .header("Authorization", self.bearer())
             .send_empty();
-        let mut response = self.check(response)?;
-        response
+        self.text(response)
+    }
+
+    /// A successful answer's body as text.
+    fn text(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<String, String> {
+        self.check(response)?
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER)

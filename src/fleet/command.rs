@@ -274,7 +274,12 @@ pub async fn run(
         Ok(targets) => targets,
         Err(err) => return failed(err),
     };
-    let run_id = crate::local::run_id();
+    // Unique even for two runs started in the same millisecond by one controller.
+    let run_id = format!(
+        "{}-{}",
+        crate::local::run_id(),
+        crate::fleet::controller::random_hex(2).unwrap_or_default()
+    );
     let started_at = crate::local::timestamp();
     let active = Arc::new(Active::default());
     if let Ok(mut runs) = controller.commands.lock() {
@@ -487,12 +492,15 @@ async fn on_node(
     let answer = controller
         .dispatch_task(
             &node,
-            task_id,
+            task_id.clone(),
             TaskKind::Command(task),
             wait,
             Some(events_tx),
         )
         .await;
+    if let Ok(mut tasks) = active.tasks.lock() {
+        tasks.retain(|(_, id)| *id != task_id);
+    }
     let _ = forward.await;
     let ran = started.load(Ordering::Relaxed);
     let result = match answer {

@@ -445,11 +445,14 @@ pub async fn run(
         }
     };
     if nothing_targeted {
-        response.errors.push(match &request.target {
-            Some(target) => format!("--target `{target}` matches no node with resources"),
-            None => "no association targets a node with resources: nothing to do".to_string(),
+        response.errors.push(match (&request.target, &scope.adhoc) {
+            (_, Some(_)) => "the document gives the targeted nodes no resources".to_string(),
+            (Some(target), None) => format!("--target `{target}` matches no node with resources"),
+            (None, None) => {
+                "no association targets a node with resources: nothing to do".to_string()
+            }
         });
-        response.failed = request.target.is_some();
+        response.failed = request.target.is_some() || scope.adhoc.is_some();
     }
     response
 }
@@ -575,11 +578,7 @@ impl<'v> Fleet<'v> {
             let Ok((idx, result)) = joined else { continue };
             answers[idx] = Some(match result {
                 Ok(TaskResult::Observed { states }) => Ok(states),
-                Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
-                Ok(TaskResult::Failed { error }) => Err(error),
-                Ok(TaskResult::Applied { .. } | TaskResult::Command { .. }) => {
-                    Err("answered a probe with something else".into())
-                }
+                Ok(other) => Err(unexpected(&other, "a probe")),
                 Err(err) => Err(err),
             });
         }
@@ -613,7 +612,7 @@ impl<'v> Fleet<'v> {
                     planned.graphs.push(graph);
                 }
                 Err(err) => {
-                    let status = failed_status(node, &err);
+                    let status = failed_status(&node.name, &err);
                     let _ = progress.send(Event::NodeFinished(status.clone()));
                     statuses.push(status);
                     failures.push((node, err));
@@ -749,11 +748,7 @@ impl<'v> Fleet<'v> {
                     let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)?;
                     Ok((observed, report))
                 }),
-                Ok(TaskResult::Refused { reason }) => Err(format!("refused the task: {reason}")),
-                Ok(TaskResult::Failed { error }) => Err(error),
-                Ok(TaskResult::Observed { .. } | TaskResult::Command { .. }) => {
-                    Err("answered an apply with something else".into())
-                }
+                Ok(other) => Err(unexpected(&other, "an apply")),
                 Err(err) => Err(err),
             };
             match applied {
@@ -782,7 +777,7 @@ impl<'v> Fleet<'v> {
                 }
                 Err(err) => {
                     if !err.starts_with("not started") {
-                        statuses.push(failed_status(node, &err));
+                        statuses.push(failed_status(&node.name, &err));
                     } else {
                         statuses.push(NodeStatus {
                             node: node.name.clone(),
@@ -876,39 +871,8 @@ async fn apply_node(
                 message: None,
             }
         }
-        Ok(TaskResult::Refused { reason }) => NodeStatus {
-            node: node.clone(),
-            status: "failed".to_string(),
-            changed: 0,
-            failed: 0,
-            message: Some(format!("refused the task: {reason}")),
-        },
-        Ok(TaskResult::Failed { error }) => NodeStatus {
-            node: node.clone(),
-            status: "failed".to_string(),
-            changed: 0,
-            failed: 0,
-            message: Some(error.clone()),
-        },
-        Ok(TaskResult::Observed { .. } | TaskResult::Command { .. }) => NodeStatus {
-            node: node.clone(),
-            status: "failed".to_string(),
-            changed: 0,
-            failed: 0,
-            message: Some("answered an apply with a probe".to_string()),
-        },
-        Err(err) => NodeStatus {
-            node: node.clone(),
-            status: if err.contains("offline") {
-                "offline"
-            } else {
-                "failed"
-            }
-            .to_string(),
-            changed: 0,
-            failed: 0,
-            message: Some(err.clone()),
-        },
+        Ok(other) => failed_status(&node, &unexpected(other, "an apply")),
+        Err(err) => failed_status(&node, err),
     };
     let _ = progress.send(Event::NodeFinished(status));
     result
@@ -925,9 +889,18 @@ fn outcome_name(outcome: &WireOutcome) -> &'static str {
     }
 }
 
-fn failed_status(node: &model::Node, err: &str) -> NodeStatus {
+/// Why an answer is not the one a task asked for.
+fn unexpected(result: &TaskResult, task: &str) -> String {
+    match result {
+        TaskResult::Refused { reason } => format!("refused the task: {reason}"),
+        TaskResult::Failed { error } => error.clone(),
+        _ => format!("answered {task} with something else"),
+    }
+}
+
+fn failed_status(node: &str, err: &str) -> NodeStatus {
     NodeStatus {
-        node: node.name.clone(),
+        node: node.to_string(),
         status: if err.contains("offline") {
             "offline"
         } else {

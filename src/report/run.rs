@@ -309,6 +309,10 @@ struct JsonSummary {
     failed: usize,
     skipped: usize,
     unchanged: usize,
+    /// Command runs: commands that exited 0, were killed at their timeout, were cancelled.
+    succeeded: usize,
+    timed_out: usize,
+    cancelled: usize,
     compliant: bool,
 }
 
@@ -431,6 +435,9 @@ pub fn json(run: &RunRecord, findings: &[Finding]) -> String {
             failed: run.count(ResultOutcome::Failed),
             skipped: run.count(ResultOutcome::Skipped),
             unchanged: run.count(ResultOutcome::Unchanged),
+            succeeded: run.count(ResultOutcome::Succeeded),
+            timed_out: run.count(ResultOutcome::TimedOut),
+            cancelled: run.count(ResultOutcome::Cancelled),
             compliant: compliance.iter().all(|c| c.compliant),
         },
         compliance: compliance.iter().map(JsonCompliance::from).collect(),
@@ -829,7 +836,12 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     );
 
     let mut n_left_out = 0usize;
-    out.push_str("| node | changed | drifted | failed | skipped | unchanged |\n");
+    let order = report_order(run);
+    let _ = writeln!(
+        out,
+        "| node | {} |",
+        order.map(ResultOutcome::as_str).join(" | ")
+    );
     out.push_str("|---|---:|---:|---:|---:|---:|\n");
     for node in run.nodes() {
         let n = |outcome: ResultOutcome| {
@@ -838,15 +850,8 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
                 .filter(|r| r.node == node && r.outcome == outcome)
                 .count()
         };
-        let row = format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            md_text(node),
-            n(ResultOutcome::Changed),
-            n(ResultOutcome::Drifted),
-            n(ResultOutcome::Failed),
-            n(ResultOutcome::Skipped),
-            n(ResultOutcome::Unchanged)
-        );
+        let counts: Vec<String> = order.iter().map(|o| n(*o).to_string()).collect();
+        let row = format!("| {} | {} |\n", md_text(node), counts.join(" | "));
         if !push_within_budget(&mut out, &row) {
             n_left_out += 1;
         }
@@ -1032,13 +1037,13 @@ fn article(ty: &str) -> &'static str {
 pub fn runs_table(runs: &[crate::store::RunSummary]) -> String {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "RUN                              KIND   STARTED                   USER      CHANGED DRIFTED FAILED SKIPPED UNCHANGED\n",
+        "RUN                              KIND    STARTED                   USER      CHANGED DRIFTED FAILED SKIPPED UNCHANGED\n",
     );
     for run in runs {
         let [unchanged, changed, drifted, failed, skipped] = run.counts;
         let _ = writeln!(
             out,
-            "{:<32} {:<6} {:<25} {:<9} {changed:>7} {drifted:>7} {failed:>6} {skipped:>7} {unchanged:>9}",
+            "{:<32} {:<7} {:<25} {:<9} {changed:>7} {drifted:>7} {failed:>6} {skipped:>7} {unchanged:>9}",
             run.id,
             run.kind.as_str(),
             run.started_at,

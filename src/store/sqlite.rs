@@ -253,13 +253,16 @@ impl Store for SqliteStore {
                     result.association,
                     result.severity.as_str(),
                 ])?;
+            // Commands say nothing about desired state: a command run opens no findings.
+            if run.kind == RunKind::Command {
+                continue;
+            }
             let kind = match result.outcome {
                 ResultOutcome::Drifted => Some(FindingKind::Drift),
                 ResultOutcome::Failed => Some(FindingKind::Failure),
                 // A skipped resource says nothing about its state.
                 ResultOutcome::Skipped => continue,
                 ResultOutcome::Unchanged | ResultOutcome::Changed => None,
-                // Commands say nothing about desired state: they open no findings.
                 ResultOutcome::Succeeded | ResultOutcome::TimedOut | ResultOutcome::Cancelled => {
                     continue;
                 }

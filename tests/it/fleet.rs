@@ -908,6 +908,12 @@ fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_th
     let junit = fleet.cli(&["report", "--format", "junit"]);
     assert!(junit.stdout.contains("<failure"), "{}", junit.stdout);
     assert!(junit.stdout.contains("<skipped"), "{}", junit.stdout);
+    let findings = fleet.cli(&["findings"]);
+    assert!(
+        findings.stdout.contains("No open findings"),
+        "a command opened a finding: {}",
+        findings.stdout
+    );
 
     // A command that never ends is killed at --timeout.
     let started = Instant::now();
@@ -1003,7 +1009,19 @@ fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_th
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("matched no nodes"), "{}", out.stderr);
 
-    // A document, applied once on the db tier with the same rate control.
+    // A document, applied once on the db tier with the same rate control; the command's
+    // flags do not apply to it.
+    let out = fleet.cli(&[
+        "run",
+        "--target",
+        "role=db",
+        "--timeout",
+        "5s",
+        "--document",
+        "x",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--timeout"), "{}", out.stderr);
     fleet.env.write(
         "oneoff/fix.yaml",
         "steward: 1\nresources:\n  file:/fixed:\n    content: \"fixed on {{ node.name }}\\n\"\n",
