@@ -211,6 +211,14 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     } else {
         None
     };
+    if let Some(saved) = &saved
+        && saved.root == crate::fleet::run::FLEET_ROOT
+    {
+        return usage_error(&format!(
+            "{} was planned against a controller; set STEWARD_CONTROLLER (and STEWARD_TOKEN_FILE) to apply it",
+            given.display()
+        ));
+    }
     let (project, root) = match &saved {
         Some(saved) => {
             let root = if ctx.root_given {

@@ -90,6 +90,11 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
             path: document.clone(),
             params: args.params.clone(),
         };
+        let adhoc = crate::fleet::run::AdhocRequest {
+            target,
+            max_concurrency: args.max_concurrency.clone(),
+            max_errors: args.max_errors.clone(),
+        };
         return remote_run(
             ctx,
             &RemoteRun {
@@ -101,11 +106,8 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
                 detailed_exitcode: false,
                 format: OutputFormat::Human,
                 yes: true,
-                adhoc: Some(crate::fleet::run::AdhocRequest {
-                    target,
-                    max_concurrency: args.max_concurrency.clone(),
-                    max_errors: args.max_errors.clone(),
-                }),
+                out: None,
+                adhoc: Some(&adhoc),
             },
         );
     }
@@ -356,20 +358,89 @@ pub(super) fn remote_text(remote: &RemoteArgs, path: &str, post: bool) -> std::i
 }
 
 /// What a remote `plan`, `apply` or `drift` was asked.
+#[derive(Clone, Copy)]
 pub(super) struct RemoteRun<'a> {
     pub(super) mode: Mode,
     pub(super) project: &'a ProjectArgs,
     pub(super) remote: &'a RemoteArgs,
-    pub(super) target: Option<String>,
+    pub(super) target: Option<&'a str>,
     pub(super) parallel: usize,
     pub(super) detailed_exitcode: bool,
     pub(super) format: OutputFormat,
     pub(super) yes: bool,
     /// `steward run --document`.
-    pub(super) adhoc: Option<crate::fleet::run::AdhocRequest>,
+    pub(super) adhoc: Option<&'a crate::fleet::run::AdhocRequest>,
+    /// `plan -o FILE`: save the plan there.
+    pub(super) out: Option<&'a Path>,
+}
+
+/// A saved fleet plan given to `apply`: the project it names and what it pins. `Ok(None)`
+/// when the path is not a saved plan.
+fn saved_fleet_plan(
+    path: &Path,
+) -> Result<Option<(ProjectArgs, crate::fleet::run::SavedFleetPlan)>, String> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let Some(saved) = crate::local::SavedPlan::read(path).map_err(|err| err.to_string())? else {
+        return Ok(None);
+    };
+    if saved.root != crate::fleet::run::FLEET_ROOT {
+        return Err(format!(
+            "{} was planned in local mode (root {}); apply it without STEWARD_CONTROLLER",
+            path.display(),
+            saved.root
+        ));
+    }
+    let nodes = saved
+        .nodes
+        .iter()
+        .map(|node| {
+            let changes = node
+                .changes
+                .iter()
+                .map(|c| (c.id.clone(), c.observed.clone()))
+                .collect();
+            (node.name.clone(), changes)
+        })
+        .collect();
+    Ok(Some((
+        ProjectArgs {
+            path: std::path::PathBuf::from(&saved.project),
+            params: Vec::new(),
+        },
+        crate::fleet::run::SavedFleetPlan {
+            documents_digest: saved.documents_digest,
+            nodes,
+        },
+    )))
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
+    let saved = match run.mode {
+        Mode::Apply => match saved_fleet_plan(&run.project.path) {
+            Ok(saved) => saved,
+            Err(message) => return usage_error(&message),
+        },
+        _ => None,
+    };
+    // A saved plan names its project (and was reviewed: it applies without asking).
+    let (saved_project, saved) = match saved {
+        Some((project, pinned)) => (
+            Some(ProjectArgs {
+                params: run.project.params.clone(),
+                ..project
+            }),
+            Some(pinned),
+        ),
+        None => (None, None),
+    };
+    let project_args = saved_project.as_ref().unwrap_or(run.project);
+    let run = &RemoteRun {
+        project: project_args,
+        yes: run.yes || saved.is_some(),
+        ..*run
+    };
     let client = match client(run.remote) {
         Ok(client) => client,
         Err(message) => return usage_error(&message),
@@ -401,12 +472,13 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .display()
             .to_string(),
         overrides,
-        target: run.target.clone(),
+        target: run.target.map(str::to_string),
         parallel: run.parallel,
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,
         user: crate::local::user(),
-        adhoc: run.adhoc.clone(),
+        adhoc: run.adhoc.cloned(),
+        saved,
     };
     if run.mode == Mode::Apply && !run.yes {
         if !std::io::stdin().is_terminal() {
@@ -442,6 +514,16 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         return Ok(exit);
     }
     print_stdout(&response.output)?;
+    if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
+        if let Err(err) = crate::fleet::pki::write_private(out, json.as_bytes()) {
+            return usage_error(&format!("-o {}: {err}", out.display()));
+        }
+        eprintln!(
+            "Saved the plan to {}; `steward apply {}` applies exactly it.",
+            out.display(),
+            out.display()
+        );
+    }
     if run.mode != Mode::Plan && run.format == OutputFormat::Human {
         print_stdout(&node_table(&response))?;
     } else {

@@ -590,40 +590,34 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     };
     let result = match cli.command {
         Command::Validate(args) => cmd_validate(&ctx, &args),
-        Command::Plan(args) if args.remote.controller.is_some() => {
-            if args.out.is_some() {
-                usage_error(
-                    "-o: saved plans are for local mode; against a controller, `apply` plans afresh",
-                )
-            } else {
-                fleet::remote_run(
-                    &ctx,
-                    &fleet::RemoteRun {
-                        mode: crate::fleet::run::Mode::Plan,
-                        project: &args.project,
-                        remote: &args.remote,
-                        target: args.local.target.clone(),
-                        parallel: 4,
-                        detailed_exitcode: args.detailed_exitcode,
-                        format: args.format,
-                        yes: false,
-                        adhoc: None,
-                    },
-                )
-            }
-        }
+        Command::Plan(args) if args.remote.controller.is_some() => fleet::remote_run(
+            &ctx,
+            &fleet::RemoteRun {
+                mode: crate::fleet::run::Mode::Plan,
+                project: &args.project,
+                remote: &args.remote,
+                target: args.local.target.as_deref(),
+                parallel: 4,
+                detailed_exitcode: args.detailed_exitcode,
+                format: args.format,
+                yes: false,
+                adhoc: None,
+                out: args.out.as_deref(),
+            },
+        ),
         Command::Apply(args) if args.remote.controller.is_some() => fleet::remote_run(
             &ctx,
             &fleet::RemoteRun {
                 mode: crate::fleet::run::Mode::Apply,
                 project: &args.project,
                 remote: &args.remote,
-                target: args.local.target.clone(),
+                target: args.local.target.as_deref(),
                 parallel: usize::from(args.parallel),
                 detailed_exitcode: false,
                 format: OutputFormat::Human,
                 yes: args.yes,
                 adhoc: None,
+                out: None,
             },
         ),
         Command::Drift(args) if args.remote.controller.is_some() => fleet::remote_run(
@@ -632,12 +626,13 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 mode: crate::fleet::run::Mode::Drift,
                 project: &args.project,
                 remote: &args.remote,
-                target: args.local.target.clone(),
+                target: args.local.target.as_deref(),
                 parallel: 4,
                 detailed_exitcode: args.detailed_exitcode,
                 format: args.format,
                 yes: false,
                 adhoc: None,
+                out: None,
             },
         ),
         Command::Plan(args) => commands::plan(&ctx, &args),

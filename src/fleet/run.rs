@@ -93,7 +93,24 @@ pub struct RunRequest {
     /// control, ignoring associations.
     #[serde(default)]
     pub adhoc: Option<AdhocRequest>,
+    /// Apply exactly this saved plan: refused when the documents changed since, and each
+    /// agent refuses when what it reads moved since.
+    #[serde(default)]
+    pub saved: Option<SavedFleetPlan>,
 }
+
+/// What a saved fleet plan pins (from `plan -o` against a controller).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedFleetPlan {
+    /// The plan's `documents_digest`.
+    pub documents_digest: String,
+    /// Per node, each resource's (`TYPE:NAME`) observed fingerprint.
+    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The root a fleet plan names: its nodes are reached through agents.
+pub const FLEET_ROOT: &str = "(agents)";
 
 /// The targets and rate control of `steward run --document`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -180,6 +197,9 @@ pub struct RunResponse {
     pub nodes: Vec<NodeStatus>,
     /// Problems with the project itself (then nothing ran).
     pub errors: Vec<String>,
+    /// A plan as the plan JSON document (for `plan -o`).
+    #[serde(default)]
+    pub plan_json: Option<String>,
 }
 
 /// Where uploaded projects are kept.
@@ -430,7 +450,16 @@ pub async fn run(
         );
         controller.schedules_changed();
     }
-    let fleet = Fleet::new(&validated, &request, &scope);
+    let mut fleet = Fleet::new(&validated, &request, &scope);
+    if let Some(saved) = &request.saved
+        && let Err(err) = fleet.pin(saved, &request)
+    {
+        return RunResponse {
+            failed: true,
+            errors: vec![err],
+            ..RunResponse::default()
+        };
+    }
     let nothing_targeted = fleet.targets.is_empty();
     let mut response = match request.mode {
         Mode::Plan | Mode::Drift => {
@@ -515,6 +544,47 @@ impl<'v> Fleet<'v> {
             waves,
             targets,
         }
+    }
+
+    /// Narrows the run to a saved plan's nodes and checks its documents are the plan's.
+    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), String> {
+        let missing: Vec<&str> = saved
+            .nodes
+            .keys()
+            .filter(|name| !self.targets.iter().any(|n| &n.name == *name))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the plan covers {} that the documents no longer target; run `steward plan` again",
+                missing.join(", ")
+            ));
+        }
+        for (_, _, nodes) in &mut self.waves {
+            nodes.retain(|n| saved.nodes.contains_key(&n.name));
+        }
+        self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
+        self.targets.retain(|n| saved.nodes.contains_key(&n.name));
+        if self.planned(request).digest != saved.documents_digest {
+            return Err("the documents (or parameters) changed since this plan was made; run `steward plan` again".to_string());
+        }
+        Ok(())
+    }
+
+    /// The fingerprints a saved plan expects of a node's resources, in catalog order.
+    fn expected(&self, node: &model::Node, request: &RunRequest) -> Option<Vec<String>> {
+        let saved = request.saved.as_ref()?.nodes.get(&node.name);
+        Some(
+            node.resources
+                .iter()
+                .map(|res| {
+                    saved
+                        .and_then(|changes| changes.get(&res.id.to_string()))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
     }
 
     /// Completes a run's record: who ran it, a failed (or skipped) result for each resource
@@ -628,19 +698,21 @@ impl<'v> Fleet<'v> {
             ..RunResponse::default()
         };
         if request.mode == Mode::Plan {
+            let json = crate::report::plan::json(
+                &planned.plan,
+                &planned.nodes,
+                &Origin {
+                    project: &request.project,
+                    root: FLEET_ROOT,
+                    documents_digest: &planned.digest,
+                },
+            );
             response.output = if request.json {
-                crate::report::plan::json(
-                    &planned.plan,
-                    &planned.nodes,
-                    &Origin {
-                        project: &request.project,
-                        root: "(agents)",
-                        documents_digest: &planned.digest,
-                    },
-                )
+                json.clone()
             } else {
                 crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
             };
+            response.plan_json = Some(json);
             return response;
         }
         let id = local::run_id();
@@ -674,7 +746,7 @@ impl<'v> Fleet<'v> {
             digest: local::documents_digest(
                 &self.validated.project,
                 &request.overrides,
-                Path::new("(agents)"),
+                Path::new(FLEET_ROOT),
                 &desired,
             ),
             run_id: String::new(),
@@ -692,10 +764,9 @@ impl<'v> Fleet<'v> {
         let started_at = local::timestamp();
         let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
         for &(max_concurrency, max_errors, ref nodes) in &self.waves {
-            let jobs: Vec<(usize, Catalog)> = nodes
+            let jobs: Vec<(Catalog, Option<Vec<String>>)> = nodes
                 .iter()
-                .enumerate()
-                .map(|(idx, node)| (idx, self.catalog(node)))
+                .map(|node| (self.catalog(node), self.expected(node, request)))
                 .collect();
             let parallel = request.parallel;
             let results = rate::dispatch(
@@ -703,10 +774,12 @@ impl<'v> Fleet<'v> {
                 max_concurrency,
                 max_errors,
                 |result: &Result<TaskResult, String>| !matches!(result, Ok(TaskResult::Applied { outcomes, .. }) if !outcomes.iter().any(WireOutcome::is_failed)),
-                |(_, catalog): (usize, Catalog)| {
+                |(catalog, fingerprints): (Catalog, Option<Vec<String>>)| {
                     let controller = Arc::clone(controller);
                     let progress = progress.clone();
-                    async move { apply_node(controller, catalog, parallel, progress).await }
+                    async move {
+                        apply_node(controller, catalog, fingerprints, parallel, progress).await
+                    }
                 },
             )
             .await;
@@ -809,6 +882,7 @@ impl<'v> Fleet<'v> {
             output: store_run(controller, &record),
             nodes: statuses,
             errors: Vec::new(),
+            plan_json: None,
         }
     }
 }
@@ -816,6 +890,7 @@ impl<'v> Fleet<'v> {
 async fn apply_node(
     controller: Arc<Controller>,
     catalog: Catalog,
+    fingerprints: Option<Vec<String>>,
     parallel: usize,
     progress: mpsc::UnboundedSender<Event>,
 ) -> Result<TaskResult, String> {
@@ -843,7 +918,7 @@ async fn apply_node(
             &node,
             TaskKind::Apply {
                 catalog,
-                fingerprints: None,
+                fingerprints,
                 parallel,
             },
             APPLY_WAIT,

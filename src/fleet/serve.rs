@@ -163,6 +163,7 @@ async fn tick(
             json: false,
             user: "scheduler".to_string(),
             adhoc: None,
+            saved: None,
         };
         let (tx, _rx) = mpsc::unbounded_channel();
         let response = run::run(

@@ -1161,3 +1161,84 @@ fn agents_renew_their_certificates_over_the_live_connection() {
     fleet.agents.push(("web-1".to_string(), child));
     fleet.wait_online(&["web-1"]);
 }
+
+#[test]
+fn a_saved_fleet_plan_applies_exactly_or_is_refused() {
+    let mut fleet = Fleet::start();
+    for name in ["web-1", "web-2"] {
+        fleet.add_agent(name, "role=web");
+    }
+    fleet.wait_online(&["web-1", "web-2"]);
+    let doc = "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"planned\\n\"\n";
+    let project = fleet.env.write("project/site.yaml", doc);
+    let p = project.parent().unwrap().to_str().unwrap().to_string();
+    let plan_file = fleet.env.path().join("fleet.plan");
+    let plan_path = plan_file.to_str().unwrap();
+
+    // Plan, save, apply the saved plan.
+    let plan = fleet.cli(&["plan", &p, "-o", plan_path]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    assert_eq!(saved["root"], "(agents)");
+    let local = crate::common::run_in(fleet.env.path(), &["apply", plan_path]);
+    assert_eq!(
+        local.code,
+        1,
+        "a fleet plan needs the controller: {}",
+        local.all()
+    );
+    assert!(
+        local.stderr.contains("STEWARD_CONTROLLER"),
+        "{}",
+        local.stderr
+    );
+    let apply = fleet.cli(&["apply", plan_path]);
+    assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
+    for web in ["web-1", "web-2"] {
+        assert_eq!(
+            std::fs::read_to_string(fleet.root(web).join("motd")).unwrap(),
+            "planned\n"
+        );
+    }
+
+    // A node that moved after the plan refuses it; the other applies.
+    std::fs::remove_file(fleet.root("web-1").join("motd")).unwrap();
+    std::fs::remove_file(fleet.root("web-2").join("motd")).unwrap();
+    let plan = fleet.cli(&["plan", &p, "-o", plan_path]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    std::fs::write(fleet.root("web-1").join("motd"), "hand-made\n").unwrap();
+    let apply = fleet.cli(&["apply", plan_path]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply.stdout.contains("moved since the plan"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-1").join("motd")).unwrap(),
+        "hand-made\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-2").join("motd")).unwrap(),
+        "planned\n"
+    );
+
+    // Documents that changed since the plan: refused before any node is touched.
+    let plan = fleet.cli(&["plan", &p, "-o", plan_path]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    fleet
+        .env
+        .write("project/site.yaml", doc.replace("planned", "changed"));
+    let apply = fleet.cli(&["apply", plan_path]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply.stderr.contains("changed since this plan was made"),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-1").join("motd")).unwrap(),
+        "hand-made\n"
+    );
+}
