@@ -202,6 +202,17 @@ pub struct RunResponse {
     pub plan_json: Option<String>,
 }
 
+impl RunResponse {
+    /// A run that could not start.
+    fn error(error: String) -> RunResponse {
+        RunResponse {
+            failed: true,
+            errors: vec![error],
+            ..RunResponse::default()
+        }
+    }
+}
+
 /// Where uploaded projects are kept.
 fn projects_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("projects")
@@ -349,7 +360,10 @@ fn diagnostics_text(validated: &Validated) -> Vec<String> {
             Some(span) => {
                 let source = validated.project.sources.get(span.source);
                 let at = source.line_col(span.start);
-                format!("{}:{}:{}: {}", source.name, at.line, at.column, d.message)
+                // Named as in the project, not by where the controller keeps its copy.
+                let root = format!("{}/", validated.project.root.display());
+                let name = source.name.strip_prefix(&root).unwrap_or(&source.name);
+                format!("{name}:{}:{}: {}", at.line, at.column, d.message)
             }
             None => d.message.clone(),
         })
@@ -387,21 +401,13 @@ pub async fn run(
     let dir = match materialize(&controller.data_dir, &request.files) {
         Ok(dir) => dir,
         Err(err) => {
-            return RunResponse {
-                failed: true,
-                errors: vec![err],
-                ..RunResponse::default()
-            };
+            return RunResponse::error(err);
         }
     };
     let inventory = match inventory(controller) {
         Ok(inventory) => inventory,
         Err(err) => {
-            return RunResponse {
-                failed: true,
-                errors: vec![err],
-                ..RunResponse::default()
-            };
+            return RunResponse::error(err);
         }
     };
     let registry = Registry::builtin();
@@ -424,11 +430,7 @@ pub async fn run(
         {
             Ok(validated) => validated,
             Err(err) => {
-                return RunResponse {
-                    failed: true,
-                    errors: vec![format!("validating the project: {err}")],
-                    ..RunResponse::default()
-                };
+                return RunResponse::error(format!("validating the project: {err}"));
             }
         }
     };
@@ -454,11 +456,7 @@ pub async fn run(
     if let Some(saved) = &request.saved
         && let Err(err) = fleet.pin(saved, &request)
     {
-        return RunResponse {
-            failed: true,
-            errors: vec![err],
-            ..RunResponse::default()
-        };
+        return RunResponse::error(err);
     }
     let nothing_targeted = fleet.targets.is_empty();
     let mut response = match request.mode {
