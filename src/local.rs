@@ -566,13 +566,17 @@ pub fn apply_record(
     use crate::store::ResultOutcome;
     let mut results = Vec::new();
     for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
+        // Each resource's planned change by resource index: one lookup per outcome, not a
+        // scan of the plan (quadratic in a cold apply of thousands of files).
+        let mut changes = vec![None; node.resources.len()];
+        for planned in &node_plan.changes {
+            if let (Some(slot), Ok(change)) = (changes.get_mut(planned.resource), &planned.change) {
+                *slot = Some(change);
+            }
+        }
         for outcome in &report.outcomes {
             let res = &node.resources[outcome.resource];
-            let change = node_plan
-                .changes
-                .iter()
-                .find(|c| c.resource == outcome.resource)
-                .and_then(|c| c.change.as_ref().ok());
+            let change = changes.get(outcome.resource).copied().flatten();
             let (kind, diff, message) = match &outcome.outcome {
                 Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
                 Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
