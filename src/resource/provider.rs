@@ -62,12 +62,20 @@ impl Staged {
     }
 }
 
+/// The directories known inside the root, hashed for lookups and ordered for
+/// [`PathCache::forget_under`].
+#[derive(Debug, Default)]
+struct Inside {
+    hashed: HashSet<PathBuf>,
+    /// Ordered by components, so the directories below one path are a contiguous range.
+    ordered: std::collections::BTreeSet<PathBuf>,
+}
+
 /// Directories known to resolve inside the root (see [`ProviderCtx::path_cache`]).
 #[derive(Debug, Default)]
 pub struct PathCache {
     root: std::sync::OnceLock<PathBuf>,
-    /// Ordered by components, so the directories below one path are a contiguous range.
-    inside: std::sync::RwLock<std::collections::BTreeSet<PathBuf>>,
+    inside: std::sync::RwLock<Inside>,
     /// Directories found missing, remembered only by a cache made for a probe
     /// ([`PathCache::for_probe`]): nothing is created while a plan reads the node, so one
     /// missing directory answers for everything below it.
@@ -96,7 +104,8 @@ impl PathCache {
             self.set_root(root);
         }
         if let (Ok(mut inside), Ok(found)) = (self.inside.write(), probe.inside.read()) {
-            inside.extend(found.iter().cloned());
+            inside.hashed.extend(found.hashed.iter().cloned());
+            inside.ordered.extend(found.ordered.iter().cloned());
         }
     }
 
@@ -121,7 +130,9 @@ impl PathCache {
     }
 
     fn is_known_inside(&self, dir: &Path) -> bool {
-        self.inside.read().is_ok_and(|inside| inside.contains(dir))
+        self.inside
+            .read()
+            .is_ok_and(|inside| inside.hashed.contains(dir))
     }
 
     /// Forgets the directories at or below `path` (a symlink was created there: paths
@@ -129,8 +140,9 @@ impl PathCache {
     pub fn forget_under(&self, path: &Path) {
         // The paths at or below `path` sort right after it (paths compare by components):
         // a range, not a scan of every known directory for each symlink created.
-        let below = |inside: &std::collections::BTreeSet<PathBuf>| -> Vec<PathBuf> {
+        let below = |inside: &Inside| -> Vec<PathBuf> {
             inside
+                .ordered
                 .range::<Path, _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
                 .take_while(|dir| dir.starts_with(path))
                 .cloned()
@@ -145,14 +157,16 @@ impl PathCache {
         }
         if let Ok(mut inside) = self.inside.write() {
             for dir in below(&inside) {
-                inside.remove(&dir);
+                inside.ordered.remove(&dir);
+                inside.hashed.remove(&dir);
             }
         }
     }
 
     fn remember_inside(&self, dir: &Path) {
         if let Ok(mut inside) = self.inside.write() {
-            inside.insert(dir.to_path_buf());
+            inside.hashed.insert(dir.to_path_buf());
+            inside.ordered.insert(dir.to_path_buf());
         }
     }
 }
