@@ -161,16 +161,24 @@ pub fn plan<'v>(
             continue;
         }
         let mut ignored = Vec::new();
-        desired.push(plan::desired_digest(node));
-        let graph = ResourceGraph::build(node, registry, &mut ignored);
-        let env = Env::new(
-            node,
-            config.root.clone(),
-            config.state_dir.clone(),
-            run_id.clone(),
-            validated.model.secrets.clone(),
+        // The digest hashes every desired content; the graph is built and the node probed
+        // meanwhile.
+        let (digest, (graph, env, observed)) = rayon::join(
+            || plan::desired_digest(node),
+            || {
+                let graph = ResourceGraph::build(node, registry, &mut ignored);
+                let env = Env::new(
+                    node,
+                    config.root.clone(),
+                    config.state_dir.clone(),
+                    run_id.clone(),
+                    validated.model.secrets.clone(),
+                );
+                let observed = exec::observe(node, registry, &env);
+                (graph, env, observed)
+            },
         );
-        let observed = exec::observe(node, registry, &env);
+        desired.push(digest);
         planned
             .plan
             .nodes
