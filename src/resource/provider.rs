@@ -269,18 +269,32 @@ impl ProviderCtx<'_> {
             }
             // A missing directory is skipped with one `lstat`; canonicalizing it would
             // read every link on the way only to fail.
-            if let Err(err) = std::fs::symlink_metadata(dir) {
-                if err.kind() == std::io::ErrorKind::NotFound {
-                    parent_missing |= immediate;
-                    if let Some(cache) = self.path_cache {
-                        cache.remember_absent(dir);
+            match std::fs::symlink_metadata(dir) {
+                Err(err) => {
+                    if err.kind() == std::io::ErrorKind::NotFound {
+                        parent_missing |= immediate;
+                        if let Some(cache) = self.path_cache {
+                            cache.remember_absent(dir);
+                        }
+                    }
+                    immediate = false;
+                    parent = dir.parent();
+                    continue;
+                }
+                Ok(meta) => {
+                    immediate = false;
+                    // A real directory (not a link) in a directory known inside is inside
+                    // too: no need to read every link from `/` down again. Files released
+                    // together look up their new directory together.
+                    if let Some(cache) = self.path_cache
+                        && meta.file_type().is_dir()
+                        && dir.parent().is_some_and(|up| cache.is_known_inside(up))
+                    {
+                        cache.remember_inside(dir);
+                        break;
                     }
                 }
-                immediate = false;
-                parent = dir.parent();
-                continue;
             }
-            immediate = false;
             match dir.canonicalize() {
                 Ok(real) => {
                     let root = self.canonical_root()?;
