@@ -161,16 +161,24 @@ pub fn plan<'v>(
             continue;
         }
         let mut ignored = Vec::new();
-        desired.push(plan::desired_digest(node));
-        let graph = ResourceGraph::build(node, registry, &mut ignored);
-        let env = Env::new(
-            node,
-            config.root.clone(),
-            config.state_dir.clone(),
-            run_id.clone(),
-            validated.model.secrets.clone(),
+        // The digest hashes every desired content; the graph is built and the node probed
+        // meanwhile.
+        let (digest, (graph, env, observed)) = rayon::join(
+            || plan::desired_digest(node),
+            || {
+                let graph = ResourceGraph::build(node, registry, &mut ignored);
+                let env = Env::new(
+                    node,
+                    config.root.clone(),
+                    config.state_dir.clone(),
+                    run_id.clone(),
+                    validated.model.secrets.clone(),
+                );
+                let observed = exec::observe(node, registry, &env);
+                (graph, env, observed)
+            },
         );
-        let observed = exec::observe(node, registry, &env);
+        desired.push(digest);
         planned
             .plan
             .nodes
@@ -566,13 +574,17 @@ pub fn apply_record(
     use crate::store::ResultOutcome;
     let mut results = Vec::new();
     for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
+        // Each resource's planned change by resource index: one lookup per outcome, not a
+        // scan of the plan (quadratic in a cold apply of thousands of files).
+        let mut changes = vec![None; node.resources.len()];
+        for planned in &node_plan.changes {
+            if let (Some(slot), Ok(change)) = (changes.get_mut(planned.resource), &planned.change) {
+                *slot = Some(change);
+            }
+        }
         for outcome in &report.outcomes {
             let res = &node.resources[outcome.resource];
-            let change = node_plan
-                .changes
-                .iter()
-                .find(|c| c.resource == outcome.resource)
-                .and_then(|c| c.change.as_ref().ok());
+            let change = changes.get(outcome.resource).copied().flatten();
             let (kind, diff, message) = match &outcome.outcome {
                 Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
                 Outcome::Changed { .. } | Outcome::Refreshed { .. } => (

@@ -2,7 +2,8 @@
 //! order.
 //!
 //! Owns [`observe`] (every resource's provider `read`, in parallel with rayon) and [`apply`]
-//! (a tokio walk of the node's graph with at most `parallel` providers at once). A failed
+//! (a walk of the node's graph by `parallel` worker threads, file writes made durable in
+//! batches). A failed
 //! resource marks its dependents skipped while independent branches go on; a resource that
 //! actually changed refreshes the resources it notifies. A panic in a provider becomes that
 //! resource's failure, not a crash.
@@ -17,15 +18,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use tokio::task::JoinSet;
 
 use crate::model::{self, ResourceId};
 use crate::plan::NodePlan;
 use crate::plan::graph::ResourceGraph;
 use crate::resource::Registry;
 use crate::resource::change::{Action, State};
-use crate::resource::fsutil::Durability;
-use crate::resource::provider::{Applied, CommandOutput, PathCache, ProviderCtx, ProviderError};
+use crate::resource::fsutil::{Durability, Ticket};
+use crate::resource::provider::{
+    Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
+};
 
 /// The owned settings a provider context borrows from.
 #[derive(Clone, Debug)]
@@ -83,6 +85,7 @@ impl Env {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: Some(&self.path_cache),
+            staged: None,
         }
     }
 }
@@ -106,8 +109,15 @@ fn with_ancestors(paths: Vec<String>) -> HashSet<String> {
 
 /// Reads every resource of a node, in parallel. Changes nothing.
 pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result<State, String>> {
-    let ctx = env.ctx();
-    node.resources
+    // Nothing changes while reading: a missing directory can be remembered as missing, so
+    // the thousands of paths below a directory not created yet cost no `lstat` each.
+    let probe_cache = PathCache::for_probe();
+    let ctx = ProviderCtx {
+        path_cache: Some(&probe_cache),
+        ..env.ctx()
+    };
+    let observed = node
+        .resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {
             Some(ty) => ty
@@ -116,7 +126,9 @@ pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result
                 .map_err(|err| model::scrub(&err.to_string(), &env.secrets)),
             None => Err(format!("unknown resource type `{}`", res.id.kind)),
         })
-        .collect()
+        .collect();
+    env.path_cache.adopt(&probe_cache);
+    observed
 }
 
 /// What happened to one resource in an apply.
@@ -222,11 +234,16 @@ pub struct Config {
 }
 
 /// Applies a node's plan in dependency order and reports each resource's outcome.
-/// `on_done` is called as each resource finishes (for progress displays).
+/// `on_done` is called as each resource finishes (for progress displays), from the worker
+/// threads, one call at a time.
 ///
-/// `parallel` blocking workers (tokio's blocking pool) take ready resources from one queue
-/// and, when one finishes, release its dependents themselves: no thread hand-off per
-/// resource beyond reporting the outcome to the async side.
+/// `parallel` worker threads take ready resources from one queue and, when one finishes,
+/// release its dependents themselves: no thread hand-off per resource.
+///
+/// File writes and directory fsyncs are staged, not waited for: a worker goes on with other
+/// ready resources, and the staged resources finish together when the queue runs dry (or
+/// [`MAX_AWAITING`] wait), in one durable batch ([`Durability`]). A resource's dependents
+/// start only once its writes are durable.
 pub fn apply(
     graph: &ResourceGraph<'_>,
     plan: &NodePlan,
@@ -238,10 +255,6 @@ pub fn apply(
     let node = graph.node;
     let n = node.resources.len();
     let n_workers = config.parallel.clamp(1, n.max(1));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(n_workers)
-        .build()?;
     let mut steps: Vec<(Step, Option<Action>)> = vec![(Step::Nothing, None); n];
     for planned in &plan.changes {
         steps[planned.resource] = match &planned.change {
@@ -257,46 +270,70 @@ pub fn apply(
         n_predecessors[to] += 1;
     }
     let ready = (0..n).filter(|&idx| n_predecessors[idx] == 0).collect();
-    let pool = Arc::new(Pool {
+    let registry = Registry::builtin();
+    let pool = Pool {
         walk: Mutex::new(Walk {
             ready,
             n_predecessors,
             blocked_by: vec![None; n],
             refresh: vec![false; n],
+            awaiting: Vec::new(),
+            outcomes: (0..n).map(|_| None).collect(),
             n_left: n,
         }),
         more: Condvar::new(),
         successors,
         steps,
         shared: Shared {
-            resources: Arc::clone(&node.resources),
-            env: env.clone(),
-            registry: Registry::builtin(),
+            resources: &node.resources,
+            env,
+            registry: &registry,
         },
-    });
-    let outcomes = runtime.block_on(async {
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-        let mut workers = JoinSet::new();
-        for _ in 0..n_workers {
-            let pool = Arc::clone(&pool);
-            let sender = sender.clone();
-            workers.spawn_blocking(move || pool.work(&sender));
+        on_done: Mutex::new(on_done),
+    };
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let mut workers = Vec::with_capacity(n_workers);
+        for idx in 0..n_workers {
+            let pool = &pool;
+            let worker = std::thread::Builder::new()
+                .name(format!("steward-apply-{idx}"))
+                .spawn_scoped(scope, move || pool.work());
+            match worker {
+                Ok(worker) => workers.push(worker),
+                // The workers started so far finish the walk.
+                Err(err) if workers.is_empty() => return Err(err),
+                Err(_) => break,
+            }
         }
-        drop(sender);
-        let mut outcomes: Vec<Option<ResourceOutcome>> = vec![None; n];
-        while let Some(outcome) = receiver.recv().await {
-            on_done(&outcome);
-            let idx = outcome.resource;
-            outcomes[idx] = Some(outcome);
+        for worker in workers {
+            // A panic outside a provider (which `work` catches) leaves its resources unfinished;
+            // they are reported as failed below.
+            let _ = worker.join();
         }
-        while workers.join_next().await.is_some() {}
-        outcomes
-    });
-    let mut by_index = outcomes;
+        Ok(())
+    })?;
+    let mut by_index = pool
+        .walk
+        .into_inner()
+        .map(|walk| walk.outcomes)
+        .unwrap_or_else(|poisoned| poisoned.into_inner().outcomes);
     let ordered = plan
         .changes
         .iter()
-        .filter_map(|p| by_index[p.resource].take())
+        .map(|p| {
+            by_index[p.resource]
+                .take()
+                .unwrap_or_else(|| ResourceOutcome {
+                    resource: p.resource,
+                    id: node.resources[p.resource].id.clone(),
+                    action: p.change.as_ref().ok().map(|c| c.action),
+                    outcome: Outcome::Failed {
+                        error: "the executor stopped before this resource finished".into(),
+                        output: None,
+                    },
+                    duration: Duration::ZERO,
+                })
+        })
         .collect();
     Ok(RunReport {
         node: node.name.clone(),
@@ -305,14 +342,20 @@ pub fn apply(
     })
 }
 
+/// Staged resources waiting for their writes to become durable, beyond which a worker
+/// flushes them even though other resources are ready (bounds the batch and its latency).
+pub const MAX_AWAITING: usize = 1024;
+
 /// What the workers share.
-struct Pool {
+struct Pool<'a> {
     walk: Mutex<Walk>,
     /// Signalled when resources become ready or the walk ends.
     more: Condvar,
     successors: Vec<Vec<(usize, bool)>>,
     steps: Vec<(Step, Option<Action>)>,
-    shared: Shared,
+    shared: Shared<'a>,
+    /// Serializes the progress callback.
+    on_done: Mutex<&'a (dyn Fn(&ResourceOutcome) + Sync)>,
 }
 
 /// The walk's progress.
@@ -321,52 +364,101 @@ struct Walk {
     n_predecessors: Vec<usize>,
     blocked_by: Vec<Option<ResourceId>>,
     refresh: Vec<bool>,
+    /// Applied resources whose staged writes are not durable yet.
+    awaiting: Vec<(ResourceOutcome, Vec<Ticket>)>,
+    /// Finished resources' outcomes, by resource index.
+    outcomes: Vec<Option<ResourceOutcome>>,
     /// Resources not finished yet.
     n_left: usize,
 }
 
-impl Pool {
+/// What a worker does next.
+enum Job {
+    /// Apply (or skip) this resource.
+    Run(usize, Option<ResourceId>, bool),
+    /// Wait for these resources' staged writes, then finish them.
+    Settle(Vec<(ResourceOutcome, Vec<Ticket>)>),
+}
+
+impl Pool<'_> {
     /// One worker: takes ready resources until every resource is finished.
-    fn work(&self, sender: &tokio::sync::mpsc::UnboundedSender<ResourceOutcome>) {
-        loop {
-            let Some((idx, blocked_by, wants_refresh)) = self.next() else {
-                return;
-            };
-            let started = Instant::now();
-            let (step, action) = self.steps[idx].clone();
-            let outcome = match blocked_by {
-                Some(because) => Outcome::Skipped { because },
-                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    scrubbed(
-                        run_one(&self.shared, idx, step, wants_refresh),
-                        &self.shared.env.secrets,
-                    )
-                }))
-                .unwrap_or_else(|_| Outcome::Failed {
-                    error: "provider panicked".into(),
-                    output: None,
-                }),
-            };
-            let outcome = ResourceOutcome {
-                resource: idx,
-                id: self.shared.resources[idx].id.clone(),
-                action,
-                outcome,
-                duration: started.elapsed(),
-            };
-            self.finish(&outcome);
-            if sender.send(outcome).is_err() {
-                return;
+    fn work(&self) {
+        while let Some(job) = self.next() {
+            match job {
+                Job::Run(idx, blocked_by, wants_refresh) => {
+                    self.run(idx, blocked_by, wants_refresh)
+                }
+                Job::Settle(awaiting) => {
+                    for (mut outcome, tickets) in awaiting {
+                        for ticket in tickets {
+                            let result = self.shared.env.durability.wait(ticket);
+                            if let (Err(err), false) = (result, outcome.outcome.is_failed()) {
+                                outcome.outcome = Outcome::Failed {
+                                    error: model::scrub(&err.to_string(), &self.shared.env.secrets),
+                                    output: None,
+                                };
+                            }
+                        }
+                        self.finish(outcome);
+                    }
+                }
             }
         }
     }
 
-    /// The next ready resource, waiting for one; `None` when the walk is over.
-    fn next(&self) -> Option<(usize, Option<ResourceId>, bool)> {
+    /// Applies one resource; finishes it now, or once its staged writes are durable.
+    fn run(&self, idx: usize, blocked_by: Option<ResourceId>, wants_refresh: bool) {
+        let started = Instant::now();
+        let (step, action) = self.steps[idx].clone();
+        // A resource that refreshes after its change sees that change on disk first.
+        let staged = (!wants_refresh).then(Staged::new);
+        let outcome = match blocked_by {
+            Some(because) => Outcome::Skipped { because },
+            None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                scrubbed(
+                    run_one(&self.shared, idx, step, wants_refresh, staged.as_ref()),
+                    &self.shared.env.secrets,
+                )
+            }))
+            .unwrap_or_else(|_| Outcome::Failed {
+                error: "provider panicked".into(),
+                output: None,
+            }),
+        };
+        let outcome = ResourceOutcome {
+            resource: idx,
+            id: self.shared.resources[idx].id.clone(),
+            action,
+            outcome,
+            duration: started.elapsed(),
+        };
+        let tickets = staged.map(|staged| staged.take()).unwrap_or_default();
+        if tickets.is_empty() {
+            self.finish(outcome);
+            return;
+        }
+        let Ok(mut walk) = self.walk.lock() else {
+            return;
+        };
+        walk.awaiting.push((outcome, tickets));
+    }
+
+    /// The next job, waiting for one; `None` when the walk is over.
+    fn next(&self) -> Option<Job> {
         let mut walk = self.walk.lock().ok()?;
         loop {
+            if walk.awaiting.len() >= MAX_AWAITING {
+                return Some(Job::Settle(std::mem::take(&mut walk.awaiting)));
+            }
             if let Some(idx) = walk.ready.pop_front() {
-                return Some((idx, walk.blocked_by[idx].clone(), walk.refresh[idx]));
+                return Some(Job::Run(
+                    idx,
+                    walk.blocked_by[idx].clone(),
+                    walk.refresh[idx],
+                ));
+            }
+            if !walk.awaiting.is_empty() {
+                return Some(Job::Settle(std::mem::take(&mut walk.awaiting)));
             }
             if walk.n_left == 0 {
                 return None;
@@ -377,11 +469,14 @@ impl Pool {
 
     /// Records a finished resource: its successors lose a dependency, learn whether to skip,
     /// and whether to refresh.
-    fn finish(&self, outcome: &ResourceOutcome) {
+    fn finish(&self, outcome: ResourceOutcome) {
+        if let Ok(on_done) = self.on_done.lock() {
+            on_done(&outcome);
+        }
         let Ok(mut walk) = self.walk.lock() else {
             return;
         };
-        let mut released = false;
+        let mut released = 0;
         for &(next, refreshes) in &self.successors[outcome.resource] {
             match &outcome.outcome {
                 Outcome::Failed { .. } => {
@@ -396,20 +491,27 @@ impl Pool {
             walk.n_predecessors[next] -= 1;
             if walk.n_predecessors[next] == 0 {
                 walk.ready.push_back(next);
-                released = true;
+                released += 1;
             }
         }
         walk.n_left -= 1;
-        if released || walk.n_left == 0 {
+        let idx = outcome.resource;
+        walk.outcomes[idx] = Some(outcome);
+        if walk.n_left == 0 {
             self.more.notify_all();
+        } else {
+            // One waiting worker per released resource, not every worker for each.
+            for _ in 0..released {
+                self.more.notify_one();
+            }
         }
     }
 }
 
-struct Shared {
-    resources: Arc<Vec<model::Resource>>,
-    env: Env,
-    registry: Registry,
+struct Shared<'a> {
+    resources: &'a [model::Resource],
+    env: &'a Env,
+    registry: &'a Registry,
 }
 
 #[derive(Clone, Debug)]
@@ -455,7 +557,13 @@ fn scrubbed(outcome: Outcome, secrets: &[String]) -> Outcome {
     }
 }
 
-fn run_one(shared: &Shared, idx: usize, step: Step, wants_refresh: bool) -> Outcome {
+fn run_one(
+    shared: &Shared<'_>,
+    idx: usize,
+    step: Step,
+    wants_refresh: bool,
+    staged: Option<&Staged>,
+) -> Outcome {
     let res = &shared.resources[idx];
     let Some(ty) = shared.registry.get(&res.id.kind) else {
         return Outcome::Failed {
@@ -464,7 +572,10 @@ fn run_one(shared: &Shared, idx: usize, step: Step, wants_refresh: bool) -> Outc
         };
     };
     let provider = ty.provider();
-    let ctx = shared.env.ctx();
+    let ctx = ProviderCtx {
+        staged,
+        ..shared.env.ctx()
+    };
     let failed = |err: ProviderError| {
         let output = match &err {
             ProviderError::Command { output, .. } => Some((**output).clone()),

@@ -171,8 +171,13 @@ pub fn change_summary(change: &Change, path: &str) -> String {
             after: Some(Content::Text(text)),
             sensitive,
         }) if !sensitive => {
-            let mut summarized = change.clone();
-            summarized.content = None;
+            let summarized = Change {
+                id: change.id.clone(),
+                action: change.action,
+                attrs: change.attrs.clone(),
+                content: None,
+                reason: change.reason.clone(),
+            };
             let mut lines = change_text(&summarized, path);
             if !lines.is_empty() {
                 lines.push('\n');
@@ -244,12 +249,26 @@ fn content_lines(
         }
         (None, Some(Content::Text(after))) => {
             let _ = writeln!(out, "      content:");
-            for line in after.lines().take(MAX_CREATE_LINES) {
-                let _ = writeln!(out, "      {}", style.paint("32", &format!("+{line}")));
+            // Written straight into `out`: a cold plan of thousands of files shows millions
+            // of lines, and a String per line is most of its cost.
+            let (open, close) = if style.color {
+                ("\x1b[32m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
+            let mut lines = after.lines();
+            for line in lines.by_ref().take(MAX_CREATE_LINES) {
+                out.reserve(line.len() + 8 + open.len() + close.len());
+                out.push_str("      ");
+                out.push_str(open);
+                out.push('+');
+                out.push_str(line);
+                out.push_str(close);
+                out.push('\n');
             }
-            let n_lines = after.lines().count();
-            if n_lines > MAX_CREATE_LINES {
-                let _ = writeln!(out, "      ... {} more lines", n_lines - MAX_CREATE_LINES);
+            let n_more = lines.count();
+            if n_more > 0 {
+                let _ = writeln!(out, "      ... {n_more} more lines");
             }
         }
         (before, after) if change.action == Action::Delete => {

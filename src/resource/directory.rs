@@ -82,8 +82,9 @@ impl ResourceType for Directory {
 
 impl Provider for Directory {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
-        let (kind, meta) = fsutil::inspect(&path)?;
+        let located = ctx.locate(&res.id.name)?;
+        let (kind, meta) = fsutil::inspect_located(&located)?;
+        let path = located.path;
         let mut state = State::new();
         let ensure = match kind {
             Kind::Directory => "present",
@@ -116,13 +117,13 @@ impl Provider for Directory {
             Kind::Absent => {
                 fsutil::require_parent(&path)?;
                 create(ctx, res, &path)?;
-                fsutil::fsync_dir(&parent)?;
+                ctx.sync_dir(&parent)?;
                 changed = true;
             }
             Kind::Symlink => {
                 std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
                 create(ctx, res, &path)?;
-                fsutil::fsync_dir(&parent)?;
+                ctx.sync_dir(&parent)?;
                 changed = true;
             }
             other => {

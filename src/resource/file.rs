@@ -132,8 +132,9 @@ fn desired_bytes(res: &Resource) -> Option<&[u8]> {
 
 impl Provider for File {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
-        let (kind, meta) = fsutil::inspect(&path)?;
+        let located = ctx.locate(&res.id.name)?;
+        let (kind, meta) = fsutil::inspect_located(&located)?;
+        let path = located.path;
         // Apply would refuse to replace a directory that holds anything: say so in the plan
         // instead of promising a replacement.
         let wanted = res.attr_str("ensure") != Some("absent");
@@ -231,7 +232,7 @@ impl Provider for File {
             gid.or(existing_ids.map(|ids| ids.1)),
         );
         let bytes = desired.or(existing.as_deref()).unwrap_or_default();
-        ctx.durability.write(&path, bytes, mode, ids)?;
+        ctx.write_durably(&path, bytes, mode, ids)?;
         Ok(Applied::Converged { output: None })
     }
 }

@@ -66,6 +66,16 @@ pub fn inspect(path: &Path) -> Result<(Kind, Option<Metadata>), ProviderError> {
     }
 }
 
+/// [`inspect`] of a located path; absent without a system call when its parent is missing.
+pub fn inspect_located(
+    located: &crate::resource::provider::Located,
+) -> Result<(Kind, Option<Metadata>), ProviderError> {
+    if located.parent_missing {
+        return Ok((Kind::Absent, None));
+    }
+    inspect(&located.path)
+}
+
 /// `"0644"` for a metadata's permission bits.
 pub fn mode_string(meta: &Metadata) -> String {
     format!("{:04o}", meta.permissions().mode() & 0o7777)
@@ -205,26 +215,47 @@ fn write_temp(
     let parent = path.parent().ok_or_else(|| {
         ProviderError::failed(format!("{} has no parent directory", path.display()))
     })?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".steward-")
-        .tempfile_in(parent)
-        .map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                missing_parent(parent)
-            } else {
-                ProviderError::io(parent, err)
-            }
-        })?;
+    // Created with its final mode when the umask keeps every bit of it and nobody else may
+    // write it: no `fchmod` per file. Otherwise created private and given its mode below.
+    let exact_at_creation =
+        mode & 0o7022 == 0 && process_umask().is_some_and(|umask| mode & umask == 0);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".steward-");
+    if exact_at_creation {
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    let mut temp = builder.tempfile_in(parent).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            missing_parent(parent)
+        } else {
+            ProviderError::io(parent, err)
+        }
+    })?;
     temp.write_all(bytes)
         .map_err(|err| ProviderError::io(temp.path(), err))?;
     let file = temp.as_file();
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|err| ProviderError::io(path, err))?;
+    if !exact_at_creation {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|err| ProviderError::io(path, err))?;
+    }
     if ids.0.is_some() || ids.1.is_some() {
         std::os::unix::fs::fchown(file, ids.0, ids.1)
             .map_err(|err| ProviderError::io(path, err))?;
     }
     Ok(temp)
+}
+
+/// The process's umask, read once from `/proc/self/status` (steward never changes it);
+/// `None` when it cannot be read.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// Converges `ensure: absent`: removes what is at `path` when it is one of `removable`
@@ -302,6 +333,10 @@ fn missing_parent(parent: &Path) -> ProviderError {
 /// The first writer to arrive leads: it takes every pending write, syncs, renames, fsyncs the
 /// directories and hands each writer its result. Writers that arrive meanwhile wait and form
 /// the next batch, so batches grow with concurrency and no writer waits on a timer.
+///
+/// The executor goes further: it [stages](Durability::stage) writes (and the directory fsyncs
+/// of created directories and links) without waiting, keeps applying other resources, and
+/// [waits](Durability::wait) for them all at once, so one batch holds hundreds of writes.
 #[derive(Default, Debug)]
 pub struct Durability {
     state: std::sync::Mutex<Batches>,
@@ -310,10 +345,23 @@ pub struct Durability {
     swept: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
+/// A staged write or directory fsync; [`Durability::wait`] gives its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+/// What a batch makes durable.
+#[derive(Debug)]
+enum Op {
+    /// A written temporary file, renamed over its target once synced.
+    Rename(tempfile::TempPath, std::path::PathBuf),
+    /// A directory whose entries changed (a directory or link created in it).
+    SyncDir(std::path::PathBuf),
+}
+
 #[derive(Default, Debug)]
 struct Batches {
     next_ticket: u64,
-    pending: Vec<(u64, tempfile::TempPath, std::path::PathBuf)>,
+    pending: Vec<(u64, Op)>,
     results: std::collections::HashMap<u64, Result<(), ProviderError>>,
     leading: bool,
 }
@@ -333,11 +381,40 @@ impl Durability {
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<(), ProviderError> {
+        let ticket = self.stage(path, bytes, mode, ids)?;
+        self.wait(ticket)
+    }
+
+    /// Writes `bytes` to a temporary file beside `path` and queues its sync and rename for
+    /// the next batch; `path` is not replaced until a [`Durability::wait`] flushes the batch.
+    pub fn stage(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<Ticket, ProviderError> {
         if let Some(dir) = path.parent() {
             self.sweep(dir);
         }
         let temp = write_temp(path, bytes, mode, ids)?;
-        self.commit(temp.into_temp_path(), path.to_path_buf())
+        self.queue(Op::Rename(temp.into_temp_path(), path.to_path_buf()))
+    }
+
+    /// Queues an fsync of `dir` (an entry was created in it) for the next batch.
+    pub fn stage_dir_sync(&self, dir: &Path) -> Result<Ticket, ProviderError> {
+        self.queue(Op::SyncDir(dir.to_path_buf()))
+    }
+
+    fn queue(&self, op: Op) -> Result<Ticket, ProviderError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.pending.push((ticket, op));
+        Ok(Ticket(ticket))
     }
 
     /// Removes `.steward-*` temporary files that a killed run left in `dir`, once per run.
@@ -371,20 +448,16 @@ impl Durability {
         }
     }
 
-    fn commit(
-        &self,
-        temp: tempfile::TempPath,
-        target: std::path::PathBuf,
-    ) -> Result<(), ProviderError> {
+    /// The result of a staged operation, once it is durable: flushes every pending operation
+    /// when no other thread is flushing, else waits for that flush (and leads the next one if
+    /// the ticket was staged too late for it).
+    pub fn wait(&self, ticket: Ticket) -> Result<(), ProviderError> {
         let mut state = self
             .state
             .lock()
             .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.pending.push((ticket, temp, target));
         loop {
-            if let Some(result) = state.results.remove(&ticket) {
+            if let Some(result) = state.results.remove(&ticket.0) {
                 return result;
             }
             if !state.leading {
@@ -409,16 +482,17 @@ impl Durability {
     }
 }
 
-/// Makes a batch durable: `syncfs` once per file system, then the renames, then one fsync per
-/// directory.
-fn flush(
-    batch: Vec<(u64, tempfile::TempPath, std::path::PathBuf)>,
-) -> Vec<(u64, Result<(), ProviderError>)> {
+/// Makes a batch durable: `syncfs` once per file system holding a written file, then the
+/// renames, then one fsync per directory.
+fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
     use std::collections::{BTreeMap, BTreeSet};
     // One file system per directory: look each directory up once, not each file.
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
-    for (_, temp, _) in &batch {
+    for (_, op) in &batch {
+        let Op::Rename(temp, _) = op else {
+            continue;
+        };
         let dir = temp.parent().unwrap_or(Path::new("/"));
         if seen_dirs.insert(dir)
             && let Ok(meta) = fs::metadata(dir)
@@ -442,22 +516,33 @@ fn flush(
     }
     let mut results = Vec::with_capacity(batch.len());
     let mut dirs = BTreeSet::new();
-    for (ticket, temp, target) in batch {
+    for (ticket, op) in batch {
+        let (temp, target) = match op {
+            Op::Rename(temp, target) => (temp, target),
+            Op::SyncDir(dir) => {
+                dirs.insert(dir.clone());
+                results.push((ticket, dir, Ok(())));
+                continue;
+            }
+        };
+        let Some(parent) = target.parent().map(Path::to_path_buf) else {
+            let err = ProviderError::failed(format!("{} has no parent", target.display()));
+            results.push((ticket, target, Err(err)));
+            continue;
+        };
         if let Some(message) = &sync_error {
             let message = format!("cannot make {} durable: {message}", target.display());
-            results.push((ticket, target, Err(ProviderError::failed(message))));
+            results.push((ticket, parent, Err(ProviderError::failed(message))));
             continue;
         }
         match temp.persist(&target) {
             Ok(()) => {
-                if let Some(parent) = target.parent() {
-                    dirs.insert(parent.to_path_buf());
-                }
-                results.push((ticket, target, Ok(())));
+                dirs.insert(parent.clone());
+                results.push((ticket, parent, Ok(())));
             }
             Err(err) => {
                 let err = ProviderError::io(&target, err.error);
-                results.push((ticket, target, Err(err)));
+                results.push((ticket, parent, Err(err)));
             }
         }
     }
@@ -469,12 +554,73 @@ fn flush(
     }
     results
         .into_iter()
-        .map(|(ticket, target, result)| {
-            let failed_dir = target.parent().and_then(|dir| dir_errors.get(dir));
-            match (result, failed_dir) {
+        .map(
+            |(ticket, dir, result)| match (result, dir_errors.get(&dir)) {
                 (Ok(()), Some(message)) => (ticket, Err(ProviderError::failed(message.clone()))),
                 (result, _) => (ticket, result),
-            }
-        })
+            },
+        )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_files_get_their_exact_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        for mode in [0o644, 0o600, 0o666, 0o755, 0o640, 0o4755, 0o000] {
+            let path = dir.path().join(format!("f{mode:o}"));
+            durability.write(&path, b"x", mode, (None, None)).unwrap();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn staged_writes_land_when_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let durability = Durability::new();
+        let first = dir.path().join("a");
+        let second = dir.path().join("sub/b");
+        let tickets = [
+            durability
+                .stage(&first, b"one", 0o644, (None, None))
+                .unwrap(),
+            durability
+                .stage(&second, b"two", 0o644, (None, None))
+                .unwrap(),
+            durability.stage_dir_sync(dir.path()).unwrap(),
+        ];
+        assert!(!first.exists() && !second.exists());
+        for ticket in tickets {
+            durability.wait(ticket).unwrap();
+        }
+        assert_eq!(fs::read(&first).unwrap(), b"one");
+        assert_eq!(fs::read(&second).unwrap(), b"two");
+        let leftovers = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".steward-")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn a_staged_write_into_a_missing_directory_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        let err = durability
+            .stage(&dir.path().join("gone/f"), b"x", 0o644, (None, None))
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 }

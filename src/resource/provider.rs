@@ -28,19 +28,97 @@ pub struct ProviderCtx<'a> {
     /// paths under a few directories. Providers that create a symlink forget what lies below
     /// it, since paths through the new link can lead elsewhere. `None` checks every path afresh.
     pub path_cache: Option<&'a PathCache>,
+    /// Where to leave the writes and directory fsyncs this resource staged, when the caller
+    /// makes them durable later in one batch (the executor). `None` waits for each one.
+    pub staged: Option<&'a Staged>,
+}
+
+/// The durability tickets one resource's apply staged (see [`ProviderCtx::staged`]).
+#[derive(Debug, Default)]
+pub struct Staged {
+    tickets: std::sync::Mutex<Vec<crate::resource::fsutil::Ticket>>,
+}
+
+impl Staged {
+    /// Nothing staged.
+    pub fn new() -> Staged {
+        Staged::default()
+    }
+
+    fn push(&self, ticket: crate::resource::fsutil::Ticket) -> Result<(), ProviderError> {
+        self.tickets
+            .lock()
+            .map_err(|_| ProviderError::failed("staged writes lock poisoned"))?
+            .push(ticket);
+        Ok(())
+    }
+
+    /// The tickets staged so far, leaving none.
+    pub fn take(&self) -> Vec<crate::resource::fsutil::Ticket> {
+        self.tickets
+            .lock()
+            .map(|mut tickets| std::mem::take(&mut *tickets))
+            .unwrap_or_default()
+    }
+}
+
+/// The directories known inside the root, hashed for lookups and ordered for
+/// [`PathCache::forget_under`].
+#[derive(Debug, Default)]
+struct Inside {
+    hashed: HashSet<PathBuf>,
+    /// Ordered by components, so the directories below one path are a contiguous range.
+    ordered: std::collections::BTreeSet<PathBuf>,
 }
 
 /// Directories known to resolve inside the root (see [`ProviderCtx::path_cache`]).
 #[derive(Debug, Default)]
 pub struct PathCache {
     root: std::sync::OnceLock<PathBuf>,
-    inside: std::sync::RwLock<HashSet<PathBuf>>,
+    inside: std::sync::RwLock<Inside>,
+    /// Directories found missing, remembered only by a cache made for a probe
+    /// ([`PathCache::for_probe`]): nothing is created while a plan reads the node, so one
+    /// missing directory answers for everything below it.
+    absent: Option<std::sync::RwLock<HashSet<PathBuf>>>,
 }
 
 impl PathCache {
     /// An empty cache.
     pub fn new() -> PathCache {
         PathCache::default()
+    }
+
+    /// An empty cache for reading the node while nothing changes on it: it also remembers
+    /// missing directories. Never use it while applying.
+    pub fn for_probe() -> PathCache {
+        PathCache {
+            absent: Some(std::sync::RwLock::default()),
+            ..PathCache::default()
+        }
+    }
+
+    /// Takes in what `probe` learned about the root and the directories inside it (not the
+    /// missing ones: applying creates them).
+    pub fn adopt(&self, probe: &PathCache) {
+        if let Some(root) = probe.root() {
+            self.set_root(root);
+        }
+        if let (Ok(mut inside), Ok(found)) = (self.inside.write(), probe.inside.read()) {
+            inside.hashed.extend(found.hashed.iter().cloned());
+            inside.ordered.extend(found.ordered.iter().cloned());
+        }
+    }
+
+    fn is_known_absent(&self, dir: &Path) -> bool {
+        self.absent
+            .as_ref()
+            .is_some_and(|absent| absent.read().is_ok_and(|absent| absent.contains(dir)))
+    }
+
+    fn remember_absent(&self, dir: &Path) {
+        if let Some(Ok(mut absent)) = self.absent.as_ref().map(|absent| absent.write()) {
+            absent.insert(dir.to_path_buf());
+        }
     }
 
     fn root(&self) -> Option<PathBuf> {
@@ -52,25 +130,73 @@ impl PathCache {
     }
 
     fn is_known_inside(&self, dir: &Path) -> bool {
-        self.inside.read().is_ok_and(|inside| inside.contains(dir))
+        self.inside
+            .read()
+            .is_ok_and(|inside| inside.hashed.contains(dir))
     }
 
     /// Forgets the directories at or below `path` (a symlink was created there: paths
     /// through it may now lead elsewhere).
     pub fn forget_under(&self, path: &Path) {
+        // The paths at or below `path` sort right after it (paths compare by components):
+        // a range, not a scan of every known directory for each symlink created.
+        let below = |inside: &Inside| -> Vec<PathBuf> {
+            inside
+                .ordered
+                .range::<Path, _>((std::ops::Bound::Included(path), std::ops::Bound::Unbounded))
+                .take_while(|dir| dir.starts_with(path))
+                .cloned()
+                .collect()
+        };
+        let stale = match self.inside.read() {
+            Ok(inside) => below(&inside),
+            Err(_) => return,
+        };
+        if stale.is_empty() {
+            return;
+        }
         if let Ok(mut inside) = self.inside.write() {
-            inside.retain(|dir| !dir.starts_with(path));
+            for dir in below(&inside) {
+                inside.ordered.remove(&dir);
+                inside.hashed.remove(&dir);
+            }
         }
     }
 
     fn remember_inside(&self, dir: &Path) {
         if let Ok(mut inside) = self.inside.write() {
-            inside.insert(dir.to_path_buf());
+            inside.hashed.insert(dir.to_path_buf());
+            inside.ordered.insert(dir.to_path_buf());
         }
     }
 }
 
 impl ProviderCtx<'_> {
+    /// Writes `bytes` to `path` atomically and durably (see [`crate::resource::fsutil`]).
+    /// With [`ProviderCtx::staged`] set, the write is only staged: `path` is replaced when the
+    /// caller flushes the batch.
+    pub fn write_durably(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<(), ProviderError> {
+        match self.staged {
+            Some(staged) => staged.push(self.durability.stage(path, bytes, mode, ids)?),
+            None => self.durability.write(path, bytes, mode, ids),
+        }
+    }
+
+    /// Makes an entry created in `dir` durable: fsyncs it now, or stages the fsync with
+    /// [`ProviderCtx::staged`] set.
+    pub fn sync_dir(&self, dir: &Path) -> Result<(), ProviderError> {
+        match self.staged {
+            Some(staged) => staged.push(self.durability.stage_dir_sync(dir)?),
+            None => crate::resource::fsutil::fsync_dir(dir),
+        }
+    }
+
     /// True when acting on the running system rather than a file tree under `--root`.
     pub fn is_live(&self) -> bool {
         self.root == Path::new("/")
@@ -99,6 +225,12 @@ impl ProviderCtx<'_> {
     /// its parents that points outside. The final component itself is not followed, so a
     /// provider can see (and replace) a symlink where a file belongs.
     pub fn resolve(&self, path: &str) -> Result<PathBuf, ProviderError> {
+        self.locate(path).map(|located| located.path)
+    }
+
+    /// [`ProviderCtx::resolve`], also telling whether the parent directory is known to be
+    /// missing, in which case nothing is at the path and a reader need not look.
+    pub fn locate(&self, path: &str) -> Result<Located, ProviderError> {
         let relative = Path::new(path)
             .strip_prefix("/")
             .map_err(|_| ProviderError::Refused {
@@ -114,21 +246,54 @@ impl ProviderCtx<'_> {
         }
         let joined = self.root.join(relative);
         if self.is_live() || relative.as_os_str().is_empty() {
-            return Ok(joined);
+            return Ok(Located {
+                path: joined,
+                parent_missing: false,
+            });
         }
         // Check the deepest existing parent: canonicalizing it resolves every symlink on the way.
+        let mut parent_missing = false;
         let mut parent = joined.parent();
+        let mut immediate = true;
         while let Some(dir) = parent {
-            if let Some(cache) = self.path_cache
-                && cache.is_known_inside(dir)
-            {
-                break;
+            if let Some(cache) = self.path_cache {
+                if cache.is_known_inside(dir) {
+                    break;
+                }
+                if cache.is_known_absent(dir) {
+                    parent_missing |= immediate;
+                    immediate = false;
+                    parent = dir.parent();
+                    continue;
+                }
             }
             // A missing directory is skipped with one `lstat`; canonicalizing it would
             // read every link on the way only to fail.
-            if std::fs::symlink_metadata(dir).is_err() {
-                parent = dir.parent();
-                continue;
+            match std::fs::symlink_metadata(dir) {
+                Err(err) => {
+                    if err.kind() == std::io::ErrorKind::NotFound {
+                        parent_missing |= immediate;
+                        if let Some(cache) = self.path_cache {
+                            cache.remember_absent(dir);
+                        }
+                    }
+                    immediate = false;
+                    parent = dir.parent();
+                    continue;
+                }
+                Ok(meta) => {
+                    immediate = false;
+                    // A real directory (not a link) in a directory known inside is inside
+                    // too: no need to read every link from `/` down again. Files released
+                    // together look up their new directory together.
+                    if let Some(cache) = self.path_cache
+                        && meta.file_type().is_dir()
+                        && dir.parent().is_some_and(|up| cache.is_known_inside(up))
+                    {
+                        cache.remember_inside(dir);
+                        break;
+                    }
+                }
             }
             match dir.canonicalize() {
                 Ok(real) => {
@@ -149,8 +314,20 @@ impl ProviderCtx<'_> {
                 Err(_) => parent = dir.parent(),
             }
         }
-        Ok(joined)
+        Ok(Located {
+            path: joined,
+            parent_missing,
+        })
     }
+}
+
+/// A resolved resource path (see [`ProviderCtx::locate`]).
+#[derive(Debug)]
+pub struct Located {
+    /// The path inside the root.
+    pub path: PathBuf,
+    /// The parent directory does not exist: nothing is at `path`.
+    pub parent_missing: bool,
 }
 
 /// Captured output of a command.
@@ -274,5 +451,75 @@ pub trait Provider: Send + Sync {
     /// `refresh_only` exec runs). The default does nothing.
     fn refresh(&self, _ctx: &ProviderCtx<'_>, _res: &Resource) -> Result<Applied, ProviderError> {
         Ok(Applied::AlreadyConverged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::fsutil::Durability;
+
+    fn ctx<'a>(
+        root: &'a Path,
+        managed: &'a HashSet<String>,
+        durability: &'a Durability,
+        cache: &'a PathCache,
+    ) -> ProviderCtx<'a> {
+        ProviderCtx {
+            root,
+            state_dir: root,
+            run_id: "test",
+            managed_paths: managed,
+            durability,
+            path_cache: Some(cache),
+            staged: None,
+        }
+    }
+
+    #[test]
+    fn forget_under_drops_the_path_and_what_is_below_it_only() {
+        let cache = PathCache::new();
+        for dir in ["/r/a", "/r/a/b", "/r/a/b/c", "/r/ab", "/r/b", "/r"] {
+            cache.remember_inside(Path::new(dir));
+        }
+        cache.forget_under(Path::new("/r/a"));
+        for gone in ["/r/a", "/r/a/b", "/r/a/b/c"] {
+            assert!(!cache.is_known_inside(Path::new(gone)), "{gone}");
+        }
+        for kept in ["/r/ab", "/r/b", "/r"] {
+            assert!(cache.is_known_inside(Path::new(kept)), "{kept}");
+        }
+    }
+
+    #[test]
+    fn locate_says_when_the_parent_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("there")).unwrap();
+        let (managed, durability) = (HashSet::new(), Durability::new());
+        let cache = PathCache::for_probe();
+        let ctx = ctx(dir.path(), &managed, &durability, &cache);
+        assert!(!ctx.locate("/there/f").unwrap().parent_missing);
+        assert!(!ctx.locate("/f").unwrap().parent_missing);
+        assert!(ctx.locate("/gone/f").unwrap().parent_missing);
+        // The second path under the missing directory is answered from the cache.
+        assert!(cache.is_known_absent(&dir.path().join("gone")));
+        assert!(ctx.locate("/gone/g").unwrap().parent_missing);
+        assert!(ctx.locate("/gone/sub/f").unwrap().parent_missing);
+        // Only a probe's cache remembers missing directories.
+        let applying = PathCache::new();
+        let ctx = self::ctx(dir.path(), &managed, &durability, &applying);
+        assert!(ctx.locate("/gone/f").unwrap().parent_missing);
+        assert!(!applying.is_known_absent(&dir.path().join("gone")));
+    }
+
+    #[test]
+    fn locate_still_refuses_a_parent_link_leading_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+        let (managed, durability) = (HashSet::new(), Durability::new());
+        let cache = PathCache::for_probe();
+        let ctx = ctx(dir.path(), &managed, &durability, &cache);
+        assert!(ctx.locate("/out/missing/f").is_err());
     }
 }

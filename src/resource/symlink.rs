@@ -65,8 +65,9 @@ impl ResourceType for Symlink {
 
 impl Provider for Symlink {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
-        let (kind, _) = fsutil::inspect(&path)?;
+        let located = ctx.locate(&res.id.name)?;
+        let (kind, _) = fsutil::inspect_located(&located)?;
+        let path = located.path;
         let mut state = State::new();
         let ensure = match kind {
             Kind::Symlink => "present",
@@ -118,7 +119,7 @@ impl Provider for Symlink {
             let _ = std::fs::remove_file(&temp);
             return Err(ProviderError::io(&path, err));
         }
-        fsutil::fsync_dir(&parent)?;
+        ctx.sync_dir(&parent)?;
         if let Some(cache) = ctx.path_cache {
             cache.forget_under(&path);
         }

@@ -146,6 +146,46 @@ struct StaticNode {
     tags: BTreeMap<String, String>,
 }
 
+/// Items of a `for_each` from which templated file contents render in parallel.
+const PARALLEL_RENDER_MIN: usize = 64;
+
+/// Template contents of a `for_each` waiting to be rendered together.
+#[derive(Default)]
+struct PendingContents {
+    /// The distinct template texts (one, usually, for thousands of items).
+    texts: Vec<std::sync::Arc<str>>,
+    /// Index in `texts` by text.
+    known: HashMap<std::sync::Arc<str>, usize>,
+    jobs: Vec<PendingContent>,
+}
+
+struct PendingContent {
+    /// Index of the resource in the lowered resources.
+    resource: usize,
+    /// Index in `texts`.
+    text: usize,
+    ctx: minijinja::Value,
+}
+
+impl PendingContents {
+    fn push(&mut self, resource: usize, text: String, ctx: minijinja::Value) {
+        let idx = match self.known.get(text.as_str()) {
+            Some(&idx) => idx,
+            None => {
+                let text: std::sync::Arc<str> = text.into();
+                self.texts.push(std::sync::Arc::clone(&text));
+                self.known.insert(text, self.texts.len() - 1);
+                self.texts.len() - 1
+            }
+        };
+        self.jobs.push(PendingContent {
+            resource,
+            text: idx,
+            ctx,
+        });
+    }
+}
+
 struct Lowerer<'a> {
     project: &'a Project,
     registry: &'a Registry,
@@ -1337,6 +1377,9 @@ impl<'a> Lowerer<'a> {
                 return;
             }
         }
+        // A large `for_each` of templated files renders their content in parallel after
+        // the loop; a small one (and every error message) renders in order.
+        let mut pending = (items.len() >= PARALLEL_RENDER_MIN).then(PendingContents::default);
         for item in items {
             let ctx = match &item {
                 Some(item) => minijinja::context! { item => item.clone(), ..base_ctx.clone() },
@@ -1440,7 +1483,8 @@ impl<'a> Lowerer<'a> {
             self.check_exclusive(ty, &attrs);
             let absent = attrs.get("ensure").and_then(|a| a.value.as_str()) == Some("absent");
             if kind == "file" && !absent {
-                self.resolve_content(doc.source, &mut attrs, &ctx, scope);
+                let deferred = pending.as_mut().map(|pending| (pending, out.len()));
+                self.resolve_content(doc.source, &mut attrs, &ctx, scope, deferred);
             }
             ty.validate(
                 &Candidate {
@@ -1459,6 +1503,46 @@ impl<'a> Lowerer<'a> {
                 association: None,
             });
         }
+        if let Some(pending) = pending {
+            self.render_pending(pending, doc.source, scope, out);
+        }
+    }
+
+    /// Renders the deferred contents of a `for_each` in parallel and puts them in place; a
+    /// failed one is rendered again alone, which reports the error and drops the content.
+    fn render_pending(
+        &mut self,
+        pending: PendingContents,
+        source: SourceId,
+        scope: &Scope,
+        out: &mut [Resource],
+    ) {
+        let jobs: Vec<(&str, &minijinja::Value)> = pending
+            .jobs
+            .iter()
+            .map(|job| (&*pending.texts[job.text], &job.ctx))
+            .collect();
+        let rendered = self.renderer.render_prepared(&jobs);
+        for (job, rendered) in pending.jobs.iter().zip(rendered) {
+            let Some(resource) = out.get_mut(job.resource) else {
+                continue;
+            };
+            match rendered {
+                Some(text) => {
+                    if let Some(content) = resource.attrs.get_mut("content") {
+                        content.value = Value::String(text);
+                    }
+                }
+                None => {
+                    resource.attrs.remove("content");
+                    let mut attrs = std::mem::take(&mut resource.attrs);
+                    self.resolve_content(source, &mut attrs, &job.ctx, scope, None);
+                    if let Some(resource) = out.get_mut(job.resource) {
+                        resource.attrs = attrs;
+                    }
+                }
+            }
+        }
     }
 
     /// A file's `template` or `source` becomes its desired `content` (text, or bytes for a
@@ -1469,6 +1553,7 @@ impl<'a> Lowerer<'a> {
         attrs: &mut BTreeMap<String, Attr>,
         ctx: &minijinja::Value,
         scope: &Scope,
+        deferred: Option<(&mut PendingContents, usize)>,
     ) {
         let (name, path, span) = match (attrs.get("template"), attrs.get("source")) {
             (Some(attr), _) => (
@@ -1507,6 +1592,21 @@ impl<'a> Lowerer<'a> {
                 );
                 return;
             };
+            if let Some((pending, resource)) = deferred
+                && let Some(sensitive) = self.renderer.prepare_file(&text, &scope.sensitive)
+            {
+                // Rendered after the loop; the attribute holds its place meanwhile.
+                pending.push(resource, text, ctx.clone());
+                attrs.insert(
+                    "content".into(),
+                    Attr {
+                        value: Value::String(String::new()),
+                        span,
+                        sensitive,
+                    },
+                );
+                return;
+            }
             match self.renderer.render_file(&text, ctx, &scope.sensitive) {
                 Ok((rendered, sensitive)) => (Value::String(rendered), sensitive),
                 Err(problem) => {

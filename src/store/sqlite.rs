@@ -235,6 +235,14 @@ impl Store for SqliteStore {
                 run.documents_digest
             ],
         )?;
+        // Resolving a finding is one UPDATE per unchanged or changed resource: skipped when no
+        // finding is open at all (a cold apply of thousands of files opens none).
+        let mut any_open: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM findings WHERE open = 1)",
+            [],
+            |row| row.get(0),
+        )?;
+        let resolution = format!("resolved by run {} at {}", run.id, run.finished_at);
         for (position, result) in run.results.iter().enumerate() {
             tx.prepare_cached("INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
                                       duration_ms, association, severity)
@@ -286,6 +294,7 @@ impl Store for SqliteStore {
                             kind.as_str()
                         ])?;
                     if updated == 0 {
+                        any_open = true;
                         tx.prepare_cached("INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
                                                    last_run, message)
                              VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)")?.execute(params![
@@ -299,13 +308,14 @@ impl Store for SqliteStore {
                             ])?;
                     }
                 }
+                None if !any_open => {}
                 None => {
                     tx.prepare_cached(
                         "UPDATE findings SET open = 0, resolution = ?1
                          WHERE node = ?2 AND resource = ?3 AND open = 1",
                     )?
                     .execute(params![
-                        format!("resolved by run {} at {}", run.id, run.finished_at),
+                        resolution,
                         result.node,
                         result.resource
                     ])?;

@@ -275,6 +275,30 @@ impl Renderer {
         }
     }
 
+    /// Compiles a template file ahead of [`Renderer::render_prepared`] and tells whether it
+    /// reads a sensitive variable; `None` when it does not compile (render it with
+    /// [`Renderer::render_file`] for the message).
+    pub fn prepare_file(&self, text: &str, sensitive: &BTreeSet<String>) -> Option<bool> {
+        let vars = self.compile(text).ok()?;
+        Some(vars.iter().any(|v| uses(sensitive, v)))
+    }
+
+    /// Renders prepared template files with their contexts, in parallel, in order. `None`
+    /// for a job that failed (or whose template left the cache): [`Renderer::render_file`]
+    /// renders it again and says what went wrong, exactly as it would have alone.
+    pub fn render_prepared(&self, jobs: &[(&str, &minijinja::Value)]) -> Vec<Option<String>> {
+        use rayon::prelude::*;
+        let env = self.env.borrow();
+        let env: &Environment<'static> = &env;
+        jobs.par_iter()
+            .map(|(text, ctx)| {
+                let mut rendered = env.get_template(text).ok()?.render(*ctx).ok()?;
+                rendered.shrink_to_fit();
+                Some(rendered)
+            })
+            .collect()
+    }
+
     /// Evaluates a `when` condition: a bare expression (`node.os.family == "debian"`), a
     /// `{{ }}` template, or a boolean. `None` after an error (reported to `acc`).
     pub fn condition(

@@ -104,6 +104,7 @@ impl TestNode {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: None,
+            staged: None,
         }
     }
 

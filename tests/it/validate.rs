@@ -694,3 +694,44 @@ fn color_is_off_without_a_terminal_and_on_when_asked() {
     let colored = env.run(&["--color", "always", "validate", "."]);
     assert!(colored.stderr.contains('\u{1b}'), "{}", colored.all());
 }
+
+#[test]
+fn a_large_for_each_of_template_files_renders_each_item_and_reports_a_failing_one() {
+    // Past 64 items the contents render in parallel: the same text, and the same error.
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nparameters:\n  secret: { type: string, default: hush, sensitive: true }\nresources:\n  directory:/d: {}\n  \"file:/d/f{{ item }}\":\n    for_each: \"{{ range(100) | list }}\"\n    template: a.j2\n  \"file:/d/s{{ item }}\":\n    for_each: \"{{ range(70) | list }}\"\n    template: s.j2\n",
+    );
+    env.write(
+        "a.j2",
+        "item {{ item }}\n{% if item == 57 %}{{ params.nope }}{% endif %}\n",
+    );
+    env.write("s.j2", "{{ params.secret }} {{ item }}\n");
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("in template `a.j2`: line 2: undefined variable `params.nope`"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        out.stderr.matches("undefined variable").count(),
+        1,
+        "{}",
+        out.all()
+    );
+
+    env.write("a.j2", "item {{ item }}\n");
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    let out = env.run(&["--root", root, "apply", ".", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    for idx in [0, 57, 99] {
+        assert_eq!(env.read(&format!("root/d/f{idx}")), format!("item {idx}\n"));
+    }
+    assert_eq!(env.read("root/d/s69"), "hush 69\n");
+    // Content read from a sensitive parameter stays hidden in the plan.
+    assert!(!out.stdout.contains("hush"), "{}", out.all());
+}
