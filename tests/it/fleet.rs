@@ -687,6 +687,8 @@ fn hostile_tokens_connections_and_callers_are_refused_and_the_controller_keeps_s
 }
 
 const SLOW_DOC: &str = r#"steward: 1
+parameters:
+  stamp_dir: { type: string }
 associations:
   web:
     targets: { tags: { role: web } }
@@ -694,7 +696,7 @@ associations:
     max_errors: "100%"
 resources:
   exec:slow:
-    command: ["/bin/sleep", "3"]
+    command: ["/bin/sh", "-c", "touch {{ params.stamp_dir }}/{{ node.name }}.started; sleep 3"]
     creates: /done
   file:/done:
     content: "done\n"
@@ -710,17 +712,25 @@ fn a_killed_agent_fails_its_node_alone_and_a_rerun_converges() {
     fleet.wait_online(&["web-1", "web-2", "web-3"]);
     let project = fleet.env.write("project/site.yaml", SLOW_DOC);
     let p = project.parent().unwrap().to_str().unwrap().to_string();
+    let stamps = fleet.env.path().join("stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
+    let param = format!("stamp_dir={}", stamps.display());
 
     let apply = {
         let mut cmd = bin();
-        cmd.args(["apply", &p, "--yes"])
+        cmd.args(["apply", &p, "--yes", "--param", &param])
             .env("STEWARD_CONTROLLER", &fleet.http)
             .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd.spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed while its command runs.
+    wait_for(
+        "web-2 to start its command",
+        Duration::from_secs(60),
+        || stamps.join("web-2.started").exists().then_some(()),
+    );
     fleet.kill_agent("web-2");
     let output = apply.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -734,7 +744,7 @@ fn a_killed_agent_fails_its_node_alone_and_a_rerun_converges() {
     let child = fleet.agent_process("web-2", "role=web", None);
     fleet.agents.push(("web-2".to_string(), child));
     fleet.wait_online(&["web-2"]);
-    let rerun = fleet.cli(&["apply", &p, "--yes"]);
+    let rerun = fleet.cli(&["apply", &p, "--yes", "--param", &param]);
     assert_eq!(rerun.code, 0, "{}\n{}", rerun.all(), fleet.logs());
     assert!(fleet.root("web-2").join("done").exists());
 }
@@ -744,6 +754,8 @@ fn a_schedule_fires_and_results_survive_a_controller_restart() {
     let mut fleet = Fleet::start();
     fleet.add_agent("web-1", "role=web");
     fleet.wait_online(&["web-1"]);
+    let stamps = fleet.env.path().join("stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
     let doc = r#"steward: 1
 associations:
   watch:
@@ -754,12 +766,13 @@ resources:
   file:/motd:
     content: "scheduled\n"
   exec:slow:
-    command: ["/bin/sleep", "3"]
+    command: ["/bin/sh", "-c", "touch STAMPS/started; sleep 3"]
     creates: /marker
   file:/marker:
     content: "x\n"
     require: [exec:slow]
 "#;
+    let doc = doc.replace("STAMPS", stamps.to_str().unwrap());
     let project = fleet.env.write("project/site.yaml", doc);
     let p = project.parent().unwrap().to_str().unwrap().to_string();
 
@@ -773,7 +786,11 @@ resources:
             .stderr(Stdio::piped());
         cmd.spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        "web-1 to start its command",
+        Duration::from_secs(60),
+        || stamps.join("started").exists().then_some(()),
+    );
     let (agents, http) = (fleet.agent_addr.clone(), fleet.http.clone());
     fleet.kill_controller();
     let output = apply.wait_with_output().unwrap();
@@ -1118,14 +1135,18 @@ fn a_node_lost_mid_command_times_out_alone() {
             "3",
             "--",
         ])
-        .args(["/bin/sh", "-c", "sleep 2; echo finished"])
+        .args(["/bin/sh", "-c", "touch started; sleep 2; echo finished"])
         .env("STEWARD_CONTROLLER", &fleet.http)
         .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_for(
+        "web-2 to start the command",
+        Duration::from_secs(60),
+        || fleet.root("web-2").join("started").exists().then_some(()),
+    );
     fleet.kill_agent("web-2");
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
