@@ -131,7 +131,7 @@ Examples:
   steward findings --all
   steward findings resolve 3")]
     Findings(FindingsArgs),
-    /// Run the controller: the agent port (mutual TLS), the scheduler and the HTTP API.
+    /// Run the controller: the agent port (mutual TLS), the scheduler, the HTTP API and dashboard.
     #[command(after_help = "\
 Examples:
   steward serve --data-dir /var/lib/steward --listen 0.0.0.0:7443 --http 127.0.0.1:7080
