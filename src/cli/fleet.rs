@@ -167,6 +167,8 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
     };
     let json = args.format == OutputFormat::Json;
     let mut stdout = std::io::stdout().lock();
+    // Output arrives in chunks: print whole lines, each prefixed by its node.
+    let mut partial: std::collections::BTreeMap<(String, String), String> = Default::default();
     let mut on_event = |event: &crate::fleet::command::CommandEvent| {
         use crate::fleet::command::CommandEvent;
         if json {
@@ -180,10 +182,25 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
                 "run {run_id} on {} node(s) (`steward run cancel {run_id}` stops it)",
                 nodes.len()
             ),
-            CommandEvent::Status { node, status } => eprintln!("{node}: {}", status.as_str()),
-            CommandEvent::Output { node, data, .. } => {
-                for line in data.lines() {
-                    let _ = writeln!(stdout, "{node}: {line}");
+            CommandEvent::Status { node, status } => {
+                // A node that ended: what it printed without a final newline.
+                if !matches!(status.as_str(), "pending" | "in_progress") {
+                    for stream in ["stdout", "stderr"] {
+                        if let Some(rest) = partial.remove(&(node.clone(), stream.to_string()))
+                            && !rest.is_empty()
+                        {
+                            let _ = writeln!(stdout, "{node}: {rest}");
+                        }
+                    }
+                }
+                eprintln!("{node}: {}", status.as_str());
+            }
+            CommandEvent::Output { node, stream, data } => {
+                let buffer = partial.entry((node.clone(), stream.clone())).or_default();
+                buffer.push_str(data);
+                while let Some(end) = buffer.find('\n') {
+                    let line: String = buffer.drain(..=end).collect();
+                    let _ = writeln!(stdout, "{node}: {}", line.trim_end_matches(['\n', '\r']));
                 }
             }
             CommandEvent::Done(_) => {}

@@ -721,14 +721,17 @@ fn run_command(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let on_output = |stream: Stream, bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        emit(AgentMsg::Output {
-            task_id: task_id.to_string(),
-            stream: stream.as_str().to_string(),
-            data: crate::model::scrub(&text, &command.secrets),
-        });
+    let live = LiveRedactor::new(&command.secrets);
+    let send_output = |stream: Stream, data: String| {
+        if !data.is_empty() {
+            emit(AgentMsg::Output {
+                task_id: task_id.to_string(),
+                stream: stream.as_str().to_string(),
+                data,
+            });
+        }
     };
+    let on_output = |stream: Stream, bytes: &[u8]| send_output(stream, live.push(stream, bytes));
     let run = Run {
         argv: &command.argv,
         cwd: Some(&config.root),
@@ -742,7 +745,11 @@ fn run_command(
         task_id: task_id.to_string(),
     });
     let started = Instant::now();
-    match run.output() {
+    let result = run.output();
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        send_output(stream, live.finish(stream));
+    }
+    match result {
         Ok(output) => {
             let mut output = WireOutput::from(&output);
             output.stdout = crate::model::scrub(&output.stdout, &command.secrets);
@@ -763,6 +770,82 @@ fn run_command(
     }
 }
 
+/// Redacts secrets from output that arrives in chunks. The tail of each chunk that could be
+/// the start of a secret is held back until the next chunk (or the end), so a secret split
+/// across two chunks is still caught.
+struct LiveRedactor<'s> {
+    secrets: &'s [String],
+    /// Bytes of text to hold back: the longest secret, less one.
+    hold: usize,
+    /// Per stream (stdout, stderr), redacted text not sent yet.
+    pending: std::sync::Mutex<[String; 2]>,
+}
+
+impl<'s> LiveRedactor<'s> {
+    fn new(secrets: &'s [String]) -> LiveRedactor<'s> {
+        LiveRedactor {
+            secrets,
+            hold: secrets
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(1),
+            pending: std::sync::Mutex::new([String::new(), String::new()]),
+        }
+    }
+
+    fn slot(stream: Stream) -> usize {
+        match stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+
+    /// Takes a chunk; returns the redacted text that is safe to show now.
+    fn push(&self, stream: Stream, bytes: &[u8]) -> String {
+        let Ok(mut pending) = self.pending.lock() else {
+            return String::new();
+        };
+        let text = &mut pending[Self::slot(stream)];
+        text.push_str(&String::from_utf8_lossy(bytes));
+        *text = crate::model::scrub(text, self.secrets);
+        let mut cut = text.len().saturating_sub(self.hold);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let rest = text.split_off(cut);
+        std::mem::replace(text, rest)
+    }
+
+    /// What is still held back, at the end of the output.
+    fn finish(&self, stream: Stream) -> String {
+        self.pending
+            .lock()
+            .map(|mut pending| std::mem::take(&mut pending[Self::slot(stream)]))
+            .unwrap_or_default()
+    }
+}
+
 fn catalog_node(catalog: &Catalog, root: &Path) -> Result<crate::model::Node, String> {
     catalog.to_node(crate::facts::local(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_split_across_chunks_is_still_redacted() {
+        let secrets = vec!["hunter2-secret".to_string()];
+        let live = LiveRedactor::new(&secrets);
+        let mut shown = String::new();
+        for chunk in ["token=hun", "ter2-sec", "ret and more ", "é"] {
+            shown.push_str(&live.push(Stream::Stdout, chunk.as_bytes()));
+        }
+        shown.push_str(&live.finish(Stream::Stdout));
+        assert_eq!(shown, "token=(sensitive) and more é");
+        let none = LiveRedactor::new(&[]);
+        assert_eq!(none.push(Stream::Stderr, b"plain"), "plain");
+    }
 }
