@@ -409,6 +409,17 @@ fn saved_fleet_plan(
             saved.root
         ));
     }
+    Ok(Some((
+        ProjectArgs {
+            path: std::path::PathBuf::from(&saved.project),
+            params: Vec::new(),
+        },
+        pinned(saved),
+    )))
+}
+
+/// What applying exactly a plan pins: its documents digest and every observed fingerprint.
+fn pinned(saved: crate::local::SavedPlan) -> crate::fleet::run::SavedFleetPlan {
     let nodes = saved
         .nodes
         .iter()
@@ -421,16 +432,10 @@ fn saved_fleet_plan(
             (node.name.clone(), changes)
         })
         .collect();
-    Ok(Some((
-        ProjectArgs {
-            path: std::path::PathBuf::from(&saved.project),
-            params: Vec::new(),
-        },
-        crate::fleet::run::SavedFleetPlan {
-            documents_digest: saved.documents_digest,
-            nodes,
-        },
-    )))
+    crate::fleet::run::SavedFleetPlan {
+        documents_digest: saved.documents_digest,
+        nodes,
+    }
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
@@ -521,6 +526,12 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             eprintln!("Apply cancelled.");
             return Ok(Exit::Error);
         }
+        // Apply exactly what was shown: refused where anything moved since.
+        request.saved = response
+            .plan_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<crate::local::SavedPlan>(json).ok())
+            .map(pinned);
         request.mode = Mode::Apply;
     }
     let response = match send(&client, &request) {

@@ -1263,3 +1263,59 @@ fn a_saved_fleet_plan_applies_exactly_or_is_refused() {
         "hand-made\n"
     );
 }
+
+#[test]
+fn an_interactive_fleet_apply_applies_exactly_the_plan_it_showed() {
+    let mut fleet = Fleet::start();
+    for name in ["web-1", "web-2"] {
+        fleet.add_agent(name, "role=web");
+    }
+    fleet.wait_online(&["web-1", "web-2"]);
+    let doc = "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"shown\\n\"\n";
+    let project = fleet.env.write("project/site.yaml", doc);
+    let command = format!(
+        "{} apply {}",
+        env!("CARGO_BIN_EXE_steward"),
+        project.parent().unwrap().display()
+    );
+    // `script` gives the CLI a terminal, so it shows the plan and asks.
+    let mut script = Command::new("script");
+    script
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    let mut child = Reaped(
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env("STEWARD_CONTROLLER", &fleet.http)
+            .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Only `yes` is accepted") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "no question: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("file:/motd"));
+    // Between the plan and the answer, web-1 moves.
+    std::fs::write(fleet.root("web-1").join("motd"), "moved\n").unwrap();
+    child.stdin.take().unwrap().write_all(b"yes\n").unwrap();
+    stdout.read_to_end(&mut seen).unwrap();
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(text.contains("moved since the plan"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-1").join("motd")).unwrap(),
+        "moved\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-2").join("motd")).unwrap(),
+        "shown\n"
+    );
+}
