@@ -354,6 +354,9 @@ pub struct Ticket(u64);
 enum Op {
     /// A written temporary file, renamed over its target once synced.
     Rename(tempfile::TempPath, std::path::PathBuf),
+    /// A written temporary file, renamed to its target once synced unless something is
+    /// there (the plan found the target absent).
+    Create(tempfile::TempPath, std::path::PathBuf),
     /// A directory whose entries changed (a directory or link created in it).
     SyncDir(std::path::PathBuf),
 }
@@ -399,6 +402,22 @@ impl Durability {
         }
         let temp = write_temp(path, bytes, mode, ids)?;
         self.queue(Op::Rename(temp.into_temp_path(), path.to_path_buf()))
+    }
+
+    /// [`Durability::stage`] for a target the plan found absent: the rename fails with
+    /// [`ProviderError::Appeared`] instead of replacing whatever appeared there since.
+    pub fn stage_new(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<Ticket, ProviderError> {
+        if let Some(dir) = path.parent() {
+            self.sweep(dir);
+        }
+        let temp = write_temp(path, bytes, mode, ids)?;
+        self.queue(Op::Create(temp.into_temp_path(), path.to_path_buf()))
     }
 
     /// Queues an fsync of `dir` (an entry was created in it) for the next batch.
@@ -490,7 +509,7 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
     for (_, op) in &batch {
-        let Op::Rename(temp, _) = op else {
+        let (Op::Rename(temp, _) | Op::Create(temp, _)) = op else {
             continue;
         };
         let dir = temp.parent().unwrap_or(Path::new("/"));
@@ -517,8 +536,9 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
     let mut results = Vec::with_capacity(batch.len());
     let mut dirs = BTreeSet::new();
     for (ticket, op) in batch {
-        let (temp, target) = match op {
-            Op::Rename(temp, target) => (temp, target),
+        let (temp, target, replace) = match op {
+            Op::Rename(temp, target) => (temp, target, true),
+            Op::Create(temp, target) => (temp, target, false),
             Op::SyncDir(dir) => {
                 dirs.insert(dir.clone());
                 results.push((ticket, dir, Ok(())));
@@ -533,6 +553,28 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
         if let Some(message) = &sync_error {
             let message = format!("cannot make {} durable: {message}", target.display());
             results.push((ticket, parent, Err(ProviderError::failed(message))));
+            continue;
+        }
+        if !replace {
+            // Dropping the temporary path on failure removes the temporary file.
+            match rename_noreplace(&temp, &target) {
+                Ok(()) => {
+                    // Renamed: nothing left at the temporary path to remove.
+                    let _ = temp.keep();
+                    dirs.insert(parent.clone());
+                    results.push((ticket, parent, Ok(())));
+                }
+                Err(err) if appeared_or_unsupported(&err) => {
+                    results.push((
+                        ticket,
+                        parent,
+                        Err(ProviderError::Appeared { path: target }),
+                    ));
+                }
+                Err(err) => {
+                    results.push((ticket, parent, Err(ProviderError::io(&target, err))));
+                }
+            }
             continue;
         }
         match temp.persist(&target) {
@@ -561,6 +603,30 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             },
         )
         .collect()
+}
+
+/// Renames `from` to `to` unless something exists at `to` (`renameat2(RENAME_NOREPLACE)`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+}
+
+/// Without `renameat2`: unsupported, so the caller takes the fully checked path.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// A no-replace rename that found its target taken, or that the file system or kernel does
+/// not offer: either way the resource is applied again with every check.
+fn appeared_or_unsupported(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::AlreadyExists
+        || err.kind() == std::io::ErrorKind::Unsupported
+        || matches!(
+            err.raw_os_error(),
+            Some(code) if code == nix::libc::EINVAL || code == nix::libc::ENOSYS || code == nix::libc::ENOTDIR || code == nix::libc::EISDIR
+        )
 }
 
 #[cfg(test)]
@@ -612,6 +678,33 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn a_staged_creation_leaves_alone_what_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        let fresh = dir.path().join("fresh");
+        let taken = dir.path().join("taken");
+        let tickets = [
+            durability
+                .stage_new(&fresh, b"one", 0o644, (None, None))
+                .unwrap(),
+            durability
+                .stage_new(&taken, b"two", 0o644, (None, None))
+                .unwrap(),
+        ];
+        fs::write(&taken, b"appeared").unwrap();
+        durability.wait(tickets[0]).unwrap();
+        let err = durability.wait(tickets[1]).unwrap_err();
+        assert!(matches!(err, ProviderError::Appeared { .. }), "{err}");
+        assert_eq!(fs::read(&fresh).unwrap(), b"one");
+        assert_eq!(fs::read(&taken).unwrap(), b"appeared");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]
