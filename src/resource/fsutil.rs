@@ -501,24 +501,43 @@ impl Durability {
     }
 }
 
+/// Directories a batch keeps open to rename in and fsync; beyond it, paths (file descriptors
+/// are limited, often to 1024 per process).
+const MAX_DIR_HANDLES: usize = 256;
+
 /// Makes a batch durable: `syncfs` once per file system holding a written file, then the
 /// renames, then one fsync per directory.
+///
+/// Each directory written in is opened once: the renames name their entries relative to it
+/// instead of walking both whole paths again, and its fsync uses the same handle.
 fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     // One file system per directory: look each directory up once, not each file.
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
+    let mut handles: HashMap<std::path::PathBuf, fs::File> = HashMap::new();
     for (_, op) in &batch {
         let (Op::Rename(temp, _) | Op::Create(temp, _)) = op else {
             continue;
         };
         let dir = temp.parent().unwrap_or(Path::new("/"));
-        if seen_dirs.insert(dir)
-            && let Ok(meta) = fs::metadata(dir)
-        {
+        if !seen_dirs.insert(dir) {
+            continue;
+        }
+        let handle = (handles.len() < MAX_DIR_HANDLES)
+            .then(|| fs::File::open(dir).ok())
+            .flatten();
+        let device = match &handle {
+            Some(handle) => handle.metadata(),
+            None => fs::metadata(dir),
+        };
+        if let Ok(meta) = device {
             devices
                 .entry(meta.dev())
                 .or_insert_with(|| temp.to_path_buf());
+        }
+        if let Some(handle) = handle {
+            handles.insert(dir.to_path_buf(), handle);
         }
     }
     let mut sync_error = None;
@@ -555,42 +574,44 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             results.push((ticket, parent, Err(ProviderError::failed(message))));
             continue;
         }
-        if !replace {
-            // Dropping the temporary path on failure removes the temporary file.
-            match rename_noreplace(&temp, &target) {
-                Ok(()) => {
-                    // Renamed: nothing left at the temporary path to remove.
-                    let _ = temp.keep();
-                    dirs.insert(parent.clone());
-                    results.push((ticket, parent, Ok(())));
-                }
-                Err(err) if appeared_or_unsupported(&err) => {
-                    results.push((
-                        ticket,
-                        parent,
-                        Err(ProviderError::Appeared { path: target }),
-                    ));
-                }
-                Err(err) => {
-                    results.push((ticket, parent, Err(ProviderError::io(&target, err))));
-                }
+        // Relative to the open directory when both names are entries of it.
+        let entries = temp
+            .file_name()
+            .zip(target.file_name())
+            .filter(|_| temp.parent() == Some(parent.as_path()));
+        let renamed = match (handles.get(&parent), entries) {
+            (Some(dir), Some((from, to))) => {
+                rename_at(dir, Path::new(from), Path::new(to), replace)
             }
-            continue;
-        }
-        match temp.persist(&target) {
+            _ => rename_at(nix::fcntl::AT_FDCWD, &temp, &target, replace),
+        };
+        // Dropping the temporary path on failure removes the temporary file.
+        match renamed {
             Ok(()) => {
+                // Renamed: nothing left at the temporary path to remove.
+                let _ = temp.keep();
                 dirs.insert(parent.clone());
                 results.push((ticket, parent, Ok(())));
             }
+            Err(err) if !replace && appeared_or_unsupported(&err) => {
+                results.push((
+                    ticket,
+                    parent,
+                    Err(ProviderError::Appeared { path: target }),
+                ));
+            }
             Err(err) => {
-                let err = ProviderError::io(&target, err.error);
-                results.push((ticket, parent, Err(err)));
+                results.push((ticket, parent, Err(ProviderError::io(&target, err))));
             }
         }
     }
     let mut dir_errors = std::collections::HashMap::new();
     for dir in &dirs {
-        if let Err(err) = fsync_dir(dir) {
+        let synced = match handles.get(dir) {
+            Some(handle) => handle.sync_all().map_err(|err| ProviderError::io(dir, err)),
+            None => fsync_dir(dir),
+        };
+        if let Err(err) = synced {
             dir_errors.insert(dir.clone(), err.to_string());
         }
     }
@@ -605,16 +626,37 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
         .collect()
 }
 
-/// Renames `from` to `to` unless something exists at `to` (`renameat2(RENAME_NOREPLACE)`).
+/// Renames `from` to `to` (both relative to `dir`), replacing what is at `to` or, without
+/// `replace`, failing when anything is there (`renameat2(RENAME_NOREPLACE)`).
+fn rename_at<Fd: std::os::fd::AsFd + Copy>(
+    dir: Fd,
+    from: &Path,
+    to: &Path,
+    replace: bool,
+) -> std::io::Result<()> {
+    if replace {
+        return nix::fcntl::renameat(dir, from, dir, to).map_err(Into::into);
+    }
+    rename_noreplace(dir, from, to)
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
+    dir: Fd,
+    from: &Path,
+    to: &Path,
+) -> std::io::Result<()> {
+    use nix::fcntl::{RenameFlags, renameat2};
+    renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
 }
 
 /// Without `renameat2`: unsupported, so the caller takes the fully checked path.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn rename_noreplace(_from: &Path, _to: &Path) -> std::io::Result<()> {
+fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
+    _dir: Fd,
+    _from: &Path,
+    _to: &Path,
+) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
