@@ -436,6 +436,14 @@ impl Durability {
         Ok(Ticket(ticket))
     }
 
+    /// Notes a directory this run created: it holds no temporary file of a killed run, so
+    /// writing in it needs no sweep.
+    pub fn created(&self, dir: &Path) {
+        if let Ok(mut swept) = self.swept.lock() {
+            swept.insert(dir.to_path_buf());
+        }
+    }
+
     /// Removes `.steward-*` temporary files that a killed run left in `dir`, once per run.
     /// Only one apply runs on a state directory at a time (the lock), so any such file in a
     /// directory this apply writes to is stale.
