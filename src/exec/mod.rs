@@ -390,14 +390,27 @@ impl Pool<'_> {
                 }
                 Job::Settle(awaiting) => {
                     for (mut outcome, tickets) in awaiting {
+                        let mut appeared = false;
                         for ticket in tickets {
                             let result = self.shared.env.durability.wait(ticket);
-                            if let (Err(err), false) = (result, outcome.outcome.is_failed()) {
-                                outcome.outcome = Outcome::Failed {
-                                    error: model::scrub(&err.to_string(), &self.shared.env.secrets),
-                                    output: None,
-                                };
+                            match (result, outcome.outcome.is_failed()) {
+                                (Err(ProviderError::Appeared { .. }), false) => appeared = true,
+                                (Err(err), false) => {
+                                    outcome.outcome = Outcome::Failed {
+                                        error: model::scrub(
+                                            &err.to_string(),
+                                            &self.shared.env.secrets,
+                                        ),
+                                        output: None,
+                                    }
+                                }
+                                _ => {}
                             }
+                        }
+                        if appeared && !outcome.outcome.is_failed() {
+                            // Something appeared where the plan saw nothing: apply again,
+                            // looking first and waiting for the write.
+                            outcome.outcome = self.apply_checked(outcome.resource);
                         }
                         self.finish(outcome);
                     }
@@ -411,7 +424,10 @@ impl Pool<'_> {
         let started = Instant::now();
         let (step, action) = self.steps[idx].clone();
         // A resource that refreshes after its change sees that change on disk first.
-        let staged = (!wants_refresh).then(Staged::new);
+        let staged = (!wants_refresh).then(|| match action {
+            Some(Action::Create) => Staged::planned_absent(),
+            _ => Staged::new(),
+        });
         let outcome = match blocked_by {
             Some(because) => Outcome::Skipped { because },
             None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -441,6 +457,21 @@ impl Pool<'_> {
             return;
         };
         walk.awaiting.push((outcome, tickets));
+    }
+
+    /// Applies one resource with every check and its writes waited for, not staged.
+    fn apply_checked(&self, idx: usize) -> Outcome {
+        let step = self.steps[idx].0.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scrubbed(
+                run_one(&self.shared, idx, step, false, None),
+                &self.shared.env.secrets,
+            )
+        }))
+        .unwrap_or_else(|_| Outcome::Failed {
+            error: "provider panicked".into(),
+            output: None,
+        })
     }
 
     /// The next job, waiting for one; `None` when the walk is over.

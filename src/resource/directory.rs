@@ -175,7 +175,12 @@ fn create(
         .unwrap_or(0o755);
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(|err| ProviderError::io(path, err))?;
-    fsutil::converge_ownership(ctx, res, path)?;
+    // Created just now: no temporary file of a killed run to sweep before writing in it.
+    ctx.durability.created(path);
+    // The mode is set; only a declared owner or group is left to converge.
+    if res.attrs.contains_key("owner") || res.attrs.contains_key("group") {
+        fsutil::converge_ownership(ctx, res, path)?;
+    }
     Ok(())
 }
 

@@ -171,7 +171,14 @@ impl Provider for File {
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
         let path = ctx.resolve(&res.id.name)?;
-        let (kind, meta) = fsutil::inspect(&path)?;
+        // Planned absent: no second look; the staged rename refuses to replace anything
+        // that appeared since, and the executor then applies the file again from the top.
+        let create = ctx.planned_absent() && res.attr_str("ensure") != Some("absent");
+        let (kind, meta) = if create {
+            (Kind::Absent, None)
+        } else {
+            fsutil::inspect(&path)?
+        };
         if res.attr_str("ensure") == Some("absent") {
             return fsutil::remove(&path, kind, &[Kind::File, Kind::Symlink], "file");
         }
@@ -232,7 +239,11 @@ impl Provider for File {
             gid.or(existing_ids.map(|ids| ids.1)),
         );
         let bytes = desired.or(existing.as_deref()).unwrap_or_default();
-        ctx.write_durably(&path, bytes, mode, ids)?;
+        if create {
+            ctx.create_durably(&path, bytes, mode, ids)?;
+        } else {
+            ctx.write_durably(&path, bytes, mode, ids)?;
+        }
         Ok(Applied::Converged { output: None })
     }
 }

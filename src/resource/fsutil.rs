@@ -354,6 +354,9 @@ pub struct Ticket(u64);
 enum Op {
     /// A written temporary file, renamed over its target once synced.
     Rename(tempfile::TempPath, std::path::PathBuf),
+    /// A written temporary file, renamed to its target once synced unless something is
+    /// there (the plan found the target absent).
+    Create(tempfile::TempPath, std::path::PathBuf),
     /// A directory whose entries changed (a directory or link created in it).
     SyncDir(std::path::PathBuf),
 }
@@ -401,6 +404,22 @@ impl Durability {
         self.queue(Op::Rename(temp.into_temp_path(), path.to_path_buf()))
     }
 
+    /// [`Durability::stage`] for a target the plan found absent: the rename fails with
+    /// [`ProviderError::Appeared`] instead of replacing whatever appeared there since.
+    pub fn stage_new(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<Ticket, ProviderError> {
+        if let Some(dir) = path.parent() {
+            self.sweep(dir);
+        }
+        let temp = write_temp(path, bytes, mode, ids)?;
+        self.queue(Op::Create(temp.into_temp_path(), path.to_path_buf()))
+    }
+
     /// Queues an fsync of `dir` (an entry was created in it) for the next batch.
     pub fn stage_dir_sync(&self, dir: &Path) -> Result<Ticket, ProviderError> {
         self.queue(Op::SyncDir(dir.to_path_buf()))
@@ -415,6 +434,14 @@ impl Durability {
         state.next_ticket += 1;
         state.pending.push((ticket, op));
         Ok(Ticket(ticket))
+    }
+
+    /// Notes a directory this run created: it holds no temporary file of a killed run, so
+    /// writing in it needs no sweep.
+    pub fn created(&self, dir: &Path) {
+        if let Ok(mut swept) = self.swept.lock() {
+            swept.insert(dir.to_path_buf());
+        }
     }
 
     /// Removes `.steward-*` temporary files that a killed run left in `dir`, once per run.
@@ -482,24 +509,49 @@ impl Durability {
     }
 }
 
+/// Directories a batch keeps open to rename in and fsync; beyond it, paths (file descriptors
+/// are limited, often to 1024 per process).
+const MAX_DIR_HANDLES: usize = 256;
+
 /// Makes a batch durable: `syncfs` once per file system holding a written file, then the
 /// renames, then one fsync per directory.
+///
+/// Each directory written in is opened once: the renames name their entries relative to it
+/// instead of walking both whole paths again, and its fsync uses the same handle.
 fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     // One file system per directory: look each directory up once, not each file.
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
+    let mut handles: HashMap<std::path::PathBuf, fs::File> = HashMap::new();
+    let mut last_dir: Option<&Path> = None;
     for (_, op) in &batch {
-        let Op::Rename(temp, _) = op else {
+        let (Op::Rename(temp, _) | Op::Create(temp, _)) = op else {
             continue;
         };
         let dir = temp.parent().unwrap_or(Path::new("/"));
-        if seen_dirs.insert(dir)
-            && let Ok(meta) = fs::metadata(dir)
+        // A batch holds runs of files of one directory: the byte comparison with the last one
+        // spares most ordered-set lookups (component by component).
+        if last_dir.is_some_and(|last: &Path| last.as_os_str() == dir.as_os_str())
+            || !seen_dirs.insert(dir)
         {
+            continue;
+        }
+        last_dir = Some(dir);
+        let handle = (handles.len() < MAX_DIR_HANDLES)
+            .then(|| fs::File::open(dir).ok())
+            .flatten();
+        let device = match &handle {
+            Some(handle) => handle.metadata(),
+            None => fs::metadata(dir),
+        };
+        if let Ok(meta) = device {
             devices
                 .entry(meta.dev())
                 .or_insert_with(|| temp.to_path_buf());
+        }
+        if let Some(handle) = handle {
+            handles.insert(dir.to_path_buf(), handle);
         }
     }
     let mut sync_error = None;
@@ -516,9 +568,11 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
     }
     let mut results = Vec::with_capacity(batch.len());
     let mut dirs = BTreeSet::new();
+    let mut last_parent: Option<std::path::PathBuf> = None;
     for (ticket, op) in batch {
-        let (temp, target) = match op {
-            Op::Rename(temp, target) => (temp, target),
+        let (temp, target, replace) = match op {
+            Op::Rename(temp, target) => (temp, target, true),
+            Op::Create(temp, target) => (temp, target, false),
             Op::SyncDir(dir) => {
                 dirs.insert(dir.clone());
                 results.push((ticket, dir, Ok(())));
@@ -535,20 +589,51 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             results.push((ticket, parent, Err(ProviderError::failed(message))));
             continue;
         }
-        match temp.persist(&target) {
+        // Relative to the open directory when both names are entries of it.
+        let entries = temp
+            .file_name()
+            .zip(target.file_name())
+            .filter(|_| temp.parent() == Some(parent.as_path()));
+        let renamed = match (handles.get(&parent), entries) {
+            (Some(dir), Some((from, to))) => {
+                rename_at(dir, Path::new(from), Path::new(to), replace)
+            }
+            _ => rename_at(nix::fcntl::AT_FDCWD, &temp, &target, replace),
+        };
+        // Dropping the temporary path on failure removes the temporary file.
+        match renamed {
             Ok(()) => {
-                dirs.insert(parent.clone());
+                // Renamed: nothing left at the temporary path to remove.
+                let _ = temp.keep();
+                // Same run-of-one-directory shortcut as above.
+                if last_parent
+                    .as_ref()
+                    .is_none_or(|last: &std::path::PathBuf| last.as_os_str() != parent.as_os_str())
+                {
+                    dirs.insert(parent.clone());
+                    last_parent = Some(parent.clone());
+                }
                 results.push((ticket, parent, Ok(())));
             }
+            Err(err) if !replace && appeared_or_unsupported(&err) => {
+                results.push((
+                    ticket,
+                    parent,
+                    Err(ProviderError::Appeared { path: target }),
+                ));
+            }
             Err(err) => {
-                let err = ProviderError::io(&target, err.error);
-                results.push((ticket, parent, Err(err)));
+                results.push((ticket, parent, Err(ProviderError::io(&target, err))));
             }
         }
     }
     let mut dir_errors = std::collections::HashMap::new();
     for dir in &dirs {
-        if let Err(err) = fsync_dir(dir) {
+        let synced = match handles.get(dir) {
+            Some(handle) => handle.sync_all().map_err(|err| ProviderError::io(dir, err)),
+            None => fsync_dir(dir),
+        };
+        if let Err(err) = synced {
             dir_errors.insert(dir.clone(), err.to_string());
         }
     }
@@ -561,6 +646,51 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             },
         )
         .collect()
+}
+
+/// Renames `from` to `to` (both relative to `dir`), replacing what is at `to` or, without
+/// `replace`, failing when anything is there (`renameat2(RENAME_NOREPLACE)`).
+fn rename_at<Fd: std::os::fd::AsFd + Copy>(
+    dir: Fd,
+    from: &Path,
+    to: &Path,
+    replace: bool,
+) -> std::io::Result<()> {
+    if replace {
+        return nix::fcntl::renameat(dir, from, dir, to).map_err(Into::into);
+    }
+    rename_noreplace(dir, from, to)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
+    dir: Fd,
+    from: &Path,
+    to: &Path,
+) -> std::io::Result<()> {
+    use nix::fcntl::{RenameFlags, renameat2};
+    renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+}
+
+/// Without `renameat2`: unsupported, so the caller takes the fully checked path.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
+    _dir: Fd,
+    _from: &Path,
+    _to: &Path,
+) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// A no-replace rename that found its target taken, or that the file system or kernel does
+/// not offer: either way the resource is applied again with every check.
+fn appeared_or_unsupported(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::AlreadyExists
+        || err.kind() == std::io::ErrorKind::Unsupported
+        || matches!(
+            err.raw_os_error(),
+            Some(code) if code == nix::libc::EINVAL || code == nix::libc::ENOSYS || code == nix::libc::ENOTDIR || code == nix::libc::EISDIR
+        )
 }
 
 #[cfg(test)]
@@ -612,6 +742,33 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+    }
+
+    #[test]
+    fn a_staged_creation_leaves_alone_what_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        let fresh = dir.path().join("fresh");
+        let taken = dir.path().join("taken");
+        let tickets = [
+            durability
+                .stage_new(&fresh, b"one", 0o644, (None, None))
+                .unwrap(),
+            durability
+                .stage_new(&taken, b"two", 0o644, (None, None))
+                .unwrap(),
+        ];
+        fs::write(&taken, b"appeared").unwrap();
+        durability.wait(tickets[0]).unwrap();
+        let err = durability.wait(tickets[1]).unwrap_err();
+        assert!(matches!(err, ProviderError::Appeared { .. }), "{err}");
+        assert_eq!(fs::read(&fresh).unwrap(), b"one");
+        assert_eq!(fs::read(&taken).unwrap(), b"appeared");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

@@ -37,12 +37,24 @@ pub struct ProviderCtx<'a> {
 #[derive(Debug, Default)]
 pub struct Staged {
     tickets: std::sync::Mutex<Vec<crate::resource::fsutil::Ticket>>,
+    /// The plan found nothing at the resource's path (see [`ProviderCtx::planned_absent`]).
+    planned_absent: bool,
 }
 
 impl Staged {
     /// Nothing staged.
     pub fn new() -> Staged {
         Staged::default()
+    }
+
+    /// Nothing staged, for a resource the plan found absent: a provider may create its path
+    /// without looking first, with a primitive that fails when something appeared there since
+    /// ([`ProviderCtx::create_durably`]).
+    pub fn planned_absent() -> Staged {
+        Staged {
+            planned_absent: true,
+            ..Staged::default()
+        }
     }
 
     fn push(&self, ticket: crate::resource::fsutil::Ticket) -> Result<(), ProviderError> {
@@ -184,6 +196,29 @@ impl ProviderCtx<'_> {
     ) -> Result<(), ProviderError> {
         match self.staged {
             Some(staged) => staged.push(self.durability.stage(path, bytes, mode, ids)?),
+            None => self.durability.write(path, bytes, mode, ids),
+        }
+    }
+
+    /// True when the plan found nothing at the resource's path and the write is staged: the
+    /// provider may skip looking again and create the path with [`ProviderCtx::create_durably`].
+    pub fn planned_absent(&self) -> bool {
+        self.staged.is_some_and(|staged| staged.planned_absent)
+    }
+
+    /// [`ProviderCtx::write_durably`] for a path the plan found absent: the staged rename
+    /// never replaces anything. When something appeared at `path` since the plan, the flush
+    /// leaves it alone and reports [`ProviderError::Appeared`], and the caller applies the
+    /// resource again with the full checks. Without a staged batch, an ordinary write.
+    pub fn create_durably(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<(), ProviderError> {
+        match self.staged {
+            Some(staged) => staged.push(self.durability.stage_new(path, bytes, mode, ids)?),
             None => self.durability.write(path, bytes, mode, ids),
         }
     }
@@ -397,6 +432,13 @@ pub enum ProviderError {
     Unsupported {
         /// Why.
         message: String,
+    },
+    /// Something appeared at a path the plan found absent, so a staged creation left it
+    /// alone; the executor applies the resource again with every check.
+    #[error("{}: appeared since the plan", path.display())]
+    Appeared {
+        /// The path.
+        path: PathBuf,
     },
     /// Anything else, said plainly.
     #[error("{message}")]

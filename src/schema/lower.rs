@@ -11,7 +11,7 @@ use crate::model::{
 };
 use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_path};
 use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
-use crate::template::{Renderer, is_template};
+use crate::template::{Renderer, is_template, item_slot};
 
 /// Reads files that documents name (`template`, `source`), relative to the document.
 pub trait ProjectFiles {
@@ -1380,6 +1380,8 @@ impl<'a> Lowerer<'a> {
         // A large `for_each` of templated files renders their content in parallel after
         // the loop; a small one (and every error message) renders in order.
         let mut pending = (items.len() >= PARALLEL_RENDER_MIN).then(PendingContents::default);
+        // `{{ item }}` in a name of plain text renders without the template engine.
+        let name_slot = item_slot(name_template);
         for item in items {
             let ctx = match &item {
                 Some(item) => minijinja::context! { item => item.clone(), ..base_ctx.clone() },
@@ -1390,7 +1392,10 @@ impl<'a> Lowerer<'a> {
             {
                 continue;
             }
-            let name = if is_template(name_template) {
+            let slotted = name_slot.zip(item.as_ref().and_then(minijinja::Value::as_str));
+            let name = if let Some(((before, after), item)) = slotted {
+                format!("{before}{item}{after}")
+            } else if is_template(name_template) {
                 let name_node = Node {
                     span: key.span,
                     value: document::Value::String(name_template.to_string()),

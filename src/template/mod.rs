@@ -419,6 +419,16 @@ pub fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
+/// `Some((before, after))` for a string that is `before{{ item }}after` with no other template
+/// syntax: with a string `item` it renders to `before`, the item and `after`, which a caller
+/// may put together without a template context (the names of a large `for_each`).
+pub fn item_slot(text: &str) -> Option<(&str, &str)> {
+    let (before, rest) = text.split_once("{{")?;
+    let (expr, after) = rest.split_once("}}")?;
+    let plain = |part: &str| !part.contains(['{', '}']);
+    (expr.trim() == "item" && plain(before) && plain(after)).then_some((before, after))
+}
+
 /// `Some(expr)` for a string that is exactly `{{ expr }}`.
 fn single_expression(text: &str) -> Option<&str> {
     // Untrimmed: `"{{ x }}\n"` is text (the newline is content), not a single expression.
@@ -550,6 +560,39 @@ mod tests {
 
     fn ctx() -> minijinja::Value {
         minijinja::context! { params => minijinja::context! { motd => "hi", admins => vec!["a", "b"], secret => "s" } }
+    }
+
+    #[test]
+    fn an_item_slot_renders_like_the_template() {
+        for text in [
+            "/data/{{ item }}",
+            "{{item}}.conf",
+            "{{ item }}",
+            "a{{  item }}b",
+        ] {
+            let (before, after) = item_slot(text).unwrap();
+            let mut acc = Vec::new();
+            let ctx = minijinja::context! { item => "x/y" };
+            let rendered =
+                Renderer::new().render(text, &node(text), &ctx, &BTreeSet::new(), &mut acc);
+            assert!(acc.is_empty(), "{acc:?}");
+            let expected = format!("{before}x/y{after}");
+            assert!(
+                matches!(&rendered.node.value, Value::String(name) if *name == expected),
+                "{text}: {:?}",
+                rendered.node.value
+            );
+        }
+        for text in [
+            "/data/{{ item | upper }}",
+            "{{- item }}",
+            "{{ item }}{{ item }}",
+            "{% if x %}{{ item }}{% endif %}",
+            "/data/{{ items }}",
+            "/data/item",
+        ] {
+            assert_eq!(item_slot(text), None, "{text}");
+        }
     }
 
     #[test]

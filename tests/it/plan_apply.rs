@@ -875,3 +875,75 @@ fn backups_follow_the_run_retention() {
     let runs = env.run(&["runs", "--project", "p"]);
     assert_eq!(runs.stdout.lines().count(), 3, "{}", runs.all());
 }
+
+/// A file the plan found absent is created without a second look and never replaces what
+/// appeared there since: the executor applies it again with every check (a backup of what
+/// appeared, then the write).
+#[test]
+fn a_file_that_appears_between_plan_and_apply_is_replaced_with_every_check() {
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        "steward: 1\nresources:\n  directory:/srv: {}\n  file:/srv/a: { content: \"new a\\n\" }\n  file:/srv/b: { content: \"new b\\n\" }\n",
+    );
+    let root = env.mkdir("root");
+    let state = env.mkdir("state");
+    let registry = steward::resource::Registry::builtin();
+    let validated = steward::validate::validate(
+        env.path(),
+        &registry,
+        steward::facts::local(Path::new("/")),
+        Default::default(),
+    );
+    assert!(!validated.has_errors(), "{:?}", validated.diagnostics);
+    std::fs::create_dir(root.join("srv")).unwrap();
+    let config = steward::local::Config {
+        root: root.clone(),
+        state_dir: state.clone(),
+        target: None,
+        overrides: Default::default(),
+    };
+    let planned = steward::local::plan(&validated, &registry, &config).unwrap();
+    std::fs::write(root.join("srv/a"), "appeared\n").unwrap();
+    let reports = steward::local::apply(
+        &planned,
+        &config,
+        steward::exec::Config { parallel: 2 },
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(reports[0].n_failed(), 0, "{:?}", reports[0].outcomes);
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/a")).unwrap(),
+        "new a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("srv/b")).unwrap(),
+        "new b\n"
+    );
+    let backups: Vec<_> = walk(&state.join("backups"))
+        .into_iter()
+        .filter(|path| path.ends_with("srv/a"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), "appeared\n");
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("srv"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with(".steward-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
