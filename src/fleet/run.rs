@@ -262,6 +262,9 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
     let digest = hasher.finalize().to_hex().to_string();
     let dir = projects_dir(data_dir).join(&digest[..32]);
     if dir.is_dir() {
+        // Used again: it counts as recent for pruning.
+        let _ =
+            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
         return Ok(dir);
     }
     local::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
@@ -297,13 +300,41 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
     }
     let staged = staging.keep();
     match std::fs::rename(&staged, &dir) {
-        Ok(()) => Ok(dir),
+        Ok(()) => {
+            prune_projects(data_dir, KEEP_PROJECTS);
+            Ok(dir)
+        }
         // Another upload of the same content won the race.
         Err(_) if dir.is_dir() => {
             let _ = std::fs::remove_dir_all(&staged);
             Ok(dir)
         }
         Err(err) => Err(format!("storing the project: {err}")),
+    }
+}
+
+/// Uploaded projects kept besides the current one.
+const KEEP_PROJECTS: usize = 20;
+
+/// Deletes all but the `keep` most recently used uploaded projects, never the current one
+/// (its schedules read it). Runs hold the run lock, so no run reads a project being deleted.
+fn prune_projects(data_dir: &Path, keep: usize) {
+    let current = current_project(data_dir).map(|(dir, _)| dir);
+    let Ok(entries) = std::fs::read_dir(projects_dir(data_dir)) else {
+        return;
+    };
+    let mut projects: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| current.as_deref() != Some(e.path().as_path()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    projects.sort_by_key(|p| std::cmp::Reverse(p.0));
+    for (_, old) in projects.into_iter().skip(keep) {
+        if let Err(err) = std::fs::remove_dir_all(&old) {
+            log(&format!("pruning {}: {err}", old.display()));
+        }
     }
 }
 
@@ -1188,6 +1219,25 @@ mod tests {
             "steward: 1\n"
         );
         assert!(materialize(dir.path(), &[file("../x", "")]).is_err());
+
+        // Old uploads are pruned; the current project never is.
+        let current = a.clone();
+        std::fs::write(
+            dir.path().join("current-project"),
+            format!("{}\n/p\n", current.file_name().unwrap().to_string_lossy()),
+        )
+        .unwrap();
+        for n in 0..(KEEP_PROJECTS + 5) {
+            use base64::Engine;
+            let data =
+                base64::engine::general_purpose::STANDARD.encode(format!("steward: 1\n# {n}\n"));
+            materialize(dir.path(), &[file("site.yaml", &data)]).unwrap();
+        }
+        let kept = std::fs::read_dir(dir.path().join("projects"))
+            .unwrap()
+            .count();
+        assert_eq!(kept, KEEP_PROJECTS + 1);
+        assert!(current.is_dir());
         assert!(materialize(dir.path(), &[file("x", "!!!")]).is_err());
         assert!(materialize(dir.path(), &[file("x", ""), file("x", "")]).is_err());
     }
