@@ -115,7 +115,8 @@ impl Provider for Directory {
         match kind {
             Kind::Directory => {}
             Kind::Absent => {
-                fsutil::require_parent(&path)?;
+                // A missing parent makes `mkdir` fail: `create` reports it then, instead of a
+                // `stat` of the parent before every directory created.
                 create(ctx, res, &path)?;
                 ctx.sync_dir(&parent)?;
                 changed = true;
@@ -167,7 +168,14 @@ fn create(
     res: &Resource,
     path: &std::path::Path,
 ) -> Result<(), ProviderError> {
-    std::fs::create_dir(path).map_err(|err| ProviderError::io(path, err))?;
+    std::fs::create_dir(path).map_err(|err| match (err.kind(), path.parent()) {
+        (std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory, Some(parent))
+            if !parent.is_dir() =>
+        {
+            fsutil::missing_parent(parent)
+        }
+        _ => ProviderError::io(path, err),
+    })?;
     let mode = res
         .attr_str("mode")
         .map(fsutil::parse_mode)
@@ -177,6 +185,7 @@ fn create(
         .map_err(|err| ProviderError::io(path, err))?;
     // Created just now: no temporary file of a killed run to sweep before writing in it.
     ctx.durability.created(path);
+    ctx.created_dir(path);
     // The mode is set; only a declared owner or group is left to converge.
     if res.attrs.contains_key("owner") || res.attrs.contains_key("group") {
         fsutil::converge_ownership(ctx, res, path)?;

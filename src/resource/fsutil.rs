@@ -320,7 +320,8 @@ pub fn require_parent(path: &Path) -> Result<(), ProviderError> {
     }
 }
 
-fn missing_parent(parent: &Path) -> ProviderError {
+/// The error for a missing parent directory.
+pub fn missing_parent(parent: &Path) -> ProviderError {
     ProviderError::failed(format!(
         "parent directory {} does not exist; declare it as a `directory` resource",
         parent.display()

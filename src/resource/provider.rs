@@ -232,6 +232,17 @@ impl ProviderCtx<'_> {
         }
     }
 
+    /// Tells the path cache that this apply just created the real directory `dir` (`mkdir`
+    /// makes a directory, not a link): when its parent is known inside the root, so is `dir`,
+    /// and the files released into it together need no `lstat` of it each.
+    pub fn created_dir(&self, dir: &Path) {
+        if let Some(cache) = self.path_cache
+            && dir.parent().is_some_and(|up| cache.is_known_inside(up))
+        {
+            cache.remember_inside(dir);
+        }
+    }
+
     /// True when acting on the running system rather than a file tree under `--root`.
     pub fn is_live(&self) -> bool {
         self.root == Path::new("/")

@@ -104,6 +104,7 @@ pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>)
         registry: config.registry,
         files: config.files,
         renderer: Renderer::new(),
+        last_template: None,
         acc: Vec::new(),
         missing_reported: HashSet::new(),
         secrets: BTreeSet::new(),
@@ -168,11 +169,16 @@ struct PendingContent {
 }
 
 impl PendingContents {
-    fn push(&mut self, resource: usize, text: String, ctx: minijinja::Value) {
-        let idx = match self.known.get(text.as_str()) {
-            Some(&idx) => idx,
+    fn push(&mut self, resource: usize, text: std::sync::Arc<str>, ctx: minijinja::Value) {
+        // Items of one loop share the text they were given: no hashing of it per item.
+        let last = self
+            .texts
+            .last()
+            .filter(|last| std::sync::Arc::ptr_eq(last, &text))
+            .map(|_| self.texts.len() - 1);
+        let idx = match last.or_else(|| self.known.get(&*text).copied()) {
+            Some(idx) => idx,
             None => {
-                let text: std::sync::Arc<str> = text.into();
                 self.texts.push(std::sync::Arc::clone(&text));
                 self.known.insert(text, self.texts.len() - 1);
                 self.texts.len() - 1
@@ -196,6 +202,20 @@ struct Lowerer<'a> {
     missing_reported: HashSet<Span>,
     /// Values of sensitive parameters, as text.
     secrets: BTreeSet<String>,
+    /// The last template file deferred for rendering: the items of a `for_each` name the
+    /// same file, which is then read, checked and looked up once, not once per item.
+    last_template: Option<DeferredTemplate>,
+}
+
+/// A template file read and compiled for deferred rendering (see `Lowerer::last_template`).
+struct DeferredTemplate {
+    source: SourceId,
+    path: String,
+    /// The sensitive names it was checked against.
+    sensitive: BTreeSet<String>,
+    text: std::sync::Arc<str>,
+    /// Whether it reads a sensitive variable.
+    tainted: bool,
 }
 
 impl<'a> Lowerer<'a> {
@@ -1522,12 +1542,13 @@ impl<'a> Lowerer<'a> {
         scope: &Scope,
         out: &mut [Resource],
     ) {
-        let jobs: Vec<(&str, &minijinja::Value)> = pending
+        let texts: Vec<&str> = pending.texts.iter().map(|text| &**text).collect();
+        let jobs: Vec<(usize, &minijinja::Value)> = pending
             .jobs
             .iter()
-            .map(|job| (&*pending.texts[job.text], &job.ctx))
+            .map(|job| (job.text, &job.ctx))
             .collect();
-        let rendered = self.renderer.render_prepared(&jobs);
+        let rendered = self.renderer.render_prepared(&texts, &jobs);
         for (job, rendered) in pending.jobs.iter().zip(rendered) {
             let Some(resource) = out.get_mut(job.resource) else {
                 continue;
@@ -1573,6 +1594,25 @@ impl<'a> Lowerer<'a> {
             ),
             (None, None) => return,
         };
+        let mut deferred = deferred;
+        if name == "template"
+            && let Some((pending, resource)) = deferred.as_mut()
+            && let Some(known) = self.last_template.as_ref().filter(|known| {
+                known.source == source && known.path == path && known.sensitive == scope.sensitive
+            })
+        {
+            // The same file as the item before: read and compiled already.
+            pending.push(*resource, std::sync::Arc::clone(&known.text), ctx.clone());
+            attrs.insert(
+                "content".into(),
+                Attr {
+                    value: Value::String(String::new()),
+                    span,
+                    sensitive: known.tainted,
+                },
+            );
+            return;
+        }
         let document = self.project.sources.get(source);
         let bytes = match self.files.read(document, &path) {
             Ok(bytes) => bytes,
@@ -1601,6 +1641,14 @@ impl<'a> Lowerer<'a> {
                 && let Some(sensitive) = self.renderer.prepare_file(&text, &scope.sensitive)
             {
                 // Rendered after the loop; the attribute holds its place meanwhile.
+                let text: std::sync::Arc<str> = text.into();
+                self.last_template = Some(DeferredTemplate {
+                    source,
+                    path: path.clone(),
+                    sensitive: scope.sensitive.clone(),
+                    text: std::sync::Arc::clone(&text),
+                    tainted: sensitive,
+                });
                 pending.push(resource, text, ctx.clone());
                 attrs.insert(
                     "content".into(),

@@ -286,13 +286,25 @@ impl Renderer {
     /// Renders prepared template files with their contexts, in parallel, in order. `None`
     /// for a job that failed (or whose template left the cache): [`Renderer::render_file`]
     /// renders it again and says what went wrong, exactly as it would have alone.
-    pub fn render_prepared(&self, jobs: &[(&str, &minijinja::Value)]) -> Vec<Option<String>> {
+    ///
+    /// Each job names its template by its index in `texts`; each distinct text is looked
+    /// up once (a template's name is its whole text), not once per job.
+    pub fn render_prepared(
+        &self,
+        texts: &[&str],
+        jobs: &[(usize, &minijinja::Value)],
+    ) -> Vec<Option<String>> {
         use rayon::prelude::*;
         let env = self.env.borrow();
         let env: &Environment<'static> = &env;
+        let templates: Vec<Option<minijinja::Template<'_, '_>>> = texts
+            .iter()
+            .map(|text| env.get_template(text).ok())
+            .collect();
         jobs.par_iter()
             .map(|(text, ctx)| {
-                let mut rendered = env.get_template(text).ok()?.render(*ctx).ok()?;
+                let template = templates.get(*text)?.as_ref()?;
+                let mut rendered = template.render(*ctx).ok()?;
                 rendered.shrink_to_fit();
                 Some(rendered)
             })
