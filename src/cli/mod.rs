@@ -537,8 +537,23 @@ enum GraphFormat {
     Json,
 }
 
+/// glibc gives every thread that allocates its own heap (up to 8 per core), each grown a
+/// few pages at a time: a cold apply's worker and rayon threads touched ~9 MB more at their
+/// peak and made ~8,600 more `mprotect` calls than with two arenas, for no measurable
+/// speed. Two arenas keep the threads from waiting on one lock.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets a tunable of the allocator; it is called first thing in
+    // `run`, before steward starts any thread, and its result (0 on failure) changes nothing
+    // we rely on.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Runs steward with the process's arguments and returns its exit code.
 pub fn run() -> ExitCode {
+    bound_malloc_arenas();
     // Deeply nested input is refused by the readers; the large stack is a second line of
     // defence for any recursion they do before that.
     let worker = std::thread::Builder::new()
