@@ -507,13 +507,10 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             return usage_error("refusing to apply without --yes: no terminal to ask on");
         }
         request.mode = Mode::Plan;
-        let response = match send(&client, &request) {
+        let response = match send_checked(&client, &request)? {
             Ok(response) => response,
-            Err(message) => return usage_error(&message),
+            Err(exit) => return Ok(exit),
         };
-        if let Some(exit) = print_errors(&response) {
-            return Ok(exit);
-        }
         print_stdout(&response.output)?;
         if !response.has_changes {
             return Ok(Exit::Ok);
@@ -534,13 +531,10 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .map(pinned);
         request.mode = Mode::Apply;
     }
-    let response = match send(&client, &request) {
+    let response = match send_checked(&client, &request)? {
         Ok(response) => response,
-        Err(message) => return usage_error(&message),
+        Err(exit) => return Ok(exit),
     };
-    if let Some(exit) = print_errors(&response) {
-        return Ok(exit);
-    }
     print_stdout(&response.output)?;
     if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
         if let Err(err) = crate::fleet::pki::write_private(out, json.as_bytes()) {
@@ -599,6 +593,22 @@ fn send(client: &Client, request: &RunRequest) -> Result<RunResponse, String> {
             } if outcome != "unchanged" => eprintln!("{node}: {resource} {outcome}"),
             _ => {}
         }
+    })
+}
+
+/// Sends a run; `Err` carries the exit code when it failed before anything ran (the reasons
+/// are printed).
+fn send_checked(
+    client: &Client,
+    request: &RunRequest,
+) -> std::io::Result<Result<RunResponse, Exit>> {
+    let response = match send(client, request) {
+        Ok(response) => response,
+        Err(message) => return usage_error(&message).map(Err),
+    };
+    Ok(match print_errors(&response) {
+        Some(exit) => Err(exit),
+        None => Ok(response),
     })
 }
 

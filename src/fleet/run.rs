@@ -689,26 +689,17 @@ impl<'v> Fleet<'v> {
             let observed = states.and_then(|states| observed_states(node, &states));
             match observed {
                 Ok(observed) => {
-                    let mut ignored = Vec::new();
-                    let graph = ResourceGraph::build(node, registry, &mut ignored);
-                    let node_plan = plan::build(&graph, registry, &observed);
-                    let n_errors = node_plan
-                        .changes
-                        .iter()
-                        .filter(|c| c.change.is_err())
-                        .count();
+                    let (n_changes, n_errors) =
+                        push_planned(&mut planned, node, registry, &observed);
                     let status = NodeStatus {
                         node: node.name.clone(),
                         status: if n_errors > 0 { "failed" } else { "ok" }.to_string(),
-                        changed: node_plan.changes.iter().filter(|c| c.is_change()).count(),
+                        changed: n_changes,
                         failed: n_errors,
                         message: None,
                     };
                     let _ = progress.send(Event::NodeFinished(status.clone()));
                     statuses.push(status);
-                    planned.plan.nodes.push(node_plan);
-                    planned.nodes.push(node);
-                    planned.graphs.push(graph);
                 }
                 Err(err) => {
                     let status = failed_status(&node.name, &err);
@@ -855,14 +846,7 @@ impl<'v> Fleet<'v> {
             };
             match applied {
                 Ok((observed, report)) => {
-                    let mut ignored = Vec::new();
-                    let graph = ResourceGraph::build(node, registry, &mut ignored);
-                    planned
-                        .plan
-                        .nodes
-                        .push(plan::build(&graph, registry, &observed));
-                    planned.nodes.push(node);
-                    planned.graphs.push(graph);
+                    push_planned(&mut planned, node, registry, &observed);
                     statuses.push(NodeStatus {
                         node: node.name.clone(),
                         status: if report.n_failed() > 0 {
@@ -914,6 +898,29 @@ impl<'v> Fleet<'v> {
             plan_json: None,
         }
     }
+}
+
+/// Plans a node from what its agent observed and adds it to the run's plan; returns how many
+/// resources would change and how many could not be read.
+fn push_planned<'v>(
+    planned: &mut Planned<'v>,
+    node: &'v model::Node,
+    registry: &Registry,
+    observed: &[Result<crate::resource::change::State, String>],
+) -> (usize, usize) {
+    let mut ignored = Vec::new();
+    let graph = ResourceGraph::build(node, registry, &mut ignored);
+    let node_plan = plan::build(&graph, registry, observed);
+    let n_changes = node_plan.changes.iter().filter(|c| c.is_change()).count();
+    let n_errors = node_plan
+        .changes
+        .iter()
+        .filter(|c| c.change.is_err())
+        .count();
+    planned.plan.nodes.push(node_plan);
+    planned.nodes.push(node);
+    planned.graphs.push(graph);
+    (n_changes, n_errors)
 }
 
 async fn apply_node(
