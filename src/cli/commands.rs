@@ -1,14 +1,14 @@
 //! `plan` and `apply` in local mode.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{
     ApplyArgs, Context, DriftArgs, Exit, FindingsAction, FindingsArgs, LocalArgs, OutputFormat,
-    PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, overrides, print_stdout,
-    report_human, usage_error,
+    PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, confirm_apply, overrides,
+    print_stdout, report_human, usage_error,
 };
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
@@ -300,12 +300,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         if !std::io::stdin().is_terminal() {
             return usage_error("refusing to apply without --yes: no terminal to ask on");
         }
-        print!("\nApply these changes? Only `yes` is accepted: ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            eprintln!("Apply cancelled.");
+        if !confirm_apply()? {
             return Ok(Exit::Error);
         }
     }

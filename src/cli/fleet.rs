@@ -1,7 +1,7 @@
 //! The fleet commands: `serve`, `agent`, `token create`, `nodes`, `node revoke`, and `plan`,
 //! `apply`, `drift`, `runs`, `report`, `findings` against a controller.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -515,12 +515,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         if !response.has_changes {
             return Ok(Exit::Ok);
         }
-        print!("\nApply these changes? Only `yes` is accepted: ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            eprintln!("Apply cancelled.");
+        if !super::confirm_apply()? {
             return Ok(Exit::Error);
         }
         // Apply exactly what was shown: refused where anything moved since.

@@ -788,6 +788,21 @@ pub(crate) fn report_human(ctx: &Context, validated: &Validated) -> std::io::Res
     Ok(())
 }
 
+/// Asks on the terminal whether to apply the plan just shown; only `yes` is accepted.
+pub(crate) fn confirm_apply() -> std::io::Result<bool> {
+    use std::io::BufRead;
+    print!("\nApply these changes? Only `yes` is accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() == "yes" {
+        Ok(true)
+    } else {
+        eprintln!("Apply cancelled.");
+        Ok(false)
+    }
+}
+
 pub(crate) fn usage_error(message: &str) -> std::io::Result<Exit> {
     eprintln!("error: {message}");
     Ok(Exit::Error)

@@ -141,6 +141,17 @@ impl Fleet {
         Reaped(cmd.spawn().unwrap())
     }
 
+    /// A controller with these agents (`(name, tags)`), all online.
+    fn with_agents(agents: &[(&str, &str)]) -> Fleet {
+        let mut fleet = Fleet::start();
+        for (name, tags) in agents {
+            fleet.add_agent(name, tags);
+        }
+        let names: Vec<&str> = agents.iter().map(|(name, _)| *name).collect();
+        fleet.wait_online(&names);
+        fleet
+    }
+
     fn add_agent(&mut self, name: &str, tags: &str) {
         let token = self.token("1h");
         let child = self.agent_process(name, tags, Some(&token));
@@ -263,6 +274,16 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Four web nodes and two db nodes.
+const SIX_AGENTS: [(&str, &str); 6] = [
+    ("web-1", "role=web"),
+    ("web-2", "role=web"),
+    ("web-3", "role=web"),
+    ("web-4", "role=web"),
+    ("db-1", "role=db"),
+    ("db-2", "role=db"),
+];
+
 const WEB_PROJECT: &str = r#"steward: 1
 associations:
   web:
@@ -292,18 +313,7 @@ resources:
 
 #[test]
 fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
-    let mut fleet = Fleet::start();
-    for (name, role) in [
-        ("web-1", "web"),
-        ("web-2", "web"),
-        ("web-3", "web"),
-        ("web-4", "web"),
-        ("db-1", "db"),
-        ("db-2", "db"),
-    ] {
-        fleet.add_agent(name, &format!("role={role}"));
-    }
-    fleet.wait_online(&["web-1", "web-2", "web-3", "web-4", "db-1", "db-2"]);
+    let mut fleet = Fleet::with_agents(&SIX_AGENTS);
     let nodes = fleet.cli(&["nodes"]);
     assert_eq!(nodes.code, 0, "{}", nodes.all());
     assert!(
@@ -705,11 +715,11 @@ resources:
 
 #[test]
 fn a_killed_agent_fails_its_node_alone_and_a_rerun_converges() {
-    let mut fleet = Fleet::start();
-    for name in ["web-1", "web-2", "web-3"] {
-        fleet.add_agent(name, "role=web");
-    }
-    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let mut fleet = Fleet::with_agents(&[
+        ("web-1", "role=web"),
+        ("web-2", "role=web"),
+        ("web-3", "role=web"),
+    ]);
     let project = fleet.env.write("project/site.yaml", SLOW_DOC);
     let p = project.parent().unwrap().to_str().unwrap().to_string();
     let stamps = fleet.env.path().join("stamps");
@@ -751,9 +761,7 @@ fn a_killed_agent_fails_its_node_alone_and_a_rerun_converges() {
 
 #[test]
 fn a_schedule_fires_and_results_survive_a_controller_restart() {
-    let mut fleet = Fleet::start();
-    fleet.add_agent("web-1", "role=web");
-    fleet.wait_online(&["web-1"]);
+    let mut fleet = Fleet::with_agents(&[("web-1", "role=web")]);
     let stamps = fleet.env.path().join("stamps");
     std::fs::create_dir_all(&stamps).unwrap();
     let doc = r#"steward: 1
@@ -834,18 +842,7 @@ fn stamps(fleet: &Fleet, nodes: &[&str]) -> Vec<(u128, u128)> {
 
 #[test]
 fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_the_run() {
-    let mut fleet = Fleet::start();
-    for (name, role) in [
-        ("web-1", "web"),
-        ("web-2", "web"),
-        ("web-3", "web"),
-        ("web-4", "web"),
-        ("db-1", "db"),
-        ("db-2", "db"),
-    ] {
-        fleet.add_agent(name, &format!("role={role}"));
-    }
-    fleet.wait_online(&["web-1", "web-2", "web-3", "web-4", "db-1", "db-2"]);
+    let fleet = Fleet::with_agents(&SIX_AGENTS);
 
     // At most two at once, output prefixed by node, only the web tier.
     let script =
@@ -1063,11 +1060,11 @@ fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_th
 
 #[test]
 fn run_cancel_stops_dispatch_and_kills_running_commands() {
-    let mut fleet = Fleet::start();
-    for name in ["web-1", "web-2", "web-3"] {
-        fleet.add_agent(name, "role=web");
-    }
-    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let fleet = Fleet::with_agents(&[
+        ("web-1", "role=web"),
+        ("web-2", "role=web"),
+        ("web-3", "role=web"),
+    ]);
     let mut child = bin()
         .args([
             "run",
@@ -1121,11 +1118,11 @@ fn run_cancel_stops_dispatch_and_kills_running_commands() {
 
 #[test]
 fn a_node_lost_mid_command_times_out_alone() {
-    let mut fleet = Fleet::start();
-    for name in ["web-1", "web-2", "web-3"] {
-        fleet.add_agent(name, "role=web");
-    }
-    fleet.wait_online(&["web-1", "web-2", "web-3"]);
+    let mut fleet = Fleet::with_agents(&[
+        ("web-1", "role=web"),
+        ("web-2", "role=web"),
+        ("web-3", "role=web"),
+    ]);
     let child = bin()
         .args([
             "run",
@@ -1185,11 +1182,7 @@ fn agents_renew_their_certificates_over_the_live_connection() {
 
 #[test]
 fn a_saved_fleet_plan_applies_exactly_or_is_refused() {
-    let mut fleet = Fleet::start();
-    for name in ["web-1", "web-2"] {
-        fleet.add_agent(name, "role=web");
-    }
-    fleet.wait_online(&["web-1", "web-2"]);
+    let fleet = Fleet::with_agents(&[("web-1", "role=web"), ("web-2", "role=web")]);
     let doc = "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"planned\\n\"\n";
     let project = fleet.env.write("project/site.yaml", doc);
     let p = project.parent().unwrap().to_str().unwrap().to_string();
@@ -1266,11 +1259,7 @@ fn a_saved_fleet_plan_applies_exactly_or_is_refused() {
 
 #[test]
 fn an_interactive_fleet_apply_applies_exactly_the_plan_it_showed() {
-    let mut fleet = Fleet::start();
-    for name in ["web-1", "web-2"] {
-        fleet.add_agent(name, "role=web");
-    }
-    fleet.wait_online(&["web-1", "web-2"]);
+    let fleet = Fleet::with_agents(&[("web-1", "role=web"), ("web-2", "role=web")]);
     let doc = "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"shown\\n\"\n";
     let project = fleet.env.write("project/site.yaml", doc);
     let command = format!(
