@@ -295,8 +295,15 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    print_plan(&planned, style)?;
-    if saved.is_none() && !args.yes {
+    let ask = saved.is_none() && !args.yes;
+    // Nobody reads a plan that goes to a file or a pipe while it is written, and nobody is
+    // asked about it: it is streamed out while the apply runs, ahead of the apply's report.
+    // On a terminal it is shown whole first.
+    let stream_plan = !ask && !std::io::stdout().is_terminal();
+    if !stream_plan {
+        print_plan(&planned, style)?;
+    }
+    if ask {
         if !std::io::stdin().is_terminal() {
             return usage_error("refusing to apply without --yes: no terminal to ask on");
         }
@@ -308,16 +315,28 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let bar = progress(true, n_resources, "applying");
     let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
     let parallel = usize::from(args.parallel);
-    let reports = local::apply(&planned, &config, exec::Config { parallel }, &on_done);
+    let (reports, printed) = std::thread::scope(|scope| {
+        let printer = stream_plan.then(|| scope.spawn(|| print_plan(&planned, style)));
+        let reports = local::apply(&planned, &config, exec::Config { parallel }, &on_done);
+        let printed = match printer.map(|printer| printer.join()) {
+            None | Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(err))) => Err(err),
+            Some(Err(_)) => Err(std::io::Error::other("printing the plan panicked")),
+        };
+        (reports, printed)
+    });
     bar.finish_and_clear();
     let reports = match reports {
         Ok(reports) => reports,
         Err(err) => return usage_error(&err.to_string()),
     };
-    print_stdout(&format!(
-        "\n{}",
-        crate::report::plan::human_apply(&reports, style)
-    ))?;
+    // What was done is recorded even when stdout has gone away.
+    let printed = printed.and_then(|()| {
+        print_stdout(&format!(
+            "\n{}",
+            crate::report::plan::human_apply(&reports, style)
+        ))
+    });
     let record = local::apply_record(
         &validated,
         &planned,
@@ -335,7 +354,10 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     leak_at_exit(reports);
     leak_at_exit(planned);
     leak_at_exit(validated);
-    Ok(if failed { Exit::Error } else { Exit::Ok })
+    if failed {
+        return Ok(Exit::Error);
+    }
+    printed.map(|_| Exit::Ok)
 }
 
 /// Streams the human plan to stdout.
@@ -380,15 +402,14 @@ fn record_run(
 /// Deletes the backups of runs older than every run the store still keeps (run ids sort by
 /// time), so backups follow the run retention.
 fn prune_backups(store: &SqliteStore, state_dir: &Path) {
-    let Ok(runs) = store.runs() else { return };
-    let Some(oldest) = runs.iter().map(|run| run.id.as_str()).min() else {
-        return;
-    };
     let Ok(entries) = std::fs::read_dir(state_dir.join("backups")) else {
         return;
     };
+    let Ok(Some(oldest)) = store.oldest_run_id() else {
+        return;
+    };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().as_ref() < oldest {
+        if entry.file_name().to_string_lossy().as_ref() < oldest.as_str() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -552,16 +552,16 @@ fn bound_malloc_arenas() {
 }
 
 /// Runs steward with the process's arguments and returns its exit code.
+///
+/// On the main thread: glibc grows the main thread's heap with `brk`, in large steps, while
+/// another thread's heap grows a few pages at a time, each an `mprotect` that stalls the
+/// other threads' page faults (a cold apply of 10,000 files made ~3,000 of them). Deep
+/// nesting needs no large stack: the readers refuse it before they recurse.
 pub fn run() -> ExitCode {
     bound_malloc_arenas();
-    // Deeply nested input is refused by the readers; the large stack is a second line of
-    // defence for any recursion they do before that.
-    let worker = std::thread::Builder::new()
-        .stack_size(256 * 1024 * 1024)
-        .spawn(|| run_with(std::env::args_os()));
-    match worker.map(|handle| handle.join()) {
-        Ok(Ok(exit)) => exit.into(),
-        _ => {
+    match std::panic::catch_unwind(|| run_with(std::env::args_os())) {
+        Ok(exit) => exit.into(),
+        Err(_) => {
             eprintln!("error: steward crashed; this is a bug, please report it");
             Exit::Error.into()
         }

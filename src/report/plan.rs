@@ -111,6 +111,9 @@ pub fn write_human(
     writer.write_all(out.as_bytes())
 }
 
+/// How far a change's lines are indented under their resource in a plan.
+const INDENT: &str = "      ";
+
 fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource, style: Style) {
     let change = match &planned.change {
         Ok(change) => change,
@@ -147,18 +150,18 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
         let _ = write!(head, " ({verb}: refreshed by {})", sources.join(", "));
     }
     let _ = writeln!(out, "{head}");
-    change_lines(out, change, &res.id.name, style);
+    change_lines(out, INDENT, change, &res.id.name, style);
 }
 
 /// A change's attribute lines and content diff, without colour or header: what a stored run
 /// keeps of a drifted or changed resource (sensitive values stay `(sensitive)`).
 pub fn change_text(change: &Change, path: &str) -> String {
     let mut out = String::new();
-    change_lines(&mut out, change, path, Style::new(false));
-    out.lines()
-        .map(|line| line.strip_prefix("      ").unwrap_or(line))
-        .collect::<Vec<_>>()
-        .join("\n")
+    change_lines(&mut out, "", change, path, Style::new(false));
+    if out.ends_with('\n') {
+        out.pop();
+    }
+    out
 }
 
 /// What a stored apply run keeps of a change: as [`change_text`], except that a created
@@ -171,30 +174,24 @@ pub fn change_summary(change: &Change, path: &str) -> String {
             after: Some(Content::Text(text)),
             sensitive,
         }) if !sensitive => {
-            let summarized = Change {
-                id: change.id.clone(),
-                action: change.action,
-                attrs: change.attrs.clone(),
-                content: None,
-                reason: change.reason.clone(),
-            };
-            let mut lines = change_text(&summarized, path);
-            if !lines.is_empty() {
-                lines.push('\n');
+            let mut out = String::new();
+            for attr in &change.attrs {
+                let _ = writeln!(out, "{}", attr_line(attr));
             }
-            lines.push_str(&format!("content: {}", count(text.len(), "byte")));
-            lines
+            let _ = write!(out, "content: {}", count(text.len(), "byte"));
+            out
         }
         _ => change_text(change, path),
     }
 }
 
-fn change_lines(out: &mut String, change: &Change, path: &str, style: Style) {
+/// Writes a change's attribute lines and content, each line after `indent`.
+fn change_lines(out: &mut String, indent: &str, change: &Change, path: &str, style: Style) {
     for attr in &change.attrs {
-        let _ = writeln!(out, "      {}", attr_line(attr));
+        let _ = writeln!(out, "{indent}{}", attr_line(attr));
     }
     if let Some(content) = &change.content {
-        content_lines(out, path, change, content, style);
+        content_lines(out, indent, path, change, content, style);
     }
 }
 
@@ -217,13 +214,14 @@ fn attr_line(attr: &AttrChange) -> String {
 
 fn content_lines(
     out: &mut String,
+    indent: &str,
     path: &str,
     change: &Change,
     content: &ContentChange,
     style: Style,
 ) {
     if content.sensitive {
-        let _ = writeln!(out, "      content: (sensitive)");
+        let _ = writeln!(out, "{indent}content: (sensitive)");
         return;
     }
     match (&content.before, &content.after) {
@@ -241,14 +239,14 @@ fn content_lines(
                     Some(b'@') => style.paint("36", line),
                     _ => line.to_string(),
                 };
-                let _ = writeln!(out, "      {painted}");
+                let _ = writeln!(out, "{indent}{painted}");
             }
             if !after.ends_with('\n') && !after.is_empty() {
-                let _ = writeln!(out, "      \\ No newline at end of file");
+                let _ = writeln!(out, "{indent}\\ No newline at end of file");
             }
         }
         (None, Some(Content::Text(after))) => {
-            let _ = writeln!(out, "      content:");
+            let _ = writeln!(out, "{indent}content:");
             // Written straight into `out`: a cold plan of thousands of files shows millions
             // of lines, and a String per line is most of its cost.
             let (open, close) = if style.color {
@@ -258,8 +256,8 @@ fn content_lines(
             };
             let mut lines = after.lines();
             for line in lines.by_ref().take(MAX_CREATE_LINES) {
-                out.reserve(line.len() + 8 + open.len() + close.len());
-                out.push_str("      ");
+                out.reserve(line.len() + indent.len() + 2 + open.len() + close.len());
+                out.push_str(indent);
                 out.push_str(open);
                 out.push('+');
                 out.push_str(line);
@@ -268,17 +266,21 @@ fn content_lines(
             }
             let n_more = lines.count();
             if n_more > 0 {
-                let _ = writeln!(out, "      ... {n_more} more lines");
+                let _ = writeln!(out, "{indent}... {n_more} more lines");
             }
         }
         (before, after) if change.action == Action::Delete => {
-            let _ = writeln!(out, "      content: {} → (none)", describe(before.as_ref()));
+            let _ = writeln!(
+                out,
+                "{indent}content: {} → (none)",
+                describe(before.as_ref())
+            );
             let _ = after;
         }
         (before, after) => {
             let _ = writeln!(
                 out,
-                "      content: {} → {}",
+                "{indent}content: {} → {}",
                 describe(before.as_ref()),
                 describe(after.as_ref())
             );

@@ -518,7 +518,9 @@ const MAX_DIR_HANDLES: usize = 256;
 /// renames, then one fsync per directory.
 ///
 /// Each directory written in is opened once: the renames name their entries relative to it
-/// instead of walking both whole paths again, and its fsync uses the same handle.
+/// instead of walking both whole paths again, and its fsync uses the same handle. A large
+/// batch is renamed and synced by one thread per processor, each with its own directories:
+/// the last batch of an apply is otherwise a tail that one thread works through alone.
 fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
     // One file system per directory: look each directory up once, not each file.
@@ -567,25 +569,119 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             sync_error = Some(err.to_string());
         }
     }
+    let processors = std::thread::available_parallelism().map_or(1, usize::from);
+    let groups = split_by_directory(batch, processors);
+    let sync_error = sync_error.as_deref();
+    let handles = &handles;
+    let (results, renamed) = std::thread::scope(|scope| {
+        let helpers: Vec<_> = groups
+            .iter()
+            .skip(1)
+            .map(|group| {
+                let spawned = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || rename_and_sync(group, handles, sync_error));
+                (group, spawned)
+            })
+            .collect();
+        let (mut results, mut renamed) = match groups.first() {
+            Some(group) => rename_and_sync(group, handles, sync_error),
+            None => (Vec::new(), Vec::new()),
+        };
+        for (group, helper) in helpers {
+            // No thread to spare (or it panicked): this one does the group.
+            let (more, more_renamed) = match helper.map(|helper| helper.join()) {
+                Ok(Ok(done)) => done,
+                _ => rename_and_sync(group, handles, sync_error),
+            };
+            results.extend(more);
+            renamed.extend(more_renamed);
+        }
+        (results, renamed)
+    });
+    // A renamed file has nothing left at its temporary path; dropping the others removes
+    // their temporary files.
+    let renamed: std::collections::HashSet<u64> = renamed.into_iter().collect();
+    for (ticket, op) in groups.into_iter().flatten() {
+        if let (true, Op::Rename(temp, _) | Op::Create(temp, _)) = (renamed.contains(&ticket), op) {
+            let _ = temp.keep();
+        }
+    }
+    results
+}
+
+/// Splits a batch into groups that can be renamed and synced in parallel: every operation on
+/// one directory in the same group (its fsync follows all its renames), the directories dealt
+/// out in turn, at most one group per processor and one per ~512 operations.
+fn split_by_directory(batch: Vec<(u64, Op)>, processors: usize) -> Vec<Vec<(u64, Op)>> {
+    let n_groups = processors.min(batch.len().div_ceil(512)).max(1);
+    let mut groups: Vec<Vec<(u64, Op)>> = (0..n_groups).map(|_| Vec::new()).collect();
+    if n_groups == 1 {
+        groups[0] = batch;
+        return groups;
+    }
+    let mut group_of: std::collections::HashMap<std::path::PathBuf, usize> =
+        std::collections::HashMap::new();
+    let mut last: Option<(std::path::PathBuf, usize)> = None;
+    for (ticket, op) in batch {
+        let dir = op.directory();
+        let group = match &last {
+            // A batch holds runs of one directory: most operations need no lookup.
+            Some((last_dir, group)) if last_dir.as_os_str() == dir.as_os_str() => *group,
+            _ => {
+                let next = group_of.len() % n_groups;
+                let group = *group_of.entry(dir.to_path_buf()).or_insert(next);
+                last = Some((dir.to_path_buf(), group));
+                group
+            }
+        };
+        groups[group].push((ticket, op));
+    }
+    groups
+}
+
+impl Op {
+    /// The directory whose entries the operation changes.
+    fn directory(&self) -> &Path {
+        match self {
+            Op::Rename(_, target) | Op::Create(_, target) => {
+                target.parent().unwrap_or(Path::new("/"))
+            }
+            Op::SyncDir(dir) => dir,
+        }
+    }
+}
+
+/// The results of a group's operations, and the tickets of the files renamed into place.
+type Renamed = (Vec<(u64, Result<(), ProviderError>)>, Vec<u64>);
+
+/// Renames a group's written files into place, then fsyncs each directory it changed once.
+fn rename_and_sync(
+    batch: &[(u64, Op)],
+    handles: &std::collections::HashMap<std::path::PathBuf, fs::File>,
+    sync_error: Option<&str>,
+) -> Renamed {
+    use std::collections::BTreeSet;
+    let mut placed = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     let mut dirs = BTreeSet::new();
     let mut last_parent: Option<std::path::PathBuf> = None;
     for (ticket, op) in batch {
+        let ticket = *ticket;
         let (temp, target, replace) = match op {
             Op::Rename(temp, target) => (temp, target, true),
             Op::Create(temp, target) => (temp, target, false),
             Op::SyncDir(dir) => {
                 dirs.insert(dir.clone());
-                results.push((ticket, dir, Ok(())));
+                results.push((ticket, dir.clone(), Ok(())));
                 continue;
             }
         };
         let Some(parent) = target.parent().map(Path::to_path_buf) else {
             let err = ProviderError::failed(format!("{} has no parent", target.display()));
-            results.push((ticket, target, Err(err)));
+            results.push((ticket, target.clone(), Err(err)));
             continue;
         };
-        if let Some(message) = &sync_error {
+        if let Some(message) = sync_error {
             let message = format!("cannot make {} durable: {message}", target.display());
             results.push((ticket, parent, Err(ProviderError::failed(message))));
             continue;
@@ -599,13 +695,12 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             (Some(dir), Some((from, to))) => {
                 rename_at(dir, Path::new(from), Path::new(to), replace)
             }
-            _ => rename_at(nix::fcntl::AT_FDCWD, &temp, &target, replace),
+            _ => rename_at(nix::fcntl::AT_FDCWD, temp, target, replace),
         };
         // Dropping the temporary path on failure removes the temporary file.
         match renamed {
             Ok(()) => {
-                // Renamed: nothing left at the temporary path to remove.
-                let _ = temp.keep();
+                placed.push(ticket);
                 // Same run-of-one-directory shortcut as above.
                 if last_parent
                     .as_ref()
@@ -620,11 +715,13 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
                 results.push((
                     ticket,
                     parent,
-                    Err(ProviderError::Appeared { path: target }),
+                    Err(ProviderError::Appeared {
+                        path: target.clone(),
+                    }),
                 ));
             }
             Err(err) => {
-                results.push((ticket, parent, Err(ProviderError::io(&target, err))));
+                results.push((ticket, parent, Err(ProviderError::io(target, err))));
             }
         }
     }
@@ -638,7 +735,7 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             dir_errors.insert(dir.clone(), err.to_string());
         }
     }
-    results
+    let results = results
         .into_iter()
         .map(
             |(ticket, dir, result)| match (result, dir_errors.get(&dir)) {
@@ -646,7 +743,8 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
                 (result, _) => (ticket, result),
             },
         )
-        .collect()
+        .collect();
+    (results, placed)
 }
 
 /// Renames `from` to `to` (both relative to `dir`), replacing what is at `to` or, without
@@ -770,6 +868,89 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_large_batch_lands_whole_when_split_over_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        let mut tickets = Vec::new();
+        for d in 0..40 {
+            let sub = dir.path().join(format!("d{d:02}"));
+            fs::create_dir(&sub).unwrap();
+            for f in 0..30 {
+                let path = sub.join(format!("f{f:02}"));
+                let ticket = durability
+                    .stage_new(
+                        &path,
+                        path.to_string_lossy().as_bytes(),
+                        0o644,
+                        (None, None),
+                    )
+                    .unwrap();
+                tickets.push((path, ticket));
+            }
+            tickets.push((sub.clone(), durability.stage_dir_sync(&sub).unwrap()));
+        }
+        let taken = dir.path().join("d39/f29");
+        fs::write(&taken, b"appeared").unwrap();
+        for (path, ticket) in tickets {
+            match durability.wait(ticket) {
+                Err(ProviderError::Appeared { path: appeared }) => assert_eq!(appeared, taken),
+                Err(err) => panic!("{}: {err}", path.display()),
+                Ok(()) if path.is_dir() => {}
+                Ok(()) => assert_eq!(fs::read(&path).unwrap(), path.to_string_lossy().as_bytes()),
+            }
+        }
+        assert_eq!(fs::read(&taken).unwrap(), b"appeared");
+        for d in 0..40 {
+            let names = fs::read_dir(dir.path().join(format!("d{d:02}")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(".steward-"))
+                .collect::<Vec<_>>();
+            assert!(names.is_empty(), "temporary files left: {names:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_by_directory() {
+        let op = |dir: &str, file: &str| {
+            Op::Rename(
+                tempfile::TempPath::try_from_path(format!("/nowhere/{dir}/.steward-x")).unwrap(),
+                format!("/nowhere/{dir}/{file}").into(),
+            )
+        };
+        let mut batch = Vec::new();
+        for (n, dir) in ["a", "b", "c", "a", "d", "b"].into_iter().enumerate() {
+            for f in 0..200 {
+                batch.push((batch.len() as u64, op(dir, &format!("{n}-{f}"))));
+            }
+        }
+        batch.push((batch.len() as u64, Op::SyncDir("/nowhere/c".into())));
+        let n_ops = batch.len();
+        assert_eq!(split_by_directory(Vec::new(), 4).len(), 1);
+        let groups = split_by_directory(batch, 2);
+        assert_eq!(groups.len(), 2);
+        let mut tickets: Vec<u64> = groups.iter().flatten().map(|(t, _)| *t).collect();
+        tickets.sort_unstable();
+        assert_eq!(tickets, (0..n_ops as u64).collect::<Vec<_>>());
+        // Every directory's operations in one group: its fsync follows all its renames.
+        let dirs_of = |group: &Vec<(u64, Op)>| {
+            group
+                .iter()
+                .map(|(_, op)| op.directory().to_path_buf())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let (first, second) = (dirs_of(&groups[0]), dirs_of(&groups[1]));
+        assert!(first.is_disjoint(&second), "{first:?} {second:?}");
+        assert_eq!(first.len() + second.len(), 4);
+        for group in groups.into_iter().flatten() {
+            if let (_, Op::Rename(temp, _)) = group {
+                // Nothing to remove at these made-up paths.
+                let _ = temp.keep();
+            }
+        }
     }
 
     #[test]

@@ -377,6 +377,8 @@ pub trait Store {
     fn run(&self, id: Option<&str>) -> Result<RunRecord, StoreError>;
     /// The runs, newest first.
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError>;
+    /// The smallest run id kept (run ids sort by time), without reading any results.
+    fn oldest_run_id(&self) -> Result<Option<String>, StoreError>;
     /// Findings, open only unless `all`.
     fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError>;
     /// Resolves a finding by hand.

@@ -243,24 +243,27 @@ impl Store for SqliteStore {
             |row| row.get(0),
         )?;
         let resolution = format!("resolved by run {} at {}", run.id, run.finished_at);
+        let mut insert_result = tx.prepare_cached(
+            "INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
+                                  duration_ms, association, severity)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
         for (position, result) in run.results.iter().enumerate() {
-            tx.prepare_cached("INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
-                                      duration_ms, association, severity)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?.execute(params![
-                    run.id,
-                    position as i64,
-                    result.node,
-                    result.resource,
-                    result.outcome.as_str(),
-                    result.file,
-                    result.line,
-                    result.column,
-                    result.diff,
-                    result.message,
-                    i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
-                    result.association,
-                    result.severity.as_str(),
-                ])?;
+            insert_result.execute(params![
+                run.id,
+                position as i64,
+                result.node,
+                result.resource,
+                result.outcome.as_str(),
+                result.file,
+                result.line,
+                result.column,
+                result.diff,
+                result.message,
+                i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
+                result.association,
+                result.severity.as_str(),
+            ])?;
             // Commands say nothing about desired state: a command run opens no findings.
             if run.kind == RunKind::Command {
                 continue;
@@ -275,13 +278,13 @@ impl Store for SqliteStore {
                     continue;
                 }
             };
-            let message = result
-                .message
-                .clone()
-                .or_else(|| result.diff.clone())
-                .unwrap_or_default();
             match kind {
                 Some(kind) => {
+                    let message = result
+                        .message
+                        .as_deref()
+                        .or(result.diff.as_deref())
+                        .unwrap_or_default();
                     let updated = tx.prepare_cached("UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
                                 severity = ?4
                          WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1")?.execute(params![
@@ -322,6 +325,7 @@ impl Store for SqliteStore {
                 }
             }
         }
+        drop(insert_result);
         tx.commit()?;
         Ok(())
     }
@@ -402,6 +406,12 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn oldest_run_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(id) FROM runs", [], |row| row.get(0))?)
     }
 
     fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError> {

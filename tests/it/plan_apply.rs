@@ -876,6 +876,49 @@ fn backups_follow_the_run_retention() {
     assert_eq!(runs.stdout.lines().count(), 3, "{}", runs.all());
 }
 
+/// Piped output is streamed while the apply runs; when nobody reads it any more the apply
+/// still finishes and is recorded.
+#[test]
+fn an_apply_whose_output_is_closed_still_applies_and_records_its_run() {
+    let env = TestEnv::new();
+    let files: String = (0..200)
+        .map(|n| format!("  file:/srv/f{n}: {{ content: \"line one\\nline two\\n\" }}\n"))
+        .collect();
+    env.write(
+        "p/site.yaml",
+        format!("steward: 1\nresources:\n  directory:/srv: {{}}\n{files}"),
+    );
+    let root = env.mkdir("root");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["--root", root.to_str().unwrap(), "apply", "p", "--yes"])
+        .current_dir(env.path())
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads what it prints.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for n in 0..200 {
+        assert_eq!(env.read(&format!("root/srv/f{n}")), "line one\nline two\n");
+    }
+    let runs = env.run(&["runs", "--project", "p"]);
+    assert_eq!(runs.stdout.lines().count(), 2, "{}", runs.all());
+    assert!(runs.stdout.contains("201"), "{}", runs.all());
+    let plan = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+}
+
 /// A file the plan found absent is created without a second look and never replaces what
 /// appeared there since: the executor applies it again with every check (a backup of what
 /// appeared, then the write).
