@@ -150,7 +150,7 @@ pub fn plan<'v>(
         run_id: run_id.clone(),
     };
     let mut desired = Vec::new();
-    for node in &validated.model.nodes {
+    for (idx, node) in validated.model.nodes.iter().enumerate() {
         if !selected(node, config.target.as_deref()) {
             continue;
         }
@@ -160,13 +160,12 @@ pub fn plan<'v>(
             }
             continue;
         }
-        let mut ignored = Vec::new();
         // The digest hashes every desired content; the graph is built and the node probed
         // meanwhile.
         let (digest, (graph, env, observed)) = rayon::join(
             || plan::desired_digest(node),
             || {
-                let graph = ResourceGraph::build(node, registry, &mut ignored);
+                let graph = validated.graph(idx, registry);
                 let env = Env::new(
                     node,
                     config.root.clone(),

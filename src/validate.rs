@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::diag::Diagnostic;
 use crate::document::Project;
 use crate::model::{Facts, Model};
-use crate::plan::graph::ResourceGraph;
+use crate::plan::graph::{EdgeList, ResourceGraph};
 use crate::resource::Registry;
 use crate::schema;
 
@@ -20,6 +20,8 @@ pub struct Validated {
     pub model: Model,
     /// Every problem, reading order first.
     pub diagnostics: Vec<Diagnostic>,
+    /// The dependency graph of each of `model.nodes`, as found while validating.
+    edges: Vec<EdgeList>,
 }
 
 impl Validated {
@@ -28,14 +30,21 @@ impl Validated {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
-    /// Each node's dependency graph (diagnostics were collected by [`validate`]).
-    pub fn graphs<'m>(&'m self, registry: &Registry) -> Vec<ResourceGraph<'m>> {
-        let mut ignored = Vec::new();
-        self.model
-            .nodes
-            .iter()
-            .map(|node| ResourceGraph::build(node, registry, &mut ignored))
+    /// Each of `model.nodes`' dependency graph (diagnostics were collected by [`validate`]).
+    pub fn graphs(&self, registry: &Registry) -> Vec<ResourceGraph<'_>> {
+        (0..self.model.nodes.len())
+            .map(|idx| self.graph(idx, registry))
             .collect()
+    }
+
+    /// The dependency graph of `model.nodes[idx]`: rebuilt from the edges validation found,
+    /// or built again if the node changed since.
+    pub fn graph(&self, idx: usize, registry: &Registry) -> ResourceGraph<'_> {
+        let node = &self.model.nodes[idx];
+        self.edges
+            .get(idx)
+            .and_then(|edges| ResourceGraph::from_edges(node, edges))
+            .unwrap_or_else(|| ResourceGraph::build(node, registry, &mut Vec::new()))
     }
 }
 
@@ -74,7 +83,12 @@ pub fn validate_with(
     diagnostics.extend(lowered);
     // Graph problems are reported with the rest, so one run shows every mistake.
     let mut graph_diagnostics = Vec::new();
-    for node in model.nodes.iter().chain(&model.unassigned) {
+    let edges = model
+        .nodes
+        .iter()
+        .map(|node| ResourceGraph::build(node, registry, &mut graph_diagnostics).edge_list())
+        .collect();
+    for node in &model.unassigned {
         ResourceGraph::build(node, registry, &mut graph_diagnostics);
     }
     // A document lowered for several nodes has the same graph problem on each.
@@ -90,5 +104,48 @@ pub fn validate_with(
         project,
         model,
         diagnostics,
+        edges,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_graph_validation_found_is_the_graph_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("site.yaml"),
+            "steward: 1
+resources:
+  directory:/srv: {}
+  file:/srv/a: { content: a, notify: [\"exec:reload\"] }
+  file:/srv/b: { content: b, require: [\"file:/srv/a\"] }
+  exec:reload: { command: [/bin/true], refresh_only: true }
+",
+        )
+        .unwrap();
+        let registry = Registry::builtin();
+        let validated = validate(
+            dir.path(),
+            &registry,
+            crate::facts::local(Path::new("/")),
+            BTreeMap::new(),
+        );
+        assert!(!validated.has_errors(), "{:?}", validated.diagnostics);
+        let node = &validated.model.nodes[0];
+        let built = ResourceGraph::build(node, &registry, &mut Vec::new());
+        let again = validated.graph(0, &registry);
+        assert_eq!(again.edges().len(), 4, "{:?}", again.edges());
+        assert_eq!(again.edges(), built.edges());
+        assert_eq!(again.order(), built.order());
+
+        // A node that changed since is not given the old edges.
+        let mut changed = node.clone();
+        let mut resources = changed.resources.to_vec();
+        resources.pop();
+        changed.resources = resources.into();
+        assert!(ResourceGraph::from_edges(&changed, &built.edge_list()).is_none());
     }
 }

@@ -46,6 +46,15 @@ impl EdgeKind {
     }
 }
 
+/// A node's graph edges, `(from, to, kind)` by resource index: a graph without the borrow of
+/// its node, kept beside the model.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeList {
+    /// How many resources the node had.
+    n_resources: usize,
+    edges: Vec<(usize, usize, EdgeKind)>,
+}
+
 /// One step of building the graph (Terraform's graph transformers).
 type Step<'m> = fn(&mut ResourceGraph<'m>, &Registry, &mut Vec<Diagnostic>);
 
@@ -80,6 +89,48 @@ impl<'m> ResourceGraph<'m> {
             step(&mut res, registry, acc);
         }
         res
+    }
+
+    /// The graph's edges as resource indices, in the order they were added: what
+    /// [`ResourceGraph::from_edges`] needs to build the same graph again without looking at
+    /// any resource.
+    pub fn edge_list(&self) -> EdgeList {
+        EdgeList {
+            n_resources: self.node.resources.len(),
+            edges: (&self.graph)
+                .edge_references()
+                .map(|e| {
+                    (
+                        self.graph[e.source()],
+                        self.graph[e.target()],
+                        e.weight().clone(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The graph of `node` with the edges an earlier [`ResourceGraph::build`] of the same node
+    /// found (validation builds every graph once; planning reuses them); `None` when the node
+    /// has a different number of resources than then.
+    pub fn from_edges(node: &'m model::Node, edges: &EdgeList) -> Option<ResourceGraph<'m>> {
+        if edges.n_resources != node.resources.len() {
+            return None;
+        }
+        let mut graph = StableDiGraph::with_capacity(node.resources.len(), edges.edges.len());
+        let vertices: Vec<NodeIndex> = (0..node.resources.len())
+            .map(|idx| graph.add_node(idx))
+            .collect();
+        for (from, to, kind) in &edges.edges {
+            if let (Some(&from), Some(&to)) = (vertices.get(*from), vertices.get(*to)) {
+                graph.add_edge(from, to, kind.clone());
+            }
+        }
+        Some(ResourceGraph {
+            node,
+            graph,
+            vertices,
+        })
     }
 
     /// The resource at a vertex.
