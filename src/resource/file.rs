@@ -66,15 +66,15 @@ impl ResourceType for File {
     }
 
     fn diff(&self, res: &Resource, observed: &State) -> Change {
-        let mut attrs_only = observed.clone();
-        let observed_content = attrs_only.remove("content");
-        let mut change = diff_attrs(res, &attrs_only, NOT_STATE);
+        // `content` is in NOT_STATE: the attributes' diff never looks at it.
+        let observed_content = observed.get("content");
+        let mut change = diff_attrs(res, observed, NOT_STATE);
         if res.attr_str("ensure") == Some("absent") {
             if change.action == Action::Delete
                 && let Some(before) = observed_content
             {
                 change.content = Some(ContentChange {
-                    before: Some(content_of(&before)),
+                    before: Some(content_of(before)),
                     after: None,
                     sensitive: false,
                 });
@@ -83,10 +83,10 @@ impl ResourceType for File {
         }
         crate::resource::replace_if_in_the_way(res, observed, &mut change);
         if let Some(desired) = res.attrs.get("content")
-            && observed_content.as_ref() != Some(&desired.value)
+            && observed_content != Some(&desired.value)
         {
             change.content = Some(ContentChange {
-                before: observed_content.as_ref().map(content_of),
+                before: observed_content.map(content_of),
                 after: Some(content_of(&desired.value)),
                 sensitive: desired.sensitive,
             });
