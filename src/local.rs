@@ -546,7 +546,7 @@ pub fn observed_record(
                 Ok(diff) if diff.is_change() => {
                     let mut result =
                         record(validated, &node_plan.node, res, ResultOutcome::Drifted);
-                    result.diff = Some(crate::report::plan::change_text(diff, &res.id.name));
+                    result.diff = Some(crate::report::plan::change_text(diff, res));
                     result
                 }
                 Ok(_) => record(validated, &node_plan.node, res, ResultOutcome::Unchanged),
@@ -593,7 +593,7 @@ pub fn apply_record(
                     Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
                     Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
                         ResultOutcome::Changed,
-                        change.map(|c| crate::report::plan::change_summary(c, &res.id.name)),
+                        change.map(|c| crate::report::plan::change_summary(c, res)),
                         None,
                     ),
                     Outcome::Failed { error, output } => {

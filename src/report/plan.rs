@@ -150,14 +150,14 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
         let _ = write!(head, " ({verb}: refreshed by {})", sources.join(", "));
     }
     let _ = writeln!(out, "{head}");
-    change_lines(out, INDENT, change, &res.id.name, style);
+    change_lines(out, INDENT, change, res, style);
 }
 
 /// A change's attribute lines and content diff, without colour or header: what a stored run
 /// keeps of a drifted or changed resource (sensitive values stay `(sensitive)`).
-pub fn change_text(change: &Change, path: &str) -> String {
+pub fn change_text(change: &Change, res: &model::Resource) -> String {
     let mut out = String::new();
-    change_lines(&mut out, "", change, path, Style::new(false));
+    change_lines(&mut out, "", change, res, Style::new(false));
     if out.ends_with('\n') {
         out.pop();
     }
@@ -167,31 +167,39 @@ pub fn change_text(change: &Change, path: &str) -> String {
 /// What a stored apply run keeps of a change: as [`change_text`], except that a created
 /// file's content is summarized by its size (a cold apply of thousands of files would
 /// otherwise store every file twice).
-pub fn change_summary(change: &Change, path: &str) -> String {
-    match &change.content {
+pub fn change_summary(change: &Change, res: &model::Resource) -> String {
+    let created_text = match &change.content {
         Some(ContentChange {
             before: None,
-            after: Some(Content::Text(text)),
-            sensitive,
-        }) if !sensitive => {
-            let mut out = String::new();
-            for attr in &change.attrs {
-                let _ = writeln!(out, "{}", attr_line(attr));
-            }
-            let _ = write!(out, "content: {}", count(text.len(), "byte"));
-            out
-        }
-        _ => change_text(change, path),
+            after: Some(after),
+            sensitive: false,
+        }) => after.text(res),
+        _ => None,
+    };
+    let Some(text) = created_text else {
+        return change_text(change, res);
+    };
+    let mut out = String::new();
+    for attr in &change.attrs {
+        let _ = writeln!(out, "{}", attr_line(attr));
     }
+    let _ = write!(out, "content: {}", count(text.len(), "byte"));
+    out
 }
 
 /// Writes a change's attribute lines and content, each line after `indent`.
-fn change_lines(out: &mut String, indent: &str, change: &Change, path: &str, style: Style) {
+fn change_lines(
+    out: &mut String,
+    indent: &str,
+    change: &Change,
+    res: &model::Resource,
+    style: Style,
+) {
     for attr in &change.attrs {
         let _ = writeln!(out, "{indent}{}", attr_line(attr));
     }
     if let Some(content) = &change.content {
-        content_lines(out, indent, path, change, content, style);
+        content_lines(out, indent, res, change, content, style);
     }
 }
 
@@ -215,7 +223,7 @@ fn attr_line(attr: &AttrChange) -> String {
 fn content_lines(
     out: &mut String,
     indent: &str,
-    path: &str,
+    res: &model::Resource,
     change: &Change,
     content: &ContentChange,
     style: Style,
@@ -224,8 +232,11 @@ fn content_lines(
         let _ = writeln!(out, "{indent}content: (sensitive)");
         return;
     }
-    match (&content.before, &content.after) {
-        (Some(Content::Text(before)), Some(Content::Text(after))) => {
+    let path = res.id.name.as_str();
+    let before = content.before.as_ref().map(|c| (c, c.text(res)));
+    let after = content.after.as_ref().map(|c| (c, c.text(res)));
+    match (before, after) {
+        (Some((_, Some(before))), Some((_, Some(after)))) => {
             let diff = similar::TextDiff::from_lines(before, after);
             let unified = diff
                 .unified_diff()
@@ -245,7 +256,7 @@ fn content_lines(
                 let _ = writeln!(out, "{indent}\\ No newline at end of file");
             }
         }
-        (None, Some(Content::Text(after))) => {
+        (None, Some((_, Some(after)))) => {
             let _ = writeln!(out, "{indent}content:");
             // Written straight into `out`: a cold plan of thousands of files shows millions
             // of lines, and a String per line is most of its cost.
@@ -269,32 +280,34 @@ fn content_lines(
                 let _ = writeln!(out, "{indent}... {n_more} more lines");
             }
         }
-        (before, after) if change.action == Action::Delete => {
+        (before, _) if change.action == Action::Delete => {
             let _ = writeln!(
                 out,
                 "{indent}content: {} → (none)",
-                describe(before.as_ref())
+                describe(before.map(|(c, _)| c), res)
             );
-            let _ = after;
         }
         (before, after) => {
             let _ = writeln!(
                 out,
                 "{indent}content: {} → {}",
-                describe(before.as_ref()),
-                describe(after.as_ref())
+                describe(before.map(|(c, _)| c), res),
+                describe(after.map(|(c, _)| c), res)
             );
         }
     }
 }
 
-fn describe(content: Option<&Content>) -> String {
+fn describe(content: Option<&Content>, res: &model::Resource) -> String {
     match content {
         None => "(none)".to_string(),
-        Some(Content::Text(text)) => format!("{} of text", count(text.len(), "byte")),
         Some(Content::Binary { len, sha256 }) => {
             format!("{} of binary, {sha256}", count(*len, "byte"))
         }
+        Some(text) => format!(
+            "{} of text",
+            count(text.text(res).map_or(0, str::len), "byte")
+        ),
     }
 }
 
@@ -412,7 +425,7 @@ fn to_json(value: &Value) -> serde_json::Value {
     }
 }
 
-fn json_content(path: &str, content: &ContentChange) -> JsonContent {
+fn json_content(res: &model::Resource, content: &ContentChange) -> JsonContent {
     if content.sensitive {
         return JsonContent {
             sensitive: true,
@@ -421,35 +434,33 @@ fn json_content(path: &str, content: &ContentChange) -> JsonContent {
             after: None,
         };
     }
-    let text = |c: &Option<Content>| match c {
-        Some(Content::Text(_)) | None => None,
-        Some(other) => Some(describe(Some(other))),
-    };
-    let diff = match (&content.before, &content.after) {
-        (before @ (Some(Content::Text(_)) | None), after @ (Some(Content::Text(_)) | None)) => {
-            let before = match before {
-                Some(Content::Text(t)) => t.as_str(),
-                _ => "",
-            };
-            let after = match after {
-                Some(Content::Text(t)) => t.as_str(),
-                _ => "",
-            };
-            Some(
-                similar::TextDiff::from_lines(before, after)
-                    .unified_diff()
-                    .context_radius(3)
-                    .header(path, path)
-                    .to_string(),
-            )
+    let path = res.id.name.as_str();
+    // Text (or nothing) on both sides gives a diff; binary content is described.
+    fn text<'a>(c: &'a Option<Content>, res: &'a model::Resource) -> Option<&'a str> {
+        match c {
+            None => Some(""),
+            Some(c) => c.text(res),
         }
+    }
+    let described = |c: &Option<Content>| match (c, text(c, res)) {
+        (Some(c), None) => Some(describe(Some(c), res)),
+        _ => None,
+    };
+    let diff = match (text(&content.before, res), text(&content.after, res)) {
+        (Some(before), Some(after)) => Some(
+            similar::TextDiff::from_lines(before, after)
+                .unified_diff()
+                .context_radius(3)
+                .header(path, path)
+                .to_string(),
+        ),
         _ => None,
     };
     JsonContent {
         sensitive: false,
         diff,
-        before: text(&content.before),
-        after: text(&content.after),
+        before: described(&content.before),
+        after: described(&content.after),
     }
 }
 
@@ -483,10 +494,7 @@ fn json_change(planned: &PlannedChange, res: &model::Resource) -> JsonChange {
                     sensitive: a.sensitive,
                 })
                 .collect();
-            json.content = change
-                .content
-                .as_ref()
-                .map(|c| json_content(&res.id.name, c));
+            json.content = change.content.as_ref().map(|c| json_content(res, c));
         }
         Err(message) => json.error = Some(message.clone()),
     }
@@ -602,4 +610,76 @@ pub fn human_apply(reports: &[RunReport], style: Style) -> String {
         "\nApply: {changed} changed, {failed} failed, {skipped} skipped, {unchanged} unchanged."
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{SourceId, Span};
+    use crate::model::{Attr, ResourceId};
+
+    fn file_with(content: &str) -> model::Resource {
+        let span = Span::new(SourceId(0), 0, 0);
+        let attr = |value: Value| Attr {
+            value,
+            span,
+            sensitive: false,
+        };
+        model::Resource {
+            id: ResourceId::new("file", "/etc/motd"),
+            span,
+            source: SourceId(0),
+            attrs: [
+                ("content".to_string(), attr(Value::String(content.into()))),
+                ("mode".to_string(), attr(Value::String("0644".into()))),
+            ]
+            .into_iter()
+            .collect(),
+            relations: Vec::new(),
+            association: None,
+        }
+    }
+
+    fn change(action: Action, before: Option<Content>) -> Change {
+        let mut change = Change::new(ResourceId::new("file", "/etc/motd"), action);
+        change.content = Some(ContentChange {
+            before,
+            after: Some(Content::Desired),
+            sensitive: false,
+        });
+        change
+    }
+
+    /// The desired text a change does not copy is read from its resource wherever the
+    /// change is shown: plan text, stored runs and JSON.
+    #[test]
+    fn desired_content_is_read_from_the_resource() {
+        let res = file_with("one\ntwo\n");
+        let created = change(Action::Create, None);
+        assert_eq!(change_text(&created, &res), "content:\n+one\n+two");
+        assert_eq!(change_summary(&created, &res), "content: 8 bytes");
+        let json = json_content(&res, created.content.as_ref().unwrap());
+        assert!(json.diff.unwrap().contains("+one\n+two\n"));
+        assert_eq!((json.before, json.after), (None, None));
+
+        let updated = change(Action::Update, Some(Content::Text("one\n".into())));
+        let text = change_text(&updated, &res);
+        assert!(text.contains("\n one\n+two"), "{text}");
+        assert_eq!(change_summary(&updated, &res), text);
+
+        let binary = change(
+            Action::Update,
+            Some(Content::Binary {
+                len: 3,
+                sha256: "sha256:x".into(),
+            }),
+        );
+        assert_eq!(
+            change_text(&binary, &res),
+            "content: 3 bytes of binary, sha256:x → 8 bytes of text"
+        );
+        let json = json_content(&res, binary.content.as_ref().unwrap());
+        assert_eq!(json.diff, None);
+        assert_eq!(json.before.as_deref(), Some("3 bytes of binary, sha256:x"));
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{ResourceId, Value};
+use crate::model::{Resource, ResourceId, Value};
 
 /// What a provider observed: attribute values under the same names as the desired ones.
 /// `ensure` is always present (`present`/`absent`, a package's version, `running`/`stopped`).
@@ -73,6 +73,10 @@ pub struct AttrChange {
 pub enum Content {
     /// UTF-8 text.
     Text(String),
+    /// The resource's desired text, its `content` attribute, which the change does not copy
+    /// (a cold plan of thousands of files would hold every file twice); [`Content::text`]
+    /// reads it from the resource.
+    Desired,
     /// Anything else: only its size and digest are shown.
     Binary {
         /// Size in bytes.
@@ -80,6 +84,17 @@ pub enum Content {
         /// `sha256:` hex digest.
         sha256: String,
     },
+}
+
+impl Content {
+    /// The text, [`Content::Desired`] read from `res`; `None` for binary content.
+    pub fn text<'a>(&'a self, res: &'a Resource) -> Option<&'a str> {
+        match self {
+            Content::Text(text) => Some(text),
+            Content::Desired => res.attr_str("content"),
+            Content::Binary { .. } => None,
+        }
+    }
 }
 
 /// A content change, for a unified diff.

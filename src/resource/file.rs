@@ -85,9 +85,13 @@ impl ResourceType for File {
         if let Some(desired) = res.attrs.get("content")
             && observed_content != Some(&desired.value)
         {
+            let after = match &desired.value {
+                Value::String(_) => Content::Desired,
+                other => content_of(other),
+            };
             change.content = Some(ContentChange {
                 before: observed_content.map(content_of),
-                after: Some(content_of(&desired.value)),
+                after: Some(after),
                 sensitive: desired.sensitive,
             });
             if change.action == Action::NoOp {
