@@ -747,7 +747,7 @@ impl Catalog {
         for res in &self.resources {
             let id = ResourceId::parse(&res.id)
                 .ok_or_else(|| format!("resource `{}` is not TYPE:NAME", res.id))?;
-            let mut attrs = BTreeMap::new();
+            let mut attrs = model::Attrs::new();
             for (name, attr) in &res.attrs {
                 let value = attr
                     .value

@@ -24,10 +24,8 @@ mod service;
 mod symlink;
 mod user;
 
-use std::collections::BTreeMap;
-
 use crate::diag::{Diagnostic, Span};
-use crate::model::{Attr, Resource, ResourceId, Value};
+use crate::model::{Attrs, Resource, ResourceId, Value};
 use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::provider::Provider;
 
@@ -161,7 +159,7 @@ pub struct Candidate<'a> {
     /// Its declaration key.
     pub span: Span,
     /// Rendered attributes.
-    pub attrs: &'a BTreeMap<String, Attr>,
+    pub attrs: &'a Attrs,
 }
 
 impl Candidate<'_> {
@@ -397,7 +395,7 @@ fn absent_with(res: &Candidate<'_>, attrs: &[&str], acc: &mut Vec<Diagnostic>) {
         return;
     }
     for name in attrs {
-        if res.attrs.contains_key(*name) {
+        if res.attrs.contains_key(name) {
             acc.push(
                 Diagnostic::error(
                     "schema::conflicting_attributes",

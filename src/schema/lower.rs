@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::diag::{Diagnostic, Source, SourceId, Span, did_you_mean};
 use crate::document::{self, Document, Key, Node, Project};
 use crate::model::{
-    self, Association, Attr, ComplianceSeverity, Facts, Mode, Model, Rate, Relation, RelationKind,
-    Resource, ResourceId, Schedule, Targets, Value,
+    self, Association, Attr, Attrs, ComplianceSeverity, Facts, Mode, Model, Rate, Relation,
+    RelationKind, Resource, ResourceId, Schedule, Targets, Value,
 };
 use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_path};
 use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
@@ -1442,7 +1442,7 @@ impl<'a> Lowerer<'a> {
             if !self.check_name(ty, &id, key.span) {
                 continue;
             }
-            let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
+            let mut attrs = Attrs::new();
             let mut relations = Vec::new();
             for (k, v) in entries {
                 if let Some(relation) = RelationKind::ALL.iter().find(|r| r.as_str() == k.name) {
@@ -1576,7 +1576,7 @@ impl<'a> Lowerer<'a> {
     fn resolve_content(
         &mut self,
         source: SourceId,
-        attrs: &mut BTreeMap<String, Attr>,
+        attrs: &mut Attrs,
         ctx: &minijinja::Value,
         scope: &Scope,
         deferred: Option<(&mut PendingContents, usize)>,
@@ -1796,11 +1796,11 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn check_exclusive(&mut self, ty: &dyn ResourceType, attrs: &BTreeMap<String, Attr>) {
+    fn check_exclusive(&mut self, ty: &dyn ResourceType, attrs: &Attrs) {
         for group in ty.schema().exclusive {
             let given: Vec<(&str, Span)> = group
                 .iter()
-                .filter_map(|name| attrs.get(*name).map(|a| (*name, a.span)))
+                .filter_map(|name| attrs.get(name).map(|a| (*name, a.span)))
                 .collect();
             if let [(first, first_span), (second, second_span), ..] = given.as_slice() {
                 self.acc.push(
