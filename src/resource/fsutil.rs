@@ -569,7 +569,10 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
             sync_error = Some(err.to_string());
         }
     }
-    let processors = std::thread::available_parallelism().map_or(1, usize::from);
+    // Asked once: the answer comes from cgroup files, read anew on each call.
+    static PROCESSORS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let processors =
+        *PROCESSORS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
     let groups = split_by_directory(batch, processors);
     let sync_error = sync_error.as_deref();
     let handles = &handles;
