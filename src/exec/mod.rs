@@ -11,7 +11,6 @@
 //! **Architecture Invariant:** the executor never re-plans: it applies the changes the plan
 //! holds, and providers re-check before they change anything.
 
-use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -39,7 +38,7 @@ pub struct Env {
     /// This run's id.
     pub run_id: String,
     /// Paths that `file`, `directory` and `symlink` resources manage on the node.
-    pub managed_paths: HashSet<String>,
+    pub managed_paths: foldhash::HashSet<String>,
     /// Group commit of file writes, shared by every provider of the run.
     pub durability: Arc<Durability>,
     /// Sensitive values to scrub from messages and command output.
@@ -92,8 +91,9 @@ impl Env {
 
 /// The paths and every directory above them: `purge` must not remove a directory that
 /// holds a managed path, even when the directory itself is not declared.
-fn with_ancestors(paths: Vec<String>) -> HashSet<String> {
-    let mut res = HashSet::with_capacity(paths.len() * 2);
+fn with_ancestors(paths: Vec<String>) -> foldhash::HashSet<String> {
+    let mut res =
+        <foldhash::HashSet<String> as foldhash::HashSetExt>::with_capacity(paths.len() * 2);
     for path in paths {
         let mut current = path.as_str();
         while let Some(idx) = current.rfind('/') {

@@ -187,7 +187,7 @@ impl<'m> ResourceGraph<'m> {
             .collect();
     }
 
-    fn index(&self) -> HashMap<&'m ResourceId, usize> {
+    fn index(&self) -> foldhash::HashMap<&'m ResourceId, usize> {
         self.node
             .resources
             .iter()

@@ -343,7 +343,7 @@ pub struct Durability {
     state: std::sync::Mutex<Batches>,
     done: std::sync::Condvar,
     /// Directories already swept of temporary files left by a killed run.
-    swept: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+    swept: std::sync::Mutex<foldhash::HashSet<std::path::PathBuf>>,
 }
 
 /// A staged write or directory fsync; [`Durability::wait`] gives its result.
@@ -522,11 +522,11 @@ const MAX_DIR_HANDLES: usize = 256;
 /// batch is renamed and synced by one thread per processor, each with its own directories:
 /// the last batch of an apply is otherwise a tail that one thread works through alone.
 fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
-    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::collections::{BTreeMap, BTreeSet};
     // One file system per directory: look each directory up once, not each file.
     let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
-    let mut handles: HashMap<std::path::PathBuf, fs::File> = HashMap::new();
+    let mut handles: foldhash::HashMap<std::path::PathBuf, fs::File> = foldhash::HashMap::default();
     let mut last_dir: Option<&Path> = None;
     for (_, op) in &batch {
         let (Op::Rename(temp, _) | Op::Create(temp, _)) = op else {
@@ -622,8 +622,7 @@ fn split_by_directory(batch: Vec<(u64, Op)>, processors: usize) -> Vec<Vec<(u64,
         groups[0] = batch;
         return groups;
     }
-    let mut group_of: std::collections::HashMap<std::path::PathBuf, usize> =
-        std::collections::HashMap::new();
+    let mut group_of: foldhash::HashMap<std::path::PathBuf, usize> = foldhash::HashMap::default();
     let mut last: Option<(std::path::PathBuf, usize)> = None;
     for (ticket, op) in batch {
         let dir = op.directory();
@@ -660,7 +659,7 @@ type Renamed = (Vec<(u64, Result<(), ProviderError>)>, Vec<u64>);
 /// Renames a group's written files into place, then fsyncs each directory it changed once.
 fn rename_and_sync(
     batch: &[(u64, Op)],
-    handles: &std::collections::HashMap<std::path::PathBuf, fs::File>,
+    handles: &foldhash::HashMap<std::path::PathBuf, fs::File>,
     sync_error: Option<&str>,
 ) -> Renamed {
     use std::collections::BTreeSet;

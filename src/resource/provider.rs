@@ -6,7 +6,7 @@
 //! first so a second apply changes nothing. Providers are synchronous: they do blocking
 //! system calls and run commands; the executor runs them on blocking threads.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::model::Resource;
@@ -548,7 +548,7 @@ mod tests {
     fn locate_says_when_the_parent_is_missing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("there")).unwrap();
-        let (managed, durability) = (HashSet::new(), Durability::new());
+        let (managed, durability) = (HashSet::default(), Durability::new());
         let cache = PathCache::for_probe();
         let ctx = ctx(dir.path(), &managed, &durability, &cache);
         assert!(!ctx.locate("/there/f").unwrap().parent_missing);
@@ -570,7 +570,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
-        let (managed, durability) = (HashSet::new(), Durability::new());
+        let (managed, durability) = (HashSet::default(), Durability::new());
         let cache = PathCache::for_probe();
         let ctx = ctx(dir.path(), &managed, &durability, &cache);
         assert!(ctx.locate("/out/missing/f").is_err());

@@ -1820,7 +1820,7 @@ impl<'a> Lowerer<'a> {
     /// nodes (SPEC: once anywhere in a project). The same declaration reaching several
     /// nodes is not a duplicate.
     fn check_project_duplicates(&mut self, model: &Model) {
-        let mut first: HashMap<&ResourceId, Span> = HashMap::new();
+        let mut first: foldhash::HashMap<&ResourceId, Span> = foldhash::HashMap::default();
         let all = model
             .nodes
             .iter()
@@ -1852,7 +1852,7 @@ impl<'a> Lowerer<'a> {
 
     /// The same declaration twice on one node: `for_each` gave two items one name.
     fn check_duplicates(&mut self, resources: &[Resource]) {
-        let mut seen: HashSet<(&ResourceId, Span)> = HashSet::new();
+        let mut seen: foldhash::HashSet<(&ResourceId, Span)> = foldhash::HashSet::default();
         for res in resources {
             if !seen.insert((&res.id, res.span)) {
                 self.error(

@@ -7,7 +7,6 @@
 //! package, cleaning up through guards even when an assertion fails. A test that cannot
 //! run prints `skipped: <reason>` and returns.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -68,7 +67,7 @@ struct TestNode {
     root: PathBuf,
     _root_dir: Option<tempfile::TempDir>,
     state_dir: tempfile::TempDir,
-    managed_paths: HashSet<String>,
+    managed_paths: foldhash::HashSet<String>,
     durability: steward::resource::fsutil::Durability,
 }
 
@@ -80,7 +79,7 @@ impl TestNode {
             root: root_dir.path().to_path_buf(),
             _root_dir: Some(root_dir),
             state_dir: tempfile::tempdir().unwrap(),
-            managed_paths: HashSet::new(),
+            managed_paths: Default::default(),
             durability: steward::resource::fsutil::Durability::new(),
         }
     }
@@ -91,7 +90,7 @@ impl TestNode {
             root: PathBuf::from("/"),
             _root_dir: None,
             state_dir: tempfile::tempdir().unwrap(),
-            managed_paths: HashSet::new(),
+            managed_paths: Default::default(),
             durability: steward::resource::fsutil::Durability::new(),
         }
     }
