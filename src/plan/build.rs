@@ -185,8 +185,8 @@ fn refreshable(res: &model::Resource) -> bool {
 pub fn fingerprint(state: &State) -> String {
     let mut hasher = blake3::Hasher::new();
     for (key, value) in state {
-        hasher.update(&(key.len() as u64).to_le_bytes());
         hasher.update(key.as_bytes());
+        hasher.update(&[0]);
         hash_value(&mut hasher, value);
     }
     format!("blake3:{}", hasher.finalize().to_hex())
@@ -260,7 +260,8 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// A value with its type and every length, so different values never encode alike.
+/// A value with its type and lengths (map keys end with a zero byte), so different values
+/// encode differently. Part of the saved-plan format through [`fingerprint`]: keep it stable.
 fn hash_value(hasher: &mut impl Sink, value: &Value) {
     match value {
         Value::Null => {
@@ -298,8 +299,8 @@ fn hash_value(hasher: &mut impl Sink, value: &Value) {
             hasher.update(b"m");
             hasher.update(&(entries.len() as u64).to_le_bytes());
             for (key, item) in entries {
-                hasher.update(&(key.len() as u64).to_le_bytes());
                 hasher.update(key.as_bytes());
+                hasher.update(&[0]);
                 hash_value(hasher, item);
             }
         }
