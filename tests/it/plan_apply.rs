@@ -310,14 +310,7 @@ resources:
     let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(root.join("marker").exists());
-    let plan = env.run(&[
-        "--root",
-        root.to_str().unwrap(),
-        "plan",
-        "p",
-        "--detailed-exitcode",
-    ]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_noop_plan(&env, root.to_str().unwrap());
 }
 
 #[test]
@@ -536,14 +529,7 @@ fn lines_replace_the_matching_line() {
         env.read("root/sshd_config"),
         "Port 22\nPermitRootLogin no\nX11Forwarding no\n"
     );
-    let again = env.run(&[
-        "--root",
-        root.to_str().unwrap(),
-        "plan",
-        "p",
-        "--detailed-exitcode",
-    ]);
-    assert_eq!(again.code, 0, "{}", again.all());
+    assert_noop_plan(&env, root.to_str().unwrap());
 }
 
 #[test]
@@ -700,14 +686,7 @@ fn purge_keeps_directories_that_hold_managed_paths() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(env.read("root/a/b/c"), "c");
     assert!(!root.join("a/junk").exists());
-    let again = env.run(&[
-        "--root",
-        root.to_str().unwrap(),
-        "plan",
-        "p",
-        "--detailed-exitcode",
-    ]);
-    assert_eq!(again.code, 0, "{}", again.all());
+    assert_noop_plan(&env, root.to_str().unwrap());
 }
 
 #[test]
@@ -909,14 +888,7 @@ fn an_apply_whose_output_is_closed_still_applies_and_records_its_run() {
     let runs = env.run(&["runs", "--project", "p"]);
     assert_eq!(runs.stdout.lines().count(), 2, "{}", runs.all());
     assert!(runs.stdout.contains("201"), "{}", runs.all());
-    let plan = env.run(&[
-        "--root",
-        root.to_str().unwrap(),
-        "plan",
-        "p",
-        "--detailed-exitcode",
-    ]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_noop_plan(&env, root.to_str().unwrap());
 }
 
 /// A file the plan found absent is created without a second look and never replaces what
@@ -976,6 +948,12 @@ fn a_file_that_appears_between_plan_and_apply_is_replaced_with_every_check() {
         .filter(|name| name.to_string_lossy().starts_with(".steward-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The plan of project `p` under `root` is a no-op (exit 0 with `--detailed-exitcode`).
+fn assert_noop_plan(env: &TestEnv, root: &str) {
+    let plan = env.run(&["--root", root, "plan", "p", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
