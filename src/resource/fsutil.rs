@@ -398,11 +398,8 @@ impl Durability {
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<Ticket, ProviderError> {
-        if let Some(dir) = path.parent() {
-            self.sweep(dir);
-        }
-        let temp = write_temp(path, bytes, mode, ids)?;
-        self.queue(Op::Rename(temp.into_temp_path(), path.to_path_buf()))
+        let temp = self.write_staged(path, bytes, mode, ids)?;
+        self.queue(Op::Rename(temp, path.to_path_buf()))
     }
 
     /// [`Durability::stage`] for a target the plan found absent: the rename fails with
@@ -414,11 +411,22 @@ impl Durability {
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<Ticket, ProviderError> {
+        let temp = self.write_staged(path, bytes, mode, ids)?;
+        self.queue(Op::Create(temp, path.to_path_buf()))
+    }
+
+    /// The temporary file beside `path` that a staged write renames, its directory swept first.
+    fn write_staged(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        ids: (Option<u32>, Option<u32>),
+    ) -> Result<tempfile::TempPath, ProviderError> {
         if let Some(dir) = path.parent() {
             self.sweep(dir);
         }
-        let temp = write_temp(path, bytes, mode, ids)?;
-        self.queue(Op::Create(temp.into_temp_path(), path.to_path_buf()))
+        Ok(write_temp(path, bytes, mode, ids)?.into_temp_path())
     }
 
     /// Queues an fsync of `dir` (an entry was created in it) for the next batch.
