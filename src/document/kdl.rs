@@ -100,17 +100,20 @@ struct Reader<'a> {
 /// Collects map entries, reporting a key given twice.
 struct MapBuilder {
     entries: Vec<(Key, Node)>,
+    /// Index of each key in `entries`: a section may hold tens of thousands of resources.
+    index: foldhash::HashMap<String, usize>,
 }
 
 impl MapBuilder {
     fn new() -> MapBuilder {
         MapBuilder {
             entries: Vec::new(),
+            index: foldhash::HashMap::default(),
         }
     }
 
     fn insert(&mut self, key: Key, node: Node, diagnostics: &mut Vec<Diagnostic>) {
-        if let Some((first, _)) = self.entries.iter().find(|(k, _)| k.name == key.name) {
+        if let Some(first) = self.index.get(&key.name).map(|&idx| &self.entries[idx].0) {
             diagnostics.push(
                 Diagnostic::error(
                     "document::duplicate_key",
@@ -122,6 +125,7 @@ impl MapBuilder {
             );
             return;
         }
+        self.index.insert(key.name.clone(), self.entries.len());
         self.entries.push((key, node));
     }
 

@@ -17,6 +17,16 @@ use crate::diag::{Diagnostic, SourceId, Span};
 /// The deepest nesting of maps and lists a document may have.
 pub const MAX_DEPTH: usize = 64;
 
+/// The most values (scalars, lists and maps, keys not counted) one file may hold, in either
+/// spelling: bounds the memory a small, repetitive text can make the readers allocate.
+pub const MAX_NODES: usize = 250_000;
+
+/// The most documents one file may hold (a YAML stream separated by `---`; a KDL file is one).
+pub const MAX_DOCUMENTS: usize = 1_024;
+
+/// The most diagnostics one file reports; the rest are counted in one last diagnostic.
+pub const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
+
 /// The spelling of a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Syntax {
