@@ -435,7 +435,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut res = String::with_capacity(digits.len() + digits.len() / 3);
     for (idx, digit) in digits.chars().enumerate() {
-        if idx > 0 && (digits.len() - idx) % 3 == 0 {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
             res.push(',');
         }
         res.push(digit);
