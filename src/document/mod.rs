@@ -156,6 +156,46 @@ pub fn parse(source: SourceId, text: &str, syntax: Syntax) -> Parsed {
     }
 }
 
+/// The diagnostic that stands for `count` problems of one file left unreported.
+pub fn more_problems(source: SourceId, count: usize) -> Diagnostic {
+    let noun = if count == 1 { "problem" } else { "problems" };
+    Diagnostic::error(
+        "document::more_problems",
+        Span::file_start(source),
+        format!("{count} more {noun} in this file not shown"),
+    )
+    .with_help(format!(
+        "steward reports the first {MAX_DIAGNOSTICS_PER_FILE} problems of a file; fix those and run it again"
+    ))
+}
+
+/// Keeps the first [`MAX_DIAGNOSTICS_PER_FILE`] diagnostics located in each file, in order,
+/// and stands one [`more_problems`] for the rest of each.
+pub fn cap_per_file(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut shown: std::collections::HashMap<SourceId, usize> = std::collections::HashMap::new();
+    let mut hidden: std::collections::BTreeMap<SourceId, usize> = std::collections::BTreeMap::new();
+    let mut kept = Vec::with_capacity(diagnostics.len().min(1024));
+    for diag in diagnostics {
+        let Some(source) = diag.span().map(|span| span.source) else {
+            kept.push(diag);
+            continue;
+        };
+        let count = shown.entry(source).or_insert(0);
+        if *count < MAX_DIAGNOSTICS_PER_FILE || diag.code == "document::more_problems" {
+            *count += 1;
+            kept.push(diag);
+        } else {
+            *hidden.entry(source).or_insert(0) += 1;
+        }
+    }
+    kept.extend(
+        hidden
+            .into_iter()
+            .map(|(source, count)| more_problems(source, count)),
+    );
+    kept
+}
+
 /// A module's documents, as `use` found them.
 #[derive(Debug)]
 pub struct Module {

@@ -14,73 +14,60 @@
 //!
 //! Inside a node, properties and child nodes are attributes. A child with one argument is a
 //! scalar, with several a list, with properties or children a map; children all named `-`
-//! make a list of maps. The `kdl` parser has no nesting limit, so the text is scanned for
-//! brace depth first and refused past [`MAX_DEPTH`].
+//! make a list of maps. The text is read by [`parser`], which refuses blocks nested past
+//! [`MAX_DEPTH`].
 
-use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+pub mod parser;
+
+use parser::{Entry as KdlEntry, KdlNode, Scalar as KdlValue, TextRange};
 
 use crate::diag::{Diagnostic, SourceId, Span};
-use crate::document::{Document, Key, MAX_DEPTH, Node, Parsed, Syntax, Value};
+use crate::document::{
+    Document, Key, MAX_DEPTH, MAX_DIAGNOSTICS_PER_FILE, Node, Parsed, Syntax, Value,
+};
 
-/// Parses one KDL file into a single [`Document`].
+/// Parses one KDL file into a single [`Document`]; a file with syntax errors gives none.
 pub fn parse(source: SourceId, text: &str) -> Parsed {
-    if let Err(offset) = check_depth(text) {
-        let span = Span::new(source, offset, offset + 1);
-        let diag = Diagnostic::error(
-            "document::too_deep",
-            span,
-            format!("KDL nesting deeper than {MAX_DEPTH} levels"),
-        )
-        .with_label("too deep")
-        .with_help("flatten the document; steward documents never need this much nesting");
+    let parsed = parser::parse(text, MAX_DIAGNOSTICS_PER_FILE);
+    if !parsed.errors.is_empty() {
+        let mut diagnostics: Vec<Diagnostic> = parsed
+            .errors
+            .into_iter()
+            .map(|err| {
+                let code = if err.message.starts_with("KDL nesting deeper") {
+                    "document::too_deep"
+                } else if err.message.contains("more than") {
+                    "document::too_large"
+                } else {
+                    "document::kdl"
+                };
+                let span = Span::new(source, err.span.start, err.span.end.min(text.len()));
+                let message = if code == "document::kdl" {
+                    format!("invalid KDL: {}", err.message)
+                } else {
+                    err.message
+                };
+                let mut diag = Diagnostic::error(code, span, message).with_label(err.label);
+                if let Some(help) = err.help {
+                    diag = diag.with_help(help);
+                }
+                diag
+            })
+            .collect();
+        if parsed.more_errors > 0 {
+            diagnostics.push(super::more_problems(source, parsed.more_errors));
+        }
         return Parsed {
             documents: Vec::new(),
-            diagnostics: vec![diag],
+            diagnostics,
         };
     }
-    let kdl_document = match KdlDocument::parse_v2(text) {
-        Ok(kdl_document) => kdl_document,
-        Err(err) => {
-            let diagnostics = err
-                .diagnostics
-                .iter()
-                .map(|d| {
-                    let start = d.span.offset().min(text.len());
-                    let span = Span::new(source, start, (start + d.span.len()).min(text.len()));
-                    let message = d
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| "unexpected input".to_string());
-                    let mut diag =
-                        Diagnostic::error("document::kdl", span, format!("invalid KDL: {message}"))
-                            .with_label(d.label.clone().unwrap_or_else(|| "here".to_string()));
-                    if let Some(help) = &d.help {
-                        diag = diag.with_help(help.clone());
-                    }
-                    diag
-                })
-                .collect::<Vec<_>>();
-            let diagnostics = if diagnostics.is_empty() {
-                vec![Diagnostic::error(
-                    "document::kdl",
-                    Span::file_start(source),
-                    "invalid KDL document",
-                )]
-            } else {
-                diagnostics
-            };
-            return Parsed {
-                documents: Vec::new(),
-                diagnostics,
-            };
-        }
-    };
     let mut reader = Reader {
         source,
         text,
         diagnostics: Vec::new(),
     };
-    let root = reader.top_level(&kdl_document);
+    let root = reader.top_level(&parsed.nodes);
     Parsed {
         documents: vec![Document {
             source,
@@ -145,13 +132,9 @@ const SECTIONS: &[(&str, &str)] = &[
 ];
 
 impl Reader<'_> {
-    fn span(&self, span: miette::SourceSpan) -> Span {
-        let start = span.offset().min(self.text.len());
-        Span::new(
-            self.source,
-            start,
-            (start + span.len()).min(self.text.len()),
-        )
+    fn span(&self, span: TextRange) -> Span {
+        let end = span.end.min(self.text.len());
+        Span::new(self.source, span.start.min(end), end)
     }
 
     fn error(&mut self, span: Span, message: impl Into<String>) {
@@ -159,16 +142,16 @@ impl Reader<'_> {
             .push(Diagnostic::error("document::kdl_shape", span, message));
     }
 
-    fn top_level(&mut self, kdl_document: &KdlDocument) -> Node {
+    fn top_level(&mut self, kdl_nodes: &[KdlNode]) -> Node {
         let doc_span = Span::new(self.source, 0, self.text.len());
         let mut root = MapBuilder::new();
         let mut sections: Vec<(&'static str, Span, MapBuilder)> = Vec::new();
         let mut uses: Vec<Node> = Vec::new();
         let mut uses_span = None;
-        for kdl_node in kdl_document.nodes() {
-            let name = kdl_node.name().value();
-            let name_span = self.span(kdl_node.name().span());
-            let node_span = self.span(kdl_node.span());
+        for kdl_node in kdl_nodes {
+            let name = kdl_node.name.value.as_str();
+            let name_span = self.span(kdl_node.name.span);
+            let node_span = self.span(kdl_node.span);
             if name == "steward" {
                 let value = self.single_value(kdl_node);
                 root.insert(
@@ -254,16 +237,16 @@ impl Reader<'_> {
 
     /// The first argument of a named top-level node (`file "/etc/motd"`), which must be a string.
     fn name_argument(&mut self, kdl_node: &KdlNode) -> Option<(String, Span)> {
-        let node_span = self.span(kdl_node.name().span());
-        let kind = kdl_node.name().value().to_string();
+        let node_span = self.span(kdl_node.name.span);
+        let kind = kdl_node.name.value.clone();
         let first = kdl_node
-            .entries()
+            .entries
             .iter()
-            .find(|entry| entry.name().is_none());
+            .find(|entry| entry.name.as_ref().is_none());
         match first {
             Some(entry) => {
                 let span = self.value_span(entry);
-                match entry.value() {
+                match &entry.value {
                     KdlValue::String(text) => Some((text.clone(), span)),
                     other => {
                         self.error(
@@ -295,9 +278,9 @@ impl Reader<'_> {
     fn body(&mut self, kdl_node: &KdlNode, skip_args: usize, span: Span, depth: usize) -> Node {
         let mut map = MapBuilder::new();
         for entry in kdl_node
-            .entries()
+            .entries
             .iter()
-            .filter(|e| e.name().is_none())
+            .filter(|e| e.name.as_ref().is_none())
             .skip(skip_args)
         {
             let span = self.value_span(entry);
@@ -305,16 +288,16 @@ impl Reader<'_> {
                 span,
                 format!(
                     "unexpected argument to `{}`; give attributes as `key=value` or child nodes",
-                    kdl_node.name().value()
+                    kdl_node.name.value.as_str()
                 ),
             );
         }
         self.insert_properties(&mut map, kdl_node);
-        if let Some(children) = kdl_node.children() {
-            for child in children.nodes() {
+        if let Some(children) = kdl_node.children.as_deref() {
+            for child in children {
                 let key = Key {
-                    name: child.name().value().to_string(),
-                    span: self.span(child.name().span()),
+                    name: child.name.value.clone(),
+                    span: self.span(child.name.span),
                 };
                 let value = self.child_value(child, depth + 1);
                 map.insert(key, value, &mut self.diagnostics);
@@ -325,11 +308,11 @@ impl Reader<'_> {
 
     /// A node's `key=value` properties as map entries.
     fn insert_properties(&mut self, map: &mut MapBuilder, kdl_node: &KdlNode) {
-        for entry in kdl_node.entries() {
-            if let Some(name) = entry.name() {
+        for entry in &kdl_node.entries {
+            if let Some(name) = entry.name.as_ref() {
                 let key = Key {
-                    name: name.value().to_string(),
-                    span: self.span(name.span()),
+                    name: name.value.as_str().to_string(),
+                    span: self.span(name.span),
                 };
                 let value = self.scalar(entry);
                 map.insert(key, value, &mut self.diagnostics);
@@ -339,14 +322,14 @@ impl Reader<'_> {
 
     /// The value of an attribute written as a child node.
     fn child_value(&mut self, kdl_node: &KdlNode, depth: usize) -> Node {
-        let span = self.span(kdl_node.span());
+        let span = self.span(kdl_node.span);
         let args: Vec<&KdlEntry> = kdl_node
-            .entries()
+            .entries
             .iter()
-            .filter(|e| e.name().is_none())
+            .filter(|e| e.name.as_ref().is_none())
             .collect();
-        let has_props = kdl_node.entries().iter().any(|e| e.name().is_some());
-        let children = kdl_node.children().map(|c| c.nodes()).unwrap_or(&[]);
+        let has_props = kdl_node.entries.iter().any(|e| e.name.as_ref().is_some());
+        let children = kdl_node.children.as_deref().unwrap_or(&[]);
         if depth > MAX_DEPTH {
             self.error(span, "nesting too deep");
             return Node {
@@ -359,7 +342,7 @@ impl Reader<'_> {
                 span,
                 format!(
                     "`{}` mixes arguments with properties or children; use one or the other",
-                    kdl_node.name().value()
+                    kdl_node.name.value.as_str()
                 ),
             );
             return Node {
@@ -367,7 +350,7 @@ impl Reader<'_> {
                 value: Value::Null,
             };
         }
-        if !children.is_empty() && children.iter().all(|c| c.name().value() == "-") {
+        if !children.is_empty() && children.iter().all(|c| c.name.value.as_str() == "-") {
             let items = children
                 .iter()
                 .map(|c| self.list_item(c, depth + 1))
@@ -379,7 +362,10 @@ impl Reader<'_> {
         }
         match args.as_slice() {
             [] if !has_props && children.is_empty() => {
-                self.error(span, format!("`{}` has no value", kdl_node.name().value()));
+                self.error(
+                    span,
+                    format!("`{}` has no value", kdl_node.name.value.as_str()),
+                );
                 Node {
                     span,
                     value: Value::Null,
@@ -400,13 +386,16 @@ impl Reader<'_> {
     }
 
     fn single_value(&mut self, kdl_node: &KdlNode) -> Node {
-        let span = self.span(kdl_node.span());
-        match kdl_node.entries() {
-            [entry] if entry.name().is_none() => self.scalar(entry),
+        let span = self.span(kdl_node.span);
+        match kdl_node.entries.as_slice() {
+            [entry] if entry.name.as_ref().is_none() => self.scalar(entry),
             _ => {
                 self.error(
                     span,
-                    format!("`{}` takes exactly one argument", kdl_node.name().value()),
+                    format!(
+                        "`{}` takes exactly one argument",
+                        kdl_node.name.value.as_str()
+                    ),
                 );
                 Node {
                     span,
@@ -418,12 +407,12 @@ impl Reader<'_> {
 
     /// `use "std/sshd" key=value` or `use "std/sshd" { with key=value }`.
     fn use_node(&mut self, kdl_node: &KdlNode) -> Node {
-        let span = self.span(kdl_node.span());
+        let span = self.span(kdl_node.span);
         let mut map = MapBuilder::new();
         if let Some((module, module_span)) = self.name_argument(kdl_node) {
             let key = Key {
                 name: "module".into(),
-                span: self.span(kdl_node.name().span()),
+                span: self.span(kdl_node.name.span),
             };
             map.insert(
                 key,
@@ -464,19 +453,19 @@ impl Reader<'_> {
     fn association_body(&mut self, kdl_node: &KdlNode, span: Span) -> Node {
         let mut map = MapBuilder::new();
         for entry in kdl_node
-            .entries()
+            .entries
             .iter()
-            .filter(|e| e.name().is_none())
+            .filter(|e| e.name.as_ref().is_none())
             .skip(1)
         {
             let span = self.value_span(entry);
             self.error(span, "unexpected argument to `association`; give attributes as `key=value` or child nodes");
         }
         self.insert_properties(&mut map, kdl_node);
-        for child in kdl_node.children().map(|c| c.nodes()).unwrap_or(&[]) {
+        for child in kdl_node.children.as_deref().unwrap_or(&[]) {
             let key = Key {
-                name: child.name().value().to_string(),
-                span: self.span(child.name().span()),
+                name: child.name.value.clone(),
+                span: self.span(child.name.span),
             };
             let value = if key.name == "targets" {
                 self.targets(child)
@@ -489,29 +478,29 @@ impl Reader<'_> {
     }
 
     fn targets(&mut self, kdl_node: &KdlNode) -> Node {
-        let span = self.span(kdl_node.span());
+        let span = self.span(kdl_node.span);
         let mut map = MapBuilder::new();
         let mut tags = MapBuilder::new();
         let mut names = Vec::new();
         let mut names_span = None;
-        for entry in kdl_node.entries() {
-            match entry.name() {
+        for entry in &kdl_node.entries {
+            match entry.name.as_ref() {
                 None => {
                     names_span.get_or_insert(self.value_span(entry));
                     names.push(self.scalar(entry));
                 }
-                Some(name) if name.value() == "all" => {
+                Some(name) if name.value.as_str() == "all" => {
                     let key = Key {
                         name: "all".into(),
-                        span: self.span(name.span()),
+                        span: self.span(name.span),
                     };
                     let value = self.scalar(entry);
                     map.insert(key, value, &mut self.diagnostics);
                 }
                 Some(name) => {
                     let key = Key {
-                        name: name.value().to_string(),
-                        span: self.span(name.span()),
+                        name: name.value.as_str().to_string(),
+                        span: self.span(name.span),
                     };
                     let value = self.scalar(entry);
                     tags.insert(key, value, &mut self.diagnostics);
@@ -543,11 +532,11 @@ impl Reader<'_> {
                 &mut self.diagnostics,
             );
         }
-        if let Some(children) = kdl_node.children() {
-            for child in children.nodes() {
+        if let Some(children) = kdl_node.children.as_deref() {
+            for child in children {
                 let key = Key {
-                    name: child.name().value().to_string(),
-                    span: self.span(child.name().span()),
+                    name: child.name.value.clone(),
+                    span: self.span(child.name.span),
                 };
                 let value = self.child_value(child, 2);
                 map.insert(key, value, &mut self.diagnostics);
@@ -558,24 +547,12 @@ impl Reader<'_> {
 
     /// The span of an entry's value: for `key=value`, the part after `=`.
     fn value_span(&self, entry: &KdlEntry) -> Span {
-        let span = self.span(entry.span());
-        if entry.name().is_none() {
-            return span;
-        }
-        let text = self.text.get(span.start..span.end).unwrap_or("");
-        match text.find('=') {
-            Some(eq) => {
-                let after = &text[eq + 1..];
-                let skipped = after.len() - after.trim_start().len();
-                Span::new(self.source, span.start + eq + 1 + skipped, span.end)
-            }
-            None => span,
-        }
+        self.span(entry.value_span)
     }
 
     fn scalar(&mut self, entry: &KdlEntry) -> Node {
         let span = self.value_span(entry);
-        let value = match entry.value() {
+        let value = match &entry.value {
             KdlValue::String(text) => Value::String(text.clone()),
             KdlValue::Integer(number) => match i64::try_from(*number) {
                 Ok(number) => Value::Int(number),
@@ -605,88 +582,6 @@ fn kdl_type(value: &KdlValue) -> &'static str {
     }
 }
 
-/// Scans for `{` nesting outside strings and comments; `Err(offset)` of the first brace past
-/// [`MAX_DEPTH`].
-fn check_depth(text: &str) -> Result<(), usize> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut idx = 0;
-    while idx < bytes.len() {
-        match bytes[idx] {
-            b'/' if bytes.get(idx + 1) == Some(&b'/') => {
-                idx = find_from(bytes, idx, b"\n").unwrap_or(bytes.len());
-            }
-            b'/' if bytes.get(idx + 1) == Some(&b'*') => {
-                let mut level = 1;
-                idx += 2;
-                while idx < bytes.len() && level > 0 {
-                    if bytes[idx..].starts_with(b"/*") {
-                        level += 1;
-                        idx += 2;
-                    } else if bytes[idx..].starts_with(b"*/") {
-                        level -= 1;
-                        idx += 2;
-                    } else {
-                        idx += 1;
-                    }
-                }
-                continue;
-            }
-            b'#' => {
-                let hashes = bytes[idx..].iter().take_while(|&&b| b == b'#').count();
-                if bytes.get(idx + hashes) == Some(&b'"') {
-                    let multi = bytes[idx + hashes..].starts_with(b"\"\"\"");
-                    let quote: &[u8] = if multi { b"\"\"\"" } else { b"\"" };
-                    let mut closing = quote.to_vec();
-                    closing.extend(std::iter::repeat_n(b'#', hashes));
-                    let from = idx + hashes + quote.len();
-                    idx = find_from(bytes, from, &closing)
-                        .map_or(bytes.len(), |at| at + closing.len());
-                    continue;
-                }
-                idx += hashes.max(1);
-                continue;
-            }
-            b'"' => {
-                let multi = bytes[idx..].starts_with(b"\"\"\"");
-                idx += if multi { 3 } else { 1 };
-                while idx < bytes.len() {
-                    if bytes[idx] == b'\\' {
-                        idx += 2;
-                    } else if multi && bytes[idx..].starts_with(b"\"\"\"") {
-                        idx += 3;
-                        break;
-                    } else if !multi && bytes[idx] == b'"' {
-                        idx += 1;
-                        break;
-                    } else {
-                        idx += 1;
-                    }
-                }
-                continue;
-            }
-            b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(idx);
-                }
-            }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        idx += 1;
-    }
-    Ok(())
-}
-
-fn find_from(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|window| window == needle)
-        .map(|pos| pos + from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,9 +608,11 @@ mod tests {
 
     #[test]
     fn braces_in_strings_do_not_count() {
-        let text = format!("file \"/a\" content=\"{}\"\n", "{".repeat(200));
-        assert!(check_depth(&text).is_ok());
+        let text = format!("steward 1\nfile \"/a\" content=\"{}\"\n", "{".repeat(200));
+        assert!(check(&text).diagnostics.is_empty());
         let deep = format!("a {}{}", "{ b ".repeat(100), "}".repeat(100));
-        assert!(check_depth(&deep).is_err());
+        let parsed = check(&deep);
+        assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.diagnostics[0].code, "document::too_deep");
     }
 }
