@@ -9,7 +9,7 @@ use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
     AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER,
-    ResourceType, TypeSchema, absent_with, attr, path_deps,
+    ResourceType, TypeSchema, attr, check_schema_rules, path_deps,
 };
 
 pub(crate) struct Directory;
@@ -29,6 +29,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         ),
     ],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &["mode", "owner", "group", "purge"],
+    path_attr: None,
 };
 
 impl ResourceType for Directory {
@@ -65,7 +68,7 @@ impl ResourceType for Directory {
     }
 
     fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(res, &["mode", "owner", "group", "purge"], acc);
+        check_schema_rules(res, &SCHEMA, acc);
         if res.id.name == "/" && res.str("ensure") == Some("absent") {
             acc.push(Diagnostic::error(
                 "schema::refused",

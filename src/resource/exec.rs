@@ -8,10 +8,9 @@ use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::command::Run;
 use crate::resource::provider::{Applied, CommandOutput, Provider, ProviderCtx, ProviderError};
 
-use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
 use crate::resource::{
-    AttrType, Candidate, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required,
+    AttrRule, AttrType, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required,
 };
 
 pub(crate) struct Exec;
@@ -48,9 +47,13 @@ static SCHEMA: TypeSchema = TypeSchema {
             "timeout",
             AttrType::Duration,
             "kill the command after this long (default 300s)",
-        ),
+        )
+        .with_rule(AttrRule::Positive),
     ],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &[],
+    path_attr: None,
 };
 
 impl ResourceType for Exec {
@@ -82,18 +85,6 @@ impl ResourceType for Exec {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        if let Some(timeout) = res.attrs.get("timeout").and_then(|a| a.value.as_int())
-            && timeout == 0
-        {
-            acc.push(Diagnostic::error(
-                "schema::invalid_value",
-                res.span_of("timeout"),
-                "`timeout` must be positive",
-            ));
-        }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

@@ -1,13 +1,12 @@
 //! `file`: a regular file's content, mode and ownership.
 
-use crate::diag::Diagnostic;
 use crate::model::{Resource, Value};
 use crate::resource::change::{Action, Change, Content, ContentChange, State};
 use crate::resource::fsutil::{self, Kind};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER,
-    ResourceType, TypeSchema, absent_with, attr, diff_attrs, path_deps,
+    AttrType, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER, ResourceType,
+    TypeSchema, attr, diff_attrs, path_deps,
 };
 
 pub(crate) struct File;
@@ -42,6 +41,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         ),
     ],
     exclusive: &[&["content", "source", "template"]],
+    required_when_present: &[],
+    present_only: &["content", "source", "template", "mode", "owner", "group"],
+    path_attr: None,
 };
 
 impl ResourceType for File {
@@ -51,14 +53,6 @@ impl ResourceType for File {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(
-            res,
-            &["content", "source", "template", "mode", "owner", "group"],
-            acc,
-        );
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

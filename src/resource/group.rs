@@ -5,16 +5,12 @@
 //! `--root`). Observed state has `ensure` and, when the desired resource sets it, `gid`.
 //! `system` only matters when the group is created, so it is never compared.
 
-use crate::diag::Diagnostic;
 use crate::model::{Resource, Value};
 use crate::resource::change::{Action, State};
 use crate::resource::command::{Run, argv};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::user::{check_converged, read_accounts, shadow_prefix};
-use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, NameRule, ResourceType, TypeSchema, absent_with,
-    attr,
-};
+use crate::resource::{AttrType, ENSURE_PRESENT_ABSENT, NameRule, ResourceType, TypeSchema, attr};
 
 pub(crate) struct Group;
 
@@ -34,6 +30,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         attr("system", AttrType::Bool, "create as a system group"),
     ],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &["gid", "system"],
+    path_attr: None,
 };
 
 impl ResourceType for Group {
@@ -47,10 +46,6 @@ impl ResourceType for Group {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(res, &["gid", "system"], acc);
     }
 }
 

@@ -4,11 +4,10 @@ use crate::model::Value;
 use crate::resource::change::{Change, State};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
-use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId};
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    attr, check_abs_path, required_when_present,
+    AttrRule, AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    attr,
 };
 
 pub(crate) struct Line;
@@ -19,7 +18,7 @@ static SCHEMA: TypeSchema = TypeSchema {
     attrs: &[
         ENSURE_PRESENT_ABSENT,
         attr("path", AttrType::AbsPath, "the file (default: NAME)"),
-        attr("line", AttrType::String, "the exact line"),
+        attr("line", AttrType::String, "the exact line").with_rule(AttrRule::SingleLine),
         attr(
             "match",
             AttrType::Regex,
@@ -27,6 +26,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         ),
     ],
     exclusive: &[],
+    required_when_present: &["line"],
+    present_only: &[],
+    path_attr: Some("path"),
 };
 
 /// The file a `line` resource edits.
@@ -49,31 +51,6 @@ impl ResourceType for Line {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        required_when_present(res, "line", acc);
-        if !res.attrs.contains_key("path")
-            && let Err(problem) = check_abs_path(&res.id.name)
-        {
-            acc.push(
-                Diagnostic::error(
-                    "schema::invalid_name",
-                    res.span,
-                    format!("invalid name for `line`: {problem}"),
-                )
-                .with_help("NAME is the file's absolute path; give `path` to use a label as NAME"),
-            );
-        }
-        if let Some(line) = res.str("line")
-            && line.contains('\n')
-        {
-            acc.push(Diagnostic::error(
-                "schema::invalid_value",
-                res.span_of("line"),
-                "`line` contains a newline",
-            ));
-        }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

@@ -97,6 +97,28 @@ pub struct AttrSchema {
     pub doc: &'static str,
     /// Whether it must be given.
     pub required: bool,
+    /// What the value must satisfy beyond its type.
+    pub rule: AttrRule,
+}
+
+impl AttrSchema {
+    const fn with_rule(self, rule: AttrRule) -> AttrSchema {
+        AttrSchema { rule, ..self }
+    }
+}
+
+/// A rule on an attribute's value beyond its [`AttrType`]. Types check it in `validate`
+/// ([`check_schema_rules`]) and the JSON Schema states it, from this one declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrRule {
+    /// Nothing beyond the type.
+    None,
+    /// Not the empty string.
+    NonEmpty,
+    /// Text without a newline.
+    SingleLine,
+    /// A number above zero (a duration of at least one second).
+    Positive,
 }
 
 const fn attr(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema {
@@ -105,6 +127,7 @@ const fn attr(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSchema
         ty,
         doc,
         required: false,
+        rule: AttrRule::None,
     }
 }
 
@@ -114,6 +137,7 @@ const fn required(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSc
         ty,
         doc,
         required: true,
+        rule: AttrRule::None,
     }
 }
 
@@ -132,6 +156,74 @@ pub enum NameRule {
     Label,
 }
 
+impl NameRule {
+    /// Whether `name` follows the rule. Lowering reports a NAME for which this is false.
+    pub fn accepts(self, name: &str) -> bool {
+        match self {
+            NameRule::AbsPath => check_abs_path(name).is_ok(),
+            NameRule::Package => is_package_name(name),
+            NameRule::Service => is_unit_name(name),
+            NameRule::Account => is_account_name(name),
+            NameRule::Label => !name.chars().any(char::is_control),
+        }
+    }
+
+    /// The same rule as a regular expression for the JSON Schema (ECMA-262 and Rust `regex`
+    /// syntax alike), without anchors: a NAME follows the rule exactly when `^(?:PATTERN)$`
+    /// matches it. A test holds [`NameRule::accepts`] and this to the same verdicts.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            NameRule::AbsPath => ABS_PATH_PATTERN,
+            NameRule::Package => "[a-z0-9][a-z0-9+.-]+(?::[A-Za-z0-9-]+)?",
+            NameRule::Service => "[-A-Za-z0-9:_.@\\\\]{1,255}",
+            NameRule::Account => "[a-z_][a-z0-9_-]{0,31}|[a-z_][a-z0-9_-]{0,30}\\$",
+            NameRule::Label => "[^\\u0000-\\u001F\\u007F-\\u009F]*",
+        }
+    }
+}
+
+/// [`check_abs_path`] as a regular expression, without anchors: `/`, or components that are
+/// neither empty, `.` nor `..`, with an optional trailing `/`, and no NUL.
+pub const ABS_PATH_PATTERN: &str = concat!(
+    "/|(?:/(?:",
+    "[^/.\\u0000][^/\\u0000]*",
+    "|\\.[^/.\\u0000][^/\\u0000]*",
+    "|\\.\\.[^/\\u0000]+",
+    "))+/?"
+);
+
+/// A Debian package name, optionally with `:ARCH`.
+fn is_package_name(name: &str) -> bool {
+    let (base, arch) = name.split_once(':').unwrap_or((name, "x"));
+    base.len() >= 2
+        && base.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && base
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && !arch.is_empty()
+        && arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A systemd unit name.
+fn is_unit_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c))
+}
+
+/// A POSIX user or group name (a trailing `$` for machine accounts).
+fn is_account_name(name: &str) -> bool {
+    let core = name.strip_suffix('$').unwrap_or(name);
+    !core.is_empty()
+        && name.len() <= 32
+        && core.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && core
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 /// Everything the validator needs to know about a type.
 #[derive(Debug)]
 pub struct TypeSchema {
@@ -143,6 +235,13 @@ pub struct TypeSchema {
     pub attrs: &'static [AttrSchema],
     /// Groups of attributes of which at most one may be given.
     pub exclusive: &'static [&'static [&'static str]],
+    /// Attributes that must be given unless `ensure: absent`.
+    pub required_when_present: &'static [&'static str],
+    /// Attributes that are an error with `ensure: absent` (they would have no effect).
+    pub present_only: &'static [&'static str],
+    /// For a type whose NAME is a label: the attribute that names the file when given.
+    /// Without it, NAME must be an absolute path.
+    pub path_attr: Option<&'static str>,
 }
 
 impl TypeSchema {
@@ -189,8 +288,11 @@ pub trait ResourceType: Send + Sync {
     /// Attribute schema.
     fn schema(&self) -> &TypeSchema;
 
-    /// Rules across attributes that the schema cannot state. Pure; no IO.
-    fn validate(&self, _res: &Candidate<'_>, _acc: &mut Vec<Diagnostic>) {}
+    /// Checks a rendered resource: the rules its schema declares ([`check_schema_rules`]),
+    /// then any the schema cannot state. Pure; no IO.
+    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
+        check_schema_rules(res, self.schema(), acc);
+    }
 
     /// Resources this one implicitly comes after (mgmt's AutoEdges, Puppet's autorequire).
     fn implicit_deps(&self, _res: &Resource) -> Vec<ImplicitDep> {
@@ -389,7 +491,55 @@ fn path_deps(res: &Resource, path: &str) -> Vec<ImplicitDep> {
     deps
 }
 
-/// An error for two attributes that only make sense with `ensure: present`.
+/// The checks a type's schema declares as data, in the order types report them:
+/// `required_when_present`, `present_only`, `path_attr`, then each attribute's [`AttrRule`].
+/// Every type's `validate` runs this first; `schema::json` states the same rules.
+pub fn check_schema_rules(res: &Candidate<'_>, schema: &TypeSchema, acc: &mut Vec<Diagnostic>) {
+    for name in schema.required_when_present {
+        required_when_present(res, name, acc);
+    }
+    absent_with(res, schema.present_only, acc);
+    if let Some(path_attr) = schema.path_attr
+        && !res.attrs.contains_key(path_attr)
+        && let Err(problem) = check_abs_path(&res.id.name)
+    {
+        acc.push(
+            Diagnostic::error(
+                "schema::invalid_name",
+                res.span,
+                format!("invalid name for `{}`: {problem}", res.id.kind),
+            )
+            .with_help(format!(
+                "NAME is the file's absolute path; give `{path_attr}` to use a label as NAME"
+            )),
+        );
+    }
+    for attr in schema.attrs {
+        let problem = match attr.rule {
+            AttrRule::None => None,
+            AttrRule::NonEmpty => (res.str(attr.name) == Some("")).then_some("is empty"),
+            AttrRule::SingleLine => res
+                .str(attr.name)
+                .is_some_and(|text| text.contains('\n'))
+                .then_some("contains a newline"),
+            AttrRule::Positive => res
+                .attrs
+                .get(attr.name)
+                .and_then(|a| a.value.as_int())
+                .is_some_and(|number| number <= 0)
+                .then_some("must be positive"),
+        };
+        if let Some(problem) = problem {
+            acc.push(Diagnostic::error(
+                "schema::invalid_value",
+                res.span_of(attr.name),
+                format!("`{}` {problem}", attr.name),
+            ));
+        }
+    }
+}
+
+/// An error for each of `attrs` given with `ensure: absent`, where it would have no effect.
 fn absent_with(res: &Candidate<'_>, attrs: &[&str], acc: &mut Vec<Diagnostic>) {
     if res.str("ensure") != Some("absent") {
         return;
@@ -448,6 +598,77 @@ mod tests {
             .map(|id| id.to_string())
             .collect();
         assert_eq!(ids, ["directory:/a/b", "directory:/a"]);
+    }
+
+    /// Each name rule's JSON Schema pattern gives its checker's verdict on a list of samples.
+    #[test]
+    fn name_patterns_match_checks() {
+        let long_unit = format!("{}.service", "a".repeat(247));
+        let samples = [
+            "/etc/motd",
+            "/",
+            "/etc/",
+            "//",
+            "/etc//x",
+            "/etc/./x",
+            "/etc/../x",
+            "/..",
+            "/.x",
+            "/..x",
+            "/...",
+            "/a/.",
+            "/a/..",
+            "/a\0b",
+            "etc/motd",
+            "",
+            "nginx",
+            "Nginx",
+            "g++",
+            "libc6:amd64",
+            "libc6:",
+            "libc6:a:b",
+            "a",
+            "0ad",
+            "-a",
+            "nginx.service",
+            "getty@tty1.service",
+            "a\\x2db.mount",
+            "a b",
+            "a/b",
+            &long_unit,
+            &long_unit[1..],
+            "www-data",
+            "_apt",
+            "host$",
+            "$",
+            "a$$",
+            "9a",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa$",
+            "app-reload",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+            "é",
+            "nbsp\u{a0}",
+        ];
+        for rule in [
+            NameRule::AbsPath,
+            NameRule::Package,
+            NameRule::Service,
+            NameRule::Account,
+            NameRule::Label,
+        ] {
+            let regex = regex::Regex::new(&format!("^(?:{})$", rule.pattern())).unwrap();
+            for sample in samples {
+                assert_eq!(
+                    regex.is_match(sample),
+                    rule.accepts(sample),
+                    "{rule:?} {sample:?}"
+                );
+            }
+        }
     }
 
     #[test]

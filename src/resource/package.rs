@@ -26,6 +26,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         "present (default), absent, latest, or an exact version",
     )],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &[],
+    path_attr: None,
 };
 
 /// How long a query (`dpkg-query`, `apt-cache`) may take.

@@ -29,6 +29,9 @@ static SCHEMA: TypeSchema = TypeSchema {
         attr("enable", AttrType::Bool, "start at boot"),
     ],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &[],
+    path_attr: None,
 };
 
 impl ResourceType for Service {

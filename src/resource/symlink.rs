@@ -5,11 +5,10 @@ use crate::resource::change::{Change, State};
 use crate::resource::fsutil::{self, Kind};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
-use crate::diag::Diagnostic;
 use crate::model::Resource;
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    absent_with, attr, parent_directories, required_when_present,
+    AttrRule, AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    attr, parent_directories,
 };
 
 pub(crate) struct Symlink;
@@ -19,9 +18,12 @@ static SCHEMA: TypeSchema = TypeSchema {
     name_rule: NameRule::AbsPath,
     attrs: &[
         ENSURE_PRESENT_ABSENT,
-        attr("target", AttrType::String, "what the link points to"),
+        attr("target", AttrType::String, "what the link points to").with_rule(AttrRule::NonEmpty),
     ],
     exclusive: &[],
+    required_when_present: &["target"],
+    present_only: &["target"],
+    path_attr: None,
 };
 
 impl ResourceType for Symlink {
@@ -41,18 +43,6 @@ impl ResourceType for Symlink {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        required_when_present(res, "target", acc);
-        absent_with(res, &["target"], acc);
-        if res.str("target") == Some("") {
-            acc.push(Diagnostic::error(
-                "schema::invalid_value",
-                res.span_of("target"),
-                "`target` is empty",
-            ));
-        }
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

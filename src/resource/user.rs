@@ -7,15 +7,14 @@
 //! `comment`. `system` only matters when the account is created, so it is never compared.
 //! No home directory is created or removed: that is a `directory` resource's job.
 
-use crate::diag::Diagnostic;
 use crate::model::{Resource, ResourceId, Value};
 use crate::resource::accounts::Accounts;
 use crate::resource::change::{Action, Change, State};
 use crate::resource::command::{Run, argv};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
-    AttrType, Candidate, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    absent_with, attr, diff_attrs,
+    AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema, attr,
+    diff_attrs,
 };
 
 pub(crate) struct User;
@@ -41,6 +40,11 @@ static SCHEMA: TypeSchema = TypeSchema {
         attr("system", AttrType::Bool, "create as a system account"),
     ],
     exclusive: &[],
+    required_when_present: &[],
+    present_only: &[
+        "uid", "group", "groups", "home", "shell", "comment", "system",
+    ],
+    path_attr: None,
 };
 
 impl ResourceType for User {
@@ -54,16 +58,6 @@ impl ResourceType for User {
 
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
-    }
-
-    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
-        absent_with(
-            res,
-            &[
-                "uid", "group", "groups", "home", "shell", "comment", "system",
-            ],
-            acc,
-        );
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {

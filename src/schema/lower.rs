@@ -54,7 +54,7 @@ pub struct KnownNode {
 /// The highest document schema version this steward reads.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const TOP_LEVEL: &[&str] = &[
+pub(crate) const TOP_LEVEL: &[&str] = &[
     "steward",
     "parameters",
     "nodes",
@@ -62,8 +62,8 @@ const TOP_LEVEL: &[&str] = &[
     "associations",
     "use",
 ];
-const MODULE_LEVEL: &[&str] = &["steward", "parameters", "resources", "use"];
-const META: &[&str] = &[
+pub(crate) const MODULE_LEVEL: &[&str] = &["steward", "parameters", "resources", "use"];
+pub(crate) const META: &[&str] = &[
     "for_each",
     "when",
     "require",
@@ -71,10 +71,10 @@ const META: &[&str] = &[
     "notify",
     "subscribe",
 ];
-const PARAM_KEYS: &[&str] = &["type", "default", "sensitive", "description"];
-const NODE_KEYS: &[&str] = &["tags"];
-const USE_KEYS: &[&str] = &["module", "with"];
-const ASSOCIATION_KEYS: &[&str] = &[
+pub(crate) const PARAM_KEYS: &[&str] = &["type", "default", "sensitive", "description"];
+pub(crate) const NODE_KEYS: &[&str] = &["tags"];
+pub(crate) const USE_KEYS: &[&str] = &["module", "with"];
+pub(crate) const ASSOCIATION_KEYS: &[&str] = &[
     "targets",
     "documents",
     "parameters",
@@ -84,8 +84,8 @@ const ASSOCIATION_KEYS: &[&str] = &[
     "max_errors",
     "compliance_severity",
 ];
-const TARGET_KEYS: &[&str] = &["tags", "names", "all"];
-const SEVERITIES: &[&str] = &[
+pub(crate) const TARGET_KEYS: &[&str] = &["tags", "names", "all"];
+pub(crate) const SEVERITIES: &[&str] = &[
     "critical",
     "high",
     "medium",
@@ -93,6 +93,14 @@ const SEVERITIES: &[&str] = &[
     "informational",
     "unspecified",
 ];
+/// Association modes.
+pub(crate) const MODES: &[&str] = &["detect", "enforce"];
+/// The smallest `max_concurrency`, as a count or a percentage.
+pub(crate) const MAX_CONCURRENCY_MIN: u32 = 1;
+/// The smallest `max_errors`, as a count or a percentage.
+pub(crate) const MAX_ERRORS_MIN: u32 = 0;
+/// The largest percentage of `max_concurrency` and `max_errors`.
+pub(crate) const PERCENT_MAX: u8 = 100;
 /// How deep `use` may nest before we call it a loop.
 const MAX_MODULE_DEPTH: usize = 16;
 
@@ -890,17 +898,17 @@ impl<'a> Lowerer<'a> {
                             v.span,
                             format!("`{other}` is not a mode"),
                         )
-                        .help = Some(did_you_mean(other, &["detect", "enforce"]));
+                        .help = Some(did_you_mean(other, MODES));
                     }
                     None => self.wrong_type(v, "`mode`", "detect or enforce"),
                 },
                 "max_concurrency" => {
-                    if let Some(rate) = self.rate(v, 1) {
+                    if let Some(rate) = self.rate(v, MAX_CONCURRENCY_MIN) {
                         association.max_concurrency = rate;
                     }
                 }
                 "max_errors" => {
-                    if let Some(rate) = self.rate(v, 0) {
+                    if let Some(rate) = self.rate(v, MAX_ERRORS_MIN) {
                         association.max_errors = rate;
                     }
                 }
@@ -1125,7 +1133,7 @@ impl<'a> Lowerer<'a> {
                     .trim()
                     .parse::<u8>()
                     .ok()
-                    .filter(|p| *p <= 100 && u32::from(*p) >= min)
+                    .filter(|p| *p <= PERCENT_MAX && u32::from(*p) >= min)
                     .map(Rate::Percent),
                 None => text
                     .parse::<u32>()
@@ -1750,16 +1758,16 @@ impl<'a> Lowerer<'a> {
         let name = id.name.as_str();
         let problem = match ty.schema().name_rule {
             NameRule::AbsPath => check_abs_path(name).err().map(|p| (p, "NAME is an absolute path such as `/etc/motd`".to_string())),
-            NameRule::Package => (!is_package_name(name)).then(|| {
+            NameRule::Package => (!NameRule::Package.accepts(name)).then(|| {
                 (format!("`{name}` is not a valid package name"), "package names use lowercase letters, digits and `+ - .`".to_string())
             }),
-            NameRule::Service => (!is_unit_name(name)).then(|| {
+            NameRule::Service => (!NameRule::Service.accepts(name)).then(|| {
                 (format!("`{name}` is not a valid unit name"), "unit names use letters, digits and `: _ . @ -`".to_string())
             }),
-            NameRule::Account => (!is_account_name(name)).then(|| {
+            NameRule::Account => (!NameRule::Account.accepts(name)).then(|| {
                 (format!("`{name}` is not a valid user or group name"), "start with a lowercase letter or `_`; use lowercase letters, digits, `_` and `-`; at most 32 characters".to_string())
             }),
-            NameRule::Label => name.chars().any(char::is_control).then(|| {
+            NameRule::Label => (!NameRule::Label.accepts(name)).then(|| {
                 (format!("`{}` contains control characters", name.escape_debug()), "use printable characters".to_string())
             }),
         };
@@ -1981,46 +1989,25 @@ fn from_json(json: serde_json::Value) -> Value {
     }
 }
 
+/// [`is_identifier`] as a JSON Schema pattern; a test holds the two to the same verdicts.
+pub(crate) const IDENTIFIER_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_]*$";
+
+/// A parameter name.
 fn is_identifier(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// [`is_node_name`] as a JSON Schema pattern; a test holds the two to the same verdicts.
+pub(crate) const NODE_NAME_PATTERN: &str = "^[-A-Za-z0-9._]{1,253}$";
+
+/// A node name: letters, digits, `.`, `_` and `-`.
 fn is_node_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
-}
-
-fn is_package_name(name: &str) -> bool {
-    let (base, arch) = name.split_once(':').unwrap_or((name, "x"));
-    base.len() >= 2
-        && base.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && base
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
-        && !arch.is_empty()
-        && arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
-
-fn is_unit_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c))
-}
-
-fn is_account_name(name: &str) -> bool {
-    let core = name.strip_suffix('$').unwrap_or(name);
-    !core.is_empty()
-        && name.len() <= 32
-        && core.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && core
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 /// Drops repeats: a document lowered for several nodes reports each mistake once.
@@ -2037,4 +2024,33 @@ fn dedupe(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
             seen.insert((d.code, d.message.clone(), spans))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name checks and their JSON Schema patterns agree.
+    #[test]
+    fn name_patterns_match_checks() {
+        let identifier = regex::Regex::new(IDENTIFIER_PATTERN).unwrap();
+        for name in ["a", "port", "a_1", "A9", "", "1a", "_a", "a-b", "a b", "é"] {
+            assert_eq!(identifier.is_match(name), is_identifier(name), "{name:?}");
+        }
+        let node = regex::Regex::new(NODE_NAME_PATTERN).unwrap();
+        let long = "a".repeat(254);
+        for name in [
+            "web-1",
+            "db.example.com",
+            "a_b",
+            "",
+            "a b",
+            "a/b",
+            "é",
+            &long[1..],
+            &long,
+        ] {
+            assert_eq!(node.is_match(name), is_node_name(name), "{name:?}");
+        }
+    }
 }

@@ -186,6 +186,44 @@ pub(crate) fn check(ty: AttrType, node: &Node) -> Result<Value, Mismatch> {
     }
 }
 
+/// [`AttrType::Mode`] as a JSON Schema pattern.
+pub(crate) const MODE_PATTERN: &str = "^[0-7]{3,4}$";
+
+/// A [`AttrType::Duration`] string as a JSON Schema pattern.
+pub(crate) const DURATION_PATTERN: &str = "^[0-9]+[smh]?$";
+
+/// A [`AttrType::Duration`] string of at least one second ([`AttrRule::Positive`]).
+///
+/// [`AttrRule::Positive`]: crate::resource::AttrRule::Positive
+pub(crate) const POSITIVE_DURATION_PATTERN: &str = "^0*[1-9][0-9]*[smh]?$";
+
+/// [`is_version`] as a JSON Schema pattern: without an epoch; with an all-digit epoch
+/// (`1:2.0`); or with a first `:` after something that is not an epoch (`1a:b`).
+pub(crate) const VERSION_PATTERN: &str = concat!(
+    "^(?:[0-9][A-Za-z0-9.+~-]*",
+    "|[0-9]+:[0-9][A-Za-z0-9.+~:-]*",
+    "|[0-9]+[A-Za-z.+~-][A-Za-z0-9.+~-]*:[A-Za-z0-9.+~:-]*)$"
+);
+
+/// [`check_project_path`] as a JSON Schema pattern: not empty, not absolute.
+pub(crate) const PROJECT_PATH_PATTERN: &str = "^[^/]";
+
+/// A command string that [`check`] accepts, as a JSON Schema pattern: it splits like a
+/// shell would (`shlex`: quotes closed, no trailing backslash, `#` starts a comment at the
+/// start of a word) and its first word, the program, is not empty.
+pub(crate) const COMMAND_PATTERN: &str = concat!(
+    // Blanks and whole comment lines before the program.
+    r#"^(?:[ \t\n]|#[^\n]*\n)*"#,
+    // The program: a word with at least one character (`''`, `""` and `\<newline>` give none).
+    r#"(?:[^ \t\n'"\\#]|\\[^\n]|'[^']+'|"(?:\\\n)*(?:[^"\\]|\\[^\n])(?:[^"\\]|\\[\s\S])*""#,
+    r#"|(?:''|""|\\\n|"(?:\\\n)+")+(?:[^ \t\n'"\\]|\\[^\n]|'[^']+'|"(?:\\\n)*(?:[^"\\]|\\[^\n])(?:[^"\\]|\\[\s\S])*"))"#,
+    r#"(?:[^ \t\n'"\\]|\\[\s\S]|'[^']*'|"(?:[^"\\]|\\[\s\S])*")*"#,
+    // Further words or comments, each after blanks.
+    r#"(?:[ \t\n]+(?:#[^\n]*|(?:[^ \t\n'"\\#]|\\[\s\S]|'[^']*'|"(?:[^"\\]|\\[\s\S])*")"#,
+    r#"(?:[^ \t\n'"\\]|\\[\s\S]|'[^']*'|"(?:[^"\\]|\\[\s\S])*")*))*"#,
+    r#"[ \t\n]*$"#
+);
+
 fn first_line(text: &str) -> String {
     text.lines().last().unwrap_or(text).trim().to_string()
 }
@@ -316,6 +354,19 @@ pub(crate) fn param_type_matches(ty: &str, value: &Value) -> Option<bool> {
 /// The parameter types.
 pub(crate) const PARAM_TYPES: &[&str] = &["string", "number", "bool", "list", "map"];
 
+/// The JSON types a default of parameter type `ty` may be written as ([`param_type_matches`]
+/// after lowering's coercion: a list parameter given one string is a list of one).
+pub(crate) fn param_json_types(ty: &str) -> &'static [&'static str] {
+    match ty {
+        "string" => &["string"],
+        "number" => &["number"],
+        "bool" => &["boolean"],
+        "list" => &["array", "string"],
+        "map" => &["object"],
+        _ => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +412,109 @@ mod tests {
         assert!(check_project_path("templates/a.j2").is_ok());
         assert!(check_project_path("../templates/a.j2").is_ok());
         assert!(check_project_path("/etc/passwd").is_err());
+    }
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    /// Each JSON Schema pattern here gives [`check`]'s verdict on a list of samples.
+    #[test]
+    fn patterns_match_checks() {
+        let cases: [(AttrType, &str, &[&str]); 5] = [
+            (
+                AttrType::Mode,
+                MODE_PATTERN,
+                &[
+                    "644", "0644", "0755", "7777", "64", "0844", "01777", "a644", "",
+                ],
+            ),
+            (
+                AttrType::Duration,
+                DURATION_PATTERN,
+                &[
+                    "0", "30", "30s", "5m", "2h", "5 m", "m", "", "5d", "+5", "05s",
+                ],
+            ),
+            (
+                AttrType::PackageEnsure,
+                VERSION_PATTERN,
+                &[
+                    "1.2.3-1",
+                    "1:2.0~rc1",
+                    "1:x",
+                    "1a:b",
+                    "a:1",
+                    ":1",
+                    "1:2:3",
+                    "1",
+                    "1.0+dfsg",
+                    "1_0",
+                    "v1",
+                    "1:",
+                ],
+            ),
+            (
+                AttrType::ProjectPath,
+                PROJECT_PATH_PATTERN,
+                &["a.j2", "../a", "/etc/passwd", ""],
+            ),
+            (
+                AttrType::Command,
+                COMMAND_PATTERN,
+                &[
+                    "ls",
+                    "ls -l",
+                    "  ls",
+                    "",
+                    "   ",
+                    "''",
+                    "\"\"",
+                    "'' x",
+                    "''x",
+                    "\"\" x",
+                    "echo 'x",
+                    "echo \"x",
+                    "echo \\",
+                    "echo \\ x",
+                    "# comment",
+                    "# comment\nls",
+                    "ls # comment",
+                    "ls #'x",
+                    "a#'b",
+                    "\"a b\" c",
+                    "'a'\"b\"",
+                    "\\\nls",
+                    "\\\n",
+                    "\"\\\n\"",
+                    "\"\\\nx\"",
+                    "sh -c 'echo \"hi\"'",
+                    "echo \"a\\\"b\"",
+                    "#",
+                    "\tls",
+                    "ls\r",
+                    "\"\\",
+                ],
+            ),
+        ];
+        for (ty, pattern, samples) in cases {
+            for sample in samples {
+                let accepted = match ty {
+                    AttrType::PackageEnsure => is_version(sample),
+                    _ => check(ty, &string(sample)).is_ok(),
+                };
+                assert_eq!(matches(pattern, sample), accepted, "{ty:?} {sample:?}");
+            }
+        }
+        for sample in ["0", "00s", "1", "1s", "10m", "01h"] {
+            let positive = check(AttrType::Duration, &string(sample))
+                .is_ok_and(|value| value.as_int().is_some_and(|n| n > 0));
+            assert_eq!(
+                matches(POSITIVE_DURATION_PATTERN, sample),
+                positive,
+                "{sample:?}"
+            );
+        }
     }
 
     #[test]
