@@ -106,6 +106,17 @@ pub fn load(path: &Path) -> Project {
         project.documents.extend(parsed.documents);
         project.diagnostics.extend(parsed.diagnostics);
     }
+    if project.sources.is_empty() {
+        project.diagnostics.push(
+            Diagnostic::plain(
+                "load::no_documents",
+                format!("no documents in `{}`", path.display()),
+            )
+            .with_help(
+                "steward reads the .yaml, .yml and .kdl files of a directory and its subdirectories (hidden ones skipped); start one with `steward: 1`",
+            ),
+        );
+    }
     resolve_modules(&mut project);
     project
 }

@@ -103,7 +103,7 @@ pub fn validate_with(
     Validated {
         project,
         model,
-        diagnostics,
+        diagnostics: crate::document::cap_per_file(diagnostics),
         edges,
     }
 }

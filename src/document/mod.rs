@@ -148,12 +148,37 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Parses the text of one file.
+/// Parses the text of one file. A file that holds nothing but comments and blank lines is
+/// an error: steward never lets a file pass silently for want of anything in it.
 pub fn parse(source: SourceId, text: &str, syntax: Syntax) -> Parsed {
-    match syntax {
+    let mut parsed = match syntax {
         Syntax::Yaml => yaml::parse(source, text),
         Syntax::Kdl => kdl::parse(source, text),
+    };
+    let empty = parsed.diagnostics.is_empty()
+        && parsed
+            .documents
+            .iter()
+            .all(|doc| doc.root.as_map().is_some_and(<[_]>::is_empty));
+    if empty {
+        parsed.documents.clear();
+        let start = match syntax {
+            Syntax::Yaml => "steward: 1",
+            Syntax::Kdl => "steward 1",
+        };
+        parsed.diagnostics.push(
+            Diagnostic::error(
+                "document::empty",
+                Span::file_start(source),
+                "the file holds no document",
+            )
+            .with_label("nothing but comments and blank lines")
+            .with_help(format!(
+                "start it with `{start}`, or remove it: every .yaml, .yml and .kdl file of a project is read"
+            )),
+        );
     }
+    parsed
 }
 
 /// The diagnostic that stands for `count` problems of one file left unreported.

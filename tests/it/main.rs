@@ -7,6 +7,7 @@ mod crash;
 mod drift;
 mod fleet;
 mod front_door;
+mod front_door_kdl;
 mod fuzz;
 mod graph;
 mod layering;
