@@ -27,7 +27,17 @@ pub enum Exit {
     Error = 1,
     /// Success with changes or drift (with `--detailed-exitcode`).
     Changes = 2,
+    /// steward itself failed: a panic, a bug in steward, never a problem with the input.
+    /// 70 is `EX_SOFTWARE` of sysexits.h ("internal software error"), so CI can tell a
+    /// crash from a validation error.
+    Internal = 70,
 }
+
+/// The environment variable that makes `steward` panic on purpose at the start of
+/// [`run_with`], so tests can drive the internal-error path through the real binary: `1`
+/// panics on the main thread, `rayon` in a rayon worker. A test hook only; never documented
+/// for users (docs/architecture.md, "Test hooks").
+const TEST_PANIC_VAR: &str = "STEWARD_TEST_PANIC";
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> ExitCode {
@@ -42,7 +52,8 @@ const LONG_ABOUT: &str = "\
 steward reads a project (a directory of YAML or KDL documents), checks it, builds each node's
 dependency graph, and shows or applies the changes that make each node match its documents.
 
-Exit codes: 0 success, 1 error (including usage errors), 2 changes or drift (with --detailed-exitcode).";
+Exit codes: 0 success, 1 error (including usage errors), 2 changes or drift (with --detailed-exitcode),
+70 internal error (a bug in steward; please report it).";
 
 #[derive(Parser, Debug)]
 #[command(name = "steward", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -73,7 +84,7 @@ Examples:
   steward validate examples/quickstart
   steward validate site.kdl --format json # diagnostics with file, line, column, code, message
 
-Exit: 0 when the project is sound, 1 on any error.")]
+Exit: 0 when the project is sound, 1 on any error, 70 on an internal error (a bug in steward).")]
     Validate(ValidateArgs),
     /// Probe the nodes and print the changes that would make them match the documents.
     #[command(after_help = "\
@@ -83,7 +94,7 @@ Examples:
   steward plan . --detailed-exitcode       # exit 2 when there are changes (for CI)
   steward plan . --format json | jq .summary
 
-Exit: 0 success, 1 error, 2 changes (with --detailed-exitcode).")]
+Exit: 0 success, 1 error, 2 changes (with --detailed-exitcode), 70 internal error.")]
     Plan(PlanArgs),
     /// Make the nodes match the documents: a fresh plan, or a saved one.
     #[command(after_help = "\
@@ -93,7 +104,7 @@ Examples:
 
 Without --yes, apply shows the plan and asks on a terminal; without a terminal it refuses.
 A saved plan was reviewed already and applies without asking.
-Exit: 0 success, 1 error (any resource failed).")]
+Exit: 0 success, 1 error (any resource failed), 70 internal error.")]
     Apply(ApplyArgs),
     /// Check the nodes against the documents and record what drifted, as a run with findings.
     #[command(after_help = "\
@@ -105,7 +116,7 @@ Examples:
 A drift run changes nothing.
 Each drifted or failed resource opens a finding, or bumps the open one.
 A later run where the resource is compliant resolves it.
-Exit: 0 no drift, 1 error, 2 drift (with --detailed-exitcode).")]
+Exit: 0 no drift, 1 error, 2 drift (with --detailed-exitcode), 70 internal error.")]
     Drift(DriftArgs),
     /// Render a recorded run for people, CI systems and code hosts.
     #[command(after_help = "\
@@ -116,7 +127,7 @@ Examples:
   steward report --format markdown >> \"$GITHUB_STEP_SUMMARY\"
   steward report 20261125T101500.000Z-4242 --format json --project examples/quickstart
 
-Exit: 0, or 1 when the run does not exist (the runs are listed).")]
+Exit: 0, or 1 when the run does not exist (the runs are listed), 70 internal error.")]
     Report(ReportArgs),
     /// List the recorded runs, newest first.
     #[command(after_help = "\
@@ -171,7 +182,7 @@ Examples:
 The command runs with argv (never through a shell) in each agent's --root, as the agent's user
 or --user. Each node's status: pending, in_progress, success, failed, timed_out,
 delivery_timed_out, cancelled or not_started (max-errors was exceeded first).
-Exit: 0 when every node succeeded, 1 otherwise (including no node matched)."
+Exit: 0 when every node succeeded, 1 otherwise (including no node matched), 70 internal error."
     )]
     Run(Box<RunArgs>),
     /// Print each node's dependency graph.
@@ -559,17 +570,75 @@ fn bound_malloc_arenas() {
 /// nesting needs no large stack: the readers refuse it before they recurse.
 pub fn run() -> ExitCode {
     bound_malloc_arenas();
+    install_panic_hook();
+    // A panic in a rayon worker is carried to the thread that waits for it, so it ends here
+    // too; the hook has already told the user what happened.
     match std::panic::catch_unwind(|| run_with(std::env::args_os())) {
         Ok(exit) => exit.into(),
-        Err(_) => {
-            eprintln!("error: steward crashed; this is a bug, please report it");
-            Exit::Error.into()
+        Err(_) => Exit::Internal.into(),
+    }
+}
+
+/// Replaces Rust's panic message with one block on stderr: where it panicked and why, that
+/// it is a bug in steward, and what to attach to a report. The report note is printed once,
+/// however many threads panic. With `RUST_BACKTRACE` set, Rust's own message and backtrace
+/// come first, as without this hook.
+fn install_panic_hook() {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut text = String::new();
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|value| value != "0") {
+            default_hook(info);
+        } else {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_string());
+            let location = info.location().map_or_else(
+                || "an unknown place".to_string(),
+                |location| location.to_string(),
+            );
+            text.push_str(&format!(
+                "error: internal error: steward panicked at {location}:\n  {message}\n"
+            ));
         }
+        if !REPORTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            text.push_str(&format!(
+                "This is a bug in steward, not a problem with your documents.\n\
+                 Please report it, attaching:\n\
+                 \x20 - the steward version: {version}\n\
+                 \x20 - the command line you ran\n\
+                 \x20 - the documents, or a minimal set of documents that reproduces it\n\
+                 \x20 - the output of the same command run with RUST_BACKTRACE=1\n",
+                version = env!("CARGO_PKG_VERSION"),
+            ));
+        }
+        // One write, so lines of threads that panic together do not interleave.
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }));
+}
+
+/// Panics on purpose when [`TEST_PANIC_VAR`] asks for it.
+fn test_panic() {
+    match std::env::var(TEST_PANIC_VAR).as_deref() {
+        Ok("1") => panic!("{TEST_PANIC_VAR}=1: a deliberate panic to test the internal-error path"),
+        // Called from outside the pool, `join` runs both closures on pool workers.
+        Ok("rayon") => {
+            rayon::join(
+                || (),
+                || panic!("{TEST_PANIC_VAR}=rayon: a deliberate panic in a rayon worker"),
+            );
+        }
+        _ => {}
     }
 }
 
 /// Runs steward with the given arguments (the first is the program name).
 pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
+    test_panic();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
