@@ -29,3 +29,12 @@ fn examples_carry_the_schema_line() {
         );
     }
 }
+
+#[test]
+fn schema_is_a_valid_draft_2020_12_schema() {
+    let schema = steward::schema::json::schema(&steward::resource::Registry::builtin());
+    if let Err(error) = jsonschema::meta::validate(&schema) {
+        panic!("the schema breaks the meta-schema: {error}");
+    }
+    assert!(jsonschema::draft202012::new(&schema).is_ok());
+}

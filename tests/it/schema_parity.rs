@@ -78,6 +78,8 @@ const NUMBERS: &str = "JSON Schema does not tell 1.0 from 1";
 const CRON: &str = "cron field values (the schema checks the shape only)";
 const REGEX: &str = "regular expressions compile with Rust's regex crate";
 const GRAPH: &str = "dependency cycles";
+const MODULE: &str = "module documents declare no nodes or associations (the schema cannot tell a module from a project document)";
+const OVERFLOW: &str = "numbers beyond 64 bits in strings";
 const REFUSED: &str = "a type's own refusals (`directory:/` with `ensure: absent`)";
 
 #[rustfmt::skip]
@@ -196,6 +198,14 @@ fn corpus() -> Vec<Case> {
         case("when", &resources("package:nginx: { when: \"node.os.family == 'debian'\" }"), Valid),
         case("for_each string", &resources("\"package:{{ item }}\": { for_each: nginx }"), Invalid),
         case("for_each null", &resources("\"package:{{ item }}\": { for_each: ~ }"), ValidateMisses("a null `for_each` silently declares nothing")),
+        case("file name with space", &resources("file:/srv/my file: { content: hi }"), Valid),
+        case("package plus", &resources("package:g++: {}"), Valid),
+        case("service stopped", &resources("service:nginx: { ensure: stopped }"), Valid),
+        case("user underscore", &resources("user:_apt: { system: true }"), Valid),
+        case("line templated path", &resources("line:setting: { path: \"{{ '/srv/x' }}\", line: a }"), Valid),
+        case("notify template", &resources("service:nginx: {}\nfile:/srv/x: { content: hi, notify: \"{{ 'service:nginx' }}\" }"), Valid),
+        case("when true", &resources("package:nginx: { when: true }"), Valid),
+        case("exec timeout hour", &resources("exec:x: { command: [ls], timeout: 1h }"), Valid),
         case("exec command comment", &resources("exec:x: { command: \"# nothing\" }"), Invalid),
         case("exec command quoted program", &resources("exec:x: { command: \"'/bin/my tool' --flag\" }"), Valid),
         case("for_each map", &resources("\"user:{{ item.key }}\":\n  for_each: { alice: 1, bob: 2 }"), Valid),
@@ -254,6 +264,13 @@ fn corpus() -> Vec<Case> {
         case("max_concurrency zero percent", &association("max_concurrency: \"0%\""), Invalid),
         case("max_concurrency zero", &association("max_concurrency: 0"), Invalid),
         case("max_concurrency over", &association("max_concurrency: \"101%\""), Invalid),
+        case("max_concurrency spaced percent", &association("max_concurrency: \" 50 %\""), Valid),
+        case("max_concurrency plus percent", &association("max_concurrency: \"+5%\""), Valid),
+        case("max_concurrency largest", &association("max_concurrency: 4294967295"), Valid),
+        case("max_concurrency too large", &association("max_concurrency: \"4294967296\""), Invalid),
+        case("max_concurrency spaced count", &association("max_concurrency: \" 5\""), Invalid),
+        case("association rate plus", &association("schedule: rate(+5 minutes)"), Valid),
+        case("association rate extra", &association("schedule: rate(5 minutes now)"), Invalid),
         case("max_errors zero", &association("max_errors: 0"), Valid),
         case("max_errors zero percent", &association("max_errors: \"0%\""), Valid),
         case("max_errors hundred percent", &association("max_errors: \"100%\""), Valid),
@@ -288,6 +305,7 @@ fn corpus() -> Vec<Case> {
         case("uid float", &resources("user:alice: { uid: 1000.0 }"), ValidateOnly(NUMBERS)),
         case("cron minute range", &association("schedule: \"61 * * * *\""), ValidateOnly(CRON)),
         case("directory remove root", &resources("directory:/: { ensure: absent }"), ValidateOnly(REFUSED)),
+        case("timeout overflow", &resources("exec:x: { command: [ls], timeout: \"99999999999999999999s\" }"), ValidateOnly(OVERFLOW)),
         case("regex invalid", &resources("line:/srv/x: { line: a, match: \"(\" }"), ValidateOnly(REGEX)),
     ];
     cases.push(Case {
@@ -297,6 +315,30 @@ fn corpus() -> Vec<Case> {
             ("more.yaml", resources("package:nginx: {}")),
         ],
         expect: ValidateOnly(CROSS),
+    });
+    cases.push(Case {
+        name: "module with nodes",
+        files: vec![
+            ("site.yaml", top("use:\n  - module: ./mod")),
+            ("mod/main.yaml", "steward: 1\nnodes:\n  web-1: {}\n".into()),
+        ],
+        expect: ValidateOnly(MODULE),
+    });
+    cases.push(Case {
+        name: "local module",
+        files: vec![
+            ("site.yaml", top("use:\n  - module: ./mod\n    with: { name: x }")),
+            ("mod/main.yaml", "steward: 1\nparameters:\n  name: { type: string }\nresources:\n  \"file:/srv/{{ params.name }}\": { content: hi }\n".into()),
+        ],
+        expect: Valid,
+    });
+    cases.push(Case {
+        name: "source file",
+        files: vec![
+            ("site.yaml", resources("file:/srv/x: { source: files/x.txt }")),
+            ("files/x.txt", "x\n".into()),
+        ],
+        expect: Valid,
     });
     cases.push(Case {
         name: "template file",
@@ -412,6 +454,14 @@ fn schema_agrees_with_validate() {
             ));
         }
     }
+    let n_validate_only = corpus
+        .iter()
+        .filter(|case| matches!(case.expect, ValidateOnly(_)))
+        .count();
+    println!(
+        "{} cases, {n_validate_only} of them rules only validate checks",
+        corpus.len()
+    );
     assert!(
         disagreements.is_empty(),
         "{} of {} cases disagree:\n\n{}",
