@@ -2,10 +2,12 @@
 //!
 //! Two groups of tests. The first always runs: reads and diffs against a temporary root
 //! whose `etc/passwd`, `etc/group` and dpkg database are written here (nothing is changed),
-//! and the refusals under `--root`. The second changes the real system and runs only as
-//! root on Debian: it creates and removes uniquely named accounts and the small `hello`
-//! package, cleaning up through guards even when an assertion fails. A test that cannot
-//! run prints `skipped: <reason>` and returns.
+//! and the refusals under `--root`. The second needs Debian's tools, root or systemd, and
+//! may change the real system: it creates and removes uniquely named accounts and the small
+//! `hello` package, cleaning up through guards even when an assertion fails. Those tests are
+//! `#[ignore = "why"]` and opt-in by an environment variable (see [`opt_in`] and
+//! docs/architecture.md, "Tests"); run with the variable set, a test whose machine lacks
+//! what it needs fails and says what is missing. None of them returns early and passes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -167,15 +169,50 @@ fn program_exists(program: &str) -> bool {
     .any(|dir| Path::new(dir).join(program).is_file())
 }
 
-/// Why the real-system tests cannot run here, if they cannot.
-fn not_root_on_debian() -> Option<&'static str> {
+/// Present while systemd is the running init system (`sd_booted(3)`).
+const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd/system";
+
+/// The gate of an ignored test: the test runs only with `var` set to `1` (`.ci/run` sets it
+/// where the machine can run the test), and then fails loudly when `missing` says the
+/// machine lacks something. So a test is never reported ok without having run.
+pub(crate) fn opt_in(var: &str, missing: Option<String>) {
+    if std::env::var(var).as_deref() != Ok("1") {
+        panic!(
+            "this test needs a prepared machine and is opt-in: set {var}=1 to run it \
+             (docs/architecture.md, \"Tests\")"
+        );
+    }
+    if let Some(missing) = missing {
+        panic!("{var}=1 is set, but this machine cannot run the test: {missing}");
+    }
+}
+
+/// What the Debian-tool tests lack here, if anything.
+fn missing_debian_tools() -> Option<String> {
+    let missing: Vec<_> = ["dpkg-query", "systemctl"]
+        .into_iter()
+        .filter(|program| !program_exists(program))
+        .collect();
+    (!missing.is_empty()).then(|| format!("{} not installed", missing.join(" and ")))
+}
+
+/// What the real-system tests lack here, if anything: root on Debian.
+fn missing_root_on_debian() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
-        return Some("needs root");
+        return Some("not running as root".into());
     }
     if !program_exists("dpkg-query") || !Path::new("/etc/debian_version").exists() {
-        return Some("needs a Debian machine (dpkg)");
+        return Some("not a Debian machine (no dpkg-query or /etc/debian_version)".into());
     }
     None
+}
+
+/// What the real-service test lacks here, if anything: root on Debian with systemd running.
+fn missing_systemd() -> Option<String> {
+    missing_root_on_debian().or_else(|| {
+        (!Path::new(SYSTEMD_RUNTIME_DIR).is_dir())
+            .then(|| format!("systemd is not running ({SYSTEMD_RUNTIME_DIR} is missing)"))
+    })
 }
 
 /// `stw` and 8 hex digits from the pid, the clock and a counter: a valid, unused name.
@@ -488,11 +525,9 @@ fn package_diff_rules() {
 }
 
 #[test]
+#[ignore = "needs Debian's dpkg-query (STEWARD_TEST_DEBIAN=1)"]
 fn package_read_from_root_dpkg_database() {
-    if !program_exists("dpkg-query") {
-        eprintln!("skipped: dpkg-query is not installed");
-        return;
-    }
+    opt_in("STEWARD_TEST_DEBIAN", missing_debian_tools());
     let node = TestNode::temp();
     node.write("var/lib/dpkg/status", DPKG_STATUS);
     let foo = node.read(&resource("package", "foo", &[])).unwrap();
@@ -520,6 +555,9 @@ fn package_read_from_root_dpkg_database() {
         half.reason.as_deref(),
         Some("dpkg reports the package as half-configured")
     );
+    // Nothing to do is not an error, even under --root.
+    let present = node.apply(&resource("package", "foo", &[]));
+    assert_eq!(present.unwrap(), Applied::AlreadyConverged);
 }
 
 #[test]
@@ -537,11 +575,7 @@ fn package_apply_under_root_is_unsupported() {
     assert!(is_unsupported(&result), "{result:?}");
     let removal = node.apply(&resource("package", "foo", &[("ensure", text("absent"))]));
     assert!(is_unsupported(&removal), "{removal:?}");
-    if program_exists("dpkg-query") {
-        // Nothing to do is not an error, even under --root.
-        let present = node.apply(&resource("package", "foo", &[]));
-        assert_eq!(present.unwrap(), Applied::AlreadyConverged);
-    }
+    // That a converged package needs nothing under --root is in the dpkg-query test.
 }
 
 // ---------------------------------------------------------------------------------------
@@ -564,11 +598,14 @@ fn service_ensure_under_root_is_unsupported() {
 }
 
 #[test]
+#[ignore = "needs a machine where systemd is not running (STEWARD_TEST_NO_SYSTEMD=1)"]
 fn service_without_systemd_is_unsupported() {
-    if Path::new("/run/systemd/system").exists() {
-        eprintln!("skipped: systemd is running on this machine");
-        return;
-    }
+    opt_in(
+        "STEWARD_TEST_NO_SYSTEMD",
+        Path::new(SYSTEMD_RUNTIME_DIR)
+            .exists()
+            .then(|| format!("systemd is running ({SYSTEMD_RUNTIME_DIR} exists)")),
+    );
     let node = TestNode::live();
     let res = resource("service", "cron", &[("enable", Value::Bool(true))]);
     match node.read(&res) {
@@ -580,11 +617,9 @@ fn service_without_systemd_is_unsupported() {
 }
 
 #[test]
+#[ignore = "needs Debian's systemctl (STEWARD_TEST_DEBIAN=1)"]
 fn service_enable_under_root() {
-    if !program_exists("systemctl") {
-        eprintln!("skipped: systemctl is not installed");
-        return;
-    }
+    opt_in("STEWARD_TEST_DEBIAN", missing_debian_tools());
     let node = TestNode::temp();
     node.write(
         "usr/lib/systemd/system/stw-test.service",
@@ -734,20 +769,16 @@ fn account_lifecycle(node: &TestNode, prefix: Option<PathBuf>) {
 }
 
 #[test]
+#[ignore = "needs root on Debian; adds and removes real accounts (STEWARD_TEST_ROOT=1)"]
 fn root_accounts_on_the_live_system() {
-    if let Some(reason) = not_root_on_debian() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    opt_in("STEWARD_TEST_ROOT", missing_root_on_debian());
     account_lifecycle(&TestNode::live(), None);
 }
 
 #[test]
+#[ignore = "needs root on Debian for useradd --prefix (STEWARD_TEST_ROOT=1)"]
 fn root_accounts_under_a_prefix() {
-    if let Some(reason) = not_root_on_debian() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+    opt_in("STEWARD_TEST_ROOT", missing_root_on_debian());
     let node = accounts_root();
     account_lifecycle(&node, Some(node.root.clone()));
 
@@ -803,22 +834,27 @@ fn download_failed(err: &ProviderError) -> bool {
 }
 
 #[test]
+#[ignore = "needs root on Debian, apt lists and a mirror; installs and removes `hello` \
+            (STEWARD_TEST_APT=1)"]
 fn root_package_install_and_remove() {
-    if let Some(reason) = not_root_on_debian() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
     const NAME: &str = "hello";
+    opt_in(
+        "STEWARD_TEST_APT",
+        missing_root_on_debian().or_else(|| {
+            (!program_exists("apt-get")).then(|| "apt-get is not installed".to_string())
+        }),
+    );
     let node = TestNode::live();
     let latest = resource("package", NAME, &[("ensure", text("latest"))]);
     let observed = node.read(&latest).unwrap();
-    if observed["ensure"] != text("absent") {
-        eprintln!("skipped: `{NAME}` is already installed here, and stays as it is");
-        return;
-    }
+    // The test must not remove a package someone installed on purpose.
+    assert_eq!(
+        observed["ensure"],
+        text("absent"),
+        "`{NAME}` is already installed here; remove it, or unset STEWARD_TEST_APT"
+    );
     let Some(Value::String(candidate)) = observed.get("candidate").cloned() else {
-        eprintln!("skipped: apt knows no candidate for `{NAME}` (empty package lists?)");
-        return;
+        panic!("apt knows no candidate for `{NAME}`: run `apt-get update` first");
     };
     let _guard = PackageGuard(NAME);
 
@@ -831,8 +867,7 @@ fn root_package_install_and_remove() {
             output: Some(output),
         }) => output,
         Err(err) if download_failed(&err) => {
-            eprintln!("skipped: apt cannot download `{NAME}`: {err}");
-            return;
+            panic!("apt cannot download `{NAME}` (no way to the mirror?): {err}");
         }
         other => panic!("installing {NAME} {candidate}: {other:?}"),
     };
@@ -891,15 +926,9 @@ impl Drop for UnitGuard {
 }
 
 #[test]
+#[ignore = "needs root and a running systemd; starts a real unit (STEWARD_TEST_SYSTEMD=1)"]
 fn root_service_lifecycle() {
-    if let Some(reason) = not_root_on_debian() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    if !Path::new("/run/systemd/system").is_dir() {
-        eprintln!("skipped: systemd is not running on this machine");
-        return;
-    }
+    opt_in("STEWARD_TEST_SYSTEMD", missing_systemd());
     let name = unique_name("stw");
     let unit_path = PathBuf::from(format!("/etc/systemd/system/{name}.service"));
     let _guard = UnitGuard(unit_path.clone());
