@@ -104,6 +104,9 @@ pub(crate) const PERCENT_MAX: u8 = 100;
 /// How deep `use` may nest before we call it a loop.
 const MAX_MODULE_DEPTH: usize = 16;
 
+/// The longest period a `rate(...)` schedule may have: ten years.
+const MAX_RATE_SECONDS: u64 = 10 * 365 * 86_400;
+
 /// Validates a project and lowers it to a model. Never fails: the model is partial when the
 /// diagnostics hold errors.
 pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>) {
@@ -1094,9 +1097,14 @@ impl<'a> Lowerer<'a> {
                 Some("day" | "days") => Some(86_400),
                 _ => None,
             };
-            return match (amount, unit, parts.next()) {
-                (Some(amount), Some(unit), None) => Some(Schedule::Rate {
-                    seconds: amount * unit,
+            // Ten years at most: a longer period is a typo, and keeps time arithmetic exact.
+            let seconds = amount
+                .zip(unit)
+                .and_then(|(amount, unit)| amount.checked_mul(unit))
+                .filter(|&seconds| seconds <= MAX_RATE_SECONDS);
+            return match (seconds, parts.next()) {
+                (Some(seconds), None) => Some(Schedule::Rate {
+                    seconds,
                     text: text.to_string(),
                 }),
                 _ => {
@@ -1106,7 +1114,8 @@ impl<'a> Lowerer<'a> {
                         format!("`{text}` is not a rate"),
                     )
                     .help = Some(
-                        "write rate(N minutes), rate(N hours) or rate(N days) with N > 0".into(),
+                        "write rate(N minutes), rate(N hours) or rate(N days) with N > 0, at most ten years"
+                            .into(),
                     );
                     None
                 }

@@ -608,6 +608,22 @@ fn bad_cron() {
 }
 
 #[test]
+fn a_rate_too_long_is_refused_not_overflowed() {
+    // 999999999999999999 days overflowed a multiplication (a panic in debug builds, a
+    // wrapped number in release ones).
+    for rate in ["rate(999999999999999999 days)", "rate(3651 days)"] {
+        let yaml = format!(
+            "steward: 1\nassociations:\n  web:\n    targets: {{ all: true }}\n    schedule: \"{rate}\"\n"
+        );
+        check_bad(
+            "site.yaml",
+            yaml,
+            &["./site.yaml:5:15", "is not a rate", "at most ten years"],
+        );
+    }
+}
+
+#[test]
 fn modules_are_checked() {
     let yaml = "steward: 1\nuse:\n  - module: std/sshdd\n  - module: std/sshd\n    with: { permit_rot_login: true }\n";
     check_bad(
