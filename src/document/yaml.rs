@@ -176,13 +176,14 @@ fn describe(err: &Error, budget: &Budget) -> Described {
         },
         Error::Eof { .. } => Described::new("the file ends in the middle of a value"),
         Error::Unexpected { expected, .. } if *expected == "string scalar" => key_not_string(),
-        Error::Unexpected { .. }
-        | Error::UnexpectedSequenceEnd { .. }
-        | Error::UnexpectedMappingEnd { .. }
-        | Error::ContainerEndMismatch { .. }
-        | Error::UnexpectedContainerEndWhileReadingKeyNode { .. }
-        | Error::UnexpectedContainerEndWhileSkippingNode { .. } => {
-            Described::new("a list or map is not closed where it should be")
+        Error::Unexpected { .. } => Described::new("unexpected YAML structure here"),
+        Error::UnexpectedSequenceEnd { .. } => Described::new("a list ends here unexpectedly"),
+        Error::UnexpectedMappingEnd { .. } => Described::new("a map ends here unexpectedly"),
+        Error::UnexpectedContainerEndWhileReadingKeyNode { .. } => {
+            Described::new("a list or map ends where a key was expected")
+        }
+        Error::ContainerEndMismatch { .. } | Error::UnexpectedContainerEndWhileSkippingNode { .. } => {
+            Described::new("a list or map ends here but never started")
         }
         Error::NullIntoString { .. } => Described::new("a map key is null or empty")
             .help("a key must be text; write it out, and quote it (\"null\", \"~\") to mean the word"),
@@ -245,6 +246,12 @@ fn describe(err: &Error, budget: &Budget) -> Described {
         Error::AliasReplayCounterOverflow { .. } | Error::RecursiveReferencesRequireWeakTypes { .. } => {
             Described::new("aliases repeat too many values").help(ALIAS_HELP)
         }
+        Error::IOError { cause } if cause.kind() == std::io::ErrorKind::FileTooLarge => {
+            Described::new("the file is too large")
+        }
+        Error::IOError { cause } if cause.kind() != std::io::ErrorKind::InvalidData => {
+            Described::new("the text could not be read")
+        }
         Error::IOError { .. } | Error::InvalidUtf8Input => {
             Described::new("the text could not be read as UTF-8")
         }
@@ -266,8 +273,10 @@ fn describe(err: &Error, budget: &Budget) -> Described {
         Error::SerdeInvalidType { unexpected, .. } | Error::SerdeInvalidValue { unexpected, .. } => {
             Described::new(format!("unexpected {}", clip(unexpected)))
         }
-        Error::InvalidScalar { .. }
-        | Error::InvalidCharNull { .. }
+        // With any value accepted, only a type tag (`!!int abc`) can make a scalar invalid.
+        Error::InvalidScalar { .. } => Described::new("the value does not match its type tag")
+            .help("remove the tag (`!!int`, `!!float`, ...), or write a value of that type"),
+        Error::InvalidCharNull { .. }
         | Error::InvalidCharNotSingleScalar { .. }
         | Error::SerdeInvalidLength { .. }
         | Error::SerdeUnknownVariant { .. }
