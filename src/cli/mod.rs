@@ -52,8 +52,7 @@ const LONG_ABOUT: &str = "\
 steward reads a project (a directory of YAML or KDL documents), checks it, builds each node's
 dependency graph, and shows or applies the changes that make each node match its documents.
 
-Exit codes: 0 success, 1 error (including usage errors), 2 changes or drift (with --detailed-exitcode),
-70 internal error (a bug in steward; please report it).";
+Exit codes: 0 success, 1 error (including usage errors), 2 changes or drift (with --detailed-exitcode), 70 internal error (a bug in steward; please report it).";
 
 #[derive(Parser, Debug)]
 #[command(name = "steward", version, about = ABOUT, long_about = LONG_ABOUT)]
