@@ -30,6 +30,10 @@ const CHARS_BEFORE: usize = 40;
 /// Characters kept from a label's start on a clipped line.
 const CHARS_AFTER: usize = 80;
 
+/// Most windows kept on one clipped line: with their markers, at most about a thousand
+/// characters, far from the 65,535 columns miette can pad to.
+const MAX_WINDOWS: usize = 8;
+
 /// Longest message, label or help shown, in characters.
 const MAX_TEXT_CHARS: usize = 300;
 
@@ -145,7 +149,8 @@ fn to_report(
     for (idx, label) in diag.labels.iter().enumerate() {
         let message = (!label.message.is_empty()).then(|| clip_text(&label.message));
         if Some(label.span.source) == primary {
-            let Some(span) = remapped.next() else {
+            // A label clipped out of its line is not drawn (the message still names it).
+            let Some(Some(span)) = remapped.next() else {
                 continue;
             };
             let labeled = if idx == 0 {
@@ -166,6 +171,7 @@ fn to_report(
                 source: Some(source),
                 labels: spans
                     .into_iter()
+                    .flatten()
                     .map(|span| LabeledSpan::new_with_span(None, span))
                     .collect(),
                 related: Vec::new(),
@@ -252,35 +258,51 @@ impl SourceCode for ClippedSource {
     }
 }
 
-/// The source as miette should read it, and `spans` mapped into it.
-fn clipped(source: &Source, shared: Shared, spans: &[Span]) -> (ClippedSource, Vec<SourceSpan>) {
+/// The source as miette should read it, and `spans` mapped into it; `None` for a span whose
+/// start was clipped out (more than [`MAX_WINDOWS`] labels on one long line). The first span
+/// is the primary one and always kept.
+fn clipped(
+    source: &Source,
+    shared: Shared,
+    spans: &[Span],
+) -> (ClippedSource, Vec<Option<SourceSpan>>) {
+    let text = source.text.as_str();
+    // Spans come from every module; one that splits a character or runs past the end must
+    // not make the renderer slice text wrongly.
+    let spans: Vec<(usize, usize)> = spans
+        .iter()
+        .map(|span| {
+            let start = floor_char_boundary(text, span.start);
+            (start, floor_char_boundary(text, span.end).max(start))
+        })
+        .collect();
     let starts = |map: &dyn Fn(usize) -> usize| -> Vec<(usize, usize)> {
         spans
             .iter()
-            .map(|span| (map(span.start), source.line_col(span.start).column - 1))
+            .map(|&(start, _)| (map(start), source.line_col(start).column - 1))
             .collect()
     };
     if !shared.has_long_line {
-        let spans = spans
-            .iter()
-            .map(|span| source_span(span.start, span.end))
-            .collect();
         let res = ClippedSource {
             name: source.name.clone(),
             starts: starts(&|offset| offset),
             text: shared.text,
         };
+        let spans = spans
+            .iter()
+            .map(|&(start, end)| Some(source_span(start, end)))
+            .collect();
         return (res, spans);
     }
-    let mut anchors: Vec<usize> = spans.iter().map(|span| span.start).collect();
-    anchors.sort_unstable();
-    anchors.dedup();
-    let clip = Clip::new(&source.text, &anchors);
-    let spans = spans
+    let anchors: Vec<usize> = spans.iter().map(|&(start, _)| start).collect();
+    let clip = Clip::new(text, &anchors);
+    let mapped = spans
         .iter()
-        .map(|span| {
-            let start = clip.map(span.start);
-            source_span(start, clip.map(span.end).max(start))
+        .map(|&(start, end)| {
+            clip.shows(start).then(|| {
+                let mapped = clip.map(start);
+                source_span(mapped, clip.map(end).max(mapped))
+            })
         })
         .collect();
     let res = ClippedSource {
@@ -288,7 +310,16 @@ fn clipped(source: &Source, shared: Shared, spans: &[Span]) -> (ClippedSource, V
         starts: starts(&|offset| clip.map(offset)),
         text: Arc::new(clip.text),
     };
-    (res, spans)
+    (res, mapped)
+}
+
+/// The greatest character boundary at or before `offset`, within the text.
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
 }
 
 fn source_span(start: usize, end: usize) -> SourceSpan {
@@ -304,8 +335,12 @@ struct Clip {
 
 impl Clip {
     /// Keeps every line; a line longer than [`MAX_LINE_CHARS`] keeps a window around each of
-    /// the `anchors` (sorted offsets) on it, or its start when it has none.
+    /// the `anchors` (character boundaries) on it, at most [`MAX_WINDOWS`] with the first
+    /// anchor always among them, or its start when it has none.
     fn new(original: &str, anchors: &[usize]) -> Clip {
+        let mut sorted = anchors.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
         let mut clip = Clip {
             text: String::with_capacity(original.len().min(1 << 20)),
             kept: Vec::new(),
@@ -320,11 +355,27 @@ impl Clip {
             if !is_long(line) {
                 clip.keep(original, line_start, next);
             } else {
-                let first = anchors.partition_point(|&a| a < line_start);
-                let on_line = anchors[first..]
+                let first = sorted.partition_point(|&a| a < line_start);
+                let mut on_line: Vec<usize> = sorted[first..]
                     .iter()
                     .take_while(|&&a| a <= line_end)
-                    .copied();
+                    .copied()
+                    .collect();
+                if on_line.len() > MAX_WINDOWS {
+                    let primary = anchors.first().copied();
+                    let mut chosen: Vec<usize> = primary
+                        .filter(|primary| on_line.contains(primary))
+                        .into_iter()
+                        .collect();
+                    chosen.extend(
+                        on_line
+                            .iter()
+                            .filter(|&&a| Some(a) != primary)
+                            .take(MAX_WINDOWS - chosen.len()),
+                    );
+                    chosen.sort_unstable();
+                    on_line = chosen;
+                }
                 let mut windows: Vec<(usize, usize)> = Vec::new();
                 for anchor in on_line {
                     let window = (
@@ -366,6 +417,14 @@ impl Clip {
     fn keep(&mut self, original: &str, start: usize, end: usize) {
         self.kept.push((start, end, self.text.len()));
         self.text.push_str(&original[start..end]);
+    }
+
+    /// Whether an offset of the original is in the kept text.
+    fn shows(&self, offset: usize) -> bool {
+        let idx = self.kept.partition_point(|&(start, _, _)| start <= offset);
+        idx.checked_sub(1)
+            .and_then(|idx| self.kept.get(idx))
+            .is_some_and(|&(_, end, _)| offset <= end)
     }
 
     /// Where an offset of the original is in the clipped text; an offset that was left out
@@ -480,6 +539,43 @@ mod tests {
         for line in clip.text.lines() {
             assert!(line.chars().count() <= MAX_LINE_CHARS + 2, "{line}");
         }
+    }
+
+    #[test]
+    fn many_labels_on_one_long_line_keep_a_bounded_line() {
+        let text = format!("x: [{}]\n", vec!["a".repeat(300); 400].join(", "));
+        let mut sources = SourceMap::new();
+        let id = sources.add("site.yaml".into(), None, text.clone());
+        let starts: Vec<usize> = text.match_indices("aaa,").map(|(idx, _)| idx).collect();
+        let primary = starts[200];
+        let mut diag =
+            Diagnostic::error("graph::cycle", Span::new(id, primary, primary + 3), "oops")
+                .with_label("primary");
+        for &start in starts.iter().step_by(7) {
+            diag = diag.with_secondary(Span::new(id, start, start + 3), "also");
+        }
+        let mut out = Vec::new();
+        human(&mut out, &[diag], &sources, false).unwrap();
+        let shown = String::from_utf8(out).unwrap();
+        let column = primary + 1;
+        assert!(
+            shown.contains(&format!("[site.yaml:1:{column}]")),
+            "{shown}"
+        );
+        assert!(shown.contains("primary"), "{shown}");
+        assert!(
+            shown.lines().all(|line| line.chars().count() < 1_200),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn spans_that_split_a_character_or_overrun_do_not_panic() {
+        let text = format!("a: \"{}\"\n", "é".repeat(70_000));
+        render(&text, 6, 7);
+        render(&text, text.len() + 10, text.len() + 20);
+        render(&text, 9, 4);
+        render("short: é\n", 8, 100);
     }
 
     #[test]
