@@ -181,6 +181,36 @@ pub fn parse(source: SourceId, text: &str, syntax: Syntax) -> Parsed {
     parsed
 }
 
+/// `250000` as `250,000`, for messages.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (idx, digit) in digits.chars().enumerate() {
+        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The span of the value past [`MAX_NODES`] in `root`, counting values (keys not counted) in
+/// document order; `None` when the tree is within the limit.
+pub fn value_past_limit(root: &Node) -> Option<Span> {
+    fn walk(node: &Node, seen: &mut usize) -> Option<Span> {
+        *seen += 1;
+        if *seen > MAX_NODES {
+            return Some(node.span);
+        }
+        match &node.value {
+            Value::List(items) => items.iter().find_map(|item| walk(item, seen)),
+            Value::Map(entries) => entries.iter().find_map(|(_, value)| walk(value, seen)),
+            _ => None,
+        }
+    }
+    walk(root, &mut 0)
+}
+
 /// The diagnostic that stands for `count` problems of one file left unreported.
 pub fn more_problems(source: SourceId, count: usize) -> Diagnostic {
     let noun = if count == 1 { "problem" } else { "problems" };

@@ -19,7 +19,7 @@ use serde_saphyr::{Budget, DuplicateKeyPolicy, Error, ExternalMessageSource, Opt
 
 use crate::diag::{Diagnostic, SourceId, Span};
 use crate::document::{
-    Document, Key, MAX_DEPTH, MAX_DOCUMENTS, MAX_NODES, Node, Parsed, Syntax, Value,
+    Document, Key, MAX_DEPTH, MAX_DOCUMENTS, MAX_NODES, Node, Parsed, Syntax, Value, thousands,
 };
 
 /// The most aliases (`*name`) one file may use.
@@ -440,18 +440,6 @@ fn plural(n: usize, noun: &str) -> String {
 }
 
 /// `250000` as `250,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut res = String::with_capacity(digits.len() + digits.len() / 3);
-    for (idx, digit) in digits.chars().enumerate() {
-        if idx > 0 && (digits.len() - idx).is_multiple_of(3) {
-            res.push(',');
-        }
-        res.push(digit);
-    }
-    res
-}
-
 fn span_of(source: SourceId, text: &str, location: serde_saphyr::Location) -> Span {
     let span = location.span();
     match (span.byte_offset(), span.byte_len()) {

@@ -168,16 +168,42 @@ fn a_file_with_thousands_of_errors_reports_the_first_hundred() {
 }
 
 #[test]
-fn too_many_nodes() {
-    // `steward 1` counts two: a node and its argument.
-    let text = format!("steward 1\n{}", "a\n".repeat(260_000));
+fn too_many_values() {
+    // Values are counted as in YAML, keys not counted: the document's map, `steward`'s 1 and
+    // the resources' map, then each resource's map, `mode` and `content`: 83,333 resources
+    // make 250,002 values.
+    let resource = "file \"/srv/x{}\" mode=\"0644\" {\n    content \"x\"\n}\n";
+    let text: String = std::iter::once("steward 1\n".to_string())
+        .chain((0..83_333).map(|i| resource.replace("{}", &i.to_string())))
+        .collect();
+    let found = diagnose("a.kdl", &text);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].code, "document::kdl");
+    assert_eq!(
+        found[0].message,
+        "invalid KDL: more than 250,000 values in one file"
+    );
+    // One resource fewer is within the limit.
+    let text: String = std::iter::once("steward 1\n".to_string())
+        .chain((0..83_332).map(|i| resource.replace("{}", &i.to_string())))
+        .collect();
+    let env = TestEnv::new();
+    env.write("a.kdl", text);
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn too_many_nodes_and_entries() {
+    // Half a million one-word nodes: refused by the parser before any tree is built.
+    let text = format!("steward 1\n{}", "a\n".repeat(510_000));
     expect_one(
         "a.kdl",
         &text,
-        "document::too_large",
-        250_000,
+        "document::kdl",
+        500_000,
         1,
-        "the document holds more than 250000 nodes and values",
+        "invalid KDL: more than 500,000 nodes and entries in one file",
     );
 }
 

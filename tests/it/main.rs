@@ -10,6 +10,7 @@ mod front_door;
 mod front_door_kdl;
 mod fuzz;
 mod graph;
+mod kdl_spec;
 mod layering;
 mod plan_apply;
 mod reports;

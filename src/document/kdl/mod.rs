@@ -23,7 +23,8 @@ use parser::{Entry as KdlEntry, KdlNode, Scalar as KdlValue, TextRange};
 
 use crate::diag::{Diagnostic, SourceId, Span};
 use crate::document::{
-    Document, Key, MAX_DEPTH, MAX_DIAGNOSTICS_PER_FILE, Node, Parsed, Syntax, Value,
+    Document, Key, MAX_DEPTH, MAX_DIAGNOSTICS_PER_FILE, MAX_NODES, Node, Parsed, Syntax, Value,
+    thousands,
 };
 
 /// Parses one KDL file into a single [`Document`]; a file with syntax errors gives none.
@@ -36,8 +37,6 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
             .map(|err| {
                 let code = if err.message.starts_with("KDL nesting deeper") {
                     "document::too_deep"
-                } else if err.message.contains("more than") {
-                    "document::too_large"
                 } else {
                     "document::kdl"
                 };
@@ -68,6 +67,25 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
         diagnostics: Vec::new(),
     };
     let root = reader.top_level(&parsed.nodes);
+    if let Some(span) = crate::document::value_past_limit(&root) {
+        let diag = Diagnostic::error(
+            "document::kdl",
+            span,
+            format!(
+                "invalid KDL: more than {} values in one file",
+                thousands(MAX_NODES)
+            ),
+        )
+        .with_label(format!("value {} starts here", thousands(MAX_NODES + 1)))
+        .with_help(format!(
+            "steward reads at most {} values (scalars, lists and maps; keys not counted) per file; split it into several documents",
+            thousands(MAX_NODES)
+        ));
+        return Parsed {
+            documents: Vec::new(),
+            diagnostics: vec![diag],
+        };
+    }
     Parsed {
         documents: vec![Document {
             source,
