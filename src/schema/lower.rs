@@ -1379,6 +1379,11 @@ impl<'a> Lowerer<'a> {
             .find(|(k, _)| k.name == "for_each")
         {
             None => vec![None],
+            Some((_, node)) if matches!(node.value, document::Value::Null) => {
+                // Written empty (`for_each: ~`): not a failed render, which is reported.
+                self.wrong_type(node, "`for_each`", "a list or a map");
+                Vec::new()
+            }
             Some((_, node)) => {
                 let rendered =
                     self.renderer
