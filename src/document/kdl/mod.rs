@@ -134,6 +134,19 @@ impl MapBuilder {
         self.entries.push((key, node));
     }
 
+    /// Inserts `nested` as the map under `name`, spanned by its first key; nothing when it
+    /// is empty.
+    fn insert_nested(&mut self, name: &str, nested: MapBuilder, diagnostics: &mut Vec<Diagnostic>) {
+        let Some(span) = nested.entries.first().map(|(key, _)| key.span) else {
+            return;
+        };
+        let key = Key {
+            name: name.to_string(),
+            span,
+        };
+        self.insert(key, nested.into_node(span), diagnostics);
+    }
+
     fn into_node(self, span: Span) -> Node {
         Node {
             span,
@@ -452,17 +465,7 @@ impl Reader<'_> {
                 }
             }
         }
-        if !with.entries.is_empty() {
-            let with_span = with.entries[0].0.span;
-            map.insert(
-                Key {
-                    name: "with".into(),
-                    span: with_span,
-                },
-                with.into_node(with_span),
-                &mut self.diagnostics,
-            );
-        }
+        map.insert_nested("with", with, &mut self.diagnostics);
         map.into_node(span)
     }
 
@@ -539,17 +542,7 @@ impl Reader<'_> {
                 &mut self.diagnostics,
             );
         }
-        if !tags.entries.is_empty() {
-            let tags_span = tags.entries[0].0.span;
-            map.insert(
-                Key {
-                    name: "tags".into(),
-                    span: tags_span,
-                },
-                tags.into_node(tags_span),
-                &mut self.diagnostics,
-            );
-        }
+        map.insert_nested("tags", tags, &mut self.diagnostics);
         if let Some(children) = kdl_node.children.as_deref() {
             for child in children {
                 let key = Key {
