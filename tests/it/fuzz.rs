@@ -12,7 +12,8 @@
 //!   on character boundaries;
 //! - the JSON rendering (`steward::report::diagnostics::json`) is valid JSON with every
 //!   diagnostic in it;
-//! - the iteration finished within the time budget (the slowest inputs are printed).
+//! - it finished within the time budget, or did when run once more (timing is noisy on a busy
+//!   machine); the slowest inputs are printed.
 //!
 //! A sample of the inputs also goes through the real binary (`steward validate`, human and
 //! JSON output), which must exit 0 or 1 without crashing.
@@ -22,8 +23,9 @@
 //! The input that did it stays in the directory named on stderr when the run starts, with the
 //! seed and iteration in its `iteration` file.
 //!
-//! Environment (a failure prints the line that replays it):
-//! - `STEWARD_FUZZ_ITERATIONS=N`: how many inputs (default 1,500; `200000` for a long run).
+//! Environment (a failure prints the line that replays it; a replay is exact while this file
+//! and the seed documents are unchanged, since they make the corpus):
+//! - `STEWARD_FUZZ_ITERATIONS=N`: how many inputs (default 2,000; `200000` for a long run).
 //! - `STEWARD_FUZZ_SEED=N`: the PRNG seed (decimal or `0x` hex; default [`DEFAULT_SEED`]).
 //! - `STEWARD_FUZZ_ITERATION=I`: replay only iteration I of the seed.
 //! - `STEWARD_FUZZ_BUDGET_MS=N`: the time one input may take (default 2,000 ms).
@@ -54,7 +56,7 @@ use crate::common::repo;
 const DEFAULT_SEED: u64 = 0x5745_5741_5244_0011;
 
 /// Inputs per `cargo test` run when `STEWARD_FUZZ_ITERATIONS` is not set.
-const DEFAULT_ITERATIONS: u64 = 1_500;
+const DEFAULT_ITERATIONS: u64 = 2_000;
 
 /// The stack of the real binary's main thread.
 const STACK_BYTES: usize = 8 * 1024 * 1024;
@@ -104,11 +106,14 @@ fn mutated_documents_end_in_diagnostics() {
         if let Some((iteration, started)) = *progress.lock().unwrap()
             && started.elapsed() > hang
         {
+            // The directory goes when this test unwinds; the input is kept.
+            let saved = save_failed(&config, iteration, workdir.path());
             panic!(
-                "iteration {iteration} has run for {:?}: a hang; replay with {}; the input is in {}",
+                "iteration {iteration} has run for {:?}: a hang; replay with {}; the input is \
+                 saved as {}",
                 started.elapsed(),
                 config.replay(iteration),
-                workdir.path().display()
+                saved.display()
             );
         }
     }
@@ -259,6 +264,24 @@ fn hostile_yaml_template_error_past_column_65535() {
 }
 
 #[test]
+fn hostile_yaml_template_error_at_a_multibyte_character() {
+    check_hostile(
+        "yaml_template_error_at_a_multibyte_character",
+        Expect::Errors,
+    );
+}
+
+#[test]
+fn hostile_yaml_template_unary_minus() {
+    check_hostile("yaml_template_unary_minus", Expect::Errors);
+}
+
+#[test]
+fn hostile_yaml_template_concatenation() {
+    check_hostile("yaml_template_concatenation", Expect::Errors);
+}
+
+#[test]
 fn hostile_yaml_template_loop() {
     check_hostile("yaml_template_loop", Expect::Errors);
 }
@@ -272,8 +295,10 @@ enum Expect {
     Valid,
 }
 
-/// Runs one hostile seed, unmutated, through the library (on a thread with the binary's
-/// stack) and through the binary: both end without a crash, in what `expect` says.
+/// Runs one hostile seed, unmutated, through the binary and then through the library (on a
+/// thread with the binary's stack): both end without a crash, within the fuzzer's time
+/// budget, in what `expect` says. The binary goes first: a stack overflow there fails this
+/// test alone, where in this process it would abort every test.
 fn check_hostile(name: &str, expect: Expect) {
     let seed = hostile_seeds()
         .into_iter()
@@ -281,13 +306,18 @@ fn check_hostile(name: &str, expect: Expect) {
         .unwrap_or_else(|| panic!("no hostile seed `{name}`"));
     let dir = tempfile::tempdir().unwrap();
     let path = write_input(dir.path(), seed.syntax, &seed.bytes);
-    let context = CheckContext::new(Duration::from_secs(10));
+    for format in ["human", "json"] {
+        if let Err(failure) = run_binary(dir.path(), format) {
+            panic!("{name}: {failure}");
+        }
+    }
+    let context = CheckContext::new(FuzzConfig::from_env().budget);
     let checked = std::thread::Builder::new()
         .stack_size(STACK_BYTES)
         .spawn(move || {
-            let (validated, elapsed) = context.validate(path.parent().unwrap())?;
+            let (validated, _) = context.validate(path.parent().unwrap())?;
             let mut findings = Vec::new();
-            context.check_validated(&validated, elapsed, &mut findings)?;
+            context.check_validated(&validated, &mut findings)?;
             for finding in findings {
                 eprintln!("finding: {}", finding.text);
             }
@@ -306,11 +336,6 @@ fn check_hostile(name: &str, expect: Expect) {
         Ok(Ok(())) => {}
         Ok(Err(failure)) => panic!("{name}: {failure}"),
         Err(payload) => panic!("{name}: the check panicked: {}", panic_text(&*payload)),
-    }
-    for format in ["human", "json"] {
-        if let Err(failure) = run_binary(dir.path(), format) {
-            panic!("{name}: {failure}");
-        }
     }
 }
 
@@ -400,7 +425,6 @@ fn fuzz(
     progress: &Mutex<Option<(u64, Instant)>>,
 ) -> Summary {
     let context = CheckContext::new(config.budget);
-    let failed_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
     let started = Instant::now();
     let mut summary = Summary {
         n_inputs: 0,
@@ -423,7 +447,7 @@ fn fuzz(
         *progress.lock().unwrap() = Some((iteration, Instant::now()));
         let mut findings = Vec::new();
         let mut outcome = context.validate(dir).and_then(|(validated, elapsed)| {
-            context.check_validated(&validated, elapsed, &mut findings)?;
+            context.check_validated(&validated, &mut findings)?;
             Ok(elapsed)
         });
         for finding in findings {
@@ -433,11 +457,13 @@ fn fuzz(
                 .iter()
                 .any(|(code, _)| *code == finding.code)
             {
+                let saved = save_failed(config, iteration, dir);
                 summary.findings.push((
                     finding.code,
                     format!(
-                        "iteration {iteration} ({}): {}\n    replay: {}",
+                        "iteration {iteration} ({}; saved as {}): {}\n    replay: {}",
                         input.description,
+                        saved.display(),
                         finding.text,
                         config.replay(iteration)
                     ),
@@ -453,6 +479,14 @@ fn fuzz(
         }
         *progress.lock().unwrap() = None;
         summary.n_inputs += 1;
+        if config.iterations() >= 20_000 && summary.n_inputs.is_multiple_of(10_000) {
+            eprintln!(
+                "fuzz: {} inputs, {} failed, {:.0?}",
+                summary.n_inputs,
+                summary.n_failed,
+                started.elapsed()
+            );
+        }
         summary.n_kdl += u64::from(input.syntax == Syntax::Kdl);
         match outcome {
             Ok(elapsed) => {
@@ -473,13 +507,7 @@ fn fuzz(
                 if summary.failures.len() >= MAX_FAILURES {
                     continue;
                 }
-                std::fs::create_dir_all(&failed_dir).unwrap();
-                let saved = failed_dir.join(format!(
-                    "seed-{:x}-iteration-{iteration}.{}",
-                    config.seed,
-                    input.syntax.extension()
-                ));
-                std::fs::write(&saved, &input.bytes).unwrap();
+                let saved = save_failed(config, iteration, dir);
                 summary.failures.push(format!(
                     "iteration {iteration} ({}; {} bytes, saved as {}): {failure}\n  \
                      replay: {}",
@@ -493,6 +521,24 @@ fn fuzz(
     }
     summary.elapsed = started.elapsed();
     summary
+}
+
+/// Copies the input in `dir` to `target/tmp/fuzz-failures/`, named by seed and iteration.
+fn save_failed(config: &FuzzConfig, iteration: u64, dir: &Path) -> PathBuf {
+    let failed_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
+    std::fs::create_dir_all(&failed_dir).unwrap();
+    let syntax = if dir.join("a.kdl").exists() {
+        Syntax::Kdl
+    } else {
+        Syntax::Yaml
+    };
+    let extension = syntax.extension();
+    let saved = failed_dir.join(format!(
+        "seed-{:x}-iteration-{iteration}.{extension}",
+        config.seed
+    ));
+    std::fs::copy(dir.join(format!("a.{extension}")), &saved).unwrap();
+    saved
 }
 
 /// What every check needs, made once.
@@ -511,8 +557,25 @@ impl CheckContext {
         }
     }
 
-    /// Loads and validates the project in `dir`; a panic is a failure.
+    /// Loads and validates the project in `dir`, within the time budget; a panic is a
+    /// failure. Timing is noisy on a busy machine (`cargo test` runs tests side by side), so
+    /// an input over the budget runs once more and fails only when both runs are over.
     fn validate(&self, dir: &Path) -> Result<(Validated, Duration), String> {
+        let (validated, elapsed) = self.validate_once(dir)?;
+        if elapsed <= self.budget {
+            return Ok((validated, elapsed));
+        }
+        let (validated, again) = self.validate_once(dir)?;
+        if again > self.budget {
+            return Err(format!(
+                "took {elapsed:.1?}, then {again:.1?}: over the budget of {:?}",
+                self.budget
+            ));
+        }
+        Ok((validated, again))
+    }
+
+    fn validate_once(&self, dir: &Path) -> Result<(Validated, Duration), String> {
         let started = Instant::now();
         let validated = std::panic::catch_unwind(AssertUnwindSafe(|| {
             validate(dir, &self.registry, self.facts.clone(), BTreeMap::new())
@@ -521,12 +584,11 @@ impl CheckContext {
         Ok((validated, started.elapsed()))
     }
 
-    /// Checks what validation returned: sound diagnostics, a JSON rendering, in time.
-    /// Smaller flaws that break nothing go to `findings`.
+    /// Checks what validation returned: sound diagnostics and a JSON rendering. Smaller
+    /// flaws that break nothing go to `findings`.
     fn check_validated(
         &self,
         validated: &Validated,
-        elapsed: Duration,
         findings: &mut Vec<Finding>,
     ) -> Result<(), String> {
         let sources = &validated.project.sources;
@@ -562,12 +624,6 @@ impl CheckContext {
             return Err(format!(
                 "the JSON rendering has {n_rendered} of {} diagnostics",
                 validated.diagnostics.len()
-            ));
-        }
-        if elapsed > self.budget {
-            return Err(format!(
-                "took {elapsed:.1?}, over the budget of {:?}",
-                self.budget
             ));
         }
         Ok(())
@@ -608,7 +664,8 @@ fn check_span(sources: &SourceMap, span: steward::diag::Span) -> Result<SpanFit,
 
 /// Runs `steward validate` on `dir`: it must exit 0 or 1, in time, without crashing.
 fn run_binary(dir: &Path, format: &str) -> Result<(), String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+    command
         .args(["validate", ".", "--format", format])
         .current_dir(dir)
         .env_clear()
@@ -616,9 +673,16 @@ fn run_binary(dir: &Path, format: &str) -> Result<(), String> {
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // A long run outlives builds: the binary may be missing for a moment while cargo links it.
+    let mut child = (0..10)
+        .find_map(|_| {
+            command
+                .spawn()
+                .inspect_err(|_| std::thread::sleep(Duration::from_secs(1)))
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("cannot start {}", env!("CARGO_BIN_EXE_steward")));
     // Both pipes drain on their own threads, so a long report cannot block the child.
     let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -772,10 +836,14 @@ fn collect_documents(dir: &Path, files: &mut Vec<PathBuf>) {
 /// Hostile seeds that are not mutated, only run by their own test. The billion laughs stop at
 /// the node limit after a few hundred milliseconds in a debug build: mutated by the hundred
 /// they would be most of the run (a small one is mutated instead; repeating a slice of it
-/// grows it). A seed that reproduces a known bug would only find that bug again.
+/// grows it). The long template line costs 65 KB an input for a bug that has its own test.
+/// The long template expressions crash or take seconds today: in the fuzz loop a stack
+/// overflow would abort the test binary, and their own tests say what is wrong.
 const OWN_TEST_ONLY: &[&str] = &[
     "yaml_billion_laughs",
     "yaml_template_error_past_column_65535",
+    "yaml_template_unary_minus",
+    "yaml_template_concatenation",
 ];
 
 /// Shapes that have broken readers: deep nesting, long runs of one token, huge numbers,
@@ -880,12 +948,35 @@ fn hostile_seeds() -> Vec<Seed> {
             b"steward: 1\0\nresources:\n  file:/x: { content: \"\xff\xfe\xc3\" }\n".to_vec(),
         ),
         // minijinja counts columns in a u16 that saturates; an error past column 65,535 then
-        // overflows adding 1 to the span (a panic where overflow checks are on).
+        // adds 1 to the span, a panic where overflow checks are on (found by this fuzzer;
+        // Cargo.toml turns them off for minijinja in debug builds, as release builds do).
         yaml(
             "yaml_template_error_past_column_65535",
             format!(
                 "steward: 1\nresources:\n  file:/x:\n    content: \"{}{{{{ $ }}}}\"\n",
                 "x".repeat(65_540)
+            ),
+        ),
+        // U+0085 (NEL) is two bytes, and minijinja finds it an unexpected character.
+        yaml(
+            "yaml_template_error_at_a_multibyte_character",
+            "steward: 1\nresources:\n  file:/x:\n    content: \"{% if true \u{85}%}x{% endif %}\"\n"
+                .to_string(),
+        ),
+        // minijinja parses and compiles `- - - 1` by recursion, one level a sign.
+        yaml(
+            "yaml_template_unary_minus",
+            format!(
+                "steward: 1\nresources:\n  file:/x:\n    content: \"{{{{ {}1 }}}}\"\n",
+                "- ".repeat(40_000)
+            ),
+        ),
+        // Each `~` copies the text so far: fuel counts steps, not bytes copied.
+        yaml(
+            "yaml_template_concatenation",
+            format!(
+                "steward: 1\nresources:\n  file:/x:\n    content: \"{{{{ x{} }}}}\"\n",
+                " ~ x".repeat(20_000)
             ),
         ),
         yaml(
@@ -944,6 +1035,9 @@ const TOKENS: &[&str] = &[
     ">-\n",
     "\t",
     "\r",
+    "\"\"\"\n",
+    "#inf",
+    "0x",
 ];
 
 /// Numbers no reader can hold.
