@@ -22,6 +22,13 @@ use crate::document::{self, Key, Node, Value};
 /// Instructions a single template may execute before it is stopped.
 const FUEL: u64 = 200_000;
 
+/// The most operators (`+`, `|`, `.`, `[`, `(`, `and`, ...) one `{{ }}` or `{% %}` block, or
+/// one bare expression, may hold. minijinja nests its syntax tree one level per link of an
+/// operator chain and walks it recursively, without a limit of its own for chains: 40,000
+/// terms of `{{ 1 + 1 + ... }}` overflowed the main thread's stack, fewer a worker thread's.
+/// Real templates use a handful per expression.
+pub const MAX_OPERATORS: usize = 1_000;
+
 /// Renders templates with a fixed environment.
 pub struct Renderer {
     env: RefCell<Environment<'static>>,
@@ -153,13 +160,14 @@ impl Renderer {
         // `{{ expr }}` alone keeps the expression's own type.
         if let Some(expr) = single_expression(text) {
             let env = self.env.borrow();
-            let expression = match env.compile_expression(expr) {
-                Ok(expression) => expression,
-                Err(err) => {
-                    acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
-                    return failed;
-                }
-            };
+            let expression =
+                match check_operators(expr, true).and_then(|()| env.compile_expression(expr)) {
+                    Ok(expression) => expression,
+                    Err(err) => {
+                        acc.push(self.diagnostic(source_text, text, span, &err, ctx, None));
+                        return failed;
+                    }
+                };
             *tainted |= expression
                 .undeclared_variables(true)
                 .iter()
@@ -223,6 +231,7 @@ impl Renderer {
         if let Some(vars) = self.compiled.borrow().get(text) {
             return Ok(Arc::clone(vars));
         }
+        check_operators(text, false)?;
         let mut env = self.env.borrow_mut();
         let mut compiled = self.compiled.borrow_mut();
         if compiled.len() >= CACHE_LIMIT {
@@ -325,7 +334,9 @@ impl Renderer {
             Value::String(text) => {
                 let expr = single_expression(text).unwrap_or(text);
                 let env = self.env.borrow();
-                let expression = match env.compile_expression(expr) {
+                let expression = match check_operators(expr, true)
+                    .and_then(|()| env.compile_expression(expr))
+                {
                     Ok(expression) => expression,
                     Err(err) => {
                         acc.push(self.diagnostic(source_text, text, node.span, &err, ctx, None));
@@ -424,6 +435,83 @@ impl Renderer {
         )
         .with_label("in this template")
     }
+}
+
+/// Refuses a template (or, with `bare`, an expression) with a block of more than
+/// [`MAX_OPERATORS`] operators, before minijinja builds a tree too deep to walk.
+fn check_operators(text: &str, bare: bool) -> Result<(), minijinja::Error> {
+    let bytes = text.as_bytes();
+    let mut idx = 0;
+    while idx < bytes.len() {
+        let block_end = if bare {
+            bytes.len()
+        } else {
+            // The next `{{` or `{%` (comments, `{#`, hold no operators).
+            let Some(open) = memchr::memchr_iter(b'{', &bytes[idx..])
+                .map(|at| idx + at)
+                .find(|&at| matches!(bytes.get(at + 1), Some(b'{' | b'%')))
+            else {
+                return Ok(());
+            };
+            idx = open + 2;
+            let close: &[u8] = if bytes[open + 1] == b'{' {
+                b"}}"
+            } else {
+                b"%}"
+            };
+            memchr::memmem::find(&bytes[idx..], close).map_or(bytes.len(), |at| idx + at)
+        };
+        if count_operators(&bytes[idx..block_end]) > MAX_OPERATORS {
+            return Err(minijinja::Error::new(
+                ErrorKind::SyntaxError,
+                format!(
+                    "an expression with more than {} operators; split it with `{{% set %}}`",
+                    document::thousands(MAX_OPERATORS)
+                ),
+            ));
+        }
+        if bare {
+            return Ok(());
+        }
+        idx = block_end + 2;
+    }
+    Ok(())
+}
+
+/// Operators in one block: symbols and the word operators, outside string literals.
+fn count_operators(block: &[u8]) -> usize {
+    let is_word_operator =
+        |word: &[u8]| matches!(word, b"and" | b"or" | b"not" | b"in" | b"is" | b"if");
+    let mut operators = 0usize;
+    let mut word_start: Option<usize> = None;
+    let mut idx = 0;
+    while idx < block.len() {
+        let byte = block[idx];
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
+            word_start.get_or_insert(idx);
+            idx += 1;
+            continue;
+        }
+        if let Some(start) = word_start.take() {
+            operators += usize::from(is_word_operator(&block[start..idx]));
+        }
+        match byte {
+            b'"' | b'\'' => {
+                idx += 1;
+                while idx < block.len() && block[idx] != byte {
+                    idx += if block[idx] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'=' | b'!' | b'<' | b'>' | b'|' | b'.'
+            | b'[' | b'(' => operators += 1,
+            _ => {}
+        }
+        idx += 1;
+    }
+    if let Some(start) = word_start {
+        operators += usize::from(is_word_operator(&block[start..]));
+    }
+    operators
 }
 
 /// True when the string contains template syntax.

@@ -624,6 +624,42 @@ fn a_rate_too_long_is_refused_not_overflowed() {
 }
 
 #[test]
+fn long_operator_chains_are_refused_not_a_stack_overflow() {
+    // minijinja nests one level per operator of a chain and walks the tree recursively: 40,000
+    // terms overflowed the stack (exit 134, no diagnostic).
+    for (attr, value) in [
+        ("content", format!("{{{{ 1{} }}}}", " + 1".repeat(40_000))),
+        (
+            "content",
+            format!("{{{{ 'a'{} }}}}", "|upper".repeat(40_000)),
+        ),
+        ("when", format!("1{}", " == 1".repeat(40_000))),
+    ] {
+        let yaml = format!("steward: 1\nresources:\n  file:/x:\n    {attr}: \"{value}\"\n");
+        check_bad(
+            "site.yaml",
+            yaml,
+            &[
+                "./site.yaml:4:",
+                "an expression with more than 1,000 operators",
+            ],
+        );
+    }
+    // A thousand is fine, and strings are not operators.
+    let env = TestEnv::new();
+    env.write(
+        "site.yaml",
+        format!(
+            "steward: 1\nresources:\n  file:/x:\n    content: \"{{{{ 1{} }}}}{{{{ '{}' }}}}\"\n",
+            " + 1".repeat(999),
+            "+".repeat(5_000)
+        ),
+    );
+    let out = env.run(&["validate", "."]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
 fn modules_are_checked() {
     let yaml = "steward: 1\nuse:\n  - module: std/sshdd\n  - module: std/sshd\n    with: { permit_rot_login: true }\n";
     check_bad(
