@@ -12,7 +12,7 @@ use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 
 use crate::diag::{Diagnostic, Span, did_you_mean};
 use crate::model::{self, RelationKind, ResourceId};
-use crate::resource::Registry;
+use crate::resource::{Candidates, Registry, ancestors};
 
 /// Why one resource comes before another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,15 +258,27 @@ impl<'m> ResourceGraph<'m> {
 
     fn add_implicit_edges(&mut self, registry: &Registry, _: &mut Vec<Diagnostic>) {
         let index = self.index();
+        // Declared directories by path, looked up by slices of a path: no id per ancestor.
+        let directories: foldhash::HashMap<&str, usize> = self
+            .node
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, res)| res.id.kind == "directory")
+            .map(|(idx, res)| (res.id.name.as_str(), idx))
+            .collect();
         for (idx, res) in self.node.resources.iter().enumerate() {
             let Some(ty) = registry.get(&res.id.kind) else {
                 continue;
             };
             for dep in ty.implicit_deps(res) {
-                let found = dep
-                    .candidates
-                    .iter()
-                    .find_map(|candidate| index.get(candidate).copied());
+                let found = match &dep.candidates {
+                    Candidates::Ids(ids) => ids.iter().find_map(|id| index.get(id).copied()),
+                    Candidates::ParentDirectories(_) if directories.is_empty() => None,
+                    Candidates::ParentDirectories(path) => {
+                        ancestors(path).find_map(|dir| directories.get(dir).copied())
+                    }
+                };
                 if let Some(from) = found.filter(|&from| from != idx) {
                     let (from, to) = (self.vertices[from], self.vertices[idx]);
                     if self.graph.edges_connecting(from, to).next().is_none() {

@@ -8,9 +8,9 @@ use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::command::Run;
 use crate::resource::provider::{Applied, CommandOutput, Provider, ProviderCtx, ProviderError};
 
-use crate::model::{Resource, ResourceId};
+use crate::model::Resource;
 use crate::resource::{
-    AttrRule, AttrType, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required,
+    AttrRule, AttrType, Candidates, ImplicitDep, NameRule, ResourceType, TypeSchema, attr, required,
 };
 
 pub(crate) struct Exec;
@@ -91,13 +91,13 @@ impl ResourceType for Exec {
         let mut deps = Vec::new();
         if let Some(user) = res.attr_str("user") {
             deps.push(ImplicitDep {
-                candidates: vec![ResourceId::new("user", user)],
+                candidates: Candidates::one("user", user),
                 reason: "runs as user",
             });
         }
         if let Some(cwd) = res.attr_str("cwd") {
             deps.push(ImplicitDep {
-                candidates: vec![ResourceId::new("directory", cwd)],
+                candidates: Candidates::one("directory", cwd),
                 reason: "runs in directory",
             });
         }

@@ -4,10 +4,10 @@ use crate::model::Value;
 use crate::resource::change::{Change, State};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
-use crate::model::{Resource, ResourceId};
+use crate::model::Resource;
 use crate::resource::{
-    AttrRule, AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    attr,
+    AttrRule, AttrType, Candidates, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType,
+    TypeSchema, attr,
 };
 
 pub(crate) struct Line;
@@ -55,7 +55,7 @@ impl ResourceType for Line {
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         vec![ImplicitDep {
-            candidates: vec![ResourceId::new("file", path_of(res))],
+            candidates: Candidates::one("file", path_of(res)),
             reason: "edits file",
         }]
     }

@@ -275,9 +275,37 @@ impl Candidate<'_> {
 #[derive(Clone, Debug)]
 pub struct ImplicitDep {
     /// Candidates, nearest first: the first one declared wins.
-    pub candidates: Vec<ResourceId>,
+    pub candidates: Candidates,
     /// Why, for graph output and cycle messages.
     pub reason: &'static str,
+}
+
+/// The resources an [`ImplicitDep`] may point at, nearest first.
+#[derive(Clone, Debug)]
+pub enum Candidates {
+    /// These resources.
+    Ids(Vec<ResourceId>),
+    /// The `directory` resources above this absolute path. Kept as the path, not as one id
+    /// per ancestor: the ancestors of a deep path are many, and long (their total length
+    /// grows with the square of the depth).
+    ParentDirectories(String),
+}
+
+impl Candidates {
+    /// One resource.
+    pub fn one(kind: &str, name: &str) -> Candidates {
+        Candidates::Ids(vec![ResourceId::new(kind, name)])
+    }
+}
+
+/// The ancestors of an absolute path, nearest first (excluding `/`), as slices of it.
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut current = path.trim_end_matches('/');
+    std::iter::from_fn(move || {
+        let idx = current.rfind('/')?;
+        current = &current[..idx];
+        (!current.is_empty()).then_some(current)
+    })
 }
 
 /// A kind of resource: its schema and its pure rules.
@@ -443,48 +471,60 @@ pub fn check_abs_path(path: &str) -> Result<(), String> {
     if path == "/" {
         return Ok(());
     }
+    if path.len() > PATH_MAX {
+        return Err(format!(
+            "`{}` is longer than 4,096 bytes, the longest path Linux accepts",
+            clip(path)
+        ));
+    }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     for part in trimmed[1..].split('/') {
         match part {
             "" => return Err(format!("`{path}` has an empty path component (`//`)")),
             "." => return Err(format!("`{path}` has a `.` component")),
             ".." => return Err(format!("`{path}` has a `..` component")),
+            part if part.len() > NAME_MAX => {
+                return Err(format!(
+                    "`{}` has a component longer than 255 bytes, the longest file name Linux accepts",
+                    clip(path)
+                ));
+            }
             _ => {}
         }
     }
     Ok(())
 }
 
-/// The ancestors of an absolute path as `directory:` ids, nearest first (excluding `/`).
-fn parent_directories(path: &str) -> Vec<ResourceId> {
-    let mut res = Vec::new();
-    let mut current = path.trim_end_matches('/');
-    while let Some(idx) = current.rfind('/') {
-        current = &current[..idx];
-        if current.is_empty() {
-            break;
-        }
-        res.push(ResourceId::new("directory", current));
+/// The longest path Linux accepts, in bytes with the final NUL left out (`PATH_MAX`).
+const PATH_MAX: usize = 4_095;
+
+/// The longest file name Linux accepts, in bytes (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// The start of a long path, for a message.
+fn clip(path: &str) -> String {
+    match path.char_indices().nth(60) {
+        Some((idx, _)) => format!("{}…", &path[..idx]),
+        None => path.to_string(),
     }
-    res
 }
 
 /// Implicit edges of anything at a path: its nearest managed parent directory, and the user
 /// and group that own it.
 fn path_deps(res: &Resource, path: &str) -> Vec<ImplicitDep> {
     let mut deps = vec![ImplicitDep {
-        candidates: parent_directories(path),
+        candidates: Candidates::ParentDirectories(path.to_string()),
         reason: "inside directory",
     }];
     if let Some(owner) = res.attr_str("owner") {
         deps.push(ImplicitDep {
-            candidates: vec![ResourceId::new("user", owner)],
+            candidates: Candidates::one("user", owner),
             reason: "owned by user",
         });
     }
     if let Some(group) = res.attr_str("group") {
         deps.push(ImplicitDep {
-            candidates: vec![ResourceId::new("group", group)],
+            candidates: Candidates::one("group", group),
             reason: "owned by group",
         });
     }
@@ -593,11 +633,26 @@ mod tests {
 
     #[test]
     fn parents_nearest_first() {
-        let ids: Vec<String> = parent_directories("/a/b/c")
-            .iter()
-            .map(|id| id.to_string())
-            .collect();
-        assert_eq!(ids, ["directory:/a/b", "directory:/a"]);
+        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a/b", "/a"]);
+        assert_eq!(ancestors("/a/b/").collect::<Vec<_>>(), ["/a"]);
+        assert_eq!(ancestors("/a").count(), 0);
+    }
+
+    #[test]
+    fn paths_the_kernel_refuses_are_refused() {
+        let long = format!("/{}", "v/".repeat(2_048));
+        assert!(
+            check_abs_path(&long)
+                .unwrap_err()
+                .contains("longer than 4,096 bytes")
+        );
+        let wide = format!("/srv/{}", "x".repeat(256));
+        assert!(
+            check_abs_path(&wide)
+                .unwrap_err()
+                .contains("longer than 255 bytes")
+        );
+        assert!(check_abs_path(&format!("/srv/{}", "x".repeat(255))).is_ok());
     }
 
     /// Each name rule's JSON Schema pattern gives its checker's verdict on a list of samples.

@@ -9,11 +9,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::model::{Resource, ResourceId, Value};
+use crate::model::{Resource, Value};
 use crate::resource::change::State;
 use crate::resource::command::{Run, argv};
 use crate::resource::provider::{Applied, CommandOutput, Provider, ProviderCtx, ProviderError};
-use crate::resource::{AttrType, ImplicitDep, NameRule, ResourceType, TypeSchema, attr};
+use crate::resource::{
+    AttrType, Candidates, ImplicitDep, NameRule, ResourceType, TypeSchema, attr,
+};
 
 pub(crate) struct Service;
 
@@ -50,7 +52,7 @@ impl ResourceType for Service {
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         let package = res.id.name.strip_suffix(".service").unwrap_or(&res.id.name);
         vec![ImplicitDep {
-            candidates: vec![ResourceId::new("package", package)],
+            candidates: Candidates::one("package", package),
             reason: "installed by package",
         }]
     }

@@ -7,8 +7,8 @@ use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
 use crate::model::Resource;
 use crate::resource::{
-    AttrRule, AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
-    attr, parent_directories,
+    AttrRule, AttrType, Candidates, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType,
+    TypeSchema, attr,
 };
 
 pub(crate) struct Symlink;
@@ -47,7 +47,7 @@ impl ResourceType for Symlink {
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         vec![ImplicitDep {
-            candidates: parent_directories(&res.id.name),
+            candidates: Candidates::ParentDirectories(res.id.name.clone()),
             reason: "inside directory",
         }]
     }

@@ -7,14 +7,14 @@
 //! `comment`. `system` only matters when the account is created, so it is never compared.
 //! No home directory is created or removed: that is a `directory` resource's job.
 
-use crate::model::{Resource, ResourceId, Value};
+use crate::model::{Resource, Value};
 use crate::resource::accounts::Accounts;
 use crate::resource::change::{Action, Change, State};
 use crate::resource::command::{Run, argv};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
-    AttrType, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema, attr,
-    diff_attrs,
+    AttrType, Candidates, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
+    attr, diff_attrs,
 };
 
 pub(crate) struct User;
@@ -68,7 +68,7 @@ impl ResourceType for User {
         groups
             .into_iter()
             .map(|group| ImplicitDep {
-                candidates: vec![ResourceId::new("group", group)],
+                candidates: Candidates::one("group", group),
                 reason: "member of group",
             })
             .collect()

@@ -660,6 +660,54 @@ fn long_operator_chains_are_refused_not_a_stack_overflow() {
 }
 
 #[test]
+fn paths_linux_refuses_are_refused() {
+    // 40,000 components: the ancestors of such a path, one id each, took 1.6 GB (a fuzz find).
+    let deep = format!("/{}v", "v/".repeat(40_000));
+    let wide = format!("/srv/{}", "x".repeat(256));
+    for (key, message) in [
+        (
+            format!("symlink:{deep}"),
+            "is longer than 4,096 bytes, the longest path Linux accepts",
+        ),
+        (
+            format!("file:{wide}"),
+            "has a component longer than 255 bytes, the longest file name Linux accepts",
+        ),
+    ] {
+        // A YAML key longer than 1,024 characters must be an explicit one (`? `).
+        let env = TestEnv::new();
+        env.write(
+            "site.yaml",
+            format!("steward: 1\nresources:\n  ? \"{key}\"\n  : {{ target: /x }}\n"),
+        );
+        let out = env.run(&["validate", ".", "--format", "json"]);
+        assert_eq!(out.code, 1, "{}", out.all());
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let diag = &json["diagnostics"][0];
+        assert_eq!((diag["line"].as_u64(), diag["column"].as_u64()), (Some(3), Some(5)));
+        let text = diag["message"].as_str().unwrap();
+        assert!(text.contains(message) && text.len() < 300, "{text}");
+    }
+}
+
+#[test]
+fn deep_paths_find_their_nearest_declared_directory() {
+    // 2,000 files 1,000 directories deep, under one declared directory at the top: each
+    // finds it without an id per ancestor.
+    let dir = format!("/d{}", "/v".repeat(1_000));
+    let mut yaml = "steward: 1\nresources:\n  directory:/d: {}\n".to_string();
+    for i in 0..2_000 {
+        yaml.push_str(&format!("  ? file:{dir}/f{i}\n  : {{ content: x }}\n"));
+    }
+    let env = TestEnv::new();
+    env.write("site.yaml", yaml);
+    let out = env.run(&["graph", ".", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let inside = out.stdout.matches("inside directory").count();
+    assert_eq!(inside, 2_000, "{}", &out.stdout[..out.stdout.len().min(2_000)]);
+}
+
+#[test]
 fn modules_are_checked() {
     let yaml = "steward: 1\nuse:\n  - module: std/sshdd\n  - module: std/sshd\n    with: { permit_rot_login: true }\n";
     check_bad(
