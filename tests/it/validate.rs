@@ -684,7 +684,10 @@ fn paths_linux_refuses_are_refused() {
         assert_eq!(out.code, 1, "{}", out.all());
         let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         let diag = &json["diagnostics"][0];
-        assert_eq!((diag["line"].as_u64(), diag["column"].as_u64()), (Some(3), Some(5)));
+        assert_eq!(
+            (diag["line"].as_u64(), diag["column"].as_u64()),
+            (Some(3), Some(5))
+        );
         let text = diag["message"].as_str().unwrap();
         assert!(text.contains(message) && text.len() < 300, "{text}");
     }
@@ -704,7 +707,12 @@ fn deep_paths_find_their_nearest_declared_directory() {
     let out = env.run(&["graph", ".", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let inside = out.stdout.matches("inside directory").count();
-    assert_eq!(inside, 2_000, "{}", &out.stdout[..out.stdout.len().min(2_000)]);
+    assert_eq!(
+        inside,
+        2_000,
+        "{}",
+        &out.stdout[..out.stdout.len().min(2_000)]
+    );
 }
 
 #[test]
