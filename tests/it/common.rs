@@ -52,12 +52,18 @@ impl TestEnv {
 
 /// Runs the steward binary in `dir` with a clean, colourless environment.
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    run_in_with_env(dir, args, &[])
+}
+
+/// [`run_in`] with these variables added to the clean environment.
+pub fn run_in_with_env(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     Output {

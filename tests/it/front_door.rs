@@ -4,9 +4,7 @@
 //! line too long for miette's width formatting is clipped, not a panic; and a panic, should
 //! one happen, exits 70 with a bug-report note (driven by the `STEWARD_TEST_PANIC` hook).
 
-use std::process::Command;
-
-use crate::common::{Output, TestEnv};
+use crate::common::{Output, TestEnv, run_in_with_env};
 
 /// Words of serde-saphyr's or Rust's vocabulary that must never reach a user.
 const LIBRARY_WORDS: &[&str] = &[
@@ -312,20 +310,11 @@ fn yaml_duplicate_key() {
 fn run_with_test_panic(value: &str) -> Output {
     let env = TestEnv::new();
     env.write("site.yaml", "steward: 1\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(["validate", "."])
-        .current_dir(env.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NO_COLOR", "1")
-        .env("STEWARD_TEST_PANIC", value)
-        .output()
-        .unwrap();
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_in_with_env(
+        env.path(),
+        &["validate", "."],
+        &[("STEWARD_TEST_PANIC", value)],
+    )
 }
 
 #[test]
