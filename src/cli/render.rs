@@ -272,8 +272,8 @@ fn clipped(
     let spans: Vec<(usize, usize)> = spans
         .iter()
         .map(|span| {
-            let start = floor_char_boundary(text, span.start);
-            (start, floor_char_boundary(text, span.end).max(start))
+            let start = text.floor_char_boundary(span.start);
+            (start, text.floor_char_boundary(span.end).max(start))
         })
         .collect();
     let starts = |map: &dyn Fn(usize) -> usize| -> Vec<(usize, usize)> {
@@ -311,15 +311,6 @@ fn clipped(
         text: Arc::new(clip.text),
     };
     (res, mapped)
-}
-
-/// The greatest character boundary at or before `offset`, within the text.
-fn floor_char_boundary(text: &str, offset: usize) -> usize {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    offset
 }
 
 fn source_span(start: usize, end: usize) -> SourceSpan {

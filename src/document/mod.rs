@@ -194,9 +194,27 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// The span of the value past [`MAX_NODES`] in `root`, counting values (keys not counted) in
-/// document order; `None` when the tree is within the limit.
-pub fn value_past_limit(root: &Node) -> Option<Span> {
+/// A file's documents as its reader returns them: refused with one diagnostic at the first
+/// value past [`MAX_NODES`], counting values (keys not counted) in document order. Each reader
+/// has a looser bound of its own, which keeps its memory in check before the tree is built.
+fn within_value_limit(
+    syntax: Syntax,
+    documents: Vec<Document>,
+    diagnostics: Vec<Diagnostic>,
+) -> Parsed {
+    match value_past_limit(documents.iter().map(|doc| &doc.root)) {
+        Some(span) => Parsed {
+            documents: Vec::new(),
+            diagnostics: vec![too_many_values(syntax, span)],
+        },
+        None => Parsed {
+            documents,
+            diagnostics,
+        },
+    }
+}
+
+fn value_past_limit<'a>(roots: impl IntoIterator<Item = &'a Node>) -> Option<Span> {
     fn walk(node: &Node, seen: &mut usize) -> Option<Span> {
         *seen += 1;
         if *seen > MAX_NODES {
@@ -208,7 +226,30 @@ pub fn value_past_limit(root: &Node) -> Option<Span> {
             _ => None,
         }
     }
-    walk(root, &mut 0)
+    let mut seen = 0;
+    roots.into_iter().find_map(|root| walk(root, &mut seen))
+}
+
+/// The diagnostic for a file past [`MAX_NODES`], at the first value too many.
+fn too_many_values(syntax: Syntax, span: Span) -> Diagnostic {
+    let (code, spelling) = match syntax {
+        Syntax::Yaml => ("document::yaml", "YAML"),
+        Syntax::Kdl => ("document::kdl", "KDL"),
+    };
+    Diagnostic::error(
+        code,
+        span,
+        format!(
+            "invalid {spelling}: more than {} values in one file",
+            thousands(MAX_NODES)
+        ),
+    )
+    .with_label(format!("value {} starts here", thousands(MAX_NODES + 1)))
+    .with_help(format!(
+        "steward reads at most {} values (scalars, lists and maps; keys not counted) per file; \
+         split the documents over several files",
+        thousands(MAX_NODES)
+    ))
 }
 
 /// The diagnostic that stands for `count` problems of one file left unreported.

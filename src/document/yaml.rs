@@ -44,12 +44,7 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
         Ok(raws) => raws,
         Err(err) => return failed(diagnostic(source, text, &err)),
     };
-    let mut lowering = Lowering {
-        source,
-        text,
-        n_values: 0,
-        past_limit: None,
-    };
+    let lowering = Lowering { source, text };
     let documents = raws
         .into_iter()
         .filter(|raw| !matches!(raw.value, Raw::Null))
@@ -59,28 +54,7 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
             root: lowering.lower(raw),
         })
         .collect();
-    if let Some(span) = lowering.past_limit {
-        return failed(
-            Diagnostic::error(
-                "document::yaml",
-                span,
-                format!(
-                    "invalid YAML: more than {} values in one file",
-                    thousands(MAX_NODES)
-                ),
-            )
-            .with_label(format!("value {} starts here", thousands(MAX_NODES + 1)))
-            .with_help(format!(
-                "steward reads at most {} values (scalars, lists and maps; keys not counted) \
-                 per file; {SPLIT_HELP}",
-                thousands(MAX_NODES)
-            )),
-        );
-    }
-    Parsed {
-        documents,
-        diagnostics: Vec::new(),
-    }
+    super::within_value_limit(Syntax::Yaml, documents, Vec::new())
 }
 
 fn failed(diag: Diagnostic) -> Parsed {
@@ -478,18 +452,11 @@ fn offset_of(text: &str, line: usize, column: usize) -> usize {
 struct Lowering<'a> {
     source: SourceId,
     text: &'a str,
-    n_values: usize,
-    /// Where the first value past [`MAX_NODES`] is written.
-    past_limit: Option<Span>,
 }
 
 impl Lowering<'_> {
-    fn lower(&mut self, raw: Spanned<Raw>) -> Node {
+    fn lower(&self, raw: Spanned<Raw>) -> Node {
         let span = span_of(self.source, self.text, raw.referenced);
-        self.n_values += 1;
-        if self.n_values == MAX_NODES + 1 {
-            self.past_limit = Some(span);
-        }
         let value = match raw.value {
             Raw::Null => Value::Null,
             Raw::Bool(value) => Value::Bool(value),

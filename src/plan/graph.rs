@@ -274,7 +274,6 @@ impl<'m> ResourceGraph<'m> {
             for dep in ty.implicit_deps(res) {
                 let found = match &dep.candidates {
                     Candidates::Ids(ids) => ids.iter().find_map(|id| index.get(id).copied()),
-                    Candidates::ParentDirectories(_) if directories.is_empty() => None,
                     Candidates::ParentDirectories(path) => {
                         ancestors(path).find_map(|dir| directories.get(dir).copied())
                     }

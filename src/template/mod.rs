@@ -566,17 +566,15 @@ fn precise_span(
     } else {
         return None;
     };
-    let mut start = span.start + offset + range.start.min(text.len());
-    let mut end = span.start + offset + range.end.min(text.len());
+    let start = span.start + offset + range.start.min(text.len());
+    let end = span.start + offset + range.end.min(text.len());
     // minijinja widens an empty error range by one byte, which can end inside a multi-byte
     // character: keep the span on character boundaries.
-    while start > 0 && !source_text.is_char_boundary(start) {
-        start -= 1;
-    }
-    while end < source_text.len() && !source_text.is_char_boundary(end) {
-        end += 1;
-    }
-    Some(Span::new(span.source, start, end))
+    Some(Span::new(
+        span.source,
+        source_text.floor_char_boundary(start),
+        source_text.ceil_char_boundary(end),
+    ))
 }
 
 /// The first dotted variable that does not resolve in `ctx`, with the names that do exist at

@@ -23,8 +23,7 @@ use parser::{Entry as KdlEntry, KdlNode, Scalar as KdlValue, TextRange};
 
 use crate::diag::{Diagnostic, SourceId, Span};
 use crate::document::{
-    Document, Key, MAX_DEPTH, MAX_DIAGNOSTICS_PER_FILE, MAX_NODES, Node, Parsed, Syntax, Value,
-    thousands,
+    Document, Key, MAX_DEPTH, MAX_DIAGNOSTICS_PER_FILE, Node, Parsed, Syntax, Value,
 };
 
 /// Parses one KDL file into a single [`Document`]; a file with syntax errors gives none.
@@ -67,33 +66,12 @@ pub fn parse(source: SourceId, text: &str) -> Parsed {
         diagnostics: Vec::new(),
     };
     let root = reader.top_level(&parsed.nodes);
-    if let Some(span) = crate::document::value_past_limit(&root) {
-        let diag = Diagnostic::error(
-            "document::kdl",
-            span,
-            format!(
-                "invalid KDL: more than {} values in one file",
-                thousands(MAX_NODES)
-            ),
-        )
-        .with_label(format!("value {} starts here", thousands(MAX_NODES + 1)))
-        .with_help(format!(
-            "steward reads at most {} values (scalars, lists and maps; keys not counted) per file; split it into several documents",
-            thousands(MAX_NODES)
-        ));
-        return Parsed {
-            documents: Vec::new(),
-            diagnostics: vec![diag],
-        };
-    }
-    Parsed {
-        documents: vec![Document {
-            source,
-            syntax: Syntax::Kdl,
-            root,
-        }],
-        diagnostics: reader.diagnostics,
-    }
+    let document = Document {
+        source,
+        syntax: Syntax::Kdl,
+        root,
+    };
+    super::within_value_limit(Syntax::Kdl, vec![document], reader.diagnostics)
 }
 
 struct Reader<'a> {
