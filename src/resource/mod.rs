@@ -473,7 +473,7 @@ pub fn check_abs_path(path: &str) -> Result<(), String> {
     }
     if path.len() > PATH_MAX {
         return Err(format!(
-            "`{}` is longer than 4,096 bytes, the longest path Linux accepts",
+            "`{}` is longer than 4,095 bytes, the longest path Linux accepts",
             clip(path)
         ));
     }
@@ -644,7 +644,7 @@ mod tests {
         assert!(
             check_abs_path(&long)
                 .unwrap_err()
-                .contains("longer than 4,096 bytes")
+                .contains("longer than 4,095 bytes")
         );
         let wide = format!("/srv/{}", "x".repeat(256));
         assert!(

@@ -667,7 +667,7 @@ fn paths_linux_refuses_are_refused() {
     for (key, message) in [
         (
             format!("symlink:{deep}"),
-            "is longer than 4,096 bytes, the longest path Linux accepts",
+            "is longer than 4,095 bytes, the longest path Linux accepts",
         ),
         (
             format!("file:{wide}"),
