@@ -18,13 +18,13 @@ use crate::store::{
 };
 
 /// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
-pub const STORE_VERSION: i64 = 3;
+pub const STORE_VERSION: i64 = 4;
 
 /// Marks the database as steward's ("STWD").
 const APPLICATION_ID: i64 = 0x5354_5744;
 
 /// Schema migrations: entry `n` takes the store from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: runs and their per-resource results.
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -86,6 +86,24 @@ const MIGRATIONS: [&str; 3] = [
         last_seen TEXT,
         revoked_at TEXT
     );",
+    // 4: fleet trust. Join tokens bound to a node name and tags (or allowed to replace an
+    // enrolled node); the tags an agent claimed, apart from the controller's; a run's status
+    // (`running` until it is recorded whole, `interrupted` when a controller died during it);
+    // the tasks the controller issued, each result stored before it is acknowledged.
+    "ALTER TABLE join_tokens ADD COLUMN node TEXT;
+    ALTER TABLE join_tokens ADD COLUMN tags TEXT;
+    ALTER TABLE join_tokens ADD COLUMN replace_node INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nodes ADD COLUMN claimed_tags TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'complete';
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        closed_at TEXT,
+        result TEXT
+    );
+    CREATE INDEX tasks_run ON tasks (run_id);",
 ];
 
 /// A steward store in one SQLite file.

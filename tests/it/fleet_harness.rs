@@ -1,0 +1,360 @@
+//! The fleet test harness: a real controller and real agents as processes on loopback, each
+//! agent with its own `--root`, driven through the CLI. Shared by the fleet test files.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Output, TestEnv};
+
+/// A controller with its agents; every process is killed on drop.
+pub(crate) struct Fleet {
+    pub(crate) env: TestEnv,
+    pub(crate) data: PathBuf,
+    pub(crate) serve: Option<Child>,
+    pub(crate) agents: Vec<(String, Reaped)>,
+    pub(crate) agent_addr: String,
+    pub(crate) http: String,
+    pub(crate) serve_args: Vec<String>,
+}
+
+pub(crate) fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Fleet {
+    pub(crate) fn start() -> Fleet {
+        Fleet::start_with(&[])
+    }
+
+    /// A controller started with extra `serve` arguments.
+    pub(crate) fn start_with(serve_args: &[&str]) -> Fleet {
+        let env = TestEnv::new();
+        let data = env.path().join("controller");
+        let mut fleet = Fleet {
+            env,
+            data,
+            serve: None,
+            agents: Vec::new(),
+            agent_addr: String::new(),
+            http: String::new(),
+            serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
+        };
+        fleet.start_controller("127.0.0.1:0", "127.0.0.1:0");
+        fleet
+    }
+
+    pub(crate) fn start_controller(&mut self, listen: &str, http: &str) {
+        let _ = std::fs::remove_file(self.data.join("endpoints.json"));
+        let log = std::fs::File::create(self.env.path().join("serve.log")).unwrap();
+        let child = bin()
+            .args(["serve", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen", listen, "--http", http])
+            .args(&self.serve_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        let endpoints: serde_json::Value =
+            wait_for("endpoints.json", Duration::from_secs(30), || {
+                let text = std::fs::read_to_string(self.data.join("endpoints.json")).ok()?;
+                serde_json::from_str(&text).ok()
+            });
+        self.agent_addr = endpoints["agents"].as_str().unwrap().to_string();
+        self.http = endpoints["http"].as_str().unwrap().to_string();
+    }
+
+    pub(crate) fn kill_controller(&mut self) {
+        if let Some(mut child) = self.serve.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn token(&self, ttl: &str) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--ttl",
+            ttl,
+        ]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        out.stdout.trim().to_string()
+    }
+
+    pub(crate) fn root(&self, name: &str) -> PathBuf {
+        self.env.path().join("roots").join(name)
+    }
+
+    pub(crate) fn state(&self, name: &str) -> PathBuf {
+        self.env.path().join("agents").join(name)
+    }
+
+    /// Starts an agent (enrolling with `token` when given).
+    pub(crate) fn agent_process(&self, name: &str, tags: &str, token: Option<&str>) -> Reaped {
+        let root = self.root(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.env.path().join(format!("agent-{name}.log")))
+            .unwrap();
+        let mut cmd = bin();
+        cmd.arg("--root")
+            .arg(&root)
+            .args([
+                "agent",
+                "--controller",
+                &self.agent_addr,
+                "--name",
+                name,
+                "--tags",
+                tags,
+            ])
+            .arg("--state-dir")
+            .arg(self.state(name))
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        Reaped(cmd.spawn().unwrap())
+    }
+
+    /// A controller with these agents (`(name, tags)`), all online.
+    pub(crate) fn with_agents(agents: &[(&str, &str)]) -> Fleet {
+        let mut fleet = Fleet::start();
+        for (name, tags) in agents {
+            fleet.add_agent(name, tags);
+        }
+        let names: Vec<&str> = agents.iter().map(|(name, _)| *name).collect();
+        fleet.wait_online(&names);
+        fleet
+    }
+
+    pub(crate) fn add_agent(&mut self, name: &str, tags: &str) {
+        let token = self.token("1h");
+        let child = self.agent_process(name, tags, Some(&token));
+        self.agents.push((name.to_string(), child));
+    }
+
+    pub(crate) fn kill_agent(&mut self, name: &str) {
+        if let Some(idx) = self.agents.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.agents.remove(idx);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs steward against the controller.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        let output = bin()
+            .args(args)
+            .current_dir(self.env.path())
+            .env("STEWARD_CONTROLLER", &self.http)
+            .env("STEWARD_TOKEN_FILE", self.data.join("admin.token"))
+            .output()
+            .unwrap();
+        Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub(crate) fn online(&self) -> Vec<String> {
+        let out = self.cli(&["nodes", "--format", "json"]);
+        if out.code != 0 {
+            return Vec::new();
+        }
+        let nodes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["online"] == true)
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub(crate) fn wait_online(&self, names: &[&str]) {
+        wait_for(
+            &format!("{names:?} online"),
+            Duration::from_secs(60),
+            || {
+                let online = self.online();
+                names
+                    .iter()
+                    .all(|n| online.iter().any(|o| o == n))
+                    .then_some(())
+            },
+        );
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.env.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&format!("--- {}\n", path.display()));
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.agents {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_controller();
+    }
+}
+
+/// A process the test holds itself, killed if the test ends early.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every file under a directory, relative.
+pub(crate) fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub(crate) fn poke(addr: &str, bytes: &[u8]) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+}
+
+/// Connects over TLS (pinning the controller by fingerprint, or with a client certificate),
+/// sends `bytes`, and returns the first frame the controller answers with, if any.
+pub(crate) fn tls_poke(
+    addr: &str,
+    fingerprint: &str,
+    client: Option<(&str, &str, &str)>,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = match client {
+        None => steward::fleet::pki::enroll_client_config(fingerprint).unwrap(),
+        Some((ca, cert, key)) => steward::fleet::pki::agent_client_config(ca, cert, key).unwrap(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        tls.write_all(bytes).await.ok()?;
+        tls.flush().await.ok()?;
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(15), tls.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        tls.read_exact(&mut frame).await.ok()?;
+        Some(frame)
+    })
+}
+
+/// A request to the HTTP API: its status and body.
+pub(crate) fn http(http: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let addr = http.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The HTTP status of a request without credentials.
+pub(crate) fn status_without_token(http_addr: &str, method: &str, path: &str) -> u16 {
+    http(http_addr, method, path, None).0
+}

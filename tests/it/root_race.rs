@@ -1,0 +1,1 @@
+//! --root confinement holds against a concurrent symlink swap (issue 12, finding 9).
