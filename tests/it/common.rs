@@ -50,6 +50,14 @@ impl TestEnv {
     }
 }
 
+/// The steward binary under test: this build's, or `STEWARD_TEST_BIN` when set (to show that a
+/// new test fails against an older build: `STEWARD_TEST_BIN=/old/steward cargo test ...`).
+pub fn steward_bin() -> std::path::PathBuf {
+    std::env::var_os("STEWARD_TEST_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_steward").into())
+}
+
 /// Runs the steward binary in `dir` with a clean, colourless environment.
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
     run_in_with_env(dir, args, &[])
@@ -57,7 +65,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
 
 /// [`run_in`] with these variables added to the clean environment.
 pub fn run_in_with_env(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_steward"))
+    let output = Command::new(steward_bin())
         .args(args)
         .current_dir(dir)
         .env_clear()

@@ -20,7 +20,7 @@ pub(crate) struct Fleet {
 }
 
 pub(crate) fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
+    let mut cmd = Command::new(crate::common::steward_bin());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1");
