@@ -87,7 +87,7 @@ export STEWARD_CONTROLLER=$HTTP STEWARD_TOKEN_FILE=$D/admin.token
 TOKENS=()
 T_TOKSTART=$(now)
 for i in $(seq 1 "$N"); do
-    TOKENS+=("$("$BIN" token create --data-dir "$D" --ttl 1h)")
+    TOKENS+=("$("$BIN" token create --data-dir "$D" --ttl 1h --name "web-$i" --tags role=web)")
 done
 
 count_online() {
@@ -108,8 +108,9 @@ T0=$(now)
 for i in $(seq 1 "$N"); do
     a=$W/agents/web-$i
     mkdir -p "$a/root" "$a/state"
-    "$BIN" --root "$a/root" agent --controller "$AGENTS" --token "${TOKENS[$((i - 1))]}" \
-        --name "web-$i" --tags role=web --state-dir "$a/state" 2>"$W/logs/agent-$i.log" &
+    (umask 077; printf '%s\n' "${TOKENS[$((i - 1))]}" > "$a/join.token")
+    "$BIN" --root "$a/root" agent --controller "$AGENTS" --join-token-file "$a/join.token" \
+        --name "web-$i" --state-dir "$a/state" 2>"$W/logs/agent-$i.log" &
     PIDS+=($!)
 done
 T_STARTED=$(now)

@@ -51,9 +51,15 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
         Ok(tags) => tags,
         Err(message) => return usage_error(&message),
     };
+    if args.join_token_file.is_some() && args.token.is_some() {
+        return usage_error(
+            "give the join token once: --join-token-file, or --token (or STEWARD_JOIN_TOKEN)",
+        );
+    }
     let config = crate::fleet::agent::Config {
         controller: args.controller.clone(),
         token: args.token.clone(),
+        token_file: args.join_token_file.clone(),
         name: args.name.clone(),
         tags,
         root: ctx.root.clone(),
@@ -279,10 +285,25 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     }
 }
 
-pub(super) fn token_create(data_dir: &Path, ttl: &str) -> std::io::Result<Exit> {
+pub(super) fn token_create(
+    data_dir: &Path,
+    ttl: &str,
+    name: Option<String>,
+    tags: Option<&str>,
+    replace: Option<String>,
+) -> std::io::Result<Exit> {
     let ttl = match parse_ttl(ttl) {
         Ok(ttl) => ttl,
         Err(message) => return usage_error(&message),
+    };
+    let tags = match tags.map(parse_tags).transpose() {
+        Ok(tags) => tags,
+        Err(message) => return usage_error(&message),
+    };
+    let binding = crate::fleet::token::Binding {
+        replace: replace.is_some(),
+        node: replace.or(name),
+        tags,
     };
     if let Err(err) = crate::local::create_private_dir(data_dir) {
         return usage_error(&err.to_string());
@@ -296,7 +317,7 @@ pub(super) fn token_create(data_dir: &Path, ttl: &str) -> std::io::Result<Exit> 
         Ok(store) => store,
         Err(err) => return usage_error(&err.to_string()),
     };
-    match crate::fleet::token::create(&mut store, &ca, ttl) {
+    match crate::fleet::token::create(&mut store, &ca, ttl, &binding) {
         Ok(token) => print_stdout(&format!("{token}\n")),
         Err(err) => usage_error(&err.to_string()),
     }
@@ -323,8 +344,9 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
         return print_stdout("No nodes enrolled. `steward token create` makes a join token.\n");
     }
     use std::fmt::Write as _;
-    let mut out =
-        String::from("NODE         STATUS   TAGS                  OS            LAST SEEN\n");
+    let mut out = String::from(
+        "NODE         STATUS   TAGS                  CLAIMED               OS            LAST SEEN\n",
+    );
     for node in &nodes {
         let status = if node.revoked_at.is_some() {
             "revoked"
@@ -333,7 +355,8 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
         } else {
             "offline"
         };
-        let tags: Vec<String> = node.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags = crate::fleet::token::tags_text(&node.tags);
+        let claimed = crate::fleet::token::tags_text(&node.claimed_tags);
         let os = format!(
             "{} {}",
             node.facts["os_family"].as_str().unwrap_or(""),
@@ -341,10 +364,11 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
         );
         let _ = writeln!(
             out,
-            "{:<12} {:<8} {:<21} {:<13} {}",
+            "{:<12} {:<8} {:<21} {:<21} {:<13} {}",
             node.name,
             status,
-            tags.join(","),
+            if tags.is_empty() { "-" } else { &tags },
+            if claimed.is_empty() { "-" } else { &claimed },
             os.trim(),
             node.last_seen.as_deref().unwrap_or("never")
         );
@@ -354,6 +378,35 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
 
 pub(super) fn node_revoke(name: &str, remote: &RemoteArgs) -> std::io::Result<Exit> {
     match client(remote).and_then(|c| c.post_text(&format!("/v1/nodes/{name}/revoke"))) {
+        Ok(text) => print_stdout(&text),
+        Err(message) => usage_error(&message),
+    }
+}
+
+/// `steward node tag NAME K=V... --remove K`.
+pub(super) fn node_tag(
+    name: &str,
+    set: &[String],
+    remove: &[String],
+    remote: &RemoteArgs,
+) -> std::io::Result<Exit> {
+    if let Err(message) = crate::fleet::controller::check_node_name(name) {
+        return usage_error(&message);
+    }
+    if set.is_empty() && remove.is_empty() {
+        return usage_error("nothing to do: give KEY=VALUE tags to set, or --remove KEY");
+    }
+    let mut request = crate::fleet::api::TagRequest {
+        set: Default::default(),
+        remove: remove.to_vec(),
+    };
+    for pair in set {
+        let Some((key, value)) = pair.split_once('=') else {
+            return usage_error(&format!("`{pair}` must be KEY=VALUE"));
+        };
+        request.set.insert(key.to_string(), value.to_string());
+    }
+    match client(remote).and_then(|c| c.node_tags(name, &request)) {
         Ok(text) => print_stdout(&text),
         Err(message) => usage_error(&message),
     }

@@ -152,12 +152,24 @@ On first start it creates its CA, server certificate and D/admin.token (mode 060
     /// Run an agent: enroll once with a join token, then keep a connection and run tasks.
     #[command(after_help = "\
 Examples:
-  steward agent --controller ctl.example.com:7443 --token \"$T\" --name web-1 --tags role=web \\
-                --state-dir /var/lib/steward-agent
-  steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S --root R   # enrolled already")]
+  steward agent --controller ctl.example.com:7443 --join-token-file /root/web-1.token \\
+                --name web-1 --state-dir /var/lib/steward-agent
+  STEWARD_JOIN_TOKEN=\"$T\" steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S
+  steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S --root R   # enrolled already
+
+The join token is needed only to enroll. Give it in a file or in STEWARD_JOIN_TOKEN: --token
+shows it to every user of the machine (in `ps`). The node's tags are the controller's (bound by
+the token or set with `steward node tag`); --tags is only what the agent asks for.")]
     Agent(AgentArgs),
     /// Manage join tokens.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  steward token create --data-dir D --name web-1 --tags role=web > web-1.token
+  steward token create --data-dir D --replace web-1 --ttl 30m   # re-enroll web-1 on a new machine
+  steward token create --data-dir D                              # any new name, no tags"
+    )]
     Token(TokenCommand),
     /// List the enrolled nodes of a controller.
     #[command(after_help = "\
@@ -245,7 +257,13 @@ pub(crate) struct AgentArgs {
     /// The controller's agent port, HOST:PORT.
     #[arg(long, value_name = "ADDR")]
     pub(crate) controller: String,
-    /// A join token from `steward token create` (needed only to enroll).
+    /// The node's name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: String,
+    /// A file holding the join token from `steward token create` (needed only to enroll).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) join_token_file: Option<PathBuf>,
+    /// The join token itself; visible in `ps`: prefer --join-token-file or STEWARD_JOIN_TOKEN.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -253,10 +271,8 @@ pub(crate) struct AgentArgs {
         hide_env_values = true
     )]
     pub(crate) token: Option<String>,
-    /// The node's name.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) name: String,
-    /// Tags to enroll with: KEY=VALUE,...
+    /// Tags the agent asks for, KEY=VALUE,... (recorded as claimed; targeting uses the
+    /// controller's tags).
     #[arg(long, value_name = "TAGS")]
     pub(crate) tags: Option<String>,
     /// Where the agent keeps its key, certificate and undelivered results.
@@ -274,6 +290,16 @@ enum TokenCommand {
         /// How long the token stays valid: 30m, 1h, 7d.
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         ttl: String,
+        /// Enroll only this node name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The node's tags, KEY=VALUE,... (the controller's: targeting uses them).
+        #[arg(long, value_name = "TAGS")]
+        tags: Option<String>,
+        /// Replace the enrolled node NAME (a new machine or a lost key): its certificate is
+        /// refused from then on; without --tags it keeps its tags.
+        #[arg(long, value_name = "NAME", conflicts_with = "name")]
+        replace: Option<String>,
     },
 }
 
@@ -356,10 +382,28 @@ pub(crate) enum RunAction {
 
 #[derive(Subcommand, Debug)]
 enum NodeCommand {
-    /// Cut a node off for good: its certificate is refused from now on.
+    /// Cut a node off: its certificate is refused from now on; the name may enroll again
+    /// with a new token.
     Revoke {
         /// The node.
         name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Set or remove a node's tags (the controller's, which targeting uses).
+    #[command(after_help = "\
+Examples:
+  steward node tag web-1 role=web zone=eu-1
+  steward node tag web-1 --remove zone")]
+    Tag {
+        /// The node.
+        name: String,
+        /// Tags to set, KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A tag key to remove.
+        #[arg(long, value_name = "KEY")]
+        remove: Vec<String>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -750,11 +794,21 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         },
         Command::Serve(args) => fleet::serve(&args),
         Command::Agent(args) => fleet::agent(&ctx, &args),
-        Command::Token(TokenCommand::Create { data_dir, ttl }) => {
-            fleet::token_create(&data_dir, &ttl)
-        }
+        Command::Token(TokenCommand::Create {
+            data_dir,
+            ttl,
+            name,
+            tags,
+            replace,
+        }) => fleet::token_create(&data_dir, &ttl, name, tags.as_deref(), replace),
         Command::Nodes(args) => fleet::nodes(&args),
         Command::Node(NodeCommand::Revoke { name, remote }) => fleet::node_revoke(&name, &remote),
+        Command::Node(NodeCommand::Tag {
+            name,
+            set,
+            remove,
+            remote,
+        }) => fleet::node_tag(&name, &set, &remove, &remote),
         Command::Run(args) => match &args.action {
             Some(RunAction::Cancel { run, remote }) => {
                 fleet::remote_text(remote, &format!("/v1/runs/{run}/cancel"), true)

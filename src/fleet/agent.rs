@@ -42,9 +42,12 @@ pub struct Config {
     pub controller: String,
     /// A join token, needed only until the agent is enrolled.
     pub token: Option<String>,
+    /// A file holding the join token, read only when the agent enrolls.
+    pub token_file: Option<PathBuf>,
     /// The node name to enroll as.
     pub name: String,
-    /// Tags to enroll with.
+    /// Tags the agent asks for at enrollment (recorded as claimed; the controller's tags
+    /// are what targeting uses).
     pub tags: BTreeMap<String, String>,
     /// Where the node's file system is.
     pub root: PathBuf,
@@ -58,12 +61,13 @@ pub struct Config {
 pub enum AgentError {
     /// Not enrolled and no token to enroll with.
     #[error(
-        "this agent is not enrolled yet ({} has no identity): pass --token",
+        "this agent is not enrolled yet ({} has no identity): give a join token with \
+         --join-token-file FILE or STEWARD_JOIN_TOKEN",
         .0.display()
     )]
     NoToken(PathBuf),
-    /// The join token is malformed.
-    #[error("--token: {0}")]
+    /// The join token is malformed or its file unreadable.
+    #[error("join token: {0}")]
     BadToken(String),
     /// The controller refused enrollment or the connection for good.
     #[error("the controller refused this agent: {0}")]
@@ -137,12 +141,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             identity
         }
         None => {
-            let token = config
-                .token
-                .as_deref()
-                .ok_or_else(|| AgentError::NoToken(config.state_dir.clone()))?;
-            let token =
-                JoinToken::parse(token).map_err(|err| AgentError::BadToken(err.to_string()))?;
+            let token = join_token(&config)?;
             let identity = enroll(&config, &server, &token).await?;
             write_identity(&config.state_dir, &identity)?;
             identity
@@ -278,6 +277,40 @@ async fn enroll(
         }
         tokio::time::sleep(backoff.next()).await;
     }
+}
+
+/// The join token: from `--join-token-file` (warning when others may read the file), else
+/// from `--token` or `STEWARD_JOIN_TOKEN`.
+fn join_token(config: &Config) -> Result<JoinToken, AgentError> {
+    let text = match (&config.token_file, &config.token) {
+        (Some(path), _) => read_token_file(path)?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => return Err(AgentError::NoToken(config.state_dir.clone())),
+    };
+    JoinToken::parse(&text).map_err(|err| AgentError::BadToken(err.to_string()))
+}
+
+fn read_token_file(path: &Path) -> Result<String, AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable =
+        |err: std::io::Error| AgentError::BadToken(format!("{}: {err}", path.display()));
+    let mode = std::fs::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing_warn(&format!(
+            "{} can be read by other users (mode {:o}); `chmod 600` it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(AgentError::BadToken(format!("{} is empty", path.display())));
+    }
+    Ok(text.to_string())
 }
 
 /// `Err` for trouble worth retrying, `Ok(Err)` for a refusal.

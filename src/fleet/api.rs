@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/{id}"),
     ("GET", "/v1/nodes"),
     ("POST", "/v1/nodes/{name}/revoke"),
+    ("POST", "/v1/nodes/{name}/tags"),
     ("POST", "/v1/runs"),
     ("GET", "/v1/runs"),
     ("GET", "/v1/runs/{id}"),
@@ -48,6 +49,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/runs/{id}", get(crate::fleet::dashboard::run))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/revoke", post(revoke))
+        .route("/v1/nodes/{name}/tags", post(node_tags))
         .route("/v1/runs", post(start_run).get(runs))
         .route("/v1/runs/{id}", get(report))
         .route("/v1/runs/{id}/cancel", post(cancel))
@@ -110,8 +112,11 @@ pub struct NodeInfo {
     pub name: String,
     /// Connected now.
     pub online: bool,
-    /// Tags it enrolled with.
+    /// The controller's tags, which targeting uses.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The tags its agent asked for at enrollment (not used for targeting).
+    #[serde(default)]
+    pub claimed_tags: std::collections::BTreeMap<String, String>,
     /// Facts it last reported.
     pub facts: serde_json::Value,
     /// When it enrolled.
@@ -132,6 +137,7 @@ async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
                     online: online.contains(&n.name),
                     name: n.name,
                     tags: n.tags,
+                    claimed_tags: n.claimed_tags,
                     facts: n.facts,
                     enrolled_at: n.enrolled_at,
                     last_seen: n.last_seen,
@@ -155,6 +161,53 @@ async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<Stri
             )
                 .into_response()
         }
+        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// The body of `POST /v1/nodes/{name}/tags`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagRequest {
+    /// Tags to set (replacing a tag of the same key).
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    /// Tag keys to remove (before setting).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+async fn node_tags(
+    State(controller): State<Arc<Controller>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: TagRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed tag request: {err}"),
+            );
+        }
+    };
+    let checked = request
+        .set
+        .iter()
+        .try_for_each(|(key, value)| crate::fleet::controller::check_tag(key, value));
+    if let Err(message) = checked {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
+    match controller.with_store(|s| s.set_node_tags(&name, &request.set, &request.remove)) {
+        Ok(Ok(node)) => format!(
+            "node `{name}`: tags {}\n",
+            match crate::fleet::token::tags_text(&node.tags) {
+                text if text.is_empty() => "(none)".to_string(),
+                text => text,
+            }
+        )
+        .into_response(),
         Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }

@@ -108,6 +108,20 @@ impl Client {
         format!("Bearer {}", self.token)
     }
 
+    /// `steward node tag`: sets and removes a node's tags; the answer as text.
+    pub fn node_tags(
+        &self,
+        name: &str,
+        request: &crate::fleet::api::TagRequest,
+    ) -> Result<String, String> {
+        let response = self
+            .agent
+            .post(self.url(&format!("/v1/nodes/{name}/tags")))
+            .header("Authorization", self.bearer())
+            .send_json(request);
+        self.text(response)
+    }
+
     /// The inventory.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, String> {
         let text = self.get_text("/v1/nodes")?;

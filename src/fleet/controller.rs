@@ -403,7 +403,9 @@ impl Controller {
                 tags,
                 csr_pem,
             }) => self.enroll(protocol, &token, &node, &tags, &csr_pem),
-            Some(_) => Err("only enrollment is allowed without a certificate".to_string()),
+            Some(_) => Err(Refusal::plain(
+                "only enrollment is allowed without a certificate",
+            )),
             None => return Err("closed before enrolling".to_string()),
         };
         match reply {
@@ -414,19 +416,21 @@ impl Controller {
                 log(&format!("enrolled node `{node}`"));
                 Ok(())
             }
-            Err(reason) => {
+            Err(refusal) => {
                 let _ = wire::write_msg(
                     stream,
                     &ControllerMsg::Refused {
-                        reason: reason.clone(),
+                        reason: refusal.told,
                     },
                 )
                 .await;
-                Err(format!("enrollment refused: {reason}"))
+                Err(format!("enrollment refused: {}", refusal.why))
             }
         }
     }
 
+    /// Checks an enrollment and, when it may, signs the node's certificate and records it.
+    /// The token is spent only when everything else passed (a bad CSR spends nothing).
     fn enroll(
         &self,
         protocol: u32,
@@ -434,35 +438,48 @@ impl Controller {
         node: &str,
         tags: &BTreeMap<String, String>,
         csr_pem: &str,
-    ) -> Result<(String, ControllerMsg), String> {
+    ) -> Result<(String, ControllerMsg), Refusal> {
         if protocol != PROTOCOL {
-            return Err(format!(
+            return Err(Refusal::plain(format!(
                 "protocol {protocol} is not supported (this controller speaks {PROTOCOL})"
-            ));
+            )));
         }
-        check_node_name(node)?;
+        check_node_name(node).map_err(Refusal::plain)?;
         for (key, value) in tags {
-            check_tag(key, value)?;
+            check_tag(key, value).map_err(Refusal::plain)?;
         }
-        let token = JoinToken::parse(token).map_err(|err| err.to_string())?;
+        let token = JoinToken::parse(token).map_err(|err| Refusal::plain(err.to_string()))?;
         if token.ca_fingerprint != self.ca.fingerprint() {
-            return Err("the token was made by another controller".to_string());
+            return Err(Refusal::plain("the token was made by another controller"));
         }
-        let existing = self
-            .with_store(|s| s.node(node))?
-            .map_err(|err| err.to_string())?;
-        if existing.as_ref().is_some_and(|n| n.revoked_at.is_some()) {
-            return Err(format!("node `{node}` is revoked"));
-        }
-        self.with_store(|s| token::redeem(s, &token, node))?
-            .map_err(|err| err.to_string())?;
         let cert_pem = self
             .ca
             .sign_agent(node, csr_pem, self.cert_lifetime)
-            .map_err(|err| err.to_string())?;
-        let (fingerprint, not_after) = cert_facts(&cert_pem)?;
-        self.with_store(|s| s.enroll_node(node, &fingerprint, &not_after, tags))?
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| Refusal::plain(err.to_string()))?;
+        let (fingerprint, not_after) = cert_facts(&cert_pem).map_err(Refusal::plain)?;
+        let cert = crate::store::NewCert {
+            node,
+            fingerprint: &fingerprint,
+            not_after: &not_after,
+            claimed_tags: tags,
+        };
+        let redeemed = self
+            .with_store(|s| token::redeem(s, &token, &cert))
+            .map_err(Refusal::plain)?
+            .map_err(|err| match &err {
+                // The peer is not told which: that would say whether the token id exists.
+                token::TokenError::Invalid(why) => Refusal {
+                    told: err.to_string(),
+                    why: format!("node `{node}`: {why}"),
+                },
+                _ => Refusal::plain(format!("node `{node}`: {err}")),
+            })?;
+        if redeemed.replaced {
+            log(&format!(
+                "node `{node}` was replaced by a new enrollment; its old certificate is refused"
+            ));
+            self.disconnect(node);
+        }
         Ok((
             node.to_string(),
             ControllerMsg::Enrolled {
@@ -663,6 +680,23 @@ impl Controller {
     }
 }
 
+/// Why an enrollment was refused: what the agent is told, and what the log says.
+struct Refusal {
+    told: String,
+    why: String,
+}
+
+impl Refusal {
+    /// A refusal the agent may read in full.
+    fn plain(reason: impl Into<String>) -> Refusal {
+        let reason = reason.into();
+        Refusal {
+            told: reason.clone(),
+            why: reason,
+        }
+    }
+}
+
 /// `sha256:` fingerprint and RFC 3339 expiry of a certificate the CA just signed.
 fn cert_facts(cert_pem: &str) -> Result<(String, String), String> {
     let der = pem_der(cert_pem)?;
@@ -700,7 +734,8 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn check_tag(key: &str, value: &str) -> Result<(), String> {
+/// A tag: what `--tags`, `token create --tags` and `steward node tag` may hold.
+pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
     let good = |s: &str, allow_empty: bool| {
         (allow_empty || !s.is_empty())
             && s.len() <= 128

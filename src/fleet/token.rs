@@ -1,15 +1,32 @@
 //! One-time join tokens: `stw1.<id>.<secret>.<ca-fingerprint-hex>`.
 //!
-//! The controller keeps only a hash of the secret and an expiry; redeeming marks the token
-//! used in the same transaction that checks it, so a token enrolls one agent at most. The CA
+//! The controller keeps only a hash of the secret, an expiry and what the token is bound to;
+//! redeeming checks all of it and marks the token used in the transaction that records the
+//! node, so a token enrolls one agent at most and a refused attempt spends nothing. The CA
 //! fingerprint lets a new agent verify the controller before it trusts it.
+//!
+//! **Architecture Invariant:** an enrollment never takes over an enrolled node by accident:
+//! an unbound or merely name-bound token enrolls only a name that is new or revoked; only a
+//! token made with `--replace NAME` replaces the node of that name. The tags targeting uses
+//! are the controller's (bound by the token, or set with `steward node tag`); the tags an
+//! agent asks for are recorded apart, as claimed tags.
+//!
+//! **Architecture Invariant:** the peer learns one thing about a token that does not work:
+//! [`INVALID`]. Whether its id exists, was used or expired is only in the controller's log.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::fleet::controller::random_hex;
+use crate::fleet::controller::{check_node_name, check_tag, random_hex};
 use crate::fleet::pki::Ca;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{NewCert, NodeRecord, StoredToken};
+
+/// What the peer is told when a token is unknown, used, expired or has a wrong secret.
+pub const INVALID: &str = "the join token is not valid (unknown, used, expired or wrong)";
+
+type Tags = BTreeMap<String, String>;
 
 const PREFIX: &str = "stw1";
 
@@ -31,9 +48,17 @@ pub enum TokenError {
     /// Not a token.
     #[error("malformed join token: {0}")]
     Malformed(String),
-    /// The store refused it (unknown, used, expired, wrong secret) or failed.
-    #[error("join token refused: {0}")]
+    /// Unknown, used, expired or a wrong secret. Shown as [`INVALID`]; the reason it
+    /// carries is for the controller's log only.
+    #[error("{INVALID}")]
+    Invalid(String),
+    /// A valid token that does not allow this enrollment (another name, other tags, a name
+    /// that is enrolled already); told to the agent, which holds the secret.
+    #[error("{0}")]
     Refused(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
     /// Randomness or the store failed while creating one.
     #[error("cannot create a join token: {0}")]
     Create(String),
@@ -102,8 +127,40 @@ fn secret_hash(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
-/// Creates a token valid for `ttl` and records its hash in the store.
-pub fn create(store: &mut SqliteStore, ca: &Ca, ttl: Duration) -> Result<JoinToken, TokenError> {
+/// What a new token is bound to; the default binds nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// The only node name it enrolls.
+    pub node: Option<String>,
+    /// The tags the node gets (the agent may repeat them, or claim none).
+    pub tags: Option<Tags>,
+    /// It may replace the enrolled node `node`; needs `node`.
+    pub replace: bool,
+}
+
+impl Binding {
+    fn check(&self) -> Result<(), String> {
+        if let Some(node) = &self.node {
+            check_node_name(node)?;
+        } else if self.replace {
+            return Err("a token that replaces a node must name it".to_string());
+        }
+        for (key, value) in self.tags.iter().flatten() {
+            check_tag(key, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates a token valid for `ttl`, bound as `binding` says, and records its hash in the
+/// store.
+pub fn create(
+    store: &mut SqliteStore,
+    ca: &Ca,
+    ttl: Duration,
+    binding: &Binding,
+) -> Result<JoinToken, TokenError> {
+    binding.check().map_err(TokenError::Create)?;
     let token = JoinToken {
         id: random_hex(8).map_err(|err| TokenError::Create(err.to_string()))?,
         secret: random_hex(32).map_err(|err| TokenError::Create(err.to_string()))?,
@@ -112,33 +169,130 @@ pub fn create(store: &mut SqliteStore, ca: &Ca, ttl: Duration) -> Result<JoinTok
     let ttl = chrono::Duration::from_std(ttl).map_err(|err| TokenError::Create(err.to_string()))?;
     let expires_at =
         (chrono::Utc::now() + ttl).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let stored = StoredToken {
+        secret_hash: secret_hash(&token.secret),
+        expires_at,
+        used_by: None,
+        node: binding.node.clone(),
+        tags: binding.tags.clone(),
+        replace_node: binding.replace,
+    };
     store
-        .insert_token(&token.id, &secret_hash(&token.secret), &expires_at)
+        .insert_token(&token.id, &stored)
         .map_err(|err| TokenError::Create(err.to_string()))?;
     Ok(token)
 }
 
-/// Redeems a token for `node`, once: unknown, wrong secret, expired and used tokens are
-/// refused, each with its reason.
-pub fn redeem(store: &mut SqliteStore, token: &JoinToken, node: &str) -> Result<(), TokenError> {
-    let presented = blake3::hash(secret_hash(&token.secret).as_bytes());
+/// What a redeemed token did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redeemed {
+    /// The node's (controller's) tags.
+    pub tags: Tags,
+    /// An enrolled node of that name was replaced: its certificate is no longer accepted.
+    pub replaced: bool,
+}
+
+/// Redeems `token` for the node `cert` names, once, and records the node with that
+/// certificate, in one transaction; a refusal spends nothing.
+pub fn redeem(
+    store: &mut SqliteStore,
+    token: &JoinToken,
+    cert: &NewCert<'_>,
+) -> Result<Redeemed, TokenError> {
+    let mut redeemed = None;
     store
-        .redeem_token(&token.id, node, |hash, expires_at, used_by| {
-            // Compared as blake3 hashes, whose equality is constant-time.
-            if blake3::hash(hash.as_bytes()) != presented {
-                return Err("the secret does not match".to_string());
-            }
-            if let Some(used_by) = used_by {
-                return Err(format!("it was used already (by node `{used_by}`)"));
-            }
-            let expires = chrono::DateTime::parse_from_rfc3339(expires_at)
-                .map_err(|err| format!("stored expiry: {err}"))?;
-            if expires <= chrono::Utc::now() {
-                return Err(format!("it expired at {expires_at}"));
-            }
-            Ok(())
+        .enroll_with_token(&token.id, cert, |stored, existing| {
+            let decided = decide(token, stored, existing, cert)?;
+            let tags = decided.tags.clone();
+            redeemed = Some(decided);
+            Ok(tags)
         })
-        .map_err(|err| TokenError::Refused(err.to_string()))
+        .map_err(|err| TokenError::Store(err.to_string()))??;
+    redeemed.ok_or_else(|| TokenError::Store("the enrollment was not decided".to_string()))
+}
+
+/// The policy: may `token` enroll `cert.node`, and with which tags?
+fn decide(
+    token: &JoinToken,
+    stored: Option<&StoredToken>,
+    existing: Option<&NodeRecord>,
+    cert: &NewCert<'_>,
+) -> Result<Redeemed, TokenError> {
+    let presented = blake3::hash(secret_hash(&token.secret).as_bytes());
+    let Some(stored) = stored else {
+        // The same work as for a known id, so timing does not tell them apart.
+        let _ = blake3::hash(secret_hash("").as_bytes()) == presented;
+        return Err(TokenError::Invalid(format!(
+            "unknown token id {}",
+            token.id
+        )));
+    };
+    // Compared as blake3 hashes, whose equality is constant-time.
+    if blake3::hash(stored.secret_hash.as_bytes()) != presented {
+        return Err(TokenError::Invalid(format!(
+            "token {}: the secret does not match",
+            token.id
+        )));
+    }
+    if let Some(used_by) = &stored.used_by {
+        return Err(TokenError::Invalid(format!(
+            "token {}: it was used already (by node `{used_by}`)",
+            token.id
+        )));
+    }
+    let expires = chrono::DateTime::parse_from_rfc3339(&stored.expires_at)
+        .map_err(|err| TokenError::Store(format!("stored expiry: {err}")))?;
+    if expires <= chrono::Utc::now() {
+        return Err(TokenError::Invalid(format!(
+            "token {}: it expired at {}",
+            token.id, stored.expires_at
+        )));
+    }
+    // The presenter holds the secret from here on: tell it plainly what is wrong.
+    let node = cert.node;
+    if let Some(bound) = &stored.node
+        && bound != node
+    {
+        return Err(TokenError::Refused(format!(
+            "this join token enrolls only node `{bound}`, not `{node}`"
+        )));
+    }
+    if let Some(bound) = &stored.tags
+        && !cert.claimed_tags.is_empty()
+        && cert.claimed_tags != bound
+    {
+        return Err(TokenError::Refused(format!(
+            "this join token gives the tags `{}`; --tags asked for `{}` (give the same, or leave --tags out)",
+            tags_text(bound),
+            tags_text(cert.claimed_tags)
+        )));
+    }
+    let enrolled = existing.filter(|n| n.revoked_at.is_none());
+    if enrolled.is_some() && !stored.replace_node {
+        return Err(TokenError::Refused(format!(
+            "node `{node}` is enrolled already; to replace it, revoke it first \
+             (`steward node revoke {node}`) or use a token made with \
+             `steward token create --replace {node}`"
+        )));
+    }
+    let tags = match (&stored.tags, existing) {
+        (Some(bound), _) => bound.clone(),
+        // A replacement without tags of its own keeps the replaced node's.
+        (None, Some(replaced)) if stored.replace_node => replaced.tags.clone(),
+        (None, _) => Tags::new(),
+    };
+    Ok(Redeemed {
+        tags,
+        replaced: enrolled.is_some(),
+    })
+}
+
+/// `k=v,k2=v2`.
+pub fn tags_text(tags: &Tags) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -173,35 +327,135 @@ mod tests {
         );
     }
 
+    fn cert<'a>(node: &'a str, claimed: &'a Tags) -> NewCert<'a> {
+        NewCert {
+            node,
+            fingerprint: "sha256:aa",
+            not_after: "2999-01-01T00:00:00Z",
+            claimed_tags: claimed,
+        }
+    }
+
+    fn tags(text: &str) -> Tags {
+        text.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn tokens_redeem_once_and_not_after_expiry_or_with_a_wrong_secret() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::load_or_create(&dir.path().join("d")).unwrap();
         let mut store = SqliteStore::open(&dir.path().join("steward.db")).unwrap();
-        let token = create(&mut store, &ca, Duration::from_secs(3600)).unwrap();
+        let none = Tags::new();
+        let unbound = Binding::default();
+        let token = create(&mut store, &ca, Duration::from_secs(3600), &unbound).unwrap();
         assert_eq!(token.ca_fingerprint, ca.fingerprint());
         let parsed = JoinToken::parse(&token.to_string()).unwrap();
 
         let mut forged = parsed.clone();
         forged.secret = "0".repeat(64);
-        let err = redeem(&mut store, &forged, "web-1")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("secret"), "{err}");
+        let err = redeem(&mut store, &forged, &cert("web-1", &none)).unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Invalid(why) if why.contains("secret")),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), INVALID);
 
-        redeem(&mut store, &parsed, "web-1").unwrap();
-        let err = redeem(&mut store, &parsed, "web-2")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("used already"), "{err}");
+        // An unbound token: the node's tags start empty; what it asked for is only claimed.
+        let claimed = tags("role=db");
+        let redeemed = redeem(&mut store, &parsed, &cert("web-1", &claimed)).unwrap();
+        assert!(redeemed.tags.is_empty() && !redeemed.replaced);
+        let node = store.node("web-1").unwrap().unwrap();
+        assert!(node.tags.is_empty());
+        assert_eq!(node.claimed_tags, claimed);
+        let err = redeem(&mut store, &parsed, &cert("web-2", &none)).unwrap_err();
+        assert!(matches!(&err, TokenError::Invalid(why) if why.contains("used already")));
+        assert_eq!(err.to_string(), INVALID);
 
-        let short = create(&mut store, &ca, Duration::from_millis(1)).unwrap();
+        let short = create(&mut store, &ca, Duration::from_millis(1), &unbound).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let err = redeem(&mut store, &short, "web-3").unwrap_err().to_string();
-        assert!(err.contains("expired"), "{err}");
+        let err = redeem(&mut store, &short, &cert("web-3", &none)).unwrap_err();
+        assert!(matches!(&err, TokenError::Invalid(why) if why.contains("expired")));
 
         let mut unknown = parsed;
         unknown.id = "0".repeat(16);
-        assert!(redeem(&mut store, &unknown, "web-4").is_err());
+        let err = redeem(&mut store, &unknown, &cert("web-4", &none)).unwrap_err();
+        assert_eq!(err.to_string(), INVALID);
+    }
+
+    #[test]
+    fn bindings_decide_the_name_the_tags_and_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&dir.path().join("d")).unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("steward.db")).unwrap();
+        let hour = Duration::from_secs(3600);
+        let web = tags("role=web");
+        let bound = Binding {
+            node: Some("web-5".to_string()),
+            tags: Some(web.clone()),
+            replace: false,
+        };
+        let token = create(&mut store, &ca, hour, &bound).unwrap();
+        let err = redeem(&mut store, &token, &cert("other", &web)).unwrap_err();
+        assert!(err.to_string().contains("only node `web-5`"), "{err}");
+        let evil = tags("role=db,evil=yes");
+        let err = redeem(&mut store, &token, &cert("web-5", &evil)).unwrap_err();
+        assert!(err.to_string().contains("--tags"), "{err}");
+        // Refusals spent nothing: the token still enrolls what it is bound to.
+        let redeemed = redeem(&mut store, &token, &cert("web-5", &Tags::new())).unwrap();
+        assert_eq!(redeemed.tags, web);
+
+        // An enrolled name is not taken over by an unbound or a merely name-bound token.
+        for binding in [
+            Binding::default(),
+            Binding {
+                node: Some("web-5".to_string()),
+                ..Binding::default()
+            },
+        ] {
+            let token = create(&mut store, &ca, hour, &binding).unwrap();
+            let err = redeem(&mut store, &token, &cert("web-5", &evil)).unwrap_err();
+            assert!(err.to_string().contains("enrolled already"), "{err}");
+        }
+        // A replacement does, and keeps the node's tags.
+        let replace = Binding {
+            node: Some("web-5".to_string()),
+            tags: None,
+            replace: true,
+        };
+        let token = create(&mut store, &ca, hour, &replace).unwrap();
+        let redeemed = redeem(&mut store, &token, &cert("web-5", &evil)).unwrap();
+        assert_eq!(
+            redeemed,
+            Redeemed {
+                tags: web,
+                replaced: true
+            }
+        );
+
+        // A revoked name is free again; its tags are not inherited.
+        store.revoke_node("web-5").unwrap();
+        let token = create(&mut store, &ca, hour, &Binding::default()).unwrap();
+        let redeemed = redeem(&mut store, &token, &cert("web-5", &Tags::new())).unwrap();
+        assert_eq!(
+            redeemed,
+            Redeemed {
+                tags: Tags::new(),
+                replaced: false
+            }
+        );
+
+        let nameless = Binding {
+            replace: true,
+            ..Binding::default()
+        };
+        assert!(create(&mut store, &ca, hour, &nameless).is_err());
+        let bad = Binding {
+            node: Some("../x".to_string()),
+            ..Binding::default()
+        };
+        assert!(create(&mut store, &ca, hour, &bad).is_err());
     }
 }

@@ -10,6 +10,8 @@
 mod fleet;
 pub mod sqlite;
 
+pub use fleet::{NewCert, StoredToken};
+
 use std::fmt;
 
 /// What kind of run.
@@ -333,7 +335,7 @@ pub enum StoreError {
     /// No such node.
     #[error("no node `{0}` is enrolled")]
     NoNode(String),
-    /// The node was revoked and cannot enroll again.
+    /// The node was revoked.
     #[error("node `{0}` is revoked")]
     Revoked(String),
     /// A join token cannot be redeemed.
@@ -356,8 +358,11 @@ pub struct NodeRecord {
     pub cert_fingerprint: String,
     /// When that certificate expires (RFC 3339).
     pub cert_not_after: String,
-    /// Tags it enrolled with.
+    /// The controller's tags, which targeting uses: bound by its join token or set with
+    /// `steward node tag`.
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The tags its agent asked for at enrollment: shown, never used for targeting.
+    pub claimed_tags: std::collections::BTreeMap<String, String>,
     /// Facts it last reported (JSON).
     pub facts: serde_json::Value,
     /// When it enrolled.

@@ -93,15 +93,32 @@ impl Fleet {
         }
     }
 
+    /// An unbound join token: it enrolls any new name, with no tags of its own.
     pub(crate) fn token(&self, ttl: &str) -> String {
-        let out = self.cli(&[
-            "token",
-            "create",
-            "--data-dir",
-            self.data.to_str().unwrap(),
-            "--ttl",
-            ttl,
-        ]);
+        self.token_with(&["--ttl", ttl])
+    }
+
+    /// `steward token create` with these arguments (besides `--data-dir`).
+    pub(crate) fn token_with(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "create", "--data-dir", self.data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert_eq!(out.code, 0, "{}", out.all());
+        out.stdout.trim().to_string()
+    }
+
+    /// A token that enrolls only `name`, with `tags` (the quick path of the guide). A build
+    /// without bound tokens (STEWARD_TEST_BIN pointing at an old one) gets an unbound token.
+    pub(crate) fn bound_token(&self, name: &str, tags: &str) -> String {
+        let mut args = vec!["token", "create", "--data-dir", self.data.to_str().unwrap()];
+        args.extend(["--ttl", "1h", "--name", name]);
+        if !tags.is_empty() {
+            args.extend(["--tags", tags]);
+        }
+        let out = self.cli(&args);
+        if out.code == 2 && out.stderr.contains("unexpected argument") {
+            return self.token("1h");
+        }
         assert_eq!(out.code, 0, "{}", out.all());
         out.stdout.trim().to_string()
     }
@@ -116,12 +133,22 @@ impl Fleet {
 
     /// Starts an agent (enrolling with `token` when given).
     pub(crate) fn agent_process(&self, name: &str, tags: &str, token: Option<&str>) -> Reaped {
-        let root = self.root(name);
+        let mut cmd = self.agent_command(name, name, tags);
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        Reaped(cmd.spawn().unwrap())
+    }
+
+    /// The command of an agent asking to be `name`, whose root, state directory and log
+    /// (`agent-LABEL.log`) are those of `label`: two agents may ask for one name.
+    pub(crate) fn agent_command(&self, label: &str, name: &str, tags: &str) -> Command {
+        let root = self.root(label);
         std::fs::create_dir_all(&root).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.env.path().join(format!("agent-{name}.log")))
+            .open(self.agent_log(label))
             .unwrap();
         let mut cmd = bin();
         cmd.arg("--root")
@@ -136,13 +163,15 @@ impl Fleet {
                 tags,
             ])
             .arg("--state-dir")
-            .arg(self.state(name))
+            .arg(self.state(label))
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(token) = token {
-            cmd.args(["--token", token]);
-        }
-        Reaped(cmd.spawn().unwrap())
+        cmd
+    }
+
+    /// The log file of the agent `label`.
+    pub(crate) fn agent_log(&self, label: &str) -> PathBuf {
+        self.env.path().join(format!("agent-{label}.log"))
     }
 
     /// A controller with these agents (`(name, tags)`), all online.
@@ -156,8 +185,9 @@ impl Fleet {
         fleet
     }
 
+    /// Enrolls an agent with a token bound to its name and tags.
     pub(crate) fn add_agent(&mut self, name: &str, tags: &str) {
-        let token = self.token("1h");
+        let token = self.bound_token(name, tags);
         let child = self.agent_process(name, tags, Some(&token));
         self.agents.push((name.to_string(), child));
     }
