@@ -119,7 +119,8 @@ pub enum AgentMsg {
         token: String,
         /// The name the node asks for.
         node: String,
-        /// Tags it is enrolled with (fixed at enrollment).
+        /// The tags the agent asks for: recorded as its claimed tags, never used for
+        /// targeting (the node's tags are the controller's).
         tags: BTreeMap<String, String>,
         /// A certificate request; only its public key is used.
         csr_pem: String,
