@@ -1,6 +1,7 @@
 //! `directory`: a directory's existence, mode and ownership, optionally purged.
 
 use crate::model::Value;
+use crate::resource::beneath::{Dir, Entry};
 use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::fsutil::{self, Kind};
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
@@ -87,20 +88,24 @@ impl Provider for Directory {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, meta) = fsutil::inspect_located(&located)?;
-        let path = located.path;
         let mut state = State::new();
         let ensure = match kind {
             Kind::Directory => "present",
             other => other.ensure(),
         };
         state.insert("ensure".into(), Value::String(ensure.into()));
-        if let (Kind::Directory, Some(meta)) = (kind, meta) {
+        if let (Kind::Directory, Some(meta), Some(entry)) = (kind, meta, &located.entry) {
             fsutil::observe_ownership(ctx, res, &meta, &mut state)?;
             if res.attr("purge").and_then(Value::as_bool) == Some(true) {
-                let unmanaged = unmanaged_entries(ctx, &res.id.name, &path)?;
+                let unmanaged = unmanaged_entries(ctx, &res.id.name, &open(entry)?)?;
                 state.insert(
                     "purge".into(),
-                    Value::List(unmanaged.into_iter().map(Value::String).collect()),
+                    Value::List(
+                        unmanaged
+                            .into_iter()
+                            .map(|name| Value::String(name.to_string_lossy().into_owned()))
+                            .collect(),
+                    ),
                 );
             }
         }
@@ -108,26 +113,28 @@ impl Provider for Directory {
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
-        let (kind, _) = fsutil::inspect(&path)?;
-        let parent = path.parent().unwrap_or(ctx.root).to_path_buf();
+        let entry = ctx.entry(&res.id.name)?;
+        let path = entry.path();
+        let (kind, _) = fsutil::inspect(&entry)?;
         if res.attr_str("ensure") == Some("absent") {
-            return fsutil::remove(&path, kind, &[Kind::Directory], "directory");
+            return fsutil::remove(ctx, &entry, kind, &[Kind::Directory], "directory");
         }
         let mut changed = false;
         match kind {
             Kind::Directory => {}
             Kind::Absent => {
-                // A missing parent makes `mkdir` fail: `create` reports it then, instead of a
-                // `stat` of the parent before every directory created.
-                create(ctx, res, &path)?;
-                ctx.sync_dir(&parent)?;
+                create(ctx, res, &entry)?;
+                ctx.sync_dir(entry.dir())?;
                 changed = true;
             }
             Kind::Symlink => {
-                std::fs::remove_file(&path).map_err(|err| ProviderError::io(&path, err))?;
-                create(ctx, res, &path)?;
-                ctx.sync_dir(&parent)?;
+                entry
+                    .remove_file()
+                    .map_err(|err| ProviderError::io(path, err))?;
+                // Directories opened through the link are elsewhere.
+                ctx.replaced(path);
+                create(ctx, res, &entry)?;
+                ctx.sync_dir(entry.dir())?;
                 changed = true;
             }
             other => {
@@ -140,22 +147,26 @@ impl Provider for Directory {
                 });
             }
         }
-        changed |= fsutil::converge_ownership(ctx, res, &path)?;
+        changed |= fsutil::converge_ownership(ctx, res, &entry)?;
         if res.attr("purge").and_then(Value::as_bool) == Some(true) {
-            for name in unmanaged_entries(ctx, &res.id.name, &path)? {
-                let entry = path.join(&name);
-                let (kind, _) = fsutil::inspect(&entry)?;
+            let dir = std::sync::Arc::new(open(&entry)?);
+            let mut purged = false;
+            for name in unmanaged_entries(ctx, &res.id.name, &dir)? {
+                let inner = Entry::new(dir.clone(), name.clone(), path.join(&name));
+                let (kind, _) = fsutil::inspect(&inner)?;
                 let removed = if kind == Kind::Directory {
-                    std::fs::remove_dir_all(&entry)
+                    inner.remove_dir_all()
                 } else {
-                    std::fs::remove_file(&entry)
+                    inner.remove_file()
                 };
-                removed.map_err(|err| ProviderError::io(&entry, err))?;
-                changed = true;
+                ctx.replaced(inner.path());
+                removed.map_err(|err| ProviderError::io(inner.path(), err))?;
+                purged = true;
             }
-            if changed {
-                fsutil::fsync_dir(&path)?;
+            if purged {
+                dir.sync().map_err(|err| ProviderError::io(path, err))?;
             }
+            changed |= purged;
         }
         Ok(if changed {
             Applied::Converged { output: None }
@@ -165,33 +176,41 @@ impl Provider for Directory {
     }
 }
 
+/// The directory at `entry`, opened without following a symlink.
+fn open(entry: &Entry) -> Result<Dir, ProviderError> {
+    entry
+        .open_dir()
+        .map_err(|err| ProviderError::io(entry.path(), err))
+}
+
 /// Creates the directory with its desired mode (default 0755) and owner.
-fn create(
-    ctx: &ProviderCtx<'_>,
-    res: &Resource,
-    path: &std::path::Path,
-) -> Result<(), ProviderError> {
-    std::fs::create_dir(path).map_err(|err| match (err.kind(), path.parent()) {
-        (std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory, Some(parent))
-            if !parent.is_dir() =>
-        {
-            fsutil::missing_parent(parent)
-        }
-        _ => ProviderError::io(path, err),
-    })?;
+fn create(ctx: &ProviderCtx<'_>, res: &Resource, entry: &Entry) -> Result<(), ProviderError> {
+    let path = entry.path();
     let mode = res
         .attr_str("mode")
         .map(fsutil::parse_mode)
         .transpose()?
         .unwrap_or(0o755);
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|err| ProviderError::io(path, err))?;
+    // Made with its final mode when the umask keeps every bit of it; otherwise private,
+    // then given its mode.
+    let exact = fsutil::exact_at_creation(mode);
+    entry
+        .mkdir(if exact { mode } else { 0o700 })
+        .map_err(|err| match err.kind() {
+            // The parent was removed since it was opened.
+            std::io::ErrorKind::NotFound => fsutil::missing_parent(entry.dir().path()),
+            _ => ProviderError::io(path, err),
+        })?;
+    if !exact {
+        entry
+            .chmod(mode)
+            .map_err(|err| ProviderError::io(path, err))?;
+    }
     // Created just now: no temporary file of a killed run to sweep before writing in it.
     ctx.durability.created(path);
-    ctx.created_dir(path);
     // The mode is set; only a declared owner or group is left to converge.
     if res.attrs.contains_key("owner") || res.attrs.contains_key("group") {
-        fsutil::converge_ownership(ctx, res, path)?;
+        fsutil::converge_ownership(ctx, res, entry)?;
     }
     Ok(())
 }
@@ -200,14 +219,18 @@ fn create(
 fn unmanaged_entries(
     ctx: &ProviderCtx<'_>,
     name: &str,
-    path: &std::path::Path,
-) -> Result<Vec<String>, ProviderError> {
+    dir: &Dir,
+) -> Result<Vec<std::ffi::OsString>, ProviderError> {
     let mut res = Vec::new();
-    let entries = std::fs::read_dir(path).map_err(|err| ProviderError::io(path, err))?;
-    for entry in entries {
-        let entry = entry.map_err(|err| ProviderError::io(path, err))?;
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        let managed = format!("{}/{entry_name}", name.trim_end_matches('/'));
+    let entries = dir
+        .list()
+        .map_err(|err| ProviderError::io(dir.path(), err))?;
+    for (entry_name, _) in entries {
+        let managed = format!(
+            "{}/{}",
+            name.trim_end_matches('/'),
+            entry_name.to_string_lossy()
+        );
         if !ctx.managed_paths.contains(&managed) {
             res.push(entry_name);
         }

@@ -109,8 +109,10 @@ impl Exec {
     /// Whether the guards (`creates`, `unless`, `onlyif`) say the command should run.
     fn should_run(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<bool, ProviderError> {
         if let Some(creates) = res.attr_str("creates") {
-            let path = ctx.resolve(creates)?;
-            if std::fs::symlink_metadata(&path).is_ok() {
+            let located = ctx.locate(creates)?;
+            if let Some(entry) = located.entry
+                && entry.stat().is_ok_and(|stat| stat.is_some())
+            {
                 return Ok(false);
             }
         }
@@ -157,7 +159,7 @@ impl Exec {
     ) -> Result<Prepared<'a>, ProviderError> {
         let cwd = res
             .attr_str("cwd")
-            .map(|cwd| ctx.resolve(cwd))
+            .map(|cwd| working_dir(ctx, cwd))
             .transpose()?;
         let env: Vec<(String, String)> = match res.attr("env") {
             Some(Value::Map(entries)) => entries
@@ -194,13 +196,44 @@ impl Exec {
     }
 }
 
+/// The working directory at `cwd`. Under `--root` it is opened beneath the root and the
+/// command starts in that open directory (through `/proc/self/fd`), so a directory swapped
+/// for a symlink meanwhile cannot move it outside the root.
+fn working_dir(ctx: &ProviderCtx<'_>, cwd: &str) -> Result<WorkingDir, ProviderError> {
+    let path = ctx.root.join(cwd.trim_start_matches('/'));
+    if ctx.is_live() {
+        return Ok(WorkingDir { path, _held: None });
+    }
+    match ctx.open_dir(cwd)? {
+        Some(dir) => Ok(WorkingDir {
+            path: format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&dir.fd())
+            )
+            .into(),
+            _held: Some(dir),
+        }),
+        None => Err(ProviderError::failed(format!(
+            "working directory {} does not exist",
+            path.display()
+        ))),
+    }
+}
+
+/// A working directory: its path, and the open directory the path names, if any (kept open
+/// until the command has started).
+struct WorkingDir {
+    path: std::path::PathBuf,
+    _held: Option<std::sync::Arc<crate::resource::beneath::Dir>>,
+}
+
 /// Default `timeout` in seconds.
 const DEFAULT_TIMEOUT: u64 = 300;
 
 /// A command with its settings resolved.
 struct Prepared<'a> {
     argv: &'a [String],
-    cwd: Option<std::path::PathBuf>,
+    cwd: Option<WorkingDir>,
     env: Vec<(String, String)>,
     user: Option<(u32, u32)>,
     timeout: Duration,
@@ -210,7 +243,7 @@ impl Prepared<'_> {
     fn output(&self) -> Result<CommandOutput, ProviderError> {
         Run {
             argv: self.argv,
-            cwd: self.cwd.as_deref(),
+            cwd: self.cwd.as_ref().map(|cwd| cwd.path.as_path()),
             env: &self.env,
             user: self.user,
             timeout: self.timeout,

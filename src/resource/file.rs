@@ -132,18 +132,19 @@ impl Provider for File {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, meta) = fsutil::inspect_located(&located)?;
-        let path = located.path;
         // Apply would refuse to replace a directory that holds anything: say so in the plan
         // instead of promising a replacement.
         let wanted = res.attr_str("ensure") != Some("absent");
-        if wanted
-            && kind == Kind::Directory
-            && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some())
+        if let (true, Kind::Directory, Some(entry)) = (wanted, kind, &located.entry)
+            && entry
+                .open_dir()
+                .and_then(|dir| dir.list())
+                .is_ok_and(|names| !names.is_empty())
         {
             return Err(ProviderError::Refused {
                 message: format!(
                     "a directory that is not empty is in the way at {}; remove it by hand or manage it as a `directory`",
-                    path.display()
+                    located.path.display()
                 ),
             });
         }
@@ -153,9 +154,11 @@ impl Provider for File {
             other => other.ensure(),
         };
         state.insert("ensure".into(), Value::String(ensure.into()));
-        if let (Kind::File, Some(meta)) = (kind, meta) {
+        if let (Kind::File, Some(meta), Some(entry)) = (kind, meta, &located.entry) {
             if res.attrs.contains_key("content") || res.attr_str("ensure") == Some("absent") {
-                let bytes = std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?;
+                let bytes = entry
+                    .read()
+                    .map_err(|err| ProviderError::io(entry.path(), err))?;
                 let value = match String::from_utf8(bytes) {
                     Ok(text) => Value::String(text),
                     Err(err) => Value::Bytes(err.into_bytes()),
@@ -168,23 +171,25 @@ impl Provider for File {
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
+        let entry = ctx.entry(&res.id.name)?;
+        let path = entry.path();
         // Planned absent: no second look; the staged rename refuses to replace anything
         // that appeared since, and the executor then applies the file again from the top.
         let create = ctx.planned_absent() && res.attr_str("ensure") != Some("absent");
         let (kind, meta) = if create {
             (Kind::Absent, None)
         } else {
-            fsutil::inspect(&path)?
+            fsutil::inspect(&entry)?
         };
         if res.attr_str("ensure") == Some("absent") {
-            return fsutil::remove(&path, kind, &[Kind::File, Kind::Symlink], "file");
+            return fsutil::remove(ctx, &entry, kind, &[Kind::File, Kind::Symlink], "file");
         }
         if kind == Kind::Directory {
             // Only an empty directory is replaced; anything else would lose data.
-            std::fs::remove_dir(&path).map_err(|_| ProviderError::Refused {
+            entry.remove_dir().map_err(|_| ProviderError::Refused {
                 message: format!("a directory is in the way at {}; remove it by hand or manage it as a `directory`", path.display()),
             })?;
+            ctx.replaced(path);
         } else if kind == Kind::Other {
             return Err(ProviderError::Refused {
                 message: format!("{} is a special file; not replacing it", path.display()),
@@ -192,7 +197,7 @@ impl Provider for File {
         }
         let desired = desired_bytes(res);
         let existing = match kind {
-            Kind::File => Some(std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?),
+            Kind::File => Some(entry.read().map_err(|err| ProviderError::io(path, err))?),
             _ => None,
         };
         let needs_write = match (&existing, desired) {
@@ -201,46 +206,35 @@ impl Provider for File {
             (Some(_), None) => false,
         };
         if !needs_write {
-            let changed = fsutil::converge_ownership(ctx, res, &path)?;
+            let changed = fsutil::converge_ownership(ctx, res, &entry)?;
             return Ok(if changed {
                 Applied::Converged { output: None }
             } else {
                 Applied::AlreadyConverged
             });
         }
-        // A missing parent is reported by the write itself (no extra `stat` per file).
         if let Some(old) = &existing
             && res.attr("backup").and_then(Value::as_bool) != Some(false)
         {
             fsutil::backup(ctx, &res.id.name, old)?;
         }
-        let mode = match (
-            res.attr_str("mode"),
-            meta.as_ref().filter(|_| kind == Kind::File),
-        ) {
+        let file_meta = meta.filter(|_| kind == Kind::File);
+        let mode = match (res.attr_str("mode"), file_meta) {
             (Some(mode), _) => fsutil::parse_mode(mode)?,
-            (None, Some(meta)) => {
-                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
-            }
+            (None, Some(meta)) => meta.mode,
             (None, None) => 0o644,
         };
         // Undeclared ownership stays as it was, like an undeclared mode.
         let (uid, gid) = fsutil::desired_ids(ctx, res)?;
-        let existing_ids = meta.as_ref().filter(|_| kind == Kind::File).map(|meta| {
-            (
-                std::os::unix::fs::MetadataExt::uid(meta),
-                std::os::unix::fs::MetadataExt::gid(meta),
-            )
-        });
         let ids = (
-            uid.or(existing_ids.map(|ids| ids.0)),
-            gid.or(existing_ids.map(|ids| ids.1)),
+            uid.or(file_meta.map(|meta| meta.uid)),
+            gid.or(file_meta.map(|meta| meta.gid)),
         );
         let bytes = desired.or(existing.as_deref()).unwrap_or_default();
         if create {
-            ctx.create_durably(&path, bytes, mode, ids)?;
+            ctx.create_durably(&entry, bytes, mode, ids)?;
         } else {
-            ctx.write_durably(&path, bytes, mode, ids)?;
+            ctx.write_durably(&entry, bytes, mode, ids)?;
         }
         Ok(Applied::Converged { output: None })
     }

@@ -4,17 +4,22 @@
 //! given its mode and owner, made durable, renamed over the target, then the directory
 //! fsynced. A run killed at any instant leaves the old content or the new, never a mix.
 //!
+//! Every change is made relative to the target's parent directory, opened beneath the root
+//! ([`crate::resource::beneath`]): nothing here walks a path under the root again, so a
+//! directory swapped for a symlink meanwhile cannot redirect a write outside the root.
+//!
 //! During an apply the durability is batched ([`Durability`], a group commit): writers that
 //! arrive together share one `syncfs` per file system instead of one `fsync` each, then their
 //! renames and directory fsyncs happen, and only then does each writer return.
 
-use std::fs::{self, Metadata};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::model::{Resource, Value};
 use crate::resource::accounts::Accounts;
+use crate::resource::beneath::{Dir, Entry};
 use crate::resource::provider::{Applied, ProviderCtx, ProviderError};
 
 /// What exists at a path, without following a final symlink.
@@ -43,42 +48,70 @@ impl Kind {
             Kind::Other => "other",
         }
     }
+
+    fn of_mode(st_mode: u32) -> Kind {
+        match st_mode & nix::libc::S_IFMT {
+            nix::libc::S_IFREG => Kind::File,
+            nix::libc::S_IFDIR => Kind::Directory,
+            nix::libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
 }
 
-/// What is at `path`, with its metadata.
-pub fn inspect(path: &Path) -> Result<(Kind, Option<Metadata>), ProviderError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) => {
-            let ty = meta.file_type();
-            let kind = if ty.is_file() {
-                Kind::File
-            } else if ty.is_dir() {
-                Kind::Directory
-            } else if ty.is_symlink() {
-                Kind::Symlink
-            } else {
-                Kind::Other
-            };
-            Ok((kind, Some(meta)))
+/// The permission bits and owner of what is at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl Meta {
+    fn of(stat: &nix::sys::stat::FileStat) -> Meta {
+        Meta {
+            mode: stat.st_mode & 0o7777,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok((Kind::Absent, None)),
-        Err(err) => Err(ProviderError::io(path, err)),
+    }
+
+    /// The metadata of an open file.
+    pub fn of_file(file: &std::fs::File) -> std::io::Result<Meta> {
+        let meta = file.metadata()?;
+        Ok(Meta {
+            mode: meta.permissions().mode() & 0o7777,
+            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            gid: std::os::unix::fs::MetadataExt::gid(&meta),
+        })
+    }
+}
+
+/// What is at `entry`, with its metadata.
+pub fn inspect(entry: &Entry) -> Result<(Kind, Option<Meta>), ProviderError> {
+    match entry.stat() {
+        Ok(Some(stat)) => Ok((Kind::of_mode(stat.st_mode), Some(Meta::of(&stat)))),
+        Ok(None) => Ok((Kind::Absent, None)),
+        Err(err) => Err(ProviderError::io(entry.path(), err)),
     }
 }
 
 /// [`inspect`] of a located path; absent without a system call when its parent is missing.
 pub fn inspect_located(
     located: &crate::resource::provider::Located,
-) -> Result<(Kind, Option<Metadata>), ProviderError> {
-    if located.parent_missing {
-        return Ok((Kind::Absent, None));
+) -> Result<(Kind, Option<Meta>), ProviderError> {
+    match &located.entry {
+        Some(entry) => inspect(entry),
+        None => Ok((Kind::Absent, None)),
     }
-    inspect(&located.path)
 }
 
 /// `"0644"` for a metadata's permission bits.
-pub fn mode_string(meta: &Metadata) -> String {
-    format!("{:04o}", meta.permissions().mode() & 0o7777)
+pub fn mode_string(meta: &Meta) -> String {
+    format!("{:04o}", meta.mode)
 }
 
 /// Parses a normalized mode string (`"0644"`).
@@ -91,7 +124,7 @@ pub fn parse_mode(text: &str) -> Result<u32, ProviderError> {
 pub fn observe_ownership(
     ctx: &ProviderCtx<'_>,
     res: &Resource,
-    meta: &Metadata,
+    meta: &Meta,
     state: &mut crate::resource::change::State,
 ) -> Result<(), ProviderError> {
     if res.attrs.contains_key("mode") {
@@ -104,14 +137,14 @@ pub fn observe_ownership(
             .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
         if wants_owner {
             let name = accounts
-                .user_name(meta.uid())
-                .map_or_else(|| meta.uid().to_string(), String::from);
+                .user_name(meta.uid)
+                .map_or_else(|| meta.uid.to_string(), String::from);
             state.insert("owner".into(), Value::String(name));
         }
         if wants_group {
             let name = accounts
-                .group_name(meta.gid())
-                .map_or_else(|| meta.gid().to_string(), String::from);
+                .group_name(meta.gid)
+                .map_or_else(|| meta.gid.to_string(), String::from);
             state.insert("group".into(), Value::String(name));
         }
     }
@@ -162,87 +195,162 @@ pub fn desired_ids(
     Ok((uid, gid))
 }
 
-/// Brings mode and ownership of an existing path in line; true when anything changed.
+/// Brings mode and ownership of an existing entry in line; true when anything changed.
 pub fn converge_ownership(
     ctx: &ProviderCtx<'_>,
     res: &Resource,
-    path: &Path,
+    entry: &Entry,
 ) -> Result<bool, ProviderError> {
-    let meta = fs::symlink_metadata(path).map_err(|err| ProviderError::io(path, err))?;
+    let path = entry.path();
+    let meta = match inspect(entry)? {
+        (_, Some(meta)) => meta,
+        (_, None) => {
+            return Err(ProviderError::io(path, std::io::ErrorKind::NotFound.into()));
+        }
+    };
     let mut changed = false;
     if let Some(mode) = res.attr_str("mode") {
         let mode = parse_mode(mode)?;
-        if meta.permissions().mode() & 0o7777 != mode {
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        if meta.mode != mode {
+            entry
+                .chmod(mode)
                 .map_err(|err| ProviderError::io(path, err))?;
             changed = true;
         }
     }
     let (uid, gid) = desired_ids(ctx, res)?;
-    let uid = uid.filter(|&uid| uid != meta.uid());
-    let gid = gid.filter(|&gid| gid != meta.gid());
+    let uid = uid.filter(|&uid| uid != meta.uid);
+    let gid = gid.filter(|&gid| gid != meta.gid);
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::lchown(path, uid, gid).map_err(|err| ProviderError::io(path, err))?;
+        entry
+            .chown(uid, gid)
+            .map_err(|err| ProviderError::io(path, err))?;
         changed = true;
     }
     Ok(changed)
 }
 
-/// Writes `bytes` to `path` atomically with the given mode and ownership, syncing on its own
-/// (for writes outside an apply's batch, such as backups).
+/// Writes `bytes` to `target` atomically with the given mode and ownership, syncing on its
+/// own (for writes outside an apply's batch, such as backups).
 pub fn atomic_write(
-    path: &Path,
+    target: &Entry,
     bytes: &[u8],
     mode: u32,
     ids: (Option<u32>, Option<u32>),
 ) -> Result<(), ProviderError> {
-    let temp = write_temp(path, bytes, mode, ids)?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|err| ProviderError::io(path, err))?;
-    temp.persist(path)
-        .map_err(|err| ProviderError::io(path, err.error))?;
-    fsync_dir(path.parent().unwrap_or(Path::new("/")))
+    let (file, temp) = write_temp(target, bytes, mode, ids)?;
+    file.sync_all()
+        .map_err(|err| ProviderError::io(target.path(), err))?;
+    drop(file);
+    temp.entry
+        .rename_to(target)
+        .map_err(|err| ProviderError::io(target.path(), err))?;
+    temp.keep();
+    target
+        .dir()
+        .sync()
+        .map_err(|err| ProviderError::io(target.dir().path(), err))
 }
 
-/// A temporary file beside `path` holding `bytes`, with its mode and owner set, not yet synced.
+/// A temporary file created by steward, removed when dropped unless [kept](Temp::keep)
+/// (renamed into place).
+#[derive(Debug)]
+pub struct Temp {
+    entry: Entry,
+    armed: bool,
+}
+
+impl Temp {
+    /// Leaves the file where it is (it was renamed away).
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.entry.remove_file();
+        }
+    }
+}
+
+/// A temporary file beside `target` holding `bytes`, with its mode and owner set, not yet
+/// synced; created in the target's open directory, never through a symlink.
 fn write_temp(
-    path: &Path,
+    target: &Entry,
     bytes: &[u8],
     mode: u32,
     ids: (Option<u32>, Option<u32>),
-) -> Result<tempfile::NamedTempFile, ProviderError> {
-    let parent = path.parent().ok_or_else(|| {
-        ProviderError::failed(format!("{} has no parent directory", path.display()))
-    })?;
+) -> Result<(std::fs::File, Temp), ProviderError> {
     // Created with its final mode when the umask keeps every bit of it and nobody else may
     // write it: no `fchmod` per file. Otherwise created private and given its mode below.
-    let exact_at_creation =
-        mode & 0o7022 == 0 && process_umask().is_some_and(|umask| mode & umask == 0);
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".steward-");
-    if exact_at_creation {
-        builder.permissions(fs::Permissions::from_mode(mode));
-    }
-    let mut temp = builder.tempfile_in(parent).map_err(|err| {
-        if err.kind() == std::io::ErrorKind::NotFound {
-            missing_parent(parent)
-        } else {
-            ProviderError::io(parent, err)
+    let exact_at_creation = exact_at_creation(mode);
+    let create_mode = if exact_at_creation { mode } else { 0o600 };
+    let dir = target.dir();
+    let (fd, temp) = loop {
+        let entry = target.sibling(temp_name());
+        let created = nix::fcntl::openat(
+            dir.fd(),
+            entry.name(),
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(create_mode),
+        );
+        match created {
+            Ok(fd) => break (fd, Temp { entry, armed: true }),
+            Err(nix::errno::Errno::EEXIST) => continue,
+            // The directory was removed since it was opened.
+            Err(nix::errno::Errno::ENOENT) => return Err(missing_parent(dir.path())),
+            Err(errno) => return Err(ProviderError::io(dir.path(), errno.into())),
         }
-    })?;
-    temp.write_all(bytes)
-        .map_err(|err| ProviderError::io(temp.path(), err))?;
-    let file = temp.as_file();
+    };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)
+        .map_err(|err| ProviderError::io(temp.entry.path(), err))?;
     if !exact_at_creation {
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|err| ProviderError::io(path, err))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|err| ProviderError::io(target.path(), err))?;
     }
     if ids.0.is_some() || ids.1.is_some() {
-        std::os::unix::fs::fchown(file, ids.0, ids.1)
-            .map_err(|err| ProviderError::io(path, err))?;
+        std::os::unix::fs::fchown(&file, ids.0, ids.1)
+            .map_err(|err| ProviderError::io(target.path(), err))?;
     }
-    Ok(temp)
+    Ok((file, temp))
+}
+
+/// `.steward-` and six random letters or digits: the name of a content write's temporary
+/// file, which [`Durability`]'s sweep recognizes.
+fn temp_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let seed = *SEED.get_or_init(|| getrandom::u64().unwrap_or(u64::from(std::process::id())));
+    // splitmix64 of a counter: distinct names in a run, unpredictable across runs.
+    let mut bits = seed.wrapping_add(
+        NEXT.fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    bits = (bits ^ (bits >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    bits = (bits ^ (bits >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    bits ^= bits >> 31;
+    let mut name = String::with_capacity(15);
+    name.push_str(".steward-");
+    for _ in 0..6 {
+        name.push(char::from(ALPHABET[(bits % 62) as usize]));
+        bits /= 62;
+    }
+    name
+}
+
+/// True when a file or directory created with `mode` gets exactly `mode`: the umask keeps
+/// every bit of it, and nobody else may write it before its owner is set.
+pub fn exact_at_creation(mode: u32) -> bool {
+    mode & 0o7022 == 0 && process_umask().is_some_and(|umask| mode & umask == 0)
 }
 
 /// The process's umask, read once from `/proc/self/status` (steward never changes it);
@@ -250,7 +358,7 @@ fn write_temp(
 fn process_umask() -> Option<u32> {
     static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
-        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let line = status
             .lines()
             .find_map(|line| line.strip_prefix("Umask:"))?;
@@ -258,14 +366,16 @@ fn process_umask() -> Option<u32> {
     })
 }
 
-/// Converges `ensure: absent`: removes what is at `path` when it is one of `removable`
+/// Converges `ensure: absent`: removes what is at `entry` when it is one of `removable`
 /// (a directory with everything in it), refuses anything else, does nothing when absent.
 pub fn remove(
-    path: &Path,
+    ctx: &ProviderCtx<'_>,
+    entry: &Entry,
     kind: Kind,
     removable: &[Kind],
     noun: &str,
 ) -> Result<Applied, ProviderError> {
+    let path = entry.path();
     if kind == Kind::Absent {
         return Ok(Applied::AlreadyConverged);
     }
@@ -279,20 +389,17 @@ pub fn remove(
         });
     }
     let removed = if kind == Kind::Directory {
-        fs::remove_dir_all(path)
+        entry.remove_dir_all()
     } else {
-        fs::remove_file(path)
+        entry.remove_file()
     };
+    ctx.replaced(path);
     removed.map_err(|err| ProviderError::io(path, err))?;
-    fsync_dir(path.parent().unwrap_or(Path::new("/")))?;
+    entry
+        .dir()
+        .sync()
+        .map_err(|err| ProviderError::io(entry.dir().path(), err))?;
     Ok(Applied::Converged { output: None })
-}
-
-/// Makes a directory entry change (create, rename, unlink) durable.
-pub fn fsync_dir(dir: &Path) -> Result<(), ProviderError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|err| ProviderError::io(dir, err))
 }
 
 /// Keeps a copy of content about to be replaced, under `<state>/backups/<run>/<path>`.
@@ -307,17 +414,10 @@ pub fn backup(
         .join(ctx.run_id)
         .join(resource_path.trim_start_matches('/'));
     if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(|err| ProviderError::io(parent, err))?;
+        std::fs::create_dir_all(parent).map_err(|err| ProviderError::io(parent, err))?;
     }
-    atomic_write(&target, bytes, 0o600, (None, None))
-}
-
-/// The parent directory of `path`, which must exist.
-pub fn require_parent(path: &Path) -> Result<(), ProviderError> {
-    match path.parent() {
-        Some(parent) if !parent.is_dir() => Err(missing_parent(parent)),
-        _ => Ok(()),
-    }
+    let entry = Entry::unconfined(&target).map_err(|err| ProviderError::io(&target, err))?;
+    atomic_write(&entry, bytes, 0o600, (None, None))
 }
 
 /// The error for a missing parent directory.
@@ -338,6 +438,9 @@ pub fn missing_parent(parent: &Path) -> ProviderError {
 /// The executor goes further: it [stages](Durability::stage) writes (and the directory fsyncs
 /// of created directories and links) without waiting, keeps applying other resources, and
 /// [waits](Durability::wait) for them all at once, so one batch holds hundreds of writes.
+///
+/// Every operation holds its directory open: the temporary file is created, renamed and its
+/// directory fsynced through the same handle, never by path.
 #[derive(Default, Debug)]
 pub struct Durability {
     state: std::sync::Mutex<Batches>,
@@ -353,13 +456,13 @@ pub struct Ticket(u64);
 /// What a batch makes durable.
 #[derive(Debug)]
 enum Op {
-    /// A written temporary file, renamed over its target once synced.
-    Rename(tempfile::TempPath, std::path::PathBuf),
+    /// A written temporary file, renamed over its target (in the same directory) once synced.
+    Rename(Temp, Entry),
     /// A written temporary file, renamed to its target once synced unless something is
     /// there (the plan found the target absent).
-    Create(tempfile::TempPath, std::path::PathBuf),
+    Create(Temp, Entry),
     /// A directory whose entries changed (a directory or link created in it).
-    SyncDir(std::path::PathBuf),
+    SyncDir(Arc<Dir>),
 }
 
 #[derive(Default, Debug)]
@@ -376,62 +479,61 @@ impl Durability {
         Durability::default()
     }
 
-    /// Writes `bytes` to `path` atomically with the given mode and ownership, sharing the
+    /// Writes `bytes` to `target` atomically with the given mode and ownership, sharing the
     /// sync with concurrent writers.
     pub fn write(
         &self,
-        path: &Path,
+        target: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<(), ProviderError> {
-        let ticket = self.stage(path, bytes, mode, ids)?;
+        let ticket = self.stage(target, bytes, mode, ids)?;
         self.wait(ticket)
     }
 
-    /// Writes `bytes` to a temporary file beside `path` and queues its sync and rename for
-    /// the next batch; `path` is not replaced until a [`Durability::wait`] flushes the batch.
+    /// Writes `bytes` to a temporary file beside `target` and queues its sync and rename for
+    /// the next batch; `target` is not replaced until a [`Durability::wait`] flushes the batch.
     pub fn stage(
         &self,
-        path: &Path,
+        target: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<Ticket, ProviderError> {
-        let temp = self.write_staged(path, bytes, mode, ids)?;
-        self.queue(Op::Rename(temp, path.to_path_buf()))
+        let temp = self.write_staged(target, bytes, mode, ids)?;
+        self.queue(Op::Rename(temp, target.clone()))
     }
 
     /// [`Durability::stage`] for a target the plan found absent: the rename fails with
     /// [`ProviderError::Appeared`] instead of replacing whatever appeared there since.
     pub fn stage_new(
         &self,
-        path: &Path,
+        target: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<Ticket, ProviderError> {
-        let temp = self.write_staged(path, bytes, mode, ids)?;
-        self.queue(Op::Create(temp, path.to_path_buf()))
+        let temp = self.write_staged(target, bytes, mode, ids)?;
+        self.queue(Op::Create(temp, target.clone()))
     }
 
-    /// The temporary file beside `path` that a staged write renames, its directory swept first.
+    /// The temporary file beside `target` that a staged write renames, its directory swept
+    /// first.
     fn write_staged(
         &self,
-        path: &Path,
+        target: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
-    ) -> Result<tempfile::TempPath, ProviderError> {
-        if let Some(dir) = path.parent() {
-            self.sweep(dir);
-        }
-        Ok(write_temp(path, bytes, mode, ids)?.into_temp_path())
+    ) -> Result<Temp, ProviderError> {
+        self.sweep(target.dir());
+        Ok(write_temp(target, bytes, mode, ids)?.1)
     }
 
     /// Queues an fsync of `dir` (an entry was created in it) for the next batch.
-    pub fn stage_dir_sync(&self, dir: &Path) -> Result<Ticket, ProviderError> {
-        self.queue(Op::SyncDir(dir.to_path_buf()))
+    pub fn stage_dir_sync(&self, dir: &Arc<Dir>) -> Result<Ticket, ProviderError> {
+        self.queue(Op::SyncDir(dir.clone()))
     }
 
     fn queue(&self, op: Op) -> Result<Ticket, ProviderError> {
@@ -459,18 +561,17 @@ impl Durability {
     ///
     /// The sweep happens under the lock, so no writer of this run creates a temporary file in
     /// a directory while it is being swept.
-    fn sweep(&self, dir: &Path) {
+    fn sweep(&self, dir: &Arc<Dir>) {
         let Ok(mut swept) = self.swept.lock() else {
             return;
         };
-        if !swept.insert(dir.to_path_buf()) {
+        if !swept.insert(dir.path().to_path_buf()) {
             return;
         }
-        let Ok(entries) = fs::read_dir(dir) else {
+        let Ok(entries) = dir.list() else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for (name, ty) in entries {
             // `.steward-` and six random characters: the temporary files of content writes.
             let stale = name
                 .to_str()
@@ -478,8 +579,16 @@ impl Durability {
                 .is_some_and(|rest| {
                     rest.len() == 6 && rest.chars().all(|c| c.is_ascii_alphanumeric())
                 });
-            if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
-                let _ = fs::remove_file(entry.path());
+            if !stale {
+                continue;
+            }
+            let entry = Entry::new(dir.clone(), name.clone(), dir.path().join(&name));
+            let is_file = match ty {
+                Some(ty) => ty == nix::dir::Type::File,
+                None => matches!(inspect(&entry), Ok((Kind::File, _))),
+            };
+            if is_file {
+                let _ = entry.remove_file();
             }
         }
     }
@@ -518,63 +627,39 @@ impl Durability {
     }
 }
 
-/// Directories a batch keeps open to rename in and fsync; beyond it, paths (file descriptors
-/// are limited, often to 1024 per process).
-const MAX_DIR_HANDLES: usize = 256;
-
 /// Makes a batch durable: `syncfs` once per file system holding a written file, then the
 /// renames, then one fsync per directory.
 ///
-/// Each directory written in is opened once: the renames name their entries relative to it
-/// instead of walking both whole paths again, and its fsync uses the same handle. A large
-/// batch is renamed and synced by one thread per processor, each with its own directories:
-/// the last batch of an apply is otherwise a tail that one thread works through alone.
+/// Each operation carries its open directory: the renames name their entries relative to it,
+/// and its fsync uses the same handle. A large batch is renamed and synced by one thread per
+/// processor, each with its own directories: the last batch of an apply is otherwise a tail
+/// that one thread works through alone.
 fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     // One file system per directory: look each directory up once, not each file.
-    let mut devices: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
-    let mut seen_dirs: BTreeSet<&Path> = BTreeSet::new();
-    let mut handles: foldhash::HashMap<std::path::PathBuf, fs::File> = foldhash::HashMap::default();
-    let mut last_dir: Option<&Path> = None;
+    let mut devices: BTreeMap<u64, Arc<Dir>> = BTreeMap::new();
+    let mut seen_dirs: foldhash::HashSet<*const Dir> = foldhash::HashSet::default();
+    let mut last_dir: Option<*const Dir> = None;
     for (_, op) in &batch {
-        let (Op::Rename(temp, _) | Op::Create(temp, _)) = op else {
+        let (Op::Rename(_, target) | Op::Create(_, target)) = op else {
             continue;
         };
-        let dir = temp.parent().unwrap_or(Path::new("/"));
-        // A batch holds runs of files of one directory: the byte comparison with the last one
-        // spares most ordered-set lookups (component by component).
-        if last_dir.is_some_and(|last: &Path| last.as_os_str() == dir.as_os_str())
-            || !seen_dirs.insert(dir)
-        {
+        let dir = Arc::as_ptr(target.dir());
+        // A batch holds runs of files of one directory: most need no set lookup.
+        if last_dir == Some(dir) || !seen_dirs.insert(dir) {
             continue;
         }
         last_dir = Some(dir);
-        let handle = (handles.len() < MAX_DIR_HANDLES)
-            .then(|| fs::File::open(dir).ok())
-            .flatten();
-        let device = match &handle {
-            Some(handle) => handle.metadata(),
-            None => fs::metadata(dir),
-        };
-        if let Ok(meta) = device {
+        if let Ok(stat) = nix::sys::stat::fstat(target.dir().fd()) {
             devices
-                .entry(meta.dev())
-                .or_insert_with(|| temp.to_path_buf());
-        }
-        if let Some(handle) = handle {
-            handles.insert(dir.to_path_buf(), handle);
+                .entry(stat.st_dev)
+                .or_insert_with(|| target.dir().clone());
         }
     }
     let mut sync_error = None;
-    for path in devices.values() {
-        let synced = fs::File::open(path)
-            .map_err(|e| ProviderError::io(path, e))
-            .and_then(|file| {
-                nix::unistd::syncfs(&file)
-                    .map_err(|errno| ProviderError::io(path, std::io::Error::from(errno)))
-            });
-        if let Err(err) = synced {
-            sync_error = Some(err.to_string());
+    for dir in devices.values() {
+        if let Err(errno) = nix::unistd::syncfs(dir.fd()) {
+            sync_error = Some(ProviderError::io(dir.path(), errno.into()).to_string());
         }
     }
     // Asked once: the answer comes from cgroup files, read anew on each call.
@@ -583,38 +668,37 @@ fn flush(batch: Vec<(u64, Op)>) -> Vec<(u64, Result<(), ProviderError>)> {
         *PROCESSORS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
     let groups = split_by_directory(batch, processors);
     let sync_error = sync_error.as_deref();
-    let handles = &handles;
     let (results, renamed) = std::thread::scope(|scope| {
         let helpers: Vec<_> = groups
             .iter()
             .skip(1)
             .map(|group| {
                 let spawned = std::thread::Builder::new()
-                    .spawn_scoped(scope, move || rename_and_sync(group, handles, sync_error));
+                    .spawn_scoped(scope, move || rename_and_sync(group, sync_error));
                 (group, spawned)
             })
             .collect();
         let (mut results, mut renamed) = match groups.first() {
-            Some(group) => rename_and_sync(group, handles, sync_error),
+            Some(group) => rename_and_sync(group, sync_error),
             None => (Vec::new(), Vec::new()),
         };
         for (group, helper) in helpers {
             // No thread to spare (or it panicked): this one does the group.
             let (more, more_renamed) = match helper.map(|helper| helper.join()) {
                 Ok(Ok(done)) => done,
-                _ => rename_and_sync(group, handles, sync_error),
+                _ => rename_and_sync(group, sync_error),
             };
             results.extend(more);
             renamed.extend(more_renamed);
         }
         (results, renamed)
     });
-    // A renamed file has nothing left at its temporary path; dropping the others removes
+    // A renamed file has nothing left at its temporary name; dropping the others removes
     // their temporary files.
     let renamed: std::collections::HashSet<u64> = renamed.into_iter().collect();
     for (ticket, op) in groups.into_iter().flatten() {
         if let (true, Op::Rename(temp, _) | Op::Create(temp, _)) = (renamed.contains(&ticket), op) {
-            let _ = temp.keep();
+            temp.keep();
         }
     }
     results
@@ -633,7 +717,7 @@ fn split_by_directory(batch: Vec<(u64, Op)>, processors: usize) -> Vec<Vec<(u64,
     let mut group_of: foldhash::HashMap<std::path::PathBuf, usize> = foldhash::HashMap::default();
     let mut last: Option<(std::path::PathBuf, usize)> = None;
     for (ticket, op) in batch {
-        let dir = op.directory();
+        let dir = op.directory().path();
         let group = match &last {
             // A batch holds runs of one directory: most operations need no lookup.
             Some((last_dir, group)) if last_dir.as_os_str() == dir.as_os_str() => *group,
@@ -651,11 +735,9 @@ fn split_by_directory(batch: Vec<(u64, Op)>, processors: usize) -> Vec<Vec<(u64,
 
 impl Op {
     /// The directory whose entries the operation changes.
-    fn directory(&self) -> &Path {
+    fn directory(&self) -> &Arc<Dir> {
         match self {
-            Op::Rename(_, target) | Op::Create(_, target) => {
-                target.parent().unwrap_or(Path::new("/"))
-            }
+            Op::Rename(_, target) | Op::Create(_, target) => target.dir(),
             Op::SyncDir(dir) => dir,
         }
     }
@@ -665,84 +747,69 @@ impl Op {
 type Renamed = (Vec<(u64, Result<(), ProviderError>)>, Vec<u64>);
 
 /// Renames a group's written files into place, then fsyncs each directory it changed once.
-fn rename_and_sync(
-    batch: &[(u64, Op)],
-    handles: &foldhash::HashMap<std::path::PathBuf, fs::File>,
-    sync_error: Option<&str>,
-) -> Renamed {
-    use std::collections::BTreeSet;
+fn rename_and_sync(batch: &[(u64, Op)], sync_error: Option<&str>) -> Renamed {
     let mut placed = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
-    let mut dirs = BTreeSet::new();
-    let mut last_parent: Option<std::path::PathBuf> = None;
+    // Keyed by path: one fsync per directory, whichever handle of it the writes came through.
+    let mut dirs: std::collections::BTreeMap<std::path::PathBuf, Arc<Dir>> =
+        std::collections::BTreeMap::new();
+    let mut last_dir: Option<*const Dir> = None;
     for (ticket, op) in batch {
         let ticket = *ticket;
         let (temp, target, replace) = match op {
             Op::Rename(temp, target) => (temp, target, true),
             Op::Create(temp, target) => (temp, target, false),
             Op::SyncDir(dir) => {
-                dirs.insert(dir.clone());
-                results.push((ticket, dir.clone(), Ok(())));
+                dirs.insert(dir.path().to_path_buf(), dir.clone());
+                results.push((ticket, dir.path().to_path_buf(), Ok(())));
                 continue;
             }
         };
-        let Some(parent) = target.parent().map(Path::to_path_buf) else {
-            let err = ProviderError::failed(format!("{} has no parent", target.display()));
-            results.push((ticket, target.clone(), Err(err)));
-            continue;
-        };
+        let parent = target.dir();
         if let Some(message) = sync_error {
-            let message = format!("cannot make {} durable: {message}", target.display());
-            results.push((ticket, parent, Err(ProviderError::failed(message))));
+            let message = format!("cannot make {} durable: {message}", target.path().display());
+            results.push((
+                ticket,
+                parent.path().to_path_buf(),
+                Err(ProviderError::failed(message)),
+            ));
             continue;
         }
-        // Relative to the open directory when both names are entries of it.
-        let entries = temp
-            .file_name()
-            .zip(target.file_name())
-            .filter(|_| temp.parent() == Some(parent.as_path()));
-        let renamed = match (handles.get(&parent), entries) {
-            (Some(dir), Some((from, to))) => {
-                rename_at(dir, Path::new(from), Path::new(to), replace)
-            }
-            _ => rename_at(nix::fcntl::AT_FDCWD, temp, target, replace),
-        };
-        // Dropping the temporary path on failure removes the temporary file.
+        let renamed = rename_at(parent.fd(), temp.entry.name(), target.name(), replace);
+        // Dropping the temporary file's guard on failure removes it.
         match renamed {
             Ok(()) => {
                 placed.push(ticket);
-                // Same run-of-one-directory shortcut as above.
-                if last_parent
-                    .as_ref()
-                    .is_none_or(|last: &std::path::PathBuf| last.as_os_str() != parent.as_os_str())
-                {
-                    dirs.insert(parent.clone());
-                    last_parent = Some(parent.clone());
+                // Same run-of-one-directory shortcut as in `flush`.
+                if last_dir != Some(Arc::as_ptr(parent)) {
+                    dirs.entry(parent.path().to_path_buf())
+                        .or_insert_with(|| parent.clone());
+                    last_dir = Some(Arc::as_ptr(parent));
                 }
-                results.push((ticket, parent, Ok(())));
+                results.push((ticket, parent.path().to_path_buf(), Ok(())));
             }
             Err(err) if !replace && appeared_or_unsupported(&err) => {
                 results.push((
                     ticket,
-                    parent,
+                    parent.path().to_path_buf(),
                     Err(ProviderError::Appeared {
-                        path: target.clone(),
+                        path: target.path().to_path_buf(),
                     }),
                 ));
             }
             Err(err) => {
-                results.push((ticket, parent, Err(ProviderError::io(target, err))));
+                results.push((
+                    ticket,
+                    parent.path().to_path_buf(),
+                    Err(ProviderError::io(target.path(), err)),
+                ));
             }
         }
     }
     let mut dir_errors = std::collections::HashMap::new();
-    for dir in &dirs {
-        let synced = match handles.get(dir) {
-            Some(handle) => handle.sync_all().map_err(|err| ProviderError::io(dir, err)),
-            None => fsync_dir(dir),
-        };
-        if let Err(err) = synced {
-            dir_errors.insert(dir.clone(), err.to_string());
+    for (path, dir) in &dirs {
+        if let Err(err) = dir.sync() {
+            dir_errors.insert(path.clone(), ProviderError::io(path, err).to_string());
         }
     }
     let results = results
@@ -757,12 +824,12 @@ fn rename_and_sync(
     (results, placed)
 }
 
-/// Renames `from` to `to` (both relative to `dir`), replacing what is at `to` or, without
+/// Renames `from` to `to` (both names in `dir`), replacing what is at `to` or, without
 /// `replace`, failing when anything is there (`renameat2(RENAME_NOREPLACE)`).
-fn rename_at<Fd: std::os::fd::AsFd + Copy>(
-    dir: Fd,
-    from: &Path,
-    to: &Path,
+fn rename_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    from: &std::ffi::OsStr,
+    to: &std::ffi::OsStr,
     replace: bool,
 ) -> std::io::Result<()> {
     if replace {
@@ -772,10 +839,10 @@ fn rename_at<Fd: std::os::fd::AsFd + Copy>(
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
-    dir: Fd,
-    from: &Path,
-    to: &Path,
+fn rename_noreplace(
+    dir: std::os::fd::BorrowedFd<'_>,
+    from: &std::ffi::OsStr,
+    to: &std::ffi::OsStr,
 ) -> std::io::Result<()> {
     use nix::fcntl::{RenameFlags, renameat2};
     renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
@@ -783,10 +850,10 @@ fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
 
 /// Without `renameat2`: unsupported, so the caller takes the fully checked path.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn rename_noreplace<Fd: std::os::fd::AsFd + Copy>(
-    _dir: Fd,
-    _from: &Path,
-    _to: &Path,
+fn rename_noreplace(
+    _dir: std::os::fd::BorrowedFd<'_>,
+    _from: &std::ffi::OsStr,
+    _to: &std::ffi::OsStr,
 ) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
@@ -805,6 +872,12 @@ fn appeared_or_unsupported(err: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entry(path: &Path) -> Entry {
+        Entry::unconfined(path).unwrap()
+    }
 
     #[test]
     fn written_files_get_their_exact_mode() {
@@ -812,7 +885,9 @@ mod tests {
         let durability = Durability::new();
         for mode in [0o644, 0o600, 0o666, 0o755, 0o640, 0o4755, 0o000] {
             let path = dir.path().join(format!("f{mode:o}"));
-            durability.write(&path, b"x", mode, (None, None)).unwrap();
+            durability
+                .write(&entry(&path), b"x", mode, (None, None))
+                .unwrap();
             let meta = fs::symlink_metadata(&path).unwrap();
             assert_eq!(meta.permissions().mode() & 0o7777, mode, "{mode:o}");
         }
@@ -825,14 +900,15 @@ mod tests {
         let durability = Durability::new();
         let first = dir.path().join("a");
         let second = dir.path().join("sub/b");
+        let root = Arc::new(Dir::open(dir.path()).unwrap());
         let tickets = [
             durability
-                .stage(&first, b"one", 0o644, (None, None))
+                .stage(&entry(&first), b"one", 0o644, (None, None))
                 .unwrap(),
             durability
-                .stage(&second, b"two", 0o644, (None, None))
+                .stage(&entry(&second), b"two", 0o644, (None, None))
                 .unwrap(),
-            durability.stage_dir_sync(dir.path()).unwrap(),
+            durability.stage_dir_sync(&root).unwrap(),
         ];
         assert!(!first.exists() && !second.exists());
         for ticket in tickets {
@@ -861,10 +937,10 @@ mod tests {
         let taken = dir.path().join("taken");
         let tickets = [
             durability
-                .stage_new(&fresh, b"one", 0o644, (None, None))
+                .stage_new(&entry(&fresh), b"one", 0o644, (None, None))
                 .unwrap(),
             durability
-                .stage_new(&taken, b"two", 0o644, (None, None))
+                .stage_new(&entry(&taken), b"two", 0o644, (None, None))
                 .unwrap(),
         ];
         fs::write(&taken, b"appeared").unwrap();
@@ -888,11 +964,13 @@ mod tests {
         for d in 0..40 {
             let sub = dir.path().join(format!("d{d:02}"));
             fs::create_dir(&sub).unwrap();
+            let opened = Arc::new(Dir::open(&sub).unwrap());
             for f in 0..30 {
                 let path = sub.join(format!("f{f:02}"));
+                let target = Entry::new(opened.clone(), format!("f{f:02}"), path.clone());
                 let ticket = durability
                     .stage_new(
-                        &path,
+                        &target,
                         path.to_string_lossy().as_bytes(),
                         0o644,
                         (None, None),
@@ -900,7 +978,7 @@ mod tests {
                     .unwrap();
                 tickets.push((path, ticket));
             }
-            tickets.push((sub.clone(), durability.stage_dir_sync(&sub).unwrap()));
+            tickets.push((sub.clone(), durability.stage_dir_sync(&opened).unwrap()));
         }
         let taken = dir.path().join("d39/f29");
         fs::write(&taken, b"appeared").unwrap();
@@ -925,11 +1003,21 @@ mod tests {
 
     #[test]
     fn a_batch_splits_by_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: foldhash::HashMap<&str, Arc<Dir>> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|name| {
+                fs::create_dir(root.path().join(name)).unwrap();
+                (name, Arc::new(Dir::open(&root.path().join(name)).unwrap()))
+            })
+            .collect();
         let op = |dir: &str, file: &str| {
-            Op::Rename(
-                tempfile::TempPath::try_from_path(format!("/nowhere/{dir}/.steward-x")).unwrap(),
-                format!("/nowhere/{dir}/{file}").into(),
-            )
+            let target = Entry::new(dirs[dir].clone(), file, root.path().join(dir).join(file));
+            let temp = Temp {
+                entry: target.sibling(".steward-x"),
+                armed: false,
+            };
+            Op::Rename(temp, target)
         };
         let mut batch = Vec::new();
         for (n, dir) in ["a", "b", "c", "a", "d", "b"].into_iter().enumerate() {
@@ -937,7 +1025,7 @@ mod tests {
                 batch.push((batch.len() as u64, op(dir, &format!("{n}-{f}"))));
             }
         }
-        batch.push((batch.len() as u64, Op::SyncDir("/nowhere/c".into())));
+        batch.push((batch.len() as u64, Op::SyncDir(dirs["c"].clone())));
         let n_ops = batch.len();
         assert_eq!(split_by_directory(Vec::new(), 4).len(), 1);
         let groups = split_by_directory(batch, 2);
@@ -949,27 +1037,33 @@ mod tests {
         let dirs_of = |group: &Vec<(u64, Op)>| {
             group
                 .iter()
-                .map(|(_, op)| op.directory().to_path_buf())
+                .map(|(_, op)| op.directory().path().to_path_buf())
                 .collect::<std::collections::BTreeSet<_>>()
         };
         let (first, second) = (dirs_of(&groups[0]), dirs_of(&groups[1]));
         assert!(first.is_disjoint(&second), "{first:?} {second:?}");
         assert_eq!(first.len() + second.len(), 4);
-        for group in groups.into_iter().flatten() {
-            if let (_, Op::Rename(temp, _)) = group {
-                // Nothing to remove at these made-up paths.
-                let _ = temp.keep();
-            }
-        }
     }
 
     #[test]
-    fn a_staged_write_into_a_missing_directory_fails_at_once() {
+    fn a_staged_write_into_a_removed_directory_fails_at_once() {
         let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("gone")).unwrap();
+        let target = entry(&dir.path().join("gone/f"));
+        fs::remove_dir(dir.path().join("gone")).unwrap();
         let durability = Durability::new();
         let err = durability
-            .stage(&dir.path().join("gone/f"), b"x", 0o644, (None, None))
+            .stage(&target, b"x", 0o644, (None, None))
             .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn temporary_names_are_what_the_sweep_removes() {
+        let name = temp_name();
+        let rest = name.strip_prefix(".steward-").unwrap();
+        assert_eq!(rest.len(), 6);
+        assert!(rest.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        assert_ne!(temp_name(), temp_name());
     }
 }

@@ -1,7 +1,9 @@
 //! `line`: one line in a file, optionally replacing the line that matches `match`.
 
 use crate::model::Value;
+use crate::resource::beneath::Entry;
 use crate::resource::change::{Change, State};
+use crate::resource::fsutil;
 use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
 
 use crate::model::Resource;
@@ -63,16 +65,11 @@ impl ResourceType for Line {
 
 impl Provider for Line {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
-        let path = regular_file(ctx, res)?;
         let mut state = State::new();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
+        let Some((_, text, _)) = read_file(ctx, res)? else {
             // The file may be created earlier in the same apply; the plan shows the line as new.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                state.insert("ensure".into(), Value::String("absent".into()));
-                return Ok(state);
-            }
-            Err(err) => return Err(ProviderError::io(&path, err)),
+            state.insert("ensure".into(), Value::String("absent".into()));
+            return Ok(state);
         };
         let wanted = res.attr_str("line").unwrap_or_default();
         let matcher = matcher(res)?;
@@ -90,14 +87,14 @@ impl Provider for Line {
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
-        let path = regular_file(ctx, res)?;
-        let text = std::fs::read_to_string(&path).map_err(|err| match err.kind() {
-            std::io::ErrorKind::NotFound => ProviderError::failed(format!(
+        let Some((entry, text, meta)) = read_file(ctx, res)? else {
+            return Err(ProviderError::failed(format!(
                 "{} does not exist; `line` edits existing files (declare the file as a `file` resource)",
-                path.display()
-            )),
-            _ => ProviderError::io(&path, err),
-        })?;
+                ctx.root
+                    .join(path_of(res).trim_start_matches('/'))
+                    .display()
+            )));
+        };
         let wanted = res.attr_str("line").unwrap_or_default();
         let matcher = matcher(res)?;
         let absent = res.attr_str("ensure") == Some("absent");
@@ -109,34 +106,49 @@ impl Provider for Line {
         if new_text == text {
             return Ok(Applied::AlreadyConverged);
         }
-        let meta = std::fs::metadata(&path).map_err(|err| ProviderError::io(&path, err))?;
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
-        let ids = (
-            Some(std::os::unix::fs::MetadataExt::uid(&meta)),
-            Some(std::os::unix::fs::MetadataExt::gid(&meta)),
-        );
-        ctx.durability
-            .write(&path, new_text.as_bytes(), mode, ids)?;
+        // The new content is written beside the file, in the directory it was read from.
+        ctx.durability.write(
+            &entry,
+            new_text.as_bytes(),
+            meta.mode,
+            (Some(meta.uid), Some(meta.gid)),
+        )?;
         Ok(Applied::Converged { output: None })
     }
 }
 
-/// The file a `line` edits, which must not be a symlink: editing through one would copy
-/// whatever it points at (perhaps outside the root) into a plain file.
-fn regular_file(
+/// The file a `line` edits, its text and its metadata; `None` when it does not exist. It must
+/// not be a symlink: editing through one would copy whatever it points at (perhaps outside
+/// the root) into a plain file.
+fn read_file(
     ctx: &ProviderCtx<'_>,
     res: &Resource,
-) -> Result<std::path::PathBuf, ProviderError> {
-    let path = ctx.resolve(path_of(res))?;
-    if std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_symlink()) {
-        return Err(ProviderError::Refused {
-            message: format!(
-                "{} is a symlink; `line` edits regular files (name the link's target instead)",
-                path.display()
-            ),
-        });
+) -> Result<Option<(Entry, String, fsutil::Meta)>, ProviderError> {
+    let located = ctx.locate(path_of(res))?;
+    let Some(entry) = located.entry else {
+        return Ok(None);
+    };
+    let refused = || ProviderError::Refused {
+        message: format!(
+            "{} is a symlink; `line` edits regular files (name the link's target instead)",
+            entry.path().display()
+        ),
+    };
+    if let (fsutil::Kind::Symlink, _) = fsutil::inspect(&entry)? {
+        return Err(refused());
     }
-    Ok(path)
+    // Opened without following a symlink: one swapped in since the look above fails.
+    let mut file = match entry.open_read() {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => return Err(refused()),
+        Err(err) => return Err(ProviderError::io(entry.path(), err)),
+    };
+    let meta = fsutil::Meta::of_file(&file).map_err(|err| ProviderError::io(entry.path(), err))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)
+        .map_err(|err| ProviderError::io(entry.path(), err))?;
+    Ok(Some((entry, text, meta)))
 }
 
 enum Found {

@@ -9,6 +9,7 @@
 //! helpers it shares live in [`fsutil`], [`accounts`] and [`command`].
 
 pub mod accounts;
+pub mod beneath;
 pub mod change;
 pub mod command;
 pub mod fsutil;

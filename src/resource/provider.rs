@@ -8,8 +8,10 @@
 
 use foldhash::HashSet;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::model::Resource;
+use crate::resource::beneath::{Confine, Dir, Entry, OpenError, Root};
 use crate::resource::change::State;
 
 /// Everything a provider may use besides the resource.
@@ -24,9 +26,10 @@ pub struct ProviderCtx<'a> {
     pub managed_paths: &'a HashSet<String>,
     /// Batches the durability of content writes across concurrent providers.
     pub durability: &'a crate::resource::fsutil::Durability,
-    /// Directories already found inside the root: a plan or apply resolves thousands of
-    /// paths under a few directories. Providers that create a symlink forget what lies below
-    /// it, since paths through the new link can lead elsewhere. `None` checks every path afresh.
+    /// The root and the directories already opened beneath it: a plan or apply resolves
+    /// thousands of paths under a few directories. Providers that create a symlink or remove
+    /// a directory forget what lies below it, since paths through it can lead elsewhere.
+    /// `None` opens every directory afresh.
     pub path_cache: Option<&'a PathCache>,
     /// Where to leave the writes and directory fsyncs this resource staged, when the caller
     /// makes them durable later in one batch (the executor). `None` waits for each one.
@@ -74,19 +77,26 @@ impl Staged {
     }
 }
 
-/// The directories known inside the root, hashed for lookups and ordered for
+/// The directories opened inside the root, hashed for lookups and ordered for
 /// [`PathCache::forget_under`].
 #[derive(Debug, Default)]
 struct Inside {
-    hashed: HashSet<PathBuf>,
+    hashed: foldhash::HashMap<PathBuf, Arc<Dir>>,
     /// Ordered by components, so the directories below one path are a contiguous range.
     ordered: std::collections::BTreeSet<PathBuf>,
 }
 
-/// Directories known to resolve inside the root (see [`ProviderCtx::path_cache`]).
+/// Open directories beyond which the cache starts afresh: each holds a file descriptor.
+const MAX_OPEN_DIRS: usize = 512;
+
+/// The root and the directories opened beneath it (see [`ProviderCtx::path_cache`]).
+///
+/// A handle stays good however the tree changes: it names the directory that was opened,
+/// which was inside the root then and stays inside unless moved out of it by someone with
+/// the right to write outside. A symlink swapped in for it afterwards is not followed.
 #[derive(Debug, Default)]
 pub struct PathCache {
-    root: std::sync::OnceLock<PathBuf>,
+    root: std::sync::OnceLock<Arc<Root>>,
     inside: std::sync::RwLock<Inside>,
     /// Directories found missing, remembered only by a cache made for a probe
     /// ([`PathCache::for_probe`]): nothing is created while a plan reads the node, so one
@@ -109,22 +119,28 @@ impl PathCache {
         }
     }
 
-    /// Takes in what `probe` learned about the root and the directories inside it (not the
-    /// missing ones: applying creates them).
+    /// Takes in what `probe` opened (not the missing directories: applying creates them).
     pub fn adopt(&self, probe: &PathCache) {
-        if let Some(root) = probe.root() {
-            self.set_root(root);
+        if let Some(root) = probe.root.get() {
+            let _ = self.root.set(root.clone());
         }
         if let (Ok(mut inside), Ok(found)) = (self.inside.write(), probe.inside.read()) {
-            inside.hashed.extend(found.hashed.iter().cloned());
-            inside.ordered.extend(found.ordered.iter().cloned());
+            for (path, dir) in &found.hashed {
+                if inside.hashed.len() >= MAX_OPEN_DIRS {
+                    break;
+                }
+                inside.hashed.insert(path.clone(), dir.clone());
+                inside.ordered.insert(path.clone());
+            }
         }
     }
 
+    /// True when `dir` or a directory above it was found missing.
     fn is_known_absent(&self, dir: &Path) -> bool {
-        self.absent
-            .as_ref()
-            .is_some_and(|absent| absent.read().is_ok_and(|absent| absent.contains(dir)))
+        let Some(Ok(absent)) = self.absent.as_ref().map(|absent| absent.read()) else {
+            return false;
+        };
+        !absent.is_empty() && dir.ancestors().any(|up| absent.contains(up))
     }
 
     fn remember_absent(&self, dir: &Path) {
@@ -133,22 +149,27 @@ impl PathCache {
         }
     }
 
-    fn root(&self) -> Option<PathBuf> {
-        self.root.get().cloned()
-    }
-
-    fn set_root(&self, root: PathBuf) {
-        let _ = self.root.set(root);
-    }
-
-    fn is_known_inside(&self, dir: &Path) -> bool {
+    fn dir(&self, path: &Path) -> Option<Arc<Dir>> {
         self.inside
             .read()
-            .is_ok_and(|inside| inside.hashed.contains(dir))
+            .ok()
+            .and_then(|inside| inside.hashed.get(path).cloned())
     }
 
-    /// Forgets the directories at or below `path` (a symlink was created there: paths
-    /// through it may now lead elsewhere).
+    fn remember_dir(&self, path: &Path, dir: Arc<Dir>) {
+        if let Ok(mut inside) = self.inside.write() {
+            if inside.hashed.len() >= MAX_OPEN_DIRS {
+                // Handles still in use elsewhere stay open until their users let go.
+                inside.hashed.clear();
+                inside.ordered.clear();
+            }
+            inside.hashed.insert(path.to_path_buf(), dir);
+            inside.ordered.insert(path.to_path_buf());
+        }
+    }
+
+    /// Forgets the directories at or below `path` (a symlink was created there, or a
+    /// directory removed or replaced: paths through it now lead elsewhere).
     pub fn forget_under(&self, path: &Path) {
         // The paths at or below `path` sort right after it (paths compare by components):
         // a range, not a scan of every known directory for each symlink created.
@@ -174,29 +195,22 @@ impl PathCache {
             }
         }
     }
-
-    fn remember_inside(&self, dir: &Path) {
-        if let Ok(mut inside) = self.inside.write() {
-            inside.hashed.insert(dir.to_path_buf());
-            inside.ordered.insert(dir.to_path_buf());
-        }
-    }
 }
 
 impl ProviderCtx<'_> {
-    /// Writes `bytes` to `path` atomically and durably (see [`crate::resource::fsutil`]).
-    /// With [`ProviderCtx::staged`] set, the write is only staged: `path` is replaced when the
-    /// caller flushes the batch.
+    /// Writes `bytes` to `entry` atomically and durably (see [`crate::resource::fsutil`]).
+    /// With [`ProviderCtx::staged`] set, the write is only staged: the entry is replaced when
+    /// the caller flushes the batch.
     pub fn write_durably(
         &self,
-        path: &Path,
+        entry: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<(), ProviderError> {
         match self.staged {
-            Some(staged) => staged.push(self.durability.stage(path, bytes, mode, ids)?),
-            None => self.durability.write(path, bytes, mode, ids),
+            Some(staged) => staged.push(self.durability.stage(entry, bytes, mode, ids)?),
+            None => self.durability.write(entry, bytes, mode, ids),
         }
     }
 
@@ -207,39 +221,36 @@ impl ProviderCtx<'_> {
     }
 
     /// [`ProviderCtx::write_durably`] for a path the plan found absent: the staged rename
-    /// never replaces anything. When something appeared at `path` since the plan, the flush
-    /// leaves it alone and reports [`ProviderError::Appeared`], and the caller applies the
-    /// resource again with the full checks. Without a staged batch, an ordinary write.
+    /// never replaces anything. When something appeared at the entry since the plan, the
+    /// flush leaves it alone and reports [`ProviderError::Appeared`], and the caller applies
+    /// the resource again with the full checks. Without a staged batch, an ordinary write.
     pub fn create_durably(
         &self,
-        path: &Path,
+        entry: &Entry,
         bytes: &[u8],
         mode: u32,
         ids: (Option<u32>, Option<u32>),
     ) -> Result<(), ProviderError> {
         match self.staged {
-            Some(staged) => staged.push(self.durability.stage_new(path, bytes, mode, ids)?),
-            None => self.durability.write(path, bytes, mode, ids),
+            Some(staged) => staged.push(self.durability.stage_new(entry, bytes, mode, ids)?),
+            None => self.durability.write(entry, bytes, mode, ids),
         }
     }
 
     /// Makes an entry created in `dir` durable: fsyncs it now, or stages the fsync with
     /// [`ProviderCtx::staged`] set.
-    pub fn sync_dir(&self, dir: &Path) -> Result<(), ProviderError> {
+    pub fn sync_dir(&self, dir: &Arc<Dir>) -> Result<(), ProviderError> {
         match self.staged {
             Some(staged) => staged.push(self.durability.stage_dir_sync(dir)?),
-            None => crate::resource::fsutil::fsync_dir(dir),
+            None => dir.sync().map_err(|err| ProviderError::io(dir.path(), err)),
         }
     }
 
-    /// Tells the path cache that this apply just created the real directory `dir` (`mkdir`
-    /// makes a directory, not a link): when its parent is known inside the root, so is `dir`,
-    /// and the files released into it together need no `lstat` of it each.
-    pub fn created_dir(&self, dir: &Path) {
-        if let Some(cache) = self.path_cache
-            && dir.parent().is_some_and(|up| cache.is_known_inside(up))
-        {
-            cache.remember_inside(dir);
+    /// Tells the path cache that what was at `path` was removed or replaced: directories
+    /// opened through it are forgotten.
+    pub fn replaced(&self, path: &Path) {
+        if let Some(cache) = self.path_cache {
+            cache.forget_under(path);
         }
     }
 
@@ -248,132 +259,137 @@ impl ProviderCtx<'_> {
         self.root == Path::new("/")
     }
 
-    fn canonical_root(&self) -> Result<PathBuf, ProviderError> {
-        if let Some(root) = self.path_cache.and_then(PathCache::root) {
-            return Ok(root);
+    fn open_root(&self) -> Result<Arc<Root>, ProviderError> {
+        if let Some(root) = self.path_cache.and_then(|cache| cache.root.get()) {
+            return Ok(root.clone());
         }
-        let root = self
-            .root
-            .canonicalize()
-            .map_err(|source| ProviderError::Io {
-                path: self.root.to_path_buf(),
-                source,
-            })?;
-        if let Some(cache) = self.path_cache {
-            cache.set_root(root.clone());
-        }
-        Ok(root)
-    }
-
-    /// The real location of an absolute resource path, inside the root.
-    ///
-    /// Refuses a path that escapes the root: a `..` component, or an existing symlink among
-    /// its parents that points outside. The final component itself is not followed, so a
-    /// provider can see (and replace) a symlink where a file belongs.
-    pub fn resolve(&self, path: &str) -> Result<PathBuf, ProviderError> {
-        self.locate(path).map(|located| located.path)
-    }
-
-    /// [`ProviderCtx::resolve`], also telling whether the parent directory is known to be
-    /// missing, in which case nothing is at the path and a reader need not look.
-    pub fn locate(&self, path: &str) -> Result<Located, ProviderError> {
-        let relative = Path::new(path)
-            .strip_prefix("/")
-            .map_err(|_| ProviderError::Refused {
-                message: format!("`{path}` is not absolute"),
-            })?;
-        if relative
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(ProviderError::Refused {
-                message: format!("`{path}` is not a normalized path"),
-            });
-        }
-        let joined = self.root.join(relative);
-        if self.is_live() || relative.as_os_str().is_empty() {
-            return Ok(Located {
-                path: joined,
-                parent_missing: false,
-            });
-        }
-        // Check the deepest existing parent: canonicalizing it resolves every symlink on the way.
-        let mut parent_missing = false;
-        let mut parent = joined.parent();
-        let mut immediate = true;
-        while let Some(dir) = parent {
-            if let Some(cache) = self.path_cache {
-                if cache.is_known_inside(dir) {
-                    break;
-                }
-                if cache.is_known_absent(dir) {
-                    parent_missing |= immediate;
-                    immediate = false;
-                    parent = dir.parent();
-                    continue;
-                }
-            }
-            // A missing directory is skipped with one `lstat`; canonicalizing it would
-            // read every link on the way only to fail.
-            match std::fs::symlink_metadata(dir) {
-                Err(err) => {
-                    if err.kind() == std::io::ErrorKind::NotFound {
-                        parent_missing |= immediate;
-                        if let Some(cache) = self.path_cache {
-                            cache.remember_absent(dir);
-                        }
-                    }
-                    immediate = false;
-                    parent = dir.parent();
-                    continue;
-                }
-                Ok(meta) => {
-                    immediate = false;
-                    // A real directory (not a link) in a directory known inside is inside
-                    // too: no need to read every link from `/` down again. Files released
-                    // together look up their new directory together.
-                    if let Some(cache) = self.path_cache
-                        && meta.file_type().is_dir()
-                        && dir.parent().is_some_and(|up| cache.is_known_inside(up))
-                    {
-                        cache.remember_inside(dir);
-                        break;
-                    }
-                }
-            }
-            match dir.canonicalize() {
-                Ok(real) => {
-                    let root = self.canonical_root()?;
-                    if !real.starts_with(&root) {
-                        return Err(ProviderError::Refused {
-                            message: format!(
-                                "`{path}` leads outside the root through a symlink (to `{}`)",
-                                real.display()
-                            ),
-                        });
-                    }
-                    if let Some(cache) = self.path_cache {
-                        cache.remember_inside(dir);
-                    }
-                    break;
-                }
-                Err(_) => parent = dir.parent(),
-            }
-        }
-        Ok(Located {
-            path: joined,
-            parent_missing,
+        let confine = if self.is_live() {
+            Confine::Live
+        } else {
+            Confine::Beneath
+        };
+        let root = Root::open(self.root, confine)
+            .map(Arc::new)
+            .map_err(|source| ProviderError::io(self.root, source))?;
+        Ok(match self.path_cache {
+            Some(cache) => cache.root.get_or_init(|| root).clone(),
+            None => root,
         })
     }
+
+    /// The entry for an absolute resource path: its parent directory opened beneath the root
+    /// and its last component, which is never followed, so a provider can see (and replace)
+    /// a symlink where a file belongs.
+    ///
+    /// Refuses a path that escapes the root: a `..` component, or a symlink among its parents
+    /// that points outside. Fails with a plain message when the parent directory is missing.
+    pub fn entry(&self, path: &str) -> Result<Entry, ProviderError> {
+        let located = self.locate(path)?;
+        match located.entry {
+            Some(entry) => Ok(entry),
+            None => Err(crate::resource::fsutil::missing_parent(
+                located.path.parent().unwrap_or(self.root),
+            )),
+        }
+    }
+
+    /// [`ProviderCtx::entry`], or no entry when the parent directory is missing, in which
+    /// case nothing is at the path and a reader need not look.
+    pub fn locate(&self, path: &str) -> Result<Located, ProviderError> {
+        let relative = normalized(path)?;
+        let joined = self.root.join(relative);
+        let Some(name) = relative.file_name() else {
+            // The root itself: `.` in its own handle.
+            let root = self.open_root()?;
+            let entry = Entry::new(root.dir().clone(), ".", joined.clone());
+            return Ok(Located {
+                path: joined,
+                entry: Some(entry),
+            });
+        };
+        let parent = joined.parent().unwrap_or(self.root);
+        let dir = self.open_dir_at(path, relative.parent().unwrap_or(Path::new("")), parent)?;
+        let entry = dir.map(|dir| Entry::new(dir, name, joined.clone()));
+        Ok(Located {
+            path: joined,
+            entry,
+        })
+    }
+
+    /// The directory at an absolute resource path opened beneath the root (following a
+    /// final symlink that stays inside), or `None` when it is missing.
+    pub fn open_dir(&self, path: &str) -> Result<Option<Arc<Dir>>, ProviderError> {
+        let relative = normalized(path)?;
+        let joined = self.root.join(relative);
+        self.open_dir_at(path, relative, &joined)
+    }
+
+    fn open_dir_at(
+        &self,
+        path: &str,
+        relative: &Path,
+        joined: &Path,
+    ) -> Result<Option<Arc<Dir>>, ProviderError> {
+        if let Some(cache) = self.path_cache {
+            if let Some(dir) = cache.dir(joined) {
+                return Ok(Some(dir));
+            }
+            if cache.is_known_absent(joined) {
+                return Ok(None);
+            }
+        }
+        let root = self.open_root()?;
+        match root.open_dir(relative) {
+            Ok(dir) => {
+                let dir = Arc::new(dir);
+                if let Some(cache) = self.path_cache {
+                    cache.remember_dir(joined, dir.clone());
+                }
+                Ok(Some(dir))
+            }
+            Err(OpenError::Missing) => {
+                if let Some(cache) = self.path_cache {
+                    cache.remember_absent(joined);
+                }
+                Ok(None)
+            }
+            Err(OpenError::Outside { real }) => Err(ProviderError::Refused {
+                message: format!(
+                    "`{path}` leads outside the root through a symlink (to `{}`)",
+                    real.display()
+                ),
+            }),
+            Err(OpenError::Io(source)) => Err(ProviderError::io(joined, source)),
+        }
+    }
+}
+
+/// An absolute, normalized resource path without its leading `/`.
+fn normalized(path: &str) -> Result<&Path, ProviderError> {
+    let relative = Path::new(path)
+        .strip_prefix("/")
+        .map_err(|_| ProviderError::Refused {
+            message: format!("`{path}` is not absolute"),
+        })?;
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(ProviderError::Refused {
+            message: format!("`{path}` is not a normalized path"),
+        });
+    }
+    Ok(relative)
 }
 
 /// A resolved resource path (see [`ProviderCtx::locate`]).
 #[derive(Debug)]
 pub struct Located {
-    /// The path inside the root.
+    /// The path inside the root, for messages.
     pub path: PathBuf,
-    /// The parent directory does not exist: nothing is at `path`.
-    pub parent_missing: bool,
+    /// The entry, in its parent directory opened beneath the root; `None` when the parent
+    /// directory is missing and nothing is at `path`.
+    pub entry: Option<Entry>,
 }
 
 /// Captured output of a command.
@@ -531,16 +547,18 @@ mod tests {
 
     #[test]
     fn forget_under_drops_the_path_and_what_is_below_it_only() {
+        let dir = tempfile::tempdir().unwrap();
         let cache = PathCache::new();
-        for dir in ["/r/a", "/r/a/b", "/r/a/b/c", "/r/ab", "/r/b", "/r"] {
-            cache.remember_inside(Path::new(dir));
+        for path in ["/r/a", "/r/a/b", "/r/a/b/c", "/r/ab", "/r/b", "/r"] {
+            let opened = Arc::new(Dir::open(dir.path()).unwrap());
+            cache.remember_dir(Path::new(path), opened);
         }
         cache.forget_under(Path::new("/r/a"));
         for gone in ["/r/a", "/r/a/b", "/r/a/b/c"] {
-            assert!(!cache.is_known_inside(Path::new(gone)), "{gone}");
+            assert!(cache.dir(Path::new(gone)).is_none(), "{gone}");
         }
         for kept in ["/r/ab", "/r/b", "/r"] {
-            assert!(cache.is_known_inside(Path::new(kept)), "{kept}");
+            assert!(cache.dir(Path::new(kept)).is_some(), "{kept}");
         }
     }
 
@@ -551,18 +569,19 @@ mod tests {
         let (managed, durability) = (HashSet::default(), Durability::new());
         let cache = PathCache::for_probe();
         let ctx = ctx(dir.path(), &managed, &durability, &cache);
-        assert!(!ctx.locate("/there/f").unwrap().parent_missing);
-        assert!(!ctx.locate("/f").unwrap().parent_missing);
-        assert!(ctx.locate("/gone/f").unwrap().parent_missing);
+        assert!(ctx.locate("/there/f").unwrap().entry.is_some());
+        assert!(ctx.locate("/f").unwrap().entry.is_some());
+        assert!(ctx.locate("/gone/f").unwrap().entry.is_none());
         // The second path under the missing directory is answered from the cache.
         assert!(cache.is_known_absent(&dir.path().join("gone")));
-        assert!(ctx.locate("/gone/g").unwrap().parent_missing);
-        assert!(ctx.locate("/gone/sub/f").unwrap().parent_missing);
+        assert!(ctx.locate("/gone/g").unwrap().entry.is_none());
+        assert!(ctx.locate("/gone/sub/f").unwrap().entry.is_none());
         // Only a probe's cache remembers missing directories.
         let applying = PathCache::new();
         let ctx = self::ctx(dir.path(), &managed, &durability, &applying);
-        assert!(ctx.locate("/gone/f").unwrap().parent_missing);
+        assert!(ctx.locate("/gone/f").unwrap().entry.is_none());
         assert!(!applying.is_known_absent(&dir.path().join("gone")));
+        assert!(ctx.entry("/gone/f").is_err());
     }
 
     #[test]
@@ -574,5 +593,30 @@ mod tests {
         let cache = PathCache::for_probe();
         let ctx = ctx(dir.path(), &managed, &durability, &cache);
         assert!(ctx.locate("/out/missing/f").is_err());
+        assert!(ctx.locate("/out/f").is_err());
+    }
+
+    #[test]
+    fn a_cached_directory_swapped_for_a_link_still_receives_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        let (managed, durability) = (HashSet::default(), Durability::new());
+        let cache = PathCache::new();
+        let ctx = ctx(dir.path(), &managed, &durability, &cache);
+        ctx.entry("/a/first").unwrap();
+        std::fs::rename(dir.path().join("a"), dir.path().join("a.real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).unwrap();
+        let entry = ctx.entry("/a/second").unwrap();
+        ctx.write_durably(&entry, b"x", 0o644, (None, None))
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("a.real/second")).unwrap(),
+            b"x"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Afresh, the link is refused.
+        ctx.replaced(&dir.path().join("a"));
+        assert!(ctx.entry("/a/third").is_err());
     }
 }

@@ -57,15 +57,16 @@ impl Provider for Symlink {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, _) = fsutil::inspect_located(&located)?;
-        let path = located.path;
         let mut state = State::new();
         let ensure = match kind {
             Kind::Symlink => "present",
             other => other.ensure(),
         };
         state.insert("ensure".into(), Value::String(ensure.into()));
-        if kind == Kind::Symlink {
-            let target = std::fs::read_link(&path).map_err(|err| ProviderError::io(&path, err))?;
+        if let (Kind::Symlink, Some(entry)) = (kind, &located.entry) {
+            let target = entry
+                .read_link()
+                .map_err(|err| ProviderError::io(entry.path(), err))?;
             state.insert(
                 "target".into(),
                 Value::String(target.to_string_lossy().into_owned()),
@@ -75,44 +76,49 @@ impl Provider for Symlink {
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
-        let path = ctx.resolve(&res.id.name)?;
-        let (kind, _) = fsutil::inspect(&path)?;
-        let parent = path.parent().unwrap_or(ctx.root).to_path_buf();
+        let entry = ctx.entry(&res.id.name)?;
+        let path = entry.path();
+        let (kind, _) = fsutil::inspect(&entry)?;
         if res.attr_str("ensure") == Some("absent") {
-            return fsutil::remove(&path, kind, &[Kind::Symlink], "symlink");
+            return fsutil::remove(ctx, &entry, kind, &[Kind::Symlink], "symlink");
         }
         let target = res.attr_str("target").unwrap_or_default();
         if kind == Kind::Symlink {
-            let current = std::fs::read_link(&path).map_err(|err| ProviderError::io(&path, err))?;
+            let current = entry
+                .read_link()
+                .map_err(|err| ProviderError::io(path, err))?;
             if current == std::path::Path::new(target) {
                 return Ok(Applied::AlreadyConverged);
             }
         }
         if kind == Kind::File {
             // A file replaced by a link is kept, as `file` keeps replaced content.
-            let old = std::fs::read(&path).map_err(|err| ProviderError::io(&path, err))?;
+            let old = entry.read().map_err(|err| ProviderError::io(path, err))?;
             fsutil::backup(ctx, &res.id.name, &old)?;
         }
         if kind == Kind::Directory {
-            std::fs::remove_dir(&path).map_err(|_| ProviderError::Refused {
+            entry.remove_dir().map_err(|_| ProviderError::Refused {
                 message: format!(
                     "a directory is in the way at {}; remove it by hand",
                     path.display()
                 ),
             })?;
         }
-        fsutil::require_parent(&path)?;
         // A link made beside the target and renamed over it replaces any old link atomically.
-        let temp = parent.join(format!(".steward-link-{}-{}", std::process::id(), unique()));
-        std::os::unix::fs::symlink(target, &temp).map_err(|err| ProviderError::io(&temp, err))?;
-        if let Err(err) = std::fs::rename(&temp, &path) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(ProviderError::io(&path, err));
+        let temp = entry.sibling(format!(".steward-link-{}-{}", std::process::id(), unique()));
+        temp.symlink(std::path::Path::new(target))
+            .map_err(|err| match err.kind() {
+                // The parent was removed since it was opened.
+                std::io::ErrorKind::NotFound => fsutil::missing_parent(entry.dir().path()),
+                _ => ProviderError::io(temp.path(), err),
+            })?;
+        if let Err(err) = temp.rename_to(&entry) {
+            let _ = temp.remove_file();
+            return Err(ProviderError::io(path, err));
         }
-        ctx.sync_dir(&parent)?;
-        if let Some(cache) = ctx.path_cache {
-            cache.forget_under(&path);
-        }
+        // Paths through the new link can lead elsewhere.
+        ctx.replaced(path);
+        ctx.sync_dir(entry.dir())?;
         Ok(Applied::Converged { output: None })
     }
 }
