@@ -24,8 +24,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::fleet::pki::{self, Ca};
 use crate::fleet::token::{self, JoinToken};
 use crate::fleet::wire::{
-    self, AgentMsg, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL, Task, TaskKind,
-    TaskResult, WireFacts, WireOutcome,
+    self, AgentMsg, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, MAX_UNAUTHENTICATED_FRAME,
+    PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
 use crate::store::sqlite::SqliteStore;
 
@@ -63,8 +63,88 @@ pub struct Controller {
 
 struct Session {
     conn: u64,
-    tx: mpsc::UnboundedSender<ControllerMsg>,
+    /// Bounded ([`SESSION_QUEUE`]): send with `try_send`; a full queue means the agent stopped
+    /// reading, and its session is ended rather than left to hold memory.
+    tx: mpsc::Sender<ControllerMsg>,
     stop: Arc<Notify>,
+}
+
+/// Messages queued for one agent's connection before it counts as not reading.
+const SESSION_QUEUE: usize = 256;
+
+/// Connections the agent port holds at once (a fleet of a few thousand nodes, with room);
+/// more are closed as soon as they are accepted.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Connections from one address that are not yet authenticated (in the TLS handshake, or
+/// enrolling, or before the store confirmed their certificate); more are closed at once.
+const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 32;
+
+/// How often the accept loop logs the same trouble (running out of file descriptors,
+/// connections over the limits), so a flood does not flood the log too.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts the unauthenticated connections per source address.
+#[derive(Clone, Default)]
+struct Unauthenticated {
+    by_source: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One unauthenticated connection, counted until it is dropped.
+struct UnauthenticatedSlot {
+    counts: Unauthenticated,
+    source: std::net::IpAddr,
+}
+
+impl Unauthenticated {
+    /// A slot for a new connection from `source`, or `None` when it has too many already.
+    fn enter(&self, source: std::net::IpAddr) -> Option<UnauthenticatedSlot> {
+        let mut by_source = self.by_source.lock().ok()?;
+        let n = by_source.entry(source).or_insert(0);
+        if *n >= MAX_UNAUTHENTICATED_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(UnauthenticatedSlot {
+            counts: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for UnauthenticatedSlot {
+    fn drop(&mut self) {
+        if let Ok(mut by_source) = self.counts.by_source.lock()
+            && let Some(n) = by_source.get_mut(&self.source)
+        {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Logs a recurring accept-loop problem at most every [`ACCEPT_LOG_EVERY`], with how many
+/// times it happened since.
+#[derive(Default)]
+struct ThrottledLog {
+    last: Option<std::time::Instant>,
+    n_since: u64,
+}
+
+impl ThrottledLog {
+    fn log(&mut self, message: &str) {
+        self.n_since += 1;
+        if self.last.is_some_and(|at| at.elapsed() < ACCEPT_LOG_EVERY) {
+            return;
+        }
+        let n = std::mem::take(&mut self.n_since);
+        self.last = Some(std::time::Instant::now());
+        log(&format!(
+            "{message} ({n} times since the last such message)"
+        ));
+    }
 }
 
 struct Waiter {
@@ -120,15 +200,45 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ControllerError 
     move |err| ControllerError::Setup(format!("{what}: {err}"))
 }
 
+/// Creates the data directory private (0700), or makes an existing one private: it holds the
+/// CA's key and the admin token. One that other users may read is set to 0700 when it is
+/// ours (and the log says so), and refused when it belongs to another user.
+pub(crate) fn private_data_dir(data_dir: &Path) -> Result<(), ControllerError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    crate::local::create_private_dir(data_dir).map_err(setup("data directory"))?;
+    let shown = data_dir.display();
+    let metadata = std::fs::metadata(data_dir).map_err(setup("data directory"))?;
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if metadata.uid() != uid {
+        return Err(ControllerError::Setup(format!(
+            "data dir {shown} is open to other users (mode {mode:04o}) and belongs to uid {}, not to this user (uid {uid}); make it private (chmod 700) or use another --data-dir",
+            metadata.uid()
+        )));
+    }
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(setup("data directory"))?;
+    log(&format!(
+        "data dir {shown} was open to other users (mode {mode:04o}); set it to 0700"
+    ));
+    Ok(())
+}
+
 impl Controller {
-    /// Opens (or on first start creates) the data directory: CA, store, admin token.
+    /// Opens (or on first start creates) the data directory: CA, store, admin token. The
+    /// store is checked whole first ([`SqliteStore::quick_check`]).
     pub fn open(
         data_dir: &Path,
         cert_lifetime: Duration,
     ) -> Result<Arc<Controller>, ControllerError> {
-        crate::local::create_private_dir(data_dir).map_err(setup("data directory"))?;
+        private_data_dir(data_dir)?;
         let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
-        let store = SqliteStore::open(&store_path(data_dir)).map_err(setup("store"))?;
+        let path = store_path(data_dir);
+        let store = SqliteStore::open(&path).map_err(setup("store"))?;
+        store.quick_check(&path).map_err(setup("store"))?;
         let token_path = admin_token_path(data_dir);
         let admin_token = match std::fs::read_to_string(&token_path) {
             Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
@@ -211,7 +321,7 @@ impl Controller {
         if let Ok(sessions) = self.sessions.lock()
             && let Some(session) = sessions.get(node)
         {
-            let _ = session.tx.send(ControllerMsg::Cancel {
+            let _ = session.tx.try_send(ControllerMsg::Cancel {
                 task_id: task_id.to_string(),
             });
         }
@@ -276,7 +386,7 @@ impl Controller {
                 },
             );
         }
-        if session_tx.send(ControllerMsg::Task(task)).is_err() {
+        if session_tx.try_send(ControllerMsg::Task(task)).is_err() {
             self.take_waiter(&id);
             return Err(format!("node `{node}` went offline"));
         }
@@ -317,42 +427,76 @@ impl Controller {
     }
 
     /// Accepts agents forever; each connection runs on its own task.
+    ///
+    /// At most [`MAX_CONNECTIONS`] at once, and [`MAX_UNAUTHENTICATED_PER_SOURCE`] from one
+    /// address before they are authenticated; more are closed at once. An accept error (such
+    /// as running out of file descriptors) is logged and the loop goes on after a pause, so
+    /// the port works again as soon as descriptors are free.
     pub async fn serve_agents(
         self: Arc<Self>,
         listener: TcpListener,
         tls: Arc<rustls::ServerConfig>,
     ) {
         let acceptor = TlsAcceptor::from(tls);
+        let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let unauthenticated = Unauthenticated::default();
+        let mut accept_errors = ThrottledLog::default();
+        let mut over_limit = ThrottledLog::default();
         loop {
             let (tcp, addr) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(err) => {
-                    log(&format!("accept: {err}"));
+                    accept_errors.log(&format!("agent port: accept: {err}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
+                over_limit.log(&format!(
+                    "agent port: closed a connection from {addr}: {MAX_CONNECTIONS} connections are open"
+                ));
+                continue;
+            };
+            let Some(slot) = unauthenticated.enter(addr.ip()) else {
+                over_limit.log(&format!(
+                    "agent port: closed a connection from {addr}: {MAX_UNAUTHENTICATED_PER_SOURCE} from that address are not yet authenticated"
+                ));
+                continue;
+            };
             let controller = Arc::clone(&self);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if let Err(reason) = controller.connection(tcp, addr, acceptor).await {
+                let _permit = permit;
+                if let Err(reason) = controller.connection(tcp, addr, acceptor, slot).await {
                     log(&format!("{addr}: {reason}"));
                 }
             });
         }
     }
 
+    /// One connection: TLS (with ALPN `steward/1` required), then enrollment for a peer
+    /// without a certificate or a session for one with a current certificate. `slot` counts
+    /// it as unauthenticated until the store confirmed its certificate.
     async fn connection(
         self: Arc<Self>,
         tcp: TcpStream,
         addr: SocketAddr,
         acceptor: TlsAcceptor,
+        slot: UnauthenticatedSlot,
     ) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
         let mut stream = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|err| format!("refused at TLS: {err}"))?;
+        // rustls refuses a client whose protocols do not include ours, but lets in one that
+        // offers none.
+        if stream.get_ref().1.alpn_protocol() != Some(pki::ALPN) {
+            return Err(format!(
+                "refused: the client did not offer the `{}` protocol (ALPN)",
+                String::from_utf8_lossy(pki::ALPN)
+            ));
+        }
         let peer = stream
             .get_ref()
             .1
@@ -382,6 +526,7 @@ impl Controller {
                         identity.node
                     ));
                 }
+                drop(slot);
                 self.agent_session(stream, addr, identity).await
             }
         }
@@ -392,9 +537,10 @@ impl Controller {
         &self,
         stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
     ) -> Result<(), String> {
-        let msg = wire::read_msg::<AgentMsg, _>(stream, HELLO_TIMEOUT)
-            .await
-            .map_err(|err| err.to_string())?;
+        let msg =
+            wire::read_msg_within::<AgentMsg, _>(stream, HELLO_TIMEOUT, MAX_UNAUTHENTICATED_FRAME)
+                .await
+                .map_err(|err| err.to_string())?;
         let reply = match msg {
             Some(AgentMsg::Enroll {
                 protocol,
@@ -497,7 +643,12 @@ impl Controller {
     ) -> Result<(), String> {
         let node = identity.node.clone();
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let facts = match wire::read_msg::<AgentMsg, _>(&mut reader, HELLO_TIMEOUT).await {
+        let hello = wire::read_msg_within::<AgentMsg, _>(
+            &mut reader,
+            HELLO_TIMEOUT,
+            MAX_UNAUTHENTICATED_FRAME,
+        );
+        let facts = match hello.await {
             Ok(Some(AgentMsg::Hello {
                 protocol, facts, ..
             })) if protocol == PROTOCOL => facts,
@@ -535,7 +686,7 @@ impl Controller {
         .await
         .map_err(|err| err.to_string())?;
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<ControllerMsg>();
+        let (tx, mut rx) = mpsc::channel::<ControllerMsg>(SESSION_QUEUE);
         let stop = Arc::new(Notify::new());
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sessions) = self.sessions.lock()
@@ -590,12 +741,12 @@ impl Controller {
                 } => self.event(&node, &task_id, TaskEvent::Output { stream, data }),
                 AgentMsg::Result { task_id, result } => {
                     if self.result(&node, &task_id, result) {
-                        let _ = tx.send(ControllerMsg::Ack { task_id });
+                        let _ = tx.try_send(ControllerMsg::Ack { task_id });
                     }
                 }
                 AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem) {
                     Ok(cert_pem) => {
-                        let _ = tx.send(ControllerMsg::Renewed { cert_pem });
+                        let _ = tx.try_send(ControllerMsg::Renewed { cert_pem });
                     }
                     Err(err) => log(&format!("`{node}`: renewal refused: {err}")),
                 },

@@ -38,8 +38,69 @@ fn bind_error(what: &str, addr: &str) -> impl FnOnce(std::io::Error) -> Controll
     move |err| ControllerError::Setup(format!("{message}: {err}"))
 }
 
+/// The lock a running controller holds on its data directory (`DATA_DIR/serve.lock`), so a
+/// second `steward serve` on the same directory stops instead of scheduling the same runs
+/// twice. It is an advisory `flock`, released by the kernel when the process ends however it
+/// ends, so a lock file left by a killed controller does not block the next one. Other
+/// commands that open the store (`token create`) do not take it.
+pub struct DataDirLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl DataDirLock {
+    /// Takes the lock (creating the data directory when missing) and writes our pid and start
+    /// time into it; fails, naming the holder's pid, when another process holds it.
+    pub fn take(data_dir: &Path) -> Result<DataDirLock, ControllerError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::fleet::controller::private_data_dir(data_dir)?;
+        let path = data_dir.join("serve.lock");
+        let setup = |err: std::io::Error| {
+            ControllerError::Setup(format!("lock file {}: {err}", path.display()))
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(setup)?;
+        let mut lock = match nix::fcntl::Flock::lock(
+            file,
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        ) {
+            Ok(lock) => lock,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder
+                    .lines()
+                    .find_map(|line| line.strip_prefix("pid "))
+                    .unwrap_or("unknown");
+                return Err(ControllerError::Setup(format!(
+                    "data dir {} is in use by steward serve (pid {pid}); stop that one first, or give this one another --data-dir",
+                    data_dir.display()
+                )));
+            }
+            Err((_, errno)) => return Err(setup(std::io::Error::from(errno))),
+        };
+        let holder = format!(
+            "pid {}\nstarted {}\n",
+            std::process::id(),
+            crate::local::timestamp()
+        );
+        lock.set_len(0).map_err(setup)?;
+        lock.rewind().map_err(setup)?;
+        lock.write_all(holder.as_bytes()).map_err(setup)?;
+        Ok(DataDirLock { _file: lock })
+    }
+}
+
 /// Runs the controller until the process ends.
 pub async fn serve(config: Config) -> Result<(), ControllerError> {
+    // Before anything in the data directory is opened or written.
+    let _lock = DataDirLock::take(&config.data_dir)?;
     let controller = Controller::open(&config.data_dir, config.cert_lifetime)?;
     let agents = TcpListener::bind(&config.listen)
         .await

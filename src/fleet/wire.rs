@@ -30,6 +30,13 @@ pub const PROTOCOL: u32 = 1;
 /// The largest frame either side accepts (a 10,000-resource catalog is a few MB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
+/// The largest frame the controller reads before the peer is authenticated: the `enroll`
+/// message of a connection without a certificate, and the `hello` of one with a certificate
+/// (whose node the store has not yet confirmed). A CSR and tags take a few KB, a hello's
+/// facts less; only sessions past their `hello` may send up to [`MAX_FRAME`], so a stranger
+/// cannot make the controller hold megabytes.
+pub const MAX_UNAUTHENTICATED_FRAME: usize = 64 * 1024;
+
 /// How long a peer may take to send its first message after the TLS handshake.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,9 +53,9 @@ pub enum WireError {
     /// The connection failed or closed mid-frame.
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer announced a frame over [`MAX_FRAME`].
-    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    /// The peer announced a frame over the limit (the frame's length, the limit).
+    #[error("frame of {0} bytes is over the {1}-byte limit")]
+    TooLarge(usize, usize),
     /// The frame is not a message of this protocol.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -57,13 +64,28 @@ pub enum WireError {
     Timeout(Duration),
 }
 
-/// Reads one message; `Ok(None)` when the peer closed the connection cleanly between frames.
+/// Reads one message of up to [`MAX_FRAME`] bytes; `Ok(None)` when the peer closed the
+/// connection cleanly between frames.
 pub async fn read_msg<T, R>(reader: &mut R, deadline: Duration) -> Result<Option<T>, WireError>
 where
     T: for<'de> Deserialize<'de>,
     R: AsyncRead + Unpin,
 {
-    let frame = tokio::time::timeout(deadline, read_frame(reader))
+    read_msg_within(reader, deadline, MAX_FRAME).await
+}
+
+/// [`read_msg`] with a smaller frame limit (such as [`MAX_UNAUTHENTICATED_FRAME`]): a larger
+/// length prefix fails at once, before any of the frame is read or memory set aside for it.
+pub async fn read_msg_within<T, R>(
+    reader: &mut R,
+    deadline: Duration,
+    max_frame: usize,
+) -> Result<Option<T>, WireError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let frame = tokio::time::timeout(deadline, read_frame(reader, max_frame))
         .await
         .map_err(|_| WireError::Timeout(deadline))??;
     let Some(frame) = frame else {
@@ -74,7 +96,10 @@ where
         .map_err(|err| WireError::Malformed(err.to_string()))
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, WireError> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame: usize,
+) -> Result<Option<Vec<u8>>, WireError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -82,8 +107,8 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u
         Err(err) => return Err(err.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
+    if len > max_frame {
+        return Err(WireError::TooLarge(len, max_frame));
     }
     let mut frame = vec![0u8; len];
     reader.read_exact(&mut frame).await?;
@@ -98,9 +123,9 @@ where
 {
     let body = serde_json::to_vec(msg).map_err(|err| WireError::Malformed(err.to_string()))?;
     if body.len() > MAX_FRAME {
-        return Err(WireError::TooLarge(body.len()));
+        return Err(WireError::TooLarge(body.len(), MAX_FRAME));
     }
-    let len = u32::try_from(body.len()).map_err(|_| WireError::TooLarge(body.len()))?;
+    let len = u32::try_from(body.len()).map_err(|_| WireError::TooLarge(body.len(), MAX_FRAME))?;
     writer.write_all(&len.to_be_bytes()).await?;
     writer.write_all(&body).await?;
     writer.flush().await?;
@@ -810,7 +835,17 @@ mod tests {
         let err = read_msg::<AgentMsg, _>(&mut huge.as_slice(), HELLO_TIMEOUT)
             .await
             .unwrap_err();
-        assert!(matches!(err, WireError::TooLarge(_)), "{err}");
+        assert!(matches!(err, WireError::TooLarge(..)), "{err}");
+        // Before authentication the limit is small, and a larger prefix fails at once.
+        let big = ((MAX_UNAUTHENTICATED_FRAME + 1) as u32).to_be_bytes();
+        let err = read_msg_within::<AgentMsg, _>(
+            &mut big.as_slice(),
+            HELLO_TIMEOUT,
+            MAX_UNAUTHENTICATED_FRAME,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WireError::TooLarge(..)), "{err}");
 
         let mut junk = 5u32.to_be_bytes().to_vec();
         junk.extend_from_slice(b"\xff\x00{]x");

@@ -323,6 +323,18 @@ pub enum StoreError {
         /// Ours.
         supported: i64,
     },
+    /// The file is damaged: empty, cut short, or with pages SQLite cannot read. It is never
+    /// re-created or written over: what it held (runs, enrolled nodes, tokens) may be wanted
+    /// back from a backup.
+    #[error(
+        "{path} is damaged ({reason}); steward will not use it or create a new store over it: restore it from a backup, or move it away to start an empty store"
+    )]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// No such run.
     #[error("no run `{0}`")]
     NoRun(String),

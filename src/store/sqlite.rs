@@ -112,22 +112,34 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing, mode 0600) and migrates the store at `path`.
+    /// Opens and migrates the store at `path`, creating it when missing (mode 0600).
+    ///
+    /// An existing file is checked before anything is written to it: one that is empty, cut
+    /// short (not whole pages) or not SQLite is refused with its path and never re-created
+    /// over, since it may hold what a backup can bring back. A new store is built aside and
+    /// linked into place whole, so no process ever sees a half-made (or empty) store. Pages
+    /// damaged in the middle of the file are found by [`SqliteStore::quick_check`].
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
-        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-        if existed {
-            check_header(path)?;
-        } else {
-            create_private(path)?;
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_new(path)?,
+            Err(err) => return Err(err.into()),
         }
-        let conn = Connection::open(path)?;
+        check_header(path)?;
+        let corrupt = |err| corrupt_or_sqlite(path, err);
+        let conn = Connection::open(path).map_err(corrupt)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        let application_id: i64 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        let n_tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
-        if existed && application_id != APPLICATION_ID && !(application_id == 0 && n_tables == 0) {
+        let application_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        let n_tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .map_err(corrupt)?;
+        if application_id != APPLICATION_ID && !(application_id == 0 && n_tables == 0) {
             return Err(StoreError::Foreign {
                 path: shown,
                 reason: format!("application id {application_id:#x}"),
@@ -140,11 +152,40 @@ impl SqliteStore {
                 supported: STORE_VERSION,
             });
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = SqliteStore { conn };
-        store.migrate(version)?;
+        store.migrate(version).map_err(|err| match err {
+            StoreError::Sqlite(err) => corrupt_or_sqlite(path, err),
+            err => err,
+        })?;
         Ok(store)
+    }
+
+    /// Reads every page of the store and checks its structure (`PRAGMA quick_check`), so a
+    /// file damaged in the middle is refused at start rather than failing on some later
+    /// read. It reads the whole file (0.1 s for a 66 MB store of 10,000 runs of 20 results,
+    /// from the page cache), so the controller runs it when it starts, and local commands do
+    /// not: they rely on the checks of [`SqliteStore::open`] and on SQLite's own errors.
+    pub fn quick_check(&self, path: &Path) -> Result<(), StoreError> {
+        let corrupt = |err| corrupt_or_sqlite(path, err);
+        let mut statement = self
+            .conn
+            .prepare("PRAGMA quick_check(5)")
+            .map_err(corrupt)?;
+        let problems: Vec<String> = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(corrupt)?
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
+        if problems.iter().all(|p| p == "ok") {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            path: path.display().to_string(),
+            reason: format!("SQLite's check found: {}", problems.join("; ")),
+        })
     }
 
     /// Runs the migrations from `version` to [`STORE_VERSION`] in one transaction.
@@ -203,18 +244,112 @@ impl SqliteStore {
     }
 }
 
-/// Refuses a file that is not a SQLite database, without writing to it.
+/// The size of a SQLite file header.
+const HEADER_LEN: usize = 100;
+
+/// Refuses a file that is not a SQLite database, or one that is empty or cut short, without
+/// writing to it.
 fn check_header(path: &Path) -> Result<(), StoreError> {
-    let mut header = [0u8; 16];
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
     let mut file = std::fs::File::open(path)?;
-    let n = file.read(&mut header)?;
-    if n < 16 || &header != b"SQLite format 3\0" {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Err(corrupt(
+            "it is empty (0 bytes); steward never leaves a store empty, so what it held was lost"
+                .to_string(),
+        ));
+    }
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    file.by_ref()
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut header)?;
+    if !header.starts_with(b"SQLite format 3\0") {
         return Err(StoreError::Foreign {
             path: path.display().to_string(),
             reason: "not a SQLite database".into(),
         });
     }
+    if header.len() < HEADER_LEN {
+        return Err(corrupt(format!(
+            "it is {len} bytes, shorter than a SQLite header"
+        )));
+    }
+    // Bytes 16 and 17 hold the page size, big-endian; 1 stands for 65,536.
+    let page_size = match u32::from(u16::from_be_bytes([header[16], header[17]])) {
+        1 => 65_536,
+        size => size,
+    };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(corrupt(format!(
+            "its header names a page size of {page_size}"
+        )));
+    }
+    if len % u64::from(page_size) != 0 {
+        return Err(corrupt(format!(
+            "it is {len} bytes, not a whole number of {page_size}-byte pages: it was cut short"
+        )));
+    }
     Ok(())
+}
+
+/// A SQLite error on a file SQLite says is damaged (or not a database) becomes
+/// [`StoreError::Corrupt`] with the file's path; any other stays as it is.
+fn corrupt_or_sqlite(path: &Path, err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason: err.to_string(),
+            }
+        }
+        _ => StoreError::Sqlite(err),
+    }
+}
+
+/// Creates a new, migrated store at `path`: built in a file beside it, then hard-linked into
+/// place, so the store appears whole or not at all. When another process linked its own
+/// first, that one is kept.
+fn create_new(path: &Path) -> Result<(), StoreError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{}", std::process::id()));
+    let aside = path.with_file_name(name);
+    // Left by a process with our pid that died while creating; nobody else uses this name.
+    remove_with_journal(&aside);
+    let built = build_new(&aside).and_then(|()| match std::fs::hard_link(&aside, path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err.into()),
+    });
+    remove_with_journal(&aside);
+    built?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn build_new(aside: &Path) -> Result<(), StoreError> {
+    create_private(aside)?;
+    let conn = Connection::open(aside)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let mut store = SqliteStore { conn };
+    store.migrate(0)?;
+    // Closing the last connection checkpoints the WAL into the file and removes it.
+    store
+        .conn
+        .close()
+        .map_err(|(_, err)| StoreError::Sqlite(err))
+}
+
+fn remove_with_journal(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
 }
 
 fn create_private(path: &Path) -> Result<(), StoreError> {
