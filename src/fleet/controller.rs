@@ -63,8 +63,9 @@ pub struct Controller {
 
 struct Session {
     conn: u64,
-    /// Bounded ([`SESSION_QUEUE`]): send with `try_send`; a full queue means the agent stopped
-    /// reading, and its session is ended rather than left to hold memory.
+    /// Bounded ([`SESSION_QUEUE`]): send with `try_send`. A full queue means the agent stopped
+    /// reading; what does not fit is dropped (a task then fails as if the node were offline)
+    /// rather than held in memory.
     tx: mpsc::Sender<ControllerMsg>,
     stop: Arc<Notify>,
 }
@@ -235,10 +236,11 @@ impl Controller {
         cert_lifetime: Duration,
     ) -> Result<Arc<Controller>, ControllerError> {
         private_data_dir(data_dir)?;
-        let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
+        // The store first: a damaged one is refused before anything else is written.
         let path = store_path(data_dir);
         let store = SqliteStore::open(&path).map_err(setup("store"))?;
         store.quick_check(&path).map_err(setup("store"))?;
+        let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
         let token_path = admin_token_path(data_dir);
         let admin_token = match std::fs::read_to_string(&token_path) {
             Ok(text) if !text.trim().is_empty() => text.trim().to_string(),

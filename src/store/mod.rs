@@ -327,7 +327,7 @@ pub enum StoreError {
     /// re-created or written over: what it held (runs, enrolled nodes, tokens) may be wanted
     /// back from a backup.
     #[error(
-        "{path} is damaged ({reason}); steward will not use it or create a new store over it: restore it from a backup, or move it away to start an empty store"
+        "{path} is damaged: {reason}; steward will not use it, nor create a new store over it (restore it from a backup, or move it away to start an empty store)"
     )]
     Corrupt {
         /// The file.

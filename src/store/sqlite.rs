@@ -258,7 +258,7 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Err(corrupt(
-            "it is empty (0 bytes); steward never leaves a store empty, so what it held was lost"
+            "it is empty (0 bytes), and steward never leaves its store empty: what it held is lost"
                 .to_string(),
         ));
     }

@@ -70,6 +70,7 @@ fn an_empty_store_is_refused_with_its_path_and_never_recreated() {
         0,
         "the store was re-created"
     );
+    assert!(!data.join("ca.key").exists(), "a CA was made beside it");
 
     // Local mode: the project's store is refused the same way.
     env.write(
@@ -86,6 +87,7 @@ fn an_empty_store_is_refused_with_its_path_and_never_recreated() {
         out.all()
     );
     assert_eq!(std::fs::metadata(&local_store).unwrap().len(), 0);
+    assert!(!root.join("motd").exists(), "applied without a store");
     // A missing store is still created, as before.
     std::fs::remove_file(&local_store).unwrap();
     let out = env.run(&["--root", root.to_str().unwrap(), "apply", "p", "--yes"]);
