@@ -119,19 +119,12 @@ impl PathCache {
         }
     }
 
-    /// Takes in what `probe` opened (not the missing directories: applying creates them).
+    /// Takes in the root `probe` opened. Not its directories: a prompt may stand between the
+    /// plan and the apply, and a directory replaced meanwhile must be written at its path, not
+    /// in the old one a handle still names. Nor the missing directories: applying creates them.
     pub fn adopt(&self, probe: &PathCache) {
         if let Some(root) = probe.root.get() {
             let _ = self.root.set(root.clone());
-        }
-        if let (Ok(mut inside), Ok(found)) = (self.inside.write(), probe.inside.read()) {
-            for (path, dir) in &found.hashed {
-                if inside.hashed.len() >= MAX_OPEN_DIRS {
-                    break;
-                }
-                inside.hashed.insert(path.clone(), dir.clone());
-                inside.ordered.insert(path.clone());
-            }
         }
     }
 
