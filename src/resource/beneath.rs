@@ -56,7 +56,7 @@ pub struct Entry {
 /// Why a directory could not be opened beneath the root.
 #[derive(Debug)]
 pub enum OpenError {
-    /// A component is missing, or is not a directory.
+    /// A component is missing.
     Missing,
     /// A symlink (or `..`) leads outside the root, to `real` when it could be read.
     Outside {
@@ -150,7 +150,6 @@ impl Root {
             match probe.canonicalize() {
                 Ok(real) => break real,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) if err.raw_os_error() == Some(nix::libc::ENOTDIR) => {}
                 Err(err) => return Err(OpenError::Io(err)),
             }
             match probe.parent() {
@@ -180,7 +179,8 @@ impl Root {
 
 fn missing_or_io(errno: Errno) -> OpenError {
     match errno {
-        Errno::ENOENT | Errno::ENOTDIR => OpenError::Missing,
+        Errno::ENOENT => OpenError::Missing,
+        // A file where a directory belongs is an error at that path, as it always was.
         other => OpenError::Io(other.into()),
     }
 }
@@ -486,6 +486,11 @@ mod tests {
         assert!(matches!(
             root.open_dir(Path::new("a/missing")),
             Err(OpenError::Missing)
+        ));
+        std::fs::write(dir.path().join("a/file"), "x").unwrap();
+        assert!(matches!(
+            root.open_dir(Path::new("a/file/below")),
+            Err(OpenError::Io(_))
         ));
     }
 
