@@ -71,9 +71,9 @@ fn a_directory_swapped_for_a_symlink_during_apply_redirects_nothing_outside() {
             out.all()
         );
         assert!(!out.stderr.contains("panicked"), "{}", out.all());
-        // The apply did run: some of its writes are in the root, wherever the swap left them.
+        // The apply did run: its first directory is in the root, where the swapper put it back.
         assert!(
-            !written_outside(&root.join("srv")).is_empty(),
+            root.join("srv/a/d0").is_dir(),
             "round {round}: nothing was written\n{}",
             out.all()
         );
