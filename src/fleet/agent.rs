@@ -557,6 +557,7 @@ async fn session(
 /// Claims the task and runs it on a thread of its own; the result goes to the outbox, then
 /// to the controller.
 fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
+    trace_task(&task);
     let Shared {
         outbox,
         ledger,
@@ -629,6 +630,28 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
             },
         );
     });
+}
+
+/// Test hook: with `STEWARD_TEST_TRACE_TASKS=FILE` in the environment, each task received is
+/// appended to FILE as one line of JSON, so tests see what a node was sent (the agent keeps
+/// no catalog on disk). For tests only; not in the user documentation.
+fn trace_task(task: &Task) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("STEWARD_TEST_TRACE_TASKS") else {
+        return;
+    };
+    let Ok(mut line) = serde_json::to_vec(task) else {
+        return;
+    };
+    line.push(b'\n');
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(&line));
+    if let Err(err) = appended {
+        log(&format!("STEWARD_TEST_TRACE_TASKS: {err}"));
+    }
 }
 
 /// Does the work of one task, as local mode would, under the agent's root. `emit` sends

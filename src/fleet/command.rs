@@ -22,6 +22,7 @@ use crate::fleet::controller::{Controller, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{CommandTask, TaskKind, TaskResult, WireOutput};
 use crate::model::{self, Rate};
+use crate::resource::command::OUTPUT_CAP;
 use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store};
 
 /// A command asked of the controller (`POST /v1/commands`).
@@ -574,7 +575,7 @@ fn from_output(node: &str, output: WireOutput, duration_ms: u64) -> NodeResult {
 }
 
 /// The stored result of one node: the status and exit code in the message, the output
-/// (with its full sizes when cut) as the result's text.
+/// (saying when it was cut) as the result's text.
 fn record(node: &NodeResult, argv: &[String]) -> ResultRecord {
     let mut summary = node.status.as_str().to_string();
     if let Some(code) = node.exit_code {
@@ -592,8 +593,11 @@ fn record(node: &NodeResult, argv: &[String]) -> ResultRecord {
             continue;
         }
         output.push_str(&format!("--- {name}"));
-        if total > text.len() as u64 {
-            output.push_str(&format!(" (first {} of {total} bytes kept)", text.len()));
+        // Whether the stream was cut is judged by what the command printed, and the note
+        // gives no size: the kept text is redacted, so its length next to the printed total
+        // would tell how long each secret in it is.
+        if total > OUTPUT_CAP as u64 {
+            output.push_str(&format!(" (cut to its first {} KiB)", OUTPUT_CAP / 1024));
         }
         output.push('\n');
         output.push_str(text);
@@ -647,22 +651,34 @@ mod tests {
     }
 
     #[test]
-    fn records_keep_output_sizes() {
-        let node = NodeResult {
+    fn records_say_when_output_was_cut_without_sizes() {
+        let result = |stdout: String, stdout_bytes: u64| NodeResult {
             node: "web-1".into(),
             status: Status::Success,
             exit_code: Some(0),
             duration_ms: 5,
-            stdout: "x".repeat(10),
+            stdout,
             stderr: String::new(),
-            stdout_bytes: 1_000,
+            stdout_bytes,
             stderr_bytes: 0,
             message: None,
         };
-        let record = record(&node, &["echo".into(), "hi".into()]);
-        assert_eq!(record.resource, "command:echo hi");
-        assert_eq!(record.outcome, ResultOutcome::Succeeded);
-        assert!(record.diff.unwrap().contains("first 10 of 1000 bytes kept"));
-        assert_eq!(record.message.unwrap(), "success, exit 0");
+        let argv = ["echo".to_string(), "hi".to_string()];
+        let cut = record(&result("x".repeat(65_525), 1_000_000), &argv);
+        assert_eq!(cut.resource, "command:echo hi");
+        assert_eq!(cut.outcome, ResultOutcome::Succeeded);
+        assert_eq!(cut.message.as_deref(), Some("success, exit 0"));
+        let diff = cut.diff.unwrap();
+        assert!(
+            diff.starts_with("--- stdout (cut to its first 64 KiB)\n"),
+            "{diff}"
+        );
+        assert!(
+            !diff.contains("65525") && !diff.contains("1000000"),
+            "{diff}"
+        );
+        // A secret longer than `(sensitive)` shrinks the kept text: that is not a cut.
+        let whole = record(&result("(sensitive)\n".into(), 24), &argv);
+        assert_eq!(whole.diff.unwrap(), "--- stdout\n(sensitive)\n");
     }
 }

@@ -376,7 +376,9 @@ pub struct Catalog {
     pub node: String,
     /// Resources in declaration order; outcomes refer to them by index.
     pub resources: Vec<WireResource>,
-    /// Sensitive values, so the agent scrubs them from command output and messages.
+    /// The sensitive values this node's resources read (longest first), so the agent scrubs
+    /// them from command output and messages. Never the project's other secrets: a node is
+    /// sent only what its own rendered resources use.
     pub secrets: Vec<String>,
 }
 
@@ -731,7 +733,8 @@ pub fn run_report(
 }
 
 impl Catalog {
-    /// The catalog of a lowered node.
+    /// The catalog of a lowered node. `secrets` are the model's ([`model::Model::secrets`]);
+    /// the catalog takes only those the node's resources read ([`model::secrets_used`]).
     pub fn new(node: &model::Node, secrets: &[String]) -> Catalog {
         Catalog {
             node: node.name.clone(),
@@ -761,7 +764,7 @@ impl Catalog {
                     association: res.association.clone(),
                 })
                 .collect(),
-            secrets: secrets.to_vec(),
+            secrets: model::secrets_used(secrets, &node.resources),
         }
     }
 
@@ -809,6 +812,8 @@ impl Catalog {
                 attrs,
                 relations,
                 association: res.association.clone(),
+                // The agent scrubs with the catalog's `secrets`; it needs no per-resource list.
+                secrets: Vec::new(),
             });
         }
         Ok(model::Node {

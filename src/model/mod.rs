@@ -307,6 +307,11 @@ pub struct Resource {
     pub relations: Vec<Relation>,
     /// The association that put it on its node; `None` for documents no association covers.
     pub association: Option<String>,
+    /// Indices in [`Model::secrets`] of the sensitive values its templates read (its name,
+    /// attributes, relations, template file and `for_each`), ascending: what its node is sent.
+    /// Over-approximates (a template that reads `params` whole reads every sensitive
+    /// parameter) and never misses a value the resource can see.
+    pub secrets: Vec<usize>,
 }
 
 impl Resource {
@@ -492,9 +497,22 @@ pub struct Model {
     /// Resources of documents whose associations match no known node, rendered against the
     /// local facts so they are checked; never planned.
     pub unassigned: Vec<Node>,
-    /// Values of sensitive parameters (as text), to scrub from command output and messages.
-    /// Never rendered.
+    /// Values of sensitive parameters (as text), longest first, to scrub from command output
+    /// and messages. Never rendered. The controller keeps them all; a node is sent only the
+    /// ones its resources use ([`secrets_used`]).
     pub secrets: Vec<String>,
+}
+
+/// The values of `secrets` (a [`Model::secrets`]) that `resources` read, in the same order
+/// (longest first, as [`scrub`] needs): all that a node applying them may be sent.
+pub fn secrets_used(secrets: &[String], resources: &[Resource]) -> Vec<String> {
+    let used: std::collections::BTreeSet<usize> = resources
+        .iter()
+        .flat_map(|res| res.secrets.iter().copied())
+        .collect();
+    used.into_iter()
+        .filter_map(|idx| secrets.get(idx).cloned())
+        .collect()
 }
 
 /// Replaces every secret in `text` with `(sensitive)`.

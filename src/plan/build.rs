@@ -333,6 +333,7 @@ mod tests {
                 .collect(),
                 relations: Vec::new(),
                 association: None,
+                secrets: Vec::new(),
             })
             .collect();
         model::Node {

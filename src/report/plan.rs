@@ -660,6 +660,7 @@ mod tests {
             .collect(),
             relations: Vec::new(),
             association: None,
+            secrets: Vec::new(),
         }
     }
 

@@ -97,6 +97,8 @@ pub(crate) const SEVERITIES: &[&str] = &[
 pub(crate) const MODES: &[&str] = &["detect", "enforce"];
 /// The smallest `max_concurrency`, as a count or a percentage.
 pub(crate) const MAX_CONCURRENCY_MIN: u32 = 1;
+/// The help of `schema::sensitive_in_name`.
+const SENSITIVE_IN_NAME_HELP: &str = "names and references appear unredacted in plans, reports and the store; keep the secret in an attribute (such as `content`), which is redacted";
 /// The smallest `max_errors`, as a count or a percentage.
 pub(crate) const MAX_ERRORS_MIN: u32 = 0;
 /// The largest percentage of `max_concurrency` and `max_errors`.
@@ -118,7 +120,7 @@ pub fn lower(project: &Project, config: &Config<'_>) -> (Model, Vec<Diagnostic>)
         last_template: None,
         acc: Vec::new(),
         missing_reported: HashSet::new(),
-        secrets: BTreeSet::new(),
+        secrets: Secrets::default(),
     };
     let model = lowerer.run(config);
     (model, dedupe(lowerer.acc))
@@ -136,13 +138,40 @@ struct ParamDecl {
 }
 
 /// The parameter values a document renders with.
+#[derive(Clone)]
 struct Scope {
     values: BTreeMap<String, Value>,
     /// Dotted names (`params.x`) whose use taints a value.
     sensitive: BTreeSet<String>,
+    /// For each sensitive name, the secrets (indices in `Lowerer::secrets`) a template that
+    /// reads it can see.
+    secret_ids: BTreeMap<String, Vec<usize>>,
 }
 
 impl Scope {
+    fn new() -> Scope {
+        Scope {
+            values: BTreeMap::new(),
+            sensitive: BTreeSet::new(),
+            secret_ids: BTreeMap::new(),
+        }
+    }
+
+    /// Marks `name` sensitive, carrying `ids`.
+    fn add_sensitive(&mut self, name: String, ids: Vec<usize>) {
+        self.secret_ids.entry(name.clone()).or_default().extend(ids);
+        self.sensitive.insert(name);
+    }
+
+    /// The secrets that templates reading `reads` can see.
+    fn ids_of<'s>(&'s self, reads: &'s BTreeSet<String>) -> impl Iterator<Item = usize> + 's {
+        reads
+            .iter()
+            .filter_map(|name| self.secret_ids.get(name))
+            .flatten()
+            .copied()
+    }
+
     fn jinja(&self) -> minijinja::Value {
         minijinja::Value::from(
             self.values
@@ -212,7 +241,7 @@ struct Lowerer<'a> {
     /// Parameters already reported as missing a value, by declaration span.
     missing_reported: HashSet<Span>,
     /// Values of sensitive parameters, as text.
-    secrets: BTreeSet<String>,
+    secrets: Secrets,
     /// The last template file deferred for rendering: the items of a `for_each` name the
     /// same file, which is then read, checked and looked up once, not once per item.
     last_template: Option<DeferredTemplate>,
@@ -225,8 +254,49 @@ struct DeferredTemplate {
     /// The sensitive names it was checked against.
     sensitive: BTreeSet<String>,
     text: std::sync::Arc<str>,
-    /// Whether it reads a sensitive variable.
-    tainted: bool,
+    /// The sensitive names it reads.
+    tainted: BTreeSet<String>,
+}
+
+/// The values of sensitive parameters, each once, in the order first seen.
+#[derive(Default)]
+struct Secrets {
+    values: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Secrets {
+    /// The text forms of a sensitive value worth scrubbing (three characters or more: shorter
+    /// ones would garble every message and protect nothing), as indices.
+    fn collect(&mut self, value: &Value) -> Vec<usize> {
+        let mut ids = Vec::new();
+        self.collect_into(value, &mut ids);
+        ids
+    }
+
+    fn collect_into(&mut self, value: &Value, ids: &mut Vec<usize>) {
+        let text = match value {
+            Value::String(text) if text.chars().count() >= 3 => text.clone(),
+            Value::Int(_) | Value::Float(_) if value.to_string().len() >= 3 => value.to_string(),
+            Value::List(items) => {
+                items.iter().for_each(|item| self.collect_into(item, ids));
+                return;
+            }
+            Value::Map(entries) => {
+                entries
+                    .values()
+                    .for_each(|item| self.collect_into(item, ids));
+                return;
+            }
+            _ => return,
+        };
+        let next = self.values.len();
+        let idx = *self.index.entry(text.clone()).or_insert(next);
+        if idx == next {
+            self.values.push(text);
+        }
+        ids.push(idx);
+    }
 }
 
 impl<'a> Lowerer<'a> {
@@ -371,9 +441,27 @@ impl<'a> Lowerer<'a> {
                 resources: std::sync::Arc::new(resources),
             });
         }
-        let mut secrets: Vec<String> = std::mem::take(&mut self.secrets).into_iter().collect();
-        // Longest first, so a secret that contains another is scrubbed whole.
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        let secrets = std::mem::take(&mut self.secrets).values;
+        // Longest first, so a secret that contains another is scrubbed whole; resources
+        // refer to them by their new places.
+        let mut order: Vec<usize> = (0..secrets.len()).collect();
+        order.sort_by_key(|&idx| (std::cmp::Reverse(secrets[idx].len()), idx));
+        let mut new_place = vec![0; secrets.len()];
+        for (place, &idx) in order.iter().enumerate() {
+            new_place[idx] = place;
+        }
+        for node in nodes.iter_mut().chain(unassigned.iter_mut()) {
+            if node.resources.iter().all(|res| res.secrets.is_empty()) {
+                continue;
+            }
+            for res in std::sync::Arc::make_mut(&mut node.resources) {
+                for idx in &mut res.secrets {
+                    *idx = new_place[*idx];
+                }
+                res.secrets.sort_unstable();
+            }
+        }
+        let secrets = order.into_iter().map(|idx| secrets[idx].clone()).collect();
         let model = Model {
             nodes,
             associations,
@@ -381,6 +469,7 @@ impl<'a> Lowerer<'a> {
             secrets,
         };
         self.check_project_duplicates(&model);
+        self.check_names_hold_no_secret(&model);
         model
     }
 
@@ -698,13 +787,10 @@ impl<'a> Lowerer<'a> {
         params: &BTreeMap<String, ParamDecl>,
         association: Option<&Association>,
     ) -> Scope {
-        let mut scope = Scope {
-            values: BTreeMap::new(),
-            sensitive: BTreeSet::new(),
-        };
+        let mut scope = Scope::new();
         for (name, decl) in params {
             if decl.sensitive {
-                scope.sensitive.insert(format!("params.{name}"));
+                scope.add_sensitive(format!("params.{name}"), Vec::new());
             }
             let value = decl
                 .given
@@ -714,7 +800,8 @@ impl<'a> Lowerer<'a> {
             match value {
                 Some(value) => {
                     if decl.sensitive {
-                        collect_secrets(value, &mut self.secrets);
+                        let ids = self.secrets.collect(value);
+                        scope.add_sensitive(format!("params.{name}"), ids);
                     }
                     scope.values.insert(name.clone(), value.clone());
                 }
@@ -1249,10 +1336,7 @@ impl<'a> Lowerer<'a> {
         };
         let module_docs: Vec<&Document> = module.documents.iter().collect();
         let params = self.collect_params(&module_docs);
-        let mut module_scope = Scope {
-            values: BTreeMap::new(),
-            sensitive: BTreeSet::new(),
-        };
+        let mut module_scope = Scope::new();
         for (k, v) in with {
             let Some(decl) = params.get(&k.name) else {
                 let message = format!("module `{module_name}` has no parameter `{}`", k.name);
@@ -1284,19 +1368,26 @@ impl<'a> Lowerer<'a> {
                 );
                 continue;
             }
-            if rendered.sensitive || decl.sensitive {
-                module_scope.sensitive.insert(format!("params.{}", k.name));
-                collect_secrets(&value, &mut self.secrets);
+            if rendered.is_sensitive() || decl.sensitive {
+                // The module sees the value passed and every secret it was made from.
+                let mut ids = self.secrets.collect(&value);
+                ids.extend(scope.ids_of(&rendered.reads));
+                module_scope.add_sensitive(format!("params.{}", k.name), ids);
             }
             module_scope.values.insert(k.name.clone(), value);
         }
         let mut missing_any = false;
         for (name, decl) in &params {
-            if decl.sensitive {
-                module_scope.sensitive.insert(format!("params.{name}"));
-            }
             if module_scope.values.contains_key(name) {
                 continue;
+            }
+            if decl.sensitive {
+                let ids = decl
+                    .default
+                    .as_ref()
+                    .map(|default| self.secrets.collect(default))
+                    .unwrap_or_default();
+                module_scope.add_sensitive(format!("params.{name}"), ids);
             }
             match &decl.default {
                 Some(default) => {
@@ -1374,6 +1465,8 @@ impl<'a> Lowerer<'a> {
         };
         let entries = self.map_entries(body, &format!("`{}`", key.name));
         let text = self.text(doc.source);
+        // The sensitive names `for_each` read: each item carries them.
+        let mut for_each_reads = BTreeSet::new();
         let items: Vec<Option<minijinja::Value>> = match entries
             .iter()
             .find(|(k, _)| k.name == "for_each")
@@ -1388,6 +1481,7 @@ impl<'a> Lowerer<'a> {
                 let rendered =
                     self.renderer
                         .render(text, node, base_ctx, &scope.sensitive, &mut self.acc);
+                for_each_reads.clone_from(&rendered.reads);
                 match &rendered.node.value {
                     document::Value::List(items) => items.iter().map(|i| Some(to_jinja(&to_model(i)))).collect(),
                     document::Value::Map(entries) => entries
@@ -1419,6 +1513,17 @@ impl<'a> Lowerer<'a> {
                 return;
             }
         }
+        // Items of a sensitive value are sensitive: `item` reads what `for_each` read.
+        let item_scope;
+        let scope = if for_each_reads.is_empty() {
+            scope
+        } else {
+            let mut with_item = scope.clone();
+            let ids: Vec<usize> = scope.ids_of(&for_each_reads).collect();
+            with_item.add_sensitive("item".to_string(), ids);
+            item_scope = with_item;
+            &item_scope
+        };
         // A large `for_each` of templated files renders their content in parallel after
         // the loop; a small one (and every error message) renders in order.
         let mut pending = (items.len() >= PARALLEL_RENDER_MIN).then(PendingContents::default);
@@ -1434,8 +1539,13 @@ impl<'a> Lowerer<'a> {
             {
                 continue;
             }
+            // The sensitive names this resource's templates read: what its node is sent.
+            let mut reads: BTreeSet<String> = BTreeSet::new();
             let slotted = name_slot.zip(item.as_ref().and_then(minijinja::Value::as_str));
             let name = if let Some(((before, after), item)) = slotted {
+                if scope.sensitive.contains("item") {
+                    reads.insert("item".to_string());
+                }
                 format!("{before}{item}{after}")
             } else if is_template(name_template) {
                 let name_node = Node {
@@ -1445,6 +1555,7 @@ impl<'a> Lowerer<'a> {
                 let rendered =
                     self.renderer
                         .render(text, &name_node, &ctx, &scope.sensitive, &mut self.acc);
+                reads.clone_from(&rendered.reads);
                 match rendered.node.value {
                     document::Value::String(name) => name,
                     document::Value::Null => continue,
@@ -1460,6 +1571,11 @@ impl<'a> Lowerer<'a> {
             } else {
                 name_template.to_string()
             };
+            if !reads.is_empty() {
+                // Identities are shown, stored and sent unredacted: the value must not get there.
+                self.sensitive_in_name(key.span, &format!("the name `{}`", key.name), &reads);
+                continue;
+            }
             let id = ResourceId::new(kind, name);
             if !self.check_name(ty, &id, key.span) {
                 continue;
@@ -1491,6 +1607,8 @@ impl<'a> Lowerer<'a> {
                 let rendered = self
                     .renderer
                     .render(text, v, &ctx, &scope.sensitive, &mut self.acc);
+                let sensitive = rendered.is_sensitive();
+                reads.extend(rendered.reads);
                 if matches!(rendered.node.value, document::Value::Null) && is_template_node(v) {
                     continue; // The template error was reported.
                 }
@@ -1502,13 +1620,13 @@ impl<'a> Lowerer<'a> {
                             Attr {
                                 value,
                                 span: v.span,
-                                sensitive: rendered.sensitive,
+                                sensitive,
                             },
                         );
                     }
                     Err(mismatch) => {
                         // A sensitive value never reaches a message, not even a wrong one.
-                        let problem = if rendered.sensitive {
+                        let problem = if sensitive {
                             "(sensitive value not shown)".to_string()
                         } else {
                             mismatch.message
@@ -1531,8 +1649,11 @@ impl<'a> Lowerer<'a> {
             let absent = attrs.get("ensure").and_then(|a| a.value.as_str()) == Some("absent");
             if kind == "file" && !absent {
                 let deferred = pending.as_mut().map(|pending| (pending, out.len()));
-                self.resolve_content(doc.source, &mut attrs, &ctx, scope, deferred);
+                reads.extend(self.resolve_content(doc.source, &mut attrs, &ctx, scope, deferred));
             }
+            let mut secrets: Vec<usize> = scope.ids_of(&reads).collect();
+            secrets.sort_unstable();
+            secrets.dedup();
             ty.validate(
                 &Candidate {
                     id: &id,
@@ -1548,6 +1669,7 @@ impl<'a> Lowerer<'a> {
                 attrs,
                 relations,
                 association: None,
+                secrets,
             });
         }
         if let Some(pending) = pending {
@@ -1584,6 +1706,7 @@ impl<'a> Lowerer<'a> {
                 None => {
                     resource.attrs.remove("content");
                     let mut attrs = std::mem::take(&mut resource.attrs);
+                    // The same text as prepared: its reads were counted then.
                     self.resolve_content(source, &mut attrs, &job.ctx, scope, None);
                     if let Some(resource) = out.get_mut(job.resource) {
                         resource.attrs = attrs;
@@ -1595,6 +1718,7 @@ impl<'a> Lowerer<'a> {
 
     /// A file's `template` or `source` becomes its desired `content` (text, or bytes for a
     /// binary source), read from the project and, for templates, rendered like any value.
+    /// Returns the sensitive names the template reads.
     fn resolve_content(
         &mut self,
         source: SourceId,
@@ -1602,7 +1726,7 @@ impl<'a> Lowerer<'a> {
         ctx: &minijinja::Value,
         scope: &Scope,
         deferred: Option<(&mut PendingContents, usize)>,
-    ) {
+    ) -> BTreeSet<String> {
         let (name, path, span) = match (attrs.get("template"), attrs.get("source")) {
             (Some(attr), _) => (
                 "template",
@@ -1614,7 +1738,7 @@ impl<'a> Lowerer<'a> {
                 attr.value.as_str().unwrap_or_default().to_string(),
                 attr.span,
             ),
-            (None, None) => return,
+            (None, None) => return BTreeSet::new(),
         };
         let mut deferred = deferred;
         if name == "template"
@@ -1630,10 +1754,10 @@ impl<'a> Lowerer<'a> {
                 Attr {
                     value: Value::String(String::new()),
                     span,
-                    sensitive: known.tainted,
+                    sensitive: !known.tainted.is_empty(),
                 },
             );
-            return;
+            return known.tainted.clone();
         }
         let document = self.project.sources.get(source);
         let bytes = match self.files.read(document, &path) {
@@ -1642,13 +1766,13 @@ impl<'a> Lowerer<'a> {
                 self.error("schema::missing_file", span, message).help = Some(format!(
                     "`{name}` paths are relative to the document's directory"
                 ));
-                return;
+                return BTreeSet::new();
             }
         };
-        let (value, sensitive) = if name == "source" {
+        let (value, reads) = if name == "source" {
             match String::from_utf8(bytes) {
-                Ok(text) => (Value::String(text), false),
-                Err(err) => (Value::Bytes(err.into_bytes()), false),
+                Ok(text) => (Value::String(text), BTreeSet::new()),
+                Err(err) => (Value::Bytes(err.into_bytes()), BTreeSet::new()),
             }
         } else {
             let Ok(text) = String::from_utf8(bytes) else {
@@ -1657,10 +1781,10 @@ impl<'a> Lowerer<'a> {
                     span,
                     format!("template `{path}` is not UTF-8 text"),
                 );
-                return;
+                return BTreeSet::new();
             };
             if let Some((pending, resource)) = deferred
-                && let Some(sensitive) = self.renderer.prepare_file(&text, &scope.sensitive)
+                && let Some(reads) = self.renderer.prepare_file(&text, &scope.sensitive)
             {
                 // Rendered after the loop; the attribute holds its place meanwhile.
                 let text: std::sync::Arc<str> = text.into();
@@ -1669,7 +1793,7 @@ impl<'a> Lowerer<'a> {
                     path: path.clone(),
                     sensitive: scope.sensitive.clone(),
                     text: std::sync::Arc::clone(&text),
-                    tainted: sensitive,
+                    tainted: reads.clone(),
                 });
                 pending.push(resource, text, ctx.clone());
                 attrs.insert(
@@ -1677,13 +1801,13 @@ impl<'a> Lowerer<'a> {
                     Attr {
                         value: Value::String(String::new()),
                         span,
-                        sensitive,
+                        sensitive: !reads.is_empty(),
                     },
                 );
-                return;
+                return reads;
             }
             match self.renderer.render_file(&text, ctx, &scope.sensitive) {
-                Ok((rendered, sensitive)) => (Value::String(rendered), sensitive),
+                Ok((rendered, reads)) => (Value::String(rendered), reads),
                 Err(problem) => {
                     self.error(
                         "template::error",
@@ -1694,7 +1818,7 @@ impl<'a> Lowerer<'a> {
                         "the template context has `params`, `node` and, inside `for_each`, `item`"
                             .into(),
                     );
-                    return;
+                    return BTreeSet::new();
                 }
             }
         };
@@ -1703,9 +1827,10 @@ impl<'a> Lowerer<'a> {
             Attr {
                 value,
                 span,
-                sensitive,
+                sensitive: !reads.is_empty(),
             },
         );
+        reads
     }
 
     fn relations(
@@ -1733,6 +1858,11 @@ impl<'a> Lowerer<'a> {
             let rendered = self
                 .renderer
                 .render(text, item, ctx, &scope.sensitive, &mut self.acc);
+            if rendered.is_sensitive() {
+                let what = format!("a `{}` reference", kind.as_str());
+                self.sensitive_in_name(item.span, &what, &rendered.reads);
+                continue;
+            }
             let target_text = match &rendered.node.value {
                 document::Value::String(target) => target.clone(),
                 document::Value::Null if is_template_node(item) => continue,
@@ -1765,6 +1895,63 @@ impl<'a> Lowerer<'a> {
                 target,
                 span: item.span,
             });
+        }
+    }
+
+    /// Refuses a sensitive value where it would become part of an identity: identities are
+    /// shown, stored and sent to every node unredacted. The message names the parameters
+    /// read, never the value.
+    fn sensitive_in_name(&mut self, span: Span, what: &str, reads: &BTreeSet<String>) {
+        let names: Vec<String> = reads.iter().map(|name| format!("`{name}`")).collect();
+        self.error(
+            "schema::sensitive_in_name",
+            span,
+            format!(
+                "{what} uses the sensitive {} {}",
+                if names.len() == 1 { "value" } else { "values" },
+                names.join(", ")
+            ),
+        )
+        .help = Some(SENSITIVE_IN_NAME_HELP.into());
+    }
+
+    /// The last line of defence for [`Lowerer::sensitive_in_name`]: an identity that contains
+    /// a sensitive value however it got there (written out, or through a value that was not
+    /// marked sensitive) is refused too.
+    fn check_names_hold_no_secret(&mut self, model: &Model) {
+        if model.secrets.is_empty() {
+            return;
+        }
+        let holds_secret = |text: &str| model.secrets.iter().any(|secret| text.contains(secret));
+        let mut found: Vec<(Span, String)> = Vec::new();
+        for res in model
+            .nodes
+            .iter()
+            .chain(&model.unassigned)
+            .flat_map(|node| node.resources.iter())
+        {
+            if holds_secret(&res.id.name) {
+                found.push((res.span, format!("the name of `{}` resource", res.id.kind)));
+            }
+            for relation in &res.relations {
+                if holds_secret(&relation.target.name) {
+                    let what = format!("a `{}` reference", relation.kind.as_str());
+                    found.push((relation.span, what));
+                }
+            }
+        }
+        for association in &model.associations {
+            if holds_secret(&association.name) {
+                found.push((association.span, "an association's name".to_string()));
+            }
+        }
+        for (span, what) in found {
+            self.error(
+                "schema::sensitive_in_name",
+                span,
+                format!("{what} contains the value of a sensitive parameter"),
+            )
+            .help = Some(SENSITIVE_IN_NAME_HELP.into());
         }
     }
 
@@ -1920,25 +2107,6 @@ fn coerce_param(ty: &str, value: Value) -> Value {
         ("list", Value::String(text)) => Value::List(vec![Value::String(text)]),
         ("number", Value::Int(n)) => Value::Int(n),
         (_, value) => value,
-    }
-}
-
-/// The text forms of a sensitive value worth scrubbing (three characters or more: shorter
-/// ones would garble every message and protect nothing).
-fn collect_secrets(value: &Value, out: &mut BTreeSet<String>) {
-    match value {
-        Value::String(text) if text.chars().count() >= 3 => {
-            out.insert(text.clone());
-        }
-        Value::Int(_) | Value::Float(_) => {
-            let text = value.to_string();
-            if text.len() >= 3 {
-                out.insert(text);
-            }
-        }
-        Value::List(items) => items.iter().for_each(|item| collect_secrets(item, out)),
-        Value::Map(entries) => entries.values().for_each(|item| collect_secrets(item, out)),
-        _ => {}
     }
 }
 

@@ -40,13 +40,22 @@ pub struct Renderer {
 /// Compiled templates kept before the cache starts over.
 const CACHE_LIMIT: usize = 4096;
 
-/// A rendered value, and whether it was derived from a sensitive variable.
+/// A rendered value, and the sensitive variables it was derived from.
 #[derive(Debug)]
 pub struct Rendered {
     /// The value with templates rendered; spans unchanged.
     pub node: Node,
+    /// The sensitive names (as given to [`Renderer::render`]) its templates read. Found from
+    /// the variables each template mentions, so it over-approximates: a template that reads
+    /// `params` whole reads every sensitive parameter.
+    pub reads: BTreeSet<String>,
+}
+
+impl Rendered {
     /// True when any template in it read a sensitive variable.
-    pub sensitive: bool,
+    pub fn is_sensitive(&self) -> bool {
+        !self.reads.is_empty()
+    }
 }
 
 impl Default for Renderer {
@@ -78,8 +87,9 @@ impl Renderer {
 
     /// Renders every template string in `node`.
     ///
-    /// `sensitive` names the dotted variables (`params.db_password`) whose use taints the result.
-    /// Errors go to `acc`; a value that failed to render comes back as `Null`.
+    /// `sensitive` names the dotted variables (`params.db_password`) whose use taints the result;
+    /// the result says which of them it read. Errors go to `acc`; a value that failed to render
+    /// comes back as `Null`.
     pub fn render(
         &self,
         source_text: &str,
@@ -88,12 +98,9 @@ impl Renderer {
         sensitive: &BTreeSet<String>,
         acc: &mut Vec<Diagnostic>,
     ) -> Rendered {
-        let mut tainted = false;
-        let node = self.render_node(source_text, node, ctx, sensitive, &mut tainted, acc);
-        Rendered {
-            node,
-            sensitive: tainted,
-        }
+        let mut reads = BTreeSet::new();
+        let node = self.render_node(source_text, node, ctx, sensitive, &mut reads, acc);
+        Rendered { node, reads }
     }
 
     fn render_node(
@@ -102,7 +109,7 @@ impl Renderer {
         node: &Node,
         ctx: &minijinja::Value,
         sensitive: &BTreeSet<String>,
-        tainted: &mut bool,
+        reads: &mut BTreeSet<String>,
         acc: &mut Vec<Diagnostic>,
     ) -> Node {
         let value = match &node.value {
@@ -113,14 +120,14 @@ impl Renderer {
                     node.span,
                     ctx,
                     sensitive,
-                    tainted,
+                    reads,
                     acc,
                 );
             }
             Value::List(items) => Value::List(
                 items
                     .iter()
-                    .map(|item| self.render_node(source_text, item, ctx, sensitive, tainted, acc))
+                    .map(|item| self.render_node(source_text, item, ctx, sensitive, reads, acc))
                     .collect(),
             ),
             Value::Map(entries) => Value::Map(
@@ -129,7 +136,7 @@ impl Renderer {
                     .map(|(key, value)| {
                         (
                             key.clone(),
-                            self.render_node(source_text, value, ctx, sensitive, tainted, acc),
+                            self.render_node(source_text, value, ctx, sensitive, reads, acc),
                         )
                     })
                     .collect(),
@@ -150,7 +157,7 @@ impl Renderer {
         span: Span,
         ctx: &minijinja::Value,
         sensitive: &BTreeSet<String>,
-        tainted: &mut bool,
+        reads: &mut BTreeSet<String>,
         acc: &mut Vec<Diagnostic>,
     ) -> Node {
         let failed = Node {
@@ -168,10 +175,10 @@ impl Renderer {
                         return failed;
                     }
                 };
-            *tainted |= expression
-                .undeclared_variables(true)
-                .iter()
-                .any(|v| uses(sensitive, v));
+            reads.extend(sensitive_reads(
+                sensitive,
+                &expression.undeclared_variables(true),
+            ));
             return match expression.eval(ctx) {
                 // Strict mode errors when an undefined value is used; an expression that
                 // merely returns one must be caught here.
@@ -202,7 +209,7 @@ impl Renderer {
                 return failed;
             }
         };
-        *tainted |= vars.iter().any(|v| uses(sensitive, v));
+        reads.extend(sensitive_reads(sensitive, &vars));
         let env = self.env.borrow();
         let template = match env.get_template(text) {
             Ok(template) => template,
@@ -244,14 +251,14 @@ impl Renderer {
         Ok(vars)
     }
 
-    /// Renders a whole template file (`template:` of a `file`). Returns the text and whether
-    /// it read a sensitive variable, or a message naming the line of the problem.
+    /// Renders a whole template file (`template:` of a `file`). Returns the text and the
+    /// sensitive names it read, or a message naming the line of the problem.
     pub fn render_file(
         &self,
         text: &str,
         ctx: &minijinja::Value,
         sensitive: &BTreeSet<String>,
-    ) -> Result<(String, bool), String> {
+    ) -> Result<(String, BTreeSet<String>), String> {
         let describe = |err: &minijinja::Error| {
             let line = err
                 .line()
@@ -261,7 +268,7 @@ impl Renderer {
             format!("{line}{}{detail}", err.kind())
         };
         let vars = self.compile(text).map_err(|e| describe(&e))?;
-        let tainted = vars.iter().any(|v| uses(sensitive, v));
+        let tainted = sensitive_reads(sensitive, &vars);
         let env = self.env.borrow();
         let template = env.get_template(text).map_err(|e| describe(&e))?;
         match template.render(ctx) {
@@ -284,12 +291,16 @@ impl Renderer {
         }
     }
 
-    /// Compiles a template file ahead of [`Renderer::render_prepared`] and tells whether it
-    /// reads a sensitive variable; `None` when it does not compile (render it with
+    /// Compiles a template file ahead of [`Renderer::render_prepared`] and tells which
+    /// sensitive names it reads; `None` when it does not compile (render it with
     /// [`Renderer::render_file`] for the message).
-    pub fn prepare_file(&self, text: &str, sensitive: &BTreeSet<String>) -> Option<bool> {
+    pub fn prepare_file(
+        &self,
+        text: &str,
+        sensitive: &BTreeSet<String>,
+    ) -> Option<BTreeSet<String>> {
         let vars = self.compile(text).ok()?;
-        Some(vars.iter().any(|v| uses(sensitive, v)))
+        Some(sensitive_reads(sensitive, &vars))
     }
 
     /// Renders prepared template files with their contexts, in parallel, in order. `None`
@@ -541,10 +552,22 @@ fn single_expression(text: &str) -> Option<&str> {
     Some(inner.trim())
 }
 
-fn uses(sensitive: &BTreeSet<String>, var: &str) -> bool {
-    sensitive.iter().any(|name| {
-        var == name || var.starts_with(&format!("{name}.")) || name.starts_with(&format!("{var}."))
-    })
+/// The sensitive names that reading `vars` reads: `params.x` is read by `params.x`, by
+/// `params.x.y` and by `params` (the whole map).
+fn sensitive_reads(sensitive: &BTreeSet<String>, vars: &HashSet<String>) -> BTreeSet<String> {
+    let reads_name = |var: &str, name: &str| {
+        let within = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
+        within(name, var) || within(var, name)
+    };
+    sensitive
+        .iter()
+        .filter(|name| vars.iter().any(|var| reads_name(var, name)))
+        .cloned()
+        .collect()
 }
 
 /// The span of `range` inside the template when the source text holds the template verbatim
@@ -729,7 +752,31 @@ mod tests {
         let text = "pw={{ params.secret }}";
         let sensitive = BTreeSet::from(["params.secret".to_string()]);
         let rendered = Renderer::new().render(text, &node(text), &ctx(), &sensitive, &mut acc);
-        assert!(rendered.sensitive);
+        assert!(rendered.is_sensitive());
+    }
+
+    #[test]
+    fn a_render_names_the_sensitive_variables_it_read() {
+        let sensitive: BTreeSet<String> = ["params.secret", "params.other", "item"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for (text, expected) in [
+            ("{{ params.motd }}", &[][..]),
+            ("pw={{ params.secret }}", &["params.secret"][..]),
+            ("{{ params.secret | upper }}", &["params.secret"][..]),
+            ("{% set x = params.secret %}{{ x }}", &["params.secret"][..]),
+            ("{{ params }}", &["params.other", "params.secret"][..]),
+            ("{{ params.secretive }}", &[][..]),
+            ("{{ item.value }}", &["item"][..]),
+        ] {
+            let mut acc = Vec::new();
+            let ctx = minijinja::context! { params => minijinja::context! { motd => "hi", secret => "s", other => "o", secretive => "x" }, item => minijinja::context! { value => "v" } };
+            let rendered = Renderer::new().render(text, &node(text), &ctx, &sensitive, &mut acc);
+            assert!(acc.is_empty(), "{text}: {acc:?}");
+            let reads: Vec<&str> = rendered.reads.iter().map(String::as_str).collect();
+            assert_eq!(reads, expected, "{text}");
+        }
     }
 
     #[test]

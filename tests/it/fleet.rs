@@ -635,7 +635,7 @@ fn run_command_paces_collects_output_stops_at_max_errors_times_out_and_stores_th
     assert!(
         report
             .stdout
-            .contains("first 65536 of 1000000000 bytes kept"),
+            .contains("--- stdout (cut to its first 64 KiB)"),
         "{}",
         report.stdout
     );

@@ -388,3 +388,51 @@ pub(crate) fn http(http: &str, method: &str, path: &str, auth: Option<&str>) -> 
 pub(crate) fn status_without_token(http_addr: &str, method: &str, path: &str) -> u16 {
     http(http_addr, method, path, None).0
 }
+
+// trust_secrets helpers
+impl Fleet {
+    /// Adds an agent (as [`Fleet::add_agent`]) that appends every task it receives to the
+    /// returned file, one JSON line each (the agent's `STEWARD_TEST_TRACE_TASKS` test hook).
+    pub(crate) fn add_traced_agent(&mut self, name: &str, tags: &str) -> PathBuf {
+        let trace = self.env.path().join(format!("tasks-{name}.jsonl"));
+        let root = self.root(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let log = std::fs::File::create(self.env.path().join(format!("agent-{name}.log"))).unwrap();
+        let child = bin()
+            .arg("--root")
+            .arg(&root)
+            .args(["agent", "--controller", &self.agent_addr, "--name", name])
+            .args(["--tags", tags, "--token", &self.bound_token(name, tags)])
+            .arg("--state-dir")
+            .arg(self.state(name))
+            .env("STEWARD_TEST_TRACE_TASKS", &trace)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agents.push((name.to_string(), Reaped(child)));
+        trace
+    }
+}
+
+/// True when some file under `dir` holds `needle`.
+pub(crate) fn any_file_holds(dir: &Path, needle: &str) -> Option<PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+// end trust_secrets helpers

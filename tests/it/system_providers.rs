@@ -61,6 +61,7 @@ fn resource(kind: &str, name: &str, attrs: &[(&str, Value)]) -> Resource {
             .collect(),
         relations: Vec::new(),
         association: None,
+        secrets: Vec::new(),
     }
 }
 
