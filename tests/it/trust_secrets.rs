@@ -182,9 +182,10 @@ fn a_sensitive_value_in_a_name_is_refused_by_the_fleet_and_nothing_is_stored() {
     let trace = fleet.add_traced_agent("web-1", "role=web");
     fleet.wait_online(&["web-1"]);
     for (what, resource, line) in NAME_CASES {
-        fleet
-            .env
-            .write("project/site.yaml", name_case_project(resource));
+        // Targeted at the agent, so an older build plans, applies and stores the name.
+        let targeted = "associations:\n  web:\n    targets: { tags: { role: web } }\n";
+        let document = name_case_project(resource) + targeted;
+        fleet.env.write("project/site.yaml", document);
         let project = fleet.env.path().join("project");
         let p = project.to_str().unwrap();
         let param = format!("secret={SECRET}");
