@@ -469,9 +469,15 @@ enum Op {
 struct Batches {
     next_ticket: u64,
     pending: Vec<(u64, Op)>,
+    /// The distinct directories the pending operations hold open (their addresses).
+    pending_dirs: foldhash::HashSet<usize>,
     results: std::collections::HashMap<u64, Result<(), ProviderError>>,
     leading: bool,
 }
+
+/// Distinct directories the pending operations may hold open before the writer that queues
+/// one more flushes them: each is a file descriptor, and a process often has only 1,024.
+const MAX_PENDING_DIRS: usize = 128;
 
 impl Durability {
     /// A committer with nothing pending.
@@ -537,14 +543,45 @@ impl Durability {
     }
 
     fn queue(&self, op: Op) -> Result<Ticket, ProviderError> {
+        let poisoned = |_| ProviderError::failed("durability lock poisoned");
+        let mut state = self.state.lock().map_err(poisoned)?;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state
+            .pending_dirs
+            .insert(Arc::as_ptr(op.directory()).addr());
+        state.pending.push((ticket, op));
+        // Too many directories held open: this writer flushes them now (after the flush in
+        // progress, if any) instead of letting the batch grow until someone waits.
+        while state.pending_dirs.len() >= MAX_PENDING_DIRS {
+            if state.leading {
+                state = self.done.wait(state).map_err(poisoned)?;
+                continue;
+            }
+            state = self.lead(state)?;
+        }
+        Ok(Ticket(ticket))
+    }
+
+    /// Flushes every pending operation as the leader and records their results; called
+    /// with the lock held and no other leader.
+    fn lead<'a>(
+        &'a self,
+        mut state: std::sync::MutexGuard<'a, Batches>,
+    ) -> Result<std::sync::MutexGuard<'a, Batches>, ProviderError> {
+        state.leading = true;
+        let batch = std::mem::take(&mut state.pending);
+        state.pending_dirs.clear();
+        drop(state);
+        let results = flush(batch);
         let mut state = self
             .state
             .lock()
             .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.pending.push((ticket, op));
-        Ok(Ticket(ticket))
+        state.results.extend(results);
+        state.leading = false;
+        self.done.notify_all();
+        Ok(state)
     }
 
     /// Notes a directory this run created: it holds no temporary file of a killed run, so
@@ -606,17 +643,7 @@ impl Durability {
                 return result;
             }
             if !state.leading {
-                state.leading = true;
-                let batch = std::mem::take(&mut state.pending);
-                drop(state);
-                let results = flush(batch);
-                state = self
-                    .state
-                    .lock()
-                    .map_err(|_| ProviderError::failed("durability lock poisoned"))?;
-                state.results.extend(results);
-                state.leading = false;
-                self.done.notify_all();
+                state = self.lead(state)?;
                 continue;
             }
             state = self
@@ -1056,6 +1083,27 @@ mod tests {
             .stage(&target, b"x", 0o644, (None, None))
             .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn staged_writes_hold_a_bounded_number_of_directories_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let durability = Durability::new();
+        let mut tickets = Vec::new();
+        for d in 0..(MAX_PENDING_DIRS * 2 + 10) {
+            let sub = dir.path().join(format!("d{d}"));
+            fs::create_dir(&sub).unwrap();
+            let ticket = durability
+                .stage(&entry(&sub.join("f")), b"x", 0o644, (None, None))
+                .unwrap();
+            tickets.push((sub, ticket));
+            let state = durability.state.lock().unwrap();
+            assert!(state.pending_dirs.len() < MAX_PENDING_DIRS);
+        }
+        for (sub, ticket) in tickets {
+            durability.wait(ticket).unwrap();
+            assert_eq!(fs::read(sub.join("f")).unwrap(), b"x");
+        }
     }
 
     #[test]

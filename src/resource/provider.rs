@@ -86,8 +86,10 @@ struct Inside {
     ordered: std::collections::BTreeSet<PathBuf>,
 }
 
-/// Open directories beyond which the cache starts afresh: each holds a file descriptor.
-const MAX_OPEN_DIRS: usize = 512;
+/// Open directories beyond which the cache starts afresh: each holds a file descriptor, and
+/// a process often has only 1,024 (staged writes hold up to as many again, see
+/// [`crate::resource::fsutil::Durability`]).
+const MAX_OPEN_DIRS: usize = 128;
 
 /// The root and the directories opened beneath it (see [`ProviderCtx::path_cache`]).
 ///
