@@ -808,8 +808,16 @@ fn run_command(
     match result {
         Ok(output) => {
             let mut output = WireOutput::from(&output);
-            output.stdout = crate::model::scrub(&output.stdout, &command.secrets);
-            output.stderr = crate::model::scrub(&output.stderr, &command.secrets);
+            redact_stream(
+                &mut output.stdout,
+                &mut output.stdout_bytes,
+                &command.secrets,
+            );
+            redact_stream(
+                &mut output.stderr,
+                &mut output.stderr_bytes,
+                &command.secrets,
+            );
             output.argv = output
                 .argv
                 .iter()
@@ -823,6 +831,17 @@ fn run_command(
         Err(err) => TaskResult::Failed {
             error: crate::model::scrub(&err.to_string(), &command.secrets),
         },
+    }
+}
+
+/// Replaces the secrets in a stream's kept text and counts its size as shown: each secret
+/// as long as `(sensitive)`, so neither the size nor the kept text beside it tells how long a
+/// secret is. The bytes not kept are counted as they were.
+fn redact_stream(text: &mut String, total: &mut u64, secrets: &[String]) {
+    let redacted = crate::model::scrub(text, secrets);
+    if redacted != *text {
+        *total = total.saturating_sub(text.len() as u64) + redacted.len() as u64;
+        *text = redacted;
     }
 }
 
@@ -903,5 +922,24 @@ mod tests {
         assert_eq!(shown, "token=(sensitive) and more é");
         let none = LiveRedactor::new(&[]);
         assert_eq!(none.push(Stream::Stderr, b"plain"), "plain");
+    }
+
+    #[test]
+    fn a_redacted_streams_size_does_not_tell_the_secrets_length() {
+        let sizes: Vec<(String, u64)> = ["short-1", "a-much-longer-secret-2"]
+            .into_iter()
+            .map(|secret| {
+                let mut text = format!("token={secret}\n");
+                // 1,000 more bytes were printed and not kept.
+                let mut total = text.len() as u64 + 1_000;
+                redact_stream(&mut text, &mut total, &[secret.to_string()]);
+                (text, total)
+            })
+            .collect();
+        assert_eq!(sizes[0], ("token=(sensitive)\n".to_string(), 1_018));
+        assert_eq!(sizes[0], sizes[1]);
+        let (mut text, mut total) = ("plain".to_string(), 5_000);
+        redact_stream(&mut text, &mut total, &["absent".to_string()]);
+        assert_eq!((text.as_str(), total), ("plain", 5_000));
     }
 }

@@ -593,10 +593,10 @@ fn record(node: &NodeResult, argv: &[String]) -> ResultRecord {
             continue;
         }
         output.push_str(&format!("--- {name}"));
-        // Whether the stream was cut is judged by what the command printed, and the note
-        // gives no size: the kept text is redacted, so its length next to the printed total
-        // would tell how long each secret in it is.
-        if total > OUTPUT_CAP as u64 {
+        // The note gives no size: the kept text is redacted, so its length next to a total
+        // would tell how long each secret in it is. Agents count a redacted stream's total
+        // as shown (a secret as long as `(sensitive)`), so a total beyond the text is a cut.
+        if total > OUTPUT_CAP as u64 || total > text.len() as u64 {
             output.push_str(&format!(" (cut to its first {} KiB)", OUTPUT_CAP / 1024));
         }
         output.push('\n');
@@ -677,8 +677,8 @@ mod tests {
             !diff.contains("65525") && !diff.contains("1000000"),
             "{diff}"
         );
-        // A secret longer than `(sensitive)` shrinks the kept text: that is not a cut.
-        let whole = record(&result("(sensitive)\n".into(), 24), &argv);
+        // An agent counts a redacted stream as shown, so a whole one is not taken for a cut.
+        let whole = record(&result("(sensitive)\n".into(), 12), &argv);
         assert_eq!(whole.diff.unwrap(), "--- stdout\n(sensitive)\n");
     }
 }

@@ -218,7 +218,8 @@ fn a_sensitive_value_in_a_name_is_refused_by_the_fleet_and_nothing_is_stored() {
 /// Runs a command on `web-1` with `TOKEN` as a secret environment variable.
 fn run_with_secret(fleet: &Fleet, secret: &str, script: &str) -> Output {
     let out = bin()
-        .args(["run", "--target", "web-1", "--env-secret", "TOKEN", "--"])
+        .args(["run", "--target", "web-1", "--format", "json"])
+        .args(["--env-secret", "TOKEN", "--"])
         .args(["/bin/sh", "-c", script])
         .env("STEWARD_CONTROLLER", &fleet.http)
         .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
@@ -232,13 +233,14 @@ fn run_with_secret(fleet: &Fleet, secret: &str, script: &str) -> Output {
     }
 }
 
-// Issue 12: "`first 8922 of 8931 bytes kept` reveals a redacted secret's length".
+// Issue 12: "`first 8922 of 8931 bytes kept` reveals a redacted secret's length"; so did the
+// output's size beside its redacted text.
 #[test]
 fn the_note_on_cut_output_does_not_reveal_a_secrets_length() {
     let mut fleet = Fleet::start();
     let trace = fleet.add_traced_agent("web-1", "role=web");
     fleet.wait_online(&["web-1"]);
-    let mut notes = Vec::new();
+    let (mut notes, mut sizes) = (Vec::new(), Vec::new());
     for secret in [
         "short-secret-1",
         "a-much-longer-secret-value-with-more-bytes-2",
@@ -247,6 +249,9 @@ fn the_note_on_cut_output_does_not_reveal_a_secrets_length() {
         let script = "echo \"$TOKEN\"; head -c 100000 /dev/zero | tr '\\0' x";
         let out = run_with_secret(&fleet, secret, script);
         assert_eq!(out.code, 0, "{}\n{}", out.all(), fleet.logs());
+        let done = out.stdout.lines().last().unwrap_or_default();
+        let done: serde_json::Value = serde_json::from_str(done).unwrap();
+        sizes.push(done["nodes"][0]["stdout_bytes"].clone());
         let report = fleet.cli(&["report"]);
         assert_eq!(report.code, 0, "{}", report.all());
         assert!(!report.all().contains(secret), "{}", report.all());
@@ -267,6 +272,10 @@ fn the_note_on_cut_output_does_not_reveal_a_secrets_length() {
     assert_eq!(
         notes[0], notes[1],
         "the note differs with the secret's length"
+    );
+    assert_eq!(
+        sizes[0], sizes[1],
+        "the output's size differs with the secret's length"
     );
     assert!(
         notes[0].contains("cut"),
