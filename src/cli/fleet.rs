@@ -28,6 +28,11 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
         data_dir: args.data_dir.clone(),
         listen: args.listen.clone(),
         http: args.http.clone(),
+        http_scheme: if args.http_tls {
+            crate::fleet::api::Scheme::Https
+        } else {
+            crate::fleet::api::Scheme::Http
+        },
         names: args.names.clone(),
         cert_lifetime,
     };
@@ -325,10 +330,13 @@ pub(super) fn token_create(
 
 fn client(remote: &RemoteArgs) -> Result<Client, String> {
     let url = remote.controller.as_deref().ok_or_else(|| {
-        "no controller: set STEWARD_CONTROLLER (or --controller) to the API's http:// URL"
-            .to_string()
+        "no controller: set STEWARD_CONTROLLER (or --controller) to the API's URL".to_string()
     })?;
-    Client::new(url, remote.token_file.as_deref())
+    Client::new(
+        url,
+        remote.token_file.as_deref(),
+        remote.ca_file.as_deref(),
+    )
 }
 
 pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {

@@ -146,6 +146,7 @@ Examples:
 Examples:
   steward serve --data-dir /var/lib/steward --listen 0.0.0.0:7443 --http 127.0.0.1:7080
   steward serve --data-dir D --listen 127.0.0.1:0 --http 127.0.0.1:0   # ports in D/endpoints.json
+  steward serve --data-dir D --listen 0.0.0.0:7443 --http 0.0.0.0:7080 --http-tls --name ctl.example.com
 
 On first start it creates its CA, server certificate and D/admin.token (mode 0600).")]
     Serve(ServeArgs),
@@ -225,12 +226,15 @@ Examples:
 /// `findings` act on the fleet instead of this machine.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct RemoteArgs {
-    /// The controller's HTTP API, such as http://127.0.0.1:7080.
+    /// The controller's HTTP API, such as http://127.0.0.1:7080 or https://ctl.example.com:7080.
     #[arg(long, value_name = "URL", env = "STEWARD_CONTROLLER")]
     pub(crate) controller: Option<String>,
     /// The file holding the controller's admin token (`DATA_DIR/admin.token`).
     #[arg(long, value_name = "FILE", env = "STEWARD_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// The controller's CA certificate (`DATA_DIR/ca.crt`), the only one trusted for https.
+    #[arg(long, value_name = "FILE", env = "STEWARD_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -244,6 +248,10 @@ pub(crate) struct ServeArgs {
     /// The HTTP API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
     pub(crate) http: String,
+    /// Serve the HTTP API over HTTPS, with a certificate from the controller's CA (clients
+    /// trust DATA_DIR/ca.crt through STEWARD_CA_FILE).
+    #[arg(long)]
+    pub(crate) http_tls: bool,
     /// Another name (DNS or IP) agents reach the controller by, for its certificate.
     #[arg(long = "name", value_name = "NAME")]
     pub(crate) names: Vec<String>,
@@ -501,6 +509,9 @@ pub(crate) struct StoreArgs {
     /// The file holding the controller's admin token.
     #[arg(long, value_name = "FILE", env = "STEWARD_TOKEN_FILE", global = true)]
     pub(crate) token_file: Option<PathBuf>,
+    /// The controller's CA certificate, for an https API.
+    #[arg(long, value_name = "FILE", env = "STEWARD_CA_FILE", global = true)]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -509,6 +520,7 @@ impl StoreArgs {
         self.controller.as_ref().map(|controller| RemoteArgs {
             controller: Some(controller.clone()),
             token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
         })
     }
 }

@@ -1,9 +1,13 @@
 //! The controller's HTTP API (axum), which the CLI uses with `STEWARD_CONTROLLER` and
 //! `STEWARD_TOKEN_FILE`.
 //!
-//! Every route requires the admin token as `Authorization: Bearer TOKEN`. Reports come back
-//! rendered (the same renderers as local mode); runs stream their progress as JSON lines.
-//! `docs/reference/api.md` lists the routes.
+//! Every route requires the admin token as `Authorization: Bearer TOKEN`; a browser may send it
+//! as the password of HTTP Basic authentication, for reading only (`GET`, `HEAD`). A request
+//! that changes state must carry Bearer, `Content-Type: application/json` and no foreign
+//! `Origin`: a browser resends Basic credentials and may post `text/plain` across sites by
+//! itself, never a Bearer header. Every answer, refusals included, carries the headers of
+//! [`SECURITY_HEADERS`]. Reports come back rendered (the same renderers as local mode); runs
+//! stream their progress as JSON lines. `docs/reference/api.md` lists the routes.
 //!
 //! **Architecture Invariant:** [`ROUTES`] is the whole surface: the router is built from the
 //! same handlers and a test proves each route refuses a caller without the token.
@@ -63,8 +67,55 @@ pub fn router(controller: Arc<Controller>) -> Router {
             Arc::clone(&controller),
             authenticate,
         ))
+        .layer(middleware::map_response(add_security_headers))
         .with_state(controller)
 }
+
+/// How the API is served; the server adds it to each request as an extension (plain HTTP
+/// when absent). The origin a same-site `Origin` header must name is `SCHEME://HOST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS, with a certificate from the controller's CA.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Headers on every answer: no framing, no content sniffing, no caching, no referrer, and a
+/// content security policy that allows only the dashboard's inline style sheet.
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+         base-uri 'none'; form-action 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-store"),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn add_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from_static(value),
+        );
+    }
+    response
+}
+
 
 async fn authenticate(
     State(controller): State<Arc<Controller>>,
@@ -76,29 +127,130 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(presented_token);
-    match presented {
-        Some(token) if controller.is_admin(token.trim()) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            // Browsers prompt for Basic; the CLI sends Bearer.
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"steward\", charset=\"UTF-8\"")],
-            "error: this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)\n",
-        )
-            .into_response(),
+    let credential = match presented {
+        Some((credential, token)) if controller.is_admin(token.trim()) => credential,
+        _ => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                // Browsers prompt for Basic; the CLI sends Bearer.
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"steward\", charset=\"UTF-8\"")],
+                "error: this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)\n",
+            )
+                .into_response();
+        }
+    };
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
+    match refuse_change(&request, credential) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
     }
 }
 
-/// The token of `Bearer TOKEN`, or the password of `Basic base64(user:TOKEN)`.
-fn presented_token(header: &str) -> Option<String> {
+/// How the admin token was presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credential {
+    /// `Authorization: Bearer TOKEN`: only a program sets it.
+    Bearer,
+    /// HTTP Basic, which a browser resends by itself on every request to this origin, those
+    /// that another site's page makes it send included.
+    Basic,
+}
+
+/// Why a state-changing request (any method but GET, HEAD, OPTIONS, TRACE) is refused, if it
+/// is: each check stops a request a browser could send from another site with the
+/// credentials it remembers.
+fn refuse_change(request: &Request, credential: Credential) -> Option<Response> {
+    let headers = request.headers();
+    let method = request.method();
+    if credential == Credential::Basic {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{method} needs the admin token as Authorization: Bearer; Basic authentication \
+                 (the dashboard's) is read-only"
+            ),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let scheme = request
+            .extensions()
+            .get::<Scheme>()
+            .copied()
+            .unwrap_or(Scheme::Http);
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let own = host.map(|host| format!("{}://{host}", scheme.as_str()));
+        let origin = origin.to_str().unwrap_or("");
+        if !own
+            .as_deref()
+            .is_some_and(|own| own.eq_ignore_ascii_case(origin))
+        {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "cross-origin {method} refused: Origin `{origin}` is not this API's own \
+                     origin ({})",
+                    own.as_deref().unwrap_or("no Host header")
+                ),
+            ));
+        }
+    }
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site == Some("cross-site") {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            format!("cross-site {method} refused (Sec-Fetch-Site: cross-site)"),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "{method} needs Content-Type: application/json (even without a body); got `{}`",
+                if content_type.is_empty() {
+                    "none"
+                } else {
+                    content_type
+                }
+            ),
+        ));
+    }
+    None
+}
+
+/// How the token was presented and the token: `Bearer TOKEN`, or the password of
+/// `Basic base64(user:TOKEN)`.
+fn presented_token(header: &str) -> Option<(Credential, String)> {
     if let Some(token) = header.strip_prefix("Bearer ") {
-        return Some(token.to_string());
+        return Some((Credential::Bearer, token.to_string()));
     }
     let encoded = header.strip_prefix("Basic ")?;
     let decoded =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     text.split_once(':')
-        .map(|(_, password)| password.to_string())
+        .map(|(_, password)| (Credential::Basic, password.to_string()))
+}
+
+/// Who a run or command is recorded as: the API knows one credential, the admin token, so
+/// the user name the client sends is only a claim, and is recorded as one.
+fn recorded_user(claimed: &str) -> String {
+    let claimed: String = claimed
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    if claimed.is_empty() {
+        "admin token".to_string()
+    } else {
+        format!("admin token (claims {claimed})")
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -214,7 +366,7 @@ async fn node_tags(
 }
 
 async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
-    let request: RunRequest = match serde_json::from_slice(&body) {
+    let mut request: RunRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return error(
@@ -230,6 +382,7 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         },
         None => Scope::default(),
     };
+    request.user = recorded_user(&request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let response = run::run(&controller, request, scope, tx.clone()).await;
@@ -244,7 +397,7 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
 }
 
 async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
-    let request: CommandRequest = match serde_json::from_slice(&body) {
+    let mut request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return error(
@@ -253,6 +406,7 @@ async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -
             );
         }
     };
+    request.user_name = recorded_user(&request.user_name);
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
         let response = command::run(&controller, request, tx.clone()).await;

@@ -1,4 +1,5 @@
-//! The CLI's side of the HTTP API: `STEWARD_CONTROLLER` + `STEWARD_TOKEN_FILE`.
+//! The CLI's side of the HTTP API: `STEWARD_CONTROLLER` + `STEWARD_TOKEN_FILE`, and
+//! `STEWARD_CA_FILE` for an API served over TLS.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -20,27 +21,60 @@ pub struct Client {
 const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 
 impl Client {
-    /// A client for `url` (`http://HOST:PORT`) with the admin token read from `token_file`.
-    pub fn new(url: &str, token_file: Option<&Path>) -> Result<Client, String> {
+    /// A client for `url` (`http://HOST:PORT` or `https://HOST:PORT`) with the admin token read
+    /// from `token_file`; an https URL is trusted through the CA certificate(s) in `ca_file`
+    /// (the controller's `DATA_DIR/ca.crt`), and no other.
+    ///
+    /// Refuses, before connecting, to send the token over plain HTTP to anything but this
+    /// machine (a loopback address or `localhost`).
+    pub fn new(
+        url: &str,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Result<Client, String> {
         let Some(token_file) = token_file else {
             return Err(
                 "STEWARD_TOKEN_FILE (or --token-file) must name the controller's admin.token"
                     .to_string(),
             );
         };
+        let tls = if let Some(rest) = url.strip_prefix("https://") {
+            if host_of(rest).is_empty() {
+                return Err(format!("STEWARD_CONTROLLER `{url}` has no host"));
+            }
+            let Some(ca_file) = ca_file else {
+                return Err(format!(
+                    "STEWARD_CONTROLLER `{url}` is https: set STEWARD_CA_FILE (or --ca-file) to \
+                     the controller's CA certificate, DATA_DIR/ca.crt, to trust its certificate"
+                ));
+            };
+            Some(tls_trusting(ca_file)?)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            let host = host_of(rest);
+            if !is_loopback(host) {
+                return Err(format!(
+                    "refusing to send the admin token over plain HTTP to `{host}`, which is not \
+                     this machine (anyone on the path could read it): serve the API with \
+                     `steward serve --http-tls` and set STEWARD_CONTROLLER=https://... and \
+                     STEWARD_CA_FILE=DATA_DIR/ca.crt, or reach it through a tunnel to 127.0.0.1"
+                ));
+            }
+            None
+        } else {
+            return Err(format!(
+                "STEWARD_CONTROLLER `{url}` must be an http:// or https:// URL of the \
+                 controller's API"
+            ));
+        };
         let token = std::fs::read_to_string(token_file)
             .map_err(|err| format!("token file {}: {err}", token_file.display()))?
             .trim()
             .to_string();
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(format!(
-                "STEWARD_CONTROLLER `{url}` must be an http:// URL of the controller's API"
-            ));
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent: ureq::Agent = config.build().into();
         Ok(Client {
             base: url.trim_end_matches('/').to_string(),
             token,
@@ -56,7 +90,14 @@ impl Client {
         &self,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<ureq::http::Response<ureq::Body>, String> {
-        let mut response = response.map_err(|err| format!("controller {}: {err}", self.base))?;
+        let mut response = response.map_err(|err| match err {
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => format!(
+                "controller {}: {err} (is STEWARD_CA_FILE the controller's DATA_DIR/ca.crt, and \
+                 the host one of its certificate's names?)",
+                self.base
+            ),
+            err => format!("controller {}: {err}", self.base),
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -87,6 +128,8 @@ impl Client {
             .agent
             .post(self.url(path))
             .header("Authorization", self.bearer())
+            // The API takes a change only as JSON, a body or not (docs/reference/api.md).
+            .header("Content-Type", "application/json")
             .send_empty();
         self.text(response)
     }
@@ -189,6 +232,50 @@ impl Client {
     }
 }
 
+/// The host of `rest`, a URL after its `scheme://`: without user, port, path or brackets.
+fn host_of(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
+/// True for `localhost` and loopback addresses (127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// TLS that trusts only the certificates in the PEM file `ca_file`.
+fn tls_trusting(ca_file: &Path) -> Result<ureq::tls::TlsConfig, String> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|err| format!("STEWARD_CA_FILE {}: {err}", ca_file.display()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {}
+            Err(err) => return Err(format!("STEWARD_CA_FILE {}: {err}", ca_file.display())),
+        }
+    }
+    if certificates.is_empty() {
+        return Err(format!(
+            "STEWARD_CA_FILE {}: no PEM certificate in it (use the controller's DATA_DIR/ca.crt)",
+            ca_file.display()
+        ));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certificates))
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .build())
+}
+
 fn early_end() -> String {
     "the controller ended the stream early (did it restart?)".to_string()
 }
@@ -247,4 +334,34 @@ pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, String> {
         });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_of, is_loopback};
+
+    #[test]
+    fn only_loopback_hosts_get_the_token_over_plain_http() {
+        for (rest, host, loopback) in [
+            ("127.0.0.1:7080", "127.0.0.1", true),
+            ("127.8.9.1:7080/", "127.8.9.1", true),
+            ("localhost:7080", "localhost", true),
+            ("[::1]:7080/v1", "::1", true),
+            ("user@127.0.0.1:7080", "127.0.0.1", true),
+            (
+                "127.0.0.1.evil.example:7080",
+                "127.0.0.1.evil.example",
+                false,
+            ),
+            ("evil.example@127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1@evil.example:80", "evil.example", false),
+            ("10.255.255.1:9", "10.255.255.1", false),
+            ("[fe80::1]:80", "fe80::1", false),
+            ("localhost.evil.example", "localhost.evil.example", false),
+            ("", "", false),
+        ] {
+            assert_eq!(host_of(rest), host, "{rest}");
+            assert_eq!(is_loopback(host_of(rest)), loopback, "{rest}");
+        }
+    }
 }

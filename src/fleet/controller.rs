@@ -129,13 +129,14 @@ impl Drop for UnauthenticatedSlot {
 /// Logs a recurring accept-loop problem at most every [`ACCEPT_LOG_EVERY`], with how many
 /// times it happened since.
 #[derive(Default)]
-struct ThrottledLog {
+pub(crate) struct ThrottledLog {
     last: Option<std::time::Instant>,
     n_since: u64,
 }
 
 impl ThrottledLog {
-    fn log(&mut self, message: &str) {
+    /// Logs `message` unless a message of this log went out less than [`ACCEPT_LOG_EVERY`] ago.
+    pub(crate) fn log(&mut self, message: &str) {
         self.n_since += 1;
         if self.last.is_some_and(|at| at.elapsed() < ACCEPT_LOG_EVERY) {
             return;

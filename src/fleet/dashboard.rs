@@ -1,6 +1,12 @@
 //! The controller's dashboard: server-rendered HTML (maud escapes every value), no
-//! JavaScript, refreshed every ten seconds. Behind the same admin token as the API; a browser
-//! sends it as the password of HTTP Basic authentication (any user name).
+//! JavaScript, no forms, refreshed every ten seconds. Behind the same admin token as the API; a
+//! browser sends it as the password of HTTP Basic authentication (any user name), which the API
+//! accepts for reading only.
+//!
+//! **Architecture Invariant:** the pages only read. Anything that changes state is an API route
+//! that needs `Authorization: Bearer`, which a browser never sends by itself. The content
+//! security policy of every answer (`crate::fleet::api::SECURITY_HEADERS`) allows the inline
+//! style sheet and nothing else: a page that needs a script, an image or a form must change it.
 
 use std::sync::Arc;
 

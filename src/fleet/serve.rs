@@ -3,17 +3,25 @@
 //!
 //! The addresses it actually bound (useful with port 0) are written to
 //! `DATA_DIR/endpoints.json` once both listeners are up.
+//!
+//! The HTTP API is served by hyper directly rather than `axum::serve`, for what that lacks:
+//! a time limit on reading a request's headers (and the TLS handshake), caps on connections
+//! in total and per source, and TLS with the controller's CA (`serve --http-tls`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, ControllerError, log};
+use crate::fleet::api::Scheme;
+use crate::fleet::controller::{Controller, ControllerError, ThrottledLog, log};
 use crate::fleet::run::{self, Mode, RunRequest, Scope};
 use crate::fleet::schedule;
 use crate::model;
@@ -27,6 +35,8 @@ pub struct Config {
     pub listen: String,
     /// The HTTP API, `HOST:PORT`.
     pub http: String,
+    /// Whether the HTTP API is served over TLS (with a certificate from the controller's CA).
+    pub http_scheme: Scheme,
     /// Extra names (DNS or IP) for the server certificate.
     pub names: Vec<String>,
     /// How long agent certificates live.
@@ -116,13 +126,22 @@ pub async fn serve(config: Config) -> Result<(), ControllerError> {
         .map_err(bind_error("--http", &config.http))?;
     let mut names = config.names.clone();
     names.push(agent_addr.ip().to_string());
-    if let Some((host, _)) = config.listen.rsplit_once(':') {
-        names.push(host.trim_matches(['[', ']']).to_string());
+    names.push(http_addr.ip().to_string());
+    for addr in [&config.listen, &config.http] {
+        if let Some((host, _)) = addr.rsplit_once(':') {
+            names.push(host.trim_matches(['[', ']']).to_string());
+        }
     }
     let tls = controller.tls(&names)?;
+    let scheme = config.http_scheme;
+    let http_tls = match scheme {
+        Scheme::Http => None,
+        Scheme::Https => Some(http_tls(&tls)),
+    };
+    let origin = format!("{}://{http_addr}", scheme.as_str());
     let endpoints = serde_json::json!({
         "agents": agent_addr.to_string(),
-        "http": format!("http://{http_addr}"),
+        "http": origin,
         "pid": std::process::id(),
     });
     crate::fleet::pki::write_private(
@@ -131,14 +150,174 @@ pub async fn serve(config: Config) -> Result<(), ControllerError> {
     )
     .map_err(|err| ControllerError::Setup(format!("endpoints.json: {err}")))?;
     log(&format!(
-        "agents on {agent_addr}, API on http://{http_addr}, data in {}",
+        "agents on {agent_addr}, API on {origin}, data in {}",
         config.data_dir.display()
     ));
     tokio::spawn(Arc::clone(&controller).serve_agents(agents, tls));
     tokio::spawn(scheduler(Arc::clone(&controller)));
-    axum::serve(http, crate::fleet::api::router(controller))
-        .await
-        .map_err(|err| ControllerError::Setup(format!("HTTP API: {err}")))
+    let router = crate::fleet::api::router(controller).layer(axum::Extension(scheme));
+    serve_http(http, router, http_tls).await;
+    Ok(())
+}
+
+/// How long a client may take over its request's headers (and, over TLS, the handshake)
+/// before its connection is closed; also how long a kept-alive connection may sit idle.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP API connections open at once, in total.
+const MAX_CONNECTIONS: usize = 512;
+
+/// HTTP API connections open at once from one source (an IPv4 address or an IPv6 /64).
+const MAX_CONNECTIONS_PER_SOURCE: usize = 64;
+
+/// The agent port's TLS config (its certificate, signed by the controller's CA) for HTTP/1.1.
+fn http_tls(agent_tls: &Arc<rustls::ServerConfig>) -> tokio_rustls::TlsAcceptor {
+    let mut config = rustls::ServerConfig::clone(agent_tls);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves `router` on `listener` until the process ends, one task per connection.
+///
+/// A connection over the caps is closed as soon as it is accepted; a failed accept (out of
+/// file descriptors, say) is logged and the loop goes on after a short pause. Both are logged
+/// at most every 10 seconds, as on the agent port.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut accept_errors = ThrottledLog::default();
+    let mut over_limit = ThrottledLog::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) if is_connection_error(&err) => continue,
+            Err(err) => {
+                accept_errors.log(&format!("HTTP API: accept: {err}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match Connections::admit(&connections, peer.ip()) {
+            Ok(permit) => permit,
+            Err(full) => {
+                drop(stream);
+                over_limit.log(&format!(
+                    "HTTP API: closed a connection from {peer}: {full}"
+                ));
+                continue;
+            }
+        };
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(acceptor) = tls else {
+                return serve_connection(TokioIo::new(stream), router).await;
+            };
+            // A handshake that fails or stalls ends only this connection.
+            let handshake = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                serve_connection(TokioIo::new(stream), router).await;
+            }
+        });
+    }
+}
+
+/// An error of one incoming connection, not of the listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection<I>(io: I, router: axum::Router)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // An error here is the client's (a timeout, a malformed request, a closed socket): the
+    // connection ends and nothing else is affected.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, TowerToHyperService::new(router))
+        .await;
+}
+
+/// The open HTTP API connections, by source.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct ConnectionPermit {
+    connections: Arc<Mutex<Connections>>,
+    source: IpAddr,
+}
+
+impl Connections {
+    /// A permit for a connection from `peer`, or which cap is reached.
+    fn admit(
+        connections: &Arc<Mutex<Connections>>,
+        peer: IpAddr,
+    ) -> Result<ConnectionPermit, String> {
+        let source = source_of(peer);
+        let mut open = connections
+            .lock()
+            .map_err(|_| "the connection count is unusable after a crash".to_string())?;
+        let from_source = open.per_source.get(&source).copied().unwrap_or(0);
+        if open.total >= MAX_CONNECTIONS {
+            return Err(format!("{MAX_CONNECTIONS} connections are open"));
+        }
+        if from_source >= MAX_CONNECTIONS_PER_SOURCE {
+            return Err(format!(
+                "{MAX_CONNECTIONS_PER_SOURCE} connections from that source are open"
+            ));
+        }
+        open.total += 1;
+        open.per_source.insert(source, from_source + 1);
+        Ok(ConnectionPermit {
+            connections: Arc::clone(connections),
+            source,
+        })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let Ok(mut open) = self.connections.lock() else {
+            return;
+        };
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// The source a connection is counted against: an IPv4 address, or the /64 of an IPv6 one
+/// (one host commonly holds a whole /64).
+fn source_of(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
 }
 
 fn schedules_path(data_dir: &Path) -> PathBuf {
@@ -255,4 +434,49 @@ async fn tick(
         .map(|(name, schedule, _)| (schedule, last_runs.get(name).copied()))
         .collect();
     Ok(schedule::sleep_until_next(&items, Utc::now(), IDLE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_source_and_freed_when_dropped() {
+        let connections = Arc::new(Mutex::new(Connections::default()));
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_SOURCE)
+            .map(|_| Connections::admit(&connections, attacker).unwrap())
+            .collect();
+        assert!(Connections::admit(&connections, attacker).is_err());
+        // The same host by its IPv4-mapped address, and another address of one IPv6 /64.
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(Connections::admit(&connections, mapped).is_err());
+        let admin: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(Connections::admit(&connections, admin).is_ok());
+        drop(held);
+        assert!(Connections::admit(&connections, attacker).is_ok());
+        assert_eq!(
+            source_of("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            source_of("2001:db8:1:2:bbbb::2".parse().unwrap())
+        );
+        assert_ne!(
+            source_of("2001:db8:1:2::1".parse().unwrap()),
+            source_of("2001:db8:1:3::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn connections_are_capped_in_total() {
+        let connections = Arc::new(Mutex::new(Connections::default()));
+        let held: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|n| {
+                let peer = IpAddr::from([10, 0, (n / 256) as u8, (n % 256) as u8]);
+                Connections::admit(&connections, peer).unwrap()
+            })
+            .collect();
+        assert!(Connections::admit(&connections, "10.9.9.9".parse().unwrap()).is_err());
+        drop(held);
+        let open = connections.lock().unwrap();
+        assert_eq!((open.total, open.per_source.len()), (0, 0));
+    }
 }
