@@ -116,7 +116,6 @@ async fn add_security_headers(mut response: Response) -> Response {
     response
 }
 
-
 async fn authenticate(
     State(controller): State<Arc<Controller>>,
     request: Request,
