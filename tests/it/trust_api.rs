@@ -86,6 +86,9 @@ fn command_creating(file: &str) -> String {
     .to_string()
 }
 
+/// A request the API must refuse: the file its command would create, its headers, the status.
+type Refused<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
 // Finding 3: a page on another site makes the browser post a command with the Basic
 // credentials it remembers (text/plain needs no preflight); the API must refuse it.
 #[test]
@@ -101,7 +104,7 @@ fn cross_site_and_basic_authenticated_commands_are_refused_and_run_nothing() {
     );
     let bearer = format!("Bearer {token}");
 
-    let refused: [(&str, Vec<(&str, &str)>, u16); 5] = [
+    let refused: [Refused; 5] = [
         (
             "pwned-by-form",
             vec![
