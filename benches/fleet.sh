@@ -6,11 +6,14 @@
 # Times enrollment (first agent start -> all N online), then a fleet plan, apply and no-op plan of
 # a 50-resource document on every agent (max_concurrency 50), and reports the controller's peak RSS
 # and the agents' total RSS. Fails only on wrong results, never because something is slow.
-# Everything lives under a fresh /dev/shm/steward-fleet.XXXXXX, removed at exit (KEEP=1 keeps it).
+# Everything lives under a fresh /dev/shm/steward-fleet.XXXXXX, removed at exit (KEEP=1 keeps it);
+# STEWARD_BENCH_DIR=/some/disk/dir puts it on a real disk instead, where the controller's store
+# pays for its fsyncs (tmpfs makes them free).
 #
 # Environment:
 #   STEWARD_BIN   the binary (default: $CARGO_TARGET_DIR/release/steward, else target/release/steward)
 #   KEEP=1        keep the work dir
+#   STEWARD_BENCH_DIR  where the work dir is made (default /dev/shm)
 set -euo pipefail
 
 N=${1:-200}
@@ -30,7 +33,7 @@ if [[ ! -x /usr/bin/time ]]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 2; }
 
-W=$(mktemp -d /dev/shm/steward-fleet.XXXXXX)
+W=$(mktemp -d "${STEWARD_BENCH_DIR:-/dev/shm}/steward-fleet.XXXXXX")
 PIDS=()
 cleanup() {
     local i

@@ -519,6 +519,7 @@ fn run_record(
         project: project.to_string(),
         documents_digest: planned.digest.clone(),
         results,
+        status: crate::store::RunStatus::Complete,
     }
 }
 

@@ -332,11 +332,7 @@ fn client(remote: &RemoteArgs) -> Result<Client, String> {
     let url = remote.controller.as_deref().ok_or_else(|| {
         "no controller: set STEWARD_CONTROLLER (or --controller) to the API's URL".to_string()
     })?;
-    Client::new(
-        url,
-        remote.token_file.as_deref(),
-        remote.ca_file.as_deref(),
-    )
+    Client::new(url, remote.token_file.as_deref(), remote.ca_file.as_deref())
 }
 
 pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {

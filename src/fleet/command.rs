@@ -282,6 +282,27 @@ pub async fn run(
         crate::fleet::controller::random_hex(2).unwrap_or_default()
     );
     let started_at = crate::local::timestamp();
+    // Stored as running before any node is sent the command: a controller that dies during
+    // the run leaves it `interrupted`, with what arrived, never nowhere.
+    let begun = RunRecord {
+        id: run_id.clone(),
+        kind: RunKind::Command,
+        started_at: started_at.clone(),
+        finished_at: String::new(),
+        user: request.user_name.clone(),
+        project: request.argv.join(" "),
+        documents_digest: String::new(),
+        results: Vec::new(),
+        status: crate::store::RunStatus::Running,
+    };
+    if let Err(err) = controller
+        .with_store(|s| s.begin_run(&begun))
+        .and_then(|r| r.map_err(|err| err.to_string()))
+    {
+        return failed(format!(
+            "the run could not be stored, so no node was sent the command: {err}"
+        ));
+    }
     let active = Arc::new(Active::default());
     if let Ok(mut runs) = controller.commands.lock() {
         runs.insert(run_id.clone(), Arc::clone(&active));
@@ -322,7 +343,13 @@ pub async fn run(
             let progress = progress.clone();
             let task = task.clone();
             let active = Arc::clone(&active);
-            async move { on_node(controller, node, task, delivery, active, progress).await }
+            let run_id = run_id.clone();
+            async move {
+                on_node(
+                    controller, &run_id, node, task, delivery, active, progress,
+                )
+                .await
+            }
         },
     )
     .await;
@@ -357,21 +384,27 @@ pub async fn run(
         project: request.argv.join(" "),
         documents_digest: String::new(),
         results: nodes.iter().map(|n| record(n, &request.argv)).collect(),
+        status: crate::store::RunStatus::Complete,
     };
-    match controller.with_store(|s| s.record_run(&record)) {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => log(&format!("recording command run {run_id}: {err}")),
-        Err(err) => log(&format!("recording command run {run_id}: {err}")),
+    let mut errors = Vec::new();
+    let stored = controller
+        .with_store(|s| s.record_run(&record))
+        .and_then(|r| r.map_err(|err| err.to_string()));
+    if let Err(err) = &stored {
+        log(&format!("recording command run {run_id}: {err}"));
+        errors.push(format!(
+            "the run's results could not be stored: {err}; they are shown here only"
+        ));
     }
     CommandResponse {
-        run_id: Some(run_id),
+        run_id: stored.is_ok().then_some(run_id),
         not_started: nodes
             .iter()
             .filter(|n| n.status == Status::NotStarted)
             .count(),
-        failed: nodes.iter().any(|n| n.status != Status::Success),
+        failed: nodes.iter().any(|n| n.status != Status::Success) || !errors.is_empty(),
         nodes,
-        errors: Vec::new(),
+        errors,
     }
 }
 
@@ -412,6 +445,7 @@ fn blank(node: &str, status: Status, message: String) -> NodeResult {
 
 async fn on_node(
     controller: Arc<Controller>,
+    run_id: &str,
     node: String,
     task: CommandTask,
     delivery: Duration,
@@ -492,6 +526,7 @@ async fn on_node(
     let began = Instant::now();
     let answer = controller
         .dispatch_task(
+            run_id,
             &node,
             task_id.clone(),
             TaskKind::Command(task),

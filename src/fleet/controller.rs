@@ -28,6 +28,7 @@ use crate::fleet::wire::{
     PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Ledger, LedgerOp, TaskState};
 
 /// How long an agent certificate lives by default; agents renew over the live connection
 /// when a third of it is left.
@@ -48,8 +49,8 @@ pub struct Controller {
     admin_token: String,
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Waiter>>,
-    /// Task ids whose results were handed over, so a re-delivery is only acknowledged.
-    done: Mutex<HashSet<String>>,
+    /// The task ledger's writer thread, started on first use ([`Controller::ledger`]).
+    ledger: std::sync::OnceLock<Result<LedgerTx, String>>,
     next_id: AtomicU64,
     /// One fleet run at a time.
     pub(crate) run_lock: tokio::sync::Mutex<()>,
@@ -259,7 +260,7 @@ impl Controller {
             admin_token,
             sessions: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
-            done: Mutex::new(HashSet::new()),
+            ledger: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(0),
             run_lock: tokio::sync::Mutex::new(()),
             schedules: Notify::new(),
@@ -340,24 +341,49 @@ impl Controller {
         )
     }
 
-    /// Sends a task to a node and waits up to `wait` for its result; `events` receives what
-    /// the agent reports as it works. `Err` names why no result came: the node is offline,
-    /// went away, or took too long.
+    /// Writes to the task ledger and waits until the write is committed. Writes from many
+    /// sessions and runs share one transaction (one fsync) on a thread of their own, so
+    /// storing every task and result before acting on it costs little and no async worker
+    /// waits for the disk.
+    async fn ledger(&self, op: LedgerOp) -> Result<bool, String> {
+        let tx = self
+            .ledger
+            .get_or_init(|| start_ledger(&store_path(&self.data_dir)))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let (done_tx, done_rx) = oneshot::channel();
+        tx.send((op, done_tx))
+            .map_err(|_| "the task ledger stopped".to_string())?;
+        done_rx
+            .await
+            .map_err(|_| "the task ledger stopped".to_string())?
+    }
+
+    /// Sends a task of run `run_id` to a node and waits up to `wait` for its result;
+    /// `events` receives what the agent reports as it works. `Err` names why no result came:
+    /// the node is offline, went away, or took too long, or the task could not be stored.
     pub async fn dispatch(
         &self,
+        run_id: &str,
         node: &str,
         kind: TaskKind,
         wait: Duration,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
     ) -> Result<TaskResult, String> {
         let id = self.new_task_id();
-        self.dispatch_task(node, id, kind, wait, events).await
+        self.dispatch_task(run_id, node, id, kind, wait, events)
+            .await
     }
 
     /// [`Controller::dispatch`] with a task id from [`Controller::new_task_id`], so the
     /// caller can cancel it.
+    ///
+    /// The task is stored as issued to the node before it is sent (and forgotten when it
+    /// could not be sent), so its result is accepted from this node only, once, even after a
+    /// restart of the controller ([`Controller::result`]).
     pub async fn dispatch_task(
         &self,
+        run_id: &str,
         node: &str,
         id: String,
         kind: TaskKind,
@@ -379,6 +405,14 @@ impl Controller {
                 None => return Err(format!("node `{node}` is offline")),
             }
         };
+        self.ledger(LedgerOp::Issue {
+            id: id.clone(),
+            node: node.to_string(),
+            run_id: run_id.to_string(),
+            issued_at: crate::local::timestamp(),
+        })
+        .await
+        .map_err(|err| format!("node `{node}`: the task could not be stored: {err}"))?;
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.insert(
                 id.clone(),
@@ -391,6 +425,7 @@ impl Controller {
         }
         if session_tx.try_send(ControllerMsg::Task(task)).is_err() {
             self.take_waiter(&id);
+            let _ = self.ledger(LedgerOp::Withdraw { id: id.clone() }).await;
             return Err(format!("node `{node}` went offline"));
         }
         match tokio::time::timeout(wait, rx).await {
@@ -673,8 +708,13 @@ impl Controller {
         let facts = sanitize_facts(facts, addr);
         let seen = crate::local::timestamp();
         let facts_json = serde_json::to_value(&facts).unwrap_or(serde_json::Value::Null);
-        self.with_store(|s| s.node_seen(&node, &facts_json, &seen))?
-            .map_err(|err| err.to_string())?;
+        // A store that cannot take the node's facts (a full disk) does not keep the node
+        // away: its results are refused until they can be stored, but it gets its tasks.
+        match self.with_store(|s| s.node_seen(&node, &facts_json, &seen)) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => log(&format!("`{node}`: its facts could not be stored: {err}")),
+            Err(err) => log(&format!("`{node}`: its facts could not be stored: {err}")),
+        }
         let renew = identity
             .not_after
             .duration_since(std::time::SystemTime::now())
@@ -743,7 +783,7 @@ impl Controller {
                     data,
                 } => self.event(&node, &task_id, TaskEvent::Output { stream, data }),
                 AgentMsg::Result { task_id, result } => {
-                    if self.result(&node, &task_id, result) {
+                    if self.result(&node, &task_id, result).await {
                         let _ = tx.try_send(ControllerMsg::Ack { task_id });
                     }
                 }
@@ -802,35 +842,80 @@ impl Controller {
         Ok(cert_pem)
     }
 
-    /// Hands a result to its waiter, or records it when nobody waits any more; false when it
-    /// is not this node's to give (then it is not acknowledged).
-    fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
+    /// Takes a node's result for a task; true when it may be acknowledged.
+    ///
+    /// Only a task issued to this node and still open is taken. Its result is stored
+    /// (committed) before it is handed to the run waiting for it, or recorded as a late run
+    /// when nobody waits any more; only then is it acknowledged, so the agent keeps it and
+    /// delivers it again after a failure. A result stored before is acknowledged again and
+    /// not recorded twice. Returns false (no acknowledgement) when it is not this node's to
+    /// give or could not be stored.
+    async fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
+        let state = match self.with_store(|s| s.task_state(task_id, node)) {
+            Ok(Ok(state)) => state,
+            Ok(Err(err)) => {
+                log(&format!(
+                    "`{node}`: result of task {task_id} not taken: {err}"
+                ));
+                return false;
+            }
+            Err(err) => {
+                log(&format!(
+                    "`{node}`: result of task {task_id} not taken: {err}"
+                ));
+                return false;
+            }
+        };
+        match state {
+            TaskState::NotIssued => {
+                log(&format!(
+                    "`{node}` sent a result for task {task_id}, which was not issued to it: refused"
+                ));
+                return false;
+            }
+            TaskState::Closed => return true,
+            TaskState::Open { .. } => {}
+        }
         let waiter = match self.waiters.lock() {
             Ok(mut waiters) => match waiters.get(task_id) {
                 Some(w) if w.node == node => waiters.remove(task_id),
-                Some(_) => {
-                    log(&format!(
-                        "`{node}` sent a result for another node's task {task_id}"
-                    ));
-                    return false;
-                }
-                None => None,
+                _ => None,
             },
             Err(_) => None,
         };
-        let first = self
-            .done
-            .lock()
-            .map(|mut done| done.insert(task_id.to_string()))
-            .unwrap_or(true);
-        match waiter {
-            Some(waiter) => {
-                let _ = waiter.result.send(Ok(result));
-            }
-            None if first => crate::fleet::run::record_late(self, node, task_id, &result),
-            None => {}
+        if waiter.is_none()
+            && let Err(err) = crate::fleet::run::record_late(self, node, task_id, &result)
+        {
+            log(&format!(
+                "`{node}`: the late result of task {task_id} could not be recorded: {err}"
+            ));
+            return false;
         }
-        true
+        let stored = match serde_json::to_string(&result) {
+            Ok(json) => {
+                self.ledger(LedgerOp::Close {
+                    id: task_id.to_string(),
+                    node: node.to_string(),
+                    result: json,
+                    at: crate::local::timestamp(),
+                })
+                .await
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        if let Some(waiter) = waiter {
+            // The run waiting for it records it with the rest, or fails saying why.
+            let _ = waiter.result.send(Ok(result));
+        }
+        match stored {
+            Ok(_) => true,
+            Err(err) => {
+                log(&format!(
+                    "`{node}`: the result of task {task_id} could not be stored, so it is not acknowledged: {err}"
+                ));
+                false
+            }
+        }
     }
 }
 
@@ -849,6 +934,48 @@ impl Refusal {
             why: reason,
         }
     }
+}
+
+/// A write to the ledger and where its outcome goes.
+type LedgerTx = std::sync::mpsc::Sender<(LedgerOp, oneshot::Sender<Result<bool, String>>)>;
+
+/// Most ledger writes in one transaction.
+const LEDGER_BATCH: usize = 1024;
+
+/// Opens the ledger's own connection to the store and starts its writer thread: it takes
+/// every write waiting, applies them in one transaction, and tells each its outcome after
+/// the commit.
+fn start_ledger(path: &Path) -> Result<LedgerTx, String> {
+    let mut ledger = Ledger::open(path).map_err(|err| err.to_string())?;
+    let (tx, rx) = std::sync::mpsc::channel::<(LedgerOp, oneshot::Sender<Result<bool, String>>)>();
+    std::thread::Builder::new()
+        .name("steward-ledger".to_string())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                while batch.len() < LEDGER_BATCH
+                    && let Ok(more) = rx.try_recv()
+                {
+                    batch.push(more);
+                }
+                let ops: Vec<&LedgerOp> = batch.iter().map(|(op, _)| op).collect();
+                match ledger.apply(&ops) {
+                    Ok(outcomes) => {
+                        for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
+                            let _ = done.send(outcome);
+                        }
+                    }
+                    Err(err) => {
+                        let err = err.to_string();
+                        for (_, done) in batch {
+                            let _ = done.send(Err(err.clone()));
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|err| format!("starting the task ledger: {err}"))?;
+    Ok(tx)
 }
 
 /// `sha256:` fingerprint and RFC 3339 expiry of a certificate the CA just signed.

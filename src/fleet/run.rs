@@ -26,7 +26,7 @@ use crate::plan::{self, Plan, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store};
 use crate::validate::{Validated, validate_with};
 
 /// The largest project the controller accepts.
@@ -633,6 +633,33 @@ impl<'v> Fleet<'v> {
         self.relative_files(record);
     }
 
+    /// Stores the run as `running` before any task is sent: if the controller dies during
+    /// it, the next start records it as `interrupted` with what arrived. `Err` when the store
+    /// cannot take it; then nothing is sent.
+    fn begin(
+        &self,
+        controller: &Controller,
+        request: &RunRequest,
+        kind: RunKind,
+        id: &str,
+        started_at: &str,
+    ) -> Result<(), String> {
+        let run = RunRecord {
+            id: id.to_string(),
+            kind,
+            started_at: started_at.to_string(),
+            finished_at: String::new(),
+            user: request.user.clone(),
+            project: request.project.clone(),
+            documents_digest: self.planned(request).digest,
+            results: Vec::new(),
+            status: RunStatus::Running,
+        };
+        controller
+            .with_store(|s| s.begin_run(&run))?
+            .map_err(|err| format!("the run could not be stored, so nothing was sent: {err}"))
+    }
+
     /// Names files as the project names them, not by where the controller keeps its copy.
     fn relative_files(&self, record: &mut RunRecord) {
         let prefix = format!("{}/", self.project_dir.display());
@@ -658,15 +685,28 @@ impl<'v> Fleet<'v> {
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
         let started_at = local::timestamp();
+        let id = new_run_id();
+        if request.mode == Mode::Drift
+            && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
+        {
+            return RunResponse::error(err);
+        }
         let mut probes = tokio::task::JoinSet::new();
         for (idx, node) in self.targets.iter().enumerate() {
             let controller = Arc::clone(controller);
             let catalog = self.catalog(node);
             let name = node.name.clone();
+            let run_id = id.clone();
             let _ = progress.send(Event::NodeStarted { node: name.clone() });
             probes.spawn(async move {
                 let result = controller
-                    .dispatch(&name, TaskKind::Probe { catalog }, PROBE_WAIT, None)
+                    .dispatch(
+                        &run_id,
+                        &name,
+                        TaskKind::Probe { catalog },
+                        PROBE_WAIT,
+                        None,
+                    )
                     .await;
                 (idx, result)
             });
@@ -735,7 +775,6 @@ impl<'v> Fleet<'v> {
             response.plan_json = Some(json);
             return response;
         }
-        let id = local::run_id();
         let mut record = local::observed_record(
             RunKind::Drift,
             self.validated,
@@ -745,8 +784,13 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
-        response.run_id = Some(id);
-        response.output = store_run(controller, &record);
+        match store_run(controller, &record) {
+            Ok(output) => {
+                response.run_id = Some(id);
+                response.output = output;
+            }
+            Err(err) => not_stored(&mut response, &record, err),
+        }
         response
     }
 
@@ -782,6 +826,10 @@ impl<'v> Fleet<'v> {
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
         let started_at = local::timestamp();
+        let id = new_run_id();
+        if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
+            return RunResponse::error(err);
+        }
         let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
         for &(max_concurrency, max_errors, ref nodes) in &self.waves {
             let jobs: Vec<(Catalog, Option<Vec<String>>)> = nodes
@@ -797,8 +845,17 @@ impl<'v> Fleet<'v> {
                 |(catalog, fingerprints): (Catalog, Option<Vec<String>>)| {
                     let controller = Arc::clone(controller);
                     let progress = progress.clone();
+                    let run_id = id.clone();
                     async move {
-                        apply_node(controller, catalog, fingerprints, parallel, progress).await
+                        apply_node(
+                            controller,
+                            &run_id,
+                            catalog,
+                            fingerprints,
+                            parallel,
+                            progress,
+                        )
+                        .await
                     }
                 },
             )
@@ -877,7 +934,6 @@ impl<'v> Fleet<'v> {
                 }
             }
         }
-        let id = local::run_id();
         let mut record = local::apply_record(
             self.validated,
             &planned,
@@ -888,15 +944,23 @@ impl<'v> Fleet<'v> {
         );
         self.finish_record(&mut record, request, &failures);
         let failed = statuses.iter().any(|s| s.status != "ok");
-        RunResponse {
-            run_id: Some(id),
+        let mut response = RunResponse {
+            run_id: None,
             has_changes: reports.iter().any(|r| r.n_changed() > 0),
             failed,
-            output: store_run(controller, &record),
+            output: String::new(),
             nodes: statuses,
             errors: Vec::new(),
             plan_json: None,
+        };
+        match store_run(controller, &record) {
+            Ok(output) => {
+                response.run_id = Some(id);
+                response.output = output;
+            }
+            Err(err) => not_stored(&mut response, &record, err),
         }
+        response
     }
 }
 
@@ -925,6 +989,7 @@ fn push_planned<'v>(
 
 async fn apply_node(
     controller: Arc<Controller>,
+    run_id: &str,
     catalog: Catalog,
     fingerprints: Option<Vec<String>>,
     parallel: usize,
@@ -951,6 +1016,7 @@ async fn apply_node(
     };
     let result = controller
         .dispatch(
+            run_id,
             &node,
             TaskKind::Apply {
                 catalog,
@@ -1057,34 +1123,60 @@ fn node_failure(validated: &Validated, node: &model::Node, err: &str) -> Vec<Res
         .collect()
 }
 
-/// Records a run in the controller's store; returns its human summary.
-fn store_run(controller: &Controller, record: &RunRecord) -> String {
-    match controller.with_store(|s| s.record_run(record)) {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => log(&format!("recording run {}: {err}", record.id)),
-        Err(err) => log(&format!("recording run {}: {err}", record.id)),
-    }
+/// A fleet run's id: sortable by time, unique even for two runs begun in one millisecond.
+fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        local::run_id(),
+        crate::fleet::controller::random_hex(2).unwrap_or_default()
+    )
+}
+
+/// Records a run in the controller's store; returns its human summary, or why it could not
+/// be stored.
+fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, String> {
+    controller
+        .with_store(|s| s.record_run(record))?
+        .map_err(|err| {
+            log(&format!("recording run {}: {err}", record.id));
+            err.to_string()
+        })?;
     let findings = controller
         .with_store(|s| s.findings(false))
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    crate::report::run::human(record, &findings, Style::new(false))
+    Ok(crate::report::run::human(
+        record,
+        &findings,
+        Style::new(false),
+    ))
 }
 
-/// Records a result that arrived after its run ended (the controller restarted, or the
-/// agent reconnected late): nothing an agent changed goes unreported.
-pub fn record_late(controller: &Controller, node: &str, task_id: &str, result: &TaskResult) {
+/// A run whose record could not be stored: the caller is told so and shown the results,
+/// and no run id is claimed.
+fn not_stored(response: &mut RunResponse, record: &RunRecord, err: String) {
+    response.failed = true;
+    response.run_id = None;
+    response.output = crate::report::run::human(record, &[], Style::new(false));
+    response.errors.push(format!(
+        "the run's results could not be stored: {err}; they are shown here only"
+    ));
+}
+
+/// The results a task's answer stands for, without its catalog: what the agent did,
+/// resource by resource (an apply), or the command's output. Nothing for a probe.
+fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<ResultRecord>)> {
     if let TaskResult::Command {
         output,
         duration_ms,
     } = result
     {
         let result = crate::fleet::command::late_record(node, output, *duration_ms);
-        return store_late(controller, node, task_id, RunKind::Command, vec![result]);
+        return Some((RunKind::Command, vec![result]));
     }
     let TaskResult::Applied { outcomes, .. } = result else {
-        return;
+        return None;
     };
     use crate::fleet::wire::WireOutcomeKind;
     let results = outcomes
@@ -1118,16 +1210,21 @@ pub fn record_late(controller: &Controller, node: &str, task_id: &str, result: &
             }
         })
         .collect();
-    store_late(controller, node, task_id, RunKind::Apply, results);
+    Some((RunKind::Apply, results))
 }
 
-fn store_late(
+/// Records a result that arrived after its run ended (the controller restarted, or the
+/// agent reconnected late) as run `late-TASK_ID`: nothing an agent changed goes
+/// unreported. Recording it twice is a no-op; `Err` when it could not be stored.
+pub fn record_late(
     controller: &Controller,
     node: &str,
     task_id: &str,
-    kind: RunKind,
-    results: Vec<ResultRecord>,
-) {
+    result: &TaskResult,
+) -> Result<(), String> {
+    let Some((kind, results)) = answer_results(node, result) else {
+        return Ok(());
+    };
     let now = local::timestamp();
     let record = RunRecord {
         id: format!("late-{task_id}"),
@@ -1138,15 +1235,82 @@ fn store_late(
         project: format!("(result of task {task_id}, delivered after its run ended)"),
         documents_digest: String::new(),
         results,
+        status: RunStatus::Complete,
     };
-    let exists = controller
-        .with_store(|s| s.run(Some(&record.id)).is_ok())
-        .unwrap_or(false);
-    if !exists {
+    if controller
+        .with_store(|s| s.has_run(&record.id))?
+        .map_err(|err| err.to_string())?
+    {
+        return Ok(());
+    }
+    log(&format!(
+        "recording the late result of task {task_id} from `{node}`"
+    ));
+    store_run(controller, &record).map(|_| ())
+}
+
+/// Marks the runs a previous controller left `running` as `interrupted`, each with every
+/// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
+/// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
+/// before agents connect.
+pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
+    let unfinished = controller
+        .with_store(|s| s.unfinished_runs())?
+        .map_err(|err| err.to_string())?;
+    let count = unfinished.len();
+    for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
+        for task in &tasks {
+            let answer = task
+                .result
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<TaskResult>(json).ok());
+            let results = answer
+                .as_ref()
+                .and_then(|answer| answer_results(&task.node, answer))
+                .map(|(_, results)| results);
+            match (answer.is_some(), results) {
+                (_, Some(results)) => run.results.extend(results),
+                (true, None) => run.results.push(interrupted_entry(
+                    &task.node,
+                    &task.id,
+                    "the node answered, but the controller stopped before comparing its answer",
+                )),
+                (false, _) => run.results.push(interrupted_entry(
+                    &task.node,
+                    &task.id,
+                    &format!(
+                        "no result arrived before the controller stopped; if the agent delivers it later, it is recorded as run late-{}",
+                        task.id
+                    ),
+                )),
+            }
+        }
+        run.finished_at = local::timestamp();
+        run.status = RunStatus::Interrupted;
         log(&format!(
-            "recording the late result of task {task_id} from `{node}`"
+            "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
+            run.id,
+            tasks.iter().filter(|t| t.result.is_some()).count()
         ));
-        store_run(controller, &record);
+        store_run(controller, &run)?;
+    }
+    Ok(count)
+}
+
+/// The entry of an interrupted run for a node whose answer it does not hold.
+fn interrupted_entry(node: &str, task_id: &str, message: &str) -> ResultRecord {
+    ResultRecord {
+        node: node.to_string(),
+        resource: format!("task:{task_id}"),
+        outcome: ResultOutcome::Skipped,
+        file: None,
+        line: None,
+        column: None,
+        diff: None,
+        message: Some(message.to_string()),
+        duration_ms: 0,
+        association: None,
+        severity: crate::store::Severity::Unspecified,
     }
 }
 

@@ -112,6 +112,10 @@ pub async fn serve(config: Config) -> Result<(), ControllerError> {
     // Before anything in the data directory is opened or written.
     let _lock = DataDirLock::take(&config.data_dir)?;
     let controller = Controller::open(&config.data_dir, config.cert_lifetime)?;
+    // Before any agent connects: a run a previous controller left running is recorded as
+    // interrupted, with the results that arrived, so their re-deliveries count as late.
+    crate::fleet::run::recover_interrupted(&controller)
+        .map_err(|err| ControllerError::Setup(format!("recovering interrupted runs: {err}")))?;
     let agents = TcpListener::bind(&config.listen)
         .await
         .map_err(bind_error("--listen", &config.listen))?;

@@ -21,6 +21,7 @@
 //!     project: ".".into(),
 //!     documents_digest: "d".into(),
 //!     results: Vec::new(),
+//!     status: steward::store::RunStatus::Complete,
 //! };
 //! assert!(run::json(&run, &[]).contains("\"format_version\": \"1\""));
 //! ```
@@ -91,6 +92,21 @@ fn report_order(run: &RunRecord) -> &'static [ResultOutcome; 5] {
 pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Run {} ({})", run.id, run.kind.as_str());
+    match run.status {
+        crate::store::RunStatus::Complete => {}
+        crate::store::RunStatus::Running => {
+            let _ = writeln!(
+                out,
+                "  status:   running (the results so far are not shown)"
+            );
+        }
+        crate::store::RunStatus::Interrupted => {
+            let _ = writeln!(
+                out,
+                "  status:   interrupted (the controller stopped during this run; it holds the results that arrived)"
+            );
+        }
+    }
     let _ = writeln!(out, "  started:  {}", run.started_at);
     let _ = writeln!(out, "  finished: {}", run.finished_at);
     let _ = writeln!(out, "  user:     {}", run.user);
@@ -290,6 +306,8 @@ struct JsonRun<'a> {
     id: &'a str,
     /// `apply` or `drift`; `kind` names the document type, as in the plan JSON.
     run_kind: &'static str,
+    /// `complete`, `running` or `interrupted`.
+    status: &'static str,
     started_at: &'a str,
     finished_at: &'a str,
     user: &'a str,
@@ -423,6 +441,7 @@ pub fn json(run: &RunRecord, findings: &[Finding]) -> String {
         steward_version: env!("CARGO_PKG_VERSION"),
         id: &run.id,
         run_kind: run.kind.as_str(),
+        status: run.status.as_str(),
         started_at: &run.started_at,
         finished_at: &run.finished_at,
         user: &run.user,

@@ -10,7 +10,10 @@
 mod fleet;
 pub mod sqlite;
 
+mod tasks;
+
 pub use fleet::{NewCert, StoredToken};
+pub use tasks::{IssuedTask, Ledger, LedgerOp, TaskState, UnfinishedRun};
 
 use std::fmt;
 
@@ -155,6 +158,41 @@ pub struct RunRecord {
     pub documents_digest: String,
     /// Per node and resource, in plan order.
     pub results: Vec<ResultRecord>,
+    /// Whether the run ended, or was cut short by a controller that stopped during it.
+    pub status: RunStatus,
+}
+
+/// How a recorded run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunStatus {
+    /// It ran to its end: every result it waited for is in it.
+    #[default]
+    Complete,
+    /// It is still running (only a controller's runs are stored before they end).
+    Running,
+    /// The controller stopped during it; it holds every result that arrived before that.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Complete => "complete",
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status of a stored name.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        match text {
+            "complete" => Some(RunStatus::Complete),
+            "running" => Some(RunStatus::Running),
+            "interrupted" => Some(RunStatus::Interrupted),
+            _ => None,
+        }
+    }
 }
 
 impl RunRecord {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::{
-    Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord, RunSummary, Severity,
-    Store, StoreError,
+    Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary,
+    Severity, Store, StoreError,
 };
 
 /// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
@@ -375,9 +375,15 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A controller's run was stored as `running` when it began (`begin_run`): the whole
+        // record replaces that row.
         tx.execute(
-            "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "DELETE FROM runs WHERE id = ?1 AND status = 'running'",
+            [&run.id],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 run.id,
                 run.kind.as_str(),
@@ -385,9 +391,11 @@ impl Store for SqliteStore {
                 run.finished_at,
                 run.user,
                 run.project,
-                run.documents_digest
+                run.documents_digest,
+                run.status.as_str()
             ],
         )?;
+        SqliteStore::settle_tasks(&tx, &run.id)?;
         // Resolving a finding is one UPDATE per unchanged or changed resource: skipped when no
         // finding is open at all (a cold apply of thousands of files opens none).
         let mut any_open: bool = tx.query_row(
@@ -493,7 +501,7 @@ impl Store for SqliteStore {
         let run = self
             .conn
             .query_row(
-                "SELECT id, kind, started_at, finished_at, user, project, documents_digest FROM runs WHERE id = ?1",
+                "SELECT id, kind, started_at, finished_at, user, project, documents_digest, status FROM runs WHERE id = ?1",
                 [&id],
                 |row| {
                     Ok(RunRecord {
@@ -505,6 +513,8 @@ impl Store for SqliteStore {
                         project: row.get(5)?,
                         documents_digest: row.get(6)?,
                         results: Vec::new(),
+                        status: RunStatus::parse(&row.get::<_, String>(7)?)
+                            .unwrap_or(RunStatus::Interrupted),
                     })
                 },
             )

@@ -116,7 +116,7 @@ impl Fleet {
             args.extend(["--tags", tags]);
         }
         let out = self.cli(&args);
-        if out.code == 2 && out.stderr.contains("unexpected argument") {
+        if out.code != 0 && out.stderr.contains("unexpected argument") {
             return self.token("1h");
         }
         assert_eq!(out.code, 0, "{}", out.all());

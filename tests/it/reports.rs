@@ -82,6 +82,7 @@ fn sample_run() -> RunRecord {
             changed,
             result("db1", "file:/etc/motd", ResultOutcome::Unchanged),
         ],
+        status: steward::store::RunStatus::Complete,
     }
 }
 

@@ -31,6 +31,7 @@ fn run(id: &str, kind: RunKind, results: Vec<ResultRecord>) -> RunRecord {
         project: "p".into(),
         documents_digest: "blake3:x".into(),
         results,
+        status: steward::store::RunStatus::Complete,
     }
 }
 
