@@ -784,13 +784,7 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
-        match store_run(controller, &record) {
-            Ok(output) => {
-                response.run_id = Some(id);
-                response.output = output;
-            }
-            Err(err) => not_stored(&mut response, &record, err),
-        }
+        store_into(controller, &record, &mut response);
         response
     }
 
@@ -953,13 +947,7 @@ impl<'v> Fleet<'v> {
             errors: Vec::new(),
             plan_json: None,
         };
-        match store_run(controller, &record) {
-            Ok(output) => {
-                response.run_id = Some(id);
-                response.output = output;
-            }
-            Err(err) => not_stored(&mut response, &record, err),
-        }
+        store_into(controller, &record, &mut response);
         response
     }
 }
@@ -1153,15 +1141,23 @@ fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, Stri
     ))
 }
 
-/// A run whose record could not be stored: the caller is told so and shown the results,
-/// and no run id is claimed.
-fn not_stored(response: &mut RunResponse, record: &RunRecord, err: String) {
-    response.failed = true;
-    response.run_id = None;
-    response.output = crate::report::run::human(record, &[], Style::new(false));
-    response.errors.push(format!(
-        "the run's results could not be stored: {err}; they are shown here only"
-    ));
+/// Stores the run and puts its id and summary in the response; when the store refuses it,
+/// the response fails saying so, shows the results, and claims no run id.
+fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunResponse) {
+    match store_run(controller, record) {
+        Ok(output) => {
+            response.run_id = Some(record.id.clone());
+            response.output = output;
+        }
+        Err(err) => {
+            response.failed = true;
+            response.run_id = None;
+            response.output = crate::report::run::human(record, &[], Style::new(false));
+            response.errors.push(format!(
+                "the run's results could not be stored: {err}; they are shown here only"
+            ));
+        }
+    }
 }
 
 /// The results a task's answer stands for, without its catalog: what the agent did,

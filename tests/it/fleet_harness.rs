@@ -200,15 +200,19 @@ impl Fleet {
         }
     }
 
-    /// Runs steward against the controller.
-    pub(crate) fn cli(&self, args: &[&str]) -> Output {
-        let output = bin()
-            .args(args)
+    /// The command of steward against the controller, to run or spawn.
+    pub(crate) fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = bin();
+        cmd.args(args)
             .current_dir(self.env.path())
             .env("STEWARD_CONTROLLER", &self.http)
-            .env("STEWARD_TOKEN_FILE", self.data.join("admin.token"))
-            .output()
-            .unwrap();
+            .env("STEWARD_TOKEN_FILE", self.data.join("admin.token"));
+        cmd
+    }
+
+    /// Runs steward against the controller.
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
+        let output = self.cli_command(args).output().unwrap();
         Output {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -34,11 +34,8 @@ fn recorded_changed(fleet: &Fleet, resource: &str) -> BTreeSet<String> {
 
 /// `steward apply` through the controller, running in the background.
 fn apply_in_background(fleet: &Fleet, project: &str) -> Child {
-    bin()
-        .args(["apply", project, "--yes"])
-        .current_dir(fleet.env.path())
-        .env("STEWARD_CONTROLLER", &fleet.http)
-        .env("STEWARD_TOKEN_FILE", fleet.data.join("admin.token"))
+    fleet
+        .cli_command(&["apply", project, "--yes"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -227,6 +224,26 @@ fn wait_for_or_last<T>(timeout: Duration, mut probe: impl FnMut() -> (bool, T)) 
     }
 }
 
+/// One file on web-1.
+const MOTD_SITE: &str = r#"steward: 1
+associations:
+  base:
+    targets: { names: [web-1] }
+resources:
+  file:/motd:
+    content: "hello\n"
+"#;
+
+/// Resources to add to [`MOTD_SITE`]: a command that takes 3 s (touching STAMPS/started
+/// when it begins) and a file after it.
+const SLOW_MARKER: &str = r#"  exec:slow:
+    command: ["/bin/sh", "-c", "touch STAMPS/started; sleep 3"]
+    creates: /marker
+  file:/marker:
+    content: "x\n"
+    require: [exec:slow]
+"#;
+
 // Finding 5: the store cannot be written (a full disk): the CLI exits 1, claims no run, and
 // no node is changed; a late result that cannot be stored is not acknowledged, so the agent
 // keeps it and delivers it once the store can take it.
@@ -235,17 +252,7 @@ fn a_store_that_cannot_be_written_is_an_error_and_no_result_is_acknowledged_unst
     let mut fleet = Fleet::with_agents(&[("web-1", "role=web")]);
     let stamps = fleet.env.path().join("stamps");
     std::fs::create_dir_all(&stamps).unwrap();
-    fleet.env.write(
-        "project/site.yaml",
-        r#"steward: 1
-associations:
-  base:
-    targets: { names: [web-1] }
-resources:
-  file:/motd:
-    content: "hello\n"
-"#,
-    );
+    fleet.env.write("project/site.yaml", MOTD_SITE);
     let project = fleet.env.path().join("project");
     let p = project.to_str().unwrap();
     let first = fleet.cli(&["apply", p, "--yes"]);
@@ -272,24 +279,8 @@ resources:
     assert_eq!(stored_runs(&fleet).len(), runs_before);
 
     // A late result while the store cannot take it: not acknowledged, kept by the agent.
-    fleet.env.write(
-        "project/site.yaml",
-        r#"steward: 1
-associations:
-  base:
-    targets: { names: [web-1] }
-resources:
-  file:/motd:
-    content: "hello\n"
-  exec:slow:
-    command: ["/bin/sh", "-c", "touch STAMPS/started; sleep 3"]
-    creates: /marker
-  file:/marker:
-    content: "x\n"
-    require: [exec:slow]
-"#
-        .replace("STAMPS", stamps.to_str().unwrap()),
-    );
+    let slow = format!("{MOTD_SITE}{SLOW_MARKER}").replace("STAMPS", stamps.to_str().unwrap());
+    fleet.env.write("project/site.yaml", slow);
     let mut apply = apply_in_background(&fleet, p);
     wait_for("the slow command", Duration::from_secs(60), || {
         stamps.join("started").exists().then_some(())
