@@ -773,6 +773,10 @@ impl<'v> Fleet<'v> {
                 crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
             };
             response.plan_json = Some(json);
+            // A plan is not stored: the probes' results go once it is rendered.
+            if let Ok(Err(err)) = controller.with_store(|s| s.settle_plan_tasks(&id)) {
+                log(&format!("plan {id}: dropping its probes' results: {err}"));
+            }
             return response;
         }
         let mut record = local::observed_record(
@@ -1250,6 +1254,18 @@ pub fn record_late(
 /// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
 /// before agents connect.
 pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
+    // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
+    // result that long after an acknowledgement (its ledger keeps ids a day).
+    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let pruned = controller
+        .with_store(|s| s.prune_tasks(&week_ago))?
+        .map_err(|err| err.to_string())?;
+    if pruned > 0 {
+        log(&format!(
+            "forgot {pruned} task(s) closed more than a week ago"
+        ));
+    }
     let unfinished = controller
         .with_store(|s| s.unfinished_runs())?
         .map_err(|err| err.to_string())?;

@@ -121,17 +121,33 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Drops the stored results of a recorded run's closed tasks (the run record holds them
-    /// now); the tasks stay, so a re-delivery is recognised.
+    /// Drops the stored results of a run's closed tasks once they are used (recorded with
+    /// the run, or rendered as a plan, which is not stored); the tasks stay, so a
+    /// re-delivery is recognised.
     pub(super) fn settle_tasks(
-        tx: &rusqlite::Transaction<'_>,
+        conn: &rusqlite::Connection,
         run_id: &str,
     ) -> Result<(), StoreError> {
-        tx.execute(
+        conn.execute(
             "UPDATE tasks SET result = NULL WHERE run_id = ?1 AND closed_at IS NOT NULL",
             [run_id],
         )?;
         Ok(())
+    }
+
+    /// [`SqliteStore::settle_tasks`] for a run that is not recorded: a plan's probes.
+    pub fn settle_plan_tasks(&mut self, plan_id: &str) -> Result<(), StoreError> {
+        SqliteStore::settle_tasks(self.conn(), plan_id)
+    }
+
+    /// Forgets the closed tasks closed before `before` (RFC 3339 UTC): their results were
+    /// acknowledged long ago, so no agent delivers them again. Open tasks stay (a node may
+    /// still deliver a result); returns how many were forgotten.
+    pub fn prune_tasks(&mut self, before: &str) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM tasks WHERE closed_at IS NOT NULL AND closed_at < ?1",
+            [before],
+        )?)
     }
 
     /// Whether the store holds a run with this id, in any state.
@@ -279,7 +295,7 @@ mod tests {
             id: id.into(),
             node: node.into(),
             result: result.into(),
-            at: "now".into(),
+            at: "2026-12-02T10:00:00.000Z".into(),
         }
     }
 
@@ -338,6 +354,33 @@ mod tests {
             store.task_state("t2", "web-1").unwrap(),
             TaskState::NotIssued
         );
+    }
+
+    #[test]
+    fn settled_and_old_closed_tasks_are_forgotten_but_open_ones_stay() {
+        let (dir, mut store) = store();
+        let mut ledger = Ledger::open(&dir.path().join("steward.db")).unwrap();
+        let ops = [
+            issue("t1", "web-1"),
+            issue("t2", "web-1"),
+            close("t1", "web-1", "{}"),
+        ];
+        ledger.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+        store.settle_plan_tasks("r1").unwrap();
+        assert!(
+            store.unfinished_runs().unwrap().is_empty(),
+            "a plan is no run"
+        );
+        assert_eq!(store.prune_tasks("2026-12-02T09:00:00.000Z").unwrap(), 0);
+        assert_eq!(store.prune_tasks("2026-12-03T00:00:00.000Z").unwrap(), 1);
+        assert_eq!(
+            store.task_state("t1", "web-1").unwrap(),
+            TaskState::NotIssued
+        );
+        assert!(matches!(
+            store.task_state("t2", "web-1").unwrap(),
+            TaskState::Open { .. }
+        ));
     }
 
     #[test]
