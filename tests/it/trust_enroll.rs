@@ -261,9 +261,11 @@ fn token_refusals_do_not_tell_whether_the_id_exists() {
         "used already",
         "expired",
     ] {
-        wait_for(&format!("`{why}` in the log"), Duration::from_secs(30), || {
-            fleet.logs().contains(why).then_some(())
-        });
+        wait_for(
+            &format!("`{why}` in the log"),
+            Duration::from_secs(30),
+            || fleet.logs().contains(why).then_some(()),
+        );
     }
 }
 
