@@ -20,6 +20,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
+    if let Err(message) = crate::fleet::logging::init("serve", args.log_format) {
+        return usage_error(&message);
+    }
     let cert_lifetime = match parse_ttl(&args.agent_cert_lifetime) {
         Ok(lifetime) => lifetime,
         Err(message) => return usage_error(&message.replace("--ttl", "--agent-cert-lifetime")),
@@ -43,6 +46,9 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
 }
 
 pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
+    if let Err(message) = crate::fleet::logging::init("agent", args.log_format) {
+        return usage_error(&message);
+    }
     if !ctx.root.is_dir() {
         return usage_error(&format!(
             "--root `{}` is not a directory",

@@ -258,6 +258,9 @@ pub(crate) struct ServeArgs {
     /// How long agent certificates live (agents renew when a third is left): 1h, 30d.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub(crate) agent_cert_lifetime: String,
+    /// Log lines for people (human) or one JSON object each (json); STEWARD_LOG filters.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
+    pub(crate) log_format: crate::fleet::logging::LogFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -286,6 +289,9 @@ pub(crate) struct AgentArgs {
     /// Where the agent keeps its key, certificate and undelivered results.
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: PathBuf,
+    /// Log lines for people (human) or one JSON object each (json); STEWARD_LOG filters.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
+    pub(crate) log_format: crate::fleet::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]

@@ -168,7 +168,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             Ok(()) => log(&format!("connection to {} closed", config.controller)),
             Err(SessionError::Refused(reason)) => return Err(AgentError::Refused(reason)),
             Err(SessionError::Lost(reason)) => {
-                log(&format!("connection to {}: {reason}", config.controller));
+                tracing_warn(&format!("connection to {}: {reason}", config.controller));
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -179,11 +179,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
 }
 
 fn log(message: &str) {
-    eprintln!("steward agent: {message}");
+    tracing::info!("{message}");
 }
 
 fn tracing_warn(message: &str) {
-    eprintln!("steward agent: warning: {message}");
+    tracing::warn!("{message}");
 }
 
 /// Jittered exponential backoff: 0.5 s doubling to 30 s, each wait between half and all of it.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, TaskEvent, log};
+use crate::fleet::controller::{Controller, TaskEvent};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{CommandTask, TaskKind, TaskResult, WireOutput};
 use crate::model::{self, Rate};
@@ -391,7 +391,7 @@ pub async fn run(
         .with_store(|s| s.record_run(&record))
         .and_then(|r| r.map_err(|err| err.to_string()));
     if let Err(err) = &stored {
-        log(&format!("recording command run {run_id}: {err}"));
+        tracing::error!(run = %run_id, "recording the command run: {err}");
         errors.push(format!(
             "the run's results could not be stored: {err}; they are shown here only"
         ));

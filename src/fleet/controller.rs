@@ -506,7 +506,7 @@ impl Controller {
             tokio::spawn(async move {
                 let _permit = permit;
                 if let Err(reason) = controller.connection(tcp, addr, acceptor, slot).await {
-                    log(&format!("{addr}: {reason}"));
+                    tracing::warn!(peer = %addr, "{reason}");
                 }
             });
         }
@@ -597,7 +597,7 @@ impl Controller {
                 wire::write_msg(stream, &msg)
                     .await
                     .map_err(|err| err.to_string())?;
-                log(&format!("enrolled node `{node}`"));
+                tracing::info!(node, "enrolled node `{node}`");
                 Ok(())
             }
             Err(refusal) => {
@@ -712,8 +712,8 @@ impl Controller {
         // away: its results are refused until they can be stored, but it gets its tasks.
         match self.with_store(|s| s.node_seen(&node, &facts_json, &seen)) {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => log(&format!("`{node}`: its facts could not be stored: {err}")),
-            Err(err) => log(&format!("`{node}`: its facts could not be stored: {err}")),
+            Ok(Err(err)) => tracing::error!(node, "its facts could not be stored: {err}"),
+            Err(err) => tracing::error!(node, "its facts could not be stored: {err}"),
         }
         let renew = identity
             .not_after
@@ -744,7 +744,7 @@ impl Controller {
         {
             old.stop.notify_one();
         }
-        log(&format!("`{node}` connected from {addr}"));
+        tracing::info!(node, peer = %addr, "`{node}` connected from {addr}");
         let writer_task = tokio::spawn(async move {
             let mut heartbeat = tokio::time::interval(wire::HEARTBEAT);
             loop {
@@ -791,7 +791,7 @@ impl Controller {
                     Ok(cert_pem) => {
                         let _ = tx.try_send(ControllerMsg::Renewed { cert_pem });
                     }
-                    Err(err) => log(&format!("`{node}`: renewal refused: {err}")),
+                    Err(err) => tracing::warn!(node, "renewal refused: {err}"),
                 },
                 AgentMsg::Hello { .. } | AgentMsg::Enroll { .. } => {
                     break "sent a second hello".to_string();
@@ -816,7 +816,7 @@ impl Controller {
             let at = crate::local::timestamp();
             let _ = self.with_store(|s| s.node_seen(&node, &facts_json, &at));
         }
-        log(&format!("`{node}` disconnected: {end}"));
+        tracing::info!(node, "`{node}` disconnected: {end}");
         Ok(())
     }
 
@@ -851,26 +851,23 @@ impl Controller {
     /// not recorded twice. Returns false (no acknowledgement) when it is not this node's to
     /// give or could not be stored.
     async fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
-        let state = match self.with_store(|s| s.task_state(task_id, node)) {
-            Ok(Ok(state)) => state,
-            Ok(Err(err)) => {
-                log(&format!(
-                    "`{node}`: result of task {task_id} not taken: {err}"
-                ));
-                return false;
-            }
+        let state = match self
+            .with_store(|s| s.task_state(task_id, node))
+            .and_then(|r| r.map_err(|err| err.to_string()))
+        {
+            Ok(state) => state,
             Err(err) => {
-                log(&format!(
-                    "`{node}`: result of task {task_id} not taken: {err}"
-                ));
+                tracing::error!(node, task = task_id, "result not taken: {err}");
                 return false;
             }
         };
         match state {
             TaskState::NotIssued => {
-                log(&format!(
+                tracing::warn!(
+                    node,
+                    task = task_id,
                     "`{node}` sent a result for task {task_id}, which was not issued to it: refused"
-                ));
+                );
                 return false;
             }
             TaskState::Closed => return true,
@@ -886,9 +883,11 @@ impl Controller {
         if waiter.is_none()
             && let Err(err) = crate::fleet::run::record_late(self, node, task_id, &result)
         {
-            log(&format!(
-                "`{node}`: the late result of task {task_id} could not be recorded: {err}"
-            ));
+            tracing::error!(
+                node,
+                task = task_id,
+                "the late result could not be recorded (not acknowledged): {err}"
+            );
             return false;
         }
         let stored = match serde_json::to_string(&result) {
@@ -910,9 +909,11 @@ impl Controller {
         match stored {
             Ok(_) => true,
             Err(err) => {
-                log(&format!(
-                    "`{node}`: the result of task {task_id} could not be stored, so it is not acknowledged: {err}"
-                ));
+                tracing::error!(
+                    node,
+                    task = task_id,
+                    "the result could not be stored, so it is not acknowledged: {err}"
+                );
                 false
             }
         }
@@ -1060,10 +1061,7 @@ fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
 }
 
 pub(crate) fn log(message: &str) {
-    eprintln!(
-        "{} steward serve: {message}",
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    );
+    tracing::info!("{message}");
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! - [`rate`]: SSM's `max_concurrency` / `max_errors` dispatch.
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
 //! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`dashboard`]: its HTML
-//!   pages; [`serve`]: the process.
+//!   pages; [`serve`]: the process; [`logging`]: the logs of `serve` and `agent`.
 
 pub mod agent;
 pub mod api;
@@ -25,6 +25,7 @@ pub mod client;
 pub mod command;
 pub mod controller;
 pub mod dashboard;
+pub mod logging;
 pub mod outbox;
 pub mod pki;
 pub mod rate;

@@ -1130,7 +1130,7 @@ fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, Stri
     controller
         .with_store(|s| s.record_run(record))?
         .map_err(|err| {
-            log(&format!("recording run {}: {err}", record.id));
+            tracing::error!(run = %record.id, "recording the run: {err}");
             err.to_string()
         })?;
     let findings = controller

@@ -344,7 +344,7 @@ async fn scheduler(controller: Arc<Controller>) {
         let wait = match tick(&controller, &mut last_runs).await {
             Ok(wait) => wait,
             Err(err) => {
-                log(&format!("scheduler: {err}"));
+                tracing::error!("scheduler: {err}");
                 Duration::from_secs(30)
             }
         };

@@ -13,6 +13,7 @@ mod fuzz;
 mod graph;
 mod kdl_spec;
 mod layering;
+mod logging;
 mod plan_apply;
 mod reports;
 mod root_race;
