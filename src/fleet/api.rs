@@ -252,6 +252,22 @@ fn recorded_user(claimed: &str) -> String {
     }
 }
 
+/// A store's answer as an HTTP error, mapped here only: what was asked for does not exist
+/// (404), is in the wrong state for it (409), or the store failed (500; a database error is
+/// never reported as a missing thing).
+fn store_error(err: &crate::store::StoreError) -> Response {
+    use crate::store::StoreError;
+    let status = match err {
+        StoreError::NoRun(_) | StoreError::NoFinding(_) | StoreError::NoNode(_) => {
+            StatusCode::NOT_FOUND
+        }
+        StoreError::AlreadyResolved(_) | StoreError::Revoked(_) => StatusCode::CONFLICT,
+        StoreError::Token(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, err.to_string())
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("error: {}\n", message.into())).into_response()
 }
@@ -297,7 +313,7 @@ async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
                 .collect();
             axum::Json(infos).into_response()
         }
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -312,7 +328,7 @@ async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<Stri
             )
                 .into_response()
         }
-        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -359,7 +375,7 @@ async fn node_tags(
             }
         )
         .into_response(),
-        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -443,7 +459,7 @@ fn json_lines<E: Serialize + Send + 'static>(
 async fn runs(State(controller): State<Arc<Controller>>) -> Response {
     match controller.with_store(|s| s.runs()) {
         Ok(Ok(runs)) => crate::report::run::runs_table(&runs).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -469,10 +485,7 @@ async fn report(
     });
     let (run, findings) = match found {
         Ok(Ok(found)) => found,
-        Ok(Err(crate::store::StoreError::NoRun(id))) => {
-            return error(StatusCode::NOT_FOUND, format!("no run `{id}`"));
-        }
-        Ok(Err(err)) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(Err(err)) => return store_error(&err),
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
     let text = match query.format.as_deref().unwrap_or("human") {
@@ -500,7 +513,7 @@ async fn findings(
         Ok(Ok(findings)) => {
             crate::report::run::findings_table(&findings, query.all).into_response()
         }
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -515,7 +528,7 @@ async fn resolve(State(controller): State<Arc<Controller>>, Path(id): Path<i64>)
             finding.node
         )
         .into_response(),
-        Ok(Err(err)) => error(StatusCode::NOT_FOUND, err.to_string()),
+        Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }

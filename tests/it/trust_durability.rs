@@ -457,3 +457,20 @@ fn session_exchange(
         answers
     })
 }
+
+// Issue 13 (errors mapped in one place): a store that fails during a revoke is a server
+// error (500), never "no such node" (404).
+#[test]
+fn a_store_failure_on_revoke_is_a_server_error_not_a_missing_node() {
+    let mut fleet = Fleet::with_agents(&[("web-1", "role=web")]);
+    restart_controller_ignoring_xfsz(&mut fleet);
+    fleet.wait_online(&["web-1"]);
+    limit_file_size(&fleet, "0");
+    let revoke = fleet.cli(&["node", "revoke", "web-1"]);
+    limit_file_size(&fleet, "unlimited");
+    assert_eq!(revoke.code, 1, "{}", revoke.all());
+    assert!(revoke.stderr.contains("500"), "{}", revoke.all());
+    assert!(!revoke.stderr.contains("404"), "{}", revoke.all());
+    let missing = fleet.cli(&["node", "revoke", "web-9"]);
+    assert!(missing.stderr.contains("404"), "{}", missing.all());
+}
