@@ -296,7 +296,7 @@ pub struct NodeInfo {
 
 async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
     let online = controller.online();
-    match controller.with_store(|s| s.nodes()) {
+    match controller.store(|s| s.nodes()).await {
         Ok(Ok(nodes)) => {
             let infos: Vec<NodeInfo> = nodes
                 .into_iter()
@@ -319,7 +319,8 @@ async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
 }
 
 async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<String>) -> Response {
-    match controller.with_store(|s| s.revoke_node(&name)) {
+    let who = name.clone();
+    match controller.store(move |s| s.revoke_node(&who)).await {
         Ok(Ok(_)) => {
             controller.disconnect(&name);
             (
@@ -366,7 +367,11 @@ async fn node_tags(
     if let Err(message) = checked {
         return error(StatusCode::BAD_REQUEST, message);
     }
-    match controller.with_store(|s| s.set_node_tags(&name, &request.set, &request.remove)) {
+    let who = name.clone();
+    let changed = controller
+        .store(move |s| s.set_node_tags(&who, &request.set, &request.remove))
+        .await;
+    match changed {
         Ok(Ok(node)) => format!(
             "node `{name}`: tags {}\n",
             match crate::fleet::token::tags_text(&node.tags) {
@@ -457,7 +462,7 @@ fn json_lines<E: Serialize + Send + 'static>(
 }
 
 async fn runs(State(controller): State<Arc<Controller>>) -> Response {
-    match controller.with_store(|s| s.runs()) {
+    match controller.store(|s| s.runs()).await {
         Ok(Ok(runs)) => crate::report::run::runs_table(&runs).into_response(),
         Ok(Err(err)) => store_error(&err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
@@ -478,11 +483,13 @@ async fn report(
     Query(query): Query<ReportQuery>,
 ) -> Response {
     let id = (id != "latest").then_some(id);
-    let found = controller.with_store(|s| {
-        let run = s.run(id.as_deref())?;
-        let findings = s.findings(true)?;
-        Ok::<_, crate::store::StoreError>((run, findings))
-    });
+    let found = controller
+        .store(move |s| {
+            let run = s.run(id.as_deref())?;
+            let findings = s.findings(true)?;
+            Ok::<_, crate::store::StoreError>((run, findings))
+        })
+        .await;
     let (run, findings) = match found {
         Ok(Ok(found)) => found,
         Ok(Err(err)) => return store_error(&err),
@@ -509,7 +516,8 @@ async fn findings(
     State(controller): State<Arc<Controller>>,
     Query(query): Query<FindingsQuery>,
 ) -> Response {
-    match controller.with_store(|s| s.findings(query.all)) {
+    let all = query.all;
+    match controller.store(move |s| s.findings(all)).await {
         Ok(Ok(findings)) => {
             crate::report::run::findings_table(&findings, query.all).into_response()
         }
@@ -519,7 +527,7 @@ async fn findings(
 }
 
 async fn resolve(State(controller): State<Arc<Controller>>, Path(id): Path<i64>) -> Response {
-    match controller.with_store(|s| s.resolve_finding(id)) {
+    match controller.store(move |s| s.resolve_finding(id)).await {
         Ok(Ok(finding)) => format!(
             "resolved finding {}: {} of {} on {}\n",
             finding.id,

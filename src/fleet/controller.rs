@@ -283,7 +283,20 @@ impl Controller {
         a == b
     }
 
-    /// Runs `f` with the store.
+    /// Runs `f` with the store on a blocking thread ([`tokio::task::spawn_blocking`]), so an
+    /// async worker never waits on the store's lock or disk: what async code uses.
+    pub async fn store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut SqliteStore) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let controller = Arc::clone(self);
+        tokio::task::spawn_blocking(move || controller.with_store(f))
+            .await
+            .map_err(|err| format!("the store's task failed: {err}"))?
+    }
+
+    /// Runs `f` with the store, on this thread: for code that is not async (or already on a
+    /// blocking thread).
     pub fn with_store<T>(&self, f: impl FnOnce(&mut SqliteStore) -> T) -> Result<T, String> {
         let mut store = self
             .store
@@ -545,8 +558,10 @@ impl Controller {
             None => self.enrollment(&mut stream).await,
             Some(Err(err)) => Err(format!("unreadable client certificate: {err}")),
             Some(Ok(identity)) => {
+                let (who, fingerprint) = (identity.node.clone(), identity.fingerprint.clone());
                 let known = self
-                    .with_store(|s| s.node_cert_ok(&identity.node, &identity.fingerprint))?
+                    .store(move |s| s.node_cert_ok(&who, &fingerprint))
+                    .await?
                     .map_err(|err| err.to_string())?;
                 if !known {
                     let _ = wire::write_msg(
@@ -710,7 +725,11 @@ impl Controller {
         let facts_json = serde_json::to_value(&facts).unwrap_or(serde_json::Value::Null);
         // A store that cannot take the node's facts (a full disk) does not keep the node
         // away: its results are refused until they can be stored, but it gets its tasks.
-        match self.with_store(|s| s.node_seen(&node, &facts_json, &seen)) {
+        let (who, seen_facts) = (node.clone(), facts_json.clone());
+        match self
+            .store(move |s| s.node_seen(&who, &seen_facts, &seen))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(node, "its facts could not be stored: {err}"),
             Err(err) => tracing::error!(node, "its facts could not be stored: {err}"),

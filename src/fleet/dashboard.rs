@@ -49,9 +49,11 @@ fn failure(err: impl std::fmt::Display) -> Response {
 /// `GET /`: nodes, recent runs, open findings.
 pub async fn index(State(controller): State<Arc<Controller>>) -> Response {
     let online = controller.online();
-    let loaded = controller.with_store(|s| -> Result<_, crate::store::StoreError> {
-        Ok((s.nodes()?, s.runs()?, s.findings(false)?))
-    });
+    let loaded = controller
+        .store(|s| -> Result<_, crate::store::StoreError> {
+            Ok((s.nodes()?, s.runs()?, s.findings(false)?))
+        })
+        .await;
     let (nodes, runs, findings) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(err)) => return failure(err),
@@ -114,9 +116,12 @@ pub async fn index(State(controller): State<Arc<Controller>>) -> Response {
 
 /// `GET /runs/{id}`: one run's report, with links to its other formats.
 pub async fn run(State(controller): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
-    let found = controller.with_store(|s| -> Result<_, crate::store::StoreError> {
-        Ok((s.run(Some(&id))?, s.findings(true)?))
-    });
+    let wanted = id.clone();
+    let found = controller
+        .store(move |s| -> Result<_, crate::store::StoreError> {
+            Ok((s.run(Some(&wanted))?, s.findings(true)?))
+        })
+        .await;
     let (run, findings) = match found {
         Ok(Ok(found)) => found,
         Ok(Err(crate::store::StoreError::NoRun(id))) => {
