@@ -316,7 +316,8 @@ pub(super) fn token_create(
         node: replace.or(name),
         tags,
     };
-    if let Err(err) = crate::local::create_private_dir(data_dir) {
+    // As `serve` does: the data dir is made private (or refused) before a key lands in it.
+    if let Err(err) = crate::fleet::controller::private_data_dir(data_dir) {
         return usage_error(&err.to_string());
     }
     let ca = match crate::fleet::pki::Ca::load_or_create(data_dir) {

@@ -200,6 +200,23 @@ fn a_data_dir_open_to_other_users_is_made_private() {
     assert!(fleet.logs().contains("set it to 0700"), "{}", fleet.logs());
 }
 
+// Lower (a 0755 data dir kept silently): `token create`, which may run first, makes it
+// private too, before it writes the CA's key into it.
+#[test]
+fn token_create_makes_an_open_data_dir_private() {
+    let env = TestEnv::new();
+    let data = env.path().join("controller");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = crate::common::run_in(
+        env.path(),
+        &["token", "create", "--data-dir", data.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
+
 /// The controller's CA fingerprint, as a join token carries it.
 fn fingerprint(fleet: &Fleet) -> String {
     let token = fleet.token("1h");
