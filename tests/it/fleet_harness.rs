@@ -330,33 +330,12 @@ pub(crate) fn tls_poke(
     client: Option<(&str, &str, &str)>,
     bytes: &[u8],
 ) -> Option<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = match client {
         None => steward::fleet::pki::enroll_client_config(fingerprint).unwrap(),
         Some((ca, cert, key)) => steward::fleet::pki::agent_client_config(ca, cert, key).unwrap(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .ok()?;
-        tls.write_all(bytes).await.ok()?;
-        tls.flush().await.ok()?;
-        let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(15), tls.read_exact(&mut len))
-            .await
-            .ok()?
-            .ok()?;
-        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-        tls.read_exact(&mut frame).await.ok()?;
-        Some(frame)
-    })
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tls_exchange(addr, tokio_rustls::TlsConnector::from(config), name, bytes)
 }
 
 /// A request to the HTTP API: its status and body.
@@ -440,3 +419,32 @@ pub(crate) fn any_file_holds(dir: &Path, needle: &str) -> Option<PathBuf> {
     None
 }
 // end trust_secrets helpers
+
+/// Connects to `addr` with `connector`, sends `bytes`, and returns the first frame the
+/// controller answers with, if any (within 15 s).
+pub(crate) fn tls_exchange(
+    addr: &str,
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        tls.write_all(bytes).await.ok()?;
+        tls.flush().await.ok()?;
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(15), tls.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        tls.read_exact(&mut frame).await.ok()?;
+        Some(frame)
+    })
+}

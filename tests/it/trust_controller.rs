@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Output, TestEnv};
-use crate::fleet_harness::{Fleet, Reaped, bin, wait_for};
+use crate::fleet_harness::{Fleet, Reaped, bin, tls_exchange, wait_for};
 
 /// Starts `steward serve` on `data` (free ports) and waits for it to exit; a controller that
 /// is still serving after `within` is killed and reported as `None`.
@@ -313,7 +313,6 @@ fn frames_before_authentication_are_capped_small() {
 
 /// Sends an `enroll` with a real token over a client offering `alpn`; the first frame back.
 fn enroll_with_alpn(fleet: &Fleet, token: &str, alpn: &[&[u8]]) -> Option<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (connector, name) = tls_client(fleet, alpn);
     let key = steward::fleet::pki::new_agent_key("sneaky").unwrap();
     let enroll = serde_json::to_vec(&steward::fleet::wire::AgentMsg::Enroll {
@@ -326,26 +325,7 @@ fn enroll_with_alpn(fleet: &Fleet, token: &str, alpn: &[&[u8]]) -> Option<Vec<u8
     .unwrap();
     let mut frame = (enroll.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&enroll);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&fleet.agent_addr)
-            .await
-            .ok()?;
-        let mut tls = connector.connect(name, tcp).await.ok()?;
-        tls.write_all(&frame).await.ok()?;
-        tls.flush().await.ok()?;
-        let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(15), tls.read_exact(&mut len))
-            .await
-            .ok()?
-            .ok()?;
-        let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
-        tls.read_exact(&mut answer).await.ok()?;
-        Some(answer)
-    })
+    tls_exchange(&fleet.agent_addr, connector, name, &frame)
 }
 
 // Finding 10: the agent port accepted clients that offer no ALPN.
