@@ -9,7 +9,7 @@ use crate::model::{
     self, Association, Attr, Attrs, ComplianceSeverity, Facts, Mode, Model, Rate, Relation,
     RelationKind, Resource, ResourceId, Schedule, Targets, Value,
 };
-use crate::resource::{Candidate, NameRule, Registry, ResourceType, check_abs_path};
+use crate::resource::{Candidate, Registry, ResourceType};
 use crate::schema::value::{PARAM_TYPES, check, param_type_matches, string_map, to_model};
 use crate::template::{Renderer, is_template, item_slot};
 
@@ -1647,7 +1647,7 @@ impl<'a> Lowerer<'a> {
             self.check_required(ty, &id, key.span, entries);
             self.check_exclusive(ty, &attrs);
             let absent = attrs.get("ensure").and_then(|a| a.value.as_str()) == Some("absent");
-            if kind == "file" && !absent {
+            if ty.has_project_content() && !absent {
                 let deferred = pending.as_mut().map(|pending| (pending, out.len()));
                 reads.extend(self.resolve_content(doc.source, &mut attrs, &ctx, scope, deferred));
             }
@@ -1957,21 +1957,7 @@ impl<'a> Lowerer<'a> {
 
     fn check_name(&mut self, ty: &dyn ResourceType, id: &ResourceId, span: Span) -> bool {
         let name = id.name.as_str();
-        let problem = match ty.schema().name_rule {
-            NameRule::AbsPath => check_abs_path(name).err().map(|p| (p, "NAME is an absolute path such as `/etc/motd`".to_string())),
-            NameRule::Package => (!NameRule::Package.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid package name"), "package names use lowercase letters, digits and `+ - .`".to_string())
-            }),
-            NameRule::Service => (!NameRule::Service.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid unit name"), "unit names use letters, digits and `: _ . @ -`".to_string())
-            }),
-            NameRule::Account => (!NameRule::Account.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid user or group name"), "start with a lowercase letter or `_`; use lowercase letters, digits, `_` and `-`; at most 32 characters".to_string())
-            }),
-            NameRule::Label => (!NameRule::Label.accepts(name)).then(|| {
-                (format!("`{}` contains control characters", name.escape_debug()), "use printable characters".to_string())
-            }),
-        };
+        let problem = ty.schema().name_rule.check(name).err();
         match problem {
             Some((message, help)) => {
                 self.error(
