@@ -426,3 +426,114 @@ impl Lowerer<'_> {
 fn severity(text: &str) -> ComplianceSeverity {
     ComplianceSeverity::parse(text).unwrap_or(ComplianceSeverity::Unspecified)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{ComplianceSeverity, Mode, Rate, Schedule, Value};
+    use crate::schema::lower::testing::{
+        ids_by_node, lower_plain, only, project, resource, text_at,
+    };
+
+    /// A project of two nodes whose association is `association` (indented under its name).
+    fn with_association(association: &str) -> crate::document::Project {
+        project(&[(
+            "site.yaml",
+            &format!(
+                "steward: 1
+parameters:
+  motd: {{ type: string, default: plain }}
+  port: {{ type: number, default: 80 }}
+nodes:
+  a: {{}}
+  b: {{}}
+associations:
+  web:
+{association}
+resources:
+  file:/etc/motd: {{ content: \"{{{{ params.motd }}}}\" }}
+"
+            ),
+        )])
+    }
+
+    #[test]
+    fn an_association_applies_its_document_to_its_targets_with_its_parameters() {
+        let project = with_association(
+            "    targets: { names: [a] }\n    parameters: { motd: from-association }",
+        );
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let ids = ids_by_node(&model);
+        assert_eq!(ids["a"], ["file:/etc/motd"]);
+        assert!(ids["b"].is_empty() && ids["local"].is_empty(), "{ids:?}");
+        let res = resource(&model, "a", "file:/etc/motd");
+        assert_eq!(res.association.as_deref(), Some("web"));
+        let content = &res.attrs.get("content").unwrap().value;
+        assert_eq!(content, &Value::String("from-association".into()));
+    }
+
+    #[test]
+    fn schedule_mode_rates_and_severity_are_read() {
+        let project = with_association(
+            "    targets: { all: true }
+    schedule: rate(30 minutes)
+    mode: detect
+    max_concurrency: \"20%\"
+    max_errors: 1
+    compliance_severity: high",
+        );
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let association = &model.associations[0];
+        assert_eq!(
+            association.schedule,
+            Some(Schedule::Rate {
+                seconds: 1800,
+                text: "rate(30 minutes)".into()
+            })
+        );
+        assert_eq!(association.mode, Mode::Detect);
+        assert_eq!(association.max_concurrency, Rate::Percent(20));
+        assert_eq!(association.max_errors, Rate::Count(1));
+        assert_eq!(association.compliance_severity, ComplianceSeverity::High);
+    }
+
+    #[test]
+    fn a_bad_cron_expression_is_located_at_the_schedule() {
+        let project = with_association("    targets: { all: true }\n    schedule: \"61 * * * *\"");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::invalid_schedule");
+        assert!(text_at(&project, diag).contains("61 * * * *"));
+        assert!(
+            diag.message.contains("is not a cron expression"),
+            "{}",
+            diag.message
+        );
+    }
+
+    #[test]
+    fn a_rate_longer_than_ten_years_is_refused() {
+        let project = with_association("    targets: { all: true }\n    schedule: rate(4000 days)");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::invalid_schedule");
+        assert_eq!(diag.message, "`rate(4000 days)` is not a rate");
+    }
+
+    #[test]
+    fn targets_take_one_selector() {
+        let project = with_association("    targets: { names: [a], all: true }");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::conflicting_attributes");
+        assert_eq!(text_at(&project, diag), "all");
+    }
+
+    #[test]
+    fn a_parameter_of_the_wrong_type_is_located_at_its_value() {
+        let project =
+            with_association("    targets: { all: true }\n    parameters: { port: eighty }");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::wrong_type");
+        assert_eq!(text_at(&project, diag), "eighty");
+        assert_eq!(diag.labels.len(), 2, "the declaration is pointed at too");
+    }
+}

@@ -222,3 +222,124 @@ impl Lowerer<'_> {
         reads
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::model::{Model, Value};
+    use crate::schema::lower::content::PARALLEL_RENDER_MIN;
+    use crate::schema::lower::testing::{
+        MemFiles, Setup, lower_with, only, project, resource, text_at,
+    };
+
+    fn content<'m>(model: &'m Model, id: &str) -> &'m Value {
+        &resource(model, "local", id)
+            .attrs
+            .get("content")
+            .unwrap()
+            .value
+    }
+
+    fn lower_with_files(
+        site: &str,
+        files: MemFiles,
+    ) -> (
+        crate::document::Project,
+        Model,
+        Vec<crate::diag::Diagnostic>,
+    ) {
+        let project = project(&[("site.yaml", site)]);
+        let (model, diagnostics) = lower_with(
+            &project,
+            Setup {
+                files,
+                ..Setup::default()
+            },
+        );
+        (project, model, diagnostics)
+    }
+
+    #[test]
+    fn a_template_renders_into_content() {
+        let (_, model, diagnostics) = lower_with_files(
+            "steward: 1
+parameters:
+  who: { type: string, default: world }
+resources:
+  file:/etc/motd: { template: motd.j2 }
+",
+            MemFiles::with("motd.j2", b"hello {{ params.who }}"),
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(
+            content(&model, "file:/etc/motd"),
+            &Value::String("hello world".into())
+        );
+    }
+
+    #[test]
+    fn a_binary_source_is_kept_as_bytes() {
+        let (_, model, diagnostics) = lower_with_files(
+            "steward: 1\nresources:\n  file:/etc/blob: { source: blob }\n",
+            MemFiles::with("blob", &[0xff, 0x00]),
+        );
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(
+            content(&model, "file:/etc/blob"),
+            &Value::Bytes(vec![0xff, 0x00])
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_located_at_the_attribute() {
+        let (project, _, diagnostics) = lower_with_files(
+            "steward: 1\nresources:\n  file:/etc/motd: { template: nope.j2 }\n",
+            MemFiles::default(),
+        );
+        let diag = only(&diagnostics, "schema::missing_file");
+        assert_eq!(text_at(&project, diag), "nope.j2");
+        assert!(
+            diag.help
+                .as_deref()
+                .unwrap()
+                .contains("relative to the document")
+        );
+    }
+
+    #[test]
+    fn a_failing_template_is_reported_with_its_path() {
+        let (project, _, diagnostics) = lower_with_files(
+            "steward: 1\nresources:\n  file:/etc/motd: { template: bad.j2 }\n",
+            MemFiles::with("bad.j2", b"{{ nope( }}"),
+        );
+        let diag = only(&diagnostics, "template::error");
+        assert_eq!(text_at(&project, diag), "bad.j2");
+        assert!(
+            diag.message.starts_with("in template `bad.j2`"),
+            "{}",
+            diag.message
+        );
+    }
+
+    #[test]
+    fn a_large_for_each_renders_every_item_s_template() {
+        let n_items = PARALLEL_RENDER_MIN + 6;
+        let items: Vec<String> = (0..n_items).map(|idx| format!("i{idx}")).collect();
+        let site = format!(
+            "steward: 1\nresources:\n  file:/tmp/{{{{ item }}}}: {{ for_each: [{}], template: item.j2 }}\n",
+            items.join(", ")
+        );
+        let files = MemFiles(BTreeMap::from([(
+            "item.j2".to_string(),
+            b"<{{ item }}>".to_vec(),
+        )]));
+        let (_, model, diagnostics) = lower_with_files(&site, files);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(model.nodes[0].resources.len(), n_items);
+        for item in &items {
+            let id = format!("file:/tmp/{item}");
+            assert_eq!(content(&model, &id), &Value::String(format!("<{item}>")));
+        }
+    }
+}

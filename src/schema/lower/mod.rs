@@ -37,6 +37,8 @@ mod params;
 mod resources;
 mod secrets;
 mod sections;
+#[cfg(test)]
+mod testing;
 
 // The JSON Schema (`schema::json`) states the same rules; these are the paths it reads them by.
 pub(crate) use crate::schema::lower::associations::{
@@ -410,4 +412,114 @@ fn dedupe(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
             seen.insert((d.code, d.message.clone(), spans))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::model::Facts;
+    use crate::schema::KnownNode;
+    use crate::schema::lower::testing::{
+        Setup, ids_by_node, lower_plain, lower_with, only, project, text_at,
+    };
+
+    const NGINX: &str = "steward: 1\nresources:\n  package:nginx: {}\n";
+
+    #[test]
+    fn documents_no_association_covers_go_to_local() {
+        let project = project(&[("site.yaml", NGINX)]);
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(ids_by_node(&model)["local"], ["package:nginx"]);
+        assert!(model.unassigned.is_empty());
+    }
+
+    #[test]
+    fn ad_hoc_nodes_get_the_uncovered_documents_instead_of_local() {
+        let project = project(&[("site.yaml", NGINX)]);
+        let facts = Facts {
+            hostname: "web-1.example".into(),
+            os_family: "debian".into(),
+            os_release: "12".into(),
+            arch: "aarch64".into(),
+            addresses: Vec::new(),
+        };
+        let setup = Setup {
+            inventory: vec![KnownNode {
+                name: "web-1".into(),
+                tags: BTreeMap::from([("role".into(), "web".into())]),
+                facts: facts.clone(),
+            }],
+            adhoc: Some(vec!["web-1".into()]),
+            ..Setup::default()
+        };
+        let (model, diagnostics) = lower_with(&project, setup);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let ids = ids_by_node(&model);
+        assert_eq!(ids["web-1"], ["package:nginx"]);
+        assert!(ids["local"].is_empty(), "{ids:?}");
+        let web = model
+            .nodes
+            .iter()
+            .find(|node| node.name == "web-1")
+            .unwrap();
+        assert_eq!(web.facts, facts);
+        assert_eq!(web.tags["role"], "web");
+    }
+
+    #[test]
+    fn two_associations_applying_one_document_to_a_node_overlap() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+nodes:
+  a: {}
+associations:
+  first: { targets: { all: true } }
+  second: { targets: { names: [a] } }
+resources:
+  package:nginx: {}
+",
+        )]);
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::overlapping_associations");
+        assert_eq!(text_at(&project, diag), "second");
+        assert_eq!(ids_by_node(&model)["a"], ["package:nginx"]);
+    }
+
+    #[test]
+    fn a_document_whose_association_targets_no_node_is_still_checked() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+associations:
+  ghost: { targets: { names: [nowhere] } }
+resources:
+  package:nginx: { colour: blue }
+",
+        )]);
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_attribute");
+        assert_eq!(text_at(&project, diag), "colour");
+        assert_eq!(model.unassigned.len(), 1);
+    }
+
+    #[test]
+    fn a_mistake_in_a_document_lowered_for_several_nodes_is_reported_once() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+nodes:
+  a: {}
+  b: {}
+associations:
+  all: { targets: { all: true } }
+resources:
+  package:nginx: { colour: blue }
+",
+        )]);
+        let (_, diagnostics) = lower_plain(&project);
+        only(&diagnostics, "schema::unknown_attribute");
+    }
 }

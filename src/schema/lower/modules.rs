@@ -151,3 +151,70 @@ impl Lowerer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::schema::lower::testing::{
+        add_module, ids_by_node, lower_plain, only, project, text_at,
+    };
+
+    const MODULE: &str = "steward: 1
+parameters:
+  name: { type: string }
+resources:
+  file:/etc/{{ params.name }}: { content: x }
+";
+
+    fn using(site: &str) -> crate::document::Project {
+        let mut project = project(&[("site.yaml", site)]);
+        add_module(&mut project, "m", MODULE);
+        project
+    }
+
+    #[test]
+    fn a_module_lowers_with_the_values_of_with() {
+        let project = using("steward: 1\nuse:\n  - module: m\n    with: { name: motd }\n");
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(ids_by_node(&model)["local"], ["file:/etc/motd"]);
+    }
+
+    #[test]
+    fn a_missing_module_parameter_is_located_at_with() {
+        let site = "steward: 1\nuse:\n  - module: m\n    with: {}\n";
+        let project = using(site);
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::missing_parameter");
+        assert_eq!(diag.span().unwrap().start, site.find("{}").unwrap());
+        assert_eq!(diag.message, "module `m` needs parameter `name`");
+        assert!(ids_by_node(&model)["local"].is_empty());
+    }
+
+    #[test]
+    fn an_unknown_with_parameter_suggests_the_declared_one() {
+        let project = using("steward: 1\nuse:\n  - module: m\n    with: { nmae: motd }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_parameter");
+        assert_eq!(text_at(&project, diag), "nmae");
+        assert!(diag.help.as_deref().unwrap().contains("name"));
+    }
+
+    #[test]
+    fn a_use_entry_without_a_module_is_reported() {
+        let project = using("steward: 1\nuse:\n  - with: { name: motd }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::missing_attribute");
+        assert_eq!(diag.message, "`use` entry has no `module`");
+    }
+
+    #[test]
+    fn a_module_that_uses_itself_stops_at_the_depth_limit() {
+        let mut project = project(&[("site.yaml", "steward: 1\nuse:\n  - module: loop\n")]);
+        add_module(&mut project, "loop", "steward: 1\nuse:\n  - module: loop\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::module_loop");
+        let source = project.sources.get(diag.span().unwrap().source);
+        assert_eq!(source.name, "loop/main.yaml");
+        assert_eq!(diag.message, "modules nest more than 16 deep at `loop`");
+    }
+}

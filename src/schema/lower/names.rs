@@ -92,3 +92,69 @@ impl Lowerer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::schema::lower::testing::{ids_by_node, lower_plain, only, project, text_at};
+
+    fn site(resources: &str) -> crate::document::Project {
+        project(&[("site.yaml", &format!("steward: 1\nresources:\n{resources}"))])
+    }
+
+    #[test]
+    fn a_relative_file_path_is_an_invalid_name() {
+        let project = site("  file:etc/motd: { content: x }\n");
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::invalid_name");
+        assert_eq!(text_at(&project, diag), "file:etc/motd");
+        assert!(
+            diag.message.starts_with("invalid name for `file`"),
+            "{}",
+            diag.message
+        );
+        assert!(ids_by_node(&model)["local"].is_empty());
+    }
+
+    #[test]
+    fn a_package_name_follows_the_package_rule() {
+        let project = site("  package:Nginx!: {}\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::invalid_name");
+        assert!(
+            diag.message.contains("is not a valid package name"),
+            "{}",
+            diag.message
+        );
+    }
+
+    #[test]
+    fn one_identity_declared_in_two_documents_is_reported_at_the_later() {
+        let project = project(&[
+            ("a.yaml", "steward: 1\nresources:\n  package:nginx: {}\n"),
+            ("b.yaml", "steward: 1\nresources:\n  package:nginx: {}\n"),
+        ]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::duplicate_resource");
+        assert_eq!(diag.message, "`package:nginx` is declared twice");
+        assert_eq!(
+            project.sources.get(diag.span().unwrap().source).name,
+            "b.yaml"
+        );
+        assert_eq!(
+            diag.labels.len(),
+            2,
+            "the first declaration is pointed at too"
+        );
+    }
+
+    #[test]
+    fn two_items_of_one_for_each_with_one_name_are_a_duplicate_here() {
+        let project = site("  package:{{ item }}: { for_each: [nginx, nginx] }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::duplicate_resource");
+        assert_eq!(
+            diag.message,
+            "`package:nginx` is declared more than once here"
+        );
+    }
+}

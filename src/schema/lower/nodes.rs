@@ -102,6 +102,74 @@ fn is_node_name(name: &str) -> bool {
 mod tests {
     use crate::schema::lower::nodes::{NODE_NAME_PATTERN, is_node_name};
 
+    use crate::model::Value;
+    use crate::schema::lower::testing::{
+        ids_by_node, lower_plain, only, project, resource, text_at,
+    };
+
+    #[test]
+    fn declared_nodes_get_their_tags_and_templates_see_them() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+nodes:
+  web-1: { tags: { role: web } }
+  db-1: { tags: { role: db } }
+associations:
+  web: { targets: { tags: { role: web } } }
+resources:
+  file:/etc/role: { content: \"{{ node.name }} is {{ node.tags.role }}\" }
+",
+        )]);
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let ids = ids_by_node(&model);
+        assert_eq!(ids["web-1"], ["file:/etc/role"]);
+        assert!(ids["db-1"].is_empty() && ids["local"].is_empty(), "{ids:?}");
+        let content = &resource(&model, "web-1", "file:/etc/role")
+            .attrs
+            .get("content")
+            .unwrap();
+        assert_eq!(content.value, Value::String("web-1 is web".into()));
+    }
+
+    #[test]
+    fn an_invalid_node_name_is_located_at_its_key() {
+        let project = project(&[("site.yaml", "steward: 1\nnodes:\n  web/1: {}\n")]);
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::invalid_name");
+        assert_eq!(text_at(&project, diag), "web/1");
+        assert!(model.nodes.iter().all(|node| node.name != "web/1"));
+    }
+
+    #[test]
+    fn a_node_declared_in_two_documents_is_reported_at_the_second() {
+        let project = project(&[
+            ("a.yaml", "steward: 1\nnodes:\n  web-1: {}\n"),
+            ("b.yaml", "steward: 1\nnodes:\n  web-1: {}\n"),
+        ]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::duplicate_node");
+        assert_eq!(
+            project.sources.get(diag.span().unwrap().source).name,
+            "b.yaml"
+        );
+        assert_eq!(
+            diag.labels.len(),
+            2,
+            "the first declaration is pointed at too"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_node_suggests_tags() {
+        let project = project(&[("site.yaml", "steward: 1\nnodes:\n  web-1: { tag: {} }\n")]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_key");
+        assert_eq!(text_at(&project, diag), "tag");
+        assert!(diag.help.as_deref().unwrap().contains("tags"));
+    }
+
     /// The node-name check and its JSON Schema pattern agree.
     #[test]
     fn node_name_pattern_matches_the_check() {

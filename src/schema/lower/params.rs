@@ -346,6 +346,95 @@ fn is_identifier(name: &str) -> bool {
 mod tests {
     use crate::schema::lower::params::{IDENTIFIER_PATTERN, is_identifier};
 
+    use crate::model::Value;
+    use crate::schema::lower::testing::{
+        Setup, lower_plain, lower_with, only, project, resource, text_at,
+    };
+
+    const MOTD: &str = "steward: 1
+parameters:
+  motd: { type: string, default: hello }
+resources:
+  file:/etc/motd: { content: \"{{ params.motd }}\" }
+";
+
+    fn content(model: &crate::model::Model) -> &Value {
+        &resource(model, "local", "file:/etc/motd")
+            .attrs
+            .get("content")
+            .unwrap()
+            .value
+    }
+
+    #[test]
+    fn the_default_renders_into_attributes() {
+        let project = project(&[("site.yaml", MOTD)]);
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(content(&model), &Value::String("hello".into()));
+    }
+
+    #[test]
+    fn a_value_given_on_the_command_line_wins_over_the_default() {
+        let project = project(&[("site.yaml", MOTD)]);
+        let setup = Setup {
+            overrides: vec![("motd", "bye")],
+            ..Setup::default()
+        };
+        let (model, diagnostics) = lower_with(&project, setup);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(content(&model), &Value::String("bye".into()));
+    }
+
+    #[test]
+    fn a_given_value_of_the_wrong_type_is_refused() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1\nparameters:\n  port: { type: number, default: 80 }\n",
+        )]);
+        let setup = Setup {
+            overrides: vec![("port", "eighty")],
+            ..Setup::default()
+        };
+        let (_, diagnostics) = lower_with(&project, setup);
+        let diag = only(&diagnostics, "schema::wrong_type");
+        assert_eq!(
+            diag.message,
+            "the value given for parameter `port` is not a number"
+        );
+    }
+
+    #[test]
+    fn a_parameter_without_a_type_is_located_at_its_name() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1\nparameters:\n  motd: { default: hello }\n",
+        )]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::missing_attribute");
+        assert_eq!(text_at(&project, diag), "motd");
+        assert_eq!(diag.message, "parameter `motd` has no `type`");
+    }
+
+    #[test]
+    fn a_parameter_without_a_value_is_reported_once_for_all_nodes() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+parameters:
+  motd: { type: string }
+nodes:
+  a: {}
+  b: {}
+associations:
+  all: { targets: { all: true } }
+",
+        )]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::missing_parameter");
+        assert_eq!(text_at(&project, diag), "motd");
+    }
+
     /// The parameter-name check and its JSON Schema pattern agree.
     #[test]
     fn identifier_pattern_matches_the_check() {

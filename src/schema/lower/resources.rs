@@ -408,3 +408,84 @@ fn stringify_for_text(ty: crate::resource::AttrType, written: &Node, rendered: N
         value: document::Value::String(text),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{RelationKind, ResourceId};
+    use crate::schema::lower::testing::{
+        ids_by_node, lower_plain, only, project, resource, text_at,
+    };
+
+    fn site(resources: &str) -> crate::document::Project {
+        project(&[("site.yaml", &format!("steward: 1\nresources:\n{resources}"))])
+    }
+
+    #[test]
+    fn for_each_makes_one_resource_per_item() {
+        let project = site("  package:{{ item }}: { for_each: [nginx, curl] }\n");
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(
+            ids_by_node(&model)["local"],
+            ["package:nginx", "package:curl"]
+        );
+    }
+
+    #[test]
+    fn when_false_leaves_the_resource_out() {
+        let project = site(
+            "  package:nginx: { when: \"node.name == 'elsewhere'\" }\n  package:curl: { when: true }\n",
+        );
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(ids_by_node(&model)["local"], ["package:curl"]);
+    }
+
+    #[test]
+    fn for_each_over_a_name_without_item_is_refused() {
+        let project = site("  package:nginx: { for_each: [a, b] }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::duplicate_resource");
+        assert_eq!(text_at(&project, diag), "package:nginx");
+    }
+
+    #[test]
+    fn an_unknown_type_is_located_at_the_type_with_a_suggestion() {
+        let project = site("  packag:nginx: {}\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_type");
+        assert_eq!(text_at(&project, diag), "packag");
+        assert!(diag.help.as_deref().unwrap().contains("package"));
+    }
+
+    #[test]
+    fn an_unknown_attribute_is_located_with_a_suggestion() {
+        let project = site("  file:/etc/motd: { contnet: x }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_attribute");
+        assert_eq!(text_at(&project, diag), "contnet");
+        assert!(diag.help.as_deref().unwrap().contains("content"));
+    }
+
+    #[test]
+    fn relationships_are_lowered_and_checked() {
+        let project = site(
+            "  package:nginx: {}\n  file:/etc/motd: { content: x, require: package:nginx, notify: [srvice:nginx] }\n",
+        );
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_type");
+        assert_eq!(text_at(&project, diag), "srvice:nginx");
+        let res = resource(&model, "local", "file:/etc/motd");
+        assert_eq!(res.relations.len(), 1);
+        assert_eq!(res.relations[0].kind, RelationKind::Require);
+        assert_eq!(res.relations[0].target, ResourceId::new("package", "nginx"));
+    }
+
+    #[test]
+    fn conflicting_attributes_are_reported_at_the_second() {
+        let project = site("  file:/etc/motd: { content: x, template: motd.j2 }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::conflicting_attributes");
+        assert_eq!(text_at(&project, diag), "motd.j2");
+    }
+}

@@ -140,3 +140,81 @@ impl Lowerer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::schema::lower::testing::{
+        ids_by_node, lower_plain, only, project, resource, text_at,
+    };
+
+    const TOKEN: &str = "steward: 1
+parameters:
+  token: { type: string, sensitive: true, default: s3cret-value }
+resources:
+";
+
+    fn site(resources: &str) -> crate::document::Project {
+        project(&[("site.yaml", &format!("{TOKEN}{resources}"))])
+    }
+
+    #[test]
+    fn a_sensitive_parameter_in_a_name_is_refused_without_its_value() {
+        let project = site("  file:/etc/{{ params.token }}: { content: x }\n");
+        let (model, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::sensitive_in_name");
+        assert_eq!(text_at(&project, diag), "file:/etc/{{ params.token }}");
+        assert!(diag.message.contains("`params.token`"), "{}", diag.message);
+        assert!(!format!("{diag:?}").contains("s3cret"));
+        assert!(ids_by_node(&model)["local"].is_empty());
+    }
+
+    #[test]
+    fn a_sensitive_reference_is_refused() {
+        let project =
+            site("  file:/etc/motd: { content: x, require: \"package:{{ params.token }}\" }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::sensitive_in_name");
+        assert_eq!(
+            diag.message,
+            "a `require` reference uses the sensitive value `params.token`"
+        );
+    }
+
+    #[test]
+    fn a_name_holding_a_secret_written_out_is_refused() {
+        let project = site("  file:/etc/s3cret-value: { content: x }\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::sensitive_in_name");
+        assert_eq!(text_at(&project, diag), "file:/etc/s3cret-value");
+        assert_eq!(
+            diag.message,
+            "the name of `file` resource contains the value of a sensitive parameter"
+        );
+    }
+
+    #[test]
+    fn resources_record_the_secrets_they_read_longest_first() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+parameters:
+  short: { type: string, sensitive: true, default: abc }
+  long: { type: string, sensitive: true, default: abcdef }
+resources:
+  file:/etc/both: { content: \"{{ params.short }}{{ params.long }}\" }
+  file:/etc/short: { content: \"{{ params.short }}\" }
+  file:/etc/plain: { content: x }
+",
+        )]);
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(model.secrets, ["abcdef", "abc"]);
+        let both = resource(&model, "local", "file:/etc/both");
+        assert_eq!(both.secrets, [0, 1]);
+        assert!(both.attrs.get("content").unwrap().sensitive);
+        assert_eq!(resource(&model, "local", "file:/etc/short").secrets, [1]);
+        let plain = resource(&model, "local", "file:/etc/plain");
+        assert!(plain.secrets.is_empty());
+        assert!(!plain.attrs.get("content").unwrap().sensitive);
+    }
+}

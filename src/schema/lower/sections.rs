@@ -76,3 +76,55 @@ impl Lowerer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::schema::lower::testing::{
+        add_module, ids_by_node, lower_plain, only, project, text_at,
+    };
+
+    #[test]
+    fn a_well_formed_document_lowers_without_diagnostics() {
+        let project = project(&[("site.yaml", "steward: 1\nresources:\n  package:nginx: {}\n")]);
+        let (model, diagnostics) = lower_plain(&project);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        assert_eq!(ids_by_node(&model)["local"], ["package:nginx"]);
+    }
+
+    #[test]
+    fn a_document_without_a_version_is_reported_at_its_start() {
+        let project = project(&[("site.yaml", "resources:\n  package:nginx: {}\n")]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::missing_version");
+        assert_eq!(diag.span().unwrap().start, 0);
+        assert!(diag.help.as_deref().unwrap().contains("steward: 1"));
+    }
+
+    #[test]
+    fn a_newer_version_is_reported_at_the_number() {
+        let project = project(&[("site.yaml", "steward: 2\n")]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::version");
+        assert_eq!(text_at(&project, diag), "2");
+        assert!(diag.message.contains("newer"), "{}", diag.message);
+    }
+
+    #[test]
+    fn an_unknown_section_is_located_with_a_suggestion() {
+        let project = project(&[("site.yaml", "steward: 1\nresource:\n  package:nginx: {}\n")]);
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_key");
+        assert_eq!(text_at(&project, diag), "resource");
+        assert!(diag.help.as_deref().unwrap().contains("resources"));
+    }
+
+    #[test]
+    fn a_module_may_not_declare_nodes() {
+        let mut project = project(&[("site.yaml", "steward: 1\nuse:\n  - module: m\n")]);
+        add_module(&mut project, "m", "steward: 1\nnodes:\n  web-1: {}\n");
+        let (_, diagnostics) = lower_plain(&project);
+        let diag = only(&diagnostics, "schema::unknown_key");
+        assert_eq!(text_at(&project, diag), "nodes");
+        assert_eq!(diag.message, "`nodes` is not allowed in a module");
+    }
+}
