@@ -827,7 +827,7 @@ fn new_run_id() -> String {
     format!(
         "{}-{}",
         local::run_id(),
-        crate::fleet::controller::random_hex(2).unwrap_or_default()
+        crate::fleet::token::random_hex(2).unwrap_or_default()
     )
 }
 
