@@ -15,7 +15,6 @@ use crate::cli::{
 };
 use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
-use crate::resource::Registry;
 
 /// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
 /// module parses itself.
@@ -90,7 +89,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
+pub(super) fn serve(ctx: &Context, args: &ServeArgs) -> std::io::Result<Exit> {
     if let Err(message) = crate::fleet::logging::init("serve", args.log_format) {
         return usage_error(&message);
     }
@@ -109,6 +108,7 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
         },
         names: args.names.clone(),
         cert_lifetime,
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::serve::serve(config)) {
         Ok(()) => Ok(Exit::Ok),
@@ -146,6 +146,7 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
         tags,
         root: ctx.root.clone(),
         state_dir: args.state_dir.clone(),
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::agent::run(config)) {
         Ok(()) => Ok(Exit::Ok),
@@ -610,7 +611,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // The project is checked here first, so mistakes show with their source lines.
     let validated = crate::validate::validate(
         &run.project.path,
-        &Registry::builtin(),
+        &ctx.registry,
         crate::facts::local(&ctx.root),
         overrides.clone(),
     );
