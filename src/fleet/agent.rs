@@ -764,7 +764,7 @@ pub fn run_task(
     emit: &(dyn Fn(AgentMsg) + Sync),
     cancel: &AtomicBool,
 ) -> TaskResult {
-    let registry: &Registry = &config.registry;
+    let registry = std::sync::Arc::clone(&config.registry);
     let on_event = |outcome: WireOutcome| {
         emit(AgentMsg::Event {
             task_id: task.id.clone(),
