@@ -15,6 +15,7 @@ pub mod command;
 pub mod fsutil;
 pub mod provider;
 
+mod cron;
 mod directory;
 mod exec;
 mod file;
@@ -562,6 +563,7 @@ impl Registry {
                 Box::new(user::User),
                 Box::new(group::Group),
                 Box::new(exec::Exec),
+                Box::new(cron::Cron),
             ],
         }
     }

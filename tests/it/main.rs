@@ -4,6 +4,7 @@
 
 mod common;
 mod crash;
+mod cron;
 mod drift;
 mod fleet;
 mod fleet_harness;

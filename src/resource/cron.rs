@@ -1,0 +1,515 @@
+//! `cron`: a job in `/etc/cron.d/NAME`, written whole by steward.
+//!
+//! Owns the job file's format (a header naming the resource, `NAME=VALUE` environment lines,
+//! then one `SCHEDULE USER COMMAND` line), its NAME rule and the checks of its attributes.
+//! It must not do its own path handling: the file is reached through [`ProviderCtx::entry`]
+//! (beneath `--root`) and written through [`ProviderCtx::write_durably`], like a `file`.
+//!
+//! A file at the path that steward did not write, or cannot parse, is shown as differing so
+//! that the plan rewrites it: the job file is steward's whole.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::diag::Diagnostic;
+use crate::model::{Resource, Value};
+use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange, State};
+use crate::resource::fsutil::{self, Kind};
+use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::{
+    AttrRule, AttrType, Candidate, Candidates, CustomNameRule, ENSURE_PRESENT_ABSENT, ImplicitDep,
+    NameRule, ResourceType, TypeSchema, attr, check_schema_rules, diff_attrs,
+};
+
+pub(crate) struct Cron;
+
+/// The directory cron reads job files from.
+const CRON_DIR: &str = "/etc/cron.d";
+
+/// The first line of every job file steward writes, before the resource id.
+const HEADER: &str = "# managed by steward: ";
+
+/// The account a job runs as when `user` is not given.
+const DEFAULT_USER: &str = "root";
+
+/// The mode of a job file: cron ignores job files that others may write.
+const MODE: u32 = 0o644;
+
+/// The job file names cron reads, as `run-parts` accepts them: cron skips names with a dot.
+static NAME_RULE: CustomNameRule = CustomNameRule {
+    accepts: is_job_name,
+    pattern: "[A-Za-z0-9_-]{1,255}",
+    problem: "is not a valid cron.d file name",
+    help: "use letters, digits, `_` and `-` (cron ignores files whose name has a dot)",
+};
+
+static SCHEMA: TypeSchema = TypeSchema {
+    doc: "a cron job in /etc/cron.d/NAME, written whole",
+    name_rule: NameRule::Custom(&NAME_RULE),
+    attrs: &[
+        ENSURE_PRESENT_ABSENT,
+        attr(
+            "schedule",
+            AttrType::String,
+            "when the job runs: five cron fields (minute hour day month weekday)",
+        ),
+        attr(
+            "command",
+            AttrType::String,
+            "the command line, run by the user's shell (`%` is written escaped)",
+        )
+        .with_rule(AttrRule::SingleLine),
+        attr(
+            "user",
+            AttrType::String,
+            "the account the job runs as (default root)",
+        ),
+        attr(
+            "env",
+            AttrType::StringMap,
+            "environment variables, written as NAME=VALUE lines before the job",
+        ),
+    ],
+    exclusive: &[],
+    required_when_present: &["schedule", "command"],
+    present_only: &["schedule", "command", "user", "env"],
+    path_attr: None,
+};
+
+/// A job file name cron reads.
+fn is_job_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// An environment variable name: a letter or `_`, then letters, digits and `_`.
+fn is_env_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Why `text` is not a five-field cron schedule, or `None` when it is one.
+fn schedule_problem(text: &str) -> Option<String> {
+    let fields = text.split_whitespace().count();
+    if fields != 5 {
+        return Some(format!("has {fields} fields, not five"));
+    }
+    match text.parse::<croner::Cron>() {
+        Ok(_) => None,
+        Err(err) => Some(err.to_string()),
+    }
+}
+
+/// The job file's absolute path.
+fn job_path(name: &str) -> String {
+    format!("{CRON_DIR}/{name}")
+}
+
+/// What a job file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Job {
+    env: BTreeMap<String, String>,
+    schedule: String,
+    user: String,
+    command: String,
+}
+
+impl Job {
+    /// The job a resource declares, or `None` when it lacks a schedule or command (validation
+    /// refuses that unless `ensure: absent`).
+    fn desired(res: &Resource) -> Option<Job> {
+        let env = match res.attr("env") {
+            Some(Value::Map(map)) => map
+                .iter()
+                .map(|(name, value)| (name.clone(), value.as_str().unwrap_or_default().into()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Some(Job {
+            env,
+            schedule: normalize_schedule(res.attr_str("schedule")?),
+            user: res.attr_str("user").unwrap_or(DEFAULT_USER).into(),
+            command: res.attr_str("command")?.into(),
+        })
+    }
+
+    /// The file steward writes for the job of resource `id`.
+    fn render(&self, id: &str) -> String {
+        let mut out = format!("{HEADER}{id}\n");
+        for (name, value) in &self.env {
+            out.push_str(&format!("{name}={value}\n"));
+        }
+        out.push_str(&format!(
+            "{} {} {}\n",
+            self.schedule,
+            self.user,
+            escape_percent(&self.command)
+        ));
+        out
+    }
+
+    /// Reads a file steward wrote for resource `id`: `None` when it has no such header or
+    /// does not parse as [`Job::render`] writes it.
+    fn parse(text: &str, id: &str) -> Option<Job> {
+        let rest = text
+            .strip_prefix(HEADER)?
+            .strip_prefix(id)?
+            .strip_prefix('\n')?;
+        let mut lines: Vec<&str> = rest.lines().collect();
+        let job_line = lines.pop()?;
+        let mut env = BTreeMap::new();
+        for line in lines {
+            let (name, value) = line.split_once('=')?;
+            if !is_env_name(name) {
+                return None;
+            }
+            env.insert(name.to_string(), value.to_string());
+        }
+        let mut fields = job_line.splitn(7, ' ');
+        let schedule: Vec<&str> = fields.by_ref().take(5).collect();
+        let user = fields.next()?;
+        let command = fields.next()?;
+        if schedule.len() != 5 || schedule.iter().any(|f| f.is_empty()) || user.is_empty() {
+            return None;
+        }
+        let job = Job {
+            env,
+            schedule: schedule.join(" "),
+            user: user.into(),
+            command: unescape_percent(command),
+        };
+        // Only what steward would write back is steward's: anything else is rewritten.
+        (job.render(id) == text).then_some(job)
+    }
+}
+
+/// A schedule with its fields separated by single spaces, as the job line holds it.
+fn normalize_schedule(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// cron turns an unescaped `%` in a command into a newline: write every `%` as `\%` so the
+/// command runs as declared.
+fn escape_percent(command: &str) -> String {
+    command.replace('%', "\\%")
+}
+
+/// The inverse of [`escape_percent`].
+fn unescape_percent(command: &str) -> String {
+    command.replace("\\%", "%")
+}
+
+impl ResourceType for Cron {
+    fn kind(&self) -> &'static str {
+        "cron"
+    }
+
+    fn schema(&self) -> &TypeSchema {
+        &SCHEMA
+    }
+
+    fn validate(&self, res: &Candidate<'_>, acc: &mut Vec<Diagnostic>) {
+        check_schema_rules(res, &SCHEMA, acc);
+        if let Some(schedule) = res.str("schedule")
+            && let Some(problem) = schedule_problem(schedule)
+        {
+            acc.push(
+                Diagnostic::error(
+                    "schema::invalid_value",
+                    res.span_of("schedule"),
+                    format!("`{schedule}` is not a cron schedule: {problem}"),
+                )
+                .with_help("use five fields (minute hour day month weekday), e.g. \"0 */2 * * *\""),
+            );
+        }
+        if let Some(user) = res.str("user")
+            && !NameRule::Account.accepts(user)
+        {
+            acc.push(Diagnostic::error(
+                "schema::invalid_value",
+                res.span_of("user"),
+                format!("`user` `{user}` is not a valid user name"),
+            ));
+        }
+        if let Some(Value::Map(env)) = res.attrs.get("env").map(|a| &a.value) {
+            for (name, value) in env {
+                let problem = if !is_env_name(name) {
+                    Some(format!("`{name}` is not an environment variable name"))
+                } else if value.as_str().is_some_and(|v| v.contains('\n')) {
+                    Some(format!("the value of `{name}` contains a newline"))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    acc.push(Diagnostic::error(
+                        "schema::invalid_value",
+                        res.span_of("env"),
+                        format!("`env` of `{}`: {problem}", res.id),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
+        let mut deps = vec![ImplicitDep {
+            candidates: Candidates::Ancestors {
+                kind: "directory",
+                path: job_path(&res.id.name),
+            },
+            reason: "inside directory",
+        }];
+        if let Some(user) = res.attr_str("user") {
+            deps.push(ImplicitDep {
+                candidates: Candidates::one("user", user),
+                reason: "runs as user",
+            });
+        }
+        deps
+    }
+
+    fn managed_path<'r>(&self, res: &'r Resource) -> Option<Cow<'r, str>> {
+        (res.attr_str("ensure") != Some("absent")).then(|| Cow::Owned(job_path(&res.id.name)))
+    }
+
+    fn diff(&self, res: &Resource, observed: &State) -> Change {
+        let observed_text = observed.get("content").and_then(Value::as_str);
+        let mut change = diff_attrs(res, observed, &["schedule", "command", "user", "env"]);
+        let sensitive = res.attrs.iter().any(|(_, attr)| attr.sensitive);
+        if change.action == Action::Delete {
+            change.content = observed_text.map(|text| ContentChange {
+                before: Some(Content::Text(text.into())),
+                after: None,
+                sensitive,
+            });
+            return change;
+        }
+        let Some(job) = Job::desired(res) else {
+            return change;
+        };
+        let desired_text = job.render(&res.id.to_string());
+        crate::resource::replace_if_in_the_way(res, observed, &mut change);
+        if change.action == Action::Create {
+            change.attrs.clear();
+            push_attr(&mut change, res, "schedule", None, &job.schedule);
+            push_attr(&mut change, res, "user", None, &job.user);
+            push_attr(&mut change, res, "command", None, &job.command);
+        } else if change.action != Action::Replace {
+            if observed_text == Some(desired_text.as_str())
+                && observed.get("mode").and_then(Value::as_str) == Some("0644")
+            {
+                return change;
+            }
+            change.action = Action::Update;
+            match observed_text.and_then(|text| Job::parse(text, &res.id.to_string())) {
+                Some(before) => {
+                    for (name, before, after) in [
+                        ("schedule", &before.schedule, &job.schedule),
+                        ("user", &before.user, &job.user),
+                        ("command", &before.command, &job.command),
+                    ] {
+                        if before != after {
+                            push_attr(&mut change, res, name, Some(before), after);
+                        }
+                    }
+                }
+                None => change.reason = Some("not written by steward".into()),
+            }
+            if let Some(mode) = observed.get("mode").and_then(Value::as_str)
+                && mode != "0644"
+            {
+                change.attrs.push(AttrChange {
+                    name: "mode".into(),
+                    before: Some(Value::String(mode.into())),
+                    after: Some(Value::String("0644".into())),
+                    sensitive: false,
+                });
+            }
+        }
+        if observed_text != Some(desired_text.as_str()) {
+            change.content = Some(ContentChange {
+                before: observed_text.map(|text| Content::Text(text.into())),
+                after: Some(Content::Text(desired_text)),
+                sensitive,
+            });
+        }
+        change
+    }
+
+    fn provider(&self) -> &dyn Provider {
+        self
+    }
+}
+
+/// Adds an attribute's before and after to a change, sensitive when the declared value is.
+fn push_attr(change: &mut Change, res: &Resource, name: &str, before: Option<&str>, after: &str) {
+    change.attrs.push(AttrChange {
+        name: name.into(),
+        before: before.map(|text| Value::String(text.into())),
+        after: Some(Value::String(after.into())),
+        sensitive: res.attrs.get(name).is_some_and(|attr| attr.sensitive),
+    });
+}
+
+impl Provider for Cron {
+    fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
+        let located = ctx.locate(&job_path(&res.id.name))?;
+        let (kind, meta) = fsutil::inspect_located(&located)?;
+        let mut state = State::new();
+        let ensure = match kind {
+            Kind::File => "present",
+            other => other.ensure(),
+        };
+        state.insert("ensure".into(), Value::String(ensure.into()));
+        if let (Kind::File, Some(meta), Some(entry)) = (kind, meta, &located.entry) {
+            let bytes = entry
+                .read()
+                .map_err(|err| ProviderError::io(entry.path(), err))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Some(job) = Job::parse(&text, &res.id.to_string()) {
+                state.insert("schedule".into(), Value::String(job.schedule));
+                state.insert("user".into(), Value::String(job.user));
+                state.insert("command".into(), Value::String(job.command));
+                let env = job
+                    .env
+                    .into_iter()
+                    .map(|(name, value)| (name, Value::String(value)))
+                    .collect();
+                state.insert("env".into(), Value::Map(env));
+            }
+            state.insert("content".into(), Value::String(text));
+            state.insert(
+                "mode".into(),
+                Value::String(format!("{:04o}", meta.mode & 0o7777)),
+            );
+        }
+        Ok(state)
+    }
+
+    fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
+        let entry = ctx.entry(&job_path(&res.id.name))?;
+        let create = ctx.planned_absent() && res.attr_str("ensure") != Some("absent");
+        let kind = if create {
+            Kind::Absent
+        } else {
+            fsutil::inspect(&entry)?.0
+        };
+        if res.attr_str("ensure") == Some("absent") {
+            return fsutil::remove(ctx, &entry, kind, &[Kind::File, Kind::Symlink], "file");
+        }
+        if matches!(kind, Kind::Directory | Kind::Other) {
+            return Err(ProviderError::Refused {
+                message: format!(
+                    "a {} is in the way at {}; not replacing it",
+                    kind.ensure(),
+                    entry.path().display()
+                ),
+            });
+        }
+        let Some(job) = Job::desired(res) else {
+            return Err(ProviderError::failed(format!(
+                "`{}` needs `schedule` and `command`",
+                res.id
+            )));
+        };
+        let bytes = job.render(&res.id.to_string()).into_bytes();
+        if kind == Kind::File {
+            let existing = entry
+                .read()
+                .map_err(|err| ProviderError::io(entry.path(), err))?;
+            let mode = fsutil::inspect(&entry)?.1.map(|meta| meta.mode & 0o7777);
+            if existing == bytes && mode == Some(MODE) {
+                return Ok(Applied::AlreadyConverged);
+            }
+        }
+        if create {
+            ctx.create_durably(&entry, &bytes, MODE, (None, None))?;
+        } else {
+            ctx.write_durably(&entry, &bytes, MODE, (None, None))?;
+        }
+        Ok(Applied::Converged { output: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            env: BTreeMap::from([
+                ("MAILTO".to_string(), "ops@example.com".to_string()),
+                ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ]),
+            schedule: "0 3 * * *".into(),
+            user: "backup".into(),
+            command: "/usr/local/bin/backup --date $(date +%F)".into(),
+        }
+    }
+
+    #[test]
+    fn renders_header_env_then_the_job_line() {
+        assert_eq!(
+            job().render("cron:backup"),
+            "# managed by steward: cron:backup\n\
+             MAILTO=ops@example.com\n\
+             PATH=/usr/bin:/bin\n\
+             0 3 * * * backup /usr/local/bin/backup --date $(date +\\%F)\n"
+        );
+    }
+
+    #[test]
+    fn parses_what_it_renders() {
+        let text = job().render("cron:backup");
+        assert_eq!(Job::parse(&text, "cron:backup"), Some(job()));
+        let bare = Job {
+            env: BTreeMap::new(),
+            ..job()
+        };
+        assert_eq!(
+            Job::parse(&bare.render("cron:backup"), "cron:backup"),
+            Some(bare)
+        );
+    }
+
+    #[test]
+    fn foreign_or_edited_files_do_not_parse() {
+        let text = job().render("cron:backup");
+        assert_eq!(Job::parse(&text, "cron:other"), None);
+        assert_eq!(Job::parse("0 3 * * * root true\n", "cron:backup"), None);
+        let edited = text.replace("0 3 * * *", "0  4 * * *");
+        assert_eq!(Job::parse(&edited, "cron:backup"), None);
+        let extra = format!("{text}# a comment\n");
+        assert_eq!(Job::parse(&extra, "cron:backup"), None);
+        assert_eq!(Job::parse("", "cron:backup"), None);
+    }
+
+    #[test]
+    fn schedules_are_five_cron_fields() {
+        assert_eq!(schedule_problem("0 */2 * * *"), None);
+        assert_eq!(schedule_problem("*/5 1-5 * jan mon-fri"), None);
+        assert!(schedule_problem("61 * * * *").is_some());
+        assert_eq!(
+            schedule_problem("every day").as_deref(),
+            Some("has 2 fields, not five")
+        );
+        assert!(schedule_problem("0 0 * * * *").is_some());
+    }
+
+    #[test]
+    fn job_names_follow_run_parts() {
+        for good in ["backup", "log-rotate", "a_b", "X9"] {
+            assert!(is_job_name(good), "{good}");
+        }
+        for bad in ["a.b", "", "a b", "a/b", "é"] {
+            assert!(!is_job_name(bad), "{bad}");
+        }
+        let regex = regex::Regex::new(&format!("^(?:{})$", NAME_RULE.pattern)).unwrap();
+        for sample in ["backup", "a.b", "", "a-b_c", &"x".repeat(256)] {
+            assert_eq!(regex.is_match(sample), is_job_name(sample), "{sample}");
+        }
+    }
+}
