@@ -790,7 +790,10 @@ mod tests {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
         for (bad, message) in [
-            ("x", "--ttl `x`: write a number and a unit, such as 30m or 1h"),
+            (
+                "x",
+                "--ttl `x`: write a number and a unit, such as 30m or 1h",
+            ),
             ("1w", "--ttl `1w`: the unit must be s, m, h or d"),
             ("0s", "--ttl `0s` must be between 1s and 365d"),
         ] {
