@@ -14,17 +14,17 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fleet::command::{self, CommandEvent, CommandRequest};
+use crate::fleet::command::{self, ActiveRuns, CommandEvent, CommandRequest};
 use crate::fleet::controller::Controller;
 use crate::fleet::run::{self, Event, RunRequest, Scope};
 use crate::report::plan::Style;
@@ -68,6 +68,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
             authenticate,
         ))
         .layer(middleware::map_response(add_security_headers))
+        // The command runs in progress live with the API that starts and cancels them.
+        .layer(Extension(Arc::new(ActiveRuns::default())))
         .with_state(controller)
 }
 
@@ -363,7 +365,7 @@ async fn node_tags(
     let checked = request
         .set
         .iter()
-        .try_for_each(|(key, value)| crate::fleet::controller::check_tag(key, value));
+        .try_for_each(|(key, value)| crate::fleet::token::check_tag(key, value));
     if let Err(message) = checked {
         return error(StatusCode::BAD_REQUEST, message);
     }
@@ -416,7 +418,11 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         .into_response()
 }
 
-async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+async fn start_command(
+    State(controller): State<Arc<Controller>>,
+    Extension(commands): Extension<Arc<ActiveRuns>>,
+    body: Bytes,
+) -> Response {
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
@@ -429,7 +435,7 @@ async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -
     request.user_name = recorded_user(&request.user_name);
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
-        let response = command::run(&controller, request, tx.clone()).await;
+        let response = command::run(&controller, &commands, request, tx.clone()).await;
         let _ = tx.send(CommandEvent::Done(response));
     });
     (
@@ -439,8 +445,12 @@ async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -
         .into_response()
 }
 
-async fn cancel(State(controller): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
-    match command::cancel(&controller, &id) {
+async fn cancel(
+    State(controller): State<Arc<Controller>>,
+    Extension(commands): Extension<Arc<ActiveRuns>>,
+    Path(id): Path<String>,
+) -> Response {
+    match command::cancel(&controller, &commands, &id) {
         Ok(n) => {
             format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
                 .into_response()

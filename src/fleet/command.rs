@@ -179,7 +179,9 @@ pub struct Active {
     tasks: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// The runs in progress, by run id.
+/// The command runs in progress, by run id: what `steward run cancel` can stop.
+///
+/// Held by the HTTP API, which starts and cancels them; the controller does not know them.
 pub type ActiveRuns = std::sync::Mutex<HashMap<String, Arc<Active>>>;
 
 /// `N` or `P%`.
@@ -252,6 +254,7 @@ pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<St
 /// stores the invocation as a run.
 pub async fn run(
     controller: &Arc<Controller>,
+    commands: &ActiveRuns,
     request: CommandRequest,
     progress: mpsc::UnboundedSender<CommandEvent>,
 ) -> CommandResponse {
@@ -279,7 +282,7 @@ pub async fn run(
     let run_id = format!(
         "{}-{}",
         crate::local::run_id(),
-        crate::fleet::controller::random_hex(2).unwrap_or_default()
+        crate::fleet::token::random_hex(2).unwrap_or_default()
     );
     let started_at = crate::local::timestamp();
     // Stored as running before any node is sent the command: a controller that dies during
@@ -304,7 +307,7 @@ pub async fn run(
         ));
     }
     let active = Arc::new(Active::default());
-    if let Ok(mut runs) = controller.commands.lock() {
+    if let Ok(mut runs) = commands.lock() {
         runs.insert(run_id.clone(), Arc::clone(&active));
     }
     let _ = progress.send(CommandEvent::Begin {
@@ -353,7 +356,7 @@ pub async fn run(
         },
     )
     .await;
-    if let Ok(mut runs) = controller.commands.lock() {
+    if let Ok(mut runs) = commands.lock() {
         runs.remove(&run_id);
     }
     let mut nodes = Vec::new();
@@ -409,9 +412,12 @@ pub async fn run(
 }
 
 /// Stops a command run: no node starts any more, and running commands are killed.
-pub fn cancel(controller: &Controller, run_id: &str) -> Result<usize, String> {
-    let active = controller
-        .commands
+pub fn cancel(
+    controller: &Controller,
+    commands: &ActiveRuns,
+    run_id: &str,
+) -> Result<usize, String> {
+    let active = commands
         .lock()
         .map_err(|_| "the controller's run list is unusable".to_string())?
         .get(run_id)

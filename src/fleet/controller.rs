@@ -22,13 +22,17 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
 use crate::fleet::pki::{self, Ca};
-use crate::fleet::token::{self, JoinToken};
+use crate::fleet::token::{self, JoinToken, check_tag, random_hex};
 use crate::fleet::wire::{
     self, AgentMsg, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, MAX_UNAUTHENTICATED_FRAME,
     PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Ledger, LedgerOp, TaskState};
+
+/// Node names are checked by the enrollment policy; re-exported for the CLI, which checks a
+/// name before it asks the controller.
+pub use crate::fleet::token::check_node_name;
 
 /// How long an agent certificate lives by default; agents renew over the live connection
 /// when a third of it is left.
@@ -39,6 +43,24 @@ const RENEW_BEFORE: Duration = Duration::from_secs(10 * 24 * 3600);
 
 /// How long an agent has to start a task before it expires.
 const TASK_START_WINDOW: Duration = Duration::from_secs(120);
+
+/// Records a result that arrived when no run waited for it any more (the controller restarted,
+/// or the agent reconnected late), given the node, the task id and the result; `Err` when it
+/// could not be stored, and then the result is not acknowledged.
+///
+/// The controller knows agents and tasks, not runs: whoever builds it (`serve`) installs the
+/// fleet's recorder (`fleet::run::record_late`), so the dependency goes from runs to the
+/// controller only.
+pub type LateResults = Box<
+    dyn Fn(
+            &Controller,
+            &str,
+            &str,
+            &TaskResult,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
 
 /// The controller's shared state.
 pub struct Controller {
@@ -56,8 +78,8 @@ pub struct Controller {
     pub(crate) run_lock: tokio::sync::Mutex<()>,
     /// Wakes the scheduler when a new project is applied.
     schedules: Notify,
-    /// Command runs in progress, for `steward run cancel`.
-    pub(crate) commands: crate::fleet::command::ActiveRuns,
+    /// Records a result that arrived after its run ended (installed by `serve`).
+    late_results: LateResults,
     /// How long the agent certificates it signs live.
     cert_lifetime: Duration,
 }
@@ -191,14 +213,6 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     crate::store::sqlite::path_in(data_dir)
 }
 
-/// A random token: 32 bytes from the kernel's generator, hex.
-pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; n_bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(hex::encode(bytes))
-}
-
 fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ControllerError + '_ {
     move |err| ControllerError::Setup(format!("{what}: {err}"))
 }
@@ -236,6 +250,7 @@ impl Controller {
     pub fn open(
         data_dir: &Path,
         cert_lifetime: Duration,
+        late_results: LateResults,
     ) -> Result<Arc<Controller>, ControllerError> {
         private_data_dir(data_dir)?;
         // The store first: a damaged one is refused before anything else is written.
@@ -264,7 +279,7 @@ impl Controller {
             next_id: AtomicU64::new(0),
             run_lock: tokio::sync::Mutex::new(()),
             schedules: Notify::new(),
-            commands: Default::default(),
+            late_results,
             cert_lifetime,
         }))
     }
@@ -900,7 +915,7 @@ impl Controller {
             Err(_) => None,
         };
         if waiter.is_none()
-            && let Err(err) = crate::fleet::run::record_late(self, node, task_id, &result)
+            && let Err(err) = (self.late_results)(self, node, task_id, &result)
         {
             tracing::error!(
                 node,
@@ -1017,43 +1032,6 @@ fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
         .map_err(|err| format!("certificate PEM: {err}"))
 }
 
-/// A node name: what a certificate's CN and the store hold.
-pub fn check_node_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with(['-', '.']);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
-            name.escape_debug()
-        ))
-    }
-}
-
-/// A tag: what `--tags`, `token create --tags` and `steward node tag` may hold.
-pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
-    let good = |s: &str, allow_empty: bool| {
-        (allow_empty || !s.is_empty())
-            && s.len() <= 128
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
-    };
-    if good(key, false) && good(value, true) {
-        Ok(())
-    } else {
-        Err(format!(
-            "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
-            key.escape_debug(),
-            value.escape_debug()
-        ))
-    }
-}
-
 /// Facts are data from the network: bound their sizes, and record the address the
 /// connection really came from.
 fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
@@ -1086,19 +1064,6 @@ pub(crate) fn log(message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_names_and_tags() {
-        assert!(check_node_name("web-1").is_ok());
-        assert!(check_node_name("a.b_c").is_ok());
-        for bad in ["", "../x", "a/b", "-x", ".x", "a b", &"x".repeat(65), "é"] {
-            assert!(check_node_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_tag("role", "web").is_ok());
-        assert!(check_tag("role", "").is_ok());
-        assert!(check_tag("", "web").is_err());
-        assert!(check_tag("ro le", "web").is_err());
-    }
 
     #[test]
     fn facts_are_bounded() {

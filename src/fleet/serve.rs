@@ -188,7 +188,13 @@ impl DataDirLock {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Before anything in the data directory is opened or written.
     let _lock = DataDirLock::take(&config.data_dir)?;
-    let controller = Controller::open(&config.data_dir, config.cert_lifetime)?;
+    let controller = Controller::open(
+        &config.data_dir,
+        config.cert_lifetime,
+        Box::new(|controller, node, task_id, result| {
+            crate::fleet::run::record_late(controller, node, task_id, result).map_err(Into::into)
+        }),
+    )?;
     // Before any agent connects: a run a previous controller left running is recorded as
     // interrupted, with the results that arrived, so their re-deliveries count as late.
     crate::fleet::run::recover_interrupted(&controller)

@@ -13,15 +13,63 @@
 //!
 //! **Architecture Invariant:** the peer learns one thing about a token that does not work:
 //! [`INVALID`]. Whether its id exists, was used or expired is only in the controller's log.
+//!
+//! It also holds the naming rules enrollment applies ([`check_node_name`], [`check_tag`]) and
+//! the random source of secrets and ids ([`random_hex`]). It works on the store and the CA it
+//! is given and never reaches the controller.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::fleet::controller::{check_node_name, check_tag, random_hex};
 use crate::fleet::pki::Ca;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewCert, NodeRecord, StoredToken};
+
+/// `n_bytes` random bytes from the kernel's generator, hex: secrets, salts and run ids.
+pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n_bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// A node name: what a certificate's CN and the store hold.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// A tag: what `--tags`, `token create --tags` and `steward node tag` may hold.
+pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    let good = |s: &str, allow_empty: bool| {
+        (allow_empty || !s.is_empty())
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    };
+    if good(key, false) && good(value, true) {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
+            key.escape_debug(),
+            value.escape_debug()
+        ))
+    }
+}
 
 /// What the peer is told when a token is unknown, used, expired or has a wrong secret.
 pub const INVALID: &str = "the join token is not valid (unknown, used, expired or wrong)";
@@ -298,6 +346,19 @@ pub fn tags_text(tags: &Tags) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_and_tags() {
+        assert!(check_node_name("web-1").is_ok());
+        assert!(check_node_name("a.b_c").is_ok());
+        for bad in ["", "../x", "a/b", "-x", ".x", "a b", &"x".repeat(65), "é"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_tag("role", "web").is_ok());
+        assert!(check_tag("role", "").is_ok());
+        assert!(check_tag("", "web").is_err());
+        assert!(check_tag("ro le", "web").is_err());
+    }
 
     #[test]
     fn parse_is_strict() {

@@ -7,18 +7,34 @@
 //! `max_errors`); a node several associations target is applied once, with its whole catalog,
 //! by the first association that reaches it. Targets that are offline count as errors and
 //! are named; targets never started because `max_errors` was exceeded are named too.
+//!
+//! - [`request`]: the API types (`POST /v1/runs` and its progress stream).
+//! - [`bundle`]: the uploaded projects under the data directory.
+//! - [`late`]: run records in the store, late results and interrupted runs.
+//! - this file: the orchestration, [`run`].
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Component, Path, PathBuf};
+pub mod bundle;
+pub mod late;
+pub mod request;
+
+pub use bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, bundle_of, current_project, materialize};
+pub use late::{record_late, recover_interrupted};
+pub use request::{
+    AdhocRequest, BundleFile, Event, FLEET_ROOT, Mode, NodeStatus, RunRequest, RunResponse,
+    SavedFleetPlan,
+};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::fleet::controller::{Controller, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
+use crate::fleet::run::bundle::current_path;
+use crate::fleet::run::late::store_run;
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
 use crate::local::{self, Planned};
 use crate::model::{self, LOCAL_NODE};
@@ -26,103 +42,13 @@ use crate::plan::{self, Plan, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus};
 use crate::validate::{Validated, validate_with};
-
-/// The largest project the controller accepts.
-pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
-/// The most files a project may have.
-pub const MAX_BUNDLE_FILES: usize = 50_000;
 
 /// How long a probe may take on one node.
 const PROBE_WAIT: Duration = Duration::from_secs(300);
 /// How long an apply may take on one node.
 const APPLY_WAIT: Duration = Duration::from_secs(3600);
-
-/// What a run does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Probe and show the per-node plans.
-    Plan,
-    /// Plan and apply with rate control.
-    Apply,
-    /// Probe and record drift and findings.
-    Drift,
-}
-
-/// One file of an uploaded project.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleFile {
-    /// Relative to the project, `/`-separated.
-    pub path: String,
-    /// The bytes, base64.
-    pub data: String,
-}
-
-/// A run asked of the controller (`POST /v1/runs`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunRequest {
-    /// Plan, apply or drift.
-    pub mode: Mode,
-    /// The project's files.
-    pub files: Vec<BundleFile>,
-    /// The project as the user named it, for records.
-    pub project: String,
-    /// `--param` overrides.
-    #[serde(default)]
-    pub overrides: BTreeMap<String, String>,
-    /// `--target`: a node name or `KEY=VALUE`.
-    #[serde(default)]
-    pub target: Option<String>,
-    /// `--parallel` on each node.
-    #[serde(default = "default_parallel")]
-    pub parallel: usize,
-    /// Colour the human text.
-    #[serde(default)]
-    pub color: bool,
-    /// Return the plan as the plan JSON document instead of text.
-    #[serde(default)]
-    pub json: bool,
-    /// Who asked.
-    #[serde(default)]
-    pub user: String,
-    /// `steward run --document`: apply the documents on these targets with this rate
-    /// control, ignoring associations.
-    #[serde(default)]
-    pub adhoc: Option<AdhocRequest>,
-    /// Apply exactly this saved plan: refused when the documents changed since, and each
-    /// agent refuses when what it reads moved since.
-    #[serde(default)]
-    pub saved: Option<SavedFleetPlan>,
-}
-
-/// What a saved fleet plan pins (from `plan -o` against a controller).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SavedFleetPlan {
-    /// The plan's `documents_digest`.
-    pub documents_digest: String,
-    /// Per node, each resource's (`TYPE:NAME`) observed fingerprint.
-    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-/// The root a fleet plan names: its nodes are reached through agents.
-pub const FLEET_ROOT: &str = "(agents)";
-
-/// The targets and rate control of `steward run --document`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdhocRequest {
-    /// The selector, as `steward run --target`.
-    pub target: String,
-    /// `N` or `P%`.
-    pub max_concurrency: String,
-    /// `N` or `P%`.
-    pub max_errors: String,
-}
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
@@ -136,225 +62,6 @@ impl AdhocRequest {
                 max_errors: parse_rate(&self.max_errors, "--max-errors")?,
             }),
         })
-    }
-}
-
-fn default_parallel() -> usize {
-    4
-}
-
-/// A line of the run's progress stream.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A node started (probe or apply).
-    NodeStarted {
-        /// The node.
-        node: String,
-    },
-    /// A resource finished on a node during an apply.
-    Resource {
-        /// The node.
-        node: String,
-        /// `TYPE:NAME`.
-        resource: String,
-        /// `changed`, `failed`, ...
-        outcome: String,
-    },
-    /// A node finished.
-    NodeFinished(NodeStatus),
-    /// The run is over.
-    Done(RunResponse),
-}
-
-/// How one node fared.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// The node.
-    pub node: String,
-    /// `ok`, `failed`, `offline` or `not_started`.
-    pub status: String,
-    /// Resources changed (apply) or to change (plan, drift).
-    pub changed: usize,
-    /// Resources failed.
-    pub failed: usize,
-    /// Why it failed, when it did.
-    pub message: Option<String>,
-}
-
-/// The end of a run.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RunResponse {
-    /// The stored run, for apply and drift.
-    pub run_id: Option<String>,
-    /// Something would change (plan) or drifted (drift).
-    pub has_changes: bool,
-    /// A node failed, was offline, or a resource failed.
-    pub failed: bool,
-    /// The rendered plan (human text or JSON) or the run's summary.
-    pub output: String,
-    /// Per node.
-    pub nodes: Vec<NodeStatus>,
-    /// Problems with the project itself (then nothing ran).
-    pub errors: Vec<String>,
-    /// A plan as the plan JSON document (for `plan -o`).
-    #[serde(default)]
-    pub plan_json: Option<String>,
-}
-
-impl RunResponse {
-    /// A run that could not start.
-    fn error(error: String) -> RunResponse {
-        RunResponse {
-            failed: true,
-            errors: vec![error],
-            ..RunResponse::default()
-        }
-    }
-}
-
-/// Where uploaded projects are kept.
-fn projects_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("projects")
-}
-
-/// The file naming the project whose schedules the controller runs.
-fn current_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("current-project")
-}
-
-/// Writes an uploaded project under the data directory (once per content) and returns its
-/// directory. Every path is checked: relative, no `..`, no hidden components, bounded.
-pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, String> {
-    if files.len() > MAX_BUNDLE_FILES {
-        return Err(format!(
-            "the project has {} files; the limit is {MAX_BUNDLE_FILES}",
-            files.len()
-        ));
-    }
-    let mut decoded = Vec::with_capacity(files.len());
-    let mut total = 0usize;
-    let mut seen = HashSet::new();
-    for file in files {
-        let path = check_bundle_path(&file.path)?;
-        if !seen.insert(path.clone()) {
-            return Err(format!("`{}` appears twice in the project", file.path));
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&file.data)
-            .map_err(|err| format!("`{}`: {err}", file.path))?;
-        total += bytes.len();
-        if total > MAX_BUNDLE_BYTES {
-            return Err(format!(
-                "the project is over the {MAX_BUNDLE_BYTES}-byte limit"
-            ));
-        }
-        decoded.push((path, bytes));
-    }
-    decoded.sort();
-    let mut hasher = blake3::Hasher::new();
-    for (path, bytes) in &decoded {
-        hasher.update(path.as_os_str().as_encoded_bytes());
-        hasher.update(&[0]);
-        hasher.update(&(bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    }
-    let digest = hasher.finalize().to_hex().to_string();
-    let dir = projects_dir(data_dir).join(&digest[..32]);
-    if dir.is_dir() {
-        // Used again: it counts as recent for pruning.
-        let _ =
-            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
-        return Ok(dir);
-    }
-    local::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
-    let staging = tempfile::Builder::new()
-        .prefix(".upload-")
-        .tempdir_in(projects_dir(data_dir))
-        .map_err(|err| format!("staging the project: {err}"))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(|err| format!("staging the project: {err}"))?;
-    }
-    // Projects can hold secrets: everything is private to the controller (0700 / 0600).
-    for (path, bytes) in &decoded {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let target = staging.path().join(path);
-        let failed = |err: std::io::Error| format!("{}: {err}", path.display());
-        if let Some(parent) = target.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(failed)?;
-        }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&target)
-            .and_then(|mut file| file.write_all(bytes))
-            .map_err(failed)?;
-    }
-    let staged = staging.keep();
-    match std::fs::rename(&staged, &dir) {
-        Ok(()) => {
-            prune_projects(data_dir, KEEP_PROJECTS);
-            Ok(dir)
-        }
-        // Another upload of the same content won the race.
-        Err(_) if dir.is_dir() => {
-            let _ = std::fs::remove_dir_all(&staged);
-            Ok(dir)
-        }
-        Err(err) => Err(format!("storing the project: {err}")),
-    }
-}
-
-/// Uploaded projects kept besides the current one.
-const KEEP_PROJECTS: usize = 20;
-
-/// Deletes all but the `keep` most recently used uploaded projects, never the current one
-/// (its schedules read it). Runs hold the run lock, so no run reads a project being deleted.
-fn prune_projects(data_dir: &Path, keep: usize) {
-    let current = current_project(data_dir).map(|(dir, _)| dir);
-    let Ok(entries) = std::fs::read_dir(projects_dir(data_dir)) else {
-        return;
-    };
-    let mut projects: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| current.as_deref() != Some(e.path().as_path()))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    projects.sort_by_key(|p| std::cmp::Reverse(p.0));
-    for (_, old) in projects.into_iter().skip(keep) {
-        if let Err(err) = std::fs::remove_dir_all(&old) {
-            log(&format!("pruning {}: {err}", old.display()));
-        }
-    }
-}
-
-fn check_bundle_path(text: &str) -> Result<PathBuf, String> {
-    let path = Path::new(text);
-    let bad = text.is_empty()
-        || text.len() > 1024
-        || text.contains('\0')
-        || text.contains('\\')
-        || path.components().any(|c| match c {
-            Component::Normal(part) => part.to_string_lossy().starts_with('.'),
-            _ => true,
-        });
-    if bad {
-        Err(format!(
-            "project path `{}` must be relative, without `..` or hidden parts",
-            text.escape_debug()
-        ))
-    } else {
-        Ok(path.to_path_buf())
     }
 }
 
@@ -1121,29 +828,8 @@ fn new_run_id() -> String {
     format!(
         "{}-{}",
         local::run_id(),
-        crate::fleet::controller::random_hex(2).unwrap_or_default()
+        crate::fleet::token::random_hex(2).unwrap_or_default()
     )
-}
-
-/// Records a run in the controller's store; returns its human summary, or why it could not
-/// be stored.
-fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, String> {
-    controller
-        .with_store(|s| s.record_run(record))?
-        .map_err(|err| {
-            tracing::error!(run = %record.id, "recording the run: {err}");
-            err.to_string()
-        })?;
-    let findings = controller
-        .with_store(|s| s.findings(false))
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    Ok(crate::report::run::human(
-        record,
-        &findings,
-        Style::new(false),
-    ))
 }
 
 /// Stores the run and puts its id and summary in the response; when the store refuses it,
@@ -1162,267 +848,5 @@ fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunRes
                 "the run's results could not be stored: {err}; they are shown here only"
             ));
         }
-    }
-}
-
-/// The results a task's answer stands for, without its catalog: what the agent did,
-/// resource by resource (an apply), or the command's output. Nothing for a probe.
-fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<ResultRecord>)> {
-    if let TaskResult::Command {
-        output,
-        duration_ms,
-    } = result
-    {
-        let result = crate::fleet::command::late_record(node, output, *duration_ms);
-        return Some((RunKind::Command, vec![result]));
-    }
-    let TaskResult::Applied { outcomes, .. } = result else {
-        return None;
-    };
-    use crate::fleet::wire::WireOutcomeKind;
-    let results = outcomes
-        .iter()
-        .map(|o| {
-            let (outcome, message) = match &o.outcome {
-                WireOutcomeKind::Unchanged => (ResultOutcome::Unchanged, None),
-                WireOutcomeKind::Changed { .. } | WireOutcomeKind::Refreshed { .. } => {
-                    (ResultOutcome::Changed, None)
-                }
-                WireOutcomeKind::Failed { error, .. } => {
-                    (ResultOutcome::Failed, Some(error.clone()))
-                }
-                WireOutcomeKind::Skipped { because } => (
-                    ResultOutcome::Skipped,
-                    Some(format!("skipped because {because} failed")),
-                ),
-            };
-            ResultRecord {
-                node: node.to_string(),
-                resource: o.id.clone(),
-                outcome,
-                file: None,
-                line: None,
-                column: None,
-                diff: None,
-                message,
-                duration_ms: o.duration_ms,
-                association: None,
-                severity: crate::store::Severity::Unspecified,
-            }
-        })
-        .collect();
-    Some((RunKind::Apply, results))
-}
-
-/// Records a result that arrived after its run ended (the controller restarted, or the
-/// agent reconnected late) as run `late-TASK_ID`: nothing an agent changed goes
-/// unreported. Recording it twice is a no-op; `Err` when it could not be stored.
-pub fn record_late(
-    controller: &Controller,
-    node: &str,
-    task_id: &str,
-    result: &TaskResult,
-) -> Result<(), String> {
-    let Some((kind, results)) = answer_results(node, result) else {
-        return Ok(());
-    };
-    let now = local::timestamp();
-    let record = RunRecord {
-        id: format!("late-{task_id}"),
-        kind,
-        started_at: now.clone(),
-        finished_at: now,
-        user: "agent".to_string(),
-        project: format!("(result of task {task_id}, delivered after its run ended)"),
-        documents_digest: String::new(),
-        results,
-        status: RunStatus::Complete,
-    };
-    if controller
-        .with_store(|s| s.has_run(&record.id))?
-        .map_err(|err| err.to_string())?
-    {
-        return Ok(());
-    }
-    log(&format!(
-        "recording the late result of task {task_id} from `{node}`"
-    ));
-    store_run(controller, &record).map(|_| ())
-}
-
-/// Marks the runs a previous controller left `running` as `interrupted`, each with every
-/// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
-/// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
-/// before agents connect.
-pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
-    // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
-    // result that long after an acknowledgement (its ledger keeps ids a day).
-    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let pruned = controller
-        .with_store(|s| s.prune_tasks(&week_ago))?
-        .map_err(|err| err.to_string())?;
-    if pruned > 0 {
-        log(&format!(
-            "forgot {pruned} task(s) closed more than a week ago"
-        ));
-    }
-    let unfinished = controller
-        .with_store(|s| s.unfinished_runs())?
-        .map_err(|err| err.to_string())?;
-    let count = unfinished.len();
-    for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
-        for task in &tasks {
-            let answer = task
-                .result
-                .as_deref()
-                .and_then(|json| serde_json::from_str::<TaskResult>(json).ok());
-            let results = answer
-                .as_ref()
-                .and_then(|answer| answer_results(&task.node, answer))
-                .map(|(_, results)| results);
-            match (answer.is_some(), results) {
-                (_, Some(results)) => run.results.extend(results),
-                (true, None) => run.results.push(interrupted_entry(
-                    &task.node,
-                    &task.id,
-                    "the node answered, but the controller stopped before comparing its answer",
-                )),
-                (false, _) => run.results.push(interrupted_entry(
-                    &task.node,
-                    &task.id,
-                    &format!(
-                        "no result arrived before the controller stopped; if the agent delivers it later, it is recorded as run late-{}",
-                        task.id
-                    ),
-                )),
-            }
-        }
-        run.finished_at = local::timestamp();
-        run.status = RunStatus::Interrupted;
-        log(&format!(
-            "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
-            run.id,
-            tasks.iter().filter(|t| t.result.is_some()).count()
-        ));
-        store_run(controller, &run)?;
-    }
-    Ok(count)
-}
-
-/// The entry of an interrupted run for a node whose answer it does not hold.
-fn interrupted_entry(node: &str, task_id: &str, message: &str) -> ResultRecord {
-    ResultRecord {
-        node: node.to_string(),
-        resource: format!("task:{task_id}"),
-        outcome: ResultOutcome::Skipped,
-        file: None,
-        line: None,
-        column: None,
-        diff: None,
-        message: Some(message.to_string()),
-        duration_ms: 0,
-        association: None,
-        severity: crate::store::Severity::Unspecified,
-    }
-}
-
-/// The project whose schedules run, and its name for records, if one was applied.
-pub fn current_project(data_dir: &Path) -> Option<(PathBuf, String)> {
-    let text = std::fs::read_to_string(current_path(data_dir)).ok()?;
-    let mut lines = text.lines();
-    let dir = lines.next()?.trim();
-    let project = lines.next().unwrap_or_default().to_string();
-    if dir.is_empty() || check_bundle_path(dir).is_err() {
-        return None;
-    }
-    Some((projects_dir(data_dir).join(dir), project))
-}
-
-/// Reads back a stored project as a bundle, for a scheduled run.
-pub fn bundle_of(dir: &Path) -> Result<Vec<BundleFile>, String> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|err| err.to_string())?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let relative = entry
-            .path()
-            .strip_prefix(dir)
-            .map_err(|err| err.to_string())?
-            .to_string_lossy()
-            .to_string();
-        let bytes = std::fs::read(entry.path()).map_err(|err| err.to_string())?;
-        files.push(BundleFile {
-            path: relative,
-            data: base64::engine::general_purpose::STANDARD.encode(bytes),
-        });
-    }
-    Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bundle_paths_stay_inside() {
-        assert!(check_bundle_path("site.yaml").is_ok());
-        assert!(check_bundle_path("templates/a.j2").is_ok());
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            ".steward/x",
-            "a/.git/config",
-            "a\\b",
-        ] {
-            assert!(check_bundle_path(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn materialize_refuses_bad_bundles_and_dedupes() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |path: &str, data: &str| BundleFile {
-            path: path.to_string(),
-            data: data.to_string(),
-        };
-        let ok = vec![file("site.yaml", "c3Rld2FyZDogMQo=")];
-        let a = materialize(dir.path(), &ok).unwrap();
-        let b = materialize(dir.path(), &ok).unwrap();
-        assert_eq!(a, b);
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&a.join("site.yaml")), 0o600);
-        assert_eq!(mode(&a), 0o700);
-        assert_eq!(
-            std::fs::read_to_string(a.join("site.yaml")).unwrap(),
-            "steward: 1\n"
-        );
-        assert!(materialize(dir.path(), &[file("../x", "")]).is_err());
-
-        // Old uploads are pruned; the current project never is.
-        let current = a.clone();
-        std::fs::write(
-            dir.path().join("current-project"),
-            format!("{}\n/p\n", current.file_name().unwrap().to_string_lossy()),
-        )
-        .unwrap();
-        for n in 0..(KEEP_PROJECTS + 5) {
-            use base64::Engine;
-            let data =
-                base64::engine::general_purpose::STANDARD.encode(format!("steward: 1\n# {n}\n"));
-            materialize(dir.path(), &[file("site.yaml", &data)]).unwrap();
-        }
-        let kept = std::fs::read_dir(dir.path().join("projects"))
-            .unwrap()
-            .count();
-        assert_eq!(kept, KEEP_PROJECTS + 1);
-        assert!(current.is_dir());
-        assert!(materialize(dir.path(), &[file("x", "!!!")]).is_err());
-        assert!(materialize(dir.path(), &[file("x", ""), file("x", "")]).is_err());
     }
 }
