@@ -404,7 +404,7 @@ async fn tick(
                 model::Mode::Detect => Mode::Drift,
                 model::Mode::Enforce => Mode::Apply,
             },
-            files: run::bundle_of(&dir)?,
+            files: run::bundle_of(&dir).map_err(|err| err.to_string())?,
             project: project.clone(),
             overrides: BTreeMap::new(),
             target: None,
