@@ -543,7 +543,7 @@ pub(super) fn node_tag(
     remote: &RemoteArgs,
 ) -> std::io::Result<Exit> {
     if let Err(message) = crate::fleet::controller::check_node_name(name) {
-        return usage_error(&message);
+        return usage_error(&message.to_string());
     }
     if set.is_empty() && remove.is_empty() {
         return usage_error("nothing to do: give KEY=VALUE tags to set, or --remove KEY");

@@ -72,7 +72,7 @@ pub struct Controller {
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Waiter>>,
     /// The task ledger's writer thread, started on first use ([`Controller::ledger`]).
-    ledger: std::sync::OnceLock<Result<LedgerTx, String>>,
+    ledger: std::sync::OnceLock<Result<LedgerTx, LedgerError>>,
     next_id: AtomicU64,
     /// One fleet run at a time.
     pub(crate) run_lock: tokio::sync::Mutex<()>,
@@ -174,7 +174,7 @@ impl ThrottledLog {
 
 struct Waiter {
     node: String,
-    result: oneshot::Sender<Result<TaskResult, String>>,
+    result: oneshot::Sender<Result<TaskResult, DispatchError>>,
     events: Option<mpsc::UnboundedSender<TaskEvent>>,
 }
 
@@ -201,6 +201,69 @@ pub enum ControllerError {
     /// The data directory, CA or store.
     #[error("{0}")]
     Setup(String),
+    /// A thread panicked while it held the store: it is not used any more.
+    #[error("the store is unusable after a crash")]
+    StorePoisoned,
+    /// The blocking task that held the store failed ([`Controller::store`]).
+    #[error("the store's task failed: {0}")]
+    StoreTask(#[source] tokio::task::JoinError),
+}
+
+/// Why a task sent to a node brought no result ([`Controller::dispatch`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The node has no live connection.
+    #[error("node `{0}` is offline")]
+    Offline(String),
+    /// The node's connection went away as the task was sent.
+    #[error("node `{0}` went offline")]
+    WentOffline(String),
+    /// The node's connection was lost or cut while it worked on the task.
+    #[error("node `{node}` became unreachable: {reason}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// What happened to its connection.
+        reason: String,
+    },
+    /// The task could not be written to the ledger, so it was not sent.
+    #[error("node `{node}`: the task could not be stored: {source}")]
+    NotStored {
+        /// The node.
+        node: String,
+        /// Why.
+        source: LedgerError,
+    },
+    /// Nobody answers for the task any more (the controller is stopping).
+    #[error("node `{0}`: the task was dropped")]
+    Dropped(String),
+    /// No result within the wait.
+    #[error("node `{node}` sent no result within {secs}s")]
+    NoResult {
+        /// The node.
+        node: String,
+        /// The wait, in seconds.
+        secs: u64,
+    },
+    /// A thread panicked while it held the sessions.
+    #[error("sessions poisoned")]
+    SessionsPoisoned,
+}
+
+/// Why a write to the task ledger failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// Its connection or thread could not be started.
+    #[error("{0}")]
+    Start(String),
+    /// Its thread stopped.
+    #[error("the task ledger stopped")]
+    Stopped,
+    /// The store refused the write.
+    #[error("{0}")]
+    Write(String),
 }
 
 /// The file holding the admin token of the HTTP API.
@@ -303,20 +366,23 @@ impl Controller {
     pub async fn store<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut SqliteStore) -> T + Send + 'static,
-    ) -> Result<T, String> {
+    ) -> Result<T, ControllerError> {
         let controller = Arc::clone(self);
         tokio::task::spawn_blocking(move || controller.with_store(f))
             .await
-            .map_err(|err| format!("the store's task failed: {err}"))?
+            .map_err(ControllerError::StoreTask)?
     }
 
     /// Runs `f` with the store, on this thread: for code that is not async (or already on a
     /// blocking thread).
-    pub fn with_store<T>(&self, f: impl FnOnce(&mut SqliteStore) -> T) -> Result<T, String> {
+    pub fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut SqliteStore) -> T,
+    ) -> Result<T, ControllerError> {
         let mut store = self
             .store
             .lock()
-            .map_err(|_| "the store is unusable after a crash".to_string())?;
+            .map_err(|_| ControllerError::StorePoisoned)?;
         Ok(f(&mut store))
     }
 
@@ -373,18 +439,18 @@ impl Controller {
     /// sessions and runs share one transaction (one fsync) on a thread of their own, so
     /// storing every task and result before acting on it costs little and no async worker
     /// waits for the disk.
-    async fn ledger(&self, op: LedgerOp) -> Result<bool, String> {
+    async fn ledger(&self, op: LedgerOp) -> Result<bool, LedgerError> {
         let tx = self
             .ledger
             .get_or_init(|| start_ledger(&store_path(&self.data_dir)))
             .as_ref()
             .map_err(Clone::clone)?;
         let (done_tx, done_rx) = oneshot::channel();
-        tx.send((op, done_tx))
-            .map_err(|_| "the task ledger stopped".to_string())?;
+        tx.send((op, done_tx)).map_err(|_| LedgerError::Stopped)?;
         done_rx
             .await
-            .map_err(|_| "the task ledger stopped".to_string())?
+            .map_err(|_| LedgerError::Stopped)?
+            .map_err(LedgerError::Write)
     }
 
     /// Sends a task of run `run_id` to a node and waits up to `wait` for its result;
@@ -397,7 +463,7 @@ impl Controller {
         kind: TaskKind,
         wait: Duration,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
-    ) -> Result<TaskResult, String> {
+    ) -> Result<TaskResult, DispatchError> {
         let id = self.new_task_id();
         self.dispatch_task(run_id, node, id, kind, wait, events)
             .await
@@ -417,7 +483,7 @@ impl Controller {
         kind: TaskKind,
         wait: Duration,
         events: Option<mpsc::UnboundedSender<TaskEvent>>,
-    ) -> Result<TaskResult, String> {
+    ) -> Result<TaskResult, DispatchError> {
         let expires_at = chrono::Utc::now()
             + chrono::Duration::from_std(TASK_START_WINDOW).unwrap_or(chrono::Duration::zero());
         let task = Task {
@@ -427,10 +493,13 @@ impl Controller {
         };
         let (tx, rx) = oneshot::channel();
         let session_tx = {
-            let sessions = self.sessions.lock().map_err(|_| "sessions poisoned")?;
+            let sessions = self
+                .sessions
+                .lock()
+                .map_err(|_| DispatchError::SessionsPoisoned)?;
             match sessions.get(node) {
                 Some(session) => session.tx.clone(),
-                None => return Err(format!("node `{node}` is offline")),
+                None => return Err(DispatchError::Offline(node.to_string())),
             }
         };
         self.ledger(LedgerOp::Issue {
@@ -440,7 +509,10 @@ impl Controller {
             issued_at: crate::local::timestamp(),
         })
         .await
-        .map_err(|err| format!("node `{node}`: the task could not be stored: {err}"))?;
+        .map_err(|source| DispatchError::NotStored {
+            node: node.to_string(),
+            source,
+        })?;
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.insert(
                 id.clone(),
@@ -454,17 +526,17 @@ impl Controller {
         if session_tx.try_send(ControllerMsg::Task(task)).is_err() {
             self.take_waiter(&id);
             let _ = self.ledger(LedgerOp::Withdraw { id: id.clone() }).await;
-            return Err(format!("node `{node}` went offline"));
+            return Err(DispatchError::WentOffline(node.to_string()));
         }
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(format!("node `{node}`: the task was dropped")),
+            Ok(Err(_)) => Err(DispatchError::Dropped(node.to_string())),
             Err(_) => {
                 self.take_waiter(&id);
-                Err(format!(
-                    "node `{node}` sent no result within {}s",
-                    wait.as_secs()
-                ))
+                Err(DispatchError::NoResult {
+                    node: node.to_string(),
+                    secs: wait.as_secs(),
+                })
             }
         }
     }
@@ -486,9 +558,10 @@ impl Controller {
             Err(_) => Vec::new(),
         };
         for waiter in failed {
-            let _ = waiter
-                .result
-                .send(Err(format!("node `{node}` became unreachable: {reason}")));
+            let _ = waiter.result.send(Err(DispatchError::Unreachable {
+                node: node.to_string(),
+                reason: reason.to_string(),
+            }));
         }
     }
 
@@ -576,7 +649,8 @@ impl Controller {
                 let (who, fingerprint) = (identity.node.clone(), identity.fingerprint.clone());
                 let known = self
                     .store(move |s| s.node_cert_ok(&who, &fingerprint))
-                    .await?
+                    .await
+                    .map_err(|err| err.to_string())?
                     .map_err(|err| err.to_string())?;
                 if !known {
                     let _ = wire::write_msg(
@@ -658,9 +732,9 @@ impl Controller {
                 "protocol {protocol} is not supported (this controller speaks {PROTOCOL})"
             )));
         }
-        check_node_name(node).map_err(Refusal::plain)?;
+        check_node_name(node).map_err(|err| Refusal::plain(err.to_string()))?;
         for (key, value) in tags {
-            check_tag(key, value).map_err(Refusal::plain)?;
+            check_tag(key, value).map_err(|err| Refusal::plain(err.to_string()))?;
         }
         let token = JoinToken::parse(token).map_err(|err| Refusal::plain(err.to_string()))?;
         if token.ca_fingerprint != self.ca.fingerprint() {
@@ -679,7 +753,7 @@ impl Controller {
         };
         let redeemed = self
             .with_store(|s| token::redeem(s, &token, &cert))
-            .map_err(Refusal::plain)?
+            .map_err(|err| Refusal::plain(err.to_string()))?
             .map_err(|err| match &err {
                 // The peer is not told which: that would say whether the token id exists.
                 token::TokenError::Invalid(why) => Refusal {
@@ -871,7 +945,8 @@ impl Controller {
             .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| err.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
-        self.with_store(|s| s.renew_node_cert(node, &fingerprint, &not_after))?
+        self.with_store(|s| s.renew_node_cert(node, &fingerprint, &not_after))
+            .map_err(|err| err.to_string())?
             .map_err(|err| err.to_string())?;
         Ok(cert_pem)
     }
@@ -887,6 +962,7 @@ impl Controller {
     async fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
         let state = match self
             .with_store(|s| s.task_state(task_id, node))
+            .map_err(|err| err.to_string())
             .and_then(|r| r.map_err(|err| err.to_string()))
         {
             Ok(state) => state,
@@ -925,15 +1001,15 @@ impl Controller {
             return false;
         }
         let stored = match serde_json::to_string(&result) {
-            Ok(json) => {
-                self.ledger(LedgerOp::Close {
+            Ok(json) => self
+                .ledger(LedgerOp::Close {
                     id: task_id.to_string(),
                     node: node.to_string(),
                     result: json,
                     at: crate::local::timestamp(),
                 })
                 .await
-            }
+                .map_err(|err| err.to_string()),
             Err(err) => Err(err.to_string()),
         };
         if let Some(waiter) = waiter {
@@ -972,7 +1048,10 @@ impl Refusal {
 }
 
 /// A write to the ledger and where its outcome goes.
-type LedgerTx = std::sync::mpsc::Sender<(LedgerOp, oneshot::Sender<Result<bool, String>>)>;
+type LedgerTx = std::sync::mpsc::Sender<(LedgerOp, LedgerDone)>;
+
+/// Where the ledger thread tells a write's outcome (the store's refusal, as text).
+type LedgerDone = oneshot::Sender<Result<bool, String>>;
 
 /// Most ledger writes in one transaction.
 const LEDGER_BATCH: usize = 1024;
@@ -980,9 +1059,9 @@ const LEDGER_BATCH: usize = 1024;
 /// Opens the ledger's own connection to the store and starts its writer thread: it takes
 /// every write waiting, applies them in one transaction, and tells each its outcome after
 /// the commit.
-fn start_ledger(path: &Path) -> Result<LedgerTx, String> {
-    let mut ledger = Ledger::open(path).map_err(|err| err.to_string())?;
-    let (tx, rx) = std::sync::mpsc::channel::<(LedgerOp, oneshot::Sender<Result<bool, String>>)>();
+fn start_ledger(path: &Path) -> Result<LedgerTx, LedgerError> {
+    let mut ledger = Ledger::open(path).map_err(|err| LedgerError::Start(err.to_string()))?;
+    let (tx, rx) = std::sync::mpsc::channel::<(LedgerOp, LedgerDone)>();
     std::thread::Builder::new()
         .name("steward-ledger".to_string())
         .spawn(move || {
@@ -1009,7 +1088,7 @@ fn start_ledger(path: &Path) -> Result<LedgerTx, String> {
                 }
             }
         })
-        .map_err(|err| format!("starting the task ledger: {err}"))?;
+        .map_err(|err| LedgerError::Start(format!("starting the task ledger: {err}")))?;
     Ok(tx)
 }
 

@@ -7,21 +7,33 @@
 //! **Architecture Invariant:** nothing an agent changed goes unreported, and nothing is
 //! recorded twice.
 
-use crate::fleet::controller::{Controller, log};
+use crate::fleet::controller::{Controller, ControllerError, log};
 use crate::fleet::wire::TaskResult;
 use crate::local;
 use crate::report::plan::Style;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
+
+/// Why a run record could not be stored (or the store asked about it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Records a run in the controller's store; returns its human summary, or why it could not
 /// be stored.
-pub(crate) fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, String> {
+pub(crate) fn store_run(
+    controller: &Controller,
+    record: &RunRecord,
+) -> Result<String, RecordError> {
     controller
         .with_store(|s| s.record_run(record))?
-        .map_err(|err| {
-            tracing::error!(run = %record.id, "recording the run: {err}");
-            err.to_string()
-        })?;
+        .inspect_err(|err| tracing::error!(run = %record.id, "recording the run: {err}"))?;
     let findings = controller
         .with_store(|s| s.findings(false))
         .ok()
@@ -91,7 +103,7 @@ pub fn record_late(
     node: &str,
     task_id: &str,
     result: &TaskResult,
-) -> Result<(), String> {
+) -> Result<(), RecordError> {
     let Some((kind, results)) = answer_results(node, result) else {
         return Ok(());
     };
@@ -107,10 +119,7 @@ pub fn record_late(
         results,
         status: RunStatus::Complete,
     };
-    if controller
-        .with_store(|s| s.has_run(&record.id))?
-        .map_err(|err| err.to_string())?
-    {
+    if controller.with_store(|s| s.has_run(&record.id))?? {
         return Ok(());
     }
     log(&format!(
@@ -123,22 +132,18 @@ pub fn record_late(
 /// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
 /// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
 /// before agents connect.
-pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
+pub fn recover_interrupted(controller: &Controller) -> Result<usize, RecordError> {
     // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
     // result that long after an acknowledgement (its ledger keeps ids a day).
     let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let pruned = controller
-        .with_store(|s| s.prune_tasks(&week_ago))?
-        .map_err(|err| err.to_string())?;
+    let pruned = controller.with_store(|s| s.prune_tasks(&week_ago))??;
     if pruned > 0 {
         log(&format!(
             "forgot {pruned} task(s) closed more than a week ago"
         ));
     }
-    let unfinished = controller
-        .with_store(|s| s.unfinished_runs())?
-        .map_err(|err| err.to_string())?;
+    let unfinished = controller.with_store(|s| s.unfinished_runs())??;
     let count = unfinished.len();
     for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
         for task in &tasks {

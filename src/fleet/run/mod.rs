@@ -31,9 +31,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, TaskEvent, log};
+use crate::fleet::command::CommandError;
+use crate::fleet::controller::{Controller, ControllerError, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
-use crate::fleet::run::bundle::current_path;
+use crate::fleet::run::bundle::{BundleError, current_path};
 use crate::fleet::run::late::store_run;
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
 use crate::local::{self, Planned};
@@ -42,8 +43,41 @@ use crate::plan::{self, Plan, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, StoreError};
 use crate::validate::{Validated, validate_with};
+
+/// Why a fleet run could not start. Failures on nodes are not errors: they are in the
+/// run's [`RunResponse`], node by node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// `steward run --document`'s selector or rate control.
+    #[error(transparent)]
+    Adhoc(#[from] CommandError),
+    /// The uploaded project.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed reading the inventory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Validation did not finish (its task panicked).
+    #[error("validating the project: {0}")]
+    Validate(#[source] tokio::task::JoinError),
+    /// A saved plan covers nodes the documents no longer target (named).
+    #[error("the plan covers {0} that the documents no longer target; run `steward plan` again")]
+    PlanNodesGone(String),
+    /// A saved plan was made from other documents or parameters.
+    #[error(
+        "the documents (or parameters) changed since this plan was made; run `steward plan` again"
+    )]
+    PlanStale,
+    /// The run could not be stored as `running`, so nothing was sent.
+    #[error("the run could not be stored, so nothing was sent: {0}")]
+    NotBegun(#[source] StoreError),
+}
 
 /// How long a probe may take on one node.
 const PROBE_WAIT: Duration = Duration::from_secs(300);
@@ -52,7 +86,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(3600);
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
-    pub fn scope(&self, controller: &Controller) -> Result<Scope, String> {
+    pub fn scope(&self, controller: &Controller) -> Result<Scope, RunError> {
         use crate::fleet::command::{parse_rate, resolve_targets};
         Ok(Scope {
             association: None,
@@ -66,10 +100,8 @@ impl AdhocRequest {
 }
 
 /// The enrolled, unrevoked nodes as lowering sees them.
-fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, String> {
-    let nodes = controller
-        .with_store(|s| s.nodes())?
-        .map_err(|err| err.to_string())?;
+fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, RunError> {
+    let nodes = controller.with_store(|s| s.nodes())??;
     Ok(nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -168,7 +200,7 @@ pub async fn run(
         {
             Ok(validated) => validated,
             Err(err) => {
-                return RunResponse::error(format!("validating the project: {err}"));
+                return RunResponse::error(RunError::Validate(err));
             }
         }
     };
@@ -283,7 +315,7 @@ impl<'v> Fleet<'v> {
     }
 
     /// Narrows the run to a saved plan's nodes and checks its documents are the plan's.
-    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), String> {
+    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), RunError> {
         let missing: Vec<&str> = saved
             .nodes
             .keys()
@@ -291,10 +323,7 @@ impl<'v> Fleet<'v> {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "the plan covers {} that the documents no longer target; run `steward plan` again",
-                missing.join(", ")
-            ));
+            return Err(RunError::PlanNodesGone(missing.join(", ")));
         }
         for (_, _, nodes) in &mut self.waves {
             nodes.retain(|n| saved.nodes.contains_key(&n.name));
@@ -302,7 +331,7 @@ impl<'v> Fleet<'v> {
         self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
         self.targets.retain(|n| saved.nodes.contains_key(&n.name));
         if self.planned(request).digest != saved.documents_digest {
-            return Err("the documents (or parameters) changed since this plan was made; run `steward plan` again".to_string());
+            return Err(RunError::PlanStale);
         }
         Ok(())
     }
@@ -350,7 +379,7 @@ impl<'v> Fleet<'v> {
         kind: RunKind,
         id: &str,
         started_at: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let run = RunRecord {
             id: id.to_string(),
             kind,
@@ -364,7 +393,7 @@ impl<'v> Fleet<'v> {
         };
         controller
             .with_store(|s| s.begin_run(&run))?
-            .map_err(|err| format!("the run could not be stored, so nothing was sent: {err}"))
+            .map_err(RunError::NotBegun)
     }
 
     /// Names files as the project names them, not by where the controller keeps its copy.
@@ -425,7 +454,7 @@ impl<'v> Fleet<'v> {
             answers[idx] = Some(match result {
                 Ok(TaskResult::Observed { states }) => Ok(states),
                 Ok(other) => Err(unexpected(&other, "a probe")),
-                Err(err) => Err(err),
+                Err(err) => Err(err.to_string()),
             });
         }
         let mut planned = self.planned(request);
@@ -726,7 +755,9 @@ async fn apply_node(
             APPLY_WAIT,
             Some(events_tx),
         )
-        .await;
+        .await
+        // A node's failure is a message in its status and the run's record.
+        .map_err(|err| err.to_string());
     let _ = forward.await;
     let status = match &result {
         Ok(TaskResult::Applied { outcomes, .. }) => {
