@@ -787,6 +787,7 @@ pub fn run_task(
     };
     let env = Env::new(
         &node,
+        &registry,
         config.root.clone(),
         config.state_dir.clone(),
         task.id.clone(),
@@ -832,6 +833,7 @@ pub fn run_task(
     let started = Instant::now();
     let report = exec::apply(
         &graph,
+        &registry,
         &node_plan,
         &env,
         exec::Config {

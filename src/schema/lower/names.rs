@@ -4,7 +4,7 @@
 
 use crate::diag::{Diagnostic, Span};
 use crate::model::{Model, Resource, ResourceId};
-use crate::resource::{NameRule, ResourceType, check_abs_path};
+use crate::resource::ResourceType;
 use crate::schema::lower::Lowerer;
 
 impl Lowerer<'_> {
@@ -15,21 +15,7 @@ impl Lowerer<'_> {
         span: Span,
     ) -> bool {
         let name = id.name.as_str();
-        let problem = match ty.schema().name_rule {
-            NameRule::AbsPath => check_abs_path(name).err().map(|p| (p, "NAME is an absolute path such as `/etc/motd`".to_string())),
-            NameRule::Package => (!NameRule::Package.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid package name"), "package names use lowercase letters, digits and `+ - .`".to_string())
-            }),
-            NameRule::Service => (!NameRule::Service.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid unit name"), "unit names use letters, digits and `: _ . @ -`".to_string())
-            }),
-            NameRule::Account => (!NameRule::Account.accepts(name)).then(|| {
-                (format!("`{name}` is not a valid user or group name"), "start with a lowercase letter or `_`; use lowercase letters, digits, `_` and `-`; at most 32 characters".to_string())
-            }),
-            NameRule::Label => (!NameRule::Label.accepts(name)).then(|| {
-                (format!("`{}` contains control characters", name.escape_debug()), "use printable characters".to_string())
-            }),
-        };
+        let problem = ty.schema().name_rule.check(name).err();
         match problem {
             Some((message, help)) => {
                 self.error(

@@ -253,7 +253,7 @@ impl Lowerer<'_> {
             self.check_required(ty, &id, key.span, entries);
             self.check_exclusive(ty, &attrs);
             let absent = attrs.get("ensure").and_then(|a| a.value.as_str()) == Some("absent");
-            if kind == "file" && !absent {
+            if ty.has_project_content() && !absent {
                 let deferred = pending.as_mut().map(|pending| (pending, out.len()));
                 reads.extend(self.resolve_content(doc.source, &mut attrs, &ctx, scope, deferred));
             }
