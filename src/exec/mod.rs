@@ -23,7 +23,7 @@ use crate::plan::NodePlan;
 use crate::plan::graph::ResourceGraph;
 use crate::resource::Registry;
 use crate::resource::change::{Action, State};
-use crate::resource::fsutil::{Durability, Ticket};
+use crate::resource::durability::{Durability, Ticket};
 use crate::resource::provider::{
     Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
 };

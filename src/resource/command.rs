@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use crate::resource::provider::{CommandOutput, ProviderError};
+use crate::resource::error::{CommandOutput, ProviderError};
 
 /// Bytes kept of each output stream.
 pub const OUTPUT_CAP: usize = 64 * 1024;
