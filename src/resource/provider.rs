@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::model::Resource;
 use crate::resource::beneath::{Confine, Dir, Entry, OpenError, Root};
 use crate::resource::change::State;
+use crate::resource::command::CommandRunner;
 use crate::resource::durability::{Durability, Ticket};
 
 // The failure and output vocabulary lives below the contract, where the group commit and the
@@ -36,6 +37,9 @@ pub struct ProviderCtx<'a> {
     /// a directory forget what lies below it, since paths through it can lead elsewhere.
     /// `None` opens every directory afresh.
     pub path_cache: Option<&'a PathCache>,
+    /// Runs the providers' system commands (`systemctl`, `dpkg-query`, `apt-get`, `useradd`):
+    /// [`crate::resource::command::SystemRunner`] on a node, a script in unit tests.
+    pub runner: &'a dyn CommandRunner,
     /// Where to leave the writes and directory fsyncs this resource staged, when the caller
     /// makes them durable later in one batch (the executor). `None` waits for each one.
     pub staged: Option<&'a Staged>,
@@ -420,6 +424,75 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// What the providers' unit tests share: a context over a root with a scripted runner, and
+/// resources built from attribute lists.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use crate::diag::{SourceId, Span};
+    use crate::model::{Attr, Resource, ResourceId, Value};
+    use crate::resource::command::CommandRunner;
+    use crate::resource::durability::Durability;
+    use crate::resource::provider::ProviderCtx;
+
+    /// The owned parts a test's provider context borrows.
+    pub(crate) struct TestNode {
+        root: PathBuf,
+        managed_paths: foldhash::HashSet<String>,
+        durability: Durability,
+    }
+
+    impl TestNode {
+        /// A node whose file system is at `root` (`/` for the live system).
+        pub(crate) fn at(root: &Path) -> TestNode {
+            TestNode {
+                root: root.to_path_buf(),
+                managed_paths: Default::default(),
+                durability: Durability::new(),
+            }
+        }
+
+        /// A context whose commands go to `runner`.
+        pub(crate) fn ctx<'a>(&'a self, runner: &'a dyn CommandRunner) -> ProviderCtx<'a> {
+            ProviderCtx {
+                root: &self.root,
+                state_dir: &self.root,
+                run_id: "test",
+                managed_paths: &self.managed_paths,
+                durability: &self.durability,
+                path_cache: None,
+                runner,
+                staged: None,
+            }
+        }
+    }
+
+    /// A resource with these attributes.
+    pub(crate) fn resource(kind: &str, name: &str, attrs: &[(&str, Value)]) -> Resource {
+        let span = Span::new(SourceId(0), 0, 0);
+        Resource {
+            id: ResourceId::new(kind, name),
+            span,
+            source: SourceId(0),
+            attrs: attrs
+                .iter()
+                .map(|(key, value)| {
+                    let attr = Attr {
+                        value: value.clone(),
+                        span,
+                        sensitive: false,
+                    };
+                    (key.to_string(), attr)
+                })
+                .collect(),
+            relations: Vec::new(),
+            association: None,
+            secrets: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +510,7 @@ mod tests {
             managed_paths: managed,
             durability,
             path_cache: Some(cache),
+            runner: &crate::resource::command::SystemRunner,
             staged: None,
         }
     }

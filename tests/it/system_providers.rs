@@ -106,6 +106,7 @@ impl TestNode {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: None,
+            runner: &steward::resource::command::SystemRunner,
             staged: None,
         }
     }
