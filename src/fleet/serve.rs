@@ -114,13 +114,15 @@ pub async fn serve(config: Config) -> Result<(), ControllerError> {
     let controller = Controller::open(
         &config.data_dir,
         config.cert_lifetime,
-        Box::new(|controller, node, task_id, result| {
-            crate::fleet::run::record_late(controller, node, task_id, result).map_err(Into::into)
-        }),
+        Arc::new(crate::fleet::run::record_late),
     )?;
     // Before any agent connects: a run a previous controller left running is recorded as
     // interrupted, with the results that arrived, so their re-deliveries count as late.
-    crate::fleet::run::recover_interrupted(&controller)
+    controller
+        .store(crate::fleet::run::recover_interrupted)
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|r| r.map_err(|err| err.to_string()))
         .map_err(|err| ControllerError::Setup(format!("recovering interrupted runs: {err}")))?;
     let agents = TcpListener::bind(&config.listen)
         .await
