@@ -168,6 +168,7 @@ pub fn plan<'v>(
                 let graph = validated.graph(idx, registry);
                 let env = Env::new(
                     node,
+                    registry,
                     config.root.clone(),
                     config.state_dir.clone(),
                     run_id.clone(),
@@ -200,9 +201,11 @@ pub fn plan<'v>(
     Ok(planned)
 }
 
-/// Applies a plan, holding the state directory's lock.
+/// Applies a plan with the resource types it was planned with, holding the state
+/// directory's lock.
 pub fn apply(
     planned: &Planned<'_>,
+    registry: &Registry,
     config: &Config,
     exec_config: exec::Config,
     on_done: &(dyn Fn(&exec::ResourceOutcome) + Sync),
@@ -215,13 +218,12 @@ pub fn apply(
         .zip(&planned.plan.nodes)
         .zip(&planned.envs)
     {
-        let report =
-            exec::apply(graph, node_plan, env, exec_config, on_done).map_err(|source| {
-                LocalError::Io {
-                    path: config.state_dir.clone(),
-                    source,
-                }
-            })?;
+        let report = exec::apply(graph, registry, node_plan, env, exec_config, on_done).map_err(
+            |source| LocalError::Io {
+                path: config.state_dir.clone(),
+                source,
+            },
+        )?;
         reports.push(report);
     }
     Ok(reports)

@@ -317,7 +317,13 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let parallel = usize::from(args.parallel);
     let (reports, printed) = std::thread::scope(|scope| {
         let printer = stream_plan.then(|| scope.spawn(|| print_plan(&planned, style)));
-        let reports = local::apply(&planned, &config, exec::Config { parallel }, &on_done);
+        let reports = local::apply(
+            &planned,
+            &registry,
+            &config,
+            exec::Config { parallel },
+            &on_done,
+        );
         let printed = match printer.map(|printer| printer.join()) {
             None | Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(err))) => Err(err),
@@ -334,7 +340,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let printed = printed.and_then(|()| {
         print_stdout(&format!(
             "\n{}",
-            crate::report::plan::human_apply(&reports, style)
+            crate::report::plan::human_apply(&reports, &registry, style)
         ))
     });
     let record = local::apply_record(

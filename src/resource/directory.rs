@@ -64,6 +64,10 @@ impl ResourceType for Directory {
         "directory"
     }
 
+    fn managed_path<'r>(&self, res: &'r Resource) -> Option<std::borrow::Cow<'r, str>> {
+        crate::resource::present_path(res)
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }

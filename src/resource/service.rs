@@ -45,6 +45,18 @@ impl ResourceType for Service {
         "service"
     }
 
+    /// A running service restarts on refresh; a stopped one stays stopped.
+    fn refreshable(&self, res: &Resource) -> bool {
+        res.attr_str("ensure") != Some("stopped")
+    }
+
+    fn refresh_words(&self) -> crate::resource::RefreshWords {
+        crate::resource::RefreshWords {
+            planned: "restarts",
+            done: "restarted",
+        }
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }

@@ -41,13 +41,20 @@ impl ResourceType for Symlink {
         "symlink"
     }
 
+    fn managed_path<'r>(&self, res: &'r Resource) -> Option<std::borrow::Cow<'r, str>> {
+        crate::resource::present_path(res)
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         vec![ImplicitDep {
-            candidates: Candidates::ParentDirectories(res.id.name.clone()),
+            candidates: Candidates::Ancestors {
+                kind: "directory",
+                path: res.id.name.clone(),
+            },
             reason: "inside directory",
         }]
     }

@@ -639,7 +639,8 @@ impl<'v> Fleet<'v> {
                     outcomes,
                     duration_ms,
                 }) => observed_states(node, &states).and_then(|observed| {
-                    let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)?;
+                    let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)
+                        .map_err(|err| err.to_string())?;
                     Ok((observed, report))
                 }),
                 Ok(other) => Err(unexpected(&other, "an apply")),
