@@ -496,7 +496,7 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         }
     };
     let scope = match &request.adhoc {
-        Some(adhoc) => match adhoc.scope(&controller) {
+        Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
             Err(err) => return ApiError::from(err).into_response(),
         },

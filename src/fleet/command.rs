@@ -249,11 +249,11 @@ pub fn parse_rate(text: &str, what: &str) -> Result<Rate, CommandError> {
 /// The enrolled, unrevoked nodes a selector picks, in name order. A name nobody has, or a
 /// tag key no node has, is an unknown selector; a selector that picks nothing is an error
 /// too.
-pub fn resolve_targets(
-    controller: &Controller,
+pub async fn resolve_targets(
+    controller: &Arc<Controller>,
     selector: &str,
 ) -> Result<Vec<String>, CommandError> {
-    let nodes = controller.with_store(|s| s.nodes())??;
+    let nodes = controller.store(|s| s.nodes()).await??;
     let nodes: Vec<_> = nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -320,7 +320,7 @@ pub async fn run(
         Ok(rate) => rate,
         Err(err) => return failed(err.to_string()),
     };
-    let targets = match resolve_targets(controller, &request.target) {
+    let targets = match resolve_targets(controller, &request.target).await {
         Ok(targets) => targets,
         Err(err) => return failed(err.to_string()),
     };
@@ -345,7 +345,8 @@ pub async fn run(
         status: crate::store::RunStatus::Running,
     };
     if let Err(err) = controller
-        .with_store(|s| s.begin_run(&begun))
+        .store(move |s| s.begin_run(&begun))
+        .await
         .map_err(CommandError::from)
         .and_then(|r| r.map_err(CommandError::from))
     {
@@ -438,7 +439,11 @@ pub async fn run(
     };
     let mut errors = Vec::new();
     let stored = controller
-        .with_store(|s| s.record_run(&record))
+        .store({
+            let record = record.clone();
+            move |s| s.record_run(&record)
+        })
+        .await
         .map_err(CommandError::from)
         .and_then(|r| r.map_err(CommandError::from));
     if let Err(err) = &stored {

@@ -28,7 +28,7 @@ use crate::fleet::wire::{
     PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Ledger, LedgerOp, TaskState};
+use crate::store::{Ledger, LedgerOp, StoreError, TaskState};
 
 /// Node names are checked by the enrollment policy; re-exported for the CLI, which checks a
 /// name before it asks the controller.
@@ -50,17 +50,9 @@ const TASK_START_WINDOW: Duration = Duration::from_secs(120);
 ///
 /// The controller knows agents and tasks, not runs: whoever builds it (`serve`) installs the
 /// fleet's recorder (`fleet::run::record_late`), so the dependency goes from runs to the
-/// controller only.
-pub type LateResults = Box<
-    dyn Fn(
-            &Controller,
-            &str,
-            &str,
-            &TaskResult,
-        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-        + Send
-        + Sync,
->;
+/// controller only. It is called with the store, on a blocking thread.
+pub type LateResults =
+    Arc<dyn Fn(&mut SqliteStore, &str, &str, &TaskResult) -> Result<(), StoreError> + Send + Sync>;
 
 /// The controller's shared state.
 pub struct Controller {
@@ -680,7 +672,7 @@ impl Controller {
 
     /// An agent without a certificate: one `Enroll` message, then the connection ends.
     async fn enrollment(
-        &self,
+        self: &Arc<Self>,
         stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
     ) -> Result<(), String> {
         let msg =
@@ -694,7 +686,7 @@ impl Controller {
                 node,
                 tags,
                 csr_pem,
-            }) => self.enroll(protocol, &token, &node, &tags, &csr_pem),
+            }) => self.enroll(protocol, &token, &node, &tags, &csr_pem).await,
             Some(_) => Err(Refusal::plain(
                 "only enrollment is allowed without a certificate",
             )),
@@ -723,8 +715,8 @@ impl Controller {
 
     /// Checks an enrollment and, when it may, signs the node's certificate and records it.
     /// The token is spent only when everything else passed (a bad CSR spends nothing).
-    fn enroll(
-        &self,
+    async fn enroll(
+        self: &Arc<Self>,
         protocol: u32,
         token: &str,
         node: &str,
@@ -749,14 +741,18 @@ impl Controller {
             .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| Refusal::plain(err.to_string()))?;
         let (fingerprint, not_after) = cert_facts(&cert_pem).map_err(Refusal::plain)?;
-        let cert = crate::store::NewCert {
-            node,
-            fingerprint: &fingerprint,
-            not_after: &not_after,
-            claimed_tags: tags,
-        };
+        let (owner, claimed_tags) = (node.to_string(), tags.clone());
         let redeemed = self
-            .with_store(|s| token::redeem(s, &token, &cert))
+            .store(move |s| {
+                let cert = crate::store::NewCert {
+                    node: &owner,
+                    fingerprint: &fingerprint,
+                    not_after: &not_after,
+                    claimed_tags: &claimed_tags,
+                };
+                token::redeem(s, &token, &cert)
+            })
+            .await
             .map_err(|err| Refusal::plain(err.to_string()))?
             .map_err(|err| match &err {
                 // The peer is not told which: that would say whether the token id exists.
@@ -899,7 +895,7 @@ impl Controller {
                         let _ = tx.try_send(ControllerMsg::Ack { task_id });
                     }
                 }
-                AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem) {
+                AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem).await {
                     Ok(cert_pem) => {
                         let _ = tx.try_send(ControllerMsg::Renewed { cert_pem });
                     }
@@ -926,7 +922,10 @@ impl Controller {
         if current {
             self.fail_waiters(&node, &end);
             let at = crate::local::timestamp();
-            let _ = self.with_store(|s| s.node_seen(&node, &facts_json, &at));
+            let (seen, facts_json) = (node.clone(), facts_json.clone());
+            let _ = self
+                .store(move |s| s.node_seen(&seen, &facts_json, &at))
+                .await;
         }
         tracing::info!(node, "`{node}` disconnected: {end}");
         Ok(())
@@ -943,13 +942,15 @@ impl Controller {
         }
     }
 
-    fn renew(&self, node: &str, csr_pem: &str) -> Result<String, String> {
+    async fn renew(self: &Arc<Self>, node: &str, csr_pem: &str) -> Result<String, String> {
         let cert_pem = self
             .ca
             .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| err.to_string())?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
-        self.with_store(|s| s.renew_node_cert(node, &fingerprint, &not_after))
+        let node = node.to_string();
+        self.store(move |s| s.renew_node_cert(&node, &fingerprint, &not_after))
+            .await
             .map_err(|err| err.to_string())?
             .map_err(|err| err.to_string())?;
         Ok(cert_pem)
@@ -963,9 +964,11 @@ impl Controller {
     /// delivers it again after a failure. A result stored before is acknowledged again and
     /// not recorded twice. Returns false (no acknowledgement) when it is not this node's to
     /// give or could not be stored.
-    async fn result(&self, node: &str, task_id: &str, result: TaskResult) -> bool {
+    async fn result(self: &Arc<Self>, node: &str, task_id: &str, result: TaskResult) -> bool {
+        let (owner, task) = (node.to_string(), task_id.to_string());
         let state = match self
-            .with_store(|s| s.task_state(task_id, node))
+            .store(move |s| s.task_state(&task, &owner))
+            .await
             .map_err(|err| err.to_string())
             .and_then(|r| r.map_err(|err| err.to_string()))
         {
@@ -994,9 +997,18 @@ impl Controller {
             },
             Err(_) => None,
         };
-        if waiter.is_none()
-            && let Err(err) = (self.late_results)(self, node, task_id, &result)
-        {
+        let late = match waiter {
+            Some(_) => Ok(()),
+            None => {
+                let record_late = Arc::clone(&self.late_results);
+                let (owner, task, answer) = (node.to_string(), task_id.to_string(), result.clone());
+                self.store(move |s| record_late(s, &owner, &task, &answer))
+                    .await
+                    .map_err(|err| err.to_string())
+                    .and_then(|r| r.map_err(|err| err.to_string()))
+            }
+        };
+        if let Err(err) = late {
             tracing::error!(
                 node,
                 task = task_id,

@@ -194,13 +194,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         &config.data_dir,
         config.cert_lifetime,
         config.registry.clone(),
-        Box::new(|controller, node, task_id, result| {
-            crate::fleet::run::record_late(controller, node, task_id, result).map_err(Into::into)
-        }),
+        Arc::new(crate::fleet::run::record_late),
     )?;
     // Before any agent connects: a run a previous controller left running is recorded as
     // interrupted, with the results that arrived, so their re-deliveries count as late.
-    crate::fleet::run::recover_interrupted(&controller)
+    controller
+        .store(crate::fleet::run::recover_interrupted)
+        .await
+        .map_err(|err| ServeError::Recover(err.into()))?
         .map_err(|err| ServeError::Recover(err.into()))?;
     let agents = TcpListener::bind(&config.listen)
         .await

@@ -86,12 +86,12 @@ const APPLY_WAIT: Duration = Duration::from_secs(3600);
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
-    pub fn scope(&self, controller: &Controller) -> Result<Scope, RunError> {
+    pub async fn scope(&self, controller: &Arc<Controller>) -> Result<Scope, RunError> {
         use crate::fleet::command::{parse_rate, resolve_targets};
         Ok(Scope {
             association: None,
             adhoc: Some(Adhoc {
-                nodes: resolve_targets(controller, &self.target)?,
+                nodes: resolve_targets(controller, &self.target).await?,
                 max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
                 max_errors: parse_rate(&self.max_errors, "--max-errors")?,
             }),
@@ -100,8 +100,8 @@ impl AdhocRequest {
 }
 
 /// The enrolled, unrevoked nodes as lowering sees them.
-fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, RunError> {
-    let nodes = controller.with_store(|s| s.nodes())??;
+async fn inventory(controller: &Arc<Controller>) -> Result<Vec<KnownNode>, RunError> {
+    let nodes = controller.store(|s| s.nodes()).await??;
     Ok(nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -174,7 +174,7 @@ pub async fn run(
             return RunResponse::error(err);
         }
     };
-    let inventory = match inventory(controller) {
+    let inventory = match inventory(controller).await {
         Ok(inventory) => inventory,
         Err(err) => {
             return RunResponse::error(err);
@@ -366,9 +366,9 @@ impl<'v> Fleet<'v> {
     /// Stores the run as `running` before any task is sent: if the controller dies during
     /// it, the next start records it as `interrupted` with what arrived. `Err` when the store
     /// cannot take it; then nothing is sent.
-    fn begin(
+    async fn begin(
         &self,
-        controller: &Controller,
+        controller: &Arc<Controller>,
         request: &RunRequest,
         kind: RunKind,
         id: &str,
@@ -386,7 +386,8 @@ impl<'v> Fleet<'v> {
             status: RunStatus::Running,
         };
         controller
-            .with_store(|s| s.begin_run(&run))?
+            .store(move |s| s.begin_run(&run))
+            .await?
             .map_err(RunError::NotBegun)
     }
 
@@ -417,7 +418,9 @@ impl<'v> Fleet<'v> {
         let started_at = local::timestamp();
         let id = new_run_id();
         if request.mode == Mode::Drift
-            && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
+            && let Err(err) = self
+                .begin(controller, request, RunKind::Drift, &id, &started_at)
+                .await
         {
             return RunResponse::error(err);
         }
@@ -504,7 +507,11 @@ impl<'v> Fleet<'v> {
             };
             response.plan_json = Some(json);
             // A plan is not stored: the probes' results go once it is rendered.
-            if let Ok(Err(err)) = controller.with_store(|s| s.settle_plan_tasks(&id)) {
+            let plan_id = id.clone();
+            if let Ok(Err(err)) = controller
+                .store(move |s| s.settle_plan_tasks(&plan_id))
+                .await
+            {
                 log(&format!("plan {id}: dropping its probes' results: {err}"));
             }
             return response;
@@ -518,7 +525,7 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 
@@ -555,7 +562,10 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = local::timestamp();
         let id = new_run_id();
-        if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
+        if let Err(err) = self
+            .begin(controller, request, RunKind::Apply, &id, &started_at)
+            .await
+        {
             return RunResponse::error(err);
         }
         let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
@@ -682,7 +692,7 @@ impl<'v> Fleet<'v> {
             errors: Vec::new(),
             plan_json: None,
         };
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 }
@@ -859,8 +869,15 @@ fn new_run_id() -> String {
 
 /// Stores the run and puts its id and summary in the response; when the store refuses it,
 /// the response fails saying so, shows the results, and claims no run id.
-fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunResponse) {
-    match store_run(controller, record) {
+async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: &mut RunResponse) {
+    let stored = {
+        let record = record.clone();
+        controller.store(move |s| store_run(s, &record)).await
+    };
+    let stored = stored
+        .map_err(RunError::from)
+        .and_then(|r| r.map_err(RunError::from));
+    match stored {
         Ok(output) => {
             response.run_id = Some(record.id.clone());
             response.output = output;
