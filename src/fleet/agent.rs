@@ -28,8 +28,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use crate::exec::{self, Env};
-use crate::fleet::outbox::{Claim, Ledger, Outbox};
-use crate::fleet::outbox::OutboxError;
+use crate::fleet::outbox::{Claim, Ledger, Outbox, OutboxError};
 use crate::fleet::pki::{self, PkiError};
 use crate::fleet::token::{JoinToken, TokenError};
 use crate::fleet::wire::{

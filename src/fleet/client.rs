@@ -38,9 +38,7 @@ pub enum ClientError {
     #[error("STEWARD_TOKEN_FILE (or --token-file) must name the controller's admin.token")]
     NoTokenFile,
     /// The URL is neither `http://` nor `https://`.
-    #[error(
-        "STEWARD_CONTROLLER `{0}` must be an http:// or https:// URL of the controller's API"
-    )]
+    #[error("STEWARD_CONTROLLER `{0}` must be an http:// or https:// URL of the controller's API")]
     BadUrl(String),
     /// An `https://` URL without a host.
     #[error("STEWARD_CONTROLLER `{0}` has no host")]
@@ -370,8 +368,7 @@ impl Client {
             if line.trim().is_empty() {
                 continue;
             }
-            let event: E = serde_json::from_str(&line)
-                .map_err(ClientError::MalformedEvent)?;
+            let event: E = serde_json::from_str(&line).map_err(ClientError::MalformedEvent)?;
             on_line(event);
         }
         Ok(())
@@ -541,7 +538,10 @@ mod tests {
             message: "no node `x`".to_string(),
         };
         assert_eq!(err.status(), Some(ureq::http::StatusCode::NOT_FOUND));
-        assert_eq!(err.to_string(), "controller answered 404 Not Found: no node `x`");
+        assert_eq!(
+            err.to_string(),
+            "controller answered 404 Not Found: no node `x`"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
 }
 
 /// A node name: what a certificate's CN and the store hold.
-pub fn check_node_name(name: &str) -> Result<(), String> {
+pub fn check_node_name(name: &str) -> Result<(), TokenError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -45,15 +45,12 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
-            name.escape_debug()
-        ))
+        Err(TokenError::NodeName(name.to_string()))
     }
 }
 
 /// A tag: what `--tags`, `token create --tags` and `steward node tag` may hold.
-pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
+pub fn check_tag(key: &str, value: &str) -> Result<(), TokenError> {
     let good = |s: &str, allow_empty: bool| {
         (allow_empty || !s.is_empty())
             && s.len() <= 128
@@ -63,11 +60,10 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
     if good(key, false) && good(value, true) {
         Ok(())
     } else {
-        Err(format!(
-            "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
-            key.escape_debug(),
-            value.escape_debug()
-        ))
+        Err(TokenError::Tag {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
     }
 }
 
@@ -107,9 +103,30 @@ pub enum TokenError {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
-    /// Randomness or the store failed while creating one.
+    /// Randomness or the store failed while creating one, or its binding is not valid.
     #[error("cannot create a join token: {0}")]
-    Create(String),
+    Create(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A node name that is empty, too long, or has characters names may not have.
+    #[error(
+        "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
+        .0.escape_debug()
+    )]
+    NodeName(String),
+    /// A tag whose key or value is too long or has characters tags may not have.
+    #[error(
+        "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
+        .key.escape_debug(),
+        .value.escape_debug()
+    )]
+    Tag {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// A token that would replace a node without naming it.
+    #[error("a token that replaces a node must name it")]
+    ReplaceUnnamed,
 }
 
 impl fmt::Debug for JoinToken {
@@ -187,11 +204,11 @@ pub struct Binding {
 }
 
 impl Binding {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), TokenError> {
         if let Some(node) = &self.node {
             check_node_name(node)?;
         } else if self.replace {
-            return Err("a token that replaces a node must name it".to_string());
+            return Err(TokenError::ReplaceUnnamed);
         }
         for (key, value) in self.tags.iter().flatten() {
             check_tag(key, value)?;
@@ -208,13 +225,15 @@ pub fn create(
     ttl: Duration,
     binding: &Binding,
 ) -> Result<JoinToken, TokenError> {
-    binding.check().map_err(TokenError::Create)?;
+    binding
+        .check()
+        .map_err(|err| TokenError::Create(err.into()))?;
     let token = JoinToken {
-        id: random_hex(8).map_err(|err| TokenError::Create(err.to_string()))?,
-        secret: random_hex(32).map_err(|err| TokenError::Create(err.to_string()))?,
+        id: random_hex(8).map_err(|err| TokenError::Create(err.into()))?,
+        secret: random_hex(32).map_err(|err| TokenError::Create(err.into()))?,
         ca_fingerprint: ca.fingerprint(),
     };
-    let ttl = chrono::Duration::from_std(ttl).map_err(|err| TokenError::Create(err.to_string()))?;
+    let ttl = chrono::Duration::from_std(ttl).map_err(|err| TokenError::Create(err.into()))?;
     let expires_at =
         (chrono::Utc::now() + ttl).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let stored = StoredToken {
@@ -227,7 +246,7 @@ pub fn create(
     };
     store
         .insert_token(&token.id, &stored)
-        .map_err(|err| TokenError::Create(err.to_string()))?;
+        .map_err(|err| TokenError::Create(err.into()))?;
     Ok(token)
 }
 

@@ -514,9 +514,7 @@ impl WireValue {
             WireValue::Int(v) => Value::Int(*v),
             WireValue::Float(v) => Value::Float(*v),
             WireValue::String(v) => Value::String(v.clone()),
-            WireValue::Bytes(v) => {
-                Value::Bytes(hex::decode(v).map_err(WireError::Bytes)?)
-            }
+            WireValue::Bytes(v) => Value::Bytes(hex::decode(v).map_err(WireError::Bytes)?),
             WireValue::List(items) => Value::List(
                 items
                     .iter()
@@ -861,8 +859,8 @@ impl Catalog {
                         resource: res.id.clone(),
                         relation: kind.clone(),
                     })?;
-                let target = ResourceId::parse(target)
-                    .ok_or_else(|| WireError::RelationTarget {
+                let target =
+                    ResourceId::parse(target).ok_or_else(|| WireError::RelationTarget {
                         resource: res.id.clone(),
                         target: target.clone(),
                     })?;

@@ -12,6 +12,8 @@ pub mod accounts;
 pub mod beneath;
 pub mod change;
 pub mod command;
+pub mod durability;
+pub mod error;
 pub mod fsutil;
 pub mod provider;
 

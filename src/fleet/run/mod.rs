@@ -31,9 +31,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, TaskEvent, log};
+use crate::fleet::command::CommandError;
+use crate::fleet::controller::{Controller, ControllerError, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
-use crate::fleet::run::bundle::current_path;
+use crate::fleet::run::bundle::{BundleError, current_path};
 use crate::fleet::run::late::store_run;
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
 use crate::local::{self, Planned};
@@ -42,8 +43,41 @@ use crate::plan::{self, Plan, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, StoreError};
 use crate::validate::{Validated, validate_with};
+
+/// Why a fleet run could not start. Failures on nodes are not errors: they are in the
+/// run's [`RunResponse`], node by node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// `steward run --document`'s selector or rate control.
+    #[error(transparent)]
+    Adhoc(#[from] CommandError),
+    /// The uploaded project.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed reading the inventory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Validation did not finish (its task panicked).
+    #[error("validating the project: {0}")]
+    Validate(#[source] tokio::task::JoinError),
+    /// A saved plan covers nodes the documents no longer target (named).
+    #[error("the plan covers {0} that the documents no longer target; run `steward plan` again")]
+    PlanNodesGone(String),
+    /// A saved plan was made from other documents or parameters.
+    #[error(
+        "the documents (or parameters) changed since this plan was made; run `steward plan` again"
+    )]
+    PlanStale,
+    /// The run could not be stored as `running`, so nothing was sent.
+    #[error("the run could not be stored, so nothing was sent: {0}")]
+    NotBegun(#[source] StoreError),
+}
 
 /// How long a probe may take on one node.
 const PROBE_WAIT: Duration = Duration::from_secs(300);
@@ -52,12 +86,12 @@ const APPLY_WAIT: Duration = Duration::from_secs(3600);
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
-    pub fn scope(&self, controller: &Controller) -> Result<Scope, String> {
+    pub async fn scope(&self, controller: &Arc<Controller>) -> Result<Scope, RunError> {
         use crate::fleet::command::{parse_rate, resolve_targets};
         Ok(Scope {
             association: None,
             adhoc: Some(Adhoc {
-                nodes: resolve_targets(controller, &self.target)?,
+                nodes: resolve_targets(controller, &self.target).await?,
                 max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
                 max_errors: parse_rate(&self.max_errors, "--max-errors")?,
             }),
@@ -66,10 +100,8 @@ impl AdhocRequest {
 }
 
 /// The enrolled, unrevoked nodes as lowering sees them.
-fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, String> {
-    let nodes = controller
-        .with_store(|s| s.nodes())?
-        .map_err(|err| err.to_string())?;
+async fn inventory(controller: &Arc<Controller>) -> Result<Vec<KnownNode>, RunError> {
+    let nodes = controller.store(|s| s.nodes()).await??;
     Ok(nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -142,7 +174,7 @@ pub async fn run(
             return RunResponse::error(err);
         }
     };
-    let inventory = match inventory(controller) {
+    let inventory = match inventory(controller).await {
         Ok(inventory) => inventory,
         Err(err) => {
             return RunResponse::error(err);
@@ -162,7 +194,7 @@ pub async fn run(
         {
             Ok(validated) => validated,
             Err(err) => {
-                return RunResponse::error(format!("validating the project: {err}"));
+                return RunResponse::error(RunError::Validate(err));
             }
         }
     };
@@ -277,7 +309,7 @@ impl<'v> Fleet<'v> {
     }
 
     /// Narrows the run to a saved plan's nodes and checks its documents are the plan's.
-    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), String> {
+    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), RunError> {
         let missing: Vec<&str> = saved
             .nodes
             .keys()
@@ -285,10 +317,7 @@ impl<'v> Fleet<'v> {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "the plan covers {} that the documents no longer target; run `steward plan` again",
-                missing.join(", ")
-            ));
+            return Err(RunError::PlanNodesGone(missing.join(", ")));
         }
         for (_, _, nodes) in &mut self.waves {
             nodes.retain(|n| saved.nodes.contains_key(&n.name));
@@ -296,7 +325,7 @@ impl<'v> Fleet<'v> {
         self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
         self.targets.retain(|n| saved.nodes.contains_key(&n.name));
         if self.planned(request).digest != saved.documents_digest {
-            return Err("the documents (or parameters) changed since this plan was made; run `steward plan` again".to_string());
+            return Err(RunError::PlanStale);
         }
         Ok(())
     }
@@ -337,14 +366,14 @@ impl<'v> Fleet<'v> {
     /// Stores the run as `running` before any task is sent: if the controller dies during
     /// it, the next start records it as `interrupted` with what arrived. `Err` when the store
     /// cannot take it; then nothing is sent.
-    fn begin(
+    async fn begin(
         &self,
-        controller: &Controller,
+        controller: &Arc<Controller>,
         request: &RunRequest,
         kind: RunKind,
         id: &str,
         started_at: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let run = RunRecord {
             id: id.to_string(),
             kind,
@@ -357,8 +386,9 @@ impl<'v> Fleet<'v> {
             status: RunStatus::Running,
         };
         controller
-            .with_store(|s| s.begin_run(&run))?
-            .map_err(|err| format!("the run could not be stored, so nothing was sent: {err}"))
+            .store(move |s| s.begin_run(&run))
+            .await?
+            .map_err(RunError::NotBegun)
     }
 
     /// Names files as the project names them, not by where the controller keeps its copy.
@@ -388,7 +418,9 @@ impl<'v> Fleet<'v> {
         let started_at = local::timestamp();
         let id = new_run_id();
         if request.mode == Mode::Drift
-            && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
+            && let Err(err) = self
+                .begin(controller, request, RunKind::Drift, &id, &started_at)
+                .await
         {
             return RunResponse::error(err);
         }
@@ -419,7 +451,7 @@ impl<'v> Fleet<'v> {
             answers[idx] = Some(match result {
                 Ok(TaskResult::Observed { states }) => Ok(states),
                 Ok(other) => Err(unexpected(&other, "a probe")),
-                Err(err) => Err(err),
+                Err(err) => Err(err.to_string()),
             });
         }
         let mut planned = self.planned(request);
@@ -475,7 +507,11 @@ impl<'v> Fleet<'v> {
             };
             response.plan_json = Some(json);
             // A plan is not stored: the probes' results go once it is rendered.
-            if let Ok(Err(err)) = controller.with_store(|s| s.settle_plan_tasks(&id)) {
+            let plan_id = id.clone();
+            if let Ok(Err(err)) = controller
+                .store(move |s| s.settle_plan_tasks(&plan_id))
+                .await
+            {
                 log(&format!("plan {id}: dropping its probes' results: {err}"));
             }
             return response;
@@ -489,7 +525,7 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 
@@ -526,7 +562,10 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = local::timestamp();
         let id = new_run_id();
-        if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
+        if let Err(err) = self
+            .begin(controller, request, RunKind::Apply, &id, &started_at)
+            .await
+        {
             return RunResponse::error(err);
         }
         let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
@@ -653,7 +692,7 @@ impl<'v> Fleet<'v> {
             errors: Vec::new(),
             plan_json: None,
         };
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 }
@@ -720,7 +759,9 @@ async fn apply_node(
             APPLY_WAIT,
             Some(events_tx),
         )
-        .await;
+        .await
+        // A node's failure is a message in its status and the run's record.
+        .map_err(|err| err.to_string());
     let _ = forward.await;
     let status = match &result {
         Ok(TaskResult::Applied { outcomes, .. }) => {
@@ -828,8 +869,15 @@ fn new_run_id() -> String {
 
 /// Stores the run and puts its id and summary in the response; when the store refuses it,
 /// the response fails saying so, shows the results, and claims no run id.
-fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunResponse) {
-    match store_run(controller, record) {
+async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: &mut RunResponse) {
+    let stored = {
+        let record = record.clone();
+        controller.store(move |s| store_run(s, &record)).await
+    };
+    let stored = stored
+        .map_err(RunError::from)
+        .and_then(|r| r.map_err(RunError::from));
+    match stored {
         Ok(output) => {
             response.run_id = Some(record.id.clone());
             response.output = output;

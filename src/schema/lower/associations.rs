@@ -1,5 +1,6 @@
 //! Associations: which nodes they target, which documents they apply, the parameters they
-//! give, and how a run goes (schedule, mode, rates, compliance severity).
+//! give, and how a run goes (schedule, mode, rates, compliance severity). Which node gets
+//! which document follows from them in the walk (`mod.rs`); running on a schedule is `fleet`'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! A file's `template` or `source` read through [`ProjectFiles`](crate::schema::ProjectFiles)
 //! into its desired `content`; the templates of a large `for_each` are rendered together, in
-//! parallel, after the loop.
+//! parallel, after the loop. This is the only file of lowering that reads files, and only
+//! through `ProjectFiles`: lowering does no IO of its own.
 
 use std::collections::{BTreeSet, HashMap};
 

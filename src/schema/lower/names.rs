@@ -1,5 +1,6 @@
 //! Resource identities: a name must follow its type's name rule, and each `TYPE:NAME` is
-//! declared once in a project.
+//! declared once in a project. What a valid name is belongs to the resource types
+//! (`NameRule`); this file applies the rule and reports.
 
 use crate::diag::{Diagnostic, Span};
 use crate::model::{Model, Resource, ResourceId};

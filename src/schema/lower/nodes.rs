@@ -1,5 +1,6 @@
 //! Nodes declared in the documents' `nodes` section, with their tags, and the `node`
-//! variable templates see.
+//! variable templates see. Nodes known from outside the documents (a controller's
+//! inventory) are merged in by the walk in `mod.rs`, not here.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,6 +1,7 @@
 //! Sensitive values: collected from sensitive parameters so resources can record which they
 //! read, ordered for scrubbing, and kept out of identities (names, references, association
-//! names), which are shown, stored and sent unredacted.
+//! names), which are shown, stored and sent unredacted. A secret's value never reaches a
+//! message: the diagnostics here name the parameters read.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,5 +1,6 @@
 //! The top level of a document: which sections it may have (a module fewer than a project
-//! document) and the `steward:` schema version it declares.
+//! document) and the `steward:` schema version it declares. Only the top level's shape is
+//! checked here: each section's content is checked by the file of its concern.
 
 use crate::diag::Span;
 use crate::document::{self, Document, Node};
