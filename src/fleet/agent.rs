@@ -128,7 +128,7 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Age
 /// Runs the agent until it is refused for good (revoked, bad token) or the process ends.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let server = server_name(&config.controller)?;
-    crate::local::create_private_dir(&config.state_dir)
+    crate::state_dir::create_private_dir(&config.state_dir)
         .map_err(|err| AgentError::State(err.to_string()))?;
     let mut identity = match read_identity(&config.state_dir)? {
         Some(identity) => {
@@ -697,7 +697,7 @@ pub fn run_task(
         };
     }
     let _lock = match apply {
-        Some(_) => match crate::local::Lock::acquire(&config.state_dir) {
+        Some(_) => match crate::state_dir::Lock::acquire(&config.state_dir) {
             Ok(lock) => Some(lock),
             Err(err) => {
                 return TaskResult::Failed {

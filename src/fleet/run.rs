@@ -17,12 +17,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::engine::{self, Planned, record};
 use crate::fleet::controller::{Controller, TaskEvent, log};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
-use crate::local::{self, Planned};
 use crate::model::{self, LOCAL_NODE};
-use crate::plan::{self, Plan, graph::ResourceGraph};
+use crate::plan::{self, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
@@ -267,7 +267,7 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
             std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
         return Ok(dir);
     }
-    local::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
+    crate::state_dir::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
     let staging = tempfile::Builder::new()
         .prefix(".upload-")
         .tempdir_in(projects_dir(data_dir))
@@ -556,7 +556,7 @@ impl<'v> Fleet<'v> {
                 .filter(|n| n.name != LOCAL_NODE)
                 .filter(|n| association.targets.matches(&n.name, &n.tags))
                 .filter(|n| !n.resources.is_empty())
-                .filter(|n| local::selected(n, request.target.as_deref()))
+                .filter(|n| engine::selected(n, request.target.as_deref()))
                 .filter(|n| taken.insert(n.name.as_str()))
                 .collect();
             if !nodes.is_empty() {
@@ -684,7 +684,7 @@ impl<'v> Fleet<'v> {
         request: &RunRequest,
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
-        let started_at = local::timestamp();
+        let started_at = record::timestamp();
         let id = new_run_id();
         if request.mode == Mode::Drift
             && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
@@ -779,7 +779,7 @@ impl<'v> Fleet<'v> {
             }
             return response;
         }
-        let mut record = local::observed_record(
+        let mut record = record::observed_record(
             RunKind::Drift,
             self.validated,
             &planned,
@@ -799,20 +799,15 @@ impl<'v> Fleet<'v> {
             .iter()
             .map(|n| plan::desired_digest(n))
             .collect();
-        Planned {
-            plan: Plan { nodes: Vec::new() },
-            nodes: Vec::new(),
-            graphs: Vec::new(),
-            envs: Vec::new(),
-            unreachable: Vec::new(),
-            digest: local::documents_digest(
+        Planned::new(
+            String::new(),
+            engine::documents_digest(
                 &self.validated.project,
                 &request.overrides,
                 Path::new(FLEET_ROOT),
                 &desired,
             ),
-            run_id: String::new(),
-        }
+        )
     }
 
     /// Applies association by association with rate control, then records the run.
@@ -823,7 +818,7 @@ impl<'v> Fleet<'v> {
         request: &RunRequest,
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
-        let started_at = local::timestamp();
+        let started_at = record::timestamp();
         let id = new_run_id();
         if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
             return RunResponse::error(err);
@@ -932,7 +927,7 @@ impl<'v> Fleet<'v> {
                 }
             }
         }
-        let mut record = local::apply_record(
+        let mut record = record::apply_record(
             self.validated,
             &planned,
             &reports,
@@ -973,9 +968,7 @@ fn push_planned<'v>(
         .iter()
         .filter(|c| c.change.is_err())
         .count();
-    planned.plan.nodes.push(node_plan);
-    planned.nodes.push(node);
-    planned.graphs.push(graph);
+    planned.push(node, node_plan);
     (n_changes, n_errors)
 }
 
@@ -1108,7 +1101,7 @@ fn node_failure(validated: &Validated, node: &model::Node, err: &str) -> Vec<Res
     node.resources
         .iter()
         .map(|res| {
-            let mut record = local::record(validated, &node.name, res, outcome);
+            let mut record = record::record(validated, &node.name, res, outcome);
             record.message = Some(format!("node `{}`: {err}", node.name));
             record
         })
@@ -1119,7 +1112,7 @@ fn node_failure(validated: &Validated, node: &model::Node, err: &str) -> Vec<Res
 fn new_run_id() -> String {
     format!(
         "{}-{}",
-        local::run_id(),
+        record::run_id(),
         crate::fleet::controller::random_hex(2).unwrap_or_default()
     )
 }
@@ -1225,7 +1218,7 @@ pub fn record_late(
     let Some((kind, results)) = answer_results(node, result) else {
         return Ok(());
     };
-    let now = local::timestamp();
+    let now = record::timestamp();
     let record = RunRecord {
         id: format!("late-{task_id}"),
         kind,
@@ -1297,7 +1290,7 @@ pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
                 )),
             }
         }
-        run.finished_at = local::timestamp();
+        run.finished_at = record::timestamp();
         run.status = RunStatus::Interrupted;
         log(&format!(
             "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
