@@ -1,5 +1,9 @@
 //! The fleet commands: `serve`, `agent`, `token create`, `nodes`, `node revoke`, and `plan`,
 //! `apply`, `drift`, `runs`, `report`, `findings` against a controller.
+//!
+//! The fleet modules return typed errors; [`FleetError`] gathers those a command meets, and
+//! [`fail`] is the one place where they become the message printed after `error: ` and the
+//! exit code. Nothing here parses an error's text to decide anything.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -9,9 +13,76 @@ use crate::cli::{
     AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, RunArgs, ServeArgs,
     overrides, print_stdout, report_human, usage_error,
 };
-use crate::fleet::client::{self, Client};
+use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
 use crate::resource::Registry;
+
+/// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
+/// module parses itself.
+#[derive(Debug, thiserror::Error)]
+enum FleetError {
+    /// A call to the controller's API, or its preparation.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The project could not be bundled for upload.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A duration argument (`--ttl`, `--timeout`, ...) that does not parse.
+    #[error("{flag} {source}")]
+    Duration {
+        /// The flag, such as `--ttl`.
+        flag: &'static str,
+        /// What is wrong with its value.
+        source: DurationError,
+    },
+    /// A `--tags` part that is not `KEY=VALUE`.
+    #[error("--tags: `{0}` must be KEY=VALUE")]
+    Tag(String),
+}
+
+impl FleetError {
+    /// The exit code of a command that failed this way.
+    ///
+    /// Every failure exits 1 today, whatever the controller answered; a call refused with an
+    /// HTTP status keeps it ([`ClientError::status`]), so a finer code can be chosen here.
+    fn exit(&self) -> Exit {
+        match self {
+            FleetError::Client(_)
+            | FleetError::Bundle(_)
+            | FleetError::Duration { .. }
+            | FleetError::Tag(_) => Exit::Error,
+        }
+    }
+}
+
+/// Prints `err` as `error: MESSAGE` and gives its exit code: the one place a fleet error
+/// reaches the user.
+fn fail(err: impl Into<FleetError>) -> std::io::Result<Exit> {
+    let err = err.into();
+    eprintln!("error: {err}");
+    Ok(err.exit())
+}
+
+/// Why a duration argument does not parse; shown after its flag's name.
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    /// No leading number.
+    #[error("`{0}`: write a number and a unit, such as 30m or 1h")]
+    NotANumber(String),
+    /// A unit other than `s`, `m`, `h` or `d`.
+    #[error("`{0}`: the unit must be s, m, h or d")]
+    Unit(String),
+    /// Zero, or more than a year.
+    #[error("`{0}` must be between 1s and 365d")]
+    Range(String),
+}
+
+impl DurationError {
+    /// The error as the value of `flag`.
+    fn of(self, flag: &'static str) -> FleetError {
+        FleetError::Duration { flag, source: self }
+    }
+}
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -25,7 +96,7 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
     }
     let cert_lifetime = match parse_ttl(&args.agent_cert_lifetime) {
         Ok(lifetime) => lifetime,
-        Err(message) => return usage_error(&message.replace("--ttl", "--agent-cert-lifetime")),
+        Err(err) => return fail(err.of("--agent-cert-lifetime")),
     };
     let config = crate::fleet::serve::Config {
         data_dir: args.data_dir.clone(),
@@ -60,7 +131,7 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
     }
     let tags = match parse_tags(args.tags.as_deref().unwrap_or("")) {
         Ok(tags) => tags,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     if args.join_token_file.is_some() && args.token.is_some() {
         return usage_error(
@@ -83,11 +154,11 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
 }
 
 /// `k=v,k2=v2`.
-fn parse_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+fn parse_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>, FleetError> {
     let mut tags = std::collections::BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((key, value)) = part.split_once('=') else {
-            return Err(format!("--tags: `{part}` must be KEY=VALUE"));
+            return Err(FleetError::Tag(part.to_string()));
         };
         tags.insert(key.trim().to_string(), value.trim().to_string());
     }
@@ -140,11 +211,11 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
     };
     let timeout = match parse_ttl(&args.timeout) {
         Ok(timeout) => timeout,
-        Err(message) => return usage_error(&message.replace("--ttl", "--timeout")),
+        Err(err) => return fail(err.of("--timeout")),
     };
     let delivery = match parse_ttl(&args.delivery_timeout) {
         Ok(delivery) => delivery,
-        Err(message) => return usage_error(&message.replace("--ttl", "--delivery-timeout")),
+        Err(err) => return fail(err.of("--delivery-timeout")),
     };
     let mut env = std::collections::BTreeMap::new();
     for pair in &args.env {
@@ -168,7 +239,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
     }
     let client = match client(&args.remote) {
         Ok(client) => client,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     let request = crate::fleet::command::CommandRequest {
         target,
@@ -225,7 +296,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
     };
     let response = match client.command(&request, &mut on_event) {
         Ok(response) => response,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     drop(stdout);
     for error in &response.errors {
@@ -275,24 +346,24 @@ fn command_table(response: &crate::fleet::command::CommandResponse) -> String {
 }
 
 /// `30s`, `15m`, `1h`, `7d`.
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+fn parse_ttl(text: &str) -> Result<Duration, DurationError> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("--ttl `{text}`: write a number and a unit, such as 30m or 1h"))?;
+        .map_err(|_| DurationError::NotANumber(text.to_string()))?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("--ttl `{text}`: the unit must be s, m, h or d")),
+        _ => return Err(DurationError::Unit(text.to_string())),
     };
     match number.checked_mul(seconds) {
         Some(total) if number > 0 && total <= 365 * 86_400 => Ok(Duration::from_secs(total)),
-        _ => Err(format!("--ttl `{text}` must be between 1s and 365d")),
+        _ => Err(DurationError::Range(text.to_string())),
     }
 }
 
@@ -305,11 +376,11 @@ pub(super) fn token_create(
 ) -> std::io::Result<Exit> {
     let ttl = match parse_ttl(ttl) {
         Ok(ttl) => ttl,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err.of("--ttl")),
     };
     let tags = match tags.map(parse_tags).transpose() {
         Ok(tags) => tags,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     let binding = crate::fleet::token::Binding {
         replace: replace.is_some(),
@@ -335,17 +406,18 @@ pub(super) fn token_create(
     }
 }
 
-fn client(remote: &RemoteArgs) -> Result<Client, String> {
-    let url = remote.controller.as_deref().ok_or_else(|| {
-        "no controller: set STEWARD_CONTROLLER (or --controller) to the API's URL".to_string()
-    })?;
+fn client(remote: &RemoteArgs) -> Result<Client, ClientError> {
+    let url = remote
+        .controller
+        .as_deref()
+        .ok_or(ClientError::NoController)?;
     Client::new(url, remote.token_file.as_deref(), remote.ca_file.as_deref())
 }
 
 pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
     let nodes = match client(&args.remote).and_then(|c| c.nodes()) {
         Ok(nodes) => nodes,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     if args.format == OutputFormat::Json {
         let text = serde_json::to_string_pretty(&nodes).map_err(std::io::Error::other)?;
@@ -390,7 +462,7 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
 pub(super) fn node_revoke(name: &str, remote: &RemoteArgs) -> std::io::Result<Exit> {
     match client(remote).and_then(|c| c.post_text(&format!("/v1/nodes/{name}/revoke"))) {
         Ok(text) => print_stdout(&text),
-        Err(message) => usage_error(&message),
+        Err(err) => fail(err),
     }
 }
 
@@ -419,7 +491,7 @@ pub(super) fn node_tag(
     }
     match client(remote).and_then(|c| c.node_tags(name, &request)) {
         Ok(text) => print_stdout(&text),
-        Err(message) => usage_error(&message),
+        Err(err) => fail(err),
     }
 }
 
@@ -434,7 +506,7 @@ pub(super) fn remote_text(remote: &RemoteArgs, path: &str, post: bool) -> std::i
     });
     match answer {
         Ok(text) => print_stdout(&text),
-        Err(message) => usage_error(&message),
+        Err(err) => fail(err),
     }
 }
 
@@ -529,7 +601,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     };
     let client = match client(run.remote) {
         Ok(client) => client,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     let overrides = match overrides(run.project) {
         Ok(overrides) => overrides,
@@ -548,7 +620,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     }
     let files = match client::bundle(&run.project.path) {
         Ok(files) => files,
-        Err(message) => return usage_error(&message),
+        Err(err) => return fail(err),
     };
     let mut request = RunRequest {
         mode: run.mode,
@@ -627,7 +699,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
 }
 
 /// Sends a run, showing progress on a terminal.
-fn send(client: &Client, request: &RunRequest) -> Result<RunResponse, String> {
+fn send(client: &Client, request: &RunRequest) -> Result<RunResponse, ClientError> {
     let live = std::io::stderr().is_terminal();
     client.run(request, &mut |event| {
         if !live {
@@ -663,7 +735,7 @@ fn send_checked(
 ) -> std::io::Result<Result<RunResponse, Exit>> {
     let response = match send(client, request) {
         Ok(response) => response,
-        Err(message) => return usage_error(&message).map(Err),
+        Err(err) => return fail(err).map(Err),
     };
     Ok(match print_errors(&response) {
         Some(exit) => Err(exit),
@@ -717,6 +789,21 @@ mod tests {
         for bad in ["", "h", "0s", "1w", "-1h", "99999999999999999999s", "400d"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+        for (bad, message) in [
+            (
+                "x",
+                "--ttl `x`: write a number and a unit, such as 30m or 1h",
+            ),
+            ("1w", "--ttl `1w`: the unit must be s, m, h or d"),
+            ("0s", "--ttl `0s` must be between 1s and 365d"),
+        ] {
+            let err = parse_ttl(bad).unwrap_err().of("--ttl");
+            assert_eq!(err.to_string(), message);
+        }
+        assert_eq!(
+            parse_tags("a=1,b").unwrap_err().to_string(),
+            "--tags: `b` must be KEY=VALUE"
+        );
         let tags = parse_tags("role=web, zone=a").unwrap();
         assert_eq!(tags["role"], "web");
         assert_eq!(tags["zone"], "a");

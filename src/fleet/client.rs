@@ -1,8 +1,13 @@
 //! The CLI's side of the HTTP API: `STEWARD_CONTROLLER` + `STEWARD_TOKEN_FILE`, and
 //! `STEWARD_CA_FILE` for an API served over TLS.
+//!
+//! Owns [`Client`] and [`ClientError`]: every failure of a call is a typed value, and a call the
+//! controller answered with an error status keeps that status ([`ClientError::status`]), so the
+//! CLI decides what to do from the value and never parses the text.
+//! It must not print anything or choose exit codes: that is `cli`'s job.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
@@ -20,6 +25,159 @@ pub struct Client {
 /// Largest API answer read into memory (reports of big runs).
 const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 
+/// Why a call to the controller's API (or the preparation of one) failed.
+///
+/// The messages are what the CLI prints after `error: `.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No controller URL was given.
+    #[error("no controller: set STEWARD_CONTROLLER (or --controller) to the API's URL")]
+    NoController,
+    /// No admin token file was given.
+    #[error("STEWARD_TOKEN_FILE (or --token-file) must name the controller's admin.token")]
+    NoTokenFile,
+    /// The URL is neither `http://` nor `https://`.
+    #[error("STEWARD_CONTROLLER `{0}` must be an http:// or https:// URL of the controller's API")]
+    BadUrl(String),
+    /// An `https://` URL without a host.
+    #[error("STEWARD_CONTROLLER `{0}` has no host")]
+    NoHost(String),
+    /// An `https://` URL without a CA file to trust it through.
+    #[error(
+        "STEWARD_CONTROLLER `{0}` is https: set STEWARD_CA_FILE (or --ca-file) to the \
+         controller's CA certificate, DATA_DIR/ca.crt, to trust its certificate"
+    )]
+    NoCaFile(String),
+    /// A plain `http://` URL to another machine: the token would cross the network in clear.
+    #[error(
+        "refusing to send the admin token over plain HTTP to `{0}`, which is not this machine \
+         (anyone on the path could read it): serve the API with `steward serve --http-tls` and \
+         set STEWARD_CONTROLLER=https://... and STEWARD_CA_FILE=DATA_DIR/ca.crt, or reach it \
+         through a tunnel to 127.0.0.1"
+    )]
+    PlainHttp(String),
+    /// The admin token file could not be read.
+    #[error("token file {}: {source}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The CA file could not be read.
+    #[error("STEWARD_CA_FILE {}: {source}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The CA file is not PEM.
+    #[error("STEWARD_CA_FILE {}: {source}", path.display())]
+    CaPem {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        source: ureq::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error(
+        "STEWARD_CA_FILE {}: no PEM certificate in it (use the controller's DATA_DIR/ca.crt)",
+        .0.display()
+    )]
+    NoCaCertificate(PathBuf),
+    /// The TLS handshake with the controller failed: most likely the wrong CA or host name.
+    #[error(
+        "controller {base}: {source} (is STEWARD_CA_FILE the controller's DATA_DIR/ca.crt, and \
+         the host one of its certificate's names?)"
+    )]
+    Tls {
+        /// The controller's URL.
+        base: String,
+        /// What failed.
+        source: ureq::Error,
+    },
+    /// The controller could not be reached, or the exchange failed.
+    #[error("controller {base}: {source}")]
+    Transport {
+        /// The controller's URL.
+        base: String,
+        /// What failed.
+        source: ureq::Error,
+    },
+    /// The controller answered with an error status.
+    #[error("controller answered {status}: {message}")]
+    Status {
+        /// The HTTP status.
+        status: ureq::http::StatusCode,
+        /// The answer's body, without a leading `error: `.
+        message: String,
+    },
+    /// A successful answer's body could not be read.
+    #[error("{0}")]
+    Body(#[source] ureq::Error),
+    /// A request body could not be encoded.
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    /// A stream of events broke off.
+    #[error("controller: {0}")]
+    Stream(#[source] std::io::Error),
+    /// An event of a stream is not JSON of the expected shape.
+    #[error("controller sent a malformed event: {0}")]
+    MalformedEvent(#[source] serde_json::Error),
+    /// The node list is not JSON of the expected shape.
+    #[error("controller's node list: {0}")]
+    MalformedNodes(#[source] serde_json::Error),
+    /// A stream of events ended before its final event.
+    #[error("the controller ended the stream early (did it restart?)")]
+    EarlyEnd,
+}
+
+impl ClientError {
+    /// The HTTP status when the controller answered with an error, else `None` (the call did
+    /// not get that far).
+    pub fn status(&self) -> Option<ureq::http::StatusCode> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Why a project could not be bundled for upload ([`bundle`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// A project file whose path has no file name.
+    #[error("{}: not a file name", .0.display())]
+    NotAFileName(PathBuf),
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The project directory could not be walked.
+    #[error("{0}")]
+    Walk(#[from] walkdir::Error),
+    /// A walked file is not under the project (it cannot happen with `walkdir`, but it is
+    /// not worth a panic).
+    #[error("{0}")]
+    Outside(#[from] std::path::StripPrefixError),
+    /// A file name that is not UTF-8, so cannot travel in JSON.
+    #[error("{}: the name is not UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// The project is larger than a controller accepts.
+    #[error(
+        "{} is over the {MAX_BUNDLE_BYTES}-byte limit of a project sent to a controller",
+        .0.display()
+    )]
+    TooLarge(PathBuf),
+}
+
 impl Client {
     /// A client for `url` (`http://HOST:PORT` or `https://HOST:PORT`) with the admin token read
     /// from `token_file`; an https URL is trusted through the CA certificate(s) in `ca_file`
@@ -31,43 +189,32 @@ impl Client {
         url: &str,
         token_file: Option<&Path>,
         ca_file: Option<&Path>,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, ClientError> {
         let Some(token_file) = token_file else {
-            return Err(
-                "STEWARD_TOKEN_FILE (or --token-file) must name the controller's admin.token"
-                    .to_string(),
-            );
+            return Err(ClientError::NoTokenFile);
         };
         let tls = if let Some(rest) = url.strip_prefix("https://") {
             if host_of(rest).is_empty() {
-                return Err(format!("STEWARD_CONTROLLER `{url}` has no host"));
+                return Err(ClientError::NoHost(url.to_string()));
             }
             let Some(ca_file) = ca_file else {
-                return Err(format!(
-                    "STEWARD_CONTROLLER `{url}` is https: set STEWARD_CA_FILE (or --ca-file) to \
-                     the controller's CA certificate, DATA_DIR/ca.crt, to trust its certificate"
-                ));
+                return Err(ClientError::NoCaFile(url.to_string()));
             };
             Some(tls_trusting(ca_file)?)
         } else if let Some(rest) = url.strip_prefix("http://") {
             let host = host_of(rest);
             if !is_loopback(host) {
-                return Err(format!(
-                    "refusing to send the admin token over plain HTTP to `{host}`, which is not \
-                     this machine (anyone on the path could read it): serve the API with \
-                     `steward serve --http-tls` and set STEWARD_CONTROLLER=https://... and \
-                     STEWARD_CA_FILE=DATA_DIR/ca.crt, or reach it through a tunnel to 127.0.0.1"
-                ));
+                return Err(ClientError::PlainHttp(host.to_string()));
             }
             None
         } else {
-            return Err(format!(
-                "STEWARD_CONTROLLER `{url}` must be an http:// or https:// URL of the \
-                 controller's API"
-            ));
+            return Err(ClientError::BadUrl(url.to_string()));
         };
         let token = std::fs::read_to_string(token_file)
-            .map_err(|err| format!("token file {}: {err}", token_file.display()))?
+            .map_err(|source| ClientError::TokenFile {
+                path: token_file.to_path_buf(),
+                source,
+            })?
             .trim()
             .to_string();
         let mut config = ureq::Agent::config_builder().http_status_as_error(false);
@@ -89,14 +236,11 @@ impl Client {
     fn check(
         &self,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<ureq::http::Response<ureq::Body>, String> {
-        let mut response = response.map_err(|err| match err {
-            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => format!(
-                "controller {}: {err} (is STEWARD_CA_FILE the controller's DATA_DIR/ca.crt, and \
-                 the host one of its certificate's names?)",
-                self.base
-            ),
-            err => format!("controller {}: {err}", self.base),
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let base = self.base.clone();
+        let mut response = response.map_err(|source| match source {
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => ClientError::Tls { base, source },
+            source => ClientError::Transport { base, source },
         })?;
         if response.status().is_success() {
             return Ok(response);
@@ -108,12 +252,12 @@ impl Client {
             .limit(64 * 1024)
             .read_to_string()
             .unwrap_or_default();
-        let body = body.trim().trim_start_matches("error: ");
-        Err(format!("controller answered {status}: {body}"))
+        let message = body.trim().trim_start_matches("error: ").to_string();
+        Err(ClientError::Status { status, message })
     }
 
     /// `GET path` as text.
-    pub fn get_text(&self, path: &str) -> Result<String, String> {
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let response = self
             .agent
             .get(self.url(path))
@@ -123,7 +267,7 @@ impl Client {
     }
 
     /// `POST path` (no body) as text.
-    pub fn post_text(&self, path: &str) -> Result<String, String> {
+    pub fn post_text(&self, path: &str) -> Result<String, ClientError> {
         let response = self
             .agent
             .post(self.url(path))
@@ -138,13 +282,13 @@ impl Client {
     fn text(
         &self,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ClientError> {
         self.check(response)?
             .body_mut()
             .with_config()
             .limit(MAX_ANSWER)
             .read_to_string()
-            .map_err(|err| err.to_string())
+            .map_err(ClientError::Body)
     }
 
     fn bearer(&self) -> String {
@@ -156,7 +300,7 @@ impl Client {
         &self,
         name: &str,
         request: &crate::fleet::api::TagRequest,
-    ) -> Result<String, String> {
+    ) -> Result<String, ClientError> {
         let response = self
             .agent
             .post(self.url(&format!("/v1/nodes/{name}/tags")))
@@ -166,9 +310,9 @@ impl Client {
     }
 
     /// The inventory.
-    pub fn nodes(&self) -> Result<Vec<NodeInfo>, String> {
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
         let text = self.get_text("/v1/nodes")?;
-        serde_json::from_str(&text).map_err(|err| format!("controller's node list: {err}"))
+        serde_json::from_str(&text).map_err(ClientError::MalformedNodes)
     }
 
     /// Starts a run and follows its progress to the end.
@@ -176,13 +320,13 @@ impl Client {
         &self,
         request: &RunRequest,
         on_event: &mut dyn FnMut(&Event),
-    ) -> Result<RunResponse, String> {
+    ) -> Result<RunResponse, ClientError> {
         let mut done = None;
         self.post_lines("/v1/runs", request, &mut |event: Event| match event {
             Event::Done(response) => done = Some(response),
             event => on_event(&event),
         })?;
-        done.ok_or_else(early_end)
+        done.ok_or(ClientError::EarlyEnd)
     }
 
     /// Starts a command run and follows it to the end.
@@ -190,7 +334,7 @@ impl Client {
         &self,
         request: &CommandRequest,
         on_event: &mut dyn FnMut(&CommandEvent),
-    ) -> Result<CommandResponse, String> {
+    ) -> Result<CommandResponse, ClientError> {
         let mut done = None;
         self.post_lines(
             "/v1/commands",
@@ -200,7 +344,7 @@ impl Client {
                 event => on_event(&event),
             },
         )?;
-        done.ok_or_else(early_end)
+        done.ok_or(ClientError::EarlyEnd)
     }
 
     /// POSTs `body` as JSON and hands each JSON line of the answer to `on_line`.
@@ -209,8 +353,8 @@ impl Client {
         path: &str,
         body: &impl serde::Serialize,
         on_line: &mut dyn FnMut(E),
-    ) -> Result<(), String> {
-        let body = serde_json::to_vec(body).map_err(|err| err.to_string())?;
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(body).map_err(ClientError::Encode)?;
         let response = self
             .agent
             .post(self.url(path))
@@ -220,12 +364,11 @@ impl Client {
         let mut response = self.check(response)?;
         let reader = BufReader::new(response.body_mut().with_config().limit(MAX_ANSWER).reader());
         for line in reader.lines() {
-            let line = line.map_err(|err| format!("controller: {err}"))?;
+            let line = line.map_err(ClientError::Stream)?;
             if line.trim().is_empty() {
                 continue;
             }
-            let event: E = serde_json::from_str(&line)
-                .map_err(|err| format!("controller sent a malformed event: {err}"))?;
+            let event: E = serde_json::from_str(&line).map_err(ClientError::MalformedEvent)?;
             on_line(event);
         }
         Ok(())
@@ -251,22 +394,26 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// TLS that trusts only the certificates in the PEM file `ca_file`.
-fn tls_trusting(ca_file: &Path) -> Result<ureq::tls::TlsConfig, String> {
-    let pem = std::fs::read(ca_file)
-        .map_err(|err| format!("STEWARD_CA_FILE {}: {err}", ca_file.display()))?;
+fn tls_trusting(ca_file: &Path) -> Result<ureq::tls::TlsConfig, ClientError> {
+    let pem = std::fs::read(ca_file).map_err(|source| ClientError::CaFile {
+        path: ca_file.to_path_buf(),
+        source,
+    })?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
             Ok(_) => {}
-            Err(err) => return Err(format!("STEWARD_CA_FILE {}: {err}", ca_file.display())),
+            Err(source) => {
+                return Err(ClientError::CaPem {
+                    path: ca_file.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
     if certificates.is_empty() {
-        return Err(format!(
-            "STEWARD_CA_FILE {}: no PEM certificate in it (use the controller's DATA_DIR/ca.crt)",
-            ca_file.display()
-        ));
+        return Err(ClientError::NoCaCertificate(ca_file.to_path_buf()));
     }
     Ok(ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&certificates))
@@ -276,21 +423,19 @@ fn tls_trusting(ca_file: &Path) -> Result<ureq::tls::TlsConfig, String> {
         .build())
 }
 
-fn early_end() -> String {
-    "the controller ended the stream early (did it restart?)".to_string()
-}
-
 /// The files of a project, for upload: what `steward plan` would read, plus the templates
 /// and sources beside them (hidden entries and `.steward/` are left out).
-pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, String> {
+pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, BundleError> {
     let engine = base64::engine::general_purpose::STANDARD;
     if project.is_file() {
         let name = project
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
-            .ok_or_else(|| format!("{}: not a file name", project.display()))?;
-        let bytes =
-            std::fs::read(project).map_err(|err| format!("{}: {err}", project.display()))?;
+            .ok_or_else(|| BundleError::NotAFileName(project.to_path_buf()))?;
+        let bytes = std::fs::read(project).map_err(|source| BundleError::Read {
+            path: project.to_path_buf(),
+            source,
+        })?;
         return Ok(vec![BundleFile {
             path: name,
             data: engine.encode(bytes),
@@ -305,28 +450,25 @@ pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, String> {
             entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.')
         });
     for entry in walker {
-        let entry = entry.map_err(|err| err.to_string())?;
+        let entry = entry?;
         if !entry.file_type().is_file() {
             continue;
         }
-        let relative = entry
-            .path()
-            .strip_prefix(project)
-            .map_err(|err| err.to_string())?;
+        let relative = entry.path().strip_prefix(project)?;
         let relative = relative
             .to_str()
-            .ok_or_else(|| format!("{}: the name is not UTF-8", entry.path().display()))?
+            .ok_or_else(|| BundleError::NotUtf8(entry.path().to_path_buf()))?
             .to_string();
         let mut bytes = Vec::new();
         std::fs::File::open(entry.path())
             .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|err| format!("{}: {err}", entry.path().display()))?;
+            .map_err(|source| BundleError::Read {
+                path: entry.path().to_path_buf(),
+                source,
+            })?;
         total += bytes.len();
         if total > MAX_BUNDLE_BYTES {
-            return Err(format!(
-                "{} is over the {MAX_BUNDLE_BYTES}-byte limit of a project sent to a controller",
-                project.display()
-            ));
+            return Err(BundleError::TooLarge(project.to_path_buf()));
         }
         files.push(BundleFile {
             path: relative,
@@ -338,7 +480,69 @@ pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{host_of, is_loopback};
+    use super::{Client, ClientError, host_of, is_loopback};
+
+    /// The messages of the errors found before any connection, as the CLI prints them.
+    #[test]
+    fn setup_errors_keep_their_messages() {
+        let token = std::path::Path::new("/nonexistent/admin.token");
+        let message = |url: &str, ca: Option<&str>| match Client::new(
+            url,
+            Some(token),
+            ca.map(std::path::Path::new),
+        ) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert_eq!(
+            message("ftp://x", None),
+            "STEWARD_CONTROLLER `ftp://x` must be an http:// or https:// URL of the \
+             controller's API"
+        );
+        assert_eq!(
+            message("https://", None),
+            "STEWARD_CONTROLLER `https://` has no host"
+        );
+        assert_eq!(
+            message("https://c.example", None),
+            "STEWARD_CONTROLLER `https://c.example` is https: set STEWARD_CA_FILE (or \
+             --ca-file) to the controller's CA certificate, DATA_DIR/ca.crt, to trust its \
+             certificate"
+        );
+        assert_eq!(
+            message("http://c.example:7080", None),
+            "refusing to send the admin token over plain HTTP to `c.example`, which is not \
+             this machine (anyone on the path could read it): serve the API with \
+             `steward serve --http-tls` and set STEWARD_CONTROLLER=https://... and \
+             STEWARD_CA_FILE=DATA_DIR/ca.crt, or reach it through a tunnel to 127.0.0.1"
+        );
+        assert!(
+            message("http://127.0.0.1:7080", None)
+                .starts_with("token file /nonexistent/admin.token: ")
+        );
+        assert!(
+            message("https://c.example", Some("/nonexistent/ca.crt"))
+                .starts_with("STEWARD_CA_FILE /nonexistent/ca.crt: ")
+        );
+        let Err(err) = Client::new("http://127.0.0.1", None, None) else {
+            panic!("no token file was accepted");
+        };
+        assert!(matches!(err, ClientError::NoTokenFile), "{err:?}");
+        assert_eq!(err.status(), None);
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_status() {
+        let err = ClientError::Status {
+            status: ureq::http::StatusCode::NOT_FOUND,
+            message: "no node `x`".to_string(),
+        };
+        assert_eq!(err.status(), Some(ureq::http::StatusCode::NOT_FOUND));
+        assert_eq!(
+            err.to_string(),
+            "controller answered 404 Not Found: no node `x`"
+        );
+    }
 
     #[test]
     fn only_loopback_hosts_get_the_token_over_plain_http() {

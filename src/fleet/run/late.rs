@@ -1,0 +1,197 @@
+//! Run records in the controller's store, and the results that arrive after their run ended.
+//!
+//! Every fleet run record is stored through [`store_run`]. A result delivered after its run
+//! ended (the controller restarted, or the agent reconnected late) is recorded as run
+//! `late-TASK_ID` ([`record_late`]); runs a previous controller left `running` are recorded as
+//! `interrupted` at start ([`recover_interrupted`]).
+//! **Architecture Invariant:** nothing an agent changed goes unreported, and nothing is
+//! recorded twice.
+
+use crate::engine::record;
+use crate::fleet::controller::{Controller, log};
+use crate::fleet::wire::TaskResult;
+use crate::report::plan::Style;
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store};
+
+/// Records a run in the controller's store; returns its human summary, or why it could not
+/// be stored.
+pub(crate) fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, String> {
+    controller
+        .with_store(|s| s.record_run(record))?
+        .map_err(|err| {
+            tracing::error!(run = %record.id, "recording the run: {err}");
+            err.to_string()
+        })?;
+    let findings = controller
+        .with_store(|s| s.findings(false))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Ok(crate::report::run::human(
+        record,
+        &findings,
+        Style::new(false),
+    ))
+}
+
+/// The results a task's answer stands for, without its catalog: what the agent did,
+/// resource by resource (an apply), or the command's output. Nothing for a probe.
+fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<ResultRecord>)> {
+    if let TaskResult::Command {
+        output,
+        duration_ms,
+    } = result
+    {
+        let result = crate::fleet::command::late_record(node, output, *duration_ms);
+        return Some((RunKind::Command, vec![result]));
+    }
+    let TaskResult::Applied { outcomes, .. } = result else {
+        return None;
+    };
+    use crate::fleet::wire::WireOutcomeKind;
+    let results = outcomes
+        .iter()
+        .map(|o| {
+            let (outcome, message) = match &o.outcome {
+                WireOutcomeKind::Unchanged => (ResultOutcome::Unchanged, None),
+                WireOutcomeKind::Changed { .. } | WireOutcomeKind::Refreshed { .. } => {
+                    (ResultOutcome::Changed, None)
+                }
+                WireOutcomeKind::Failed { error, .. } => {
+                    (ResultOutcome::Failed, Some(error.clone()))
+                }
+                WireOutcomeKind::Skipped { because } => (
+                    ResultOutcome::Skipped,
+                    Some(format!("skipped because {because} failed")),
+                ),
+            };
+            ResultRecord {
+                node: node.to_string(),
+                resource: o.id.clone(),
+                outcome,
+                file: None,
+                line: None,
+                column: None,
+                diff: None,
+                message,
+                duration_ms: o.duration_ms,
+                association: None,
+                severity: crate::store::Severity::Unspecified,
+            }
+        })
+        .collect();
+    Some((RunKind::Apply, results))
+}
+
+/// Records a result that arrived after its run ended (the controller restarted, or the
+/// agent reconnected late) as run `late-TASK_ID`: nothing an agent changed goes
+/// unreported. Recording it twice is a no-op; `Err` when it could not be stored.
+pub fn record_late(
+    controller: &Controller,
+    node: &str,
+    task_id: &str,
+    result: &TaskResult,
+) -> Result<(), String> {
+    let Some((kind, results)) = answer_results(node, result) else {
+        return Ok(());
+    };
+    let now = record::timestamp();
+    let record = RunRecord {
+        id: format!("late-{task_id}"),
+        kind,
+        started_at: now.clone(),
+        finished_at: now,
+        user: "agent".to_string(),
+        project: format!("(result of task {task_id}, delivered after its run ended)"),
+        documents_digest: String::new(),
+        results,
+        status: RunStatus::Complete,
+    };
+    if controller
+        .with_store(|s| s.has_run(&record.id))?
+        .map_err(|err| err.to_string())?
+    {
+        return Ok(());
+    }
+    log(&format!(
+        "recording the late result of task {task_id} from `{node}`"
+    ));
+    store_run(controller, &record).map(|_| ())
+}
+
+/// Marks the runs a previous controller left `running` as `interrupted`, each with every
+/// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
+/// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
+/// before agents connect.
+pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
+    // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
+    // result that long after an acknowledgement (its ledger keeps ids a day).
+    let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let pruned = controller
+        .with_store(|s| s.prune_tasks(&week_ago))?
+        .map_err(|err| err.to_string())?;
+    if pruned > 0 {
+        log(&format!(
+            "forgot {pruned} task(s) closed more than a week ago"
+        ));
+    }
+    let unfinished = controller
+        .with_store(|s| s.unfinished_runs())?
+        .map_err(|err| err.to_string())?;
+    let count = unfinished.len();
+    for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
+        for task in &tasks {
+            let answer = task
+                .result
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<TaskResult>(json).ok());
+            let results = answer
+                .as_ref()
+                .and_then(|answer| answer_results(&task.node, answer))
+                .map(|(_, results)| results);
+            match (answer.is_some(), results) {
+                (_, Some(results)) => run.results.extend(results),
+                (true, None) => run.results.push(interrupted_entry(
+                    &task.node,
+                    &task.id,
+                    "the node answered, but the controller stopped before comparing its answer",
+                )),
+                (false, _) => run.results.push(interrupted_entry(
+                    &task.node,
+                    &task.id,
+                    &format!(
+                        "no result arrived before the controller stopped; if the agent delivers it later, it is recorded as run late-{}",
+                        task.id
+                    ),
+                )),
+            }
+        }
+        run.finished_at = record::timestamp();
+        run.status = RunStatus::Interrupted;
+        log(&format!(
+            "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
+            run.id,
+            tasks.iter().filter(|t| t.result.is_some()).count()
+        ));
+        store_run(controller, &run)?;
+    }
+    Ok(count)
+}
+
+/// The entry of an interrupted run for a node whose answer it does not hold.
+fn interrupted_entry(node: &str, task_id: &str, message: &str) -> ResultRecord {
+    ResultRecord {
+        node: node.to_string(),
+        resource: format!("task:{task_id}"),
+        outcome: ResultOutcome::Skipped,
+        file: None,
+        line: None,
+        column: None,
+        diff: None,
+        message: Some(message.to_string()),
+        duration_ms: 0,
+        association: None,
+        severity: crate::store::Severity::Unspecified,
+    }
+}

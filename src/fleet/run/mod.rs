@@ -1,0 +1,777 @@
+//! Fleet runs: a project uploaded to the controller is lowered against the inventory, each
+//! targeted node's catalog goes to its agent, and the answers become plans, applies and
+//! drift records, exactly as local mode makes them.
+//!
+//! Plans and drift checks probe every target at once (reading changes nothing). Applies go
+//! association by association, each with its own SSM rate control (`max_concurrency`,
+//! `max_errors`); a node several associations target is applied once, with its whole catalog,
+//! by the first association that reaches it. Targets that are offline count as errors and
+//! are named; targets never started because `max_errors` was exceeded are named too.
+//!
+//! - [`request`]: the API types (`POST /v1/runs` and its progress stream).
+//! - [`bundle`]: the uploaded projects under the data directory.
+//! - [`late`]: run records in the store, late results and interrupted runs.
+//! - `dispatch`: the engine's client over the controller's agent sessions.
+//! - this file: the orchestration, [`run`]: which nodes, in which waves, under which rate
+//!   control; each node goes through the [`engine`] (observe, plan, apply) and the engine's
+//!   record builders.
+
+pub mod bundle;
+mod dispatch;
+pub mod late;
+pub mod request;
+
+pub use bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, bundle_of, current_project, materialize};
+pub use late::{record_late, recover_interrupted};
+pub use request::{
+    AdhocRequest, BundleFile, Event, FLEET_ROOT, Mode, NodeStatus, RunRequest, RunResponse,
+    SavedFleetPlan,
+};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::engine::{self, AgentError, ApplyTask, Planned, record};
+use crate::exec::RunReport;
+use crate::fleet::controller::{Controller, log};
+use crate::fleet::rate::{self, Dispatched};
+use crate::fleet::run::bundle::current_path;
+use crate::fleet::run::dispatch::DispatchClient;
+use crate::fleet::run::late::store_run;
+use crate::fleet::wire::WireFacts;
+use crate::model::{self, LOCAL_NODE};
+use crate::plan::{self, graph::ResourceGraph};
+use crate::report::plan::{Origin, Style};
+use crate::resource::Registry;
+use crate::schema::KnownNode;
+use crate::store::{RunKind, RunRecord, RunStatus};
+use crate::validate::{Validated, validate_with};
+
+impl AdhocRequest {
+    /// The scope it asks for, with the selector resolved against the inventory.
+    pub fn scope(&self, controller: &Controller) -> Result<Scope, String> {
+        use crate::fleet::command::{parse_rate, resolve_targets};
+        Ok(Scope {
+            association: None,
+            adhoc: Some(Adhoc {
+                nodes: resolve_targets(controller, &self.target)?,
+                max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
+                max_errors: parse_rate(&self.max_errors, "--max-errors")?,
+            }),
+        })
+    }
+}
+
+/// The enrolled, unrevoked nodes as lowering sees them.
+fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, String> {
+    let nodes = controller
+        .with_store(|s| s.nodes())?
+        .map_err(|err| err.to_string())?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| n.revoked_at.is_none())
+        .map(|n| {
+            let facts: WireFacts = serde_json::from_value(n.facts.clone()).unwrap_or_default();
+            let mut facts = model::Facts::from(facts);
+            if facts.hostname.is_empty() {
+                facts.hostname = n.name.clone();
+            }
+            KnownNode {
+                name: n.name,
+                tags: n.tags,
+                facts,
+            }
+        })
+        .collect())
+}
+
+/// Diagnostics as `file:line:column: message` lines.
+fn diagnostics_text(validated: &Validated) -> Vec<String> {
+    validated
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| match d.span() {
+            Some(span) => {
+                let source = validated.project.sources.get(span.source);
+                let at = source.line_col(span.start);
+                // Named as in the project, not by where the controller keeps its copy.
+                let root = format!("{}/", validated.project.root.display());
+                let name = source.name.strip_prefix(&root).unwrap_or(&source.name);
+                format!("{name}:{}:{}: {}", at.line, at.column, d.message)
+            }
+            None => d.message.clone(),
+        })
+        .collect()
+}
+
+/// Which association (if any) a run is narrowed to: the scheduler runs one at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Only this association's resources and targets.
+    pub association: Option<String>,
+    /// `steward run --document`: these nodes, this rate control, no associations.
+    pub adhoc: Option<Adhoc>,
+}
+
+/// A one-off apply of a document on selected nodes (Run Command with a document).
+#[derive(Clone, Debug)]
+pub struct Adhoc {
+    /// The nodes.
+    pub nodes: Vec<String>,
+    /// How many at once.
+    pub max_concurrency: model::Rate,
+    /// How many failures before no new node starts.
+    pub max_errors: model::Rate,
+}
+
+/// Runs a request; `progress` receives events as nodes start and finish.
+pub async fn run(
+    controller: &Arc<Controller>,
+    request: RunRequest,
+    scope: Scope,
+    progress: mpsc::UnboundedSender<Event>,
+) -> RunResponse {
+    let _running = controller.run_lock.lock().await;
+    let dir = match materialize(&controller.data_dir, &request.files) {
+        Ok(dir) => dir,
+        Err(err) => {
+            return RunResponse::error(err);
+        }
+    };
+    let inventory = match inventory(controller) {
+        Ok(inventory) => inventory,
+        Err(err) => {
+            return RunResponse::error(err);
+        }
+    };
+    let registry = Arc::new(Registry::builtin());
+    let overrides = request.overrides.clone();
+    let validated = {
+        let dir = dir.clone();
+        let local_facts = crate::facts::local(Path::new("/"));
+        let adhoc = scope.adhoc.as_ref().map(|a| a.nodes.clone());
+        match tokio::task::spawn_blocking(move || {
+            validate_with(
+                &dir,
+                &Registry::builtin(),
+                local_facts,
+                overrides,
+                inventory,
+                adhoc,
+            )
+        })
+        .await
+        {
+            Ok(validated) => validated,
+            Err(err) => {
+                return RunResponse::error(format!("validating the project: {err}"));
+            }
+        }
+    };
+    if validated.has_errors() {
+        return RunResponse {
+            failed: true,
+            errors: diagnostics_text(&validated),
+            ..RunResponse::default()
+        };
+    }
+    if request.mode == Mode::Apply && scope.association.is_none() && scope.adhoc.is_none() {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let _ = crate::fleet::pki::write_private(
+            &current_path(&controller.data_dir),
+            format!("{name}\n{}\n", request.project).as_bytes(),
+        );
+        controller.schedules_changed();
+    }
+    // Shared with the per-node work the run spawns.
+    let validated = Arc::new(validated);
+    let mut fleet = Fleet::new(&validated, &request, &scope);
+    if let Some(saved) = &request.saved
+        && let Err(err) = fleet.pin(saved, &request)
+    {
+        return RunResponse::error(err);
+    }
+    let nothing_targeted = fleet.targets.is_empty();
+    let mut response = match request.mode {
+        Mode::Plan | Mode::Drift => {
+            fleet
+                .probe(controller, &registry, &request, &progress)
+                .await
+        }
+        Mode::Apply => {
+            fleet
+                .apply(controller, &registry, &request, &progress)
+                .await
+        }
+    };
+    if nothing_targeted {
+        response.errors.push(match (&request.target, &scope.adhoc) {
+            (_, Some(_)) => "the document gives the targeted nodes no resources".to_string(),
+            (Some(target), None) => format!("--target `{target}` matches no node with resources"),
+            (None, None) => {
+                "no association targets a node with resources: nothing to do".to_string()
+            }
+        });
+        response.failed = request.target.is_some() || scope.adhoc.is_some();
+    }
+    response
+}
+
+/// The nodes a run acts on, in dispatch order, grouped by association.
+struct Fleet<'v> {
+    validated: &'v Validated,
+    /// The same, for the per-node work the run spawns.
+    shared: Arc<Validated>,
+    /// Where the uploaded project was written: stripped from recorded file names.
+    project_dir: PathBuf,
+    /// Per association (in declaration order): its rate control (`max_concurrency`,
+    /// `max_errors`) and its nodes.
+    waves: Vec<(model::Rate, model::Rate, Vec<&'v model::Node>)>,
+    /// Every target, in wave order.
+    targets: Vec<&'v model::Node>,
+}
+
+impl<'v> Fleet<'v> {
+    fn new(shared: &'v Arc<Validated>, request: &RunRequest, scope: &Scope) -> Fleet<'v> {
+        let validated: &'v Validated = shared;
+        let model = &validated.model;
+        let mut taken: HashSet<&str> = HashSet::new();
+        let mut waves = Vec::new();
+        if let Some(adhoc) = &scope.adhoc {
+            let nodes: Vec<&model::Node> = model
+                .nodes
+                .iter()
+                .filter(|n| adhoc.nodes.contains(&n.name) && !n.resources.is_empty())
+                .collect();
+            if !nodes.is_empty() {
+                waves.push((adhoc.max_concurrency, adhoc.max_errors, nodes));
+            }
+        }
+        for association in model.associations.iter().filter(|_| scope.adhoc.is_none()) {
+            if scope
+                .association
+                .as_ref()
+                .is_some_and(|only| *only != association.name)
+            {
+                continue;
+            }
+            let nodes: Vec<&model::Node> = model
+                .nodes
+                .iter()
+                .filter(|n| n.name != LOCAL_NODE)
+                .filter(|n| association.targets.matches(&n.name, &n.tags))
+                .filter(|n| !n.resources.is_empty())
+                .filter(|n| engine::selected(n, request.target.as_deref()))
+                .filter(|n| taken.insert(n.name.as_str()))
+                .collect();
+            if !nodes.is_empty() {
+                waves.push((association.max_concurrency, association.max_errors, nodes));
+            }
+        }
+        let targets: Vec<&model::Node> = waves
+            .iter()
+            .flat_map(|(_, _, n)| n.iter().copied())
+            .collect();
+        Fleet {
+            validated,
+            shared: Arc::clone(shared),
+            project_dir: validated.project.root.clone(),
+            waves,
+            targets,
+        }
+    }
+
+    /// Narrows the run to a saved plan's nodes and checks its documents are the plan's.
+    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), String> {
+        let missing: Vec<&str> = saved
+            .nodes
+            .keys()
+            .filter(|name| !self.targets.iter().any(|n| &n.name == *name))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the plan covers {} that the documents no longer target; run `steward plan` again",
+                missing.join(", ")
+            ));
+        }
+        for (_, _, nodes) in &mut self.waves {
+            nodes.retain(|n| saved.nodes.contains_key(&n.name));
+        }
+        self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
+        self.targets.retain(|n| saved.nodes.contains_key(&n.name));
+        if self.planned(request).digest != saved.documents_digest {
+            return Err("the documents (or parameters) changed since this plan was made; run `steward plan` again".to_string());
+        }
+        Ok(())
+    }
+
+    /// The fingerprints a saved plan expects of a node's resources, in catalog order.
+    fn expected(&self, node: &model::Node, request: &RunRequest) -> Option<Vec<String>> {
+        let saved = request.saved.as_ref()?.nodes.get(&node.name);
+        Some(
+            node.resources
+                .iter()
+                .map(|res| {
+                    saved
+                        .and_then(|changes| changes.get(&res.id.to_string()))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Completes a run's record: who ran it, a failed (or skipped) result for each resource
+    /// of a node that never answered, and file names as the project names them.
+    fn finish_record(
+        &self,
+        record: &mut RunRecord,
+        request: &RunRequest,
+        failures: &[(&model::Node, AgentError)],
+    ) {
+        record.user = request.user.clone();
+        for (node, err) in failures {
+            record
+                .results
+                .extend(record::node_failure(self.validated, node, err));
+        }
+        self.relative_files(record);
+    }
+
+    /// Stores the run as `running` before any task is sent: if the controller dies during
+    /// it, the next start records it as `interrupted` with what arrived. `Err` when the store
+    /// cannot take it; then nothing is sent.
+    fn begin(
+        &self,
+        controller: &Controller,
+        request: &RunRequest,
+        kind: RunKind,
+        id: &str,
+        started_at: &str,
+    ) -> Result<(), String> {
+        let run = RunRecord {
+            id: id.to_string(),
+            kind,
+            started_at: started_at.to_string(),
+            finished_at: String::new(),
+            user: request.user.clone(),
+            project: request.project.clone(),
+            documents_digest: self.planned(request).digest,
+            results: Vec::new(),
+            status: RunStatus::Running,
+        };
+        controller
+            .with_store(|s| s.begin_run(&run))?
+            .map_err(|err| format!("the run could not be stored, so nothing was sent: {err}"))
+    }
+
+    /// Names files as the project names them, not by where the controller keeps its copy.
+    fn relative_files(&self, record: &mut RunRecord) {
+        let prefix = format!("{}/", self.project_dir.display());
+        for result in &mut record.results {
+            if let Some(file) = &mut result.file
+                && let Some(relative) = file.strip_prefix(&prefix)
+            {
+                *file = relative.to_string();
+            }
+        }
+    }
+
+    /// The client that reaches this run's nodes through the controller.
+    fn client(
+        &self,
+        controller: &Arc<Controller>,
+        run_id: &str,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> DispatchClient {
+        DispatchClient {
+            controller: Arc::clone(controller),
+            run_id: run_id.to_string(),
+            secrets: Arc::new(self.validated.model.secrets.clone()),
+            progress: progress.clone(),
+        }
+    }
+
+    /// Where `node` is in the model (the spawned per-node work finds it again there).
+    fn index_of(&self, node: &model::Node) -> usize {
+        self.validated
+            .model
+            .nodes
+            .iter()
+            .position(|n| std::ptr::eq(n, node))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Probes every target at once and builds the plans (or the drift record).
+    async fn probe(
+        self,
+        controller: &Arc<Controller>,
+        registry: &Arc<Registry>,
+        request: &RunRequest,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> RunResponse {
+        let started_at = record::timestamp();
+        let id = new_run_id();
+        if request.mode == Mode::Drift
+            && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
+        {
+            return RunResponse::error(err);
+        }
+        let client = self.client(controller, &id, progress);
+        let mut probes = tokio::task::JoinSet::new();
+        for (idx, node) in self.targets.iter().enumerate() {
+            let _ = progress.send(Event::NodeStarted {
+                node: node.name.clone(),
+            });
+            let (validated, registry, client) = (
+                Arc::clone(&self.shared),
+                Arc::clone(registry),
+                client.clone(),
+            );
+            let node_idx = self.index_of(node);
+            probes.spawn(async move {
+                let result = match validated.model.nodes.get(node_idx) {
+                    Some(_) => {
+                        let graph = validated.graph(node_idx, &registry);
+                        engine::plan_node(&client, &registry, &graph).await
+                    }
+                    None => Err(AgentError::Failed("the node left the model".to_string())),
+                };
+                (idx, result)
+            });
+        }
+        let mut answers: Vec<Option<Result<plan::NodePlan, AgentError>>> =
+            (0..self.targets.len()).map(|_| None).collect();
+        while let Some(joined) = probes.join_next().await {
+            let Ok((idx, result)) = joined else { continue };
+            answers[idx] = Some(result);
+        }
+        let mut planned = self.planned(request);
+        let mut statuses = Vec::new();
+        let mut failures: Vec<(&model::Node, AgentError)> = Vec::new();
+        for (node, answer) in self.targets.iter().zip(answers) {
+            match answer
+                .unwrap_or_else(|| Err(AgentError::Failed("the probe was lost".to_string())))
+            {
+                Ok(node_plan) => {
+                    let n_changes = node_plan.changes.iter().filter(|c| c.is_change()).count();
+                    let n_errors = node_plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.change.is_err())
+                        .count();
+                    planned.push(node, node_plan);
+                    let status = NodeStatus {
+                        node: node.name.clone(),
+                        status: if n_errors > 0 { "failed" } else { "ok" }.to_string(),
+                        changed: n_changes,
+                        failed: n_errors,
+                        message: None,
+                    };
+                    let _ = progress.send(Event::NodeFinished(status.clone()));
+                    statuses.push(status);
+                }
+                Err(err) => {
+                    let status = failed_status(&node.name, &err);
+                    let _ = progress.send(Event::NodeFinished(status.clone()));
+                    statuses.push(status);
+                    failures.push((node, err));
+                }
+            }
+        }
+        let has_changes = planned.plan.has_changes();
+        let failed = !failures.is_empty() || planned.plan.summary().errors > 0;
+        let mut response = RunResponse {
+            has_changes,
+            failed,
+            nodes: statuses,
+            ..RunResponse::default()
+        };
+        if request.mode == Mode::Plan {
+            let json = crate::report::plan::json(
+                &planned.plan,
+                &planned.nodes,
+                &Origin {
+                    project: &request.project,
+                    root: FLEET_ROOT,
+                    documents_digest: &planned.digest,
+                },
+            );
+            response.output = if request.json {
+                json.clone()
+            } else {
+                crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
+            };
+            response.plan_json = Some(json);
+            // A plan is not stored: the probes' results go once it is rendered.
+            if let Ok(Err(err)) = controller.with_store(|s| s.settle_plan_tasks(&id)) {
+                log(&format!("plan {id}: dropping its probes' results: {err}"));
+            }
+            return response;
+        }
+        let mut record = record::observed_record(
+            RunKind::Drift,
+            self.validated,
+            &planned,
+            &id,
+            &started_at,
+            &request.project,
+        );
+        self.finish_record(&mut record, request, &failures);
+        store_into(controller, &record, &mut response);
+        response
+    }
+
+    /// An empty plan of this run, to fill.
+    fn planned(&self, request: &RunRequest) -> Planned<'v> {
+        let desired: Vec<String> = self
+            .targets
+            .iter()
+            .map(|n| plan::desired_digest(n))
+            .collect();
+        Planned::new(
+            String::new(),
+            engine::documents_digest(
+                &self.validated.project,
+                &request.overrides,
+                Path::new(FLEET_ROOT),
+                &desired,
+            ),
+        )
+    }
+
+    /// Applies association by association with rate control, then records the run.
+    async fn apply(
+        self,
+        controller: &Arc<Controller>,
+        registry: &Arc<Registry>,
+        request: &RunRequest,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> RunResponse {
+        let started_at = record::timestamp();
+        let id = new_run_id();
+        if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
+            return RunResponse::error(err);
+        }
+        let client = self.client(controller, &id, progress);
+        let mut answers: Vec<(&model::Node, NodeApplied)> = Vec::new();
+        for &(max_concurrency, max_errors, ref nodes) in &self.waves {
+            let jobs: Vec<(usize, Option<Vec<String>>)> = nodes
+                .iter()
+                .map(|node| (self.index_of(node), self.expected(node, request)))
+                .collect();
+            let parallel = request.parallel;
+            let results = rate::dispatch(
+                jobs,
+                max_concurrency,
+                max_errors,
+                |result: &NodeApplied| !matches!(result, Ok((_, report)) if report.n_failed() == 0),
+                |(node_idx, fingerprints): (usize, Option<Vec<String>>)| {
+                    let (validated, registry, client) = (
+                        Arc::clone(&self.shared),
+                        Arc::clone(registry),
+                        client.clone(),
+                    );
+                    async move {
+                        let Some(node) = validated.model.nodes.get(node_idx) else {
+                            return Err(AgentError::Failed("the node left the model".to_string()));
+                        };
+                        let graph = validated.graph(node_idx, &registry);
+                        apply_node(&client, &registry, &graph, fingerprints, parallel, node).await
+                    }
+                },
+            )
+            .await;
+            for (node, result) in nodes.iter().zip(results) {
+                match result {
+                    Dispatched::Done(result) => answers.push((node, result)),
+                    Dispatched::Panicked(err) => {
+                        answers.push((
+                            node,
+                            Err(AgentError::Failed(format!("the dispatch crashed: {err}"))),
+                        ));
+                    }
+                    Dispatched::NotStarted => {
+                        let status = NodeStatus {
+                            node: node.name.clone(),
+                            status: "not_started".to_string(),
+                            changed: 0,
+                            failed: 0,
+                            message: Some("not started: max_errors was exceeded".to_string()),
+                        };
+                        let _ = progress.send(Event::NodeFinished(status));
+                        answers.push((
+                            node,
+                            Err(AgentError::NotStarted(
+                                "not started: max_errors was exceeded".to_string(),
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut planned = self.planned(request);
+        let mut reports = Vec::new();
+        let mut statuses = Vec::new();
+        let mut failures: Vec<(&model::Node, AgentError)> = Vec::new();
+        for (node, answer) in answers {
+            match answer {
+                Ok((node_plan, report)) => {
+                    planned.push(node, node_plan);
+                    statuses.push(NodeStatus {
+                        node: node.name.clone(),
+                        status: if report.n_failed() > 0 {
+                            "failed"
+                        } else {
+                            "ok"
+                        }
+                        .to_string(),
+                        changed: report.n_changed(),
+                        failed: report.n_failed(),
+                        message: None,
+                    });
+                    reports.push(report);
+                }
+                Err(err) => {
+                    if let AgentError::NotStarted(message) = &err {
+                        statuses.push(NodeStatus {
+                            node: node.name.clone(),
+                            status: "not_started".to_string(),
+                            changed: 0,
+                            failed: 0,
+                            message: Some(message.clone()),
+                        });
+                    } else {
+                        statuses.push(failed_status(&node.name, &err));
+                    }
+                    failures.push((node, err));
+                }
+            }
+        }
+        let mut record = record::apply_record(
+            self.validated,
+            &planned,
+            &reports,
+            &id,
+            &started_at,
+            &request.project,
+        );
+        self.finish_record(&mut record, request, &failures);
+        let failed = statuses.iter().any(|s| s.status != "ok");
+        let mut response = RunResponse {
+            run_id: None,
+            has_changes: reports.iter().any(|r| r.n_changed() > 0),
+            failed,
+            output: String::new(),
+            nodes: statuses,
+            errors: Vec::new(),
+            plan_json: None,
+        };
+        store_into(controller, &record, &mut response);
+        response
+    }
+}
+
+/// What applying a node gave: the plan rebuilt from what its agent observed and the
+/// report, or why the node did not apply.
+type NodeApplied = Result<(plan::NodePlan, RunReport), AgentError>;
+
+/// Applies one node through the engine, announcing when it starts and how it finished; the
+/// agent observes again, so the plan recorded is the one rebuilt from what it saw.
+async fn apply_node(
+    client: &DispatchClient,
+    registry: &Registry,
+    graph: &ResourceGraph<'_>,
+    fingerprints: Option<Vec<String>>,
+    parallel: usize,
+    node: &model::Node,
+) -> NodeApplied {
+    let _ = client.progress.send(Event::NodeStarted {
+        node: node.name.clone(),
+    });
+    let task = ApplyTask {
+        plan: None,
+        fingerprints,
+        parallel,
+        on_done: None,
+    };
+    let result = engine::apply_node(client, registry, graph, task)
+        .await
+        .and_then(|(node_plan, report)| match node_plan {
+            Some(node_plan) => Ok((node_plan, report)),
+            None => Err(AgentError::Failed(
+                "the agent did not say what it observed".to_string(),
+            )),
+        });
+    let status = match &result {
+        Ok((_, report)) => NodeStatus {
+            node: node.name.clone(),
+            status: if report.n_failed() > 0 {
+                "failed"
+            } else {
+                "ok"
+            }
+            .to_string(),
+            changed: report.n_changed(),
+            failed: report.n_failed(),
+            message: None,
+        },
+        Err(err) => failed_status(&node.name, err),
+    };
+    let _ = client.progress.send(Event::NodeFinished(status));
+    result
+}
+
+/// The status of a node that did not do its task: offline when it could not be reached.
+fn failed_status(node: &str, err: &AgentError) -> NodeStatus {
+    let err = err.to_string();
+    NodeStatus {
+        node: node.to_string(),
+        status: if err.contains("offline") {
+            "offline"
+        } else {
+            "failed"
+        }
+        .to_string(),
+        changed: 0,
+        failed: 0,
+        message: Some(err),
+    }
+}
+
+/// A fleet run's id: sortable by time, unique even for two runs begun in one millisecond.
+fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        record::run_id(),
+        crate::fleet::controller::random_hex(2).unwrap_or_default()
+    )
+}
+
+/// Stores the run and puts its id and summary in the response; when the store refuses it,
+/// the response fails saying so, shows the results, and claims no run id.
+fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunResponse) {
+    match store_run(controller, record) {
+        Ok(output) => {
+            response.run_id = Some(record.id.clone());
+            response.output = output;
+        }
+        Err(err) => {
+            response.failed = true;
+            response.run_id = None;
+            response.output = crate::report::run::human(record, &[], Style::new(false));
+            response.errors.push(format!(
+                "the run's results could not be stored: {err}; they are shown here only"
+            ));
+        }
+    }
+}
