@@ -68,6 +68,9 @@ impl AgentClient for DispatchClient {
         })
     }
 
+    /// The agent always observes again and plans on the node, and refuses the task when a
+    /// resource moved from the fingerprints; a plan made here is not sent, and the agent's
+    /// outcome events go to the run's progress stream instead of `task.on_done`.
     fn apply<'a>(
         &'a self,
         graph: &'a ResourceGraph<'a>,
