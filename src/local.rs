@@ -154,9 +154,11 @@ pub fn plan<'v>(
     })
 }
 
-/// Applies a plan, holding the state directory's lock.
+/// Applies a plan with the resource types it was planned with, holding the state
+/// directory's lock.
 pub fn apply(
     planned: &Planned<'_>,
+    registry: &Registry,
     config: &Config,
     exec_config: exec::Config,
     on_done: &(dyn Fn(&exec::ResourceOutcome) + Sync),
@@ -170,12 +172,7 @@ pub fn apply(
             parallel: exec_config.parallel,
             on_done: Some(on_done),
         };
-        let (_, report) = block_on(engine::apply_node(
-            &planned.client,
-            planned.client.registry(),
-            graph,
-            task,
-        ))?;
+        let (_, report) = block_on(engine::apply_node(&planned.client, registry, graph, task))?;
         reports.push(report);
     }
     Ok(reports)

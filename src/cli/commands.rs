@@ -122,7 +122,7 @@ fn prepare(
 }
 
 pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),
@@ -213,7 +213,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let given = &args.project.path;
     // A saved plan names its project and root; anything else is a project.
     let saved = if given.is_file() {
@@ -251,6 +251,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         stdout_color: ctx.stdout_color,
         root: root.clone(),
         root_given: true,
+        registry: ctx.registry.clone(),
     };
     let validated = match load(&ctx_root, &project, &args.project, &registry) {
         Ok(validated) => validated,
@@ -319,7 +320,13 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let parallel = usize::from(args.parallel);
     let (reports, printed) = std::thread::scope(|scope| {
         let printer = stream_plan.then(|| scope.spawn(|| print_plan(&planned, style)));
-        let reports = local::apply(&planned, &config, exec::Config { parallel }, &on_done);
+        let reports = local::apply(
+            &planned,
+            &registry,
+            &config,
+            exec::Config { parallel },
+            &on_done,
+        );
         let printed = match printer.map(|printer| printer.join()) {
             None | Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(err))) => Err(err),
@@ -336,7 +343,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let printed = printed.and_then(|()| {
         print_stdout(&format!(
             "\n{}",
-            crate::report::plan::human_apply(&reports, style)
+            crate::report::plan::human_apply(&reports, &registry, style)
         ))
     });
     let record = record::apply_record(
@@ -438,7 +445,7 @@ fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
 }
 
 pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),

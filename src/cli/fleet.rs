@@ -13,14 +13,25 @@ use crate::cli::{
     AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, RunArgs, ServeArgs,
     overrides, print_stdout, report_human, usage_error,
 };
+use crate::fleet::agent::AgentError;
 use crate::fleet::client::{self, BundleError, Client, ClientError};
+use crate::fleet::logging::LoggingError;
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
-use crate::resource::Registry;
+use crate::fleet::serve::ServeError;
 
 /// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
 /// module parses itself.
 #[derive(Debug, thiserror::Error)]
 enum FleetError {
+    /// Logging could not start (`STEWARD_LOG`).
+    #[error(transparent)]
+    Logging(#[from] LoggingError),
+    /// The controller could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The agent stopped.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     /// A call to the controller's API, or its preparation.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -38,6 +49,48 @@ enum FleetError {
     /// A `--tags` part that is not `KEY=VALUE`.
     #[error("--tags: `{0}` must be KEY=VALUE")]
     Tag(String),
+    /// The data directory cannot be made private (`token create`).
+    #[error(transparent)]
+    DataDir(#[from] crate::fleet::controller::ControllerError),
+    /// The CA in the data directory cannot be loaded or made (`token create`).
+    #[error("CA in {}: {source}", data_dir.display())]
+    Ca {
+        /// The data directory.
+        data_dir: std::path::PathBuf,
+        /// What failed.
+        source: crate::fleet::pki::PkiError,
+    },
+    /// The controller's store cannot be opened (`token create`).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A join token cannot be made.
+    #[error(transparent)]
+    Token(#[from] crate::fleet::token::TokenError),
+    /// The file given to `apply` could not be read as a saved plan.
+    ///
+    /// Boxed: the saved plan's format belongs to local mode, whose error type is not this
+    /// module's business.
+    #[error("{0}")]
+    ReadPlan(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A saved plan made in local mode, given to a fleet `apply`.
+    #[error(
+        "{} was planned in local mode (root {root}); apply it without STEWARD_CONTROLLER",
+        path.display()
+    )]
+    LocalPlan {
+        /// The saved plan.
+        path: std::path::PathBuf,
+        /// The root it was planned for.
+        root: String,
+    },
+    /// `plan -o FILE` could not write the plan.
+    #[error("-o {}: {source}", path.display())]
+    WritePlan {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: crate::fleet::pki::PkiError,
+    },
 }
 
 impl FleetError {
@@ -47,10 +100,20 @@ impl FleetError {
     /// HTTP status keeps it ([`ClientError::status`]), so a finer code can be chosen here.
     fn exit(&self) -> Exit {
         match self {
-            FleetError::Client(_)
+            FleetError::Logging(_)
+            | FleetError::Serve(_)
+            | FleetError::Agent(_)
+            | FleetError::Client(_)
             | FleetError::Bundle(_)
             | FleetError::Duration { .. }
-            | FleetError::Tag(_) => Exit::Error,
+            | FleetError::Tag(_)
+            | FleetError::DataDir(_)
+            | FleetError::Ca { .. }
+            | FleetError::Store(_)
+            | FleetError::Token(_)
+            | FleetError::ReadPlan(_)
+            | FleetError::LocalPlan { .. }
+            | FleetError::WritePlan { .. } => Exit::Error,
         }
     }
 }
@@ -90,9 +153,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
-    if let Err(message) = crate::fleet::logging::init("serve", args.log_format) {
-        return usage_error(&message);
+pub(super) fn serve(ctx: &Context, args: &ServeArgs) -> std::io::Result<Exit> {
+    if let Err(err) = crate::fleet::logging::init("serve", args.log_format) {
+        return fail(err);
     }
     let cert_lifetime = match parse_ttl(&args.agent_cert_lifetime) {
         Ok(lifetime) => lifetime,
@@ -109,16 +172,17 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
         },
         names: args.names.clone(),
         cert_lifetime,
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::serve::serve(config)) {
         Ok(()) => Ok(Exit::Ok),
-        Err(err) => usage_error(&err.to_string()),
+        Err(err) => fail(err),
     }
 }
 
 pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
-    if let Err(message) = crate::fleet::logging::init("agent", args.log_format) {
-        return usage_error(&message);
+    if let Err(err) = crate::fleet::logging::init("agent", args.log_format) {
+        return fail(err);
     }
     if !ctx.root.is_dir() {
         return usage_error(&format!(
@@ -146,10 +210,11 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
         tags,
         root: ctx.root.clone(),
         state_dir: args.state_dir.clone(),
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::agent::run(config)) {
         Ok(()) => Ok(Exit::Ok),
-        Err(err) => usage_error(&err.to_string()),
+        Err(err) => fail(err),
     }
 }
 
@@ -389,20 +454,25 @@ pub(super) fn token_create(
     };
     // As `serve` does: the data dir is made private (or refused) before a key lands in it.
     if let Err(err) = crate::fleet::controller::private_data_dir(data_dir) {
-        return usage_error(&err.to_string());
+        return fail(err);
     }
     let ca = match crate::fleet::pki::Ca::load_or_create(data_dir) {
         Ok(ca) => ca,
-        Err(err) => return usage_error(&format!("CA in {}: {err}", data_dir.display())),
+        Err(source) => {
+            return fail(FleetError::Ca {
+                data_dir: data_dir.to_path_buf(),
+                source,
+            });
+        }
     };
     let path = crate::fleet::controller::store_path(data_dir);
     let mut store = match crate::store::sqlite::SqliteStore::open(&path) {
         Ok(store) => store,
-        Err(err) => return usage_error(&err.to_string()),
+        Err(err) => return fail(err),
     };
     match crate::fleet::token::create(&mut store, &ca, ttl, &binding) {
         Ok(token) => print_stdout(&format!("{token}\n")),
-        Err(err) => usage_error(&err.to_string()),
+        Err(err) => fail(err),
     }
 }
 
@@ -474,7 +544,7 @@ pub(super) fn node_tag(
     remote: &RemoteArgs,
 ) -> std::io::Result<Exit> {
     if let Err(message) = crate::fleet::controller::check_node_name(name) {
-        return usage_error(&message);
+        return usage_error(&message.to_string());
     }
     if set.is_empty() && remove.is_empty() {
         return usage_error("nothing to do: give KEY=VALUE tags to set, or --remove KEY");
@@ -531,19 +601,20 @@ pub(super) struct RemoteRun<'a> {
 /// when the path is not a saved plan.
 fn saved_fleet_plan(
     path: &Path,
-) -> Result<Option<(ProjectArgs, crate::fleet::run::SavedFleetPlan)>, String> {
+) -> Result<Option<(ProjectArgs, crate::fleet::run::SavedFleetPlan)>, FleetError> {
     if !path.is_file() {
         return Ok(None);
     }
-    let Some(saved) = crate::local::SavedPlan::read(path).map_err(|err| err.to_string())? else {
+    let Some(saved) =
+        crate::local::SavedPlan::read(path).map_err(|err| FleetError::ReadPlan(err.into()))?
+    else {
         return Ok(None);
     };
     if saved.root != crate::fleet::run::FLEET_ROOT {
-        return Err(format!(
-            "{} was planned in local mode (root {}); apply it without STEWARD_CONTROLLER",
-            path.display(),
-            saved.root
-        ));
+        return Err(FleetError::LocalPlan {
+            path: path.to_path_buf(),
+            root: saved.root,
+        });
     }
     Ok(Some((
         ProjectArgs {
@@ -578,7 +649,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     let saved = match run.mode {
         Mode::Apply => match saved_fleet_plan(&run.project.path) {
             Ok(saved) => saved,
-            Err(message) => return usage_error(&message),
+            Err(err) => return fail(err),
         },
         _ => None,
     };
@@ -610,7 +681,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // The project is checked here first, so mistakes show with their source lines.
     let validated = crate::validate::validate(
         &run.project.path,
-        &Registry::builtin(),
+        &ctx.registry,
         crate::facts::local(&ctx.root),
         overrides.clone(),
     );
@@ -668,8 +739,11 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     };
     print_stdout(&response.output)?;
     if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
-        if let Err(err) = crate::fleet::pki::write_private(out, json.as_bytes()) {
-            return usage_error(&format!("-o {}: {err}", out.display()));
+        if let Err(source) = crate::fleet::pki::write_private(out, json.as_bytes()) {
+            return fail(FleetError::WritePlan {
+                path: out.to_path_buf(),
+                source,
+            });
         }
         eprintln!(
             "Saved the plan to {}; `steward apply {}` applies exactly it.",

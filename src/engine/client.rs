@@ -142,6 +142,7 @@ impl<'r> LocalClient<'r> {
         }
         let env = Arc::new(Env::new(
             node,
+            self.registry,
             self.root.clone(),
             self.state_dir.clone(),
             self.run_id.clone(),
@@ -162,6 +163,7 @@ impl<'r> LocalClient<'r> {
         let on_done = task.on_done.unwrap_or(&|_: &ResourceOutcome| {});
         exec::apply(
             graph,
+            self.registry,
             plan,
             env,
             exec::Config {

@@ -23,7 +23,8 @@ use crate::plan::NodePlan;
 use crate::plan::graph::ResourceGraph;
 use crate::resource::Registry;
 use crate::resource::change::{Action, State};
-use crate::resource::fsutil::{Durability, Ticket};
+use crate::resource::command::{CommandRunner, SystemRunner};
+use crate::resource::durability::{Durability, Ticket};
 use crate::resource::provider::{
     Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
 };
@@ -37,7 +38,8 @@ pub struct Env {
     pub state_dir: PathBuf,
     /// This run's id.
     pub run_id: String,
-    /// Paths that `file`, `directory` and `symlink` resources manage on the node.
+    /// Paths that resources manage on the node ([`ResourceType::managed_path`]), with their
+    /// ancestors.
     pub managed_paths: foldhash::HashSet<String>,
     /// Group commit of file writes, shared by every provider of the run.
     pub durability: Arc<Durability>,
@@ -45,12 +47,15 @@ pub struct Env {
     pub secrets: Arc<Vec<String>>,
     /// Directories found inside the root while probing.
     pub path_cache: Arc<PathCache>,
+    /// Runs the providers' system commands.
+    pub runner: Arc<dyn CommandRunner>,
 }
 
 impl Env {
     /// The environment for one node's resources.
     pub fn new(
         node: &model::Node,
+        registry: &Registry,
         root: PathBuf,
         state_dir: PathBuf,
         run_id: String,
@@ -59,9 +64,8 @@ impl Env {
         let managed_paths = node
             .resources
             .iter()
-            .filter(|res| matches!(res.id.kind.as_str(), "file" | "directory" | "symlink"))
-            .filter(|res| res.attr_str("ensure") != Some("absent"))
-            .map(|res| res.id.name.trim_end_matches('/').to_string())
+            .filter_map(|res| registry.get(&res.id.kind)?.managed_path(res))
+            .map(|path| path.trim_end_matches('/').to_string())
             .collect();
         let managed_paths = with_ancestors(managed_paths);
         Env {
@@ -72,6 +76,7 @@ impl Env {
             durability: Arc::new(Durability::new()),
             secrets: Arc::new(secrets),
             path_cache: Arc::new(PathCache::new()),
+            runner: Arc::new(SystemRunner),
         }
     }
 
@@ -84,6 +89,7 @@ impl Env {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: Some(&self.path_cache),
+            runner: &*self.runner,
             staged: None,
         }
     }
@@ -246,6 +252,7 @@ pub struct Config {
 /// start only once its writes are durable.
 pub fn apply(
     graph: &ResourceGraph<'_>,
+    registry: &Registry,
     plan: &NodePlan,
     env: &Env,
     config: Config,
@@ -270,7 +277,6 @@ pub fn apply(
         n_predecessors[to] += 1;
     }
     let ready = (0..n).filter(|&idx| n_predecessors[idx] == 0).collect();
-    let registry = Registry::builtin();
     let pool = Pool {
         walk: Mutex::new(Walk {
             ready,
@@ -287,7 +293,7 @@ pub fn apply(
         shared: Shared {
             resources: &node.resources,
             env,
-            registry: &registry,
+            registry,
         },
         on_done: Mutex::new(on_done),
     };

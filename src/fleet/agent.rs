@@ -10,6 +10,11 @@
 //!
 //! **Architecture Invariant:** a task id runs at most once, and never after its expiry: the
 //! ledger claims it (durably) before any work starts.
+//!
+//! Errors are values: [`AgentError`] says why the agent stopped, and the private
+//! `ConnectError`, `EnrollError` and `SessionError` say whether a failed attempt is worth
+//! retrying. A task's failure is not an error of the agent: it goes back to the controller in
+//! the task's result.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,9 +28,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use crate::exec::{self, Env};
-use crate::fleet::outbox::{Claim, Ledger, Outbox};
-use crate::fleet::pki;
-use crate::fleet::token::JoinToken;
+use crate::fleet::outbox::{Claim, Ledger, Outbox, OutboxError};
+use crate::fleet::pki::{self, PkiError};
+use crate::fleet::token::{JoinToken, TokenError};
 use crate::fleet::wire::{
     self, AgentMsg, Catalog, CommandTask, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, PROTOCOL,
     Task, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome, WireOutput,
@@ -53,6 +58,8 @@ pub struct Config {
     pub root: PathBuf,
     /// Keys, certificate, outbox and task ledger.
     pub state_dir: PathBuf,
+    /// The resource types tasks are run with, built once by the caller.
+    pub registry: std::sync::Arc<Registry>,
 }
 
 /// Why the agent stopped.
@@ -66,15 +73,56 @@ pub enum AgentError {
         .0.display()
     )]
     NoToken(PathBuf),
-    /// The join token is malformed or its file unreadable.
+    /// The join token does not parse.
     #[error("join token: {0}")]
-    BadToken(String),
-    /// The controller refused enrollment or the connection for good.
+    BadToken(#[source] TokenError),
+    /// The join token's CA fingerprint cannot pin a TLS connection.
+    #[error("join token: {0}")]
+    TokenPin(#[source] PkiError),
+    /// The join token's file cannot be read.
+    #[error("join token: {}: {source}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The join token's file is empty.
+    #[error("join token: {} is empty", .0.display())]
+    EmptyTokenFile(PathBuf),
+    /// The controller refused enrollment or the connection for good (its reason, or why the
+    /// agent cannot go on talking to it).
     #[error("the controller refused this agent: {0}")]
     Refused(String),
-    /// The state directory cannot be used.
+    /// The state directory cannot be created or made private.
     #[error("state directory: {0}")]
-    State(String),
+    StateDir(#[source] crate::state_dir::StateDirError),
+    /// The stored identity cannot be read.
+    #[error("state directory: {}: {source}", path.display())]
+    ReadIdentity {
+        /// `identity.json`.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The stored identity is not one.
+    #[error("state directory: {}: {source}", path.display())]
+    ParseIdentity {
+        /// `identity.json`.
+        path: PathBuf,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// The identity cannot be encoded (it cannot happen with these fields, but is not worth a
+    /// panic).
+    #[error("state directory: {0}")]
+    EncodeIdentity(#[source] serde_json::Error),
+    /// The identity cannot be written, or a key made.
+    #[error("state directory: {0}")]
+    Pki(#[from] PkiError),
+    /// The outbox or the task ledger cannot be opened.
+    #[error("state directory: {0}")]
+    Outbox(#[from] OutboxError),
     /// `--controller` is not `HOST:PORT`.
     #[error("--controller `{0}` is not HOST:PORT")]
     BadAddress(String),
@@ -94,22 +142,19 @@ fn identity_path(state_dir: &Path) -> PathBuf {
 }
 
 fn read_identity(state_dir: &Path) -> Result<Option<Identity>, AgentError> {
-    match std::fs::read(identity_path(state_dir)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
-            AgentError::State(format!("{}: {err}", identity_path(state_dir).display()))
-        }),
+    let path = identity_path(state_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| AgentError::ParseIdentity { path, source }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(AgentError::State(format!(
-            "{}: {err}",
-            identity_path(state_dir).display()
-        ))),
+        Err(source) => Err(AgentError::ReadIdentity { path, source }),
     }
 }
 
 fn write_identity(state_dir: &Path, identity: &Identity) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec(identity).map_err(|err| AgentError::State(err.to_string()))?;
-    pki::write_private(&identity_path(state_dir), &bytes)
-        .map_err(|err| AgentError::State(err.to_string()))
+    let bytes = serde_json::to_vec(identity).map_err(AgentError::EncodeIdentity)?;
+    Ok(pki::write_private(&identity_path(state_dir), &bytes)?)
 }
 
 /// The host part of `HOST:PORT`, for the TLS server name.
@@ -128,8 +173,7 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Age
 /// Runs the agent until it is refused for good (revoked, bad token) or the process ends.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let server = server_name(&config.controller)?;
-    crate::state_dir::create_private_dir(&config.state_dir)
-        .map_err(|err| AgentError::State(err.to_string()))?;
+    crate::state_dir::create_private_dir(&config.state_dir).map_err(AgentError::StateDir)?;
     let mut identity = match read_identity(&config.state_dir)? {
         Some(identity) => {
             if identity.node != config.name {
@@ -147,12 +191,8 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             identity
         }
     };
-    let outbox = Arc::new(
-        Outbox::open(&config.state_dir).map_err(|err| AgentError::State(err.to_string()))?,
-    );
-    let ledger = Arc::new(std::sync::Mutex::new(
-        Ledger::open(&config.state_dir).map_err(|err| AgentError::State(err.to_string()))?,
-    ));
+    let outbox = Arc::new(Outbox::open(&config.state_dir)?);
+    let ledger = Arc::new(std::sync::Mutex::new(Ledger::open(&config.state_dir)?));
     let link: Link = Arc::new(std::sync::Mutex::new(None));
     let cancels: Cancels = Arc::default();
     let mut backoff = Backoff::new();
@@ -166,9 +206,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         };
         match session(&config, &server, &mut identity, &shared).await {
             Ok(()) => log(&format!("connection to {} closed", config.controller)),
-            Err(SessionError::Refused(reason)) => return Err(AgentError::Refused(reason)),
-            Err(SessionError::Lost(reason)) => {
-                tracing_warn(&format!("connection to {}: {reason}", config.controller));
+            Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
+            Err(err) => {
+                tracing_warn(&format!("connection to {}: {err}", config.controller));
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -218,19 +258,28 @@ fn jitter_fraction() -> f64 {
 }
 
 /// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
 enum ConnectError {
-    /// The network: worth retrying.
-    Network(String),
+    /// No TCP connection in time: worth retrying.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// No TCP connection: worth retrying.
+    #[error("connecting to {addr}: {source}")]
+    Tcp {
+        /// The controller's `HOST:PORT`.
+        addr: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// No TLS handshake in time: worth retrying.
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    /// The TLS handshake broke off on the network: worth retrying.
+    #[error("TLS: {0}")]
+    Handshake(#[source] std::io::Error),
     /// The TLS handshake failed: the peer is not the controller we trust (or refused us).
-    Tls(String),
-}
-
-impl ConnectError {
-    fn message(self) -> String {
-        match self {
-            ConnectError::Network(message) | ConnectError::Tls(message) => message,
-        }
-    }
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 async fn connect(
@@ -240,8 +289,11 @@ async fn connect(
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
     let tcp = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| ConnectError::Network(format!("connecting to {addr} timed out")))?
-        .map_err(|err| ConnectError::Network(format!("connecting to {addr}: {err}")))?;
+        .map_err(|_| ConnectError::Timeout(addr.to_string()))?
+        .map_err(|source| ConnectError::Tcp {
+            addr: addr.to_string(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     match tokio::time::timeout(
         HELLO_TIMEOUT,
@@ -249,11 +301,11 @@ async fn connect(
     )
     .await
     {
-        Err(_) => Err(ConnectError::Network("TLS handshake timed out".to_string())),
+        Err(_) => Err(ConnectError::HandshakeTimeout),
         Ok(Err(err)) if err.kind() == std::io::ErrorKind::InvalidData => {
-            Err(ConnectError::Tls(format!("TLS: {err}")))
+            Err(ConnectError::Tls(err))
         }
-        Ok(Err(err)) => Err(ConnectError::Network(format!("TLS: {err}"))),
+        Ok(Err(err)) => Err(ConnectError::Handshake(err)),
         Ok(Ok(stream)) => Ok(stream),
     }
 }
@@ -265,15 +317,14 @@ async fn enroll(
     server: &rustls::pki_types::ServerName<'static>,
     token: &JoinToken,
 ) -> Result<Identity, AgentError> {
-    let key = pki::new_agent_key(&config.name).map_err(|err| AgentError::State(err.to_string()))?;
-    let tls = pki::enroll_client_config(&token.ca_fingerprint)
-        .map_err(|err| AgentError::BadToken(err.to_string()))?;
+    let key = pki::new_agent_key(&config.name)?;
+    let tls = pki::enroll_client_config(&token.ca_fingerprint).map_err(AgentError::TokenPin)?;
     let mut backoff = Backoff::new();
     loop {
         match enroll_once(config, server, token, &key, Arc::clone(&tls)).await {
-            Ok(Ok(identity)) => return Ok(identity),
-            Ok(Err(reason)) => return Err(AgentError::Refused(reason)),
-            Err(reason) => log(&format!("enrolling: {reason}")),
+            Ok(identity) => return Ok(identity),
+            Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
+            Err(err) => log(&format!("enrolling: {err}")),
         }
         tokio::time::sleep(backoff.next()).await;
     }
@@ -287,13 +338,15 @@ fn join_token(config: &Config) -> Result<JoinToken, AgentError> {
         (None, Some(token)) => token.clone(),
         (None, None) => return Err(AgentError::NoToken(config.state_dir.clone())),
     };
-    JoinToken::parse(&text).map_err(|err| AgentError::BadToken(err.to_string()))
+    JoinToken::parse(&text).map_err(AgentError::BadToken)
 }
 
 fn read_token_file(path: &Path) -> Result<String, AgentError> {
     use std::os::unix::fs::PermissionsExt;
-    let unreadable =
-        |err: std::io::Error| AgentError::BadToken(format!("{}: {err}", path.display()));
+    let unreadable = |source: std::io::Error| AgentError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    };
     let mode = std::fs::metadata(path)
         .map_err(unreadable)?
         .permissions()
@@ -308,28 +361,66 @@ fn read_token_file(path: &Path) -> Result<String, AgentError> {
     let text = std::fs::read_to_string(path).map_err(unreadable)?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(AgentError::BadToken(format!("{} is empty", path.display())));
+        return Err(AgentError::EmptyTokenFile(path.to_path_buf()));
     }
     Ok(text.to_string())
 }
 
-/// `Err` for trouble worth retrying, `Ok(Err)` for a refusal.
+/// Why one attempt to enroll failed.
+#[derive(Debug, thiserror::Error)]
+enum EnrollError {
+    /// The controller said no: final.
+    #[error("{0}")]
+    Refused(String),
+    /// The TLS handshake failed: the peer is not the controller that made the token (final).
+    #[error("{source} (the controller at {controller} is not the one the token was made by)")]
+    NotTheTokensController {
+        /// The controller's `HOST:PORT`.
+        controller: String,
+        /// The handshake's failure.
+        source: ConnectError,
+    },
+    /// No connection: worth retrying.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The exchange broke off: worth retrying.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// The controller answered something else: worth retrying.
+    #[error("unexpected reply to enrollment: {0}")]
+    Unexpected(String),
+    /// The controller hung up without an answer: worth retrying.
+    #[error("the controller closed the connection")]
+    Closed,
+}
+
+impl EnrollError {
+    /// True when retrying cannot help.
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            EnrollError::Refused(_) | EnrollError::NotTheTokensController { .. }
+        )
+    }
+}
+
+/// One attempt to enroll.
 async fn enroll_once(
     config: &Config,
     server: &rustls::pki_types::ServerName<'static>,
     token: &JoinToken,
     key: &pki::AgentKey,
     tls: Arc<rustls::ClientConfig>,
-) -> Result<Result<Identity, String>, String> {
+) -> Result<Identity, EnrollError> {
     let mut stream = match connect(&config.controller, server, tls).await {
         Ok(stream) => stream,
-        Err(ConnectError::Tls(reason)) => {
-            return Ok(Err(format!(
-                "{reason} (the controller at {} is not the one the token was made by)",
-                config.controller
-            )));
+        Err(source @ ConnectError::Tls(_)) => {
+            return Err(EnrollError::NotTheTokensController {
+                controller: config.controller.clone(),
+                source,
+            });
         }
-        Err(ConnectError::Network(reason)) => return Err(reason),
+        Err(err) => return Err(EnrollError::Connect(err)),
     };
     let hello = AgentMsg::Enroll {
         protocol: PROTOCOL,
@@ -338,20 +429,17 @@ async fn enroll_once(
         tags: config.tags.clone(),
         csr_pem: key.csr_pem.clone(),
     };
-    wire::write_msg(&mut stream, &hello)
-        .await
-        .map_err(|err| err.to_string())?;
-    match wire::read_msg::<ControllerMsg, _>(&mut stream, HELLO_TIMEOUT * 3).await {
-        Ok(Some(ControllerMsg::Enrolled { cert_pem, ca_pem })) => Ok(Ok(Identity {
+    wire::write_msg(&mut stream, &hello).await?;
+    match wire::read_msg::<ControllerMsg, _>(&mut stream, HELLO_TIMEOUT * 3).await? {
+        Some(ControllerMsg::Enrolled { cert_pem, ca_pem }) => Ok(Identity {
             node: config.name.clone(),
             key_pem: key.key_pem.clone(),
             cert_pem,
             ca_pem,
-        })),
-        Ok(Some(ControllerMsg::Refused { reason })) => Ok(Err(reason)),
-        Ok(Some(other)) => Err(format!("unexpected reply to enrollment: {other:?}")),
-        Ok(None) => Err("the controller closed the connection".to_string()),
-        Err(err) => Err(err.to_string()),
+        }),
+        Some(ControllerMsg::Refused { reason }) => Err(EnrollError::Refused(reason)),
+        Some(other) => Err(EnrollError::Unexpected(format!("{other:?}"))),
+        None => Err(EnrollError::Closed),
     }
 }
 
@@ -378,16 +466,36 @@ fn send(link: &Link, msg: AgentMsg) {
     }
 }
 
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
 enum SessionError {
     /// The controller said no: stop.
+    #[error("{0}")]
     Refused(String),
-    /// The connection went away: reconnect.
-    Lost(String),
+    /// The stored identity cannot make a TLS configuration: stop.
+    #[error("stored identity: {0}")]
+    Identity(#[source] PkiError),
+    /// No connection: reconnect.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// The connection failed: reconnect.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// The controller answered the hello with something else: reconnect.
+    #[error("unexpected {0}")]
+    Unexpected(String),
+    /// The controller hung up on the hello: reconnect.
+    #[error("the controller closed the connection (revoked or unknown certificate?)")]
+    Closed,
+    /// The outbox cannot be read: reconnect (and try again).
+    #[error("outbox: {0}")]
+    Outbox(#[source] OutboxError),
 }
 
-impl From<wire::WireError> for SessionError {
-    fn from(err: wire::WireError) -> SessionError {
-        SessionError::Lost(err.to_string())
+impl SessionError {
+    /// True when reconnecting cannot help.
+    fn is_final(&self) -> bool {
+        matches!(self, SessionError::Refused(_) | SessionError::Identity(_))
     }
 }
 
@@ -410,10 +518,10 @@ async fn session(
 ) -> Result<(), SessionError> {
     let Shared { outbox, link, .. } = *shared;
     let tls = pki::agent_client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
-        .map_err(|err| SessionError::Refused(format!("stored identity: {err}")))?;
+        .map_err(SessionError::Identity)?;
     let stream = connect(&config.controller, server, tls)
         .await
-        .map_err(|err| SessionError::Lost(err.message()))?;
+        .map_err(SessionError::Connect)?;
     let local_addr = stream.get_ref().0.local_addr().ok();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let hello = AgentMsg::Hello {
@@ -425,13 +533,8 @@ async fn session(
     let renew = match wire::read_msg::<ControllerMsg, _>(&mut reader, HELLO_TIMEOUT * 3).await? {
         Some(ControllerMsg::Welcome { renew, .. }) => renew,
         Some(ControllerMsg::Refused { reason }) => return Err(SessionError::Refused(reason)),
-        Some(other) => return Err(SessionError::Lost(format!("unexpected {other:?}"))),
-        None => {
-            return Err(SessionError::Lost(
-                "the controller closed the connection (revoked or unknown certificate?)"
-                    .to_string(),
-            ));
-        }
+        Some(other) => return Err(SessionError::Unexpected(format!("{other:?}"))),
+        None => return Err(SessionError::Closed),
     };
     log(&format!(
         "connected to {} as {}",
@@ -463,9 +566,7 @@ async fn session(
     if let Ok(mut current) = link.lock() {
         *current = Some(out_tx.clone());
     }
-    let pending = outbox
-        .pending()
-        .map_err(|err| SessionError::Lost(format!("outbox: {err}")))?;
+    let pending = outbox.pending().map_err(SessionError::Outbox)?;
     for (task_id, bytes) in pending {
         match serde_json::from_slice::<TaskResult>(&bytes) {
             Ok(result) => {
@@ -662,7 +763,7 @@ pub fn run_task(
     emit: &(dyn Fn(AgentMsg) + Sync),
     cancel: &AtomicBool,
 ) -> TaskResult {
-    let registry = Registry::builtin();
+    let registry: &Registry = &config.registry;
     let on_event = |outcome: WireOutcome| {
         emit(AgentMsg::Event {
             task_id: task.id.clone(),
@@ -680,10 +781,15 @@ pub fn run_task(
     };
     let node = match catalog_node(catalog, &config.root) {
         Ok(node) => node,
-        Err(reason) => return TaskResult::Refused { reason },
+        Err(err) => {
+            return TaskResult::Refused {
+                reason: err.to_string(),
+            };
+        }
     };
     let env = Env::new(
         &node,
+        &registry,
         config.root.clone(),
         config.state_dir.clone(),
         task.id.clone(),
@@ -729,6 +835,7 @@ pub fn run_task(
     let started = Instant::now();
     let report = exec::apply(
         &graph,
+        &registry,
         &node_plan,
         &env,
         exec::Config {
@@ -902,13 +1009,58 @@ impl<'s> LiveRedactor<'s> {
     }
 }
 
-fn catalog_node(catalog: &Catalog, root: &Path) -> Result<crate::model::Node, String> {
+fn catalog_node(catalog: &Catalog, root: &Path) -> Result<crate::model::Node, wire::WireError> {
     catalog.to_node(crate::facts::local(root))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The messages the agent stops with, and which failures end it.
+    #[test]
+    fn errors_keep_their_messages_and_say_what_is_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("token");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = read_token_file(&empty).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("join token: {} is empty", empty.display())
+        );
+        let missing = dir.path().join("missing");
+        let err = read_token_file(&missing).unwrap_err();
+        assert!(matches!(err, AgentError::TokenFile { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("join token: {}: ", missing.display()))
+        );
+        assert!(matches!(
+            server_name("no-port"),
+            Err(AgentError::BadAddress(_))
+        ));
+
+        let tls = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad certificate");
+        let wrong = EnrollError::NotTheTokensController {
+            controller: "c:7443".to_string(),
+            source: ConnectError::Tls(tls()),
+        };
+        assert!(wrong.is_final());
+        assert_eq!(
+            wrong.to_string(),
+            "TLS: bad certificate (the controller at c:7443 is not the one the token was made by)"
+        );
+        assert!(!EnrollError::Closed.is_final());
+        assert!(!EnrollError::Connect(ConnectError::Timeout("c:7443".to_string())).is_final());
+        assert!(SessionError::Refused("revoked".to_string()).is_final());
+        let lost = SessionError::Connect(ConnectError::Handshake(tls()));
+        assert!(!lost.is_final());
+        assert_eq!(lost.to_string(), "TLS: bad certificate");
+        assert_eq!(
+            SessionError::Closed.to_string(),
+            "the controller closed the connection (revoked or unknown certificate?)"
+        );
+    }
 
     #[test]
     fn a_secret_split_across_chunks_is_still_redacted() {

@@ -14,21 +14,23 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fleet::command::{self, CommandEvent, CommandRequest};
-use crate::fleet::controller::Controller;
-use crate::fleet::run::{self, Event, RunRequest, Scope};
+use crate::fleet::command::{self, ActiveRuns, CommandError, CommandEvent, CommandRequest};
+use crate::fleet::controller::{Controller, ControllerError};
+use crate::fleet::run::bundle::BundleError;
+use crate::fleet::run::{self, Event, RunError, RunRequest, Scope};
+use crate::fleet::token::TokenError;
 use crate::report::plan::Style;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Every route, as `(method, path)`: the router and the authentication test use it.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -68,6 +70,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
             authenticate,
         ))
         .layer(middleware::map_response(add_security_headers))
+        // The command runs in progress live with the API that starts and cancels them.
+        .layer(Extension(Arc::new(ActiveRuns::default())))
         .with_state(controller)
 }
 
@@ -252,20 +256,122 @@ fn recorded_user(claimed: &str) -> String {
     }
 }
 
-/// A store's answer as an HTTP error, mapped here only: what was asked for does not exist
-/// (404), is in the wrong state for it (409), or the store failed (500; a database error is
-/// never reported as a missing thing).
-fn store_error(err: &crate::store::StoreError) -> Response {
-    use crate::store::StoreError;
-    let status = match err {
-        StoreError::NoRun(_) | StoreError::NoFinding(_) | StoreError::NoNode(_) => {
-            StatusCode::NOT_FOUND
+/// Why an API request failed. Its status is decided in one place: [`HttpStatus`], one
+/// `match` per error type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request itself is wrong (malformed JSON, an unknown report format).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store answered no.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// A run could not start.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A command run could not be found or cancelled.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A node name or tag is not valid.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// The HTTP status an error is answered with: what was asked for does not exist (404), is
+/// in the wrong state for it (409), the request is wrong (400), or the controller failed
+/// (500; a failing store is never reported as a missing thing).
+pub trait HttpStatus {
+    /// The status for this error.
+    fn status(&self) -> StatusCode;
+}
+
+impl HttpStatus for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Store(err) => err.status(),
+            ApiError::Controller(err) => err.status(),
+            ApiError::Run(err) => err.status(),
+            ApiError::Command(err) => err.status(),
+            ApiError::Token(err) => err.status(),
         }
-        StoreError::AlreadyResolved(_) | StoreError::Revoked(_) => StatusCode::CONFLICT,
-        StoreError::Token(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, err.to_string())
+    }
+}
+
+impl HttpStatus for StoreError {
+    fn status(&self) -> StatusCode {
+        match self {
+            StoreError::NoRun(_) | StoreError::NoFinding(_) | StoreError::NoNode(_) => {
+                StatusCode::NOT_FOUND
+            }
+            StoreError::AlreadyResolved(_) | StoreError::Revoked(_) => StatusCode::CONFLICT,
+            StoreError::Token(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for ControllerError {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl HttpStatus for RunError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RunError::Adhoc(err) => err.status(),
+            RunError::Bundle(err) => err.status(),
+            RunError::Store(err) => err.status(),
+            RunError::PlanNodesGone(_) | RunError::PlanStale => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for BundleError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BundleError::TooManyFiles(_)
+            | BundleError::TooLarge
+            | BundleError::BadPath(_)
+            | BundleError::Duplicate(_)
+            | BundleError::Base64 { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for CommandError {
+    fn status(&self) -> StatusCode {
+        match self {
+            CommandError::NotRunning(_) => StatusCode::NOT_FOUND,
+            CommandError::Store(err) => err.status(),
+            CommandError::Controller(_) | CommandError::RunsPoisoned => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl HttpStatus for TokenError {
+    fn status(&self) -> StatusCode {
+        match self {
+            TokenError::Store(_) | TokenError::Create(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status(), self.to_string())
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -313,8 +419,8 @@ async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
                 .collect();
             axum::Json(infos).into_response()
         }
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -329,8 +435,8 @@ async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<Stri
             )
                 .into_response()
         }
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -354,18 +460,15 @@ async fn node_tags(
     let request: TagRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("malformed tag request: {err}"),
-            );
+            return ApiError::BadRequest(format!("malformed tag request: {err}")).into_response();
         }
     };
     let checked = request
         .set
         .iter()
-        .try_for_each(|(key, value)| crate::fleet::controller::check_tag(key, value));
-    if let Err(message) = checked {
-        return error(StatusCode::BAD_REQUEST, message);
+        .try_for_each(|(key, value)| crate::fleet::token::check_tag(key, value));
+    if let Err(err) = checked {
+        return ApiError::from(err).into_response();
     }
     let who = name.clone();
     let changed = controller
@@ -380,8 +483,8 @@ async fn node_tags(
             }
         )
         .into_response(),
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -389,16 +492,13 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
     let mut request: RunRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("malformed run request: {err}"),
-            );
+            return ApiError::BadRequest(format!("malformed run request: {err}")).into_response();
         }
     };
     let scope = match &request.adhoc {
-        Some(adhoc) => match adhoc.scope(&controller) {
+        Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
-            Err(err) => return error(StatusCode::BAD_REQUEST, err),
+            Err(err) => return ApiError::from(err).into_response(),
         },
         None => Scope::default(),
     };
@@ -416,20 +516,22 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         .into_response()
 }
 
-async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+async fn start_command(
+    State(controller): State<Arc<Controller>>,
+    Extension(commands): Extension<Arc<ActiveRuns>>,
+    body: Bytes,
+) -> Response {
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("malformed command request: {err}"),
-            );
+            return ApiError::BadRequest(format!("malformed command request: {err}"))
+                .into_response();
         }
     };
     request.user_name = recorded_user(&request.user_name);
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
-        let response = command::run(&controller, request, tx.clone()).await;
+        let response = command::run(&controller, &commands, request, tx.clone()).await;
         let _ = tx.send(CommandEvent::Done(response));
     });
     (
@@ -439,13 +541,17 @@ async fn start_command(State(controller): State<Arc<Controller>>, body: Bytes) -
         .into_response()
 }
 
-async fn cancel(State(controller): State<Arc<Controller>>, Path(id): Path<String>) -> Response {
-    match command::cancel(&controller, &id) {
+async fn cancel(
+    State(controller): State<Arc<Controller>>,
+    Extension(commands): Extension<Arc<ActiveRuns>>,
+    Path(id): Path<String>,
+) -> Response {
+    match command::cancel(&controller, &commands, &id) {
         Ok(n) => {
             format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
                 .into_response()
         }
-        Err(err) => error(StatusCode::NOT_FOUND, err),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -464,8 +570,8 @@ fn json_lines<E: Serialize + Send + 'static>(
 async fn runs(State(controller): State<Arc<Controller>>) -> Response {
     match controller.store(|s| s.runs()).await {
         Ok(Ok(runs)) => crate::report::run::runs_table(&runs).into_response(),
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -492,8 +598,8 @@ async fn report(
         .await;
     let (run, findings) = match found {
         Ok(Ok(found)) => found,
-        Ok(Err(err)) => return store_error(&err),
-        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => return ApiError::from(err).into_response(),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let text = match query.format.as_deref().unwrap_or("human") {
         "human" => crate::report::run::human(&run, &findings, Style::new(query.color)),
@@ -501,7 +607,9 @@ async fn report(
         "junit" => crate::report::run::junit(&run),
         "sarif" => crate::report::run::sarif(&run),
         "markdown" => crate::report::run::markdown(&run, &findings),
-        other => return error(StatusCode::BAD_REQUEST, format!("unknown format `{other}`")),
+        other => {
+            return ApiError::BadRequest(format!("unknown format `{other}`")).into_response();
+        }
     };
     text.into_response()
 }
@@ -521,8 +629,8 @@ async fn findings(
         Ok(Ok(findings)) => {
             crate::report::run::findings_table(&findings, query.all).into_response()
         }
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 
@@ -536,7 +644,7 @@ async fn resolve(State(controller): State<Arc<Controller>>, Path(id): Path<i64>)
             finding.node
         )
         .into_response(),
-        Ok(Err(err)) => store_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err),
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
     }
 }

@@ -18,12 +18,55 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::fleet::controller::{Controller, TaskEvent};
+use crate::fleet::controller::{Controller, ControllerError, TaskEvent};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{CommandTask, TaskKind, TaskResult, WireOutput};
 use crate::model::{self, Rate};
 use crate::resource::command::OUTPUT_CAP;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store, StoreError};
+
+/// Why a command run, its targets or its cancellation were refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// `--max-concurrency` or `--max-errors` is neither a count nor a percentage.
+    #[error("{what} `{text}` must be a count (2) or a percentage (50%)")]
+    BadRate {
+        /// The option.
+        what: String,
+        /// What it was given, trimmed.
+        text: String,
+    },
+    /// A `--target` with an empty part (`a,,b`).
+    #[error("--target `{0}` has an empty selector")]
+    EmptySelector(String),
+    /// A `KEY=VALUE` selector whose key no enrolled node has.
+    #[error("unknown target selector `{part}`: no enrolled node has a tag `{key}`")]
+    UnknownTag {
+        /// The selector.
+        part: String,
+        /// Its key.
+        key: String,
+    },
+    /// A name selector no enrolled node has.
+    #[error("unknown target selector `{0}`: no enrolled node has that name")]
+    UnknownNode(String),
+    /// A `--target` that picks no node.
+    #[error("--target `{0}` matched no nodes")]
+    NoMatch(String),
+    /// No command run of that id is in progress.
+    #[error("no command run `{0}` is in progress")]
+    NotRunning(String),
+    /// A thread panicked while it held the runs in progress.
+    #[error("the controller's run list is unusable")]
+    RunsPoisoned,
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A command asked of the controller (`POST /v1/commands`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,13 +222,18 @@ pub struct Active {
     tasks: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// The runs in progress, by run id.
+/// The command runs in progress, by run id: what `steward run cancel` can stop.
+///
+/// Held by the HTTP API, which starts and cancels them; the controller does not know them.
 pub type ActiveRuns = std::sync::Mutex<HashMap<String, Arc<Active>>>;
 
 /// `N` or `P%`.
-pub fn parse_rate(text: &str, what: &str) -> Result<Rate, String> {
+pub fn parse_rate(text: &str, what: &str) -> Result<Rate, CommandError> {
     let text = text.trim();
-    let bad = || format!("{what} `{text}` must be a count (2) or a percentage (50%)");
+    let bad = || CommandError::BadRate {
+        what: what.to_string(),
+        text: text.to_string(),
+    };
     match text.strip_suffix('%') {
         Some(number) => {
             let percent: u8 = number.trim().parse().map_err(|_| bad())?;
@@ -201,10 +249,11 @@ pub fn parse_rate(text: &str, what: &str) -> Result<Rate, String> {
 /// The enrolled, unrevoked nodes a selector picks, in name order. A name nobody has, or a
 /// tag key no node has, is an unknown selector; a selector that picks nothing is an error
 /// too.
-pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<String>, String> {
-    let nodes = controller
-        .with_store(|s| s.nodes())?
-        .map_err(|err| err.to_string())?;
+pub async fn resolve_targets(
+    controller: &Arc<Controller>,
+    selector: &str,
+) -> Result<Vec<String>, CommandError> {
+    let nodes = controller.store(|s| s.nodes()).await??;
     let nodes: Vec<_> = nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -212,15 +261,16 @@ pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<St
     let mut picked: Vec<String> = Vec::new();
     for part in selector.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(format!("--target `{selector}` has an empty selector"));
+            return Err(CommandError::EmptySelector(selector.to_string()));
         }
         let matched: Vec<&str> = if part == "all" {
             nodes.iter().map(|n| n.name.as_str()).collect()
         } else if let Some((key, value)) = part.split_once('=') {
             if !nodes.iter().any(|n| n.tags.contains_key(key)) {
-                return Err(format!(
-                    "unknown target selector `{part}`: no enrolled node has a tag `{key}`"
-                ));
+                return Err(CommandError::UnknownTag {
+                    part: part.to_string(),
+                    key: key.to_string(),
+                });
             }
             nodes
                 .iter()
@@ -229,9 +279,7 @@ pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<St
                 .collect()
         } else {
             if !nodes.iter().any(|n| n.name == part) {
-                return Err(format!(
-                    "unknown target selector `{part}`: no enrolled node has that name"
-                ));
+                return Err(CommandError::UnknownNode(part.to_string()));
             }
             vec![part]
         };
@@ -242,7 +290,7 @@ pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<St
         }
     }
     if picked.is_empty() {
-        return Err(format!("--target `{selector}` matched no nodes"));
+        return Err(CommandError::NoMatch(selector.to_string()));
     }
     picked.sort();
     Ok(picked)
@@ -252,6 +300,7 @@ pub fn resolve_targets(controller: &Controller, selector: &str) -> Result<Vec<St
 /// stores the invocation as a run.
 pub async fn run(
     controller: &Arc<Controller>,
+    commands: &ActiveRuns,
     request: CommandRequest,
     progress: mpsc::UnboundedSender<CommandEvent>,
 ) -> CommandResponse {
@@ -265,21 +314,21 @@ pub async fn run(
     }
     let max_concurrency = match parse_rate(&request.max_concurrency, "--max-concurrency") {
         Ok(rate) => rate,
-        Err(err) => return failed(err),
+        Err(err) => return failed(err.to_string()),
     };
     let max_errors = match parse_rate(&request.max_errors, "--max-errors") {
         Ok(rate) => rate,
-        Err(err) => return failed(err),
+        Err(err) => return failed(err.to_string()),
     };
-    let targets = match resolve_targets(controller, &request.target) {
+    let targets = match resolve_targets(controller, &request.target).await {
         Ok(targets) => targets,
-        Err(err) => return failed(err),
+        Err(err) => return failed(err.to_string()),
     };
     // Unique even for two runs started in the same millisecond by one controller.
     let run_id = format!(
         "{}-{}",
         crate::engine::record::run_id(),
-        crate::fleet::controller::random_hex(2).unwrap_or_default()
+        crate::fleet::token::random_hex(2).unwrap_or_default()
     );
     let started_at = crate::engine::record::timestamp();
     // Stored as running before any node is sent the command: a controller that dies during
@@ -296,15 +345,17 @@ pub async fn run(
         status: crate::store::RunStatus::Running,
     };
     if let Err(err) = controller
-        .with_store(|s| s.begin_run(&begun))
-        .and_then(|r| r.map_err(|err| err.to_string()))
+        .store(move |s| s.begin_run(&begun))
+        .await
+        .map_err(CommandError::from)
+        .and_then(|r| r.map_err(CommandError::from))
     {
         return failed(format!(
             "the run could not be stored, so no node was sent the command: {err}"
         ));
     }
     let active = Arc::new(Active::default());
-    if let Ok(mut runs) = controller.commands.lock() {
+    if let Ok(mut runs) = commands.lock() {
         runs.insert(run_id.clone(), Arc::clone(&active));
     }
     let _ = progress.send(CommandEvent::Begin {
@@ -353,7 +404,7 @@ pub async fn run(
         },
     )
     .await;
-    if let Ok(mut runs) = controller.commands.lock() {
+    if let Ok(mut runs) = commands.lock() {
         runs.remove(&run_id);
     }
     let mut nodes = Vec::new();
@@ -388,8 +439,13 @@ pub async fn run(
     };
     let mut errors = Vec::new();
     let stored = controller
-        .with_store(|s| s.record_run(&record))
-        .and_then(|r| r.map_err(|err| err.to_string()));
+        .store({
+            let record = record.clone();
+            move |s| s.record_run(&record)
+        })
+        .await
+        .map_err(CommandError::from)
+        .and_then(|r| r.map_err(CommandError::from));
     if let Err(err) = &stored {
         tracing::error!(run = %run_id, "recording the command run: {err}");
         errors.push(format!(
@@ -409,14 +465,17 @@ pub async fn run(
 }
 
 /// Stops a command run: no node starts any more, and running commands are killed.
-pub fn cancel(controller: &Controller, run_id: &str) -> Result<usize, String> {
-    let active = controller
-        .commands
+pub fn cancel(
+    controller: &Controller,
+    commands: &ActiveRuns,
+    run_id: &str,
+) -> Result<usize, CommandError> {
+    let active = commands
         .lock()
-        .map_err(|_| "the controller's run list is unusable".to_string())?
+        .map_err(|_| CommandError::RunsPoisoned)?
         .get(run_id)
         .cloned()
-        .ok_or_else(|| format!("no command run `{run_id}` is in progress"))?;
+        .ok_or_else(|| CommandError::NotRunning(run_id.to_string()))?;
     active.cancelled.store(true, Ordering::Relaxed);
     let tasks = active
         .tasks

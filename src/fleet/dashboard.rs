@@ -5,7 +5,7 @@
 //!
 //! **Architecture Invariant:** the pages only read. Anything that changes state is an API route
 //! that needs `Authorization: Bearer`, which a browser never sends by itself. The content
-//! security policy of every answer (`crate::fleet::api::SECURITY_HEADERS`) allows the inline
+//! security policy of every answer (the API's `SECURITY_HEADERS`) allows the inline
 //! style sheet and nothing else: a page that needs a script, an image or a form must change it.
 
 use std::sync::Arc;

@@ -25,12 +25,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoggingError {
+    /// `STEWARD_LOG` does not parse as a filter.
+    #[error("{FILTER_VAR}=`{text}` is not a log filter: {source}")]
+    Filter {
+        /// The variable's value.
+        text: String,
+        /// Why it does not parse.
+        source: tracing_subscriber::filter::ParseError,
+    },
+}
+
 /// Starts logging for `process` (`serve` or `agent`). `Err` names a filter that does not
 /// parse; a second call in one process is a no-op.
-pub fn init(process: &'static str, format: LogFormat) -> Result<(), String> {
+pub fn init(process: &'static str, format: LogFormat) -> Result<(), LoggingError> {
     let filter = match std::env::var(FILTER_VAR) {
         Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(text.trim())
-            .map_err(|err| format!("{FILTER_VAR}=`{text}` is not a log filter: {err}"))?,
+            .map_err(|source| LoggingError::Filter { text, source })?,
         _ => EnvFilter::new("info"),
     };
     let builder = tracing_subscriber::fmt()

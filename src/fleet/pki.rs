@@ -123,13 +123,13 @@ pub enum PkiError {
     },
     /// A certificate could not be parsed.
     #[error("invalid certificate: {0}")]
-    InvalidCertificate(String),
+    InvalidCertificate(#[source] Malformed),
     /// A private key could not be parsed.
     #[error("invalid private key: {0}")]
-    InvalidKey(String),
+    InvalidKey(#[source] Malformed),
     /// A CSR could not be parsed, or its self-signature does not verify.
     #[error("invalid certificate signing request: {0}")]
-    InvalidCsr(String),
+    InvalidCsr(#[source] Malformed),
     /// A fingerprint is not `sha256:` and 64 hex digits.
     #[error("invalid CA fingerprint `{0}`: expected `sha256:` and 64 hex digits")]
     InvalidFingerprint(String),
@@ -150,9 +150,38 @@ pub enum PkiError {
     /// Building a certificate verifier failed.
     #[error("TLS certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
-    /// The system's random number generator failed.
+    /// The system's random number generator failed. (Not a `#[source]`: without getrandom's
+    /// `std` feature its error does not implement `std::error::Error`.)
     #[error("random number generator: {0}")]
-    Random(String),
+    Random(getrandom::Error),
+}
+
+/// What is wrong with a certificate, key or CSR ([`PkiError::InvalidCertificate`],
+/// [`PkiError::InvalidKey`], [`PkiError::InvalidCsr`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not PEM of the expected kind.
+    #[error("{0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// Not DER of the expected structure.
+    #[error("{0}")]
+    Der(#[from] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// A key or public key that does not load.
+    #[error("{0}")]
+    Key(#[from] rcgen::Error),
+    /// Bytes after the structure.
+    #[error("trailing bytes")]
+    TrailingBytes,
+    /// A subject common name that is not a string.
+    #[error("subject common name: {0}")]
+    CommonName(#[source] x509_parser::error::X509Error),
+    /// A CSR whose self-signature does not verify.
+    #[error("self-signature does not verify: {0}")]
+    Signature(#[source] x509_parser::error::X509Error),
+    /// A CSR whose public key does not load.
+    #[error("public key: {0}")]
+    PublicKey(#[source] rcgen::Error),
 }
 
 impl Ca {
@@ -184,8 +213,7 @@ impl Ca {
         }
         let key_pem = read_to_string(&key_path)?;
         let cert_pem = read_to_string(&cert_path)?;
-        let key_pair =
-            KeyPair::from_pem(&key_pem).map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::InvalidKey(e.into()))?;
         let cert_der = parse_cert_pem(&cert_pem)?;
         let cert = parse_cert_der(&cert_der)?;
         if cert.public_key().subject_public_key.data.as_ref() != key_pair.public_key_raw() {
@@ -239,7 +267,7 @@ impl Ca {
             None => self.create_server_cert(&key_path, &cert_path, &wanted)?,
         };
         let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+            .map_err(|e| PkiError::InvalidKey(e.into()))?;
         let provider = provider();
         let mut roots = RootCertStore::empty();
         roots.add(self.cert_der.clone())?;
@@ -358,7 +386,7 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
         .next()
         .ok_or(PkiError::NoCommonName)?
         .as_str()
-        .map_err(|e| PkiError::InvalidCertificate(format!("subject common name: {e}")))?
+        .map_err(|e| PkiError::InvalidCertificate(Malformed::CommonName(e)))?
         .to_string();
     Ok(PeerIdentity {
         node,
@@ -415,7 +443,7 @@ pub fn agent_client_config(
     roots.add(parse_cert_pem(ca_pem)?)?;
     let cert_der = parse_cert_pem(cert_pem)?;
     let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| PkiError::InvalidKey(e.to_string()))?;
+        .map_err(|e| PkiError::InvalidKey(e.into()))?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -604,17 +632,17 @@ fn create_ca(key_path: &Path, cert_path: &Path) -> Result<(), PkiError> {
 /// The CSR's public key, after its self-signature verifies. Nothing else of the CSR is read.
 fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo, PkiError> {
     let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-        .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+        .map_err(|e| PkiError::InvalidCsr(e.into()))?;
     let (rest, csr) =
         x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
-            .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+            .map_err(|e| PkiError::InvalidCsr(e.into()))?;
     if !rest.is_empty() {
-        return Err(PkiError::InvalidCsr("trailing bytes".into()));
+        return Err(PkiError::InvalidCsr(Malformed::TrailingBytes));
     }
     csr.verify_signature()
-        .map_err(|e| PkiError::InvalidCsr(format!("self-signature does not verify: {e}")))?;
+        .map_err(|e| PkiError::InvalidCsr(Malformed::Signature(e)))?;
     rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-        .map_err(|e| PkiError::InvalidCsr(format!("public key: {e}")))
+        .map_err(|e| PkiError::InvalidCsr(Malformed::PublicKey(e)))
 }
 
 /// A node name goes into a certificate's CN: the documents' rule for node names.
@@ -646,7 +674,7 @@ fn set_validity(params: &mut CertificateParams, lifetime: Duration) {
 /// 16 random bytes, positive and non-zero (RFC 5280 4.1.2.2).
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| PkiError::Random(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(PkiError::Random)?;
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     Ok(SerialNumber::from_slice(&bytes))
@@ -716,14 +744,14 @@ fn fingerprint_of(der: &[u8]) -> String {
 
 fn parse_cert_pem(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
     CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))
+        .map_err(|e| PkiError::InvalidCertificate(e.into()))
 }
 
 fn parse_cert_der(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+        X509Certificate::from_der(der).map_err(|e| PkiError::InvalidCertificate(e.into()))?;
     if !rest.is_empty() {
-        return Err(PkiError::InvalidCertificate("trailing bytes".into()));
+        return Err(PkiError::InvalidCertificate(Malformed::TrailingBytes));
     }
     Ok(cert)
 }

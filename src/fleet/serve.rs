@@ -7,6 +7,9 @@
 //! The HTTP API is served by hyper directly rather than `axum::serve`, for what that lacks:
 //! a time limit on reading a request's headers (and the TLS handshake), caps on connections
 //! in total and per source, and TLS with the controller's CA (`serve --http-tls`).
+//!
+//! Why the controller cannot start, and why a scheduler pass failed, is a [`ServeError`];
+//! the CLI prints it. Nothing here decides exit codes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
@@ -22,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::fleet::api::Scheme;
 use crate::fleet::controller::{Controller, ControllerError, ThrottledLog, log};
+use crate::fleet::pki::PkiError;
 use crate::fleet::run::{self, Mode, RunRequest, Scope};
 use crate::fleet::schedule;
 use crate::model;
@@ -41,11 +45,87 @@ pub struct Config {
     pub names: Vec<String>,
     /// How long agent certificates live.
     pub cert_lifetime: Duration,
+    /// The resource types runs are validated and planned with, built once by the caller.
+    pub registry: Arc<crate::resource::Registry>,
 }
 
-fn bind_error(what: &str, addr: &str) -> impl FnOnce(std::io::Error) -> ControllerError {
-    let message = format!("{what} {addr}");
-    move |err| ControllerError::Setup(format!("{message}: {err}"))
+/// Why the controller could not start, or a pass of its scheduler failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory, CA, store or TLS configuration.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The data directory's lock file cannot be opened or written.
+    #[error("lock file {}: {source}", path.display())]
+    LockFile {
+        /// `DATA_DIR/serve.lock`.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Another `steward serve` holds the data directory.
+    #[error(
+        "data dir {} is in use by steward serve (pid {pid}); stop that one first, or give this one another --data-dir",
+        data_dir.display()
+    )]
+    InUse {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// The holder's pid as its lock file says, or `unknown`.
+        pid: String,
+    },
+    /// Runs a previous controller left running could not be closed.
+    ///
+    /// The cause is boxed so that this module does not depend on the run module's error type.
+    #[error("recovering interrupted runs: {0}")]
+    Recover(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A listener could not be bound, or its address read.
+    #[error("{flag} {addr}: {source}")]
+    Bind {
+        /// `--listen` or `--http`.
+        flag: &'static str,
+        /// The address asked for.
+        addr: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// `DATA_DIR/endpoints.json` could not be written.
+    #[error("endpoints.json: {0}")]
+    Endpoints(#[source] PkiError),
+    /// The scheduler's reading of the project ended abnormally.
+    #[error("{0}")]
+    Validate(#[from] tokio::task::JoinError),
+    /// An association's schedule cannot be evaluated.
+    #[error("association `{name}`: {source}")]
+    Schedule {
+        /// The association.
+        name: String,
+        /// What is wrong with its schedule.
+        source: schedule::ScheduleError,
+    },
+    /// The project of a scheduled run could not be read (boxed, as [`ServeError::Recover`]).
+    #[error("{0}")]
+    Bundle(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn bind_error(flag: &'static str, addr: &str) -> impl FnOnce(std::io::Error) -> ServeError {
+    let addr = addr.to_string();
+    move |source| ServeError::Bind { flag, addr, source }
+}
+
+/// Why a connection to the HTTP API is closed at once.
+#[derive(Debug, thiserror::Error)]
+enum Full {
+    /// A thread panicked holding the count.
+    #[error("the connection count is unusable after a crash")]
+    Poisoned,
+    /// [`MAX_CONNECTIONS`] are open.
+    #[error("{MAX_CONNECTIONS} connections are open")]
+    Total,
+    /// [`MAX_CONNECTIONS_PER_SOURCE`] are open from the connection's source.
+    #[error("{MAX_CONNECTIONS_PER_SOURCE} connections from that source are open")]
+    Source,
 }
 
 /// The lock a running controller holds on its data directory (`DATA_DIR/serve.lock`), so a
@@ -60,13 +140,14 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock (creating the data directory when missing) and writes our pid and start
     /// time into it; fails, naming the holder's pid, when another process holds it.
-    pub fn take(data_dir: &Path) -> Result<DataDirLock, ControllerError> {
+    pub fn take(data_dir: &Path) -> Result<DataDirLock, ServeError> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
         crate::fleet::controller::private_data_dir(data_dir)?;
         let path = data_dir.join("serve.lock");
-        let setup = |err: std::io::Error| {
-            ControllerError::Setup(format!("lock file {}: {err}", path.display()))
+        let setup = |source: std::io::Error| ServeError::LockFile {
+            path: path.clone(),
+            source,
         };
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -76,25 +157,23 @@ impl DataDirLock {
             .mode(0o600)
             .open(&path)
             .map_err(setup)?;
-        let mut lock = match nix::fcntl::Flock::lock(
-            file,
-            nix::fcntl::FlockArg::LockExclusiveNonblock,
-        ) {
-            Ok(lock) => lock,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let pid = holder
-                    .lines()
-                    .find_map(|line| line.strip_prefix("pid "))
-                    .unwrap_or("unknown");
-                return Err(ControllerError::Setup(format!(
-                    "data dir {} is in use by steward serve (pid {pid}); stop that one first, or give this one another --data-dir",
-                    data_dir.display()
-                )));
-            }
-            Err((_, errno)) => return Err(setup(std::io::Error::from(errno))),
-        };
+        let mut lock =
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let pid = holder
+                        .lines()
+                        .find_map(|line| line.strip_prefix("pid "))
+                        .unwrap_or("unknown");
+                    return Err(ServeError::InUse {
+                        data_dir: data_dir.to_path_buf(),
+                        pid: pid.to_string(),
+                    });
+                }
+                Err((_, errno)) => return Err(setup(std::io::Error::from(errno))),
+            };
         let holder = format!(
             "pid {}\nstarted {}\n",
             std::process::id(),
@@ -108,14 +187,22 @@ impl DataDirLock {
 }
 
 /// Runs the controller until the process ends.
-pub async fn serve(config: Config) -> Result<(), ControllerError> {
+pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Before anything in the data directory is opened or written.
     let _lock = DataDirLock::take(&config.data_dir)?;
-    let controller = Controller::open(&config.data_dir, config.cert_lifetime)?;
+    let controller = Controller::open(
+        &config.data_dir,
+        config.cert_lifetime,
+        config.registry.clone(),
+        Arc::new(crate::fleet::run::record_late),
+    )?;
     // Before any agent connects: a run a previous controller left running is recorded as
     // interrupted, with the results that arrived, so their re-deliveries count as late.
-    crate::fleet::run::recover_interrupted(&controller)
-        .map_err(|err| ControllerError::Setup(format!("recovering interrupted runs: {err}")))?;
+    controller
+        .store(crate::fleet::run::recover_interrupted)
+        .await
+        .map_err(|err| ServeError::Recover(err.into()))?
+        .map_err(|err| ServeError::Recover(err.into()))?;
     let agents = TcpListener::bind(&config.listen)
         .await
         .map_err(bind_error("--listen", &config.listen))?;
@@ -152,7 +239,7 @@ pub async fn serve(config: Config) -> Result<(), ControllerError> {
         &config.data_dir.join("endpoints.json"),
         endpoints.to_string().as_bytes(),
     )
-    .map_err(|err| ControllerError::Setup(format!("endpoints.json: {err}")))?;
+    .map_err(ServeError::Endpoints)?;
     log(&format!(
         "agents on {agent_addr}, API on {origin}, data in {}",
         config.data_dir.display()
@@ -271,19 +358,15 @@ impl Connections {
     fn admit(
         connections: &Arc<Mutex<Connections>>,
         peer: IpAddr,
-    ) -> Result<ConnectionPermit, String> {
+    ) -> Result<ConnectionPermit, Full> {
         let source = source_of(peer);
-        let mut open = connections
-            .lock()
-            .map_err(|_| "the connection count is unusable after a crash".to_string())?;
+        let mut open = connections.lock().map_err(|_| Full::Poisoned)?;
         let from_source = open.per_source.get(&source).copied().unwrap_or(0);
         if open.total >= MAX_CONNECTIONS {
-            return Err(format!("{MAX_CONNECTIONS} connections are open"));
+            return Err(Full::Total);
         }
         if from_source >= MAX_CONNECTIONS_PER_SOURCE {
-            return Err(format!(
-                "{MAX_CONNECTIONS_PER_SOURCE} connections from that source are open"
-            ));
+            return Err(Full::Source);
         }
         open.total += 1;
         open.per_source.insert(source, from_source + 1);
@@ -359,17 +442,18 @@ async fn scheduler(controller: Arc<Controller>) {
 async fn tick(
     controller: &Arc<Controller>,
     last_runs: &mut BTreeMap<String, DateTime<Utc>>,
-) -> Result<Duration, String> {
+) -> Result<Duration, ServeError> {
     const IDLE: Duration = Duration::from_secs(30);
     let Some((dir, project)) = run::current_project(&controller.data_dir) else {
         return Ok(IDLE);
     };
     let scheduled = {
         let dir = dir.clone();
+        let registry = controller.registry.clone();
         tokio::task::spawn_blocking(move || {
             let validated = crate::validate::validate(
                 &dir,
-                &crate::resource::Registry::builtin(),
+                &registry,
                 crate::facts::local(Path::new("/")),
                 BTreeMap::new(),
             );
@@ -380,13 +464,16 @@ async fn tick(
                 .filter_map(|a| Some((a.name.clone(), a.schedule.clone()?, a.mode)))
                 .collect::<Vec<_>>()
         })
-        .await
-        .map_err(|err| err.to_string())?
+        .await?
     };
     let now = Utc::now();
     for (name, schedule, mode) in &scheduled {
-        let due = schedule::due(schedule, last_runs.get(name).copied(), now)
-            .map_err(|err| format!("association `{name}`: {err}"))?;
+        let due = schedule::due(schedule, last_runs.get(name).copied(), now).map_err(|source| {
+            ServeError::Schedule {
+                name: name.clone(),
+                source,
+            }
+        })?;
         if !due {
             continue;
         }
@@ -398,7 +485,7 @@ async fn tick(
                 model::Mode::Detect => Mode::Drift,
                 model::Mode::Enforce => Mode::Apply,
             },
-            files: run::bundle_of(&dir)?,
+            files: run::bundle_of(&dir).map_err(|err| ServeError::Bundle(err.into()))?,
             project: project.clone(),
             overrides: BTreeMap::new(),
             target: None,

@@ -13,15 +13,59 @@
 //!
 //! **Architecture Invariant:** the peer learns one thing about a token that does not work:
 //! [`INVALID`]. Whether its id exists, was used or expired is only in the controller's log.
+//!
+//! It also holds the naming rules enrollment applies ([`check_node_name`], [`check_tag`]) and
+//! the random source of secrets and ids ([`random_hex`]). It works on the store and the CA it
+//! is given and never reaches the controller.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::fleet::controller::{check_node_name, check_tag, random_hex};
 use crate::fleet::pki::Ca;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewCert, NodeRecord, StoredToken};
+
+/// `n_bytes` random bytes from the kernel's generator, hex: secrets, salts and run ids.
+pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n_bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// A node name: what a certificate's CN and the store hold.
+pub fn check_node_name(name: &str) -> Result<(), TokenError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::NodeName(name.to_string()))
+    }
+}
+
+/// A tag: what `--tags`, `token create --tags` and `steward node tag` may hold.
+pub fn check_tag(key: &str, value: &str) -> Result<(), TokenError> {
+    let good = |s: &str, allow_empty: bool| {
+        (allow_empty || !s.is_empty())
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':'))
+    };
+    if good(key, false) && good(value, true) {
+        Ok(())
+    } else {
+        Err(TokenError::Tag {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
 
 /// What the peer is told when a token is unknown, used, expired or has a wrong secret.
 pub const INVALID: &str = "the join token is not valid (unknown, used, expired or wrong)";
@@ -59,9 +103,30 @@ pub enum TokenError {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
-    /// Randomness or the store failed while creating one.
+    /// Randomness or the store failed while creating one, or its binding is not valid.
     #[error("cannot create a join token: {0}")]
-    Create(String),
+    Create(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A node name that is empty, too long, or has characters names may not have.
+    #[error(
+        "node name `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `-` or `.`",
+        .0.escape_debug()
+    )]
+    NodeName(String),
+    /// A tag whose key or value is too long or has characters tags may not have.
+    #[error(
+        "tag `{}={}` must use letters, digits, `-_./:`, at most 128 each",
+        .key.escape_debug(),
+        .value.escape_debug()
+    )]
+    Tag {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// A token that would replace a node without naming it.
+    #[error("a token that replaces a node must name it")]
+    ReplaceUnnamed,
 }
 
 impl fmt::Debug for JoinToken {
@@ -139,11 +204,11 @@ pub struct Binding {
 }
 
 impl Binding {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), TokenError> {
         if let Some(node) = &self.node {
             check_node_name(node)?;
         } else if self.replace {
-            return Err("a token that replaces a node must name it".to_string());
+            return Err(TokenError::ReplaceUnnamed);
         }
         for (key, value) in self.tags.iter().flatten() {
             check_tag(key, value)?;
@@ -160,13 +225,15 @@ pub fn create(
     ttl: Duration,
     binding: &Binding,
 ) -> Result<JoinToken, TokenError> {
-    binding.check().map_err(TokenError::Create)?;
+    binding
+        .check()
+        .map_err(|err| TokenError::Create(err.into()))?;
     let token = JoinToken {
-        id: random_hex(8).map_err(|err| TokenError::Create(err.to_string()))?,
-        secret: random_hex(32).map_err(|err| TokenError::Create(err.to_string()))?,
+        id: random_hex(8).map_err(|err| TokenError::Create(err.into()))?,
+        secret: random_hex(32).map_err(|err| TokenError::Create(err.into()))?,
         ca_fingerprint: ca.fingerprint(),
     };
-    let ttl = chrono::Duration::from_std(ttl).map_err(|err| TokenError::Create(err.to_string()))?;
+    let ttl = chrono::Duration::from_std(ttl).map_err(|err| TokenError::Create(err.into()))?;
     let expires_at =
         (chrono::Utc::now() + ttl).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let stored = StoredToken {
@@ -179,7 +246,7 @@ pub fn create(
     };
     store
         .insert_token(&token.id, &stored)
-        .map_err(|err| TokenError::Create(err.to_string()))?;
+        .map_err(|err| TokenError::Create(err.into()))?;
     Ok(token)
 }
 
@@ -298,6 +365,19 @@ pub fn tags_text(tags: &Tags) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_and_tags() {
+        assert!(check_node_name("web-1").is_ok());
+        assert!(check_node_name("a.b_c").is_ok());
+        for bad in ["", "../x", "a/b", "-x", ".x", "a b", &"x".repeat(65), "é"] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_tag("role", "web").is_ok());
+        assert!(check_tag("role", "").is_ok());
+        assert!(check_tag("", "web").is_err());
+        assert!(check_tag("ro le", "web").is_err());
+    }
 
     #[test]
     fn parse_is_strict() {

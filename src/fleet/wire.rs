@@ -46,7 +46,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Silence after which the controller drops an agent (three missed heartbeats).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(35);
 
-/// Why a frame could not be read or written.
+/// Why a frame could not be read or written, or a message does not map back to the model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
@@ -62,6 +62,62 @@ pub enum WireError {
     /// The peer said nothing in time.
     #[error("no message within {0:?}")]
     Timeout(Duration),
+    /// A bytes value that is not hex.
+    #[error("bytes: {0}")]
+    Bytes(#[source] hex::FromHexError),
+    /// A resource id that is not `TYPE:NAME`.
+    #[error("resource `{0}` is not TYPE:NAME")]
+    ResourceId(String),
+    /// An attribute whose value does not map back.
+    #[error("{resource}: `{attr}`: {source}")]
+    Attr {
+        /// The resource's id.
+        resource: String,
+        /// The attribute's name.
+        attr: String,
+        /// What is wrong with its value.
+        source: Box<WireError>,
+    },
+    /// A relation this version does not know.
+    #[error("{resource}: unknown relation `{relation}`")]
+    Relation {
+        /// The resource's id.
+        resource: String,
+        /// The relation's name.
+        relation: String,
+    },
+    /// A relation's target that is not `TYPE:NAME`.
+    #[error("{resource}: relation target `{target}`")]
+    RelationTarget {
+        /// The resource's id.
+        resource: String,
+        /// The target as sent.
+        target: String,
+    },
+    /// An outcome for a resource index the catalog does not have.
+    #[error("outcome for resource #{index} of {id}")]
+    OutcomeIndex {
+        /// The index sent.
+        index: usize,
+        /// The id sent with it.
+        id: String,
+    },
+    /// An outcome whose id is not the catalog's at its index.
+    #[error("outcome #{index} names `{id}` but the catalog has `{catalog}` there")]
+    OutcomeId {
+        /// The index sent.
+        index: usize,
+        /// The id sent with it.
+        id: String,
+        /// The catalog's id at that index.
+        catalog: String,
+    },
+    /// An action this version does not know.
+    #[error("unknown action `{0}`")]
+    Action(String),
+    /// A skipped outcome whose cause is not `TYPE:NAME`.
+    #[error("skipped because of `{0}`: not TYPE:NAME")]
+    SkipCause(String),
 }
 
 /// Reads one message of up to [`MAX_FRAME`] bytes; `Ok(None)` when the peer closed the
@@ -451,16 +507,14 @@ impl From<&Value> for WireValue {
 
 impl WireValue {
     /// The model value; errors on bytes that are not hex.
-    pub fn to_model(&self) -> Result<Value, String> {
+    pub fn to_model(&self) -> Result<Value, WireError> {
         Ok(match self {
             WireValue::Null => Value::Null,
             WireValue::Bool(v) => Value::Bool(*v),
             WireValue::Int(v) => Value::Int(*v),
             WireValue::Float(v) => Value::Float(*v),
             WireValue::String(v) => Value::String(v.clone()),
-            WireValue::Bytes(v) => {
-                Value::Bytes(hex::decode(v).map_err(|err| format!("bytes: {err}"))?)
-            }
+            WireValue::Bytes(v) => Value::Bytes(hex::decode(v).map_err(WireError::Bytes)?),
             WireValue::List(items) => Value::List(
                 items
                     .iter()
@@ -471,7 +525,7 @@ impl WireValue {
                 entries
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), v.to_model()?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, WireError>>()?,
             ),
         })
     }
@@ -501,12 +555,13 @@ impl WireObserved {
         }
     }
 
-    /// Back to the planner's form; a malformed value becomes a read error.
+    /// Back to the planner's form, where a read error is text; a malformed value becomes a
+    /// read error.
     pub fn to_model(&self) -> Result<State, String> {
         match self {
             WireObserved::State(state) => state
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_model()?)))
+                .map(|(k, v)| Ok((k.clone(), v.to_model().map_err(|err| err.to_string())?)))
                 .collect(),
             WireObserved::Error(err) => Err(err.clone()),
         }
@@ -654,16 +709,20 @@ impl From<&ResourceOutcome> for WireOutcome {
 
 impl WireOutcome {
     /// Back to the executor's form, checked against the node's resources.
-    pub fn to_model(&self, node: &model::Node) -> Result<ResourceOutcome, String> {
+    pub fn to_model(&self, node: &model::Node) -> Result<ResourceOutcome, WireError> {
         let res = node
             .resources
             .get(self.resource)
-            .ok_or_else(|| format!("outcome for resource #{} of {}", self.resource, self.id))?;
+            .ok_or_else(|| WireError::OutcomeIndex {
+                index: self.resource,
+                id: self.id.clone(),
+            })?;
         if res.id.to_string() != self.id {
-            return Err(format!(
-                "outcome #{} names `{}` but the catalog has `{}` there",
-                self.resource, self.id, res.id
-            ));
+            return Err(WireError::OutcomeId {
+                index: self.resource,
+                id: self.id.clone(),
+                catalog: res.id.to_string(),
+            });
         }
         let action = match &self.action {
             None => None,
@@ -683,8 +742,7 @@ impl WireOutcome {
                 output: output.map(CommandOutput::from),
             },
             WireOutcomeKind::Skipped { because } => Outcome::Skipped {
-                because: ResourceId::parse(&because)
-                    .ok_or_else(|| format!("skipped because of `{because}`: not TYPE:NAME"))?,
+                because: ResourceId::parse(&because).ok_or(WireError::SkipCause(because))?,
             },
         };
         Ok(ResourceOutcome {
@@ -702,7 +760,7 @@ impl WireOutcome {
     }
 }
 
-fn parse_action(text: &str) -> Result<Action, String> {
+fn parse_action(text: &str) -> Result<Action, WireError> {
     [
         Action::NoOp,
         Action::Create,
@@ -713,7 +771,7 @@ fn parse_action(text: &str) -> Result<Action, String> {
     ]
     .into_iter()
     .find(|a| a.as_str() == text)
-    .ok_or_else(|| format!("unknown action `{text}`"))
+    .ok_or_else(|| WireError::Action(text.to_string()))
 }
 
 /// A run report from an agent's outcomes.
@@ -721,7 +779,7 @@ pub fn run_report(
     node: &model::Node,
     outcomes: &[WireOutcome],
     duration_ms: u64,
-) -> Result<RunReport, String> {
+) -> Result<RunReport, WireError> {
     Ok(RunReport {
         node: node.name.clone(),
         outcomes: outcomes
@@ -770,18 +828,19 @@ impl Catalog {
 
     /// The node an agent works on; every field is checked, since it came off the network.
     /// Spans point nowhere: an agent never reports a location.
-    pub fn to_node(&self, facts: model::Facts) -> Result<model::Node, String> {
+    pub fn to_node(&self, facts: model::Facts) -> Result<model::Node, WireError> {
         let nowhere = Span::new(SourceId(0), 0, 0);
         let mut resources = Vec::with_capacity(self.resources.len());
         for res in &self.resources {
-            let id = ResourceId::parse(&res.id)
-                .ok_or_else(|| format!("resource `{}` is not TYPE:NAME", res.id))?;
+            let id =
+                ResourceId::parse(&res.id).ok_or_else(|| WireError::ResourceId(res.id.clone()))?;
             let mut attrs = model::Attrs::new();
             for (name, attr) in &res.attrs {
-                let value = attr
-                    .value
-                    .to_model()
-                    .map_err(|err| format!("{}: `{name}`: {err}", res.id))?;
+                let value = attr.value.to_model().map_err(|err| WireError::Attr {
+                    resource: res.id.clone(),
+                    attr: name.clone(),
+                    source: Box::new(err),
+                })?;
                 attrs.insert(
                     name.clone(),
                     Attr {
@@ -796,9 +855,15 @@ impl Catalog {
                 let kind = RelationKind::ALL
                     .into_iter()
                     .find(|k| k.as_str() == kind)
-                    .ok_or_else(|| format!("{}: unknown relation `{kind}`", res.id))?;
-                let target = ResourceId::parse(target)
-                    .ok_or_else(|| format!("{}: relation target `{target}`", res.id))?;
+                    .ok_or_else(|| WireError::Relation {
+                        resource: res.id.clone(),
+                        relation: kind.clone(),
+                    })?;
+                let target =
+                    ResourceId::parse(target).ok_or_else(|| WireError::RelationTarget {
+                        resource: res.id.clone(),
+                        target: target.clone(),
+                    })?;
                 relations.push(Relation {
                     kind,
                     target,
@@ -900,6 +965,7 @@ mod tests {
             catalog
                 .to_node(facts.clone())
                 .unwrap_err()
+                .to_string()
                 .contains("TYPE:NAME")
         );
         let catalog: Catalog = serde_json::from_value(serde_json::json!({
@@ -907,6 +973,12 @@ mod tests {
             "resources": [{"id": "file:/a", "attrs": {}, "relations": [["likes", "file:/b"]], "association": null}]
         }))
         .unwrap();
-        assert!(catalog.to_node(facts).unwrap_err().contains("likes"));
+        assert!(
+            catalog
+                .to_node(facts)
+                .unwrap_err()
+                .to_string()
+                .contains("likes")
+        );
     }
 }

@@ -6,8 +6,8 @@ use rayon::prelude::*;
 
 use crate::model::{self, ResourceId, Value};
 use crate::plan::graph::ResourceGraph;
-use crate::resource::Registry;
 use crate::resource::change::{Action, Change, State};
+use crate::resource::{RefreshWords, Registry};
 
 /// The changes that would make every planned node match its documents (Terraform's plan).
 ///
@@ -38,6 +38,8 @@ pub struct PlannedChange {
     /// Resources that would change and notify this one (a service restart, a
     /// `refresh_only` exec running).
     pub refreshed_by: Vec<ResourceId>,
+    /// How reports word a refresh of this resource, from its type.
+    pub refresh_words: RefreshWords,
     /// Fingerprint of the observed state the change was computed from.
     pub fingerprint: String,
 }
@@ -133,10 +135,14 @@ pub fn build(
                 Ok(state) => fingerprint(state),
                 Err(message) => format!("error:{message}"),
             };
+            let refresh_words = registry
+                .get(&res.id.kind)
+                .map_or(RefreshWords::RUN, |ty| ty.refresh_words());
             Some(PlannedChange {
                 resource: idx,
                 change,
                 refreshed_by: Vec::new(),
+                refresh_words,
                 fingerprint,
             })
         })
@@ -156,7 +162,9 @@ pub fn build(
     }
     for (idx, sources) in refreshes {
         if let Some(change) = changes[idx].as_mut()
-            && refreshable(&node.resources[idx])
+            && registry
+                .get(&node.resources[idx].id.kind)
+                .is_some_and(|ty| ty.refreshable(&node.resources[idx]))
         {
             change.refreshed_by = sources.into_iter().collect();
         }
@@ -169,15 +177,6 @@ pub fn build(
     NodePlan {
         node: node.name.clone(),
         changes,
-    }
-}
-
-/// Whether a refresh does anything for this resource: services restart, commands run.
-fn refreshable(res: &model::Resource) -> bool {
-    match res.id.kind.as_str() {
-        "service" => res.attr_str("ensure") != Some("stopped"),
-        "exec" => true,
-        _ => false,
     }
 }
 

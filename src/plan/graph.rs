@@ -258,15 +258,11 @@ impl<'m> ResourceGraph<'m> {
 
     fn add_implicit_edges(&mut self, registry: &Registry, _: &mut Vec<Diagnostic>) {
         let index = self.index();
-        // Declared directories by path, looked up by slices of a path: no id per ancestor.
-        let directories: foldhash::HashMap<&str, usize> = self
-            .node
-            .resources
-            .iter()
-            .enumerate()
-            .filter(|(_, res)| res.id.kind == "directory")
-            .map(|(idx, res)| (res.id.name.as_str(), idx))
-            .collect();
+        // Declared resources of a kind by name, built for each kind an `Ancestors` candidate
+        // asks for and looked up by slices of a path: no id per ancestor.
+        let mut by_kind: foldhash::HashMap<&str, foldhash::HashMap<&str, usize>> =
+            foldhash::HashMap::default();
+        let node = self.node;
         for (idx, res) in self.node.resources.iter().enumerate() {
             let Some(ty) = registry.get(&res.id.kind) else {
                 continue;
@@ -274,8 +270,16 @@ impl<'m> ResourceGraph<'m> {
             for dep in ty.implicit_deps(res) {
                 let found = match &dep.candidates {
                     Candidates::Ids(ids) => ids.iter().find_map(|id| index.get(id).copied()),
-                    Candidates::ParentDirectories(path) => {
-                        ancestors(path).find_map(|dir| directories.get(dir).copied())
+                    Candidates::Ancestors { kind, path } => {
+                        let named = by_kind.entry(kind).or_insert_with(|| {
+                            node.resources
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, res)| res.id.kind == *kind)
+                                .map(|(idx, res)| (res.id.name.as_str(), idx))
+                                .collect()
+                        });
+                        ancestors(path).find_map(|dir| named.get(dir).copied())
                     }
                 };
                 if let Some(from) = found.filter(|&from| from != idx) {

@@ -11,6 +11,7 @@ use crate::exec::{Outcome, RunReport};
 use crate::model::{self, Value};
 use crate::plan::{NodePlan, Plan, PlannedChange};
 use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange};
+use crate::resource::{RefreshWords, Registry};
 
 /// Version of the JSON plan below; bump on a breaking change.
 pub const FORMAT_VERSION: &str = "1";
@@ -137,11 +138,7 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
         let _ = write!(head, " ({reason})");
     }
     if !planned.refreshed_by.is_empty() {
-        let verb = if res.id.kind == "service" {
-            "restarts"
-        } else {
-            "runs"
-        };
+        let verb = planned.refresh_words.planned;
         let sources: Vec<String> = planned
             .refreshed_by
             .iter()
@@ -565,7 +562,8 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
 }
 
 /// The result of an apply for people: what changed, failed or was skipped, then a summary.
-pub fn human_apply(reports: &[RunReport], style: Style) -> String {
+/// `registry` words each refresh as the resource's type does.
+pub fn human_apply(reports: &[RunReport], registry: &Registry, style: Style) -> String {
     let mut out = String::new();
     let (mut changed, mut failed, mut skipped, mut unchanged) = (0, 0, 0, 0);
     for report in reports {
@@ -593,11 +591,10 @@ pub fn human_apply(reports: &[RunReport], style: Style) -> String {
                 }
                 Outcome::Refreshed { .. } => {
                     changed += 1;
-                    let verb = if id.kind == "service" {
-                        "restarted"
-                    } else {
-                        "ran (refresh)"
-                    };
+                    let verb = registry
+                        .get(&id.kind)
+                        .map_or(RefreshWords::RUN, |ty| ty.refresh_words())
+                        .done;
                     let _ = writeln!(out, "  {} {id}: {verb}", style.action(Action::Run, "!"));
                 }
                 Outcome::Failed { error, output } => {

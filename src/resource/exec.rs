@@ -83,6 +83,11 @@ impl ResourceType for Exec {
         "exec"
     }
 
+    /// A command runs on refresh (a `refresh_only` one runs only then).
+    fn refreshable(&self, _res: &Resource) -> bool {
+        true
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }

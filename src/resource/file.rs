@@ -51,6 +51,14 @@ impl ResourceType for File {
         "file"
     }
 
+    fn has_project_content(&self) -> bool {
+        true
+    }
+
+    fn managed_path<'r>(&self, res: &'r Resource) -> Option<std::borrow::Cow<'r, str>> {
+        crate::resource::present_path(res)
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }

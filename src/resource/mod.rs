@@ -12,6 +12,8 @@ pub mod accounts;
 pub mod beneath;
 pub mod change;
 pub mod command;
+pub mod durability;
+pub mod error;
 pub mod fsutil;
 pub mod provider;
 
@@ -24,6 +26,8 @@ mod package;
 mod service;
 mod symlink;
 mod user;
+
+use std::borrow::Cow;
 
 use crate::diag::{Diagnostic, Span};
 use crate::model::{Attrs, Resource, ResourceId, Value};
@@ -143,7 +147,7 @@ const fn required(name: &'static str, ty: AttrType, doc: &'static str) -> AttrSc
 }
 
 /// What a type's NAME must look like.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum NameRule {
     /// An absolute, normalized path.
     AbsPath,
@@ -155,6 +159,22 @@ pub enum NameRule {
     Account,
     /// Any label.
     Label,
+    /// A rule a type declares in its own file, so that a new type needs no variant here.
+    Custom(&'static CustomNameRule),
+}
+
+/// A NAME rule declared by the type that uses it (see [`NameRule::Custom`]).
+#[derive(Debug)]
+pub struct CustomNameRule {
+    /// Whether a NAME follows the rule.
+    pub accepts: fn(&str) -> bool,
+    /// The rule as an unanchored regular expression, as [`NameRule::pattern`] gives it.
+    pub pattern: &'static str,
+    /// What is wrong with a NAME that does not follow it, after the quoted NAME
+    /// (`is not a valid job name`).
+    pub problem: &'static str,
+    /// The help line for a refused NAME.
+    pub help: &'static str,
 }
 
 impl NameRule {
@@ -166,7 +186,43 @@ impl NameRule {
             NameRule::Service => is_unit_name(name),
             NameRule::Account => is_account_name(name),
             NameRule::Label => !name.chars().any(char::is_control),
+            NameRule::Custom(rule) => (rule.accepts)(name),
         }
+    }
+
+    /// Checks `name` against the rule: on failure, the problem and a help line for the
+    /// `schema::invalid_name` diagnostic lowering reports.
+    pub fn check(self, name: &str) -> Result<(), (String, String)> {
+        if let NameRule::AbsPath = self {
+            return check_abs_path(name).map_err(|p| {
+                (
+                    p,
+                    "NAME is an absolute path such as `/etc/motd`".to_string(),
+                )
+            });
+        }
+        if self.accepts(name) {
+            return Ok(());
+        }
+        Err(match self {
+            NameRule::Package => (
+                format!("`{name}` is not a valid package name"),
+                "package names use lowercase letters, digits and `+ - .`".to_string(),
+            ),
+            NameRule::Service => (
+                format!("`{name}` is not a valid unit name"),
+                "unit names use letters, digits and `: _ . @ -`".to_string(),
+            ),
+            NameRule::Account => (
+                format!("`{name}` is not a valid user or group name"),
+                "start with a lowercase letter or `_`; use lowercase letters, digits, `_` and `-`; at most 32 characters".to_string(),
+            ),
+            NameRule::Custom(rule) => (format!("`{name}` {}", rule.problem), rule.help.to_string()),
+            NameRule::AbsPath | NameRule::Label => (
+                format!("`{}` contains control characters", name.escape_debug()),
+                "use printable characters".to_string(),
+            ),
+        })
     }
 
     /// The same rule as a regular expression for the JSON Schema (ECMA-262 and Rust `regex`
@@ -179,6 +235,7 @@ impl NameRule {
             NameRule::Service => "[-A-Za-z0-9:_.@\\\\]{1,255}",
             NameRule::Account => "[a-z_][a-z0-9_-]{0,31}|[a-z_][a-z0-9_-]{0,30}\\$",
             NameRule::Label => "[^\\u0000-\\u001F\\u007F-\\u009F]*",
+            NameRule::Custom(rule) => rule.pattern,
         }
     }
 }
@@ -286,10 +343,15 @@ pub struct ImplicitDep {
 pub enum Candidates {
     /// These resources.
     Ids(Vec<ResourceId>),
-    /// The `directory` resources above this absolute path. Kept as the path, not as one id
-    /// per ancestor: the ancestors of a deep path are many, and long (their total length
-    /// grows with the square of the depth).
-    ParentDirectories(String),
+    /// The resources of `kind` named by the ancestors of this absolute path, nearest first.
+    /// Kept as the path, not as one id per ancestor: the ancestors of a deep path are many,
+    /// and long (their total length grows with the square of the depth).
+    Ancestors {
+        /// The kind of the candidates, such as `directory`.
+        kind: &'static str,
+        /// The absolute path whose ancestors name them.
+        path: String,
+    },
 }
 
 impl Candidates {
@@ -336,6 +398,52 @@ pub trait ResourceType: Send + Sync {
 
     /// The provider that reads and converges this type on a node.
     fn provider(&self) -> &dyn Provider;
+
+    /// Whether this type's `content`, `template` and `source` attributes name project
+    /// content, which lowering resolves (reading it through the project's files) unless the
+    /// resource is `ensure: absent`.
+    fn has_project_content(&self) -> bool {
+        false
+    }
+
+    /// Whether a refresh does anything for this resource (a service restarts, a command
+    /// runs). Only a refreshable resource is refreshed by the resources that notify it.
+    fn refreshable(&self, _res: &Resource) -> bool {
+        false
+    }
+
+    /// How reports word a refresh of this type.
+    fn refresh_words(&self) -> RefreshWords {
+        RefreshWords::RUN
+    }
+
+    /// The absolute path this resource manages on the node, when it manages one and is
+    /// present: a purging `directory` leaves these paths (and their ancestors) alone.
+    fn managed_path<'r>(&self, _res: &'r Resource) -> Option<Cow<'r, str>> {
+        None
+    }
+}
+
+/// How reports word a refresh of one type ([`ResourceType::refresh_words`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshWords {
+    /// What a plan says will happen, such as `restarts`.
+    pub planned: &'static str,
+    /// What an apply report says happened, such as `restarted`.
+    pub done: &'static str,
+}
+
+impl RefreshWords {
+    /// A refresh that runs something: `runs` in a plan, `ran (refresh)` after an apply.
+    pub const RUN: RefreshWords = RefreshWords {
+        planned: "runs",
+        done: "ran (refresh)",
+    };
+}
+
+/// The path of a path type's resource (its NAME) while it is present.
+fn present_path(res: &Resource) -> Option<Cow<'_, str>> {
+    (res.attr_str("ensure") != Some("absent")).then_some(Cow::Borrowed(res.id.name.as_str()))
 }
 
 /// For the path types: when the resource should exist and the wrong kind of thing is at its
@@ -405,12 +513,44 @@ pub fn diff_attrs(res: &Resource, observed: &State, not_state: &[&str]) -> Chang
     change
 }
 
-/// The registered resource types.
+/// The registered resource types. Built once per run (by the command line's entry point, or
+/// by a program embedding steward) and passed down by reference: nothing below builds its own.
 pub struct Registry {
     types: Vec<Box<dyn ResourceType>>,
 }
 
+/// A type whose kind is already registered ([`Registry::register`]).
+#[derive(Debug, thiserror::Error)]
+#[error("a resource type `{0}` is already registered")]
+pub struct KindTaken(pub &'static str);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registry").field(&self.kinds()).finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
 impl Registry {
+    /// A registry without types, to [`Registry::register`] types into.
+    pub fn new() -> Registry {
+        Registry { types: Vec::new() }
+    }
+
+    /// Adds a type. A kind is registered once: a second type of the same kind is refused.
+    pub fn register(&mut self, ty: Box<dyn ResourceType>) -> Result<(), KindTaken> {
+        if let Some(taken) = self.get(ty.kind()) {
+            return Err(KindTaken(taken.kind()));
+        }
+        self.types.push(ty);
+        Ok(())
+    }
+
     /// The v1 core types, in one explicit list.
     pub fn builtin() -> Registry {
         Registry {
@@ -514,7 +654,10 @@ fn clip(path: &str) -> String {
 /// and group that own it.
 fn path_deps(res: &Resource, path: &str) -> Vec<ImplicitDep> {
     let mut deps = vec![ImplicitDep {
-        candidates: Candidates::ParentDirectories(path.to_string()),
+        candidates: Candidates::Ancestors {
+            kind: "directory",
+            path: path.to_string(),
+        },
         reason: "inside directory",
     }];
     if let Some(owner) = res.attr_str("owner") {
@@ -725,6 +868,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn registry_refuses_a_kind_twice() {
+        let mut registry = Registry::new();
+        assert!(registry.register(Box::new(file::File)).is_ok());
+        let taken = registry.register(Box::new(file::File)).unwrap_err();
+        assert_eq!(taken.0, "file");
+        assert_eq!(registry.kinds(), ["file"]);
     }
 
     #[test]

@@ -41,13 +41,20 @@ impl ResourceType for Symlink {
         "symlink"
     }
 
+    fn managed_path<'r>(&self, res: &'r Resource) -> Option<std::borrow::Cow<'r, str>> {
+        crate::resource::present_path(res)
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }
 
     fn implicit_deps(&self, res: &Resource) -> Vec<ImplicitDep> {
         vec![ImplicitDep {
-            candidates: Candidates::ParentDirectories(res.id.name.clone()),
+            candidates: Candidates::Ancestors {
+                kind: "directory",
+                path: res.id.name.clone(),
+            },
             reason: "inside directory",
         }]
     }
@@ -109,7 +116,7 @@ impl Provider for Symlink {
         temp.symlink(std::path::Path::new(target))
             .map_err(|err| match err.kind() {
                 // The parent was removed since it was opened.
-                std::io::ErrorKind::NotFound => fsutil::missing_parent(entry.dir().path()),
+                std::io::ErrorKind::NotFound => ProviderError::missing_parent(entry.dir().path()),
                 _ => ProviderError::io(temp.path(), err),
             })?;
         if let Err(err) = temp.rename_to(&entry) {

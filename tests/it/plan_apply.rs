@@ -924,6 +924,7 @@ fn a_file_that_appears_between_plan_and_apply_is_replaced_with_every_check() {
     std::fs::write(root.join("srv/a"), "appeared\n").unwrap();
     let reports = steward::local::apply(
         &planned,
+        &registry,
         &config,
         steward::exec::Config { parallel: 2 },
         &|_| {},

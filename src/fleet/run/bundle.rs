@@ -14,6 +14,58 @@ use base64::Engine;
 
 use crate::fleet::run::request::BundleFile;
 
+/// Why an uploaded project was refused or could not be stored or read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// More files than [`MAX_BUNDLE_FILES`].
+    #[error("the project has {0} files; the limit is {MAX_BUNDLE_FILES}")]
+    TooManyFiles(usize),
+    /// More bytes than [`MAX_BUNDLE_BYTES`].
+    #[error("the project is over the {MAX_BUNDLE_BYTES}-byte limit")]
+    TooLarge,
+    /// A path that is absolute, climbs out, is hidden or too long.
+    #[error("project path `{}` must be relative, without `..` or hidden parts", .0.escape_debug())]
+    BadPath(String),
+    /// The same path twice.
+    #[error("`{0}` appears twice in the project")]
+    Duplicate(String),
+    /// A file's data is not base64.
+    #[error("`{path}`: {source}")]
+    Base64 {
+        /// The file, as uploaded.
+        path: String,
+        /// What is wrong with its data.
+        source: base64::DecodeError,
+    },
+    /// The directory of uploads could not be made.
+    #[error("{0}")]
+    ProjectsDir(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The staging directory could not be made.
+    #[error("staging the project: {0}")]
+    Staging(#[source] std::io::Error),
+    /// A file could not be written.
+    #[error("{}: {source}", .path.display())]
+    Write {
+        /// The file, relative to the project.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The staged project could not be moved in place.
+    #[error("storing the project: {0}")]
+    Store(#[source] std::io::Error),
+    /// A stored project could not be walked.
+    #[error("{0}")]
+    Walk(#[from] walkdir::Error),
+    /// A walked file was not under the project (it cannot happen).
+    #[error("{0}")]
+    Outside(#[from] std::path::StripPrefixError),
+    /// A stored file could not be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+}
+
 /// The largest project the controller accepts.
 pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 /// The most files a project may have.
@@ -31,12 +83,9 @@ pub(crate) fn current_path(data_dir: &Path) -> PathBuf {
 
 /// Writes an uploaded project under the data directory (once per content) and returns its
 /// directory. Every path is checked: relative, no `..`, no hidden components, bounded.
-pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, String> {
+pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, BundleError> {
     if files.len() > MAX_BUNDLE_FILES {
-        return Err(format!(
-            "the project has {} files; the limit is {MAX_BUNDLE_FILES}",
-            files.len()
-        ));
+        return Err(BundleError::TooManyFiles(files.len()));
     }
     let mut decoded = Vec::with_capacity(files.len());
     let mut total = 0usize;
@@ -44,16 +93,17 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
     for file in files {
         let path = check_bundle_path(&file.path)?;
         if !seen.insert(path.clone()) {
-            return Err(format!("`{}` appears twice in the project", file.path));
+            return Err(BundleError::Duplicate(file.path.clone()));
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&file.data)
-            .map_err(|err| format!("`{}`: {err}", file.path))?;
+            .map_err(|source| BundleError::Base64 {
+                path: file.path.clone(),
+                source,
+            })?;
         total += bytes.len();
         if total > MAX_BUNDLE_BYTES {
-            return Err(format!(
-                "the project is over the {MAX_BUNDLE_BYTES}-byte limit"
-            ));
+            return Err(BundleError::TooLarge);
         }
         decoded.push((path, bytes));
     }
@@ -73,22 +123,26 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
             std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
         return Ok(dir);
     }
-    crate::state_dir::create_private_dir(&projects_dir(data_dir)).map_err(|err| err.to_string())?;
+    crate::state_dir::create_private_dir(&projects_dir(data_dir))
+        .map_err(|err| BundleError::ProjectsDir(err.into()))?;
     let staging = tempfile::Builder::new()
         .prefix(".upload-")
         .tempdir_in(projects_dir(data_dir))
-        .map_err(|err| format!("staging the project: {err}"))?;
+        .map_err(BundleError::Staging)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(|err| format!("staging the project: {err}"))?;
+            .map_err(BundleError::Staging)?;
     }
     // Projects can hold secrets: everything is private to the controller (0700 / 0600).
     for (path, bytes) in &decoded {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let target = staging.path().join(path);
-        let failed = |err: std::io::Error| format!("{}: {err}", path.display());
+        let failed = |source: std::io::Error| BundleError::Write {
+            path: path.clone(),
+            source,
+        };
         if let Some(parent) = target.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -115,7 +169,7 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Str
             let _ = std::fs::remove_dir_all(&staged);
             Ok(dir)
         }
-        Err(err) => Err(format!("storing the project: {err}")),
+        Err(err) => Err(BundleError::Store(err)),
     }
 }
 
@@ -144,7 +198,7 @@ fn prune_projects(data_dir: &Path, keep: usize) {
     }
 }
 
-fn check_bundle_path(text: &str) -> Result<PathBuf, String> {
+fn check_bundle_path(text: &str) -> Result<PathBuf, BundleError> {
     let path = Path::new(text);
     let bad = text.is_empty()
         || text.len() > 1024
@@ -155,10 +209,7 @@ fn check_bundle_path(text: &str) -> Result<PathBuf, String> {
             _ => true,
         });
     if bad {
-        Err(format!(
-            "project path `{}` must be relative, without `..` or hidden parts",
-            text.escape_debug()
-        ))
+        Err(BundleError::BadPath(text.to_string()))
     } else {
         Ok(path.to_path_buf())
     }
@@ -177,20 +228,19 @@ pub fn current_project(data_dir: &Path) -> Option<(PathBuf, String)> {
 }
 
 /// Reads back a stored project as a bundle, for a scheduled run.
-pub fn bundle_of(dir: &Path) -> Result<Vec<BundleFile>, String> {
+pub fn bundle_of(dir: &Path) -> Result<Vec<BundleFile>, BundleError> {
     let mut files = Vec::new();
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|err| err.to_string())?;
+        let entry = entry?;
         if !entry.file_type().is_file() {
             continue;
         }
         let relative = entry
             .path()
-            .strip_prefix(dir)
-            .map_err(|err| err.to_string())?
+            .strip_prefix(dir)?
             .to_string_lossy()
             .to_string();
-        let bytes = std::fs::read(entry.path()).map_err(|err| err.to_string())?;
+        let bytes = std::fs::read(entry.path()).map_err(BundleError::Read)?;
         files.push(BundleFile {
             path: relative,
             data: base64::engine::general_purpose::STANDARD.encode(bytes),

@@ -63,7 +63,7 @@ impl AgentClient for DispatchClient {
                     observed_states(node, &states).map_err(AgentError::Failed)
                 }
                 Ok(other) => Err(AgentError::Failed(unexpected(&other, "a probe"))),
-                Err(err) => Err(AgentError::Unreachable(err)),
+                Err(err) => Err(AgentError::Unreachable(err.to_string())),
             }
         })
     }
@@ -118,14 +118,14 @@ impl AgentClient for DispatchClient {
                 }) => {
                     let observed = observed_states(node, &states).map_err(AgentError::Failed)?;
                     let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)
-                        .map_err(AgentError::Failed)?;
+                        .map_err(|err| AgentError::Failed(err.to_string()))?;
                     Ok(Applied {
                         observed: Some(observed),
                         report,
                     })
                 }
                 Ok(other) => Err(AgentError::Failed(unexpected(&other, "an apply"))),
-                Err(err) => Err(AgentError::Unreachable(err)),
+                Err(err) => Err(AgentError::Unreachable(err.to_string())),
             }
         })
     }

@@ -6,27 +6,24 @@
 //! `interrupted` at start ([`recover_interrupted`]).
 //! **Architecture Invariant:** nothing an agent changed goes unreported, and nothing is
 //! recorded twice.
+//!
+//! Everything here is synchronous and takes the store itself, not the controller: async
+//! callers run it on a blocking thread (`Controller::store`), and the controller calls
+//! [`record_late`] through the hook `serve` installs, without knowing runs. Its errors are the
+//! store's ([`StoreError`]).
 
 use crate::engine::record;
-use crate::fleet::controller::{Controller, log};
 use crate::fleet::wire::TaskResult;
 use crate::report::plan::Style;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
 
-/// Records a run in the controller's store; returns its human summary, or why it could not
-/// be stored.
-pub(crate) fn store_run(controller: &Controller, record: &RunRecord) -> Result<String, String> {
-    controller
-        .with_store(|s| s.record_run(record))?
-        .map_err(|err| {
-            tracing::error!(run = %record.id, "recording the run: {err}");
-            err.to_string()
-        })?;
-    let findings = controller
-        .with_store(|s| s.findings(false))
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+/// Records a run in the store; returns its human summary, or why it could not be stored.
+pub(crate) fn store_run(store: &mut SqliteStore, record: &RunRecord) -> Result<String, StoreError> {
+    store
+        .record_run(record)
+        .inspect_err(|err| tracing::error!(run = %record.id, "recording the run: {err}"))?;
+    let findings = store.findings(false).unwrap_or_default();
     Ok(crate::report::run::human(
         record,
         &findings,
@@ -87,11 +84,11 @@ fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<Resul
 /// agent reconnected late) as run `late-TASK_ID`: nothing an agent changed goes
 /// unreported. Recording it twice is a no-op; `Err` when it could not be stored.
 pub fn record_late(
-    controller: &Controller,
+    store: &mut SqliteStore,
     node: &str,
     task_id: &str,
     result: &TaskResult,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let Some((kind, results)) = answer_results(node, result) else {
         return Ok(());
     };
@@ -107,38 +104,27 @@ pub fn record_late(
         results,
         status: RunStatus::Complete,
     };
-    if controller
-        .with_store(|s| s.has_run(&record.id))?
-        .map_err(|err| err.to_string())?
-    {
+    if store.has_run(&record.id)? {
         return Ok(());
     }
-    log(&format!(
-        "recording the late result of task {task_id} from `{node}`"
-    ));
-    store_run(controller, &record).map(|_| ())
+    tracing::info!("recording the late result of task {task_id} from `{node}`");
+    store_run(store, &record).map(|_| ())
 }
 
 /// Marks the runs a previous controller left `running` as `interrupted`, each with every
 /// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
 /// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
 /// before agents connect.
-pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
+pub fn recover_interrupted(store: &mut SqliteStore) -> Result<usize, StoreError> {
     // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
     // result that long after an acknowledgement (its ledger keeps ids a day).
     let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let pruned = controller
-        .with_store(|s| s.prune_tasks(&week_ago))?
-        .map_err(|err| err.to_string())?;
+    let pruned = store.prune_tasks(&week_ago)?;
     if pruned > 0 {
-        log(&format!(
-            "forgot {pruned} task(s) closed more than a week ago"
-        ));
+        tracing::info!("forgot {pruned} task(s) closed more than a week ago");
     }
-    let unfinished = controller
-        .with_store(|s| s.unfinished_runs())?
-        .map_err(|err| err.to_string())?;
+    let unfinished = store.unfinished_runs()?;
     let count = unfinished.len();
     for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
         for task in &tasks {
@@ -169,12 +155,12 @@ pub fn recover_interrupted(controller: &Controller) -> Result<usize, String> {
         }
         run.finished_at = record::timestamp();
         run.status = RunStatus::Interrupted;
-        log(&format!(
+        tracing::info!(
             "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
             run.id,
             tasks.iter().filter(|t| t.result.is_some()).count()
-        ));
-        store_run(controller, &run)?;
+        );
+        store_run(store, &run)?;
     }
     Ok(count)
 }

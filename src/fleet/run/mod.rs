@@ -36,9 +36,10 @@ use tokio::sync::mpsc;
 
 use crate::engine::{self, AgentError, ApplyTask, Planned, record};
 use crate::exec::RunReport;
-use crate::fleet::controller::{Controller, log};
+use crate::fleet::command::CommandError;
+use crate::fleet::controller::{Controller, ControllerError, log};
 use crate::fleet::rate::{self, Dispatched};
-use crate::fleet::run::bundle::current_path;
+use crate::fleet::run::bundle::{BundleError, current_path};
 use crate::fleet::run::dispatch::DispatchClient;
 use crate::fleet::run::late::store_run;
 use crate::fleet::wire::WireFacts;
@@ -47,17 +48,50 @@ use crate::plan::{self, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{RunKind, RunRecord, RunStatus};
+use crate::store::{RunKind, RunRecord, RunStatus, StoreError};
 use crate::validate::{Validated, validate_with};
+
+/// Why a fleet run could not start. Failures on nodes are not errors: they are in the
+/// run's [`RunResponse`], node by node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// `steward run --document`'s selector or rate control.
+    #[error(transparent)]
+    Adhoc(#[from] CommandError),
+    /// The uploaded project.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The controller's store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed reading the inventory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Validation did not finish (its task panicked).
+    #[error("validating the project: {0}")]
+    Validate(#[source] tokio::task::JoinError),
+    /// A saved plan covers nodes the documents no longer target (named).
+    #[error("the plan covers {0} that the documents no longer target; run `steward plan` again")]
+    PlanNodesGone(String),
+    /// A saved plan was made from other documents or parameters.
+    #[error(
+        "the documents (or parameters) changed since this plan was made; run `steward plan` again"
+    )]
+    PlanStale,
+    /// The run could not be stored as `running`, so nothing was sent.
+    #[error("the run could not be stored, so nothing was sent: {0}")]
+    NotBegun(#[source] StoreError),
+}
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
-    pub fn scope(&self, controller: &Controller) -> Result<Scope, String> {
+    pub async fn scope(&self, controller: &Arc<Controller>) -> Result<Scope, RunError> {
         use crate::fleet::command::{parse_rate, resolve_targets};
         Ok(Scope {
             association: None,
             adhoc: Some(Adhoc {
-                nodes: resolve_targets(controller, &self.target)?,
+                nodes: resolve_targets(controller, &self.target).await?,
                 max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
                 max_errors: parse_rate(&self.max_errors, "--max-errors")?,
             }),
@@ -66,10 +100,8 @@ impl AdhocRequest {
 }
 
 /// The enrolled, unrevoked nodes as lowering sees them.
-fn inventory(controller: &Controller) -> Result<Vec<KnownNode>, String> {
-    let nodes = controller
-        .with_store(|s| s.nodes())?
-        .map_err(|err| err.to_string())?;
+async fn inventory(controller: &Arc<Controller>) -> Result<Vec<KnownNode>, RunError> {
+    let nodes = controller.store(|s| s.nodes()).await??;
     Ok(nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
@@ -142,33 +174,27 @@ pub async fn run(
             return RunResponse::error(err);
         }
     };
-    let inventory = match inventory(controller) {
+    let inventory = match inventory(controller).await {
         Ok(inventory) => inventory,
         Err(err) => {
             return RunResponse::error(err);
         }
     };
-    let registry = Arc::new(Registry::builtin());
+    let registry = controller.registry.clone();
     let overrides = request.overrides.clone();
     let validated = {
         let dir = dir.clone();
         let local_facts = crate::facts::local(Path::new("/"));
         let adhoc = scope.adhoc.as_ref().map(|a| a.nodes.clone());
+        let registry = registry.clone();
         match tokio::task::spawn_blocking(move || {
-            validate_with(
-                &dir,
-                &Registry::builtin(),
-                local_facts,
-                overrides,
-                inventory,
-                adhoc,
-            )
+            validate_with(&dir, &registry, local_facts, overrides, inventory, adhoc)
         })
         .await
         {
             Ok(validated) => validated,
             Err(err) => {
-                return RunResponse::error(format!("validating the project: {err}"));
+                return RunResponse::error(RunError::Validate(err));
             }
         }
     };
@@ -289,7 +315,7 @@ impl<'v> Fleet<'v> {
     }
 
     /// Narrows the run to a saved plan's nodes and checks its documents are the plan's.
-    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), String> {
+    fn pin(&mut self, saved: &SavedFleetPlan, request: &RunRequest) -> Result<(), RunError> {
         let missing: Vec<&str> = saved
             .nodes
             .keys()
@@ -297,10 +323,7 @@ impl<'v> Fleet<'v> {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "the plan covers {} that the documents no longer target; run `steward plan` again",
-                missing.join(", ")
-            ));
+            return Err(RunError::PlanNodesGone(missing.join(", ")));
         }
         for (_, _, nodes) in &mut self.waves {
             nodes.retain(|n| saved.nodes.contains_key(&n.name));
@@ -308,7 +331,7 @@ impl<'v> Fleet<'v> {
         self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
         self.targets.retain(|n| saved.nodes.contains_key(&n.name));
         if self.planned(request).digest != saved.documents_digest {
-            return Err("the documents (or parameters) changed since this plan was made; run `steward plan` again".to_string());
+            return Err(RunError::PlanStale);
         }
         Ok(())
     }
@@ -349,14 +372,14 @@ impl<'v> Fleet<'v> {
     /// Stores the run as `running` before any task is sent: if the controller dies during
     /// it, the next start records it as `interrupted` with what arrived. `Err` when the store
     /// cannot take it; then nothing is sent.
-    fn begin(
+    async fn begin(
         &self,
-        controller: &Controller,
+        controller: &Arc<Controller>,
         request: &RunRequest,
         kind: RunKind,
         id: &str,
         started_at: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let run = RunRecord {
             id: id.to_string(),
             kind,
@@ -369,8 +392,9 @@ impl<'v> Fleet<'v> {
             status: RunStatus::Running,
         };
         controller
-            .with_store(|s| s.begin_run(&run))?
-            .map_err(|err| format!("the run could not be stored, so nothing was sent: {err}"))
+            .store(move |s| s.begin_run(&run))
+            .await?
+            .map_err(RunError::NotBegun)
     }
 
     /// Names files as the project names them, not by where the controller keeps its copy.
@@ -421,7 +445,9 @@ impl<'v> Fleet<'v> {
         let started_at = record::timestamp();
         let id = new_run_id();
         if request.mode == Mode::Drift
-            && let Err(err) = self.begin(controller, request, RunKind::Drift, &id, &started_at)
+            && let Err(err) = self
+                .begin(controller, request, RunKind::Drift, &id, &started_at)
+                .await
         {
             return RunResponse::error(err);
         }
@@ -512,7 +538,11 @@ impl<'v> Fleet<'v> {
             };
             response.plan_json = Some(json);
             // A plan is not stored: the probes' results go once it is rendered.
-            if let Ok(Err(err)) = controller.with_store(|s| s.settle_plan_tasks(&id)) {
+            let plan_id = id.clone();
+            if let Ok(Err(err)) = controller
+                .store(move |s| s.settle_plan_tasks(&plan_id))
+                .await
+            {
                 log(&format!("plan {id}: dropping its probes' results: {err}"));
             }
             return response;
@@ -526,7 +556,7 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 
@@ -558,7 +588,10 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = record::timestamp();
         let id = new_run_id();
-        if let Err(err) = self.begin(controller, request, RunKind::Apply, &id, &started_at) {
+        if let Err(err) = self
+            .begin(controller, request, RunKind::Apply, &id, &started_at)
+            .await
+        {
             return RunResponse::error(err);
         }
         let client = self.client(controller, &id, progress);
@@ -676,7 +709,7 @@ impl<'v> Fleet<'v> {
             errors: Vec::new(),
             plan_json: None,
         };
-        store_into(controller, &record, &mut response);
+        store_into(controller, &record, &mut response).await;
         response
     }
 }
@@ -753,14 +786,21 @@ fn new_run_id() -> String {
     format!(
         "{}-{}",
         record::run_id(),
-        crate::fleet::controller::random_hex(2).unwrap_or_default()
+        crate::fleet::token::random_hex(2).unwrap_or_default()
     )
 }
 
 /// Stores the run and puts its id and summary in the response; when the store refuses it,
 /// the response fails saying so, shows the results, and claims no run id.
-fn store_into(controller: &Controller, record: &RunRecord, response: &mut RunResponse) {
-    match store_run(controller, record) {
+async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: &mut RunResponse) {
+    let stored = {
+        let record = record.clone();
+        controller.store(move |s| store_run(s, &record)).await
+    };
+    let stored = stored
+        .map_err(RunError::from)
+        .and_then(|r| r.map_err(RunError::from));
+    match stored {
         Ok(output) => {
             response.run_id = Some(record.id.clone());
             response.output = output;

@@ -159,10 +159,10 @@ pub struct RunResponse {
 
 impl RunResponse {
     /// A run that could not start.
-    pub(crate) fn error(error: String) -> RunResponse {
+    pub(crate) fn error(error: impl std::fmt::Display) -> RunResponse {
         RunResponse {
             failed: true,
-            errors: vec![error],
+            errors: vec![error.to_string()],
             ..RunResponse::default()
         }
     }
