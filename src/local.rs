@@ -1,21 +1,28 @@
 //! Local mode: plan and apply on the machine steward runs on, with no server set up.
 //!
-//! Wires the pieces for the `local` node: probes (under `--root`), the plan, the saved-plan
-//! checks, the apply lock in the state directory, and the executor.
+//! Chooses what local mode acts on (the `local` node, narrowed by `--target`), runs it
+//! through the [`engine`] with a [`LocalClient`] (probes and applies under `--root`, in
+//! process), checks a saved plan against a fresh one, and holds the state directory's apply
+//! lock while it applies.
+//!
+//! **Architecture Invariant:** local mode only; the fleet never reaches in here. Run ids,
+//! records and target selection are the engine's, private directories and the lock
+//! `state_dir`'s.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::document::Project;
-use crate::exec::{self, Env, RunReport};
-use crate::model::{self, LOCAL_NODE};
-use crate::plan::graph::ResourceGraph;
-use crate::plan::{self, NodePlan, Plan};
+use crate::engine::client::block_on;
+use crate::engine::{self, AgentError, ApplyTask, LocalClient, record};
+use crate::exec::{self, RunReport};
+use crate::model::LOCAL_NODE;
+use crate::plan::{self, graph::ResourceGraph};
 use crate::resource::Registry;
+use crate::state_dir::{Lock, StateDirError};
 use crate::validate::Validated;
 
 /// Where and how local mode acts.
@@ -32,20 +39,13 @@ pub struct Config {
 
 /// A plan of the local node with what applying it needs.
 pub struct Planned<'v> {
-    /// The plan.
-    pub plan: Plan,
-    /// The planned nodes (same order as `plan.nodes`).
-    pub nodes: Vec<&'v model::Node>,
-    /// Their graphs.
+    /// The plans, the planned nodes, the digest and the run id.
+    pub run: engine::Planned<'v>,
+    /// The planned nodes' graphs (same order as `run.nodes`).
     pub graphs: Vec<ResourceGraph<'v>>,
-    /// Their provider environments.
-    pub envs: Vec<Env>,
-    /// Nodes with resources that local mode cannot reach.
-    pub unreachable: Vec<String>,
-    /// Digest of the documents, overrides and root.
-    pub digest: String,
-    /// This run's id (backups and the stored run use it).
-    pub run_id: String,
+    /// The client that observed the nodes, and applies them with the same provider
+    /// environments.
+    pub client: LocalClient<'v>,
 }
 
 /// Why local mode could not go on.
@@ -72,133 +72,86 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The local client failed otherwise.
+    #[error(transparent)]
+    Client(AgentError),
 }
 
-/// A fresh id for a run: UTC time and process id.
-pub fn run_id() -> String {
-    format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-        std::process::id()
-    )
+impl From<StateDirError> for LocalError {
+    fn from(err: StateDirError) -> LocalError {
+        match err {
+            StateDirError::Locked(holder) => LocalError::Locked(holder),
+            StateDirError::Io { path, source } => LocalError::Io { path, source },
+        }
+    }
 }
 
-/// Digest of every source text, the overrides, the root and the planned nodes' rendered
-/// desired state (which covers template and source files and node facts): equal digests
-/// mean the same desired state.
-pub fn documents_digest(
-    project: &Project,
-    overrides: &BTreeMap<String, String>,
-    root: &Path,
-    desired: &[String],
-) -> String {
-    let mut hasher = blake3::Hasher::new();
-    let sources = &project.sources;
-    for idx in 0..sources.len() {
-        let source = sources.get(crate::diag::SourceId(idx as u32));
-        // Named relative to the project, so the same project reached by another path agrees.
-        let name = match &source.path {
-            Some(path) => path
-                .strip_prefix(&project.root)
-                .unwrap_or(path)
-                .display()
-                .to_string(),
-            None => source.name.clone(),
-        };
-        hasher.update(name.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(&(source.text.len() as u64).to_le_bytes());
-        hasher.update(source.text.as_bytes());
-    }
-    for (name, value) in overrides {
-        hasher.update(name.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(blake3::hash(value.as_bytes()).as_bytes());
-    }
-    hasher.update(root.as_os_str().as_encoded_bytes());
-    for digest in desired {
-        hasher.update(digest.as_bytes());
-    }
-    format!("blake3:{}", hasher.finalize().to_hex())
-}
-
-/// Whether `--target` (`NAME` or `KEY=VALUE`) selects a node.
-pub(crate) fn selected(node: &model::Node, target: Option<&str>) -> bool {
-    match target {
-        None => true,
-        Some(selector) => match selector.split_once('=') {
-            Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
-            None => node.name == selector,
-        },
+impl From<AgentError> for LocalError {
+    fn from(err: AgentError) -> LocalError {
+        match err {
+            AgentError::Io { path, source } => LocalError::Io { path, source },
+            other => LocalError::Client(other),
+        }
     }
 }
 
 /// Probes the local node and plans it.
 pub fn plan<'v>(
     validated: &'v Validated,
-    registry: &Registry,
+    registry: &'v Registry,
     config: &Config,
 ) -> Result<Planned<'v>, LocalError> {
-    let run_id = run_id();
-    let mut planned = Planned {
-        plan: Plan { nodes: Vec::new() },
-        nodes: Vec::new(),
-        graphs: Vec::new(),
-        envs: Vec::new(),
-        unreachable: Vec::new(),
-        digest: String::new(),
-        run_id: run_id.clone(),
-    };
+    let run_id = record::run_id();
+    let client = LocalClient::new(
+        registry,
+        config.root.clone(),
+        config.state_dir.clone(),
+        run_id.clone(),
+        validated.model.secrets.clone(),
+    );
+    let mut run = engine::Planned::new(run_id, String::new());
+    let mut graphs = Vec::new();
     let mut desired = Vec::new();
     for (idx, node) in validated.model.nodes.iter().enumerate() {
-        if !selected(node, config.target.as_deref()) {
+        if !engine::selected(node, config.target.as_deref()) {
             continue;
         }
         if node.name != LOCAL_NODE {
             if !node.resources.is_empty() {
-                planned.unreachable.push(node.name.clone());
+                run.unreachable.push(node.name.clone());
             }
             continue;
         }
         // The digest hashes every desired content; the graph is built and the node probed
-        // meanwhile.
-        let (digest, (graph, env, observed)) = rayon::join(
+        // and planned meanwhile.
+        let (digest, (graph, node_plan)) = rayon::join(
             || plan::desired_digest(node),
             || {
                 let graph = validated.graph(idx, registry);
-                let env = Env::new(
-                    node,
-                    registry,
-                    config.root.clone(),
-                    config.state_dir.clone(),
-                    run_id.clone(),
-                    validated.model.secrets.clone(),
-                );
-                let observed = exec::observe(node, registry, &env);
-                (graph, env, observed)
+                let node_plan = block_on(engine::plan_node(&client, registry, &graph));
+                (graph, node_plan)
             },
         );
         desired.push(digest);
-        planned
-            .plan
-            .nodes
-            .push(plan::build(&graph, registry, &observed));
-        planned.nodes.push(node);
-        planned.graphs.push(graph);
-        planned.envs.push(env);
+        run.push(node, node_plan?);
+        graphs.push(graph);
     }
-    planned.digest = documents_digest(
+    run.digest = engine::documents_digest(
         &validated.project,
         &config.overrides,
         &config.root,
         &desired,
     );
-    if planned.nodes.is_empty()
+    if run.nodes.is_empty()
         && let Some(target) = &config.target
     {
         return Err(LocalError::NoTarget(target.clone()));
     }
-    Ok(planned)
+    Ok(Planned {
+        run,
+        graphs,
+        client,
+    })
 }
 
 /// Applies a plan with the resource types it was planned with, holding the state
@@ -212,18 +165,14 @@ pub fn apply(
 ) -> Result<Vec<RunReport>, LocalError> {
     let _lock = Lock::acquire(&config.state_dir)?;
     let mut reports = Vec::new();
-    for ((graph, node_plan), env) in planned
-        .graphs
-        .iter()
-        .zip(&planned.plan.nodes)
-        .zip(&planned.envs)
-    {
-        let report = exec::apply(graph, registry, node_plan, env, exec_config, on_done).map_err(
-            |source| LocalError::Io {
-                path: config.state_dir.clone(),
-                source,
-            },
-        )?;
+    for (graph, node_plan) in planned.graphs.iter().zip(&planned.run.plan.nodes) {
+        let task = ApplyTask {
+            plan: Some(node_plan),
+            fingerprints: None,
+            parallel: exec_config.parallel,
+            on_done: Some(on_done),
+        };
+        let (_, report) = block_on(engine::apply_node(&planned.client, registry, graph, task))?;
         reports.push(report);
     }
     Ok(reports)
@@ -320,7 +269,7 @@ impl SavedPlan {
 
     /// Refuses a plan whose documents or observed state moved since it was made: names
     /// every resource that moved.
-    pub fn check(&self, planned: &Planned<'_>) -> Result<(), LocalError> {
+    pub fn check(&self, planned: &engine::Planned<'_>) -> Result<(), LocalError> {
         if self.documents_digest != planned.digest {
             return Err(LocalError::StalePlan(
                 "the documents (or parameters, or --root) changed since this plan was made; run `steward plan` again".into(),
@@ -348,290 +297,4 @@ impl SavedPlan {
             )))
         }
     }
-}
-
-/// The apply lock: an exclusive `flock` on `<state>/apply.lock`, released when dropped or when
-/// the holder dies (so a stale lock from a dead process is taken over safely).
-pub struct Lock {
-    _file: File,
-}
-
-impl Lock {
-    /// Takes the lock or says who holds it.
-    pub fn acquire(state_dir: &Path) -> Result<Lock, LocalError> {
-        create_private_dir(state_dir)?;
-        let path = state_dir.join("apply.lock");
-        let io = |source| LocalError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file =
-            std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(LocalError::Locked(if holder.is_empty() {
-                    "holder unknown".into()
-                } else {
-                    holder.to_string()
-                }));
-            }
-            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
-        }
-        let user = user();
-        let holder = format!(
-            "pid {} ({user}) since {}",
-            std::process::id(),
-            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        file.write_all(holder.as_bytes()).map_err(io)?;
-        Ok(Lock { _file: file })
-    }
-}
-
-/// Creates a directory readable only by its owner (state, backups and locks are private).
-pub fn create_private_dir(path: &Path) -> Result<(), LocalError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| LocalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// The nodes of a plan, for renderers.
-pub fn node_plans<'a>(
-    planned: &'a Planned<'_>,
-) -> impl Iterator<Item = (&'a NodePlan, &'a model::Node)> {
-    planned.plan.nodes.iter().zip(planned.nodes.iter().copied())
-}
-
-/// When a run started, for its record.
-pub fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Who is running steward.
-pub fn user() -> String {
-    let uid = nix::unistd::getuid();
-    std::env::var("USER")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|user| user.name)
-        })
-        .unwrap_or_else(|| uid.to_string())
-}
-
-/// Where a resource is declared, as the store keeps it.
-fn location(
-    validated: &Validated,
-    res: &model::Resource,
-) -> (Option<String>, Option<u32>, Option<u32>) {
-    let source = validated.project.sources.get(res.span.source);
-    // A standard-library module is not a file of the user's repository.
-    if source.path.is_none() {
-        return (None, None, None);
-    }
-    let at = source.line_col(res.span.start);
-    let name = source
-        .name
-        .strip_prefix("./")
-        .unwrap_or(&source.name)
-        .to_string();
-    (
-        Some(name),
-        u32::try_from(at.line).ok(),
-        u32::try_from(at.column).ok(),
-    )
-}
-
-/// The severity of a resource's association (unspecified without one).
-fn severity(validated: &Validated, res: &model::Resource) -> crate::store::Severity {
-    res.association
-        .as_ref()
-        .and_then(|name| {
-            validated
-                .model
-                .associations
-                .iter()
-                .find(|a| &a.name == name)
-        })
-        .map_or(crate::store::Severity::Unspecified, |a| {
-            a.compliance_severity
-        })
-}
-
-pub(crate) fn record(
-    validated: &Validated,
-    node: &str,
-    res: &model::Resource,
-    outcome: crate::store::ResultOutcome,
-) -> crate::store::ResultRecord {
-    let (file, line, column) = location(validated, res);
-    crate::store::ResultRecord {
-        node: node.to_string(),
-        resource: res.id.to_string(),
-        outcome,
-        file,
-        line,
-        column,
-        diff: None,
-        message: None,
-        duration_ms: 0,
-        association: res.association.clone(),
-        severity: severity(validated, res),
-    }
-}
-
-fn run_record(
-    kind: crate::store::RunKind,
-    planned: &Planned<'_>,
-    id: &str,
-    started_at: &str,
-    project: &str,
-    results: Vec<crate::store::ResultRecord>,
-) -> crate::store::RunRecord {
-    crate::store::RunRecord {
-        id: id.to_string(),
-        kind,
-        started_at: started_at.to_string(),
-        finished_at: timestamp(),
-        user: user(),
-        project: project.to_string(),
-        documents_digest: planned.digest.clone(),
-        results,
-        status: crate::store::RunStatus::Complete,
-    }
-}
-
-/// A run from observation alone (a drift check, or an apply with nothing to do): every
-/// resource whose observed state differs from its desired state drifted.
-pub fn observed_record(
-    kind: crate::store::RunKind,
-    validated: &Validated,
-    planned: &Planned<'_>,
-    id: &str,
-    started_at: &str,
-    project: &str,
-) -> crate::store::RunRecord {
-    use crate::store::ResultOutcome;
-    let mut results = Vec::new();
-    for (node_plan, node) in node_plans(planned) {
-        for change in &node_plan.changes {
-            let res = &node.resources[change.resource];
-            let mut result = match &change.change {
-                Err(message) => {
-                    let mut result = record(validated, &node_plan.node, res, ResultOutcome::Failed);
-                    result.message = Some(format!("cannot read: {message}"));
-                    result
-                }
-                Ok(diff) if diff.is_change() => {
-                    let mut result =
-                        record(validated, &node_plan.node, res, ResultOutcome::Drifted);
-                    result.diff = Some(crate::report::plan::change_text(diff, res));
-                    result
-                }
-                Ok(_) => record(validated, &node_plan.node, res, ResultOutcome::Unchanged),
-            };
-            result.message = result
-                .message
-                .map(|m| model::scrub(&m, &validated.model.secrets));
-            results.push(result);
-        }
-    }
-    run_record(kind, planned, id, started_at, project, results)
-}
-
-/// An apply run: each resource's outcome, with the change it made or why it failed.
-pub fn apply_record(
-    validated: &Validated,
-    planned: &Planned<'_>,
-    reports: &[RunReport],
-    id: &str,
-    started_at: &str,
-    project: &str,
-) -> crate::store::RunRecord {
-    use crate::exec::Outcome;
-    use crate::store::ResultOutcome;
-    let mut results = Vec::new();
-    for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
-        // Each resource's planned change by resource index: one lookup per outcome, not a
-        // scan of the plan (quadratic in a cold apply of thousands of files).
-        let mut changes = vec![None; node.resources.len()];
-        for planned in &node_plan.changes {
-            if let (Some(slot), Ok(change)) = (changes.get_mut(planned.resource), &planned.change) {
-                *slot = Some(change);
-            }
-        }
-        // Thousands of results after a large apply: built in parallel, kept in order.
-        use rayon::prelude::*;
-        let node_results: Vec<crate::store::ResultRecord> = report
-            .outcomes
-            .par_iter()
-            .map(|outcome| {
-                let res = &node.resources[outcome.resource];
-                let change = changes.get(outcome.resource).copied().flatten();
-                let (kind, diff, message) = match &outcome.outcome {
-                    Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
-                    Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
-                        ResultOutcome::Changed,
-                        change.map(|c| crate::report::plan::change_summary(c, res)),
-                        None,
-                    ),
-                    Outcome::Failed { error, output } => {
-                        let tail = output
-                            .as_ref()
-                            .map(|o| o.stderr.trim().to_string())
-                            .filter(|t| !t.is_empty());
-                        let message = match tail {
-                            Some(tail) => format!("{error}\n{tail}"),
-                            None => error.clone(),
-                        };
-                        (ResultOutcome::Failed, None, Some(message))
-                    }
-                    Outcome::Skipped { because } => (
-                        ResultOutcome::Skipped,
-                        None,
-                        Some(format!("skipped because {because} failed")),
-                    ),
-                };
-                let mut result = record(validated, &report.node, res, kind);
-                result.diff = diff;
-                result.message = message.map(|m| model::scrub(&m, &validated.model.secrets));
-                result.duration_ms =
-                    u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
-                result
-            })
-            .collect();
-        results.extend(node_results);
-    }
-    run_record(
-        crate::store::RunKind::Apply,
-        planned,
-        id,
-        started_at,
-        project,
-        results,
-    )
 }

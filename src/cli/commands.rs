@@ -10,6 +10,7 @@ use crate::cli::{
     PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, confirm_apply, overrides,
     print_stdout, report_human, usage_error,
 };
+use crate::engine::record;
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
 use crate::report::plan::{Origin, Style};
@@ -81,11 +82,12 @@ fn progress(enabled: bool, len: usize, message: &'static str) -> ProgressBar {
 }
 
 fn warn_unreachable(planned: &Planned<'_>) {
-    if !planned.unreachable.is_empty() {
+    let unreachable = &planned.run.unreachable;
+    if !unreachable.is_empty() {
         eprintln!(
             "note: {} {} resources, but local mode acts only on `local`; the controller (`steward serve`) reaches the others",
-            planned.unreachable.join(", "),
-            if planned.unreachable.len() == 1 {
+            unreachable.join(", "),
+            if unreachable.len() == 1 {
                 "has"
             } else {
                 "have"
@@ -142,18 +144,18 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
     let origin = Origin {
         project: &project,
         root: &root,
-        documents_digest: &planned.digest,
+        documents_digest: &planned.run.digest,
     };
     match args.format {
         OutputFormat::Human => print_plan(&planned, Style::new(ctx.stdout_color))?,
         OutputFormat::Json => print_stdout(&crate::report::plan::json(
-            &planned.plan,
-            &planned.nodes,
+            &planned.run.plan,
+            &planned.run.nodes,
             &origin,
         ))?,
     };
     if let Some(out) = &args.out {
-        let text = crate::report::plan::json(&planned.plan, &planned.nodes, &origin);
+        let text = crate::report::plan::json(&planned.run.plan, &planned.run.nodes, &origin);
         if let Err(err) = write_private(out, text.as_bytes()) {
             return usage_error(&format!(
                 "cannot write the plan to {}: {err}",
@@ -173,10 +175,10 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
             );
         }
     }
-    let summary = planned.plan.summary();
+    let summary = planned.run.plan.summary();
     let exit = if summary.errors > 0 {
         Exit::Error
-    } else if args.detailed_exitcode && planned.plan.has_changes() {
+    } else if args.detailed_exitcode && planned.run.plan.has_changes() {
         Exit::Changes
     } else {
         Exit::Ok
@@ -269,7 +271,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     };
     warn_unreachable(&planned);
     if let Some(saved) = &saved
-        && let Err(err) = saved.check(&planned)
+        && let Err(err) = saved.check(&planned.run)
     {
         return usage_error(&err.to_string());
     }
@@ -278,16 +280,16 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         Ok(store) => store,
         Err(message) => return usage_error(&message),
     };
-    let started_at = local::timestamp();
+    let started_at = record::timestamp();
     let style = Style::new(ctx.stdout_color);
-    if !planned.plan.has_changes() && planned.plan.summary().errors == 0 {
+    if !planned.run.plan.has_changes() && planned.run.plan.summary().errors == 0 {
         print_plan(&planned, style)?;
         // Nothing to do is still a compliant run: it resolves findings.
-        let record = local::observed_record(
+        let record = record::observed_record(
             crate::store::RunKind::Apply,
             &validated,
-            &planned,
-            &planned.run_id,
+            &planned.run,
+            &planned.run.run_id,
             &started_at,
             &project_name(&project),
         );
@@ -312,7 +314,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             return Ok(Exit::Error);
         }
     }
-    let n_resources: usize = planned.nodes.iter().map(|n| n.resources.len()).sum();
+    let n_resources: usize = planned.run.nodes.iter().map(|n| n.resources.len()).sum();
     let bar = progress(true, n_resources, "applying");
     let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
     let parallel = usize::from(args.parallel);
@@ -344,11 +346,11 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             crate::report::plan::human_apply(&reports, registry, style)
         ))
     });
-    let record = local::apply_record(
+    let record = record::apply_record(
         &validated,
-        &planned,
+        &planned.run,
         &reports,
-        &planned.run_id,
+        &planned.run.run_id,
         &started_at,
         &project_name(&project),
     );
@@ -370,7 +372,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
 /// Streams the human plan to stdout.
 fn print_plan(planned: &local::Planned<'_>, style: Style) -> std::io::Result<Exit> {
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    crate::report::plan::write_human(&mut stdout, &planned.plan, &planned.nodes, style)?;
+    crate::report::plan::write_human(&mut stdout, &planned.run.plan, &planned.run.nodes, style)?;
     stdout.flush()?;
     Ok(Exit::Ok)
 }
@@ -385,7 +387,7 @@ fn project_name(project: &Path) -> String {
 
 /// Opens the store in a state directory (created private when missing).
 fn open_store(state_dir: &Path) -> Result<SqliteStore, String> {
-    local::create_private_dir(state_dir).map_err(|err| err.to_string())?;
+    crate::state_dir::create_private_dir(state_dir).map_err(|err| err.to_string())?;
     SqliteStore::open(&crate::store::sqlite::path_in(state_dir)).map_err(|err| err.to_string())
 }
 
@@ -448,17 +450,17 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),
     };
-    let started_at = local::timestamp();
+    let started_at = record::timestamp();
     let planned = match local::plan(&validated, registry, &config) {
         Ok(planned) => planned,
         Err(err) => return usage_error(&err.to_string()),
     };
     warn_unreachable(&planned);
-    let record = local::observed_record(
+    let record = record::observed_record(
         crate::store::RunKind::Drift,
         &validated,
-        &planned,
-        &planned.run_id,
+        &planned.run,
+        &planned.run.run_id,
         &started_at,
         &project_name(&args.project.path),
     );

@@ -316,7 +316,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
         user: args.user.clone(),
         env,
         secret_env,
-        user_name: crate::local::user(),
+        user_name: crate::engine::record::user(),
     };
     let json = args.format == OutputFormat::Json;
     let mut stdout = std::io::stdout().lock();
@@ -705,7 +705,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         parallel: run.parallel,
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,
-        user: crate::local::user(),
+        user: crate::engine::record::user(),
         adhoc: run.adhoc.cloned(),
         saved,
     };

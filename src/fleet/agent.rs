@@ -96,7 +96,7 @@ pub enum AgentError {
     Refused(String),
     /// The state directory cannot be created or made private.
     #[error("state directory: {0}")]
-    StateDir(#[source] crate::local::LocalError),
+    StateDir(#[source] crate::state_dir::StateDirError),
     /// The stored identity cannot be read.
     #[error("state directory: {}: {source}", path.display())]
     ReadIdentity {
@@ -173,7 +173,7 @@ fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, Age
 /// Runs the agent until it is refused for good (revoked, bad token) or the process ends.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let server = server_name(&config.controller)?;
-    crate::local::create_private_dir(&config.state_dir).map_err(AgentError::StateDir)?;
+    crate::state_dir::create_private_dir(&config.state_dir).map_err(AgentError::StateDir)?;
     let mut identity = match read_identity(&config.state_dir)? {
         Some(identity) => {
             if identity.node != config.name {
@@ -803,7 +803,7 @@ pub fn run_task(
         };
     }
     let _lock = match apply {
-        Some(_) => match crate::local::Lock::acquire(&config.state_dir) {
+        Some(_) => match crate::state_dir::Lock::acquire(&config.state_dir) {
             Ok(lock) => Some(lock),
             Err(err) => {
                 return TaskResult::Failed {

@@ -327,10 +327,10 @@ pub async fn run(
     // Unique even for two runs started in the same millisecond by one controller.
     let run_id = format!(
         "{}-{}",
-        crate::local::run_id(),
+        crate::engine::record::run_id(),
         crate::fleet::token::random_hex(2).unwrap_or_default()
     );
-    let started_at = crate::local::timestamp();
+    let started_at = crate::engine::record::timestamp();
     // Stored as running before any node is sent the command: a controller that dies during
     // the run leaves it `interrupted`, with what arrived, never nowhere.
     let begun = RunRecord {
@@ -430,7 +430,7 @@ pub async fn run(
         id: run_id.clone(),
         kind: RunKind::Command,
         started_at,
-        finished_at: crate::local::timestamp(),
+        finished_at: crate::engine::record::timestamp(),
         user: request.user_name.clone(),
         project: request.argv.join(" "),
         documents_digest: String::new(),

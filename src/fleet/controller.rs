@@ -279,7 +279,7 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ControllerError 
 /// ours (and the log says so), and refused when it belongs to another user.
 pub(crate) fn private_data_dir(data_dir: &Path) -> Result<(), ControllerError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    crate::local::create_private_dir(data_dir).map_err(setup("data directory"))?;
+    crate::state_dir::create_private_dir(data_dir).map_err(setup("data directory"))?;
     let shown = data_dir.display();
     let metadata = std::fs::metadata(data_dir).map_err(setup("data directory"))?;
     let mode = metadata.mode() & 0o7777;
@@ -502,7 +502,7 @@ impl Controller {
             id: id.clone(),
             node: node.to_string(),
             run_id: run_id.to_string(),
-            issued_at: crate::local::timestamp(),
+            issued_at: crate::engine::record::timestamp(),
         })
         .await
         .map_err(|source| DispatchError::NotStored {
@@ -810,7 +810,7 @@ impl Controller {
             Err(err) => return Err(format!("`{node}`: {err}")),
         };
         let facts = sanitize_facts(facts, addr);
-        let seen = crate::local::timestamp();
+        let seen = crate::engine::record::timestamp();
         let facts_json = serde_json::to_value(&facts).unwrap_or(serde_json::Value::Null);
         // A store that cannot take the node's facts (a full disk) does not keep the node
         // away: its results are refused until they can be stored, but it gets its tasks.
@@ -921,7 +921,7 @@ impl Controller {
             .unwrap_or(false);
         if current {
             self.fail_waiters(&node, &end);
-            let at = crate::local::timestamp();
+            let at = crate::engine::record::timestamp();
             let (seen, facts_json) = (node.clone(), facts_json.clone());
             let _ = self
                 .store(move |s| s.node_seen(&seen, &facts_json, &at))
@@ -1022,7 +1022,7 @@ impl Controller {
                     id: task_id.to_string(),
                     node: node.to_string(),
                     result: json,
-                    at: crate::local::timestamp(),
+                    at: crate::engine::record::timestamp(),
                 })
                 .await
                 .map_err(|err| err.to_string()),

@@ -177,7 +177,7 @@ impl DataDirLock {
         let holder = format!(
             "pid {}\nstarted {}\n",
             std::process::id(),
-            crate::local::timestamp()
+            crate::engine::record::timestamp()
         );
         lock.set_len(0).map_err(setup)?;
         lock.rewind().map_err(setup)?;

@@ -13,7 +13,6 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine;
 
 use crate::fleet::run::request::BundleFile;
-use crate::local;
 
 /// Why an uploaded project was refused or could not be stored or read back.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +123,7 @@ pub fn materialize(data_dir: &Path, files: &[BundleFile]) -> Result<PathBuf, Bun
             std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
         return Ok(dir);
     }
-    local::create_private_dir(&projects_dir(data_dir))
+    crate::state_dir::create_private_dir(&projects_dir(data_dir))
         .map_err(|err| BundleError::ProjectsDir(err.into()))?;
     let staging = tempfile::Builder::new()
         .prefix(".upload-")

@@ -12,8 +12,8 @@
 //! [`record_late`] through the hook `serve` installs, without knowing runs. Its errors are the
 //! store's ([`StoreError`]).
 
+use crate::engine::record;
 use crate::fleet::wire::TaskResult;
-use crate::local;
 use crate::report::plan::Style;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
@@ -92,7 +92,7 @@ pub fn record_late(
     let Some((kind, results)) = answer_results(node, result) else {
         return Ok(());
     };
-    let now = local::timestamp();
+    let now = record::timestamp();
     let record = RunRecord {
         id: format!("late-{task_id}"),
         kind,
@@ -153,7 +153,7 @@ pub fn recover_interrupted(store: &mut SqliteStore) -> Result<usize, StoreError>
                 )),
             }
         }
-        run.finished_at = local::timestamp();
+        run.finished_at = record::timestamp();
         run.status = RunStatus::Interrupted;
         tracing::info!(
             "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",

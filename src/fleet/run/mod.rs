@@ -11,9 +11,13 @@
 //! - [`request`]: the API types (`POST /v1/runs` and its progress stream).
 //! - [`bundle`]: the uploaded projects under the data directory.
 //! - [`late`]: run records in the store, late results and interrupted runs.
-//! - this file: the orchestration, [`run`].
+//! - `dispatch`: the engine's client over the controller's agent sessions.
+//! - this file: the orchestration, [`run`]: which nodes, in which waves, under which rate
+//!   control; each node goes through the [`engine`] (observe, plan, apply) and the engine's
+//!   record builders.
 
 pub mod bundle;
+mod dispatch;
 pub mod late;
 pub mod request;
 
@@ -27,23 +31,24 @@ pub use request::{
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::engine::{self, AgentError, ApplyTask, Planned, record};
+use crate::exec::RunReport;
 use crate::fleet::command::CommandError;
-use crate::fleet::controller::{Controller, ControllerError, TaskEvent, log};
+use crate::fleet::controller::{Controller, ControllerError, log};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::run::bundle::{BundleError, current_path};
+use crate::fleet::run::dispatch::DispatchClient;
 use crate::fleet::run::late::store_run;
-use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireFacts, WireObserved, WireOutcome};
-use crate::local::{self, Planned};
+use crate::fleet::wire::WireFacts;
 use crate::model::{self, LOCAL_NODE};
-use crate::plan::{self, Plan, graph::ResourceGraph};
+use crate::plan::{self, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, StoreError};
+use crate::store::{RunKind, RunRecord, RunStatus, StoreError};
 use crate::validate::{Validated, validate_with};
 
 /// Why a fleet run could not start. Failures on nodes are not errors: they are in the
@@ -78,11 +83,6 @@ pub enum RunError {
     #[error("the run could not be stored, so nothing was sent: {0}")]
     NotBegun(#[source] StoreError),
 }
-
-/// How long a probe may take on one node.
-const PROBE_WAIT: Duration = Duration::from_secs(300);
-/// How long an apply may take on one node.
-const APPLY_WAIT: Duration = Duration::from_secs(3600);
 
 impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
@@ -216,6 +216,8 @@ pub async fn run(
         );
         controller.schedules_changed();
     }
+    // Shared with the per-node work the run spawns.
+    let validated = Arc::new(validated);
     let mut fleet = Fleet::new(&validated, &request, &scope);
     if let Some(saved) = &request.saved
         && let Err(err) = fleet.pin(saved, &request)
@@ -251,6 +253,8 @@ pub async fn run(
 /// The nodes a run acts on, in dispatch order, grouped by association.
 struct Fleet<'v> {
     validated: &'v Validated,
+    /// The same, for the per-node work the run spawns.
+    shared: Arc<Validated>,
     /// Where the uploaded project was written: stripped from recorded file names.
     project_dir: PathBuf,
     /// Per association (in declaration order): its rate control (`max_concurrency`,
@@ -261,7 +265,8 @@ struct Fleet<'v> {
 }
 
 impl<'v> Fleet<'v> {
-    fn new(validated: &'v Validated, request: &RunRequest, scope: &Scope) -> Fleet<'v> {
+    fn new(shared: &'v Arc<Validated>, request: &RunRequest, scope: &Scope) -> Fleet<'v> {
+        let validated: &'v Validated = shared;
         let model = &validated.model;
         let mut taken: HashSet<&str> = HashSet::new();
         let mut waves = Vec::new();
@@ -289,7 +294,7 @@ impl<'v> Fleet<'v> {
                 .filter(|n| n.name != LOCAL_NODE)
                 .filter(|n| association.targets.matches(&n.name, &n.tags))
                 .filter(|n| !n.resources.is_empty())
-                .filter(|n| local::selected(n, request.target.as_deref()))
+                .filter(|n| engine::selected(n, request.target.as_deref()))
                 .filter(|n| taken.insert(n.name.as_str()))
                 .collect();
             if !nodes.is_empty() {
@@ -302,6 +307,7 @@ impl<'v> Fleet<'v> {
             .collect();
         Fleet {
             validated,
+            shared: Arc::clone(shared),
             project_dir: validated.project.root.clone(),
             waves,
             targets,
@@ -352,13 +358,13 @@ impl<'v> Fleet<'v> {
         &self,
         record: &mut RunRecord,
         request: &RunRequest,
-        failures: &[(&model::Node, String)],
+        failures: &[(&model::Node, AgentError)],
     ) {
         record.user = request.user.clone();
         for (node, err) in failures {
             record
                 .results
-                .extend(node_failure(self.validated, node, err));
+                .extend(record::node_failure(self.validated, node, err));
         }
         self.relative_files(record);
     }
@@ -403,19 +409,40 @@ impl<'v> Fleet<'v> {
         }
     }
 
-    fn catalog(&self, node: &model::Node) -> Catalog {
-        Catalog::new(node, &self.validated.model.secrets)
+    /// The client that reaches this run's nodes through the controller.
+    fn client(
+        &self,
+        controller: &Arc<Controller>,
+        run_id: &str,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> DispatchClient {
+        DispatchClient {
+            controller: Arc::clone(controller),
+            run_id: run_id.to_string(),
+            secrets: Arc::new(self.validated.model.secrets.clone()),
+            progress: progress.clone(),
+        }
+    }
+
+    /// Where `node` is in the model (the spawned per-node work finds it again there).
+    fn index_of(&self, node: &model::Node) -> usize {
+        self.validated
+            .model
+            .nodes
+            .iter()
+            .position(|n| std::ptr::eq(n, node))
+            .unwrap_or(usize::MAX)
     }
 
     /// Probes every target at once and builds the plans (or the drift record).
     async fn probe(
         self,
         controller: &Arc<Controller>,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         request: &RunRequest,
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
-        let started_at = local::timestamp();
+        let started_at = record::timestamp();
         let id = new_run_id();
         if request.mode == Mode::Drift
             && let Err(err) = self
@@ -424,46 +451,50 @@ impl<'v> Fleet<'v> {
         {
             return RunResponse::error(err);
         }
+        let client = self.client(controller, &id, progress);
         let mut probes = tokio::task::JoinSet::new();
         for (idx, node) in self.targets.iter().enumerate() {
-            let controller = Arc::clone(controller);
-            let catalog = self.catalog(node);
-            let name = node.name.clone();
-            let run_id = id.clone();
-            let _ = progress.send(Event::NodeStarted { node: name.clone() });
+            let _ = progress.send(Event::NodeStarted {
+                node: node.name.clone(),
+            });
+            let (validated, registry, client) = (
+                Arc::clone(&self.shared),
+                Arc::clone(registry),
+                client.clone(),
+            );
+            let node_idx = self.index_of(node);
             probes.spawn(async move {
-                let result = controller
-                    .dispatch(
-                        &run_id,
-                        &name,
-                        TaskKind::Probe { catalog },
-                        PROBE_WAIT,
-                        None,
-                    )
-                    .await;
+                let result = match validated.model.nodes.get(node_idx) {
+                    Some(_) => {
+                        let graph = validated.graph(node_idx, &registry);
+                        engine::plan_node(&client, &registry, &graph).await
+                    }
+                    None => Err(AgentError::Failed("the node left the model".to_string())),
+                };
                 (idx, result)
             });
         }
-        let mut answers: Vec<Option<Result<Vec<WireObserved>, String>>> =
-            vec![None; self.targets.len()];
+        let mut answers: Vec<Option<Result<plan::NodePlan, AgentError>>> =
+            (0..self.targets.len()).map(|_| None).collect();
         while let Some(joined) = probes.join_next().await {
             let Ok((idx, result)) = joined else { continue };
-            answers[idx] = Some(match result {
-                Ok(TaskResult::Observed { states }) => Ok(states),
-                Ok(other) => Err(unexpected(&other, "a probe")),
-                Err(err) => Err(err.to_string()),
-            });
+            answers[idx] = Some(result);
         }
         let mut planned = self.planned(request);
         let mut statuses = Vec::new();
-        let mut failures: Vec<(&model::Node, String)> = Vec::new();
+        let mut failures: Vec<(&model::Node, AgentError)> = Vec::new();
         for (node, answer) in self.targets.iter().zip(answers) {
-            let states = answer.unwrap_or_else(|| Err("the probe was lost".to_string()));
-            let observed = states.and_then(|states| observed_states(node, &states));
-            match observed {
-                Ok(observed) => {
-                    let (n_changes, n_errors) =
-                        push_planned(&mut planned, node, registry, &observed);
+            match answer
+                .unwrap_or_else(|| Err(AgentError::Failed("the probe was lost".to_string())))
+            {
+                Ok(node_plan) => {
+                    let n_changes = node_plan.changes.iter().filter(|c| c.is_change()).count();
+                    let n_errors = node_plan
+                        .changes
+                        .iter()
+                        .filter(|c| c.change.is_err())
+                        .count();
+                    planned.push(node, node_plan);
                     let status = NodeStatus {
                         node: node.name.clone(),
                         status: if n_errors > 0 { "failed" } else { "ok" }.to_string(),
@@ -516,7 +547,7 @@ impl<'v> Fleet<'v> {
             }
             return response;
         }
-        let mut record = local::observed_record(
+        let mut record = record::observed_record(
             RunKind::Drift,
             self.validated,
             &planned,
@@ -536,31 +567,26 @@ impl<'v> Fleet<'v> {
             .iter()
             .map(|n| plan::desired_digest(n))
             .collect();
-        Planned {
-            plan: Plan { nodes: Vec::new() },
-            nodes: Vec::new(),
-            graphs: Vec::new(),
-            envs: Vec::new(),
-            unreachable: Vec::new(),
-            digest: local::documents_digest(
+        Planned::new(
+            String::new(),
+            engine::documents_digest(
                 &self.validated.project,
                 &request.overrides,
                 Path::new(FLEET_ROOT),
                 &desired,
             ),
-            run_id: String::new(),
-        }
+        )
     }
 
     /// Applies association by association with rate control, then records the run.
     async fn apply(
         self,
         controller: &Arc<Controller>,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         request: &RunRequest,
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
-        let started_at = local::timestamp();
+        let started_at = record::timestamp();
         let id = new_run_id();
         if let Err(err) = self
             .begin(controller, request, RunKind::Apply, &id, &started_at)
@@ -568,32 +594,31 @@ impl<'v> Fleet<'v> {
         {
             return RunResponse::error(err);
         }
-        let mut answers: Vec<(&model::Node, Result<TaskResult, String>)> = Vec::new();
+        let client = self.client(controller, &id, progress);
+        let mut answers: Vec<(&model::Node, NodeApplied)> = Vec::new();
         for &(max_concurrency, max_errors, ref nodes) in &self.waves {
-            let jobs: Vec<(Catalog, Option<Vec<String>>)> = nodes
+            let jobs: Vec<(usize, Option<Vec<String>>)> = nodes
                 .iter()
-                .map(|node| (self.catalog(node), self.expected(node, request)))
+                .map(|node| (self.index_of(node), self.expected(node, request)))
                 .collect();
             let parallel = request.parallel;
             let results = rate::dispatch(
                 jobs,
                 max_concurrency,
                 max_errors,
-                |result: &Result<TaskResult, String>| !matches!(result, Ok(TaskResult::Applied { outcomes, .. }) if !outcomes.iter().any(WireOutcome::is_failed)),
-                |(catalog, fingerprints): (Catalog, Option<Vec<String>>)| {
-                    let controller = Arc::clone(controller);
-                    let progress = progress.clone();
-                    let run_id = id.clone();
+                |result: &NodeApplied| !matches!(result, Ok((_, report)) if report.n_failed() == 0),
+                |(node_idx, fingerprints): (usize, Option<Vec<String>>)| {
+                    let (validated, registry, client) = (
+                        Arc::clone(&self.shared),
+                        Arc::clone(registry),
+                        client.clone(),
+                    );
                     async move {
-                        apply_node(
-                            controller,
-                            &run_id,
-                            catalog,
-                            fingerprints,
-                            parallel,
-                            progress,
-                        )
-                        .await
+                        let Some(node) = validated.model.nodes.get(node_idx) else {
+                            return Err(AgentError::Failed("the node left the model".to_string()));
+                        };
+                        let graph = validated.graph(node_idx, &registry);
+                        apply_node(&client, &registry, &graph, fingerprints, parallel, node).await
                     }
                 },
             )
@@ -602,7 +627,10 @@ impl<'v> Fleet<'v> {
                 match result {
                     Dispatched::Done(result) => answers.push((node, result)),
                     Dispatched::Panicked(err) => {
-                        answers.push((node, Err(format!("the dispatch crashed: {err}"))));
+                        answers.push((
+                            node,
+                            Err(AgentError::Failed(format!("the dispatch crashed: {err}"))),
+                        ));
                     }
                     Dispatched::NotStarted => {
                         let status = NodeStatus {
@@ -615,7 +643,9 @@ impl<'v> Fleet<'v> {
                         let _ = progress.send(Event::NodeFinished(status));
                         answers.push((
                             node,
-                            Err("not started: max_errors was exceeded".to_string()),
+                            Err(AgentError::NotStarted(
+                                "not started: max_errors was exceeded".to_string(),
+                            )),
                         ));
                     }
                 }
@@ -625,24 +655,11 @@ impl<'v> Fleet<'v> {
         let mut planned = self.planned(request);
         let mut reports = Vec::new();
         let mut statuses = Vec::new();
-        let mut failures: Vec<(&model::Node, String)> = Vec::new();
+        let mut failures: Vec<(&model::Node, AgentError)> = Vec::new();
         for (node, answer) in answers {
-            let applied = match answer {
-                Ok(TaskResult::Applied {
-                    states,
-                    outcomes,
-                    duration_ms,
-                }) => observed_states(node, &states).and_then(|observed| {
-                    let report = crate::fleet::wire::run_report(node, &outcomes, duration_ms)
-                        .map_err(|err| err.to_string())?;
-                    Ok((observed, report))
-                }),
-                Ok(other) => Err(unexpected(&other, "an apply")),
-                Err(err) => Err(err),
-            };
-            match applied {
-                Ok((observed, report)) => {
-                    push_planned(&mut planned, node, registry, &observed);
+            match answer {
+                Ok((node_plan, report)) => {
+                    planned.push(node, node_plan);
                     statuses.push(NodeStatus {
                         node: node.name.clone(),
                         status: if report.n_failed() > 0 {
@@ -658,22 +675,22 @@ impl<'v> Fleet<'v> {
                     reports.push(report);
                 }
                 Err(err) => {
-                    if !err.starts_with("not started") {
-                        statuses.push(failed_status(&node.name, &err));
-                    } else {
+                    if let AgentError::NotStarted(message) = &err {
                         statuses.push(NodeStatus {
                             node: node.name.clone(),
                             status: "not_started".to_string(),
                             changed: 0,
                             failed: 0,
-                            message: Some(err.clone()),
+                            message: Some(message.clone()),
                         });
+                    } else {
+                        statuses.push(failed_status(&node.name, &err));
                     }
                     failures.push((node, err));
                 }
             }
         }
-        let mut record = local::apply_record(
+        let mut record = record::apply_record(
             self.validated,
             &planned,
             &reports,
@@ -697,120 +714,59 @@ impl<'v> Fleet<'v> {
     }
 }
 
-/// Plans a node from what its agent observed and adds it to the run's plan; returns how many
-/// resources would change and how many could not be read.
-fn push_planned<'v>(
-    planned: &mut Planned<'v>,
-    node: &'v model::Node,
-    registry: &Registry,
-    observed: &[Result<crate::resource::change::State, String>],
-) -> (usize, usize) {
-    let mut ignored = Vec::new();
-    let graph = ResourceGraph::build(node, registry, &mut ignored);
-    let node_plan = plan::build(&graph, registry, observed);
-    let n_changes = node_plan.changes.iter().filter(|c| c.is_change()).count();
-    let n_errors = node_plan
-        .changes
-        .iter()
-        .filter(|c| c.change.is_err())
-        .count();
-    planned.plan.nodes.push(node_plan);
-    planned.nodes.push(node);
-    planned.graphs.push(graph);
-    (n_changes, n_errors)
-}
+/// What applying a node gave: the plan rebuilt from what its agent observed and the
+/// report, or why the node did not apply.
+type NodeApplied = Result<(plan::NodePlan, RunReport), AgentError>;
 
+/// Applies one node through the engine, announcing when it starts and how it finished; the
+/// agent observes again, so the plan recorded is the one rebuilt from what it saw.
 async fn apply_node(
-    controller: Arc<Controller>,
-    run_id: &str,
-    catalog: Catalog,
+    client: &DispatchClient,
+    registry: &Registry,
+    graph: &ResourceGraph<'_>,
     fingerprints: Option<Vec<String>>,
     parallel: usize,
-    progress: mpsc::UnboundedSender<Event>,
-) -> Result<TaskResult, String> {
-    let node = catalog.node.clone();
-    let _ = progress.send(Event::NodeStarted { node: node.clone() });
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TaskEvent>();
-    let forward = {
-        let progress = progress.clone();
-        let node = node.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events_rx.recv().await {
-                let TaskEvent::Outcome(outcome) = event else {
-                    continue;
-                };
-                let _ = progress.send(Event::Resource {
-                    node: node.clone(),
-                    resource: outcome.id.clone(),
-                    outcome: outcome_name(&outcome).to_string(),
-                });
-            }
-        })
+    node: &model::Node,
+) -> NodeApplied {
+    let _ = client.progress.send(Event::NodeStarted {
+        node: node.name.clone(),
+    });
+    let task = ApplyTask {
+        plan: None,
+        fingerprints,
+        parallel,
+        on_done: None,
     };
-    let result = controller
-        .dispatch(
-            run_id,
-            &node,
-            TaskKind::Apply {
-                catalog,
-                fingerprints,
-                parallel,
-            },
-            APPLY_WAIT,
-            Some(events_tx),
-        )
+    let result = engine::apply_node(client, registry, graph, task)
         .await
-        // A node's failure is a message in its status and the run's record.
-        .map_err(|err| err.to_string());
-    let _ = forward.await;
+        .and_then(|(node_plan, report)| match node_plan {
+            Some(node_plan) => Ok((node_plan, report)),
+            None => Err(AgentError::Failed(
+                "the agent did not say what it observed".to_string(),
+            )),
+        });
     let status = match &result {
-        Ok(TaskResult::Applied { outcomes, .. }) => {
-            let failed = outcomes.iter().filter(|o| o.is_failed()).count();
-            NodeStatus {
-                node: node.clone(),
-                status: if failed > 0 { "failed" } else { "ok" }.to_string(),
-                changed: outcomes
-                    .iter()
-                    .filter(|o| {
-                        matches!(
-                            o.outcome,
-                            crate::fleet::wire::WireOutcomeKind::Changed { .. }
-                                | crate::fleet::wire::WireOutcomeKind::Refreshed { .. }
-                        )
-                    })
-                    .count(),
-                failed,
-                message: None,
+        Ok((_, report)) => NodeStatus {
+            node: node.name.clone(),
+            status: if report.n_failed() > 0 {
+                "failed"
+            } else {
+                "ok"
             }
-        }
-        Ok(other) => failed_status(&node, &unexpected(other, "an apply")),
-        Err(err) => failed_status(&node, err),
+            .to_string(),
+            changed: report.n_changed(),
+            failed: report.n_failed(),
+            message: None,
+        },
+        Err(err) => failed_status(&node.name, err),
     };
-    let _ = progress.send(Event::NodeFinished(status));
+    let _ = client.progress.send(Event::NodeFinished(status));
     result
 }
 
-fn outcome_name(outcome: &WireOutcome) -> &'static str {
-    use crate::fleet::wire::WireOutcomeKind;
-    match outcome.outcome {
-        WireOutcomeKind::Unchanged => "unchanged",
-        WireOutcomeKind::Changed { .. } => "changed",
-        WireOutcomeKind::Refreshed { .. } => "refreshed",
-        WireOutcomeKind::Failed { .. } => "failed",
-        WireOutcomeKind::Skipped { .. } => "skipped",
-    }
-}
-
-/// Why an answer is not the one a task asked for.
-fn unexpected(result: &TaskResult, task: &str) -> String {
-    match result {
-        TaskResult::Refused { reason } => format!("refused the task: {reason}"),
-        TaskResult::Failed { error } => error.clone(),
-        _ => format!("answered {task} with something else"),
-    }
-}
-
-fn failed_status(node: &str, err: &str) -> NodeStatus {
+/// The status of a node that did not do its task: offline when it could not be reached.
+fn failed_status(node: &str, err: &AgentError) -> NodeStatus {
+    let err = err.to_string();
     NodeStatus {
         node: node.to_string(),
         status: if err.contains("offline") {
@@ -821,48 +777,15 @@ fn failed_status(node: &str, err: &str) -> NodeStatus {
         .to_string(),
         changed: 0,
         failed: 0,
-        message: Some(err.to_string()),
+        message: Some(err),
     }
-}
-
-/// The agent's observations, checked against the catalog it was sent.
-fn observed_states(
-    node: &model::Node,
-    states: &[WireObserved],
-) -> Result<Vec<Result<crate::resource::change::State, String>>, String> {
-    if states.len() != node.resources.len() {
-        return Err(format!(
-            "the agent reported {} states for {} resources",
-            states.len(),
-            node.resources.len()
-        ));
-    }
-    Ok(states.iter().map(WireObserved::to_model).collect())
-}
-
-/// A result per resource of a node that never answered: failed (or skipped when it was
-/// never started), with the reason.
-fn node_failure(validated: &Validated, node: &model::Node, err: &str) -> Vec<ResultRecord> {
-    let outcome = if err.starts_with("not started") {
-        ResultOutcome::Skipped
-    } else {
-        ResultOutcome::Failed
-    };
-    node.resources
-        .iter()
-        .map(|res| {
-            let mut record = local::record(validated, &node.name, res, outcome);
-            record.message = Some(format!("node `{}`: {err}", node.name));
-            record
-        })
-        .collect()
 }
 
 /// A fleet run's id: sortable by time, unique even for two runs begun in one millisecond.
 fn new_run_id() -> String {
     format!(
         "{}-{}",
-        local::run_id(),
+        record::run_id(),
         crate::fleet::token::random_hex(2).unwrap_or_default()
     )
 }
