@@ -120,7 +120,7 @@ fn prepare(
 }
 
 pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),
@@ -211,7 +211,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let given = &args.project.path;
     // A saved plan names its project and root; anything else is a project.
     let saved = if given.is_file() {
@@ -249,6 +249,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         stdout_color: ctx.stdout_color,
         root: root.clone(),
         root_given: true,
+        registry: ctx.registry.clone(),
     };
     let validated = match load(&ctx_root, &project, &args.project, &registry) {
         Ok(validated) => validated,
@@ -442,7 +443,7 @@ fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
 }
 
 pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),

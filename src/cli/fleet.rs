@@ -18,7 +18,6 @@ use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::logging::LoggingError;
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
 use crate::fleet::serve::ServeError;
-use crate::resource::Registry;
 
 /// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
 /// module parses itself.
@@ -154,7 +153,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
+pub(super) fn serve(ctx: &Context, args: &ServeArgs) -> std::io::Result<Exit> {
     if let Err(err) = crate::fleet::logging::init("serve", args.log_format) {
         return fail(err);
     }
@@ -173,6 +172,7 @@ pub(super) fn serve(args: &ServeArgs) -> std::io::Result<Exit> {
         },
         names: args.names.clone(),
         cert_lifetime,
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::serve::serve(config)) {
         Ok(()) => Ok(Exit::Ok),
@@ -210,6 +210,7 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
         tags,
         root: ctx.root.clone(),
         state_dir: args.state_dir.clone(),
+        registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::agent::run(config)) {
         Ok(()) => Ok(Exit::Ok),
@@ -680,7 +681,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // The project is checked here first, so mistakes show with their source lines.
     let validated = crate::validate::validate(
         &run.project.path,
-        &Registry::builtin(),
+        &ctx.registry,
         crate::facts::local(&ctx.root),
         overrides.clone(),
     );

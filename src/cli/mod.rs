@@ -724,6 +724,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         ColorChoice::Auto => !no_color && std::io::stdout().is_terminal(),
     };
     let ctx = Context {
+        registry: std::sync::Arc::new(Registry::builtin()),
         color,
         stdout_color,
         root_given: cli.root.is_some(),
@@ -810,7 +811,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             },
             None => commands::findings(&args),
         },
-        Command::Serve(args) => fleet::serve(&args),
+        Command::Serve(args) => fleet::serve(&ctx, &args),
         Command::Agent(args) => fleet::agent(&ctx, &args),
         Command::Token(TokenCommand::Create {
             data_dir,
@@ -834,7 +835,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             None => fleet::run_command(&ctx, &args),
         },
         Command::Graph(args) => cmd_graph(&ctx, &args),
-        Command::Schema => print_stdout(&crate::schema::json::render(&Registry::builtin())),
+        Command::Schema => print_stdout(&crate::schema::json::render(&ctx.registry)),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             let mut out = Vec::new();
@@ -861,6 +862,8 @@ pub(crate) struct Context {
     root: PathBuf,
     /// True when `--root` was given (a saved plan's root is used otherwise).
     root_given: bool,
+    /// The resource types, built once here for the whole run and passed down.
+    registry: std::sync::Arc<Registry>,
 }
 
 pub(crate) fn print_stdout(text: &str) -> std::io::Result<Exit> {
@@ -949,7 +952,7 @@ pub(crate) fn usage_error(message: &str) -> std::io::Result<Exit> {
 }
 
 fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let validated = match load(ctx, &args.project, &registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),
@@ -995,7 +998,7 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
 }
 
 fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
-    let registry = Registry::builtin();
+    let registry: &Registry = &ctx.registry;
     let validated = match load(ctx, &args.project, &registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),

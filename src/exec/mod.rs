@@ -23,7 +23,8 @@ use crate::plan::NodePlan;
 use crate::plan::graph::ResourceGraph;
 use crate::resource::Registry;
 use crate::resource::change::{Action, State};
-use crate::resource::fsutil::{Durability, Ticket};
+use crate::resource::command::{CommandRunner, SystemRunner};
+use crate::resource::durability::{Durability, Ticket};
 use crate::resource::provider::{
     Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
 };
@@ -46,6 +47,8 @@ pub struct Env {
     pub secrets: Arc<Vec<String>>,
     /// Directories found inside the root while probing.
     pub path_cache: Arc<PathCache>,
+    /// Runs the providers' system commands.
+    pub runner: Arc<dyn CommandRunner>,
 }
 
 impl Env {
@@ -73,6 +76,7 @@ impl Env {
             durability: Arc::new(Durability::new()),
             secrets: Arc::new(secrets),
             path_cache: Arc::new(PathCache::new()),
+            runner: Arc::new(SystemRunner),
         }
     }
 
@@ -85,6 +89,7 @@ impl Env {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: Some(&self.path_cache),
+            runner: &*self.runner,
             staged: None,
         }
     }

@@ -58,6 +58,8 @@ pub struct Config {
     pub root: PathBuf,
     /// Keys, certificate, outbox and task ledger.
     pub state_dir: PathBuf,
+    /// The resource types tasks are run with, built once by the caller.
+    pub registry: std::sync::Arc<Registry>,
 }
 
 /// Why the agent stopped.
@@ -761,7 +763,7 @@ pub fn run_task(
     emit: &(dyn Fn(AgentMsg) + Sync),
     cancel: &AtomicBool,
 ) -> TaskResult {
-    let registry = Registry::builtin();
+    let registry: &Registry = &config.registry;
     let on_event = |outcome: WireOutcome| {
         emit(AgentMsg::Event {
             task_id: task.id.clone(),

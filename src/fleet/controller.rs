@@ -74,6 +74,8 @@ pub struct Controller {
     late_results: LateResults,
     /// How long the agent certificates it signs live.
     cert_lifetime: Duration,
+    /// The resource types runs are validated and planned with.
+    pub registry: Arc<crate::resource::Registry>,
 }
 
 struct Session {
@@ -367,6 +369,7 @@ impl Controller {
     pub fn open(
         data_dir: &Path,
         cert_lifetime: Duration,
+        registry: Arc<crate::resource::Registry>,
         late_results: LateResults,
     ) -> Result<Arc<Controller>, ControllerError> {
         private_data_dir(data_dir)?;
@@ -398,6 +401,7 @@ impl Controller {
             schedules: Notify::new(),
             late_results,
             cert_lifetime,
+            registry,
         }))
     }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub names: Vec<String>,
     /// How long agent certificates live.
     pub cert_lifetime: Duration,
+    /// The resource types runs are validated and planned with, built once by the caller.
+    pub registry: Arc<crate::resource::Registry>,
 }
 
 /// Why the controller could not start, or a pass of its scheduler failed.
@@ -191,6 +193,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let controller = Controller::open(
         &config.data_dir,
         config.cert_lifetime,
+        config.registry.clone(),
         Arc::new(crate::fleet::run::record_late),
     )?;
     // Before any agent connects: a run a previous controller left running is recorded as
@@ -446,10 +449,11 @@ async fn tick(
     };
     let scheduled = {
         let dir = dir.clone();
+        let registry = controller.registry.clone();
         tokio::task::spawn_blocking(move || {
             let validated = crate::validate::validate(
                 &dir,
-                &crate::resource::Registry::builtin(),
+                &registry,
                 crate::facts::local(Path::new("/")),
                 BTreeMap::new(),
             );

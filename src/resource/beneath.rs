@@ -465,6 +465,25 @@ impl Entry {
     }
 }
 
+/// True when a file or directory created with `mode` gets exactly `mode`: the umask keeps
+/// every bit of it, and nobody else may write it before its owner is set.
+pub fn exact_at_creation(mode: u32) -> bool {
+    mode & 0o7022 == 0 && process_umask().is_some_and(|umask| mode & umask == 0)
+}
+
+/// The process's umask, read once from `/proc/self/status` (steward never changes it);
+/// `None` when it cannot be read.
+fn process_umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,11 @@
 //! Running commands: argv only (never a shell string built from data), a clean environment,
 //! a timeout, and output capped so a chatty command cannot exhaust memory.
+//!
+//! Owns [`Run`] (one command and how to run it) and the [`CommandRunner`] trait that providers
+//! run their system commands through (`systemctl`, `dpkg-query`, `apt-get`, `useradd`...):
+//! the provider context carries one, [`SystemRunner`] on a real node, a scripted one in unit
+//! tests, so a provider's handling of each answer is tested without the system.
+//! It knows nothing of resources or the provider context.
 
 use std::io::Read;
 use std::path::Path;
@@ -9,10 +15,67 @@ use std::time::{Duration, Instant};
 
 use wait_timeout::ChildExt;
 
-use crate::resource::provider::{CommandOutput, ProviderError};
+use crate::resource::error::{CommandOutput, ProviderError};
 
 /// Bytes kept of each output stream.
 pub const OUTPUT_CAP: usize = 64 * 1024;
+
+/// The directories on the `PATH` every command runs with, in order.
+pub const SEARCH_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Present while systemd is the running init system (`sd_booted(3)`).
+const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd/system";
+
+/// Runs providers' system commands, and tells what the system has to run them with.
+///
+/// Carried in [`crate::resource::provider::ProviderCtx::runner`]: [`SystemRunner`] on a node,
+/// a script of canned answers in unit tests. Only fixed system commands go through it; the
+/// commands of `exec` resources run with [`Run::output`] itself, for their live output.
+/// `Debug` so that what holds one (the executor's environment) can derive it.
+pub trait CommandRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `run` to completion (or its timeout) and returns what happened. A non-zero exit
+    /// is not an error here; [`CommandRunner::check`] makes it one.
+    fn output(&self, run: &Run<'_>) -> Result<CommandOutput, ProviderError>;
+
+    /// True when `program` is a file in one of the [`SEARCH_PATH`] directories, to tell
+    /// "not installed" from "failed to run".
+    fn has_program(&self, program: &str) -> bool;
+
+    /// True when systemd is the running init system, so `systemctl` can reach it.
+    fn systemd_booted(&self) -> bool;
+
+    /// [`CommandRunner::output`], failing unless the command exits 0.
+    fn check(&self, run: &Run<'_>) -> Result<CommandOutput, ProviderError> {
+        exited_zero(run.argv, self.output(run)?)
+    }
+}
+
+/// The real system: spawns the command ([`Run::output`]) and looks at the real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemRunner;
+
+impl CommandRunner for SystemRunner {
+    fn output(&self, run: &Run<'_>) -> Result<CommandOutput, ProviderError> {
+        run.output()
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        SEARCH_PATH
+            .iter()
+            .any(|dir| Path::new(dir).join(program).is_file())
+    }
+
+    fn systemd_booted(&self) -> bool {
+        Path::new(SYSTEMD_RUNTIME_DIR).is_dir()
+    }
+}
 
 /// How to run a command.
 pub struct Run<'a> {
@@ -78,10 +141,7 @@ impl<'a> Run<'a> {
         command
             .args(args)
             .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", SEARCH_PATH.join(":"))
             .env("LANG", "C.UTF-8")
             .env("LC_ALL", "C.UTF-8")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -163,15 +223,19 @@ impl<'a> Run<'a> {
 
     /// Runs it and fails unless it exits 0.
     pub fn check(&self) -> Result<CommandOutput, ProviderError> {
-        let output = self.output()?;
-        if output.exit_code == Some(0) {
-            Ok(output)
-        } else {
-            Err(ProviderError::Command {
-                argv: self.argv.to_vec(),
-                output: Box::new(output),
-            })
-        }
+        exited_zero(self.argv, self.output()?)
+    }
+}
+
+/// The output of `argv`, or a [`ProviderError::Command`] unless it exited 0.
+fn exited_zero(argv: &[String], output: CommandOutput) -> Result<CommandOutput, ProviderError> {
+    if output.exit_code == Some(0) {
+        Ok(output)
+    } else {
+        Err(ProviderError::Command {
+            argv: argv.to_vec(),
+            output: Box::new(output),
+        })
     }
 }
 
@@ -218,6 +282,155 @@ fn capped(stream: Option<impl Read>, which: Stream, on_output: Option<OnOutput<'
 /// `argv` from string arguments, for providers' own fixed commands.
 pub fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// A [`CommandRunner`] for unit tests: it checks each command against a script and gives
+/// the canned answer, so a provider's handling of every answer is tested without the system.
+#[cfg(test)]
+pub(crate) mod scripted {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use crate::resource::command::{CommandRunner, Run};
+    use crate::resource::error::{CommandOutput, ProviderError};
+
+    /// A side effect of a scripted command (what `useradd` would write), run as it answers.
+    type Effect = Box<dyn Fn() + Send + Sync>;
+
+    /// One expected command and its answer.
+    struct Answer {
+        argv: Vec<String>,
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr: String,
+        effect: Option<Effect>,
+    }
+
+    /// Expected commands in order, each with its answer; every program installed and systemd
+    /// booted unless told otherwise.
+    #[derive(Default)]
+    pub(crate) struct ScriptedRunner {
+        script: Mutex<VecDeque<Answer>>,
+        missing_programs: Vec<String>,
+        no_systemd: bool,
+        /// The extra environment of each command run, in order.
+        envs: Mutex<Vec<Vec<(String, String)>>>,
+    }
+
+    impl ScriptedRunner {
+        /// An empty script: any command fails the test.
+        pub(crate) fn new() -> ScriptedRunner {
+            ScriptedRunner::default()
+        }
+
+        /// Expects `argv` next, answering with its exit code and standard output.
+        pub(crate) fn answer(self, argv: &[&str], exit_code: i32, stdout: &str) -> Self {
+            self.answer_with(argv, Some(exit_code), stdout, "")
+        }
+
+        /// Expects `argv` next, answering with everything given (`None`: killed).
+        pub(crate) fn answer_with(
+            self,
+            argv: &[&str],
+            exit_code: Option<i32>,
+            stdout: &str,
+            stderr: &str,
+        ) -> Self {
+            if let Ok(mut script) = self.script.lock() {
+                script.push_back(Answer {
+                    argv: argv.iter().map(|s| s.to_string()).collect(),
+                    exit_code,
+                    stdout: stdout.into(),
+                    stderr: stderr.into(),
+                    effect: None,
+                });
+            }
+            self
+        }
+
+        /// Runs `effect` when the command scripted last answers (what it changes on disk).
+        pub(crate) fn then(self, effect: impl Fn() + Send + Sync + 'static) -> Self {
+            if let Some(last) = self.script.lock().unwrap().back_mut() {
+                last.effect = Some(Box::new(effect));
+            }
+            self
+        }
+
+        /// `program` is not installed.
+        pub(crate) fn without_program(mut self, program: &str) -> Self {
+            self.missing_programs.push(program.into());
+            self
+        }
+
+        /// systemd is not the init system.
+        pub(crate) fn without_systemd(mut self) -> Self {
+            self.no_systemd = true;
+            self
+        }
+
+        /// The extra environment the `n`th command ran with.
+        pub(crate) fn env_of(&self, n: usize) -> Vec<(String, String)> {
+            self.envs.lock().unwrap()[n].clone()
+        }
+
+        /// Fails the test unless every scripted command ran.
+        pub(crate) fn finished(&self) {
+            let script = self.script.lock().unwrap();
+            let left: Vec<String> = script.iter().map(|a| a.argv.join(" ")).collect();
+            assert!(
+                left.is_empty(),
+                "scripted commands that never ran: {left:?}"
+            );
+        }
+    }
+
+    impl std::fmt::Debug for ScriptedRunner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let script = self.script.lock().map_err(|_| std::fmt::Error)?;
+            let left: Vec<String> = script.iter().map(|a| a.argv.join(" ")).collect();
+            f.debug_struct("ScriptedRunner")
+                .field("left", &left)
+                .finish()
+        }
+    }
+
+    impl CommandRunner for ScriptedRunner {
+        fn output(&self, run: &Run<'_>) -> Result<CommandOutput, ProviderError> {
+            let next = self.script.lock().unwrap().pop_front();
+            let Some(answer) = next else {
+                panic!("unexpected command: {}", run.argv.join(" "));
+            };
+            assert_eq!(
+                run.argv,
+                answer.argv.as_slice(),
+                "not the command scripted next"
+            );
+            self.envs.lock().unwrap().push(run.env.to_vec());
+            if let Some(effect) = &answer.effect {
+                effect();
+            }
+            Ok(CommandOutput {
+                argv: answer.argv,
+                exit_code: answer.exit_code,
+                stdout_bytes: answer.stdout.len() as u64,
+                stderr_bytes: answer.stderr.len() as u64,
+                stdout: answer.stdout,
+                stderr: answer.stderr,
+                ..CommandOutput::default()
+            })
+        }
+
+        fn has_program(&self, program: &str) -> bool {
+            !self
+                .missing_programs
+                .iter()
+                .any(|missing| missing == program)
+        }
+
+        fn systemd_booted(&self) -> bool {
+            !self.no_systemd
+        }
+    }
 }
 
 #[cfg(test)]

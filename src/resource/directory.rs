@@ -197,12 +197,12 @@ fn create(ctx: &ProviderCtx<'_>, res: &Resource, entry: &Entry) -> Result<(), Pr
         .unwrap_or(0o755);
     // Made with its final mode when the umask keeps every bit of it; otherwise private,
     // then given its mode.
-    let exact = fsutil::exact_at_creation(mode);
+    let exact = crate::resource::beneath::exact_at_creation(mode);
     entry
         .mkdir(if exact { mode } else { 0o700 })
         .map_err(|err| match err.kind() {
             // The parent was removed since it was opened.
-            std::io::ErrorKind::NotFound => fsutil::missing_parent(entry.dir().path()),
+            std::io::ErrorKind::NotFound => ProviderError::missing_parent(entry.dir().path()),
             _ => ProviderError::io(path, err),
         })?;
     if !exact {

@@ -98,11 +98,95 @@ impl Provider for Group {
             command.extend(["-g".to_string(), gid.to_string()]);
         }
         command.extend(["--".to_string(), res.id.name.clone()]);
-        let output = Run::new(&command).check()?;
+        let output = ctx.runner.check(&Run::new(&command))?;
         let after = self.read(ctx, res)?;
         check_converged(res, &command, &self.diff(res, &after))?;
         Ok(Applied::Converged {
             output: Some(output),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::resource::command::scripted::ScriptedRunner;
+    use crate::resource::provider::testing::{TestNode, resource};
+
+    fn root_with_group(group: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/group"), group).unwrap();
+        dir
+    }
+
+    fn writes_group(root: &Path, group: &'static str) -> impl Fn() + Send + Sync + use<> {
+        let path = root.join("etc/group");
+        move || std::fs::write(&path, group).unwrap()
+    }
+
+    fn ops(attrs: &[(&str, Value)]) -> Resource {
+        resource("group", "ops", attrs)
+    }
+
+    #[test]
+    fn apply_creates_a_system_group_with_its_gid() {
+        let dir = root_with_group("root:x:0:\n");
+        let prefix = dir.path().to_str().unwrap();
+        let desired = ops(&[
+            ("ensure", Value::String("present".into())),
+            ("gid", Value::Int(500)),
+            ("system", Value::Bool(true)),
+        ]);
+        let runner = ScriptedRunner::new()
+            .answer(
+                &[
+                    "groupadd", "--prefix", prefix, "-r", "-g", "500", "--", "ops",
+                ],
+                0,
+                "",
+            )
+            .then(writes_group(dir.path(), "root:x:0:\nops:x:500:\n"));
+        let node = TestNode::at(dir.path());
+        let applied = Group.apply(&node.ctx(&runner), &desired).unwrap();
+        assert!(matches!(applied, Applied::Converged { output: Some(_) }));
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_changes_the_gid_with_groupmod_and_checks_it() {
+        let dir = root_with_group("ops:x:500:\n");
+        let prefix = dir.path().to_str().unwrap();
+        let desired = ops(&[("gid", Value::Int(501))]);
+        let groupmod = ["groupmod", "--prefix", prefix, "-g", "501", "--", "ops"];
+        let node = TestNode::at(dir.path());
+        // groupmod said yes but the group file did not change.
+        let runner = ScriptedRunner::new().answer(&groupmod, 0, "");
+        let err = Group.apply(&node.ctx(&runner), &desired).unwrap_err();
+        assert!(
+            err.to_string().contains("still needs update: gid is 500"),
+            "{err}"
+        );
+        runner.finished();
+        let runner = ScriptedRunner::new()
+            .answer(&groupmod, 0, "")
+            .then(writes_group(dir.path(), "ops:x:501:\n"));
+        Group.apply(&node.ctx(&runner), &desired).unwrap();
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_removes_with_groupdel() {
+        let dir = root_with_group("ops:x:500:\n");
+        let prefix = dir.path().to_str().unwrap();
+        let desired = ops(&[("ensure", Value::String("absent".into()))]);
+        let runner = ScriptedRunner::new()
+            .answer(&["groupdel", "--prefix", prefix, "--", "ops"], 0, "")
+            .then(writes_group(dir.path(), ""));
+        let node = TestNode::at(dir.path());
+        Group.apply(&node.ctx(&runner), &desired).unwrap();
+        runner.finished();
     }
 }

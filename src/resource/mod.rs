@@ -12,6 +12,8 @@ pub mod accounts;
 pub mod beneath;
 pub mod change;
 pub mod command;
+pub mod durability;
+pub mod error;
 pub mod fsutil;
 pub mod provider;
 
@@ -511,12 +513,44 @@ pub fn diff_attrs(res: &Resource, observed: &State, not_state: &[&str]) -> Chang
     change
 }
 
-/// The registered resource types.
+/// The registered resource types. Built once per run (by the command line's entry point, or
+/// by a program embedding steward) and passed down by reference: nothing below builds its own.
 pub struct Registry {
     types: Vec<Box<dyn ResourceType>>,
 }
 
+/// A type whose kind is already registered ([`Registry::register`]).
+#[derive(Debug, thiserror::Error)]
+#[error("a resource type `{0}` is already registered")]
+pub struct KindTaken(pub &'static str);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Registry").field(&self.kinds()).finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
 impl Registry {
+    /// A registry without types, to [`Registry::register`] types into.
+    pub fn new() -> Registry {
+        Registry { types: Vec::new() }
+    }
+
+    /// Adds a type. A kind is registered once: a second type of the same kind is refused.
+    pub fn register(&mut self, ty: Box<dyn ResourceType>) -> Result<(), KindTaken> {
+        if let Some(taken) = self.get(ty.kind()) {
+            return Err(KindTaken(taken.kind()));
+        }
+        self.types.push(ty);
+        Ok(())
+    }
+
     /// The v1 core types, in one explicit list.
     pub fn builtin() -> Registry {
         Registry {
@@ -834,6 +868,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn registry_refuses_a_kind_twice() {
+        let mut registry = Registry::new();
+        assert!(registry.register(Box::new(file::File)).is_ok());
+        let taken = registry.register(Box::new(file::File)).unwrap_err();
+        assert_eq!(taken.0, "file");
+        assert_eq!(registry.kinds(), ["file"]);
     }
 
     #[test]

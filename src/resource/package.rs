@@ -6,7 +6,6 @@
 //! package is half-way (unpacked, half-configured, ...). Under `--root` only the root's dpkg
 //! database is read: nothing is ever installed there.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::model::{Resource, Value};
@@ -36,16 +35,6 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long `apt-get` may take: downloads and maintainer scripts can be slow.
 const APT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The directories [`Run`] puts on `PATH`, to tell "not installed" from "failed to run".
-const SEARCH_PATH: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
 
 /// dpkg states in which the package is fully there.
 const INSTALLED_STATES: [&str; 3] = ["installed", "triggers-awaiting", "triggers-pending"];
@@ -133,7 +122,7 @@ impl Provider for Package {
         // `--root`, so the candidate is only known on the live system.
         if ctx.is_live()
             && res.attr_str("ensure") == Some("latest")
-            && let Some(candidate) = query_candidate(name)?
+            && let Some(candidate) = query_candidate(ctx, name)?
         {
             state.insert("candidate".into(), Value::String(candidate));
         }
@@ -161,7 +150,7 @@ impl Provider for Package {
         let mut run = Run::new(&command);
         run.env = &env;
         run.timeout = APT_TIMEOUT;
-        let output = run.check()?;
+        let output = ctx.runner.check(&run)?;
         let after = self.read(ctx, res)?;
         let left = self.diff(res, &after);
         if left.is_change() {
@@ -198,7 +187,7 @@ fn query_dpkg(ctx: &ProviderCtx<'_>, name: &str) -> Result<Option<Installed>, Pr
         })?;
         command.push(format!("--admindir={admin_dir}"));
     }
-    if !program_exists("dpkg-query") {
+    if !ctx.runner.has_program("dpkg-query") {
         return Err(ProviderError::Unsupported {
             message: "dpkg-query is not installed: packages are managed only on Debian-like nodes"
                 .into(),
@@ -212,7 +201,7 @@ fn query_dpkg(ctx: &ProviderCtx<'_>, name: &str) -> Result<Option<Installed>, Pr
     ]));
     let mut run = Run::new(&command);
     run.timeout = QUERY_TIMEOUT;
-    let output = run.output()?;
+    let output = ctx.runner.output(&run)?;
     match output.exit_code {
         Some(0) => Ok(parse_dpkg_query(&output.stdout)),
         // dpkg-query exits 1 when it knows no package of that name.
@@ -255,8 +244,8 @@ fn parse_dpkg_query(stdout: &str) -> Option<Installed> {
 
 /// The version `apt-get install` would pick, from `apt-cache policy`; `None` when apt knows
 /// no candidate.
-fn query_candidate(name: &str) -> Result<Option<String>, ProviderError> {
-    if !program_exists("apt-cache") {
+fn query_candidate(ctx: &ProviderCtx<'_>, name: &str) -> Result<Option<String>, ProviderError> {
+    if !ctx.runner.has_program("apt-cache") {
         return Err(ProviderError::Unsupported {
             message: "apt-cache is not installed: `ensure: latest` needs apt".into(),
         });
@@ -264,7 +253,7 @@ fn query_candidate(name: &str) -> Result<Option<String>, ProviderError> {
     let command = argv(&["apt-cache", "policy", "--", name]);
     let mut run = Run::new(&command);
     run.timeout = QUERY_TIMEOUT;
-    let output = run.check()?;
+    let output = ctx.runner.check(&run)?;
     Ok(parse_candidate(&output.stdout))
 }
 
@@ -330,16 +319,13 @@ fn describe_observed(state: &State) -> String {
     }
 }
 
-/// Whether `program` is on the `PATH` that [`Run`] uses.
-fn program_exists(program: &str) -> bool {
-    SEARCH_PATH
-        .iter()
-        .any(|dir| Path::new(dir).join(program).is_file())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::resource::command::scripted::ScriptedRunner;
+    use crate::resource::provider::testing::{TestNode, resource};
 
     #[test]
     fn multi_arch_prefers_installed() {
@@ -373,5 +359,189 @@ mod tests {
         assert!(pinned.iter().any(|arg| arg == "--allow-downgrades"));
         let remove = apt_command("hello", "absent");
         assert!(remove.iter().any(|arg| arg == "remove"));
+    }
+
+    const SHOW: &str = "--showformat=${db:Status-Status} ${Version}\\n";
+
+    fn live() -> TestNode {
+        TestNode::at(Path::new("/"))
+    }
+
+    fn hello(ensure: &str) -> Resource {
+        resource(
+            "package",
+            "hello",
+            &[("ensure", Value::String(ensure.into()))],
+        )
+    }
+
+    fn query() -> [&'static str; 5] {
+        ["dpkg-query", "-W", SHOW, "--", "hello"]
+    }
+
+    fn ensure_of(state: &State) -> Option<&str> {
+        state.get("ensure").and_then(Value::as_str)
+    }
+
+    #[test]
+    fn read_of_an_installed_package_and_its_candidate() {
+        let runner = ScriptedRunner::new()
+            .answer(&query(), 0, "installed 2.10-2\n")
+            .answer(
+                &["apt-cache", "policy", "--", "hello"],
+                0,
+                "hello:\n  Installed: 2.10-2\n  Candidate: 2.10-3\n",
+            );
+        let node = live();
+        let observed = Package.read(&node.ctx(&runner), &hello("latest")).unwrap();
+        assert_eq!(ensure_of(&observed), Some("2.10-2"));
+        assert_eq!(
+            observed.get("candidate").and_then(Value::as_str),
+            Some("2.10-3")
+        );
+        assert!(!observed.contains_key("status"));
+        runner.finished();
+        // Only `latest` asks apt for the candidate.
+        let runner = ScriptedRunner::new().answer(&query(), 0, "installed 2.10-2\n");
+        let observed = Package.read(&node.ctx(&runner), &hello("present")).unwrap();
+        assert!(!observed.contains_key("candidate"));
+        runner.finished();
+    }
+
+    #[test]
+    fn read_of_an_unknown_or_half_installed_package() {
+        let runner = ScriptedRunner::new().answer_with(
+            &query(),
+            Some(1),
+            "",
+            "dpkg-query: no packages found matching hello\n",
+        );
+        let node = live();
+        let observed = Package.read(&node.ctx(&runner), &hello("present")).unwrap();
+        assert_eq!(ensure_of(&observed), Some("absent"));
+        let runner = ScriptedRunner::new().answer(&query(), 0, "half-configured 2.10-3\n");
+        let observed = Package.read(&node.ctx(&runner), &hello("present")).unwrap();
+        assert_eq!(ensure_of(&observed), Some("2.10-3"));
+        assert_eq!(
+            observed.get("status").and_then(Value::as_str),
+            Some("half-configured")
+        );
+        // Any other failure of dpkg-query is the command's error.
+        let runner =
+            ScriptedRunner::new().answer_with(&query(), Some(2), "", "dpkg-query: error\n");
+        let err = Package
+            .read(&node.ctx(&runner), &hello("present"))
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Command { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_without_dpkg_is_unsupported() {
+        let runner = ScriptedRunner::new().without_program("dpkg-query");
+        let node = live();
+        let err = Package
+            .read(&node.ctx(&runner), &hello("present"))
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn apply_installs_with_apt_get_and_reads_again() {
+        let install = [
+            "apt-get",
+            "-y",
+            "-q",
+            "-o",
+            "DPkg::Lock::Timeout=120",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "install",
+            "--no-install-recommends",
+            "--",
+            "hello",
+        ];
+        let runner = ScriptedRunner::new()
+            .answer_with(
+                &query(),
+                Some(1),
+                "",
+                "dpkg-query: no packages found matching hello\n",
+            )
+            .answer(&install, 0, "Setting up hello (2.10-3) ...\n")
+            .answer(&query(), 0, "installed 2.10-3\n");
+        let node = live();
+        let applied = Package
+            .apply(&node.ctx(&runner), &hello("present"))
+            .unwrap();
+        let Applied::Converged {
+            output: Some(output),
+        } = applied
+        else {
+            panic!("{applied:?}");
+        };
+        assert_eq!(output.stdout, "Setting up hello (2.10-3) ...\n");
+        assert_eq!(
+            runner.env_of(1),
+            [("DEBIAN_FRONTEND".to_string(), "noninteractive".to_string())]
+        );
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_fails_when_dpkg_still_differs() {
+        let mut pinned = apt_command("hello", "2.10-3");
+        let tail = pinned.split_off(9);
+        assert_eq!(
+            tail,
+            [
+                "install",
+                "--no-install-recommends",
+                "--allow-downgrades",
+                "--",
+                "hello=2.10-3"
+            ]
+        );
+        pinned.extend(tail);
+        let pinned: Vec<&str> = pinned.iter().map(String::as_str).collect();
+        let runner = ScriptedRunner::new()
+            .answer(&query(), 0, "installed 2.10-2\n")
+            .answer(&pinned, 0, "")
+            .answer(&query(), 0, "half-configured 2.10-3\n");
+        let node = live();
+        let err = Package
+            .apply(&node.ctx(&runner), &hello("2.10-3"))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("hello=2.10-3"), "{message}");
+        assert!(
+            message.ends_with("dpkg reports 2.10-3 (half-configured)"),
+            "{message}"
+        );
+        runner.finished();
+    }
+
+    #[test]
+    fn under_a_root_only_its_database_is_read_and_nothing_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = TestNode::at(dir.path());
+        // No dpkg database in the image: no packages, and no command asked.
+        let runner = ScriptedRunner::new();
+        let observed = Package.read(&node.ctx(&runner), &hello("present")).unwrap();
+        assert_eq!(ensure_of(&observed), Some("absent"));
+        std::fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
+        std::fs::write(dir.path().join("var/lib/dpkg/status"), "").unwrap();
+        let admin_dir = format!("--admindir={}", dir.path().join("var/lib/dpkg").display());
+        let runner = ScriptedRunner::new().answer(
+            &["dpkg-query", &admin_dir, "-W", SHOW, "--", "hello"],
+            0,
+            "installed 2.10-2\n",
+        );
+        let err = Package
+            .apply(&node.ctx(&runner), &hello("2.10-3"))
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Unsupported { .. }), "{err}");
+        runner.finished();
     }
 }

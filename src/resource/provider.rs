@@ -13,6 +13,12 @@ use std::sync::Arc;
 use crate::model::Resource;
 use crate::resource::beneath::{Confine, Dir, Entry, OpenError, Root};
 use crate::resource::change::State;
+use crate::resource::command::CommandRunner;
+use crate::resource::durability::{Durability, Ticket};
+
+// The failure and output vocabulary lives below the contract, where the group commit and the
+// command runner can use it too; callers name it through the contract.
+pub use crate::resource::error::{CommandOutput, ProviderError};
 
 /// Everything a provider may use besides the resource.
 pub struct ProviderCtx<'a> {
@@ -25,12 +31,15 @@ pub struct ProviderCtx<'a> {
     /// Every path a `file`, `directory` or `symlink` resource on this node manages (for `purge`).
     pub managed_paths: &'a HashSet<String>,
     /// Batches the durability of content writes across concurrent providers.
-    pub durability: &'a crate::resource::fsutil::Durability,
+    pub durability: &'a Durability,
     /// The root and the directories already opened beneath it: a plan or apply resolves
     /// thousands of paths under a few directories. Providers that create a symlink or remove
     /// a directory forget what lies below it, since paths through it can lead elsewhere.
     /// `None` opens every directory afresh.
     pub path_cache: Option<&'a PathCache>,
+    /// Runs the providers' system commands (`systemctl`, `dpkg-query`, `apt-get`, `useradd`):
+    /// [`crate::resource::command::SystemRunner`] on a node, a script in unit tests.
+    pub runner: &'a dyn CommandRunner,
     /// Where to leave the writes and directory fsyncs this resource staged, when the caller
     /// makes them durable later in one batch (the executor). `None` waits for each one.
     pub staged: Option<&'a Staged>,
@@ -39,7 +48,7 @@ pub struct ProviderCtx<'a> {
 /// The durability tickets one resource's apply staged (see [`ProviderCtx::staged`]).
 #[derive(Debug, Default)]
 pub struct Staged {
-    tickets: std::sync::Mutex<Vec<crate::resource::fsutil::Ticket>>,
+    tickets: std::sync::Mutex<Vec<Ticket>>,
     /// The plan found nothing at the resource's path (see [`ProviderCtx::planned_absent`]).
     planned_absent: bool,
 }
@@ -60,7 +69,7 @@ impl Staged {
         }
     }
 
-    fn push(&self, ticket: crate::resource::fsutil::Ticket) -> Result<(), ProviderError> {
+    fn push(&self, ticket: Ticket) -> Result<(), ProviderError> {
         self.tickets
             .lock()
             .map_err(|_| ProviderError::failed("staged writes lock poisoned"))?
@@ -69,7 +78,7 @@ impl Staged {
     }
 
     /// The tickets staged so far, leaving none.
-    pub fn take(&self) -> Vec<crate::resource::fsutil::Ticket> {
+    pub fn take(&self) -> Vec<Ticket> {
         self.tickets
             .lock()
             .map(|mut tickets| std::mem::take(&mut *tickets))
@@ -88,7 +97,7 @@ struct Inside {
 
 /// Open directories beyond which the cache starts afresh: each holds a file descriptor, and
 /// a process often has only 1,024 (staged writes hold up to as many again, see
-/// [`crate::resource::fsutil::Durability`]).
+/// [`crate::resource::durability::Durability`]).
 const MAX_OPEN_DIRS: usize = 128;
 
 /// The root and the directories opened beneath it (see [`ProviderCtx::path_cache`]).
@@ -193,7 +202,7 @@ impl PathCache {
 }
 
 impl ProviderCtx<'_> {
-    /// Writes `bytes` to `entry` atomically and durably (see [`crate::resource::fsutil`]).
+    /// Writes `bytes` to `entry` atomically and durably (see [`crate::resource::durability`]).
     /// With [`ProviderCtx::staged`] set, the write is only staged: the entry is replaced when
     /// the caller flushes the batch.
     pub fn write_durably(
@@ -282,7 +291,7 @@ impl ProviderCtx<'_> {
         let located = self.locate(path)?;
         match located.entry {
             Some(entry) => Ok(entry),
-            None => Err(crate::resource::fsutil::missing_parent(
+            None => Err(ProviderError::missing_parent(
                 located.path.parent().unwrap_or(self.root),
             )),
         }
@@ -387,29 +396,6 @@ pub struct Located {
     pub entry: Option<Entry>,
 }
 
-/// Captured output of a command.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CommandOutput {
-    /// The arguments that ran.
-    pub argv: Vec<String>,
-    /// Exit code, `None` when killed by a signal or a timeout.
-    pub exit_code: Option<i32>,
-    /// Standard output, capped.
-    pub stdout: String,
-    /// Standard error, capped.
-    pub stderr: String,
-    /// True when either stream was cut at the cap.
-    pub truncated: bool,
-    /// True when the command was killed at its timeout.
-    pub timed_out: bool,
-    /// True when the command was killed because its run was cancelled.
-    pub cancelled: bool,
-    /// Bytes written to standard output in all (more than kept when truncated).
-    pub stdout_bytes: u64,
-    /// Bytes written to standard error in all.
-    pub stderr_bytes: u64,
-}
-
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
@@ -420,86 +406,6 @@ pub enum Applied {
         /// Output of any command that ran (exec, package manager).
         output: Option<CommandOutput>,
     },
-}
-
-/// Why a provider could not read or converge.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProviderError {
-    /// A system call on a path failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A command failed.
-    #[error("`{}` {}", argv.join(" "), describe_status(output))]
-    Command {
-        /// The arguments.
-        argv: Vec<String>,
-        /// What it printed and how it ended.
-        output: Box<CommandOutput>,
-    },
-    /// steward will not do this (a path escaping the root, an unsafe request).
-    #[error("refused: {message}")]
-    Refused {
-        /// Why.
-        message: String,
-    },
-    /// The node cannot do this (no systemd, no dpkg, not under `--root`).
-    #[error("unsupported: {message}")]
-    Unsupported {
-        /// Why.
-        message: String,
-    },
-    /// Something appeared at a path the plan found absent, so a staged creation left it
-    /// alone; the executor applies the resource again with every check.
-    #[error("{}: appeared since the plan", path.display())]
-    Appeared {
-        /// The path.
-        path: PathBuf,
-    },
-    /// Anything else, said plainly.
-    #[error("{message}")]
-    Failed {
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl ProviderError {
-    /// An [`ProviderError::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> ProviderError {
-        ProviderError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-
-    /// A [`ProviderError::Failed`].
-    pub fn failed(message: impl Into<String>) -> ProviderError {
-        ProviderError::Failed {
-            message: message.into(),
-        }
-    }
-}
-
-fn describe_status(output: &CommandOutput) -> String {
-    let status = match (output.timed_out, output.exit_code) {
-        (true, _) => "timed out".to_string(),
-        (false, Some(code)) => format!("exited with {code}"),
-        (false, None) => "was killed by a signal".to_string(),
-    };
-    let stderr = output.stderr.trim();
-    if stderr.is_empty() {
-        status
-    } else {
-        let last = stderr.lines().last().unwrap_or(stderr);
-        format!("{status}: {last}")
-    }
 }
 
 /// The impure half of a resource type.
@@ -518,10 +424,78 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// What the providers' unit tests share: a context over a root with a scripted runner, and
+/// resources built from attribute lists.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::{Path, PathBuf};
+
+    use crate::diag::{SourceId, Span};
+    use crate::model::{Attr, Resource, ResourceId, Value};
+    use crate::resource::command::CommandRunner;
+    use crate::resource::durability::Durability;
+    use crate::resource::provider::ProviderCtx;
+
+    /// The owned parts a test's provider context borrows.
+    pub(crate) struct TestNode {
+        root: PathBuf,
+        managed_paths: foldhash::HashSet<String>,
+        durability: Durability,
+    }
+
+    impl TestNode {
+        /// A node whose file system is at `root` (`/` for the live system).
+        pub(crate) fn at(root: &Path) -> TestNode {
+            TestNode {
+                root: root.to_path_buf(),
+                managed_paths: Default::default(),
+                durability: Durability::new(),
+            }
+        }
+
+        /// A context whose commands go to `runner`.
+        pub(crate) fn ctx<'a>(&'a self, runner: &'a dyn CommandRunner) -> ProviderCtx<'a> {
+            ProviderCtx {
+                root: &self.root,
+                state_dir: &self.root,
+                run_id: "test",
+                managed_paths: &self.managed_paths,
+                durability: &self.durability,
+                path_cache: None,
+                runner,
+                staged: None,
+            }
+        }
+    }
+
+    /// A resource with these attributes.
+    pub(crate) fn resource(kind: &str, name: &str, attrs: &[(&str, Value)]) -> Resource {
+        let span = Span::new(SourceId(0), 0, 0);
+        Resource {
+            id: ResourceId::new(kind, name),
+            span,
+            source: SourceId(0),
+            attrs: attrs
+                .iter()
+                .map(|(key, value)| {
+                    let attr = Attr {
+                        value: value.clone(),
+                        span,
+                        sensitive: false,
+                    };
+                    (key.to_string(), attr)
+                })
+                .collect(),
+            relations: Vec::new(),
+            association: None,
+            secrets: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::fsutil::Durability;
 
     fn ctx<'a>(
         root: &'a Path,
@@ -536,6 +510,7 @@ mod tests {
             managed_paths: managed,
             durability,
             path_cache: Some(cache),
+            runner: &crate::resource::command::SystemRunner,
             staged: None,
         }
     }

@@ -6,7 +6,6 @@
 //! nothing runs, so only `enable` can be managed (`systemctl --root=...`); `ensure` there is
 //! unsupported. A unit name without a suffix is a `.service` (systemctl adds it).
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::model::{Resource, Value};
@@ -73,16 +72,16 @@ impl ResourceType for Service {
 /// How long `systemctl` may take; `start` waits for the unit's start-up job.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Present while systemd is the running init system (`sd_booted(3)`).
-const SYSTEMD_RUNTIME_DIR: &str = "/run/systemd/system";
-
 impl Provider for Service {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let unit = &res.id.name;
         let mut state = State::new();
         if ctx.is_live() {
-            require_systemd()?;
-            state.insert("ensure".into(), Value::String(active_state(unit)?.into()));
+            require_systemd(ctx)?;
+            state.insert(
+                "ensure".into(),
+                Value::String(active_state(ctx, unit)?.into()),
+            );
         } else if res.attr("ensure").is_some() {
             return Err(ensure_under_root(ctx, res));
         } else {
@@ -158,8 +157,8 @@ impl Provider for Service {
             Some(_) => false,
             None if !ctx.is_live() => false,
             None => {
-                require_systemd()?;
-                active_state(unit)? == "running"
+                require_systemd(ctx)?;
+                active_state(ctx, unit)? == "running"
             }
         };
         if !should_restart {
@@ -168,7 +167,7 @@ impl Provider for Service {
         if !ctx.is_live() {
             return Err(ensure_under_root(ctx, res));
         }
-        require_systemd()?;
+        require_systemd(ctx)?;
         let output = systemctl(ctx, &["restart", "--", unit])?;
         Ok(Applied::Converged {
             output: Some(output),
@@ -176,8 +175,8 @@ impl Provider for Service {
     }
 }
 
-fn require_systemd() -> Result<(), ProviderError> {
-    if Path::new(SYSTEMD_RUNTIME_DIR).is_dir() {
+fn require_systemd(ctx: &ProviderCtx<'_>) -> Result<(), ProviderError> {
+    if ctx.runner.systemd_booted() {
         Ok(())
     } else {
         Err(ProviderError::Unsupported {
@@ -198,9 +197,9 @@ fn ensure_under_root(ctx: &ProviderCtx<'_>, res: &Resource) -> ProviderError {
 }
 
 /// `running` or `stopped`, from `systemctl is-active` (which exits non-zero when inactive).
-fn active_state(unit: &str) -> Result<&'static str, ProviderError> {
+fn active_state(ctx: &ProviderCtx<'_>, unit: &str) -> Result<&'static str, ProviderError> {
     let command = argv(&["systemctl", "is-active", "--", unit]);
-    let output = systemctl_query(&command)?;
+    let output = systemctl_query(ctx, &command)?;
     Ok(match output.stdout.trim() {
         "active" | "reloading" => "running",
         _ => "stopped",
@@ -214,15 +213,18 @@ fn is_enabled(ctx: &ProviderCtx<'_>, unit: &str) -> Result<bool, ProviderError> 
     let mut command = argv(&["systemctl"]);
     command.extend(root_flag(ctx)?);
     command.extend(argv(&["is-enabled", "--", unit]));
-    let output = systemctl_query(&command)?;
+    let output = systemctl_query(ctx, &command)?;
     Ok(output.exit_code == Some(0) && output.stdout.trim() != "indirect")
 }
 
 /// Runs a systemctl question; any exit code is an answer, but a timeout or signal is not.
-fn systemctl_query(command: &[String]) -> Result<CommandOutput, ProviderError> {
+fn systemctl_query(
+    ctx: &ProviderCtx<'_>,
+    command: &[String],
+) -> Result<CommandOutput, ProviderError> {
     let mut run = Run::new(command);
     run.timeout = SYSTEMCTL_TIMEOUT;
-    let output = run.output()?;
+    let output = ctx.runner.output(&run)?;
     if output.exit_code.is_none() {
         return Err(ProviderError::Command {
             argv: command.to_vec(),
@@ -239,7 +241,7 @@ fn systemctl(ctx: &ProviderCtx<'_>, args: &[&str]) -> Result<CommandOutput, Prov
     command.extend(argv(args));
     let mut run = Run::new(&command);
     run.timeout = SYSTEMCTL_TIMEOUT;
-    run.check()
+    ctx.runner.check(&run)
 }
 
 /// `--root=ROOT` when not live.
@@ -251,4 +253,203 @@ fn root_flag(ctx: &ProviderCtx<'_>) -> Result<Option<String>, ProviderError> {
         message: format!("the root `{}` is not valid UTF-8", ctx.root.display()),
     })?;
     Ok(Some(format!("--root={root}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::resource::command::scripted::ScriptedRunner;
+    use crate::resource::provider::testing::{TestNode, resource};
+
+    fn live() -> TestNode {
+        TestNode::at(Path::new("/"))
+    }
+
+    fn nginx(attrs: &[(&str, Value)]) -> Resource {
+        resource("service", "nginx", attrs)
+    }
+
+    fn state(ensure: &str, enable: bool) -> State {
+        let mut state = State::new();
+        state.insert("ensure".into(), Value::String(ensure.into()));
+        state.insert("enable".into(), Value::Bool(enable));
+        state
+    }
+
+    #[test]
+    fn read_of_an_inactive_disabled_unit() {
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 3, "inactive\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 1, "disabled\n");
+        let node = live();
+        let observed = Service.read(&node.ctx(&runner), &nginx(&[])).unwrap();
+        assert_eq!(observed, state("stopped", false));
+        runner.finished();
+    }
+
+    #[test]
+    fn read_of_a_missing_unit_is_stopped_and_disabled() {
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 4, "inactive\n")
+            .answer_with(
+                &["systemctl", "is-enabled", "--", "nginx"],
+                Some(1),
+                "",
+                "Failed to get unit file state for nginx.service: No such file or directory\n",
+            );
+        let node = live();
+        let observed = Service.read(&node.ctx(&runner), &nginx(&[])).unwrap();
+        assert_eq!(observed, state("stopped", false));
+        runner.finished();
+    }
+
+    #[test]
+    fn read_counts_static_as_enabled_and_indirect_as_not() {
+        for (answer, enabled) in [("static\n", true), ("indirect\n", false), ("alias\n", true)] {
+            let runner = ScriptedRunner::new()
+                .answer(&["systemctl", "is-active", "--", "nginx"], 0, "reloading\n")
+                .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, answer);
+            let node = live();
+            let observed = Service.read(&node.ctx(&runner), &nginx(&[])).unwrap();
+            assert_eq!(observed, state("running", enabled), "{answer}");
+        }
+    }
+
+    #[test]
+    fn a_killed_query_is_an_error_not_an_answer() {
+        let runner = ScriptedRunner::new().answer_with(
+            &["systemctl", "is-active", "--", "nginx"],
+            None,
+            "",
+            "",
+        );
+        let node = live();
+        let err = Service.read(&node.ctx(&runner), &nginx(&[])).unwrap_err();
+        assert!(matches!(err, ProviderError::Command { .. }), "{err}");
+    }
+
+    #[test]
+    fn without_systemd_nothing_runs() {
+        let runner = ScriptedRunner::new().without_systemd();
+        let node = live();
+        let err = Service.read(&node.ctx(&runner), &nginx(&[])).unwrap_err();
+        assert!(matches!(err, ProviderError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn apply_starts_before_enabling_and_reads_again() {
+        let desired = nginx(&[
+            ("ensure", Value::String("running".into())),
+            ("enable", Value::Bool(true)),
+        ]);
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 3, "inactive\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 1, "disabled\n")
+            .answer(&["systemctl", "start", "--", "nginx"], 0, "")
+            .answer(&["systemctl", "enable", "--", "nginx"], 0, "")
+            .answer(&["systemctl", "is-active", "--", "nginx"], 0, "active\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, "enabled\n");
+        let node = live();
+        let applied = Service.apply(&node.ctx(&runner), &desired).unwrap();
+        // Two commands ran: `Applied` keeps the output of one only.
+        assert_eq!(applied, Applied::Converged { output: None });
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_does_nothing_when_converged() {
+        let desired = nginx(&[("ensure", Value::String("running".into()))]);
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 0, "active\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, "enabled\n");
+        let node = live();
+        let applied = Service.apply(&node.ctx(&runner), &desired).unwrap();
+        assert_eq!(applied, Applied::AlreadyConverged);
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_fails_when_the_unit_does_not_stay_up() {
+        let desired = nginx(&[("ensure", Value::String("running".into()))]);
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 3, "inactive\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, "enabled\n")
+            .answer(&["systemctl", "start", "--", "nginx"], 0, "")
+            .answer(&["systemctl", "is-active", "--", "nginx"], 3, "failed\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, "enabled\n");
+        let node = live();
+        let err = Service.apply(&node.ctx(&runner), &desired).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("still not as desired"), "{message}");
+        assert!(message.contains("journalctl -u nginx"), "{message}");
+        runner.finished();
+    }
+
+    #[test]
+    fn a_failing_start_is_the_command_error() {
+        let desired = nginx(&[("ensure", Value::String("running".into()))]);
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 3, "inactive\n")
+            .answer(&["systemctl", "is-enabled", "--", "nginx"], 0, "enabled\n")
+            .answer_with(
+                &["systemctl", "start", "--", "nginx"],
+                Some(1),
+                "",
+                "Job for nginx.service failed.\n",
+            );
+        let node = live();
+        let err = Service.apply(&node.ctx(&runner), &desired).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`systemctl start -- nginx` exited with 1: Job for nginx.service failed."
+        );
+        runner.finished();
+    }
+
+    #[test]
+    fn under_a_root_only_enable_is_managed_with_the_root_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_flag = format!("--root={}", dir.path().display());
+        let desired = nginx(&[("enable", Value::Bool(true))]);
+        let runner = ScriptedRunner::new()
+            .answer(
+                &["systemctl", &root_flag, "is-enabled", "--", "nginx"],
+                1,
+                "disabled\n",
+            )
+            .answer(&["systemctl", &root_flag, "enable", "--", "nginx"], 0, "")
+            .answer(
+                &["systemctl", &root_flag, "is-enabled", "--", "nginx"],
+                0,
+                "enabled\n",
+            );
+        let node = TestNode::at(dir.path());
+        let applied = Service.apply(&node.ctx(&runner), &desired).unwrap();
+        assert!(matches!(applied, Applied::Converged { output: Some(_) }));
+        runner.finished();
+        let running = nginx(&[("ensure", Value::String("running".into()))]);
+        let err = Service.read(&node.ctx(&runner), &running).unwrap_err();
+        assert!(matches!(err, ProviderError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn refresh_restarts_a_running_unit_without_ensure() {
+        let runner = ScriptedRunner::new()
+            .answer(&["systemctl", "is-active", "--", "nginx"], 0, "active\n")
+            .answer(&["systemctl", "restart", "--", "nginx"], 0, "");
+        let node = live();
+        let applied = Service.refresh(&node.ctx(&runner), &nginx(&[])).unwrap();
+        assert!(matches!(applied, Applied::Converged { output: Some(_) }));
+        runner.finished();
+        let stopped = ScriptedRunner::new().answer(
+            &["systemctl", "is-active", "--", "nginx"],
+            3,
+            "inactive\n",
+        );
+        let applied = Service.refresh(&node.ctx(&stopped), &nginx(&[])).unwrap();
+        assert_eq!(applied, Applied::AlreadyConverged);
+        stopped.finished();
+    }
 }

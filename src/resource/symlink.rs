@@ -116,7 +116,7 @@ impl Provider for Symlink {
         temp.symlink(std::path::Path::new(target))
             .map_err(|err| match err.kind() {
                 // The parent was removed since it was opened.
-                std::io::ErrorKind::NotFound => fsutil::missing_parent(entry.dir().path()),
+                std::io::ErrorKind::NotFound => ProviderError::missing_parent(entry.dir().path()),
                 _ => ProviderError::io(temp.path(), err),
             })?;
         if let Err(err) = temp.rename_to(&entry) {

@@ -132,7 +132,7 @@ impl Provider for User {
             _ => {}
         }
         command.extend(["--".to_string(), res.id.name.clone()]);
-        let output = Run::new(&command).check()?;
+        let output = ctx.runner.check(&Run::new(&command))?;
         let after = self.read(ctx, res)?;
         check_converged(res, &command, &self.diff(res, &after))?;
         Ok(Applied::Converged {
@@ -279,7 +279,153 @@ fn user_option(name: &str, value: &Value) -> Result<Vec<String>, ProviderError> 
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
+    use crate::resource::command::scripted::ScriptedRunner;
+    use crate::resource::provider::testing::{TestNode, resource};
+
+    /// A root whose account files say `passwd` and `group`.
+    fn root_with(passwd: &str, group: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        write_accounts(dir.path(), passwd, group);
+        dir
+    }
+
+    fn write_accounts(root: &Path, passwd: &str, group: &str) {
+        std::fs::write(root.join("etc/passwd"), passwd).unwrap();
+        std::fs::write(root.join("etc/group"), group).unwrap();
+    }
+
+    /// What a shadow tool would leave in the root's account files.
+    fn writes(
+        root: &Path,
+        passwd: &'static str,
+        group: &'static str,
+    ) -> impl Fn() + Send + Sync + use<> {
+        let root: PathBuf = root.to_path_buf();
+        move || write_accounts(&root, passwd, group)
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n";
+    const GROUP: &str = "root:x:0:\nadm:x:4:\n";
+
+    fn alice(attrs: &[(&str, Value)]) -> Resource {
+        resource("user", "alice", attrs)
+    }
+
+    #[test]
+    fn apply_creates_with_useradd_under_the_root() {
+        let dir = root_with(PASSWD, GROUP);
+        let prefix = dir.path().to_str().unwrap();
+        let desired = alice(&[
+            ("ensure", Value::String("present".into())),
+            ("uid", Value::Int(1001)),
+            ("shell", Value::String("/bin/bash".into())),
+            ("groups", Value::List(vec![Value::String("adm".into())])),
+            ("system", Value::Bool(true)),
+        ]);
+        let runner = ScriptedRunner::new()
+            .answer(
+                &[
+                    "useradd",
+                    "--prefix",
+                    prefix,
+                    "-M",
+                    "-r",
+                    // One option per attribute, in the attributes' (sorted) order.
+                    "-G",
+                    "adm",
+                    "-s",
+                    "/bin/bash",
+                    "-u",
+                    "1001",
+                    "--",
+                    "alice",
+                ],
+                0,
+                "",
+            )
+            .then(writes(
+                dir.path(),
+                "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/bash\n",
+                "root:x:0:\nadm:x:4:alice\n",
+            ));
+        let node = TestNode::at(dir.path());
+        let applied = User.apply(&node.ctx(&runner), &desired).unwrap();
+        assert!(matches!(applied, Applied::Converged { output: Some(_) }));
+        runner.finished();
+        // Converged now: nothing runs.
+        let applied = User.apply(&node.ctx(&runner), &desired).unwrap();
+        assert_eq!(applied, Applied::AlreadyConverged);
+    }
+
+    #[test]
+    fn apply_updates_only_what_differs_with_usermod() {
+        let dir = root_with(
+            "alice:x:1001:1001::/home/alice:/bin/sh\n",
+            "alice:x:1001:\nadm:x:4:alice\n",
+        );
+        let prefix = dir.path().to_str().unwrap();
+        let desired = alice(&[
+            ("uid", Value::Int(1001)),
+            ("shell", Value::String("/bin/zsh".into())),
+            ("groups", Value::List(vec![Value::String("adm".into())])),
+        ]);
+        let usermod = [
+            "usermod", "--prefix", prefix, "-s", "/bin/zsh", "--", "alice",
+        ];
+        let runner = ScriptedRunner::new().answer(&usermod, 0, "").then(writes(
+            dir.path(),
+            "alice:x:1001:1001::/home/alice:/bin/zsh\n",
+            "alice:x:1001:\nadm:x:4:alice\n",
+        ));
+        let node = TestNode::at(dir.path());
+        User.apply(&node.ctx(&runner), &desired).unwrap();
+        runner.finished();
+        // A usermod that changes nothing is a failure, not a convergence.
+        let desired = alice(&[("shell", Value::String("/bin/fish".into()))]);
+        let usermod = [
+            "usermod",
+            "--prefix",
+            prefix,
+            "-s",
+            "/bin/fish",
+            "--",
+            "alice",
+        ];
+        let runner = ScriptedRunner::new().answer(&usermod, 0, "");
+        let err = User.apply(&node.ctx(&runner), &desired).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("succeeded but `user:alice` still needs update"),
+            "{message}"
+        );
+        runner.finished();
+    }
+
+    #[test]
+    fn apply_removes_with_userdel_and_reports_its_failure() {
+        let dir = root_with("alice:x:1001:1001::/home/alice:/bin/sh\n", "");
+        let prefix = dir.path().to_str().unwrap();
+        let desired = alice(&[("ensure", Value::String("absent".into()))]);
+        let userdel = ["userdel", "--prefix", prefix, "--", "alice"];
+        let runner = ScriptedRunner::new().answer_with(
+            &userdel,
+            Some(8),
+            "",
+            "userdel: user alice is currently used by process 42\n",
+        );
+        let node = TestNode::at(dir.path());
+        let err = User.apply(&node.ctx(&runner), &desired).unwrap_err();
+        assert!(matches!(err, ProviderError::Command { .. }), "{err}");
+        let runner = ScriptedRunner::new()
+            .answer(&userdel, 0, "")
+            .then(writes(dir.path(), "", ""));
+        User.apply(&node.ctx(&runner), &desired).unwrap();
+        runner.finished();
+    }
 
     #[test]
     fn options() {

@@ -71,7 +71,7 @@ struct TestNode {
     _root_dir: Option<tempfile::TempDir>,
     state_dir: tempfile::TempDir,
     managed_paths: foldhash::HashSet<String>,
-    durability: steward::resource::fsutil::Durability,
+    durability: steward::resource::durability::Durability,
 }
 
 impl TestNode {
@@ -83,7 +83,7 @@ impl TestNode {
             _root_dir: Some(root_dir),
             state_dir: tempfile::tempdir().unwrap(),
             managed_paths: Default::default(),
-            durability: steward::resource::fsutil::Durability::new(),
+            durability: steward::resource::durability::Durability::new(),
         }
     }
 
@@ -94,7 +94,7 @@ impl TestNode {
             _root_dir: None,
             state_dir: tempfile::tempdir().unwrap(),
             managed_paths: Default::default(),
-            durability: steward::resource::fsutil::Durability::new(),
+            durability: steward::resource::durability::Durability::new(),
         }
     }
 
@@ -106,6 +106,7 @@ impl TestNode {
             managed_paths: &self.managed_paths,
             durability: &self.durability,
             path_cache: None,
+            runner: &steward::resource::command::SystemRunner,
             staged: None,
         }
     }

@@ -180,21 +180,15 @@ pub async fn run(
             return RunResponse::error(err);
         }
     };
-    let registry = Registry::builtin();
+    let registry = controller.registry.clone();
     let overrides = request.overrides.clone();
     let validated = {
         let dir = dir.clone();
         let local_facts = crate::facts::local(Path::new("/"));
         let adhoc = scope.adhoc.as_ref().map(|a| a.nodes.clone());
+        let registry = registry.clone();
         match tokio::task::spawn_blocking(move || {
-            validate_with(
-                &dir,
-                &Registry::builtin(),
-                local_facts,
-                overrides,
-                inventory,
-                adhoc,
-            )
+            validate_with(&dir, &registry, local_facts, overrides, inventory, adhoc)
         })
         .await
         {
