@@ -245,6 +245,68 @@ pub enum DispatchError {
     SessionsPoisoned,
 }
 
+/// Why an agent's connection ended, or was refused, or a renewal failed: logged, never
+/// returned to callers outside this module.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The TLS handshake did not finish within [`HELLO_TIMEOUT`].
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    /// The TLS handshake failed.
+    #[error("refused at TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The client did not offer ALPN `steward/1`.
+    #[error(
+        "refused: the client did not offer the `{}` protocol (ALPN)",
+        String::from_utf8_lossy(pki::ALPN)
+    )]
+    NoAlpn,
+    /// The client's certificate cannot be read.
+    #[error("unreadable client certificate: {0}")]
+    BadCertificate(#[source] pki::PkiError),
+    /// The node is revoked, or the certificate is not its current one.
+    #[error("refused `{0}`: revoked or superseded certificate")]
+    Superseded(String),
+    /// A peer without a certificate closed before enrolling.
+    #[error("closed before enrolling")]
+    ClosedBeforeEnrolling,
+    /// The enrollment was refused (the log's reason, which the peer may not have been told).
+    #[error("enrollment refused: {0}")]
+    EnrollmentRefused(String),
+    /// An agent speaks another protocol version.
+    #[error("protocol {0} is not supported")]
+    Protocol(u32),
+    /// An agent's first message was not `hello`.
+    #[error("`{0}` did not say hello first")]
+    NoHello(String),
+    /// An agent closed before `hello`.
+    #[error("`{0}` closed before hello")]
+    ClosedBeforeHello(String),
+    /// An agent's `hello` could not be read.
+    #[error("`{node}`: {source}")]
+    Hello {
+        /// The node its certificate names.
+        node: String,
+        /// Why.
+        source: wire::WireError,
+    },
+    /// A certificate the CA just signed does not read back as PEM.
+    #[error("certificate PEM: {0}")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    /// The CA refused a CSR, or a certificate does not parse.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// A frame could not be read or written.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// The store could not be reached.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why a write to the task ledger failed.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -618,19 +680,16 @@ impl Controller {
         addr: SocketAddr,
         acceptor: TlsAcceptor,
         slot: UnauthenticatedSlot,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let _ = tcp.set_nodelay(true);
         let mut stream = tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(tcp))
             .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|err| format!("refused at TLS: {err}"))?;
+            .map_err(|_| SessionError::HandshakeTimeout)?
+            .map_err(SessionError::Tls)?;
         // rustls refuses a client whose protocols do not include ours, but lets in one that
         // offers none.
         if stream.get_ref().1.alpn_protocol() != Some(pki::ALPN) {
-            return Err(format!(
-                "refused: the client did not offer the `{}` protocol (ALPN)",
-                String::from_utf8_lossy(pki::ALPN)
-            ));
+            return Err(SessionError::NoAlpn);
         }
         let peer = stream
             .get_ref()
@@ -640,14 +699,12 @@ impl Controller {
             .map(|cert| pki::peer_identity(cert.as_ref()));
         match peer {
             None => self.enrollment(&mut stream).await,
-            Some(Err(err)) => Err(format!("unreadable client certificate: {err}")),
+            Some(Err(err)) => Err(SessionError::BadCertificate(err)),
             Some(Ok(identity)) => {
                 let (who, fingerprint) = (identity.node.clone(), identity.fingerprint.clone());
                 let known = self
                     .store(move |s| s.node_cert_ok(&who, &fingerprint))
-                    .await
-                    .map_err(|err| err.to_string())?
-                    .map_err(|err| err.to_string())?;
+                    .await??;
                 if !known {
                     let _ = wire::write_msg(
                         &mut stream,
@@ -659,10 +716,7 @@ impl Controller {
                         },
                     )
                     .await;
-                    return Err(format!(
-                        "refused `{}`: revoked or superseded certificate",
-                        identity.node
-                    ));
+                    return Err(SessionError::Superseded(identity.node));
                 }
                 drop(slot);
                 self.agent_session(stream, addr, identity).await
@@ -674,11 +728,10 @@ impl Controller {
     async fn enrollment(
         self: &Arc<Self>,
         stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let msg =
             wire::read_msg_within::<AgentMsg, _>(stream, HELLO_TIMEOUT, MAX_UNAUTHENTICATED_FRAME)
-                .await
-                .map_err(|err| err.to_string())?;
+                .await?;
         let reply = match msg {
             Some(AgentMsg::Enroll {
                 protocol,
@@ -690,13 +743,11 @@ impl Controller {
             Some(_) => Err(Refusal::plain(
                 "only enrollment is allowed without a certificate",
             )),
-            None => return Err("closed before enrolling".to_string()),
+            None => return Err(SessionError::ClosedBeforeEnrolling),
         };
         match reply {
             Ok((node, msg)) => {
-                wire::write_msg(stream, &msg)
-                    .await
-                    .map_err(|err| err.to_string())?;
+                wire::write_msg(stream, &msg).await?;
                 tracing::info!(node, "enrolled node `{node}`");
                 Ok(())
             }
@@ -708,7 +759,7 @@ impl Controller {
                     },
                 )
                 .await;
-                Err(format!("enrollment refused: {}", refusal.why))
+                Err(SessionError::EnrollmentRefused(refusal.why))
             }
         }
     }
@@ -740,7 +791,8 @@ impl Controller {
             .ca
             .sign_agent(node, csr_pem, self.cert_lifetime)
             .map_err(|err| Refusal::plain(err.to_string()))?;
-        let (fingerprint, not_after) = cert_facts(&cert_pem).map_err(Refusal::plain)?;
+        let (fingerprint, not_after) =
+            cert_facts(&cert_pem).map_err(|err| Refusal::plain(err.to_string()))?;
         let (owner, claimed_tags) = (node.to_string(), tags.clone());
         let redeemed = self
             .store(move |s| {
@@ -782,7 +834,7 @@ impl Controller {
         stream: tokio_rustls::server::TlsStream<TcpStream>,
         addr: SocketAddr,
         identity: pki::PeerIdentity,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let node = identity.node.clone();
         let (mut reader, mut writer) = tokio::io::split(stream);
         let hello = wire::read_msg_within::<AgentMsg, _>(
@@ -795,19 +847,19 @@ impl Controller {
                 protocol, facts, ..
             })) if protocol == PROTOCOL => facts,
             Ok(Some(AgentMsg::Hello { protocol, .. })) => {
-                let reason = format!("protocol {protocol} is not supported");
+                let refused = SessionError::Protocol(protocol);
                 let _ = wire::write_msg(
                     &mut writer,
                     &ControllerMsg::Refused {
-                        reason: reason.clone(),
+                        reason: refused.to_string(),
                     },
                 )
                 .await;
-                return Err(reason);
+                return Err(refused);
             }
-            Ok(Some(_)) => return Err(format!("`{node}` did not say hello first")),
-            Ok(None) => return Err(format!("`{node}` closed before hello")),
-            Err(err) => return Err(format!("`{node}`: {err}")),
+            Ok(Some(_)) => return Err(SessionError::NoHello(node)),
+            Ok(None) => return Err(SessionError::ClosedBeforeHello(node)),
+            Err(source) => return Err(SessionError::Hello { node, source }),
         };
         let facts = sanitize_facts(facts, addr);
         let seen = crate::engine::record::timestamp();
@@ -834,8 +886,7 @@ impl Controller {
                 renew,
             },
         )
-        .await
-        .map_err(|err| err.to_string())?;
+        .await?;
 
         let (tx, mut rx) = mpsc::channel::<ControllerMsg>(SESSION_QUEUE);
         let stop = Arc::new(Notify::new());
@@ -942,17 +993,12 @@ impl Controller {
         }
     }
 
-    async fn renew(self: &Arc<Self>, node: &str, csr_pem: &str) -> Result<String, String> {
-        let cert_pem = self
-            .ca
-            .sign_agent(node, csr_pem, self.cert_lifetime)
-            .map_err(|err| err.to_string())?;
+    async fn renew(self: &Arc<Self>, node: &str, csr_pem: &str) -> Result<String, SessionError> {
+        let cert_pem = self.ca.sign_agent(node, csr_pem, self.cert_lifetime)?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
         let node = node.to_string();
         self.store(move |s| s.renew_node_cert(&node, &fingerprint, &not_after))
-            .await
-            .map_err(|err| err.to_string())?
-            .map_err(|err| err.to_string())?;
+            .await??;
         Ok(cert_pem)
     }
 
@@ -1109,9 +1155,9 @@ fn start_ledger(path: &Path) -> Result<LedgerTx, LedgerError> {
 }
 
 /// `sha256:` fingerprint and RFC 3339 expiry of a certificate the CA just signed.
-fn cert_facts(cert_pem: &str) -> Result<(String, String), String> {
+fn cert_facts(cert_pem: &str) -> Result<(String, String), SessionError> {
     let der = pem_der(cert_pem)?;
-    let identity = pki::peer_identity(&der).map_err(|err| err.to_string())?;
+    let identity = pki::peer_identity(&der)?;
     let not_after: chrono::DateTime<chrono::Utc> = identity.not_after.into();
     Ok((
         identity.fingerprint,
@@ -1119,12 +1165,12 @@ fn cert_facts(cert_pem: &str) -> Result<(String, String), String> {
     ))
 }
 
-fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
+fn pem_der(pem: &str) -> Result<Vec<u8>, SessionError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map(|der| der.as_ref().to_vec())
-        .map_err(|err| format!("certificate PEM: {err}"))
+        .map_err(SessionError::Pem)
 }
 
 /// Facts are data from the network: bound their sizes, and record the address the
