@@ -64,9 +64,12 @@ enum FleetError {
     /// The controller's store cannot be opened (`token create`).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// A join token cannot be made.
+    /// A join token cannot be made, or a node name is not one.
     #[error(transparent)]
     Token(#[from] crate::fleet::token::TokenError),
+    /// The agent's `--name` is not a node name.
+    #[error("--name: {0}")]
+    Name(#[source] crate::fleet::token::TokenError),
     /// The file given to `apply` could not be read as a saved plan.
     ///
     /// Boxed: the saved plan's format belongs to local mode, whose error type is not this
@@ -112,6 +115,7 @@ impl FleetError {
             | FleetError::Ca { .. }
             | FleetError::Store(_)
             | FleetError::Token(_)
+            | FleetError::Name(_)
             | FleetError::ReadPlan(_)
             | FleetError::LocalPlan { .. }
             | FleetError::WritePlan { .. } => Exit::Error,
@@ -190,8 +194,8 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
             ctx.root.display()
         ));
     }
-    if let Err(message) = crate::fleet::controller::check_node_name(&args.name) {
-        return usage_error(&format!("--name: {message}"));
+    if let Err(err) = crate::fleet::controller::check_node_name(&args.name) {
+        return fail(FleetError::Name(err));
     }
     let tags = match parse_tags(args.tags.as_deref().unwrap_or("")) {
         Ok(tags) => tags,
@@ -542,8 +546,8 @@ pub(super) fn node_tag(
     remove: &[String],
     remote: &RemoteArgs,
 ) -> std::io::Result<Exit> {
-    if let Err(message) = crate::fleet::controller::check_node_name(name) {
-        return usage_error(&message.to_string());
+    if let Err(err) = crate::fleet::controller::check_node_name(name) {
+        return fail(err);
     }
     if set.is_empty() && remove.is_empty() {
         return usage_error("nothing to do: give KEY=VALUE tags to set, or --remove KEY");
