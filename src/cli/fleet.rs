@@ -71,11 +71,8 @@ enum FleetError {
     #[error("--name: {0}")]
     Name(#[source] crate::fleet::token::TokenError),
     /// The file given to `apply` could not be read as a saved plan.
-    ///
-    /// Boxed: the saved plan's format belongs to local mode, whose error type is not this
-    /// module's business.
     #[error("{0}")]
-    ReadPlan(#[source] Box<dyn std::error::Error + Send + Sync>),
+    ReadPlan(#[source] crate::local::LocalError),
     /// A saved plan made in local mode, given to a fleet `apply`.
     #[error(
         "{} was planned in local mode (root {root}); apply it without STEWARD_CONTROLLER",
@@ -608,9 +605,7 @@ fn saved_fleet_plan(
     if !path.is_file() {
         return Ok(None);
     }
-    let Some(saved) =
-        crate::local::SavedPlan::read(path).map_err(|err| FleetError::ReadPlan(err.into()))?
-    else {
+    let Some(saved) = crate::local::SavedPlan::read(path).map_err(FleetError::ReadPlan)? else {
         return Ok(None);
     };
     if saved.root != crate::fleet::run::FLEET_ROOT {
