@@ -63,15 +63,15 @@ enum FleetError {
     /// The controller's store cannot be opened (`token create`).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// A join token cannot be made.
+    /// A join token cannot be made, or a node name is not one.
     #[error(transparent)]
     Token(#[from] crate::fleet::token::TokenError),
+    /// The agent's `--name` is not a node name.
+    #[error("--name: {0}")]
+    Name(#[source] crate::fleet::token::TokenError),
     /// The file given to `apply` could not be read as a saved plan.
-    ///
-    /// Boxed: the saved plan's format belongs to local mode, whose error type is not this
-    /// module's business.
     #[error("{0}")]
-    ReadPlan(#[source] Box<dyn std::error::Error + Send + Sync>),
+    ReadPlan(#[source] crate::local::LocalError),
     /// A saved plan made in local mode, given to a fleet `apply`.
     #[error(
         "{} was planned in local mode (root {root}); apply it without STEWARD_CONTROLLER",
@@ -111,6 +111,7 @@ impl FleetError {
             | FleetError::Ca { .. }
             | FleetError::Store(_)
             | FleetError::Token(_)
+            | FleetError::Name(_)
             | FleetError::ReadPlan(_)
             | FleetError::LocalPlan { .. }
             | FleetError::WritePlan { .. } => Exit::Error,
@@ -190,8 +191,8 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
             ctx.root.display()
         ));
     }
-    if let Err(message) = crate::fleet::controller::check_node_name(&args.name) {
-        return usage_error(&format!("--name: {message}"));
+    if let Err(err) = crate::fleet::controller::check_node_name(&args.name) {
+        return fail(FleetError::Name(err));
     }
     let tags = match parse_tags(args.tags.as_deref().unwrap_or("")) {
         Ok(tags) => tags,
@@ -543,8 +544,8 @@ pub(super) fn node_tag(
     remove: &[String],
     remote: &RemoteArgs,
 ) -> std::io::Result<Exit> {
-    if let Err(message) = crate::fleet::controller::check_node_name(name) {
-        return usage_error(&message.to_string());
+    if let Err(err) = crate::fleet::controller::check_node_name(name) {
+        return fail(err);
     }
     if set.is_empty() && remove.is_empty() {
         return usage_error("nothing to do: give KEY=VALUE tags to set, or --remove KEY");
@@ -605,9 +606,7 @@ fn saved_fleet_plan(
     if !path.is_file() {
         return Ok(None);
     }
-    let Some(saved) =
-        crate::local::SavedPlan::read(path).map_err(|err| FleetError::ReadPlan(err.into()))?
-    else {
+    let Some(saved) = crate::local::SavedPlan::read(path).map_err(FleetError::ReadPlan)? else {
         return Ok(None);
     };
     if saved.root != crate::fleet::run::FLEET_ROOT {

@@ -76,10 +76,8 @@ pub enum ServeError {
         pid: String,
     },
     /// Runs a previous controller left running could not be closed.
-    ///
-    /// The cause is boxed so that this module does not depend on the run module's error type.
     #[error("recovering interrupted runs: {0}")]
-    Recover(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Recover(#[source] crate::store::StoreError),
     /// A listener could not be bound, or its address read.
     #[error("{flag} {addr}: {source}")]
     Bind {
@@ -104,9 +102,9 @@ pub enum ServeError {
         /// What is wrong with its schedule.
         source: schedule::ScheduleError,
     },
-    /// The project of a scheduled run could not be read (boxed, as [`ServeError::Recover`]).
+    /// The project of a scheduled run could not be read.
     #[error("{0}")]
-    Bundle(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Bundle(#[source] run::bundle::BundleError),
 }
 
 fn bind_error(flag: &'static str, addr: &str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -200,9 +198,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // interrupted, with the results that arrived, so their re-deliveries count as late.
     controller
         .store(crate::fleet::run::recover_interrupted)
-        .await
-        .map_err(|err| ServeError::Recover(err.into()))?
-        .map_err(|err| ServeError::Recover(err.into()))?;
+        .await?
+        .map_err(ServeError::Recover)?;
     let agents = TcpListener::bind(&config.listen)
         .await
         .map_err(bind_error("--listen", &config.listen))?;
@@ -485,7 +482,7 @@ async fn tick(
                 model::Mode::Detect => Mode::Drift,
                 model::Mode::Enforce => Mode::Apply,
             },
-            files: run::bundle_of(&dir).map_err(|err| ServeError::Bundle(err.into()))?,
+            files: run::bundle_of(&dir).map_err(ServeError::Bundle)?,
             project: project.clone(),
             overrides: BTreeMap::new(),
             target: None,
