@@ -123,12 +123,12 @@ fn prepare(
 
 pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
     let registry: &Registry = &ctx.registry;
-    let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
+    let (validated, config) = match prepare(ctx, &args.project, &args.local, registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),
     };
     let spinner = progress(args.format == OutputFormat::Human, 0, "probing");
-    let planned = local::plan(&validated, &registry, &config);
+    let planned = local::plan(&validated, registry, &config);
     spinner.finish_and_clear();
     let planned = match planned {
         Ok(planned) => planned,
@@ -253,7 +253,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         root_given: true,
         registry: ctx.registry.clone(),
     };
-    let validated = match load(&ctx_root, &project, &args.project, &registry) {
+    let validated = match load(&ctx_root, &project, &args.project, registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),
     };
@@ -265,7 +265,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
-    let planned = match local::plan(&validated, &registry, &config) {
+    let planned = match local::plan(&validated, registry, &config) {
         Ok(planned) => planned,
         Err(err) => return usage_error(&err.to_string()),
     };
@@ -322,7 +322,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         let printer = stream_plan.then(|| scope.spawn(|| print_plan(&planned, style)));
         let reports = local::apply(
             &planned,
-            &registry,
+            registry,
             &config,
             exec::Config { parallel },
             &on_done,
@@ -343,7 +343,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let printed = printed.and_then(|()| {
         print_stdout(&format!(
             "\n{}",
-            crate::report::plan::human_apply(&reports, &registry, style)
+            crate::report::plan::human_apply(&reports, registry, style)
         ))
     });
     let record = record::apply_record(
@@ -446,12 +446,12 @@ fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
 
 pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     let registry: &Registry = &ctx.registry;
-    let (validated, config) = match prepare(ctx, &args.project, &args.local, &registry)? {
+    let (validated, config) = match prepare(ctx, &args.project, &args.local, registry)? {
         Ok(prepared) => prepared,
         Err(exit) => return Ok(exit),
     };
     let started_at = record::timestamp();
-    let planned = match local::plan(&validated, &registry, &config) {
+    let planned = match local::plan(&validated, registry, &config) {
         Ok(planned) => planned,
         Err(err) => return usage_error(&err.to_string()),
     };

@@ -953,7 +953,7 @@ pub(crate) fn usage_error(message: &str) -> std::io::Result<Exit> {
 
 fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
     let registry: &Registry = &ctx.registry;
-    let validated = match load(ctx, &args.project, &registry) {
+    let validated = match load(ctx, &args.project, registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),
     };
@@ -999,7 +999,7 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
 
 fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
     let registry: &Registry = &ctx.registry;
-    let validated = match load(ctx, &args.project, &registry) {
+    let validated = match load(ctx, &args.project, registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),
     };
@@ -1007,7 +1007,7 @@ fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
     }
-    let graphs = validated.graphs(&registry);
+    let graphs = validated.graphs(registry);
     let text = match args.format {
         GraphFormat::Dot => crate::report::graph::dot(&graphs),
         GraphFormat::Json => crate::report::graph::json(&graphs, &validated.project.sources),
