@@ -789,14 +789,14 @@ pub fn run_task(
     };
     let env = Env::new(
         &node,
-        &registry,
+        registry,
         config.root.clone(),
         config.state_dir.clone(),
         task.id.clone(),
         catalog.secrets.clone(),
     );
     let mut diagnostics = Vec::new();
-    let graph = ResourceGraph::build(&node, &registry, &mut diagnostics);
+    let graph = ResourceGraph::build(&node, registry, &mut diagnostics);
     if let Some(diag) = diagnostics.iter().find(|d| d.is_error()) {
         return TaskResult::Refused {
             reason: format!("the catalog's graph: {}", diag.message),
@@ -813,12 +813,12 @@ pub fn run_task(
         },
         None => None,
     };
-    let observed = exec::observe(&node, &registry, &env);
+    let observed = exec::observe(&node, registry, &env);
     let states: Vec<WireObserved> = observed.iter().map(WireObserved::new).collect();
     let Some((fingerprints, parallel)) = apply else {
         return TaskResult::Observed { states };
     };
-    let node_plan = plan::build(&graph, &registry, &observed);
+    let node_plan = plan::build(&graph, registry, &observed);
     if let Some(expected) = fingerprints {
         let moved: Vec<String> = node_plan
             .changes
@@ -835,7 +835,7 @@ pub fn run_task(
     let started = Instant::now();
     let report = exec::apply(
         &graph,
-        &registry,
+        registry,
         &node_plan,
         &env,
         exec::Config {
