@@ -872,6 +872,81 @@ mod tests {
         }
     }
 
+    fn resource(kind: &str, name: &str, attrs: &[(&str, &str)]) -> Resource {
+        let span = Span::new(crate::diag::SourceId(0), 0, 0);
+        Resource {
+            id: ResourceId::new(kind, name),
+            span,
+            source: crate::diag::SourceId(0),
+            attrs: attrs
+                .iter()
+                .map(|(key, value)| {
+                    let attr = crate::model::Attr {
+                        value: Value::String((*value).into()),
+                        span,
+                        sensitive: false,
+                    };
+                    ((*key).to_string(), attr)
+                })
+                .collect(),
+            relations: Vec::new(),
+            association: None,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// The kind-specific answers the rest of steward used to hard-code, now the types' own.
+    #[test]
+    fn types_answer_for_their_kind() {
+        let registry = Registry::builtin();
+        let ty = |kind: &str| registry.get(kind).unwrap();
+        let service = resource("service", "nginx", &[]);
+        let stopped = resource("service", "nginx", &[("ensure", "stopped")]);
+        assert!(ty("service").refreshable(&service));
+        assert!(!ty("service").refreshable(&stopped));
+        assert!(ty("exec").refreshable(&resource("exec", "reload", &[])));
+        assert!(!ty("file").refreshable(&resource("file", "/etc/motd", &[])));
+        assert_eq!(ty("service").refresh_words().planned, "restarts");
+        assert_eq!(ty("service").refresh_words().done, "restarted");
+        assert_eq!(ty("exec").refresh_words(), RefreshWords::RUN);
+
+        for kind in ["file", "directory", "symlink"] {
+            let present = resource(kind, "/srv/a", &[]);
+            let absent = resource(kind, "/srv/a", &[("ensure", "absent")]);
+            assert_eq!(ty(kind).managed_path(&present).as_deref(), Some("/srv/a"));
+            assert_eq!(ty(kind).managed_path(&absent), None);
+        }
+        assert_eq!(
+            ty("line").managed_path(&resource("line", "/srv/a", &[])),
+            None
+        );
+
+        let with_content: Vec<&str> = registry
+            .iter()
+            .filter(|ty| ty.has_project_content())
+            .map(|ty| ty.kind())
+            .collect();
+        assert_eq!(with_content, ["file"]);
+    }
+
+    #[test]
+    fn name_rules_give_their_message_and_help() {
+        assert!(NameRule::Package.check("nginx").is_ok());
+        let (problem, help) = NameRule::Package.check("Nginx").unwrap_err();
+        assert_eq!(problem, "`Nginx` is not a valid package name");
+        assert!(help.starts_with("package names use"));
+        let (problem, _) = NameRule::AbsPath.check("etc/motd").unwrap_err();
+        assert_eq!(problem, "`etc/motd` is not an absolute path");
+        let (problem, help) = NameRule::Label.check("a\tb").unwrap_err();
+        assert_eq!(
+            (problem.as_str(), help.as_str()),
+            (
+                "`a\\tb` contains control characters",
+                "use printable characters"
+            )
+        );
+    }
+
     #[test]
     fn registry_refuses_a_kind_twice() {
         let mut registry = Registry::new();
