@@ -177,10 +177,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let mut identity = match read_identity(&config.state_dir)? {
         Some(identity) => {
             if identity.node != config.name {
-                tracing_warn(&format!(
+                tracing::warn!(
+                    node = %identity.node,
                     "enrolled as `{}`; --name `{}` is ignored (re-enroll with a new state directory to change it)",
-                    identity.node, config.name
-                ));
+                    identity.node,
+                    config.name
+                );
             }
             identity
         }
@@ -205,10 +207,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             cancels: &cancels,
         };
         match session(&config, &server, &mut identity, &shared).await {
-            Ok(()) => log(&format!("connection to {} closed", config.controller)),
+            Ok(()) => {
+                tracing::info!(controller = %config.controller, "connection to {} closed", config.controller)
+            }
             Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
             Err(err) => {
-                tracing_warn(&format!("connection to {}: {err}", config.controller));
+                tracing::warn!(controller = %config.controller, "connection to {}: {err}", config.controller);
             }
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -216,14 +220,6 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         }
         tokio::time::sleep(backoff.next()).await;
     }
-}
-
-fn log(message: &str) {
-    tracing::info!("{message}");
-}
-
-fn tracing_warn(message: &str) {
-    tracing::warn!("{message}");
 }
 
 /// Jittered exponential backoff: 0.5 s doubling to 30 s, each wait between half and all of it.
@@ -324,7 +320,7 @@ async fn enroll(
         match enroll_once(config, server, token, &key, Arc::clone(&tls)).await {
             Ok(identity) => return Ok(identity),
             Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
-            Err(err) => log(&format!("enrolling: {err}")),
+            Err(err) => tracing::warn!(controller = %config.controller, "enrolling: {err}"),
         }
         tokio::time::sleep(backoff.next()).await;
     }
@@ -352,11 +348,11 @@ fn read_token_file(path: &Path) -> Result<String, AgentError> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        tracing_warn(&format!(
+        tracing::warn!(
             "{} can be read by other users (mode {:o}); `chmod 600` it",
             path.display(),
             mode & 0o777
-        ));
+        );
     }
     let text = std::fs::read_to_string(path).map_err(unreadable)?;
     let text = text.trim();
@@ -536,10 +532,13 @@ async fn session(
         Some(other) => return Err(SessionError::Unexpected(format!("{other:?}"))),
         None => return Err(SessionError::Closed),
     };
-    log(&format!(
+    tracing::info!(
+        controller = %config.controller,
+        node = %identity.node,
         "connected to {} as {}",
-        config.controller, identity.node
-    ));
+        config.controller,
+        identity.node
+    );
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
     let writer_task = tokio::spawn(async move {
@@ -573,9 +572,7 @@ async fn session(
                 let _ = out_tx.send(AgentMsg::Result { task_id, result });
             }
             Err(err) => {
-                log(&format!(
-                    "outbox entry {task_id} is unreadable, dropped: {err}"
-                ));
+                tracing::warn!(task = %task_id, "outbox entry {task_id} is unreadable, dropped: {err}");
                 let _ = outbox.ack(&task_id);
             }
         }
@@ -594,7 +591,7 @@ async fn session(
                 });
                 *renewal_key = Some(key);
             }
-            Err(err) => log(&format!("cannot make a renewal key: {err}")),
+            Err(err) => tracing::error!("cannot make a renewal key: {err}"),
         }
     };
     if renew || pki::due_for_renewal(&identity.cert_pem, std::time::SystemTime::now()) {
@@ -613,13 +610,13 @@ async fn session(
                 if let Ok(cancels) = shared.cancels.lock()
                     && let Some(flag) = cancels.get(&task_id)
                 {
-                    log(&format!("task {task_id}: cancelled"));
+                    tracing::info!(task = %task_id, "task {task_id}: cancelled");
                     flag.store(true, Ordering::Relaxed);
                 }
             }
             ControllerMsg::Ack { task_id } => {
                 if let Err(err) = outbox.ack(&task_id) {
-                    log(&format!("outbox: {err}"));
+                    tracing::error!(task = %task_id, "outbox: {err}");
                 }
             }
             ControllerMsg::Renewed { cert_pem } => {
@@ -632,9 +629,11 @@ async fn session(
                     match write_identity(&config.state_dir, &renewed) {
                         Ok(()) => {
                             *identity = renewed;
-                            log("certificate renewed");
+                            tracing::info!(node = %identity.node, "certificate renewed");
                         }
-                        Err(err) => log(&format!("cannot store the renewed certificate: {err}")),
+                        Err(err) => {
+                            tracing::error!("cannot store the renewed certificate: {err}")
+                        }
                     }
                 }
             }
@@ -644,7 +643,7 @@ async fn session(
                     ask_renewal(identity, &mut renewal_key);
                 }
             }
-            other => log(&format!("ignoring unexpected {other:?}")),
+            other => tracing::warn!("ignoring unexpected {other:?}"),
         }
     };
     if let Ok(mut current) = link.lock() {
@@ -685,17 +684,20 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
     match claim {
         Ok(Claim::Run) => {}
         Ok(Claim::Duplicate) => {
-            log(&format!(
+            tracing::warn!(
+                task = %task.id,
                 "task {} was already run: not running it again",
                 task.id
-            ));
+            );
             return refuse(format!("task {} was already run", task.id));
         }
         Ok(Claim::Expired) => {
-            log(&format!(
+            tracing::warn!(
+                task = %task.id,
                 "task {} expired at {}: not running it",
-                task.id, task.expires_at
-            ));
+                task.id,
+                task.expires_at
+            );
             return refuse(format!("task {} expired at {}", task.id, task.expires_at));
         }
         Err(err) => return refuse(format!("task ledger: {err}")),
@@ -718,10 +720,12 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
         match serde_json::to_vec(&result) {
             Ok(bytes) => {
                 if let Err(err) = outbox.put(&task.id, &bytes) {
-                    log(&format!("outbox: {err}"));
+                    tracing::error!(task = %task.id, "outbox: {err}");
                 }
             }
-            Err(err) => log(&format!("cannot encode the result of {}: {err}", task.id)),
+            Err(err) => {
+                tracing::error!(task = %task.id, "cannot encode the result of {}: {err}", task.id)
+            }
         }
         send(
             &link,
@@ -751,7 +755,7 @@ fn trace_task(task: &Task) {
         .open(path)
         .and_then(|mut file| file.write_all(&line));
     if let Err(err) = appended {
-        log(&format!("STEWARD_TEST_TRACE_TASKS: {err}"));
+        tracing::warn!("STEWARD_TEST_TRACE_TASKS: {err}");
     }
 }
 
@@ -789,14 +793,14 @@ pub fn run_task(
     };
     let env = Env::new(
         &node,
-        registry,
+        &registry,
         config.root.clone(),
         config.state_dir.clone(),
         task.id.clone(),
         catalog.secrets.clone(),
     );
     let mut diagnostics = Vec::new();
-    let graph = ResourceGraph::build(&node, registry, &mut diagnostics);
+    let graph = ResourceGraph::build(&node, &registry, &mut diagnostics);
     if let Some(diag) = diagnostics.iter().find(|d| d.is_error()) {
         return TaskResult::Refused {
             reason: format!("the catalog's graph: {}", diag.message),
@@ -813,12 +817,12 @@ pub fn run_task(
         },
         None => None,
     };
-    let observed = exec::observe(&node, registry, &env);
+    let observed = exec::observe(&node, &registry, &env);
     let states: Vec<WireObserved> = observed.iter().map(WireObserved::new).collect();
     let Some((fingerprints, parallel)) = apply else {
         return TaskResult::Observed { states };
     };
-    let node_plan = plan::build(&graph, registry, &observed);
+    let node_plan = plan::build(&graph, &registry, &observed);
     if let Some(expected) = fingerprints {
         let moved: Vec<String> = node_plan
             .changes
@@ -835,7 +839,7 @@ pub fn run_task(
     let started = Instant::now();
     let report = exec::apply(
         &graph,
-        registry,
+        &registry,
         &node_plan,
         &env,
         exec::Config {

@@ -160,9 +160,7 @@ impl ThrottledLog {
         }
         let n = std::mem::take(&mut self.n_since);
         self.last = Some(std::time::Instant::now());
-        log(&format!(
-            "{message} ({n} times since the last such message)"
-        ));
+        tracing::warn!("{message} ({n} times since the last such message)");
     }
 }
 
@@ -357,9 +355,7 @@ pub(crate) fn private_data_dir(data_dir: &Path) -> Result<(), ControllerError> {
     }
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(setup("data directory"))?;
-    log(&format!(
-        "data dir {shown} was open to other users (mode {mode:04o}); set it to 0700"
-    ));
+    tracing::warn!("data dir {shown} was open to other users (mode {mode:04o}); set it to 0700");
     Ok(())
 }
 
@@ -815,9 +811,10 @@ impl Controller {
                 _ => Refusal::plain(format!("node `{node}`: {err}")),
             })?;
         if redeemed.replaced {
-            log(&format!(
+            tracing::warn!(
+                node,
                 "node `{node}` was replaced by a new enrollment; its old certificate is refused"
-            ));
+            );
             self.disconnect(node);
         }
         Ok((
@@ -1196,10 +1193,6 @@ fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
         facts.addresses.push(peer);
     }
     facts
-}
-
-pub(crate) fn log(message: &str) {
-    tracing::info!("{message}");
 }
 
 #[cfg(test)]

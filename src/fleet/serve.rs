@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::fleet::api::Scheme;
-use crate::fleet::controller::{Controller, ControllerError, ThrottledLog, log};
+use crate::fleet::controller::{Controller, ControllerError, ThrottledLog};
 use crate::fleet::pki::PkiError;
 use crate::fleet::run::{self, Mode, RunRequest, Scope};
 use crate::fleet::schedule;
@@ -237,10 +237,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         endpoints.to_string().as_bytes(),
     )
     .map_err(ServeError::Endpoints)?;
-    log(&format!(
+    tracing::info!(
         "agents on {agent_addr}, API on {origin}, data in {}",
         config.data_dir.display()
-    ));
+    );
     tokio::spawn(Arc::clone(&controller).serve_agents(agents, tls));
     tokio::spawn(scheduler(Arc::clone(&controller)));
     let router = crate::fleet::api::router(controller).layer(axum::Extension(scheme));
@@ -474,9 +474,7 @@ async fn tick(
         if !due {
             continue;
         }
-        log(&format!(
-            "running scheduled association `{name}` ({mode:?})"
-        ));
+        tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?})");
         let request = RunRequest {
             mode: match mode {
                 model::Mode::Detect => Mode::Drift,
@@ -504,11 +502,13 @@ async fn tick(
             tx,
         )
         .await;
-        log(&format!(
-            "scheduled association `{name}`: run {} {}",
-            response.run_id.as_deref().unwrap_or("-"),
-            if response.failed { "failed" } else { "done" }
-        ));
+        let run_id = response.run_id.as_deref().unwrap_or("-");
+        let outcome = if response.failed { "failed" } else { "done" };
+        if response.failed {
+            tracing::warn!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} {outcome}");
+        } else {
+            tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} {outcome}");
+        }
         last_runs.insert(name.clone(), Utc::now());
         let _ = crate::fleet::pki::write_private(
             &schedules_path(&controller.data_dir),

@@ -460,7 +460,6 @@ fn layering() {
 /// Inside every directory module, and between the top-level modules, dependencies go one
 /// way: no cycle.
 #[test]
-#[ignore = "the cycles in fleet/ and resource/ are being removed (issue 13); un-ignored when they are"]
 fn no_import_cycles() {
     let files = source_files();
     let known: BTreeSet<Vec<String>> = files.iter().map(|file| file.module.clone()).collect();

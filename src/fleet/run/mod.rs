@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use crate::engine::{self, AgentError, ApplyTask, Planned, record};
 use crate::exec::RunReport;
 use crate::fleet::command::CommandError;
-use crate::fleet::controller::{Controller, ControllerError, log};
+use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::run::bundle::{BundleError, current_path};
 use crate::fleet::run::dispatch::DispatchClient;
@@ -543,7 +543,7 @@ impl<'v> Fleet<'v> {
                 .store(move |s| s.settle_plan_tasks(&plan_id))
                 .await
             {
-                log(&format!("plan {id}: dropping its probes' results: {err}"));
+                tracing::error!(run = %id, "plan {id}: dropping its probes' results: {err}");
             }
             return response;
         }
