@@ -27,7 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
-use crate::exec::{self, Env};
+use crate::engine::client::block_on;
+use crate::engine::{AgentClient, ApplyTask, LocalClient};
+use crate::exec::ResourceOutcome;
 use crate::fleet::outbox::{Claim, Ledger, Outbox, OutboxError};
 use crate::fleet::pki::{self, PkiError};
 use crate::fleet::token::{JoinToken, TokenError};
@@ -791,14 +793,6 @@ pub fn run_task(
             };
         }
     };
-    let env = Env::new(
-        &node,
-        &registry,
-        config.root.clone(),
-        config.state_dir.clone(),
-        task.id.clone(),
-        catalog.secrets.clone(),
-    );
     let mut diagnostics = Vec::new();
     let graph = ResourceGraph::build(&node, &registry, &mut diagnostics);
     if let Some(diag) = diagnostics.iter().find(|d| d.is_error()) {
@@ -817,7 +811,22 @@ pub fn run_task(
         },
         None => None,
     };
-    let observed = exec::observe(&node, &registry, &env);
+    // The node side of a task is local mode's: the same client reads and applies.
+    let client = LocalClient::new(
+        &registry,
+        config.root.clone(),
+        config.state_dir.clone(),
+        task.id.clone(),
+        catalog.secrets.clone(),
+    );
+    let observed = match block_on(client.observe(&node)) {
+        Ok(observed) => observed,
+        Err(err) => {
+            return TaskResult::Failed {
+                error: err.to_string(),
+            };
+        }
+    };
     let states: Vec<WireObserved> = observed.iter().map(WireObserved::new).collect();
     let Some((fingerprints, parallel)) = apply else {
         return TaskResult::Observed { states };
@@ -837,20 +846,22 @@ pub fn run_task(
         }
     }
     let started = Instant::now();
-    let report = exec::apply(
-        &graph,
-        &registry,
-        &node_plan,
-        &env,
-        exec::Config {
-            parallel: parallel.max(1),
-        },
-        &|outcome| on_event(WireOutcome::from(outcome)),
-    );
-    match report {
-        Ok(report) => TaskResult::Applied {
+    let on_done = |outcome: &ResourceOutcome| on_event(WireOutcome::from(outcome));
+    let task = ApplyTask {
+        plan: Some(&node_plan),
+        fingerprints: None,
+        parallel: parallel.max(1),
+        on_done: Some(&on_done),
+    };
+    match block_on(client.apply(&graph, task)) {
+        Ok(applied) => TaskResult::Applied {
             states,
-            outcomes: report.outcomes.iter().map(WireOutcome::from).collect(),
+            outcomes: applied
+                .report
+                .outcomes
+                .iter()
+                .map(WireOutcome::from)
+                .collect(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         },
         Err(err) => TaskResult::Failed {
