@@ -32,6 +32,10 @@ pub type Observed = Result<State, String>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
+    /// The node has no live connection (it is offline, or went offline as the task was
+    /// sent).
+    #[error("{0}")]
+    Offline(String),
     /// The node could not be reached, or did not answer in time.
     #[error("{0}")]
     Unreachable(String),

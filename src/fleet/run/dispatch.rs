@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::engine::{AgentClient, AgentError, Applied, ApplyTask, BoxFuture, Observed};
-use crate::fleet::controller::{Controller, TaskEvent};
+use crate::fleet::controller::{Controller, DispatchError, TaskEvent};
 use crate::fleet::run::request::Event;
 use crate::fleet::wire::{Catalog, TaskKind, TaskResult, WireObserved, WireOutcome};
 use crate::model;
@@ -41,6 +41,16 @@ impl DispatchClient {
     }
 }
 
+/// Why a task got no result from its node, in the engine's terms.
+fn unreachable(err: DispatchError) -> AgentError {
+    match err {
+        DispatchError::Offline(_) | DispatchError::WentOffline(_) => {
+            AgentError::Offline(err.to_string())
+        }
+        _ => AgentError::Unreachable(err.to_string()),
+    }
+}
+
 impl AgentClient for DispatchClient {
     fn observe<'a>(
         &'a self,
@@ -63,7 +73,7 @@ impl AgentClient for DispatchClient {
                     observed_states(node, &states).map_err(AgentError::Failed)
                 }
                 Ok(other) => Err(AgentError::Failed(unexpected(&other, "a probe"))),
-                Err(err) => Err(AgentError::Unreachable(err.to_string())),
+                Err(err) => Err(unreachable(err)),
             }
         })
     }
@@ -125,7 +135,7 @@ impl AgentClient for DispatchClient {
                     })
                 }
                 Ok(other) => Err(AgentError::Failed(unexpected(&other, "an apply"))),
-                Err(err) => Err(AgentError::Unreachable(err.to_string())),
+                Err(err) => Err(unreachable(err)),
             }
         })
     }

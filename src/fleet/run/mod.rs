@@ -660,18 +660,7 @@ impl<'v> Fleet<'v> {
             match answer {
                 Ok((node_plan, report)) => {
                     planned.push(node, node_plan);
-                    statuses.push(NodeStatus {
-                        node: node.name.clone(),
-                        status: if report.n_failed() > 0 {
-                            "failed"
-                        } else {
-                            "ok"
-                        }
-                        .to_string(),
-                        changed: report.n_changed(),
-                        failed: report.n_failed(),
-                        message: None,
-                    });
+                    statuses.push(applied_status(&node.name, &report));
                     reports.push(report);
                 }
                 Err(err) => {
@@ -746,18 +735,7 @@ async fn apply_node(
             )),
         });
     let status = match &result {
-        Ok((_, report)) => NodeStatus {
-            node: node.name.clone(),
-            status: if report.n_failed() > 0 {
-                "failed"
-            } else {
-                "ok"
-            }
-            .to_string(),
-            changed: report.n_changed(),
-            failed: report.n_failed(),
-            message: None,
-        },
+        Ok((_, report)) => applied_status(&node.name, report),
         Err(err) => failed_status(&node.name, err),
     };
     let _ = client.progress.send(Event::NodeFinished(status));
@@ -766,18 +744,32 @@ async fn apply_node(
 
 /// The status of a node that did not do its task: offline when it could not be reached.
 fn failed_status(node: &str, err: &AgentError) -> NodeStatus {
-    let err = err.to_string();
+    let status = match err {
+        AgentError::Offline(_) => "offline",
+        _ => "failed",
+    };
     NodeStatus {
         node: node.to_string(),
-        status: if err.contains("offline") {
-            "offline"
-        } else {
-            "failed"
-        }
-        .to_string(),
+        status: status.to_string(),
         changed: 0,
         failed: 0,
-        message: Some(err),
+        message: Some(err.to_string()),
+    }
+}
+
+/// A node that answered: its outcomes' counts.
+fn applied_status(node: &str, report: &RunReport) -> NodeStatus {
+    NodeStatus {
+        node: node.to_string(),
+        status: if report.n_failed() > 0 {
+            "failed"
+        } else {
+            "ok"
+        }
+        .to_string(),
+        changed: report.n_changed(),
+        failed: report.n_failed(),
+        message: None,
     }
 }
 
