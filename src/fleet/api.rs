@@ -798,13 +798,17 @@ pub struct NodeInfo {
 }
 
 /// `GET /v1/nodes`: the inventory, as JSON (there is no text form; the CLI renders its table).
-async fn nodes(State(controller): State<Arc<Controller>>, headers: HeaderMap) -> Response {
+async fn nodes(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
     const NODES: &[Offer<()>] = &[Offer {
         format: "json",
         media: "application/json",
         form: (),
     }];
-    let offer = match negotiate(NODES, None, &headers) {
+    let offer = match negotiate(NODES, query.format.as_deref(), &headers) {
         Ok(offer) => offer,
         Err(err) => return err.into_response(),
     };
