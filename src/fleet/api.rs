@@ -9,13 +9,13 @@
 //! answer, refusals included, carries the headers of [`SECURITY_HEADERS`].
 //!
 //! Answers are JSON unless the client asks for text (`Accept: text/plain` or `?format=text`;
-//! [`negotiate`] decides, `?format=` first); reports come back rendered (the same renderers as
+//! `negotiate` decides, `?format=` first); reports come back rendered (the same renderers as
 //! local mode) with their own media types; runs stream their progress as JSON lines. Every
 //! error is `{"error": {"code", "message"}}` ([`ErrorBody`]), those the HTTP framework makes
-//! included ([`json_errors`]). `docs/reference/api.md` lists the routes.
+//! included (`json_errors`). `docs/reference/api.md` lists the routes.
 //!
 //! **Architecture Invariant:** [`ROUTES`] and [`PUBLIC_ROUTES`] are the whole surface: the
-//! router is built from the same handlers, [`authenticate`] lets only [`PUBLIC_ROUTES`] through
+//! router is built from the same handlers, `authenticate` lets only [`PUBLIC_ROUTES`] through
 //! without the token, and a test proves each route of [`ROUTES`] refuses a caller without it.
 
 use std::sync::Arc;
