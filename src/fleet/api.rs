@@ -1,22 +1,28 @@
 //! The controller's HTTP API (axum), which the CLI uses with `STEWARD_CONTROLLER` and
 //! `STEWARD_TOKEN_FILE`.
 //!
-//! Every route requires the admin token as `Authorization: Bearer TOKEN`; a browser may send it
-//! as the password of HTTP Basic authentication, for reading only (`GET`, `HEAD`). A request
-//! that changes state must carry Bearer, `Content-Type: application/json` and no foreign
-//! `Origin`: a browser resends Basic credentials and may post `text/plain` across sites by
-//! itself, never a Bearer header. Every answer, refusals included, carries the headers of
-//! [`SECURITY_HEADERS`]. Reports come back rendered (the same renderers as local mode); runs
-//! stream their progress as JSON lines. `docs/reference/api.md` lists the routes.
+//! Every route but those of [`PUBLIC_ROUTES`] (`GET /healthz`) requires the admin token as
+//! `Authorization: Bearer TOKEN`; a browser may send it as the password of HTTP Basic
+//! authentication, for reading only (`GET`, `HEAD`). A request that changes state must carry
+//! Bearer, `Content-Type: application/json` and no foreign `Origin`: a browser resends Basic
+//! credentials and may post `text/plain` across sites by itself, never a Bearer header. Every
+//! answer, refusals included, carries the headers of [`SECURITY_HEADERS`].
 //!
-//! **Architecture Invariant:** [`ROUTES`] is the whole surface: the router is built from the
-//! same handlers and a test proves each route refuses a caller without the token.
+//! Answers are JSON unless the client asks for text (`Accept: text/plain` or `?format=text`;
+//! `negotiate` decides, `?format=` first); reports come back rendered (the same renderers as
+//! local mode) with their own media types; runs stream their progress as JSON lines. Every
+//! error is `{"error": {"code", "message"}}` ([`ErrorBody`]), those the HTTP framework makes
+//! included (`json_errors`). `docs/reference/api.md` lists the routes.
+//!
+//! **Architecture Invariant:** [`ROUTES`] and [`PUBLIC_ROUTES`] are the whole surface: the
+//! router is built from the same handlers, `authenticate` lets only [`PUBLIC_ROUTES`] through
+//! without the token, and a test proves each route of [`ROUTES`] refuses a caller without it.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,6 +54,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/findings/{id}/resolve"),
 ];
 
+/// The routes that answer without the admin token, as `(method, path)`: liveness and the
+/// store's health, nothing else (no version, no counts).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/healthz")];
+
+/// How long `GET /healthz` waits for the store before it calls it unavailable.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The router, with authentication on every route.
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
@@ -62,6 +75,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/commands", post(start_command))
         .route("/v1/findings", get(findings))
         .route("/v1/findings/{id}/resolve", post(resolve))
+        .route("/healthz", get(healthz))
+        .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(
             run::MAX_BUNDLE_BYTES / 3 * 4 + (1 << 20),
         ))
@@ -69,6 +84,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
             Arc::clone(&controller),
             authenticate,
         ))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::map_response(add_security_headers))
         // The command runs in progress live with the API that starts and cancels them.
         .layer(Extension(Arc::new(ActiveRuns::default())))
@@ -120,11 +136,24 @@ async fn add_security_headers(mut response: Response) -> Response {
     response
 }
 
+/// True for a request to one of [`PUBLIC_ROUTES`] (a `GET` route answers `HEAD` too).
+fn is_public(method: &Method, path: &str) -> bool {
+    let reading = method == Method::GET || method == Method::HEAD;
+    PUBLIC_ROUTES.iter().any(|(public_method, public_path)| {
+        *public_method == "GET" && reading && *public_path == path
+    })
+}
+
+/// Lets a request with the admin token through (a change only with Bearer and the checks of
+/// [`refuse_change`]), and one to [`PUBLIC_ROUTES`] without it; answers 401 to any other.
 async fn authenticate(
     State(controller): State<Arc<Controller>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if is_public(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -133,13 +162,16 @@ async fn authenticate(
     let credential = match presented {
         Some((credential, token)) if controller.is_admin(token.trim()) => credential,
         _ => {
-            return (
+            let mut refusal = error(
                 StatusCode::UNAUTHORIZED,
-                // Browsers prompt for Basic; the CLI sends Bearer.
-                [(header::WWW_AUTHENTICATE, "Basic realm=\"steward\", charset=\"UTF-8\"")],
-                "error: this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)\n",
-            )
-                .into_response();
+                "this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)",
+            );
+            // Browsers prompt for Basic; the CLI sends Bearer.
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"steward\", charset=\"UTF-8\""),
+            );
+            return refusal;
         }
     };
     if request.method().is_safe() {
@@ -264,6 +296,9 @@ pub enum ApiError {
     /// The request itself is wrong (malformed JSON, an unknown report format).
     #[error("{0}")]
     BadRequest(String),
+    /// The `Accept` header names no form this route answers in.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The store answered no.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -287,12 +322,37 @@ pub enum ApiError {
 pub trait HttpStatus {
     /// The status for this error.
     fn status(&self) -> StatusCode;
+
+    /// The `code` of its JSON error body: the status's, from [`error_code`].
+    fn code(&self) -> &'static str {
+        error_code(self.status())
+    }
+}
+
+/// The `code` of an error answered with `status`: a word that names the status, so a program
+/// can tell the errors apart without reading the message.
+pub fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_server_error() => "internal",
+        _ => "error",
+    }
 }
 
 impl HttpStatus for ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Store(err) => err.status(),
             ApiError::Controller(err) => err.status(),
             ApiError::Run(err) => err.status(),
@@ -370,12 +430,349 @@ impl HttpStatus for TokenError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error(self.status(), self.to_string())
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
+        (self.status(), axum::Json(body)).into_response()
     }
 }
 
+/// Every error's body: `{"error": {"code": "not_found", "message": "no run `x`"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error of an [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The status as a word ([`error_code`]): `bad_request`, `not_found`, `conflict`, ...
+    pub code: String,
+    /// What the CLI prints after `error: `.
+    pub message: String,
+}
+
+/// An error answer: `status`, with `message` in an [`ErrorBody`].
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, format!("error: {}\n", message.into())).into_response()
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: error_code(status).to_string(),
+            message: message.into(),
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// True when `headers` say the body is JSON.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Turns an error answer that is not JSON into an [`ErrorBody`] with the same status and
+/// headers: those the HTTP framework makes itself (a path or query parameter of the wrong
+/// type, a method the route does not take, a body over the limit) and the dashboard's.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // The framework's messages are one line; a longer body is cut, never waited for.
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let message = text.trim();
+    let message = message.strip_prefix("error: ").unwrap_or(message).trim();
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error")
+    } else {
+        message
+    };
+    let mut answer = error(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// A request to no route: JSON 404 (after authentication, so a caller without the token
+/// learns nothing of which paths exist).
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {method} {}; docs/reference/api.md lists the routes",
+            uri.path()
+        ),
+    )
+}
+
+/// The answer of `GET /healthz`: liveness and the store's health, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the store is.
+    pub status: String,
+    /// `ok`, or `unavailable` when the store did not answer a query within 5 seconds.
+    pub store: String,
+}
+
+/// `GET /healthz`, without the token: 200 `{"status":"ok","store":"ok"}`, or 503 with both
+/// `unavailable` when the store fails a trivial query (or takes over [`HEALTH_TIMEOUT`]).
+async fn healthz(State(controller): State<Arc<Controller>>) -> Response {
+    let check = tokio::time::timeout(HEALTH_TIMEOUT, controller.store(|s| s.oldest_run_id())).await;
+    let failure = match check {
+        Ok(Ok(Ok(_))) => None,
+        Ok(Ok(Err(err))) => Some(err.to_string()),
+        Ok(Err(err)) => Some(err.to_string()),
+        Err(_) => Some(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs())),
+    };
+    let (status, word) = match &failure {
+        None => (StatusCode::OK, "ok"),
+        Some(reason) => {
+            tracing::warn!(%reason, "health check: the store is unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+    };
+    let health = Health {
+        status: word.to_string(),
+        store: word.to_string(),
+    };
+    (status, axum::Json(health)).into_response()
+}
+
+/// A form an answer can take: its `?format=` name, its media type, and what renders it.
+#[derive(Clone, Copy, Debug)]
+struct Offer<T> {
+    format: &'static str,
+    media: &'static str,
+    form: T,
+}
+
+/// The forms of a listing or an action's answer: JSON (the default) or text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listing {
+    Json,
+    Text,
+}
+
+const LISTING: &[Offer<Listing>] = &[
+    Offer {
+        format: "json",
+        media: "application/json",
+        form: Listing::Json,
+    },
+    Offer {
+        format: "text",
+        media: "text/plain; charset=utf-8",
+        form: Listing::Text,
+    },
+];
+
+/// The forms of a report: the renderers of `steward report --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReportForm {
+    Json,
+    Human,
+    Sarif,
+    Junit,
+    Markdown,
+}
+
+const REPORT: &[Offer<ReportForm>] = &[
+    Offer {
+        format: "json",
+        media: "application/json",
+        form: ReportForm::Json,
+    },
+    Offer {
+        format: "human",
+        media: "text/plain; charset=utf-8",
+        form: ReportForm::Human,
+    },
+    Offer {
+        format: "sarif",
+        media: "application/sarif+json",
+        form: ReportForm::Sarif,
+    },
+    Offer {
+        format: "junit",
+        media: "application/xml",
+        form: ReportForm::Junit,
+    },
+    Offer {
+        format: "markdown",
+        media: "text/markdown; charset=utf-8",
+        form: ReportForm::Markdown,
+    },
+];
+
+/// Which of `offers` to answer with: the one `?format=` names (400 for another name), else
+/// the one `Accept` prefers (highest `q`, then the most specific range, then the order of
+/// `offers`), else the first. 406 when `Accept` excludes them all.
+fn negotiate<T: Copy>(
+    offers: &'static [Offer<T>],
+    format: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<&'static Offer<T>, ApiError> {
+    let names = || {
+        offers
+            .iter()
+            .map(|offer| offer.format)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(format) = format {
+        return offers
+            .iter()
+            .find(|offer| offer.format.eq_ignore_ascii_case(format.trim()))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("unknown format `{format}`: use one of {}", names()))
+            });
+    }
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let ranges: Vec<MediaRange> = accept
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(MediaRange::parse)
+        .collect();
+    let Some(first) = offers.first() else {
+        return Err(ApiError::NotAcceptable(
+            "this route has no answer".to_string(),
+        ));
+    };
+    if ranges.is_empty() {
+        return Ok(first);
+    }
+    let mut best: Option<(&Offer<T>, (u16, u8))> = None;
+    for offer in offers {
+        let media = offer.media.split(';').next().unwrap_or("").trim();
+        let Some(rank) = ranges
+            .iter()
+            .filter_map(|range| range.rank(media))
+            .max_by_key(|(_, specificity)| *specificity)
+        else {
+            continue;
+        };
+        if rank.0 > 0 && best.is_none_or(|(_, kept)| rank > kept) {
+            best = Some((offer, rank));
+        }
+    }
+    best.map(|(offer, _)| offer).ok_or_else(|| {
+        ApiError::NotAcceptable(format!(
+            "Accept `{}` names no form of this route: it answers {}",
+            accept.join(", "),
+            offers
+                .iter()
+                .map(|offer| offer.media.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// One range of an `Accept` header: `type/subtype` (either may be `*`) and its weight.
+#[derive(Debug, PartialEq, Eq)]
+struct MediaRange {
+    kind: String,
+    subtype: String,
+    /// `q` in thousandths.
+    quality: u16,
+}
+
+impl MediaRange {
+    fn parse(text: &str) -> Option<MediaRange> {
+        let mut parts = text.split(';');
+        let (kind, subtype) = parts.next()?.trim().split_once('/')?;
+        let mut quality = 1000;
+        for parameter in parts {
+            let Some((name, value)) = parameter.split_once('=') else {
+                continue;
+            };
+            if name.trim().eq_ignore_ascii_case("q") {
+                let value: f32 = value.trim().parse().ok()?;
+                quality = (value.clamp(0.0, 1.0) * 1000.0).round() as u16;
+            }
+        }
+        Some(MediaRange {
+            kind: kind.trim().to_ascii_lowercase(),
+            subtype: subtype.trim().to_ascii_lowercase(),
+            quality,
+        })
+    }
+
+    /// Its weight for `media` and how specific the match is (2 exact, 1 `type/*`, 0
+    /// `*/*`), or `None` when it does not match.
+    fn rank(&self, media: &str) -> Option<(u16, u8)> {
+        let (kind, subtype) = media.split_once('/')?;
+        let specificity = match (self.kind.as_str(), self.subtype.as_str()) {
+            ("*", "*") => 0,
+            (k, "*") if k.eq_ignore_ascii_case(kind) => 1,
+            (k, s) if k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype) => 2,
+            _ => return None,
+        };
+        Some((self.quality, specificity))
+    }
+}
+
+/// `body` as the answer in form `offer`, with `Vary: Accept`.
+fn answer<T>(offer: &Offer<T>, body: String) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(offer.media));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+/// `value` as JSON in form `offer` (pretty, one value, ending with a newline).
+fn json_answer<T>(offer: &Offer<T>, value: &impl Serialize) -> Response {
+    match serde_json::to_string_pretty(value) {
+        Ok(mut text) => {
+            text.push('\n');
+            answer(offer, text)
+        }
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the answer: {err}"),
+        ),
+    }
+}
+
+/// A listing or an action's answer: `json` as JSON, or `text` as text, as negotiated.
+fn listing(
+    format: Option<&str>,
+    headers: &HeaderMap,
+    json: &impl Serialize,
+    text: impl FnOnce() -> String,
+) -> Response {
+    match negotiate(LISTING, format, headers) {
+        Ok(offer) => match offer.form {
+            Listing::Json => json_answer(offer, json),
+            Listing::Text => answer(offer, text()),
+        },
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The query of a listing or an action: `?format=json` or `?format=text`.
+#[derive(Deserialize)]
+struct FormatQuery {
+    #[serde(default)]
+    format: Option<String>,
 }
 
 /// One node in `GET /v1/nodes`.
@@ -400,7 +797,21 @@ pub struct NodeInfo {
     pub revoked_at: Option<String>,
 }
 
-async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
+/// `GET /v1/nodes`: the inventory, as JSON (there is no text form; the CLI renders its table).
+async fn nodes(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
+    const NODES: &[Offer<()>] = &[Offer {
+        format: "json",
+        media: "application/json",
+        form: (),
+    }];
+    let offer = match negotiate(NODES, query.format.as_deref(), &headers) {
+        Ok(offer) => offer,
+        Err(err) => return err.into_response(),
+    };
     let online = controller.online();
     match controller.store(|s| s.nodes()).await {
         Ok(Ok(nodes)) => {
@@ -417,23 +828,39 @@ async fn nodes(State(controller): State<Arc<Controller>>) -> Response {
                     revoked_at: n.revoked_at,
                 })
                 .collect();
-            axum::Json(infos).into_response()
+            json_answer(offer, &infos)
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
 }
 
-async fn revoke(State(controller): State<Arc<Controller>>, Path(name): Path<String>) -> Response {
+/// The JSON answer of `POST /v1/nodes/{name}/revoke`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The node.
+    pub node: String,
+    /// When it was revoked (the first time, for a node revoked again).
+    pub revoked_at: Option<String>,
+}
+
+async fn revoke(
+    State(controller): State<Arc<Controller>>,
+    Path(name): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
     let who = name.clone();
     match controller.store(move |s| s.revoke_node(&who)).await {
-        Ok(Ok(_)) => {
+        Ok(Ok(node)) => {
             controller.disconnect(&name);
-            (
-                StatusCode::OK,
-                format!("revoked node `{name}`; its certificate is no longer accepted\n"),
-            )
-                .into_response()
+            let revoked = Revoked {
+                node: node.name,
+                revoked_at: node.revoked_at,
+            };
+            listing(query.format.as_deref(), &headers, &revoked, || {
+                format!("revoked node `{name}`; its certificate is no longer accepted\n")
+            })
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -452,9 +879,20 @@ pub struct TagRequest {
     pub remove: Vec<String>,
 }
 
+/// The JSON answer of `POST /v1/nodes/{name}/tags`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeTags {
+    /// The node.
+    pub node: String,
+    /// Its tags now.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
 async fn node_tags(
     State(controller): State<Arc<Controller>>,
     Path(name): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request: TagRequest = match serde_json::from_slice(&body) {
@@ -475,14 +913,22 @@ async fn node_tags(
         .store(move |s| s.set_node_tags(&who, &request.set, &request.remove))
         .await;
     match changed {
-        Ok(Ok(node)) => format!(
-            "node `{name}`: tags {}\n",
-            match crate::fleet::token::tags_text(&node.tags) {
-                text if text.is_empty() => "(none)".to_string(),
-                text => text,
-            }
-        )
-        .into_response(),
+        Ok(Ok(node)) => {
+            let text = || {
+                format!(
+                    "node `{name}`: tags {}\n",
+                    match crate::fleet::token::tags_text(&node.tags) {
+                        text if text.is_empty() => "(none)".to_string(),
+                        text => text,
+                    }
+                )
+            };
+            let tags = NodeTags {
+                node: node.name.clone(),
+                tags: node.tags.clone(),
+            };
+            listing(query.format.as_deref(), &headers, &tags, text)
+        }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
@@ -541,15 +987,31 @@ async fn start_command(
         .into_response()
 }
 
+/// The JSON answer of `POST /v1/runs/{id}/cancel`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cancelling {
+    /// The command run.
+    pub run: String,
+    /// How many commands were sent so far (finished ones included), each now told to stop.
+    pub signalled: usize,
+}
+
 async fn cancel(
     State(controller): State<Arc<Controller>>,
     Extension(commands): Extension<Arc<ActiveRuns>>,
     Path(id): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
 ) -> Response {
     match command::cancel(&controller, &commands, &id) {
         Ok(n) => {
-            format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
-                .into_response()
+            let cancelling = Cancelling {
+                run: id.clone(),
+                signalled: n,
+            };
+            listing(query.format.as_deref(), &headers, &cancelling, || {
+                format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
+            })
         }
         Err(err) => ApiError::from(err).into_response(),
     }
@@ -567,9 +1029,116 @@ fn json_lines<E: Serialize + Send + 'static>(
     })
 }
 
-async fn runs(State(controller): State<Arc<Controller>>) -> Response {
+/// One run in `GET /v1/runs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run id.
+    pub id: String,
+    /// `apply`, `drift` or `command`.
+    pub kind: String,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    /// Who ran it (`admin token (claims NAME)`, `scheduler`, `agent`).
+    pub user: String,
+    /// Its results by outcome, as the columns of `steward runs` count them.
+    pub counts: RunCounts,
+}
+
+/// The counts of a [`RunInfo`].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Changed (and, for a command run, succeeded).
+    pub changed: usize,
+    /// Drifted.
+    pub drifted: usize,
+    /// Failed (and timed out).
+    pub failed: usize,
+    /// Skipped (and cancelled, or not started).
+    pub skipped: usize,
+    /// Unchanged.
+    pub unchanged: usize,
+}
+
+impl From<&crate::store::RunSummary> for RunInfo {
+    fn from(run: &crate::store::RunSummary) -> RunInfo {
+        let [unchanged, changed, drifted, failed, skipped] = run.counts;
+        RunInfo {
+            id: run.id.clone(),
+            kind: run.kind.as_str().to_string(),
+            started_at: run.started_at.clone(),
+            user: run.user.clone(),
+            counts: RunCounts {
+                changed,
+                drifted,
+                failed,
+                skipped,
+                unchanged,
+            },
+        }
+    }
+}
+
+/// One finding in `GET /v1/findings` (and the answer of its `resolve`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindingInfo {
+    /// Its number.
+    pub id: i64,
+    /// The node.
+    pub node: String,
+    /// `TYPE:NAME`.
+    pub resource: String,
+    /// `drift` or `failure`.
+    pub kind: String,
+    /// Open until a compliant run (or a person) resolves it.
+    pub open: bool,
+    /// `CRITICAL`, `HIGH`, ...
+    pub severity: String,
+    /// RFC 3339 UTC.
+    pub first_seen: String,
+    /// RFC 3339 UTC.
+    pub last_seen: String,
+    /// How many runs saw it.
+    pub count: u64,
+    /// The last run that saw it.
+    pub last_run: String,
+    /// What was seen last, scrubbed of secrets.
+    pub message: String,
+    /// How and when it was resolved.
+    pub resolution: Option<String>,
+}
+
+impl From<&crate::store::Finding> for FindingInfo {
+    fn from(finding: &crate::store::Finding) -> FindingInfo {
+        FindingInfo {
+            id: finding.id,
+            node: finding.node.clone(),
+            resource: finding.resource.clone(),
+            kind: finding.kind.as_str().to_string(),
+            open: finding.open,
+            severity: finding.severity.as_str().to_string(),
+            first_seen: finding.first_seen.clone(),
+            last_seen: finding.last_seen.clone(),
+            count: finding.count,
+            last_run: finding.last_run.clone(),
+            message: finding.message.clone(),
+            resolution: finding.resolution.clone(),
+        }
+    }
+}
+
+/// `GET /v1/runs`: the run history, newest first.
+async fn runs(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
     match controller.store(|s| s.runs()).await {
-        Ok(Ok(runs)) => crate::report::run::runs_table(&runs).into_response(),
+        Ok(Ok(runs)) => {
+            let infos: Vec<RunInfo> = runs.iter().map(RunInfo::from).collect();
+            listing(query.format.as_deref(), &headers, &infos, || {
+                crate::report::run::runs_table(&runs)
+            })
+        }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
@@ -583,11 +1152,17 @@ struct ReportQuery {
     color: bool,
 }
 
+/// `GET /v1/runs/{id}`: one run, rendered in the form `?format=` or `Accept` asks for.
 async fn report(
     State(controller): State<Arc<Controller>>,
     Path(id): Path<String>,
     Query(query): Query<ReportQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let offer = match negotiate(REPORT, query.format.as_deref(), &headers) {
+        Ok(offer) => offer,
+        Err(err) => return err.into_response(),
+    };
     let id = (id != "latest").then_some(id);
     let found = controller
         .store(move |s| {
@@ -601,50 +1176,174 @@ async fn report(
         Ok(Err(err)) => return ApiError::from(err).into_response(),
         Err(err) => return ApiError::from(err).into_response(),
     };
-    let text = match query.format.as_deref().unwrap_or("human") {
-        "human" => crate::report::run::human(&run, &findings, Style::new(query.color)),
-        "json" => crate::report::run::json(&run, &findings),
-        "junit" => crate::report::run::junit(&run),
-        "sarif" => crate::report::run::sarif(&run),
-        "markdown" => crate::report::run::markdown(&run, &findings),
-        other => {
-            return ApiError::BadRequest(format!("unknown format `{other}`")).into_response();
-        }
+    let text = match offer.form {
+        ReportForm::Human => crate::report::run::human(&run, &findings, Style::new(query.color)),
+        ReportForm::Json => crate::report::run::json(&run, &findings),
+        ReportForm::Junit => crate::report::run::junit(&run),
+        ReportForm::Sarif => crate::report::run::sarif(&run),
+        ReportForm::Markdown => crate::report::run::markdown(&run, &findings),
     };
-    text.into_response()
+    answer(offer, text)
 }
 
 #[derive(Deserialize)]
 struct FindingsQuery {
     #[serde(default)]
     all: bool,
+    #[serde(default)]
+    format: Option<String>,
 }
 
+/// `GET /v1/findings`: the open findings, or all with `?all=true`.
 async fn findings(
     State(controller): State<Arc<Controller>>,
     Query(query): Query<FindingsQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let all = query.all;
     match controller.store(move |s| s.findings(all)).await {
         Ok(Ok(findings)) => {
-            crate::report::run::findings_table(&findings, query.all).into_response()
+            let infos: Vec<FindingInfo> = findings.iter().map(FindingInfo::from).collect();
+            listing(query.format.as_deref(), &headers, &infos, || {
+                crate::report::run::findings_table(&findings, all)
+            })
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
 }
 
-async fn resolve(State(controller): State<Arc<Controller>>, Path(id): Path<i64>) -> Response {
+/// `POST /v1/findings/{id}/resolve`: the finding, now resolved.
+async fn resolve(
+    State(controller): State<Arc<Controller>>,
+    Path(id): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return ApiError::BadRequest(format!("finding `{id}` is not a number")).into_response();
+    };
     match controller.store(move |s| s.resolve_finding(id)).await {
-        Ok(Ok(finding)) => format!(
-            "resolved finding {}: {} of {} on {}\n",
-            finding.id,
-            finding.kind.as_str(),
-            finding.resource,
-            finding.node
-        )
-        .into_response(),
+        Ok(Ok(finding)) => listing(
+            query.format.as_deref(),
+            &headers,
+            &FindingInfo::from(&finding),
+            || {
+                format!(
+                    "resolved finding {}: {} of {} on {}\n",
+                    finding.id,
+                    finding.kind.as_str(),
+                    finding.resource,
+                    finding.node
+                )
+            },
+        ),
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HeaderMap, LISTING, Listing, REPORT, ReportForm, is_public, negotiate};
+    use axum::http::{HeaderValue, Method, header};
+
+    fn accepting(accept: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(accept) = accept {
+            headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_listing_is_json_unless_text_is_asked_for() {
+        let form = |format: Option<&str>, accept: Option<&str>| {
+            negotiate(LISTING, format, &accepting(accept)).map(|offer| offer.form)
+        };
+        assert_eq!(form(None, None).unwrap(), Listing::Json);
+        assert_eq!(form(None, Some("*/*")).unwrap(), Listing::Json);
+        assert_eq!(form(None, Some("application/json")).unwrap(), Listing::Json);
+        assert_eq!(form(None, Some("text/plain")).unwrap(), Listing::Text);
+        assert_eq!(form(None, Some("text/*")).unwrap(), Listing::Text);
+        // A browser's: HTML first, which the API has not, then anything.
+        assert_eq!(
+            form(
+                None,
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+            )
+            .unwrap(),
+            Listing::Json
+        );
+        // The explicit range wins over the wildcard of the same weight; weights decide first.
+        assert_eq!(form(None, Some("text/plain, */*")).unwrap(), Listing::Text);
+        assert_eq!(
+            form(None, Some("application/json;q=0.5, text/plain")).unwrap(),
+            Listing::Text
+        );
+        assert_eq!(
+            form(None, Some("*/*;q=0.1, application/json;q=0")).unwrap(),
+            Listing::Text
+        );
+        // ?format= wins over Accept.
+        assert_eq!(
+            form(Some("json"), Some("text/plain")).unwrap(),
+            Listing::Json
+        );
+        assert_eq!(
+            form(Some("text"), Some("application/json")).unwrap(),
+            Listing::Text
+        );
+        let unknown = form(Some("yaml"), None).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "unknown format `yaml`: use one of json, text"
+        );
+        let refused = form(None, Some("image/png")).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "Accept `image/png` names no form of this route: it answers application/json, \
+             text/plain"
+        );
+    }
+
+    #[test]
+    fn a_report_takes_the_form_its_media_type_names() {
+        let form = |format: Option<&str>, accept: Option<&str>| {
+            negotiate(REPORT, format, &accepting(accept))
+                .map(|offer| (offer.form, offer.media))
+                .unwrap()
+        };
+        assert_eq!(form(None, None), (ReportForm::Json, "application/json"));
+        assert_eq!(
+            form(None, Some("application/sarif+json")),
+            (ReportForm::Sarif, "application/sarif+json")
+        );
+        assert_eq!(
+            form(None, Some("application/xml")),
+            (ReportForm::Junit, "application/xml")
+        );
+        assert_eq!(
+            form(None, Some("text/markdown")),
+            (ReportForm::Markdown, "text/markdown; charset=utf-8")
+        );
+        assert_eq!(
+            form(None, Some("text/plain")),
+            (ReportForm::Human, "text/plain; charset=utf-8")
+        );
+        assert_eq!(
+            form(Some("markdown"), Some("application/json")).0,
+            ReportForm::Markdown
+        );
+    }
+
+    #[test]
+    fn only_healthz_is_public() {
+        assert!(is_public(&Method::GET, "/healthz"));
+        assert!(is_public(&Method::HEAD, "/healthz"));
+        assert!(!is_public(&Method::POST, "/healthz"));
+        assert!(!is_public(&Method::GET, "/healthz/"));
+        assert!(!is_public(&Method::GET, "/v1/nodes"));
+        assert!(!is_public(&Method::GET, "/"));
     }
 }

@@ -111,7 +111,11 @@ pub enum ClientError {
     Status {
         /// The HTTP status.
         status: ureq::http::StatusCode,
-        /// The answer's body, without a leading `error: `.
+        /// The `code` of the JSON error body (`not_found`, `conflict`, ...); `None` when the
+        /// body was not one (an older controller, or a proxy in between).
+        code: Option<String>,
+        /// The error's message: the JSON error body's, or the body as text without a
+        /// leading `error: `.
         message: String,
     },
     /// A successful answer's body could not be read.
@@ -140,6 +144,14 @@ impl ClientError {
     pub fn status(&self) -> Option<ureq::http::StatusCode> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The `code` of the controller's JSON error body, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Status { code, .. } => code.as_deref(),
             _ => None,
         }
     }
@@ -252,16 +264,32 @@ impl Client {
             .limit(64 * 1024)
             .read_to_string()
             .unwrap_or_default();
-        let message = body.trim().trim_start_matches("error: ").to_string();
-        Err(ClientError::Status { status, message })
+        let (code, message) = error_of(&body);
+        Err(ClientError::Status {
+            status,
+            code,
+            message,
+        })
     }
 
-    /// `GET path` as text.
+    /// `GET path` as text (`Accept: text/plain`: the API answers JSON by default).
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let response = self
             .agent
             .get(self.url(path))
             .header("Authorization", self.bearer())
+            .header("Accept", "text/plain")
+            .call();
+        self.text(response)
+    }
+
+    /// `GET path` as JSON.
+    fn get_json(&self, path: &str) -> Result<String, ClientError> {
+        let response = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.bearer())
+            .header("Accept", "application/json")
             .call();
         self.text(response)
     }
@@ -272,6 +300,7 @@ impl Client {
             .agent
             .post(self.url(path))
             .header("Authorization", self.bearer())
+            .header("Accept", "text/plain")
             // The API takes a change only as JSON, a body or not (docs/reference/api.md).
             .header("Content-Type", "application/json")
             .send_empty();
@@ -305,13 +334,14 @@ impl Client {
             .agent
             .post(self.url(&format!("/v1/nodes/{name}/tags")))
             .header("Authorization", self.bearer())
+            .header("Accept", "text/plain")
             .send_json(request);
         self.text(response)
     }
 
     /// The inventory.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
-        let text = self.get_text("/v1/nodes")?;
+        let text = self.get_json("/v1/nodes")?;
         serde_json::from_str(&text).map_err(ClientError::MalformedNodes)
     }
 
@@ -372,6 +402,15 @@ impl Client {
             on_line(event);
         }
         Ok(())
+    }
+}
+
+/// The code and message of an error answer's body: the API's JSON error
+/// (`{"error": {"code", "message"}}`), or else the text without a leading `error: `.
+fn error_of(body: &str) -> (Option<String>, String) {
+    match serde_json::from_str::<crate::fleet::api::ErrorBody>(body) {
+        Ok(parsed) => (Some(parsed.error.code), parsed.error.message),
+        Err(_) => (None, body.trim().trim_start_matches("error: ").to_string()),
     }
 }
 
@@ -480,7 +519,7 @@ pub fn bundle(project: &Path) -> Result<Vec<BundleFile>, BundleError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Client, ClientError, host_of, is_loopback};
+    use super::{Client, ClientError, error_of, host_of, is_loopback};
 
     /// The messages of the errors found before any connection, as the CLI prints them.
     #[test]
@@ -535,12 +574,34 @@ mod tests {
     fn a_refusal_keeps_its_status() {
         let err = ClientError::Status {
             status: ureq::http::StatusCode::NOT_FOUND,
+            code: Some("not_found".to_string()),
             message: "no node `x`".to_string(),
         };
         assert_eq!(err.status(), Some(ureq::http::StatusCode::NOT_FOUND));
+        assert_eq!(err.code(), Some("not_found"));
         assert_eq!(
             err.to_string(),
             "controller answered 404 Not Found: no node `x`"
+        );
+    }
+
+    /// The message of a JSON error body, and of a text one (an older controller, a proxy).
+    #[test]
+    fn error_bodies_give_their_message() {
+        assert_eq!(
+            error_of(r#"{"error":{"code":"conflict","message":"finding 3 is already resolved"}}"#),
+            (
+                Some("conflict".to_string()),
+                "finding 3 is already resolved".to_string()
+            )
+        );
+        assert_eq!(
+            error_of("error: no run `x`\n"),
+            (None, "no run `x`".to_string())
+        );
+        assert_eq!(
+            error_of("<html>Bad Gateway</html>"),
+            (None, "<html>Bad Gateway</html>".to_string())
         );
     }
 

@@ -2,6 +2,7 @@
 //!
 //! Each test drives the real `steward` binary in a temporary directory.
 
+mod api_json;
 mod common;
 mod crash;
 mod cron;

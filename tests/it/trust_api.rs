@@ -156,8 +156,10 @@ fn cross_site_and_basic_authenticated_commands_are_refused_and_run_nothing() {
             &command_creating(file),
         );
         assert_eq!(answer.status, *status, "{file}: {}", answer.body);
+        let body: serde_json::Value = serde_json::from_str(&answer.body)
+            .unwrap_or_else(|err| panic!("{file}: {err}: {}", answer.body));
         assert!(
-            answer.body.starts_with("error: "),
+            body["error"]["message"].is_string() && body["error"]["code"].is_string(),
             "{file}: {}",
             answer.body
         );
