@@ -100,10 +100,17 @@ pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
         }
     }
 
-    let counts: Vec<String> = report_order(run)
+    let mut counts: Vec<String> = report_order(run)
         .iter()
         .map(|outcome| format!("{} {}", run.count(*outcome), outcome.as_str()))
         .collect();
+    // Outcomes only some fleet runs have, counted when they do.
+    for outcome in [ResultOutcome::Pending, ResultOutcome::Unreachable] {
+        let n = run.count(outcome);
+        if n > 0 {
+            counts.push(format!("{n} {}", outcome.as_str()));
+        }
+    }
     let _ = writeln!(out, "\nRun: {}.", counts.join(", "));
     out
 }
@@ -113,7 +120,8 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
         ResultOutcome::Changed => ("~", YELLOW),
         ResultOutcome::Drifted => ("!", MAGENTA),
         ResultOutcome::Failed => ("x", RED),
-        ResultOutcome::Skipped | ResultOutcome::Cancelled => ("o", YELLOW),
+        ResultOutcome::Skipped | ResultOutcome::Cancelled | ResultOutcome::Pending => ("o", YELLOW),
+        ResultOutcome::Unreachable => ("?", RED),
         ResultOutcome::Unchanged => (" ", ""),
         ResultOutcome::Succeeded => ("+", GREEN),
         ResultOutcome::TimedOut => ("x", RED),
