@@ -291,3 +291,78 @@ pub fn node_counts(
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunKind, RunStatus, Severity};
+
+    fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
+        ResultRecord {
+            node: node.into(),
+            resource: resource.into(),
+            outcome,
+            file: None,
+            line: None,
+            column: None,
+            diff: Some("+ content".into()),
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: Severity::Unspecified,
+        }
+    }
+
+    fn drift(results: Vec<ResultRecord>) -> RunRecord {
+        RunRecord {
+            id: "r".into(),
+            kind: RunKind::Drift,
+            started_at: String::new(),
+            finished_at: String::new(),
+            user: "u".into(),
+            project: "p".into(),
+            documents_digest: "d".into(),
+            results,
+            status: RunStatus::Complete,
+        }
+    }
+
+    #[test]
+    fn drift_on_a_node_never_applied_is_pending_and_counted_so() {
+        let mut record = drift(vec![
+            result("new", "file:/a", ResultOutcome::Drifted),
+            result("new", "file:/b", ResultOutcome::Unchanged),
+            result("new", "file:/c", ResultOutcome::Failed),
+            result("old", "file:/a", ResultOutcome::Drifted),
+        ]);
+        mark_pending(&mut record, &["new"]);
+        let outcomes: Vec<ResultOutcome> = record.results.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ResultOutcome::Pending,
+                ResultOutcome::Unchanged,
+                ResultOutcome::Failed,
+                ResultOutcome::Drifted
+            ]
+        );
+        // What the first apply will do stays.
+        assert_eq!(record.results[0].diff.as_deref(), Some("+ content"));
+        assert!(
+            record.results[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("never applied")
+        );
+        let counts = node_counts(&record, "new");
+        assert_eq!(counts[&ResultOutcome::Pending], 1);
+        assert_eq!(counts[&ResultOutcome::Failed], 1);
+        assert!(!counts.contains_key(&ResultOutcome::Drifted));
+        assert_eq!(node_counts(&record, "old")[&ResultOutcome::Drifted], 1);
+        // Not known to be compliant.
+        let compliance = record.compliance();
+        assert!(!compliance[0].compliant);
+        assert_eq!(compliance[0].n_noncompliant, 2);
+    }
+}

@@ -230,7 +230,8 @@ impl RunRecord {
     }
 
     /// Per node (and association): compliant or not, with the highest severity among the
-    /// non-compliant results.
+    /// non-compliant results (drifted, failed, and the pending and unreachable resources
+    /// that are not known to be compliant).
     pub fn compliance(&self) -> Vec<Compliance> {
         let mut res: Vec<Compliance> = Vec::new();
         for result in &self.results {
@@ -250,7 +251,14 @@ impl RunRecord {
                     res.len() - 1
                 }
             };
-            if result.outcome.is_noncompliant() {
+            // A resource whose node could not be reached, or was never applied, is not
+            // known to be compliant.
+            if result.outcome.is_noncompliant()
+                || matches!(
+                    result.outcome,
+                    ResultOutcome::Pending | ResultOutcome::Unreachable
+                )
+            {
                 let entry = &mut res[idx];
                 entry.compliant = false;
                 entry.n_noncompliant += 1;
@@ -272,7 +280,7 @@ pub struct Compliance {
     pub node: String,
     /// The association, when resources came through one.
     pub association: Option<String>,
-    /// No drifted or failed resource.
+    /// No drifted, failed, pending or unreachable resource.
     pub compliant: bool,
     /// The highest severity among non-compliant resources.
     pub severity: Option<Severity>,

@@ -850,3 +850,70 @@ async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ResultRecord, Severity};
+
+    fn result(node: &str, outcome: ResultOutcome) -> ResultRecord {
+        ResultRecord {
+            node: node.into(),
+            resource: "file:/a".into(),
+            outcome,
+            file: None,
+            line: None,
+            column: None,
+            diff: None,
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: Severity::Unspecified,
+        }
+    }
+
+    #[test]
+    fn node_statuses_say_why_and_count_the_recorded_results() {
+        let statuses = vec![
+            failed_status("a", &AgentError::Offline("node `a` is offline".into())),
+            failed_status("b", &AgentError::Refused("refused the task: moved".into())),
+            failed_status("c", &AgentError::Unreachable("timed out".into())),
+            node_status("d", "ok", None),
+        ];
+        let names: Vec<&str> = statuses.iter().map(|s| s.status.as_str()).collect();
+        assert_eq!(names, ["offline", "refused", "unreachable", "ok"]);
+        let record = RunRecord {
+            id: "r".into(),
+            kind: RunKind::Apply,
+            started_at: String::new(),
+            finished_at: String::new(),
+            user: "u".into(),
+            project: "p".into(),
+            documents_digest: "d".into(),
+            results: vec![
+                result("a", ResultOutcome::Unreachable),
+                result("b", ResultOutcome::Skipped),
+                result("b", ResultOutcome::Skipped),
+                result("d", ResultOutcome::Changed),
+                result("d", ResultOutcome::Failed),
+                result("d", ResultOutcome::Failed),
+                result("d", ResultOutcome::Drifted),
+                result("d", ResultOutcome::Pending),
+            ],
+            status: RunStatus::Complete,
+        };
+        let counts: Vec<[usize; 5]> = tally(statuses, &record)
+            .iter()
+            .map(|s| [s.changed, s.drifted, s.pending, s.failed, s.skipped])
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 2],
+                [0, 0, 0, 0, 0],
+                [1, 1, 1, 2, 0]
+            ]
+        );
+    }
+}
