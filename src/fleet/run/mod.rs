@@ -444,14 +444,8 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = record::timestamp();
         let id = new_run_id();
-        if request.mode == Mode::Drift
-            && let Err(err) = self
-                .begin(controller, request, RunKind::Drift, &id, &started_at)
-                .await
-        {
-            return RunResponse::error(err);
-        }
-        // A drift check of a node never applied finds it pending, not drifted.
+        // A drift check of a node never applied finds it pending, not drifted. Asked before
+        // the run is stored, so a store that cannot answer leaves no `running` run behind.
         let never_applied: Vec<&str> = if request.mode == Mode::Drift {
             let names: Vec<String> = self.targets.iter().map(|n| n.name.clone()).collect();
             let applied = match controller.store(move |s| s.applied_nodes(&names)).await {
@@ -467,6 +461,13 @@ impl<'v> Fleet<'v> {
         } else {
             Vec::new()
         };
+        if request.mode == Mode::Drift
+            && let Err(err) = self
+                .begin(controller, request, RunKind::Drift, &id, &started_at)
+                .await
+        {
+            return RunResponse::error(err);
+        }
         let client = self.client(controller, &id, progress);
         let mut probes = tokio::task::JoinSet::new();
         for (idx, node) in self.targets.iter().enumerate() {
