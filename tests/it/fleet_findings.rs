@@ -165,6 +165,17 @@ fn an_offline_node_is_one_finding_resolved_when_it_is_back() {
         let stored = stored_counts(&fleet, &run_id(&apply.stdout));
         assert_eq!(stored["web-2"].get("unreachable"), Some(&3), "{stored:?}");
     }
+    // The reports count the unreachable resources too.
+    let report = fleet.cli(&["report"]);
+    assert!(report.stdout.contains(", 3 unreachable."), "{}", report.stdout);
+    let markdown = fleet.cli(&["report", "--format", "markdown"]);
+    assert!(
+        markdown.stdout.contains("0 drifted, 0 failed, 3 unreachable")
+            && markdown.stdout.contains("| skipped | unchanged | unreachable |")
+            && markdown.stdout.contains("| web-2 | 0 | 0 | 0 | 0 | 0 | 3 |"),
+        "{}",
+        markdown.stdout
+    );
 
     // A drift check while it is still away bumps the same finding.
     let drift = fleet.cli(&["drift", &p]);

@@ -100,17 +100,10 @@ pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
         }
     }
 
-    let mut counts: Vec<String> = report_order(run)
+    let counts: Vec<String> = report_order(run)
         .iter()
         .map(|outcome| format!("{} {}", run.count(*outcome), outcome.as_str()))
         .collect();
-    // Outcomes only some fleet runs have, counted when they do.
-    for outcome in [ResultOutcome::Pending, ResultOutcome::Unreachable] {
-        let n = run.count(outcome);
-        if n > 0 {
-            counts.push(format!("{n} {}", outcome.as_str()));
-        }
-    }
     let _ = writeln!(out, "\nRun: {}.", counts.join(", "));
     out
 }

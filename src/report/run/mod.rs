@@ -67,12 +67,19 @@ const COMMAND_ORDER: [ResultOutcome; 5] = [
     ResultOutcome::Skipped,
 ];
 
-fn report_order(run: &RunRecord) -> &'static [ResultOutcome; 5] {
+/// The outcomes a run's counts show: [`REPORT_ORDER`] (or [`COMMAND_ORDER`]), then
+/// `pending` and `unreachable` when a fleet run has any.
+fn report_order(run: &RunRecord) -> Vec<ResultOutcome> {
     if run.kind == RunKind::Command {
-        &COMMAND_ORDER
-    } else {
-        &REPORT_ORDER
+        return COMMAND_ORDER.to_vec();
     }
+    let mut order = REPORT_ORDER.to_vec();
+    for outcome in [ResultOutcome::Pending, ResultOutcome::Unreachable] {
+        if run.count(outcome) > 0 {
+            order.push(outcome);
+        }
+    }
+    order
 }
 
 /// `file:line:column` as far as it is known.
