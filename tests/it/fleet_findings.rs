@@ -165,14 +165,31 @@ fn an_offline_node_is_one_finding_resolved_when_it_is_back() {
         let stored = stored_counts(&fleet, &run_id(&apply.stdout));
         assert_eq!(stored["web-2"].get("unreachable"), Some(&3), "{stored:?}");
     }
-    // The reports count the unreachable resources too.
+    // The reports count the unreachable resources too, and show the node's finding.
     let report = fleet.cli(&["report"]);
-    assert!(report.stdout.contains(", 3 unreachable."), "{}", report.stdout);
+    assert!(
+        report.stdout.contains(", 3 unreachable."),
+        "{}",
+        report.stdout
+    );
+    let json = fleet.cli(&["report", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["summary"]["unreachable"], 3, "{json}");
+    assert_eq!(json["summary"]["compliant"], false, "{json}");
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{json}");
+    assert_eq!(findings[0]["resource"], "node:web-2", "{json}");
     let markdown = fleet.cli(&["report", "--format", "markdown"]);
     assert!(
-        markdown.stdout.contains("0 drifted, 0 failed, 3 unreachable")
-            && markdown.stdout.contains("| skipped | unchanged | unreachable |")
-            && markdown.stdout.contains("| web-2 | 0 | 0 | 0 | 0 | 0 | 3 |"),
+        markdown
+            .stdout
+            .contains("0 drifted, 0 failed, 3 unreachable")
+            && markdown
+                .stdout
+                .contains("| skipped | unchanged | unreachable |")
+            && markdown
+                .stdout
+                .contains("| web-2 | 0 | 0 | 0 | 0 | 0 | 3 |"),
         "{}",
         markdown.stdout
     );

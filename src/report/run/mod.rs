@@ -33,7 +33,7 @@
 
 use std::fmt::Write;
 
-use crate::store::{Finding, ResultOutcome, ResultRecord, RunKind, RunRecord};
+use crate::store::{Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord};
 
 mod human;
 mod json;
@@ -92,7 +92,8 @@ fn location(result: &ResultRecord) -> Option<String> {
     })
 }
 
-/// Open findings about a resource this run saw, in the order given.
+/// Open findings about a resource this run saw, or about one of its nodes, in the order
+/// given.
 fn open_findings<'a>(run: &RunRecord, findings: &'a [Finding]) -> Vec<&'a Finding> {
     findings
         .iter()
@@ -101,7 +102,11 @@ fn open_findings<'a>(run: &RunRecord, findings: &'a [Finding]) -> Vec<&'a Findin
                 && run
                     .results
                     .iter()
-                    .any(|r| r.node == f.node && r.resource == f.resource)
+                    // A node's own finding (unreachable) is about each of its results.
+                    .any(|r| {
+                        r.node == f.node
+                            && (r.resource == f.resource || f.kind == FindingKind::Unreachable)
+                    })
         })
         .collect()
 }
