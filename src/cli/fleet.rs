@@ -830,18 +830,24 @@ fn print_errors(response: &RunResponse) -> Option<Exit> {
     })
 }
 
-/// The per-node summary at the end of an apply or drift.
+/// The per-node summary at the end of an apply or drift: each count is the number of the
+/// node's results with that outcome in the recorded run.
 fn node_table(response: &RunResponse) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from("\nNODE         STATUS       CHANGED FAILED  MESSAGE\n");
+    let mut out = String::from(
+        "\nNODE         STATUS       CHANGED DRIFTED PENDING FAILED SKIPPED  MESSAGE\n",
+    );
     for node in &response.nodes {
         let _ = writeln!(
             out,
-            "{:<12} {:<12} {:>7} {:>6}  {}",
+            "{:<12} {:<12} {:>7} {:>7} {:>7} {:>6} {:>7}  {}",
             node.node,
             node.status,
             node.changed,
+            node.drifted,
+            node.pending,
             node.failed,
+            node.skipped,
             node.message.as_deref().unwrap_or("")
         );
     }

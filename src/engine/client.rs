@@ -43,6 +43,10 @@ pub enum AgentError {
     /// answered something else).
     #[error("{0}")]
     Failed(String),
+    /// The node refused the task as a whole and changed nothing (what a saved plan expects
+    /// of it moved since the plan, or it could not use the catalog).
+    #[error("{0}")]
+    Refused(String),
     /// The node was never asked: the run stopped starting nodes (`max_errors`).
     #[error("{0}")]
     NotStarted(String),

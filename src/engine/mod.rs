@@ -232,7 +232,7 @@ resources:
     }
 
     #[test]
-    fn an_unreachable_node_fails_every_resource_of_the_record() {
+    fn an_unreachable_node_leaves_every_resource_unreachable_in_the_record() {
         let dir = tempfile::tempdir().unwrap();
         let validated = project(dir.path());
         let registry = Registry::builtin();
@@ -245,10 +245,10 @@ resources:
         let results = record::node_failure(&validated, graph.node, &err);
         assert_eq!(results.len(), 3);
         for result in &results {
-            assert_eq!(result.outcome, ResultOutcome::Failed);
+            assert_eq!(result.outcome, ResultOutcome::Unreachable);
             assert_eq!(
                 result.message.as_deref(),
-                Some("node `local`: node local is offline")
+                Some("node `local` could not be reached: node local is offline")
             );
             assert!(result.file.as_deref().unwrap().ends_with("site.yaml"));
         }
@@ -258,6 +258,20 @@ resources:
             &AgentError::NotStarted("not started: max_errors was exceeded".into()),
         );
         assert!(skipped.iter().all(|r| r.outcome == ResultOutcome::Skipped));
+        // A stale saved plan is refused whole: nothing was tried, nothing failed.
+        let refused = record::node_failure(
+            &validated,
+            graph.node,
+            &AgentError::Refused("refused the task: actual state moved since the plan".into()),
+        );
+        assert!(refused.iter().all(|r| r.outcome == ResultOutcome::Skipped));
+        assert!(
+            refused[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("node `local` refused the task as a whole")
+        );
     }
 
     #[test]

@@ -234,24 +234,135 @@ pub fn apply_record(
     )
 }
 
-/// A result per resource of a node that never answered: failed (or skipped when it was
-/// never started), with the reason.
+/// A result per resource of a node that did not do its task, with the reason: unreachable
+/// when it could not be reached (its node's one finding says so), skipped when it was never
+/// asked or refused the task as a whole (nothing was done), failed otherwise.
 pub fn node_failure(
     validated: &Validated,
     node: &model::Node,
     err: &AgentError,
 ) -> Vec<ResultRecord> {
-    let outcome = if matches!(err, AgentError::NotStarted(_)) {
-        ResultOutcome::Skipped
-    } else {
-        ResultOutcome::Failed
+    let (outcome, why) = match err {
+        AgentError::Offline(_) | AgentError::Unreachable(_) => {
+            (ResultOutcome::Unreachable, "could not be reached")
+        }
+        AgentError::NotStarted(_) => (ResultOutcome::Skipped, "was not asked"),
+        AgentError::Refused(_) => (ResultOutcome::Skipped, "refused the task as a whole"),
+        AgentError::Failed(_) | AgentError::Io { .. } => (ResultOutcome::Failed, "failed"),
     };
+    let message = model::scrub(
+        &format!("node `{}` {why}: {err}", node.name),
+        &validated.model.secrets,
+    );
     node.resources
         .iter()
         .map(|res| {
             let mut record = record(validated, &node.name, res, outcome);
-            record.message = Some(format!("node `{}`: {err}", node.name));
+            record.message = Some(message.clone());
             record
         })
         .collect()
+}
+
+/// Marks a drift record's resources on nodes never applied as `pending` rather than
+/// `drifted` (SSM's Pending: nothing was asked of them yet). Their diffs stay: what the
+/// first apply will do.
+pub fn mark_pending(record: &mut RunRecord, never_applied: &[&str]) {
+    for result in &mut record.results {
+        if result.outcome == ResultOutcome::Drifted && never_applied.contains(&result.node.as_str())
+        {
+            result.outcome = ResultOutcome::Pending;
+            result.message = Some(format!(
+                "pending: node `{}` was never applied; drift is checked after its first apply",
+                result.node
+            ));
+        }
+    }
+}
+
+/// Per outcome, how many of a node's results have it.
+pub fn node_counts(
+    record: &RunRecord,
+    node: &str,
+) -> std::collections::BTreeMap<ResultOutcome, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for result in record.results.iter().filter(|r| r.node == node) {
+        *counts.entry(result.outcome).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunKind, RunStatus, Severity};
+
+    fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
+        ResultRecord {
+            node: node.into(),
+            resource: resource.into(),
+            outcome,
+            file: None,
+            line: None,
+            column: None,
+            diff: Some("+ content".into()),
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: Severity::Unspecified,
+        }
+    }
+
+    fn drift(results: Vec<ResultRecord>) -> RunRecord {
+        RunRecord {
+            id: "r".into(),
+            kind: RunKind::Drift,
+            started_at: String::new(),
+            finished_at: String::new(),
+            user: "u".into(),
+            project: "p".into(),
+            documents_digest: "d".into(),
+            results,
+            status: RunStatus::Complete,
+        }
+    }
+
+    #[test]
+    fn drift_on_a_node_never_applied_is_pending_and_counted_so() {
+        let mut record = drift(vec![
+            result("new", "file:/a", ResultOutcome::Drifted),
+            result("new", "file:/b", ResultOutcome::Unchanged),
+            result("new", "file:/c", ResultOutcome::Failed),
+            result("old", "file:/a", ResultOutcome::Drifted),
+        ]);
+        mark_pending(&mut record, &["new"]);
+        let outcomes: Vec<ResultOutcome> = record.results.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ResultOutcome::Pending,
+                ResultOutcome::Unchanged,
+                ResultOutcome::Failed,
+                ResultOutcome::Drifted
+            ]
+        );
+        // What the first apply will do stays.
+        assert_eq!(record.results[0].diff.as_deref(), Some("+ content"));
+        assert!(
+            record.results[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("never applied")
+        );
+        let counts = node_counts(&record, "new");
+        assert_eq!(counts[&ResultOutcome::Pending], 1);
+        assert_eq!(counts[&ResultOutcome::Failed], 1);
+        assert!(!counts.contains_key(&ResultOutcome::Drifted));
+        assert_eq!(node_counts(&record, "old")[&ResultOutcome::Drifted], 1);
+        // Not known to be compliant.
+        let compliance = record.compliance();
+        assert!(!compliance[0].compliant);
+        assert_eq!(compliance[0].n_noncompliant, 2);
+    }
 }

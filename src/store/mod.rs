@@ -68,11 +68,18 @@ pub enum ResultOutcome {
     TimedOut,
     /// A command was cancelled.
     Cancelled,
+    /// Not yet applied on its node: a drift check of a node the controller never applied
+    /// (SSM's `Pending`). It differs from its desired state, but nothing was ever asked of
+    /// it, so it is no drift; it opens and resolves no finding.
+    Pending,
+    /// Its node could not be reached, so nothing is known of it. The node's one
+    /// `unreachable` finding says so; no finding is opened for the resource.
+    Unreachable,
 }
 
 impl ResultOutcome {
     /// Every outcome.
-    pub const ALL: [ResultOutcome; 8] = [
+    pub const ALL: [ResultOutcome; 10] = [
         ResultOutcome::Unchanged,
         ResultOutcome::Changed,
         ResultOutcome::Drifted,
@@ -81,6 +88,8 @@ impl ResultOutcome {
         ResultOutcome::Succeeded,
         ResultOutcome::TimedOut,
         ResultOutcome::Cancelled,
+        ResultOutcome::Pending,
+        ResultOutcome::Unreachable,
     ];
 
     /// The stored and displayed name.
@@ -94,6 +103,8 @@ impl ResultOutcome {
             ResultOutcome::Succeeded => "succeeded",
             ResultOutcome::TimedOut => "timed_out",
             ResultOutcome::Cancelled => "cancelled",
+            ResultOutcome::Pending => "pending",
+            ResultOutcome::Unreachable => "unreachable",
         }
     }
 
@@ -105,6 +116,12 @@ impl ResultOutcome {
     /// Drifted and failed resources are not compliant.
     pub fn is_noncompliant(self) -> bool {
         matches!(self, ResultOutcome::Drifted | ResultOutcome::Failed)
+    }
+
+    /// Whether the node answered for this resource: every outcome but `unreachable` (and
+    /// `skipped`, which was never asked of it).
+    pub fn node_answered(self) -> bool {
+        !matches!(self, ResultOutcome::Unreachable | ResultOutcome::Skipped)
     }
 }
 
@@ -213,7 +230,8 @@ impl RunRecord {
     }
 
     /// Per node (and association): compliant or not, with the highest severity among the
-    /// non-compliant results.
+    /// non-compliant results (drifted, failed, and the pending and unreachable resources
+    /// that are not known to be compliant).
     pub fn compliance(&self) -> Vec<Compliance> {
         let mut res: Vec<Compliance> = Vec::new();
         for result in &self.results {
@@ -233,7 +251,14 @@ impl RunRecord {
                     res.len() - 1
                 }
             };
-            if result.outcome.is_noncompliant() {
+            // A resource whose node could not be reached, or was never applied, is not
+            // known to be compliant.
+            if result.outcome.is_noncompliant()
+                || matches!(
+                    result.outcome,
+                    ResultOutcome::Pending | ResultOutcome::Unreachable
+                )
+            {
                 let entry = &mut res[idx];
                 entry.compliant = false;
                 entry.n_noncompliant += 1;
@@ -255,7 +280,7 @@ pub struct Compliance {
     pub node: String,
     /// The association, when resources came through one.
     pub association: Option<String>,
-    /// No drifted or failed resource.
+    /// No drifted, failed, pending or unreachable resource.
     pub compliant: bool,
     /// The highest severity among non-compliant resources.
     pub severity: Option<Severity>,
@@ -270,6 +295,14 @@ pub enum FindingKind {
     Drift,
     /// The resource failed to apply or to be read.
     Failure,
+    /// The node could not be reached: one finding for the node (its resource is
+    /// [`node_resource`]), resolved when the node next answers.
+    Unreachable,
+}
+
+/// The `resource` of a finding about a whole node (`node:NAME`).
+pub fn node_resource(node: &str) -> String {
+    format!("node:{node}")
 }
 
 impl FindingKind {
@@ -278,6 +311,7 @@ impl FindingKind {
         match self {
             FindingKind::Drift => "drift",
             FindingKind::Failure => "failure",
+            FindingKind::Unreachable => "unreachable",
         }
     }
 
@@ -286,13 +320,14 @@ impl FindingKind {
         match text {
             "drift" => Some(FindingKind::Drift),
             "failure" => Some(FindingKind::Failure),
+            "unreachable" => Some(FindingKind::Unreachable),
             _ => None,
         }
     }
 }
 
 /// An operational item opened by a failure or drift (SSM OpsCenter's OpsItem), deduplicated
-/// by node + resource + kind.
+/// by node + resource + kind; or by an unreachable node, one for the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
     /// Its id.
@@ -333,7 +368,7 @@ pub struct RunSummary {
     /// Who ran it.
     pub user: String,
     /// Counts of unchanged, changed (and succeeded), drifted, failed (and timed out), and
-    /// skipped (and cancelled) results.
+    /// skipped (and cancelled, pending and unreachable) results.
     pub counts: [usize; 5],
 }
 
@@ -426,8 +461,17 @@ pub struct NodeRecord {
 /// Run history, results and findings. Implemented by SQLite locally; PostgreSQL later.
 pub trait Store {
     /// Records a run and updates findings: every drifted or failed result opens (or bumps)
-    /// its finding; every other result of a resource resolves its open findings.
+    /// its finding; an unchanged or changed result of a resource resolves its open findings;
+    /// a node with unreachable results opens (or bumps) one `unreachable` finding for the
+    /// node, and a node that answered resolves it. Pending, skipped and command results open
+    /// and resolve nothing.
     fn record_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Which of `nodes` were ever applied: some stored apply run has a result its node
+    /// answered for (a node never applied is `pending` in a drift check).
+    fn applied_nodes(
+        &self,
+        nodes: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError>;
     /// A run by id, or the latest when `id` is `None`.
     fn run(&self, id: Option<&str>) -> Result<RunRecord, StoreError>;
     /// The runs, newest first.

@@ -432,12 +432,15 @@ impl Store for SqliteStore {
             let kind = match result.outcome {
                 ResultOutcome::Drifted => Some(FindingKind::Drift),
                 ResultOutcome::Failed => Some(FindingKind::Failure),
-                // A skipped resource says nothing about its state.
-                ResultOutcome::Skipped => continue,
                 ResultOutcome::Unchanged | ResultOutcome::Changed => None,
-                ResultOutcome::Succeeded | ResultOutcome::TimedOut | ResultOutcome::Cancelled => {
-                    continue;
-                }
+                // A skipped or pending resource says nothing about its state, and an
+                // unreachable one is its node's finding (below).
+                ResultOutcome::Skipped
+                | ResultOutcome::Pending
+                | ResultOutcome::Unreachable
+                | ResultOutcome::Succeeded
+                | ResultOutcome::TimedOut
+                | ResultOutcome::Cancelled => continue,
             };
             match kind {
                 Some(kind) => {
@@ -446,31 +449,13 @@ impl Store for SqliteStore {
                         .as_deref()
                         .or(result.diff.as_deref())
                         .unwrap_or_default();
-                    let updated = tx.prepare_cached("UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
-                                severity = ?4
-                         WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1")?.execute(params![
-                            run.finished_at,
-                            run.id,
-                            message,
-                            result.severity.as_str(),
-                            result.node,
-                            result.resource,
-                            kind.as_str()
-                        ])?;
-                    if updated == 0 {
-                        any_open = true;
-                        tx.prepare_cached("INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
-                                                   last_run, message)
-                             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)")?.execute(params![
-                                result.node,
-                                result.resource,
-                                kind.as_str(),
-                                result.severity.as_str(),
-                                run.finished_at,
-                                run.id,
-                                message
-                            ])?;
-                    }
+                    any_open |= open_or_bump(
+                        &tx,
+                        run,
+                        (&result.node, &result.resource, kind),
+                        result.severity,
+                        message,
+                    )?;
                 }
                 None if !any_open => {}
                 None => {
@@ -483,6 +468,35 @@ impl Store for SqliteStore {
                         result.node,
                         result.resource
                     ])?;
+                }
+            }
+        }
+        if run.kind != RunKind::Command {
+            for node in node_findings(run) {
+                let resource = crate::store::node_resource(node.node);
+                match node.unreachable {
+                    Some((message, severity)) => {
+                        open_or_bump(
+                            &tx,
+                            run,
+                            (node.node, &resource, FindingKind::Unreachable),
+                            severity,
+                            message,
+                        )?;
+                    }
+                    None if node.answered && any_open => {
+                        tx.prepare_cached(
+                            "UPDATE findings SET open = 0, resolution = ?1
+                             WHERE node = ?2 AND resource = ?3 AND kind = ?4 AND open = 1",
+                        )?
+                        .execute(params![
+                            resolution,
+                            node.node,
+                            resource,
+                            FindingKind::Unreachable.as_str()
+                        ])?;
+                    }
+                    None => {}
                 }
             }
         }
@@ -552,7 +566,7 @@ impl Store for SqliteStore {
             "SELECT r.id, r.kind, r.started_at, r.user,
                     sum(x.outcome = 'unchanged'), sum(x.outcome IN ('changed', 'succeeded')),
                     sum(x.outcome = 'drifted'), sum(x.outcome IN ('failed', 'timed_out')),
-                    sum(x.outcome IN ('skipped', 'cancelled'))
+                    sum(x.outcome IN ('skipped', 'cancelled', 'pending', 'unreachable'))
              FROM runs r LEFT JOIN results x ON x.run_id = r.id
              GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC",
         )?;
@@ -569,6 +583,25 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn applied_nodes(
+        &self,
+        nodes: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        // One scan of the results (they have no index by node), whatever the fleet's size.
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT x.node FROM results x JOIN runs r ON r.id = x.run_id
+             WHERE r.kind = 'apply' AND x.outcome IN ('unchanged', 'changed', 'failed')",
+        )?;
+        let mut applied = std::collections::BTreeSet::new();
+        for node in statement.query_map([], |row| row.get::<_, String>(0))? {
+            let node = node?;
+            if nodes.contains(&node) {
+                applied.insert(node);
+            }
+        }
+        Ok(applied)
     }
 
     fn oldest_run_id(&self) -> Result<Option<String>, StoreError> {
@@ -621,6 +654,95 @@ impl Store for SqliteStore {
     }
 }
 
+/// Bumps the open finding of `(node, resource, kind)` with this run, or opens one; `true`
+/// when it opened one.
+fn open_or_bump(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RunRecord,
+    (node, resource, kind): (&str, &str, FindingKind),
+    severity: Severity,
+    message: &str,
+) -> Result<bool, StoreError> {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
+                    severity = ?4
+             WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1",
+        )?
+        .execute(params![
+            run.finished_at,
+            run.id,
+            message,
+            severity.as_str(),
+            node,
+            resource,
+            kind.as_str()
+        ])?;
+    if updated > 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
+                               last_run, message)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)",
+    )?
+    .execute(params![
+        node,
+        resource,
+        kind.as_str(),
+        severity.as_str(),
+        run.finished_at,
+        run.id,
+        message
+    ])?;
+    Ok(true)
+}
+
+/// What a run says of one node as a whole, for its node finding.
+#[derive(Debug, PartialEq)]
+struct NodeFinding<'r> {
+    node: &'r str,
+    /// It answered for at least one resource: it was reached.
+    answered: bool,
+    /// It could not be reached: the first reason given, and the highest severity among
+    /// its unreachable resources.
+    unreachable: Option<(&'r str, Severity)>,
+}
+
+/// Per node of a run (in first-seen order), whether it answered or could not be reached.
+fn node_findings(run: &RunRecord) -> Vec<NodeFinding<'_>> {
+    let mut nodes: Vec<NodeFinding<'_>> = Vec::new();
+    for result in &run.results {
+        let idx = match nodes.iter().position(|n| n.node == result.node) {
+            Some(idx) => idx,
+            None => {
+                nodes.push(NodeFinding {
+                    node: &result.node,
+                    answered: false,
+                    unreachable: None,
+                });
+                nodes.len() - 1
+            }
+        };
+        let entry = &mut nodes[idx];
+        entry.answered |= result.outcome.node_answered();
+        if result.outcome == ResultOutcome::Unreachable {
+            let message = result.message.as_deref().unwrap_or("unreachable");
+            entry.unreachable = Some(match entry.unreachable {
+                Some((first, severity)) => (first, severity.max(result.severity)),
+                None => (message, result.severity),
+            });
+        }
+    }
+    // A node that answered for a resource was reached, whatever else the run says of it.
+    for node in &mut nodes {
+        if node.answered {
+            node.unreachable = None;
+        }
+    }
+    nodes
+}
+
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
     Ok(Finding {
         id: row.get(0)?,
@@ -641,4 +763,164 @@ fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
 /// Where a project's store lives inside its state directory.
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join("steward.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
+        ResultRecord {
+            node: node.into(),
+            resource: resource.into(),
+            outcome,
+            file: None,
+            line: None,
+            column: None,
+            diff: None,
+            message: Some(format!("{outcome} here")),
+            duration_ms: 0,
+            association: None,
+            severity: Severity::Medium,
+        }
+    }
+
+    fn run(id: &str, kind: RunKind, results: Vec<ResultRecord>) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            kind,
+            started_at: format!("2026-12-03T10:00:{id}Z"),
+            finished_at: format!("2026-12-03T10:00:{id}Z"),
+            user: "u".into(),
+            project: "p".into(),
+            documents_digest: "d".into(),
+            results,
+            status: RunStatus::Complete,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("steward.db")).unwrap();
+        (dir, store)
+    }
+
+    fn open(store: &SqliteStore) -> Vec<(String, String, FindingKind, u64)> {
+        store
+            .findings(false)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.node, f.resource, f.kind, f.count))
+            .collect()
+    }
+
+    #[test]
+    fn an_unreachable_node_is_one_finding_resolved_when_it_answers() {
+        let (_dir, mut store) = store();
+        let offline = |id: &str| {
+            run(
+                id,
+                RunKind::Apply,
+                vec![
+                    result("web", "file:/a", ResultOutcome::Unreachable),
+                    result("web", "file:/b", ResultOutcome::Unreachable),
+                    result("db", "file:/c", ResultOutcome::Unchanged),
+                ],
+            )
+        };
+        store.record_run(&offline("01")).unwrap();
+        store.record_run(&offline("02")).unwrap();
+        assert_eq!(
+            open(&store),
+            [(
+                "web".to_string(),
+                "node:web".to_string(),
+                FindingKind::Unreachable,
+                2
+            )]
+        );
+        assert_eq!(
+            store.findings(false).unwrap()[0].message,
+            "unreachable here"
+        );
+        // A run where the node answers, even with drift, resolves it.
+        store
+            .record_run(&run(
+                "03",
+                RunKind::Drift,
+                vec![
+                    result("web", "file:/a", ResultOutcome::Drifted),
+                    result("web", "file:/b", ResultOutcome::Unchanged),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(
+            open(&store),
+            [(
+                "web".to_string(),
+                "file:/a".to_string(),
+                FindingKind::Drift,
+                1
+            )]
+        );
+        let all = store.findings(true).unwrap();
+        assert!(all[0].resolution.as_deref().unwrap().contains("run 03"));
+    }
+
+    #[test]
+    fn skipped_nodes_leave_the_node_finding_open_and_pending_opens_nothing() {
+        let (_dir, mut store) = store();
+        store
+            .record_run(&run(
+                "01",
+                RunKind::Apply,
+                vec![result("web", "file:/a", ResultOutcome::Unreachable)],
+            ))
+            .unwrap();
+        // Not asked (max_errors) or refused: the node said nothing of its reachability.
+        store
+            .record_run(&run(
+                "02",
+                RunKind::Apply,
+                vec![result("web", "file:/a", ResultOutcome::Skipped)],
+            ))
+            .unwrap();
+        assert_eq!(open(&store).len(), 1);
+        store
+            .record_run(&run(
+                "03",
+                RunKind::Drift,
+                vec![result("new", "file:/a", ResultOutcome::Pending)],
+            ))
+            .unwrap();
+        assert_eq!(open(&store).len(), 1, "pending opens no finding");
+    }
+
+    #[test]
+    fn applied_nodes_are_those_an_apply_reached() {
+        let (_dir, mut store) = store();
+        store
+            .record_run(&run(
+                "01",
+                RunKind::Apply,
+                vec![
+                    result("web", "file:/a", ResultOutcome::Failed),
+                    result("db", "file:/a", ResultOutcome::Unreachable),
+                    result("mq", "file:/a", ResultOutcome::Skipped),
+                ],
+            ))
+            .unwrap();
+        store
+            .record_run(&run(
+                "02",
+                RunKind::Drift,
+                vec![result("cache", "file:/a", ResultOutcome::Unchanged)],
+            ))
+            .unwrap();
+        let nodes: Vec<String> = ["web", "db", "mq", "cache", "gone"]
+            .map(String::from)
+            .to_vec();
+        let applied: Vec<String> = store.applied_nodes(&nodes).unwrap().into_iter().collect();
+        assert_eq!(applied, ["web"]);
+    }
 }

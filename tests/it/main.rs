@@ -8,6 +8,7 @@ mod crash;
 mod cron;
 mod drift;
 mod fleet;
+mod fleet_findings;
 mod fleet_harness;
 mod front_door;
 mod front_door_kdl;

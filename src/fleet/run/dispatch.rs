@@ -134,6 +134,10 @@ impl AgentClient for DispatchClient {
                         report,
                     })
                 }
+                // Refused as a whole (a saved plan's state moved): nothing was applied.
+                Ok(TaskResult::Refused { reason }) => {
+                    Err(AgentError::Refused(format!("refused the task: {reason}")))
+                }
                 Ok(other) => Err(AgentError::Failed(unexpected(&other, "an apply"))),
                 Err(err) => Err(unreachable(err)),
             }

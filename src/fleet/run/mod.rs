@@ -48,7 +48,7 @@ use crate::plan::{self, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{RunKind, RunRecord, RunStatus, StoreError};
+use crate::store::{ResultOutcome, RunKind, RunRecord, RunStatus, Store, StoreError};
 use crate::validate::{Validated, validate_with};
 
 /// Why a fleet run could not start. Failures on nodes are not errors: they are in the
@@ -352,8 +352,8 @@ impl<'v> Fleet<'v> {
         )
     }
 
-    /// Completes a run's record: who ran it, a failed (or skipped) result for each resource
-    /// of a node that never answered, and file names as the project names them.
+    /// Completes a run's record: who ran it, a result for each resource of a node that did
+    /// not do its task ([`record::node_failure`]), and file names as the project names them.
     fn finish_record(
         &self,
         record: &mut RunRecord,
@@ -444,6 +444,23 @@ impl<'v> Fleet<'v> {
     ) -> RunResponse {
         let started_at = record::timestamp();
         let id = new_run_id();
+        // A drift check of a node never applied finds it pending, not drifted. Asked before
+        // the run is stored, so a store that cannot answer leaves no `running` run behind.
+        let never_applied: Vec<&str> = if request.mode == Mode::Drift {
+            let names: Vec<String> = self.targets.iter().map(|n| n.name.clone()).collect();
+            let applied = match controller.store(move |s| s.applied_nodes(&names)).await {
+                Ok(Ok(applied)) => applied,
+                Ok(Err(err)) => return RunResponse::error(RunError::Store(err)),
+                Err(err) => return RunResponse::error(RunError::Controller(err)),
+            };
+            self.targets
+                .iter()
+                .map(|n| n.name.as_str())
+                .filter(|name| !applied.contains(*name))
+                .collect()
+        } else {
+            Vec::new()
+        };
         if request.mode == Mode::Drift
             && let Err(err) = self
                 .begin(controller, request, RunKind::Drift, &id, &started_at)
@@ -495,13 +512,22 @@ impl<'v> Fleet<'v> {
                         .filter(|c| c.change.is_err())
                         .count();
                     planned.push(node, node_plan);
-                    let status = NodeStatus {
-                        node: node.name.clone(),
-                        status: if n_errors > 0 { "failed" } else { "ok" }.to_string(),
-                        changed: n_changes,
-                        failed: n_errors,
-                        message: None,
-                    };
+                    let pending = never_applied.contains(&node.name.as_str());
+                    let mut status = node_status(
+                        &node.name,
+                        match (n_errors > 0, pending) {
+                            (true, _) => "failed",
+                            (false, true) => "pending",
+                            (false, false) => "ok",
+                        },
+                        None,
+                    );
+                    status.failed = n_errors;
+                    match (request.mode, pending) {
+                        (Mode::Drift, true) => status.pending = n_changes,
+                        (Mode::Drift, false) => status.drifted = n_changes,
+                        _ => status.changed = n_changes,
+                    }
                     let _ = progress.send(Event::NodeFinished(status.clone()));
                     statuses.push(status);
                 }
@@ -518,7 +544,6 @@ impl<'v> Fleet<'v> {
         let mut response = RunResponse {
             has_changes,
             failed,
-            nodes: statuses,
             ..RunResponse::default()
         };
         if request.mode == Mode::Plan {
@@ -537,6 +562,7 @@ impl<'v> Fleet<'v> {
                 crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
             };
             response.plan_json = Some(json);
+            response.nodes = statuses;
             // A plan is not stored: the probes' results go once it is rendered.
             let plan_id = id.clone();
             if let Ok(Err(err)) = controller
@@ -556,6 +582,10 @@ impl<'v> Fleet<'v> {
             &request.project,
         );
         self.finish_record(&mut record, request, &failures);
+        record::mark_pending(&mut record, &never_applied);
+        // Pending is no drift: only drifted resources make a drift check find changes.
+        response.has_changes = record.count(ResultOutcome::Drifted) > 0;
+        response.nodes = tally(statuses, &record);
         store_into(controller, &record, &mut response).await;
         response
     }
@@ -633,13 +663,11 @@ impl<'v> Fleet<'v> {
                         ));
                     }
                     Dispatched::NotStarted => {
-                        let status = NodeStatus {
-                            node: node.name.clone(),
-                            status: "not_started".to_string(),
-                            changed: 0,
-                            failed: 0,
-                            message: Some("not started: max_errors was exceeded".to_string()),
-                        };
+                        let status = node_status(
+                            &node.name,
+                            "not_started",
+                            Some("not started: max_errors was exceeded".to_string()),
+                        );
                         let _ = progress.send(Event::NodeFinished(status));
                         answers.push((
                             node,
@@ -664,17 +692,7 @@ impl<'v> Fleet<'v> {
                     reports.push(report);
                 }
                 Err(err) => {
-                    if let AgentError::NotStarted(message) = &err {
-                        statuses.push(NodeStatus {
-                            node: node.name.clone(),
-                            status: "not_started".to_string(),
-                            changed: 0,
-                            failed: 0,
-                            message: Some(message.clone()),
-                        });
-                    } else {
-                        statuses.push(failed_status(&node.name, &err));
-                    }
+                    statuses.push(failed_status(&node.name, &err));
                     failures.push((node, err));
                 }
             }
@@ -694,7 +712,7 @@ impl<'v> Fleet<'v> {
             has_changes: reports.iter().any(|r| r.n_changed() > 0),
             failed,
             output: String::new(),
-            nodes: statuses,
+            nodes: tally(statuses, &record),
             errors: Vec::new(),
             plan_json: None,
         };
@@ -742,35 +760,61 @@ async fn apply_node(
     result
 }
 
-/// The status of a node that did not do its task: offline when it could not be reached.
-fn failed_status(node: &str, err: &AgentError) -> NodeStatus {
-    let status = match err {
-        AgentError::Offline(_) => "offline",
-        _ => "failed",
-    };
+/// A node's status with no counts yet.
+fn node_status(node: &str, status: &str, message: Option<String>) -> NodeStatus {
     NodeStatus {
         node: node.to_string(),
         status: status.to_string(),
         changed: 0,
+        drifted: 0,
+        pending: 0,
         failed: 0,
-        message: Some(err.to_string()),
+        skipped: 0,
+        message,
     }
+}
+
+/// The status of a node that did not do its task: offline or unreachable when it could not
+/// be reached, refused when it refused the task as a whole (a saved plan's state moved),
+/// not started when it was never asked.
+fn failed_status(node: &str, err: &AgentError) -> NodeStatus {
+    let status = match err {
+        AgentError::Offline(_) => "offline",
+        AgentError::Unreachable(_) => "unreachable",
+        AgentError::Refused(_) => "refused",
+        AgentError::NotStarted(_) => "not_started",
+        AgentError::Failed(_) | AgentError::Io { .. } => "failed",
+    };
+    node_status(node, status, Some(err.to_string()))
 }
 
 /// A node that answered: its outcomes' counts.
 fn applied_status(node: &str, report: &RunReport) -> NodeStatus {
-    NodeStatus {
-        node: node.to_string(),
-        status: if report.n_failed() > 0 {
-            "failed"
-        } else {
-            "ok"
-        }
-        .to_string(),
-        changed: report.n_changed(),
-        failed: report.n_failed(),
-        message: None,
+    let failed = report.n_failed();
+    let mut status = node_status(node, if failed > 0 { "failed" } else { "ok" }, None);
+    status.changed = report.n_changed();
+    status.failed = failed;
+    status.skipped = report
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome, crate::exec::Outcome::Skipped { .. }))
+        .count();
+    status
+}
+
+/// The nodes' statuses with their counts taken from the run's record, so each count is
+/// the number of the node's results with that outcome (the record is what `report` shows).
+fn tally(mut statuses: Vec<NodeStatus>, record: &RunRecord) -> Vec<NodeStatus> {
+    for status in &mut statuses {
+        let counts = record::node_counts(record, &status.node);
+        let count = |outcome: ResultOutcome| counts.get(&outcome).copied().unwrap_or(0);
+        status.changed = count(ResultOutcome::Changed);
+        status.drifted = count(ResultOutcome::Drifted);
+        status.pending = count(ResultOutcome::Pending);
+        status.failed = count(ResultOutcome::Failed);
+        status.skipped = count(ResultOutcome::Skipped);
     }
+    statuses
 }
 
 /// A fleet run's id: sortable by time, unique even for two runs begun in one millisecond.
@@ -805,5 +849,72 @@ async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: 
                 "the run's results could not be stored: {err}; they are shown here only"
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ResultRecord, Severity};
+
+    fn result(node: &str, outcome: ResultOutcome) -> ResultRecord {
+        ResultRecord {
+            node: node.into(),
+            resource: "file:/a".into(),
+            outcome,
+            file: None,
+            line: None,
+            column: None,
+            diff: None,
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: Severity::Unspecified,
+        }
+    }
+
+    #[test]
+    fn node_statuses_say_why_and_count_the_recorded_results() {
+        let statuses = vec![
+            failed_status("a", &AgentError::Offline("node `a` is offline".into())),
+            failed_status("b", &AgentError::Refused("refused the task: moved".into())),
+            failed_status("c", &AgentError::Unreachable("timed out".into())),
+            node_status("d", "ok", None),
+        ];
+        let names: Vec<&str> = statuses.iter().map(|s| s.status.as_str()).collect();
+        assert_eq!(names, ["offline", "refused", "unreachable", "ok"]);
+        let record = RunRecord {
+            id: "r".into(),
+            kind: RunKind::Apply,
+            started_at: String::new(),
+            finished_at: String::new(),
+            user: "u".into(),
+            project: "p".into(),
+            documents_digest: "d".into(),
+            results: vec![
+                result("a", ResultOutcome::Unreachable),
+                result("b", ResultOutcome::Skipped),
+                result("b", ResultOutcome::Skipped),
+                result("d", ResultOutcome::Changed),
+                result("d", ResultOutcome::Failed),
+                result("d", ResultOutcome::Failed),
+                result("d", ResultOutcome::Drifted),
+                result("d", ResultOutcome::Pending),
+            ],
+            status: RunStatus::Complete,
+        };
+        let counts: Vec<[usize; 5]> = tally(statuses, &record)
+            .iter()
+            .map(|s| [s.changed, s.drifted, s.pending, s.failed, s.skipped])
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 2],
+                [0, 0, 0, 0, 0],
+                [1, 1, 1, 2, 0]
+            ]
+        );
     }
 }

@@ -127,12 +127,23 @@ pub enum Event {
 pub struct NodeStatus {
     /// The node.
     pub node: String,
-    /// `ok`, `failed`, `offline` or `not_started`.
+    /// `ok`, `failed`, `offline`, `unreachable`, `refused` (a saved plan's state moved),
+    /// `not_started`, or `pending` (a drift check of a node never applied).
     pub status: String,
-    /// Resources changed (apply) or to change (plan, drift).
+    /// Resources changed (apply) or to change (plan).
     pub changed: usize,
+    /// Resources drifted (drift).
+    #[serde(default)]
+    pub drifted: usize,
+    /// Resources pending: not yet applied on a node never applied (drift).
+    #[serde(default)]
+    pub pending: usize,
     /// Resources failed.
     pub failed: usize,
+    /// Resources skipped: not attempted (a dependency failed, or the node was not asked or
+    /// refused the task).
+    #[serde(default)]
+    pub skipped: usize,
     /// Why it failed, when it did.
     pub message: Option<String>,
 }

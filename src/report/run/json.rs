@@ -46,6 +46,9 @@ struct JsonSummary {
     succeeded: usize,
     timed_out: usize,
     cancelled: usize,
+    /// Fleet runs: resources of nodes never applied (drift), and of nodes not reached.
+    pending: usize,
+    unreachable: usize,
     compliant: bool,
 }
 
@@ -172,6 +175,8 @@ pub fn json(run: &RunRecord, findings: &[Finding]) -> String {
             succeeded: run.count(ResultOutcome::Succeeded),
             timed_out: run.count(ResultOutcome::TimedOut),
             cancelled: run.count(ResultOutcome::Cancelled),
+            pending: run.count(ResultOutcome::Pending),
+            unreachable: run.count(ResultOutcome::Unreachable),
             compliant: compliance.iter().all(|c| c.compliant),
         },
         compliance: compliance.iter().map(JsonCompliance::from).collect(),

@@ -49,7 +49,10 @@ pub fn junit(run: &RunRecord) -> String {
                     }
                     status
                 }
-                ResultOutcome::Skipped | ResultOutcome::Cancelled => {
+                ResultOutcome::Skipped
+                | ResultOutcome::Cancelled
+                | ResultOutcome::Pending
+                | ResultOutcome::Unreachable => {
                     let mut status = TestCaseStatus::skipped();
                     if let Some(message) = result.message.as_deref() {
                         status.set_message(message);

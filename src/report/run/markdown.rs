@@ -24,8 +24,11 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     let mut out = String::new();
     let n_drifted = run.count(ResultOutcome::Drifted);
     let n_failed = run.count(ResultOutcome::Failed) + run.count(ResultOutcome::TimedOut);
-    let verdict = if n_drifted + n_failed == 0 {
+    let n_unreachable = run.count(ResultOutcome::Unreachable);
+    let verdict = if n_drifted + n_failed + n_unreachable == 0 {
         "no drift, no failures".to_string()
+    } else if n_unreachable > 0 {
+        format!("{n_drifted} drifted, {n_failed} failed, {n_unreachable} unreachable")
     } else {
         format!("{n_drifted} drifted, {n_failed} failed")
     };
@@ -48,9 +51,13 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     let _ = writeln!(
         out,
         "| node | {} |",
-        order.map(ResultOutcome::as_str).join(" | ")
+        order
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    out.push_str(&format!("|---|{}\n", "---:|".repeat(order.len())));
     for node in run.nodes() {
         let n = |outcome: ResultOutcome| {
             run.results

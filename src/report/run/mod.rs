@@ -33,7 +33,7 @@
 
 use std::fmt::Write;
 
-use crate::store::{Finding, ResultOutcome, ResultRecord, RunKind, RunRecord};
+use crate::store::{Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord};
 
 mod human;
 mod json;
@@ -67,12 +67,19 @@ const COMMAND_ORDER: [ResultOutcome; 5] = [
     ResultOutcome::Skipped,
 ];
 
-fn report_order(run: &RunRecord) -> &'static [ResultOutcome; 5] {
+/// The outcomes a run's counts show: [`REPORT_ORDER`] (or [`COMMAND_ORDER`]), then
+/// `pending` and `unreachable` when a fleet run has any.
+fn report_order(run: &RunRecord) -> Vec<ResultOutcome> {
     if run.kind == RunKind::Command {
-        &COMMAND_ORDER
-    } else {
-        &REPORT_ORDER
+        return COMMAND_ORDER.to_vec();
     }
+    let mut order = REPORT_ORDER.to_vec();
+    for outcome in [ResultOutcome::Pending, ResultOutcome::Unreachable] {
+        if run.count(outcome) > 0 {
+            order.push(outcome);
+        }
+    }
+    order
 }
 
 /// `file:line:column` as far as it is known.
@@ -85,7 +92,8 @@ fn location(result: &ResultRecord) -> Option<String> {
     })
 }
 
-/// Open findings about a resource this run saw, in the order given.
+/// Open findings about a resource this run saw, or about one of its nodes, in the order
+/// given.
 fn open_findings<'a>(run: &RunRecord, findings: &'a [Finding]) -> Vec<&'a Finding> {
     findings
         .iter()
@@ -94,7 +102,11 @@ fn open_findings<'a>(run: &RunRecord, findings: &'a [Finding]) -> Vec<&'a Findin
                 && run
                     .results
                     .iter()
-                    .any(|r| r.node == f.node && r.resource == f.resource)
+                    // A node's own finding (unreachable) is about each of its results.
+                    .any(|r| {
+                        r.node == f.node
+                            && (r.resource == f.resource || f.kind == FindingKind::Unreachable)
+                    })
         })
         .collect()
 }

@@ -131,7 +131,7 @@ pub fn sarif(run: &RunRecord) -> String {
         };
         let verb = match kind {
             FindingKind::Drift => "drifted from its desired state",
-            FindingKind::Failure => "failed",
+            FindingKind::Failure | FindingKind::Unreachable => "failed",
         };
         let mut text = format!("{} on {} {verb}", result.resource, result.node);
         if let Some(message) = result.message.as_deref().filter(|m| !m.is_empty()) {
@@ -201,7 +201,7 @@ fn sarif_rule(kind: FindingKind, ty: &str, id: String) -> SarifRule {
                 article(ty)
             ),
         ),
-        FindingKind::Failure => (
+        FindingKind::Failure | FindingKind::Unreachable => (
             "Failure",
             format!(
                 "{} `{ty}` resource failed to apply or could not be read",

@@ -35,12 +35,12 @@ pub fn findings_table(findings: &[Finding], all: bool) -> String {
         .to_string();
     }
     let mut out = String::from(
-        "ID  STATUS    KIND     SEVERITY       NODE        RESOURCE                          COUNT  LAST SEEN\n",
+        "ID  STATUS    KIND        SEVERITY       NODE        RESOURCE                          COUNT  LAST SEEN\n",
     );
     for finding in findings {
         let _ = writeln!(
             out,
-            "{:<3} {:<9} {:<8} {:<14} {:<11} {:<33} {:>5}  {}",
+            "{:<3} {:<9} {:<11} {:<14} {:<11} {:<33} {:>5}  {}",
             finding.id,
             if finding.open { "open" } else { "resolved" },
             finding.kind.as_str(),
