@@ -8,8 +8,14 @@
 use crate::engine::{AgentError, Planned};
 use crate::exec::RunReport;
 use crate::model;
-use crate::store::{ResultOutcome, ResultRecord, RunRecord};
+use crate::plan::PlannedChange;
+use crate::resource::change::{Action, Change};
+use crate::store::{ResultChange, ResultOutcome, ResultRecord, RunRecord};
 use crate::validate::Validated;
+
+/// The most of one change's text a record keeps: 64 KiB of it (cut at a line end), then a
+/// note saying how much was left out. The live plan showed it whole.
+pub const MAX_STORED_DIFF_BYTES: usize = 64 * 1024;
 
 /// A fresh id for a run: UTC time and process id.
 pub fn run_id() -> String {
@@ -96,6 +102,7 @@ pub fn record(
         line,
         column,
         diff: None,
+        change: None,
         message: None,
         duration_ms: 0,
         association: res.association.clone(),
@@ -148,7 +155,14 @@ pub fn observed_record(
                 Ok(diff) if diff.is_change() => {
                     let mut result =
                         record(validated, &node_plan.node, res, ResultOutcome::Drifted);
-                    result.diff = Some(crate::report::plan::change_text(diff, res));
+                    let (text, n_cut_bytes) = stored_text(validated, diff, res);
+                    result.diff = text;
+                    result.change = Some(ResultChange {
+                        action: change.action().as_str().to_string(),
+                        done: None,
+                        reason: diff.reason.clone(),
+                        n_cut_bytes,
+                    });
                     result
                 }
                 Ok(_) => record(validated, &node_plan.node, res, ResultOutcome::Unchanged),
@@ -176,10 +190,10 @@ pub fn apply_record(
     for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
         // Each resource's planned change by resource index: one lookup per outcome, not a
         // scan of the plan (quadratic in a cold apply of thousands of files).
-        let mut changes = vec![None; node.resources.len()];
+        let mut changes: Vec<Option<&PlannedChange>> = vec![None; node.resources.len()];
         for planned in &node_plan.changes {
-            if let (Some(slot), Ok(change)) = (changes.get_mut(planned.resource), &planned.change) {
-                *slot = Some(change);
+            if let Some(slot) = changes.get_mut(planned.resource) {
+                *slot = Some(planned);
             }
         }
         // Thousands of results after a large apply: built in parallel, kept in order.
@@ -189,14 +203,12 @@ pub fn apply_record(
             .par_iter()
             .map(|outcome| {
                 let res = &node.resources[outcome.resource];
-                let change = changes.get(outcome.resource).copied().flatten();
-                let (kind, diff, message) = match &outcome.outcome {
-                    Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
-                    Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
-                        ResultOutcome::Changed,
-                        change.map(|c| crate::report::plan::change_summary(c, res)),
-                        None,
-                    ),
+                let planned = changes.get(outcome.resource).copied().flatten();
+                let (kind, message) = match &outcome.outcome {
+                    Outcome::Unchanged => (ResultOutcome::Unchanged, None),
+                    Outcome::Changed { .. } | Outcome::Refreshed { .. } => {
+                        (ResultOutcome::Changed, None)
+                    }
                     Outcome::Failed { error, output } => {
                         let tail = output
                             .as_ref()
@@ -206,16 +218,19 @@ pub fn apply_record(
                             Some(tail) => format!("{error}\n{tail}"),
                             None => error.clone(),
                         };
-                        (ResultOutcome::Failed, None, Some(message))
+                        (ResultOutcome::Failed, Some(message))
                     }
                     Outcome::Skipped { because } => (
                         ResultOutcome::Skipped,
-                        None,
                         Some(format!("skipped because {because} failed")),
                     ),
                 };
                 let mut result = record(validated, &report.node, res, kind);
-                result.diff = diff;
+                if kind == ResultOutcome::Changed {
+                    let (text, change) = applied_change(validated, outcome, planned, res);
+                    result.diff = text;
+                    result.change = Some(change);
+                }
                 result.message = message.map(|m| model::scrub(&m, &validated.model.secrets));
                 result.duration_ms =
                     u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
@@ -232,6 +247,106 @@ pub fn apply_record(
         project,
         results,
     )
+}
+
+/// What a changed resource's record keeps of its change: the text the plan showed for it and
+/// the action and words the apply's output showed.
+fn applied_change(
+    validated: &Validated,
+    outcome: &crate::exec::ResourceOutcome,
+    planned: Option<&PlannedChange>,
+    res: &model::Resource,
+) -> (Option<String>, ResultChange) {
+    use crate::exec::Outcome;
+    let change = planned.and_then(|p| p.change.as_ref().ok());
+    let (text, n_cut_bytes) = match change {
+        Some(change) => stored_text(validated, change, res),
+        None => (None, 0),
+    };
+    let reason = change.and_then(|c| c.reason.clone());
+    // Worded as `report::plan::human_apply` words it.
+    let (action, done) = match &outcome.outcome {
+        Outcome::Refreshed { .. } => {
+            let words = planned.map_or(crate::resource::RefreshWords::RUN, |p| p.refresh_words);
+            (Action::Run, words.done.to_string())
+        }
+        Outcome::Changed { refreshed, .. } => {
+            let action = outcome
+                .action
+                .or(change.map(|c| c.action))
+                .filter(|a| *a != Action::NoOp)
+                .unwrap_or(Action::Update);
+            let word = crate::report::plan::done_word(action);
+            let done = if *refreshed {
+                format!("{word} and refreshed")
+            } else {
+                word.to_string()
+            };
+            (action, done)
+        }
+        _ => (
+            Action::Update,
+            crate::report::plan::done_word(Action::Update).to_string(),
+        ),
+    };
+    let change = ResultChange {
+        action: action.as_str().to_string(),
+        done: Some(done),
+        reason,
+        n_cut_bytes,
+    };
+    (text, change)
+}
+
+/// A change's text as a record keeps it: rendered by the plan's renderer (sensitive values
+/// already `(sensitive)`), any secret left scrubbed, then cut to [`MAX_STORED_DIFF_BYTES`] at a
+/// line end with a note; and how many bytes were cut. The sizes are of the scrubbed text, so
+/// they tell nothing of a secret's length.
+fn stored_text(
+    validated: &Validated,
+    change: &Change,
+    res: &model::Resource,
+) -> (Option<String>, u64) {
+    let text = crate::report::plan::change_text(change, res);
+    let text = if validated.model.secrets.is_empty() {
+        text
+    } else {
+        model::scrub(&text, &validated.model.secrets)
+    };
+    if text.is_empty() {
+        return (None, 0);
+    }
+    let (kept, n_cut_bytes) = cap_text(text, MAX_STORED_DIFF_BYTES);
+    (Some(kept), n_cut_bytes)
+}
+
+/// `text` cut to at most `max_bytes` at its last line end within them (or at a character
+/// boundary when its first line is longer), with a note on a line of its own saying how many
+/// lines and bytes were left out; and that number of bytes.
+fn cap_text(mut text: String, max_bytes: usize) -> (String, u64) {
+    if text.len() <= max_bytes {
+        return (text, 0);
+    }
+    let end = match memchr::memrchr(b'\n', &text.as_bytes()[..max_bytes]) {
+        Some(end) => end,
+        None => {
+            let mut end = max_bytes;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            end
+        }
+    };
+    let rest = &text[end..];
+    let rest = rest.strip_prefix('\n').unwrap_or(rest);
+    let n_cut_bytes = rest.len();
+    let n_cut_lines = rest.lines().count();
+    text.truncate(end);
+    let lines = if n_cut_lines == 1 { "line" } else { "lines" };
+    text.push_str(&format!(
+        "\n... {n_cut_lines} more {lines} ({n_cut_bytes} bytes) not kept: a stored run keeps the first 64 KiB of a change"
+    ));
+    (text, u64::try_from(n_cut_bytes).unwrap_or(u64::MAX))
 }
 
 /// A result per resource of a node that never answered: failed (or skipped when it was
