@@ -370,3 +370,23 @@ pub fn node_failure(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_change_text_is_cut_at_a_line_end_with_a_note() {
+        assert_eq!(cap_text("a\nb".to_string(), 3), ("a\nb".to_string(), 0));
+        let (kept, n_cut) = cap_text("one\ntwo\nthree\n".to_string(), 9);
+        assert_eq!(n_cut, 6);
+        assert_eq!(
+            kept,
+            "one\ntwo\n... 1 more line (6 bytes) not kept: a stored run keeps the first 64 KiB of a change"
+        );
+        // A first line longer than the cap is cut inside it, at a character boundary.
+        let (kept, n_cut) = cap_text("ééé\nx".to_string(), 3);
+        assert!(kept.starts_with("é\n... 2 more lines (6 bytes)"), "{kept}");
+        assert_eq!(n_cut, 6);
+    }
+}
