@@ -405,6 +405,16 @@ fn normalized_report(text: &str) -> String {
         .join("\n")
 }
 
+/// The result about `resource` in a JSON run report.
+fn result_of<'a>(json: &'a serde_json::Value, resource: &str) -> &'a serde_json::Value {
+    json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == resource)
+        .unwrap_or_else(|| panic!("no {resource} in {json}"))
+}
+
 /// The lines under the line `head` (starting with it) up to the next resource or blank line.
 fn block_under<'a>(text: &'a str, head: &str) -> Vec<&'a str> {
     let mut lines = text.lines().skip_while(|l| !l.starts_with(head));
@@ -447,6 +457,7 @@ resources:
   file:/old.conf:
     content: \"port = 1\\n\"
     mode: \"0600\"
+  exec:reload: { command: [/bin/true], refresh_only: true, subscribe: [file:/motd] }
 ",
     );
     let created = env.run(&["--root", root, "apply", "p", "--yes"]);
@@ -457,6 +468,13 @@ resources:
         &created.stdout,
         &report.stdout,
         &[("+ file:/motd", "created"), ("+ file:/old.conf", "created")],
+    );
+    assert!(
+        report
+            .stdout
+            .contains("  ! exec:reload: ran (refresh) (p/site.yaml:8:3)\n"),
+        "{}",
+        report.stdout
     );
     insta::assert_snapshot!("local_apply_created", normalized_report(&report.stdout));
 
@@ -469,6 +487,7 @@ resources:
     mode: \"0640\"
   file:/old.conf:
     ensure: absent
+  exec:reload: { command: [/bin/true], refresh_only: true, subscribe: [file:/motd] }
 ",
     );
     let updated = env.run(&["--root", root, "apply", "p", "--yes"]);
@@ -487,31 +506,44 @@ resources:
 
     let json = env.run(&["report", "--project", "p", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    let results = json["results"].as_array().unwrap();
+    let motd = result_of(&json, "file:/motd");
     assert_eq!(
-        (
-            &results[0]["action"],
-            &results[0]["done"],
-            &results[0]["diff_cut_bytes"]
-        ),
+        (&motd["action"], &motd["done"], &motd["diff_cut_bytes"]),
         (&"update".into(), &"updated".into(), &0.into())
     );
     assert!(
-        results[0]["diff"]
+        motd["diff"]
             .as_str()
             .unwrap()
             .contains("-managed by steward\n+edited by steward"),
         "{json}"
     );
-    assert_eq!(results[1]["action"], "delete");
+    assert_eq!(result_of(&json, "file:/old.conf")["action"], "delete");
+    let reload = result_of(&json, "exec:reload");
+    assert_eq!(
+        (&reload["action"], &reload["done"], &reload["diff"]),
+        (
+            &"run".into(),
+            &"ran (refresh)".into(),
+            &serde_json::Value::Null
+        )
+    );
 
     // A drift run keeps what an apply would do.
     std::fs::write(env.path().join("root/motd"), "welcome\nedited by hand\n").unwrap();
     let drift = env.run(&["--root", root, "drift", "p"]);
     assert!(drift.stdout.contains("file:/motd"), "{}", drift.all());
+    let report = env.run(&["report", "--project", "p"]);
+    assert!(
+        report.stdout.contains(
+            "  ! file:/motd: drifted, apply would update (p/site.yaml:3:3)\n      --- /motd\n"
+        ),
+        "{}",
+        report.stdout
+    );
     let json = env.run(&["report", "--project", "p", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    let motd = &json["results"][0];
+    let motd = result_of(&json, "file:/motd");
     assert_eq!(
         (&motd["outcome"], &motd["action"], &motd["done"]),
         (

@@ -140,6 +140,14 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
             result.outcome.as_str()
         ),
     };
+    // A drift says what an apply would do about it, as the drift's plan showed.
+    if let Some(action) = result
+        .change
+        .as_ref()
+        .filter(|_| result.outcome == ResultOutcome::Drifted)
+    {
+        let _ = write!(head, ", apply would {}", action.action);
+    }
     if let Some(reason) = result.change.as_ref().and_then(|c| c.reason.as_deref()) {
         let _ = write!(head, " ({reason})");
     }
