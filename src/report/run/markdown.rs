@@ -18,8 +18,9 @@ const MARKDOWN_TAIL_BYTES: usize = 1_000;
 
 /// The run in GitHub-flavoured Markdown, for a pull-request comment or a CI job summary: a
 /// summary table per node, a collapsible block per drifted or failed resource with its diff
-/// (then one per changed resource), and the open findings. Stays under [`MAX_MARKDOWN_BYTES`]: long diffs are cut, and blocks
-/// that no longer fit are counted in a closing note.
+/// (then one per changed resource), and the open findings. Stays under
+/// [`MAX_MARKDOWN_BYTES`]: long diffs are cut, and blocks that no longer fit are counted in a
+/// closing note.
 pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     let mut out = String::new();
     let n_drifted = run.count(ResultOutcome::Drifted);
