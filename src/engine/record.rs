@@ -17,6 +17,11 @@ use crate::validate::Validated;
 /// note saying how much was left out. The live plan showed it whole.
 pub const MAX_STORED_DIFF_BYTES: usize = 64 * 1024;
 
+/// The most change text one run keeps in all (8 MiB): past it, a change keeps only a note. A
+/// cold apply of thousands of files would otherwise store every file's content once more, in
+/// each of the runs the store keeps.
+pub const MAX_STORED_RUN_DIFF_BYTES: usize = 8 * 1024 * 1024;
+
 /// A fresh id for a run: UTC time and process id.
 pub fn run_id() -> String {
     format!(
@@ -117,8 +122,9 @@ fn run_record(
     id: &str,
     started_at: &str,
     project: &str,
-    results: Vec<ResultRecord>,
+    mut results: Vec<ResultRecord>,
 ) -> RunRecord {
+    cap_run_diffs(&mut results, MAX_STORED_RUN_DIFF_BYTES);
     RunRecord {
         id: id.to_string(),
         kind,
@@ -349,6 +355,35 @@ fn cap_text(mut text: String, max_bytes: usize) -> (String, u64) {
     (text, u64::try_from(n_cut_bytes).unwrap_or(u64::MAX))
 }
 
+/// Keeps the change texts of a run's results, in plan order, while they fit in `max_bytes` in
+/// all; each one past that becomes a note saying how many bytes were not kept.
+fn cap_run_diffs(results: &mut [ResultRecord], max_bytes: usize) {
+    let mut n_kept_bytes = 0usize;
+    for result in results.iter_mut() {
+        // Only changes: a command's output has caps of its own.
+        let (Some(change), Some(diff)) = (result.change.as_mut(), result.diff.as_mut()) else {
+            continue;
+        };
+        if n_kept_bytes + diff.len() <= max_bytes {
+            n_kept_bytes += diff.len();
+            continue;
+        }
+        // A text cut to its own cap ends with a note, which is not change text.
+        let text_len = if change.n_cut_bytes > 0 {
+            diff.rfind('\n').unwrap_or(diff.len())
+        } else {
+            diff.len()
+        };
+        change.n_cut_bytes = change
+            .n_cut_bytes
+            .saturating_add(u64::try_from(text_len).unwrap_or(u64::MAX));
+        *diff = format!(
+            "... {} bytes not kept: a stored run keeps 8 MiB of changes in all",
+            change.n_cut_bytes
+        );
+    }
+}
+
 /// A result per resource of a node that never answered: failed (or skipped when it was
 /// never started), with the reason.
 pub fn node_failure(
@@ -388,5 +423,57 @@ mod tests {
         let (kept, n_cut) = cap_text("ééé\nx".to_string(), 3);
         assert!(kept.starts_with("é\n... 2 more lines (6 bytes)"), "{kept}");
         assert_eq!(n_cut, 6);
+    }
+
+    #[test]
+    fn a_run_keeps_change_texts_up_to_its_budget() {
+        let result = |diff: &str, n_cut_bytes: u64| ResultRecord {
+            node: "local".into(),
+            resource: "file:/x".into(),
+            outcome: ResultOutcome::Changed,
+            file: None,
+            line: None,
+            column: None,
+            diff: Some(diff.into()),
+            change: Some(ResultChange {
+                action: "create".into(),
+                done: Some("created".into()),
+                reason: None,
+                n_cut_bytes,
+            }),
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: crate::store::Severity::Unspecified,
+        };
+        let mut command = result("--- stdout\nxxxxxxxxxx", 0);
+        command.change = None;
+        let mut results = vec![
+            result("123456", 0),
+            command,
+            result("1234", 0),
+            result("ab\n... 1 more line (3 bytes) not kept", 3),
+            result("1", 0),
+        ];
+        cap_run_diffs(&mut results, 8);
+        let diffs: Vec<(&str, u64)> = results
+            .iter()
+            .map(|r| {
+                let cut = r.change.as_ref().map_or(0, |c| c.n_cut_bytes);
+                (r.diff.as_deref().unwrap_or_default(), cut)
+            })
+            .collect();
+        let note =
+            |n: u64| format!("... {n} bytes not kept: a stored run keeps 8 MiB of changes in all");
+        assert_eq!(
+            diffs,
+            [
+                ("123456", 0),
+                ("--- stdout\nxxxxxxxxxx", 0),
+                (note(4).as_str(), 4),
+                (note(5).as_str(), 5),
+                ("1", 0),
+            ]
+        );
     }
 }
