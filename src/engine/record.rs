@@ -8,8 +8,19 @@
 use crate::engine::{AgentError, Planned};
 use crate::exec::RunReport;
 use crate::model;
-use crate::store::{ResultOutcome, ResultRecord, RunRecord};
+use crate::plan::PlannedChange;
+use crate::resource::change::{Action, Change};
+use crate::store::{ResultChange, ResultOutcome, ResultRecord, RunRecord};
 use crate::validate::Validated;
+
+/// The most of one change's text a record keeps: 64 KiB of it (cut at a line end), then a
+/// note saying how much was left out. The live plan showed it whole.
+pub const MAX_STORED_DIFF_BYTES: usize = 64 * 1024;
+
+/// The most change text one run keeps in all (8 MiB): past it, a change keeps only a note. A
+/// cold apply of thousands of files would otherwise store every file's content once more, in
+/// each of the runs the store keeps.
+pub const MAX_STORED_RUN_DIFF_BYTES: usize = 8 * 1024 * 1024;
 
 /// A fresh id for a run: UTC time and process id.
 pub fn run_id() -> String {
@@ -96,6 +107,7 @@ pub fn record(
         line,
         column,
         diff: None,
+        change: None,
         message: None,
         duration_ms: 0,
         association: res.association.clone(),
@@ -110,8 +122,9 @@ fn run_record(
     id: &str,
     started_at: &str,
     project: &str,
-    results: Vec<ResultRecord>,
+    mut results: Vec<ResultRecord>,
 ) -> RunRecord {
+    cap_run_diffs(&mut results, MAX_STORED_RUN_DIFF_BYTES);
     RunRecord {
         id: id.to_string(),
         kind,
@@ -148,7 +161,14 @@ pub fn observed_record(
                 Ok(diff) if diff.is_change() => {
                     let mut result =
                         record(validated, &node_plan.node, res, ResultOutcome::Drifted);
-                    result.diff = Some(crate::report::plan::change_text(diff, res));
+                    let (text, n_cut_bytes) = stored_text(validated, diff, res);
+                    result.diff = text;
+                    result.change = Some(ResultChange {
+                        action: change.action().as_str().to_string(),
+                        done: None,
+                        reason: diff.reason.clone(),
+                        n_cut_bytes,
+                    });
                     result
                 }
                 Ok(_) => record(validated, &node_plan.node, res, ResultOutcome::Unchanged),
@@ -176,10 +196,10 @@ pub fn apply_record(
     for ((report, node), node_plan) in reports.iter().zip(&planned.nodes).zip(&planned.plan.nodes) {
         // Each resource's planned change by resource index: one lookup per outcome, not a
         // scan of the plan (quadratic in a cold apply of thousands of files).
-        let mut changes = vec![None; node.resources.len()];
+        let mut changes: Vec<Option<&PlannedChange>> = vec![None; node.resources.len()];
         for planned in &node_plan.changes {
-            if let (Some(slot), Ok(change)) = (changes.get_mut(planned.resource), &planned.change) {
-                *slot = Some(change);
+            if let Some(slot) = changes.get_mut(planned.resource) {
+                *slot = Some(planned);
             }
         }
         // Thousands of results after a large apply: built in parallel, kept in order.
@@ -189,14 +209,12 @@ pub fn apply_record(
             .par_iter()
             .map(|outcome| {
                 let res = &node.resources[outcome.resource];
-                let change = changes.get(outcome.resource).copied().flatten();
-                let (kind, diff, message) = match &outcome.outcome {
-                    Outcome::Unchanged => (ResultOutcome::Unchanged, None, None),
-                    Outcome::Changed { .. } | Outcome::Refreshed { .. } => (
-                        ResultOutcome::Changed,
-                        change.map(|c| crate::report::plan::change_summary(c, res)),
-                        None,
-                    ),
+                let planned = changes.get(outcome.resource).copied().flatten();
+                let (kind, message) = match &outcome.outcome {
+                    Outcome::Unchanged => (ResultOutcome::Unchanged, None),
+                    Outcome::Changed { .. } | Outcome::Refreshed { .. } => {
+                        (ResultOutcome::Changed, None)
+                    }
                     Outcome::Failed { error, output } => {
                         let tail = output
                             .as_ref()
@@ -206,16 +224,19 @@ pub fn apply_record(
                             Some(tail) => format!("{error}\n{tail}"),
                             None => error.clone(),
                         };
-                        (ResultOutcome::Failed, None, Some(message))
+                        (ResultOutcome::Failed, Some(message))
                     }
                     Outcome::Skipped { because } => (
                         ResultOutcome::Skipped,
-                        None,
                         Some(format!("skipped because {because} failed")),
                     ),
                 };
                 let mut result = record(validated, &report.node, res, kind);
-                result.diff = diff;
+                if kind == ResultOutcome::Changed {
+                    let (text, change) = applied_change(validated, outcome, planned, res);
+                    result.diff = text;
+                    result.change = Some(change);
+                }
                 result.message = message.map(|m| model::scrub(&m, &validated.model.secrets));
                 result.duration_ms =
                     u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
@@ -233,6 +254,136 @@ pub fn apply_record(
         results,
     )
 }
+
+/// What a changed resource's record keeps of its change: the text the plan showed for it and
+/// the action and words the apply's output showed.
+fn applied_change(
+    validated: &Validated,
+    outcome: &crate::exec::ResourceOutcome,
+    planned: Option<&PlannedChange>,
+    res: &model::Resource,
+) -> (Option<String>, ResultChange) {
+    use crate::exec::Outcome;
+    let change = planned.and_then(|p| p.change.as_ref().ok());
+    let (text, n_cut_bytes) = match change {
+        Some(change) => stored_text(validated, change, res),
+        None => (None, 0),
+    };
+    let reason = change.and_then(|c| c.reason.clone());
+    // Worded as `report::plan::human_apply` words it.
+    let (action, done) = match &outcome.outcome {
+        Outcome::Refreshed { .. } => {
+            let words = planned.map_or(crate::resource::RefreshWords::RUN, |p| p.refresh_words);
+            (Action::Run, words.done.to_string())
+        }
+        Outcome::Changed { refreshed, .. } => {
+            let action = outcome
+                .action
+                .or(change.map(|c| c.action))
+                .filter(|a| *a != Action::NoOp)
+                .unwrap_or(Action::Update);
+            let word = crate::report::plan::done_word(action);
+            let done = if *refreshed {
+                format!("{word} and refreshed")
+            } else {
+                word.to_string()
+            };
+            (action, done)
+        }
+        _ => (
+            Action::Update,
+            crate::report::plan::done_word(Action::Update).to_string(),
+        ),
+    };
+    let change = ResultChange {
+        action: action.as_str().to_string(),
+        done: Some(done),
+        reason,
+        n_cut_bytes,
+    };
+    (text, change)
+}
+
+/// A change's text as a record keeps it: rendered by the plan's renderer (sensitive values
+/// already `(sensitive)`), any secret left scrubbed, then cut to [`MAX_STORED_DIFF_BYTES`] at a
+/// line end with a note; and how many bytes were cut. The sizes are of the scrubbed text, so
+/// they tell nothing of a secret's length.
+fn stored_text(
+    validated: &Validated,
+    change: &Change,
+    res: &model::Resource,
+) -> (Option<String>, u64) {
+    let text = crate::report::plan::change_text(change, res);
+    let text = if validated.model.secrets.is_empty() {
+        text
+    } else {
+        model::scrub(&text, &validated.model.secrets)
+    };
+    if text.is_empty() {
+        return (None, 0);
+    }
+    let (kept, n_cut_bytes) = cap_text(text, MAX_STORED_DIFF_BYTES);
+    (Some(kept), n_cut_bytes)
+}
+
+/// `text` cut to at most `max_bytes` at its last line end within them (or at a character
+/// boundary when its first line is longer), with a note on a line of its own saying how many
+/// lines and bytes were left out; and that number of bytes.
+fn cap_text(mut text: String, max_bytes: usize) -> (String, u64) {
+    if text.len() <= max_bytes {
+        return (text, 0);
+    }
+    let end = match memchr::memrchr(b'\n', &text.as_bytes()[..max_bytes]) {
+        Some(end) => end,
+        None => {
+            let mut end = max_bytes;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            end
+        }
+    };
+    let rest = &text[end..];
+    let rest = rest.strip_prefix('\n').unwrap_or(rest);
+    let n_cut_bytes = rest.len();
+    let n_cut_lines = rest.lines().count();
+    text.truncate(end);
+    let lines = if n_cut_lines == 1 { "line" } else { "lines" };
+    text.push_str(&format!(
+        "\n... {n_cut_lines} more {lines} ({n_cut_bytes} bytes) not kept: a stored run keeps the first 64 KiB of a change"
+    ));
+    (text, u64::try_from(n_cut_bytes).unwrap_or(u64::MAX))
+}
+
+/// Keeps the change texts of a run's results, in plan order, while they fit in `max_bytes` in
+/// all; each one past that becomes a note saying how many bytes were not kept.
+fn cap_run_diffs(results: &mut [ResultRecord], max_bytes: usize) {
+    let mut n_kept_bytes = 0usize;
+    for result in results.iter_mut() {
+        // Only changes: a command's output has caps of its own.
+        let (Some(change), Some(diff)) = (result.change.as_mut(), result.diff.as_mut()) else {
+            continue;
+        };
+        if n_kept_bytes + diff.len() <= max_bytes {
+            n_kept_bytes += diff.len();
+            continue;
+        }
+        // A text cut to its own cap ends with a note, which is not change text.
+        let text_len = if change.n_cut_bytes > 0 {
+            diff.rfind('\n').unwrap_or(diff.len())
+        } else {
+            diff.len()
+        };
+        change.n_cut_bytes = change
+            .n_cut_bytes
+            .saturating_add(u64::try_from(text_len).unwrap_or(u64::MAX));
+        *diff = format!(
+            "... {} bytes not kept: a stored run keeps 8 MiB of changes in all",
+            change.n_cut_bytes
+        );
+    }
+}
+
 
 /// A result per resource of a node that did not do its task, with the reason: unreachable
 /// when it could not be reached (its node's one finding says so), skipped when it was never
@@ -306,6 +457,7 @@ mod tests {
             line: None,
             column: None,
             diff: Some("+ content".into()),
+            change: None,
             message: None,
             duration_ms: 0,
             association: None,
@@ -364,5 +516,72 @@ mod tests {
         let compliance = record.compliance();
         assert!(!compliance[0].compliant);
         assert_eq!(compliance[0].n_noncompliant, 2);
+    }
+
+    #[test]
+    fn a_long_change_text_is_cut_at_a_line_end_with_a_note() {
+        assert_eq!(cap_text("a\nb".to_string(), 3), ("a\nb".to_string(), 0));
+        let (kept, n_cut) = cap_text("one\ntwo\nthree\n".to_string(), 9);
+        assert_eq!(n_cut, 6);
+        assert_eq!(
+            kept,
+            "one\ntwo\n... 1 more line (6 bytes) not kept: a stored run keeps the first 64 KiB of a change"
+        );
+        // A first line longer than the cap is cut inside it, at a character boundary.
+        let (kept, n_cut) = cap_text("ééé\nx".to_string(), 3);
+        assert!(kept.starts_with("é\n... 2 more lines (6 bytes)"), "{kept}");
+        assert_eq!(n_cut, 6);
+    }
+
+    #[test]
+    fn a_run_keeps_change_texts_up_to_its_budget() {
+        let result = |diff: &str, n_cut_bytes: u64| ResultRecord {
+            node: "local".into(),
+            resource: "file:/x".into(),
+            outcome: ResultOutcome::Changed,
+            file: None,
+            line: None,
+            column: None,
+            diff: Some(diff.into()),
+            change: Some(ResultChange {
+                action: "create".into(),
+                done: Some("created".into()),
+                reason: None,
+                n_cut_bytes,
+            }),
+            message: None,
+            duration_ms: 0,
+            association: None,
+            severity: crate::store::Severity::Unspecified,
+        };
+        let mut command = result("--- stdout\nxxxxxxxxxx", 0);
+        command.change = None;
+        let mut results = vec![
+            result("123456", 0),
+            command,
+            result("1234", 0),
+            result("ab\n... 1 more line (3 bytes) not kept", 3),
+            result("1", 0),
+        ];
+        cap_run_diffs(&mut results, 8);
+        let diffs: Vec<(&str, u64)> = results
+            .iter()
+            .map(|r| {
+                let cut = r.change.as_ref().map_or(0, |c| c.n_cut_bytes);
+                (r.diff.as_deref().unwrap_or_default(), cut)
+            })
+            .collect();
+        let note =
+            |n: u64| format!("... {n} bytes not kept: a stored run keeps 8 MiB of changes in all");
+        assert_eq!(
+            diffs,
+            [
+                ("123456", 0),
+                ("--- stdout\nxxxxxxxxxx", 0),
+                (note(4).as_str(), 4),
+                (note(5).as_str(), 5),
+                ("1", 0),
+            ]
+        );
     }
 }

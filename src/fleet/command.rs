@@ -707,6 +707,7 @@ fn record(node: &NodeResult, argv: &[String]) -> ResultRecord {
         line: None,
         column: None,
         diff: (!output.is_empty()).then_some(output),
+        change: None,
         message: Some(summary),
         duration_ms: node.duration_ms,
         association: None,

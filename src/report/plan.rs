@@ -161,27 +161,57 @@ pub fn change_text(change: &Change, res: &model::Resource) -> String {
     out
 }
 
-/// What a stored apply run keeps of a change: as [`change_text`], except that a created
-/// file's content is summarized by its size (a cold apply of thousands of files would
-/// otherwise store every file twice).
-pub fn change_summary(change: &Change, res: &model::Resource) -> String {
-    let created_text = match &change.content {
-        Some(ContentChange {
-            before: None,
-            after: Some(after),
-            sensitive: false,
-        }) => after.text(res),
-        _ => None,
-    };
-    let Some(text) = created_text else {
-        return change_text(change, res);
-    };
-    let mut out = String::new();
-    for attr in &change.attrs {
-        attr_line(&mut out, attr);
+/// Writes a change's text as [`change_text`] made it (a stored run's diff), each line after
+/// `indent` and painted as a plan paints it: what a report of the run shows under the
+/// resource, the same lines the live plan showed.
+pub fn write_change_text(out: &mut String, indent: &str, text: &str, style: Style) {
+    for line in text.lines() {
+        out.push_str(indent);
+        out.push_str(&paint_diff_line(style, line));
+        out.push('\n');
     }
-    let _ = write!(out, "content: {}", count(text.len(), "byte"));
-    out
+}
+
+/// A line of a change's text in its colour: added lines green, removed lines red, hunk
+/// headers cyan, the rest as it is.
+fn paint_diff_line(style: Style, line: &str) -> String {
+    match line.as_bytes().first() {
+        Some(b'+') if !line.starts_with("+++") => style.paint("32", line),
+        Some(b'-') if !line.starts_with("---") => style.paint("31", line),
+        Some(b'@') => style.paint("36", line),
+        _ => line.to_string(),
+    }
+}
+
+/// A change's marker (`+`, `~`, `-/+`, `-`, `!`) in its action's colour, as plans and apply
+/// results show it.
+pub fn action_marker(action: Action, style: Style) -> String {
+    style.action(action, action.symbol())
+}
+
+/// What an apply's output says it did for an action: `created`, `updated`, `replaced`,
+/// `deleted`, `ran`.
+pub fn done_word(action: Action) -> &'static str {
+    match action {
+        Action::Create => "created",
+        Action::Delete => "deleted",
+        Action::Replace => "replaced",
+        Action::Run => "ran",
+        Action::Update | Action::NoOp => "updated",
+    }
+}
+
+/// The action named by [`Action::as_str`] (as a stored run keeps it), but no-op.
+pub fn parse_action(name: &str) -> Option<Action> {
+    [
+        Action::Create,
+        Action::Update,
+        Action::Replace,
+        Action::Delete,
+        Action::Run,
+    ]
+    .into_iter()
+    .find(|action| action.as_str() == name)
 }
 
 /// Writes a change's attribute lines and content, each line after `indent`.
@@ -244,13 +274,7 @@ fn content_lines(
                 .header(path, path)
                 .to_string();
             for line in unified.lines() {
-                let painted = match line.as_bytes().first() {
-                    Some(b'+') if !line.starts_with("+++") => style.paint("32", line),
-                    Some(b'-') if !line.starts_with("---") => style.paint("31", line),
-                    Some(b'@') => style.paint("36", line),
-                    _ => line.to_string(),
-                };
-                let _ = writeln!(out, "{indent}{painted}");
+                let _ = writeln!(out, "{indent}{}", paint_diff_line(style, line));
             }
             if !after.ends_with('\n') && !after.is_empty() {
                 let _ = writeln!(out, "{indent}\\ No newline at end of file");
@@ -575,18 +599,12 @@ pub fn human_apply(reports: &[RunReport], registry: &Registry, style: Style) -> 
                 Outcome::Changed { refreshed, .. } => {
                     changed += 1;
                     let action = outcome.action.unwrap_or(Action::Update);
-                    let verb = match action {
-                        Action::Create => "created",
-                        Action::Delete => "deleted",
-                        Action::Replace => "replaced",
-                        Action::Run => "ran",
-                        _ => "updated",
-                    };
+                    let verb = done_word(action);
                     let refreshed = if *refreshed { " and refreshed" } else { "" };
                     let _ = writeln!(
                         out,
                         "  {} {id}: {verb}{refreshed}",
-                        style.action(action, action.symbol())
+                        action_marker(action, style)
                     );
                 }
                 Outcome::Refreshed { .. } => {
@@ -671,6 +689,29 @@ mod tests {
         change
     }
 
+    /// A stored change's text is written back as the plan wrote it under its resource.
+    #[test]
+    fn stored_change_text_renders_as_the_plan_did() {
+        let res = file_with("one\ntwo\n");
+        let updated = change(Action::Update, Some(Content::Text("one\n".into())));
+        for style in [Style::new(false), Style::new(true)] {
+            let mut live = String::new();
+            change_lines(&mut live, INDENT, &updated, &res, style);
+            let mut stored = String::new();
+            write_change_text(&mut stored, INDENT, &change_text(&updated, &res), style);
+            assert_eq!(stored, live);
+        }
+        for action in [
+            Action::Create,
+            Action::Update,
+            Action::Replace,
+            Action::Delete,
+        ] {
+            assert_eq!(parse_action(action.as_str()), Some(action));
+        }
+        assert_eq!(parse_action("no-op"), None);
+    }
+
     #[test]
     fn lines_are_split_as_str_lines_splits_them() {
         for text in [
@@ -700,7 +741,6 @@ mod tests {
         let res = file_with("one\ntwo\n");
         let created = change(Action::Create, None);
         assert_eq!(change_text(&created, &res), "content:\n+one\n+two");
-        assert_eq!(change_summary(&created, &res), "content: 8 bytes");
         let json = json_content(&res, created.content.as_ref().unwrap());
         assert!(json.diff.unwrap().contains("+one\n+two\n"));
         assert_eq!((json.before, json.after), (None, None));
@@ -708,7 +748,6 @@ mod tests {
         let updated = change(Action::Update, Some(Content::Text("one\n".into())));
         let text = change_text(&updated, &res);
         assert!(text.contains("\n one\n+two"), "{text}");
-        assert_eq!(change_summary(&updated, &res), text);
 
         let binary = change(
             Action::Update,

@@ -144,8 +144,12 @@ pub struct ResultRecord {
     pub line: Option<u32>,
     /// 1-based column of the declaration's key.
     pub column: Option<u32>,
-    /// The planned or drifted change as text (attribute lines and a unified diff), redacted.
+    /// The change as the plan showed it (attribute lines and a unified diff), redacted and
+    /// cut to a size (see [`ResultChange::n_cut_bytes`]); a command's output in a command run.
     pub diff: Option<String>,
+    /// What the change did (or, in a drift run, would do), as the live output said it; `None`
+    /// for a result that did not move, a command, and results stored before store version 5.
+    pub change: Option<ResultChange>,
     /// Why it failed or was skipped, scrubbed.
     pub message: Option<String>,
     /// How long it took.
@@ -154,6 +158,22 @@ pub struct ResultRecord {
     pub association: Option<String>,
     /// Severity of non-compliance.
     pub severity: Severity,
+}
+
+/// What a changed or drifted resource's change did, or would do: the action and words the live
+/// output showed, beside the change's text in [`ResultRecord::diff`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultChange {
+    /// The plan's action: `create`, `update`, `replace`, `delete` or `run` (also a refresh).
+    pub action: String,
+    /// How the apply's output said what it did (`created`, `updated and refreshed`,
+    /// `restarted`); `None` in a drift run, where nothing was done.
+    pub done: Option<String>,
+    /// Why the plan chose its action, when it said (a replace's reason).
+    pub reason: Option<String>,
+    /// Bytes of the (redacted) change text left out of the diff, which keeps its first
+    /// 64 KiB and a note; 0 when it is whole.
+    pub n_cut_bytes: u64,
 }
 
 /// One run.

@@ -13,18 +13,18 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::{
-    Finding, FindingKind, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary,
-    Severity, Store, StoreError,
+    Finding, FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus,
+    RunSummary, Severity, Store, StoreError,
 };
 
 /// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
-pub const STORE_VERSION: i64 = 4;
+pub const STORE_VERSION: i64 = 5;
 
 /// Marks the database as steward's ("STWD").
 const APPLICATION_ID: i64 = 0x5354_5744;
 
 /// Schema migrations: entry `n` takes the store from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: runs and their per-resource results.
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -104,6 +104,12 @@ const MIGRATIONS: [&str; 4] = [
         result TEXT
     );
     CREATE INDEX tasks_run ON tasks (run_id);",
+    // 5: what a result's change did, as the live output said it: the plan's action, the
+    // apply's words for it, the plan's reason, and how many bytes of its text were cut.
+    "ALTER TABLE results ADD COLUMN action TEXT;
+    ALTER TABLE results ADD COLUMN done TEXT;
+    ALTER TABLE results ADD COLUMN reason TEXT;
+    ALTER TABLE results ADD COLUMN diff_cut_bytes INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A steward store in one SQLite file.
@@ -406,10 +412,11 @@ impl Store for SqliteStore {
         let resolution = format!("resolved by run {} at {}", run.id, run.finished_at);
         let mut insert_result = tx.prepare_cached(
             "INSERT INTO results (run_id, position, node, resource, outcome, file, line, column_, diff, message,
-                                  duration_ms, association, severity)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                  duration_ms, association, severity, action, done, reason, diff_cut_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for (position, result) in run.results.iter().enumerate() {
+            let change = result.change.as_ref();
             insert_result.execute(params![
                 run.id,
                 position as i64,
@@ -424,6 +431,10 @@ impl Store for SqliteStore {
                 i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
                 result.association,
                 result.severity.as_str(),
+                change.map(|c| c.action.as_str()),
+                change.and_then(|c| c.done.as_deref()),
+                change.and_then(|c| c.reason.as_deref()),
+                change.map_or(0, |c| i64::try_from(c.n_cut_bytes).unwrap_or(i64::MAX)),
             ])?;
             // Commands say nothing about desired state: a command run opens no findings.
             if run.kind == RunKind::Command {
@@ -535,7 +546,8 @@ impl Store for SqliteStore {
             .optional()?;
         let mut run = run.ok_or(StoreError::NoRun(id))?;
         let mut statement = self.conn.prepare(
-            "SELECT node, resource, outcome, file, line, column_, diff, message, duration_ms, association, severity
+            "SELECT node, resource, outcome, file, line, column_, diff, message, duration_ms, association, severity,
+                    action, done, reason, diff_cut_bytes
              FROM results WHERE run_id = ?1 ORDER BY position",
         )?;
         let rows = statement.query_map([&run.id], |row| {
@@ -553,6 +565,16 @@ impl Store for SqliteStore {
                 association: row.get(9)?,
                 severity: Severity::parse(&row.get::<_, String>(10)?)
                     .unwrap_or(Severity::Unspecified),
+                // A result stored before version 5 has no action: it is shown as it was.
+                change: match row.get::<_, Option<String>>(11)? {
+                    Some(action) => Some(ResultChange {
+                        action,
+                        done: row.get(12)?,
+                        reason: row.get(13)?,
+                        n_cut_bytes: u64::try_from(row.get::<_, i64>(14)?).unwrap_or(0),
+                    }),
+                    None => None,
+                },
             })
         })?;
         for row in rows {
@@ -778,6 +800,7 @@ mod tests {
             line: None,
             column: None,
             diff: None,
+            change: None,
             message: Some(format!("{outcome} here")),
             duration_ms: 0,
             association: None,

@@ -23,6 +23,7 @@ fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
         line: None,
         column: None,
         diff: None,
+        change: None,
         message: None,
         duration_ms: 5,
         association: None,
@@ -160,6 +161,10 @@ fn json_parses_and_has_the_fields() {
         "line",
         "column",
         "diff",
+        "diff_cut_bytes",
+        "action",
+        "done",
+        "reason",
         "message",
         "duration_ms",
         "association",
@@ -376,4 +381,384 @@ fn sarif_uri_is_a_relative_reference() {
     let sarif: serde_json::Value = serde_json::from_str(&run::sarif(&record)).unwrap();
     let location = &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"];
     assert_eq!(location["artifactLocation"]["uri"], "docs/my%20site.yaml");
+}
+
+// Issue 14: a stored run keeps what the live output showed, so `steward report RUN` prints
+// what `apply` printed.
+
+/// A report's text with its run id, times, user and project path replaced.
+fn normalized_report(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            for prefix in ["  started:", "  finished:", "  user:", "  project:"] {
+                if line.starts_with(prefix) {
+                    return format!("{prefix} [..]");
+                }
+            }
+            if line.starts_with("Run ") && line.ends_with(')') {
+                let kind = line.rsplit('(').next().unwrap_or_default();
+                return format!("Run [id] ({kind}");
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The result about `resource` in a JSON run report.
+fn result_of<'a>(json: &'a serde_json::Value, resource: &str) -> &'a serde_json::Value {
+    json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == resource)
+        .unwrap_or_else(|| panic!("no {resource} in {json}"))
+}
+
+/// The lines under the line `head` (starting with it) up to the next resource or blank line.
+fn block_under<'a>(text: &'a str, head: &str) -> Vec<&'a str> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(head));
+    assert!(lines.next().is_some(), "no `{head}` in\n{text}");
+    lines.take_while(|l| l.starts_with("      ")).collect()
+}
+
+/// Each changed resource's lines in the report are the lines the apply's plan showed under it,
+/// and its head is worded as the apply worded it.
+fn assert_report_shows_apply(apply: &str, report: &str, changed: &[(&str, &str)]) {
+    for (marker_id, done) in changed {
+        let live = block_under(apply, &format!("  {marker_id}"));
+        let stored = block_under(report, &format!("  {marker_id}: {done} ("));
+        assert!(
+            !live.is_empty(),
+            "{marker_id}: nothing under it in\n{apply}"
+        );
+        assert_eq!(
+            stored, live,
+            "{marker_id}\n--- apply\n{apply}\n--- report\n{report}"
+        );
+        assert!(
+            apply.contains(&format!("  {marker_id}: {done}\n")),
+            "{marker_id}\n{apply}"
+        );
+    }
+}
+
+#[test]
+fn report_of_a_local_apply_shows_what_the_apply_printed() {
+    let env = crate::common::TestEnv::new();
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+resources:
+  file:/motd:
+    content: \"welcome\\nmanaged by steward\\n\"
+  file:/old.conf:
+    content: \"port = 1\\n\"
+    mode: \"0600\"
+  exec:reload: { command: [/bin/true], refresh_only: true, subscribe: [file:/motd] }
+",
+    );
+    let created = env.run(&["--root", root, "apply", "p", "--yes"]);
+    assert_eq!(created.code, 0, "{}", created.all());
+    let report = env.run(&["report", "--project", "p"]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    assert_report_shows_apply(
+        &created.stdout,
+        &report.stdout,
+        &[("+ file:/motd", "created"), ("+ file:/old.conf", "created")],
+    );
+    assert!(
+        report
+            .stdout
+            .contains("  ! exec:reload: ran (refresh) (p/site.yaml:8:3)\n"),
+        "{}",
+        report.stdout
+    );
+    insta::assert_snapshot!("local_apply_created", normalized_report(&report.stdout));
+
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+resources:
+  file:/motd:
+    content: \"welcome\\nedited by steward\\n\"
+    mode: \"0640\"
+  file:/old.conf:
+    ensure: absent
+  exec:reload: { command: [/bin/true], refresh_only: true, subscribe: [file:/motd] }
+",
+    );
+    let updated = env.run(&["--root", root, "apply", "p", "--yes"]);
+    assert_eq!(updated.code, 0, "{}", updated.all());
+    let report = env.run(&["report", "--project", "p"]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    assert_report_shows_apply(
+        &updated.stdout,
+        &report.stdout,
+        &[("~ file:/motd", "updated"), ("- file:/old.conf", "deleted")],
+    );
+    insta::assert_snapshot!(
+        "local_apply_updated_and_deleted",
+        normalized_report(&report.stdout)
+    );
+
+    let json = env.run(&["report", "--project", "p", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let motd = result_of(&json, "file:/motd");
+    assert_eq!(
+        (&motd["action"], &motd["done"], &motd["diff_cut_bytes"]),
+        (&"update".into(), &"updated".into(), &0.into())
+    );
+    assert!(
+        motd["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-managed by steward\n+edited by steward"),
+        "{json}"
+    );
+    assert_eq!(result_of(&json, "file:/old.conf")["action"], "delete");
+    let reload = result_of(&json, "exec:reload");
+    assert_eq!(
+        (&reload["action"], &reload["done"], &reload["diff"]),
+        (
+            &"run".into(),
+            &"ran (refresh)".into(),
+            &serde_json::Value::Null
+        )
+    );
+
+    // A drift run keeps what an apply would do.
+    std::fs::write(env.path().join("root/motd"), "welcome\nedited by hand\n").unwrap();
+    let drift = env.run(&["--root", root, "drift", "p"]);
+    assert!(drift.stdout.contains("file:/motd"), "{}", drift.all());
+    let report = env.run(&["report", "--project", "p"]);
+    assert!(
+        report.stdout.contains(
+            "  ! file:/motd: drifted, apply would update (p/site.yaml:3:3)\n      --- /motd\n"
+        ),
+        "{}",
+        report.stdout
+    );
+    let json = env.run(&["report", "--project", "p", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let motd = result_of(&json, "file:/motd");
+    assert_eq!(
+        (&motd["outcome"], &motd["action"], &motd["done"]),
+        (
+            &"drifted".into(),
+            &"update".into(),
+            &serde_json::Value::Null
+        )
+    );
+    assert!(
+        motd["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-edited by hand\n+edited by steward"),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_sensitive_contents_diff_is_not_stored() {
+    let env = crate::common::TestEnv::new();
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    env.write(
+        "p/site.yaml",
+        "steward: 1
+parameters:
+  token: { type: string, sensitive: true }
+resources:
+  file:/app.env:
+    content: \"TOKEN={{ params.token }}\\n\"
+  file:/plain: { content: \"visible\\n\" }
+",
+    );
+    for secret in ["first-secret-5a1b", "second-secret-9c2d"] {
+        let param = format!("token={secret}");
+        let out = env.run(&["--root", root, "apply", "p", "--yes", "--param", &param]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        for format in ["human", "json", "junit", "markdown"] {
+            let report = env.run(&["report", "--project", "p", "--format", format]);
+            assert_eq!(report.code, 0, "{}", report.all());
+            assert!(
+                !report.all().contains("secret-"),
+                "{format}: {}",
+                report.all()
+            );
+        }
+        let report = env.run(&["report", "--project", "p"]);
+        assert!(
+            report.stdout.contains("content: (sensitive)"),
+            "{}",
+            report.stdout
+        );
+    }
+    let report = env.run(&["report", "--project", "p"]);
+    assert!(
+        report.stdout.contains("~ file:/app.env: updated"),
+        "{}",
+        report.stdout
+    );
+    // Not in the SQLite file (nor a journal beside it) either; the backups of the file the
+    // apply replaced hold its old content, as they must.
+    let mut n_store_files = 0;
+    for entry in std::fs::read_dir(env.path().join("p/.steward")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("steward.db")
+        {
+            n_store_files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(7).any(|w| w == b"secret-"),
+                "{}",
+                path.display()
+            );
+        }
+    }
+    assert!(n_store_files > 0);
+}
+
+#[test]
+fn a_big_contents_diff_is_cut_with_a_note() {
+    let env = crate::common::TestEnv::new();
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    // 20,000 changed lines: a unified diff of about 400 KB.
+    let before: String = (0..20_000).map(|i| format!("old line {i}\n")).collect();
+    std::fs::write(env.path().join("root/big.txt"), &before).unwrap();
+    let after: String = (0..20_000).map(|i| format!("new line {i}\\n")).collect();
+    env.write(
+        "p/site.yaml",
+        format!("steward: 1\nresources:\n  file:/big.txt:\n    content: \"{after}\"\n"),
+    );
+    let out = env.run(&["--root", root, "apply", "p", "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("+new line 19999"),
+        "the live plan shows it whole"
+    );
+    let json = env.run(&["report", "--project", "p", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let result = &json["results"][0];
+    let diff = result["diff"].as_str().unwrap();
+    let cut = result["diff_cut_bytes"].as_u64().unwrap();
+    assert!(cut > 300_000, "{cut}");
+    let (kept, note) = diff.rsplit_once('\n').unwrap();
+    assert!(kept.len() <= 64 * 1024, "{}", kept.len());
+    assert!(
+        kept.starts_with("--- /big.txt\n+++ /big.txt\n"),
+        "{kept:.200}"
+    );
+    assert!(
+        note.starts_with("... ") && note.contains(&format!("({cut} bytes) not kept")),
+        "{note}"
+    );
+    let report = env.run(&["report", "--project", "p"]);
+    assert!(
+        report.stdout.contains(&format!("      {note}\n")),
+        "{}",
+        report.stdout
+    );
+}
+
+#[test]
+fn a_store_from_before_actions_is_migrated_and_its_runs_still_render() {
+    use steward::store::Store;
+    use steward::store::sqlite::{STORE_VERSION, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.db");
+    let conn = SqliteStore::create_at_version(&path, 4).unwrap();
+    conn.execute_batch(
+        "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest)
+             VALUES ('r1', 'apply', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'old', 'p', 'd');
+         INSERT INTO results (run_id, position, node, resource, outcome, diff, duration_ms)
+             VALUES ('r1', 0, 'local', 'file:/a', 'changed', 'content: 25 bytes', 3);",
+    )
+    .unwrap();
+    drop(conn);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, STORE_VERSION);
+    let old = store.run(Some("r1")).unwrap();
+    assert_eq!(old.results[0].change, None);
+    let text = run::human(&old, &[], Style::new(false));
+    assert!(
+        text.contains("  ~ file:/a: changed\n      content: 25 bytes\n"),
+        "{text}"
+    );
+
+    // A new run in the migrated store keeps its change.
+    let mut new = sample_run();
+    new.id = "r2".into();
+    new.results[4].change = Some(steward::store::ResultChange {
+        action: "replace".into(),
+        done: Some("replaced".into()),
+        reason: Some("a directory is in the way".into()),
+        n_cut_bytes: 12,
+    });
+    store.record_run(&new).unwrap();
+    assert_eq!(store.run(Some("r2")).unwrap(), new);
+    let text = run::human(&new, &[], Style::new(false));
+    assert!(
+        text.contains("  -/+ pkg:postgresql: replaced (a directory is in the way) (db.yaml:4:3)\n      version: 15 → 16\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_fleet_apply_prints_and_reports_its_diffs() {
+    let fleet = crate::fleet_harness::Fleet::with_agents(&[("web-1", "role=web")]);
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1
+associations:
+  web:
+    targets: { tags: { role: web } }
+    documents: [web.yaml]
+",
+    );
+    let web = |greeting: &str| {
+        format!(
+            "steward: 1\nresources:\n  file:/motd:\n    content: \"{greeting} from {{{{ node.name }}}}\\n\"\n"
+        )
+    };
+    let project = fleet.env.path().join("project");
+    let p = project.to_str().unwrap();
+    for (greeting, head, lines) in [
+        (
+            "hello",
+            "  + file:/motd: created",
+            "      content:\n      +hello from web-1\n",
+        ),
+        (
+            "bye",
+            "  ~ file:/motd: updated",
+            "      @@ -1 +1 @@\n      -hello from web-1\n      +bye from web-1\n",
+        ),
+    ] {
+        fleet.env.write("project/web.yaml", web(greeting));
+        let apply = fleet.cli(&["apply", p, "--yes"]);
+        assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
+        assert!(apply.stdout.contains(head), "{}", apply.stdout);
+        assert!(apply.stdout.contains(lines), "{}", apply.stdout);
+        let report = fleet.cli(&["report"]);
+        assert_eq!(report.code, 0, "{}", report.all());
+        assert!(report.stdout.contains(head), "{}", report.stdout);
+        assert!(report.stdout.contains(lines), "{}", report.stdout);
+    }
+    assert_eq!(
+        std::fs::read_to_string(fleet.root("web-1").join("motd")).unwrap(),
+        "bye from web-1\n"
+    );
 }

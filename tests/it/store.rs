@@ -14,6 +14,7 @@ fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
         line: Some(3),
         column: Some(3),
         diff: (outcome == ResultOutcome::Drifted).then(|| "-old\n+new\n".to_string()),
+        change: None,
         message: (outcome == ResultOutcome::Failed).then(|| "permission denied".to_string()),
         duration_ms: 5,
         association: None,

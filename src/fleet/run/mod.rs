@@ -866,6 +866,7 @@ mod tests {
             line: None,
             column: None,
             diff: None,
+            change: None,
             message: None,
             duration_ms: 0,
             association: None,

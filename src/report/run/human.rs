@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::report::plan::Style;
+use crate::report::plan::{self, Style};
 use crate::report::run::{count, location, open_findings, report_order};
 use crate::store::{Compliance, Finding, ResultOutcome, ResultRecord, RunRecord, Severity};
 
@@ -108,6 +108,9 @@ pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
     out
 }
 
+/// One result: a changed resource as the apply's output showed it (`+ file:/x: created`, the
+/// marker in its action's colour), anything else by its outcome; then the change's lines as
+/// the plan showed them.
 fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
     let (marker, code) = match result.outcome {
         ResultOutcome::Changed => ("~", YELLOW),
@@ -119,12 +122,36 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
         ResultOutcome::Succeeded => ("+", GREEN),
         ResultOutcome::TimedOut => ("x", RED),
     };
-    let mut head = format!(
-        "  {} {}: {}",
-        paint(style, code, marker),
-        result.resource,
-        result.outcome.as_str()
-    );
+    // Results stored before the action was kept (store version 5) say `changed`.
+    let done = result
+        .change
+        .as_ref()
+        .filter(|_| result.outcome == ResultOutcome::Changed)
+        .and_then(|change| Some((plan::parse_action(&change.action)?, change.done.as_deref()?)));
+    let mut head = match done {
+        Some((action, done)) => format!(
+            "  {} {}: {done}",
+            plan::action_marker(action, style),
+            result.resource
+        ),
+        None => format!(
+            "  {} {}: {}",
+            paint(style, code, marker),
+            result.resource,
+            result.outcome.as_str()
+        ),
+    };
+    // A drift says what an apply would do about it, as the drift's plan showed.
+    if let Some(action) = result
+        .change
+        .as_ref()
+        .filter(|_| result.outcome == ResultOutcome::Drifted)
+    {
+        let _ = write!(head, ", apply would {}", action.action);
+    }
+    if let Some(reason) = result.change.as_ref().and_then(|c| c.reason.as_deref()) {
+        let _ = write!(head, " ({reason})");
+    }
     if let Some(location) = location(result) {
         let _ = write!(head, " ({location})");
     }
@@ -146,15 +173,7 @@ fn human_result(out: &mut String, result: &ResultRecord, style: Style) {
         }
     }
     if let Some(diff) = result.diff.as_deref() {
-        for line in diff.lines() {
-            let painted = match line.as_bytes().first() {
-                Some(b'+') if !line.starts_with("+++") => paint(style, GREEN, line),
-                Some(b'-') if !line.starts_with("---") => paint(style, RED, line),
-                Some(b'@') => paint(style, CYAN, line),
-                _ => line.to_string(),
-            };
-            let _ = writeln!(out, "      {painted}");
-        }
+        plan::write_change_text(out, "      ", diff, style);
     }
 }
 
@@ -162,7 +181,6 @@ const RED: &str = "31";
 const GREEN: &str = "32";
 const YELLOW: &str = "33";
 const MAGENTA: &str = "35";
-const CYAN: &str = "36";
 
 /// Colours `text` when `style` asks for colour.
 fn paint(style: Style, code: &str, text: &str) -> String {

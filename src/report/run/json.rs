@@ -1,6 +1,7 @@
 //! The run as versioned JSON for machines: every result with all its fields, compliance per
 //! node and association, and the open findings. The shapes below map the store's records by
-//! hand; renaming or removing a field is a breaking change that bumps [`FORMAT_VERSION`].
+//! hand; renaming or removing a field is a breaking change that bumps [`FORMAT_VERSION`]
+//! (adding one is not: `diff_cut_bytes`, `action`, `done` and `reason` came within version 1).
 
 use serde::Serialize;
 
@@ -72,6 +73,14 @@ struct JsonResult<'a> {
     line: Option<u32>,
     column: Option<u32>,
     diff: Option<&'a str>,
+    /// Bytes of the change's text cut from `diff` (it keeps the first 64 KiB).
+    diff_cut_bytes: u64,
+    /// The plan's action for a changed or drifted resource: `create`, `update`, ...
+    action: Option<&'a str>,
+    /// How the apply said it did it: `created`, `updated and refreshed`, `restarted`.
+    done: Option<&'a str>,
+    /// Why the plan chose its action, when it said.
+    reason: Option<&'a str>,
     message: Option<&'a str>,
     duration_ms: u64,
     association: Option<&'a str>,
@@ -121,6 +130,10 @@ impl<'a> From<&'a ResultRecord> for JsonResult<'a> {
             line: result.line,
             column: result.column,
             diff: result.diff.as_deref(),
+            diff_cut_bytes: result.change.as_ref().map_or(0, |c| c.n_cut_bytes),
+            action: result.change.as_ref().map(|c| c.action.as_str()),
+            done: result.change.as_ref().and_then(|c| c.done.as_deref()),
+            reason: result.change.as_ref().and_then(|c| c.reason.as_deref()),
             message: result.message.as_deref(),
             duration_ms: result.duration_ms,
             association: result.association.as_deref(),

@@ -65,8 +65,8 @@ pub fn junit(run: &RunRecord) -> String {
             };
             let mut case = TestCase::new(result.resource.as_str(), status);
             case.set_classname(node);
-            // A command's output, as CI systems show a test's output.
-            if run.kind == RunKind::Command
+            // A command's output, or what an apply changed, as CI systems show a test's output.
+            if (run.kind == RunKind::Command || result.outcome == ResultOutcome::Changed)
                 && let Some(output) = result.diff.as_deref()
             {
                 case.set_system_out(output);

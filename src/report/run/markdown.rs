@@ -17,9 +17,10 @@ const MAX_MARKDOWN_DIFF_BYTES: usize = 8_000;
 const MARKDOWN_TAIL_BYTES: usize = 1_000;
 
 /// The run in GitHub-flavoured Markdown, for a pull-request comment or a CI job summary: a
-/// summary table per node, a collapsible block per drifted or failed resource with its diff,
-/// and the open findings. Stays under [`MAX_MARKDOWN_BYTES`]: long diffs are cut, and blocks
-/// that no longer fit are counted in a closing note.
+/// summary table per node, a collapsible block per drifted or failed resource with its diff
+/// (then one per changed resource), and the open findings. Stays under
+/// [`MAX_MARKDOWN_BYTES`]: long diffs are cut, and blocks that no longer fit are counted in a
+/// closing note.
 pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     let mut out = String::new();
     let n_drifted = run.count(ResultOutcome::Drifted);
@@ -81,7 +82,13 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     }
     out.push('\n');
 
-    for result in run.results.iter().filter(|r| r.outcome.is_noncompliant()) {
+    // What needs attention first, then what an apply changed.
+    let noncompliant = run.results.iter().filter(|r| r.outcome.is_noncompliant());
+    let changed = run
+        .results
+        .iter()
+        .filter(|r| r.outcome == ResultOutcome::Changed);
+    for result in noncompliant.chain(changed) {
         if !push_within_budget(&mut out, &markdown_block(result)) {
             n_left_out += 1;
         }
@@ -122,15 +129,21 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
     out
 }
 
-/// One drifted or failed resource as a collapsible block.
+/// One drifted, failed or changed resource as a collapsible block; a change is worded as the
+/// apply's output worded it (`created`).
 fn markdown_block(result: &ResultRecord) -> String {
     let mut block = String::new();
+    let done = result
+        .change
+        .as_ref()
+        .filter(|_| result.outcome == ResultOutcome::Changed)
+        .and_then(|c| c.done.as_deref());
     let _ = write!(
         block,
         "<details><summary><code>{}</code> on <code>{}</code>: {}",
         html_escape(&result.resource),
         html_escape(&result.node),
-        result.outcome.as_str()
+        html_escape(done.unwrap_or(result.outcome.as_str()))
     );
     if result.severity != Severity::Unspecified {
         let _ = write!(block, " ({})", result.severity.as_str());
