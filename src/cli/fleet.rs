@@ -687,11 +687,6 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
     }
-    if run.format == OutputFormat::Human {
-        for line in super::reach::nowhere(&validated, true) {
-            eprintln!("note: {line}");
-        }
-    }
     // Said here, where the documents and the inventory are known, rather than as the
     // controller's bare error; the run is still sent, so an apply registers the project's
     // schedules.
@@ -700,6 +695,11 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         && run.target.is_none()
         && super::reach::fleet_targets(&validated, None).is_empty())
     .then(|| super::reach::nothing_to_do(&validated));
+    if run.format == OutputFormat::Human && nothing.is_none() {
+        for line in super::reach::nowhere(&validated, true) {
+            eprintln!("note: {line}");
+        }
+    }
     let files = match client::bundle(&run.project.path) {
         Ok(files) => files,
         Err(err) => return fail(err),

@@ -99,7 +99,7 @@ pub(super) fn nothing_to_do(validated: &Validated) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "  association `{}`: {} to {}",
+            "  association `{}` applies {} to {}",
             association.name,
             documents.join(", "),
             targets_text(&association.targets),

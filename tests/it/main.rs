@@ -8,6 +8,7 @@ mod cron;
 mod drift;
 mod fleet;
 mod fleet_harness;
+mod fleet_mode;
 mod front_door;
 mod front_door_kdl;
 mod fuzz;
