@@ -64,10 +64,10 @@ pub(super) fn check(matches: &ArgMatches) -> Result<(), ModeConflict> {
     };
     match chosen_by {
         Some(chosen_by) => {
-            // `--root` is global: given before the command or after it.
+            // `--root` is the top level's: given before the command or after it.
             let local = LOCAL_FLAGS
                 .iter()
-                .find(|(id, _)| given(sub, id) || given(matches, id));
+                .find(|(id, _)| given(sub, id) || (*id == "root" && given(matches, id)));
             match local {
                 Some(&(_, flag)) => Err(ModeConflict::LocalFlag { flag, chosen_by }),
                 None => Ok(()),

@@ -253,6 +253,31 @@ fn a_flag_of_the_other_mode_is_a_usage_error_naming_it_and_what_chose_the_mode()
     // The local apply that was asked for did not silently become a fleet one, nor happen.
     assert!(std::fs::read_dir(&root).unwrap().next().is_none());
 
+    // Without a conflict each command goes to the controller (here unreachable).
+    let token = env.write("admin.token", "not a token\n");
+    let reachable = [
+        ("STEWARD_CONTROLLER", url),
+        ("STEWARD_TOKEN_FILE", token.to_str().unwrap()),
+    ];
+    for args in [
+        vec!["runs"],
+        vec!["report"],
+        vec!["findings", "resolve", "3"],
+        vec!["validate", p],
+        vec!["graph", p],
+        vec!["plan", p],
+        vec!["apply", p, "--yes"],
+        vec!["drift", p],
+    ] {
+        let out = run(env.path(), &args, &reachable);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.all());
+        assert!(
+            out.stderr.starts_with(&format!("error: controller {url}")),
+            "{args:?}: {}",
+            out.all()
+        );
+    }
+
     // Fleet flags from the environment are not flags given: a local run goes on.
     let local = run(
         env.path(),
