@@ -679,10 +679,12 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     };
     // The project is checked here first, so mistakes show with their source lines: rendered,
     // as the controller will, for each node of its inventory its associations select.
-    let validated = match validate_for_fleet(ctx, &client, &run.project.path, overrides.clone()) {
-        Ok(validated) => validated,
-        Err(err) => return fail(err),
-    };
+    let adhoc = run.adhoc.map(|adhoc| adhoc.target.as_str());
+    let validated =
+        match validate_for_fleet(ctx, &client, &run.project.path, overrides.clone(), adhoc) {
+            Ok(validated) => validated,
+            Err(err) => return fail(err),
+        };
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
@@ -695,7 +697,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         && run.target.is_none()
         && super::reach::fleet_targets(&validated, None).is_empty())
     .then(|| super::reach::nothing_to_do(&validated));
-    if run.format == OutputFormat::Human && nothing.is_none() {
+    if run.format == OutputFormat::Human && run.adhoc.is_none() && nothing.is_none() {
         for line in super::reach::nowhere(&validated, true) {
             eprintln!("note: {line}");
         }
@@ -854,22 +856,46 @@ fn print_errors(response: &RunResponse, nothing: Option<&str>) -> std::io::Resul
 }
 
 /// Lowers the project at `path` as the controller will: for each node of its inventory, with
-/// that node's facts and tags.
+/// that node's facts and tags. `adhoc` is `steward run --document`'s `--target`: the
+/// documents go to the nodes it selects.
 fn validate_for_fleet(
     ctx: &Context,
     client: &Client,
     path: &Path,
     overrides: std::collections::BTreeMap<String, String>,
+    adhoc: Option<&str>,
 ) -> Result<crate::validate::Validated, ClientError> {
     let inventory = client.inventory()?;
+    let adhoc = adhoc
+        .map(|selector| adhoc_nodes(&inventory, selector))
+        .filter(|nodes| !nodes.is_empty());
     Ok(crate::validate::validate_with(
         path,
         &ctx.registry,
         crate::facts::local(&ctx.root),
         overrides,
         inventory,
-        None,
+        adhoc,
     ))
+}
+
+/// The nodes of `inventory` a `--target` selector picks (`all`, names, `KEY=VALUE`, joined by
+/// commas), for rendering only: the controller resolves it again, and refuses a selector
+/// that names an unknown node or tag.
+fn adhoc_nodes(inventory: &[crate::schema::KnownNode], selector: &str) -> Vec<String> {
+    inventory
+        .iter()
+        .filter(|node| {
+            selector.split(',').map(str::trim).any(|part| match part {
+                "all" => true,
+                _ => match part.split_once('=') {
+                    Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
+                    None => node.name == part,
+                },
+            })
+        })
+        .map(|node| node.name.clone())
+        .collect()
 }
 
 /// `validate` and `graph` with a controller: the project lowered against its inventory.
@@ -883,7 +909,7 @@ pub(super) fn validated(
         Ok(overrides) => overrides,
         Err(message) => return usage_error(&message).map(Err),
     };
-    match client(remote).and_then(|c| validate_for_fleet(ctx, &c, &project.path, overrides)) {
+    match client(remote).and_then(|c| validate_for_fleet(ctx, &c, &project.path, overrides, None)) {
         Ok(validated) => Ok(Ok(validated)),
         Err(err) => fail(err).map(Err),
     }

@@ -108,6 +108,20 @@ fn a_tag_templated_document_is_rendered_for_each_node_of_the_inventory() {
     }
     assert_eq!(files_under(&fleet.root("db-1")), Vec::<String>::new());
 
+    // `steward run --document` renders the document for each node its --target selects.
+    fleet.env.write(
+        "adhoc.yaml",
+        "steward: 1\nresources:\n  file:/adhoc:\n    content: \"{{ node.tags.role }}-{{ node.name }}\\n\"\n",
+    );
+    let adhoc = fleet.cli(&["run", "--target", "role=web", "--document", "adhoc.yaml"]);
+    assert_eq!(adhoc.code, 0, "{}\n{}", adhoc.all(), fleet.logs());
+    assert!(!adhoc.stderr.contains("goes nowhere"), "{}", adhoc.all());
+    for web in ["web-1", "web-2"] {
+        let text = std::fs::read_to_string(fleet.root(web).join("adhoc")).unwrap();
+        assert_eq!(text, format!("web-{web}\n"));
+    }
+    assert_eq!(files_under(&fleet.root("db-1")), Vec::<String>::new());
+
     // Converged: the same rendering, so nothing to change.
     let again = fleet.cli(&["plan", p, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "{}", again.all());
