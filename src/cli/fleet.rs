@@ -677,16 +677,30 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         Ok(overrides) => overrides,
         Err(message) => return usage_error(&message),
     };
-    // The project is checked here first, so mistakes show with their source lines.
-    let validated = crate::validate::validate(
-        &run.project.path,
-        &ctx.registry,
-        crate::facts::local(&ctx.root),
-        overrides.clone(),
-    );
+    // The project is checked here first, so mistakes show with their source lines: rendered,
+    // as the controller will, for each node of its inventory its associations select.
+    let adhoc = run.adhoc.map(|adhoc| adhoc.target.as_str());
+    let validated =
+        match validate_for_fleet(ctx, &client, &run.project.path, overrides.clone(), adhoc) {
+            Ok(validated) => validated,
+            Err(err) => return fail(err),
+        };
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
+    }
+    // Said here, where the documents and the inventory are known, rather than as the
+    // controller's bare error; the run is still sent, so an apply registers the project's
+    // schedules.
+    let nothing = (run.format == OutputFormat::Human
+        && run.adhoc.is_none()
+        && run.target.is_none()
+        && super::reach::fleet_targets(&validated, None).is_empty())
+    .then(|| super::reach::nothing_to_do(&validated));
+    if run.format == OutputFormat::Human && run.adhoc.is_none() && nothing.is_none() {
+        for line in super::reach::nowhere(&validated, true) {
+            eprintln!("note: {line}");
+        }
     }
     let files = match client::bundle(&run.project.path) {
         Ok(files) => files,
@@ -713,7 +727,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             return usage_error("refusing to apply without --yes: no terminal to ask on");
         }
         request.mode = Mode::Plan;
-        let response = match send_checked(&client, &request)? {
+        let response = match send_checked(&client, &request, nothing.as_deref())? {
             Ok(response) => response,
             Err(exit) => return Ok(exit),
         };
@@ -732,7 +746,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .map(pinned);
         request.mode = Mode::Apply;
     }
-    let response = match send_checked(&client, &request)? {
+    let response = match send_checked(&client, &request, nothing.as_deref())? {
         Ok(response) => response,
         Err(exit) => return Ok(exit),
     };
@@ -800,34 +814,105 @@ fn send(client: &Client, request: &RunRequest) -> Result<RunResponse, ClientErro
     })
 }
 
-/// Sends a run; `Err` carries the exit code when it failed before anything ran (the reasons
-/// are printed).
+/// Sends a run; `Err` carries the exit code when nothing ran (the reasons are printed).
+/// `nothing` is what to say when the run, as expected, targeted no node.
 fn send_checked(
     client: &Client,
     request: &RunRequest,
+    nothing: Option<&str>,
 ) -> std::io::Result<Result<RunResponse, Exit>> {
     let response = match send(client, request) {
         Ok(response) => response,
         Err(err) => return fail(err).map(Err),
     };
-    Ok(match print_errors(&response) {
+    Ok(match print_errors(&response, nothing)? {
         Some(exit) => Err(exit),
         None => Ok(response),
     })
 }
 
-fn print_errors(response: &RunResponse) -> Option<Exit> {
+/// Prints why a run did nothing: `error:` lines when it failed; otherwise it had nothing to
+/// do, which is no error (exit 0).
+fn print_errors(response: &RunResponse, nothing: Option<&str>) -> std::io::Result<Option<Exit>> {
     if response.errors.is_empty() {
-        return None;
+        return Ok(None);
     }
-    for error in &response.errors {
-        eprintln!("error: {error}");
+    if response.failed {
+        for error in &response.errors {
+            eprintln!("error: {error}");
+        }
+        return Ok(Some(Exit::Error));
     }
-    Some(if response.failed {
-        Exit::Error
-    } else {
-        Exit::Ok
-    })
+    match nothing {
+        Some(text) if response.nodes.is_empty() => print_stdout(text)?,
+        _ => {
+            for note in &response.errors {
+                eprintln!("note: {note}");
+            }
+            Exit::Ok
+        }
+    };
+    Ok(Some(Exit::Ok))
+}
+
+/// Lowers the project at `path` as the controller will: for each node of its inventory, with
+/// that node's facts and tags. `adhoc` is `steward run --document`'s `--target`: the
+/// documents go to the nodes it selects.
+fn validate_for_fleet(
+    ctx: &Context,
+    client: &Client,
+    path: &Path,
+    overrides: std::collections::BTreeMap<String, String>,
+    adhoc: Option<&str>,
+) -> Result<crate::validate::Validated, ClientError> {
+    let inventory = client.inventory()?;
+    let adhoc = adhoc
+        .map(|selector| adhoc_nodes(&inventory, selector))
+        .filter(|nodes| !nodes.is_empty());
+    Ok(crate::validate::validate_with(
+        path,
+        &ctx.registry,
+        crate::facts::local(&ctx.root),
+        overrides,
+        inventory,
+        adhoc,
+    ))
+}
+
+/// The nodes of `inventory` a `--target` selector picks (`all`, names, `KEY=VALUE`, joined by
+/// commas), for rendering only: the controller resolves it again, and refuses a selector
+/// that names an unknown node or tag.
+fn adhoc_nodes(inventory: &[crate::schema::KnownNode], selector: &str) -> Vec<String> {
+    inventory
+        .iter()
+        .filter(|node| {
+            selector.split(',').map(str::trim).any(|part| match part {
+                "all" => true,
+                _ => match part.split_once('=') {
+                    Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
+                    None => node.name == part,
+                },
+            })
+        })
+        .map(|node| node.name.clone())
+        .collect()
+}
+
+/// `validate` and `graph` with a controller: the project lowered against its inventory.
+/// `Err` holds the exit code once the problem has been reported.
+pub(super) fn validated(
+    ctx: &Context,
+    project: &ProjectArgs,
+    remote: &RemoteArgs,
+) -> std::io::Result<Result<crate::validate::Validated, Exit>> {
+    let overrides = match overrides(project) {
+        Ok(overrides) => overrides,
+        Err(message) => return usage_error(&message).map(Err),
+    };
+    match client(remote).and_then(|c| validate_for_fleet(ctx, &c, &project.path, overrides, None)) {
+        Ok(validated) => Ok(Ok(validated)),
+        Err(err) => fail(err).map(Err),
+    }
 }
 
 /// The per-node summary at the end of an apply or drift: each count is the number of the

@@ -6,6 +6,8 @@
 
 mod commands;
 mod fleet;
+mod mode;
+mod reach;
 mod render;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::resource::Registry;
 use crate::validate::{Validated, validate};
@@ -441,6 +443,8 @@ struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human)]
     format: DiagnosticFormat,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -595,6 +599,8 @@ struct GraphArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     format: GraphFormat,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -700,8 +706,12 @@ fn test_panic() {
 /// Runs steward with the given arguments (the first is the program name).
 pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     test_panic();
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    // Parsed in two steps to keep where each value came from: the mode check needs it.
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             let _ = err.print();
             return match err.kind() {
@@ -712,6 +722,10 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             };
         }
     };
+    if let Err(conflict) = mode::check(&matches) {
+        eprintln!("error: {conflict}");
+        return Exit::Error;
+    }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let color = match cli.color {
         ColorChoice::Always => true,
@@ -951,11 +965,27 @@ pub(crate) fn usage_error(message: &str) -> std::io::Result<Exit> {
     Ok(Exit::Error)
 }
 
+/// The project lowered for this machine, or with a controller for each node of its
+/// inventory. `Err` holds the exit code once the problem has been reported.
+fn load_for_mode(
+    ctx: &Context,
+    project: &ProjectArgs,
+    remote: &RemoteArgs,
+) -> std::io::Result<Result<Validated, Exit>> {
+    if remote.controller.is_some() {
+        return fleet::validated(ctx, project, remote);
+    }
+    match load(ctx, project, &ctx.registry) {
+        Ok(validated) => Ok(Ok(validated)),
+        Err(message) => usage_error(&message).map(Err),
+    }
+}
+
 fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
-    let registry: &Registry = &ctx.registry;
-    let validated = match load(ctx, &args.project, registry) {
+    let fleet = args.remote.controller.is_some();
+    let validated = match load_for_mode(ctx, &args.project, &args.remote)? {
         Ok(validated) => validated,
-        Err(message) => return usage_error(&message),
+        Err(exit) => return Ok(exit),
     };
     match args.format {
         DiagnosticFormat::Json => {
@@ -975,18 +1005,40 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
                     .collect::<std::collections::BTreeSet<_>>()
                     .len();
                 let model = &validated.model;
-                let n_nodes = model
-                    .nodes
-                    .iter()
-                    .filter(|n| !n.resources.is_empty())
-                    .count();
-                print_stdout(&format!(
-                    "valid: {} in {}, {} on {}\n",
-                    plural(n_documents, "document"),
-                    display_path(&args.project.path),
-                    plural(model.n_resources(), "resource"),
-                    plural(n_nodes, "node"),
-                ))?;
+                if fleet {
+                    // The nodes the controller would act on, from its inventory.
+                    let targets = reach::fleet_targets(&validated, None);
+                    let names: Vec<&str> = targets.iter().map(|n| n.name.as_str()).collect();
+                    let n_resources: usize = targets.iter().map(|n| n.resources.len()).sum();
+                    print_stdout(&format!(
+                        "valid: {} in {}, {} on {} of the controller's inventory{}\n",
+                        plural(n_documents, "document"),
+                        display_path(&args.project.path),
+                        plural(n_resources, "resource"),
+                        plural(targets.len(), "node"),
+                        if names.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", names.join(", "))
+                        },
+                    ))?;
+                } else {
+                    let n_nodes = model
+                        .nodes
+                        .iter()
+                        .filter(|n| !n.resources.is_empty())
+                        .count();
+                    print_stdout(&format!(
+                        "valid: {} in {}, {} on {}\n",
+                        plural(n_documents, "document"),
+                        display_path(&args.project.path),
+                        plural(model.n_resources(), "resource"),
+                        plural(n_nodes, "node"),
+                    ))?;
+                }
+                for line in reach::nowhere(&validated, fleet) {
+                    eprintln!("note: {line}");
+                }
             }
         }
     }
@@ -999,15 +1051,23 @@ fn cmd_validate(ctx: &Context, args: &ValidateArgs) -> std::io::Result<Exit> {
 
 fn cmd_graph(ctx: &Context, args: &GraphArgs) -> std::io::Result<Exit> {
     let registry: &Registry = &ctx.registry;
-    let validated = match load(ctx, &args.project, registry) {
+    let validated = match load_for_mode(ctx, &args.project, &args.remote)? {
         Ok(validated) => validated,
-        Err(message) => return usage_error(&message),
+        Err(exit) => return Ok(exit),
     };
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
     }
-    let graphs = validated.graphs(registry);
+    let mut graphs = validated.graphs(registry);
+    if args.remote.controller.is_some() {
+        // The nodes the controller would act on, from its inventory.
+        let targets: Vec<&str> = reach::fleet_targets(&validated, None)
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        graphs.retain(|graph| targets.contains(&graph.node.name.as_str()));
+    }
     let text = match args.format {
         GraphFormat::Dot => crate::report::graph::dot(&graphs),
         GraphFormat::Json => crate::report::graph::json(&graphs, &validated.project.sources),

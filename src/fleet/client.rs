@@ -14,6 +14,9 @@ use base64::Engine;
 use crate::fleet::api::NodeInfo;
 use crate::fleet::command::{CommandEvent, CommandRequest, CommandResponse};
 use crate::fleet::run::{BundleFile, Event, MAX_BUNDLE_BYTES, RunRequest, RunResponse};
+use crate::fleet::wire::WireFacts;
+use crate::model::Facts;
+use crate::schema::KnownNode;
 
 /// A connection to a controller's API.
 pub struct Client {
@@ -343,6 +346,29 @@ impl Client {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
         let text = self.get_json("/v1/nodes")?;
         serde_json::from_str(&text).map_err(ClientError::MalformedNodes)
+    }
+
+    /// The enrolled, unrevoked nodes as lowering sees them: their controller tags and the
+    /// facts they last reported, so the CLI renders documents for the nodes the controller
+    /// will (as `fleet::run` does with the store's copy).
+    pub fn inventory(&self) -> Result<Vec<KnownNode>, ClientError> {
+        Ok(self
+            .nodes()?
+            .into_iter()
+            .filter(|node| node.revoked_at.is_none())
+            .map(|node| {
+                let facts: WireFacts = serde_json::from_value(node.facts).unwrap_or_default();
+                let mut facts = Facts::from(facts);
+                if facts.hostname.is_empty() {
+                    facts.hostname = node.name.clone();
+                }
+                KnownNode {
+                    name: node.name,
+                    tags: node.tags,
+                    facts,
+                }
+            })
+            .collect())
     }
 
     /// Starts a run and follows its progress to the end.

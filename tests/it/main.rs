@@ -10,6 +10,7 @@ mod drift;
 mod fleet;
 mod fleet_findings;
 mod fleet_harness;
+mod fleet_mode;
 mod front_door;
 mod front_door_kdl;
 mod fuzz;

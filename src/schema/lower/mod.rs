@@ -248,16 +248,25 @@ impl<'a> Lowerer<'a> {
             self.check_duplicates(&resources);
             node.resources = std::sync::Arc::new(resources);
         }
-        // Documents whose associations target no known node are still checked.
+        // Documents whose associations target no known node are still checked, for syntax
+        // and schema only: with no node to render for, a variable the template reads from
+        // a node (`node.tags.role`) is not an error.
         let mut unassigned = Vec::new();
         for &source in covered.iter().filter(|s| !assigned.contains(s)) {
             let association = associations.iter().find(|a| a.documents.contains(&source));
             let scope = self.scope(&params, association);
             let node_ctx = node_context(model::LOCAL_NODE, &BTreeMap::new(), &config.local_facts);
             let mut resources = Vec::new();
+            let checked_from = self.acc.len();
             for doc in top.iter().filter(|doc| doc.source == source) {
                 self.lower_document(doc, &scope, &node_ctx, &mut resources, 0);
             }
+            let rendered = self.acc.split_off(checked_from);
+            self.acc.extend(
+                rendered
+                    .into_iter()
+                    .filter(|d| d.code != "template::undefined"),
+            );
             self.check_duplicates(&resources);
             unassigned.push(model::Node {
                 name: model::LOCAL_NODE.to_string(),
@@ -502,6 +511,25 @@ resources:
         let (model, diagnostics) = lower_plain(&project);
         let diag = only(&diagnostics, "schema::unknown_attribute");
         assert_eq!(text_at(&project, diag), "colour");
+        assert_eq!(model.unassigned.len(), 1);
+    }
+
+    #[test]
+    fn a_document_no_node_receives_is_not_rendered_for_a_node_it_never_meets() {
+        let project = project(&[(
+            "site.yaml",
+            "steward: 1
+associations:
+  web: { targets: { tags: { role: web } } }
+resources:
+  file:/etc/role: { content: \"{{ node.tags.role }}\", colour: blue }
+",
+        )]);
+        let (model, diagnostics) = lower_plain(&project);
+        // The schema is checked; the template's node variables are not.
+        let diag = only(&diagnostics, "schema::unknown_attribute");
+        assert_eq!(text_at(&project, diag), "colour");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
         assert_eq!(model.unassigned.len(), 1);
     }
 
