@@ -384,7 +384,6 @@ fn cap_run_diffs(results: &mut [ResultRecord], max_bytes: usize) {
     }
 }
 
-
 /// A result per resource of a node that did not do its task, with the reason: unreachable
 /// when it could not be reached (its node's one finding says so), skipped when it was never
 /// asked or refused the task as a whole (nothing was done), failed otherwise.

@@ -12,8 +12,9 @@
 //!   on character boundaries;
 //! - the JSON rendering (`steward::report::diagnostics::json`) is valid JSON with every
 //!   diagnostic in it;
-//! - it finished within the time budget, or did when run once more (timing is noisy on a busy
-//!   machine); the slowest inputs are printed.
+//! - it finished within the time budget, or did when run once more, or took at most 15 times
+//!   what a reference project of 2,000 resources takes at that moment (timing is noisy on a
+//!   busy machine: the reference slows alike); the slowest inputs are printed.
 //!
 //! A sample of the inputs also goes through the real binary (`steward validate`, human and
 //! JSON output), which must exit 0 or 1 without crashing.
@@ -511,6 +512,14 @@ fn save_failed(config: &FuzzConfig, iteration: u64, dir: &Path) -> PathBuf {
     saved
 }
 
+/// The resources of the reference project that an input over the time budget is compared
+/// with (about 0.13 s in a debug build on an idle 2-core machine).
+const REFERENCE_RESOURCES: usize = 2_000;
+
+/// How many reference validations an input may cost when it is over the budget: the budget is
+/// a hang detector, and a machine busy with other tests slows both alike.
+const REFERENCE_MULTIPLE: u32 = 15;
+
 /// What every check needs, made once.
 struct CheckContext {
     registry: Registry,
@@ -536,13 +545,41 @@ impl CheckContext {
             return Ok((validated, elapsed));
         }
         let (validated, again) = self.validate_once(dir)?;
-        if again > self.budget {
+        if again <= self.budget {
+            return Ok((validated, again));
+        }
+        // Still over: is the input slow, or the machine? A reference project of known, linear
+        // cost validated now tells; the input fails when it costs more than
+        // `REFERENCE_MULTIPLE` of those as well as the budget.
+        let reference = self.reference_time()?;
+        if again > reference * REFERENCE_MULTIPLE {
             return Err(format!(
-                "took {elapsed:.1?}, then {again:.1?}: over the budget of {:?}",
+                "took {elapsed:.1?}, then {again:.1?}: over the budget of {:?} and {REFERENCE_MULTIPLE}x \
+                 the {reference:.1?} a reference of {REFERENCE_RESOURCES} resources took just now",
                 self.budget
             ));
         }
         Ok((validated, again))
+    }
+
+    /// How long validating a reference project of [`REFERENCE_RESOURCES`] files takes now.
+    fn reference_time(&self) -> Result<Duration, String> {
+        let dir = tempfile::tempdir().map_err(|err| err.to_string())?;
+        let mut text = String::from("steward: 1\nresources:\n");
+        for i in 0..REFERENCE_RESOURCES {
+            text.push_str(&format!(
+                "  file:/srv/ref/f{i}:\n    content: \"line {i}\\n\"\n    mode: \"0644\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join("site.yaml"), text).map_err(|err| err.to_string())?;
+        let (validated, took) = self.validate_once(dir.path())?;
+        if validated.has_errors() {
+            return Err(format!(
+                "the reference project is not valid: {:?}",
+                validated.diagnostics
+            ));
+        }
+        Ok(took)
     }
 
     fn validate_once(&self, dir: &Path) -> Result<(Validated, Duration), String> {
