@@ -465,6 +465,17 @@ resources:
     });
     assert!(late.contains("agent"), "{late}");
     assert!(fleet.root("web-1").join("marker").exists());
+    // The late run says what the agent did, as the live output would have.
+    let late_id = late
+        .split_whitespace()
+        .find(|word| word.starts_with("late-"))
+        .unwrap();
+    let report = fleet.cli(&["report", late_id]);
+    assert!(
+        report.stdout.contains("exec:slow: ran") && report.stdout.contains("file:/marker: created"),
+        "{}",
+        report.all()
+    );
 
     // Applying through the controller makes the project current; its never-run scheduled
     // association runs at once, in detect mode, recorded like a hand-started drift check.

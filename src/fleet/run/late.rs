@@ -14,7 +14,7 @@
 
 use crate::engine::record;
 use crate::fleet::wire::TaskResult;
-use crate::report::plan::Style;
+use crate::report::plan::{Style, done_word, parse_action};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
 
@@ -70,7 +70,7 @@ fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<Resul
                 line: None,
                 column: None,
                 diff: None,
-                change: None,
+                change: late_change(o),
                 message,
                 duration_ms: o.duration_ms,
                 association: None,
@@ -79,6 +79,32 @@ fn answer_results(node: &str, result: &TaskResult) -> Option<(RunKind, Vec<Resul
         })
         .collect();
     Some((RunKind::Apply, results))
+}
+
+/// What a late result keeps of a change: the action the agent reported and the word the
+/// apply's output uses for it. The change's text stays with the plan, which a late result
+/// no longer has.
+fn late_change(outcome: &crate::fleet::wire::WireOutcome) -> Option<crate::store::ResultChange> {
+    use crate::fleet::wire::WireOutcomeKind;
+    let action = outcome.action.as_deref().and_then(parse_action);
+    let done = match (&outcome.outcome, action) {
+        (WireOutcomeKind::Refreshed { .. }, _) => "refreshed".to_string(),
+        (WireOutcomeKind::Changed { refreshed, .. }, Some(action)) => {
+            let word = done_word(action);
+            if *refreshed {
+                format!("{word} and refreshed")
+            } else {
+                word.to_string()
+            }
+        }
+        _ => return None,
+    };
+    Some(crate::store::ResultChange {
+        action: action.map_or("run", |a| a.as_str()).to_string(),
+        done: Some(done),
+        reason: None,
+        n_cut_bytes: 0,
+    })
 }
 
 /// Records a result that arrived after its run ended (the controller restarted, or the
