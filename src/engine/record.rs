@@ -40,22 +40,27 @@ pub fn user() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-/// Where a resource is declared, as the store keeps it.
+/// Where a resource is declared, as the store keeps it: the document relative to the
+/// project's root, so a local and a fleet run of one project name it alike, wherever
+/// steward ran.
 fn location(
     validated: &Validated,
     res: &model::Resource,
 ) -> (Option<String>, Option<u32>, Option<u32>) {
     let source = validated.project.sources.get(res.span.source);
     // A standard-library module is not a file of the user's repository.
-    if source.path.is_none() {
+    let Some(path) = &source.path else {
         return (None, None, None);
-    }
+    };
     let at = source.line_col(res.span.start);
-    let name = source
-        .name
-        .strip_prefix("./")
-        .unwrap_or(&source.name)
-        .to_string();
+    let name = match path.strip_prefix(&validated.project.root) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => source
+            .name
+            .strip_prefix("./")
+            .unwrap_or(&source.name)
+            .to_string(),
+    };
     (
         Some(name),
         u32::try_from(at.line).ok(),

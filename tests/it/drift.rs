@@ -227,7 +227,7 @@ fn every_report_format_renders_the_drift_run() {
     assert!(validator.is_valid(&sarif), "{sarif_text}");
     let result = &sarif["runs"][0]["results"][0];
     let location = &result["locations"][0]["physicalLocation"];
-    assert_eq!(location["artifactLocation"]["uri"], "p/site.yaml");
+    assert_eq!(location["artifactLocation"]["uri"], "site.yaml");
     assert_eq!(location["region"]["startLine"], 4);
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 

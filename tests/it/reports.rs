@@ -360,7 +360,10 @@ fn sarif_validates_against_the_schema_and_points_at_the_declaration() {
     let failure = &results[1];
     assert_eq!(failure["ruleId"], "steward/failure/service");
     assert_eq!(failure["level"], "warning");
-    assert!(failure.get("locations").is_none(), "no file, no location");
+    // No file recorded: anchored at the run's first document, line 1 (GitHub wants a location).
+    let anchored = &failure["locations"][0]["physicalLocation"];
+    assert_eq!(anchored["artifactLocation"]["uri"], "site.yaml");
+    assert_eq!(anchored["region"]["startLine"], 1);
     assert!(
         failure["message"]["text"]
             .as_str()
