@@ -50,7 +50,10 @@ fn github_rules(sarif: &Value) -> Vec<String> {
     if sarif["version"] != "2.1.0" {
         problem("GH1013", "version".into(), "not 2.1.0");
     }
-    if !sarif["$schema"].as_str().is_some_and(|s| s.ends_with("sarif-2.1.0.json")) {
+    if !sarif["$schema"]
+        .as_str()
+        .is_some_and(|s| s.ends_with("sarif-2.1.0.json"))
+    {
         problem("GH1011", "$schema".into(), "not the SARIF 2.1.0 schema");
     }
     let Some(runs) = sarif["runs"].as_array().filter(|runs| !runs.is_empty()) else {
@@ -150,9 +153,9 @@ fn github_rules(sarif: &Value) -> Vec<String> {
                     Some(id) => problem("SARIF1004", at.clone(), &format!("`{id}` undefined")),
                     None => problem("SARIF1004", at.clone(), "no uriBaseId"),
                 }
-                if !location["physicalLocation"]["region"]["startLine"]
+                if location["physicalLocation"]["region"]["startLine"]
                     .as_u64()
-                    .is_some_and(|line| line >= 1)
+                    .is_none_or(|line| line == 0)
                 {
                     problem("GH1003", at, "no region.startLine");
                 }
@@ -226,7 +229,11 @@ fn a_run_passes_the_schema_and_the_github_rules_with_levels_from_the_severity() 
         "/srv/my site",
         vec![
             result("file:/etc/motd", ResultOutcome::Drifted, Severity::Critical),
-            result("file:/etc/issue", ResultOutcome::Unchanged, Severity::Critical),
+            result(
+                "file:/etc/issue",
+                ResultOutcome::Unchanged,
+                Severity::Critical,
+            ),
             failed,
             from_stdlib,
         ],
@@ -259,8 +266,15 @@ fn a_run_passes_the_schema_and_the_github_rules_with_levels_from_the_severity() 
     );
 
     let results = sarif_run["results"].as_array().unwrap();
-    let levels: Vec<&str> = results.iter().map(|r| r["level"].as_str().unwrap()).collect();
-    assert_eq!(levels, ["error", "warning", "note"], "critical, medium, low");
+    let levels: Vec<&str> = results
+        .iter()
+        .map(|r| r["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        levels,
+        ["error", "warning", "note"],
+        "critical, medium, low"
+    );
     let location = &results[0]["locations"][0]["physicalLocation"];
     assert_eq!(location["artifactLocation"]["uri"], "conf/web.yaml");
     assert_eq!(location["artifactLocation"]["uriBaseId"], "PROJECTROOT");
@@ -291,7 +305,12 @@ fn the_project_root_of_a_one_document_project_is_its_directory() {
     ));
     let base = &sarif["runs"][0]["originalUriBaseIds"]["PROJECTROOT"];
     assert!(base.get("uri").is_none(), "{base}");
-    assert!(base["description"]["text"].as_str().unwrap().contains("root"));
+    assert!(
+        base["description"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("root")
+    );
     assert!(problems(&sarif).is_empty());
 }
 
@@ -305,9 +324,13 @@ fn the_github_checks_refuse_what_github_refuses() {
         ..result("file:/a", ResultOutcome::Drifted, Severity::High)
     };
     let sarif = sarif_of(&record("/home/ci/site", vec![old]));
-    let artifact = &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
+    let artifact =
+        &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
     assert_eq!(artifact["uri"], "file:///home/ci/site/site.yaml");
-    assert!(artifact.get("uriBaseId").is_none(), "a base is for relative references");
+    assert!(
+        artifact.get("uriBaseId").is_none(),
+        "a base is for relative references"
+    );
     let problems = github_rules(&sarif);
     assert!(
         problems.iter().any(|p| p.starts_with("GH1006")),
@@ -368,7 +391,10 @@ fn local_sarif(env: &TestEnv, cwd: &Path, project: &str) -> String {
     let apply = run_in(cwd, &["--root", root, "apply", project, "--yes"]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     std::fs::write(env.path().join("root/app/motd"), "edited\n").unwrap();
-    let drift = run_in(cwd, &["--root", root, "drift", project, "--detailed-exitcode"]);
+    let drift = run_in(
+        cwd,
+        &["--root", root, "drift", project, "--detailed-exitcode"],
+    );
     assert_eq!(drift.code, 2, "{}", drift.all());
     let report = run_in(cwd, &["report", "--project", project, "--format", "sarif"]);
     assert_eq!(report.code, 0, "{}", report.all());
@@ -401,7 +427,10 @@ fn locations(text: &str) -> BTreeSet<(String, String, String, u64, u64)> {
             let location = &r["locations"][0]["physicalLocation"];
             (
                 r["ruleId"].as_str().unwrap().to_string(),
-                location["artifactLocation"]["uri"].as_str().unwrap().to_string(),
+                location["artifactLocation"]["uri"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
                 location["artifactLocation"]["uriBaseId"]
                     .as_str()
                     .unwrap()
@@ -486,7 +515,10 @@ fn the_sarif_multitool_accepts_local_and_fleet_logs() {
             String::from_utf8_lossy(&run.stdout),
             String::from_utf8_lossy(&run.stderr)
         );
-        assert!(run.status.success(), "{what}: the multitool failed:\n{printed}");
+        assert!(
+            run.status.success(),
+            "{what}: the multitool failed:\n{printed}"
+        );
         // The multitool exits 0 with findings; they are in its own SARIF output.
         let validation: Value =
             serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())

@@ -324,7 +324,9 @@ fn rule_text(kind: FindingKind, ty: &str) -> RuleText {
     match kind {
         FindingKind::Drift => RuleText {
             name: "Drift",
-            short: format!("{a_ty} resource drifted: what is on the node differs from its documents"),
+            short: format!(
+                "{a_ty} resource drifted: what is on the node differs from its documents"
+            ),
             full: format!(
                 "What steward read on the node for {} `{ty}` resource differs from the desired \
                  state its documents declare: it was changed outside steward since it was last \
