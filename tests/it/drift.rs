@@ -222,7 +222,7 @@ fn every_report_format_renders_the_drift_run() {
     let sarif_text = report("sarif");
     let sarif: serde_json::Value = serde_json::from_str(&sarif_text).unwrap();
     let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/sarif-schema-2.1.0.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/sarif/sarif-schema-2.1.0.json")).unwrap();
     let validator = jsonschema::draft7::options().build(&schema).unwrap();
     assert!(validator.is_valid(&sarif), "{sarif_text}");
     let result = &sarif["runs"][0]["results"][0];

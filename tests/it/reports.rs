@@ -311,7 +311,7 @@ fn junit_parses_with_failures_for_drifted_and_failed() {
 /// unchanged at `dist/commands/sarif/json-schema/sarif-schema-2.1.0.json` (sha256
 /// 10666d46649b52e262001e70d43e6c52f7c0279ca3dbdfe9a7dc2e4071556454): the tests have no
 /// network, so the schema cannot be fetched at test time.
-const SARIF_SCHEMA: &str = include_str!("../fixtures/sarif-schema-2.1.0.json");
+const SARIF_SCHEMA: &str = include_str!("../fixtures/sarif/sarif-schema-2.1.0.json");
 
 #[test]
 fn sarif_validates_against_the_schema_and_points_at_the_declaration() {

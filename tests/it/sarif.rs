@@ -2,11 +2,11 @@
 //! `uriBaseId`, the same from a local and a fleet run of one project, rules with the
 //! descriptions and help GitHub requires, and the level from the compliance severity.
 //!
-//! Every log is checked offline by the SARIF 2.1.0 schema (`tests/fixtures/sarif-schema-2.1.0.json`)
-//! plus [`github_rules`], this file's restatement of the checks of Microsoft's SARIF multitool
-//! that a steward log could break (SARIF1004 and GitHub's GH1001 ... GH2012). The multitool
-//! itself runs in an ignored test opted in by `STEWARD_SARIF_MULTITOOL` (`.ci/run` installs
-//! it from npm).
+//! Every log is checked offline by the SARIF 2.1.0 schema
+//! (`tests/fixtures/sarif/sarif-schema-2.1.0.json`) plus [`github_rules`], this file's
+//! restatement of the checks of Microsoft's SARIF multitool that a steward log could break
+//! (SARIF1004 and GitHub's GH1001 ... GH2012). The multitool itself runs in an ignored test
+//! opted in by `STEWARD_SARIF_MULTITOOL` (`.ci/run` installs it from npm).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use crate::common::{TestEnv, repo, run_in};
 use crate::fleet_harness::Fleet;
 
 /// The SARIF 2.1.0 schema (see `tests/it/reports.rs` for where it comes from).
-const SCHEMA: &str = include_str!("../fixtures/sarif-schema-2.1.0.json");
+const SCHEMA: &str = include_str!("../fixtures/sarif/sarif-schema-2.1.0.json");
 
 /// The multitool's settings: every GitHub rule and every SARIF conformance rule on.
 const MULTITOOL_CONFIG: &str = "tests/fixtures/sarif/multitool-github.xml";
