@@ -54,7 +54,7 @@ fn location(
     };
     let at = source.line_col(res.span.start);
     let name = match path.strip_prefix(&validated.project.root) {
-        Ok(relative) => relative.display().to_string(),
+        Ok(relative) => without_dot_segments(relative).display().to_string(),
         Err(_) => source
             .name
             .strip_prefix("./")
@@ -66,6 +66,25 @@ fn location(
         u32::try_from(at.line).ok(),
         u32::try_from(at.column).ok(),
     )
+}
+
+/// `a/./b/../c` as `a/c`: a module reached through `..` (which stays inside the project) is
+/// named by the path a reader would write.
+fn without_dot_segments(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut res = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(res.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                res.pop();
+            }
+            other => res.push(other),
+        }
+    }
+    res
 }
 
 /// The severity of a resource's association (unspecified without one).

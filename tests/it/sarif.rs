@@ -369,6 +369,8 @@ associations:
 "#;
 
 const WEB: &str = r#"steward: 1
+use:
+  - module: ../mods/issue.yaml
 resources:
   directory:/app: { mode: "0755" }
   file:/app/motd:
@@ -376,10 +378,19 @@ resources:
     mode: "0644"
 "#;
 
+/// A module reached through `..`: its location is `mods/issue.yaml`, not `conf/../mods/...`.
+const ISSUE_MODULE: &str = r#"steward: 1
+resources:
+  file:/app/issue:
+    content: "welcome\n"
+    require: [directory:/app]
+"#;
+
 /// Writes the project under `dir/proj` and returns its path.
 fn write_project(env: &TestEnv) -> PathBuf {
     env.write("proj/site.yaml", SITE);
     env.write("proj/conf/web.yaml", WEB);
+    env.write("proj/mods/issue.yaml", ISSUE_MODULE);
     env.path().join("proj")
 }
 
@@ -391,6 +402,7 @@ fn local_sarif(env: &TestEnv, cwd: &Path, project: &str) -> String {
     let apply = run_in(cwd, &["--root", root, "apply", project, "--yes"]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     std::fs::write(env.path().join("root/app/motd"), "edited\n").unwrap();
+    std::fs::write(env.path().join("root/app/issue"), "edited\n").unwrap();
     let drift = run_in(
         cwd,
         &["--root", root, "drift", project, "--detailed-exitcode"],
@@ -409,6 +421,7 @@ fn fleet_sarif() -> String {
     let apply = fleet.cli(&["apply", p, "--yes"]);
     assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
     std::fs::write(fleet.root("web-1").join("app/motd"), "edited\n").unwrap();
+    std::fs::write(fleet.root("web-1").join("app/issue"), "edited\n").unwrap();
     let drift = fleet.cli(&["drift", p, "--detailed-exitcode"]);
     assert_eq!(drift.code, 2, "{}\n{}", drift.all(), fleet.logs());
     let report = fleet.cli(&["report", "--format", "sarif"]);
@@ -461,13 +474,16 @@ fn three_logs() -> [(&'static str, String); 3] {
 #[test]
 fn local_and_fleet_runs_of_a_project_locate_results_alike_relative_to_its_root() {
     let logs = three_logs();
-    let expected = BTreeSet::from([(
-        "steward/drift/file".to_string(),
-        "conf/web.yaml".to_string(),
-        "PROJECTROOT".to_string(),
-        4,
-        3,
-    )]);
+    let drift = |uri: &str, line| {
+        (
+            "steward/drift/file".to_string(),
+            uri.to_string(),
+            "PROJECTROOT".to_string(),
+            line,
+            3,
+        )
+    };
+    let expected = BTreeSet::from([drift("conf/web.yaml", 6), drift("mods/issue.yaml", 3)]);
     for (what, text) in &logs {
         let sarif: Value = serde_json::from_str(text).unwrap();
         let problems = problems(&sarif);
