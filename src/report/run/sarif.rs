@@ -329,9 +329,9 @@ fn rule_text(kind: FindingKind, ty: &str) -> RuleText {
             ),
             full: format!(
                 "What steward read on the node for {} `{ty}` resource differs from the desired \
-                 state its documents declare: it was changed outside steward since it was last \
-                 applied, or it has not been applied yet. The result is located at the \
-                 resource's declaration, and its message names the node.",
+                 state its documents declare, for example because it was changed by hand since \
+                 the last apply. The result is located at the resource's declaration, and its \
+                 message names the node.",
                 article(ty).to_lowercase()
             ),
             help_text: "See the difference with `steward plan PROJECT`, or in the run's report \
@@ -368,9 +368,9 @@ fn rule_text(kind: FindingKind, ty: &str) -> RuleText {
             short: format!("{a_ty} resource failed to apply or could not be read"),
             full: format!(
                 "steward could not read {} `{ty}` resource on the node, or could not apply its \
-                 change, so the node is not in the state its documents declare; resources that \
-                 depend on it were skipped. The result is located at the resource's \
-                 declaration, and its message says why, as the node reported it.",
+                 change, so the node is not in the state its documents declare; in an apply, \
+                 the resources that depend on it were skipped. The result is located at the \
+                 resource's declaration, and its message says why, as the node reported it.",
                 article(ty).to_lowercase()
             ),
             help_text: "Read why in the result's message and in the run's report \
