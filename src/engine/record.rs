@@ -51,27 +51,51 @@ pub fn user() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-/// Where a resource is declared, as the store keeps it.
+/// Where a resource is declared, as the store keeps it: the document relative to the
+/// project's root, so a local and a fleet run of one project name it alike, wherever
+/// steward ran.
 fn location(
     validated: &Validated,
     res: &model::Resource,
 ) -> (Option<String>, Option<u32>, Option<u32>) {
     let source = validated.project.sources.get(res.span.source);
     // A standard-library module is not a file of the user's repository.
-    if source.path.is_none() {
+    let Some(path) = &source.path else {
         return (None, None, None);
-    }
+    };
     let at = source.line_col(res.span.start);
-    let name = source
-        .name
-        .strip_prefix("./")
-        .unwrap_or(&source.name)
-        .to_string();
+    let name = match path.strip_prefix(&validated.project.root) {
+        Ok(relative) => without_dot_segments(relative).display().to_string(),
+        Err(_) => source
+            .name
+            .strip_prefix("./")
+            .unwrap_or(&source.name)
+            .to_string(),
+    };
     (
         Some(name),
         u32::try_from(at.line).ok(),
         u32::try_from(at.column).ok(),
     )
+}
+
+/// `a/./b/../c` as `a/c`: a module reached through `..` (which stays inside the project) is
+/// named by the path a reader would write.
+fn without_dot_segments(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut res = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(res.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                res.pop();
+            }
+            other => res.push(other),
+        }
+    }
+    res
 }
 
 /// The severity of a resource's association (unspecified without one).

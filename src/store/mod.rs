@@ -137,8 +137,8 @@ pub struct ResultRecord {
     pub resource: String,
     /// What happened.
     pub outcome: ResultOutcome,
-    /// The document that declares the resource (as shown to users, relative to where steward
-    /// ran), for SARIF locations.
+    /// The document that declares the resource, relative to the project's root (runs recorded
+    /// before issue 14 kept it relative to where steward ran), for SARIF locations.
     pub file: Option<String>,
     /// 1-based line of the declaration's key.
     pub line: Option<u32>,

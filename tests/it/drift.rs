@@ -222,12 +222,12 @@ fn every_report_format_renders_the_drift_run() {
     let sarif_text = report("sarif");
     let sarif: serde_json::Value = serde_json::from_str(&sarif_text).unwrap();
     let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../fixtures/sarif-schema-2.1.0.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/sarif/sarif-schema-2.1.0.json")).unwrap();
     let validator = jsonschema::draft7::options().build(&schema).unwrap();
     assert!(validator.is_valid(&sarif), "{sarif_text}");
     let result = &sarif["runs"][0]["results"][0];
     let location = &result["locations"][0]["physicalLocation"];
-    assert_eq!(location["artifactLocation"]["uri"], "p/site.yaml");
+    assert_eq!(location["artifactLocation"]["uri"], "site.yaml");
     assert_eq!(location["region"]["startLine"], 4);
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 

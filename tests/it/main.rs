@@ -21,6 +21,7 @@ mod logging;
 mod plan_apply;
 mod reports;
 mod root_race;
+mod sarif;
 mod schema;
 mod schema_parity;
 mod store;

@@ -316,7 +316,7 @@ fn junit_parses_with_failures_for_drifted_and_failed() {
 /// unchanged at `dist/commands/sarif/json-schema/sarif-schema-2.1.0.json` (sha256
 /// 10666d46649b52e262001e70d43e6c52f7c0279ca3dbdfe9a7dc2e4071556454): the tests have no
 /// network, so the schema cannot be fetched at test time.
-const SARIF_SCHEMA: &str = include_str!("../fixtures/sarif-schema-2.1.0.json");
+const SARIF_SCHEMA: &str = include_str!("../fixtures/sarif/sarif-schema-2.1.0.json");
 
 #[test]
 fn sarif_validates_against_the_schema_and_points_at_the_declaration() {
@@ -365,7 +365,10 @@ fn sarif_validates_against_the_schema_and_points_at_the_declaration() {
     let failure = &results[1];
     assert_eq!(failure["ruleId"], "steward/failure/service");
     assert_eq!(failure["level"], "warning");
-    assert!(failure.get("locations").is_none(), "no file, no location");
+    // No file recorded: anchored at the run's first document, line 1 (GitHub wants a location).
+    let anchored = &failure["locations"][0]["physicalLocation"];
+    assert_eq!(anchored["artifactLocation"]["uri"], "site.yaml");
+    assert_eq!(anchored["region"]["startLine"], 1);
     assert!(
         failure["message"]["text"]
             .as_str()
