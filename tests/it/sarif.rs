@@ -319,7 +319,7 @@ fn the_project_root_of_a_one_document_project_is_its_directory() {
 /// resource; a node never applied (pending) has nothing to report yet.
 #[test]
 fn an_unreachable_node_is_one_result_and_a_pending_one_none() {
-    let mut offline = |resource: &str| {
+    let offline = |resource: &str| {
         let mut r = result(resource, ResultOutcome::Unreachable, Severity::High);
         r.node = "web-2".into();
         r.message = Some("node `web-2` is offline".into());
