@@ -475,7 +475,7 @@ resources:
     assert!(
         report
             .stdout
-            .contains("  ! exec:reload: ran (refresh) (p/site.yaml:8:3)\n"),
+            .contains("  ! exec:reload: ran (refresh) (site.yaml:8:3)\n"),
         "{}",
         report.stdout
     );
@@ -539,7 +539,7 @@ resources:
     let report = env.run(&["report", "--project", "p"]);
     assert!(
         report.stdout.contains(
-            "  ! file:/motd: drifted, apply would update (p/site.yaml:3:3)\n      --- /motd\n"
+            "  ! file:/motd: drifted, apply would update (site.yaml:3:3)\n      --- /motd\n"
         ),
         "{}",
         report.stdout
