@@ -15,7 +15,6 @@ use crate::fleet::api::NodeInfo;
 use crate::fleet::command::{CommandEvent, CommandRequest, CommandResponse};
 use crate::fleet::run::{BundleFile, Event, MAX_BUNDLE_BYTES, RunRequest, RunResponse};
 use crate::fleet::wire::WireFacts;
-use crate::model::Facts;
 use crate::schema::KnownNode;
 
 /// A connection to a controller's API.
@@ -356,17 +355,10 @@ impl Client {
             .nodes()?
             .into_iter()
             .filter(|node| node.revoked_at.is_none())
-            .map(|node| {
-                let facts: WireFacts = serde_json::from_value(node.facts).unwrap_or_default();
-                let mut facts = Facts::from(facts);
-                if facts.hostname.is_empty() {
-                    facts.hostname = node.name.clone();
-                }
-                KnownNode {
-                    name: node.name,
-                    tags: node.tags,
-                    facts,
-                }
+            .map(|node| KnownNode {
+                facts: WireFacts::stored(&node.name, &node.facts),
+                name: node.name,
+                tags: node.tags,
             })
             .collect())
     }

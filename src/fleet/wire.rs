@@ -424,6 +424,20 @@ impl From<WireFacts> for model::Facts {
     }
 }
 
+impl WireFacts {
+    /// A node's facts as the controller stored them (the JSON its agent reported), for
+    /// rendering documents: what does not parse is no fact, and a node that reported no
+    /// hostname has its name as one.
+    pub fn stored(node: &str, facts: &serde_json::Value) -> model::Facts {
+        let facts: WireFacts = serde_json::from_value(facts.clone()).unwrap_or_default();
+        let mut facts = model::Facts::from(facts);
+        if facts.hostname.is_empty() {
+            facts.hostname = node.to_string();
+        }
+        facts
+    }
+}
+
 /// A node's desired resources, rendered: what an agent needs to probe and apply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -105,17 +105,10 @@ async fn inventory(controller: &Arc<Controller>) -> Result<Vec<KnownNode>, RunEr
     Ok(nodes
         .into_iter()
         .filter(|n| n.revoked_at.is_none())
-        .map(|n| {
-            let facts: WireFacts = serde_json::from_value(n.facts.clone()).unwrap_or_default();
-            let mut facts = model::Facts::from(facts);
-            if facts.hostname.is_empty() {
-                facts.hostname = n.name.clone();
-            }
-            KnownNode {
-                name: n.name,
-                tags: n.tags,
-                facts,
-            }
+        .map(|n| KnownNode {
+            facts: WireFacts::stored(&n.name, &n.facts),
+            name: n.name,
+            tags: n.tags,
         })
         .collect())
 }
