@@ -333,3 +333,60 @@ fn a_saved_plan_is_refused_when_the_resource_flags_differ() {
     assert!(std::path::Path::new(&root).join("other").exists());
     assert!(!std::path::Path::new(&root).join("srv").exists());
 }
+
+#[test]
+fn through_a_controller_repeated_and_comma_targets_plan_exactly_their_nodes() {
+    use crate::fleet_harness::Fleet;
+    let fleet = Fleet::with_agents(&[
+        ("web-1", "role=web"),
+        ("web-2", "role=web"),
+        ("db-1", "role=db"),
+        ("db-2", "role=db"),
+    ]);
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  everyone:\n    targets: { all: true }\n    documents: [every.yaml]\n",
+    );
+    fleet.env.write("project/every.yaml", EVERY);
+    let project = fleet.env.path().join("project");
+    let p = project.to_str().unwrap();
+    let planned = |args: &[&str]| {
+        let mut full = vec!["plan", p, "--format", "json"];
+        full.extend(args);
+        let out = fleet.cli(&full);
+        assert_eq!(out.code, 0, "{args:?}: {}\n{}", out.all(), fleet.logs());
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut names: Vec<String> = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let want = ["db-1", "web-1", "web-2"];
+    assert_eq!(planned(&["--target", "role=web,db-1"]), want);
+    assert_eq!(planned(&["--target", "role=web", "--target", "db-1"]), want);
+    assert_eq!(planned(&[]), ["db-1", "db-2", "web-1", "web-2"]);
+
+    let empty = fleet.cli(&["plan", p, "--target", "db-1,,web-1"]);
+    assert_eq!(empty.code, 1, "{}", empty.all());
+    assert!(
+        empty
+            .stderr
+            .contains("--target `db-1,,web-1` has an empty part"),
+        "{}",
+        empty.all()
+    );
+    // Resource targeting is local mode's: through a controller it is refused, not ignored.
+    let narrowed = fleet.cli(&["plan", p, "--resource", "file:/motd"]);
+    assert_eq!(narrowed.code, 1, "{}", narrowed.all());
+    assert!(
+        narrowed
+            .stderr
+            .contains("--resource and --exclude work in local mode only"),
+        "{}",
+        narrowed.all()
+    );
+}
