@@ -31,8 +31,11 @@ pub struct Config {
     pub root: PathBuf,
     /// steward's state directory (`.steward/` beside the project unless moved).
     pub state_dir: PathBuf,
-    /// Only nodes matching this selector (`NAME` or `KEY=VALUE`).
-    pub target: Option<String>,
+    /// Only nodes this selector picks (every `--target`); `None`: every node.
+    pub target: Option<engine::Selector>,
+    /// `--resource` and `--exclude`, recorded in a saved plan and checked when it is
+    /// applied (the model is already narrowed by [`engine::select::narrow`]).
+    pub filter: engine::ResourceFilter,
     /// Parameter overrides, for the documents digest.
     pub overrides: BTreeMap<String, String>,
 }
@@ -113,7 +116,7 @@ pub fn plan<'v>(
     let mut graphs = Vec::new();
     let mut desired = Vec::new();
     for (idx, node) in validated.model.nodes.iter().enumerate() {
-        if !engine::selected(node, config.target.as_deref()) {
+        if !engine::selected(node, config.target.as_ref()) {
             continue;
         }
         if node.name != LOCAL_NODE {
@@ -145,7 +148,7 @@ pub fn plan<'v>(
     if run.nodes.is_empty()
         && let Some(target) = &config.target
     {
-        return Err(LocalError::NoTarget(target.clone()));
+        return Err(LocalError::NoTarget(target.to_string()));
     }
     Ok(Planned {
         run,
@@ -193,6 +196,12 @@ pub struct SavedPlan {
     pub documents_digest: String,
     /// Per node, each resource's observed fingerprint.
     pub nodes: Vec<SavedNode>,
+    /// The `--resource`s it was made with (absent: none).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// The `--exclude`s it was made with (absent: none).
+    #[serde(default)]
+    pub excludes: Vec<String>,
 }
 
 /// A node of a saved plan.
@@ -267,6 +276,33 @@ impl SavedPlan {
         Ok(Some(plan))
     }
 
+    /// Refuses a plan made with other `--resource` or `--exclude` flags than the apply's:
+    /// names each flag that differs and what the plan was made with.
+    pub fn check_filter(&self, filter: &engine::ResourceFilter) -> Result<(), LocalError> {
+        let mut differ = Vec::new();
+        let lists = [
+            ("--resource", &self.resources, &filter.resources),
+            ("--exclude", &self.excludes, &filter.excludes),
+        ];
+        for (flag, planned, given) in lists {
+            if planned != given {
+                differ.push(format!(
+                    "{flag}: the plan has {}, this apply has {}",
+                    flag_values(planned),
+                    flag_values(given)
+                ));
+            }
+        }
+        if differ.is_empty() {
+            Ok(())
+        } else {
+            Err(LocalError::StalePlan(format!(
+                "this plan was made with other resource targets than this apply's:\n  {}\napply it with the flags it was made with, or run `steward plan` again",
+                differ.join("\n  ")
+            )))
+        }
+    }
+
     /// Refuses a plan whose documents or observed state moved since it was made: names
     /// every resource that moved.
     pub fn check(&self, planned: &engine::Planned<'_>) -> Result<(), LocalError> {
@@ -296,5 +332,18 @@ impl SavedPlan {
                 moved.join("\n  ")
             )))
         }
+    }
+}
+
+/// A flag's values for a message: `none`, or each one quoted.
+fn flag_values(values: &[String]) -> String {
+    if values.is_empty() {
+        "none".to_string()
+    } else {
+        values
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

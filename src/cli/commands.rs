@@ -10,7 +10,7 @@ use crate::cli::{
     PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, confirm_apply, overrides,
     print_stdout, report_human, usage_error,
 };
-use crate::engine::record;
+use crate::engine::{self, record};
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
 use crate::report::plan::{Origin, Style};
@@ -34,13 +34,17 @@ fn local_config(
     args: &LocalArgs,
     project_args: &ProjectArgs,
 ) -> Result<local::Config, String> {
+    let target = engine::Selector::parse(&args.target).map_err(|err| err.to_string())?;
+    let filter = engine::ResourceFilter::new(&args.resource, &args.exclude)
+        .map_err(|err| err.to_string())?;
     Ok(local::Config {
         root,
         state_dir: args
             .state_dir
             .clone()
             .unwrap_or_else(|| default_state_dir(project)),
-        target: args.target.clone(),
+        target,
+        filter,
         overrides: overrides(project_args)?,
     })
 }
@@ -107,7 +111,7 @@ fn prepare(
     if let Err(message) = check_root(&ctx.root) {
         return usage_error(&message).map(Err);
     }
-    let validated = match load(ctx, &project.path, project, registry) {
+    let mut validated = match load(ctx, &project.path, project, registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message).map(Err),
     };
@@ -115,10 +119,19 @@ fn prepare(
         report_human(ctx, &validated)?;
         return Ok(Err(Exit::Error));
     }
-    match local_config(ctx.root.clone(), &project.path, local_args, project) {
-        Ok(config) => Ok(Ok((validated, config))),
-        Err(message) => usage_error(&message).map(Err),
+    let config = match local_config(ctx.root.clone(), &project.path, local_args, project) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message).map(Err),
+    };
+    if let Err(err) = engine::select::narrow(
+        &mut validated,
+        registry,
+        config.target.as_ref(),
+        &config.filter,
+    ) {
+        return usage_error(&err.to_string()).map(Err);
     }
+    Ok(Ok((validated, config)))
 }
 
 pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
@@ -145,9 +158,11 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         project: &project,
         root: &root,
         documents_digest: &planned.run.digest,
+        resources: &config.filter.resources,
+        excludes: &config.filter.excludes,
     };
     match args.format {
-        OutputFormat::Human => print_plan(&planned, Style::new(ctx.stdout_color))?,
+        OutputFormat::Human => print_plan(&planned, &config.filter, Style::new(ctx.stdout_color))?,
         OutputFormat::Json => print_stdout(&crate::report::plan::json(
             &planned.run.plan,
             &planned.run.nodes,
@@ -253,7 +268,16 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         root_given: true,
         registry: ctx.registry.clone(),
     };
-    let validated = match load(&ctx_root, &project, &args.project, registry) {
+    let config = match local_config(root, &project, &args.local, &args.project) {
+        Ok(config) => config,
+        Err(message) => return usage_error(&message),
+    };
+    if let Some(saved) = &saved
+        && let Err(err) = saved.check_filter(&config.filter)
+    {
+        return usage_error(&err.to_string());
+    }
+    let mut validated = match load(&ctx_root, &project, &args.project, registry) {
         Ok(validated) => validated,
         Err(message) => return usage_error(&message),
     };
@@ -261,10 +285,14 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
     }
-    let config = match local_config(root, &project, &args.local, &args.project) {
-        Ok(config) => config,
-        Err(message) => return usage_error(&message),
-    };
+    if let Err(err) = engine::select::narrow(
+        &mut validated,
+        registry,
+        config.target.as_ref(),
+        &config.filter,
+    ) {
+        return usage_error(&err.to_string());
+    }
     let planned = match local::plan(&validated, registry, &config) {
         Ok(planned) => planned,
         Err(err) => return usage_error(&err.to_string()),
@@ -283,7 +311,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let started_at = record::timestamp();
     let style = Style::new(ctx.stdout_color);
     if !planned.run.plan.has_changes() && planned.run.plan.summary().errors == 0 {
-        print_plan(&planned, style)?;
+        print_plan(&planned, &config.filter, style)?;
         // Nothing to do is still a compliant run: it resolves findings.
         let record = record::observed_record(
             crate::store::RunKind::Apply,
@@ -304,7 +332,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     // On a terminal it is shown whole first.
     let stream_plan = !ask && !std::io::stdout().is_terminal();
     if !stream_plan {
-        print_plan(&planned, style)?;
+        print_plan(&planned, &config.filter, style)?;
     }
     if ask {
         if !std::io::stdin().is_terminal() {
@@ -319,7 +347,8 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let on_done = |_: &exec::ResourceOutcome| bar.inc(1);
     let parallel = usize::from(args.parallel);
     let (reports, printed) = std::thread::scope(|scope| {
-        let printer = stream_plan.then(|| scope.spawn(|| print_plan(&planned, style)));
+        let printer =
+            stream_plan.then(|| scope.spawn(|| print_plan(&planned, &config.filter, style)));
         let reports = local::apply(
             &planned,
             registry,
@@ -370,8 +399,14 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
 }
 
 /// Streams the human plan to stdout.
-fn print_plan(planned: &local::Planned<'_>, style: Style) -> std::io::Result<Exit> {
+fn print_plan(
+    planned: &local::Planned<'_>,
+    filter: &engine::ResourceFilter,
+    style: Style,
+) -> std::io::Result<Exit> {
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let header = crate::report::plan::targeting_header(&filter.resources, &filter.excludes);
+    stdout.write_all(header.as_bytes())?;
     crate::report::plan::write_human(&mut stdout, &planned.run.plan, &planned.run.nodes, style)?;
     stdout.flush()?;
     Ok(Exit::Ok)
@@ -474,7 +509,7 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     match args.format {
         OutputFormat::Human => {
             let style = Style::new(ctx.stdout_color);
-            print_plan(&planned, style)?;
+            print_plan(&planned, &config.filter, style)?;
             print_stdout(&format!(
                 "Drift: {n_drifted} drifted, {n_failed} failed, recorded as run {} (`steward report {}`).\n",
                 record.id, record.id

@@ -233,9 +233,11 @@ fn parse_tags(text: &str) -> Result<std::collections::BTreeMap<String, String>, 
 
 /// `steward run`: a command, a script or a document on the targets.
 pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit> {
-    let Some(target) = args.target.clone() else {
+    if args.target.is_empty() {
         return usage_error("steward run needs --target (a node name, KEY=VALUE, or all)");
-    };
+    }
+    // Every --target as one comma list: the controller reads the same grammar.
+    let target = args.target.join(",");
     if let Some(document) = &args.document {
         if !args.command.is_empty() {
             return usage_error("give either --document or a command after `--`, not both");
@@ -255,7 +257,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
                 mode: Mode::Apply,
                 project: &project,
                 remote: &args.remote,
-                target: None,
+                local: None,
                 parallel: 4,
                 detailed_exitcode: false,
                 format: OutputFormat::Human,
@@ -587,7 +589,8 @@ pub(super) struct RemoteRun<'a> {
     pub(super) mode: Mode,
     pub(super) project: &'a ProjectArgs,
     pub(super) remote: &'a RemoteArgs,
-    pub(super) target: Option<&'a str>,
+    /// `--target`, `--resource` and `--exclude` of `plan`, `apply` and `drift`.
+    pub(super) local: Option<&'a super::LocalArgs>,
     pub(super) parallel: usize,
     pub(super) detailed_exitcode: bool,
     pub(super) format: OutputFormat,
@@ -645,6 +648,18 @@ fn pinned(saved: crate::local::SavedPlan) -> crate::fleet::run::SavedFleetPlan {
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
+    let target = match run.local {
+        Some(local) if !local.resource.is_empty() || !local.exclude.is_empty() => {
+            return usage_error(
+                "--resource and --exclude work in local mode only; through a controller, narrow with --target",
+            );
+        }
+        Some(local) => match crate::engine::Selector::parse(&local.target) {
+            Ok(target) => target,
+            Err(err) => return usage_error(&err.to_string()),
+        },
+        None => None,
+    };
     let saved = match run.mode {
         Mode::Apply => match saved_fleet_plan(&run.project.path) {
             Ok(saved) => saved,
@@ -694,7 +709,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // schedules.
     let nothing = (run.format == OutputFormat::Human
         && run.adhoc.is_none()
-        && run.target.is_none()
+        && target.is_none()
         && super::reach::fleet_targets(&validated, None).is_empty())
     .then(|| super::reach::nothing_to_do(&validated));
     if run.format == OutputFormat::Human && run.adhoc.is_none() && nothing.is_none() {
@@ -714,7 +729,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .display()
             .to_string(),
         overrides,
-        target: run.target.map(str::to_string),
+        target: target.as_ref().map(ToString::to_string),
         parallel: run.parallel,
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,

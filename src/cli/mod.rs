@@ -332,9 +332,10 @@ pub(crate) struct NodesArgs {
 pub(crate) struct RunArgs {
     #[command(subcommand)]
     pub(crate) action: Option<RunAction>,
-    /// Which nodes: `all`, a name, or `KEY=VALUE`; several joined by commas.
+    /// Which nodes: `all`, a name, or `KEY=VALUE`; several joined by commas or the flag
+    /// repeated.
     #[arg(long, value_name = "SEL")]
-    pub(crate) target: Option<String>,
+    pub(crate) target: Vec<String>,
     /// Nodes at once: a count or a percentage of the targets.
     #[arg(long, value_name = "N|P%", default_value = "50")]
     pub(crate) max_concurrency: String,
@@ -578,9 +579,16 @@ pub(crate) enum FindingsAction {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct LocalArgs {
-    /// Only nodes with this name, or with this tag (`KEY=VALUE`).
+    /// Only these nodes: `all`, a name, or `KEY=VALUE`; several joined by commas or the flag
+    /// repeated.
     #[arg(long, value_name = "SEL")]
-    target: Option<String>,
+    target: Vec<String>,
+    /// Only this resource (`TYPE:NAME`) and what it depends on; repeatable.
+    #[arg(long, value_name = "TYPE:NAME")]
+    resource: Vec<String>,
+    /// Leave out this resource (`TYPE:NAME`) and what depends on it; repeatable.
+    #[arg(long, value_name = "TYPE:NAME")]
+    exclude: Vec<String>,
     /// Where steward keeps its state (default: `.steward/` in the project).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -756,7 +764,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 mode: crate::fleet::run::Mode::Plan,
                 project: &args.project,
                 remote: &args.remote,
-                target: args.local.target.as_deref(),
+                local: Some(&args.local),
                 parallel: 4,
                 detailed_exitcode: args.detailed_exitcode,
                 format: args.format,
@@ -771,7 +779,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 mode: crate::fleet::run::Mode::Apply,
                 project: &args.project,
                 remote: &args.remote,
-                target: args.local.target.as_deref(),
+                local: Some(&args.local),
                 parallel: usize::from(args.parallel),
                 detailed_exitcode: false,
                 format: OutputFormat::Human,
@@ -786,7 +794,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 mode: crate::fleet::run::Mode::Drift,
                 project: &args.project,
                 remote: &args.remote,
-                target: args.local.target.as_deref(),
+                local: Some(&args.local),
                 parallel: 4,
                 detailed_exitcode: args.detailed_exitcode,
                 format: args.format,

@@ -15,7 +15,7 @@ use crate::validate::Validated;
 /// association and by `--target`.
 pub(super) fn fleet_targets<'v>(
     validated: &'v Validated,
-    target: Option<&str>,
+    target: Option<&crate::engine::Selector>,
 ) -> Vec<&'v model::Node> {
     let model = &validated.model;
     model

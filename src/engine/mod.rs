@@ -15,11 +15,13 @@
 
 pub mod client;
 pub mod record;
+pub mod select;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use client::{AgentClient, AgentError, Applied, ApplyTask, BoxFuture, LocalClient, Observed};
+pub use select::{ResourceFilter, SelectError, Selector, selected};
 
 use crate::document::Project;
 use crate::exec::RunReport;
@@ -94,17 +96,6 @@ pub async fn apply_node(
         .observed
         .map(|observed| plan::build(graph, registry, &observed));
     Ok((rebuilt, applied.report))
-}
-
-/// Whether `--target` (`NAME` or `KEY=VALUE`) selects a node.
-pub fn selected(node: &model::Node, target: Option<&str>) -> bool {
-    match target {
-        None => true,
-        Some(selector) => match selector.split_once('=') {
-            Some((key, value)) => node.tags.get(key).is_some_and(|v| v == value),
-            None => node.name == selector,
-        },
-    }
 }
 
 /// Digest of every source text, the overrides, the root and the planned nodes' rendered

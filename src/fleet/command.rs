@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::engine::select::Part;
 use crate::fleet::controller::{Controller, ControllerError, TaskEvent};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{CommandTask, TaskKind, TaskResult, WireOutput};
@@ -37,9 +38,9 @@ pub enum CommandError {
         /// What it was given, trimmed.
         text: String,
     },
-    /// A `--target` with an empty part (`a,,b`).
-    #[error("--target `{0}` has an empty selector")]
-    EmptySelector(String),
+    /// A `--target` that does not parse (an empty part such as `a,,b`, an empty tag key).
+    #[error(transparent)]
+    Selector(#[from] crate::engine::SelectError),
     /// A `KEY=VALUE` selector whose key no enrolled node has.
     #[error("unknown target selector `{part}`: no enrolled node has a tag `{key}`")]
     UnknownTag {
@@ -259,33 +260,29 @@ pub async fn resolve_targets(
         .filter(|n| n.revoked_at.is_none())
         .collect();
     let mut picked: Vec<String> = Vec::new();
-    for part in selector.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(CommandError::EmptySelector(selector.to_string()));
+    let parsed = crate::engine::Selector::parse(&[selector])?
+        .map(|parsed| parsed.parts)
+        .unwrap_or_default();
+    for part in parsed {
+        match &part {
+            Part::All => {}
+            Part::Tag(key, _) => {
+                if !nodes.iter().any(|n| n.tags.contains_key(key)) {
+                    return Err(CommandError::UnknownTag {
+                        part: part.to_string(),
+                        key: key.clone(),
+                    });
+                }
+            }
+            Part::Name(name) => {
+                if !nodes.iter().any(|n| &n.name == name) {
+                    return Err(CommandError::UnknownNode(name.clone()));
+                }
+            }
         }
-        let matched: Vec<&str> = if part == "all" {
-            nodes.iter().map(|n| n.name.as_str()).collect()
-        } else if let Some((key, value)) = part.split_once('=') {
-            if !nodes.iter().any(|n| n.tags.contains_key(key)) {
-                return Err(CommandError::UnknownTag {
-                    part: part.to_string(),
-                    key: key.to_string(),
-                });
-            }
-            nodes
-                .iter()
-                .filter(|n| n.tags.get(key).is_some_and(|v| v == value))
-                .map(|n| n.name.as_str())
-                .collect()
-        } else {
-            if !nodes.iter().any(|n| n.name == part) {
-                return Err(CommandError::UnknownNode(part.to_string()));
-            }
-            vec![part]
-        };
-        for name in matched {
-            if !picked.iter().any(|p| p == name) {
-                picked.push(name.to_string());
+        for node in nodes.iter().filter(|n| part.matches(&n.name, &n.tags)) {
+            if !picked.contains(&node.name) {
+                picked.push(node.name.clone());
             }
         }
     }

@@ -53,6 +53,36 @@ impl Style {
     }
 }
 
+/// The plan header for `--resource` and `--exclude`: one line per flag given, before the
+/// plan, so a narrowed plan never reads as the whole one. Empty when neither was given.
+pub fn targeting_header(resources: &[String], excludes: &[String]) -> String {
+    let mut out = String::new();
+    if !resources.is_empty() {
+        let _ = writeln!(
+            out,
+            "Only {} and what {} on (--resource).",
+            resources.join(", "),
+            if resources.len() == 1 {
+                "it depends"
+            } else {
+                "they depend"
+            }
+        );
+    }
+    if !excludes.is_empty() {
+        let _ = writeln!(
+            out,
+            "Leaving out {} and what depends on {} (--exclude).",
+            excludes.join(", "),
+            if excludes.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
 /// The human plan: per node, each change with its attributes and content diff, then a summary.
 pub fn human(plan: &Plan, nodes: &[&model::Node], style: Style) -> String {
     let mut out = Vec::new();
@@ -371,6 +401,10 @@ pub struct Origin<'a> {
     pub root: &'a str,
     /// Digest of every document, parameter override and the root.
     pub documents_digest: &'a str,
+    /// `--resource`s the plan was narrowed to (a saved plan's apply must give the same).
+    pub resources: &'a [String],
+    /// `--exclude`s the plan left out (a saved plan's apply must give the same).
+    pub excludes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -381,6 +415,10 @@ struct JsonPlan<'a> {
     project: &'a str,
     root: &'a str,
     documents_digest: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    resources: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    excludes: &'a [String],
     summary: JsonSummary,
     nodes: Vec<JsonNodePlan<'a>>,
 }
@@ -555,6 +593,8 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
         project: origin.project,
         root: origin.root,
         documents_digest: origin.documents_digest,
+        resources: origin.resources,
+        excludes: origin.excludes,
         summary: JsonSummary {
             create: summary.create,
             update: summary.update,

@@ -26,6 +26,7 @@ mod schema;
 mod schema_parity;
 mod store;
 mod system_providers;
+mod targeting;
 mod trust_api;
 mod trust_controller;
 mod trust_durability;

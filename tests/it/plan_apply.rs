@@ -918,6 +918,7 @@ fn a_file_that_appears_between_plan_and_apply_is_replaced_with_every_check() {
         root: root.clone(),
         state_dir: state.clone(),
         target: None,
+        filter: Default::default(),
         overrides: Default::default(),
     };
     let planned = steward::local::plan(&validated, &registry, &config).unwrap();

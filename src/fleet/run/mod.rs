@@ -209,9 +209,19 @@ pub async fn run(
         );
         controller.schedules_changed();
     }
+    let target = match engine::Selector::parse(request.target.as_slice()) {
+        Ok(target) => target,
+        Err(err) => {
+            return RunResponse {
+                failed: true,
+                errors: vec![err.to_string()],
+                ..RunResponse::default()
+            };
+        }
+    };
     // Shared with the per-node work the run spawns.
     let validated = Arc::new(validated);
-    let mut fleet = Fleet::new(&validated, &request, &scope);
+    let mut fleet = Fleet::new(&validated, target.as_ref(), &scope);
     if let Some(saved) = &request.saved
         && let Err(err) = fleet.pin(saved, &request)
     {
@@ -258,7 +268,11 @@ struct Fleet<'v> {
 }
 
 impl<'v> Fleet<'v> {
-    fn new(shared: &'v Arc<Validated>, request: &RunRequest, scope: &Scope) -> Fleet<'v> {
+    fn new(
+        shared: &'v Arc<Validated>,
+        target: Option<&engine::Selector>,
+        scope: &Scope,
+    ) -> Fleet<'v> {
         let validated: &'v Validated = shared;
         let model = &validated.model;
         let mut taken: HashSet<&str> = HashSet::new();
@@ -287,7 +301,7 @@ impl<'v> Fleet<'v> {
                 .filter(|n| n.name != LOCAL_NODE)
                 .filter(|n| association.targets.matches(&n.name, &n.tags))
                 .filter(|n| !n.resources.is_empty())
-                .filter(|n| engine::selected(n, request.target.as_deref()))
+                .filter(|n| engine::selected(n, target))
                 .filter(|n| taken.insert(n.name.as_str()))
                 .collect();
             if !nodes.is_empty() {
@@ -547,6 +561,8 @@ impl<'v> Fleet<'v> {
                     project: &request.project,
                     root: FLEET_ROOT,
                     documents_digest: &planned.digest,
+                    resources: &[],
+                    excludes: &[],
                 },
             );
             response.output = if request.json {

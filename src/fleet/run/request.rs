@@ -44,7 +44,7 @@ pub struct RunRequest {
     /// `--param` overrides.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
-    /// `--target`: a node name or `KEY=VALUE`.
+    /// Every `--target`, joined by commas (the selector grammar of [`crate::engine::Selector`]).
     #[serde(default)]
     pub target: Option<String>,
     /// `--parallel` on each node.
