@@ -57,6 +57,18 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Exec {
+    fn import_attrs(
+        &self,
+        _id: &crate::model::ResourceId,
+        _observed: &State,
+        _live: bool,
+    ) -> Result<Vec<(&'static str, Value)>, crate::resource::import::ImportError> {
+        Err(crate::resource::import::ImportError::NotImportable {
+            kind: "exec",
+            why: "a command leaves no state to read back",
+        })
+    }
+
     fn provider(&self) -> &dyn crate::resource::provider::Provider {
         self
     }
