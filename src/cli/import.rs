@@ -103,6 +103,7 @@ fn import_one(
     // can say, with no value.
     let attrs: Attrs = ty
         .import_probe()
+        .map_err(|err| err.to_string())?
         .into_iter()
         .map(|name| {
             let attr = Attr {

@@ -57,12 +57,7 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Exec {
-    fn import_attrs(
-        &self,
-        _id: &crate::model::ResourceId,
-        _observed: &State,
-        _live: bool,
-    ) -> Result<Vec<(&'static str, Value)>, crate::resource::import::ImportError> {
+    fn import_probe(&self) -> Result<Vec<&'static str>, crate::resource::import::ImportError> {
         Err(crate::resource::import::ImportError::NotImportable {
             kind: "exec",
             why: "a command leaves no state to read back",

@@ -39,12 +39,7 @@ fn path_of(res: &Resource) -> &str {
 }
 
 impl ResourceType for Line {
-    fn import_attrs(
-        &self,
-        _id: &crate::model::ResourceId,
-        _observed: &State,
-        _live: bool,
-    ) -> Result<Vec<(&'static str, Value)>, crate::resource::import::ImportError> {
+    fn import_probe(&self) -> Result<Vec<&'static str>, crate::resource::import::ImportError> {
         Err(crate::resource::import::ImportError::NotImportable {
             kind: "line",
             why: "which line to keep is not read from the file; import the whole `file` instead",

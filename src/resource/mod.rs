@@ -426,9 +426,10 @@ pub trait ResourceType: Send + Sync {
     }
 
     /// The attributes `steward import` asks the provider to read, since providers read only
-    /// what a resource declares: by default every attribute of the schema but `ensure`.
-    fn import_probe(&self) -> Vec<&'static str> {
-        import::probe_attrs(self.schema())
+    /// what a resource declares: by default every attribute of the schema but `ensure`. A
+    /// type with no state to read back refuses here, before anything is read.
+    fn import_probe(&self) -> Result<Vec<&'static str>, import::ImportError> {
+        Ok(import::probe_attrs(self.schema()))
     }
 
     /// The document attributes that declare `observed`, so that a plan of them changes
