@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod cron;
 mod drift;
+mod facts;
 mod fleet;
 mod fleet_findings;
 mod fleet_harness;
