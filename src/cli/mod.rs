@@ -5,7 +5,9 @@
 //! lives in the library modules; this module only wires them.
 
 mod commands;
+mod facts;
 mod fleet;
+mod import;
 mod mode;
 mod reach;
 mod render;
@@ -205,6 +207,26 @@ Examples:
   steward graph examples/quickstart | dot -Tsvg > graph.svg
   steward graph examples/quickstart --format json")]
     Graph(GraphArgs),
+    /// Read resources' live state and print a document that declares it.
+    #[command(after_help = "\
+Examples:
+  steward import file:/etc/motd user:alice > imported.yaml
+  steward import directory:/srv/app symlink:/srv/current --format kdl --root /tmp/demo
+
+The document, applied, changes nothing (`steward plan` exits 0). A resource that is not there
+is imported as `ensure: absent`. Content that is not UTF-8 text is refused.
+Exit: 0, or 1 when any resource cannot be read or imported (nothing is printed then).")]
+    Import(import::ImportArgs),
+    /// Print the facts steward knows of this machine, as documents read them.
+    #[command(after_help = "\
+Examples:
+  steward facts
+  steward facts --format json | jq -r .os.family
+  steward facts --root /tmp/image          # the OS release of an image
+
+Documents read these facts as `node.hostname`, `node.os.family`, `node.os.release`,
+`node.arch` and `node.addresses` (today always empty).")]
+    Facts(facts::FactsArgs),
     /// Print the JSON Schema of the YAML document spelling.
     #[command(after_help = "\
 Editors use it to complete and check documents: put this line at the top of a YAML document:
@@ -857,6 +879,8 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             None => fleet::run_command(&ctx, &args),
         },
         Command::Graph(args) => cmd_graph(&ctx, &args),
+        Command::Import(args) => import::import(&ctx, &args),
+        Command::Facts(args) => facts::facts(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&ctx.registry)),
         Command::Completions { shell } => {
             let mut command = Cli::command();

@@ -57,6 +57,13 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Exec {
+    fn import_probe(&self) -> Result<Vec<&'static str>, crate::resource::import::ImportError> {
+        Err(crate::resource::import::ImportError::NotImportable {
+            kind: "exec",
+            why: "a command leaves no state to read back",
+        })
+    }
+
     fn provider(&self) -> &dyn crate::resource::provider::Provider {
         self
     }

@@ -39,6 +39,13 @@ fn path_of(res: &Resource) -> &str {
 }
 
 impl ResourceType for Line {
+    fn import_probe(&self) -> Result<Vec<&'static str>, crate::resource::import::ImportError> {
+        Err(crate::resource::import::ImportError::NotImportable {
+            kind: "line",
+            why: "which line to keep is not read from the file; import the whole `file` instead",
+        })
+    }
+
     fn provider(&self) -> &dyn crate::resource::provider::Provider {
         self
     }

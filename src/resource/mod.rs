@@ -15,6 +15,7 @@ pub mod command;
 pub mod durability;
 pub mod error;
 pub mod fsutil;
+pub mod import;
 pub mod provider;
 
 mod cron;
@@ -422,6 +423,25 @@ pub trait ResourceType: Send + Sync {
     /// present: a purging `directory` leaves these paths (and their ancestors) alone.
     fn managed_path<'r>(&self, _res: &'r Resource) -> Option<Cow<'r, str>> {
         None
+    }
+
+    /// The attributes `steward import` asks the provider to read, since providers read only
+    /// what a resource declares: by default every attribute of the schema but `ensure`. A
+    /// type with no state to read back refuses here, before anything is read.
+    fn import_probe(&self) -> Result<Vec<&'static str>, import::ImportError> {
+        Ok(import::probe_attrs(self.schema()))
+    }
+
+    /// The document attributes that declare `observed`, so that a plan of them changes
+    /// nothing (`steward import`). `live` is false when the state was read under `--root`.
+    /// By default every observed attribute of the schema ([`import::attrs_from_state`]).
+    fn import_attrs(
+        &self,
+        id: &ResourceId,
+        observed: &State,
+        _live: bool,
+    ) -> Result<Vec<(&'static str, Value)>, import::ImportError> {
+        import::attrs_from_state(id, self.schema(), observed)
     }
 }
 

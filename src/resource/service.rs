@@ -36,6 +36,20 @@ static SCHEMA: TypeSchema = TypeSchema {
 };
 
 impl ResourceType for Service {
+    fn import_attrs(
+        &self,
+        id: &crate::model::ResourceId,
+        observed: &State,
+        live: bool,
+    ) -> Result<Vec<(&'static str, Value)>, crate::resource::import::ImportError> {
+        let mut attrs = crate::resource::import::attrs_from_state(id, self.schema(), observed)?;
+        if !live {
+            // Nothing under a root directory runs, and `ensure` is refused there.
+            attrs.retain(|(name, _)| *name != "ensure");
+        }
+        Ok(attrs)
+    }
+
     fn provider(&self) -> &dyn Provider {
         self
     }
