@@ -18,6 +18,7 @@ mod graph;
 mod kdl_spec;
 mod layering;
 mod logging;
+mod params;
 mod plan_apply;
 mod reports;
 mod root_race;
