@@ -371,6 +371,25 @@ pub struct Origin<'a> {
     pub root: &'a str,
     /// Digest of every document, parameter override and the root.
     pub documents_digest: &'a str,
+    /// The parameter values the plan was made with (`--params-file`, `STEWARD_PARAM_*`,
+    /// `--param`): a saved plan applies with them.
+    pub parameters: &'a std::collections::BTreeMap<String, PlanParameter>,
+}
+
+/// A parameter value a plan was made with: the text itself, or only its hash
+/// ([`parameter_hash`]) when the parameter is sensitive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanParameter {
+    /// The text, as `--param NAME=VALUE` takes it.
+    Value(String),
+    /// `blake3:` and the hex digest of the text of a sensitive value.
+    Hash(String),
+}
+
+/// The hash a saved plan keeps of a sensitive parameter's text.
+pub fn parameter_hash(text: &str) -> String {
+    format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
 }
 
 #[derive(Serialize)]
@@ -381,6 +400,7 @@ struct JsonPlan<'a> {
     project: &'a str,
     root: &'a str,
     documents_digest: &'a str,
+    parameters: &'a std::collections::BTreeMap<String, PlanParameter>,
     summary: JsonSummary,
     nodes: Vec<JsonNodePlan<'a>>,
 }
@@ -555,6 +575,7 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
         project: origin.project,
         root: origin.root,
         documents_digest: origin.documents_digest,
+        parameters: origin.parameters,
         summary: JsonSummary {
             create: summary.create,
             update: summary.update,

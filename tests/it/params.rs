@@ -139,3 +139,143 @@ fn param_at_file_points_to_params_file() {
         out.all()
     );
 }
+
+const SECRET_SITE: &str = "steward: 1
+parameters:
+  motd: { type: string }
+  token: { type: string, sensitive: true }
+resources:
+  file:/motd: { content: \"{{ params.motd }}\\n\" }
+  file:/token: { content: \"{{ params.token }}\\n\" }
+";
+
+#[test]
+fn a_saved_plan_applies_with_its_parameters() {
+    let env = project();
+    env.write("a.yaml", "motd: saved\nadmins: [ann]\n");
+    let root = env.path().join("root");
+    let root = root.to_str().unwrap();
+    let plan = env.run(&[
+        "--root",
+        root,
+        "plan",
+        "p",
+        "--params-file",
+        "a.yaml",
+        "--param",
+        "port=7",
+        "-o",
+        "plan.json",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    std::fs::remove_file(env.path().join("a.yaml")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&env.read("plan.json")).unwrap();
+    assert_eq!(
+        json["parameters"]["port"],
+        serde_json::json!({"value": "7"})
+    );
+    // Given again with another value: refused, naming the parameter.
+    let other = env.run(&["apply", "plan.json", "--param", "port=8"]);
+    assert_eq!(other.code, 1, "{}", other.all());
+    assert!(
+        other
+            .stderr
+            .contains("parameter `port` is `8`, but this plan was made with `7`"),
+        "{}",
+        other.all()
+    );
+    let apply = env.run(&["apply", "plan.json"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    assert_eq!(env.read("root/motd"), "saved 7 ann\n");
+}
+
+#[test]
+fn a_saved_plan_keeps_only_a_hash_of_a_sensitive_parameter() {
+    let env = TestEnv::new();
+    env.write("p/site.yaml", SECRET_SITE);
+    let root = env.mkdir("root");
+    let root = root.to_str().unwrap();
+    let secret = "tok-77e1-secret";
+    let token = format!("token={secret}");
+    let plan = env.run(&[
+        "--root",
+        root,
+        "plan",
+        "p",
+        "--param",
+        "motd=hi",
+        "--param",
+        &token,
+        "-o",
+        "plan.json",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(
+        plan.stderr
+            .contains("and the sensitive parameters again (token)"),
+        "{}",
+        plan.all()
+    );
+    let text = env.read("plan.json");
+    assert!(!text.contains(secret), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        json["parameters"]["token"]["hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("blake3:"),
+        "{text}"
+    );
+
+    let missing = env.run(&["apply", "plan.json"]);
+    assert_eq!(missing.code, 1, "{}", missing.all());
+    assert!(
+        missing.stderr.contains(
+            "parameter `token` is sensitive, so this plan keeps only its hash: give it again"
+        ),
+        "{}",
+        missing.all()
+    );
+    let wrong = env.run(&["apply", "plan.json", "--param", "token=nope"]);
+    assert_eq!(wrong.code, 1, "{}", wrong.all());
+    assert!(
+        wrong
+            .stderr
+            .contains("sensitive parameter `token` is not the value this plan was made with"),
+        "{}",
+        wrong.all()
+    );
+    assert!(!env.path().join("root/token").exists());
+
+    let apply = run_in_with_env(
+        env.path(),
+        &["apply", "plan.json"],
+        &[("STEWARD_PARAM_token", secret)],
+    );
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    assert_eq!(env.read("root/motd"), "hi\n");
+    assert_eq!(env.read("root/token"), format!("{secret}\n"));
+}
+
+#[test]
+fn a_saved_plan_refuses_a_parameter_it_was_not_made_with() {
+    let env = project();
+    let root = env.path().join("root");
+    let plan = env.run(&[
+        "--root",
+        root.to_str().unwrap(),
+        "plan",
+        "p",
+        "-o",
+        "plan.json",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let out = env.run(&["apply", "plan.json", "--param", "motd=late"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("parameter `motd` is given, but was not set when this plan was made"),
+        "{}",
+        out.all()
+    );
+}

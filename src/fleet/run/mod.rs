@@ -554,6 +554,7 @@ impl<'v> Fleet<'v> {
                     project: &request.project,
                     root: FLEET_ROOT,
                     documents_digest: &planned.digest,
+                    parameters: &std::collections::BTreeMap::new(),
                 },
             );
             response.output = if request.json {
