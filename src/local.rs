@@ -21,6 +21,7 @@ use crate::engine::{self, AgentError, ApplyTask, LocalClient, record};
 use crate::exec::{self, RunReport};
 use crate::model::LOCAL_NODE;
 use crate::plan::{self, graph::ResourceGraph};
+use crate::report::plan::{PlanParameter, parameter_hash};
 use crate::resource::Registry;
 use crate::state_dir::{Lock, StateDirError};
 use crate::validate::Validated;
@@ -194,6 +195,10 @@ pub struct SavedPlan {
     pub root: String,
     /// Digest of documents, overrides and root.
     pub documents_digest: String,
+    /// The parameter values it was made with; `None` in a plan made before plans kept them
+    /// (then `apply` is given them again).
+    #[serde(default)]
+    pub parameters: Option<BTreeMap<String, PlanParameter>>,
     /// Per node, each resource's observed fingerprint.
     pub nodes: Vec<SavedNode>,
     /// The `--resource`s it was made with (absent: none).
@@ -299,6 +304,56 @@ impl SavedPlan {
             Err(LocalError::StalePlan(format!(
                 "this plan was made with other resource targets than this apply's:\n  {}\napply it with the flags it was made with, or run `steward plan` again",
                 differ.join("\n  ")
+            )))
+        }
+    }
+
+    /// The parameter values to apply this plan with: the ones it was made with. `given` (the
+    /// values given to `apply`) may repeat them; a sensitive one, kept only as a hash, must be
+    /// given again. Names every parameter that is missing or differs.
+    pub fn parameters(
+        &self,
+        given: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, LocalError> {
+        let Some(parameters) = &self.parameters else {
+            return Ok(given.clone());
+        };
+        let mut values = BTreeMap::new();
+        let mut problems = Vec::new();
+        for name in given.keys().filter(|name| !parameters.contains_key(*name)) {
+            problems.push(format!(
+                "parameter `{name}` is given, but was not set when this plan was made"
+            ));
+        }
+        for (name, saved) in parameters {
+            let now = given.get(name);
+            match (saved, now) {
+                (PlanParameter::Value(value), None) => {
+                    values.insert(name.clone(), value.clone());
+                }
+                (PlanParameter::Value(value), Some(now)) if now == value => {
+                    values.insert(name.clone(), value.clone());
+                }
+                (PlanParameter::Value(value), Some(now)) => problems.push(format!(
+                    "parameter `{name}` is `{now}`, but this plan was made with `{value}`"
+                )),
+                (PlanParameter::Hash(_), None) => problems.push(format!(
+                    "parameter `{name}` is sensitive, so this plan keeps only its hash: give it again (--param, --params-file or STEWARD_PARAM_{name})"
+                )),
+                (PlanParameter::Hash(hash), Some(now)) if parameter_hash(now) == *hash => {
+                    values.insert(name.clone(), now.clone());
+                }
+                (PlanParameter::Hash(_), Some(_)) => problems.push(format!(
+                    "sensitive parameter `{name}` is not the value this plan was made with"
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(LocalError::StalePlan(format!(
+                "this plan cannot be applied with these parameters:\n  {}",
+                problems.join("\n  ")
             )))
         }
     }

@@ -1,5 +1,6 @@
 //! `plan` and `apply` in local mode.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use crate::cli::{
 use crate::engine::{self, record};
 use crate::exec;
 use crate::local::{self, Planned, SavedPlan};
-use crate::report::plan::{Origin, Style};
+use crate::report::plan::{Origin, PlanParameter, Style, parameter_hash};
 use crate::resource::Registry;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -32,7 +33,7 @@ fn local_config(
     root: PathBuf,
     project: &Path,
     args: &LocalArgs,
-    project_args: &ProjectArgs,
+    overrides: BTreeMap<String, String>,
 ) -> Result<local::Config, String> {
     let target = engine::Selector::parse(&args.target).map_err(|err| err.to_string())?;
     let filter = engine::ResourceFilter::new(&args.resource, &args.exclude)
@@ -45,23 +46,17 @@ fn local_config(
             .unwrap_or_else(|| default_state_dir(project)),
         target,
         filter,
-        overrides: overrides(project_args)?,
+        overrides,
     })
 }
 
 fn load(
     ctx: &Context,
     project: &Path,
-    args: &ProjectArgs,
+    overrides: BTreeMap<String, String>,
     registry: &Registry,
-) -> Result<Validated, String> {
-    let overrides = overrides(args)?;
-    Ok(validate(
-        project,
-        registry,
-        crate::facts::local(&ctx.root),
-        overrides,
-    ))
+) -> Validated {
+    validate(project, registry, crate::facts::local(&ctx.root), overrides)
 }
 
 fn check_root(root: &Path) -> Result<(), String> {
@@ -111,15 +106,16 @@ fn prepare(
     if let Err(message) = check_root(&ctx.root) {
         return usage_error(&message).map(Err);
     }
-    let mut validated = match load(ctx, &project.path, project, registry) {
-        Ok(validated) => validated,
+    let overrides = match overrides(project) {
+        Ok(overrides) => overrides,
         Err(message) => return usage_error(&message).map(Err),
     };
+    let mut validated = load(ctx, &project.path, overrides.clone(), registry);
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Err(Exit::Error));
     }
-    let config = match local_config(ctx.root.clone(), &project.path, local_args, project) {
+    let config = match local_config(ctx.root.clone(), &project.path, local_args, overrides) {
         Ok(config) => config,
         Err(message) => return usage_error(&message).map(Err),
     };
@@ -154,12 +150,14 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         .display()
         .to_string();
     let root = config.root.display().to_string();
+    let parameters = plan_parameters(&config.overrides, &validated.model.secrets);
     let origin = Origin {
         project: &project,
         root: &root,
         documents_digest: &planned.run.digest,
         resources: &config.filter.resources,
         excludes: &config.filter.excludes,
+        parameters: &parameters,
     };
     match args.format {
         OutputFormat::Human => print_plan(&planned, &config.filter, Style::new(ctx.stdout_color))?,
@@ -178,10 +176,18 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
             ));
         }
         if args.format == OutputFormat::Human {
-            let params = if config.overrides.is_empty() {
-                ""
+            let sensitive: Vec<&str> = parameters
+                .iter()
+                .filter(|(_, value)| matches!(value, PlanParameter::Hash(_)))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let params = if sensitive.is_empty() {
+                String::new()
             } else {
-                " and the same parameters"
+                format!(
+                    " and the sensitive parameters again ({})",
+                    sensitive.join(", ")
+                )
             };
             eprintln!(
                 "Saved the plan to {}; apply it with `steward apply {}`{params}.",
@@ -201,6 +207,25 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
     leak_at_exit(planned);
     leak_at_exit(validated);
     Ok(exit)
+}
+
+/// The parameter values a saved plan keeps: a sensitive one (its text is one of the model's
+/// secrets) only as a hash.
+fn plan_parameters(
+    overrides: &BTreeMap<String, String>,
+    secrets: &[String],
+) -> BTreeMap<String, PlanParameter> {
+    overrides
+        .iter()
+        .map(|(name, text)| {
+            let kept = if secrets.contains(text) {
+                PlanParameter::Hash(parameter_hash(text))
+            } else {
+                PlanParameter::Value(text.clone())
+            };
+            (name.clone(), kept)
+        })
+        .collect()
 }
 
 /// Leaves `value` to the end of the process instead of freeing it: a command that ends
@@ -268,7 +293,22 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         root_given: true,
         registry: ctx.registry.clone(),
     };
-    let config = match local_config(root, &project, &args.local, &args.project) {
+    let given = match overrides(&args.project) {
+        Ok(given) => given,
+        Err(message) => return usage_error(&message),
+    };
+    // A saved plan applies with the parameters it was made with.
+    let overrides = match saved.as_ref().map(|saved| saved.parameters(&given)) {
+        None => given,
+        Some(Ok(overrides)) => overrides,
+        Some(Err(err)) => return usage_error(&err.to_string()),
+    };
+    let mut validated = load(&ctx_root, &project, overrides.clone(), registry);
+    if validated.has_errors() {
+        report_human(ctx, &validated)?;
+        return Ok(Exit::Error);
+    }
+    let config = match local_config(root, &project, &args.local, overrides) {
         Ok(config) => config,
         Err(message) => return usage_error(&message),
     };
@@ -276,14 +316,6 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         && let Err(err) = saved.check_filter(&config.filter)
     {
         return usage_error(&err.to_string());
-    }
-    let mut validated = match load(&ctx_root, &project, &args.project, registry) {
-        Ok(validated) => validated,
-        Err(message) => return usage_error(&message),
-    };
-    if validated.has_errors() {
-        report_human(ctx, &validated)?;
-        return Ok(Exit::Error);
     }
     if let Err(err) = engine::select::narrow(
         &mut validated,

@@ -245,6 +245,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
         let project = ProjectArgs {
             path: document.clone(),
             params: args.params.clone(),
+            params_files: Vec::new(),
         };
         let adhoc = crate::fleet::run::AdhocRequest {
             target,
@@ -622,6 +623,7 @@ fn saved_fleet_plan(
         ProjectArgs {
             path: std::path::PathBuf::from(&saved.project),
             params: Vec::new(),
+            params_files: Vec::new(),
         },
         pinned(saved),
     )))

@@ -9,6 +9,7 @@ mod facts;
 mod fleet;
 mod import;
 mod mode;
+mod params;
 mod reach;
 mod render;
 
@@ -454,9 +455,13 @@ pub(crate) struct ProjectArgs {
     #[arg(value_name = "PATH", default_value = ".")]
     path: PathBuf,
     /// Set a parameter (parsed by its declared type; lists and maps as JSON).
-    /// STEWARD_PARAM_<NAME> in the environment does the same.
+    /// STEWARD_PARAM_<NAME> in the environment does the same; --param wins.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
+    /// Read parameters from a YAML or JSON map of names to values; repeatable, later files
+    /// win; STEWARD_PARAM_<NAME> and --param win over every file.
+    #[arg(long = "params-file", value_name = "FILE")]
+    params_files: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -919,21 +924,10 @@ pub(crate) fn print_stdout(text: &str) -> std::io::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// `--param` flags over `STEWARD_PARAM_*` variables.
+/// The parameter values: `--params-file` files, then `STEWARD_PARAM_*` variables, then
+/// `--param` flags, later winning ([`params::collect`]).
 pub(crate) fn overrides(args: &ProjectArgs) -> Result<BTreeMap<String, String>, String> {
-    let mut res: BTreeMap<String, String> = std::env::vars()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("STEWARD_PARAM_")
-                .map(|name| (name.to_string(), v))
-        })
-        .collect();
-    for param in &args.params {
-        let Some((name, value)) = param.split_once('=') else {
-            return Err(format!("`--param {param}` must be NAME=VALUE"));
-        };
-        res.insert(name.to_string(), value.to_string());
-    }
-    Ok(res)
+    params::collect(&args.params_files, std::env::vars(), &args.params)
 }
 
 fn load(ctx: &Context, args: &ProjectArgs, registry: &Registry) -> Result<Validated, String> {

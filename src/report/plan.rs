@@ -405,6 +405,25 @@ pub struct Origin<'a> {
     pub resources: &'a [String],
     /// `--exclude`s the plan left out (a saved plan's apply must give the same).
     pub excludes: &'a [String],
+    /// The parameter values the plan was made with (`--params-file`, `STEWARD_PARAM_*`,
+    /// `--param`): a saved plan applies with them.
+    pub parameters: &'a std::collections::BTreeMap<String, PlanParameter>,
+}
+
+/// A parameter value a plan was made with: the text itself, or only its hash
+/// ([`parameter_hash`]) when the parameter is sensitive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanParameter {
+    /// The text, as `--param NAME=VALUE` takes it.
+    Value(String),
+    /// `blake3:` and the hex digest of the text of a sensitive value.
+    Hash(String),
+}
+
+/// The hash a saved plan keeps of a sensitive parameter's text.
+pub fn parameter_hash(text: &str) -> String {
+    format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex())
 }
 
 #[derive(Serialize)]
@@ -419,6 +438,7 @@ struct JsonPlan<'a> {
     resources: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     excludes: &'a [String],
+    parameters: &'a std::collections::BTreeMap<String, PlanParameter>,
     summary: JsonSummary,
     nodes: Vec<JsonNodePlan<'a>>,
 }
@@ -595,6 +615,7 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
         documents_digest: origin.documents_digest,
         resources: origin.resources,
         excludes: origin.excludes,
+        parameters: origin.parameters,
         summary: JsonSummary {
             create: summary.create,
             update: summary.update,

@@ -20,6 +20,7 @@ mod import;
 mod kdl_spec;
 mod layering;
 mod logging;
+mod params;
 mod plan_apply;
 mod reports;
 mod root_race;

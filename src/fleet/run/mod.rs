@@ -563,6 +563,7 @@ impl<'v> Fleet<'v> {
                     documents_digest: &planned.digest,
                     resources: &[],
                     excludes: &[],
+                    parameters: &std::collections::BTreeMap::new(),
                 },
             );
             response.output = if request.json {
