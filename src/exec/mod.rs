@@ -26,7 +26,8 @@ use crate::resource::change::{Action, State};
 use crate::resource::command::{CommandRunner, SystemRunner};
 use crate::resource::durability::{Durability, Ticket};
 use crate::resource::provider::{
-    Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
+    Account, Applied, CommandOutput, Declared, PathCache, ProviderCtx, ProviderError, REFUSED,
+    Staged,
 };
 
 /// The owned settings a provider context borrows from.
@@ -41,6 +42,9 @@ pub struct Env {
     /// Paths that resources manage on the node ([`ResourceType::managed_path`]), with their
     /// ancestors.
     pub managed_paths: foldhash::HashSet<String>,
+    /// What the node's documents declare (managed paths, users, groups), for the refusals
+    /// found while observing ([`crate::resource::provider::Provider::refusal`]).
+    pub declared: Declared,
     /// Group commit of file writes, shared by every provider of the run.
     pub durability: Arc<Durability>,
     /// Sensitive values to scrub from messages and command output.
@@ -61,18 +65,34 @@ impl Env {
         run_id: String,
         secrets: Vec<String>,
     ) -> Env {
-        let managed_paths = node
+        let paths: Vec<String> = node
             .resources
             .iter()
             .filter_map(|res| registry.get(&res.id.kind)?.managed_path(res))
             .map(|path| path.trim_end_matches('/').to_string())
             .collect();
-        let managed_paths = with_ancestors(managed_paths);
+        let mut declared = Declared {
+            paths: paths.iter().cloned().collect(),
+            ..Declared::default()
+        };
+        for res in node.resources.iter() {
+            let Some(ty) = registry.get(&res.id.kind) else {
+                continue;
+            };
+            for account in ty.declared_accounts(res) {
+                match account {
+                    Account::User(name) => declared.users.insert(name),
+                    Account::Group(name) => declared.groups.insert(name),
+                };
+            }
+        }
+        let managed_paths = with_ancestors(paths);
         Env {
             root,
             state_dir,
             run_id,
             managed_paths,
+            declared,
             durability: Arc::new(Durability::new()),
             secrets: Arc::new(secrets),
             path_cache: Arc::new(PathCache::new()),
@@ -114,6 +134,9 @@ fn with_ancestors(paths: Vec<String>) -> foldhash::HashSet<String> {
 }
 
 /// Reads every resource of a node, in parallel. Changes nothing.
+///
+/// A resource that reads fine but that applying would refuse ([`crate::resource::provider::Provider::refusal`]) is
+/// observed as an error starting with [`REFUSED`], which the planner reports as a refusal.
 pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result<State, String>> {
     // Nothing changes while reading: a missing directory can be remembered as missing, so
     // the thousands of paths below a directory not created yet cost no `lstat` each.
@@ -126,10 +149,20 @@ pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result
         .resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {
-            Some(ty) => ty
-                .provider()
-                .read(&ctx, res)
-                .map_err(|err| model::scrub(&err.to_string(), &env.secrets)),
+            Some(ty) => {
+                let provider = ty.provider();
+                let observed = provider.read(&ctx, res).and_then(|state| {
+                    match provider.refusal(&ctx, res, &state, &env.declared)? {
+                        Some(why) => Ok(Err(format!("{REFUSED}{why}"))),
+                        None => Ok(Ok(state)),
+                    }
+                });
+                match observed {
+                    Ok(Ok(state)) => Ok(state),
+                    Ok(Err(refused)) => Err(model::scrub(&refused, &env.secrets)),
+                    Err(err) => Err(model::scrub(&err.to_string(), &env.secrets)),
+                }
+            }
             None => Err(format!("unknown resource type `{}`", res.id.kind)),
         })
         .collect();
@@ -260,6 +293,9 @@ pub fn apply(
 ) -> std::io::Result<RunReport> {
     let started = Instant::now();
     let node = graph.node;
+    if let Some(report) = refused(node, plan, started) {
+        return Ok(report);
+    }
     let n = node.resources.len();
     let n_workers = config.parallel.clamp(1, n.max(1));
     let mut steps: Vec<(Step, Option<Action>)> = vec![(Step::Nothing, None); n];
@@ -344,6 +380,41 @@ pub fn apply(
     Ok(RunReport {
         node: node.name.clone(),
         outcomes: ordered,
+        duration: started.elapsed(),
+    })
+}
+
+/// A plan that holds a refusal ([`crate::plan::PlannedChange::refusal`]) changes nothing: each refused
+/// resource fails with its reason and every other one is skipped because of the first.
+fn refused(node: &model::Node, plan: &NodePlan, started: Instant) -> Option<RunReport> {
+    let first = plan.changes.iter().find(|c| c.refusal().is_some())?;
+    let because = node.resources.get(first.resource)?.id.clone();
+    let outcomes = plan
+        .changes
+        .iter()
+        .filter_map(|planned| {
+            let res = node.resources.get(planned.resource)?;
+            let outcome = match planned.refusal() {
+                Some(why) => Outcome::Failed {
+                    error: format!("{REFUSED}{why}"),
+                    output: None,
+                },
+                None => Outcome::Skipped {
+                    because: because.clone(),
+                },
+            };
+            Some(ResourceOutcome {
+                resource: planned.resource,
+                id: res.id.clone(),
+                action: planned.change.as_ref().ok().map(|c| c.action),
+                outcome,
+                duration: Duration::ZERO,
+            })
+        })
+        .collect();
+    Some(RunReport {
+        node: node.name.clone(),
+        outcomes,
         duration: started.elapsed(),
     })
 }

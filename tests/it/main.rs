@@ -15,6 +15,7 @@ mod front_door;
 mod front_door_kdl;
 mod fuzz;
 mod graph;
+mod honest_plans;
 mod kdl_spec;
 mod layering;
 mod logging;
