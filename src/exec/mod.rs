@@ -734,3 +734,90 @@ fn run_one(
         Err(err) => failed(err),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{SourceId, Span};
+    use crate::model::{Attr, Value};
+
+    fn file(path: &str) -> model::Resource {
+        let span = Span::new(SourceId(0), 0, 0);
+        model::Resource {
+            id: ResourceId::new("file", path),
+            span,
+            source: SourceId(0),
+            attrs: [(
+                "content".to_string(),
+                Attr {
+                    value: Value::String("x\n".into()),
+                    span,
+                    sensitive: false,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            relations: Vec::new(),
+            association: None,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// The executor refuses a plan with a refusal as a whole: an agent handed one (fleet
+    /// mode, where no `cli` stops it first) changes nothing.
+    #[test]
+    fn a_plan_holding_a_refusal_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let node = model::Node {
+            name: "local".into(),
+            tags: Default::default(),
+            facts: crate::facts::local(root.path()),
+            resources: Arc::new(vec![file("/fine"), file("/x/y/z")]),
+        };
+        let registry = Registry::builtin();
+        let env = Env::new(
+            &node,
+            &registry,
+            root.path().to_path_buf(),
+            state.path().to_path_buf(),
+            "run".into(),
+            Vec::new(),
+        );
+        let observed = observe(&node, &registry, &env);
+        assert!(observed[0].is_ok(), "{:?}", observed[0]);
+        let graph = ResourceGraph::build(&node, &registry, &mut Vec::new());
+        let plan = crate::plan::build(&graph, &registry, &observed);
+        let refused: Vec<_> = plan.changes.iter().filter_map(|c| c.refusal()).collect();
+        assert_eq!(
+            refused,
+            ["its parent directory /x/y does not exist and no resource declares it"]
+        );
+
+        let report = apply(
+            &graph,
+            &registry,
+            &plan,
+            &env,
+            Config { parallel: 2 },
+            &|_| {},
+        )
+        .unwrap();
+        let outcome = |path: &str| {
+            report
+                .outcomes
+                .iter()
+                .find(|o| o.id.name == path)
+                .map(|o| o.outcome.clone())
+                .unwrap()
+        };
+        assert!(outcome("/x/y/z").is_failed());
+        assert_eq!(
+            outcome("/fine"),
+            Outcome::Skipped {
+                because: ResourceId::new("file", "/x/y/z")
+            }
+        );
+        assert!(!root.path().join("fine").exists());
+    }
+}

@@ -114,7 +114,7 @@ impl Plan {
 
     /// What applying would refuse, as errors located at each refused resource's
     /// declaration (code `plan::refused`); `nodes` are the planned nodes, in plan order.
-    /// An apply of a plan with any changes nothing.
+    /// Applying a plan that holds any of them changes nothing.
     pub fn refusals(&self, nodes: &[&model::Node]) -> Vec<Diagnostic> {
         let mut refusals = Vec::new();
         for (node_plan, node) in self.nodes.iter().zip(nodes) {
