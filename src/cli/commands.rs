@@ -196,6 +196,7 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
             );
         }
     }
+    report_refusals(ctx, &validated, &planned)?;
     let summary = planned.run.plan.summary();
     let exit = if summary.errors > 0 {
         Exit::Error
@@ -335,6 +336,11 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     {
         return usage_error(&err.to_string());
     }
+    // What apply would refuse stops the whole apply before anything changes.
+    if report_refusals(ctx, &validated, &planned)? {
+        print_plan(&planned, &config.filter, Style::new(ctx.stdout_color))?;
+        return Ok(Exit::Error);
+    }
     // The store is opened (and a foreign or newer one refused) before anything changes.
     let mut store = match open_store(&config.state_dir) {
         Ok(store) => store,
@@ -431,6 +437,27 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
 }
 
 /// Streams the human plan to stdout.
+/// Prints what applying the plan would refuse as located errors on standard error; true
+/// when there is any.
+fn report_refusals(
+    ctx: &Context,
+    validated: &Validated,
+    planned: &local::Planned<'_>,
+) -> std::io::Result<bool> {
+    let refusals = planned.run.plan.refusals(&planned.run.nodes);
+    if refusals.is_empty() {
+        return Ok(false);
+    }
+    let mut stderr = std::io::stderr().lock();
+    super::render::human(
+        &mut stderr,
+        &refusals,
+        &validated.project.sources,
+        ctx.color,
+    )?;
+    Ok(true)
+}
+
 fn print_plan(
     planned: &local::Planned<'_>,
     filter: &engine::ResourceFilter,

@@ -26,7 +26,8 @@ use crate::resource::change::{Action, State};
 use crate::resource::command::{CommandRunner, SystemRunner};
 use crate::resource::durability::{Durability, Ticket};
 use crate::resource::provider::{
-    Applied, CommandOutput, PathCache, ProviderCtx, ProviderError, Staged,
+    Account, Applied, CommandOutput, Declared, PathCache, ProviderCtx, ProviderError, REFUSED,
+    Staged,
 };
 
 /// The owned settings a provider context borrows from.
@@ -41,6 +42,9 @@ pub struct Env {
     /// Paths that resources manage on the node ([`ResourceType::managed_path`]), with their
     /// ancestors.
     pub managed_paths: foldhash::HashSet<String>,
+    /// What the node's documents declare (managed paths, users, groups), for the refusals
+    /// found while observing ([`crate::resource::provider::Provider::refusal`]).
+    pub declared: Declared,
     /// Group commit of file writes, shared by every provider of the run.
     pub durability: Arc<Durability>,
     /// Sensitive values to scrub from messages and command output.
@@ -61,18 +65,34 @@ impl Env {
         run_id: String,
         secrets: Vec<String>,
     ) -> Env {
-        let managed_paths = node
+        let paths: Vec<String> = node
             .resources
             .iter()
             .filter_map(|res| registry.get(&res.id.kind)?.managed_path(res))
             .map(|path| path.trim_end_matches('/').to_string())
             .collect();
-        let managed_paths = with_ancestors(managed_paths);
+        let mut declared = Declared {
+            paths: paths.iter().cloned().collect(),
+            ..Declared::default()
+        };
+        for res in node.resources.iter() {
+            let Some(ty) = registry.get(&res.id.kind) else {
+                continue;
+            };
+            for account in ty.declared_accounts(res) {
+                match account {
+                    Account::User(name) => declared.users.insert(name),
+                    Account::Group(name) => declared.groups.insert(name),
+                };
+            }
+        }
+        let managed_paths = with_ancestors(paths);
         Env {
             root,
             state_dir,
             run_id,
             managed_paths,
+            declared,
             durability: Arc::new(Durability::new()),
             secrets: Arc::new(secrets),
             path_cache: Arc::new(PathCache::new()),
@@ -114,6 +134,9 @@ fn with_ancestors(paths: Vec<String>) -> foldhash::HashSet<String> {
 }
 
 /// Reads every resource of a node, in parallel. Changes nothing.
+///
+/// A resource that reads fine but that applying would refuse ([`crate::resource::provider::Provider::refusal`]) is
+/// observed as an error starting with [`REFUSED`], which the planner reports as a refusal.
 pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result<State, String>> {
     // Nothing changes while reading: a missing directory can be remembered as missing, so
     // the thousands of paths below a directory not created yet cost no `lstat` each.
@@ -126,10 +149,20 @@ pub fn observe(node: &model::Node, registry: &Registry, env: &Env) -> Vec<Result
         .resources
         .par_iter()
         .map(|res| match registry.get(&res.id.kind) {
-            Some(ty) => ty
-                .provider()
-                .read(&ctx, res)
-                .map_err(|err| model::scrub(&err.to_string(), &env.secrets)),
+            Some(ty) => {
+                let provider = ty.provider();
+                let observed = provider.read(&ctx, res).and_then(|state| {
+                    match provider.refusal(&ctx, res, &state, &env.declared)? {
+                        Some(why) => Ok(Err(format!("{REFUSED}{why}"))),
+                        None => Ok(Ok(state)),
+                    }
+                });
+                match observed {
+                    Ok(Ok(state)) => Ok(state),
+                    Ok(Err(refused)) => Err(model::scrub(&refused, &env.secrets)),
+                    Err(err) => Err(model::scrub(&err.to_string(), &env.secrets)),
+                }
+            }
             None => Err(format!("unknown resource type `{}`", res.id.kind)),
         })
         .collect();
@@ -260,6 +293,9 @@ pub fn apply(
 ) -> std::io::Result<RunReport> {
     let started = Instant::now();
     let node = graph.node;
+    if let Some(report) = refused(node, plan, started) {
+        return Ok(report);
+    }
     let n = node.resources.len();
     let n_workers = config.parallel.clamp(1, n.max(1));
     let mut steps: Vec<(Step, Option<Action>)> = vec![(Step::Nothing, None); n];
@@ -344,6 +380,41 @@ pub fn apply(
     Ok(RunReport {
         node: node.name.clone(),
         outcomes: ordered,
+        duration: started.elapsed(),
+    })
+}
+
+/// A plan that holds a refusal ([`crate::plan::PlannedChange::refusal`]) changes nothing: each refused
+/// resource fails with its reason and every other one is skipped because of the first.
+fn refused(node: &model::Node, plan: &NodePlan, started: Instant) -> Option<RunReport> {
+    let first = plan.changes.iter().find(|c| c.refusal().is_some())?;
+    let because = node.resources.get(first.resource)?.id.clone();
+    let outcomes = plan
+        .changes
+        .iter()
+        .filter_map(|planned| {
+            let res = node.resources.get(planned.resource)?;
+            let outcome = match planned.refusal() {
+                Some(why) => Outcome::Failed {
+                    error: format!("{REFUSED}{why}"),
+                    output: None,
+                },
+                None => Outcome::Skipped {
+                    because: because.clone(),
+                },
+            };
+            Some(ResourceOutcome {
+                resource: planned.resource,
+                id: res.id.clone(),
+                action: planned.change.as_ref().ok().map(|c| c.action),
+                outcome,
+                duration: Duration::ZERO,
+            })
+        })
+        .collect();
+    Some(RunReport {
+        node: node.name.clone(),
+        outcomes,
         duration: started.elapsed(),
     })
 }
@@ -661,5 +732,92 @@ fn run_one(
         },
         Ok(Applied::AlreadyConverged) => Outcome::Unchanged,
         Err(err) => failed(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{SourceId, Span};
+    use crate::model::{Attr, Value};
+
+    fn file(path: &str) -> model::Resource {
+        let span = Span::new(SourceId(0), 0, 0);
+        model::Resource {
+            id: ResourceId::new("file", path),
+            span,
+            source: SourceId(0),
+            attrs: [(
+                "content".to_string(),
+                Attr {
+                    value: Value::String("x\n".into()),
+                    span,
+                    sensitive: false,
+                },
+            )]
+            .into_iter()
+            .collect(),
+            relations: Vec::new(),
+            association: None,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// The executor refuses a plan with a refusal as a whole: an agent handed one (fleet
+    /// mode, where no `cli` stops it first) changes nothing.
+    #[test]
+    fn a_plan_holding_a_refusal_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let node = model::Node {
+            name: "local".into(),
+            tags: Default::default(),
+            facts: crate::facts::local(root.path()),
+            resources: Arc::new(vec![file("/fine"), file("/x/y/z")]),
+        };
+        let registry = Registry::builtin();
+        let env = Env::new(
+            &node,
+            &registry,
+            root.path().to_path_buf(),
+            state.path().to_path_buf(),
+            "run".into(),
+            Vec::new(),
+        );
+        let observed = observe(&node, &registry, &env);
+        assert!(observed[0].is_ok(), "{:?}", observed[0]);
+        let graph = ResourceGraph::build(&node, &registry, &mut Vec::new());
+        let plan = crate::plan::build(&graph, &registry, &observed);
+        let refused: Vec<_> = plan.changes.iter().filter_map(|c| c.refusal()).collect();
+        assert_eq!(
+            refused,
+            ["its parent directory /x/y does not exist and no resource declares it"]
+        );
+
+        let report = apply(
+            &graph,
+            &registry,
+            &plan,
+            &env,
+            Config { parallel: 2 },
+            &|_| {},
+        )
+        .unwrap();
+        let outcome = |path: &str| {
+            report
+                .outcomes
+                .iter()
+                .find(|o| o.id.name == path)
+                .map(|o| o.outcome.clone())
+                .unwrap()
+        };
+        assert!(outcome("/x/y/z").is_failed());
+        assert_eq!(
+            outcome("/fine"),
+            Outcome::Skipped {
+                because: ResourceId::new("file", "/x/y/z")
+            }
+        );
+        assert!(!root.path().join("fine").exists());
     }
 }

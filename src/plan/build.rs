@@ -4,9 +4,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use rayon::prelude::*;
 
+use crate::diag::Diagnostic;
 use crate::model::{self, ResourceId, Value};
 use crate::plan::graph::ResourceGraph;
 use crate::resource::change::{Action, Change, State};
+use crate::resource::provider::REFUSED;
 use crate::resource::{RefreshWords, Registry};
 
 /// The changes that would make every planned node match its documents (Terraform's plan).
@@ -54,6 +56,12 @@ impl PlannedChange {
     pub fn is_change(&self) -> bool {
         self.action() != Action::NoOp || !self.refreshed_by.is_empty()
     }
+
+    /// Why applying this resource would fail for sure, when its provider found so while
+    /// observing ([`crate::resource::provider::Provider::refusal`]).
+    pub fn refusal(&self) -> Option<&str> {
+        self.change.as_ref().err()?.strip_prefix(REFUSED)
+    }
 }
 
 /// Counts by action.
@@ -69,8 +77,10 @@ pub struct Summary {
     pub delete: usize,
     /// Commands to run and refreshes (restarts) foreseen.
     pub run: usize,
-    /// Resources that could not be read.
+    /// Resources that could not be read, or that applying would refuse.
     pub errors: usize,
+    /// Of `errors`, the resources that applying would refuse.
+    pub refused: usize,
 }
 
 impl Summary {
@@ -86,7 +96,10 @@ impl Plan {
         let mut summary = Summary::default();
         for change in self.nodes.iter().flat_map(|n| &n.changes) {
             match change.change.as_ref().map(|c| c.action) {
-                Err(_) => summary.errors += 1,
+                Err(_) => {
+                    summary.errors += 1;
+                    summary.refused += usize::from(change.refusal().is_some());
+                }
                 Ok(Action::Create) => summary.create += 1,
                 Ok(Action::Update) => summary.update += 1,
                 Ok(Action::Replace) => summary.replace += 1,
@@ -97,6 +110,31 @@ impl Plan {
             }
         }
         summary
+    }
+
+    /// What applying would refuse, as errors located at each refused resource's
+    /// declaration (code `plan::refused`); `nodes` are the planned nodes, in plan order.
+    /// Applying a plan that holds any of them changes nothing.
+    pub fn refusals(&self, nodes: &[&model::Node]) -> Vec<Diagnostic> {
+        let mut refusals = Vec::new();
+        for (node_plan, node) in self.nodes.iter().zip(nodes) {
+            for planned in &node_plan.changes {
+                let (Some(why), Some(res)) =
+                    (planned.refusal(), node.resources.get(planned.resource))
+                else {
+                    continue;
+                };
+                refusals.push(
+                    Diagnostic::error(
+                        "plan::refused",
+                        res.span,
+                        format!("`{}` cannot be applied: {why}", res.id),
+                    )
+                    .with_label("declared here"),
+                );
+            }
+        }
+        refusals
     }
 
     /// True when applying would change anything.

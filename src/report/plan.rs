@@ -134,8 +134,12 @@ pub fn write_human(
             "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} to run.",
             summary.create, summary.update, summary.replace, summary.delete, summary.run
         );
-        if summary.errors > 0 {
-            let _ = write!(out, " {} could not be read.", summary.errors);
+        let unreadable = summary.errors - summary.refused;
+        if unreadable > 0 {
+            let _ = write!(out, " {unreadable} could not be read.");
+        }
+        if summary.refused > 0 {
+            let _ = write!(out, " {} would be refused.", summary.refused);
         }
         out.push('\n');
     }
@@ -149,12 +153,20 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
     let change = match &planned.change {
         Ok(change) => change,
         Err(message) => {
-            let _ = writeln!(
-                out,
-                "  {} {}: cannot read: {message}",
-                style.paint("31", "x"),
-                res.id
-            );
+            let _ = match planned.refusal() {
+                Some(why) => writeln!(
+                    out,
+                    "  {} {}: apply would refuse: {why}",
+                    style.paint("31", "x"),
+                    res.id
+                ),
+                None => writeln!(
+                    out,
+                    "  {} {}: cannot read: {message}",
+                    style.paint("31", "x"),
+                    res.id
+                ),
+            };
             return;
         }
     };

@@ -62,6 +62,40 @@ impl Accounts {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    /// Why naming `name` as a user would fail: it is not a number, not in the root's
+    /// `etc/passwd`, and not in `declared` (users the node's documents create).
+    pub fn missing_user(
+        &self,
+        name: &str,
+        declared: &foldhash::HashSet<String>,
+        root: &Path,
+    ) -> Option<String> {
+        (self.user(name).is_none() && name.parse::<u32>().is_err() && !declared.contains(name))
+            .then(|| {
+                format!(
+                    "user `{name}` is not in {} and no `user` resource declares it",
+                    root.join("etc/passwd").display()
+                )
+            })
+    }
+
+    /// Why naming `name` as a group would fail: it is not a number, not in the root's
+    /// `etc/group`, and not in `declared` (groups the node's documents create).
+    pub fn missing_group(
+        &self,
+        name: &str,
+        declared: &foldhash::HashSet<String>,
+        root: &Path,
+    ) -> Option<String> {
+        (self.group(name).is_none() && name.parse::<u32>().is_err() && !declared.contains(name))
+            .then(|| {
+                format!(
+                    "group `{name}` is not in {} and no `group` resource declares it",
+                    root.join("etc/group").display()
+                )
+            })
+    }
+
     /// A user's name by id.
     pub fn user_name(&self, uid: u32) -> Option<&str> {
         self.users

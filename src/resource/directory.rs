@@ -4,7 +4,7 @@ use crate::model::Value;
 use crate::resource::beneath::{Dir, Entry};
 use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::fsutil::{self, Kind};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 
 use crate::diag::Diagnostic;
 use crate::model::Resource;
@@ -89,6 +89,16 @@ impl ResourceType for Directory {
 }
 
 impl Provider for Directory {
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        fsutil::path_refusal(ctx, res, observed, declared)
+    }
+
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, meta) = fsutil::inspect_located(&located)?;

@@ -3,7 +3,7 @@
 use crate::model::{Resource, Value};
 use crate::resource::change::{Action, Change, Content, ContentChange, State};
 use crate::resource::fsutil::{self, Kind};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrType, ENSURE_PRESENT_ABSENT, GROUP, ImplicitDep, MODE, NameRule, OWNER, ResourceType,
     TypeSchema, attr, diff_attrs, path_deps,
@@ -137,6 +137,16 @@ fn desired_bytes(res: &Resource) -> Option<&[u8]> {
 }
 
 impl Provider for File {
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        fsutil::path_refusal(ctx, res, observed, declared)
+    }
+
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, meta) = fsutil::inspect_located(&located)?;

@@ -12,11 +12,12 @@
 //! imports it.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use crate::model::{Resource, Value};
 use crate::resource::accounts::Accounts;
 use crate::resource::beneath::Entry;
-use crate::resource::provider::{Applied, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, ProviderCtx, ProviderError};
 
 /// What exists at a path, without following a final symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +146,49 @@ pub fn observe_ownership(
         }
     }
     Ok(())
+}
+
+/// What applying a path resource (`file`, `directory`, `symlink`) would refuse for sure:
+/// creating it when its parent directory is missing and no resource declares the parent,
+/// or giving it an owner or group that neither the root's account files nor the node's
+/// documents have. Nothing for a resource that should be absent.
+pub fn path_refusal(
+    ctx: &ProviderCtx<'_>,
+    res: &Resource,
+    observed: &crate::resource::change::State,
+    declared: &Declared,
+) -> Result<Option<String>, ProviderError> {
+    if res.attr_str("ensure") == Some("absent") {
+        return Ok(None);
+    }
+    let absent = observed.get("ensure").and_then(Value::as_str) == Some("absent");
+    if absent {
+        let located = ctx.locate(&res.id.name)?;
+        let parent = Path::new(&res.id.name)
+            .parent()
+            .map(|parent| parent.to_string_lossy().into_owned());
+        if located.entry.is_none()
+            && let Some(parent) = parent
+            && !declared.paths.contains(parent.trim_end_matches('/'))
+        {
+            return Ok(Some(format!(
+                "its parent directory {parent} does not exist and no resource declares it"
+            )));
+        }
+    }
+    let owner = res.attr_str("owner");
+    let group = res.attr_str("group");
+    if owner.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let accounts = Accounts::read(ctx.root)
+        .map_err(|err| ProviderError::io(ctx.root.join("etc/passwd"), err))?;
+    let missing = owner
+        .and_then(|name| accounts.missing_user(name, &declared.users, ctx.root))
+        .or_else(|| {
+            group.and_then(|name| accounts.missing_group(name, &declared.groups, ctx.root))
+        });
+    Ok(missing)
 }
 
 /// The uid and gid a resource asks for, looked up in the root's accounts.

@@ -8,7 +8,7 @@
 use crate::model::{Resource, Value};
 use crate::resource::change::{Action, State};
 use crate::resource::command::{Run, argv};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Account, Applied, Provider, ProviderCtx, ProviderError};
 use crate::resource::user::{check_converged, read_accounts, shadow_prefix};
 use crate::resource::{AttrType, ENSURE_PRESENT_ABSENT, NameRule, ResourceType, TypeSchema, attr};
 
@@ -42,6 +42,13 @@ impl ResourceType for Group {
 
     fn kind(&self) -> &'static str {
         "group"
+    }
+
+    fn declared_accounts(&self, res: &Resource) -> Vec<Account> {
+        if res.attr_str("ensure") == Some("absent") {
+            return Vec::new();
+        }
+        vec![Account::Group(res.id.name.clone())]
     }
 
     fn schema(&self) -> &TypeSchema {

@@ -443,6 +443,12 @@ pub trait ResourceType: Send + Sync {
     ) -> Result<Vec<(&'static str, Value)>, import::ImportError> {
         import::attrs_from_state(id, self.schema(), observed)
     }
+
+    /// The accounts this resource makes on the node when it is present (`user`, `group`):
+    /// an owner or group that names one is declared, so the plan does not refuse it.
+    fn declared_accounts(&self, _res: &Resource) -> Vec<provider::Account> {
+        Vec::new()
+    }
 }
 
 /// How reports word a refresh of one type ([`ResourceType::refresh_words`]).

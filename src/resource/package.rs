@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::model::{Resource, Value};
 use crate::resource::change::{Action, AttrChange, Change, State};
 use crate::resource::command::{Run, argv};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 use crate::resource::{AttrType, NameRule, ResourceType, TypeSchema, attr};
 
 pub(crate) struct Package;
@@ -129,6 +129,18 @@ impl Provider for Package {
         Ok(state)
     }
 
+    /// Under `--root` only the root's dpkg database is read: a change is refused.
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        _declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        let change = self.diff(res, observed);
+        Ok((!ctx.is_live() && change.is_change()).then(|| not_under_root(ctx, res, &change)))
+    }
+
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {
         let observed = self.read(ctx, res)?;
         let change = self.diff(res, &observed);
@@ -137,12 +149,7 @@ impl Provider for Package {
         }
         if !ctx.is_live() {
             return Err(ProviderError::Unsupported {
-                message: format!(
-                    "packages cannot be installed or removed under --root ({}): `{}` needs {}",
-                    ctx.root.display(),
-                    res.id,
-                    change.action.as_str()
-                ),
+                message: not_under_root(ctx, res, &change),
             });
         }
         let command = apt_command(&res.id.name, res.attr_str("ensure").unwrap_or("present"));
@@ -165,6 +172,16 @@ impl Provider for Package {
             output: Some(output),
         })
     }
+}
+
+/// Why a package cannot change under `--root`.
+fn not_under_root(ctx: &ProviderCtx<'_>, res: &Resource, change: &Change) -> String {
+    format!(
+        "packages cannot be installed or removed under --root ({}): `{}` needs {}",
+        ctx.root.display(),
+        res.id,
+        change.action.as_str()
+    )
 }
 
 /// A package dpkg knows about, in any state but `not-installed`/`config-files`.

@@ -422,6 +422,49 @@ pub trait Provider: Send + Sync {
     fn refresh(&self, _ctx: &ProviderCtx<'_>, _res: &Resource) -> Result<Applied, ProviderError> {
         Ok(Applied::AlreadyConverged)
     }
+
+    /// What `apply` would refuse, found while planning (an honest plan): given the state
+    /// `read` observed and what the node's documents declare, why applying this resource
+    /// would fail for sure (a missing parent directory nothing declares, an owner that does
+    /// not exist and is not declared, a change this node cannot make under `--root`).
+    /// Changes nothing. The default refuses nothing.
+    fn refusal(
+        &self,
+        _ctx: &ProviderCtx<'_>,
+        _res: &Resource,
+        _observed: &State,
+        _declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
+}
+
+/// Starts the error of a resource whose [`Provider::refusal`] found that applying it would
+/// fail: the planner tells such an error from one of reading by this prefix, since an
+/// observed state travels as `Result<State, String>` (to and from agents too).
+pub const REFUSED: &str = "apply would refuse: ";
+
+/// What a node's documents declare, for [`Provider::refusal`]: the paths its present
+/// resources manage ([`crate::resource::ResourceType::managed_path`], without their
+/// ancestors) and the users and groups its present `user` and `group` resources make
+/// ([`crate::resource::ResourceType::declared_accounts`]).
+#[derive(Clone, Debug, Default)]
+pub struct Declared {
+    /// Managed paths, without a trailing `/`.
+    pub paths: HashSet<String>,
+    /// Declared user names.
+    pub users: HashSet<String>,
+    /// Declared group names.
+    pub groups: HashSet<String>,
+}
+
+/// An account a resource makes on the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Account {
+    /// A user, by name.
+    User(String),
+    /// A group, by name.
+    Group(String),
 }
 
 /// What the providers' unit tests share: a context over a root with a scripted runner, and

@@ -3,7 +3,7 @@
 use crate::model::Value;
 use crate::resource::change::{Change, State};
 use crate::resource::fsutil::{self, Kind};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 
 use crate::model::Resource;
 use crate::resource::{
@@ -61,6 +61,16 @@ impl ResourceType for Symlink {
 }
 
 impl Provider for Symlink {
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        fsutil::path_refusal(ctx, res, observed, declared)
+    }
+
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&res.id.name)?;
         let (kind, _) = fsutil::inspect_located(&located)?;

@@ -11,7 +11,7 @@ use crate::model::{Resource, Value};
 use crate::resource::accounts::Accounts;
 use crate::resource::change::{Action, Change, State};
 use crate::resource::command::{Run, argv};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Account, Applied, Declared, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrType, Candidates, ENSURE_PRESENT_ABSENT, ImplicitDep, NameRule, ResourceType, TypeSchema,
     attr, diff_attrs,
@@ -56,6 +56,20 @@ impl ResourceType for User {
         "user"
     }
 
+    /// The user, and a group of its name when it names no primary group: `useradd` makes
+    /// one where the system's `USERGROUPS_ENAB` says so, and the plan refuses only what
+    /// would fail for sure.
+    fn declared_accounts(&self, res: &Resource) -> Vec<Account> {
+        if res.attr_str("ensure") == Some("absent") {
+            return Vec::new();
+        }
+        let mut accounts = vec![Account::User(res.id.name.clone())];
+        if res.attr("group").is_none() {
+            accounts.push(Account::Group(res.id.name.clone()));
+        }
+        accounts
+    }
+
     fn schema(&self) -> &TypeSchema {
         &SCHEMA
     }
@@ -92,6 +106,30 @@ impl ResourceType for User {
 impl Provider for User {
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         Ok(observe(&read_accounts(ctx)?, res))
+    }
+
+    /// A primary or supplementary group that neither the root nor the documents have.
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        _observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        if res.attr_str("ensure") == Some("absent") {
+            return Ok(None);
+        }
+        let mut groups: Vec<&str> = res.attr_str("group").into_iter().collect();
+        if let Some(Value::List(items)) = res.attr("groups") {
+            groups.extend(items.iter().filter_map(Value::as_str));
+        }
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let accounts = read_accounts(ctx)?;
+        Ok(groups
+            .into_iter()
+            .find_map(|group| accounts.missing_group(group, &declared.groups, ctx.root)))
     }
 
     fn apply(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<Applied, ProviderError> {

@@ -16,6 +16,7 @@ mod front_door;
 mod front_door_kdl;
 mod fuzz;
 mod graph;
+mod honest_plans;
 mod import;
 mod kdl_spec;
 mod layering;
