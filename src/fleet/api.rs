@@ -1087,7 +1087,7 @@ pub struct FindingInfo {
     pub node: String,
     /// `TYPE:NAME`.
     pub resource: String,
-    /// `drift` or `failure`.
+    /// `drift`, `failure` or `unreachable`.
     pub kind: String,
     /// Open until a compliant run (or a person) resolves it.
     pub open: bool,

@@ -503,11 +503,10 @@ async fn tick(
         )
         .await;
         let run_id = response.run_id.as_deref().unwrap_or("-");
-        let outcome = if response.failed { "failed" } else { "done" };
         if response.failed {
-            tracing::warn!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} {outcome}");
+            tracing::warn!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} failed");
         } else {
-            tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} {outcome}");
+            tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} done");
         }
         last_runs.insert(name.clone(), Utc::now());
         let _ = crate::fleet::pki::write_private(

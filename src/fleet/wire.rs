@@ -775,17 +775,7 @@ impl WireOutcome {
 }
 
 fn parse_action(text: &str) -> Result<Action, WireError> {
-    [
-        Action::NoOp,
-        Action::Create,
-        Action::Update,
-        Action::Replace,
-        Action::Delete,
-        Action::Run,
-    ]
-    .into_iter()
-    .find(|a| a.as_str() == text)
-    .ok_or_else(|| WireError::Action(text.to_string()))
+    Action::from_name(text).ok_or_else(|| WireError::Action(text.to_string()))
 }
 
 /// A run report from an agent's outcomes.

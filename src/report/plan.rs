@@ -245,15 +245,7 @@ pub fn done_word(action: Action) -> &'static str {
 
 /// The action named by [`Action::as_str`] (as a stored run keeps it), but no-op.
 pub fn parse_action(name: &str) -> Option<Action> {
-    [
-        Action::Create,
-        Action::Update,
-        Action::Replace,
-        Action::Delete,
-        Action::Run,
-    ]
-    .into_iter()
-    .find(|action| action.as_str() == name)
+    Action::from_name(name).filter(|action| *action != Action::NoOp)
 }
 
 /// Writes a change's attribute lines and content, each line after `indent`.

@@ -53,6 +53,20 @@ impl Action {
             Action::Run => "run",
         }
     }
+
+    /// The action [`Action::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Action> {
+        [
+            Action::NoOp,
+            Action::Create,
+            Action::Update,
+            Action::Replace,
+            Action::Delete,
+            Action::Run,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == name)
+    }
 }
 
 /// One attribute's before and after.

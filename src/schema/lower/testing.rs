@@ -1,3 +1,5 @@
+#![cfg(test)]
+
 //! What the unit tests of lowering share: a project built in memory from YAML texts, a
 //! [`ProjectFiles`] backed by a map, and lowering with the built-in resource types.
 //!
