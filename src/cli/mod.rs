@@ -23,7 +23,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::resource::Registry;
 use crate::validate::{Validated, validate};
 
-/// Exit codes (SPEC section 3, Terraform's convention). Usage errors are 1, never 2.
+/// Exit codes (docs/guide/commands.md, Terraform's convention). Usage errors are 1, never 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Success; no changes (with `--detailed-exitcode`).

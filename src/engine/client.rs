@@ -1,7 +1,7 @@
 //! How the engine reaches a node: the [`AgentClient`] trait, and [`LocalClient`], the client
 //! of this machine.
 //!
-//! The trait has the shape of STYLE.md 1.4: the engine defines what it needs, and whoever
+//! The trait is the seam between layers: the engine defines what it needs, and whoever
 //! reaches nodes implements it (`fleet` over the controller's dispatch, tests with an
 //! in-process fake).
 //!

@@ -42,7 +42,7 @@ impl ResourceId {
     }
 }
 
-/// The one place that writes the text form (SPEC's identity).
+/// The one place that writes the text form (`TYPE:NAME`, docs/guide/documents.md).
 impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.kind, self.name)

@@ -1,6 +1,6 @@
 //! Validates documents and lowers them to the [`model`](crate::model).
 //!
-//! Owns the document language's rules (SPEC section 2): top-level sections, parameters,
+//! Owns the document language's rules (docs/guide/documents.md): top-level sections, parameters,
 //! nodes, associations, `use` of modules, resources with `for_each`/`when`/relationships, and
 //! each attribute's type per the [`resource::Registry`](crate::resource::Registry). Which resources go to which node
 //! follows the associations; documents no association covers belong to `local`.

@@ -1,5 +1,5 @@
 //! The fleet, end to end: a real controller and real agents as processes on loopback, each
-//! agent with its own `--root`, driven through the CLI as SPEC's "Fleet quick path" says.
+//! agent with its own `--root`, driven through the CLI as docs/guide/fleet.md's quick path says.
 
 use std::io::{Read, Write};
 use std::process::Command;

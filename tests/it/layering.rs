@@ -1,4 +1,4 @@
-//! The module layering of docs/architecture.md, enforced (STYLE.md 1.5).
+//! The module layering of docs/architecture.md, enforced.
 //!
 //! The allowed dependencies are the table between the `layering` markers of
 //! docs/architecture.md, read by this test, so the page and the check cannot disagree.

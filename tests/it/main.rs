@@ -1,4 +1,4 @@
-//! Integration tests: all compile into one binary (STYLE.md section 6).
+//! Integration tests: all compile into one binary (one link step for the whole suite).
 //!
 //! Each test drives the real `steward` binary in a temporary directory.
 

@@ -11,7 +11,7 @@
 //! **Architecture Invariant:** every function here is pure: it takes records and returns a
 //! `String`. Reading the store, choosing the run and writing files belong to `cli`. The store
 //! types never derive `Serialize`; the wire shapes in the format files map them by hand
-//! (STYLE 1.3). A format's own helpers stay in its file; only what two formats use lives here.
+//! (docs/architecture.md). A format's own helpers stay in its file; only what two formats use lives here.
 //!
 //! ```
 //! use steward::report::run;

@@ -31,8 +31,8 @@ impl Lowerer<'_> {
     }
 
     /// One identity declared in two places is an error even when the two land on different
-    /// nodes (SPEC: once anywhere in a project). The same declaration reaching several
-    /// nodes is not a duplicate.
+    /// nodes (docs/guide/documents.md: once in a project). The same declaration reaching
+    /// several nodes is not a duplicate.
     pub(super) fn check_project_duplicates(&mut self, model: &Model) {
         let mut first: foldhash::HashMap<&ResourceId, Span> = foldhash::HashMap::default();
         let all = model
