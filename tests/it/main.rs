@@ -6,6 +6,7 @@ mod api_json;
 mod common;
 mod crash;
 mod cron;
+mod docs_help;
 mod drift;
 mod facts;
 mod fleet;
