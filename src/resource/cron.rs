@@ -16,7 +16,7 @@ use crate::model::{Resource, ResourceId, Value};
 use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange, State};
 use crate::resource::fsutil::{self, Kind};
 use crate::resource::import::{self, ImportError};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrRule, AttrType, Candidate, Candidates, CustomNameRule, ENSURE_PRESENT_ABSENT, ImplicitDep,
     NameRule, ResourceType, TypeSchema, attr, check_schema_rules, diff_attrs,
@@ -464,6 +464,29 @@ fn push_attr(change: &mut Change, res: &Resource, name: &str, before: Option<&st
 }
 
 impl Provider for Cron {
+    /// A job whose `/etc/cron.d` does not exist and is not declared cannot be written (an
+    /// honest plan says so): the same refusal as a `file`'s missing parent.
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        let absent = observed.get("ensure").and_then(Value::as_str) == Some("absent");
+        if res.attr_str("ensure") == Some("absent") || !absent {
+            return Ok(None);
+        }
+        let located = ctx.locate(&job_path(&res.id.name))?;
+        Ok(
+            (located.entry.is_none() && !declared.paths.contains(CRON_DIR)).then(|| {
+                format!(
+                    "its parent directory {CRON_DIR} does not exist and no resource declares it"
+                )
+            }),
+        )
+    }
+
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&job_path(&res.id.name))?;
         let (kind, meta) = fsutil::inspect_located(&located)?;
@@ -644,6 +667,51 @@ mod tests {
             err.to_string()
                 .starts_with("`cron:rotate` cannot be imported: its job file holds 0 job lines"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_job_without_its_cron_d_is_refused_unless_declared() {
+        use crate::resource::command::SystemRunner;
+        use crate::resource::provider::testing::{TestNode, resource};
+        let root = tempfile::tempdir().unwrap();
+        let node = TestNode::at(root.path());
+        let ctx = node.ctx(&SystemRunner);
+        let res = resource(
+            "cron",
+            "backup",
+            &[
+                ("schedule", Value::String("0 3 * * *".into())),
+                ("command", Value::String("true".into())),
+            ],
+        );
+        let observed = Cron.read(&ctx, &res).unwrap();
+        let refusal = |declared: &Declared| Cron.refusal(&ctx, &res, &observed, declared).unwrap();
+        assert_eq!(
+            refusal(&Declared::default()).as_deref(),
+            Some("its parent directory /etc/cron.d does not exist and no resource declares it")
+        );
+        let declared = Declared {
+            paths: ["/etc/cron.d".to_string()].into_iter().collect(),
+            ..Declared::default()
+        };
+        assert_eq!(refusal(&declared), None);
+        let gone = resource(
+            "cron",
+            "backup",
+            &[("ensure", Value::String("absent".into()))],
+        );
+        assert_eq!(
+            Cron.refusal(&ctx, &gone, &observed, &Declared::default())
+                .unwrap(),
+            None
+        );
+        std::fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+        let observed = Cron.read(&ctx, &res).unwrap();
+        assert_eq!(
+            Cron.refusal(&ctx, &res, &observed, &Declared::default())
+                .unwrap(),
+            None
         );
     }
 
