@@ -36,10 +36,24 @@ fn a_refusal_on_one_node_fails_the_plan_and_applies_nothing_anywhere() {
     assert_eq!(plan.code, 1, "{}\n{}", plan.all(), fleet.logs());
     assert!(plan.stderr.contains(&refusal("web-1")), "{}", plan.all());
     assert!(!plan.stderr.contains("node `web-2`"), "{}", plan.all());
+    // The plan is shown, as in local mode, with the refusal in place of a promised change.
+    assert!(
+        plan.stdout
+            .contains("x file:/x/y/z: apply would refuse: its parent directory /x/y"),
+        "{}",
+        plan.all()
+    );
+    let web1 = plan.stdout.split("web-2:").next().unwrap();
+    assert!(!web1.contains("+ file:/x/y/z"), "{}", plan.all());
 
     let apply = fleet.cli(&["apply", &p, "--yes"]);
     assert_eq!(apply.code, 1, "{}\n{}", apply.all(), fleet.logs());
     assert!(apply.stderr.contains(&refusal("web-1")), "{}", apply.all());
+    assert!(
+        apply.stdout.contains("1 would be refused."),
+        "{}",
+        apply.all()
+    );
     // Nothing changed on either node, nor was a run recorded.
     assert!(files_under(&fleet.root("web-1")).is_empty());
     let web2 = files_under(&fleet.root("web-2"));

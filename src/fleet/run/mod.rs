@@ -235,19 +235,16 @@ pub async fn run(
                 .await
         }
         Mode::Apply => {
-            let refusals = fleet
+            match fleet
                 .refusals(controller, &registry, &request, &progress)
-                .await;
-            if refusals.is_empty() {
-                fleet
-                    .apply(controller, &registry, &request, &progress)
-                    .await
-            } else {
-                RunResponse {
-                    failed: true,
-                    errors: refusals,
-                    ..RunResponse::default()
+                .await
+            {
+                None => {
+                    fleet
+                        .apply(controller, &registry, &request, &progress)
+                        .await
                 }
+                Some(refused) => refused,
             }
         }
     };
@@ -626,17 +623,17 @@ impl<'v> Fleet<'v> {
         answers
     }
 
-    /// What applying would refuse on the targets, as [`engine::refusals`] words it: an
-    /// apply plans every target first, as Terraform does, and applies nothing anywhere when
-    /// any node's plan holds a refusal. Nodes that cannot be probed are left to the apply
-    /// to report.
+    /// An apply plans every target first, as Terraform does, and applies nothing anywhere
+    /// when any node's plan holds a refusal: then the failed response, with the plan and
+    /// what it refuses as [`engine::refusals`] words it. Nodes that cannot be probed are
+    /// left to the apply to report.
     async fn refusals(
         &self,
         controller: &Arc<Controller>,
         registry: &Arc<Registry>,
         request: &RunRequest,
         progress: &mpsc::UnboundedSender<Event>,
-    ) -> Vec<String> {
+    ) -> Option<RunResponse> {
         let id = new_run_id();
         let answers = self
             .plan_all(&self.client(controller, &id, progress), registry)
@@ -655,7 +652,17 @@ impl<'v> Fleet<'v> {
         {
             tracing::error!(run = %id, "apply {id}: dropping its probes' results: {err}");
         }
-        engine::refusals(self.validated, &planned)
+        let errors = engine::refusals(self.validated, &planned);
+        (!errors.is_empty()).then(|| RunResponse {
+            failed: true,
+            errors,
+            output: crate::report::plan::human(
+                &planned.plan,
+                &planned.nodes,
+                Style::new(request.color),
+            ),
+            ..RunResponse::default()
+        })
     }
 
     /// An empty plan of this run, to fill.
