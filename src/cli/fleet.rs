@@ -855,6 +855,8 @@ fn print_errors(response: &RunResponse, nothing: Option<&str>) -> std::io::Resul
         return Ok(None);
     }
     if response.failed {
+        // What the run did show (a plan with refusals, results it could not store) first.
+        print_stdout(&response.output)?;
         for error in &response.errors {
             eprintln!("error: {error}");
         }

@@ -29,6 +29,7 @@ use crate::model;
 use crate::plan::graph::ResourceGraph;
 use crate::plan::{self, NodePlan, Plan};
 use crate::resource::Registry;
+use crate::validate::Validated;
 
 /// The plans of a run's nodes, with what the records and renderers need beside them.
 pub struct Planned<'v> {
@@ -67,6 +68,31 @@ impl<'v> Planned<'v> {
     pub fn node_plans(&self) -> impl Iterator<Item = (&NodePlan, &'v model::Node)> {
         self.plan.nodes.iter().zip(self.nodes.iter().copied())
     }
+}
+
+/// What applying the planned nodes would refuse ([`crate::plan::PlannedChange::refusal`]),
+/// one line per refused resource: `FILE:LINE:COL: node `NODE`: `ID` cannot be applied: WHY`,
+/// the file named relative to the project (as run records name it). A plan holding any
+/// of them applies nothing, on any node.
+pub fn refusals(validated: &Validated, planned: &Planned<'_>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (node_plan, node) in planned.node_plans() {
+        for change in &node_plan.changes {
+            let (Some(why), Some(res)) = (change.refusal(), node.resources.get(change.resource))
+            else {
+                continue;
+            };
+            let at = match record::location(validated, res) {
+                (Some(file), Some(line), Some(column)) => format!("{file}:{line}:{column}: "),
+                _ => String::new(),
+            };
+            lines.push(format!(
+                "{at}node `{}`: `{}` cannot be applied: {why}",
+                node.name, res.id
+            ));
+        }
+    }
+    lines
 }
 
 /// Observes a node through its client and plans it against what was seen.

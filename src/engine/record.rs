@@ -54,7 +54,7 @@ pub fn user() -> String {
 /// Where a resource is declared, as the store keeps it: the document relative to the
 /// project's root, so a local and a fleet run of one project name it alike, wherever
 /// steward ran.
-fn location(
+pub(super) fn location(
     validated: &Validated,
     res: &model::Resource,
 ) -> (Option<String>, Option<u32>, Option<u32>) {
@@ -179,7 +179,11 @@ pub fn observed_record(
             let mut result = match &change.change {
                 Err(message) => {
                     let mut result = record(validated, &node_plan.node, res, ResultOutcome::Failed);
-                    result.message = Some(format!("cannot read: {message}"));
+                    // A refusal is no reading error: its message already says what it is.
+                    result.message = Some(match change.refusal() {
+                        Some(_) => message.clone(),
+                        None => format!("cannot read: {message}"),
+                    });
                     result
                 }
                 Ok(diff) if diff.is_change() => {

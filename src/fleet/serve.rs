@@ -504,7 +504,7 @@ async fn tick(
         .await;
         let run_id = response.run_id.as_deref().unwrap_or("-");
         if response.failed {
-            tracing::warn!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} failed");
+            tracing::warn!(association = %name, run = run_id, errors = ?response.errors, "scheduled association `{name}`: run {run_id} failed");
         } else {
             tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} done");
         }

@@ -12,10 +12,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::diag::Diagnostic;
-use crate::model::{Resource, Value};
+use crate::model::{Resource, ResourceId, Value};
 use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange, State};
 use crate::resource::fsutil::{self, Kind};
-use crate::resource::provider::{Applied, Provider, ProviderCtx, ProviderError};
+use crate::resource::import::{self, ImportError};
+use crate::resource::provider::{Applied, Declared, Provider, ProviderCtx, ProviderError};
 use crate::resource::{
     AttrRule, AttrType, Candidate, Candidates, CustomNameRule, ENSURE_PRESENT_ABSENT, ImplicitDep,
     NameRule, ResourceType, TypeSchema, attr, check_schema_rules, diff_attrs,
@@ -184,6 +185,76 @@ impl Job {
         // Only what steward would write back is steward's: anything else is rewritten.
         (job.render(id) == text).then_some(job)
     }
+
+    /// Reads a job file written by hand, as cron reads it, for `steward import`: comments
+    /// and blank lines skipped, `NAME=VALUE` environment lines (spaces around `=` and
+    /// quotes around the value allowed), and exactly one `SCHEDULE USER COMMAND` line. Why
+    /// not, when the file holds what a `cron` resource cannot declare.
+    fn parse_foreign(text: &str) -> Result<Job, String> {
+        let mut env = BTreeMap::new();
+        let mut jobs = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((name, value)) = line.split_once('=')
+                && is_env_name(name.trim())
+            {
+                let value = value.trim();
+                let value = [('"', '"'), ('\'', '\'')]
+                    .iter()
+                    .find_map(|(open, close)| {
+                        value
+                            .strip_prefix(*open)
+                            .and_then(|v| v.strip_suffix(*close))
+                    })
+                    .unwrap_or(value);
+                env.insert(name.trim().to_string(), value.to_string());
+                continue;
+            }
+            jobs.push(line);
+        }
+        let [line] = jobs[..] else {
+            return Err(format!(
+                "its job file holds {} job lines, and a `cron` resource declares exactly one",
+                jobs.len()
+            ));
+        };
+        let mut rest = line;
+        let mut fields = Vec::new();
+        for _ in 0..6 {
+            let field = rest.split_whitespace().next().unwrap_or_default();
+            fields.push(field);
+            rest = rest.trim_start().get(field.len()..).unwrap_or_default();
+        }
+        let command = rest.trim();
+        let schedule = fields[..5].join(" ");
+        if let Some(problem) = schedule_problem(&schedule) {
+            return Err(format!(
+                "its job line `{line}` has no five-field schedule ({problem})"
+            ));
+        }
+        let user = fields[5];
+        if !NameRule::Account.accepts(user) || command.is_empty() {
+            return Err(format!(
+                "its job line `{line}` is not `SCHEDULE USER COMMAND`"
+            ));
+        }
+        // cron turns an unescaped `%` into a newline and what follows into the command's
+        // input, which the `command` attribute cannot say.
+        if command.replace("\\%", "").contains('%') {
+            return Err(format!(
+                "its command `{command}` feeds input after an unescaped `%`, which a `cron` resource cannot declare"
+            ));
+        }
+        Ok(Job {
+            env,
+            schedule,
+            user: user.to_string(),
+            command: unescape_percent(command),
+        })
+    }
 }
 
 /// A schedule with its fields separated by single spaces, as the job line holds it.
@@ -342,6 +413,44 @@ impl ResourceType for Cron {
     fn provider(&self) -> &dyn Provider {
         self
     }
+
+    /// A job file steward wrote declares what it read; one written by hand is read as cron
+    /// reads it ([`Job::parse_foreign`]), and applying the document rewrites it in steward's
+    /// form, after which a plan changes nothing. An empty `env` is left out.
+    fn import_attrs(
+        &self,
+        id: &ResourceId,
+        observed: &State,
+        _live: bool,
+    ) -> Result<Vec<(&'static str, Value)>, ImportError> {
+        let mut attrs = import::attrs_from_state(id, &SCHEMA, observed)?;
+        let present = observed.get("ensure").and_then(Value::as_str) == Some("present");
+        if present && !observed.contains_key("schedule") {
+            let text = observed
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let job = Job::parse_foreign(text).map_err(|why| ImportError::Unrepresentable {
+                id: id.clone(),
+                why,
+            })?;
+            let env = job
+                .env
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect();
+            attrs = vec![
+                ("schedule", Value::String(job.schedule)),
+                ("command", Value::String(job.command)),
+                ("user", Value::String(job.user)),
+                ("env", Value::Map(env)),
+            ];
+        }
+        attrs.retain(|(name, value)| {
+            !(*name == "env" && matches!(value, Value::Map(map) if map.is_empty()))
+        });
+        Ok(attrs)
+    }
 }
 
 /// Adds an attribute's before and after to a change, sensitive when the declared value is.
@@ -355,6 +464,29 @@ fn push_attr(change: &mut Change, res: &Resource, name: &str, before: Option<&st
 }
 
 impl Provider for Cron {
+    /// A job whose `/etc/cron.d` does not exist and is not declared cannot be written (an
+    /// honest plan says so): the same refusal as a `file`'s missing parent.
+    fn refusal(
+        &self,
+        ctx: &ProviderCtx<'_>,
+        res: &Resource,
+        observed: &State,
+        declared: &Declared,
+    ) -> Result<Option<String>, ProviderError> {
+        let absent = observed.get("ensure").and_then(Value::as_str) == Some("absent");
+        if res.attr_str("ensure") == Some("absent") || !absent {
+            return Ok(None);
+        }
+        let located = ctx.locate(&job_path(&res.id.name))?;
+        Ok(
+            (located.entry.is_none() && !declared.paths.contains(CRON_DIR)).then(|| {
+                format!(
+                    "its parent directory {CRON_DIR} does not exist and no resource declares it"
+                )
+            }),
+        )
+    }
+
     fn read(&self, ctx: &ProviderCtx<'_>, res: &Resource) -> Result<State, ProviderError> {
         let located = ctx.locate(&job_path(&res.id.name))?;
         let (kind, meta) = fsutil::inspect_located(&located)?;
@@ -485,6 +617,102 @@ mod tests {
         let extra = format!("{text}# a comment\n");
         assert_eq!(Job::parse(&extra, "cron:backup"), None);
         assert_eq!(Job::parse("", "cron:backup"), None);
+    }
+
+    #[test]
+    fn hand_written_files_are_read_as_cron_reads_them_for_import() {
+        let text = "# nightly\nSHELL = \"/bin/sh\"\n\n  MAILTO=ops\n17 2 * * *\twww-data   /usr/bin/rotate  -q 50\\%\n";
+        assert_eq!(
+            Job::parse_foreign(text),
+            Ok(Job {
+                env: BTreeMap::from([
+                    ("MAILTO".to_string(), "ops".to_string()),
+                    ("SHELL".to_string(), "/bin/sh".to_string()),
+                ]),
+                schedule: "17 2 * * *".into(),
+                user: "www-data".into(),
+                command: "/usr/bin/rotate  -q 50%".into(),
+            })
+        );
+        // What steward writes reads the same way.
+        let rendered = job().render("cron:backup");
+        assert_eq!(Job::parse_foreign(&rendered), Ok(job()));
+        for (bad, why) in [
+            ("", "0 job lines"),
+            ("0 1 * * * root a\n0 2 * * * root b\n", "2 job lines"),
+            ("@daily root true\n", "no five-field schedule"),
+            ("0 1 * * * root\n", "not `SCHEDULE USER COMMAND`"),
+            ("0 1 * * * root mail ops%hello\n", "unescaped `%`"),
+        ] {
+            let err = Job::parse_foreign(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn import_declares_a_hand_written_job_and_leaves_out_an_empty_env() {
+        let id = ResourceId::new("cron", "rotate");
+        let mut observed = State::new();
+        observed.insert("ensure".into(), Value::String("present".into()));
+        observed.insert(
+            "content".into(),
+            Value::String("5 4 * * * root /bin/true\n".into()),
+        );
+        let attrs = Cron.import_attrs(&id, &observed, false).unwrap();
+        let names: Vec<&str> = attrs.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["schedule", "command", "user"]);
+        observed.insert("content".into(), Value::String("# nothing\n".into()));
+        let err = Cron.import_attrs(&id, &observed, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`cron:rotate` cannot be imported: its job file holds 0 job lines"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_job_without_its_cron_d_is_refused_unless_declared() {
+        use crate::resource::command::SystemRunner;
+        use crate::resource::provider::testing::{TestNode, resource};
+        let root = tempfile::tempdir().unwrap();
+        let node = TestNode::at(root.path());
+        let ctx = node.ctx(&SystemRunner);
+        let res = resource(
+            "cron",
+            "backup",
+            &[
+                ("schedule", Value::String("0 3 * * *".into())),
+                ("command", Value::String("true".into())),
+            ],
+        );
+        let observed = Cron.read(&ctx, &res).unwrap();
+        let refusal = |declared: &Declared| Cron.refusal(&ctx, &res, &observed, declared).unwrap();
+        assert_eq!(
+            refusal(&Declared::default()).as_deref(),
+            Some("its parent directory /etc/cron.d does not exist and no resource declares it")
+        );
+        let declared = Declared {
+            paths: ["/etc/cron.d".to_string()].into_iter().collect(),
+            ..Declared::default()
+        };
+        assert_eq!(refusal(&declared), None);
+        let gone = resource(
+            "cron",
+            "backup",
+            &[("ensure", Value::String("absent".into()))],
+        );
+        assert_eq!(
+            Cron.refusal(&ctx, &gone, &observed, &Declared::default())
+                .unwrap(),
+            None
+        );
+        std::fs::create_dir_all(root.path().join("etc/cron.d")).unwrap();
+        let observed = Cron.read(&ctx, &res).unwrap();
+        assert_eq!(
+            Cron.refusal(&ctx, &res, &observed, &Declared::default())
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub enum ImportError {
         /// What is there, as the provider's `ensure` says it.
         found: String,
     },
+    /// What is there cannot be declared by the type's attributes (a cron job file holding
+    /// two jobs, say).
+    #[error("`{id}` cannot be imported: {why}")]
+    Unrepresentable {
+        /// The resource.
+        id: ResourceId,
+        /// Why, for the message.
+        why: String,
+    },
     /// The type has no state of its own to read.
     #[error("`{kind}` resources cannot be imported: {why}")]
     NotImportable {

@@ -249,3 +249,72 @@ fn package_and_service_round_trip_under_root() {
     let plan = plan_of(&out.stdout, "site.kdl", root.path());
     assert_eq!(plan.code, 0, "{}\n{}", plan.all(), out.stdout);
 }
+
+/// `cron` jobs under `--root/etc/cron.d`: one steward wrote and one written by hand. Once the
+/// imported document is applied (the hand-written file is rewritten in steward's form, the
+/// job unchanged), a plan changes nothing.
+#[test]
+fn cron_jobs_round_trip_once_applied() {
+    let root = machine();
+    root.write(
+        "etc/cron.d/backup",
+        "# managed by steward: cron:backup\nMAILTO=ops\n0 3 * * * root /usr/bin/backup --all 50\\%\n",
+    );
+    root.write(
+        "etc/cron.d/rotate",
+        "# rotate the logs\nSHELL=/bin/sh\n\n17 2 * * *   alice  /usr/bin/rotate -q {{ x }}\n",
+    );
+    let jobs = ["cron:backup", "cron:rotate", "cron:none"];
+    for (format, file) in [("yaml", "site.yaml"), ("kdl", "site.kdl")] {
+        let out = import(root.path(), format, &jobs);
+        assert_eq!(out.code, 0, "{}", out.all());
+        if format == "yaml" {
+            for expected in [
+                "\"cron:backup\":\n    schedule: \"0 3 * * *\"\n    command: \"/usr/bin/backup --all 50%\"\n    user: \"root\"\n    env: {\"MAILTO\": \"ops\"}\n",
+                "\"cron:rotate\":\n    schedule: \"17 2 * * *\"\n    command: \"/usr/bin/rotate -q {{ \\\"{{\\\" }} x }}\"\n    user: \"alice\"\n    env: {\"SHELL\": \"/bin/sh\"}\n",
+                "\"cron:none\":\n    ensure: \"absent\"\n",
+            ] {
+                assert!(out.stdout.contains(expected), "{expected}\n{}", out.all());
+            }
+        }
+        let project = TestEnv::new();
+        project.write(file, &out.stdout);
+        let at = root.path().to_str().unwrap();
+        let apply = project.run(&["apply", ".", "--root", at, "--yes"]);
+        assert_eq!(apply.code, 0, "{}\n{}", apply.all(), out.stdout);
+        let plan = project.run(&["plan", ".", "--root", at, "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "{}\n{}", plan.all(), out.stdout);
+    }
+    assert_eq!(
+        root.read("etc/cron.d/rotate"),
+        "# managed by steward: cron:rotate\nSHELL=/bin/sh\n17 2 * * * alice /usr/bin/rotate -q {{ x }}\n"
+    );
+}
+
+#[test]
+fn a_cron_file_a_resource_cannot_declare_is_a_clear_error() {
+    let root = machine();
+    root.write("etc/cron.d/two", "0 1 * * * root a\n0 2 * * * root b\n");
+    root.write("etc/cron.d/daily", "@daily root true\n");
+    std::fs::create_dir(root.path().join("etc/cron.d/dir")).unwrap();
+    for (job, message) in [
+        (
+            "cron:two",
+            "error: `cron:two` cannot be imported: its job file holds 2 job lines, and a `cron` resource declares exactly one",
+        ),
+        (
+            "cron:daily",
+            "error: `cron:daily` cannot be imported: its job line `@daily root true` has no five-field schedule",
+        ),
+        (
+            "cron:dir",
+            "error: `cron:dir` cannot be imported: a directory is at that path, not a cron",
+        ),
+        ("cron:a.b", "`a.b` is not a valid cron.d file name"),
+    ] {
+        let out = import(root.path(), "yaml", &[job]);
+        assert_eq!(out.code, 1, "{job}\n{}", out.all());
+        assert!(out.stderr.contains(message), "{job}\n{}", out.all());
+        assert_eq!(out.stdout, "", "{}", out.all());
+    }
+}

@@ -13,6 +13,7 @@ mod fleet;
 mod fleet_findings;
 mod fleet_harness;
 mod fleet_mode;
+mod fleet_refusals;
 mod front_door;
 mod front_door_kdl;
 mod fuzz;

@@ -235,9 +235,17 @@ pub async fn run(
                 .await
         }
         Mode::Apply => {
-            fleet
-                .apply(controller, &registry, &request, &progress)
+            match fleet
+                .refusals(controller, &registry, &request, &progress)
                 .await
+            {
+                None => {
+                    fleet
+                        .apply(controller, &registry, &request, &progress)
+                        .await
+                }
+                Some(refused) => refused,
+            }
         }
     };
     if nothing_targeted {
@@ -475,35 +483,14 @@ impl<'v> Fleet<'v> {
         {
             return RunResponse::error(err);
         }
-        let client = self.client(controller, &id, progress);
-        let mut probes = tokio::task::JoinSet::new();
-        for (idx, node) in self.targets.iter().enumerate() {
+        for node in &self.targets {
             let _ = progress.send(Event::NodeStarted {
                 node: node.name.clone(),
             });
-            let (validated, registry, client) = (
-                Arc::clone(&self.shared),
-                Arc::clone(registry),
-                client.clone(),
-            );
-            let node_idx = self.index_of(node);
-            probes.spawn(async move {
-                let result = match validated.model.nodes.get(node_idx) {
-                    Some(_) => {
-                        let graph = validated.graph(node_idx, &registry);
-                        engine::plan_node(&client, &registry, &graph).await
-                    }
-                    None => Err(AgentError::Failed("the node left the model".to_string())),
-                };
-                (idx, result)
-            });
         }
-        let mut answers: Vec<Option<Result<plan::NodePlan, AgentError>>> =
-            (0..self.targets.len()).map(|_| None).collect();
-        while let Some(joined) = probes.join_next().await {
-            let Ok((idx, result)) = joined else { continue };
-            answers[idx] = Some(result);
-        }
+        let answers = self
+            .plan_all(&self.client(controller, &id, progress), registry)
+            .await;
         let mut planned = self.planned(request);
         let mut statuses = Vec::new();
         let mut failures: Vec<(&model::Node, AgentError)> = Vec::new();
@@ -554,6 +541,8 @@ impl<'v> Fleet<'v> {
             ..RunResponse::default()
         };
         if request.mode == Mode::Plan {
+            // What applying would refuse fails the plan, located (a drift records it).
+            response.errors = engine::refusals(self.validated, &planned);
             let json = crate::report::plan::json(
                 &planned.plan,
                 &planned.nodes,
@@ -598,6 +587,82 @@ impl<'v> Fleet<'v> {
         response.nodes = tally(statuses, &record);
         store_into(controller, &record, &mut response).await;
         response
+    }
+
+    /// Observes every target at once and plans each (the answers in target order).
+    async fn plan_all(
+        &self,
+        client: &DispatchClient,
+        registry: &Arc<Registry>,
+    ) -> Vec<Option<Result<plan::NodePlan, AgentError>>> {
+        let mut probes = tokio::task::JoinSet::new();
+        for (idx, node) in self.targets.iter().enumerate() {
+            let (validated, registry, client) = (
+                Arc::clone(&self.shared),
+                Arc::clone(registry),
+                client.clone(),
+            );
+            let node_idx = self.index_of(node);
+            probes.spawn(async move {
+                let result = match validated.model.nodes.get(node_idx) {
+                    Some(_) => {
+                        let graph = validated.graph(node_idx, &registry);
+                        engine::plan_node(&client, &registry, &graph).await
+                    }
+                    None => Err(AgentError::Failed("the node left the model".to_string())),
+                };
+                (idx, result)
+            });
+        }
+        let mut answers: Vec<Option<Result<plan::NodePlan, AgentError>>> =
+            (0..self.targets.len()).map(|_| None).collect();
+        while let Some(joined) = probes.join_next().await {
+            let Ok((idx, result)) = joined else { continue };
+            answers[idx] = Some(result);
+        }
+        answers
+    }
+
+    /// An apply plans every target first, as Terraform does, and applies nothing anywhere
+    /// when any node's plan holds a refusal: then the failed response, with the plan and
+    /// what it refuses as [`engine::refusals`] words it. Nodes that cannot be probed are
+    /// left to the apply to report.
+    async fn refusals(
+        &self,
+        controller: &Arc<Controller>,
+        registry: &Arc<Registry>,
+        request: &RunRequest,
+        progress: &mpsc::UnboundedSender<Event>,
+    ) -> Option<RunResponse> {
+        let id = new_run_id();
+        let answers = self
+            .plan_all(&self.client(controller, &id, progress), registry)
+            .await;
+        let mut planned = self.planned(request);
+        for (node, answer) in self.targets.iter().zip(answers) {
+            if let Some(Ok(node_plan)) = answer {
+                planned.push(node, node_plan);
+            }
+        }
+        // Like a plan's, these probes' results are not kept.
+        let plan_id = id.clone();
+        if let Ok(Err(err)) = controller
+            .store(move |s| s.settle_plan_tasks(&plan_id))
+            .await
+        {
+            tracing::error!(run = %id, "apply {id}: dropping its probes' results: {err}");
+        }
+        let errors = engine::refusals(self.validated, &planned);
+        (!errors.is_empty()).then(|| RunResponse {
+            failed: true,
+            errors,
+            output: crate::report::plan::human(
+                &planned.plan,
+                &planned.nodes,
+                Style::new(request.color),
+            ),
+            ..RunResponse::default()
+        })
     }
 
     /// An empty plan of this run, to fill.
