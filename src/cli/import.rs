@@ -1,5 +1,5 @@
 //! `steward import`: live state, read through the providers, printed as a document that
-//! declares it (Terraform's `import`, Puppet's `puppet resource`). Applied, it changes nothing.
+//! declares it (Terraform's `import`, Puppet's `puppet resource`). Applied, it keeps that state (a plan after it is a no-op).
 //!
 //! The types decide which attributes to read and how a state becomes attributes
 //! ([`crate::resource::ResourceType::import_attrs`]); this module only reads and writes text.
@@ -154,7 +154,7 @@ fn literal(text: &str) -> String {
 
 fn header(from: &str, comment: &str) -> String {
     format!(
-        "{comment} Imported by `steward import` from {from}.\n{comment} Applied, it changes nothing: `steward plan` exits 0.\n"
+        "{comment} Imported by `steward import` from {from}.\n{comment} Applied, it keeps that state: `steward plan` then exits 0.\n"
     )
 }
 

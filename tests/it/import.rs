@@ -318,3 +318,52 @@ fn a_cron_file_a_resource_cannot_declare_is_a_clear_error() {
         assert_eq!(out.stdout, "", "{}", out.all());
     }
 }
+
+/// The imported document rebuilds what it read on a machine that has only the accounts and
+/// `/srv`: applied there, a plan after it changes nothing.
+#[test]
+fn the_document_rebuilds_the_state_on_a_bare_machine() {
+    let source = machine();
+    let out = import(
+        source.path(),
+        "yaml",
+        &[
+            "directory:/srv/app",
+            "file:/srv/app/motd",
+            "file:/srv/app/one-line",
+            "symlink:/srv/current",
+            "file:/srv/gone",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let bare = TestEnv::new();
+    for file in ["etc/passwd", "etc/group"] {
+        bare.write(file, std::fs::read(source.path().join(file)).unwrap());
+    }
+    std::fs::create_dir(bare.path().join("srv")).unwrap();
+    bare.write("srv/gone", "to be removed\n");
+    let project = TestEnv::new();
+    project.write("site.yaml", &out.stdout);
+    let root = bare.path().to_str().unwrap();
+    let applied = project.run(&["apply", ".", "--root", root, "--yes"]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.all(), out.stdout);
+    assert_eq!(
+        std::fs::read(bare.path().join("srv/app/motd")).unwrap(),
+        std::fs::read(source.path().join("srv/app/motd")).unwrap()
+    );
+    let mode = |root: &Path| {
+        std::fs::metadata(root.join("srv/app/motd"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(bare.path()), mode(source.path()));
+    assert_eq!(
+        std::fs::read_link(bare.path().join("srv/current")).unwrap(),
+        Path::new("/srv/app/motd")
+    );
+    assert!(!bare.path().join("srv/gone").exists());
+    let plan = project.run(&["plan", ".", "--root", root, "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.all(), out.stdout);
+}
