@@ -1186,6 +1186,8 @@ fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
     cut(&mut facts.os_family);
     cut(&mut facts.os_release);
     cut(&mut facts.arch);
+    cut(&mut facts.kernel);
+    cut(&mut facts.virtualization);
     facts.addresses.truncate(16);
     facts.addresses.iter_mut().for_each(cut);
     let peer = addr.ip().to_string();
@@ -1204,10 +1206,14 @@ mod tests {
         let facts = WireFacts {
             hostname: "h".repeat(10_000),
             addresses: vec!["1.2.3.4".into(); 100],
+            kernel: "k".repeat(10_000),
+            virtualization: "v".repeat(10_000),
             ..WireFacts::default()
         };
         let facts = sanitize_facts(facts, "127.0.0.1:9".parse().unwrap());
         assert_eq!(facts.hostname.len(), 256);
+        assert_eq!(facts.kernel.len(), 256);
+        assert_eq!(facts.virtualization.len(), 256);
         assert_eq!(facts.addresses.len(), 17);
         assert_eq!(facts.addresses.last().unwrap(), "127.0.0.1");
     }

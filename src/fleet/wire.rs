@@ -385,8 +385,11 @@ pub enum TaskResult {
 }
 
 /// A node's facts as agents report them. Data: never rendered as a template.
+///
+/// The one object of the protocol that takes unknown fields (ignored) and missing ones
+/// (unknown facts), so facts can be added within a protocol version: an agent reporting fewer
+/// or more facts than the controller knows still joins.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WireFacts {
     /// Host name.
     pub hostname: String,
@@ -398,6 +401,18 @@ pub struct WireFacts {
     pub arch: String,
     /// IP addresses.
     pub addresses: Vec<String>,
+    /// CPUs steward may use; `null` when unknown.
+    #[serde(default)]
+    pub cpus: Option<u64>,
+    /// Memory in bytes; `null` when unknown.
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// Kernel release; empty when unknown.
+    #[serde(default)]
+    pub kernel: String,
+    /// `physical`, or the virtual machine or container kind; empty when unknown.
+    #[serde(default, rename = "virtual")]
+    pub virtualization: String,
 }
 
 impl From<&model::Facts> for WireFacts {
@@ -408,6 +423,10 @@ impl From<&model::Facts> for WireFacts {
             os_release: facts.os_release.clone(),
             arch: facts.arch.clone(),
             addresses: facts.addresses.clone(),
+            cpus: facts.cpus,
+            memory: facts.memory,
+            kernel: facts.kernel.clone(),
+            virtualization: facts.virtualization.clone(),
         }
     }
 }
@@ -420,6 +439,10 @@ impl From<WireFacts> for model::Facts {
             os_release: facts.os_release,
             arch: facts.arch,
             addresses: facts.addresses,
+            cpus: facts.cpus,
+            memory: facts.memory,
+            kernel: facts.kernel,
+            virtualization: facts.virtualization,
         }
     }
 }
