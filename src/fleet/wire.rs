@@ -963,6 +963,45 @@ mod tests {
     }
 
     #[test]
+    fn hellos_with_fewer_or_more_facts_are_read() {
+        let hello = |facts: serde_json::Value| {
+            serde_json::from_value::<AgentMsg>(serde_json::json!({
+                "type": "hello", "protocol": PROTOCOL, "version": "0.1.0", "facts": facts,
+            }))
+        };
+        // An agent from before cpus, memory, kernel and virtual: those are unknown.
+        let old = hello(serde_json::json!({
+            "hostname": "h", "os_family": "debian", "os_release": "12", "arch": "x86_64",
+            "addresses": ["10.0.0.1"],
+        }));
+        let Ok(AgentMsg::Hello { facts, .. }) = old else {
+            panic!("{old:?}")
+        };
+        assert_eq!((facts.cpus, facts.memory), (None, None));
+        assert_eq!(facts.virtualization, "");
+        // A newer agent's fact this controller does not know is left out.
+        let new = hello(serde_json::json!({
+            "hostname": "h", "os_family": "debian", "os_release": "12", "arch": "x86_64",
+            "addresses": [], "cpus": 4, "memory": 1024, "kernel": "6.1.0", "virtual": "kvm",
+            "gpus": 2,
+        }));
+        let Ok(AgentMsg::Hello { facts, .. }) = new else {
+            panic!("{new:?}")
+        };
+        assert_eq!(facts.cpus, Some(4));
+        assert_eq!(model::Facts::from(facts).virtualization, "kvm");
+        // The rest of the message still refuses unknown fields.
+        assert!(
+            serde_json::from_value::<AgentMsg>(serde_json::json!({
+                "type": "hello", "protocol": PROTOCOL, "version": "0.1.0", "extra": 1,
+                "facts": { "hostname": "h", "os_family": "", "os_release": "", "arch": "",
+                           "addresses": [] },
+            }))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn values_keep_their_types() {
         let value = Value::Map(BTreeMap::from([
             ("s".to_string(), Value::String("1".into())),
