@@ -6,6 +6,7 @@
 //! Cheap and passive: a few small reads, no command, no thread. A source that cannot be read
 //! gives an unknown fact (an empty string, or `None`), never an error.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -22,12 +23,14 @@ pub fn local(root: &Path) -> Facts {
         .or_else(|| read(root, "usr/lib/os-release"))
         .unwrap_or_default();
     let (os_family, os_release) = parse_os_release(&os_release);
+    let (addresses, interfaces) = group_addresses(&interface_addresses());
     Facts {
         hostname,
         os_family,
         os_release,
         arch: std::env::consts::ARCH.to_string(),
-        addresses: addresses(),
+        addresses,
+        interfaces,
         cpus: std::thread::available_parallelism()
             .ok()
             .and_then(|n| u64::try_from(n.get()).ok()),
@@ -72,36 +75,55 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
-/// The addresses of the interfaces that are up, IPv4 first, in the kernel's order, each once;
-/// loopback and link-local addresses are left out (they name no machine from elsewhere).
-fn addresses() -> Vec<String> {
+/// The addresses of the interfaces that are up, in the kernel's order.
+fn interface_addresses() -> Vec<(String, IpAddr)> {
     let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
-    let mut found: Vec<IpAddr> = Vec::new();
-    for interface in interfaces {
-        if !interface
-            .flags
-            .contains(nix::net::if_::InterfaceFlags::IFF_UP)
-        {
+    interfaces
+        .filter(|interface| {
+            interface
+                .flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_UP)
+        })
+        .filter_map(|interface| {
+            let address = interface.address?;
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(address.as_sockaddr_in6()?.ip())
+            };
+            Some((interface.interface_name, ip))
+        })
+        .collect()
+}
+
+/// `(addresses, interfaces)`: every reachable address once, IPv4 first, and each interface's
+/// reachable addresses, IPv4 first; an interface without one is left out.
+fn group_addresses(found: &[(String, IpAddr)]) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+    let ordered = |mut ips: Vec<IpAddr>| {
+        ips.sort_by_key(IpAddr::is_ipv6);
+        ips.iter().map(IpAddr::to_string).collect::<Vec<_>>()
+    };
+    let mut all: Vec<IpAddr> = Vec::new();
+    let mut by_interface: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (name, ip) in found {
+        if !is_reachable(*ip) {
             continue;
         }
-        let Some(address) = interface.address else {
-            continue;
-        };
-        let ip = if let Some(v4) = address.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        if is_reachable(ip) && !found.contains(&ip) {
-            found.push(ip);
+        if !all.contains(ip) {
+            all.push(*ip);
+        }
+        let ips = by_interface.entry(name.clone()).or_default();
+        if !ips.contains(ip) {
+            ips.push(*ip);
         }
     }
-    found.sort_by_key(IpAddr::is_ipv6);
-    found.iter().map(IpAddr::to_string).collect()
+    let interfaces = by_interface
+        .into_iter()
+        .map(|(name, ips)| (name, ordered(ips)))
+        .collect();
+    (ordered(all), interfaces)
 }
 
 /// Whether an address can name this machine from another one: not loopback, not link-local,
@@ -378,6 +400,35 @@ mod tests {
             Some("podman")
         );
         assert_eq!(cgroup_container("0::/user.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn addresses_by_interface() {
+        let found: Vec<(String, IpAddr)> = [
+            ("lo", "127.0.0.1"),
+            ("lo", "::1"),
+            ("eth0", "fd00::2"),
+            ("eth0", "fe80::2"),
+            ("eth0", "10.0.0.2"),
+            ("eth0", "10.0.0.2"),
+            ("wg0", "10.9.0.1"),
+            ("br0", "169.254.3.3"),
+        ]
+        .iter()
+        .map(|(name, ip)| (name.to_string(), ip.parse().unwrap()))
+        .collect();
+        let (addresses, interfaces) = group_addresses(&found);
+        assert_eq!(addresses, ["10.0.0.2", "10.9.0.1", "fd00::2"]);
+        assert_eq!(
+            interfaces,
+            BTreeMap::from([
+                (
+                    "eth0".to_string(),
+                    vec!["10.0.0.2".to_string(), "fd00::2".to_string()]
+                ),
+                ("wg0".to_string(), vec!["10.9.0.1".to_string()]),
+            ])
+        );
     }
 
     #[test]

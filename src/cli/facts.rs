@@ -35,6 +35,16 @@ fn human(facts: &Facts) -> String {
     } else {
         facts.addresses.join(", ")
     };
+    let interfaces = if facts.interfaces.is_empty() {
+        "(none known)".to_string()
+    } else {
+        facts
+            .interfaces
+            .iter()
+            .map(|(name, addresses)| format!("{name}: {}", addresses.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let memory = facts
         .memory
         .map(|bytes| format!("{bytes} ({})", binary_size(bytes)));
@@ -44,6 +54,7 @@ fn human(facts: &Facts) -> String {
         ("node.os.release", known(facts.os_release.clone())),
         ("node.arch", facts.arch.clone()),
         ("node.addresses", addresses),
+        ("node.interfaces", interfaces),
         (
             "node.cpus",
             known(facts.cpus.map(|n| n.to_string()).unwrap_or_default()),
@@ -79,6 +90,7 @@ fn json(facts: &Facts) -> String {
         "os": { "family": facts.os_family, "release": facts.os_release },
         "arch": facts.arch,
         "addresses": facts.addresses,
+        "interfaces": facts.interfaces,
         "cpus": facts.cpus,
         "memory": facts.memory,
         "kernel": facts.kernel,

@@ -401,6 +401,9 @@ pub struct WireFacts {
     pub arch: String,
     /// IP addresses.
     pub addresses: Vec<String>,
+    /// The addresses by interface name.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, Vec<String>>,
     /// CPUs steward may use; `null` when unknown.
     #[serde(default)]
     pub cpus: Option<u64>,
@@ -423,6 +426,7 @@ impl From<&model::Facts> for WireFacts {
             os_release: facts.os_release.clone(),
             arch: facts.arch.clone(),
             addresses: facts.addresses.clone(),
+            interfaces: facts.interfaces.clone(),
             cpus: facts.cpus,
             memory: facts.memory,
             kernel: facts.kernel.clone(),
@@ -439,6 +443,7 @@ impl From<WireFacts> for model::Facts {
             os_release: facts.os_release,
             arch: facts.arch,
             addresses: facts.addresses,
+            interfaces: facts.interfaces,
             cpus: facts.cpus,
             memory: facts.memory,
             kernel: facts.kernel,
@@ -978,6 +983,7 @@ mod tests {
             panic!("{old:?}")
         };
         assert_eq!((facts.cpus, facts.memory), (None, None));
+        assert!(facts.interfaces.is_empty());
         assert_eq!(facts.virtualization, "");
         // A newer agent's fact this controller does not know is left out.
         let new = hello(serde_json::json!({

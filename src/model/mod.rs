@@ -340,6 +340,8 @@ pub struct Facts {
     pub arch: String,
     /// IP addresses (IPv4 first), loopback and link-local ones left out.
     pub addresses: Vec<String>,
+    /// The same addresses by interface name; an interface without one is left out.
+    pub interfaces: BTreeMap<String, Vec<String>>,
     /// How many CPUs steward may use (the affinity mask and cgroup quota counted).
     pub cpus: Option<u64>,
     /// Memory in bytes (`MemTotal`).

@@ -22,16 +22,17 @@ fn facts_are_what_templates_read() {
     let project = TestEnv::new();
     project.write(
         "site.yaml",
-        "steward: 1\nresources:\n  file:/facts:\n    content: \"{{ node.hostname }} {{ node.os.family }} {{ node.os.release }} {{ node.arch }} {{ node.addresses | length }} {{ node.cpus }} {{ node.memory }} {{ node.kernel }} {{ node.virtual }}\"\n",
+        "steward: 1\nresources:\n  file:/facts:\n    content: \"{{ node.hostname }} {{ node.os.family }} {{ node.os.release }} {{ node.arch }} {{ node.addresses | length }} {{ node.interfaces | length }} {{ node.cpus }} {{ node.memory }} {{ node.kernel }} {{ node.virtual }}\"\n",
     );
     let apply = project.run(&["apply", ".", "--root", root_arg, "--yes"]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     let rendered = std::fs::read_to_string(root.path().join("facts")).unwrap();
     let expected = format!(
-        "{} debian 24.04 {} {} {} {} {} {}",
+        "{} debian 24.04 {} {} {} {} {} {} {}",
         facts["hostname"].as_str().unwrap(),
         std::env::consts::ARCH,
         facts["addresses"].as_array().unwrap().len(),
+        facts["interfaces"].as_object().unwrap().len(),
         facts["cpus"],
         facts["memory"],
         facts["kernel"].as_str().unwrap(),
@@ -46,7 +47,14 @@ fn facts_are_what_templates_read() {
         "{}",
         human.all()
     );
-    for name in ["node.addresses", "node.cpus", "node.memory", "node.kernel"] {
+    for name in [
+        "node.addresses",
+        "node.interfaces",
+        "node.cpus",
+        "node.memory",
+        "node.kernel",
+        "node.virtual",
+    ] {
         assert!(
             human.stdout.contains(&format!("\n{name:<16} ")),
             "{}",
@@ -69,10 +77,25 @@ fn assert_host_facts(facts: &serde_json::Value) {
     assert!(facts["memory"].as_u64().unwrap() > 0, "{facts:#}");
     assert!(!facts["kernel"].as_str().unwrap().is_empty(), "{facts:#}");
     assert!(facts["virtual"].is_string(), "{facts:#}");
-    for address in facts["addresses"].as_array().unwrap() {
+    let addresses = facts["addresses"].as_array().unwrap();
+    for address in addresses {
         let ip: std::net::IpAddr = address.as_str().unwrap().parse().unwrap();
         assert!(!ip.is_loopback(), "{facts:#}");
     }
+    // Each interface's addresses are among them, and every one of them is on an interface.
+    let interfaces = facts["interfaces"].as_object().unwrap();
+    let on_interfaces: Vec<&serde_json::Value> = interfaces
+        .values()
+        .flat_map(|ips| ips.as_array().unwrap())
+        .collect();
+    assert!(
+        on_interfaces.iter().all(|ip| addresses.contains(ip)),
+        "{facts:#}"
+    );
+    assert!(
+        addresses.iter().all(|ip| on_interfaces.contains(&ip)),
+        "{facts:#}"
+    );
 }
 
 /// A document reading the new facts plans, and counts: `node.cpus * 2` is a number.
@@ -127,6 +150,7 @@ fn agents_report_their_facts_to_the_controller() {
     assert!(facts["memory"].as_u64().unwrap() > 0, "{facts:#}");
     assert!(!facts["kernel"].as_str().unwrap().is_empty(), "{facts:#}");
     assert!(facts["virtual"].is_string(), "{facts:#}");
+    assert!(facts["interfaces"].is_object(), "{facts:#}");
     // The address the agent reached the controller from, once.
     let addresses: Vec<&str> = facts["addresses"]
         .as_array()
