@@ -974,7 +974,7 @@ mod tests {
                 "type": "hello", "protocol": PROTOCOL, "version": "0.1.0", "facts": facts,
             }))
         };
-        // An agent from before cpus, memory, kernel and virtual: those are unknown.
+        // An agent from before interfaces, cpus, memory, kernel and virtual: those are unknown.
         let old = hello(serde_json::json!({
             "hostname": "h", "os_family": "debian", "os_release": "12", "arch": "x86_64",
             "addresses": ["10.0.0.1"],
