@@ -226,7 +226,11 @@ Examples:
   steward facts --root /tmp/image          # the OS release of an image
 
 Documents read these facts as `node.hostname`, `node.os.family`, `node.os.release`,
-`node.arch` and `node.addresses` (today always empty).")]
+`node.arch`, `node.addresses` (not loopback or link-local), `node.interfaces` (the same
+addresses by interface), `node.cpus`, `node.memory` (bytes), `node.kernel` and
+`node.virtual` (`physical`, `kvm`, `docker`, ...). Only the OS comes from --root; the rest
+describes the running machine. A fact that cannot be read is empty (none for cpus and
+memory, null in JSON).")]
     Facts(facts::FactsArgs),
     /// Print the JSON Schema of the YAML document spelling.
     #[command(after_help = "\

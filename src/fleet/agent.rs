@@ -498,11 +498,13 @@ impl SessionError {
 }
 
 /// The agent's facts: the machine under `--root`, and the address it reaches the controller
-/// from.
+/// from (added when the machine's addresses leave it out, as they do loopback).
 fn facts(root: &Path, local_addr: Option<std::net::SocketAddr>) -> WireFacts {
     let mut facts = WireFacts::from(&crate::facts::local(root));
-    if let Some(addr) = local_addr {
-        facts.addresses.push(addr.ip().to_string());
+    if let Some(addr) = local_addr.map(|addr| addr.ip().to_string())
+        && !facts.addresses.contains(&addr)
+    {
+        facts.addresses.push(addr);
     }
     facts
 }

@@ -1186,8 +1186,20 @@ fn sanitize_facts(mut facts: WireFacts, addr: SocketAddr) -> WireFacts {
     cut(&mut facts.os_family);
     cut(&mut facts.os_release);
     cut(&mut facts.arch);
+    cut(&mut facts.kernel);
+    cut(&mut facts.virtualization);
     facts.addresses.truncate(16);
     facts.addresses.iter_mut().for_each(cut);
+    facts.interfaces = std::mem::take(&mut facts.interfaces)
+        .into_iter()
+        .take(16)
+        .map(|(mut name, mut addresses)| {
+            cut(&mut name);
+            addresses.truncate(16);
+            addresses.iter_mut().for_each(cut);
+            (name, addresses)
+        })
+        .collect();
     let peer = addr.ip().to_string();
     if !facts.addresses.contains(&peer) {
         facts.addresses.push(peer);
@@ -1204,10 +1216,28 @@ mod tests {
         let facts = WireFacts {
             hostname: "h".repeat(10_000),
             addresses: vec!["1.2.3.4".into(); 100],
+            interfaces: (0..100)
+                .map(|i| {
+                    (
+                        format!("{i:03}{}", "n".repeat(10_000)),
+                        vec!["a".repeat(10_000); 100],
+                    )
+                })
+                .collect(),
+            kernel: "k".repeat(10_000),
+            virtualization: "v".repeat(10_000),
             ..WireFacts::default()
         };
         let facts = sanitize_facts(facts, "127.0.0.1:9".parse().unwrap());
         assert_eq!(facts.hostname.len(), 256);
+        assert_eq!(facts.kernel.len(), 256);
+        assert_eq!(facts.interfaces.len(), 16);
+        for (name, addresses) in &facts.interfaces {
+            assert_eq!(name.len(), 256);
+            assert_eq!(addresses.len(), 16);
+            assert!(addresses.iter().all(|a| a.len() == 256));
+        }
+        assert_eq!(facts.virtualization.len(), 256);
         assert_eq!(facts.addresses.len(), 17);
         assert_eq!(facts.addresses.last().unwrap(), "127.0.0.1");
     }

@@ -385,8 +385,11 @@ pub enum TaskResult {
 }
 
 /// A node's facts as agents report them. Data: never rendered as a template.
+///
+/// The one object of the protocol that takes unknown fields (ignored) and missing ones
+/// (unknown facts), so facts can be added within a protocol version: an agent reporting fewer
+/// or more facts than the controller knows still joins.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WireFacts {
     /// Host name.
     pub hostname: String,
@@ -398,6 +401,21 @@ pub struct WireFacts {
     pub arch: String,
     /// IP addresses.
     pub addresses: Vec<String>,
+    /// The addresses by interface name.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, Vec<String>>,
+    /// CPUs steward may use; `null` when unknown.
+    #[serde(default)]
+    pub cpus: Option<u64>,
+    /// Memory in bytes; `null` when unknown.
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// Kernel release; empty when unknown.
+    #[serde(default)]
+    pub kernel: String,
+    /// `physical`, or the virtual machine or container kind; empty when unknown.
+    #[serde(default, rename = "virtual")]
+    pub virtualization: String,
 }
 
 impl From<&model::Facts> for WireFacts {
@@ -408,6 +426,11 @@ impl From<&model::Facts> for WireFacts {
             os_release: facts.os_release.clone(),
             arch: facts.arch.clone(),
             addresses: facts.addresses.clone(),
+            interfaces: facts.interfaces.clone(),
+            cpus: facts.cpus,
+            memory: facts.memory,
+            kernel: facts.kernel.clone(),
+            virtualization: facts.virtualization.clone(),
         }
     }
 }
@@ -420,6 +443,11 @@ impl From<WireFacts> for model::Facts {
             os_release: facts.os_release,
             arch: facts.arch,
             addresses: facts.addresses,
+            interfaces: facts.interfaces,
+            cpus: facts.cpus,
+            memory: facts.memory,
+            kernel: facts.kernel,
+            virtualization: facts.virtualization,
         }
     }
 }
@@ -937,6 +965,46 @@ mod tests {
         );
         let empty: Option<AgentMsg> = read_msg(&mut &b""[..], HELLO_TIMEOUT).await.unwrap();
         assert!(empty.is_none());
+    }
+
+    #[test]
+    fn hellos_with_fewer_or_more_facts_are_read() {
+        let hello = |facts: serde_json::Value| {
+            serde_json::from_value::<AgentMsg>(serde_json::json!({
+                "type": "hello", "protocol": PROTOCOL, "version": "0.1.0", "facts": facts,
+            }))
+        };
+        // An agent from before interfaces, cpus, memory, kernel and virtual: those are unknown.
+        let old = hello(serde_json::json!({
+            "hostname": "h", "os_family": "debian", "os_release": "12", "arch": "x86_64",
+            "addresses": ["10.0.0.1"],
+        }));
+        let Ok(AgentMsg::Hello { facts, .. }) = old else {
+            panic!("{old:?}")
+        };
+        assert_eq!((facts.cpus, facts.memory), (None, None));
+        assert!(facts.interfaces.is_empty());
+        assert_eq!(facts.virtualization, "");
+        // A newer agent's fact this controller does not know is left out.
+        let new = hello(serde_json::json!({
+            "hostname": "h", "os_family": "debian", "os_release": "12", "arch": "x86_64",
+            "addresses": [], "cpus": 4, "memory": 1024, "kernel": "6.1.0", "virtual": "kvm",
+            "gpus": 2,
+        }));
+        let Ok(AgentMsg::Hello { facts, .. }) = new else {
+            panic!("{new:?}")
+        };
+        assert_eq!(facts.cpus, Some(4));
+        assert_eq!(model::Facts::from(facts).virtualization, "kvm");
+        // The rest of the message still refuses unknown fields.
+        assert!(
+            serde_json::from_value::<AgentMsg>(serde_json::json!({
+                "type": "hello", "protocol": PROTOCOL, "version": "0.1.0", "extra": 1,
+                "facts": { "hostname": "h", "os_family": "", "os_release": "", "arch": "",
+                           "addresses": [] },
+            }))
+            .is_err()
+        );
     }
 
     #[test]

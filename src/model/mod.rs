@@ -326,8 +326,9 @@ impl Resource {
     }
 }
 
-/// What is known about a node's machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What is known about a node's machine. An empty string or `None` is a fact that could not
+/// be read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     /// Host name.
     pub hostname: String,
@@ -337,8 +338,18 @@ pub struct Facts {
     pub os_release: String,
     /// CPU architecture, such as `x86_64`.
     pub arch: String,
-    /// IP addresses.
+    /// IP addresses (IPv4 first), loopback and link-local ones left out.
     pub addresses: Vec<String>,
+    /// The same addresses by interface name; an interface without one is left out.
+    pub interfaces: BTreeMap<String, Vec<String>>,
+    /// How many CPUs steward may use (the affinity mask and cgroup quota counted).
+    pub cpus: Option<u64>,
+    /// Memory in bytes (`MemTotal`).
+    pub memory: Option<u64>,
+    /// Kernel release, such as `6.1.0-18-amd64`.
+    pub kernel: String,
+    /// `physical`, or the virtual machine or container it is (`kvm`, `docker`, ...).
+    pub virtualization: String,
 }
 
 /// A managed machine and the resources it gets.

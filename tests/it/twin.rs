@@ -10,6 +10,7 @@ fn facts() -> Facts {
         os_release: "12".into(),
         arch: "x86_64".into(),
         addresses: Vec::new(),
+        ..Facts::default()
     }
 }
 

@@ -153,10 +153,7 @@ impl<'a> Lowerer<'a> {
                 None => nodes.push(model::Node {
                     facts: Facts {
                         hostname: declared.name.clone(),
-                        os_family: String::new(),
-                        os_release: String::new(),
-                        arch: String::new(),
-                        addresses: Vec::new(),
+                        ..Facts::default()
                     },
                     name: declared.name,
                     tags: declared.tags,
@@ -453,6 +450,7 @@ mod tests {
             os_release: "12".into(),
             arch: "aarch64".into(),
             addresses: Vec::new(),
+            ..Facts::default()
         };
         let setup = Setup {
             inventory: vec![KnownNode {

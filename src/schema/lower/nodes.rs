@@ -84,6 +84,11 @@ pub(super) fn node_context(
         arch => facts.arch.clone(),
         tags => tags.clone(),
         addresses => facts.addresses.clone(),
+        interfaces => facts.interfaces.clone(),
+        cpus => facts.cpus,
+        memory => facts.memory,
+        kernel => facts.kernel.clone(),
+        virtual => facts.virtualization.clone(),
     }
 }
 

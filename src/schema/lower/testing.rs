@@ -92,6 +92,7 @@ pub(super) fn local_facts() -> Facts {
         os_release: "12".into(),
         arch: "x86_64".into(),
         addresses: Vec::new(),
+        ..Facts::default()
     }
 }
 
