@@ -645,6 +645,7 @@ fn pinned(saved: crate::local::SavedPlan) -> crate::fleet::run::SavedFleetPlan {
         .collect();
     crate::fleet::run::SavedFleetPlan {
         documents_digest: saved.documents_digest,
+        documents: saved.documents,
         nodes,
     }
 }

@@ -74,11 +74,10 @@ pub enum RunError {
     /// A saved plan covers nodes the documents no longer target (named).
     #[error("the plan covers {0} that the documents no longer target; run `steward plan` again")]
     PlanNodesGone(String),
-    /// A saved plan was made from other documents or parameters.
-    #[error(
-        "the documents (or parameters) changed since this plan was made; run `steward plan` again"
-    )]
-    PlanStale,
+    /// A saved plan was made from other documents or parameters (says which documents,
+    /// when the plan names them).
+    #[error("{0}; run `steward plan` again")]
+    PlanStale(String),
     /// The run could not be stored as `running`, so nothing was sent.
     #[error("the run could not be stored, so nothing was sent: {0}")]
     NotBegun(#[source] StoreError),
@@ -338,7 +337,18 @@ impl<'v> Fleet<'v> {
         self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
         self.targets.retain(|n| saved.nodes.contains_key(&n.name));
         if self.planned(request).digest != saved.documents_digest {
-            return Err(RunError::PlanStale);
+            let now = engine::document_digests(&self.validated.project);
+            let changed = engine::changed_documents(&saved.documents, &now);
+            return Err(RunError::PlanStale(if saved.documents.is_empty() {
+                "the documents (or parameters) changed since this plan was made".to_string()
+            } else if changed.is_empty() {
+                "the documents are the plan's, but the parameters or what the documents read changed since this plan was made".to_string()
+            } else {
+                format!(
+                    "documents changed since this plan was made: {}",
+                    changed.join(", ")
+                )
+            }));
         }
         Ok(())
     }
@@ -561,6 +571,8 @@ impl<'v> Fleet<'v> {
                     project: &request.project,
                     root: FLEET_ROOT,
                     documents_digest: &planned.digest,
+                    documents: &engine::document_digests(&self.validated.project),
+                    target: request.target.as_deref(),
                     resources: &[],
                     excludes: &[],
                     parameters: &std::collections::BTreeMap::new(),

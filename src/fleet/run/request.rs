@@ -75,6 +75,10 @@ pub struct RunRequest {
 pub struct SavedFleetPlan {
     /// The plan's `documents_digest`.
     pub documents_digest: String,
+    /// The plan's `documents`: each document's digest by its path in the project, so a
+    /// refusal names the documents that changed (empty: not known).
+    #[serde(default)]
+    pub documents: BTreeMap<String, String>,
     /// Per node, each resource's (`TYPE:NAME`) observed fingerprint.
     pub nodes: BTreeMap<String, BTreeMap<String, String>>,
 }
