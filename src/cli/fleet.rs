@@ -603,9 +603,12 @@ pub(super) struct RemoteRun<'a> {
 }
 
 /// A saved fleet plan given to `apply`: the project it names and what it pins. `Ok(None)`
-/// when the path is not a saved plan.
+/// when the path is not a saved plan; refused when it was made with other `--target`,
+/// `--resource` or `--exclude` flags than these.
 fn saved_fleet_plan(
     path: &Path,
+    target: Option<&crate::engine::Selector>,
+    filter: &crate::engine::ResourceFilter,
 ) -> Result<Option<(ProjectArgs, crate::fleet::run::SavedFleetPlan)>, FleetError> {
     if !path.is_file() {
         return Ok(None);
@@ -619,6 +622,9 @@ fn saved_fleet_plan(
             root: saved.root,
         });
     }
+    saved
+        .check_selection(target, filter)
+        .map_err(FleetError::ReadPlan)?;
     Ok(Some((
         ProjectArgs {
             path: std::path::PathBuf::from(&saved.project),
@@ -651,20 +657,21 @@ fn pinned(saved: crate::local::SavedPlan) -> crate::fleet::run::SavedFleetPlan {
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
-    let target = match run.local {
-        Some(local) if !local.resource.is_empty() || !local.exclude.is_empty() => {
-            return usage_error(
-                "--resource and --exclude work in local mode only; through a controller, narrow with --target",
-            );
+    let (target, filter) = match run.local {
+        Some(local) => {
+            let selection = crate::engine::Selector::parse(&local.target).and_then(|target| {
+                crate::engine::ResourceFilter::new(&local.resource, &local.exclude)
+                    .map(|filter| (target, filter))
+            });
+            match selection {
+                Ok(selection) => selection,
+                Err(err) => return usage_error(&err.to_string()),
+            }
         }
-        Some(local) => match crate::engine::Selector::parse(&local.target) {
-            Ok(target) => target,
-            Err(err) => return usage_error(&err.to_string()),
-        },
-        None => None,
+        None => (None, crate::engine::ResourceFilter::default()),
     };
     let saved = match run.mode {
-        Mode::Apply => match saved_fleet_plan(&run.project.path) {
+        Mode::Apply => match saved_fleet_plan(&run.project.path, target.as_ref(), &filter) {
             Ok(saved) => saved,
             Err(err) => return fail(err),
         },
@@ -698,7 +705,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // The project is checked here first, so mistakes show with their source lines: rendered,
     // as the controller will, for each node of its inventory its associations select.
     let adhoc = run.adhoc.map(|adhoc| adhoc.target.as_str());
-    let validated =
+    let mut validated =
         match validate_for_fleet(ctx, &client, &run.project.path, overrides.clone(), adhoc) {
             Ok(validated) => validated,
             Err(err) => return fail(err),
@@ -706,6 +713,13 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
+    }
+    // A `--resource` or `--exclude` no selected node declares is said here, with a "did you
+    // mean"; the controller narrows the run the same way.
+    if let Err(err) =
+        crate::engine::select::narrow(&mut validated, &ctx.registry, target.as_ref(), &filter)
+    {
+        return usage_error(&err.to_string());
     }
     // Said here, where the documents and the inventory are known, rather than as the
     // controller's bare error; the run is still sent, so an apply registers the project's
@@ -733,6 +747,8 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .to_string(),
         overrides,
         target: target.as_ref().map(ToString::to_string),
+        resources: filter.resources.clone(),
+        excludes: filter.excludes.clone(),
         parallel: run.parallel,
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,

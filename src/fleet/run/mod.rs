@@ -155,7 +155,7 @@ pub struct Adhoc {
 /// Runs a request; `progress` receives events as nodes start and finish.
 pub async fn run(
     controller: &Arc<Controller>,
-    request: RunRequest,
+    mut request: RunRequest,
     scope: Scope,
     progress: mpsc::UnboundedSender<Event>,
 ) -> RunResponse {
@@ -190,6 +190,7 @@ pub async fn run(
             }
         }
     };
+    let mut validated = validated;
     if validated.has_errors() {
         return RunResponse {
             failed: true,
@@ -218,6 +219,27 @@ pub async fn run(
             };
         }
     };
+    // `--resource` and `--exclude`: every selected node keeps only what they select, so
+    // each agent is sent, probes and applies only that.
+    let narrowed =
+        engine::ResourceFilter::new(&request.resources, &request.excludes).and_then(|filter| {
+            engine::select::narrow(&mut validated, &registry, target.as_ref(), &filter)
+                .map(|()| filter)
+        });
+    match narrowed {
+        Ok(filter) => {
+            // Sorted and without repeats, as the plan header and a saved plan name them.
+            request.resources = filter.resources;
+            request.excludes = filter.excludes;
+        }
+        Err(err) => {
+            return RunResponse {
+                failed: true,
+                errors: vec![err.to_string()],
+                ..RunResponse::default()
+            };
+        }
+    }
     // Shared with the per-node work the run spawns.
     let validated = Arc::new(validated);
     let mut fleet = Fleet::new(&validated, target.as_ref(), &scope);
@@ -573,15 +595,22 @@ impl<'v> Fleet<'v> {
                     documents_digest: &planned.digest,
                     documents: &engine::document_digests(&self.validated.project),
                     target: request.target.as_deref(),
-                    resources: &[],
-                    excludes: &[],
+                    resources: &request.resources,
+                    excludes: &request.excludes,
                     parameters: &std::collections::BTreeMap::new(),
                 },
             );
             response.output = if request.json {
                 json.clone()
             } else {
-                crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
+                let mut text =
+                    crate::report::plan::targeting_header(&request.resources, &request.excludes);
+                text.push_str(&crate::report::plan::human(
+                    &planned.plan,
+                    &planned.nodes,
+                    Style::new(request.color),
+                ));
+                text
             };
             response.plan_json = Some(json);
             response.nodes = statuses;

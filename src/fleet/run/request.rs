@@ -47,6 +47,13 @@ pub struct RunRequest {
     /// Every `--target`, joined by commas (the selector grammar of [`crate::engine::Selector`]).
     #[serde(default)]
     pub target: Option<String>,
+    /// `--resource`s: only these resources (`TYPE:NAME`) and what they depend on, on every
+    /// selected node that declares them (empty: every resource).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// `--exclude`s: these resources (`TYPE:NAME`) and what depends on them are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
     /// `--parallel` on each node.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
