@@ -944,6 +944,65 @@ mod tests {
         assert_eq!(parse_action("no-op"), None);
     }
 
+    /// `show` renders a saved plan's JSON as the plan printed it: changes with their lines,
+    /// a refresh, a read error, a refusal, the summary.
+    #[test]
+    fn a_saved_plan_renders_as_the_plan_did() {
+        let mut resources = Vec::new();
+        let mut changes = Vec::new();
+        let outcomes: [Result<Change, String>; 4] = [
+            Ok(change(Action::Update, Some(Content::Text("one\n".into())))),
+            Ok(Change::new(ResourceId::new("file", "/x"), Action::NoOp)),
+            Err("permission denied".into()),
+            Err(format!("{REFUSED}its parent does not exist")),
+        ];
+        for (idx, outcome) in outcomes.into_iter().enumerate() {
+            let mut res = file_with("one\ntwo\n");
+            res.id = ResourceId::new("file", format!("/f{idx}"));
+            resources.push(res);
+            changes.push(PlannedChange {
+                resource: idx,
+                change: outcome,
+                refreshed_by: if idx == 1 {
+                    vec![ResourceId::new("file", "/f0")]
+                } else {
+                    Vec::new()
+                },
+                refresh_words: RefreshWords::RUN,
+                fingerprint: "blake3:0".into(),
+            });
+        }
+        let node = model::Node {
+            name: "local".into(),
+            tags: Default::default(),
+            facts: crate::facts::local(std::path::Path::new("/")),
+            resources: std::sync::Arc::new(resources),
+        };
+        let plan = Plan {
+            nodes: vec![NodePlan {
+                node: "local".into(),
+                changes,
+            }],
+        };
+        let parameters = Default::default();
+        let origin = Origin {
+            project: "p",
+            root: "/",
+            documents_digest: "blake3:0",
+            documents: &Default::default(),
+            target: None,
+            resources: &[],
+            excludes: &["file:/y".to_string()],
+            parameters: &parameters,
+        };
+        let saved: SavedView = serde_json::from_str(&json(&plan, &[&node], &origin)).unwrap();
+        for style in [Style::new(false), Style::new(true)] {
+            let live =
+                targeting_header(&[], &["file:/y".to_string()]) + &human(&plan, &[&node], style);
+            assert_eq!(saved_human(&saved, style), live);
+        }
+    }
+
     #[test]
     fn lines_are_split_as_str_lines_splits_them() {
         for text in [
