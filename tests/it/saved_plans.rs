@@ -223,3 +223,57 @@ fn show_refuses_what_is_not_a_saved_plan() {
         assert!(!out.stderr.contains("panicked"), "{path}: {}", out.all());
     }
 }
+
+#[test]
+fn a_plan_saved_before_these_fields_still_applies_and_shows() {
+    let env = TestEnv::new();
+    let root = project(&env);
+    let plan = env.run(&["--root", &root, "plan", "p", "-o", "plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    // As an older steward wrote it: the project absolute, no per-document digests, no
+    // target, no lines under the changes, no refused count.
+    let mut json: serde_json::Value = serde_json::from_str(&env.read("plan.json")).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("documents");
+    object["project"] = env.path().join("p").display().to_string().into();
+    object["summary"].as_object_mut().unwrap().remove("refused");
+    for change in object["nodes"][0]["changes"].as_array_mut().unwrap() {
+        let change = change.as_object_mut().unwrap();
+        change.remove("text");
+        change.remove("refresh");
+    }
+    env.write("old.json", serde_json::to_string_pretty(&json).unwrap());
+
+    // Shown without the lines under each change; the heads and the summary as before.
+    let show = env.run(&["show", "old.json"]);
+    assert_eq!(show.code, 0, "{}", show.all());
+    let heads: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with("      "))
+        .collect();
+    assert_eq!(show.stdout.lines().collect::<Vec<_>>(), heads);
+
+    // Applied from anywhere, since its project is absolute.
+    let elsewhere = env.mkdir("elsewhere");
+    let apply = run_in(&elsewhere, &["apply", "../old.json"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    assert_eq!(env.read("root/web"), "web\n");
+
+    // Stale, it cannot say which document changed.
+    let plan = env.run(&["--root", &root, "plan", "p", "-o", "plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let mut json: serde_json::Value = serde_json::from_str(&env.read("plan.json")).unwrap();
+    json.as_object_mut().unwrap().remove("documents");
+    env.write("old.json", serde_json::to_string_pretty(&json).unwrap());
+    env.write("p/db.yaml", DB.replace("db\\n", "other\\n"));
+    let stale = env.run(&["apply", "old.json"]);
+    assert_eq!(stale.code, 1, "{}", stale.all());
+    assert!(
+        stale
+            .stderr
+            .contains("the documents (or parameters, or --root) changed since this plan was made"),
+        "{}",
+        stale.all()
+    );
+}
