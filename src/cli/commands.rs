@@ -212,7 +212,7 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
 
 /// `path` relative to the current directory (`..` where it is outside), as a saved plan
 /// names its project; as given when either cannot be resolved.
-fn relative_to_cwd(path: &Path) -> String {
+pub(super) fn relative_to_cwd(path: &Path) -> String {
     let resolved = std::fs::canonicalize(path)
         .and_then(|path| Ok((path, std::fs::canonicalize(std::env::current_dir()?)?)));
     let Ok((path, cwd)) = resolved else {

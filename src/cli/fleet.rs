@@ -625,14 +625,34 @@ fn saved_fleet_plan(
     saved
         .check_selection(target, filter)
         .map_err(FleetError::ReadPlan)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let project = saved.project_path(&cwd).map_err(FleetError::ReadPlan)?;
     Ok(Some((
         ProjectArgs {
-            path: std::path::PathBuf::from(&saved.project),
+            path: project,
             params: Vec::new(),
             params_files: Vec::new(),
         },
         pinned(saved),
     )))
+}
+
+/// A plan's JSON with its `project` relative to the current directory (the controller names
+/// the absolute path it was sent, which its records keep).
+fn with_relative_project(json: &str, project: &Path) -> String {
+    let Ok(mut plan) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    if let Some(fields) = plan.as_object_mut() {
+        fields.insert(
+            "project".into(),
+            super::commands::relative_to_cwd(project).into(),
+        );
+    }
+    match serde_json::to_string_pretty(&plan) {
+        Ok(text) => text + "\n",
+        Err(_) => json.to_string(),
+    }
 }
 
 /// What applying exactly a plan pins: its documents digest and every observed fingerprint.
@@ -780,10 +800,18 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .map(pinned);
         request.mode = Mode::Apply;
     }
-    let response = match send_checked(&client, &request, nothing.as_deref())? {
+    let mut response = match send_checked(&client, &request, nothing.as_deref())? {
         Ok(response) => response,
         Err(exit) => return Ok(exit),
     };
+    // The plan names its project relative to here, as a local plan does, so a saved one
+    // still finds it when the tree has moved.
+    if let Some(json) = &mut response.plan_json {
+        *json = with_relative_project(json, &run.project.path);
+        if request.json && request.mode == Mode::Plan {
+            response.output = json.clone();
+        }
+    }
     print_stdout(&response.output)?;
     if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
         if let Err(source) = crate::fleet::pki::write_private(out, json.as_bytes()) {

@@ -472,6 +472,11 @@ fn through_a_controller_resources_and_excludes_plan_exactly_their_set() {
     let plan_path = plan_path.to_str().unwrap();
     let plan = fleet.cli(&["plan", p, "--resource", "file:/other", "-o", plan_path]);
     assert_eq!(plan.code, 0, "{}", plan.all());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan_path).unwrap()).unwrap();
+    // Named relative to where the plan was made, as a local plan names its project.
+    assert_eq!(saved["project"], "project");
+    assert_eq!(saved["resources"], serde_json::json!(["file:/other"]));
     let bare = fleet.cli(&["apply", plan_path]);
     assert_eq!(bare.code, 1, "{}", bare.all());
     assert!(
