@@ -50,6 +50,8 @@ pub struct Planned<'v> {
     /// The client that observed the nodes, and applies them with the same provider
     /// environments.
     pub client: LocalClient<'v>,
+    /// Each document's digest ([`engine::document_digests`]), for a saved plan.
+    pub documents: BTreeMap<String, String>,
 }
 
 /// Why local mode could not go on.
@@ -155,6 +157,7 @@ pub fn plan<'v>(
         run,
         graphs,
         client,
+        documents: engine::document_digests(&validated.project),
     })
 }
 
@@ -189,12 +192,19 @@ pub struct SavedPlan {
     pub kind: String,
     /// The JSON format version.
     pub format_version: String,
-    /// The project path as given to `plan`.
+    /// The project path relative to the directory `plan` ran in (absolute in a plan made
+    /// before plans kept it relative, and in a fleet plan).
     pub project: String,
     /// The root it was planned against.
     pub root: String,
     /// Digest of documents, overrides and root.
     pub documents_digest: String,
+    /// Each document's digest by its path in the project (absent in older plans).
+    #[serde(default)]
+    pub documents: BTreeMap<String, String>,
+    /// Every `--target` it was made with, joined by commas (absent: none).
+    #[serde(default)]
+    pub target: Option<String>,
     /// The parameter values it was made with; `None` in a plan made before plans kept them
     /// (then `apply` is given them again).
     #[serde(default)]
@@ -230,6 +240,11 @@ pub struct SavedChange {
 impl SavedPlan {
     /// Reads a saved plan; `Ok(None)` when the file is not one (so it is a document).
     pub fn read(path: &Path) -> Result<Option<SavedPlan>, LocalError> {
+        Ok(SavedPlan::read_text(path)?.map(|(plan, _)| plan))
+    }
+
+    /// [`SavedPlan::read`], with the file's text.
+    pub fn read_text(path: &Path) -> Result<Option<(SavedPlan, String)>, LocalError> {
         let mut text = String::new();
         let mut file = File::open(path).map_err(|source| LocalError::Io {
             path: path.to_path_buf(),
@@ -278,13 +293,66 @@ impl SavedPlan {
                 crate::report::plan::FORMAT_VERSION
             )));
         }
-        Ok(Some(plan))
+        Ok(Some((plan, text)))
     }
 
-    /// Refuses a plan made with other `--resource` or `--exclude` flags than the apply's:
-    /// names each flag that differs and what the plan was made with.
-    pub fn check_filter(&self, filter: &engine::ResourceFilter) -> Result<(), LocalError> {
+    /// The project this plan was made from: its path is relative to the directory `plan`
+    /// ran in, so it is found from that same directory (`cwd`), wherever the tree has moved.
+    /// Says where it looked when it is not there.
+    pub fn project_path(&self, cwd: &Path) -> Result<PathBuf, LocalError> {
+        let path = cwd.join(&self.project);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(LocalError::StalePlan(format!(
+                "the project of this plan, `{}`, is not at {}: the path is relative to the directory the plan was made in, so apply it from there",
+                self.project,
+                path.display()
+            )))
+        }
+    }
+
+    /// Refuses a plan made with another `--root` than the one given to apply.
+    pub fn check_root(&self, root: &Path) -> Result<(), LocalError> {
+        let now = root.display().to_string();
+        if now == self.root {
+            Ok(())
+        } else {
+            Err(LocalError::StalePlan(format!(
+                "--root differs: this plan was made with {}, this apply has {now}; apply it with the root it was made with, or run `steward plan` again",
+                self.root
+            )))
+        }
+    }
+
+    /// Refuses a plan made with other `--target`, `--resource` or `--exclude` flags than the
+    /// apply's: names each flag that differs and what the plan was made with.
+    pub fn check_selection(
+        &self,
+        target: Option<&engine::Selector>,
+        filter: &engine::ResourceFilter,
+    ) -> Result<(), LocalError> {
         let mut differ = Vec::new();
+        let planned_target = engine::Selector::parse(self.target.as_slice())
+            .map_err(|err| LocalError::StalePlan(format!("this plan's target: {err}")))?;
+        let same_parts = |a: &engine::Selector, b: &engine::Selector| {
+            a.parts.len() == b.parts.len() && a.parts.iter().all(|part| b.parts.contains(part))
+        };
+        let same_target = match (&planned_target, target) {
+            (None, None) => true,
+            (Some(a), Some(b)) => same_parts(a, b),
+            _ => false,
+        };
+        if !same_target {
+            let shown = |target: Option<&engine::Selector>| {
+                target.map_or("none".to_string(), |t| format!("`{t}`"))
+            };
+            differ.push(format!(
+                "--target: the plan has {}, this apply has {}",
+                shown(planned_target.as_ref()),
+                shown(target)
+            ));
+        }
         let lists = [
             ("--resource", &self.resources, &filter.resources),
             ("--exclude", &self.excludes, &filter.excludes),
@@ -302,7 +370,7 @@ impl SavedPlan {
             Ok(())
         } else {
             Err(LocalError::StalePlan(format!(
-                "this plan was made with other resource targets than this apply's:\n  {}\napply it with the flags it was made with, or run `steward plan` again",
+                "this plan was made with other targets than this apply's:\n  {}\napply it with the flags it was made with, or run `steward plan` again",
                 differ.join("\n  ")
             )))
         }
@@ -359,14 +427,13 @@ impl SavedPlan {
     }
 
     /// Refuses a plan whose documents or observed state moved since it was made: names
-    /// every resource that moved.
-    pub fn check(&self, planned: &engine::Planned<'_>) -> Result<(), LocalError> {
-        if self.documents_digest != planned.digest {
-            return Err(LocalError::StalePlan(
-                "the documents (or parameters, or --root) changed since this plan was made; run `steward plan` again".into(),
-            ));
+    /// every document that changed, or every resource that moved.
+    pub fn check(&self, planned: &Planned<'_>) -> Result<(), LocalError> {
+        if self.documents_digest != planned.run.digest {
+            return Err(LocalError::StalePlan(self.why_stale(&planned.documents)));
         }
         let mut moved = Vec::new();
+        let planned = &planned.run;
         for (node_plan, node) in planned.plan.nodes.iter().zip(&planned.nodes) {
             let saved = self.nodes.iter().find(|n| n.name == node_plan.node);
             for change in &node_plan.changes {
@@ -386,6 +453,23 @@ impl SavedPlan {
                 "the system changed since this plan was made; these resources moved:\n  {}\nrun `steward plan` again",
                 moved.join("\n  ")
             )))
+        }
+    }
+
+    /// Why the documents digest differs, given each document's digest now. The root and
+    /// the parameters were checked before (`check_root`, `parameters`).
+    fn why_stale(&self, documents: &BTreeMap<String, String>) -> String {
+        let changed = engine::changed_documents(&self.documents, documents);
+        if self.documents.is_empty() {
+            // A plan made before plans kept each document's digest.
+            "the documents (or parameters, or --root) changed since this plan was made; run `steward plan` again".to_string()
+        } else if !changed.is_empty() {
+            format!(
+                "documents changed since this plan was made: {}; run `steward plan` again",
+                changed.join(", ")
+            )
+        } else {
+            "the documents are the plan's, but what they read changed since this plan was made (a file named by `source` or `template`, or a fact of this machine); run `steward plan` again".to_string()
         }
     }
 }

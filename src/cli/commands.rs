@@ -144,17 +144,17 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
         Err(err) => return usage_error(&err.to_string()),
     };
     warn_unreachable(&planned);
-    // Absolute, so `apply FILE` works from any directory.
-    let project = std::fs::canonicalize(&args.project.path)
-        .unwrap_or_else(|_| args.project.path.clone())
-        .display()
-        .to_string();
+    // Relative to here, so the tree can move: `apply FILE` finds it from the same place.
+    let project = relative_to_cwd(&args.project.path);
     let root = config.root.display().to_string();
     let parameters = plan_parameters(&config.overrides, &validated.model.secrets);
+    let target = config.target.as_ref().map(ToString::to_string);
     let origin = Origin {
         project: &project,
         root: &root,
         documents_digest: &planned.run.digest,
+        documents: &planned.documents,
+        target: target.as_deref(),
         resources: &config.filter.resources,
         excludes: &config.filter.excludes,
         parameters: &parameters,
@@ -208,6 +208,28 @@ pub(super) fn plan(ctx: &Context, args: &PlanArgs) -> std::io::Result<Exit> {
     leak_at_exit(planned);
     leak_at_exit(validated);
     Ok(exit)
+}
+
+/// `path` relative to the current directory (`..` where it is outside), as a saved plan
+/// names its project; as given when either cannot be resolved.
+pub(super) fn relative_to_cwd(path: &Path) -> String {
+    let resolved = std::fs::canonicalize(path)
+        .and_then(|path| Ok((path, std::fs::canonicalize(std::env::current_dir()?)?)));
+    let Ok((path, cwd)) = resolved else {
+        return path.display().to_string();
+    };
+    let ours: Vec<_> = path.components().collect();
+    let base: Vec<_> = cwd.components().collect();
+    let common = ours.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..base.len() {
+        relative.push("..");
+    }
+    relative.extend(&ours[common..]);
+    if relative.as_os_str().is_empty() {
+        relative.push(".");
+    }
+    relative.display().to_string()
 }
 
 /// The parameter values a saved plan keeps: a sensitive one (its text is one of the model's
@@ -280,7 +302,14 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
             } else {
                 PathBuf::from(&saved.root)
             };
-            (PathBuf::from(&saved.project), root)
+            if let Err(err) = saved.check_root(&root) {
+                return usage_error(&err.to_string());
+            }
+            let cwd = std::env::current_dir().unwrap_or_default();
+            match saved.project_path(&cwd) {
+                Ok(project) => (project, root),
+                Err(err) => return usage_error(&err.to_string()),
+            }
         }
         None => (given.clone(), ctx.root.clone()),
     };
@@ -314,7 +343,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         Err(message) => return usage_error(&message),
     };
     if let Some(saved) = &saved
-        && let Err(err) = saved.check_filter(&config.filter)
+        && let Err(err) = saved.check_selection(config.target.as_ref(), &config.filter)
     {
         return usage_error(&err.to_string());
     }
@@ -332,7 +361,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     };
     warn_unreachable(&planned);
     if let Some(saved) = &saved
-        && let Err(err) = saved.check(&planned.run)
+        && let Err(err) = saved.check(&planned)
     {
         return usage_error(&err.to_string());
     }

@@ -603,9 +603,12 @@ pub(super) struct RemoteRun<'a> {
 }
 
 /// A saved fleet plan given to `apply`: the project it names and what it pins. `Ok(None)`
-/// when the path is not a saved plan.
+/// when the path is not a saved plan; refused when it was made with other `--target`,
+/// `--resource` or `--exclude` flags than these.
 fn saved_fleet_plan(
     path: &Path,
+    target: Option<&crate::engine::Selector>,
+    filter: &crate::engine::ResourceFilter,
 ) -> Result<Option<(ProjectArgs, crate::fleet::run::SavedFleetPlan)>, FleetError> {
     if !path.is_file() {
         return Ok(None);
@@ -619,14 +622,37 @@ fn saved_fleet_plan(
             root: saved.root,
         });
     }
+    saved
+        .check_selection(target, filter)
+        .map_err(FleetError::ReadPlan)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let project = saved.project_path(&cwd).map_err(FleetError::ReadPlan)?;
     Ok(Some((
         ProjectArgs {
-            path: std::path::PathBuf::from(&saved.project),
+            path: project,
             params: Vec::new(),
             params_files: Vec::new(),
         },
         pinned(saved),
     )))
+}
+
+/// A plan's JSON with its `project` relative to the current directory (the controller names
+/// the absolute path it was sent, which its records keep).
+fn with_relative_project(json: &str, project: &Path) -> String {
+    let Ok(mut plan) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    if let Some(fields) = plan.as_object_mut() {
+        fields.insert(
+            "project".into(),
+            super::commands::relative_to_cwd(project).into(),
+        );
+    }
+    match serde_json::to_string_pretty(&plan) {
+        Ok(text) => text + "\n",
+        Err(_) => json.to_string(),
+    }
 }
 
 /// What applying exactly a plan pins: its documents digest and every observed fingerprint.
@@ -645,25 +671,27 @@ fn pinned(saved: crate::local::SavedPlan) -> crate::fleet::run::SavedFleetPlan {
         .collect();
     crate::fleet::run::SavedFleetPlan {
         documents_digest: saved.documents_digest,
+        documents: saved.documents,
         nodes,
     }
 }
 
 pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<Exit> {
-    let target = match run.local {
-        Some(local) if !local.resource.is_empty() || !local.exclude.is_empty() => {
-            return usage_error(
-                "--resource and --exclude work in local mode only; through a controller, narrow with --target",
-            );
+    let (target, filter) = match run.local {
+        Some(local) => {
+            let selection = crate::engine::Selector::parse(&local.target).and_then(|target| {
+                crate::engine::ResourceFilter::new(&local.resource, &local.exclude)
+                    .map(|filter| (target, filter))
+            });
+            match selection {
+                Ok(selection) => selection,
+                Err(err) => return usage_error(&err.to_string()),
+            }
         }
-        Some(local) => match crate::engine::Selector::parse(&local.target) {
-            Ok(target) => target,
-            Err(err) => return usage_error(&err.to_string()),
-        },
-        None => None,
+        None => (None, crate::engine::ResourceFilter::default()),
     };
     let saved = match run.mode {
-        Mode::Apply => match saved_fleet_plan(&run.project.path) {
+        Mode::Apply => match saved_fleet_plan(&run.project.path, target.as_ref(), &filter) {
             Ok(saved) => saved,
             Err(err) => return fail(err),
         },
@@ -697,7 +725,7 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     // The project is checked here first, so mistakes show with their source lines: rendered,
     // as the controller will, for each node of its inventory its associations select.
     let adhoc = run.adhoc.map(|adhoc| adhoc.target.as_str());
-    let validated =
+    let mut validated =
         match validate_for_fleet(ctx, &client, &run.project.path, overrides.clone(), adhoc) {
             Ok(validated) => validated,
             Err(err) => return fail(err),
@@ -705,6 +733,13 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
     if validated.has_errors() {
         report_human(ctx, &validated)?;
         return Ok(Exit::Error);
+    }
+    // A `--resource` or `--exclude` no selected node declares is said here, with a "did you
+    // mean"; the controller narrows the run the same way.
+    if let Err(err) =
+        crate::engine::select::narrow(&mut validated, &ctx.registry, target.as_ref(), &filter)
+    {
+        return usage_error(&err.to_string());
     }
     // Said here, where the documents and the inventory are known, rather than as the
     // controller's bare error; the run is still sent, so an apply registers the project's
@@ -732,6 +767,8 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .to_string(),
         overrides,
         target: target.as_ref().map(ToString::to_string),
+        resources: filter.resources.clone(),
+        excludes: filter.excludes.clone(),
         parallel: run.parallel,
         color: ctx.stdout_color,
         json: run.format == OutputFormat::Json,
@@ -763,10 +800,18 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             .map(pinned);
         request.mode = Mode::Apply;
     }
-    let response = match send_checked(&client, &request, nothing.as_deref())? {
+    let mut response = match send_checked(&client, &request, nothing.as_deref())? {
         Ok(response) => response,
         Err(exit) => return Ok(exit),
     };
+    // The plan names its project relative to here, as a local plan does, so a saved one
+    // still finds it when the tree has moved.
+    if let Some(json) = &mut response.plan_json {
+        *json = with_relative_project(json, &run.project.path);
+        if request.json && request.mode == Mode::Plan {
+            response.output = json.clone();
+        }
+    }
     print_stdout(&response.output)?;
     if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
         if let Err(source) = crate::fleet::pki::write_private(out, json.as_bytes()) {

@@ -12,6 +12,7 @@ mod mode;
 mod params;
 mod reach;
 mod render;
+mod show;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -232,6 +233,15 @@ addresses by interface), `node.cpus`, `node.memory` (bytes), `node.kernel` and
 describes the running machine. A fact that cannot be read is empty (none for cpus and
 memory, null in JSON).")]
     Facts(facts::FactsArgs),
+    /// Print a saved plan again: as `plan` printed it, or its JSON.
+    #[command(after_help = "\
+Examples:
+  steward plan examples/quickstart -o repair.json
+  steward show repair.json
+  steward show repair.json --format json | jq .parameters
+
+Exit: 0, or 1 when the file is not a saved plan.")]
+    Show(show::ShowArgs),
     /// Print the JSON Schema of the YAML document spelling.
     #[command(after_help = "\
 Editors use it to complete and check documents: put this line at the top of a YAML document:
@@ -890,6 +900,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Graph(args) => cmd_graph(&ctx, &args),
         Command::Import(args) => import::import(&ctx, &args),
         Command::Facts(args) => facts::facts(&ctx, &args),
+        Command::Show(args) => show::show(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&ctx.registry)),
         Command::Completions { shell } => {
             let mut command = Cli::command();

@@ -134,22 +134,11 @@ pub fn documents_digest(
     desired: &[String],
 ) -> String {
     let mut hasher = blake3::Hasher::new();
-    let sources = &project.sources;
-    for idx in 0..sources.len() {
-        let source = sources.get(crate::diag::SourceId(idx as u32));
-        // Named relative to the project, so the same project reached by another path agrees.
-        let name = match &source.path {
-            Some(path) => path
-                .strip_prefix(&project.root)
-                .unwrap_or(path)
-                .display()
-                .to_string(),
-            None => source.name.clone(),
-        };
+    for (name, text) in named_sources(project) {
         hasher.update(name.as_bytes());
         hasher.update(&[0]);
-        hasher.update(&(source.text.len() as u64).to_le_bytes());
-        hasher.update(source.text.as_bytes());
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
     }
     for (name, value) in overrides {
         hasher.update(name.as_bytes());
@@ -163,6 +152,58 @@ pub fn documents_digest(
     format!("blake3:{}", hasher.finalize().to_hex())
 }
 
+/// Each document file's digest (`blake3:` and hex), by its path relative to the project
+/// (standard-library modules by their `stdlib/...` name): what a saved plan keeps so that a
+/// refused apply can say which documents changed.
+pub fn document_digests(project: &Project) -> BTreeMap<String, String> {
+    named_sources(project)
+        .map(|(name, text)| {
+            (
+                name,
+                format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex()),
+            )
+        })
+        .collect()
+}
+
+/// What changed between two [`document_digests`]: each document that differs, as
+/// `web.yaml (changed)`, `db.kdl (added)` or `old.yaml (removed)`, in path order.
+pub fn changed_documents(
+    was: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut names: Vec<&String> = was.keys().chain(now.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| match (was.get(name), now.get(name)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(_), Some(_)) => Some(format!("{name} (changed)")),
+            (None, _) => Some(format!("{name} (added)")),
+            (_, None) => Some(format!("{name} (removed)")),
+        })
+        .collect()
+}
+
+/// Every source with its name relative to the project, so the same project reached by
+/// another path agrees.
+fn named_sources(project: &Project) -> impl Iterator<Item = (String, &str)> {
+    let sources = &project.sources;
+    (0..sources.len()).map(move |idx| {
+        let source = sources.get(crate::diag::SourceId(idx as u32));
+        let name = match &source.path {
+            Some(path) => path
+                .strip_prefix(&project.root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+            None => source.name.clone(),
+        };
+        (name, source.text.as_str())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -173,6 +214,23 @@ mod tests {
     use crate::exec::{Outcome, ResourceOutcome};
     use crate::store::{ResultOutcome, RunKind};
     use crate::validate::{Validated, validate};
+
+    #[test]
+    fn changed_documents_names_each_change_in_path_order() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let was = map(&[("a.yaml", "1"), ("b.yaml", "2"), ("c.yaml", "3")]);
+        let now = map(&[("a.yaml", "1"), ("b.yaml", "9"), ("d.kdl", "4")]);
+        assert_eq!(
+            changed_documents(&was, &now),
+            ["b.yaml (changed)", "c.yaml (removed)", "d.kdl (added)"]
+        );
+        assert!(changed_documents(&was, &was).is_empty());
+    }
 
     /// A node reached in process, answering as it is told.
     struct FakeAgent {

@@ -387,7 +387,7 @@ impl HttpStatus for RunError {
             RunError::Adhoc(err) => err.status(),
             RunError::Bundle(err) => err.status(),
             RunError::Store(err) => err.status(),
-            RunError::PlanNodesGone(_) | RunError::PlanStale => StatusCode::CONFLICT,
+            RunError::PlanNodesGone(_) | RunError::PlanStale(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -484,6 +484,8 @@ async fn tick(
             project: project.clone(),
             overrides: BTreeMap::new(),
             target: None,
+            resources: Vec::new(),
+            excludes: Vec::new(),
             parallel: 4,
             color: false,
             json: false,

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::exec::{Outcome, RunReport};
 use crate::model::{self, Value};
-use crate::plan::{NodePlan, Plan, PlannedChange};
+use crate::plan::{NodePlan, Plan, PlannedChange, Summary};
 use crate::resource::change::{Action, AttrChange, Change, Content, ContentChange};
+use crate::resource::provider::REFUSED;
 use crate::resource::{RefreshWords, Registry};
 
 /// Version of the JSON plan below; bump on a breaking change.
@@ -106,16 +107,11 @@ pub fn write_human(
             .iter()
             .filter(|c| c.is_change() || c.change.is_err())
             .collect();
-        if changed.is_empty() {
-            let _ = writeln!(
-                out,
-                "{}: {} match their documents",
-                node_plan.node,
-                count(node_plan.changes.len(), "resource")
-            );
-            continue;
-        }
-        let _ = writeln!(out, "{}:", node_plan.node);
+        node_head(
+            &mut out,
+            &node_plan.node,
+            changed.is_empty().then_some(node_plan.changes.len()),
+        );
         for planned in changed {
             let res = &node.resources[planned.resource];
             human_change(&mut out, planned, res, style);
@@ -125,8 +121,26 @@ pub fn write_human(
             }
         }
     }
-    let summary = plan.summary();
-    if !plan.has_changes() && summary.errors == 0 {
+    summary_line(&mut out, plan.summary(), plan.has_changes());
+    writer.write_all(out.as_bytes())
+}
+
+/// A node's line in a plan: `NAME:` before its changes, or, when `unchanged` holds its
+/// number of resources, that they all match.
+fn node_head(out: &mut String, node: &str, unchanged: Option<usize>) {
+    let _ = match unchanged {
+        Some(n) => writeln!(
+            out,
+            "{node}: {} match their documents",
+            count(n, "resource")
+        ),
+        None => writeln!(out, "{node}:"),
+    };
+}
+
+/// The plan's last line: the counts by action, or that nothing changes.
+fn summary_line(out: &mut String, summary: Summary, has_changes: bool) {
+    if !has_changes && summary.errors == 0 {
         out.push_str("\nNo changes. Every node matches its documents.\n");
     } else {
         let _ = write!(
@@ -143,7 +157,6 @@ pub fn write_human(
         }
         out.push('\n');
     }
-    writer.write_all(out.as_bytes())
 }
 
 /// How far a change's lines are indented under their resource in a plan.
@@ -153,43 +166,74 @@ fn human_change(out: &mut String, planned: &PlannedChange, res: &model::Resource
     let change = match &planned.change {
         Ok(change) => change,
         Err(message) => {
-            let _ = match planned.refusal() {
-                Some(why) => writeln!(
-                    out,
-                    "  {} {}: apply would refuse: {why}",
-                    style.paint("31", "x"),
-                    res.id
-                ),
-                None => writeln!(
-                    out,
-                    "  {} {}: cannot read: {message}",
-                    style.paint("31", "x"),
-                    res.id
-                ),
-            };
+            resource_head(out, &res.id, Head::Error(message), style);
             return;
         }
     };
-    let action = if change.action == Action::NoOp {
-        Action::Run
-    } else {
-        change.action
-    };
-    let mut head = format!("  {} {}", style.action(action, action.symbol()), res.id);
-    if let Some(reason) = &change.reason {
-        let _ = write!(head, " ({reason})");
-    }
-    if !planned.refreshed_by.is_empty() {
-        let verb = planned.refresh_words.planned;
+    let refreshed_by = (!planned.refreshed_by.is_empty()).then(|| {
         let sources: Vec<String> = planned
             .refreshed_by
             .iter()
             .map(|id| id.to_string())
             .collect();
-        let _ = write!(head, " ({verb}: refreshed by {})", sources.join(", "));
-    }
-    let _ = writeln!(out, "{head}");
+        (planned.refresh_words.planned, sources.join(", "))
+    });
+    let head = Head::Change {
+        action: change.action,
+        reason: change.reason.as_deref(),
+        refreshed_by,
+    };
+    resource_head(out, &res.id, head, style);
     change_lines(out, INDENT, change, res, style);
+}
+
+/// What heads a resource in a plan.
+enum Head<'a> {
+    /// It could not be read, or applying would refuse it (the message starts with
+    /// [`REFUSED`]).
+    Error(&'a str),
+    /// It changes.
+    Change {
+        /// The action (no-op: only refreshed, shown as a run).
+        action: Action,
+        /// Why, as the provider says.
+        reason: Option<&'a str>,
+        /// The type's word for a refresh and the resources that notify it.
+        refreshed_by: Option<(&'a str, String)>,
+    },
+}
+
+/// Writes a resource's line in a plan: its marker, address, reason and refreshes, or why it
+/// cannot be read or applied.
+fn resource_head(out: &mut String, id: &dyn std::fmt::Display, head: Head<'_>, style: Style) {
+    let (action, reason, refreshed_by) = match head {
+        Head::Error(message) => {
+            let x = style.paint("31", "x");
+            let _ = match message.strip_prefix(REFUSED) {
+                Some(why) => writeln!(out, "  {x} {id}: apply would refuse: {why}"),
+                None => writeln!(out, "  {x} {id}: cannot read: {message}"),
+            };
+            return;
+        }
+        Head::Change {
+            action,
+            reason,
+            refreshed_by,
+        } => (action, reason, refreshed_by),
+    };
+    let action = if action == Action::NoOp {
+        Action::Run
+    } else {
+        action
+    };
+    let _ = write!(out, "  {} {id}", style.action(action, action.symbol()));
+    if let Some(reason) = reason {
+        let _ = write!(out, " ({reason})");
+    }
+    if let Some((verb, sources)) = refreshed_by {
+        let _ = write!(out, " ({verb}: refreshed by {sources})");
+    }
+    out.push('\n');
 }
 
 /// A change's attribute lines and content diff, without colour or header: what a stored run
@@ -399,12 +443,18 @@ fn count(n: usize, noun: &str) -> String {
 
 /// Where a plan came from, recorded in its JSON so a saved plan can be checked before apply.
 pub struct Origin<'a> {
-    /// The project path as given.
+    /// The project path, relative to the directory the plan was made in (local mode), or
+    /// as the controller was sent it.
     pub project: &'a str,
     /// The root acted on.
     pub root: &'a str,
     /// Digest of every document, parameter override and the root.
     pub documents_digest: &'a str,
+    /// Each document's digest by its path in the project, so a refused apply names the
+    /// documents that changed (empty: not recorded).
+    pub documents: &'a std::collections::BTreeMap<String, String>,
+    /// Every `--target`, joined by commas (a saved plan's apply must select the same).
+    pub target: Option<&'a str>,
     /// `--resource`s the plan was narrowed to (a saved plan's apply must give the same).
     pub resources: &'a [String],
     /// `--exclude`s the plan left out (a saved plan's apply must give the same).
@@ -438,6 +488,10 @@ struct JsonPlan<'a> {
     project: &'a str,
     root: &'a str,
     documents_digest: &'a str,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    documents: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     resources: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -455,6 +509,7 @@ struct JsonSummary {
     delete: usize,
     run: usize,
     errors: usize,
+    refused: usize,
     changes: bool,
 }
 
@@ -479,8 +534,14 @@ struct JsonChange {
     content: Option<JsonContent>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     refreshed_by: Vec<String>,
+    /// The type's word for a refresh (`restarts`), when `refreshed_by` is not empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The lines the human plan shows under the resource ([`change_text`]), for `show`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
     /// Fingerprint of the observed state the change was computed from.
     observed: String,
 }
@@ -584,7 +645,9 @@ fn json_change(planned: &PlannedChange, res: &model::Resource) -> JsonChange {
             .iter()
             .map(|id| id.to_string())
             .collect(),
+        refresh: (!planned.refreshed_by.is_empty()).then_some(planned.refresh_words.planned),
         error: None,
+        text: None,
         observed: planned.fingerprint.clone(),
     };
     match &planned.change {
@@ -601,6 +664,9 @@ fn json_change(planned: &PlannedChange, res: &model::Resource) -> JsonChange {
                 })
                 .collect();
             json.content = change.content.as_ref().map(|c| json_content(res, c));
+            if planned.is_change() {
+                json.text = Some(change_text(change, res)).filter(|text| !text.is_empty());
+            }
         }
         Err(message) => json.error = Some(message.clone()),
     }
@@ -617,6 +683,8 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
         project: origin.project,
         root: origin.root,
         documents_digest: origin.documents_digest,
+        documents: origin.documents,
+        target: origin.target,
         resources: origin.resources,
         excludes: origin.excludes,
         parameters: origin.parameters,
@@ -627,6 +695,7 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
             delete: summary.delete,
             run: summary.run,
             errors: summary.errors,
+            refused: summary.refused,
             changes: plan.has_changes(),
         },
         nodes: plan
@@ -648,6 +717,104 @@ pub fn json(plan: &Plan, nodes: &[&model::Node], origin: &Origin<'_>) -> String 
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// A saved plan (the JSON above) as `steward show` renders it again: what the human plan is
+/// made of.
+#[derive(serde::Deserialize)]
+pub struct SavedView {
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    excludes: Vec<String>,
+    nodes: Vec<SavedViewNode>,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedViewNode {
+    name: String,
+    changes: Vec<SavedViewChange>,
+}
+
+#[derive(serde::Deserialize)]
+struct SavedViewChange {
+    id: String,
+    action: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    refreshed_by: Vec<String>,
+    #[serde(default)]
+    refresh: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl SavedViewChange {
+    fn action(&self) -> Action {
+        Action::from_name(&self.action).unwrap_or(Action::NoOp)
+    }
+
+    /// As [`PlannedChange::is_change`], or an error.
+    fn is_shown(&self) -> bool {
+        self.error.is_some() || self.action() != Action::NoOp || !self.refreshed_by.is_empty()
+    }
+}
+
+/// A saved plan for people, as `plan` printed it when it was made: the `--resource` and
+/// `--exclude` header, per node each change with the lines under it, then the summary. A
+/// plan saved before plans kept those lines shows each change without them.
+pub fn saved_human(saved: &SavedView, style: Style) -> String {
+    let mut out = targeting_header(&saved.resources, &saved.excludes);
+    let mut summary = Summary::default();
+    let mut has_changes = false;
+    for node in &saved.nodes {
+        let changed: Vec<&SavedViewChange> = node.changes.iter().filter(|c| c.is_shown()).collect();
+        node_head(
+            &mut out,
+            &node.name,
+            changed.is_empty().then_some(node.changes.len()),
+        );
+        for change in &node.changes {
+            let action = change.action();
+            match (&change.error, action) {
+                (Some(message), _) => {
+                    summary.errors += 1;
+                    summary.refused += usize::from(message.starts_with(REFUSED));
+                }
+                (None, Action::Create) => summary.create += 1,
+                (None, Action::Update) => summary.update += 1,
+                (None, Action::Replace) => summary.replace += 1,
+                (None, Action::Delete) => summary.delete += 1,
+                (None, Action::Run) => summary.run += 1,
+                (None, Action::NoOp) => summary.run += usize::from(!change.refreshed_by.is_empty()),
+            }
+            has_changes |= change.error.is_none() && change.is_shown();
+        }
+        for change in changed {
+            let head = match &change.error {
+                Some(message) => Head::Error(message),
+                None => Head::Change {
+                    action: change.action(),
+                    reason: change.reason.as_deref(),
+                    refreshed_by: (!change.refreshed_by.is_empty()).then(|| {
+                        (
+                            change.refresh.as_deref().unwrap_or("runs"),
+                            change.refreshed_by.join(", "),
+                        )
+                    }),
+                },
+            };
+            resource_head(&mut out, &change.id, head, style);
+            if let Some(text) = &change.text {
+                write_change_text(&mut out, INDENT, text, style);
+            }
+        }
+    }
+    summary_line(&mut out, summary, has_changes);
+    out
 }
 
 /// The result of an apply for people: what changed, failed or was skipped, then a summary.
@@ -775,6 +942,65 @@ mod tests {
             assert_eq!(parse_action(action.as_str()), Some(action));
         }
         assert_eq!(parse_action("no-op"), None);
+    }
+
+    /// `show` renders a saved plan's JSON as the plan printed it: changes with their lines,
+    /// a refresh, a read error, a refusal, the summary.
+    #[test]
+    fn a_saved_plan_renders_as_the_plan_did() {
+        let mut resources = Vec::new();
+        let mut changes = Vec::new();
+        let outcomes: [Result<Change, String>; 4] = [
+            Ok(change(Action::Update, Some(Content::Text("one\n".into())))),
+            Ok(Change::new(ResourceId::new("file", "/x"), Action::NoOp)),
+            Err("permission denied".into()),
+            Err(format!("{REFUSED}its parent does not exist")),
+        ];
+        for (idx, outcome) in outcomes.into_iter().enumerate() {
+            let mut res = file_with("one\ntwo\n");
+            res.id = ResourceId::new("file", format!("/f{idx}"));
+            resources.push(res);
+            changes.push(PlannedChange {
+                resource: idx,
+                change: outcome,
+                refreshed_by: if idx == 1 {
+                    vec![ResourceId::new("file", "/f0")]
+                } else {
+                    Vec::new()
+                },
+                refresh_words: RefreshWords::RUN,
+                fingerprint: "blake3:0".into(),
+            });
+        }
+        let node = model::Node {
+            name: "local".into(),
+            tags: Default::default(),
+            facts: crate::facts::local(std::path::Path::new("/")),
+            resources: std::sync::Arc::new(resources),
+        };
+        let plan = Plan {
+            nodes: vec![NodePlan {
+                node: "local".into(),
+                changes,
+            }],
+        };
+        let parameters = Default::default();
+        let origin = Origin {
+            project: "p",
+            root: "/",
+            documents_digest: "blake3:0",
+            documents: &Default::default(),
+            target: None,
+            resources: &[],
+            excludes: &["file:/y".to_string()],
+            parameters: &parameters,
+        };
+        let saved: SavedView = serde_json::from_str(&json(&plan, &[&node], &origin)).unwrap();
+        for style in [Style::new(false), Style::new(true)] {
+            let live =
+                targeting_header(&[], &["file:/y".to_string()]) + &human(&plan, &[&node], style);
+            assert_eq!(saved_human(&saved, style), live);
+        }
     }
 
     #[test]

@@ -912,7 +912,9 @@ fn a_saved_fleet_plan_applies_exactly_or_is_refused() {
     let apply = fleet.cli(&["apply", plan_path]);
     assert_eq!(apply.code, 1, "{}", apply.all());
     assert!(
-        apply.stderr.contains("changed since this plan was made"),
+        apply
+            .stderr
+            .contains("documents changed since this plan was made: site.yaml (changed)"),
         "{}",
         apply.stderr
     );

@@ -28,6 +28,7 @@ mod plan_apply;
 mod reports;
 mod root_race;
 mod sarif;
+mod saved_plans;
 mod schema;
 mod schema_parity;
 mod store;

@@ -169,7 +169,7 @@ fn saved_plan_refused_when_documents_change() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(
         out.stderr
-            .contains("the documents (or parameters, or --root) changed"),
+            .contains("documents changed since this plan was made: site.yaml (changed)"),
         "{}",
         out.all()
     );
@@ -746,7 +746,20 @@ fn a_relative_root_and_a_saved_plan_from_elsewhere() {
     env.mkdir("plans");
     let plan = env.run(&["--root", "root", "plan", "p", "-o", "plans/plan.json"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
-    let out = crate::common::run_in(&env.path().join("plans"), &["apply", "plan.json"]);
+    // The project is kept relative to where the plan was made: from elsewhere, the plan
+    // says where it looked; from there, it applies (the root was made absolute).
+    let plans = env.path().join("plans");
+    let out = crate::common::run_in(&plans, &["apply", "plan.json"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!(
+            "the project of this plan, `p`, is not at {}",
+            plans.join("p").display()
+        )),
+        "{}",
+        out.all()
+    );
+    let out = env.run(&["apply", "plans/plan.json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(env.read("root/a"), "x");
 }

@@ -379,14 +379,120 @@ fn through_a_controller_repeated_and_comma_targets_plan_exactly_their_nodes() {
         "{}",
         empty.all()
     );
-    // Resource targeting is local mode's: through a controller it is refused, not ignored.
-    let narrowed = fleet.cli(&["plan", p, "--resource", "file:/motd"]);
-    assert_eq!(narrowed.code, 1, "{}", narrowed.all());
-    assert!(
-        narrowed
-            .stderr
-            .contains("--resource and --exclude work in local mode only"),
-        "{}",
-        narrowed.all()
+}
+
+#[test]
+fn through_a_controller_resources_and_excludes_plan_exactly_their_set() {
+    use crate::fleet_harness::Fleet;
+    let fleet = Fleet::with_agents(&[("web-1", "role=web"), ("db-1", "role=db")]);
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  everyone:\n    targets: { all: true }\n    documents: [every.yaml]\n",
     );
+    fleet.env.write(
+        "project/every.yaml",
+        "steward: 1\nresources:\n  directory:/srv: {}\n  file:/srv/conf: { content: \"c\\n\", require: [\"file:/key\"] }\n  file:/key: { content: \"k\\n\" }\n  file:/other: { content: \"o\\n\" }\n",
+    );
+    let project = fleet.env.path().join("project");
+    let p = project.to_str().unwrap();
+    // Per node, the resources its plan lists.
+    let planned = |args: &[&str]| {
+        let mut full = vec!["plan", p, "--format", "json"];
+        full.extend(args);
+        let out = fleet.cli(&full);
+        assert_eq!(out.code, 0, "{args:?}: {}\n{}", out.all(), fleet.logs());
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut nodes: Vec<(String, Vec<String>)> = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let mut ids: Vec<String> = n["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string())
+                    .collect();
+                ids.sort();
+                (n["name"].as_str().unwrap().to_string(), ids)
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let conf = vec![
+        "directory:/srv".to_string(),
+        "file:/key".to_string(),
+        "file:/srv/conf".to_string(),
+    ];
+    assert_eq!(
+        planned(&["--resource", "file:/srv/conf", "--target", "web-1"]),
+        [("web-1".to_string(), conf.clone())]
+    );
+    assert_eq!(
+        planned(&["--resource", "file:/srv/conf"]),
+        [
+            ("db-1".to_string(), conf.clone()),
+            ("web-1".to_string(), conf)
+        ]
+    );
+    let other = vec!["file:/other".to_string()];
+    assert_eq!(
+        planned(&["--exclude", "file:/key", "--exclude", "directory:/srv"]),
+        [
+            ("db-1".to_string(), other.clone()),
+            ("web-1".to_string(), other)
+        ]
+    );
+
+    // The human plan says it is narrowed.
+    let human = fleet.cli(&["plan", p, "--resource", "file:/other"]);
+    assert_eq!(human.code, 0, "{}", human.all());
+    assert!(
+        human
+            .stdout
+            .starts_with("Only file:/other and what it depends on (--resource).\n"),
+        "{}",
+        human.all()
+    );
+    // An address no selected node declares: located by its flag, with a suggestion.
+    let unknown = fleet.cli(&["plan", p, "--resource", "file:/otter"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.all());
+    assert!(
+        unknown
+            .stderr
+            .contains("--resource `file:/otter` is not declared for any selected node"),
+        "{}",
+        unknown.all()
+    );
+
+    // A saved plan keeps them: applied with others, refused naming both; with the same,
+    // it applies exactly that set.
+    let plan_path = fleet.env.path().join("narrow.json");
+    let plan_path = plan_path.to_str().unwrap();
+    let plan = fleet.cli(&["plan", p, "--resource", "file:/other", "-o", plan_path]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan_path).unwrap()).unwrap();
+    // Named relative to where the plan was made, as a local plan names its project.
+    assert_eq!(saved["project"], "project");
+    assert_eq!(saved["resources"], serde_json::json!(["file:/other"]));
+    let bare = fleet.cli(&["apply", plan_path]);
+    assert_eq!(bare.code, 1, "{}", bare.all());
+    assert!(
+        bare.stderr
+            .contains("--resource: the plan has `file:/other`, this apply has none"),
+        "{}",
+        bare.all()
+    );
+    assert!(!fleet.root("web-1").join("other").exists());
+    let same = fleet.cli(&["apply", plan_path, "--resource", "file:/other"]);
+    assert_eq!(same.code, 0, "{}\n{}", same.all(), fleet.logs());
+    for node in ["web-1", "db-1"] {
+        assert_eq!(
+            std::fs::read_to_string(fleet.root(node).join("other")).unwrap(),
+            "o\n"
+        );
+        assert!(!fleet.root(node).join("key").exists());
+    }
 }

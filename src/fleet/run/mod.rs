@@ -74,11 +74,10 @@ pub enum RunError {
     /// A saved plan covers nodes the documents no longer target (named).
     #[error("the plan covers {0} that the documents no longer target; run `steward plan` again")]
     PlanNodesGone(String),
-    /// A saved plan was made from other documents or parameters.
-    #[error(
-        "the documents (or parameters) changed since this plan was made; run `steward plan` again"
-    )]
-    PlanStale,
+    /// A saved plan was made from other documents or parameters (says which documents,
+    /// when the plan names them).
+    #[error("{0}; run `steward plan` again")]
+    PlanStale(String),
     /// The run could not be stored as `running`, so nothing was sent.
     #[error("the run could not be stored, so nothing was sent: {0}")]
     NotBegun(#[source] StoreError),
@@ -156,7 +155,7 @@ pub struct Adhoc {
 /// Runs a request; `progress` receives events as nodes start and finish.
 pub async fn run(
     controller: &Arc<Controller>,
-    request: RunRequest,
+    mut request: RunRequest,
     scope: Scope,
     progress: mpsc::UnboundedSender<Event>,
 ) -> RunResponse {
@@ -191,6 +190,7 @@ pub async fn run(
             }
         }
     };
+    let mut validated = validated;
     if validated.has_errors() {
         return RunResponse {
             failed: true,
@@ -219,6 +219,27 @@ pub async fn run(
             };
         }
     };
+    // `--resource` and `--exclude`: every selected node keeps only what they select, so
+    // each agent is sent, probes and applies only that.
+    let narrowed =
+        engine::ResourceFilter::new(&request.resources, &request.excludes).and_then(|filter| {
+            engine::select::narrow(&mut validated, &registry, target.as_ref(), &filter)
+                .map(|()| filter)
+        });
+    match narrowed {
+        Ok(filter) => {
+            // Sorted and without repeats, as the plan header and a saved plan name them.
+            request.resources = filter.resources;
+            request.excludes = filter.excludes;
+        }
+        Err(err) => {
+            return RunResponse {
+                failed: true,
+                errors: vec![err.to_string()],
+                ..RunResponse::default()
+            };
+        }
+    }
     // Shared with the per-node work the run spawns.
     let validated = Arc::new(validated);
     let mut fleet = Fleet::new(&validated, target.as_ref(), &scope);
@@ -346,7 +367,18 @@ impl<'v> Fleet<'v> {
         self.waves.retain(|(_, _, nodes)| !nodes.is_empty());
         self.targets.retain(|n| saved.nodes.contains_key(&n.name));
         if self.planned(request).digest != saved.documents_digest {
-            return Err(RunError::PlanStale);
+            let now = engine::document_digests(&self.validated.project);
+            let changed = engine::changed_documents(&saved.documents, &now);
+            return Err(RunError::PlanStale(if saved.documents.is_empty() {
+                "the documents (or parameters) changed since this plan was made".to_string()
+            } else if changed.is_empty() {
+                "the documents are the plan's, but the parameters or what the documents read changed since this plan was made".to_string()
+            } else {
+                format!(
+                    "documents changed since this plan was made: {}",
+                    changed.join(", ")
+                )
+            }));
         }
         Ok(())
     }
@@ -550,15 +582,24 @@ impl<'v> Fleet<'v> {
                     project: &request.project,
                     root: FLEET_ROOT,
                     documents_digest: &planned.digest,
-                    resources: &[],
-                    excludes: &[],
+                    documents: &engine::document_digests(&self.validated.project),
+                    target: request.target.as_deref(),
+                    resources: &request.resources,
+                    excludes: &request.excludes,
                     parameters: &std::collections::BTreeMap::new(),
                 },
             );
             response.output = if request.json {
                 json.clone()
             } else {
-                crate::report::plan::human(&planned.plan, &planned.nodes, Style::new(request.color))
+                let mut text =
+                    crate::report::plan::targeting_header(&request.resources, &request.excludes);
+                text.push_str(&crate::report::plan::human(
+                    &planned.plan,
+                    &planned.nodes,
+                    Style::new(request.color),
+                ));
+                text
             };
             response.plan_json = Some(json);
             response.nodes = statuses;

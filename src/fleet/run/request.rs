@@ -47,6 +47,13 @@ pub struct RunRequest {
     /// Every `--target`, joined by commas (the selector grammar of [`crate::engine::Selector`]).
     #[serde(default)]
     pub target: Option<String>,
+    /// `--resource`s: only these resources (`TYPE:NAME`) and what they depend on, on every
+    /// selected node that declares them (empty: every resource).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// `--exclude`s: these resources (`TYPE:NAME`) and what depends on them are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
     /// `--parallel` on each node.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
@@ -75,6 +82,10 @@ pub struct RunRequest {
 pub struct SavedFleetPlan {
     /// The plan's `documents_digest`.
     pub documents_digest: String,
+    /// The plan's `documents`: each document's digest by its path in the project, so a
+    /// refusal names the documents that changed (empty: not known).
+    #[serde(default)]
+    pub documents: BTreeMap<String, String>,
     /// Per node, each resource's (`TYPE:NAME`) observed fingerprint.
     pub nodes: BTreeMap<String, BTreeMap<String, String>>,
 }
