@@ -8,6 +8,7 @@ mod crash;
 mod cron;
 mod drift;
 mod facts;
+mod flags;
 mod fleet;
 mod fleet_findings;
 mod fleet_harness;
