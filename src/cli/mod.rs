@@ -85,6 +85,7 @@ const ROOT_COMMANDS: &[&str] = &[
 const RENAMED_FLAGS: &[(&str, &str, &str)] = &[
     ("agent", "--controller", "--connect"),
     ("agent", "--state-dir", "--data-dir"),
+    ("serve", "--name", "--cert-name"),
 ];
 
 /// steward's command line: the derived definition, with `--root` on [`ROOT_COMMANDS`]. Parsing,
@@ -200,7 +201,7 @@ Examples:
 Examples:
   steward serve --data-dir /var/lib/steward --listen 0.0.0.0:7443 --http 127.0.0.1:7080
   steward serve --data-dir D --listen 127.0.0.1:0 --http 127.0.0.1:0   # ports in D/endpoints.json
-  steward serve --data-dir D --listen 0.0.0.0:7443 --http 0.0.0.0:7080 --http-tls --name ctl.example.com
+  steward serve --data-dir D --listen 0.0.0.0:7443 --http 0.0.0.0:7080 --http-tls --cert-name ctl.example.com
 
 On first start it creates its CA, server certificate and D/admin.token (mode 0600).")]
     Serve(ServeArgs),
@@ -336,8 +337,9 @@ pub(crate) struct ServeArgs {
     /// trust DATA_DIR/ca.crt through STEWARD_CA_FILE).
     #[arg(long)]
     pub(crate) http_tls: bool,
-    /// Another name (DNS or IP) agents reach the controller by, for its certificate.
-    #[arg(long = "name", value_name = "NAME")]
+    /// Another name (DNS or IP) agents reach the controller by, for its certificate;
+    /// repeatable. Was --name, which agent and token create read as a node's name.
+    #[arg(long = "cert-name", value_name = "NAME", alias = "name")]
     pub(crate) names: Vec<String>,
     /// How long agent certificates live (agents renew when a third is left): 12h, 30d, 2w.
     #[arg(long, value_name = "DURATION", default_value = "30d")]

@@ -376,3 +376,42 @@ fn man_pages_install_next_to_the_binary_and_man_finds_them() {
     let out = env.run(&["man", "--dir", "pages"]);
     assert_eq!(out.code, 1, "{}", out.all());
 }
+
+/// `serve --name` was a certificate name where `agent --name` and `token create --name` are a
+/// node's: now `--cert-name`, the old spelling warned about.
+#[test]
+fn serve_cert_name_with_the_old_spelling_warned() {
+    let env = TestEnv::new();
+    let help = env.run(&["serve", "--help"]).stdout;
+    assert!(help.contains("--cert-name <NAME>"), "{help}");
+    assert!(!help.contains("--name <NAME>"), "{help}");
+    // A bad lifetime stops it before it starts: the warning, then the error.
+    let out = env.run(&[
+        "serve",
+        "--data-dir",
+        "d",
+        "--name",
+        "ctl.example.com",
+        "--agent-cert-lifetime",
+        "0",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(
+        out.stderr,
+        "warning: `steward serve --name` is now --cert-name; --name will stop working in the next release\n\
+         error: --agent-cert-lifetime `0` must be between 1s and 365d\n"
+    );
+    let out = env.run(&[
+        "serve",
+        "--data-dir",
+        "d",
+        "--cert-name",
+        "ctl.example.com",
+        "--agent-cert-lifetime",
+        "0",
+    ]);
+    assert_eq!(
+        out.stderr,
+        "error: --agent-cert-lifetime `0` must be between 1s and 365d\n"
+    );
+}
