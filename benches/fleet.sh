@@ -112,8 +112,8 @@ for i in $(seq 1 "$N"); do
     a=$W/agents/web-$i
     mkdir -p "$a/root" "$a/state"
     (umask 077; printf '%s\n' "${TOKENS[$((i - 1))]}" > "$a/join.token")
-    "$BIN" --root "$a/root" agent --controller "$AGENTS" --join-token-file "$a/join.token" \
-        --name "web-$i" --state-dir "$a/state" 2>"$W/logs/agent-$i.log" &
+    "$BIN" agent --root "$a/root" --connect "$AGENTS" --join-token-file "$a/join.token" \
+        --name "web-$i" --data-dir "$a/state" 2>"$W/logs/agent-$i.log" &
     PIDS+=($!)
 done
 T_STARTED=$(now)

@@ -130,12 +130,9 @@ fn fail(err: impl Into<FleetError>) -> std::io::Result<Exit> {
 /// Why a duration argument does not parse; shown after its flag's name.
 #[derive(Debug, thiserror::Error)]
 enum DurationError {
-    /// No leading number.
-    #[error("`{0}`: write a number and a unit, such as 30m or 1h")]
-    NotANumber(String),
-    /// A unit other than `s`, `m`, `h` or `d`.
-    #[error("`{0}`: the unit must be s, m, h or d")]
-    Unit(String),
+    /// Not the duration grammar ([`crate::model::grammar::duration`]).
+    #[error(transparent)]
+    Grammar(#[from] crate::model::grammar::DurationError),
     /// Zero, or more than a year.
     #[error("`{0}` must be between 1s and 365d")]
     Range(String),
@@ -204,13 +201,13 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
         );
     }
     let config = crate::fleet::agent::Config {
-        controller: args.controller.clone(),
+        controller: args.connect.clone(),
         token: args.token.clone(),
         token_file: args.join_token_file.clone(),
         name: args.name.clone(),
         tags,
         root: ctx.root.clone(),
-        state_dir: args.state_dir.clone(),
+        state_dir: args.data_dir.clone(),
         registry: ctx.registry.clone(),
     };
     match runtime()?.block_on(crate::fleet::agent::run(config)) {
@@ -238,6 +235,23 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
     }
     // Every --target as one comma list: the controller reads the same grammar.
     let target = args.target.join(",");
+    // The controller reads the rates again; checked here too, so a typo costs no connection.
+    for (flag, text, min) in [
+        (
+            "--max-concurrency",
+            &args.max_concurrency,
+            crate::model::grammar::MAX_CONCURRENCY_MIN,
+        ),
+        (
+            "--max-errors",
+            &args.max_errors,
+            crate::model::grammar::MAX_ERRORS_MIN,
+        ),
+    ] {
+        if let Err(err) = crate::model::grammar::rate(text, min) {
+            return usage_error(&format!("{flag} {err}"));
+        }
+    }
     if let Some(document) = &args.document {
         if !args.command.is_empty() {
             return usage_error("give either --document or a command after `--`, not both");
@@ -414,26 +428,14 @@ fn command_table(response: &crate::fleet::command::CommandResponse) -> String {
     out
 }
 
-/// `30s`, `15m`, `1h`, `7d`.
+/// A duration flag's value: the shared grammar (`90`, `30s`, `1h30m`, `7d`), from one second
+/// to a year.
 fn parse_ttl(text: &str) -> Result<Duration, DurationError> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| DurationError::NotANumber(text.to_string()))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(DurationError::Unit(text.to_string())),
-    };
-    match number.checked_mul(seconds) {
-        Some(total) if number > 0 && total <= 365 * 86_400 => Ok(Duration::from_secs(total)),
-        _ => Err(DurationError::Range(text.to_string())),
+    let duration = crate::model::grammar::duration(text)?;
+    if duration.is_zero() || duration > Duration::from_secs(365 * 86_400) {
+        return Err(DurationError::Range(text.to_string()));
     }
+    Ok(duration)
 }
 
 pub(super) fn token_create(
@@ -1014,15 +1016,26 @@ mod tests {
     fn ttls_and_tags() {
         assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
-        for bad in ["", "h", "0s", "1w", "-1h", "99999999999999999999s", "400d"] {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("1w").unwrap(), Duration::from_secs(604_800));
+        for bad in [
+            "",
+            "h",
+            "0s",
+            "0",
+            "-1h",
+            "99999999999999999999s",
+            "400d",
+            "53w",
+        ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
         for (bad, message) in [
             (
                 "x",
-                "--ttl `x`: write a number and a unit, such as 30m or 1h",
+                "--ttl `x` is not a duration: write seconds (90) or numbers with units (30s, 5m, 1h30m, 2d, 1w)",
             ),
-            ("1w", "--ttl `1w`: the unit must be s, m, h or d"),
             ("0s", "--ttl `0s` must be between 1s and 365d"),
         ] {
             let err = parse_ttl(bad).unwrap_err().of("--ttl");

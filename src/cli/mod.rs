@@ -8,6 +8,7 @@ mod commands;
 mod facts;
 mod fleet;
 mod import;
+mod man;
 mod mode;
 mod params;
 mod reach;
@@ -66,11 +67,60 @@ struct Cli {
     /// When to colour output; NO_COLOR in the environment means never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
-    /// Act on a file system rooted at DIR instead of `/` (tests, images).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// `--root` before the command, as it was given while it was global: still read, for the
+    /// commands that take `--root` ([`ROOT_COMMANDS`]) only, and hidden from help.
+    #[arg(long, value_name = "DIR", hide = true)]
     root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The commands that read or change a file system, and so take `--root`: the others never
+/// look at one, so their help does not offer it.
+const ROOT_COMMANDS: &[&str] = &[
+    "validate", "plan", "apply", "drift", "graph", "import", "facts", "agent",
+];
+
+/// Flags renamed so that one name means one thing in every command: `(command, old, new)`.
+/// The old spelling stays a hidden alias for one release and prints one warning line.
+const RENAMED_FLAGS: &[(&str, &str, &str)] = &[
+    ("agent", "--controller", "--connect"),
+    ("agent", "--state-dir", "--data-dir"),
+    ("serve", "--name", "--cert-name"),
+];
+
+/// steward's command line: the derived definition, with `--root` on [`ROOT_COMMANDS`]. Parsing,
+/// completions and man pages all read this one.
+pub(crate) fn cli_command() -> clap::Command {
+    let mut command = Cli::command();
+    for name in ROOT_COMMANDS {
+        command = command.mut_subcommand(name, |sub| {
+            sub.arg(
+                clap::Arg::new("root")
+                    .long("root")
+                    .value_name("DIR")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("Act on (and read facts from) a file system rooted at DIR instead of `/` (tests, images)"),
+            )
+        });
+    }
+    command
+}
+
+/// One warning line on stderr for each old spelling of a renamed flag in `args`.
+fn warn_renamed(command: &str, args: &[std::ffi::OsString]) {
+    for (_, old, new) in RENAMED_FLAGS.iter().filter(|(c, _, _)| *c == command) {
+        let used = args.iter().skip(1).any(|arg| {
+            arg.to_str().is_some_and(|arg| {
+                arg == *old || arg.strip_prefix(old).is_some_and(|v| v.starts_with('='))
+            })
+        });
+        if used {
+            eprintln!(
+                "warning: `steward {command} {old}` is now {new}; {old} will stop working in the next release"
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -152,17 +202,17 @@ Examples:
 Examples:
   steward serve --data-dir /var/lib/steward --listen 0.0.0.0:7443 --http 127.0.0.1:7080
   steward serve --data-dir D --listen 127.0.0.1:0 --http 127.0.0.1:0   # ports in D/endpoints.json
-  steward serve --data-dir D --listen 0.0.0.0:7443 --http 0.0.0.0:7080 --http-tls --name ctl.example.com
+  steward serve --data-dir D --listen 0.0.0.0:7443 --http 0.0.0.0:7080 --http-tls --cert-name ctl.example.com
 
 On first start it creates its CA, server certificate and D/admin.token (mode 0600).")]
     Serve(ServeArgs),
     /// Run an agent: enroll once with a join token, then keep a connection and run tasks.
     #[command(after_help = "\
 Examples:
-  steward agent --controller ctl.example.com:7443 --join-token-file /root/web-1.token \\
-                --name web-1 --state-dir /var/lib/steward-agent
-  STEWARD_JOIN_TOKEN=\"$T\" steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S
-  steward agent --controller 127.0.0.1:7443 --name web-1 --state-dir S --root R   # enrolled already
+  steward agent --connect ctl.example.com:7443 --join-token-file /root/web-1.token \\
+                --name web-1 --data-dir /var/lib/steward-agent
+  STEWARD_JOIN_TOKEN=\"$T\" steward agent --connect 127.0.0.1:7443 --name web-1 --data-dir D
+  steward agent --connect 127.0.0.1:7443 --name web-1 --data-dir D --root R   # enrolled already
 
 The join token is needed only to enroll. Give it in a file or in STEWARD_JOIN_TOKEN: --token
 shows it to every user of the machine (in `ps`). The node's tags are the controller's (bound by
@@ -259,6 +309,16 @@ Examples:
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print steward's manual page, or install one page per command.
+    #[command(after_help = "\
+Examples:
+  steward man | man -l -                     # read it now
+  steward man --install                      # next to the binary: BIN/../share/man/man1
+  steward man --install --dir ~/.local/share/man/man1
+
+man finds pages installed next to a binary on PATH (BIN/../share/man), so after
+`cargo install` the default needs no MANPATH.")]
+    Man(man::ManArgs),
 }
 
 /// Where the controller's HTTP API is; set, `plan`, `apply`, `drift`, `runs`, `report` and
@@ -291,10 +351,11 @@ pub(crate) struct ServeArgs {
     /// trust DATA_DIR/ca.crt through STEWARD_CA_FILE).
     #[arg(long)]
     pub(crate) http_tls: bool,
-    /// Another name (DNS or IP) agents reach the controller by, for its certificate.
-    #[arg(long = "name", value_name = "NAME")]
+    /// Another name (DNS or IP) agents reach the controller by, for its certificate;
+    /// repeatable. Was --name, which agent and token create read as a node's name.
+    #[arg(long = "cert-name", value_name = "NAME", alias = "name")]
     pub(crate) names: Vec<String>,
-    /// How long agent certificates live (agents renew when a third is left): 1h, 30d.
+    /// How long agent certificates live (agents renew when a third is left): 12h, 30d, 2w.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub(crate) agent_cert_lifetime: String,
     /// Log lines for people (human) or one JSON object each (json); STEWARD_LOG filters.
@@ -304,9 +365,10 @@ pub(crate) struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentArgs {
-    /// The controller's agent port, HOST:PORT.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) controller: String,
+    /// The controller's agent port (`serve --listen`), HOST:PORT. Was --controller, which
+    /// every other command reads as the controller's HTTP API URL.
+    #[arg(long, value_name = "HOST:PORT", alias = "controller")]
+    pub(crate) connect: String,
     /// The node's name.
     #[arg(long, value_name = "NAME")]
     pub(crate) name: String,
@@ -325,9 +387,10 @@ pub(crate) struct AgentArgs {
     /// controller's tags).
     #[arg(long, value_name = "TAGS")]
     pub(crate) tags: Option<String>,
-    /// Where the agent keeps its key, certificate and undelivered results.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) state_dir: PathBuf,
+    /// The agent's own directory: its key, certificate and undelivered results. Was
+    /// --state-dir, which plan, apply and drift read as the project's store.
+    #[arg(long, value_name = "DIR", alias = "state-dir")]
+    pub(crate) data_dir: PathBuf,
     /// Log lines for people (human) or one JSON object each (json); STEWARD_LOG filters.
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
     pub(crate) log_format: crate::fleet::logging::LogFormat,
@@ -340,7 +403,7 @@ enum TokenCommand {
         /// The controller's data directory.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
-        /// How long the token stays valid: 30m, 1h, 7d.
+        /// How long the token stays valid: 30m, 1h, 1h30m, 7d (a bare number is seconds).
         #[arg(long, value_name = "DURATION", default_value = "1h")]
         ttl: String,
         /// Enroll only this node name.
@@ -379,7 +442,7 @@ pub(crate) struct RunArgs {
     /// Failures after which no new node starts: a count or a percentage.
     #[arg(long, value_name = "N|P%", default_value = "0")]
     pub(crate) max_errors: String,
-    /// Kill a command that runs longer: 30s, 10m, 1h.
+    /// Kill a command that runs longer: 90 (seconds), 30s, 10m, 1h30m.
     #[arg(
         long,
         value_name = "DURATION",
@@ -387,7 +450,7 @@ pub(crate) struct RunArgs {
         conflicts_with = "document"
     )]
     pub(crate) timeout: String,
-    /// How long to wait for an offline node to connect.
+    /// How long to wait for an offline node to connect: 90 (seconds), 30s, 5m.
     #[arg(
         long,
         value_name = "DURATION",
@@ -589,6 +652,21 @@ pub(crate) struct ReportArgs {
     pub(crate) store: StoreArgs,
 }
 
+impl ReportArgs {
+    /// Whether the run given is a path to a directory or a document: a project, which
+    /// `report` takes with `--project`.
+    fn names_a_project(&self) -> bool {
+        self.run.as_deref().is_some_and(|run| {
+            let path = Path::new(run);
+            path.is_dir()
+                || (path.is_file()
+                    && path
+                        .extension()
+                        .is_some_and(|ext| ext == "yaml" || ext == "yml" || ext == "kdl"))
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ReportFormat {
     Human,
@@ -756,8 +834,9 @@ fn test_panic() {
 pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
     test_panic();
     // Parsed in two steps to keep where each value came from: the mode check needs it.
-    let parsed = Cli::command()
-        .try_get_matches_from(args)
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let parsed = cli_command()
+        .try_get_matches_from(&args)
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
@@ -775,6 +854,30 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         eprintln!("error: {conflict}");
         return Exit::Error;
     }
+    let (command_name, command_matches) = matches.subcommand().unzip();
+    if let Some(name) = command_name {
+        warn_renamed(name, &args);
+    }
+    // Defined only on ROOT_COMMANDS: `try_get_one` answers `Err` for the others.
+    let command_root = command_matches
+        .and_then(|sub| sub.try_get_one::<PathBuf>("root").ok().flatten())
+        .cloned();
+    let root = match (cli.root, command_root) {
+        (Some(_), Some(_)) => {
+            eprintln!("error: --root is given twice, before and after the command: give it once");
+            return Exit::Error;
+        }
+        (Some(root), None) if !command_name.is_some_and(|name| ROOT_COMMANDS.contains(&name)) => {
+            eprintln!(
+                "error: --root {} does not apply to `steward {}`: only {} act on a file system",
+                root.display(),
+                command_name.unwrap_or_default(),
+                ROOT_COMMANDS.join(", ")
+            );
+            return Exit::Error;
+        }
+        (before, after) => before.or(after),
+    };
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let color = match cli.color {
         ColorChoice::Always => true,
@@ -790,9 +893,9 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         registry: std::sync::Arc::new(Registry::builtin()),
         color,
         stdout_color,
-        root_given: cli.root.is_some(),
+        root_given: root.is_some(),
         // Absolute from here on: tools such as useradd need it, and saved plans compare it.
-        root: cli.root.map_or_else(
+        root: root.map_or_else(
             || PathBuf::from("/"),
             |root| std::fs::canonicalize(&root).unwrap_or(root),
         ),
@@ -851,6 +954,12 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             Some(remote) => fleet::remote_text(&remote, "/v1/runs", false),
             None => commands::runs(&args),
         },
+        Command::Report(args) if args.store.remote().is_none() && args.names_a_project() => {
+            usage_error(&format!(
+                "`{run}` is a project, not a run id: use --project {run}",
+                run = args.run.as_deref().unwrap_or_default()
+            ))
+        }
         Command::Report(args) => match args.store.remote() {
             Some(remote) => {
                 let id = args.run.as_deref().unwrap_or("latest");
@@ -902,8 +1011,9 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Facts(args) => facts::facts(&ctx, &args),
         Command::Show(args) => show::show(&ctx, &args),
         Command::Schema => print_stdout(&crate::schema::json::render(&ctx.registry)),
+        Command::Man(args) => man::man(&cli_command(), &args),
         Command::Completions { shell } => {
-            let mut command = Cli::command();
+            let mut command = cli_command();
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command, "steward", &mut out);
             print_stdout(&String::from_utf8_lossy(&out))

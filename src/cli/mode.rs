@@ -64,7 +64,7 @@ pub(super) fn check(matches: &ArgMatches) -> Result<(), ModeConflict> {
     };
     match chosen_by {
         Some(chosen_by) => {
-            // `--root` is the top level's: given before the command or after it.
+            // `--root` is the command's, or the top level's when given before the command.
             let local = LOCAL_FLAGS
                 .iter()
                 .find(|(id, _)| given(sub, id) || (*id == "root" && given(matches, id)));

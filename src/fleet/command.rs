@@ -31,12 +31,12 @@ use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store, Store
 #[non_exhaustive]
 pub enum CommandError {
     /// `--max-concurrency` or `--max-errors` is neither a count nor a percentage.
-    #[error("{what} `{text}` must be a count (2) or a percentage (50%)")]
+    #[error("{what} {source}")]
     BadRate {
         /// The option.
         what: String,
-        /// What it was given, trimmed.
-        text: String,
+        /// What is wrong with its value.
+        source: model::grammar::RateError,
     },
     /// A `--target` that does not parse (an empty part such as `a,,b`, an empty tag key).
     #[error(transparent)]
@@ -228,23 +228,12 @@ pub struct Active {
 /// Held by the HTTP API, which starts and cancels them; the controller does not know them.
 pub type ActiveRuns = std::sync::Mutex<HashMap<String, Arc<Active>>>;
 
-/// `N` or `P%`.
-pub fn parse_rate(text: &str, what: &str) -> Result<Rate, CommandError> {
-    let text = text.trim();
-    let bad = || CommandError::BadRate {
+/// `N` or `P%` ([`model::grammar::rate`]), at least `min`, given to the option `what`.
+pub fn parse_rate(text: &str, what: &str, min: u32) -> Result<Rate, CommandError> {
+    model::grammar::rate(text, min).map_err(|source| CommandError::BadRate {
         what: what.to_string(),
-        text: text.to_string(),
-    };
-    match text.strip_suffix('%') {
-        Some(number) => {
-            let percent: u8 = number.trim().parse().map_err(|_| bad())?;
-            if percent > 100 {
-                return Err(bad());
-            }
-            Ok(Rate::Percent(percent))
-        }
-        None => text.parse().map(Rate::Count).map_err(|_| bad()),
-    }
+        source,
+    })
 }
 
 /// The enrolled, unrevoked nodes a selector picks, in name order. A name nobody has, or a
@@ -309,11 +298,19 @@ pub async fn run(
     if request.argv.is_empty() || request.argv[0].is_empty() {
         return failed("no command given".to_string());
     }
-    let max_concurrency = match parse_rate(&request.max_concurrency, "--max-concurrency") {
+    let max_concurrency = match parse_rate(
+        &request.max_concurrency,
+        "--max-concurrency",
+        model::grammar::MAX_CONCURRENCY_MIN,
+    ) {
         Ok(rate) => rate,
         Err(err) => return failed(err.to_string()),
     };
-    let max_errors = match parse_rate(&request.max_errors, "--max-errors") {
+    let max_errors = match parse_rate(
+        &request.max_errors,
+        "--max-errors",
+        model::grammar::MAX_ERRORS_MIN,
+    ) {
         Ok(rate) => rate,
         Err(err) => return failed(err.to_string()),
     };
@@ -735,11 +732,13 @@ mod tests {
 
     #[test]
     fn rates_parse() {
-        assert_eq!(parse_rate("2", "x").unwrap(), Rate::Count(2));
-        assert_eq!(parse_rate("50%", "x").unwrap(), Rate::Percent(50));
-        for bad in ["", "-1", "101%", "x", "2.5", "%"] {
-            assert!(parse_rate(bad, "x").is_err(), "{bad}");
+        assert_eq!(parse_rate("2", "x", 1).unwrap(), Rate::Count(2));
+        assert_eq!(parse_rate("50%", "x", 1).unwrap(), Rate::Percent(50));
+        for bad in ["", "-1", "101%", "x", "2.5", "%", "0"] {
+            assert!(parse_rate(bad, "x", 1).is_err(), "{bad}");
         }
+        let err = parse_rate("x", "--max-errors", 0).unwrap_err().to_string();
+        assert!(err.starts_with("--max-errors `x` is not a rate"), "{err}");
     }
 
     #[test]

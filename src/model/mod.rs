@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod grammar;
+
 use crate::diag::{SourceId, Span};
 
 /// `TYPE:NAME`, the identity of a resource.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::document::{self, Node};
-use crate::model::Value;
+use crate::model::{Value, grammar};
 use crate::resource::{AttrType, check_abs_path};
 
 /// A value that does not fit its type: what is wrong and how to fix it.
@@ -189,13 +189,11 @@ pub(crate) fn check(ty: AttrType, node: &Node) -> Result<Value, Mismatch> {
 /// [`AttrType::Mode`] as a JSON Schema pattern.
 pub(crate) const MODE_PATTERN: &str = "^[0-7]{3,4}$";
 
-/// A [`AttrType::Duration`] string as a JSON Schema pattern.
-pub(crate) const DURATION_PATTERN: &str = "^[0-9]+[smh]?$";
-
-/// A [`AttrType::Duration`] string of at least one second ([`AttrRule::Positive`]).
+/// A [`AttrType::Duration`] string as a JSON Schema pattern, and one of at least one second
+/// ([`AttrRule::Positive`]).
 ///
 /// [`AttrRule::Positive`]: crate::resource::AttrRule::Positive
-pub(crate) const POSITIVE_DURATION_PATTERN: &str = "^0*[1-9][0-9]*[smh]?$";
+pub(crate) use crate::model::grammar::{DURATION_PATTERN, POSITIVE_DURATION_PATTERN};
 
 /// [`is_version`] as a JSON Schema pattern: without an epoch; with an all-digit epoch
 /// (`1:2.0`); or with a first `:` after something that is not an epoch (`1a:b`).
@@ -314,27 +312,17 @@ fn command(node: &Node) -> Result<Value, Mismatch> {
 }
 
 fn duration(node: &Node) -> Result<Value, Mismatch> {
-    let help = "write seconds as a number, or a string such as \"30s\", \"5m\" or \"2h\"";
+    let help =
+        "write seconds as a number, or a string such as \"30s\", \"5m\", \"1h30m\" or \"2d\"";
     match &node.value {
         document::Value::Int(seconds) if *seconds >= 0 => Ok(Value::Int(*seconds)),
-        document::Value::String(text) => {
-            let (digits, unit) = text.split_at(
-                text.find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(text.len()),
-            );
-            let multiplier = match unit {
-                "" | "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                _ => return Err(Mismatch::new(format!("`{text}` is not a duration")).help(help)),
-            };
-            digits
-                .parse::<i64>()
-                .ok()
-                .and_then(|n| n.checked_mul(multiplier))
-                .map(Value::Int)
-                .ok_or_else(|| Mismatch::new(format!("`{text}` is not a duration")).help(help))
-        }
+        document::Value::String(text) => match grammar::duration(text) {
+            // `duration` keeps the seconds within an `i64`.
+            Ok(duration) => Ok(Value::Int(
+                i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+            )),
+            Err(err) => Err(Mismatch::new(err.to_string()).help(help)),
+        },
         _ => Err(Mismatch::new(format!("expected a duration, {}", found(node))).help(help)),
     }
 }
@@ -394,7 +382,11 @@ mod tests {
             check(AttrType::Duration, &string("5m")).ok(),
             Some(Value::Int(300))
         );
-        assert!(check(AttrType::Duration, &string("5 minutes")).is_err());
+        assert_eq!(
+            check(AttrType::Duration, &string("5 minutes")).ok(),
+            Some(Value::Int(300))
+        );
+        assert!(check(AttrType::Duration, &string("5 minutes ago")).is_err());
     }
 
     #[test]
@@ -433,7 +425,9 @@ mod tests {
                 AttrType::Duration,
                 DURATION_PATTERN,
                 &[
-                    "0", "30", "30s", "5m", "2h", "5 m", "m", "", "5d", "+5", "05s",
+                    "0", "30", "30s", "5m", "2h", "5 m", "m", "", "5d", "+5", "05s", "1h30m",
+                    "1h 30m", "2 days", "1w", "1.5h", "1 0m", "500ms", "5M", " 5m", "5m ", "0s0m",
+                    "5mm", "h5",
                 ],
             ),
             (
@@ -506,7 +500,20 @@ mod tests {
                 assert_eq!(matches(pattern, sample), accepted, "{ty:?} {sample:?}");
             }
         }
-        for sample in ["0", "00s", "1", "1s", "10m", "01h"] {
+        for sample in [
+            "0",
+            "00s",
+            "1",
+            "1s",
+            "10m",
+            "01h",
+            "0s0m",
+            "0s 1m",
+            "1h0m",
+            "0h 00m 10s",
+            "010",
+            "0 s",
+        ] {
             let positive = check(AttrType::Duration, &string(sample))
                 .is_ok_and(|value| value.as_int().is_some_and(|n| n > 0));
             assert_eq!(

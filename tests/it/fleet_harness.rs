@@ -151,18 +151,17 @@ impl Fleet {
             .open(self.agent_log(label))
             .unwrap();
         let mut cmd = bin();
-        cmd.arg("--root")
+        cmd.args(["agent", "--root"])
             .arg(&root)
             .args([
-                "agent",
-                "--controller",
+                "--connect",
                 &self.agent_addr,
                 "--name",
                 name,
                 "--tags",
                 tags,
             ])
-            .arg("--state-dir")
+            .arg("--data-dir")
             .arg(self.state(label))
             .stdout(Stdio::null())
             .stderr(log);
@@ -382,11 +381,11 @@ impl Fleet {
         std::fs::create_dir_all(&root).unwrap();
         let log = std::fs::File::create(self.env.path().join(format!("agent-{name}.log"))).unwrap();
         let child = bin()
-            .arg("--root")
+            .args(["agent", "--root"])
             .arg(&root)
-            .args(["agent", "--controller", &self.agent_addr, "--name", name])
+            .args(["--connect", &self.agent_addr, "--name", name])
             .args(["--tags", tags, "--token", &self.bound_token(name, tags)])
-            .arg("--state-dir")
+            .arg("--data-dir")
             .arg(self.state(name))
             .env("STEWARD_TEST_TRACE_TASKS", &trace)
             .stdout(Stdio::null())

@@ -9,6 +9,7 @@ mod cron;
 mod docs_help;
 mod drift;
 mod facts;
+mod flags;
 mod fleet;
 mod fleet_findings;
 mod fleet_harness;

@@ -87,12 +87,17 @@ impl AdhocRequest {
     /// The scope it asks for, with the selector resolved against the inventory.
     pub async fn scope(&self, controller: &Arc<Controller>) -> Result<Scope, RunError> {
         use crate::fleet::command::{parse_rate, resolve_targets};
+        use crate::model::grammar::{MAX_CONCURRENCY_MIN, MAX_ERRORS_MIN};
         Ok(Scope {
             association: None,
             adhoc: Some(Adhoc {
                 nodes: resolve_targets(controller, &self.target).await?,
-                max_concurrency: parse_rate(&self.max_concurrency, "--max-concurrency")?,
-                max_errors: parse_rate(&self.max_errors, "--max-errors")?,
+                max_concurrency: parse_rate(
+                    &self.max_concurrency,
+                    "--max-concurrency",
+                    MAX_CONCURRENCY_MIN,
+                )?,
+                max_errors: parse_rate(&self.max_errors, "--max-errors", MAX_ERRORS_MIN)?,
             }),
         })
     }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use crate::diag::{Diagnostic, SourceId, Span, did_you_mean};
 use crate::document::{self, Document, Key, Node};
-use crate::model::{Association, ComplianceSeverity, Mode, Rate, Schedule, Targets, Value};
+use crate::model::{
+    Association, ComplianceSeverity, Mode, Rate, Schedule, Targets, Value, grammar,
+};
 use crate::schema::lower::Lowerer;
 use crate::schema::lower::params::{ParamDecl, coerce_param};
 use crate::schema::value::{check, param_type_matches, string_map, to_model};
@@ -33,12 +35,7 @@ pub(crate) const SEVERITIES: &[&str] = &[
 ];
 /// Association modes.
 pub(crate) const MODES: &[&str] = &["detect", "enforce"];
-/// The smallest `max_concurrency`, as a count or a percentage.
-pub(crate) const MAX_CONCURRENCY_MIN: u32 = 1;
-/// The smallest `max_errors`, as a count or a percentage.
-pub(crate) const MAX_ERRORS_MIN: u32 = 0;
-/// The largest percentage of `max_concurrency` and `max_errors`.
-pub(crate) const PERCENT_MAX: u8 = 100;
+pub(crate) use crate::model::grammar::{MAX_CONCURRENCY_MIN, MAX_ERRORS_MIN, PERCENT_MAX};
 
 /// The longest period a `rate(...)` schedule may have: ten years.
 const MAX_RATE_SECONDS: u64 = 10 * 365 * 86_400;
@@ -395,19 +392,7 @@ impl Lowerer<'_> {
                 .ok()
                 .filter(|n| *n >= min)
                 .map(Rate::Count),
-            document::Value::String(text) => match text.strip_suffix('%') {
-                Some(pct) => pct
-                    .trim()
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= PERCENT_MAX && u32::from(*p) >= min)
-                    .map(Rate::Percent),
-                None => text
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n >= min)
-                    .map(Rate::Count),
-            },
+            document::Value::String(text) => grammar::rate(text, min).ok(),
             _ => None,
         };
         if parsed.is_none() {
