@@ -420,14 +420,13 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     };
     // What was done is recorded even when stdout has gone away.
     let printed = if json {
-        printed
+        printed.map(|()| Exit::Ok)
     } else {
         printed.and_then(|()| {
             print_stdout(&format!(
                 "\n{}",
                 crate::report::plan::human_apply(&reports, registry, style)
             ))
-            .map(|_| ())
         })
     };
     let record = record::apply_record(
@@ -443,7 +442,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     }
     // As JSON, the answer is the recorded run, so it is printed once the run is stored.
     let printed = if json {
-        printed.and_then(|()| print_recorded(&store, &record).map(|_| ()))
+        printed.and_then(|_| print_recorded(&store, &record))
     } else {
         printed
     };
@@ -456,7 +455,7 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     if failed {
         return Ok(Exit::Error);
     }
-    printed.map(|_| Exit::Ok)
+    printed
 }
 
 /// Prints a recorded run as `steward report --format json` does, with the open findings.
@@ -488,6 +487,7 @@ fn report_refusals(
     Ok(true)
 }
 
+/// Streams the human plan to stdout.
 fn print_plan(
     planned: &local::Planned<'_>,
     filter: &engine::ResourceFilter,

@@ -8,7 +8,8 @@
 //! **Architecture Invariant:** the width is the caller's to give. `report` never asks the
 //! terminal (the controller renders these tables for the HTTP API): with `None` nothing is
 //! wrapped or cut, with `Some(width)` long cells wrap within their column so that no line is
-//! wider than `width`. Nothing is ever truncated.
+//! wider than `width`, except the first column's, which names the row and keeps its width.
+//! Nothing is ever truncated.
 //!
 //! ```
 //! use steward::report::table::{Align, Table};
@@ -21,7 +22,7 @@
 //! );
 //! ```
 
-use comfy_table::{CellAlignment, ContentArrangement};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement};
 
 /// Spaces between two columns.
 const GAP: u16 = 2;
@@ -71,6 +72,11 @@ impl Table {
             column.set_padding((0, right));
             if self.aligns.get(idx) == Some(&Align::Right) {
                 column.set_cell_alignment(CellAlignment::Right);
+            }
+            // The first column names the row (a node, a run, a finding): it keeps its width
+            // and the others wrap.
+            if idx == 0 {
+                column.set_constraint(ColumnConstraint::ContentWidth);
             }
         }
         match width {
@@ -133,7 +139,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("a-34-character-node-name-for-tests"),
+            text.contains("a-34-character-node-name-for-tests  "),
             "{text}"
         );
         let words: String = text.split_whitespace().collect();
