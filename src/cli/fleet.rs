@@ -19,7 +19,7 @@ use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::logging::LoggingError;
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
 use crate::fleet::serve::ServeError;
-use crate::report::table::{Align, Table};
+use crate::report::table::{Column, Table};
 
 /// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
 /// module parses itself.
@@ -401,11 +401,11 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
 fn command_table(response: &crate::fleet::command::CommandResponse) -> String {
     use std::fmt::Write as _;
     let mut table = Table::new(&[
-        ("NODE", Align::Left),
-        ("STATUS", Align::Left),
-        ("EXIT", Align::Right),
-        ("DURATION", Align::Right),
-        ("MESSAGE", Align::Left),
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("EXIT", Column::Count),
+        ("DURATION", Column::Count),
+        ("MESSAGE", Column::Text),
     ]);
     for node in &response.nodes {
         table.row(vec![
@@ -533,12 +533,12 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
         return print_stdout("No nodes enrolled. `steward token create` makes a join token.\n");
     }
     let mut table = Table::new(&[
-        ("NODE", Align::Left),
-        ("STATUS", Align::Left),
-        ("TAGS", Align::Left),
-        ("CLAIMED", Align::Left),
-        ("OS", Align::Left),
-        ("LAST SEEN", Align::Left),
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("TAGS", Column::Text),
+        ("CLAIMED", Column::Text),
+        ("OS", Column::Text),
+        ("LAST SEEN", Column::Fixed),
     ]);
     for node in &nodes {
         let status = if node.revoked_at.is_some() {
@@ -1178,14 +1178,14 @@ pub(super) fn validated(
 fn node_table(response: &RunResponse) -> String {
     use std::fmt::Write as _;
     let mut table = Table::new(&[
-        ("NODE", Align::Left),
-        ("STATUS", Align::Left),
-        ("CHANGED", Align::Right),
-        ("DRIFTED", Align::Right),
-        ("PENDING", Align::Right),
-        ("FAILED", Align::Right),
-        ("SKIPPED", Align::Right),
-        ("MESSAGE", Align::Left),
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("CHANGED", Column::Count),
+        ("DRIFTED", Column::Count),
+        ("PENDING", Column::Count),
+        ("FAILED", Column::Count),
+        ("SKIPPED", Column::Count),
+        ("MESSAGE", Column::Text),
     ]);
     for node in &response.nodes {
         let mut cells = vec![node.node.clone(), node.status.clone()];

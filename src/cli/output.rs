@@ -38,6 +38,7 @@ pub(crate) fn table_width() -> Option<u16> {
     if !std::io::stdout().is_terminal() {
         return None;
     }
-    // comfy-table asks the terminal itself (through crossterm) when it is one.
-    comfy_table::Table::new().width()
+    // comfy-table asks the terminal itself (through crossterm) when it is one. A terminal
+    // that reports no size (0 columns) is taken as none, not as one column.
+    comfy_table::Table::new().width().filter(|width| *width > 0)
 }

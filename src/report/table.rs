@@ -2,19 +2,20 @@
 //! fleet runs): a header row and aligned columns, without borders, as `kubectl get` prints.
 //!
 //! Owns [`Table`], a thin layer over comfy-table that fixes the look: two spaces between
-//! columns, numbers aligned right, no trailing spaces. Columns are as wide as their longest
+//! columns, counts aligned right, no trailing spaces. Columns are as wide as their longest
 //! cell, so a long node name widens its column instead of shifting the ones after it.
 //!
 //! **Architecture Invariant:** the width is the caller's to give. `report` never asks the
 //! terminal (the controller renders these tables for the HTTP API): with `None` nothing is
-//! wrapped or cut, with `Some(width)` long cells wrap within their column so that no line is
-//! wider than `width`, except the first column's, which names the row and keeps its width.
-//! Nothing is ever truncated.
+//! wrapped. With `Some(width)`, the [`Column::Text`] columns (messages, users, tags, resources)
+//! wrap within their column so that the lines fit `width`, down to [`MIN_TEXT_WIDTH`]
+//! characters; names, ids, times and counts never wrap, so a line is wider than `width` only
+//! when those and the narrowest text columns alone are. Nothing is ever cut.
 //!
 //! ```
-//! use steward::report::table::{Align, Table};
+//! use steward::report::table::{Column, Table};
 //!
-//! let mut table = Table::new(&[("NODE", Align::Left), ("FAILED", Align::Right)]);
+//! let mut table = Table::new(&[("NODE", Column::Fixed), ("FAILED", Column::Count)]);
 //! table.row(vec!["a-node-with-a-rather-long-name".to_string(), "3".to_string()]);
 //! assert_eq!(
 //!     table.render(None),
@@ -22,29 +23,35 @@
 //! );
 //! ```
 
-use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Width};
 
 /// Spaces between two columns.
 const GAP: u16 = 2;
 
-/// How a column's cells line up.
+/// The narrowest a wrapped [`Column::Text`] gets (its header or its longest cell when
+/// narrower): below it, a cell would be a tall ribbon of a few letters a line.
+const MIN_TEXT_WIDTH: u16 = 16;
+
+/// What a column holds, which decides how it lines up and whether it may wrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Align {
-    /// Text: left-aligned.
-    Left,
-    /// Counts: right-aligned.
-    Right,
+pub enum Column {
+    /// A name, an id, a status or a time: left-aligned, never wrapped.
+    Fixed,
+    /// A number: right-aligned, never wrapped.
+    Count,
+    /// Free text (a message, a user, tags, a resource): left-aligned, wrapped to fit a width.
+    Text,
 }
 
 /// A table being filled: its header, then one row at a time.
 pub struct Table {
-    aligns: Vec<Align>,
+    kinds: Vec<Column>,
     inner: comfy_table::Table,
 }
 
 impl Table {
-    /// A table with these column headers and alignments.
-    pub fn new(columns: &[(&str, Align)]) -> Table {
+    /// A table with these column headers and kinds.
+    pub fn new(columns: &[(&str, Column)]) -> Table {
         let mut inner = comfy_table::Table::new();
         inner
             .load_style(comfy_table::presets::NOTHING)
@@ -52,7 +59,7 @@ impl Table {
             .force_no_tty()
             .set_header(columns.iter().map(|(name, _)| *name).collect::<Vec<_>>());
         Table {
-            aligns: columns.iter().map(|(_, align)| *align).collect(),
+            kinds: columns.iter().map(|(_, kind)| *kind).collect(),
             inner,
         }
     }
@@ -65,17 +72,22 @@ impl Table {
     /// The table as text, one line per row (more where a cell wraps), each ending in a
     /// newline; `width` bounds the lines (see the module doc).
     pub fn render(mut self, width: Option<u16>) -> String {
-        let n_columns = self.aligns.len();
+        let n_columns = self.kinds.len();
+        let content_widths = self.inner.column_max_content_widths();
         for (idx, column) in self.inner.column_iter_mut().enumerate() {
             // The last column needs no gap after it.
             let right = if idx + 1 == n_columns { 0 } else { GAP };
             column.set_padding((0, right));
-            if self.aligns.get(idx) == Some(&Align::Right) {
+            let kind = self.kinds.get(idx).copied().unwrap_or(Column::Text);
+            if kind == Column::Count {
                 column.set_cell_alignment(CellAlignment::Right);
             }
-            // The first column names the row (a node, a run, a finding): it keeps its width
-            // and the others wrap.
-            if idx == 0 {
+            if kind == Column::Text {
+                let content = content_widths.get(idx).copied().unwrap_or(0);
+                // comfy-table's widths count the padding too.
+                let floor = content.min(MIN_TEXT_WIDTH) + column.padding_width();
+                column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(floor)));
+            } else {
                 column.set_constraint(ColumnConstraint::ContentWidth);
             }
         }
@@ -105,9 +117,9 @@ mod tests {
 
     fn table() -> Table {
         let mut table = Table::new(&[
-            ("NODE", Align::Left),
-            ("COUNT", Align::Right),
-            ("MESSAGE", Align::Left),
+            ("NODE", Column::Fixed),
+            ("COUNT", Column::Count),
+            ("MESSAGE", Column::Text),
         ]);
         table.row(vec![
             "web-1".to_string(),
@@ -144,5 +156,22 @@ mod tests {
         );
         let words: String = text.split_whitespace().collect();
         assert!(words.contains("deliverytimeout"), "{text}");
+    }
+
+    #[test]
+    fn a_narrow_width_keeps_text_readable() {
+        // Too narrow for the table: the names and counts keep their width and the text
+        // column stays at its floor rather than a ribbon of letters.
+        let text = table().render(Some(10));
+        assert!(
+            text.contains("a-34-character-node-name-for-tests"),
+            "{text}"
+        );
+        assert!(text.contains("the agent did"), "{text}");
+        assert!(
+            text.lines()
+                .all(|line| line.chars().count() <= 34 + 2 + 5 + 2 + 16),
+            "{text}"
+        );
     }
 }

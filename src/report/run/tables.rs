@@ -1,21 +1,21 @@
 //! The listings of `steward runs` and `steward findings`: one line per run or finding, in
 //! the plain columns of [`crate::report::table`].
 
-use crate::report::table::{Align, Table};
+use crate::report::table::{Column, Table};
 use crate::store::Finding;
 
 /// `steward runs` as a table; `width` bounds its lines ([`Table::render`]).
 pub fn runs_table(runs: &[crate::store::RunSummary], width: Option<u16>) -> String {
     let mut table = Table::new(&[
-        ("RUN", Align::Left),
-        ("KIND", Align::Left),
-        ("STARTED", Align::Left),
-        ("USER", Align::Left),
-        ("CHANGED", Align::Right),
-        ("DRIFTED", Align::Right),
-        ("FAILED", Align::Right),
-        ("SKIPPED", Align::Right),
-        ("UNCHANGED", Align::Right),
+        ("RUN", Column::Fixed),
+        ("KIND", Column::Fixed),
+        ("STARTED", Column::Fixed),
+        ("USER", Column::Text),
+        ("CHANGED", Column::Count),
+        ("DRIFTED", Column::Count),
+        ("FAILED", Column::Count),
+        ("SKIPPED", Column::Count),
+        ("UNCHANGED", Column::Count),
     ]);
     for run in runs {
         let [unchanged, changed, drifted, failed, skipped] = run.counts;
@@ -42,14 +42,14 @@ pub fn findings_table(findings: &[Finding], all: bool, width: Option<u16>) -> St
         .to_string();
     }
     let mut table = Table::new(&[
-        ("ID", Align::Left),
-        ("STATUS", Align::Left),
-        ("KIND", Align::Left),
-        ("SEVERITY", Align::Left),
-        ("NODE", Align::Left),
-        ("RESOURCE", Align::Left),
-        ("COUNT", Align::Right),
-        ("LAST SEEN", Align::Left),
+        ("ID", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("KIND", Column::Fixed),
+        ("SEVERITY", Column::Fixed),
+        ("NODE", Column::Fixed),
+        ("RESOURCE", Column::Text),
+        ("COUNT", Column::Count),
+        ("LAST SEEN", Column::Fixed),
     ]);
     for finding in findings {
         table.row(vec![
