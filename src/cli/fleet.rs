@@ -4,6 +4,11 @@
 //! The fleet modules return typed errors; [`FleetError`] gathers those a command meets, and
 //! [`fail`] is the one place where they become the message printed after `error: ` and the
 //! exit code. Nothing here parses an error's text to decide anything.
+//!
+//! With `--format json`, the listings and answers are asked of the API as JSON and printed in
+//! the versioned objects of [`crate::cli::output`]; `runs` and `findings` draw their tables
+//! here from the same JSON, to fit the terminal; an `apply` or `drift` prints the recorded
+//! run as the controller renders it for `report --format json`.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
