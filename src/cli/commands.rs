@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::output::{APPLY_JSON_NEEDS_YES, json_answer, table_width};
 use crate::cli::{
     ApplyArgs, Context, DriftArgs, Exit, FindingsAction, FindingsArgs, LocalArgs, OutputFormat,
-    PlanArgs, ProjectArgs, ReportArgs, ReportFormat, StoreArgs, confirm_apply, overrides,
+    PlanArgs, ProjectArgs, ReportArgs, ReportFormat, RunsArgs, StoreArgs, confirm_apply, overrides,
     print_stdout, report_human, usage_error,
 };
 use crate::engine::{self, record};
@@ -287,6 +288,10 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     } else {
         None
     };
+    let json = args.format == OutputFormat::Json;
+    if json && saved.is_none() && !args.yes {
+        return usage_error(APPLY_JSON_NEEDS_YES);
+    }
     if let Some(saved) = &saved
         && saved.root == crate::fleet::run::FLEET_ROOT
     {
@@ -367,7 +372,9 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     }
     // What apply would refuse stops the whole apply before anything changes.
     if report_refusals(ctx, &validated, &planned)? {
-        print_plan(&planned, &config.filter, Style::new(ctx.stdout_color))?;
+        if !json {
+            print_plan(&planned, &config.filter, Style::new(ctx.stdout_color))?;
+        }
         return Ok(Exit::Error);
     }
     // The store is opened (and a foreign or newer one refused) before anything changes.
@@ -378,7 +385,9 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     let started_at = record::timestamp();
     let style = Style::new(ctx.stdout_color);
     if !planned.run.plan.has_changes() && planned.run.plan.summary().errors == 0 {
-        print_plan(&planned, &config.filter, style)?;
+        if !json {
+            print_plan(&planned, &config.filter, style)?;
+        }
         // Nothing to do is still a compliant run: it resolves findings.
         let record = record::observed_record(
             crate::store::RunKind::Apply,
@@ -391,14 +400,17 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         if let Err(message) = record_run(&mut store, &config.state_dir, &record, args.keep_runs) {
             return usage_error(&message);
         }
+        if json {
+            return print_recorded(&store, &record);
+        }
         return Ok(Exit::Ok);
     }
     let ask = saved.is_none() && !args.yes;
     // Nobody reads a plan that goes to a file or a pipe while it is written, and nobody is
     // asked about it: it is streamed out while the apply runs, ahead of the apply's report.
     // On a terminal it is shown whole first.
-    let stream_plan = !ask && !std::io::stdout().is_terminal();
-    if !stream_plan {
+    let stream_plan = !json && !ask && !std::io::stdout().is_terminal();
+    if !json && !stream_plan {
         print_plan(&planned, &config.filter, style)?;
     }
     if ask {
@@ -436,12 +448,16 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
         Err(err) => return usage_error(&err.to_string()),
     };
     // What was done is recorded even when stdout has gone away.
-    let printed = printed.and_then(|()| {
-        print_stdout(&format!(
-            "\n{}",
-            crate::report::plan::human_apply(&reports, registry, style)
-        ))
-    });
+    let printed = if json {
+        printed.map(|()| Exit::Ok)
+    } else {
+        printed.and_then(|()| {
+            print_stdout(&format!(
+                "\n{}",
+                crate::report::plan::human_apply(&reports, registry, style)
+            ))
+        })
+    };
     let record = record::apply_record(
         &validated,
         &planned.run,
@@ -453,6 +469,12 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     if let Err(message) = record_run(&mut store, &config.state_dir, &record, args.keep_runs) {
         return usage_error(&message);
     }
+    // As JSON, the answer is the recorded run, so it is printed once the run is stored.
+    let printed = if json {
+        printed.and_then(|_| print_recorded(&store, &record))
+    } else {
+        printed
+    };
     let failed = reports.iter().any(|r| r.n_failed() > 0);
     // The store is closed as usual when it goes out of scope.
     leak_at_exit(record);
@@ -462,10 +484,17 @@ pub(super) fn apply(ctx: &Context, args: &ApplyArgs) -> std::io::Result<Exit> {
     if failed {
         return Ok(Exit::Error);
     }
-    printed.map(|_| Exit::Ok)
+    printed
 }
 
-/// Streams the human plan to stdout.
+/// Prints a recorded run as `steward report --format json` does, with the open findings.
+fn print_recorded(store: &SqliteStore, record: &crate::store::RunRecord) -> std::io::Result<Exit> {
+    match store.findings(false) {
+        Ok(findings) => print_stdout(&crate::report::run::json(record, &findings)),
+        Err(err) => usage_error(&err.to_string()),
+    }
+}
+
 /// Prints what applying the plan would refuse as located errors on standard error; true
 /// when there is any.
 fn report_refusals(
@@ -487,6 +516,7 @@ fn report_refusals(
     Ok(true)
 }
 
+/// Streams the human plan to stdout.
 fn print_plan(
     planned: &local::Planned<'_>,
     filter: &engine::ResourceFilter,
@@ -621,8 +651,8 @@ pub(super) fn drift(ctx: &Context, args: &DriftArgs) -> std::io::Result<Exit> {
     })
 }
 
-pub(super) fn runs(args: &StoreArgs) -> std::io::Result<Exit> {
-    let store = match open_existing_store(args) {
+pub(super) fn runs(args: &RunsArgs) -> std::io::Result<Exit> {
+    let store = match open_existing_store(&args.store) {
         Ok(store) => store,
         Err(message) => return usage_error(&message),
     };
@@ -630,8 +660,14 @@ pub(super) fn runs(args: &StoreArgs) -> std::io::Result<Exit> {
         Ok(runs) => runs,
         Err(err) => return usage_error(&err.to_string()),
     };
-    print_stdout(&crate::report::run::runs_table(&runs))?;
-    Ok(Exit::Ok)
+    let text = match args.format {
+        OutputFormat::Human => crate::report::run::runs_table(&runs, table_width()),
+        OutputFormat::Json => {
+            let runs: Vec<_> = runs.iter().map(crate::fleet::api::RunInfo::from).collect();
+            json_answer("steward-runs", serde_json::json!({ "runs": runs }))
+        }
+    };
+    print_stdout(&text)
 }
 
 pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
@@ -641,16 +677,17 @@ pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
     };
     if let Some(FindingsAction::Resolve { id }) = &args.action {
         return match store.resolve_finding(*id) {
-            Ok(finding) => {
-                print_stdout(&format!(
-                    "resolved finding {}: {} of {} on {}\n",
-                    finding.id,
-                    finding.kind.as_str(),
-                    finding.resource,
-                    finding.node
-                ))?;
-                Ok(Exit::Ok)
-            }
+            Ok(finding) if args.format == OutputFormat::Json => print_stdout(&json_answer(
+                "steward-finding",
+                serde_json::json!({ "finding": crate::fleet::api::FindingInfo::from(&finding) }),
+            )),
+            Ok(finding) => print_stdout(&format!(
+                "resolved finding {}: {} of {} on {}\n",
+                finding.id,
+                finding.kind.as_str(),
+                finding.resource,
+                finding.node
+            )),
             Err(err) => usage_error(&err.to_string()),
         };
     }
@@ -658,8 +695,22 @@ pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
         Ok(findings) => findings,
         Err(err) => return usage_error(&err.to_string()),
     };
-    print_stdout(&crate::report::run::findings_table(&findings, args.all))?;
-    Ok(Exit::Ok)
+    let text = match args.format {
+        OutputFormat::Human => {
+            crate::report::run::findings_table(&findings, args.all, table_width())
+        }
+        OutputFormat::Json => {
+            let findings: Vec<_> = findings
+                .iter()
+                .map(crate::fleet::api::FindingInfo::from)
+                .collect();
+            json_answer(
+                "steward-findings",
+                serde_json::json!({ "all": args.all, "findings": findings }),
+            )
+        }
+    };
+    print_stdout(&text)
 }
 
 pub(super) fn report(ctx: &Context, args: &ReportArgs) -> std::io::Result<Exit> {
@@ -672,7 +723,7 @@ pub(super) fn report(ctx: &Context, args: &ReportArgs) -> std::io::Result<Exit> 
         Err(crate::store::StoreError::NoRun(id)) => {
             eprintln!("error: no run `{id}`; the recorded runs are:");
             let runs = store.runs().unwrap_or_default();
-            eprint!("{}", crate::report::run::runs_table(&runs));
+            eprint!("{}", crate::report::run::runs_table(&runs, None));
             return Ok(Exit::Error);
         }
         Err(err) => return usage_error(&err.to_string()),

@@ -4,20 +4,27 @@
 //! The fleet modules return typed errors; [`FleetError`] gathers those a command meets, and
 //! [`fail`] is the one place where they become the message printed after `error: ` and the
 //! exit code. Nothing here parses an error's text to decide anything.
+//!
+//! With `--format json`, the listings and answers are asked of the API as JSON and printed in
+//! the versioned objects of [`crate::cli::output`]; `runs` and `findings` draw their tables
+//! here from the same JSON, to fit the terminal; an `apply` or `drift` prints the recorded
+//! run as the controller renders it for `report --format json`.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::cli::output::{APPLY_JSON_NEEDS_YES, json_answer, table_width};
 use crate::cli::{
-    AgentArgs, Context, Exit, NodesArgs, OutputFormat, ProjectArgs, RemoteArgs, RunArgs, ServeArgs,
-    overrides, print_stdout, report_human, usage_error,
+    AgentArgs, Context, Exit, FindingsAction, FindingsArgs, NodesArgs, OutputFormat, ProjectArgs,
+    RemoteArgs, RunArgs, ServeArgs, overrides, print_stdout, report_human, usage_error,
 };
 use crate::fleet::agent::AgentError;
 use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::logging::LoggingError;
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
 use crate::fleet::serve::ServeError;
+use crate::report::table::{Column, Table};
 
 /// Why a fleet command failed: the errors of the fleet modules, and of the arguments this
 /// module parses itself.
@@ -83,6 +90,14 @@ enum FleetError {
         /// The root it was planned for.
         root: String,
     },
+    /// An answer of the controller's API that is not the shape this steward reads.
+    #[error("the controller's answer to {path} cannot be read: {reason}")]
+    Answer {
+        /// The API path asked.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `plan -o FILE` could not write the plan.
     #[error("-o {}: {source}", path.display())]
     WritePlan {
@@ -114,6 +129,7 @@ impl FleetError {
             | FleetError::Name(_)
             | FleetError::ReadPlan(_)
             | FleetError::LocalPlan { .. }
+            | FleetError::Answer { .. }
             | FleetError::WritePlan { .. } => Exit::Error,
         }
     }
@@ -275,7 +291,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
                 local: None,
                 parallel: 4,
                 detailed_exitcode: false,
-                format: OutputFormat::Human,
+                format: args.format,
                 yes: true,
                 out: None,
                 adhoc: Some(&adhoc),
@@ -403,18 +419,23 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
 /// The per-node summary of a command run.
 fn command_table(response: &crate::fleet::command::CommandResponse) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from("\nNODE         STATUS              EXIT  DURATION  MESSAGE\n");
+    let mut table = Table::new(&[
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("EXIT", Column::Count),
+        ("DURATION", Column::Count),
+        ("MESSAGE", Column::Text),
+    ]);
     for node in &response.nodes {
-        let _ = writeln!(
-            out,
-            "{:<12} {:<19} {:>4}  {:>7.1}s  {}",
-            node.node,
-            node.status.as_str(),
+        table.row(vec![
+            node.node.clone(),
+            node.status.as_str().to_string(),
             node.exit_code.map_or("-".to_string(), |c| c.to_string()),
-            node.duration_ms as f64 / 1000.0,
-            node.message.as_deref().unwrap_or("")
-        );
+            format!("{:.1}s", node.duration_ms as f64 / 1000.0),
+            node.message.clone().unwrap_or_default(),
+        ]);
     }
+    let mut out = format!("\n{}", table.render(table_width()));
     if response.not_started > 0 {
         let _ = writeln!(
             out,
@@ -444,6 +465,7 @@ pub(super) fn token_create(
     name: Option<String>,
     tags: Option<&str>,
     replace: Option<String>,
+    format: OutputFormat,
 ) -> std::io::Result<Exit> {
     let ttl = match parse_ttl(ttl) {
         Ok(ttl) => ttl,
@@ -476,9 +498,22 @@ pub(super) fn token_create(
         Ok(store) => store,
         Err(err) => return fail(err),
     };
-    match crate::fleet::token::create(&mut store, &ca, ttl, &binding) {
-        Ok(token) => print_stdout(&format!("{token}\n")),
-        Err(err) => fail(err),
+    let token = match crate::fleet::token::create(&mut store, &ca, ttl, &binding) {
+        Ok(token) => token,
+        Err(err) => return fail(err),
+    };
+    match format {
+        OutputFormat::Human => print_stdout(&format!("{token}\n")),
+        OutputFormat::Json => print_stdout(&json_answer(
+            "steward-join-token",
+            serde_json::json!({
+                "token": token.to_string(),
+                "node": binding.node,
+                "tags": binding.tags,
+                "replace": binding.replace,
+                "ttl_seconds": ttl.as_secs(),
+            }),
+        )),
     }
 }
 
@@ -496,16 +531,22 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
         Err(err) => return fail(err),
     };
     if args.format == OutputFormat::Json {
-        let text = serde_json::to_string_pretty(&nodes).map_err(std::io::Error::other)?;
-        return print_stdout(&format!("{text}\n"));
+        return print_stdout(&json_answer(
+            "steward-nodes",
+            serde_json::json!({ "nodes": nodes }),
+        ));
     }
     if nodes.is_empty() {
         return print_stdout("No nodes enrolled. `steward token create` makes a join token.\n");
     }
-    use std::fmt::Write as _;
-    let mut out = String::from(
-        "NODE         STATUS   TAGS                  CLAIMED               OS            LAST SEEN\n",
-    );
+    let mut table = Table::new(&[
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("TAGS", Column::Text),
+        ("CLAIMED", Column::Text),
+        ("OS", Column::Text),
+        ("LAST SEEN", Column::Fixed),
+    ]);
     for node in &nodes {
         let status = if node.revoked_at.is_some() {
             "revoked"
@@ -521,25 +562,202 @@ pub(super) fn nodes(args: &NodesArgs) -> std::io::Result<Exit> {
             node.facts["os_family"].as_str().unwrap_or(""),
             node.facts["os_release"].as_str().unwrap_or("")
         );
-        let _ = writeln!(
-            out,
-            "{:<12} {:<8} {:<21} {:<21} {:<13} {}",
-            node.name,
-            status,
-            if tags.is_empty() { "-" } else { &tags },
-            if claimed.is_empty() { "-" } else { &claimed },
-            os.trim(),
-            node.last_seen.as_deref().unwrap_or("never")
-        );
+        let or_dash = |text: String| {
+            if text.is_empty() {
+                "-".to_string()
+            } else {
+                text
+            }
+        };
+        table.row(vec![
+            node.name.clone(),
+            status.to_string(),
+            or_dash(tags),
+            or_dash(claimed),
+            os.trim().to_string(),
+            node.last_seen
+                .clone()
+                .unwrap_or_else(|| "never".to_string()),
+        ]);
     }
-    print_stdout(&out)
+    print_stdout(&table.render(table_width()))
 }
 
-pub(super) fn node_revoke(name: &str, remote: &RemoteArgs) -> std::io::Result<Exit> {
-    match client(remote).and_then(|c| c.post_text(&format!("/v1/nodes/{name}/revoke"))) {
-        Ok(text) => print_stdout(&text),
+pub(super) fn node_revoke(
+    name: &str,
+    remote: &RemoteArgs,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let path = format!("/v1/nodes/{name}/revoke");
+    match format {
+        OutputFormat::Human => remote_text(remote, &path, true),
+        OutputFormat::Json => match post_json::<serde_json::Value>(remote, &path) {
+            Ok(revoked) => print_stdout(&json_answer("steward-node-revoked", revoked)),
+            Err(err) => fail(err),
+        },
+    }
+}
+
+/// `steward run cancel RUN`.
+pub(super) fn run_cancel(
+    run: &str,
+    remote: &RemoteArgs,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let path = format!("/v1/runs/{run}/cancel");
+    match format {
+        OutputFormat::Human => remote_text(remote, &path, true),
+        OutputFormat::Json => match post_json::<serde_json::Value>(remote, &path) {
+            Ok(cancelling) => print_stdout(&json_answer("steward-run-cancel", cancelling)),
+            Err(err) => fail(err),
+        },
+    }
+}
+
+/// `steward runs` against a controller: its listing, as JSON or as the table `runs` prints in
+/// local mode (rendered here, to fit this terminal).
+pub(super) fn remote_runs(remote: &RemoteArgs, format: OutputFormat) -> std::io::Result<Exit> {
+    let path = "/v1/runs";
+    let runs = match get_json::<Vec<crate::fleet::api::RunInfo>>(remote, path) {
+        Ok(runs) => runs,
+        Err(err) => return fail(err),
+    };
+    if format == OutputFormat::Json {
+        return print_stdout(&json_answer(
+            "steward-runs",
+            serde_json::json!({ "runs": runs }),
+        ));
+    }
+    let summaries: Result<Vec<_>, FleetError> =
+        runs.iter().map(|run| run_summary(path, run)).collect();
+    match summaries {
+        Ok(summaries) => print_stdout(&crate::report::run::runs_table(&summaries, table_width())),
         Err(err) => fail(err),
     }
+}
+
+/// `steward findings` (and `findings resolve ID`) against a controller.
+pub(super) fn remote_findings(remote: &RemoteArgs, args: &FindingsArgs) -> std::io::Result<Exit> {
+    if let Some(FindingsAction::Resolve { id }) = &args.action {
+        let path = format!("/v1/findings/{id}/resolve");
+        return match args.format {
+            OutputFormat::Human => remote_text(remote, &path, true),
+            OutputFormat::Json => {
+                match post_json::<crate::fleet::api::FindingInfo>(remote, &path) {
+                    Ok(finding) => print_stdout(&json_answer(
+                        "steward-finding",
+                        serde_json::json!({ "finding": finding }),
+                    )),
+                    Err(err) => fail(err),
+                }
+            }
+        };
+    }
+    let path = format!("/v1/findings?all={}", args.all);
+    let findings = match get_json::<Vec<crate::fleet::api::FindingInfo>>(remote, &path) {
+        Ok(findings) => findings,
+        Err(err) => return fail(err),
+    };
+    if args.format == OutputFormat::Json {
+        return print_stdout(&json_answer(
+            "steward-findings",
+            serde_json::json!({ "all": args.all, "findings": findings }),
+        ));
+    }
+    let findings: Result<Vec<_>, FleetError> = findings
+        .iter()
+        .map(|finding| stored_finding(&path, finding))
+        .collect();
+    match findings {
+        Ok(findings) => print_stdout(&crate::report::run::findings_table(
+            &findings,
+            args.all,
+            table_width(),
+        )),
+        Err(err) => fail(err),
+    }
+}
+
+/// A run of `GET /v1/runs` as the store lists it, for the table.
+fn run_summary(
+    path: &str,
+    run: &crate::fleet::api::RunInfo,
+) -> Result<crate::store::RunSummary, FleetError> {
+    let kind = crate::store::RunKind::parse(&run.kind).ok_or_else(|| FleetError::Answer {
+        path: path.to_string(),
+        reason: format!("unknown run kind `{}`", run.kind),
+    })?;
+    let counts = &run.counts;
+    Ok(crate::store::RunSummary {
+        id: run.id.clone(),
+        kind,
+        started_at: run.started_at.clone(),
+        user: run.user.clone(),
+        counts: [
+            counts.unchanged,
+            counts.changed,
+            counts.drifted,
+            counts.failed,
+            counts.skipped,
+        ],
+    })
+}
+
+/// A finding of `GET /v1/findings` as the store holds it, for the table.
+fn stored_finding(
+    path: &str,
+    finding: &crate::fleet::api::FindingInfo,
+) -> Result<crate::store::Finding, FleetError> {
+    let unknown = |what: &str, value: &str| FleetError::Answer {
+        path: path.to_string(),
+        reason: format!("unknown finding {what} `{value}`"),
+    };
+    Ok(crate::store::Finding {
+        id: finding.id,
+        node: finding.node.clone(),
+        resource: finding.resource.clone(),
+        kind: crate::store::FindingKind::parse(&finding.kind)
+            .ok_or_else(|| unknown("kind", &finding.kind))?,
+        open: finding.open,
+        severity: crate::store::Severity::parse(&finding.severity)
+            .ok_or_else(|| unknown("severity", &finding.severity))?,
+        first_seen: finding.first_seen.clone(),
+        last_seen: finding.last_seen.clone(),
+        count: finding.count,
+        last_run: finding.last_run.clone(),
+        message: finding.message.clone(),
+        resolution: finding.resolution.clone(),
+    })
+}
+
+/// `GET path` as JSON (`?format=json`, which the API obeys whatever `Accept` says).
+fn get_json<T: serde::de::DeserializeOwned>(
+    remote: &RemoteArgs,
+    path: &str,
+) -> Result<T, FleetError> {
+    let text = client(remote)?.get_text(&with_json_format(path))?;
+    parse_answer(path, &text)
+}
+
+/// `POST path` (no body), its answer as JSON.
+fn post_json<T: serde::de::DeserializeOwned>(
+    remote: &RemoteArgs,
+    path: &str,
+) -> Result<T, FleetError> {
+    let text = client(remote)?.post_text(&with_json_format(path))?;
+    parse_answer(path, &text)
+}
+
+fn with_json_format(path: &str) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}format=json")
+}
+
+fn parse_answer<T: serde::de::DeserializeOwned>(path: &str, text: &str) -> Result<T, FleetError> {
+    serde_json::from_str(text).map_err(|err| FleetError::Answer {
+        path: path.to_string(),
+        reason: err.to_string(),
+    })
 }
 
 /// `steward node tag NAME K=V... --remove K`.
@@ -548,6 +766,7 @@ pub(super) fn node_tag(
     set: &[String],
     remove: &[String],
     remote: &RemoteArgs,
+    format: OutputFormat,
 ) -> std::io::Result<Exit> {
     if let Err(err) = crate::fleet::controller::check_node_name(name) {
         return fail(err);
@@ -565,9 +784,21 @@ pub(super) fn node_tag(
         };
         request.set.insert(key.to_string(), value.to_string());
     }
-    match client(remote).and_then(|c| c.node_tags(name, &request)) {
-        Ok(text) => print_stdout(&text),
-        Err(err) => fail(err),
+    let answer_format = match format {
+        OutputFormat::Human => "text",
+        OutputFormat::Json => "json",
+    };
+    let text = match client(remote).and_then(|c| c.node_tags(name, &request, answer_format)) {
+        Ok(text) => text,
+        Err(err) => return fail(err),
+    };
+    match format {
+        OutputFormat::Human => print_stdout(&text),
+        OutputFormat::Json => match parse_answer::<serde_json::Value>("/v1/nodes/NAME/tags", &text)
+        {
+            Ok(tags) => print_stdout(&json_answer("steward-node-tags", tags)),
+            Err(err) => fail(err),
+        },
     }
 }
 
@@ -779,6 +1010,9 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
         saved,
     };
     if run.mode == Mode::Apply && !run.yes {
+        if run.format == OutputFormat::Json {
+            return usage_error(APPLY_JSON_NEEDS_YES);
+        }
         if !std::io::stdin().is_terminal() {
             return usage_error("refusing to apply without --yes: no terminal to ask on");
         }
@@ -814,7 +1048,19 @@ pub(super) fn remote_run(ctx: &Context, run: &RemoteRun<'_>) -> std::io::Result<
             response.output = json.clone();
         }
     }
-    print_stdout(&response.output)?;
+    if run.mode != Mode::Plan && run.format == OutputFormat::Json {
+        // The controller answers an apply or a drift with the run for people; as JSON, the
+        // run is the recorded one, as `steward report --format json` prints it.
+        let Some(run_id) = &response.run_id else {
+            return usage_error("the run was not recorded, so there is no run to print as JSON");
+        };
+        match client.get_text(&format!("/v1/runs/{run_id}?format=json")) {
+            Ok(text) => print_stdout(&text)?,
+            Err(err) => return fail(err),
+        };
+    } else {
+        print_stdout(&response.output)?;
+    }
     if let (Some(out), Some(json)) = (run.out, &response.plan_json) {
         if let Err(source) = crate::fleet::pki::write_private(out, json.as_bytes()) {
             return fail(FleetError::WritePlan {
@@ -985,23 +1231,32 @@ pub(super) fn validated(
 /// node's results with that outcome in the recorded run.
 fn node_table(response: &RunResponse) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from(
-        "\nNODE         STATUS       CHANGED DRIFTED PENDING FAILED SKIPPED  MESSAGE\n",
-    );
+    let mut table = Table::new(&[
+        ("NODE", Column::Fixed),
+        ("STATUS", Column::Fixed),
+        ("CHANGED", Column::Count),
+        ("DRIFTED", Column::Count),
+        ("PENDING", Column::Count),
+        ("FAILED", Column::Count),
+        ("SKIPPED", Column::Count),
+        ("MESSAGE", Column::Text),
+    ]);
     for node in &response.nodes {
-        let _ = writeln!(
-            out,
-            "{:<12} {:<12} {:>7} {:>7} {:>7} {:>6} {:>7}  {}",
-            node.node,
-            node.status,
-            node.changed,
-            node.drifted,
-            node.pending,
-            node.failed,
-            node.skipped,
-            node.message.as_deref().unwrap_or("")
+        let mut cells = vec![node.node.clone(), node.status.clone()];
+        cells.extend(
+            [
+                node.changed,
+                node.drifted,
+                node.pending,
+                node.failed,
+                node.skipped,
+            ]
+            .map(|n| n.to_string()),
         );
+        cells.push(node.message.clone().unwrap_or_default());
+        table.row(cells);
     }
+    let mut out = format!("\n{}", table.render(table_width()));
     if let Some(id) = &response.run_id {
         let _ = writeln!(out, "Recorded as run {id} (`steward report {id}`).");
     }

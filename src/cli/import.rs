@@ -21,6 +21,9 @@ pub(crate) enum ImportFormat {
     Yaml,
     /// KDL v2, as `site.kdl`.
     Kdl,
+    /// JSON: the YAML document's shape, which steward reads from a `.yaml` file (JSON is
+    /// YAML); it has no room for the header comment.
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +80,7 @@ pub(crate) fn import(ctx: &Context, args: &ImportArgs) -> std::io::Result<Exit> 
     print_stdout(&match args.format {
         ImportFormat::Yaml => yaml(&imported, &from),
         ImportFormat::Kdl => kdl(&imported, &from),
+        ImportFormat::Json => json(&imported),
     })
 }
 
@@ -174,6 +178,43 @@ fn yaml(imported: &[Imported], from: &str) -> String {
         }
     }
     out
+}
+
+/// The document in JSON, shaped as the YAML one.
+fn json(imported: &[Imported]) -> String {
+    let resources: serde_json::Map<String, serde_json::Value> = imported
+        .iter()
+        .map(|one| {
+            let attrs: serde_json::Map<String, serde_json::Value> = one
+                .attrs
+                .iter()
+                .map(|(name, value)| ((*name).to_string(), json_value(value)))
+                .collect();
+            (literal(&one.id.to_string()), attrs.into())
+        })
+        .collect();
+    let document = serde_json::json!({ "steward": 1, "resources": resources });
+    format!("{document:#}\n")
+}
+
+fn json_value(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(flag) => (*flag).into(),
+        Value::Int(n) => (*n).into(),
+        Value::Float(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::String(text) => literal(text).into(),
+        // Content that is not UTF-8 text is refused before anything is printed.
+        Value::Bytes(bytes) => literal(&String::from_utf8_lossy(bytes)).into(),
+        Value::List(items) => items.iter().map(json_value).collect(),
+        Value::Map(map) => map
+            .iter()
+            .map(|(key, value)| (key.clone(), json_value(value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
 }
 
 fn yaml_value(value: &Value) -> String {

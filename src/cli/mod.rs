@@ -10,6 +10,7 @@ mod fleet;
 mod import;
 mod man;
 mod mode;
+mod output;
 mod params;
 mod reach;
 mod render;
@@ -189,7 +190,7 @@ Exit: 0, or 1 when the run does not exist (the runs are listed), 70 internal err
 Examples:
   steward runs                              # the store in ./.steward
   steward runs --project examples/quickstart")]
-    Runs(StoreArgs),
+    Runs(RunsArgs),
     /// List findings (open ones unless --all), or resolve one by hand.
     #[command(after_help = "\
 Examples:
@@ -416,6 +417,9 @@ enum TokenCommand {
         /// refused from then on; without --tags it keeps its tags.
         #[arg(long, value_name = "NAME", conflicts_with = "name")]
         replace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
     },
 }
 
@@ -492,6 +496,9 @@ pub(crate) enum RunAction {
     Cancel {
         /// The run id (printed when the run begins).
         run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -504,6 +511,9 @@ enum NodeCommand {
     Revoke {
         /// The node.
         name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -521,6 +531,9 @@ Examples:
         /// A tag key to remove.
         #[arg(long, value_name = "KEY")]
         remove: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -580,6 +593,10 @@ pub(crate) struct ApplyArgs {
     /// Apply without asking.
     #[arg(long)]
     yes: bool,
+    /// Output format: the plan and the report for people, or the recorded run as JSON (as
+    /// `steward report --format json`; needs --yes or a saved plan).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    format: OutputFormat,
     /// Apply at most N resources at once.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1024))]
     parallel: u16,
@@ -641,6 +658,15 @@ impl StoreArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub(crate) struct RunsArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
+}
+
+#[derive(clap::Args, Debug)]
 pub(crate) struct ReportArgs {
     /// The run (default: the latest).
     #[arg(value_name = "RUN")]
@@ -683,6 +709,9 @@ pub(crate) struct FindingsArgs {
     /// Also list resolved findings.
     #[arg(long)]
     pub(crate) all: bool,
+    /// Output format (of the listing, or of `resolve`'s answer).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human, global = true)]
+    pub(crate) format: OutputFormat,
     #[command(subcommand)]
     pub(crate) action: Option<FindingsAction>,
 }
@@ -926,7 +955,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
                 local: Some(&args.local),
                 parallel: usize::from(args.parallel),
                 detailed_exitcode: false,
-                format: OutputFormat::Human,
+                format: args.format,
                 yes: args.yes,
                 adhoc: None,
                 out: None,
@@ -950,8 +979,8 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Plan(args) => commands::plan(&ctx, &args),
         Command::Apply(args) => commands::apply(&ctx, &args),
         Command::Drift(args) => commands::drift(&ctx, &args),
-        Command::Runs(args) => match args.remote() {
-            Some(remote) => fleet::remote_text(&remote, "/v1/runs", false),
+        Command::Runs(args) => match args.store.remote() {
+            Some(remote) => fleet::remote_runs(&remote, args.format),
             None => commands::runs(&args),
         },
         Command::Report(args) if args.store.remote().is_none() && args.names_a_project() => {
@@ -973,14 +1002,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             None => commands::report(&ctx, &args),
         },
         Command::Findings(args) => match args.store.remote() {
-            Some(remote) => match &args.action {
-                Some(FindingsAction::Resolve { id }) => {
-                    fleet::remote_text(&remote, &format!("/v1/findings/{id}/resolve"), true)
-                }
-                None => {
-                    fleet::remote_text(&remote, &format!("/v1/findings?all={}", args.all), false)
-                }
-            },
+            Some(remote) => fleet::remote_findings(&remote, &args),
             None => commands::findings(&args),
         },
         Command::Serve(args) => fleet::serve(&ctx, &args),
@@ -991,19 +1013,27 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             name,
             tags,
             replace,
-        }) => fleet::token_create(&data_dir, &ttl, name, tags.as_deref(), replace),
+            format,
+        }) => fleet::token_create(&data_dir, &ttl, name, tags.as_deref(), replace, format),
         Command::Nodes(args) => fleet::nodes(&args),
-        Command::Node(NodeCommand::Revoke { name, remote }) => fleet::node_revoke(&name, &remote),
+        Command::Node(NodeCommand::Revoke {
+            name,
+            remote,
+            format,
+        }) => fleet::node_revoke(&name, &remote, format),
         Command::Node(NodeCommand::Tag {
             name,
             set,
             remove,
             remote,
-        }) => fleet::node_tag(&name, &set, &remove, &remote),
+            format,
+        }) => fleet::node_tag(&name, &set, &remove, &remote, format),
         Command::Run(args) => match &args.action {
-            Some(RunAction::Cancel { run, remote }) => {
-                fleet::remote_text(remote, &format!("/v1/runs/{run}/cancel"), true)
-            }
+            Some(RunAction::Cancel {
+                run,
+                remote,
+                format,
+            }) => fleet::run_cancel(run, remote, *format),
             None => fleet::run_command(&ctx, &args),
         },
         Command::Graph(args) => cmd_graph(&ctx, &args),

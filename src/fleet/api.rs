@@ -1136,7 +1136,7 @@ async fn runs(
         Ok(Ok(runs)) => {
             let infos: Vec<RunInfo> = runs.iter().map(RunInfo::from).collect();
             listing(query.format.as_deref(), &headers, &infos, || {
-                crate::report::run::runs_table(&runs)
+                crate::report::run::runs_table(&runs, None)
             })
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
@@ -1205,7 +1205,7 @@ async fn findings(
         Ok(Ok(findings)) => {
             let infos: Vec<FindingInfo> = findings.iter().map(FindingInfo::from).collect();
             listing(query.format.as_deref(), &headers, &infos, || {
-                crate::report::run::findings_table(&findings, all)
+                crate::report::run::findings_table(&findings, all, None)
             })
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),

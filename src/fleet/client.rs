@@ -326,15 +326,17 @@ impl Client {
         format!("Bearer {}", self.token)
     }
 
-    /// `steward node tag`: sets and removes a node's tags; the answer as text.
+    /// `steward node tag`: sets and removes a node's tags; the answer in `format` (`text` or
+    /// `json`, the API's `?format=`).
     pub fn node_tags(
         &self,
         name: &str,
         request: &crate::fleet::api::TagRequest,
+        format: &str,
     ) -> Result<String, ClientError> {
         let response = self
             .agent
-            .post(self.url(&format!("/v1/nodes/{name}/tags")))
+            .post(self.url(&format!("/v1/nodes/{name}/tags?format={format}")))
             .header("Authorization", self.bearer())
             .header("Accept", "text/plain")
             .send_json(request);

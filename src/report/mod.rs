@@ -9,3 +9,4 @@ pub mod diagnostics;
 pub mod graph;
 pub mod plan;
 pub mod run;
+pub mod table;

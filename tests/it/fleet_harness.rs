@@ -225,7 +225,7 @@ impl Fleet {
             return Vec::new();
         }
         let nodes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        nodes
+        nodes["nodes"]
             .as_array()
             .unwrap()
             .iter()

@@ -186,7 +186,7 @@ fn bad_input_is_a_clear_error() {
     }
     let none = crate::common::run_in(root.path(), &["import"]);
     assert_eq!(none.code, 1, "{}", none.all());
-    let format = import(root.path(), "json", &["file:/srv/app/motd"]);
+    let format = import(root.path(), "toml", &["file:/srv/app/motd"]);
     assert_eq!(format.code, 1, "{}", format.all());
 }
 

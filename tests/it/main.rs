@@ -21,6 +21,7 @@ mod fuzz;
 mod graph;
 mod honest_plans;
 mod import;
+mod json_everywhere;
 mod kdl_spec;
 mod layering;
 mod logging;

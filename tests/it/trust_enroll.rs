@@ -15,7 +15,7 @@ fn node(fleet: &Fleet, name: &str) -> serde_json::Value {
     let out = fleet.cli(&["nodes", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let nodes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    nodes
+    nodes["nodes"]
         .as_array()
         .unwrap()
         .iter()
