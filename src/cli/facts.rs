@@ -7,7 +7,8 @@ use super::{Context, Exit, OutputFormat, print_stdout};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct FactsArgs {
-    /// `human` (a table) or `json` (the same shape as the `node` template variable).
+    /// `human` (a table) or `json` (`format_version`, `kind`, then the `node` template
+    /// variable's fields).
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub(crate) format: OutputFormat,
 }
@@ -96,7 +97,7 @@ fn json(facts: &Facts) -> String {
         "kernel": facts.kernel,
         "virtual": facts.virtualization,
     });
-    format!("{value:#}\n")
+    super::output::json_answer("steward-facts", value)
 }
 
 #[cfg(test)]

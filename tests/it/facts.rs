@@ -14,6 +14,8 @@ fn facts_are_what_templates_read() {
     let out = root.run(&["facts", "--format", "json", "--root", root_arg]);
     assert_eq!(out.code, 0, "{}", out.all());
     let facts: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(facts["format_version"], "1");
+    assert_eq!(facts["kind"], "steward-facts");
     assert_eq!(facts["os"]["family"], "debian");
     assert_eq!(facts["os"]["release"], "24.04");
     assert_eq!(facts["arch"], std::env::consts::ARCH);
