@@ -661,6 +661,10 @@ impl StoreArgs {
 pub(crate) struct RunsArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+    /// A project given where `plan` takes it: refused with a hint (the store commands take
+    /// `--project`, as `report`'s argument is a run).
+    #[arg(value_name = "PATH", hide = true)]
+    pub(crate) stray_project: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub(crate) format: OutputFormat,
@@ -706,6 +710,9 @@ pub(crate) enum ReportFormat {
 pub(crate) struct FindingsArgs {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+    /// As [`RunsArgs::stray_project`].
+    #[arg(value_name = "PATH", hide = true)]
+    pub(crate) stray_project: Option<PathBuf>,
     /// Also list resolved findings.
     #[arg(long)]
     pub(crate) all: bool,
@@ -979,6 +986,17 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Plan(args) => commands::plan(&ctx, &args),
         Command::Apply(args) => commands::apply(&ctx, &args),
         Command::Drift(args) => commands::drift(&ctx, &args),
+        Command::Runs(RunsArgs {
+            stray_project: Some(path),
+            ..
+        })
+        | Command::Findings(FindingsArgs {
+            stray_project: Some(path),
+            ..
+        }) => usage_error(&format!(
+            "`{path}` is a project: `runs`, `report` and `findings` take it as --project {path}",
+            path = path.display()
+        )),
         Command::Runs(args) => match args.store.remote() {
             Some(remote) => fleet::remote_runs(&remote, args.format),
             None => commands::runs(&args),

@@ -118,6 +118,32 @@ fn report_given_a_project_says_to_use_project() {
     assert!(!out.stderr.contains("is a project"), "{}", out.stderr);
 }
 
+/// `runs PATH` and `findings PATH` are refused with the same hint; `findings resolve` is still
+/// the subcommand.
+#[test]
+fn runs_and_findings_given_a_project_say_to_use_project() {
+    let env = TestEnv::new();
+    env.copy_from_repo("examples/quickstart", "examples/quickstart");
+    for command in ["runs", "findings"] {
+        let out = env.run(&[command, "examples/quickstart"]);
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert_eq!(
+            out.stderr,
+            "error: `examples/quickstart` is a project: `runs`, `report` and `findings` take it as --project examples/quickstart\n"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let out = env.run(&[
+        "findings",
+        "resolve",
+        "3",
+        "--project",
+        "examples/quickstart",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(!out.stderr.contains("is a project"), "{}", out.stderr);
+}
+
 /// Each bad value with the error line it gives: the flag named, the grammar said.
 #[test]
 fn bad_durations_and_rates_name_their_flag() {
