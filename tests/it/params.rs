@@ -184,6 +184,20 @@ fn a_saved_plan_applies_with_its_parameters() {
         "{}",
         other.all()
     );
+    // `show` prints it again, with the values it was made with.
+    let show = env.run(&["show", "plan.json"]);
+    assert_eq!(show.code, 0, "{}", show.all());
+    assert!(
+        show.stdout.contains("      +saved 7 ann\n"),
+        "{}",
+        show.all()
+    );
+    assert!(
+        show.stdout
+            .contains("Parameters: admins=[\"ann\"], motd=saved, port=7.\n"),
+        "{}",
+        show.all()
+    );
     let apply = env.run(&["apply", "plan.json"]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     assert_eq!(env.read("root/motd"), "saved 7 ann\n");

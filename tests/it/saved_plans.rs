@@ -192,7 +192,21 @@ fn show_prints_a_saved_plan_as_plan_printed_it() {
     }
     let show = env.run(&["show", "plan.json"]);
     assert_eq!(show.code, 0, "{}", show.all());
-    assert_eq!(show.stdout, plan.stdout);
+    // The plan as `plan` printed it, then what it was made with.
+    let made_with = show.stdout.strip_prefix(&plan.stdout).unwrap_or_else(|| {
+        panic!(
+            "show does not start with the plan:\n{}\n{}",
+            show.all(),
+            plan.all()
+        )
+    });
+    assert_eq!(
+        made_with,
+        format!(
+            "\nSaved plan plan.json: made from the project `p`, --root {root}.\n\
+             Apply it with `steward apply plan.json`.\n"
+        )
+    );
 
     let json = env.run(&["show", "plan.json", "--format", "json"]);
     assert_eq!(json.code, 0, "{}", json.all());
@@ -252,7 +266,15 @@ fn a_plan_saved_before_these_fields_still_applies_and_shows() {
         .lines()
         .filter(|line| !line.starts_with("      "))
         .collect();
-    assert_eq!(show.stdout.lines().collect::<Vec<_>>(), heads);
+    let shown: Vec<&str> = show.stdout.lines().collect();
+    assert_eq!(shown[..heads.len()], heads[..], "{}", show.all());
+    assert!(
+        shown[heads.len()..]
+            .join("\n")
+            .starts_with("\nSaved plan old.json"),
+        "{}",
+        show.all()
+    );
 
     // Applied from anywhere, since its project is absolute.
     let elsewhere = env.mkdir("elsewhere");
