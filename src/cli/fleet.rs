@@ -588,14 +588,12 @@ pub(super) fn node_revoke(
     remote: &RemoteArgs,
     format: OutputFormat,
 ) -> std::io::Result<Exit> {
-    let path = format!("/v1/nodes/{name}/revoke");
-    match format {
-        OutputFormat::Human => remote_text(remote, &path, true),
-        OutputFormat::Json => match post_json::<serde_json::Value>(remote, &path) {
-            Ok(revoked) => print_stdout(&json_answer("steward-node-revoked", revoked)),
-            Err(err) => fail(err),
-        },
-    }
+    post_answer(
+        remote,
+        &format!("/v1/nodes/{name}/revoke"),
+        format,
+        "steward-node-revoked",
+    )
 }
 
 /// `steward run cancel RUN`.
@@ -604,11 +602,26 @@ pub(super) fn run_cancel(
     remote: &RemoteArgs,
     format: OutputFormat,
 ) -> std::io::Result<Exit> {
-    let path = format!("/v1/runs/{run}/cancel");
+    post_answer(
+        remote,
+        &format!("/v1/runs/{run}/cancel"),
+        format,
+        "steward-run-cancel",
+    )
+}
+
+/// POSTs to `path` and prints the controller's answer: its text for people, or its JSON as
+/// the answer `kind`.
+fn post_answer(
+    remote: &RemoteArgs,
+    path: &str,
+    format: OutputFormat,
+    kind: &str,
+) -> std::io::Result<Exit> {
     match format {
-        OutputFormat::Human => remote_text(remote, &path, true),
-        OutputFormat::Json => match post_json::<serde_json::Value>(remote, &path) {
-            Ok(cancelling) => print_stdout(&json_answer("steward-run-cancel", cancelling)),
+        OutputFormat::Human => remote_text(remote, path, true),
+        OutputFormat::Json => match post_json::<serde_json::Value>(remote, path) {
+            Ok(answer) => print_stdout(&json_answer(kind, answer)),
             Err(err) => fail(err),
         },
     }
