@@ -551,15 +551,25 @@ impl CheckContext {
         // Still over: is the input slow, or the machine? A reference project of known, linear
         // cost validated now tells; the input fails when it costs more than
         // `REFERENCE_MULTIPLE` of those as well as the budget.
-        let reference = self.reference_time()?;
-        if again > reference * REFERENCE_MULTIPLE {
-            return Err(format!(
-                "took {elapsed:.1?}, then {again:.1?}: over the budget of {:?} and {REFERENCE_MULTIPLE}x \
-                 the {reference:.1?} a reference of {REFERENCE_RESOURCES} resources took just now",
-                self.budget
-            ));
+        // The reference and the input are timed side by side, up to three times, because a
+        // burst of load from the tests beside this one can land on either; the input fails
+        // only when every pair has it over.
+        let mut pairs = Vec::new();
+        for _ in 0..3 {
+            let reference = self.reference_time()?;
+            let (validated, took) = self.validate_once(dir)?;
+            if took <= reference * REFERENCE_MULTIPLE {
+                return Ok((validated, took));
+            }
+            pairs.push(format!("{took:.1?} against {reference:.1?}"));
         }
-        Ok((validated, again))
+        Err(format!(
+            "took {elapsed:.1?}, then {again:.1?}: over the budget of {:?}, and over \
+             {REFERENCE_MULTIPLE}x a reference of {REFERENCE_RESOURCES} resources timed beside it \
+             ({})",
+            self.budget,
+            pairs.join(", ")
+        ))
     }
 
     /// How long validating a reference project of [`REFERENCE_RESOURCES`] files takes now.
