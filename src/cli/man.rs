@@ -41,6 +41,14 @@ enum ManError {
 /// Prints steward(1), or installs every page.
 pub(crate) fn man(command: &clap::Command, args: &ManArgs) -> std::io::Result<Exit> {
     let mut command = command.clone();
+    // NAME reads `steward - ABOUT`: the about without the `steward: ` that `--help` starts with.
+    let about = command.get_about().map(ToString::to_string);
+    if let Some(rest) = about
+        .as_deref()
+        .and_then(|about| about.strip_prefix("steward: "))
+    {
+        command = command.about(rest.to_string());
+    }
     command.build();
     let pages = pages(&command)?;
     if !args.install {
