@@ -216,8 +216,12 @@ pub(super) fn agent(ctx: &Context, args: &AgentArgs) -> std::io::Result<Exit> {
             "give the join token once: --join-token-file, or --token (or STEWARD_JOIN_TOKEN)",
         );
     }
+    let controllers = match crate::fleet::agent::parse_connect(&args.connect) {
+        Ok(controllers) => controllers,
+        Err(err) => return fail(err),
+    };
     let config = crate::fleet::agent::Config {
-        controller: args.connect.clone(),
+        controllers,
         token: args.token.clone(),
         token_file: args.join_token_file.clone(),
         name: args.name.clone(),

@@ -214,6 +214,7 @@ Examples:
                 --name web-1 --data-dir /var/lib/steward-agent
   STEWARD_JOIN_TOKEN=\"$T\" steward agent --connect 127.0.0.1:7443 --name web-1 --data-dir D
   steward agent --connect 127.0.0.1:7443 --name web-1 --data-dir D --root R   # enrolled already
+  steward agent --connect ctl-a:7443,ctl-b:7443 --name web-1 --data-dir D     # fails over a -> b
 
 The join token is needed only to enroll. Give it in a file or in STEWARD_JOIN_TOKEN: --token
 shows it to every user of the machine (in `ps`). The node's tags are the controller's (bound by
@@ -366,10 +367,17 @@ pub(crate) struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentArgs {
-    /// The controller's agent port (`serve --listen`), HOST:PORT. Was --controller, which
-    /// every other command reads as the controller's HTTP API URL.
-    #[arg(long, value_name = "HOST:PORT", alias = "controller")]
-    pub(crate) connect: String,
+    /// The controller's agent port (`serve --listen`), HOST:PORT; several, comma-separated or
+    /// repeated, are tried in order (failover). Was --controller, which every other command
+    /// reads as the controller's HTTP API URL.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,...]",
+        alias = "controller",
+        required = true,
+        action = clap::ArgAction::Append
+    )]
+    pub(crate) connect: Vec<String>,
     /// The node's name.
     #[arg(long, value_name = "NAME")]
     pub(crate) name: String,

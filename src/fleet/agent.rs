@@ -1,4 +1,4 @@
-//! `steward agent`: enrolls once, then holds one connection to the controller and runs the
+//! `steward agent`: enrolls once, then holds one connection to a controller and runs the
 //! tasks pushed down it.
 //!
 //! The agent dials out (nodes open no port). On first start it makes a key pair and trades a
@@ -7,6 +7,10 @@
 //! facts, heartbeats, and runs tasks with the same providers as local mode under its `--root`.
 //! A result is written to the outbox before it is sent and forgotten only when the controller
 //! acknowledges it, so results survive a lost connection or a restart of either side.
+//!
+//! `--connect` may list several controllers: the agent tries them in order and fails over to
+//! the next one when a connection cannot be made or is lost ([`Rotation`]). Its identity and
+//! its outbox are its own, not a controller's, so they are the same whichever one it reaches.
 //!
 //! **Architecture Invariant:** a task id runs at most once, and never after its expiry: the
 //! ledger claims it (durably) before any work starts.
@@ -45,8 +49,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// How an agent runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The controller's agent port, `HOST:PORT`.
-    pub controller: String,
+    /// The controllers' agent ports, in the order they are tried (see [`parse_connect`]).
+    pub controllers: Vec<ControllerAddr>,
     /// A join token, needed only until the agent is enrolled.
     pub token: Option<String>,
     /// A file holding the join token, read only when the agent enrolls.
@@ -125,9 +129,76 @@ pub enum AgentError {
     /// The outbox or the task ledger cannot be opened.
     #[error("state directory: {0}")]
     Outbox(#[from] OutboxError),
-    /// `--controller` is not `HOST:PORT`.
-    #[error("--controller `{0}` is not HOST:PORT")]
+    /// A `--connect` address is not `HOST:PORT`.
+    #[error("--connect: `{0}` is not HOST:PORT (a host name or IP address, and a port 1 to 65535)")]
     BadAddress(String),
+    /// A `--connect` value holds an empty item (`a:1,,b:2`, a trailing comma, or nothing).
+    #[error("--connect `{0}`: an empty address in the list; give HOST:PORT[,HOST:PORT...]")]
+    EmptyAddress(String),
+    /// No `--connect` address at all.
+    #[error("--connect: no controller address; give HOST:PORT[,HOST:PORT...]")]
+    NoController,
+}
+
+/// A controller's agent port as `--connect` gives it: `HOST:PORT`, and the name the
+/// controller's certificate is checked against (HOST).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerAddr {
+    addr: String,
+    server: rustls::pki_types::ServerName<'static>,
+}
+
+impl ControllerAddr {
+    /// Reads one `HOST:PORT` (an IPv6 host in brackets: `[::1]:7443`).
+    pub fn parse(text: &str) -> Result<ControllerAddr, AgentError> {
+        let bad = || AgentError::BadAddress(text.to_string());
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(bad());
+        }
+        let host = match host.strip_prefix('[') {
+            Some(bracketed) => bracketed.strip_suffix(']').ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        let server =
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| bad())?;
+        Ok(ControllerAddr {
+            addr: text.to_string(),
+            server,
+        })
+    }
+
+    /// `HOST:PORT`, as given.
+    pub fn as_str(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl std::fmt::Display for ControllerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+/// The controllers `--connect` names, in order: each value is one `HOST:PORT` or a
+/// comma-separated list of them, and the flag may be repeated. White space around an item is
+/// ignored; an empty item is an error, not skipped, so a typo does not drop a controller.
+pub fn parse_connect<S: AsRef<str>>(values: &[S]) -> Result<Vec<ControllerAddr>, AgentError> {
+    let mut controllers = Vec::new();
+    for value in values {
+        let value = value.as_ref();
+        for item in value.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(AgentError::EmptyAddress(value.to_string()));
+            }
+            controllers.push(ControllerAddr::parse(item)?);
+        }
+    }
+    if controllers.is_empty() {
+        return Err(AgentError::NoController);
+    }
+    Ok(controllers)
 }
 
 /// What enrollment leaves in the state directory (`identity.json`, mode 0600).
@@ -159,22 +230,9 @@ fn write_identity(state_dir: &Path, identity: &Identity) -> Result<(), AgentErro
     Ok(pki::write_private(&identity_path(state_dir), &bytes)?)
 }
 
-/// The host part of `HOST:PORT`, for the TLS server name.
-fn server_name(addr: &str) -> Result<rustls::pki_types::ServerName<'static>, AgentError> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| AgentError::BadAddress(addr.to_string()))?;
-    if port.parse::<u16>().is_err() || host.is_empty() {
-        return Err(AgentError::BadAddress(addr.to_string()));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| AgentError::BadAddress(addr.to_string()))
-}
-
 /// Runs the agent until it is refused for good (revoked, bad token) or the process ends.
 pub async fn run(config: Config) -> Result<(), AgentError> {
-    let server = server_name(&config.controller)?;
+    let mut rotation = Rotation::new(&config.controllers).ok_or(AgentError::NoController)?;
     crate::state_dir::create_private_dir(&config.state_dir).map_err(AgentError::StateDir)?;
     let mut identity = match read_identity(&config.state_dir)? {
         Some(identity) => {
@@ -190,7 +248,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         }
         None => {
             let token = join_token(&config)?;
-            let identity = enroll(&config, &server, &token).await?;
+            let identity = enroll(&config, &mut rotation, &token).await?;
             write_identity(&config.state_dir, &identity)?;
             identity
         }
@@ -199,28 +257,136 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let ledger = Arc::new(std::sync::Mutex::new(Ledger::open(&config.state_dir)?));
     let link: Link = Arc::new(std::sync::Mutex::new(None));
     let cancels: Cancels = Arc::default();
-    let mut backoff = Backoff::new();
     loop {
-        let started = Instant::now();
+        let controller = rotation.current().clone();
         let shared = Shared {
             outbox: &outbox,
             ledger: &ledger,
             link: &link,
             cancels: &cancels,
         };
-        match session(&config, &server, &mut identity, &shared).await {
+        let connection = match open(&config, &controller, &identity).await {
+            Ok(connection) => connection,
+            Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
+            Err(err) => {
+                let wait = rotation.advance(Attempt::Failed);
+                tracing::warn!(
+                    controller = %controller,
+                    next = %rotation.current(),
+                    "cannot connect to {controller}: {err}; {}",
+                    rotation.then(&controller, wait)
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        tracing::info!(
+            controller = %controller,
+            node = %identity.node,
+            "connected to {controller} as {}",
+            identity.node
+        );
+        let started = Instant::now();
+        let ended = session(&config, connection, &mut identity, &shared).await;
+        let wait = rotation.advance(Attempt::Ended {
+            lasted: started.elapsed(),
+        });
+        let then = rotation.then(&controller, wait);
+        let next = rotation.current();
+        match ended {
             Ok(()) => {
-                tracing::info!(controller = %config.controller, "connection to {} closed", config.controller)
+                tracing::info!(controller = %controller, next = %next, "connection to {controller} closed; {then}")
             }
             Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
             Err(err) => {
-                tracing::warn!(controller = %config.controller, "connection to {}: {err}", config.controller);
+                tracing::warn!(controller = %controller, next = %next, "connection to {controller} lost: {err}; {then}");
             }
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Backoff::new();
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// A connection shorter than this counts as a failed attempt, so a controller that accepts
+/// the agent and then drops it cannot make it spin.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// What became of one attempt at a controller.
+#[derive(Clone, Copy, Debug)]
+enum Attempt {
+    /// No connection (or no enrollment) was made.
+    Failed,
+    /// A connection was made, and it ended after `lasted`.
+    Ended { lasted: Duration },
+}
+
+/// The order the agent tries its controllers in, and how long it waits between attempts.
+///
+/// The controllers are tried in the order `--connect` gives, starting with the first; after
+/// each attempt the agent moves to the next one (wrapping around). A failed attempt moves on
+/// at once; when every controller has failed in a row (a round), the agent waits
+/// [`Backoff`]'s jittered, doubling time (0.5 s to 30 s) before the next round. A connection
+/// that lasted [`STABLE`] resets both the round and the backoff, and is followed by a short
+/// jittered pause (0.25 to 0.5 s) so that a fleet losing its controller does not reach the next
+/// one all in the same instant; a shorter one counts as a failed attempt.
+struct Rotation<'c> {
+    /// Never empty.
+    controllers: &'c [ControllerAddr],
+    /// Index into `controllers` of the one to try next.
+    current: usize,
+    /// Attempts in a row without a stable connection, within this round.
+    n_failed: usize,
+    backoff: Backoff,
+}
+
+impl<'c> Rotation<'c> {
+    /// `None` when there is no controller to try.
+    fn new(controllers: &'c [ControllerAddr]) -> Option<Rotation<'c>> {
+        (!controllers.is_empty()).then(|| Rotation {
+            controllers,
+            current: 0,
+            n_failed: 0,
+            backoff: Backoff::new(),
+        })
+    }
+
+    /// The controller to try next.
+    fn current(&self) -> &'c ControllerAddr {
+        &self.controllers[self.current % self.controllers.len()]
+    }
+
+    /// Moves to the next controller after `attempt`; returns how long to wait before trying it.
+    fn advance(&mut self, attempt: Attempt) -> Duration {
+        let stable = matches!(attempt, Attempt::Ended { lasted } if lasted >= STABLE);
+        if stable {
+            self.n_failed = 0;
+            self.backoff = Backoff::new();
+        } else {
+            self.n_failed += 1;
         }
-        tokio::time::sleep(backoff.next()).await;
+        self.current = (self.current + 1) % self.controllers.len();
+        if self.n_failed >= self.controllers.len() {
+            self.n_failed = 0;
+            return self.backoff.next();
+        }
+        match attempt {
+            Attempt::Failed => Duration::ZERO,
+            Attempt::Ended { .. } => Backoff::new().next(),
+        }
+    }
+
+    /// What the agent does next, after an attempt at `previous`, for its log line.
+    fn then(&self, previous: &ControllerAddr, wait: Duration) -> String {
+        let next = self.current();
+        let verb = if next == previous {
+            "retrying"
+        } else {
+            "failing over to"
+        };
+        if wait.is_zero() {
+            format!("{verb} {next}")
+        } else {
+            format!("{verb} {next} in {:.1} s", wait.as_secs_f64())
+        }
     }
 }
 
@@ -281,10 +447,10 @@ enum ConnectError {
 }
 
 async fn connect(
-    addr: &str,
-    server: &rustls::pki_types::ServerName<'static>,
+    controller: &ControllerAddr,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let addr = controller.as_str();
     let tcp = tokio::time::timeout(HELLO_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(addr.to_string()))?
@@ -295,7 +461,7 @@ async fn connect(
     let _ = tcp.set_nodelay(true);
     match tokio::time::timeout(
         HELLO_TIMEOUT,
-        TlsConnector::from(tls).connect(server.clone(), tcp),
+        TlsConnector::from(tls).connect(controller.server.clone(), tcp),
     )
     .await
     {
@@ -308,23 +474,34 @@ async fn connect(
     }
 }
 
-/// Trades the join token and a CSR for a certificate. Network trouble is retried; a refusal
-/// is final.
+/// Trades the join token and a CSR for a certificate with the first controller that answers,
+/// in `rotation`'s order. Network trouble moves on to the next one; a refusal is final.
 async fn enroll(
     config: &Config,
-    server: &rustls::pki_types::ServerName<'static>,
+    rotation: &mut Rotation<'_>,
     token: &JoinToken,
 ) -> Result<Identity, AgentError> {
     let key = pki::new_agent_key(&config.name)?;
     let tls = pki::enroll_client_config(&token.ca_fingerprint).map_err(AgentError::TokenPin)?;
-    let mut backoff = Backoff::new();
     loop {
-        match enroll_once(config, server, token, &key, Arc::clone(&tls)).await {
-            Ok(identity) => return Ok(identity),
+        let controller = rotation.current();
+        match enroll_once(config, controller, token, &key, Arc::clone(&tls)).await {
+            Ok(identity) => {
+                tracing::info!(controller = %controller, node = %identity.node, "enrolled with {controller} as {}", identity.node);
+                return Ok(identity);
+            }
             Err(err) if err.is_final() => return Err(AgentError::Refused(err.to_string())),
-            Err(err) => tracing::warn!(controller = %config.controller, "enrolling: {err}"),
+            Err(err) => {
+                let wait = rotation.advance(Attempt::Failed);
+                tracing::warn!(
+                    controller = %controller,
+                    next = %rotation.current(),
+                    "enrolling with {controller}: {err}; {}",
+                    rotation.then(controller, wait)
+                );
+                tokio::time::sleep(wait).await;
+            }
         }
-        tokio::time::sleep(backoff.next()).await;
     }
 }
 
@@ -405,16 +582,16 @@ impl EnrollError {
 /// One attempt to enroll.
 async fn enroll_once(
     config: &Config,
-    server: &rustls::pki_types::ServerName<'static>,
+    controller: &ControllerAddr,
     token: &JoinToken,
     key: &pki::AgentKey,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Identity, EnrollError> {
-    let mut stream = match connect(&config.controller, server, tls).await {
+    let mut stream = match connect(controller, tls).await {
         Ok(stream) => stream,
         Err(source @ ConnectError::Tls(_)) => {
             return Err(EnrollError::NotTheTokensController {
-                controller: config.controller.clone(),
+                controller: controller.to_string(),
                 source,
             });
         }
@@ -509,17 +686,23 @@ fn facts(root: &Path, local_addr: Option<std::net::SocketAddr>) -> WireFacts {
     facts
 }
 
-/// One connection: hello, outbox replay, then tasks until the connection ends.
-async fn session(
+/// A connection the controller has welcomed.
+struct Connection {
+    reader: tokio::io::ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    writer: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>,
+    /// The controller asked for a renewal at welcome.
+    renew: bool,
+}
+
+/// Connects to `controller` with the agent's certificate and says hello; `Ok` once welcomed.
+async fn open(
     config: &Config,
-    server: &rustls::pki_types::ServerName<'static>,
-    identity: &mut Identity,
-    shared: &Shared<'_>,
-) -> Result<(), SessionError> {
-    let Shared { outbox, link, .. } = *shared;
+    controller: &ControllerAddr,
+    identity: &Identity,
+) -> Result<Connection, SessionError> {
     let tls = pki::agent_client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
         .map_err(SessionError::Identity)?;
-    let stream = connect(&config.controller, server, tls)
+    let stream = connect(controller, tls)
         .await
         .map_err(SessionError::Connect)?;
     let local_addr = stream.get_ref().0.local_addr().ok();
@@ -530,19 +713,31 @@ async fn session(
         facts: facts(&config.root, local_addr),
     };
     wire::write_msg(&mut writer, &hello).await?;
-    let renew = match wire::read_msg::<ControllerMsg, _>(&mut reader, HELLO_TIMEOUT * 3).await? {
-        Some(ControllerMsg::Welcome { renew, .. }) => renew,
-        Some(ControllerMsg::Refused { reason }) => return Err(SessionError::Refused(reason)),
-        Some(other) => return Err(SessionError::Unexpected(format!("{other:?}"))),
-        None => return Err(SessionError::Closed),
-    };
-    tracing::info!(
-        controller = %config.controller,
-        node = %identity.node,
-        "connected to {} as {}",
-        config.controller,
-        identity.node
-    );
+    match wire::read_msg::<ControllerMsg, _>(&mut reader, HELLO_TIMEOUT * 3).await? {
+        Some(ControllerMsg::Welcome { renew, .. }) => Ok(Connection {
+            reader,
+            writer,
+            renew,
+        }),
+        Some(ControllerMsg::Refused { reason }) => Err(SessionError::Refused(reason)),
+        Some(other) => Err(SessionError::Unexpected(format!("{other:?}"))),
+        None => Err(SessionError::Closed),
+    }
+}
+
+/// One welcomed connection: outbox replay, then tasks until the connection ends.
+async fn session(
+    config: &Config,
+    connection: Connection,
+    identity: &mut Identity,
+    shared: &Shared<'_>,
+) -> Result<(), SessionError> {
+    let Shared { outbox, link, .. } = *shared;
+    let Connection {
+        mut reader,
+        mut writer,
+        renew,
+    } = connection;
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<AgentMsg>();
     let writer_task = tokio::spawn(async move {
@@ -1052,10 +1247,6 @@ mod tests {
             err.to_string()
                 .starts_with(&format!("join token: {}: ", missing.display()))
         );
-        assert!(matches!(
-            server_name("no-port"),
-            Err(AgentError::BadAddress(_))
-        ));
 
         let tls = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad certificate");
         let wrong = EnrollError::NotTheTokensController {
@@ -1077,6 +1268,106 @@ mod tests {
             SessionError::Closed.to_string(),
             "the controller closed the connection (revoked or unknown certificate?)"
         );
+    }
+
+    /// `--connect`: the list, its order, and each bad item named with the flag.
+    #[test]
+    fn connect_lists_parse_in_order_and_name_the_flag_when_bad() {
+        let controllers = parse_connect(&["a.example:7443, 127.0.0.1:1", "[::1]:7443"]).unwrap();
+        let addrs: Vec<&str> = controllers.iter().map(ControllerAddr::as_str).collect();
+        assert_eq!(addrs, ["a.example:7443", "127.0.0.1:1", "[::1]:7443"]);
+        for (values, message) in [
+            (
+                &["a:1,,b:2"][..],
+                "--connect `a:1,,b:2`: an empty address in the list; give HOST:PORT[,HOST:PORT...]",
+            ),
+            (
+                &["a:1,"],
+                "--connect `a:1,`: an empty address in the list; give HOST:PORT[,HOST:PORT...]",
+            ),
+            (
+                &[""],
+                "--connect ``: an empty address in the list; give HOST:PORT[,HOST:PORT...]",
+            ),
+            (
+                &[],
+                "--connect: no controller address; give HOST:PORT[,HOST:PORT...]",
+            ),
+        ] {
+            let err = parse_connect(values).unwrap_err();
+            assert_eq!(err.to_string(), message, "{values:?}");
+        }
+        for bad in [
+            "no-port",
+            ":7443",
+            "a:",
+            "a:0",
+            "a:65536",
+            "a:x",
+            "::1:7443",
+            "[::1:7443",
+            "a b:1",
+        ] {
+            let err = parse_connect(&["ok:1", bad]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "--connect: `{bad}` is not HOST:PORT (a host name or IP address, and a port 1 to 65535)"
+                ),
+            );
+        }
+    }
+
+    /// The order controllers are tried in, and when the agent waits.
+    #[test]
+    fn the_rotation_fails_over_in_order_and_backs_off_after_a_round() {
+        let controllers = parse_connect(&["a:1,b:2,c:3"]).unwrap();
+        let mut rotation = Rotation::new(&controllers).unwrap();
+        let mut tried = vec![rotation.current().to_string()];
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            waits.push(rotation.advance(Attempt::Failed));
+            tried.push(rotation.current().to_string());
+        }
+        assert_eq!(tried, ["a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"]);
+        // At once within a round; after each failed round, the doubling backoff (jittered
+        // between half and all of 0.5 s, then of 1 s).
+        assert_eq!(waits[..2], [Duration::ZERO; 2]);
+        assert!((250..=500).contains(&waits[2].as_millis()), "{waits:?}");
+        assert_eq!(waits[3..5], [Duration::ZERO; 2]);
+        assert!((500..=1000).contains(&waits[5].as_millis()), "{waits:?}");
+
+        // A connection lost after a while: the next controller after a short pause, and the
+        // backoff starts again.
+        let lost = rotation.advance(Attempt::Ended {
+            lasted: Duration::from_secs(60),
+        });
+        assert_eq!(rotation.current().as_str(), "b:2");
+        assert!((250..=500).contains(&lost.as_millis()), "{lost:?}");
+        assert_eq!(
+            rotation.then(&controllers[0], lost),
+            format!("failing over to b:2 in {:.1} s", lost.as_secs_f64())
+        );
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        // A connection dropped at once counts as a failure (after the short pause): the
+        // round b, c, a ends with the first backoff step, the next one with the second.
+        let dropped = rotation.advance(Attempt::Ended {
+            lasted: Duration::from_millis(10),
+        });
+        assert!((250..=500).contains(&dropped.as_millis()), "{dropped:?}");
+        let round = rotation.advance(Attempt::Failed);
+        assert!((250..=500).contains(&round.as_millis()), "{round:?}");
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        let round = rotation.advance(Attempt::Failed);
+        assert!((500..=1000).contains(&round.as_millis()), "{round:?}");
+
+        // One controller: every failure is a round.
+        let one = parse_connect(&["a:1"]).unwrap();
+        let mut rotation = Rotation::new(&one).unwrap();
+        assert!(rotation.advance(Attempt::Failed) > Duration::ZERO);
+        assert_eq!(rotation.then(&one[0], Duration::ZERO), "retrying a:1");
+        assert!(Rotation::new(&[]).is_none());
     }
 
     #[test]
