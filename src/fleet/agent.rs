@@ -374,6 +374,12 @@ impl<'c> Rotation<'c> {
         }
     }
 
+    /// The current controller answered (enrollment): it is tried next, in a new round.
+    fn succeeded(&mut self) {
+        self.n_failed = 0;
+        self.backoff = Backoff::new();
+    }
+
     /// What the agent does next, after an attempt at `previous`, for its log line.
     fn then(&self, previous: &ControllerAddr, wait: Duration) -> String {
         let next = self.current();
@@ -487,6 +493,7 @@ async fn enroll(
         let controller = rotation.current();
         match enroll_once(config, controller, token, &key, Arc::clone(&tls)).await {
             Ok(identity) => {
+                rotation.succeeded();
                 tracing::info!(controller = %controller, node = %identity.node, "enrolled with {controller} as {}", identity.node);
                 return Ok(identity);
             }
@@ -1368,6 +1375,15 @@ mod tests {
         assert!(rotation.advance(Attempt::Failed) > Duration::ZERO);
         assert_eq!(rotation.then(&one[0], Duration::ZERO), "retrying a:1");
         assert!(Rotation::new(&[]).is_none());
+
+        // An enrollment that succeeds after a failure starts a new round at its controller.
+        let mut rotation = Rotation::new(&controllers).unwrap();
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        rotation.succeeded();
+        assert_eq!(rotation.current().as_str(), "c:3");
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
+        assert_eq!(rotation.advance(Attempt::Failed), Duration::ZERO);
     }
 
     #[test]

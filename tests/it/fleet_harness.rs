@@ -143,6 +143,18 @@ impl Fleet {
     /// The command of an agent asking to be `name`, whose root, state directory and log
     /// (`agent-LABEL.log`) are those of `label`: two agents may ask for one name.
     pub(crate) fn agent_command(&self, label: &str, name: &str, tags: &str) -> Command {
+        self.agent_command_to(&self.agent_addr, label, name, tags)
+    }
+
+    /// [`Fleet::agent_command`] with `connect` as the agent's `--connect` (a list, for
+    /// failover).
+    pub(crate) fn agent_command_to(
+        &self,
+        connect: &str,
+        label: &str,
+        name: &str,
+        tags: &str,
+    ) -> Command {
         let root = self.root(label);
         std::fs::create_dir_all(&root).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -153,14 +165,7 @@ impl Fleet {
         let mut cmd = bin();
         cmd.args(["agent", "--root"])
             .arg(&root)
-            .args([
-                "--connect",
-                &self.agent_addr,
-                "--name",
-                name,
-                "--tags",
-                tags,
-            ])
+            .args(["--connect", connect, "--name", name, "--tags", tags])
             .arg("--data-dir")
             .arg(self.state(label))
             .stdout(Stdio::null())

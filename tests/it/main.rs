@@ -11,6 +11,7 @@ mod drift;
 mod facts;
 mod flags;
 mod fleet;
+mod fleet_failover;
 mod fleet_findings;
 mod fleet_harness;
 mod fleet_mode;
