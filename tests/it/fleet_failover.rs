@@ -168,3 +168,33 @@ fn an_agent_fails_over_to_the_next_controller_with_its_identity_and_results() {
     assert_eq!(out.code, 0, "{}\n{}", out.all(), fleet.logs());
     assert!(out.stdout.contains("through-the-second"), "{}", out.all());
 }
+
+/// Enrollment goes to the first controller of the list that answers: here the second, the
+/// first being down.
+#[test]
+fn an_agent_enrolls_with_the_first_controller_of_its_list_that_answers() {
+    let mut fleet = Fleet::start();
+    let down = free_addr();
+    let up = fleet.agent_addr.clone();
+    let token = fleet.bound_token("web-1", "");
+    let mut agent = fleet.agent_command_to(&format!("{down}, {up}"), "web-1", "web-1", "");
+    agent.args(["--token", &token]);
+    fleet
+        .agents
+        .push(("web-1".to_string(), Reaped(agent.spawn().unwrap())));
+    fleet.wait_online(&["web-1"]);
+    let log = std::fs::read_to_string(fleet.agent_log("web-1")).unwrap();
+    assert!(
+        log.contains(&format!("enrolling with {down}: connecting to {down}: "))
+            && log.contains(&format!("failing over to {up}")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("enrolled with {up} as web-1")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("connected to {up} as web-1")),
+        "{log}"
+    );
+}
