@@ -34,6 +34,10 @@ const MIGRATE_LOCK: i32 = 0;
 /// The second key of the lock that `record_run` holds.
 const RECORD_LOCK: i32 = 1;
 
+/// How long a connection attempt waits for the server, unless the URL says otherwise: a host
+/// that drops packets would otherwise hold it for the system's TCP timeout (minutes).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The columns [`finding_from_row`] reads.
 const FINDING_COLUMNS: &str = "id, node, resource, kind, open, severity, first_seen, last_seen, \
                                count, last_run, message, resolution";
@@ -57,9 +61,14 @@ impl PostgresStore {
         PostgresStore::open(&config)
     }
 
-    /// [`PostgresStore::connect`] with a parsed configuration.
+    /// [`PostgresStore::connect`] with a parsed configuration. A connection attempt that
+    /// names no `connect_timeout` gives up after [`CONNECT_TIMEOUT`].
     pub fn open(config: &Config) -> Result<PostgresStore, StoreError> {
         let shown = describe(config);
+        let mut config = config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let mut client = config.connect(NoTls).map_err(|err| StoreError::Database {
             database: shown.clone(),
             reason: error_text(&err),
