@@ -114,9 +114,16 @@ impl Postgres {
                 cause.unwrap_or_default()
             )
         });
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
+        // A locale that does not sort byte by byte ("a" < "b" < "B"), where the server has
+        // ICU (PostgreSQL 15 and later), so the store's own collation is what is tested.
+        let icu = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+        );
+        if client.batch_execute(&icu).is_err() {
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+        }
         let mut config = admin.clone();
         config.dbname(&name);
         Postgres {
