@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -227,8 +228,15 @@ fn corrupt_or_sqlite(path: &Path, err: rusqlite::Error) -> StoreError {
 /// place, so the store appears whole or not at all. When another process linked its own
 /// first, that one is kept.
 fn create_new(path: &Path) -> Result<(), StoreError> {
+    // One name per process and attempt: threads of one process that create the store at
+    // once each build their own.
+    static ATTEMPT: AtomicU64 = AtomicU64::new(0);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".new-{}", std::process::id()));
+    name.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        ATTEMPT.fetch_add(1, Ordering::Relaxed)
+    ));
     let aside = path.with_file_name(name);
     // Left by a process with our pid that died while creating; nobody else uses this name.
     remove_with_journal(&aside);

@@ -212,6 +212,7 @@ conformance!(
     resolving_by_hand_is_once,
     prune_keeps_the_newest_runs_and_every_finding,
     two_stores_recording_at_once_lose_and_duplicate_nothing,
+    stores_opened_at_once_create_and_migrate_once,
     an_old_store_is_migrated_and_reads_back,
     a_store_from_a_newer_steward_is_refused,
     another_programs_database_is_refused,
@@ -611,6 +612,25 @@ fn two_stores_recording_at_once_lose_and_duplicate_nothing(backend: &dyn Backend
         ]
     );
     assert_eq!(store.findings(true).unwrap().len(), 5, "none duplicated");
+}
+
+fn stores_opened_at_once_create_and_migrate_once(backend: &dyn Backend) {
+    // Several controllers starting at once on an empty store.
+    let open_at_once = || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| backend.try_open())).collect();
+            for handle in handles {
+                handle.join().unwrap().unwrap();
+            }
+        });
+    };
+    open_at_once();
+    assert_eq!(backend.version(), STORE_VERSION);
+    let mut store = backend.open();
+    store
+        .record_run(&run("01", RunKind::Apply, Vec::new()))
+        .unwrap();
+    assert_eq!(store.runs().unwrap().len(), 1);
 }
 
 fn an_old_store_is_migrated_and_reads_back(backend: &dyn Backend) {
