@@ -1,18 +1,23 @@
 //! What runs leave behind: the run history, per-resource results and findings.
 //!
 //! Owns the [`Store`] trait and its record types ([`RunRecord`], [`ResultRecord`],
-//! [`Finding`]), and the embedded SQLite backend ([`sqlite`]). A PostgreSQL backend for the
-//! controller will implement the same trait.
+//! [`Finding`]), the schema versions both backends share, and the backends: the embedded
+//! SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several controllers
+//! will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged on both.
 //!
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
 //! scrubbed before they reach a record. The store never interprets resource attributes.
 
+mod findings;
 mod fleet;
+mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 mod tasks;
 
 pub use fleet::{NewCert, StoredToken};
+pub use migrations::STORE_VERSION;
 pub use tasks::{IssuedTask, Ledger, LedgerOp, TaskState, UnfinishedRun};
 
 use std::fmt;
@@ -449,9 +454,27 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL store's database could not be reached or refused the connection.
+    #[error("cannot use {database}: {reason}")]
+    Database {
+        /// The database (its name, host and port; never its password).
+        database: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A PostgreSQL query failed: the client's error and its causes (the client's own text
+    /// alone says only `db error`).
+    #[error("store: {0}")]
+    Postgres(String),
     /// The file system failed.
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(err: ::postgres::Error) -> StoreError {
+        StoreError::Postgres(postgres::error_text(&err))
+    }
 }
 
 /// An enrolled node in the controller's registry.
@@ -478,7 +501,8 @@ pub struct NodeRecord {
     pub revoked_at: Option<String>,
 }
 
-/// Run history, results and findings. Implemented by SQLite locally; PostgreSQL later.
+/// Run history, results and findings: the contract both backends keep, SQLite locally and
+/// PostgreSQL for shared controllers.
 pub trait Store {
     /// Records a run and updates findings: every drifted or failed result opens (or bumps)
     /// its finding; an unchanged or changed result of a resource resolves its open findings;

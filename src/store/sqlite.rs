@@ -8,109 +8,22 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
     Finding, FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus,
     RunSummary, Severity, Store, StoreError,
 };
 
-/// The store's schema version; bump it with a new entry in [`MIGRATIONS`].
-pub const STORE_VERSION: i64 = 5;
+use crate::store::migrations::MIGRATIONS;
+pub use crate::store::migrations::STORE_VERSION;
 
 /// Marks the database as steward's ("STWD").
 const APPLICATION_ID: i64 = 0x5354_5744;
-
-/// Schema migrations: entry `n` takes the store from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 5] = [
-    // 1: runs and their per-resource results.
-    "CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        finished_at TEXT NOT NULL,
-        user TEXT NOT NULL,
-        project TEXT NOT NULL,
-        documents_digest TEXT NOT NULL
-    );
-    CREATE TABLE results (
-        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
-        node TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        file TEXT,
-        line INTEGER,
-        column_ INTEGER,
-        diff TEXT,
-        message TEXT,
-        duration_ms INTEGER NOT NULL,
-        association TEXT,
-        PRIMARY KEY (run_id, position)
-    );",
-    // 2: severities and findings.
-    "ALTER TABLE results ADD COLUMN severity TEXT NOT NULL DEFAULT 'unspecified';
-    CREATE TABLE findings (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        node TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        open INTEGER NOT NULL,
-        severity TEXT NOT NULL,
-        first_seen TEXT NOT NULL,
-        last_seen TEXT NOT NULL,
-        count INTEGER NOT NULL,
-        last_run TEXT NOT NULL,
-        message TEXT NOT NULL,
-        resolution TEXT
-    );
-    CREATE INDEX findings_open ON findings (node, resource, kind) WHERE open = 1;",
-    // 3: the controller's join tokens and node registry.
-    "CREATE TABLE join_tokens (
-        id TEXT PRIMARY KEY,
-        secret_hash TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT NOT NULL,
-        used_at TEXT,
-        used_by TEXT
-    );
-    CREATE TABLE nodes (
-        name TEXT PRIMARY KEY,
-        cert_fingerprint TEXT NOT NULL,
-        cert_not_after TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        facts TEXT NOT NULL,
-        enrolled_at TEXT NOT NULL,
-        last_seen TEXT,
-        revoked_at TEXT
-    );",
-    // 4: fleet trust. Join tokens bound to a node name and tags (or allowed to replace an
-    // enrolled node); the tags an agent claimed, apart from the controller's; a run's status
-    // (`running` until it is recorded whole, `interrupted` when a controller died during it);
-    // the tasks the controller issued, each result stored before it is acknowledged.
-    "ALTER TABLE join_tokens ADD COLUMN node TEXT;
-    ALTER TABLE join_tokens ADD COLUMN tags TEXT;
-    ALTER TABLE join_tokens ADD COLUMN replace_node INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE nodes ADD COLUMN claimed_tags TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'complete';
-    CREATE TABLE tasks (
-        id TEXT PRIMARY KEY,
-        node TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        issued_at TEXT NOT NULL,
-        closed_at TEXT,
-        result TEXT
-    );
-    CREATE INDEX tasks_run ON tasks (run_id);",
-    // 5: what a result's change did, as the live output said it: the plan's action, the
-    // apply's words for it, the plan's reason, and how many bytes of its text were cut.
-    "ALTER TABLE results ADD COLUMN action TEXT;
-    ALTER TABLE results ADD COLUMN done TEXT;
-    ALTER TABLE results ADD COLUMN reason TEXT;
-    ALTER TABLE results ADD COLUMN diff_cut_bytes INTEGER NOT NULL DEFAULT 0;",
-];
 
 /// A steward store in one SQLite file.
 pub struct SqliteStore {
@@ -204,13 +117,9 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Another process may have migrated while we waited for the lock.
         let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        for (idx, migration) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(current).unwrap_or(0))
-        {
-            tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", idx as i64 + 1)?;
+        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+            tx.execute_batch(migration.sqlite)?;
+            tx.pragma_update(None, "user_version", migration.version)?;
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.commit()?;
@@ -222,9 +131,9 @@ impl SqliteStore {
     pub fn create_at_version(path: &Path, version: usize) -> Result<Connection, StoreError> {
         create_private(path)?;
         let conn = Connection::open(path)?;
-        for (idx, migration) in MIGRATIONS.iter().enumerate().take(version) {
-            conn.execute_batch(migration)?;
-            conn.pragma_update(None, "user_version", idx as i64 + 1)?;
+        for migration in MIGRATIONS.iter().take(version) {
+            conn.execute_batch(migration.sqlite)?;
+            conn.pragma_update(None, "user_version", migration.version)?;
         }
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         Ok(conn)
@@ -319,8 +228,15 @@ fn corrupt_or_sqlite(path: &Path, err: rusqlite::Error) -> StoreError {
 /// place, so the store appears whole or not at all. When another process linked its own
 /// first, that one is kept.
 fn create_new(path: &Path) -> Result<(), StoreError> {
+    // One name per process and attempt: threads of one process that create the store at
+    // once each build their own.
+    static ATTEMPT: AtomicU64 = AtomicU64::new(0);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".new-{}", std::process::id()));
+    name.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        ATTEMPT.fetch_add(1, Ordering::Relaxed)
+    ));
     let aside = path.with_file_name(name);
     // Left by a process with our pid that died while creating; nobody else uses this name.
     remove_with_journal(&aside);
@@ -436,82 +352,42 @@ impl Store for SqliteStore {
                 change.and_then(|c| c.reason.as_deref()),
                 change.map_or(0, |c| i64::try_from(c.n_cut_bytes).unwrap_or(i64::MAX)),
             ])?;
-            // Commands say nothing about desired state: a command run opens no findings.
-            if run.kind == RunKind::Command {
-                continue;
-            }
-            let kind = match result.outcome {
-                ResultOutcome::Drifted => Some(FindingKind::Drift),
-                ResultOutcome::Failed => Some(FindingKind::Failure),
-                ResultOutcome::Unchanged | ResultOutcome::Changed => None,
-                // A skipped or pending resource says nothing about its state, and an
-                // unreachable one is its node's finding (below).
-                ResultOutcome::Skipped
-                | ResultOutcome::Pending
-                | ResultOutcome::Unreachable
-                | ResultOutcome::Succeeded
-                | ResultOutcome::TimedOut
-                | ResultOutcome::Cancelled => continue,
-            };
-            match kind {
-                Some(kind) => {
-                    let message = result
-                        .message
-                        .as_deref()
-                        .or(result.diff.as_deref())
-                        .unwrap_or_default();
-                    any_open |= open_or_bump(
-                        &tx,
-                        run,
-                        (&result.node, &result.resource, kind),
-                        result.severity,
-                        message,
-                    )?;
+        }
+        drop(insert_result);
+        for op in finding_ops(run) {
+            match op {
+                FindingOp::OpenOrBump {
+                    node,
+                    resource,
+                    kind,
+                    severity,
+                    message,
+                } => {
+                    any_open |= open_or_bump(&tx, run, (node, &resource, kind), severity, message)?
                 }
-                None if !any_open => {}
-                None => {
+                FindingOp::ResolveResource { .. } | FindingOp::ResolveUnreachable { .. }
+                    if !any_open => {}
+                FindingOp::ResolveResource { node, resource } => {
                     tx.prepare_cached(
                         "UPDATE findings SET open = 0, resolution = ?1
                          WHERE node = ?2 AND resource = ?3 AND open = 1",
                     )?
+                    .execute(params![resolution, node, resource])?;
+                }
+                FindingOp::ResolveUnreachable { node, resource } => {
+                    tx.prepare_cached(
+                        "UPDATE findings SET open = 0, resolution = ?1
+                         WHERE node = ?2 AND resource = ?3 AND kind = ?4 AND open = 1",
+                    )?
                     .execute(params![
                         resolution,
-                        result.node,
-                        result.resource
+                        node,
+                        resource,
+                        FindingKind::Unreachable.as_str()
                     ])?;
                 }
             }
         }
-        if run.kind != RunKind::Command {
-            for node in node_findings(run) {
-                let resource = crate::store::node_resource(node.node);
-                match node.unreachable {
-                    Some((message, severity)) => {
-                        open_or_bump(
-                            &tx,
-                            run,
-                            (node.node, &resource, FindingKind::Unreachable),
-                            severity,
-                            message,
-                        )?;
-                    }
-                    None if node.answered && any_open => {
-                        tx.prepare_cached(
-                            "UPDATE findings SET open = 0, resolution = ?1
-                             WHERE node = ?2 AND resource = ?3 AND kind = ?4 AND open = 1",
-                        )?
-                        .execute(params![
-                            resolution,
-                            node.node,
-                            resource,
-                            FindingKind::Unreachable.as_str()
-                        ])?;
-                    }
-                    None => {}
-                }
-            }
-        }
-        drop(insert_result);
         tx.commit()?;
         Ok(())
     }
@@ -718,51 +594,6 @@ fn open_or_bump(
         message
     ])?;
     Ok(true)
-}
-
-/// What a run says of one node as a whole, for its node finding.
-#[derive(Debug, PartialEq)]
-struct NodeFinding<'r> {
-    node: &'r str,
-    /// It answered for at least one resource: it was reached.
-    answered: bool,
-    /// It could not be reached: the first reason given, and the highest severity among
-    /// its unreachable resources.
-    unreachable: Option<(&'r str, Severity)>,
-}
-
-/// Per node of a run (in first-seen order), whether it answered or could not be reached.
-fn node_findings(run: &RunRecord) -> Vec<NodeFinding<'_>> {
-    let mut nodes: Vec<NodeFinding<'_>> = Vec::new();
-    for result in &run.results {
-        let idx = match nodes.iter().position(|n| n.node == result.node) {
-            Some(idx) => idx,
-            None => {
-                nodes.push(NodeFinding {
-                    node: &result.node,
-                    answered: false,
-                    unreachable: None,
-                });
-                nodes.len() - 1
-            }
-        };
-        let entry = &mut nodes[idx];
-        entry.answered |= result.outcome.node_answered();
-        if result.outcome == ResultOutcome::Unreachable {
-            let message = result.message.as_deref().unwrap_or("unreachable");
-            entry.unreachable = Some(match entry.unreachable {
-                Some((first, severity)) => (first, severity.max(result.severity)),
-                None => (message, result.severity),
-            });
-        }
-    }
-    // A node that answered for a resource was reached, whatever else the run says of it.
-    for node in &mut nodes {
-        if node.answered {
-            node.unreachable = None;
-        }
-    }
-    nodes
 }
 
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {

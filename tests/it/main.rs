@@ -35,6 +35,7 @@ mod saved_plans;
 mod schema;
 mod schema_parity;
 mod store;
+mod store_conformance;
 mod system_providers;
 mod targeting;
 mod trust_api;
