@@ -97,7 +97,10 @@ count_online() {
     "$BIN" nodes --format json 2>/dev/null | python3 -c '
 import json, sys
 try:
-    print(sum(1 for n in json.load(sys.stdin) if n.get("online")))
+    answer = json.load(sys.stdin)
+    # `nodes --format json` is an envelope since issue 15 (a bare array before).
+    nodes = answer["nodes"] if isinstance(answer, dict) else answer
+    print(sum(1 for n in nodes if n.get("online")))
 except Exception:
     print(0)'
 }
@@ -106,14 +109,21 @@ T_TOK=$(now)
 TOKENS_S=$(elapsed "$T_TOKSTART" "$T_TOK")
 echo "tokens: $N created in $TOKENS_S s"
 
+# Builds before issue 15 spelled the agent's flags --controller and --state-dir; the bench
+# compares against them.
+if "$BIN" agent --help 2>/dev/null | grep -q -- '--connect'; then
+    AGENT_FLAGS=(--connect --data-dir)
+else
+    AGENT_FLAGS=(--controller --state-dir)
+fi
 M0=$(cpu_all)
 T0=$(now)
 for i in $(seq 1 "$N"); do
     a=$W/agents/web-$i
     mkdir -p "$a/root" "$a/state"
     (umask 077; printf '%s\n' "${TOKENS[$((i - 1))]}" > "$a/join.token")
-    "$BIN" agent --root "$a/root" --connect "$AGENTS" --join-token-file "$a/join.token" \
-        --name "web-$i" --data-dir "$a/state" 2>"$W/logs/agent-$i.log" &
+    "$BIN" agent --root "$a/root" "${AGENT_FLAGS[0]}" "$AGENTS" --join-token-file "$a/join.token" \
+        --name "web-$i" "${AGENT_FLAGS[1]}" "$a/state" 2>"$W/logs/agent-$i.log" &
     PIDS+=($!)
 done
 T_STARTED=$(now)
