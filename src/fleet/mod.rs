@@ -7,6 +7,7 @@
 //! local mode.
 //!
 //! - [`pki`]: the controller's CA, its server certificate, agent certificates, TLS configs.
+//! - [`seal`]: the key file, and secrets sealed with it for a database several controllers share.
 //! - [`token`]: one-time join tokens that carry the CA's fingerprint.
 //! - [`wire`]: the agent protocol (framed JSON over mutual TLS) and its data types.
 //! - [`agent`]: enrollment, the connection loop and task execution on a node.
@@ -31,6 +32,7 @@ pub mod pki;
 pub mod rate;
 pub mod run;
 pub mod schedule;
+pub mod seal;
 pub mod serve;
 pub mod token;
 pub mod wire;
