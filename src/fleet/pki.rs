@@ -1,10 +1,15 @@
 //! The controller's certificate authority and the TLS configurations of the agent port.
 //!
-//! Owns [`Ca`] (the CA key pair and certificate in the controller's data directory, the
-//! server certificate of the agent port, agent certificates), the agent's key and CSR
+//! Owns [`Ca`] (the CA key pair and certificate, the server certificate of the agent port,
+//! agent certificates), the agent's key and CSR
 //! ([`new_agent_key`]), the client configurations an agent dials with
 //! ([`enroll_client_config`], [`agent_client_config`]), and [`write_private`], the one way
 //! key material reaches the disk.
+//!
+//! A CA is built one way, [`Ca::from_pems`], from PEM made by [`Ca::generate`]: a controller
+//! with an embedded store keeps the pair in its data directory ([`Ca::load_or_create`]);
+//! controllers that share a database keep it there, the key sealed ([`crate::fleet::seal`]).
+//! Server certificates are each controller's own, in its data directory, signed by the CA.
 //!
 //! **Architecture Invariant:** an agent certificate is built by the CA from scratch. Only the
 //! public key is taken from the agent's CSR, after its self-signature is checked; the name is
@@ -41,6 +46,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use zeroize::Zeroizing;
 
 /// The ALPN protocol of the agent port.
 pub const ALPN: &[u8] = b"steward/1";
@@ -64,7 +70,8 @@ const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// Names the server certificate always carries, so local agents can always dial it.
 const ALWAYS_SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
-/// The controller's CA: its key pair and its self-signed certificate.
+/// The controller's CA: its key pair and its self-signed certificate. `Debug` shows the
+/// fingerprint, never the key.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
@@ -120,6 +127,21 @@ pub enum PkiError {
         key: PathBuf,
         /// The certificate file.
         cert: PathBuf,
+    },
+    /// A CA key (given as PEM) is not the key of the CA certificate it was given with.
+    #[error("the CA key does not belong to the CA certificate {fingerprint}")]
+    CaKeyMismatch {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+    },
+    /// A certificate given as a CA's is not one: no basicConstraints CA:true, or a key usage
+    /// without keyCertSign.
+    #[error(
+        "the certificate {fingerprint} is not a CA certificate (it needs basicConstraints CA:true and, with a key usage, keyCertSign)"
+    )]
+    NotACa {
+        /// The certificate's fingerprint.
+        fingerprint: String,
     },
     /// A certificate could not be parsed.
     #[error("invalid certificate: {0}")]
@@ -185,8 +207,8 @@ pub enum Malformed {
 }
 
 impl Ca {
-    /// Loads `D/ca.key` + `D/ca.crt`, creating them on first start (ECDSA P-256, CN
-    /// "steward CA", 10-year lifetime, CA:true pathlen 0).
+    /// Loads `D/ca.key` + `D/ca.crt`, creating them on first start ([`Ca::generate`]), with
+    /// [`Ca::from_pems`].
     ///
     /// Refuses (rather than replacing) a CA with only one of its two files, or whose key does
     /// not match its certificate: a new CA would cut off every enrolled agent.
@@ -211,25 +233,73 @@ impl Ca {
                 });
             }
         }
-        let key_pem = read_to_string(&key_path)?;
+        let key_pem = Zeroizing::new(read_to_string(&key_path)?);
         let cert_pem = read_to_string(&cert_path)?;
-        let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| PkiError::InvalidKey(e.into()))?;
-        let cert_der = parse_cert_pem(&cert_pem)?;
-        let cert = parse_cert_der(&cert_der)?;
-        if cert.public_key().subject_public_key.data.as_ref() != key_pair.public_key_raw() {
-            return Err(PkiError::KeyMismatch {
+        Ca::from_pems(&cert_pem, &key_pem).map_err(|err| match err {
+            PkiError::CaKeyMismatch { .. } => PkiError::KeyMismatch {
                 key: key_path,
                 cert: cert_path,
-            });
-        }
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key_pair)?;
+            },
+            other => other,
+        })
+    }
+
+    /// Makes a new CA (ECDSA P-256, CN "steward CA", 10-year lifetime, CA:true pathlen 0,
+    /// keyCertSign) and returns its certificate PEM and its key PEM (PKCS#8). Writes nothing:
+    /// the caller keeps the pair where its controllers find it, the key sealed or in a file
+    /// written with [`write_private`].
+    pub fn generate() -> Result<(String, Zeroizing<String>), PkiError> {
+        let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name(CA_COMMON_NAME);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, CA_LIFETIME);
+        params.serial_number = Some(random_serial()?);
+        let cert = params.self_signed(&key_pair)?;
+        Ok((cert.pem(), Zeroizing::new(key_pair.serialize_pem())))
+    }
+
+    /// The CA of a certificate and its key, both PEM (as [`Ca::generate`] makes them).
+    ///
+    /// Refuses a key that is not the certificate's ([`PkiError::CaKeyMismatch`]), a
+    /// certificate that is not a CA's ([`PkiError::NotACa`]), and PEM that does not parse
+    /// ([`PkiError::InvalidCertificate`], [`PkiError::InvalidKey`]).
+    pub fn from_pems(cert_pem: &str, key_pem: &str) -> Result<Ca, PkiError> {
+        let cert_der = parse_cert_pem(cert_pem)?;
+        let cert = parse_cert_der(&cert_der)?;
         let fingerprint = fingerprint_of(&cert_der);
+        let key_pair = KeyPair::from_pem(key_pem).map_err(|e| PkiError::InvalidKey(e.into()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key_pair.public_key_raw() {
+            return Err(PkiError::CaKeyMismatch { fingerprint });
+        }
+        let is_ca = matches!(cert.basic_constraints(), Ok(Some(basic)) if basic.value.ca);
+        let may_sign = match cert.key_usage() {
+            Ok(Some(usage)) => usage.value.key_cert_sign(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !is_ca || !may_sign {
+            return Err(PkiError::NotACa { fingerprint });
+        }
+        drop(cert);
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key_pair)?;
         Ok(Ca {
             issuer,
-            cert_pem,
+            cert_pem: cert_pem.to_string(),
             cert_der,
             fingerprint,
         })
+    }
+
+    /// The CA's private key, PKCS#8 PEM: secret, to be sealed
+    /// ([`crate::fleet::seal::KeyFile::seal`]) or written with [`write_private`], never logged.
+    pub fn key_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.issuer.key().serialize_pem())
     }
 
     /// `sha256:` + lowercase hex of the CA certificate's DER.
@@ -611,21 +681,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn create_ca(key_path: &Path, cert_path: &Path) -> Result<(), PkiError> {
-    let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = common_name(CA_COMMON_NAME);
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    set_validity(&mut params, CA_LIFETIME);
-    params.serial_number = Some(random_serial()?);
-    let cert = params.self_signed(&key_pair)?;
+    let (cert_pem, key_pem) = Ca::generate()?;
     // The certificate last: its presence means the pair is complete.
-    write_private(key_path, key_pair.serialize_pem().as_bytes())?;
-    write_private(cert_path, cert.pem().as_bytes())?;
+    write_private(key_path, key_pem.as_bytes())?;
+    write_private(cert_path, cert_pem.as_bytes())?;
     Ok(())
 }
 
@@ -1099,6 +1158,121 @@ mod tests {
         assert_eq!(basic.path_len_constraint, Some(0));
         let cn = ca.subject().iter_common_name().next().unwrap();
         assert_eq!(cn.as_str().unwrap(), CA_COMMON_NAME);
+    }
+
+    #[test]
+    fn a_generated_ca_rebuilt_from_its_pems_signs_for_the_original() {
+        let (cert_pem, key_pem) = Ca::generate().unwrap();
+        let original = Ca::from_pems(&cert_pem, &key_pem).unwrap();
+        // Rebuilt from what it hands out, as a second controller does from the database.
+        let rebuilt = Ca::from_pems(original.cert_pem(), &original.key_pem()).unwrap();
+        assert_eq!(rebuilt.fingerprint(), original.fingerprint());
+        assert_eq!(rebuilt.cert_pem(), cert_pem);
+        assert!(!format!("{rebuilt:?}").contains("PRIVATE KEY"));
+
+        // An agent signed by the rebuilt CA verifies against the original certificate.
+        let (agent_pem, _) = agent_cert(&rebuilt, "web-1");
+        let agent_der = parse_cert_pem(&agent_pem).unwrap();
+        let agent = parse_cert_der(&agent_der).unwrap();
+        let ca_cert = parse_cert_der(&original.cert_der).unwrap();
+        agent.verify_signature(Some(ca_cert.public_key())).unwrap();
+
+        // Two controllers, each with its own data dir and server certificate, one CA: an
+        // agent enrolled by one is accepted by the other, and trusts it.
+        let first_dir = tempfile::tempdir().unwrap();
+        let second_dir = tempfile::tempdir().unwrap();
+        original.server_config(first_dir.path(), &[]).unwrap();
+        let second_server = rebuilt.server_config(second_dir.path(), &[]).unwrap();
+        let server_crt = |dir: &tempfile::TempDir| {
+            std::fs::read_to_string(dir.path().join("server.crt")).unwrap()
+        };
+        assert_ne!(server_crt(&first_dir), server_crt(&second_dir));
+        let (agent_pem, agent_key) = agent_cert(&original, "web-2");
+        let client = agent_client_config(original.cert_pem(), &agent_pem, &agent_key).unwrap();
+        let server = handshake(client, second_server, localhost()).unwrap();
+        let peer = &server.peer_certificates().unwrap()[0];
+        assert_eq!(peer_identity(peer).unwrap().node, "web-2");
+        // An enrolling agent pinning the fingerprint accepts the second controller too.
+        let client = enroll_client_config(&original.fingerprint()).unwrap();
+        handshake(
+            client,
+            rebuilt.server_config(second_dir.path(), &[]).unwrap(),
+            localhost(),
+        )
+        .unwrap();
+
+        // What generate makes is what load_or_create writes and reads.
+        let dir = tempfile::tempdir().unwrap();
+        let from_files = Ca::load_or_create(dir.path()).unwrap();
+        let read = |name| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let again = Ca::from_pems(&read("ca.crt"), &read("ca.key")).unwrap();
+        assert_eq!(again.fingerprint(), from_files.fingerprint());
+        assert_eq!(*from_files.key_pem(), read("ca.key"));
+    }
+
+    #[test]
+    fn from_pems_refuses_another_cas_key_a_non_ca_and_garbage() {
+        let (cert_pem, key_pem) = Ca::generate().unwrap();
+        let (other_cert_pem, other_key_pem) = Ca::generate().unwrap();
+        let ca = Ca::from_pems(&cert_pem, &key_pem).unwrap();
+
+        let err = Ca::from_pems(&cert_pem, &other_key_pem).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::CaKeyMismatch { fingerprint } if *fingerprint == ca.fingerprint()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&ca.fingerprint()), "{err}");
+        let err = Ca::from_pems(&other_cert_pem, &key_pem).unwrap_err();
+        assert!(matches!(err, PkiError::CaKeyMismatch { .. }), "{err:?}");
+
+        // An agent's certificate with its own key is not a CA.
+        let (agent_pem, agent_key) = agent_cert(&ca, "web-1");
+        let err = Ca::from_pems(&agent_pem, &agent_key).unwrap_err();
+        assert!(matches!(err, PkiError::NotACa { .. }), "{err:?}");
+        // Nor is a certificate with CA:true whose key usage leaves out keyCertSign.
+        let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key_pair).unwrap();
+        let err = Ca::from_pems(&cert.pem(), &key_pair.serialize_pem()).unwrap_err();
+        assert!(matches!(err, PkiError::NotACa { .. }), "{err:?}");
+
+        for garbage in [
+            "",
+            "garbage",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = Ca::from_pems(garbage, &key_pem).unwrap_err();
+            assert!(matches!(err, PkiError::InvalidCertificate(_)), "{err:?}");
+            assert!(
+                err.to_string().starts_with("invalid certificate: "),
+                "{err}"
+            );
+            let err = Ca::from_pems(&cert_pem, garbage).unwrap_err();
+            assert!(matches!(err, PkiError::InvalidKey(_)), "{err:?}");
+            assert!(
+                err.to_string().starts_with("invalid private key: "),
+                "{err}"
+            );
+        }
+        // The two swapped.
+        let err = Ca::from_pems(&key_pem, &cert_pem).unwrap_err();
+        assert!(matches!(err, PkiError::InvalidCertificate(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_ca_whose_files_do_not_match_is_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::load_or_create(dir.path()).unwrap();
+        let (_, other_key_pem) = Ca::generate().unwrap();
+        write_private(&dir.path().join("ca.key"), other_key_pem.as_bytes()).unwrap();
+        let err = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::KeyMismatch { key, cert }
+                if *key == dir.path().join("ca.key") && *cert == dir.path().join("ca.crt")),
+            "{err:?}"
+        );
     }
 
     #[test]
