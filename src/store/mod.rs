@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
 //! scrubbed before they reach a record. The store never interprets resource attributes.
 
+mod copy;
 mod findings;
 mod fleet;
 mod migrations;
@@ -16,6 +17,7 @@ pub mod sqlite;
 
 mod tasks;
 
+pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};
 pub use migrations::STORE_VERSION;
 pub use tasks::{IssuedTask, Ledger, LedgerOp, TaskState, UnfinishedRun};
@@ -469,6 +471,22 @@ pub enum StoreError {
     /// The file system failed.
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+    /// A copy into a shared store found it holding a fleet already.
+    #[error(
+        "the PostgreSQL store is not empty ({held}): --migrate-from copies into an empty store only, and never merges two fleets"
+    )]
+    NotEmpty {
+        /// Rows per table, `table: n, ...`.
+        held: String,
+    },
+    /// A copy found a table or column of the source that the target does not have.
+    #[error("cannot copy {source_store}: {reason}")]
+    CopyMismatch {
+        /// The source store.
+        source_store: String,
+        /// What does not match.
+        reason: String,
+    },
 }
 
 impl From<::postgres::Error> for StoreError {

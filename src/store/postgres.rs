@@ -23,8 +23,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::migrations::{MIGRATIONS, STORE_VERSION};
 use crate::store::{
-    Finding, FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus,
-    RunSummary, Severity, Store, StoreError,
+    Copied, Finding, FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord,
+    RunStatus, RunSummary, Severity, Store, StoreError,
 };
 
 /// The first key of steward's advisory locks ("STWD", as SQLite's application id).
@@ -562,5 +562,19 @@ impl Store for PostgresStore {
             &[&i64::try_from(keep).unwrap_or(i64::MAX)],
         )?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+}
+
+impl PostgresStore {
+    /// Copies the SQLite store at `path` (opened, and so checked and migrated, first) into
+    /// this store, which must be empty: one transaction (see `store/copy.rs`).
+    pub fn copy_from_sqlite(&mut self, path: &std::path::Path) -> Result<Copied, StoreError> {
+        let source = crate::store::sqlite::SqliteStore::open(path)?;
+        source.quick_check(path)?;
+        crate::store::copy::sqlite_into_postgres(
+            source.conn(),
+            self.client_mut(),
+            &path.display().to_string(),
+        )
     }
 }
