@@ -178,7 +178,7 @@ fn copy_table(
     shown: &str,
 ) -> Result<u64, StoreError> {
     let mut stmt = source.prepare(&format!("SELECT * FROM \"{}\"", table.replace('"', "\"\"")))?;
-    let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
     let mut kinds = Vec::with_capacity(columns.len());
     for column in &columns {
         let kind = target.get(column).ok_or_else(|| StoreError::CopyMismatch {
