@@ -1,13 +1,16 @@
 //! What runs leave behind: the run history, per-resource results and findings.
 //!
 //! Owns the [`Store`] trait and its record types ([`RunRecord`], [`ResultRecord`],
-//! [`Finding`]), the schema versions both backends share, and the backends: the embedded
-//! SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several controllers
-//! will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged on both.
+//! [`Finding`]), the [`FleetStore`] contract of the controller's tables (tokens, nodes, the
+//! task ledger) on top of it, the schema versions both backends share, and the backends: the
+//! embedded SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several
+//! controllers will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged
+//! on both. The fleet code sees only `dyn FleetStore`.
 //!
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
 //! scrubbed before they reach a record. The store never interprets resource attributes.
 
+mod contract;
 mod findings;
 mod fleet;
 mod migrations;
@@ -16,6 +19,7 @@ pub mod sqlite;
 
 mod tasks;
 
+pub use contract::{Decide, FleetStore, Tags, TaskLedger};
 pub use fleet::{NewCert, StoredToken};
 pub use migrations::STORE_VERSION;
 pub use tasks::{IssuedTask, Ledger, LedgerOp, TaskState, UnfinishedRun};
