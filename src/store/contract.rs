@@ -1,11 +1,12 @@
 //! The contract of the controller's tables, which both backends keep: join tokens and the node
-//! registry, the task ledger and runs in progress.
+//! registry, the task ledger and runs in progress, and the state several controllers of one
+//! database share (secrets, schedule firings, the current project).
 //!
 //! [`FleetStore`] extends [`Store`] with them and is object-safe, so the controller holds a
 //! `Box<dyn FleetStore>` and does not know which backend it has. Every write is one
 //! transaction; every operation two controllers may run at once on one database decides in
-//! the database (a row lock, a unique key), never in the caller: a token is spent once and a task
-//! closed once.
+//! the database (a row lock, a unique key), never in the caller: a token is spent once, a task
+//! closed once, a firing claimed once, and a secret has one value.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,17 @@ pub type Tags = BTreeMap<String, String>;
 /// already of that name (if any), the node's tags, or a refusal in words.
 pub type Decide<'a> =
     dyn FnMut(Option<&StoredToken>, Option<&NodeRecord>) -> Result<Tags, String> + 'a;
+
+/// The project schedules run: the bundle last applied, as one controller stored it for all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentProject {
+    /// The project's name.
+    pub name: String,
+    /// Digest of its documents and parameters.
+    pub digest: String,
+    /// Its files, as JSON (the bundle's own encoding; the store does not read it).
+    pub files_json: String,
+}
 
 /// Everything the fleet code asks of its store, on SQLite and on PostgreSQL alike.
 pub trait FleetStore: Store + Send {
@@ -111,6 +123,34 @@ pub trait FleetStore: Store + Send {
     /// Opens a second connection that writes the task ledger in batches (see
     /// [`TaskLedger`]).
     fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError>;
+
+    /// The secret stored under `name` (an opaque blob; the caller seals it).
+    fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `value` under `name` unless a value is stored there already, and returns the
+    /// value stored after the call: the first writer wins, so controllers that start at once
+    /// all use one value.
+    fn put_secret_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Claims the firing of `association`'s schedule due at `due_at` (RFC 3339 UTC, one
+    /// format for all, so they sort as text) for `controller`: true for exactly one caller
+    /// per association and due time, whichever controller or process asks.
+    fn claim_firing(
+        &mut self,
+        association: &str,
+        due_at: &str,
+        controller: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Per association, the latest due time claimed.
+    fn last_firings(&self) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Makes `project` the current project (the bundle last applied); the previous one is
+    /// not kept.
+    fn put_project(&mut self, project: &CurrentProject) -> Result<(), StoreError>;
+
+    /// The current project, if one was ever applied.
+    fn current_project(&self) -> Result<Option<CurrentProject>, StoreError>;
 }
 
 /// A connection of its own that writes the task ledger: every write waiting when a batch

@@ -8,7 +8,8 @@
 //! on both. The fleet code sees only `dyn FleetStore`.
 //!
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
-//! scrubbed before they reach a record. The store never interprets resource attributes.
+//! scrubbed before they reach a record; the `secrets` table holds only blobs its caller sealed.
+//! The store never interprets resource attributes.
 
 mod contract;
 mod findings;
@@ -19,7 +20,7 @@ pub mod sqlite;
 
 mod tasks;
 
-pub use contract::{Decide, FleetStore, Tags, TaskLedger};
+pub use contract::{CurrentProject, Decide, FleetStore, Tags, TaskLedger};
 pub use fleet::{NewCert, StoredToken};
 pub use migrations::STORE_VERSION;
 pub use tasks::{IssuedTask, Ledger, LedgerOp, TaskState, UnfinishedRun};

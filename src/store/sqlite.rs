@@ -6,6 +6,7 @@
 //! written by a newer steward is refused rather than misread; an older one is migrated in a
 //! transaction.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
-    Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord, ResultChange, ResultOutcome,
-    ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity, Store, StoreError,
-    StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
+    CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord, ResultChange,
+    ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity, Store,
+    StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
 };
 
 use crate::store::migrations::MIGRATIONS;
@@ -632,6 +633,82 @@ impl FleetStore for SqliteStore {
 
     fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError> {
         Ok(Box::new(tasks::Ledger::open(&self.path)?))
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    fn put_secret_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, value, now()],
+        )?;
+        let stored: Vec<u8> =
+            tx.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn claim_firing(
+        &mut self,
+        association: &str,
+        due_at: &str,
+        controller: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO schedule_firings (association, due_at, controller, claimed_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (association, due_at) DO NOTHING",
+            params![association, due_at, controller, now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn last_firings(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT association, max(due_at) FROM schedule_firings GROUP BY association",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_project(&mut self, project: &CurrentProject) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO current_project (id, name, digest, files_json, stored_at)
+             VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, digest = excluded.digest,
+                 files_json = excluded.files_json, stored_at = excluded.stored_at",
+            params![project.name, project.digest, project.files_json, now()],
+        )?;
+        Ok(())
+    }
+
+    fn current_project(&self) -> Result<Option<CurrentProject>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, digest, files_json FROM current_project WHERE id = 1",
+                [],
+                |row| {
+                    Ok(CurrentProject {
+                        name: row.get(0)?,
+                        digest: row.get(1)?,
+                        files_json: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }
 

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use steward::store::postgres::PostgresStore;
 use steward::store::sqlite::SqliteStore;
 use steward::store::{
-    FindingKind, FleetStore, LedgerOp, NewCert, ResultChange, ResultOutcome, ResultRecord, RunKind,
-    RunRecord, RunStatus, STORE_VERSION, Severity, Store, StoreError, StoredToken, Tags, TaskState,
+    CurrentProject, FindingKind, FleetStore, LedgerOp, NewCert, ResultChange, ResultOutcome,
+    ResultRecord, RunKind, RunRecord, RunStatus, STORE_VERSION, Severity, Store, StoreError,
+    StoredToken, Tags, TaskState,
 };
 
 /// Where a case gets its stores: every `open` is a new connection to the case's one store.
@@ -227,6 +228,12 @@ conformance!(
     a_begun_run_is_unfinished_until_recorded_whole,
     settled_and_old_closed_tasks_are_forgotten_but_open_ones_stay,
     a_task_closed_by_two_ledgers_at_once_is_closed_once,
+    a_secret_keeps_its_first_value,
+    secrets_put_by_two_at_once_agree,
+    a_firing_is_claimed_once_and_the_latest_is_known,
+    a_firing_claimed_by_two_at_once_is_claimed_once,
+    the_current_project_is_the_newest,
+    a_store_of_the_previous_version_gains_the_shared_tables,
 );
 
 fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
@@ -1204,4 +1211,168 @@ fn a_task_closed_by_two_ledgers_at_once_is_closed_once(backend: &dyn Backend) {
         TASKS,
         "each task closed once: {closed:?}"
     );
+}
+
+// What the controllers of one database share.
+
+fn a_secret_keeps_its_first_value(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert_eq!(store.get_secret("ca.key").unwrap(), None);
+    // Opaque bytes: every value, NUL and invalid UTF-8 included.
+    let first: Vec<u8> = (0..=255).collect();
+    assert_eq!(store.put_secret_if_absent("ca.key", &first).unwrap(), first);
+    assert_eq!(
+        store.put_secret_if_absent("ca.key", b"second").unwrap(),
+        first,
+        "the first writer wins"
+    );
+    assert_eq!(store.get_secret("ca.key").unwrap(), Some(first.clone()));
+    assert_eq!(store.put_secret_if_absent("empty", b"").unwrap(), b"");
+    assert_eq!(store.get_secret("empty").unwrap(), Some(Vec::new()));
+    assert_eq!(store.get_secret("CA.KEY").unwrap(), None, "names are exact");
+    assert_eq!(backend.open().get_secret("ca.key").unwrap(), Some(first));
+}
+
+fn secrets_put_by_two_at_once_agree(backend: &dyn Backend) {
+    const ROUNDS: usize = 10;
+    let mut stores = [backend.open(), backend.open()];
+    let barrier = std::sync::Barrier::new(2);
+    let got: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    (0..ROUNDS)
+                        .map(|round| {
+                            barrier.wait();
+                            let mine = format!("value of {n}").into_bytes();
+                            store
+                                .put_secret_if_absent(&format!("s{round}"), &mine)
+                                .unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let store = backend.open();
+    for (round, (first, second)) in got[0].iter().zip(&got[1]).enumerate() {
+        let stored = store.get_secret(&format!("s{round}")).unwrap().unwrap();
+        assert_eq!((first, second), (&stored, &stored), "round {round}");
+    }
+    assert_eq!(got[0].len(), ROUNDS);
+}
+
+fn a_firing_is_claimed_once_and_the_latest_is_known(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert!(store.last_firings().unwrap().is_empty());
+    let due = |minute: u32| format!("2026-12-03T10:{minute:02}:00Z");
+    assert!(store.claim_firing("nightly", &due(0), "c1").unwrap());
+    assert!(
+        !store.claim_firing("nightly", &due(0), "c1").unwrap(),
+        "once"
+    );
+    assert!(
+        !backend
+            .open()
+            .claim_firing("nightly", &due(0), "c2")
+            .unwrap(),
+        "once, whichever controller asks"
+    );
+    assert!(store.claim_firing("nightly", &due(30), "c2").unwrap());
+    assert!(
+        store.claim_firing("nightly", &due(15), "c1").unwrap(),
+        "a missed one, late"
+    );
+    assert!(store.claim_firing("Hourly", &due(5), "c1").unwrap());
+    let last: Vec<(String, String)> = store.last_firings().unwrap().into_iter().collect();
+    assert_eq!(
+        last,
+        [
+            ("Hourly".to_string(), due(5)),
+            ("nightly".to_string(), due(30))
+        ]
+    );
+}
+
+fn a_firing_claimed_by_two_at_once_is_claimed_once(backend: &dyn Backend) {
+    const DUE_TIMES: usize = 20;
+    let mut stores = [backend.open(), backend.open()];
+    let barrier = std::sync::Barrier::new(2);
+    let claims: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut claims = 0;
+                    for i in 0..DUE_TIMES {
+                        barrier.wait();
+                        let due = format!("2026-12-03T10:{i:02}:00Z");
+                        if store
+                            .claim_firing("nightly", &due, &format!("c{n}"))
+                            .unwrap()
+                        {
+                            claims += 1;
+                        }
+                    }
+                    claims
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        claims.iter().sum::<usize>(),
+        DUE_TIMES,
+        "each due time once: {claims:?}"
+    );
+    assert_eq!(
+        backend.open().last_firings().unwrap()["nightly"],
+        format!("2026-12-03T10:{:02}:00Z", DUE_TIMES - 1)
+    );
+}
+
+fn the_current_project_is_the_newest(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert_eq!(store.current_project().unwrap(), None);
+    let project = |name: &str, digest: &str| CurrentProject {
+        name: name.into(),
+        digest: digest.into(),
+        files_json: format!("{{\"{name}.yaml\":\"é 🦀\"}}"),
+    };
+    store.put_project(&project("web", "sha256:01")).unwrap();
+    assert_eq!(
+        store.current_project().unwrap(),
+        Some(project("web", "sha256:01"))
+    );
+    backend
+        .open()
+        .put_project(&project("db", "sha256:02"))
+        .unwrap();
+    assert_eq!(
+        store.current_project().unwrap(),
+        Some(project("db", "sha256:02")),
+        "the newest, whoever stored it"
+    );
+}
+
+fn a_store_of_the_previous_version_gains_the_shared_tables(backend: &dyn Backend) {
+    backend.create_at_version(usize::try_from(STORE_VERSION - 1).unwrap());
+    let mut store = backend.open();
+    assert_eq!(backend.version(), STORE_VERSION);
+    assert_eq!(
+        store.put_secret_if_absent("ca.crt", b"pem").unwrap(),
+        b"pem"
+    );
+    assert!(
+        store
+            .claim_firing("nightly", "2026-12-03T10:00:00Z", "c1")
+            .unwrap()
+    );
+    assert_eq!(store.current_project().unwrap(), None);
 }

@@ -1,19 +1,23 @@
-//! PostgreSQL's side of [`FleetStore`]: join tokens, the node registry, the task ledger and
-//! runs in progress, with the semantics of SQLite's (the conformance suite checks both).
+//! PostgreSQL's side of [`FleetStore`]: join tokens, the node registry, the task ledger, runs
+//! in progress and the state controllers share (secrets, schedule firings, the current
+//! project), with the semantics of SQLite's (the conformance suite checks both).
 //!
 //! SQLite serializes every writer with the file's lock; here the rows decide. An enrollment
 //! holds its token's row (`FOR UPDATE`) from reading it to spending it, so a second one with
 //! the same token waits and then sees it spent; a tag change holds its node's row; a task is
 //! issued once (its id is the key) and closed once (`WHERE closed_at IS NULL`, re-checked
-//! after the row's lock is had).
+//! after the row's lock is had); a secret is inserted once and a firing claimed once (their
+//! keys, `ON CONFLICT DO NOTHING`, which waits for a concurrent insert of the same key).
+
+use std::collections::BTreeMap;
 
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use crate::store::fleet::{now, tags_json};
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
-    Decide, FleetStore, IssuedTask, LedgerOp, NewCert, NodeRecord, RunKind, RunRecord, RunStatus,
-    StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
+    CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp, NewCert, NodeRecord, RunKind,
+    RunRecord, RunStatus, StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
 /// The columns [`node_from_row`] reads.
@@ -348,6 +352,80 @@ impl FleetStore for PostgresStore {
             issue,
             withdraw,
             close,
+        }))
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .client()
+            .query_opt("SELECT value FROM secrets WHERE name = $1", &[&name])?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    fn put_secret_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut tx = self.client_mut().transaction()?;
+        // A concurrent insert of the same name makes this one wait for its commit, then do
+        // nothing; the read after it (a statement of its own) sees the winner's value.
+        tx.execute(
+            "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &value, &now()],
+        )?;
+        let stored: Vec<u8> = tx
+            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])?
+            .try_get(0)?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn claim_firing(
+        &mut self,
+        association: &str,
+        due_at: &str,
+        controller: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.client_mut().execute(
+            "INSERT INTO schedule_firings (association, due_at, controller, claimed_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (association, due_at) DO NOTHING",
+            &[&association, &due_at, &controller, &now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn last_firings(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows = self.client().query(
+            "SELECT association, max(due_at) FROM schedule_firings GROUP BY association",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()?)
+    }
+
+    fn put_project(&mut self, project: &CurrentProject) -> Result<(), StoreError> {
+        self.client_mut().execute(
+            "INSERT INTO current_project (id, name, digest, files_json, stored_at)
+             VALUES (1, $1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, digest = EXCLUDED.digest,
+                 files_json = EXCLUDED.files_json, stored_at = EXCLUDED.stored_at",
+            &[&project.name, &project.digest, &project.files_json, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn current_project(&self) -> Result<Option<CurrentProject>, StoreError> {
+        let row = self.client().query_opt(
+            "SELECT name, digest, files_json FROM current_project WHERE id = 1",
+            &[],
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(CurrentProject {
+            name: row.try_get(0)?,
+            digest: row.try_get(1)?,
+            files_json: row.try_get(2)?,
         }))
     }
 }
