@@ -36,7 +36,7 @@ use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::{self, Event, RunError, RunRequest, Scope};
 use crate::fleet::token::TokenError;
 use crate::report::plan::Style;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Every route, as `(method, path)`: the router and the authentication test use it.
 pub const ROUTES: &[(&str, &str)] = &[

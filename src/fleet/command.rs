@@ -24,7 +24,7 @@ use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::wire::{CommandTask, TaskKind, TaskResult, WireOutput};
 use crate::model::{self, Rate};
 use crate::resource::command::OUTPUT_CAP;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, Store, StoreError};
+use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, StoreError};
 
 /// Why a command run, its targets or its cancellation were refused or failed.
 #[derive(Debug, thiserror::Error)]

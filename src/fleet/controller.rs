@@ -28,7 +28,7 @@ use crate::fleet::wire::{
     PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Ledger, LedgerOp, StoreError, TaskState};
+use crate::store::{FleetStore, LedgerOp, StoreError, TaskLedger, TaskState};
 
 /// Node names are checked by the enrollment policy; re-exported for the CLI, which checks a
 /// name before it asks the controller.
@@ -51,20 +51,23 @@ const TASK_START_WINDOW: Duration = Duration::from_secs(120);
 /// The controller knows agents and tasks, not runs: whoever builds it (`serve`) installs the
 /// fleet's recorder (`fleet::run::record_late`), so the dependency goes from runs to the
 /// controller only. It is called with the store, on a blocking thread.
-pub type LateResults =
-    Arc<dyn Fn(&mut SqliteStore, &str, &str, &TaskResult) -> Result<(), StoreError> + Send + Sync>;
+pub type LateResults = Arc<
+    dyn Fn(&mut dyn FleetStore, &str, &str, &TaskResult) -> Result<(), StoreError> + Send + Sync,
+>;
 
 /// The controller's shared state.
 pub struct Controller {
     /// Where its CA, keys, store and projects live.
     pub data_dir: PathBuf,
     ca: Ca,
-    store: Mutex<SqliteStore>,
+    store: Mutex<Box<dyn FleetStore>>,
     admin_token: String,
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Waiter>>,
     /// The task ledger's writer thread, started on first use ([`Controller::ledger`]).
     ledger: std::sync::OnceLock<Result<LedgerTx, LedgerError>>,
+    /// The ledger's connection, opened with the store and taken by its thread when it starts.
+    ledger_conn: Mutex<Option<Box<dyn TaskLedger>>>,
     next_id: AtomicU64,
     /// One fleet run at a time.
     pub(crate) run_lock: tokio::sync::Mutex<()>,
@@ -360,8 +363,8 @@ pub(crate) fn private_data_dir(data_dir: &Path) -> Result<(), ControllerError> {
 }
 
 impl Controller {
-    /// Opens (or on first start creates) the data directory: CA, store, admin token. The
-    /// store is checked whole first ([`SqliteStore::quick_check`]).
+    /// Opens (or on first start creates) the data directory: CA, the SQLite store in it,
+    /// admin token. The store is checked whole first ([`SqliteStore::quick_check`]).
     pub fn open(
         data_dir: &Path,
         cert_lifetime: Duration,
@@ -373,6 +376,27 @@ impl Controller {
         let path = store_path(data_dir);
         let store = SqliteStore::open(&path).map_err(setup("store"))?;
         store.quick_check(&path).map_err(setup("store"))?;
+        Controller::open_with(
+            data_dir,
+            Box::new(store),
+            cert_lifetime,
+            registry,
+            late_results,
+        )
+    }
+
+    /// [`Controller::open`] with a store already opened (and checked) by the caller: the
+    /// data directory holds the CA and admin token, `store` everything else. The task
+    /// ledger's connection is opened here, from `store`.
+    pub fn open_with(
+        data_dir: &Path,
+        store: Box<dyn FleetStore>,
+        cert_lifetime: Duration,
+        registry: Arc<crate::resource::Registry>,
+        late_results: LateResults,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        private_data_dir(data_dir)?;
+        let ledger_conn = store.open_ledger().map_err(setup("task ledger"))?;
         let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
         let token_path = admin_token_path(data_dir);
         let admin_token = match std::fs::read_to_string(&token_path) {
@@ -392,6 +416,7 @@ impl Controller {
             sessions: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             ledger: std::sync::OnceLock::new(),
+            ledger_conn: Mutex::new(Some(ledger_conn)),
             next_id: AtomicU64::new(0),
             run_lock: tokio::sync::Mutex::new(()),
             schedules: Notify::new(),
@@ -419,7 +444,7 @@ impl Controller {
     /// async worker never waits on the store's lock or disk: what async code uses.
     pub async fn store<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut SqliteStore) -> T + Send + 'static,
+        f: impl FnOnce(&mut dyn FleetStore) -> T + Send + 'static,
     ) -> Result<T, ControllerError> {
         let controller = Arc::clone(self);
         tokio::task::spawn_blocking(move || controller.with_store(f))
@@ -431,13 +456,13 @@ impl Controller {
     /// blocking thread).
     pub fn with_store<T>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> T,
+        f: impl FnOnce(&mut dyn FleetStore) -> T,
     ) -> Result<T, ControllerError> {
         let mut store = self
             .store
             .lock()
             .map_err(|_| ControllerError::StorePoisoned)?;
-        Ok(f(&mut store))
+        Ok(f(store.as_mut()))
     }
 
     /// Tells the scheduler the current project changed.
@@ -496,7 +521,16 @@ impl Controller {
     async fn ledger(&self, op: LedgerOp) -> Result<bool, LedgerError> {
         let tx = self
             .ledger
-            .get_or_init(|| start_ledger(&store_path(&self.data_dir)))
+            .get_or_init(|| {
+                let conn = self
+                    .ledger_conn
+                    .lock()
+                    .ok()
+                    .and_then(|mut conn| conn.take());
+                start_ledger(conn.ok_or_else(|| {
+                    LedgerError::Start("the task ledger's connection was taken".to_string())
+                })?)
+            })
             .as_ref()
             .map_err(Clone::clone)?;
         let (done_tx, done_rx) = oneshot::channel();
@@ -1115,11 +1149,10 @@ type LedgerDone = oneshot::Sender<Result<bool, String>>;
 /// Most ledger writes in one transaction.
 const LEDGER_BATCH: usize = 1024;
 
-/// Opens the ledger's own connection to the store and starts its writer thread: it takes
-/// every write waiting, applies them in one transaction, and tells each its outcome after
-/// the commit.
-fn start_ledger(path: &Path) -> Result<LedgerTx, LedgerError> {
-    let mut ledger = Ledger::open(path).map_err(|err| LedgerError::Start(err.to_string()))?;
+/// Starts the ledger's writer thread on its own connection to the store: it takes every
+/// write waiting, applies them in one transaction, and tells each its outcome after the
+/// commit.
+fn start_ledger(mut ledger: Box<dyn TaskLedger>) -> Result<LedgerTx, LedgerError> {
     let (tx, rx) = std::sync::mpsc::channel::<(LedgerOp, LedgerDone)>();
     std::thread::Builder::new()
         .name("steward-ledger".to_string())

@@ -17,7 +17,6 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::fleet::controller::Controller;
 use crate::report::plan::Style;
-use crate::store::Store;
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin-bottom:2em}td,th{padding:.25em .8em;text-align:left;\

@@ -23,8 +23,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::fleet::pki::Ca;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{NewCert, NodeRecord, StoredToken};
+use crate::store::{FleetStore, NewCert, NodeRecord, StoredToken};
 
 /// `n_bytes` random bytes from the kernel's generator, hex: secrets, salts and run ids.
 pub fn random_hex(n_bytes: usize) -> Result<String, std::io::Error> {
@@ -220,7 +219,7 @@ impl Binding {
 /// Creates a token valid for `ttl`, bound as `binding` says, and records its hash in the
 /// store.
 pub fn create(
-    store: &mut SqliteStore,
+    store: &mut dyn FleetStore,
     ca: &Ca,
     ttl: Duration,
     binding: &Binding,
@@ -262,20 +261,30 @@ pub struct Redeemed {
 /// Redeems `token` for the node `cert` names, once, and records the node with that
 /// certificate, in one transaction; a refusal spends nothing.
 pub fn redeem(
-    store: &mut SqliteStore,
+    store: &mut dyn FleetStore,
     token: &JoinToken,
     cert: &NewCert<'_>,
 ) -> Result<Redeemed, TokenError> {
-    let mut redeemed = None;
-    store
-        .enroll_with_token(&token.id, cert, |stored, existing| {
-            let decided = decide(token, stored, existing, cert)?;
-            let tags = decided.tags.clone();
-            redeemed = Some(decided);
-            Ok(tags)
+    let mut decided = None;
+    let enrolled = store
+        .enroll_with_token(&token.id, cert, &mut |stored, existing| {
+            let decision = decide(token, stored, existing, cert);
+            let answer = match &decision {
+                Ok(redeemed) => Ok(redeemed.tags.clone()),
+                Err(refusal) => Err(refusal.to_string()),
+            };
+            decided = Some(decision);
+            answer
         })
-        .map_err(|err| TokenError::Store(err.to_string()))??;
-    redeemed.ok_or_else(|| TokenError::Store("the enrollment was not decided".to_string()))
+        .map_err(|err| TokenError::Store(err.to_string()))?;
+    match (enrolled, decided) {
+        (Ok(()), Some(Ok(redeemed))) => Ok(redeemed),
+        // The refusal as `decide` made it (its kind tells the agent what to do).
+        (Err(_), Some(Err(refusal))) => Err(refusal),
+        _ => Err(TokenError::Store(
+            "the enrollment was not decided".to_string(),
+        )),
+    }
 }
 
 /// The policy: may `token` enroll `cert.node`, and with which tags?
@@ -365,6 +374,7 @@ pub fn tags_text(tags: &Tags) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqliteStore;
 
     #[test]
     fn node_names_and_tags() {

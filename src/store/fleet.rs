@@ -1,19 +1,16 @@
 //! The controller's tables in the SQLite store: one-time join tokens and the node registry.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::store::sqlite::SqliteStore;
-use crate::store::{NodeRecord, StoreError};
+use crate::store::{Decide, NodeRecord, StoreError};
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-type Tags = BTreeMap<String, String>;
+use crate::store::contract::Tags;
 
-fn tags_json(tags: &Tags) -> String {
+pub(super) fn tags_json(tags: &Tags) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "{}".to_string())
 }
 
@@ -48,178 +45,155 @@ pub struct NewCert<'a> {
     pub claimed_tags: &'a Tags,
 }
 
-impl SqliteStore {
-    /// Records a new join token (`used_by` is ignored: a new token is unused).
-    pub fn insert_token(&mut self, id: &str, token: &StoredToken) -> Result<(), StoreError> {
-        let tags = token.tags.as_ref().map(tags_json);
-        self.conn().execute(
-            "INSERT INTO join_tokens (id, secret_hash, created_at, expires_at, node, tags, replace_node)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id,
-                token.secret_hash,
-                now(),
-                token.expires_at,
-                token.node,
-                tags,
-                token.replace_node
-            ],
-        )?;
-        Ok(())
-    }
+/// The SQLite side of [`crate::store::FleetStore`]'s tokens and nodes, over the store's
+/// connection.
+pub(super) fn insert_token(
+    conn: &Connection,
+    id: &str,
+    token: &StoredToken,
+) -> Result<(), StoreError> {
+    let tags = token.tags.as_ref().map(tags_json);
+    conn.execute(
+        "INSERT INTO join_tokens (id, secret_hash, created_at, expires_at, node, tags, replace_node)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            id,
+            token.secret_hash,
+            now(),
+            token.expires_at,
+            token.node,
+            tags,
+            token.replace_node
+        ],
+    )?;
+    Ok(())
+}
 
-    /// Enrolls a node with a join token, in one transaction. `decide` sees the stored token
-    /// (`None` for an unknown id) and the node already of that name, if any, and answers
-    /// with the node's tags or a refusal. Only then is the token spent and the node recorded
-    /// (created, or given the new certificate, tags and claimed tags, and un-revoked).
-    ///
-    /// The outer `Err` is the store failing; the inner one is `decide`'s refusal, which
-    /// leaves the token unspent.
-    pub fn enroll_with_token<E>(
-        &mut self,
-        token_id: &str,
-        cert: &NewCert<'_>,
-        decide: impl FnOnce(Option<&StoredToken>, Option<&NodeRecord>) -> Result<Tags, E>,
-    ) -> Result<Result<(), E>, StoreError> {
-        let tx = self
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let token = stored_token(&tx, token_id)?;
-        let existing = node_in(&tx, cert.node)?;
-        let tags = match decide(token.as_ref(), existing.as_ref()) {
-            Ok(tags) => tags,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let at = now();
-        let spent = tx.execute(
-            "UPDATE join_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL",
-            params![at, cert.node, token_id],
-        )?;
-        if spent != 1 {
-            return Err(StoreError::Token(
-                "the join token was used already".to_string(),
-            ));
+/// Enrolls a node with a join token, in one immediate transaction (which holds the file's
+/// write lock, so a second enrollment with the token waits and then sees it spent).
+pub(super) fn enroll_with_token(
+    conn: &mut Connection,
+    token_id: &str,
+    cert: &NewCert<'_>,
+    decide: &mut Decide<'_>,
+) -> Result<Result<(), String>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let token = stored_token(&tx, token_id)?;
+    let existing = node_in(&tx, cert.node)?;
+    let tags = match decide(token.as_ref(), existing.as_ref()) {
+        Ok(tags) => tags,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let at = now();
+    let spent = tx.execute(
+        "UPDATE join_tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3 AND used_at IS NULL",
+        params![at, cert.node, token_id],
+    )?;
+    if spent != 1 {
+        return Err(StoreError::Token(
+            "the join token was used already".to_string(),
+        ));
+    }
+    tx.execute(
+        "INSERT INTO nodes (name, cert_fingerprint, cert_not_after, tags, claimed_tags, facts,
+                            enrolled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'null', ?6)
+         ON CONFLICT (name) DO UPDATE SET cert_fingerprint = ?2, cert_not_after = ?3,
+             tags = ?4, claimed_tags = ?5, facts = 'null', enrolled_at = ?6,
+             last_seen = NULL, revoked_at = NULL",
+        params![
+            cert.node,
+            cert.fingerprint,
+            cert.not_after,
+            tags_json(&tags),
+            tags_json(cert.claimed_tags),
+            at
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Sets and removes a node's tags in one immediate transaction.
+pub(super) fn set_node_tags(
+    conn: &mut Connection,
+    name: &str,
+    set: &Tags,
+    remove: &[String],
+) -> Result<NodeRecord, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut node = match node_in(&tx, name)? {
+        Some(node) if node.revoked_at.is_some() => {
+            return Err(StoreError::Revoked(name.to_string()));
         }
-        tx.execute(
-            "INSERT INTO nodes (name, cert_fingerprint, cert_not_after, tags, claimed_tags, facts,
-                                enrolled_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'null', ?6)
-             ON CONFLICT (name) DO UPDATE SET cert_fingerprint = ?2, cert_not_after = ?3,
-                 tags = ?4, claimed_tags = ?5, facts = 'null', enrolled_at = ?6,
-                 last_seen = NULL, revoked_at = NULL",
-            params![
-                cert.node,
-                cert.fingerprint,
-                cert.not_after,
-                tags_json(&tags),
-                tags_json(cert.claimed_tags),
-                at
-            ],
-        )?;
-        tx.commit()?;
-        Ok(Ok(()))
+        Some(node) => node,
+        None => return Err(StoreError::NoNode(name.to_string())),
+    };
+    for key in remove {
+        node.tags.remove(key);
     }
+    node.tags
+        .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    tx.execute(
+        "UPDATE nodes SET tags = ?2 WHERE name = ?1",
+        params![name, tags_json(&node.tags)],
+    )?;
+    tx.commit()?;
+    Ok(node)
+}
 
-    /// Sets and removes a node's (controller's) tags; `remove` goes first. A revoked or
-    /// unknown node is refused.
-    pub fn set_node_tags(
-        &mut self,
-        name: &str,
-        set: &Tags,
-        remove: &[String],
-    ) -> Result<NodeRecord, StoreError> {
-        let tx = self
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut node = match node_in(&tx, name)? {
-            Some(node) if node.revoked_at.is_some() => {
-                return Err(StoreError::Revoked(name.to_string()));
-            }
-            Some(node) => node,
-            None => return Err(StoreError::NoNode(name.to_string())),
-        };
-        for key in remove {
-            node.tags.remove(key);
-        }
-        node.tags
-            .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        tx.execute(
-            "UPDATE nodes SET tags = ?2 WHERE name = ?1",
-            params![name, tags_json(&node.tags)],
-        )?;
-        tx.commit()?;
-        Ok(node)
+/// Replaces a node's certificate after renewal.
+pub(super) fn renew_node_cert(
+    conn: &Connection,
+    name: &str,
+    cert_fingerprint: &str,
+    cert_not_after: &str,
+) -> Result<(), StoreError> {
+    let n = conn.execute(
+        "UPDATE nodes SET cert_fingerprint = ?2, cert_not_after = ?3
+         WHERE name = ?1 AND revoked_at IS NULL",
+        params![name, cert_fingerprint, cert_not_after],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoNode(name.to_string()));
     }
+    Ok(())
+}
 
-    /// Replaces a node's certificate after renewal.
-    pub fn renew_node_cert(
-        &mut self,
-        name: &str,
-        cert_fingerprint: &str,
-        cert_not_after: &str,
-    ) -> Result<(), StoreError> {
-        let n = self.conn().execute(
-            "UPDATE nodes SET cert_fingerprint = ?2, cert_not_after = ?3
-             WHERE name = ?1 AND revoked_at IS NULL",
-            params![name, cert_fingerprint, cert_not_after],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NoNode(name.to_string()));
-        }
-        Ok(())
-    }
+/// Records that a node connected (or disconnected) with these facts.
+pub(super) fn node_seen(
+    conn: &Connection,
+    name: &str,
+    facts: &serde_json::Value,
+    at: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE nodes SET facts = ?2, last_seen = ?3 WHERE name = ?1",
+        params![name, facts.to_string(), at],
+    )?;
+    Ok(())
+}
 
-    /// Records that a node connected (or disconnected) with these facts.
-    pub fn node_seen(
-        &mut self,
-        name: &str,
-        facts: &serde_json::Value,
-        at: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE nodes SET facts = ?2, last_seen = ?3 WHERE name = ?1",
-            params![name, facts.to_string(), at],
-        )?;
-        Ok(())
-    }
+/// Every node, by name.
+pub(super) fn nodes(conn: &Connection) -> Result<Vec<NodeRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))?;
+    let rows = stmt.query_map([], node_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
 
-    /// One node.
-    pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        node_in(self.conn(), name)
-    }
-
-    /// Every node, by name.
-    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))?;
-        let rows = stmt.query_map([], node_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Revokes a node for good.
-    pub fn revoke_node(&mut self, name: &str) -> Result<NodeRecord, StoreError> {
-        self.conn().execute(
-            "UPDATE nodes SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
-            params![name, now()],
-        )?;
-        self.node(name)?
-            .ok_or_else(|| StoreError::NoNode(name.to_string()))
-    }
-
-    /// True when `fingerprint` is the node's current certificate and it is not revoked: the
-    /// check made on every connection.
-    pub fn node_cert_ok(&self, name: &str, fingerprint: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .node(name)?
-            .is_some_and(|n| n.revoked_at.is_none() && n.cert_fingerprint == fingerprint))
-    }
+/// Revokes a node for good.
+pub(super) fn revoke_node(conn: &Connection, name: &str) -> Result<NodeRecord, StoreError> {
+    conn.execute(
+        "UPDATE nodes SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        params![name, now()],
+    )?;
+    node_in(conn, name)?.ok_or_else(|| StoreError::NoNode(name.to_string()))
 }
 
 const NODE_COLUMNS: &str = "name, cert_fingerprint, cert_not_after, tags, facts, enrolled_at, \
                             last_seen, revoked_at, claimed_tags";
 
-fn node_in(conn: &Connection, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+pub(super) fn node_in(conn: &Connection, name: &str) -> Result<Option<NodeRecord>, StoreError> {
     Ok(conn
         .query_row(
             &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?1"),
@@ -280,6 +254,9 @@ fn stored_token(conn: &Connection, id: &str) -> Result<Option<StoredToken>, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::FleetStore;
+    use crate::store::sqlite::SqliteStore;
+    use std::collections::BTreeMap;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -312,7 +289,7 @@ mod tests {
     fn enroll(store: &mut SqliteStore, id: &str, cert: &NewCert<'_>, tags: Tags) {
         store.insert_token(id, &token()).unwrap();
         store
-            .enroll_with_token(id, cert, |_, _| Ok::<_, String>(tags))
+            .enroll_with_token(id, cert, &mut |_, _| Ok(tags.clone()))
             .unwrap()
             .unwrap();
     }
@@ -401,33 +378,37 @@ mod tests {
             .enroll_with_token(
                 "t1",
                 &cert("web-5", "sha256:aa", &Tags::new()),
-                |seen, node| {
+                &mut |seen, node| {
                     assert_eq!(seen, Some(&bound));
                     assert!(node.is_none());
-                    Err("no")
+                    Err("no".to_string())
                 },
             )
             .unwrap();
-        assert_eq!(refused, Err("no"));
+        assert_eq!(refused, Err("no".to_string()));
         assert!(store.node("web-5").unwrap().is_none());
         store
             .enroll_with_token(
                 "t1",
                 &cert("web-5", "sha256:aa", &Tags::new()),
-                |seen, _| {
+                &mut |seen, _| {
                     assert!(seen.unwrap().used_by.is_none(), "a refusal spent the token");
-                    Ok::<_, String>(web())
+                    Ok(web())
                 },
             )
             .unwrap()
             .unwrap();
         let unknown = store
-            .enroll_with_token("nope", &cert("x", "sha256:aa", &Tags::new()), |seen, _| {
-                assert!(seen.is_none());
-                Err("unknown")
-            })
+            .enroll_with_token(
+                "nope",
+                &cert("x", "sha256:aa", &Tags::new()),
+                &mut |seen, _| {
+                    assert!(seen.is_none());
+                    Err("unknown".to_string())
+                },
+            )
             .unwrap();
-        assert_eq!(unknown, Err("unknown"));
+        assert_eq!(unknown, Err("unknown".to_string()));
     }
 
     #[test]
@@ -447,10 +428,10 @@ mod tests {
                         store.enroll_with_token(
                             "t1",
                             &cert(&name, "sha256:aa", &claimed),
-                            |t, _| {
+                            &mut |t, _| {
                                 match t {
                                     Some(t) if t.used_by.is_none() => Ok(Tags::new()),
-                                    _ => Err("used"),
+                                    _ => Err("used".to_string()),
                                 }
                             }
                         ),

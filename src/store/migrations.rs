@@ -20,7 +20,7 @@ pub(crate) struct Migration {
 pub const STORE_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every schema version, oldest first.
-pub(crate) const MIGRATIONS: [Migration; 5] = [
+pub(crate) const MIGRATIONS: [Migration; 6] = [
     // 1: runs and their per-resource results.
     Migration {
         version: 1,
@@ -198,6 +198,51 @@ pub(crate) const MIGRATIONS: [Migration; 5] = [
     ALTER TABLE results ADD COLUMN done TEXT;
     ALTER TABLE results ADD COLUMN reason TEXT;
     ALTER TABLE results ADD COLUMN diff_cut_bytes BIGINT NOT NULL DEFAULT 0;",
+    },
+    // 6: what the controllers of one database share: named secrets (opaque, sealed by the
+    // caller; the first written is kept), one row per schedule firing claimed (its key makes
+    // the claim once per association and due time), and the current project (one row, the
+    // newest applied).
+    Migration {
+        version: 6,
+        sqlite: "CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE schedule_firings (
+        association TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        controller TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        PRIMARY KEY (association, due_at)
+    );
+    CREATE TABLE current_project (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        files_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );",
+        postgres: "CREATE TABLE secrets (
+        name TEXT COLLATE \"C\" PRIMARY KEY,
+        value BYTEA NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE schedule_firings (
+        association TEXT COLLATE \"C\" NOT NULL,
+        due_at TEXT COLLATE \"C\" NOT NULL,
+        controller TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        PRIMARY KEY (association, due_at)
+    );
+    CREATE TABLE current_project (
+        id BIGINT PRIMARY KEY CHECK (id = 1),
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        files_json TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );",
     },
 ];
 

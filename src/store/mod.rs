@@ -1,13 +1,17 @@
 //! What runs leave behind: the run history, per-resource results and findings.
 //!
 //! Owns the [`Store`] trait and its record types ([`RunRecord`], [`ResultRecord`],
-//! [`Finding`]), the schema versions both backends share, and the backends: the embedded
-//! SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several controllers
-//! will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged on both.
+//! [`Finding`]), the [`FleetStore`] contract of the controller's tables (tokens, nodes, the
+//! task ledger) on top of it, the schema versions both backends share, and the backends: the
+//! embedded SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several
+//! controllers will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged
+//! on both. The fleet code sees only `dyn FleetStore`.
 //!
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
-//! scrubbed before they reach a record. The store never interprets resource attributes.
+//! scrubbed before they reach a record; the `secrets` table holds only blobs its caller sealed.
+//! The store never interprets resource attributes.
 
+mod contract;
 mod copy;
 mod findings;
 mod fleet;
@@ -17,6 +21,7 @@ pub mod sqlite;
 
 mod tasks;
 
+pub use contract::{CurrentProject, Decide, FleetStore, Tags, TaskLedger};
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};
 pub use migrations::STORE_VERSION;

@@ -12,10 +12,15 @@
 //!
 //! The client blocks on a runtime of its own: call it from a blocking thread, never from
 //! inside an async task.
+//!
+//! The controller's tables ([`FleetStore`](crate::store::FleetStore)) are in the `fleet`
+//! submodule; the task ledger there is a second client, one transaction per batch.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+mod fleet;
 
 use postgres::config::Host;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
@@ -47,6 +52,8 @@ pub struct PostgresStore {
     /// The connection. `Store` reads through `&self` and the client queries through `&mut`:
     /// the lock is never contended (one caller at a time holds the store).
     client: Mutex<Client>,
+    /// How it connected, for the task ledger's second connection.
+    config: Config,
 }
 
 impl PostgresStore {
@@ -76,6 +83,7 @@ impl PostgresStore {
         migrate(&mut client, &shown)?;
         Ok(PostgresStore {
             client: Mutex::new(client),
+            config,
         })
     }
 

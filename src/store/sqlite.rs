@@ -6,6 +6,7 @@
 //! written by a newer steward is refused rather than misread; an older one is migrated in a
 //! transaction.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +16,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
-    Finding, FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus,
-    RunSummary, Severity, Store, StoreError,
+    CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord, ResultChange,
+    ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity, Store,
+    StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
 };
 
 use crate::store::migrations::MIGRATIONS;
@@ -28,6 +30,8 @@ const APPLICATION_ID: i64 = 0x5354_5744;
 /// A steward store in one SQLite file.
 pub struct SqliteStore {
     conn: Connection,
+    /// The file, for the task ledger's second connection.
+    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -74,7 +78,10 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(corrupt)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.migrate(version).map_err(|err| match err {
             StoreError::Sqlite(err) => corrupt_or_sqlite(path, err),
             err => err,
@@ -137,14 +144,6 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "application_id", APPLICATION_ID)?;
         Ok(conn)
-    }
-
-    pub(super) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    pub(super) fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
     }
 
     fn latest_id(&self) -> Result<Option<String>, StoreError> {
@@ -257,7 +256,10 @@ fn build_new(aside: &Path) -> Result<(), StoreError> {
     create_private(aside)?;
     let conn = Connection::open(aside)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    let mut store = SqliteStore { conn };
+    let mut store = SqliteStore {
+        conn,
+        path: aside.to_path_buf(),
+    };
     store.migrate(0)?;
     // Closing the last connection checkpoints the WAL into the file and removes it.
     store
@@ -317,7 +319,7 @@ impl Store for SqliteStore {
                 run.status.as_str()
             ],
         )?;
-        SqliteStore::settle_tasks(&tx, &run.id)?;
+        tasks::settle_tasks(&tx, &run.id)?;
         // Resolving a finding is one UPDATE per unchanged or changed resource: skipped when no
         // finding is open at all (a cold apply of thousands of files opens none).
         let mut any_open: bool = tx.query_row(
@@ -549,6 +551,164 @@ impl Store for SqliteStore {
             [i64::try_from(keep).unwrap_or(i64::MAX)],
         )?;
         Ok(deleted)
+    }
+}
+
+impl FleetStore for SqliteStore {
+    fn insert_token(&mut self, id: &str, token: &StoredToken) -> Result<(), StoreError> {
+        fleet::insert_token(&self.conn, id, token)
+    }
+
+    fn enroll_with_token(
+        &mut self,
+        token_id: &str,
+        cert: &NewCert<'_>,
+        decide: &mut Decide<'_>,
+    ) -> Result<Result<(), String>, StoreError> {
+        fleet::enroll_with_token(&mut self.conn, token_id, cert, decide)
+    }
+
+    fn set_node_tags(
+        &mut self,
+        name: &str,
+        set: &Tags,
+        remove: &[String],
+    ) -> Result<NodeRecord, StoreError> {
+        fleet::set_node_tags(&mut self.conn, name, set, remove)
+    }
+
+    fn renew_node_cert(
+        &mut self,
+        name: &str,
+        cert_fingerprint: &str,
+        cert_not_after: &str,
+    ) -> Result<(), StoreError> {
+        fleet::renew_node_cert(&self.conn, name, cert_fingerprint, cert_not_after)
+    }
+
+    fn node_seen(
+        &mut self,
+        name: &str,
+        facts: &serde_json::Value,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        fleet::node_seen(&self.conn, name, facts, at)
+    }
+
+    fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        fleet::node_in(&self.conn, name)
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        fleet::nodes(&self.conn)
+    }
+
+    fn revoke_node(&mut self, name: &str) -> Result<NodeRecord, StoreError> {
+        fleet::revoke_node(&self.conn, name)
+    }
+
+    fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        tasks::begin_run(&self.conn, run)
+    }
+
+    fn task_state(&self, id: &str, node: &str) -> Result<TaskState, StoreError> {
+        tasks::task_state(&self.conn, id, node)
+    }
+
+    fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
+        tasks::unfinished_runs(&self.conn)
+    }
+
+    fn settle_plan_tasks(&mut self, plan_id: &str) -> Result<(), StoreError> {
+        tasks::settle_tasks(&self.conn, plan_id)
+    }
+
+    fn prune_tasks(&mut self, before: &str) -> Result<usize, StoreError> {
+        tasks::prune_tasks(&self.conn, before)
+    }
+
+    fn has_run(&self, id: &str) -> Result<bool, StoreError> {
+        tasks::has_run(&self.conn, id)
+    }
+
+    fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError> {
+        Ok(Box::new(tasks::Ledger::open(&self.path)?))
+    }
+
+    fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    fn put_secret_if_absent(&mut self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, value, now()],
+        )?;
+        let stored: Vec<u8> =
+            tx.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |row| {
+                row.get(0)
+            })?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn claim_firing(
+        &mut self,
+        association: &str,
+        due_at: &str,
+        controller: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO schedule_firings (association, due_at, controller, claimed_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (association, due_at) DO NOTHING",
+            params![association, due_at, controller, now()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn last_firings(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT association, max(due_at) FROM schedule_firings GROUP BY association",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_project(&mut self, project: &CurrentProject) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO current_project (id, name, digest, files_json, stored_at)
+             VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, digest = excluded.digest,
+                 files_json = excluded.files_json, stored_at = excluded.stored_at",
+            params![project.name, project.digest, project.files_json, now()],
+        )?;
+        Ok(())
+    }
+
+    fn current_project(&self) -> Result<Option<CurrentProject>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, digest, files_json FROM current_project WHERE id = 1",
+                [],
+                |row| {
+                    Ok(CurrentProject {
+                        name: row.get(0)?,
+                        digest: row.get(1)?,
+                        files_json: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }
 

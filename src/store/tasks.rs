@@ -3,13 +3,14 @@
 //! A run is stored as `running` before its first task is sent, and each task before it is
 //! sent; an agent's result is stored (committed) before the agent is told it was received.
 //! So when the controller dies mid-run, the next start finds the run and every result that
-//! arrived ([`SqliteStore::unfinished_runs`]), and an agent can deliver a result only for a
-//! task that was issued to it and is still open ([`SqliteStore::task_state`]).
+//! arrived ([`FleetStore::unfinished_runs`](crate::store::FleetStore::unfinished_runs)), and
+//! an agent can deliver a result only for a task that was issued to it and is still open
+//! ([`FleetStore::task_state`](crate::store::FleetStore::task_state)). This module is SQLite's
+//! side of it; PostgreSQL's is in [`crate::store::postgres`].
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::sqlite::SqliteStore;
-use crate::store::{RunKind, RunRecord, RunStatus, StoreError};
+use crate::store::{RunKind, RunRecord, RunStatus, StoreError, TaskLedger};
 
 /// What the ledger says of a task id presented by a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,122 +46,106 @@ pub struct UnfinishedRun {
     pub tasks: Vec<IssuedTask>,
 }
 
-impl SqliteStore {
-    /// Stores a run as `running`, before any of its tasks is sent; its results come with
-    /// [`crate::store::Store::record_run`], which replaces this row.
-    pub fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest, status)
-             VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, 'running')",
-            params![
-                run.id,
-                run.kind.as_str(),
-                run.started_at,
-                run.user,
-                run.project,
-                run.documents_digest
-            ],
-        )?;
-        Ok(())
-    }
+/// Stores a run as `running`, before any of its tasks is sent.
+pub(super) fn begin_run(conn: &Connection, run: &RunRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO runs (id, kind, started_at, finished_at, user, project, documents_digest, status)
+         VALUES (?1, ?2, ?3, '', ?4, ?5, ?6, 'running')",
+        params![
+            run.id,
+            run.kind.as_str(),
+            run.started_at,
+            run.user,
+            run.project,
+            run.documents_digest
+        ],
+    )?;
+    Ok(())
+}
 
-    /// What the ledger says of task `id` for `node`.
-    pub fn task_state(&self, id: &str, node: &str) -> Result<TaskState, StoreError> {
-        let row: Option<(String, Option<String>)> = self
-            .conn()
-            .query_row(
-                "SELECT run_id, closed_at FROM tasks WHERE id = ?1 AND node = ?2",
-                params![id, node],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        Ok(match row {
-            None => TaskState::NotIssued,
-            Some((_, Some(_))) => TaskState::Closed,
-            Some((run_id, None)) => TaskState::Open { run_id },
-        })
-    }
+/// What the ledger says of task `id` for `node`.
+pub(super) fn task_state(conn: &Connection, id: &str, node: &str) -> Result<TaskState, StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT run_id, closed_at FROM tasks WHERE id = ?1 AND node = ?2",
+            params![id, node],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => TaskState::NotIssued,
+        Some((_, Some(_))) => TaskState::Closed,
+        Some((run_id, None)) => TaskState::Open { run_id },
+    })
+}
 
-    /// The runs still marked `running`, oldest first, with their tasks.
-    pub fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
-        let mut statement = self.conn().prepare(
-            "SELECT id, kind, started_at, user, project, documents_digest FROM runs
-             WHERE status = 'running' ORDER BY started_at, id",
-        )?;
-        let runs = statement
-            .query_map([], |row| {
-                Ok(RunRecord {
+/// The runs still marked `running`, oldest first, with their tasks.
+pub(super) fn unfinished_runs(conn: &Connection) -> Result<Vec<UnfinishedRun>, StoreError> {
+    let mut statement = conn.prepare(
+        "SELECT id, kind, started_at, user, project, documents_digest FROM runs
+         WHERE status = 'running' ORDER BY started_at, id",
+    )?;
+    let runs = statement
+        .query_map([], |row| {
+            Ok(RunRecord {
+                id: row.get(0)?,
+                kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
+                started_at: row.get(2)?,
+                finished_at: String::new(),
+                user: row.get(3)?,
+                project: row.get(4)?,
+                documents_digest: row.get(5)?,
+                results: Vec::new(),
+                status: RunStatus::Running,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = conn
+        .prepare("SELECT id, node, result FROM tasks WHERE run_id = ?1 ORDER BY issued_at, id")?;
+    let mut out = Vec::new();
+    for run in runs {
+        let issued = tasks
+            .query_map([&run.id], |row| {
+                Ok(IssuedTask {
                     id: row.get(0)?,
-                    kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
-                    started_at: row.get(2)?,
-                    finished_at: String::new(),
-                    user: row.get(3)?,
-                    project: row.get(4)?,
-                    documents_digest: row.get(5)?,
-                    results: Vec::new(),
-                    status: RunStatus::Running,
+                    node: row.get(1)?,
+                    result: row.get(2)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tasks = self.conn().prepare(
-            "SELECT id, node, result FROM tasks WHERE run_id = ?1 ORDER BY issued_at, id",
-        )?;
-        let mut out = Vec::new();
-        for run in runs {
-            let issued = tasks
-                .query_map([&run.id], |row| {
-                    Ok(IssuedTask {
-                        id: row.get(0)?,
-                        node: row.get(1)?,
-                        result: row.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(UnfinishedRun { run, tasks: issued });
-        }
-        Ok(out)
+        out.push(UnfinishedRun { run, tasks: issued });
     }
-
-    /// Drops the stored results of a run's closed tasks once they are used (recorded with
-    /// the run, or rendered as a plan, which is not stored); the tasks stay, so a
-    /// re-delivery is recognised.
-    pub(super) fn settle_tasks(
-        conn: &rusqlite::Connection,
-        run_id: &str,
-    ) -> Result<(), StoreError> {
-        conn.execute(
-            "UPDATE tasks SET result = NULL WHERE run_id = ?1 AND closed_at IS NOT NULL",
-            [run_id],
-        )?;
-        Ok(())
-    }
-
-    /// [`SqliteStore::settle_tasks`] for a run that is not recorded: a plan's probes.
-    pub fn settle_plan_tasks(&mut self, plan_id: &str) -> Result<(), StoreError> {
-        SqliteStore::settle_tasks(self.conn(), plan_id)
-    }
-
-    /// Forgets the closed tasks closed before `before` (RFC 3339 UTC): their results were
-    /// acknowledged long ago, so no agent delivers them again. Open tasks stay (a node may
-    /// still deliver a result); returns how many were forgotten.
-    pub fn prune_tasks(&mut self, before: &str) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "DELETE FROM tasks WHERE closed_at IS NOT NULL AND closed_at < ?1",
-            [before],
-        )?)
-    }
-
-    /// Whether the store holds a run with this id, in any state.
-    pub fn has_run(&self, id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = self
-            .conn()
-            .query_row("SELECT 1 FROM runs WHERE id = ?1", [id], |row| row.get(0))
-            .optional()?;
-        Ok(found.is_some())
-    }
+    Ok(out)
 }
 
-/// A write to the task ledger, batched by [`Ledger::apply`].
+/// Drops the stored results of a run's closed tasks once they are used (recorded with the
+/// run, or rendered as a plan, which is not stored); the tasks stay, so a re-delivery is
+/// recognised.
+pub(super) fn settle_tasks(conn: &Connection, run_id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tasks SET result = NULL WHERE run_id = ?1 AND closed_at IS NOT NULL",
+        [run_id],
+    )?;
+    Ok(())
+}
+
+/// Forgets the closed tasks closed before `before` (RFC 3339 UTC).
+pub(super) fn prune_tasks(conn: &Connection, before: &str) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM tasks WHERE closed_at IS NOT NULL AND closed_at < ?1",
+        [before],
+    )?)
+}
+
+/// Whether the store holds a run with this id, in any state.
+pub(super) fn has_run(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    let found: Option<i64> = conn
+        .query_row("SELECT 1 FROM runs WHERE id = ?1", [id], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// A write to the task ledger, batched by [`TaskLedger::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerOp {
     /// Stores a task as issued to a node, before it is sent.
@@ -193,10 +178,10 @@ pub enum LedgerOp {
     },
 }
 
-/// A second connection to a store that writes the task ledger in batches: every write
-/// waiting when a transaction starts goes into it, so one commit (one fsync) makes many
-/// tasks and results durable. The store must have been opened (and migrated) by
-/// [`SqliteStore::open`] first.
+/// SQLite's [`TaskLedger`]: a second connection to the store file, whose batches are one
+/// immediate transaction each (one commit, one fsync, for many tasks and results). The store
+/// must have been opened (and migrated) by
+/// [`SqliteStore::open`](crate::store::sqlite::SqliteStore::open) first.
 pub struct Ledger {
     conn: rusqlite::Connection,
 }
@@ -211,11 +196,10 @@ impl Ledger {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Ledger { conn })
     }
+}
 
-    /// Applies `ops` in one transaction: per op, whether it took effect (an issue of an id
-    /// that exists already is an error of its own); `Err` when the transaction failed, and
-    /// then none did.
-    pub fn apply(&mut self, ops: &[&LedgerOp]) -> Result<Vec<Result<bool, String>>, StoreError> {
+impl TaskLedger for Ledger {
+    fn apply(&mut self, ops: &[&LedgerOp]) -> Result<Vec<Result<bool, String>>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -259,7 +243,8 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{FleetStore, Store};
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
 //! One conformance suite for every `Store` backend: each case is written once against
-//! `dyn Store` and runs on SQLite (always) and on PostgreSQL (ignored unless
+//! `dyn FleetStore` (runs, findings, and the controller's tables) and runs on SQLite (always) and on PostgreSQL (ignored unless
 //! `STEWARD_TEST_POSTGRES` names a server; `.ci/run` starts one). Each case gets a store of
 //! its own (a temporary file, or a database created for it and dropped after), so they run in
 //! parallel.
@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use steward::store::postgres::PostgresStore;
 use steward::store::sqlite::SqliteStore;
 use steward::store::{
-    FindingKind, ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus,
-    STORE_VERSION, Severity, Store, StoreError,
+    CurrentProject, FindingKind, FleetStore, LedgerOp, NewCert, ResultChange, ResultOutcome,
+    ResultRecord, RunKind, RunRecord, RunStatus, STORE_VERSION, Severity, Store, StoreError,
+    StoredToken, Tags, TaskState,
 };
 
 /// Where a case gets its stores: every `open` is a new connection to the case's one store.
 trait Backend: Sync {
     /// Opens (creating or migrating) the store.
-    fn try_open(&self) -> Result<Box<dyn Store + Send>, StoreError>;
+    fn try_open(&self) -> Result<Box<dyn FleetStore>, StoreError>;
     /// Builds the store at an older schema version, before it is first opened.
     fn create_at_version(&self, version: usize);
     /// The schema version the store says it has.
@@ -26,7 +27,7 @@ trait Backend: Sync {
     /// Gives the (empty) store another program's table, before it is first opened.
     fn add_foreign_table(&self);
 
-    fn open(&self) -> Box<dyn Store + Send> {
+    fn open(&self) -> Box<dyn FleetStore> {
         self.try_open().unwrap()
     }
 }
@@ -52,7 +53,7 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn try_open(&self) -> Result<Box<dyn Store + Send>, StoreError> {
+    fn try_open(&self) -> Result<Box<dyn FleetStore>, StoreError> {
         Ok(Box::new(SqliteStore::open(&self.path())?))
     }
 
@@ -150,7 +151,7 @@ impl Drop for Postgres {
 }
 
 impl Backend for Postgres {
-    fn try_open(&self) -> Result<Box<dyn Store + Send>, StoreError> {
+    fn try_open(&self) -> Result<Box<dyn FleetStore>, StoreError> {
         Ok(Box::new(PostgresStore::open(&self.config)?))
     }
 
@@ -216,6 +217,23 @@ conformance!(
     an_old_store_is_migrated_and_reads_back,
     a_store_from_a_newer_steward_is_refused,
     another_programs_database_is_refused,
+    a_token_enrolls_once_and_a_refusal_spends_nothing,
+    a_token_binding_reads_back_as_stored,
+    nodes_renew_tag_and_revoke,
+    nodes_list_by_name_byte_by_byte,
+    a_token_redeemed_by_two_at_once_is_spent_once,
+    tags_set_by_two_at_once_all_land,
+    a_result_is_accepted_once_and_only_from_its_node,
+    a_ledger_batch_applies_each_op_on_its_own,
+    a_begun_run_is_unfinished_until_recorded_whole,
+    settled_and_old_closed_tasks_are_forgotten_but_open_ones_stay,
+    a_task_closed_by_two_ledgers_at_once_is_closed_once,
+    a_secret_keeps_its_first_value,
+    secrets_put_by_two_at_once_agree,
+    a_firing_is_claimed_once_and_the_latest_is_known,
+    a_firing_claimed_by_two_at_once_is_claimed_once,
+    the_current_project_is_the_newest,
+    a_store_of_the_previous_version_gains_the_shared_tables,
 );
 
 fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
@@ -706,4 +724,655 @@ fn another_programs_database_is_refused(backend: &dyn Backend) {
     let err = backend.try_open().err().expect("refused");
     assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
     assert!(err.to_string().contains("is not a steward store"), "{err}");
+}
+
+// The controller's tables: join tokens and nodes.
+
+fn token() -> StoredToken {
+    StoredToken {
+        secret_hash: "h".into(),
+        expires_at: "2999-01-01T00:00:00Z".into(),
+        ..StoredToken::default()
+    }
+}
+
+fn cert<'a>(node: &'a str, fingerprint: &'a str, claimed: &'a Tags) -> NewCert<'a> {
+    NewCert {
+        node,
+        fingerprint,
+        not_after: "2027-01-01T00:00:00Z",
+        claimed_tags: claimed,
+    }
+}
+
+fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Enrolls `node` with a fresh token `id` whose decision gives `given`.
+fn enroll(store: &mut dyn FleetStore, id: &str, node: &str, fingerprint: &str, given: &Tags) {
+    store.insert_token(id, &token()).unwrap();
+    store
+        .enroll_with_token(id, &cert(node, fingerprint, &Tags::new()), &mut |_, _| {
+            Ok(given.clone())
+        })
+        .unwrap()
+        .unwrap();
+}
+
+fn a_token_enrolls_once_and_a_refusal_spends_nothing(backend: &dyn Backend) {
+    let mut store = backend.open();
+    store.insert_token("t1", &token()).unwrap();
+    assert!(
+        store.insert_token("t1", &token()).is_err(),
+        "an id is one token"
+    );
+    let claimed = tags(&[("evil", "yes")]);
+    let refused = store
+        .enroll_with_token(
+            "t1",
+            &cert("web-1", "sha256:aa", &claimed),
+            &mut |seen, node| {
+                assert_eq!(seen, Some(&token()));
+                assert!(node.is_none());
+                Err("no".into())
+            },
+        )
+        .unwrap();
+    assert_eq!(refused, Err("no".to_string()));
+    assert!(
+        store.node("web-1").unwrap().is_none(),
+        "a refusal records no node"
+    );
+    store
+        .enroll_with_token(
+            "t1",
+            &cert("web-1", "sha256:aa", &claimed),
+            &mut |seen, _| {
+                assert_eq!(seen.unwrap().used_by, None, "a refusal spent the token");
+                Ok(tags(&[("role", "web")]))
+            },
+        )
+        .unwrap()
+        .unwrap();
+    let node = store.node("web-1").unwrap().unwrap();
+    assert_eq!(node.tags, tags(&[("role", "web")]));
+    assert_eq!(
+        node.claimed_tags, claimed,
+        "kept apart from the controller's tags"
+    );
+    assert_eq!(node.cert_fingerprint, "sha256:aa");
+    assert_eq!(node.cert_not_after, "2027-01-01T00:00:00Z");
+    assert_eq!(node.facts, serde_json::Value::Null);
+    assert!(node.last_seen.is_none() && node.revoked_at.is_none());
+    // Spent: the decision sees who used it, and accepting again is the store's refusal.
+    let again = store.enroll_with_token(
+        "t1",
+        &cert("web-2", "sha256:bb", &Tags::new()),
+        &mut |seen, _| {
+            assert_eq!(seen.unwrap().used_by.as_deref(), Some("web-1"));
+            Ok(Tags::new())
+        },
+    );
+    assert!(matches!(again, Err(StoreError::Token(_))), "{again:?}");
+    assert!(store.node("web-2").unwrap().is_none());
+    let unknown = store
+        .enroll_with_token(
+            "nope",
+            &cert("x", "sha256:aa", &Tags::new()),
+            &mut |seen, _| {
+                assert!(seen.is_none());
+                Err("unknown".into())
+            },
+        )
+        .unwrap();
+    assert_eq!(unknown, Err("unknown".to_string()));
+    // Another connection sees the same.
+    assert_eq!(backend.open().node("web-1").unwrap().unwrap(), node);
+}
+
+fn a_token_binding_reads_back_as_stored(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let bound = StoredToken {
+        node: Some("web-5".into()),
+        tags: Some(tags(&[("role", "web"), ("zone", "a")])),
+        replace_node: true,
+        ..token()
+    };
+    store.insert_token("t1", &bound).unwrap();
+    let mut seen_token = None;
+    store
+        .enroll_with_token(
+            "t1",
+            &cert("web-5", "sha256:aa", &Tags::new()),
+            &mut |seen, _| {
+                seen_token = seen.cloned();
+                Err("look only".into())
+            },
+        )
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(seen_token, Some(bound));
+}
+
+fn nodes_renew_tag_and_revoke(backend: &dyn Backend) {
+    let mut store = backend.open();
+    enroll(
+        &mut *store,
+        "t1",
+        "web-1",
+        "sha256:aa",
+        &tags(&[("role", "web")]),
+    );
+    assert!(store.node_cert_ok("web-1", "sha256:aa").unwrap());
+    assert!(!store.node_cert_ok("web-1", "sha256:bb").unwrap());
+    store
+        .renew_node_cert("web-1", "sha256:bb", "2027-02-01T00:00:00Z")
+        .unwrap();
+    assert!(store.node_cert_ok("web-1", "sha256:bb").unwrap());
+    assert!(!store.node_cert_ok("web-1", "sha256:aa").unwrap());
+    assert!(matches!(
+        store.renew_node_cert("nope", "sha256:cc", "2027-02-01T00:00:00Z"),
+        Err(StoreError::NoNode(_))
+    ));
+    let facts = serde_json::json!({"hostname": "h", "os": {"name": "debian"}});
+    store
+        .node_seen("web-1", &facts, "2026-12-03T10:00:00Z")
+        .unwrap();
+    let node = store.node("web-1").unwrap().unwrap();
+    assert_eq!(node.facts, facts);
+    assert_eq!(node.last_seen.as_deref(), Some("2026-12-03T10:00:00Z"));
+    assert_eq!(node.cert_not_after, "2027-02-01T00:00:00Z");
+    let node = store
+        .set_node_tags("web-1", &tags(&[("zone", "a")]), &["role".to_string()])
+        .unwrap();
+    assert_eq!(node.tags, tags(&[("zone", "a")]));
+    assert_eq!(
+        store.node("web-1").unwrap().unwrap().tags,
+        tags(&[("zone", "a")])
+    );
+    assert!(matches!(
+        store.set_node_tags("nope", &Tags::new(), &[]),
+        Err(StoreError::NoNode(_))
+    ));
+    let revoked = store.revoke_node("web-1").unwrap();
+    let at = revoked.revoked_at.clone().expect("revoked");
+    assert!(!store.node_cert_ok("web-1", "sha256:bb").unwrap());
+    assert_eq!(
+        store.revoke_node("web-1").unwrap().revoked_at,
+        Some(at),
+        "revoked once"
+    );
+    assert!(matches!(
+        store.set_node_tags("web-1", &Tags::new(), &[]),
+        Err(StoreError::Revoked(_))
+    ));
+    assert!(matches!(
+        store.renew_node_cert("web-1", "sha256:cc", "2027-03-01T00:00:00Z"),
+        Err(StoreError::NoNode(_))
+    ));
+    assert!(matches!(
+        store.revoke_node("nope"),
+        Err(StoreError::NoNode(_))
+    ));
+    assert!(!store.node_cert_ok("nope", "sha256:aa").unwrap());
+    // A revoked name enrolls again (when the decision allows it), un-revoked and fresh.
+    enroll(&mut *store, "t2", "web-1", "sha256:cc", &Tags::new());
+    let node = store.node("web-1").unwrap().unwrap();
+    assert!(node.revoked_at.is_none() && node.last_seen.is_none());
+    assert!(node.tags.is_empty());
+    assert_eq!(node.facts, serde_json::Value::Null);
+    assert!(store.node_cert_ok("web-1", "sha256:cc").unwrap());
+}
+
+fn nodes_list_by_name_byte_by_byte(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert!(store.nodes().unwrap().is_empty());
+    for (n, name) in ["web-b", "Web-c", "web-a"].into_iter().enumerate() {
+        enroll(
+            &mut *store,
+            &format!("t{n}"),
+            name,
+            "sha256:aa",
+            &Tags::new(),
+        );
+    }
+    let names: Vec<String> = store.nodes().unwrap().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["Web-c", "web-a", "web-b"]);
+}
+
+fn a_token_redeemed_by_two_at_once_is_spent_once(backend: &dyn Backend) {
+    const ROUNDS: usize = 5;
+    let mut stores = [backend.open(), backend.open()];
+    for round in 0..ROUNDS {
+        stores[0]
+            .insert_token(&format!("t{round}"), &token())
+            .unwrap();
+    }
+    let barrier = std::sync::Barrier::new(2);
+    let wins: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut wins = 0;
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        let name = format!("n{n}-{round}");
+                        let enrolled = store.enroll_with_token(
+                            &format!("t{round}"),
+                            &cert(&name, "sha256:aa", &Tags::new()),
+                            // The policy: an unused token enrolls.
+                            &mut |seen, _| match seen {
+                                Some(t) if t.used_by.is_none() => Ok(Tags::new()),
+                                _ => Err("used".into()),
+                            },
+                        );
+                        if matches!(enrolled, Ok(Ok(()))) {
+                            wins += 1;
+                        }
+                    }
+                    wins
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        wins.iter().sum::<usize>(),
+        ROUNDS,
+        "one enrollment per token: {wins:?}"
+    );
+    assert_eq!(backend.open().nodes().unwrap().len(), ROUNDS);
+}
+
+fn tags_set_by_two_at_once_all_land(backend: &dyn Backend) {
+    const PER_STORE: usize = 10;
+    let mut first = backend.open();
+    enroll(&mut *first, "t1", "web-1", "sha256:aa", &Tags::new());
+    let mut stores = [first, backend.open()];
+    std::thread::scope(|scope| {
+        for (n, store) in stores.iter_mut().enumerate() {
+            scope.spawn(move || {
+                for i in 0..PER_STORE {
+                    let key = format!("k{n}-{i:02}");
+                    store
+                        .set_node_tags("web-1", &tags(&[(&key, "v")]), &[])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let node = backend.open().node("web-1").unwrap().unwrap();
+    assert_eq!(
+        node.tags.len(),
+        2 * PER_STORE,
+        "a tag was lost: {:?}",
+        node.tags
+    );
+}
+
+// The task ledger and runs in progress.
+
+fn begun(id: &str) -> RunRecord {
+    let mut record = run("00", RunKind::Apply, Vec::new());
+    record.id = id.into();
+    record.status = RunStatus::Running;
+    record.finished_at = String::new();
+    record
+}
+
+fn issue(id: &str, node: &str, run_id: &str) -> LedgerOp {
+    LedgerOp::Issue {
+        id: id.into(),
+        node: node.into(),
+        run_id: run_id.into(),
+        issued_at: format!("2026-12-03T10:00:00.{id}Z"),
+    }
+}
+
+fn close(id: &str, node: &str, result: &str) -> LedgerOp {
+    LedgerOp::Close {
+        id: id.into(),
+        node: node.into(),
+        result: result.into(),
+        at: "2026-12-03T10:00:00.500Z".into(),
+    }
+}
+
+fn withdraw(id: &str) -> LedgerOp {
+    LedgerOp::Withdraw { id: id.into() }
+}
+
+fn a_result_is_accepted_once_and_only_from_its_node(backend: &dyn Backend) {
+    let mut store = backend.open();
+    store.begin_run(&begun("r1")).unwrap();
+    let mut ledger = store.open_ledger().unwrap();
+    assert_eq!(
+        ledger.apply(&[&issue("001", "web-1", "r1")]).unwrap(),
+        [Ok(true)]
+    );
+    assert_eq!(
+        store.task_state("001", "web-2").unwrap(),
+        TaskState::NotIssued
+    );
+    assert_eq!(
+        store.task_state("009", "web-1").unwrap(),
+        TaskState::NotIssued
+    );
+    assert_eq!(
+        ledger.apply(&[&close("001", "web-2", "{}")]).unwrap(),
+        [Ok(false)],
+        "another node's result"
+    );
+    assert_eq!(
+        store.task_state("001", "web-1").unwrap(),
+        TaskState::Open {
+            run_id: "r1".into()
+        }
+    );
+    let twice = close("001", "web-1", "{}");
+    assert_eq!(
+        ledger.apply(&[&twice, &twice]).unwrap(),
+        [Ok(true), Ok(false)]
+    );
+    assert_eq!(store.task_state("001", "web-1").unwrap(), TaskState::Closed);
+    assert_eq!(
+        backend.open().task_state("001", "web-1").unwrap(),
+        TaskState::Closed
+    );
+}
+
+fn a_ledger_batch_applies_each_op_on_its_own(backend: &dyn Backend) {
+    let store = backend.open();
+    let mut ledger = store.open_ledger().unwrap();
+    let (t1, t2, c1) = (
+        issue("001", "web-1", "r1"),
+        issue("002", "web-1", "r1"),
+        close("001", "web-1", "{}"),
+    );
+    let done = ledger.apply(&[&t1, &t2, &t1, &c1]).unwrap();
+    assert_eq!(done[..2], [Ok(true), Ok(true)]);
+    assert!(done[2].is_err(), "an id is issued once: {:?}", done[2]);
+    assert_eq!(done[3], Ok(true), "the batch went on after the refused op");
+    let done = ledger.apply(&[&withdraw("001"), &withdraw("002")]).unwrap();
+    assert_eq!(done, [Ok(false), Ok(true)], "a closed task stays");
+    assert_eq!(store.task_state("001", "web-1").unwrap(), TaskState::Closed);
+    assert_eq!(
+        store.task_state("002", "web-1").unwrap(),
+        TaskState::NotIssued
+    );
+    assert_eq!(ledger.apply(&[]).unwrap(), []);
+}
+
+fn a_begun_run_is_unfinished_until_recorded_whole(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert!(!store.has_run("r1").unwrap());
+    store.begin_run(&begun("r1")).unwrap();
+    assert!(store.has_run("r1").unwrap());
+    assert!(store.begin_run(&begun("r1")).is_err(), "a run begins once");
+    let mut ledger = store.open_ledger().unwrap();
+    let ops = [
+        issue("002", "web-2", "r1"),
+        issue("001", "web-1", "r1"),
+        close("001", "web-1", "{\"x\":1}"),
+    ];
+    ledger.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+    let unfinished = store.unfinished_runs().unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].run, begun("r1"));
+    let tasks: Vec<(&str, &str, Option<&str>)> = unfinished[0]
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.node.as_str(), t.result.as_deref()))
+        .collect();
+    assert_eq!(
+        tasks,
+        [("001", "web-1", Some("{\"x\":1}")), ("002", "web-2", None)],
+        "in the order they were issued"
+    );
+    let mut whole = run("01", RunKind::Apply, Vec::new());
+    whole.id = "r1".into();
+    store.record_run(&whole).unwrap();
+    assert!(store.unfinished_runs().unwrap().is_empty());
+    assert_eq!(store.run(Some("r1")).unwrap(), whole);
+    assert!(store.has_run("r1").unwrap());
+    // The stored result went with the record; the closed task is still known.
+    assert_eq!(store.task_state("001", "web-1").unwrap(), TaskState::Closed);
+}
+
+fn settled_and_old_closed_tasks_are_forgotten_but_open_ones_stay(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let mut ledger = store.open_ledger().unwrap();
+    let ops = [
+        issue("001", "web-1", "plan1"),
+        issue("002", "web-1", "plan1"),
+        close("001", "web-1", "{}"),
+    ];
+    ledger.apply(&ops.iter().collect::<Vec<_>>()).unwrap();
+    store.settle_plan_tasks("plan1").unwrap();
+    assert!(
+        store.unfinished_runs().unwrap().is_empty(),
+        "a plan is no run"
+    );
+    assert!(!store.has_run("plan1").unwrap());
+    assert_eq!(store.task_state("001", "web-1").unwrap(), TaskState::Closed);
+    assert_eq!(store.prune_tasks("2026-12-03T10:00:00.400Z").unwrap(), 0);
+    assert_eq!(store.prune_tasks("2026-12-04T00:00:00.000Z").unwrap(), 1);
+    assert_eq!(
+        store.task_state("001", "web-1").unwrap(),
+        TaskState::NotIssued
+    );
+    assert!(matches!(
+        store.task_state("002", "web-1").unwrap(),
+        TaskState::Open { .. }
+    ));
+}
+
+fn a_task_closed_by_two_ledgers_at_once_is_closed_once(backend: &dyn Backend) {
+    const TASKS: usize = 40;
+    let store = backend.open();
+    let ids: Vec<String> = (0..TASKS).map(|i| format!("{i:03}")).collect();
+    let issues: Vec<LedgerOp> = ids.iter().map(|id| issue(id, "web-1", "r1")).collect();
+    store
+        .open_ledger()
+        .unwrap()
+        .apply(&issues.iter().collect::<Vec<_>>())
+        .unwrap();
+    let barrier = std::sync::Barrier::new(2);
+    let closed: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|n| {
+                let (barrier, ids) = (&barrier, &ids);
+                let mut ledger = store.open_ledger().unwrap();
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mut closed = 0;
+                    // One close per batch, so the two ledgers' transactions interleave.
+                    for id in ids {
+                        let op = close(id, "web-1", &format!("{{\"by\":{n}}}"));
+                        if ledger.apply(&[&op]).unwrap() == [Ok(true)] {
+                            closed += 1;
+                        }
+                    }
+                    closed
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        closed.iter().sum::<usize>(),
+        TASKS,
+        "each task closed once: {closed:?}"
+    );
+}
+
+// What the controllers of one database share.
+
+fn a_secret_keeps_its_first_value(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert_eq!(store.get_secret("ca.key").unwrap(), None);
+    // Opaque bytes: every value, NUL and invalid UTF-8 included.
+    let first: Vec<u8> = (0..=255).collect();
+    assert_eq!(store.put_secret_if_absent("ca.key", &first).unwrap(), first);
+    assert_eq!(
+        store.put_secret_if_absent("ca.key", b"second").unwrap(),
+        first,
+        "the first writer wins"
+    );
+    assert_eq!(store.get_secret("ca.key").unwrap(), Some(first.clone()));
+    assert_eq!(store.put_secret_if_absent("empty", b"").unwrap(), b"");
+    assert_eq!(store.get_secret("empty").unwrap(), Some(Vec::new()));
+    assert_eq!(store.get_secret("CA.KEY").unwrap(), None, "names are exact");
+    assert_eq!(backend.open().get_secret("ca.key").unwrap(), Some(first));
+}
+
+fn secrets_put_by_two_at_once_agree(backend: &dyn Backend) {
+    const ROUNDS: usize = 10;
+    let mut stores = [backend.open(), backend.open()];
+    let barrier = std::sync::Barrier::new(2);
+    let got: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    (0..ROUNDS)
+                        .map(|round| {
+                            barrier.wait();
+                            let mine = format!("value of {n}").into_bytes();
+                            store
+                                .put_secret_if_absent(&format!("s{round}"), &mine)
+                                .unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let store = backend.open();
+    for (round, (first, second)) in got[0].iter().zip(&got[1]).enumerate() {
+        let stored = store.get_secret(&format!("s{round}")).unwrap().unwrap();
+        assert_eq!((first, second), (&stored, &stored), "round {round}");
+    }
+    assert_eq!(got[0].len(), ROUNDS);
+}
+
+fn a_firing_is_claimed_once_and_the_latest_is_known(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert!(store.last_firings().unwrap().is_empty());
+    let due = |minute: u32| format!("2026-12-03T10:{minute:02}:00Z");
+    assert!(store.claim_firing("nightly", &due(0), "c1").unwrap());
+    assert!(
+        !store.claim_firing("nightly", &due(0), "c1").unwrap(),
+        "once"
+    );
+    assert!(
+        !backend
+            .open()
+            .claim_firing("nightly", &due(0), "c2")
+            .unwrap(),
+        "once, whichever controller asks"
+    );
+    assert!(store.claim_firing("nightly", &due(30), "c2").unwrap());
+    assert!(
+        store.claim_firing("nightly", &due(15), "c1").unwrap(),
+        "a missed one, late"
+    );
+    assert!(store.claim_firing("Hourly", &due(5), "c1").unwrap());
+    let last: Vec<(String, String)> = store.last_firings().unwrap().into_iter().collect();
+    assert_eq!(
+        last,
+        [
+            ("Hourly".to_string(), due(5)),
+            ("nightly".to_string(), due(30))
+        ]
+    );
+}
+
+fn a_firing_claimed_by_two_at_once_is_claimed_once(backend: &dyn Backend) {
+    const DUE_TIMES: usize = 20;
+    let mut stores = [backend.open(), backend.open()];
+    let barrier = std::sync::Barrier::new(2);
+    let claims: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut claims = 0;
+                    for i in 0..DUE_TIMES {
+                        barrier.wait();
+                        let due = format!("2026-12-03T10:{i:02}:00Z");
+                        if store
+                            .claim_firing("nightly", &due, &format!("c{n}"))
+                            .unwrap()
+                        {
+                            claims += 1;
+                        }
+                    }
+                    claims
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        claims.iter().sum::<usize>(),
+        DUE_TIMES,
+        "each due time once: {claims:?}"
+    );
+    assert_eq!(
+        backend.open().last_firings().unwrap()["nightly"],
+        format!("2026-12-03T10:{:02}:00Z", DUE_TIMES - 1)
+    );
+}
+
+fn the_current_project_is_the_newest(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert_eq!(store.current_project().unwrap(), None);
+    let project = |name: &str, digest: &str| CurrentProject {
+        name: name.into(),
+        digest: digest.into(),
+        files_json: format!("{{\"{name}.yaml\":\"é 🦀\"}}"),
+    };
+    store.put_project(&project("web", "sha256:01")).unwrap();
+    assert_eq!(
+        store.current_project().unwrap(),
+        Some(project("web", "sha256:01"))
+    );
+    backend
+        .open()
+        .put_project(&project("db", "sha256:02"))
+        .unwrap();
+    assert_eq!(
+        store.current_project().unwrap(),
+        Some(project("db", "sha256:02")),
+        "the newest, whoever stored it"
+    );
+}
+
+fn a_store_of_the_previous_version_gains_the_shared_tables(backend: &dyn Backend) {
+    backend.create_at_version(usize::try_from(STORE_VERSION - 1).unwrap());
+    let mut store = backend.open();
+    assert_eq!(backend.version(), STORE_VERSION);
+    assert_eq!(
+        store.put_secret_if_absent("ca.crt", b"pem").unwrap(),
+        b"pem"
+    );
+    assert!(
+        store
+            .claim_firing("nightly", "2026-12-03T10:00:00Z", "c1")
+            .unwrap()
+    );
+    assert_eq!(store.current_project().unwrap(), None);
 }

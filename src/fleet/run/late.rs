@@ -15,11 +15,15 @@
 use crate::engine::record;
 use crate::fleet::wire::TaskResult;
 use crate::report::plan::{Style, done_word, parse_action};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{
+    FleetStore, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, StoreError,
+};
 
 /// Records a run in the store; returns its human summary, or why it could not be stored.
-pub(crate) fn store_run(store: &mut SqliteStore, record: &RunRecord) -> Result<String, StoreError> {
+pub(crate) fn store_run(
+    store: &mut dyn FleetStore,
+    record: &RunRecord,
+) -> Result<String, StoreError> {
     store
         .record_run(record)
         .inspect_err(|err| tracing::error!(run = %record.id, "recording the run: {err}"))?;
@@ -111,7 +115,7 @@ fn late_change(outcome: &crate::fleet::wire::WireOutcome) -> Option<crate::store
 /// agent reconnected late) as run `late-TASK_ID`: nothing an agent changed goes
 /// unreported. Recording it twice is a no-op; `Err` when it could not be stored.
 pub fn record_late(
-    store: &mut SqliteStore,
+    store: &mut dyn FleetStore,
     node: &str,
     task_id: &str,
     result: &TaskResult,
@@ -142,7 +146,7 @@ pub fn record_late(
 /// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
 /// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
 /// before agents connect.
-pub fn recover_interrupted(store: &mut SqliteStore) -> Result<usize, StoreError> {
+pub fn recover_interrupted(store: &mut dyn FleetStore) -> Result<usize, StoreError> {
     // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
     // result that long after an acknowledgement (its ledger keeps ids a day).
     let week_ago = (chrono::Utc::now() - chrono::Duration::days(7))

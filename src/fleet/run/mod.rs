@@ -48,7 +48,7 @@ use crate::plan::{self, graph::ResourceGraph};
 use crate::report::plan::{Origin, Style};
 use crate::resource::Registry;
 use crate::schema::KnownNode;
-use crate::store::{ResultOutcome, RunKind, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{ResultOutcome, RunKind, RunRecord, RunStatus, StoreError};
 use crate::validate::{Validated, validate_with};
 
 /// Why a fleet run could not start. Failures on nodes are not errors: they are in the
