@@ -59,13 +59,13 @@ enum FleetError {
     /// The data directory cannot be made private (`token create`).
     #[error(transparent)]
     DataDir(#[from] crate::fleet::controller::ControllerError),
-    /// The CA in the data directory cannot be loaded or made (`token create`).
-    #[error("CA in {}: {source}", data_dir.display())]
-    Ca {
+    /// The controller's store, CA or admin token cannot be opened or made (`token create`).
+    #[error("{}: {source}", data_dir.display())]
+    Footing {
         /// The data directory.
         data_dir: std::path::PathBuf,
         /// What failed.
-        source: crate::fleet::pki::PkiError,
+        source: crate::fleet::footing::FootingError,
     },
     /// The controller's store cannot be opened (`token create`).
     #[error(transparent)]
@@ -123,7 +123,7 @@ impl FleetError {
             | FleetError::Duration { .. }
             | FleetError::Tag(_)
             | FleetError::DataDir(_)
-            | FleetError::Ca { .. }
+            | FleetError::Footing { .. }
             | FleetError::Store(_)
             | FleetError::Token(_)
             | FleetError::Name(_)
@@ -187,6 +187,8 @@ pub(super) fn serve(ctx: &Context, args: &ServeArgs) -> std::io::Result<Exit> {
         names: args.names.clone(),
         cert_lifetime,
         registry: ctx.registry.clone(),
+        backend: args.shared.backend(),
+        migrate_from: args.migrate_from.clone(),
     };
     match runtime()?.block_on(crate::fleet::serve::serve(config)) {
         Ok(()) => Ok(Exit::Ok),
@@ -465,6 +467,7 @@ fn parse_ttl(text: &str) -> Result<Duration, DurationError> {
 
 pub(super) fn token_create(
     data_dir: &Path,
+    backend: &crate::fleet::footing::Backend,
     ttl: &str,
     name: Option<String>,
     tags: Option<&str>,
@@ -488,21 +491,17 @@ pub(super) fn token_create(
     if let Err(err) = crate::fleet::controller::private_data_dir(data_dir) {
         return fail(err);
     }
-    let ca = match crate::fleet::pki::Ca::load_or_create(data_dir) {
-        Ok(ca) => ca,
-        Err(source) => {
-            return fail(FleetError::Ca {
-                data_dir: data_dir.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let path = crate::fleet::controller::store_path(data_dir);
-    let mut store = match crate::store::sqlite::SqliteStore::open(&path) {
-        Ok(store) => store,
-        Err(err) => return fail(err),
-    };
-    let token = match crate::fleet::token::create(&mut store, &ca, ttl, &binding) {
+    let crate::fleet::footing::Footing { mut store, ca, .. } =
+        match crate::fleet::footing::open(data_dir, backend) {
+            Ok(footing) => footing,
+            Err(source) => {
+                return fail(FleetError::Footing {
+                    data_dir: data_dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+    let token = match crate::fleet::token::create(store.as_mut(), &ca, ttl, &binding) {
         Ok(token) => token,
         Err(err) => return fail(err),
     };

@@ -363,6 +363,50 @@ pub(crate) struct ServeArgs {
     /// Log lines for people (human) or one JSON object each (json); STEWARD_LOG filters.
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
     pub(crate) log_format: crate::fleet::logging::LogFormat,
+    #[command(flatten)]
+    pub(crate) shared: SharedArgs,
+    /// Copy the controller whose data directory is DIR (run without --database: its store,
+    /// CA, admin token and current project) into the empty database, then serve.
+    #[arg(long, value_name = "DIR", requires = "database")]
+    pub(crate) migrate_from: Option<PathBuf>,
+}
+
+/// Where several controllers share their store, CA and admin token.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct SharedArgs {
+    /// The PostgreSQL database every controller of the fleet shares
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE); without it, the store is the
+    /// embedded SQLite one in --data-dir.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "STEWARD_DATABASE",
+        hide_env_values = true,
+        requires = "key_file"
+    )]
+    pub(crate) database: Option<String>,
+    /// The key that seals the CA key and the admin token in the database (0600; created
+    /// when missing: copy it to every controller).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STEWARD_KEY_FILE",
+        requires = "database"
+    )]
+    pub(crate) key_file: Option<PathBuf>,
+}
+
+impl SharedArgs {
+    /// The backend these flags choose.
+    pub(crate) fn backend(&self) -> crate::fleet::footing::Backend {
+        match (&self.database, &self.key_file) {
+            (Some(url), Some(key_file)) => crate::fleet::footing::Backend::Shared {
+                url: url.clone(),
+                key_file: key_file.clone(),
+            },
+            _ => crate::fleet::footing::Backend::Embedded,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -428,6 +472,8 @@ enum TokenCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
 }
 
@@ -1040,7 +1086,16 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             tags,
             replace,
             format,
-        }) => fleet::token_create(&data_dir, &ttl, name, tags.as_deref(), replace, format),
+            shared,
+        }) => fleet::token_create(
+            &data_dir,
+            &shared.backend(),
+            &ttl,
+            name,
+            tags.as_deref(),
+            replace,
+            format,
+        ),
         Command::Nodes(args) => fleet::nodes(&args),
         Command::Node(NodeCommand::Revoke {
             name,

@@ -21,13 +21,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
+use crate::fleet::footing::{self, Footing};
 use crate::fleet::pki::{self, Ca};
 use crate::fleet::token::{self, JoinToken, check_tag, random_hex};
 use crate::fleet::wire::{
     self, AgentMsg, ControllerMsg, HELLO_TIMEOUT, IDLE_TIMEOUT, MAX_UNAUTHENTICATED_FRAME,
     PROTOCOL, Task, TaskKind, TaskResult, WireFacts, WireOutcome,
 };
-use crate::store::sqlite::SqliteStore;
 use crate::store::{FleetStore, LedgerOp, StoreError, TaskLedger, TaskState};
 
 /// Node names are checked by the enrollment policy; re-exported for the CLI, which checks a
@@ -60,7 +60,8 @@ pub struct Controller {
     /// Where its CA, keys, store and projects live.
     pub data_dir: PathBuf,
     ca: Ca,
-    store: Mutex<Box<dyn FleetStore>>,
+    /// The store; `None` only once the controller is dropped ([`Controller`]'s `Drop`).
+    store: Mutex<Option<Box<dyn FleetStore>>>,
     admin_token: String,
     sessions: Mutex<HashMap<String, Session>>,
     waiters: Mutex<HashMap<String, Waiter>>,
@@ -323,10 +324,7 @@ pub enum LedgerError {
     Write(String),
 }
 
-/// The file holding the admin token of the HTTP API.
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
+pub use footing::admin_token_path;
 
 /// The store inside a data directory.
 pub fn store_path(data_dir: &Path) -> PathBuf {
@@ -362,9 +360,24 @@ pub(crate) fn private_data_dir(data_dir: &Path) -> Result<(), ControllerError> {
     Ok(())
 }
 
+/// The PostgreSQL client blocks on a runtime of its own when it closes, which panics inside
+/// another: a controller dropped on an async worker (a `serve` that failed to bind, say)
+/// closes its store and ledger connections on a thread of their own.
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let store = self.store.get_mut().ok().and_then(Option::take);
+        let ledger = self.ledger_conn.get_mut().ok().and_then(Option::take);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("store-close".into())
+                .spawn(move || drop((store, ledger)));
+        }
+    }
+}
+
 impl Controller {
-    /// Opens (or on first start creates) the data directory: CA, the SQLite store in it,
-    /// admin token. The store is checked whole first ([`SqliteStore::quick_check`]).
+    /// Opens (or on first start creates) the data directory's CA, store and admin token
+    /// (the embedded store, checked whole first).
     pub fn open(
         data_dir: &Path,
         cert_lifetime: Duration,
@@ -372,46 +385,32 @@ impl Controller {
         late_results: LateResults,
     ) -> Result<Arc<Controller>, ControllerError> {
         private_data_dir(data_dir)?;
-        // The store first: a damaged one is refused before anything else is written.
-        let path = store_path(data_dir);
-        let store = SqliteStore::open(&path).map_err(setup("store"))?;
-        store.quick_check(&path).map_err(setup("store"))?;
-        Controller::open_with(
-            data_dir,
-            Box::new(store),
-            cert_lifetime,
-            registry,
-            late_results,
-        )
+        let footing = footing::open(data_dir, &footing::Backend::Embedded)
+            .map_err(|err| ControllerError::Setup(err.to_string()))?;
+        Controller::open_with(data_dir, footing, cert_lifetime, registry, late_results)
     }
 
-    /// [`Controller::open`] with a store already opened (and checked) by the caller: the
-    /// data directory holds the CA and admin token, `store` everything else. The task
-    /// ledger's connection is opened here, from `store`.
+    /// [`Controller::open`] with the store, CA and admin token opened by the caller
+    /// ([`footing::open`]): from the data directory, or from a shared database. The task
+    /// ledger's connection is opened here, from the store.
     pub fn open_with(
         data_dir: &Path,
-        store: Box<dyn FleetStore>,
+        footing: Footing,
         cert_lifetime: Duration,
         registry: Arc<crate::resource::Registry>,
         late_results: LateResults,
     ) -> Result<Arc<Controller>, ControllerError> {
         private_data_dir(data_dir)?;
+        let Footing {
+            store,
+            ca,
+            admin_token,
+        } = footing;
         let ledger_conn = store.open_ledger().map_err(setup("task ledger"))?;
-        let ca = Ca::load_or_create(data_dir).map_err(setup("CA"))?;
-        let token_path = admin_token_path(data_dir);
-        let admin_token = match std::fs::read_to_string(&token_path) {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-            _ => {
-                let token = random_hex(32).map_err(setup("random"))?;
-                pki::write_private(&token_path, format!("{token}\n").as_bytes())
-                    .map_err(setup("admin token"))?;
-                token
-            }
-        };
         Ok(Arc::new(Controller {
             data_dir: data_dir.to_path_buf(),
             ca,
-            store: Mutex::new(store),
+            store: Mutex::new(Some(store)),
             admin_token,
             sessions: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
@@ -462,6 +461,8 @@ impl Controller {
             .store
             .lock()
             .map_err(|_| ControllerError::StorePoisoned)?;
+        // Taken only by `drop`, which no caller outlives.
+        let store = store.as_mut().ok_or(ControllerError::StorePoisoned)?;
         Ok(f(store.as_mut()))
     }
 

@@ -8,6 +8,8 @@
 //!
 //! - [`pki`]: the controller's CA, its server certificate, agent certificates, TLS configs.
 //! - [`seal`]: the key file, and secrets sealed with it for a database several controllers share.
+//! - [`footing`]: a controller's store, CA and admin token: in its data directory, or shared
+//!   by every controller of one PostgreSQL database.
 //! - [`token`]: one-time join tokens that carry the CA's fingerprint.
 //! - [`wire`]: the agent protocol (framed JSON over mutual TLS) and its data types.
 //! - [`agent`]: enrollment, the connection loop and task execution on a node.
@@ -26,6 +28,7 @@ pub mod client;
 pub mod command;
 pub mod controller;
 pub mod dashboard;
+pub mod footing;
 pub mod logging;
 pub mod outbox;
 pub mod pki;

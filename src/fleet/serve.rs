@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::fleet::api::Scheme;
 use crate::fleet::controller::{Controller, ControllerError, ThrottledLog};
+use crate::fleet::footing::{self, Backend};
 use crate::fleet::pki::PkiError;
 use crate::fleet::run::{self, Mode, RunRequest, Scope};
 use crate::fleet::schedule;
@@ -47,6 +48,49 @@ pub struct Config {
     pub cert_lifetime: Duration,
     /// The resource types runs are validated and planned with, built once by the caller.
     pub registry: Arc<crate::resource::Registry>,
+    /// Where the store, CA and admin token live: the data directory, or a shared database.
+    pub backend: crate::fleet::footing::Backend,
+    /// A controller's data directory to copy into the (empty) shared database first.
+    pub migrate_from: Option<PathBuf>,
+}
+
+/// Opens the store, CA and admin token; with `migrate_from`, copies that controller into the
+/// shared database first.
+fn open_footing(
+    data_dir: &Path,
+    backend: &Backend,
+    migrate_from: Option<PathBuf>,
+) -> Result<footing::Footing, footing::FootingError> {
+    let (Backend::Shared { url, key_file }, Some(source)) = (backend, migrate_from) else {
+        return footing::open(data_dir, backend);
+    };
+    let (mut footing, copied) = footing::migrate_from(&source, data_dir, url, key_file)?;
+    if let Some((dir, name)) = run::current_project(&source) {
+        let not_copied = |reason: String| footing::FootingError::NotAController {
+            dir: source.display().to_string(),
+            reason: format!("its current project {}: {reason}", dir.display()),
+        };
+        let files = run::bundle_of(&dir).map_err(|err| not_copied(err.to_string()))?;
+        footing.store.put_project(&crate::store::CurrentProject {
+            name,
+            digest: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            files_json: serde_json::to_string(&files).map_err(|err| not_copied(err.to_string()))?,
+        })?;
+    }
+    let rows: Vec<String> = copied
+        .tables
+        .iter()
+        .map(|(table, n)| format!("{table} {n}"))
+        .collect();
+    tracing::info!(
+        "copied the controller in {} into the database (rows: {})",
+        source.display(),
+        rows.join(", ")
+    );
+    Ok(footing)
 }
 
 /// Why the controller could not start, or a pass of its scheduler failed.
@@ -56,6 +100,9 @@ pub enum ServeError {
     /// The data directory, CA, store or TLS configuration.
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    /// The store, CA or admin token (of the data directory or the shared database).
+    #[error(transparent)]
+    Footing(#[from] footing::FootingError),
     /// The data directory's lock file cannot be opened or written.
     #[error("lock file {}: {source}", path.display())]
     LockFile {
@@ -188,12 +235,27 @@ impl DataDirLock {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Before anything in the data directory is opened or written.
     let _lock = DataDirLock::take(&config.data_dir)?;
-    let controller = Controller::open(
-        &config.data_dir,
+    crate::fleet::controller::private_data_dir(&config.data_dir)?;
+    // The PostgreSQL client blocks on a runtime of its own: off the async workers.
+    let (data_dir, backend, migrate_from, cert_lifetime, registry) = (
+        config.data_dir.clone(),
+        config.backend.clone(),
+        config.migrate_from.clone(),
         config.cert_lifetime,
         config.registry.clone(),
-        Arc::new(crate::fleet::run::record_late),
-    )?;
+    );
+    let controller = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        let footing = open_footing(&data_dir, &backend, migrate_from)?;
+        Ok(Controller::open_with(
+            &data_dir,
+            footing,
+            cert_lifetime,
+            registry,
+            Arc::new(crate::fleet::run::record_late),
+        )?)
+    })
+    .await
+    .map_err(ControllerError::StoreTask)??;
     // Before any agent connects: a run a previous controller left running is recorded as
     // interrupted, with the results that arrived, so their re-deliveries count as late.
     controller

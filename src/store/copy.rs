@@ -6,6 +6,9 @@
 //! one list of versions. The copy reads the table and column names from SQLite and the column
 //! types from PostgreSQL, so a new schema version needs nothing here.
 //!
+//! The `secrets` table is not the copy's: an embedded store keeps none (its CA and admin token
+//! are files), and the caller stores the shared CA and admin token, sealed, before the copy.
+//!
 //! **Architecture Invariant:** the copy is one PostgreSQL transaction, under steward's lock for
 //! it: it lands whole or not at all, and two controllers migrating at once copy once (the
 //! second finds the store no longer empty). It writes only into a store that holds no row in
@@ -23,6 +26,9 @@ use crate::store::StoreError;
 const LOCK_SPACE: i32 = 0x5354_5744;
 /// The second key of the lock a copy holds.
 const COPY_LOCK: i32 = 2;
+
+/// The table the copy leaves to its caller.
+const SECRETS: &str = "secrets";
 
 /// What a copy moved: rows per table, in copy order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,7 +91,7 @@ pub(crate) fn sqlite_into_postgres(
     )?;
     let target_columns = target_columns(&mut tx)?;
     let mut held = Vec::new();
-    for name in target_columns.keys() {
+    for name in target_columns.keys().filter(|name| *name != SECRETS) {
         let n: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {}", quote(name)), &[])?
             .try_get(0)?;
@@ -99,7 +105,7 @@ pub(crate) fn sqlite_into_postgres(
         });
     }
     let mut copied = Copied::default();
-    for table in &tables {
+    for table in tables.iter().filter(|name| *name != SECRETS) {
         let columns = target_columns
             .get(table)
             .ok_or_else(|| StoreError::CopyMismatch {

@@ -35,6 +35,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The connection, for the store's own modules (the copy into PostgreSQL).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Opens and migrates the store at `path`, creating it when missing (mode 0600).
     ///
     /// An existing file is checked before anything is written to it: one that is empty, cut

@@ -8,12 +8,6 @@ use std::time::Duration;
 use crate::common::TestEnv;
 use crate::fleet_harness::*;
 
-/// A loopback address no process listens on (yet).
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
 /// Each bad `--connect` is an error naming the flag, exit 1, before anything is created.
 #[test]
 fn a_connect_list_that_does_not_read_is_refused_naming_the_flag() {

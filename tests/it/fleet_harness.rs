@@ -49,9 +49,16 @@ impl Fleet {
 
     /// A controller started with extra `serve` arguments.
     pub(crate) fn start_with(serve_args: &[&str]) -> Fleet {
+        let mut fleet = Fleet::unstarted(serve_args);
+        fleet.start_controller("127.0.0.1:0", "127.0.0.1:0");
+        fleet
+    }
+
+    /// A fleet whose controller is not started yet ([`Fleet::start_controller`] starts it).
+    pub(crate) fn unstarted(serve_args: &[&str]) -> Fleet {
         let env = TestEnv::new();
         let data = env.path().join("controller");
-        let mut fleet = Fleet {
+        Fleet {
             env,
             data,
             serve: None,
@@ -59,9 +66,7 @@ impl Fleet {
             agent_addr: String::new(),
             http: String::new(),
             serve_args: serve_args.iter().map(|a| a.to_string()).collect(),
-        };
-        fleet.start_controller("127.0.0.1:0", "127.0.0.1:0");
-        fleet
+        }
     }
 
     pub(crate) fn start_controller(&mut self, listen: &str, http: &str) {
@@ -274,6 +279,12 @@ impl Drop for Fleet {
         }
         self.kill_controller();
     }
+}
+
+/// A loopback address no process listens on (yet).
+pub(crate) fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
 }
 
 /// A process the test holds itself, killed if the test ends early.

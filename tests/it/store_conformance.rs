@@ -4,7 +4,7 @@
 //! its own (a temporary file, or a database created for it and dropped after), so they run in
 //! parallel.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::pg::Postgres;
 
 use steward::store::postgres::PostgresStore;
 use steward::store::sqlite::SqliteStore;
@@ -77,76 +77,6 @@ impl Backend for Sqlite {
         self.conn()
             .execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
             .unwrap();
-    }
-}
-
-/// A database of its own on the server `STEWARD_TEST_POSTGRES` names, dropped at the end.
-struct Postgres {
-    admin: ::postgres::Config,
-    config: ::postgres::Config,
-    name: String,
-}
-
-const NEEDS_POSTGRES: &str = "needs PostgreSQL: STEWARD_TEST_POSTGRES=postgres://USER@HOST:PORT/DB \
-     (a role that may create databases; .ci/run starts one)";
-
-impl Postgres {
-    fn new() -> Postgres {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let url = std::env::var("STEWARD_TEST_POSTGRES").unwrap_or_else(|_| {
-            panic!("STEWARD_TEST_POSTGRES is not set: this test {NEEDS_POSTGRES}")
-        });
-        let admin: ::postgres::Config = url
-            .parse()
-            .unwrap_or_else(|err| panic!("STEWARD_TEST_POSTGRES={url} is not a URL: {err}"));
-        let name = format!(
-            "steward_test_{}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let mut client = admin.connect(::postgres::NoTls).unwrap_or_else(|err| {
-            let cause = std::error::Error::source(&err).map(|c| format!(": {c}"));
-            panic!(
-                "cannot reach PostgreSQL at STEWARD_TEST_POSTGRES={url}: {err}{} (is it running?)",
-                cause.unwrap_or_default()
-            )
-        });
-        // A locale that does not sort byte by byte ("a" < "b" < "B"), where the server has
-        // ICU (PostgreSQL 15 and later), so the store's own collation is what is tested.
-        let icu = format!(
-            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
-        );
-        if client.batch_execute(&icu).is_err() {
-            client
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-        }
-        let mut config = admin.clone();
-        config.dbname(&name);
-        Postgres {
-            admin,
-            config,
-            name,
-        }
-    }
-
-    fn client(&self) -> ::postgres::Client {
-        self.config.connect(::postgres::NoTls).unwrap()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Ok(mut client) = self.admin.connect(::postgres::NoTls) {
-            let _ = client.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
     }
 }
 
