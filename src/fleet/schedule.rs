@@ -116,6 +116,58 @@ pub fn due(
     }
 }
 
+/// The firing of a schedule that is due at `now`, given the last firing claimed (`None`:
+/// never): the latest fire at or before `now`, when it is later than `last`.
+///
+/// Every controller of a fleet computes the same instant from the same `last` and `now`s within
+/// one period, so the instant names the firing: claimed once in the store, it runs once,
+/// whichever controller claims it. However many fires were missed, only the latest is due:
+/// missed fires coalesce into one run. A never-fired association is due at once, at the latest
+/// fire before `now` (SSM applies a new association right away): for a cron schedule its
+/// previous occurrence, for a rate one the latest multiple of the rate since the Unix epoch.
+pub fn firing(
+    schedule: &model::Schedule,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+    let latest = match schedule {
+        model::Schedule::Rate { seconds, text } => {
+            let out_of_range = || ScheduleError::OutOfRange {
+                text: text.clone(),
+                after: last.unwrap_or(now),
+            };
+            let interval = i64::try_from(*seconds)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(out_of_range)?;
+            let anchor = last.map_or(0, |l| l.timestamp());
+            let elapsed = now.timestamp() - anchor;
+            if elapsed < 0 {
+                return Ok(None);
+            }
+            let at = anchor + elapsed / interval * interval;
+            DateTime::from_timestamp(at, 0).ok_or_else(out_of_range)?
+        }
+        model::Schedule::Cron(text) => {
+            let cron =
+                text.parse::<croner::Cron>()
+                    .map_err(|source| ScheduleError::InvalidCron {
+                        text: text.clone(),
+                        source,
+                    })?;
+            match cron.find_previous_occurrence(&now, true) {
+                Ok(at) => at,
+                // No occurrence before now (a date that never came): nothing is due.
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    Ok(match last {
+        Some(last) if latest <= last => None,
+        _ => Some(latest),
+    })
+}
+
 /// How long to sleep from `now` until the earliest next fire among `items` (each a schedule
 /// with its last run, `None` for never), capped at `max`.
 ///
@@ -254,6 +306,55 @@ mod tests {
 
     /// The controller was down from 10:00 to 15:20 and missed five hourly fires: the scheduler,
     /// ticking every minute from then on, runs the association once, not once per miss.
+    #[test]
+    fn a_firing_is_the_latest_fire_before_now_and_only_once() {
+        // Cron: every hour at :15.
+        let hourly = cron("15 * * * *");
+        assert_eq!(
+            firing(&hourly, None, at(10, 20, 0)).unwrap(),
+            Some(at(10, 15, 0)),
+            "never fired: due at once, named by the latest occurrence"
+        );
+        assert_eq!(
+            firing(&hourly, Some(at(10, 15, 0)), at(11, 14, 59)).unwrap(),
+            None
+        );
+        assert_eq!(
+            firing(&hourly, Some(at(10, 15, 0)), at(11, 15, 0)).unwrap(),
+            Some(at(11, 15, 0))
+        );
+        assert_eq!(
+            firing(&hourly, Some(at(7, 15, 0)), at(11, 40, 0)).unwrap(),
+            Some(at(11, 15, 0)),
+            "missed fires coalesce into the latest"
+        );
+        // Two controllers ticking at different moments of one period name one firing.
+        assert_eq!(
+            firing(&hourly, Some(at(9, 15, 0)), at(10, 16, 0)).unwrap(),
+            firing(&hourly, Some(at(9, 15, 0)), at(10, 59, 59)).unwrap()
+        );
+        // Rate: every 30 minutes from the last firing.
+        let half_hour = rate(1800);
+        assert_eq!(
+            firing(&half_hour, Some(at(10, 5, 0)), at(10, 34, 59)).unwrap(),
+            None
+        );
+        assert_eq!(
+            firing(&half_hour, Some(at(10, 5, 0)), at(11, 20, 0)).unwrap(),
+            Some(at(11, 5, 0))
+        );
+        assert_eq!(
+            firing(&half_hour, None, at(10, 44, 0)).unwrap(),
+            Some(at(10, 30, 0)),
+            "never fired: the latest multiple of the rate since the epoch"
+        );
+        assert_eq!(
+            firing(&half_hour, Some(at(12, 0, 0)), at(11, 0, 0)).unwrap(),
+            None,
+            "a clock behind the last firing fires nothing"
+        );
+    }
+
     #[test]
     fn missed_fires_coalesce_into_one_run() {
         for schedule in [cron("0 * * * *"), rate(3600)] {

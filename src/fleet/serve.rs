@@ -466,24 +466,28 @@ fn source_of(peer: IpAddr) -> IpAddr {
     }
 }
 
-fn schedules_path(data_dir: &Path) -> PathBuf {
+/// Where controllers before issue 16 kept the last run of each scheduled association.
+fn legacy_schedules_path(data_dir: &Path) -> PathBuf {
     data_dir.join("schedules.json")
 }
 
-fn read_last_runs(data_dir: &Path) -> BTreeMap<String, DateTime<Utc>> {
-    std::fs::read(schedules_path(data_dir))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
 /// Runs each scheduled association of the current project when it is due, in its mode, and
-/// records the run as a hand-started one would be. Missed fires coalesce into one run.
+/// records the run as a hand-started one would be.
+///
+/// The store holds the current project and each association's last firing, so every
+/// controller of a shared database sees the same ones: a firing is claimed in the store before
+/// it runs ([`crate::store::FleetStore::claim_firing`]), so it runs once, on whichever
+/// controller claims it first, and missed fires coalesce into one run
+/// ([`schedule::firing`]). A firing is claimed when this controller is free to run it; one
+/// whose controller dies after the claim is not run again (at most once), and the run it began
+/// is recorded as interrupted.
 async fn scheduler(controller: Arc<Controller>) {
-    let data_dir = controller.data_dir.clone();
-    let mut last_runs = read_last_runs(&data_dir);
+    let me = crate::fleet::token::random_hex(8).unwrap_or_else(|_| std::process::id().to_string());
+    if let Err(err) = adopt_legacy_state(&controller).await {
+        tracing::warn!("scheduler: reading the state of an older controller: {err}");
+    }
     loop {
-        let wait = match tick(&controller, &mut last_runs).await {
+        let wait = match tick(&controller, &me).await {
             Ok(wait) => wait,
             Err(err) => {
                 tracing::error!("scheduler: {err}");
@@ -497,15 +501,62 @@ async fn scheduler(controller: Arc<Controller>) {
     }
 }
 
+/// Takes a data directory's current project and last runs, as controllers before issue 16 kept
+/// them in files, into the store when the store has none.
+async fn adopt_legacy_state(controller: &Arc<Controller>) -> Result<(), ServeError> {
+    let data_dir = controller.data_dir.clone();
+    let legacy_runs: BTreeMap<String, DateTime<Utc>> =
+        std::fs::read(legacy_schedules_path(&data_dir))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+    let legacy_project = run::current_project(&data_dir)
+        .and_then(|(dir, name)| Some((dir.clone(), name, run::bundle_of(&dir).ok()?)));
+    controller
+        .store(move |store| -> Result<(), crate::store::StoreError> {
+            if store.current_project()?.is_none()
+                && let Some((dir, name, files)) = legacy_project
+            {
+                store.put_project(&crate::store::CurrentProject {
+                    name,
+                    digest: dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default(),
+                    files_json: serde_json::to_string(&files).unwrap_or_default(),
+                })?;
+            }
+            if store.last_firings()?.is_empty() {
+                for (name, at) in &legacy_runs {
+                    store.claim_firing(name, &firing_text(*at), "an older controller")?;
+                }
+            }
+            Ok(())
+        })
+        .await?
+        .map_err(ServeError::Recover)
+}
+
+/// A firing's instant as the store keeps it: one RFC 3339 format, so they sort as text.
+fn firing_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// One pass: runs what is due; returns how long to sleep.
-async fn tick(
-    controller: &Arc<Controller>,
-    last_runs: &mut BTreeMap<String, DateTime<Utc>>,
-) -> Result<Duration, ServeError> {
+async fn tick(controller: &Arc<Controller>, me: &str) -> Result<Duration, ServeError> {
     const IDLE: Duration = Duration::from_secs(30);
-    let Some((dir, project)) = run::current_project(&controller.data_dir) else {
+    let (project, last_firings) = controller
+        .store(|store| -> Result<_, crate::store::StoreError> {
+            Ok((store.current_project()?, store.last_firings()?))
+        })
+        .await?
+        .map_err(ServeError::Recover)?;
+    let Some(project) = project else {
         return Ok(IDLE);
     };
+    let files: Vec<run::BundleFile> = serde_json::from_str(&project.files_json)
+        .map_err(|err| ServeError::Bundle(run::bundle::BundleError::Stored(err.to_string())))?;
+    let dir = run::materialize(&controller.data_dir, &files).map_err(ServeError::Bundle)?;
     let scheduled = {
         let dir = dir.clone();
         let registry = controller.registry.clone();
@@ -525,25 +576,47 @@ async fn tick(
         })
         .await?
     };
-    let now = Utc::now();
+    let last = |name: &str| {
+        last_firings
+            .get(name)
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+    };
+    let mut fired: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     for (name, schedule, mode) in &scheduled {
-        let due = schedule::due(schedule, last_runs.get(name).copied(), now).map_err(|source| {
-            ServeError::Schedule {
+        let now = Utc::now();
+        let due_at =
+            schedule::firing(schedule, last(name), now).map_err(|source| ServeError::Schedule {
                 name: name.clone(),
                 source,
-            }
-        })?;
-        if !due {
+            })?;
+        let Some(due_at) = due_at else {
+            continue;
+        };
+        fired.insert(name.clone(), due_at);
+        // Claimed only once this controller is free to run it (one fleet run at a time), so a
+        // controller that dies while another run holds it leaves the firing unclaimed, for
+        // the next controller to start.
+        drop(controller.run_lock.lock().await);
+        let claimed = {
+            let (name, at, me) = (name.clone(), firing_text(due_at), me.to_string());
+            controller
+                .store(move |store| store.claim_firing(&name, &at, &me))
+                .await?
+                .map_err(ServeError::Recover)?
+        };
+        if !claimed {
+            tracing::info!(association = %name, "scheduled association `{name}`: the firing due at {} was claimed by another controller", firing_text(due_at));
             continue;
         }
-        tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?})");
+        tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?}), due at {}", firing_text(due_at));
         let request = RunRequest {
             mode: match mode {
                 model::Mode::Detect => Mode::Drift,
                 model::Mode::Enforce => Mode::Apply,
             },
-            files: run::bundle_of(&dir).map_err(ServeError::Bundle)?,
-            project: project.clone(),
+            files: files.clone(),
+            project: project.name.clone(),
             overrides: BTreeMap::new(),
             target: None,
             resources: Vec::new(),
@@ -572,17 +645,10 @@ async fn tick(
         } else {
             tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} done");
         }
-        last_runs.insert(name.clone(), Utc::now());
-        let _ = crate::fleet::pki::write_private(
-            &schedules_path(&controller.data_dir),
-            serde_json::to_vec(&last_runs)
-                .unwrap_or_default()
-                .as_slice(),
-        );
     }
     let items: Vec<(&model::Schedule, Option<DateTime<Utc>>)> = scheduled
         .iter()
-        .map(|(name, schedule, _)| (schedule, last_runs.get(name).copied()))
+        .map(|(name, schedule, _)| (schedule, fired.get(name).copied().or_else(|| last(name))))
         .collect();
     Ok(schedule::sleep_until_next(&items, Utc::now(), IDLE))
 }

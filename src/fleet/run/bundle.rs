@@ -64,6 +64,9 @@ pub enum BundleError {
     /// A stored file could not be read.
     #[error("{0}")]
     Read(#[source] std::io::Error),
+    /// The current project in the store does not read as a project.
+    #[error("the current project in the store does not read: {0}")]
+    Stored(String),
 }
 
 /// The largest project the controller accepts.

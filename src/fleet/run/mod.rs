@@ -39,7 +39,7 @@ use crate::exec::RunReport;
 use crate::fleet::command::CommandError;
 use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::rate::{self, Dispatched};
-use crate::fleet::run::bundle::{BundleError, current_path};
+use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::dispatch::DispatchClient;
 use crate::fleet::run::late::store_run;
 use crate::fleet::wire::WireFacts;
@@ -208,11 +208,21 @@ pub async fn run(
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let _ = crate::fleet::pki::write_private(
-            &current_path(&controller.data_dir),
-            format!("{name}\n{}\n", request.project).as_bytes(),
-        );
-        controller.schedules_changed();
+        // The store, not the data directory: every controller of a shared database runs the
+        // schedules of the project any of them applied last.
+        let current = crate::store::CurrentProject {
+            name: request.project.clone(),
+            digest: name,
+            files_json: serde_json::to_string(&request.files).unwrap_or_default(),
+        };
+        match controller
+            .store(move |store| store.put_project(&current))
+            .await
+        {
+            Ok(Ok(())) => controller.schedules_changed(),
+            Ok(Err(err)) => tracing::warn!("storing the current project for schedules: {err}"),
+            Err(err) => tracing::warn!("storing the current project for schedules: {err}"),
+        }
     }
     let target = match engine::Selector::parse(request.target.as_slice()) {
         Ok(target) => target,
