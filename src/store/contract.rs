@@ -7,11 +7,18 @@
 //! transaction; every operation two controllers may run at once on one database decides in
 //! the database (a row lock, a unique key), never in the caller: a token is spent once, a task
 //! closed once, a firing claimed once, and a secret has one value.
+//!
+//! Work routing (issue 16) is the part only a shared store keeps ([`FleetStore::is_shared`]):
+//! a task whose node is connected to another controller is a row with its payload, claimed
+//! by the controller that holds the node's connection for a lease, and closed with its result
+//! for the coordinator that waits for it. SQLite is never shared and refuses those operations
+//! ([`StoreError::NotShared`]); its controller works as it always did.
 
 use std::collections::BTreeMap;
 
 use crate::store::{
-    LedgerOp, NewCert, NodeRecord, Store, StoreError, StoredToken, TaskState, UnfinishedRun,
+    LedgerOp, NewCert, NodeRecord, RunRecord, Store, StoreError, StoredToken, TaskState,
+    UnfinishedRun,
 };
 
 /// Tags: key to value.
@@ -32,6 +39,96 @@ pub struct CurrentProject {
     /// Its files, as JSON (the bundle's own encoding; the store does not read it).
     pub files_json: String,
 }
+
+/// A task for the controller that holds its node's connection: stored before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedTask {
+    /// The task id.
+    pub id: String,
+    /// The node it goes to.
+    pub node: String,
+    /// Its run.
+    pub run_id: String,
+    /// RFC 3339 UTC.
+    pub issued_at: String,
+    /// The task as it goes down the wire (JSON; the store does not read it).
+    pub payload: String,
+}
+
+/// A task a controller claimed, to send down its node's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedTask {
+    /// The task id.
+    pub id: String,
+    /// The node it goes to.
+    pub node: String,
+    /// The task as it goes down the wire (JSON).
+    pub payload: String,
+}
+
+/// What a routed task's row says, for the coordinator that waits for its result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoutedState {
+    /// Closed with this result (wire JSON).
+    Answered(String),
+    /// Claimed by a controller whose lease has not lapsed.
+    Held,
+    /// Not claimed yet (`claimed` false), or its lease lapsed; `expired` once its start window
+    /// ended, after which no controller claims it.
+    Waiting {
+        /// Whether a controller ever claimed it.
+        claimed: bool,
+        /// Whether its start window ended.
+        expired: bool,
+    },
+    /// No such open task (withdrawn, or closed without a result kept).
+    Gone,
+}
+
+/// How storing a routed task's result went ([`FleetStore::close_routed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutedClose {
+    /// Stored and announced to the coordinator.
+    Stored,
+    /// Its result was stored before: a re-delivery.
+    Closed,
+    /// Nobody waits for it any more (its coordinator gave up, or its run was recovered as
+    /// interrupted): the caller records it as a late result, then closes it.
+    Abandoned,
+    /// No task of this id was issued to this node.
+    NotIssued,
+}
+
+/// What a [`StoreListener`] heard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A task was routed to this node, or released: claimers look.
+    Task {
+        /// The node.
+        node: String,
+    },
+    /// A routed task was closed with its result.
+    Result {
+        /// The task id.
+        id: String,
+    },
+}
+
+/// A connection of its own that listens for routed tasks and results and writes its
+/// controller's heartbeat; it reconnects by itself after the database went away, so the
+/// heartbeat says when the database is back.
+pub trait StoreListener: Send {
+    /// Waits up to `timeout` for notices; an empty list when none came. `Err` when the
+    /// database cannot be reached (the next call tries to connect again).
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Vec<Notice>, StoreError>;
+
+    /// Writes `controller`'s heartbeat (the database's clock), creating its row on the first.
+    fn heartbeat(&mut self, controller: &str) -> Result<(), StoreError>;
+}
+
+/// Builds the interrupted record of an orphaned run from what it left: the run as begun and
+/// its tasks, with the results that arrived ([`FleetStore::recover_orphaned_runs`]).
+pub type BuildInterrupted<'a> = dyn FnMut(UnfinishedRun) -> RunRecord + 'a;
 
 /// Everything the fleet code asks of its store, on SQLite and on PostgreSQL alike.
 pub trait FleetStore: Store + Send {
@@ -151,6 +248,118 @@ pub trait FleetStore: Store + Send {
 
     /// The current project, if one was ever applied.
     fn current_project(&self) -> Result<Option<CurrentProject>, StoreError>;
+
+    /// Whether several controllers may share this store, so that tasks are routed through it
+    /// (PostgreSQL). SQLite's is one controller's: false.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// [`FleetStore::begin_run`], naming the controller that coordinates the run, so another
+    /// controller recovers it when that one's heartbeat stops. A store that is not shared
+    /// keeps no coordinator.
+    fn begin_run_by(&mut self, run: &RunRecord, coordinator: &str) -> Result<(), StoreError> {
+        let _ = coordinator;
+        self.begin_run(run)
+    }
+
+    /// Stores a task before it is sent: claimed by `held_by` (the controller that holds the
+    /// node's connection and sends it down at once) for a lease of `lease_ms`, or unclaimed and
+    /// announced to every controller's claimer. Unclaimed, it is claimable for `window_ms`
+    /// (its start window). An id issued before is an error.
+    fn route_task(
+        &mut self,
+        task: &RoutedTask,
+        held_by: Option<&str>,
+        window_ms: i64,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _ = (task, held_by, window_ms, lease_ms);
+        Err(StoreError::NotShared("routing a task"))
+    }
+
+    /// Claims for `controller`, with a lease of `lease_ms`, the open tasks of `nodes` that no
+    /// live lease holds and whose start window has not ended. A task is claimed by one caller
+    /// however many claim at once (rows another claimer holds are skipped).
+    fn claim_tasks(
+        &mut self,
+        controller: &str,
+        nodes: &[String],
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        let _ = (controller, nodes, lease_ms);
+        Err(StoreError::NotShared("claiming tasks"))
+    }
+
+    /// Extends the leases `controller` holds on the open tasks of `nodes` (those whose
+    /// connection it still holds) by `lease_ms` from now; returns how many.
+    fn renew_leases(
+        &mut self,
+        controller: &str,
+        nodes: &[String],
+        lease_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let _ = (controller, nodes, lease_ms);
+        Err(StoreError::NotShared("renewing leases"))
+    }
+
+    /// Ends at once the leases `controller` holds on `node`'s open tasks (its connection here
+    /// ended), so the controller it reconnects to claims them without waiting; announced.
+    fn release_tasks(&mut self, controller: &str, node: &str) -> Result<usize, StoreError> {
+        let _ = (controller, node);
+        Err(StoreError::NotShared("releasing tasks"))
+    }
+
+    /// Stores the result of routed task `id` from `node` and announces it to the coordinator,
+    /// in one transaction that holds the task's row; see [`RoutedClose`].
+    fn close_routed(
+        &mut self,
+        id: &str,
+        node: &str,
+        result: &str,
+    ) -> Result<RoutedClose, StoreError> {
+        let _ = (id, node, result);
+        Err(StoreError::NotShared("storing a routed result"))
+    }
+
+    /// What routed task `id`'s row says now.
+    fn routed_state(&self, id: &str) -> Result<RoutedState, StoreError> {
+        let _ = id;
+        Err(StoreError::NotShared("reading a routed task"))
+    }
+
+    /// The coordinator gives up waiting for task `id`: its result, when it was stored
+    /// meanwhile, or `None`, and then the task is marked abandoned (a result that comes later
+    /// is recorded as late), in one transaction that holds the row.
+    fn abandon_task(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        let _ = id;
+        Err(StoreError::NotShared("abandoning a task"))
+    }
+
+    /// Forgets task `id` if no controller ever claimed it (its node is connected to none);
+    /// true when it did.
+    fn withdraw_unclaimed(&mut self, id: &str) -> Result<bool, StoreError> {
+        let _ = id;
+        Err(StoreError::NotShared("withdrawing a task"))
+    }
+
+    /// Records as interrupted, once across all controllers, each run still `running` whose
+    /// coordinator wrote no heartbeat for `grace_ms` (or names none): in one transaction per
+    /// run that holds its row, its open tasks are abandoned, `build` makes its record from the
+    /// results that arrived, and the record replaces it. Returns the runs recorded.
+    fn recover_orphaned_runs(
+        &mut self,
+        grace_ms: i64,
+        build: &mut BuildInterrupted<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        let _ = (grace_ms, build);
+        Err(StoreError::NotShared("recovering orphaned runs"))
+    }
+
+    /// Opens a [`StoreListener`] (a connection of its own).
+    fn listen(&self) -> Result<Box<dyn StoreListener>, StoreError> {
+        Err(StoreError::NotShared("listening for routed work"))
+    }
 }
 
 /// A connection of its own that writes the task ledger: every write waiting when a batch

@@ -20,7 +20,7 @@ pub(crate) struct Migration {
 pub const STORE_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every schema version, oldest first.
-pub(crate) const MIGRATIONS: [Migration; 6] = [
+pub(crate) const MIGRATIONS: [Migration; 7] = [
     // 1: runs and their per-resource results.
     Migration {
         version: 1,
@@ -242,6 +242,36 @@ pub(crate) const MIGRATIONS: [Migration; 6] = [
         digest TEXT NOT NULL,
         files_json TEXT NOT NULL,
         stored_at TEXT NOT NULL
+    );",
+    },
+    // 7: work routing across the controllers of one database. A task row may carry its
+    // payload (the serialized task) for a controller that holds its node's connection to claim,
+    // with the time it expires unclaimed, the controller that claimed it and the end of that
+    // claim's lease; a run names its coordinator; each controller has a row with its last
+    // heartbeat. Times here are milliseconds since the epoch by the database's clock, so
+    // controllers with skewed clocks agree on which leases and heartbeats are old.
+    Migration {
+        version: 7,
+        sqlite: "ALTER TABLE tasks ADD COLUMN payload TEXT;
+    ALTER TABLE tasks ADD COLUMN expires_ms INTEGER;
+    ALTER TABLE tasks ADD COLUMN claimed_by TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_ms INTEGER;
+    ALTER TABLE runs ADD COLUMN coordinator TEXT;
+    CREATE TABLE controllers (
+        id TEXT PRIMARY KEY,
+        started_ms INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL
+    );",
+        postgres: "ALTER TABLE tasks ADD COLUMN payload TEXT;
+    ALTER TABLE tasks ADD COLUMN expires_ms BIGINT;
+    ALTER TABLE tasks ADD COLUMN claimed_by TEXT COLLATE \"C\";
+    ALTER TABLE tasks ADD COLUMN lease_ms BIGINT;
+    ALTER TABLE runs ADD COLUMN coordinator TEXT COLLATE \"C\";
+    CREATE INDEX tasks_routed ON tasks (node) WHERE closed_at IS NULL AND payload IS NOT NULL;
+    CREATE TABLE controllers (
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        started_ms BIGINT NOT NULL,
+        heartbeat_ms BIGINT NOT NULL
     );",
     },
 ];

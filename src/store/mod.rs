@@ -21,7 +21,10 @@ pub mod sqlite;
 
 mod tasks;
 
-pub use contract::{CurrentProject, Decide, FleetStore, Tags, TaskLedger};
+pub use contract::{
+    BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice, RoutedClose,
+    RoutedState, RoutedTask, StoreListener, Tags, TaskLedger,
+};
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};
 pub use migrations::STORE_VERSION;
@@ -484,6 +487,9 @@ pub enum StoreError {
         /// Rows per table, `table: n, ...`.
         held: String,
     },
+    /// A store that is not shared (SQLite) was asked to route work between controllers.
+    #[error("{0}: only a shared (PostgreSQL) store routes work between controllers")]
+    NotShared(&'static str),
     /// A copy found a table or column of the source that the target does not have.
     #[error("cannot copy {source_store}: {reason}")]
     CopyMismatch {

@@ -21,6 +21,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 mod fleet;
+mod routing;
 
 use postgres::config::Host;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
@@ -33,11 +34,11 @@ use crate::store::{
 };
 
 /// The first key of steward's advisory locks ("STWD", as SQLite's application id).
-const LOCK_SPACE: i32 = 0x5354_5744;
+pub(super) const LOCK_SPACE: i32 = 0x5354_5744;
 /// The second key of the lock that migrations hold.
 const MIGRATE_LOCK: i32 = 0;
 /// The second key of the lock that `record_run` holds.
-const RECORD_LOCK: i32 = 1;
+pub(super) const RECORD_LOCK: i32 = 1;
 
 /// How long a connection attempt waits for the server, unless the URL says otherwise: a host
 /// that drops packets would otherwise hold it for the system's TCP timeout (minutes).
@@ -120,7 +121,7 @@ impl PostgresStore {
 }
 
 /// The database as errors name it, without its password: `PostgreSQL database NAME on HOST:PORT`.
-fn describe(config: &Config) -> String {
+pub(super) fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(name)) => name.clone(),
         Some(Host::Unix(dir)) => dir.display().to_string(),
@@ -366,81 +367,86 @@ fn finding(client: &mut impl GenericClient, id: i64) -> Result<Option<Finding>, 
     Ok(row.as_ref().map(finding_from_row).transpose()?)
 }
 
+/// Records `run` in `tx` (see [`Store::record_run`]); the caller commits.
+pub(super) fn record_in(tx: &mut Transaction<'_>, run: &RunRecord) -> Result<(), StoreError> {
+    // Recordings are serialized across connections (controllers), as SQLite's immediate
+    // transaction serializes them across processes: a finding is bumped or opened once.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_SPACE, &RECORD_LOCK],
+    )?;
+    // A controller's run was stored as `running` when it began: the whole record
+    // replaces that row.
+    tx.execute(
+        "DELETE FROM runs WHERE id = $1 AND status = 'running'",
+        &[&run.id],
+    )?;
+    tx.execute(
+        "INSERT INTO runs (id, kind, started_at, finished_at, \"user\", project, documents_digest, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &run.id,
+            &run.kind.as_str(),
+            &run.started_at,
+            &run.finished_at,
+            &run.user,
+            &run.project,
+            &run.documents_digest,
+            &run.status.as_str(),
+        ],
+    )?;
+    // The run's delivered task results are in its record now (as SQLite's `settle_tasks`).
+    tx.execute(
+        "UPDATE tasks SET result = NULL WHERE run_id = $1 AND closed_at IS NOT NULL",
+        &[&run.id],
+    )?;
+    insert_results(tx, run)?;
+    // Resolving is skipped when no finding is open at all (a cold apply opens none).
+    let mut any_open: bool = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM findings WHERE open = 1)", &[])?
+        .try_get(0)?;
+    let resolution = format!("resolved by run {} at {}", run.id, run.finished_at);
+    for op in finding_ops(run) {
+        match op {
+            FindingOp::OpenOrBump {
+                node,
+                resource,
+                kind,
+                severity,
+                message,
+            } => {
+                any_open |= open_or_bump(tx, run, (node, &resource, kind), severity, message)?;
+            }
+            FindingOp::ResolveResource { .. } | FindingOp::ResolveUnreachable { .. }
+                if !any_open => {}
+            FindingOp::ResolveResource { node, resource } => {
+                tx.execute(
+                    "UPDATE findings SET open = 0, resolution = $1
+                     WHERE node = $2 AND resource = $3 AND open = 1",
+                    &[&resolution, &node, &resource],
+                )?;
+            }
+            FindingOp::ResolveUnreachable { node, resource } => {
+                tx.execute(
+                    "UPDATE findings SET open = 0, resolution = $1
+                     WHERE node = $2 AND resource = $3 AND kind = $4 AND open = 1",
+                    &[
+                        &resolution,
+                        &node,
+                        &resource,
+                        &FindingKind::Unreachable.as_str(),
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store for PostgresStore {
     fn record_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         let mut tx = self.client_mut().transaction()?;
-        // Recordings are serialized across connections (controllers), as SQLite's immediate
-        // transaction serializes them across processes: a finding is bumped or opened once.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&LOCK_SPACE, &RECORD_LOCK],
-        )?;
-        // A controller's run was stored as `running` when it began: the whole record
-        // replaces that row.
-        tx.execute(
-            "DELETE FROM runs WHERE id = $1 AND status = 'running'",
-            &[&run.id],
-        )?;
-        tx.execute(
-            "INSERT INTO runs (id, kind, started_at, finished_at, \"user\", project, documents_digest, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &run.id,
-                &run.kind.as_str(),
-                &run.started_at,
-                &run.finished_at,
-                &run.user,
-                &run.project,
-                &run.documents_digest,
-                &run.status.as_str(),
-            ],
-        )?;
-        // The run's delivered task results are in its record now (as SQLite's `settle_tasks`).
-        tx.execute(
-            "UPDATE tasks SET result = NULL WHERE run_id = $1 AND closed_at IS NOT NULL",
-            &[&run.id],
-        )?;
-        insert_results(&mut tx, run)?;
-        // Resolving is skipped when no finding is open at all (a cold apply opens none).
-        let mut any_open: bool = tx
-            .query_one("SELECT EXISTS (SELECT 1 FROM findings WHERE open = 1)", &[])?
-            .try_get(0)?;
-        let resolution = format!("resolved by run {} at {}", run.id, run.finished_at);
-        for op in finding_ops(run) {
-            match op {
-                FindingOp::OpenOrBump {
-                    node,
-                    resource,
-                    kind,
-                    severity,
-                    message,
-                } => {
-                    any_open |=
-                        open_or_bump(&mut tx, run, (node, &resource, kind), severity, message)?;
-                }
-                FindingOp::ResolveResource { .. } | FindingOp::ResolveUnreachable { .. }
-                    if !any_open => {}
-                FindingOp::ResolveResource { node, resource } => {
-                    tx.execute(
-                        "UPDATE findings SET open = 0, resolution = $1
-                         WHERE node = $2 AND resource = $3 AND open = 1",
-                        &[&resolution, &node, &resource],
-                    )?;
-                }
-                FindingOp::ResolveUnreachable { node, resource } => {
-                    tx.execute(
-                        "UPDATE findings SET open = 0, resolution = $1
-                         WHERE node = $2 AND resource = $3 AND kind = $4 AND open = 1",
-                        &[
-                            &resolution,
-                            &node,
-                            &resource,
-                            &FindingKind::Unreachable.as_str(),
-                        ],
-                    )?;
-                }
-            }
-        }
+        record_in(&mut tx, run)?;
         tx.commit()?;
         Ok(())
     }

@@ -10,8 +10,8 @@ use steward::store::postgres::PostgresStore;
 use steward::store::sqlite::SqliteStore;
 use steward::store::{
     CurrentProject, FindingKind, FleetStore, LedgerOp, NewCert, ResultChange, ResultOutcome,
-    ResultRecord, RunKind, RunRecord, RunStatus, STORE_VERSION, Severity, Store, StoreError,
-    StoredToken, Tags, TaskState,
+    ResultRecord, RoutedClose, RoutedState, RoutedTask, RunKind, RunRecord, RunStatus,
+    STORE_VERSION, Severity, Store, StoreError, StoredToken, Tags, TaskState,
 };
 
 /// Where a case gets its stores: every `open` is a new connection to the case's one store.
@@ -164,6 +164,13 @@ conformance!(
     a_firing_claimed_by_two_at_once_is_claimed_once,
     the_current_project_is_the_newest,
     a_store_of_the_previous_version_gains_the_shared_tables,
+    only_a_shared_store_routes_work,
+    a_task_claimed_by_two_at_once_is_claimed_once,
+    an_expired_lease_is_claimable_again_and_an_expired_task_is_not,
+    a_closed_task_is_never_claimed_again,
+    an_abandoned_task_takes_no_result_for_its_coordinator,
+    only_runs_of_dead_coordinators_are_recovered_and_once,
+    a_listener_hears_routed_tasks_and_results,
 );
 
 fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
@@ -1292,7 +1299,8 @@ fn the_current_project_is_the_newest(backend: &dyn Backend) {
 }
 
 fn a_store_of_the_previous_version_gains_the_shared_tables(backend: &dyn Backend) {
-    backend.create_at_version(usize::try_from(STORE_VERSION - 1).unwrap());
+    // Version 5: before the shared tables of version 6.
+    backend.create_at_version(5);
     let mut store = backend.open();
     assert_eq!(backend.version(), STORE_VERSION);
     assert_eq!(
@@ -1305,4 +1313,381 @@ fn a_store_of_the_previous_version_gains_the_shared_tables(backend: &dyn Backend
             .unwrap()
     );
     assert_eq!(store.current_project().unwrap(), None);
+}
+
+// Work routing between the controllers of one database (PostgreSQL only).
+
+/// A routed task of run `r1` for `node`.
+fn routed(id: &str, node: &str) -> RoutedTask {
+    RoutedTask {
+        id: id.into(),
+        node: node.into(),
+        run_id: "r1".into(),
+        issued_at: format!("2026-12-03T10:00:00.{id}Z"),
+        payload: format!("{{\"task\":\"{id}\"}}"),
+    }
+}
+
+/// A start window and a lease long enough that no test outlives them.
+const HOUR_MS: i64 = 3_600_000;
+
+/// The store, or `None` (after checking that it refuses routing) when it is not shared.
+fn shared(backend: &dyn Backend) -> Option<Box<dyn FleetStore>> {
+    let mut store = backend.open();
+    if store.is_shared() {
+        return Some(store);
+    }
+    let refused = store.route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS);
+    assert!(
+        matches!(refused, Err(StoreError::NotShared(_))),
+        "{refused:?}"
+    );
+    None
+}
+
+fn claimed_ids(store: &mut dyn FleetStore, by: &str, nodes: &[&str], lease_ms: i64) -> Vec<String> {
+    let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    store
+        .claim_tasks(by, &nodes, lease_ms)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+fn only_a_shared_store_routes_work(backend: &dyn Backend) {
+    let mut store = backend.open();
+    if store.is_shared() {
+        store
+            .route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS)
+            .unwrap();
+        let twice = store.route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS);
+        assert!(twice.is_err(), "an id is routed once");
+        let claimed = store
+            .claim_tasks("c1", &["web-1".to_string()], HOUR_MS)
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].payload, "{\"task\":\"001\"}");
+        assert_eq!(store.routed_state("001").unwrap(), RoutedState::Held);
+    } else {
+        for refused in [
+            store
+                .route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS)
+                .map(|_| ()),
+            store.claim_tasks("c1", &[], HOUR_MS).map(|_| ()),
+            store.close_routed("001", "web-1", "{}").map(|_| ()),
+            store.listen().map(|_| ()),
+        ] {
+            assert!(
+                matches!(refused, Err(StoreError::NotShared(_))),
+                "{refused:?}"
+            );
+        }
+    }
+}
+
+fn a_task_claimed_by_two_at_once_is_claimed_once(backend: &dyn Backend) {
+    const TASKS: usize = 60;
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    for i in 0..TASKS {
+        let node = format!("web-{}", i % 3);
+        store
+            .route_task(&routed(&format!("{i:03}"), &node), None, HOUR_MS, HOUR_MS)
+            .unwrap();
+    }
+    let barrier = std::sync::Barrier::new(2);
+    let claims: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["c1", "c2"]
+            .into_iter()
+            .map(|by| {
+                let barrier = &barrier;
+                let mut store = backend.open();
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mut mine = Vec::new();
+                    // Many small rounds, so the two claimers' transactions interleave.
+                    for _ in 0..TASKS {
+                        mine.extend(claimed_ids(
+                            store.as_mut(),
+                            by,
+                            &["web-0", "web-1", "web-2"],
+                            HOUR_MS,
+                        ));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<&String> = claims.iter().flatten().collect();
+    all.sort();
+    let n_claimed = all.len();
+    all.dedup();
+    assert_eq!(
+        (n_claimed, all.len()),
+        (TASKS, TASKS),
+        "every task claimed, and once: {claims:?}"
+    );
+    assert!(claimed_ids(store.as_mut(), "c3", &["web-0", "web-1", "web-2"], HOUR_MS).is_empty());
+}
+
+fn an_expired_lease_is_claimable_again_and_an_expired_task_is_not(backend: &dyn Backend) {
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    store
+        .route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS)
+        .unwrap();
+    // Only the nodes asked for are claimed.
+    assert!(claimed_ids(store.as_mut(), "c1", &["web-2"], HOUR_MS).is_empty());
+    // A lease that ends before it begins has lapsed at once.
+    assert_eq!(claimed_ids(store.as_mut(), "c1", &["web-1"], -1), ["001"]);
+    assert_eq!(
+        store.routed_state("001").unwrap(),
+        RoutedState::Waiting {
+            claimed: true,
+            expired: false
+        }
+    );
+    assert_eq!(
+        claimed_ids(store.as_mut(), "c2", &["web-1"], HOUR_MS),
+        ["001"]
+    );
+    // A live lease holds it, and its holder renews it while it holds the node.
+    assert!(claimed_ids(store.as_mut(), "c1", &["web-1"], HOUR_MS).is_empty());
+    assert_eq!(
+        store
+            .renew_leases("c1", &["web-1".into()], HOUR_MS)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .renew_leases("c2", &["web-1".into()], HOUR_MS)
+            .unwrap(),
+        1
+    );
+    // Released (the node left c2), it is claimable at once, and still counts as sent.
+    assert_eq!(store.release_tasks("c2", "web-1").unwrap(), 1);
+    assert!(
+        !store.withdraw_unclaimed("001").unwrap(),
+        "it was sent once"
+    );
+    assert_eq!(
+        claimed_ids(store.as_mut(), "c1", &["web-1"], HOUR_MS),
+        ["001"]
+    );
+    // A task whose start window ended is claimed by nobody, even with its lease lapsed.
+    store
+        .route_task(&routed("002", "web-1"), None, -1, HOUR_MS)
+        .unwrap();
+    assert_eq!(
+        store.routed_state("002").unwrap(),
+        RoutedState::Waiting {
+            claimed: false,
+            expired: true
+        }
+    );
+    assert!(claimed_ids(store.as_mut(), "c1", &["web-1"], HOUR_MS).is_empty());
+    // One never claimed can be withdrawn (its node is connected nowhere).
+    assert!(store.withdraw_unclaimed("002").unwrap());
+    assert_eq!(store.routed_state("002").unwrap(), RoutedState::Gone);
+}
+
+fn a_closed_task_is_never_claimed_again(backend: &dyn Backend) {
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    // Held by the controller that sends it down its own session.
+    store
+        .route_task(&routed("001", "web-1"), Some("c1"), HOUR_MS, -1)
+        .unwrap();
+    assert_eq!(
+        store.close_routed("001", "web-2", "{}").unwrap(),
+        RoutedClose::NotIssued,
+        "another node's result"
+    );
+    assert_eq!(
+        store.close_routed("001", "web-1", "{\"ok\":1}").unwrap(),
+        RoutedClose::Stored
+    );
+    assert_eq!(
+        store.close_routed("001", "web-1", "{\"ok\":2}").unwrap(),
+        RoutedClose::Closed
+    );
+    assert_eq!(
+        store.routed_state("001").unwrap(),
+        RoutedState::Answered("{\"ok\":1}".into())
+    );
+    assert_eq!(store.task_state("001", "web-1").unwrap(), TaskState::Closed);
+    // Its lease lapsed, and still nobody claims it, nor renews or releases it.
+    assert!(claimed_ids(store.as_mut(), "c2", &["web-1"], HOUR_MS).is_empty());
+    assert_eq!(
+        store
+            .renew_leases("c1", &["web-1".into()], HOUR_MS)
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.release_tasks("c1", "web-1").unwrap(), 0);
+    assert!(claimed_ids(store.as_mut(), "c2", &["web-1"], HOUR_MS).is_empty());
+    // The coordinator that gives up late still gets the stored result.
+    assert_eq!(
+        store.abandon_task("001").unwrap().as_deref(),
+        Some("{\"ok\":1}")
+    );
+}
+
+fn an_abandoned_task_takes_no_result_for_its_coordinator(backend: &dyn Backend) {
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    store
+        .route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS)
+        .unwrap();
+    assert_eq!(claimed_ids(store.as_mut(), "c1", &["web-1"], -1), ["001"]);
+    assert_eq!(store.abandon_task("001").unwrap(), None);
+    assert_eq!(store.routed_state("001").unwrap(), RoutedState::Gone);
+    assert!(
+        claimed_ids(store.as_mut(), "c2", &["web-1"], HOUR_MS).is_empty(),
+        "nobody sends an abandoned task"
+    );
+    // Its result is the late result's to record; then the ledger closes it.
+    assert_eq!(
+        store.close_routed("001", "web-1", "{}").unwrap(),
+        RoutedClose::Abandoned
+    );
+    assert!(matches!(
+        store.task_state("001", "web-1").unwrap(),
+        TaskState::Open { .. }
+    ));
+    let mut ledger = store.open_ledger().unwrap();
+    assert_eq!(
+        ledger.apply(&[&close("001", "web-1", "{}")]).unwrap(),
+        [Ok(true)]
+    );
+    assert_eq!(
+        store.close_routed("001", "web-1", "{}").unwrap(),
+        RoutedClose::Closed
+    );
+}
+
+fn only_runs_of_dead_coordinators_are_recovered_and_once(backend: &dyn Backend) {
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    let mut listener = store.listen().unwrap();
+    listener.heartbeat("live").unwrap();
+    store.begin_run_by(&begun("r-live"), "live").unwrap();
+    store.begin_run_by(&begun("r-dead"), "dead").unwrap();
+    store.begin_run(&begun("r-none")).unwrap();
+    let mut answered = routed("001", "web-1");
+    answered.run_id = "r-dead".into();
+    let mut open = routed("002", "web-2");
+    open.run_id = "r-dead".into();
+    for task in [&answered, &open] {
+        store
+            .route_task(task, Some("dead"), HOUR_MS, HOUR_MS)
+            .unwrap();
+    }
+    assert_eq!(
+        store.close_routed("001", "web-1", "{\"ok\":1}").unwrap(),
+        RoutedClose::Stored
+    );
+    let barrier = std::sync::Barrier::new(2);
+    let recovered: Vec<Vec<(String, Vec<Option<String>>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = &barrier;
+                let mut store = backend.open();
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mut seen = Vec::new();
+                    let ids = store
+                        .recover_orphaned_runs(HOUR_MS, &mut |unfinished| {
+                            seen.push((
+                                unfinished.run.id.clone(),
+                                unfinished.tasks.iter().map(|t| t.result.clone()).collect(),
+                            ));
+                            let mut record = unfinished.run;
+                            record.status = RunStatus::Interrupted;
+                            record.finished_at = "2026-12-03T10:01:00Z".into();
+                            record
+                        })
+                        .unwrap();
+                    assert_eq!(
+                        ids,
+                        seen.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()
+                    );
+                    seen
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<_> = recovered.into_iter().flatten().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            (
+                "r-dead".to_string(),
+                vec![Some("{\"ok\":1}".to_string()), None]
+            ),
+            ("r-none".to_string(), vec![]),
+        ],
+        "each orphan recovered once, with the results that arrived; the live one left alone"
+    );
+    assert_eq!(
+        store.run(Some("r-dead")).unwrap().status,
+        RunStatus::Interrupted
+    );
+    assert_eq!(
+        store.run(Some("r-live")).unwrap().status,
+        RunStatus::Running
+    );
+    // Its open task is abandoned: claimed by nobody, its result a late one.
+    assert!(claimed_ids(store.as_mut(), "live", &["web-2"], -1).is_empty());
+    assert_eq!(
+        store.close_routed("002", "web-2", "{}").unwrap(),
+        RoutedClose::Abandoned
+    );
+}
+
+fn a_listener_hears_routed_tasks_and_results(backend: &dyn Backend) {
+    use steward::store::Notice;
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    let mut listener = store.listen().unwrap();
+    // The first wait connects and listens; nothing was said yet.
+    assert_eq!(
+        listener.wait(std::time::Duration::from_millis(10)).unwrap(),
+        []
+    );
+    store
+        .route_task(&routed("001", "web-1"), None, HOUR_MS, HOUR_MS)
+        .unwrap();
+    // A held task is not announced: its holder sends it itself.
+    store
+        .route_task(&routed("002", "web-2"), Some("c1"), HOUR_MS, HOUR_MS)
+        .unwrap();
+    store.close_routed("002", "web-2", "{}").unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let more = listener.wait(std::time::Duration::from_secs(30)).unwrap();
+        assert!(!more.is_empty(), "no notice within 30 s; heard {heard:?}");
+        heard.extend(more);
+    }
+    assert_eq!(
+        heard,
+        [
+            Notice::Task {
+                node: "web-1".into()
+            },
+            Notice::Result { id: "002".into() },
+        ]
+    );
 }

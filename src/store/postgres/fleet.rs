@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 use crate::store::fleet::{now, tags_json};
+use crate::store::postgres::routing;
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
-    CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp, NewCert, NodeRecord, RunKind,
-    RunRecord, RunStatus, StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
+    BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp,
+    NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunKind, RunRecord, RunStatus,
+    StoreError, StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
 /// The columns [`node_from_row`] reads.
@@ -427,6 +429,93 @@ impl FleetStore for PostgresStore {
             digest: row.try_get(1)?,
             files_json: row.try_get(2)?,
         }))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn begin_run_by(&mut self, run: &RunRecord, coordinator: &str) -> Result<(), StoreError> {
+        self.client_mut().execute(
+            "INSERT INTO runs (id, kind, started_at, finished_at, \"user\", project,
+                               documents_digest, status, coordinator)
+             VALUES ($1, $2, $3, '', $4, $5, $6, 'running', $7)",
+            &[
+                &run.id,
+                &run.kind.as_str(),
+                &run.started_at,
+                &run.user,
+                &run.project,
+                &run.documents_digest,
+                &coordinator,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn route_task(
+        &mut self,
+        task: &RoutedTask,
+        held_by: Option<&str>,
+        window_ms: i64,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        routing::route_task(self.client_mut(), task, held_by, window_ms, lease_ms)
+    }
+
+    fn claim_tasks(
+        &mut self,
+        controller: &str,
+        nodes: &[String],
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        routing::claim_tasks(self.client_mut(), controller, nodes, lease_ms)
+    }
+
+    fn renew_leases(
+        &mut self,
+        controller: &str,
+        nodes: &[String],
+        lease_ms: i64,
+    ) -> Result<usize, StoreError> {
+        routing::renew_leases(self.client_mut(), controller, nodes, lease_ms)
+    }
+
+    fn release_tasks(&mut self, controller: &str, node: &str) -> Result<usize, StoreError> {
+        routing::release_tasks(self.client_mut(), controller, node)
+    }
+
+    fn close_routed(
+        &mut self,
+        id: &str,
+        node: &str,
+        result: &str,
+    ) -> Result<RoutedClose, StoreError> {
+        routing::close_routed(self.client_mut(), id, node, result, &now())
+    }
+
+    fn routed_state(&self, id: &str) -> Result<RoutedState, StoreError> {
+        routing::routed_state(&mut self.client(), id)
+    }
+
+    fn abandon_task(&mut self, id: &str) -> Result<Option<String>, StoreError> {
+        routing::abandon_task(self.client_mut(), id)
+    }
+
+    fn withdraw_unclaimed(&mut self, id: &str) -> Result<bool, StoreError> {
+        routing::withdraw_unclaimed(self.client_mut(), id)
+    }
+
+    fn recover_orphaned_runs(
+        &mut self,
+        grace_ms: i64,
+        build: &mut BuildInterrupted<'_>,
+    ) -> Result<Vec<String>, StoreError> {
+        routing::recover_orphaned_runs(self.client_mut(), grace_ms, build)
+    }
+
+    fn listen(&self) -> Result<Box<dyn StoreListener>, StoreError> {
+        Ok(Box::new(routing::PgListener::new(self.config.clone())))
     }
 }
 
