@@ -50,7 +50,9 @@ impl Copied {
 /// One value as PostgreSQL takes it, converted from SQLite's by the target column's type.
 #[derive(Debug)]
 enum PgValue {
-    Null,
+    /// SQL NULL, typed as its column is (the client checks a parameter's Rust type against
+    /// the column's even for NULL).
+    Null(NullOf),
     BigInt(i64),
     Int(i32),
     Bool(bool),
@@ -59,10 +61,26 @@ enum PgValue {
     Bytes(Vec<u8>),
 }
 
+/// The type of a NULL, by its column.
+#[derive(Debug)]
+enum NullOf {
+    BigInt,
+    Int,
+    Bool,
+    Float,
+    Text,
+    Bytes,
+}
+
 impl PgValue {
     fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
-            PgValue::Null => &None::<String>,
+            PgValue::Null(NullOf::BigInt) => &None::<i64>,
+            PgValue::Null(NullOf::Int) => &None::<i32>,
+            PgValue::Null(NullOf::Bool) => &None::<bool>,
+            PgValue::Null(NullOf::Float) => &None::<f64>,
+            PgValue::Null(NullOf::Text) => &None::<String>,
+            PgValue::Null(NullOf::Bytes) => &None::<Vec<u8>>,
             PgValue::BigInt(n) => n,
             PgValue::Int(n) => n,
             PgValue::Bool(b) => b,
@@ -230,7 +248,12 @@ fn copy_table(
 /// SQLite's value as the PostgreSQL column of type `kind` takes it.
 fn convert(value: Value, kind: &str) -> Result<PgValue, String> {
     Ok(match (value, kind) {
-        (Value::Null, _) => PgValue::Null,
+        (Value::Null, "bigint") => PgValue::Null(NullOf::BigInt),
+        (Value::Null, "integer") => PgValue::Null(NullOf::Int),
+        (Value::Null, "boolean") => PgValue::Null(NullOf::Bool),
+        (Value::Null, "double precision") => PgValue::Null(NullOf::Float),
+        (Value::Null, "bytea") => PgValue::Null(NullOf::Bytes),
+        (Value::Null, _) => PgValue::Null(NullOf::Text),
         (Value::Integer(n), "bigint") => PgValue::BigInt(n),
         (Value::Integer(n), "integer") => {
             PgValue::Int(i32::try_from(n).map_err(|_| format!("{n} does not fit an integer"))?)
