@@ -889,14 +889,7 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
     };
     match claim {
         Ok(Claim::Run) => {}
-        Ok(Claim::Duplicate) => {
-            tracing::warn!(
-                task = %task.id,
-                "task {} was already run: not running it again",
-                task.id
-            );
-            return refuse(format!("task {} was already run", task.id));
-        }
+        Ok(Claim::Duplicate) => return resend_duplicate(&task, shared, &refuse),
         Ok(Claim::Expired) => {
             tracing::warn!(
                 task = %task.id,
@@ -920,9 +913,6 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
         let events = Arc::clone(&link);
         let emit = move |msg: AgentMsg| send(&events, msg);
         let result = run_task(&config, &task, &emit, &cancel);
-        if let Ok(mut cancels) = cancels.lock() {
-            cancels.remove(&task.id);
-        }
         match serde_json::to_vec(&result) {
             Ok(bytes) => {
                 if let Err(err) = outbox.put(&task.id, &bytes) {
@@ -933,6 +923,11 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
                 tracing::error!(task = %task.id, "cannot encode the result of {}: {err}", task.id)
             }
         }
+        // Only once its result is kept: a copy of the task sent meanwhile finds it running,
+        // or finds its result.
+        if let Ok(mut cancels) = cancels.lock() {
+            cancels.remove(&task.id);
+        }
         send(
             &link,
             AgentMsg::Result {
@@ -941,6 +936,42 @@ fn start_task(config: &Config, task: Task, shared: &Shared<'_>) {
             },
         );
     });
+}
+
+/// A task this agent claimed before, sent again (a controller took it over from one that went
+/// away, or sent it twice): it is never run again. Its kept result, not yet acknowledged, is
+/// sent again; while it still runs nothing is said (its result follows when it ends); only
+/// one whose result was acknowledged already (or lost) is refused.
+fn resend_duplicate(task: &Task, shared: &Shared<'_>, refuse: &dyn Fn(String)) {
+    let running = shared
+        .cancels
+        .lock()
+        .is_ok_and(|cancels| cancels.contains_key(&task.id));
+    if running {
+        tracing::info!(task = %task.id, "task {} was sent again while it runs: its result follows", task.id);
+        return;
+    }
+    let kept = shared.outbox.get(&task.id).ok().flatten();
+    match kept.map(|bytes| serde_json::from_slice::<TaskResult>(&bytes)) {
+        Some(Ok(result)) => {
+            tracing::info!(task = %task.id, "task {} was sent again: sending its kept result, not running it again", task.id);
+            send(
+                shared.link,
+                AgentMsg::Result {
+                    task_id: task.id.clone(),
+                    result,
+                },
+            );
+        }
+        _ => {
+            tracing::warn!(
+                task = %task.id,
+                "task {} was already run: not running it again",
+                task.id
+            );
+            refuse(format!("task {} was already run", task.id));
+        }
+    }
 }
 
 /// Test hook: with `STEWARD_TEST_TRACE_TASKS=FILE` in the environment, each task received is

@@ -84,6 +84,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
             Arc::clone(&controller),
             authenticate,
         ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&controller),
+            refuse_when_stalled,
+        ))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::map_response(add_security_headers))
         // The command runs in progress live with the API that starts and cancels them.
@@ -142,6 +146,23 @@ fn is_public(method: &Method, path: &str) -> bool {
     PUBLIC_ROUTES.iter().any(|(public_method, public_path)| {
         *public_method == "GET" && reading && *public_path == path
     })
+}
+
+/// A controller that lost its shared database answers 503 to everything until it is back:
+/// what it would answer could be stale, and the runs it would start could not be recorded.
+async fn refuse_when_stalled(
+    State(controller): State<Arc<Controller>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if controller.is_stalled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this controller cannot reach its database; use another controller",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Lets a request with the admin token through (a change only with Bearer and the checks of

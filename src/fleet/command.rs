@@ -338,8 +338,9 @@ pub async fn run(
         results: Vec::new(),
         status: crate::store::RunStatus::Running,
     };
+    let coordinator = controller.id().to_string();
     if let Err(err) = controller
-        .store(move |s| s.begin_run(&begun))
+        .store(move |s| s.begin_run_by(&begun, &coordinator))
         .await
         .map_err(CommandError::from)
         .and_then(|r| r.map_err(CommandError::from))
@@ -519,9 +520,11 @@ async fn on_node(
             "cancelled before it started".to_string(),
         );
     }
-    // An offline node gets until the delivery timeout to connect.
+    // An offline node gets until the delivery timeout to connect. With a shared store the
+    // node may be connected to another controller: the routed task finds it there (and a
+    // node connected to none counts as offline once its task stayed unclaimed a few seconds).
     let waiting = Instant::now();
-    while !controller.online().contains(&node) {
+    while !controller.is_shared() && !controller.online().contains(&node) {
         if waiting.elapsed() >= delivery || active.cancelled.load(Ordering::Relaxed) {
             let result = if active.cancelled.load(Ordering::Relaxed) {
                 blank(

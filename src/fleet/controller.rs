@@ -7,8 +7,15 @@
 //! certificate is its current one and the node is not revoked; an agent without one may only
 //! enroll, with a one-time token.
 //!
+//! With a store several controllers share, tasks are routed between them through it (the
+//! `routing` submodule); with SQLite, a task goes only down a session of this controller.
+//!
 //! **Architecture Invariant:** a result is accepted only from the node its task was sent to,
 //! and acknowledged only after it is handed to its waiter or recorded.
+
+mod routing;
+
+pub use routing::DEAD_AFTER;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -57,6 +64,12 @@ pub type LateResults = Arc<
 
 /// The controller's shared state.
 pub struct Controller {
+    /// Random per start: names this controller in the runs it coordinates and its heartbeat.
+    id: String,
+    /// Whether the store is shared, so tasks are routed through it.
+    shared: bool,
+    /// Routed tasks and liveness (a shared store only).
+    routing: routing::Routing,
     /// Where its CA, keys, store and projects live.
     pub data_dir: PathBuf,
     ca: Ca,
@@ -407,7 +420,12 @@ impl Controller {
             admin_token,
         } = footing;
         let ledger_conn = store.open_ledger().map_err(setup("task ledger"))?;
+        let shared = store.is_shared();
+        let id = format!("ctl-{}", random_hex(8).map_err(setup("random"))?);
         Ok(Arc::new(Controller {
+            id,
+            shared,
+            routing: routing::Routing::new(),
             data_dir: data_dir.to_path_buf(),
             ca,
             store: Mutex::new(Some(store)),
@@ -546,7 +564,7 @@ impl Controller {
     /// `events` receives what the agent reports as it works. `Err` names why no result came:
     /// the node is offline, went away, or took too long, or the task could not be stored.
     pub async fn dispatch(
-        &self,
+        self: &Arc<Self>,
         run_id: &str,
         node: &str,
         kind: TaskKind,
@@ -565,7 +583,7 @@ impl Controller {
     /// could not be sent), so its result is accepted from this node only, once, even after a
     /// restart of the controller ([`Controller::result`]).
     pub async fn dispatch_task(
-        &self,
+        self: &Arc<Self>,
         run_id: &str,
         node: &str,
         id: String,
@@ -580,6 +598,9 @@ impl Controller {
             expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             kind,
         };
+        if self.shared {
+            return self.dispatch_routed(run_id, task, node, wait, events).await;
+        }
         let (tx, rx) = oneshot::channel();
         let session_tx = {
             let sessions = self
@@ -665,6 +686,11 @@ impl Controller {
         listener: TcpListener,
         tls: Arc<rustls::ServerConfig>,
     ) {
+        if let Err(err) = self.start_routing() {
+            tracing::error!(
+                "work routing could not start, so tasks for nodes of other controllers fail: {err}"
+            );
+        }
         let acceptor = TlsAcceptor::from(tls);
         let total = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let unauthenticated = Unauthenticated::default();
@@ -679,6 +705,10 @@ impl Controller {
                     continue;
                 }
             };
+            // A controller that lost its database takes no agents: they go to another.
+            if self.is_stalled() {
+                continue;
+            }
             let Ok(permit) = Arc::clone(&total).try_acquire_owned() else {
                 over_limit.log(&format!(
                     "agent port: closed a connection from {addr}: {MAX_CONNECTIONS} connections are open"
@@ -936,6 +966,7 @@ impl Controller {
             old.stop.notify_one();
         }
         tracing::info!(node, peer = %addr, "`{node}` connected from {addr}");
+        self.session_started();
         let writer_task = tokio::spawn(async move {
             let mut heartbeat = tokio::time::interval(wire::HEARTBEAT);
             loop {
@@ -1002,6 +1033,9 @@ impl Controller {
                 }
             })
             .unwrap_or(false);
+        // Whether it ended by itself or was cut (a newer session, a revocation), the leases
+        // of its tasks end: whichever session the node has next is sent them again.
+        self.session_ended(&node).await;
         if current {
             self.fail_waiters(&node, &end);
             let at = crate::engine::record::timestamp();
@@ -1016,6 +1050,12 @@ impl Controller {
 
     /// Passes an event to the run waiting for the task, if it is this node's.
     fn event(&self, node: &str, task_id: &str, event: TaskEvent) {
+        if self.shared {
+            if let Some(events) = self.routing.events_for(node, task_id) {
+                let _ = events.send(event);
+            }
+            return;
+        }
         if let Ok(waiters) = self.waiters.lock()
             && let Some(waiter) = waiters.get(task_id)
             && waiter.node == node
@@ -1066,6 +1106,9 @@ impl Controller {
                 return false;
             }
             TaskState::Closed => return true,
+            TaskState::Open { .. } if self.shared => {
+                return self.result_routed(node, task_id, result).await;
+            }
             TaskState::Open { .. } => {}
         }
         let waiter = match self.waiters.lock() {

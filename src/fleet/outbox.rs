@@ -149,6 +149,19 @@ impl Outbox {
             .collect())
     }
 
+    /// The result kept for `task_id`, if it is not acknowledged yet: what the agent sends again
+    /// when a controller re-sends a task it ran already (another controller took over the
+    /// task after the one that sent it went away).
+    pub fn get(&self, task_id: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        validate_task_id(task_id)?;
+        let path = self.dir.join(task_id);
+        match fs::metadata(&path) {
+            Ok(_) => Ok(Some(read_entry(&path)?.1)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("reading", &path)(err)),
+        }
+    }
+
     /// The controller acknowledged `task_id`'s result: forget it. Acknowledging a result that
     /// is not kept (already acknowledged) is not an error.
     pub fn ack(&self, task_id: &str) -> Result<(), OutboxError> {
@@ -422,6 +435,21 @@ mod tests {
             ("t2".to_string(), b"second, again".to_vec()),
         ];
         assert_eq!(pending, expected);
+    }
+
+    #[test]
+    fn a_kept_result_reads_back_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(outbox.get("t1").unwrap(), None);
+        outbox.put("t1", b"{\"r\":1}").unwrap();
+        assert_eq!(
+            outbox.get("t1").unwrap().as_deref(),
+            Some(&b"{\"r\":1}"[..])
+        );
+        outbox.ack("t1").unwrap();
+        assert_eq!(outbox.get("t1").unwrap(), None);
+        assert!(outbox.get("../t1").is_err());
     }
 
     #[test]

@@ -305,6 +305,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     tokio::spawn(Arc::clone(&controller).serve_agents(agents, tls));
     tokio::spawn(scheduler(Arc::clone(&controller)));
+    tokio::spawn(run::recover_orphans(Arc::clone(&controller)));
     let router = crate::fleet::api::router(controller).layer(axum::Extension(scheme));
     serve_http(http, router, http_tls).await;
     Ok(())

@@ -291,8 +291,9 @@ pub trait FleetStore: Store + Send {
         Err(StoreError::NotShared("claiming tasks"))
     }
 
-    /// Extends the leases `controller` holds on the open tasks of `nodes` (those whose
-    /// connection it still holds) by `lease_ms` from now; returns how many.
+    /// Extends the live leases `controller` holds on the open tasks of `nodes` (those whose
+    /// connection it still holds) by `lease_ms` from now; returns how many. A lease that
+    /// lapsed or was released is not renewed: its task must be claimed (and sent) again.
     fn renew_leases(
         &mut self,
         controller: &str,

@@ -17,6 +17,7 @@ mod fleet_findings;
 mod fleet_harness;
 mod fleet_mode;
 mod fleet_refusals;
+mod fleet_shared;
 mod front_door;
 mod front_door_kdl;
 mod fuzz;

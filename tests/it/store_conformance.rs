@@ -1470,8 +1470,15 @@ fn an_expired_lease_is_claimable_again_and_an_expired_task_is_not(backend: &dyn 
             .unwrap(),
         1
     );
-    // Released (the node left c2), it is claimable at once, and still counts as sent.
+    // Released (the node left c2), it is claimable at once, and still counts as sent; its
+    // holder does not renew it back.
     assert_eq!(store.release_tasks("c2", "web-1").unwrap(), 1);
+    assert_eq!(
+        store
+            .renew_leases("c2", &["web-1".into()], HOUR_MS)
+            .unwrap(),
+        0
+    );
     assert!(
         !store.withdraw_unclaimed("001").unwrap(),
         "it was sent once"

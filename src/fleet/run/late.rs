@@ -3,7 +3,9 @@
 //! Every fleet run record is stored through [`store_run`]. A result delivered after its run
 //! ended (the controller restarted, or the agent reconnected late) is recorded as run
 //! `late-TASK_ID` ([`record_late`]); runs a previous controller left `running` are recorded as
-//! `interrupted` at start ([`recover_interrupted`]).
+//! `interrupted` at start ([`recover_interrupted`]). With a shared store, the runs recovered
+//! are those whose coordinator's heartbeat stopped ([`DEAD_AFTER`]), at start and then
+//! periodically ([`recover_orphans`]), never a live controller's.
 //! **Architecture Invariant:** nothing an agent changed goes unreported, and nothing is
 //! recorded twice.
 //!
@@ -12,7 +14,10 @@
 //! [`record_late`] through the hook `serve` installs, without knowing runs. Its errors are the
 //! store's ([`StoreError`]).
 
+use std::sync::Arc;
+
 use crate::engine::record;
+use crate::fleet::controller::{Controller, DEAD_AFTER};
 use crate::fleet::wire::TaskResult;
 use crate::report::plan::{Style, done_word, parse_action};
 use crate::store::{
@@ -146,6 +151,10 @@ pub fn record_late(
 /// result that arrived before it stopped, and a skipped `task:ID` entry for each node whose
 /// result had not (recorded as `late-ID` if its agent delivers it later). Called at start,
 /// before agents connect.
+///
+/// With a shared store, only the runs whose coordinator wrote no heartbeat for
+/// [`DEAD_AFTER`] (or that name none) are recovered, each once across all controllers; their
+/// open tasks are abandoned first, so a result that comes later is recorded as late.
 pub fn recover_interrupted(store: &mut dyn FleetStore) -> Result<usize, StoreError> {
     // Closed tasks a week old: their results were acknowledged then, and no agent keeps a
     // result that long after an acknowledgement (its ledger keeps ids a day).
@@ -155,45 +164,92 @@ pub fn recover_interrupted(store: &mut dyn FleetStore) -> Result<usize, StoreErr
     if pruned > 0 {
         tracing::info!("forgot {pruned} task(s) closed more than a week ago");
     }
+    if store.is_shared() {
+        let grace = i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(i64::MAX);
+        let recovered = store.recover_orphaned_runs(grace, &mut interrupted_record)?;
+        for id in &recovered {
+            tracing::info!(
+                "run {id} was interrupted: its coordinator stopped; recorded with the results that arrived"
+            );
+        }
+        return Ok(recovered.len());
+    }
     let unfinished = store.unfinished_runs()?;
     let count = unfinished.len();
-    for crate::store::UnfinishedRun { mut run, tasks } in unfinished {
-        for task in &tasks {
-            let answer = task
-                .result
-                .as_deref()
-                .and_then(|json| serde_json::from_str::<TaskResult>(json).ok());
-            let results = answer
-                .as_ref()
-                .and_then(|answer| answer_results(&task.node, answer))
-                .map(|(_, results)| results);
-            match (answer.is_some(), results) {
-                (_, Some(results)) => run.results.extend(results),
-                (true, None) => run.results.push(interrupted_entry(
-                    &task.node,
-                    &task.id,
-                    "the node answered, but the controller stopped before comparing its answer",
-                )),
-                (false, _) => run.results.push(interrupted_entry(
-                    &task.node,
-                    &task.id,
-                    &format!(
-                        "no result arrived before the controller stopped; if the agent delivers it later, it is recorded as run late-{}",
-                        task.id
-                    ),
-                )),
-            }
-        }
-        run.finished_at = record::timestamp();
-        run.status = RunStatus::Interrupted;
+    for unfinished in unfinished {
+        let arrived = unfinished
+            .tasks
+            .iter()
+            .filter(|t| t.result.is_some())
+            .count();
+        let run = interrupted_record(unfinished);
         tracing::info!(
-            "run {} was interrupted by a controller stop: recorded with the {} result(s) that arrived",
-            run.id,
-            tasks.iter().filter(|t| t.result.is_some()).count()
+            "run {} was interrupted by a controller stop: recorded with the {arrived} result(s) that arrived",
+            run.id
         );
         store_run(store, &run)?;
     }
     Ok(count)
+}
+
+/// How often a controller of a shared store looks for runs whose coordinator died.
+const ORPHANS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// With a shared store, recovers the runs of dead coordinators every [`ORPHANS_EVERY`], for
+/// as long as the controller runs (returns at once for a store that is not shared).
+pub async fn recover_orphans(controller: Arc<Controller>) {
+    if !controller.is_shared() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(ORPHANS_EVERY).await;
+        if controller.is_stalled() {
+            continue;
+        }
+        let recovered = controller
+            .store(recover_interrupted)
+            .await
+            .map_err(|err| err.to_string())
+            .and_then(|r| r.map_err(|err| err.to_string()));
+        if let Err(err) = recovered {
+            tracing::warn!("recovering the runs of stopped controllers: {err}");
+        }
+    }
+}
+
+/// The record of an interrupted run: the run as begun, with what each task's answer stands
+/// for, or an entry saying why it is missing.
+fn interrupted_record(unfinished: crate::store::UnfinishedRun) -> RunRecord {
+    let crate::store::UnfinishedRun { mut run, tasks } = unfinished;
+    for task in &tasks {
+        let answer = task
+            .result
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<TaskResult>(json).ok());
+        let results = answer
+            .as_ref()
+            .and_then(|answer| answer_results(&task.node, answer))
+            .map(|(_, results)| results);
+        match (answer.is_some(), results) {
+            (_, Some(results)) => run.results.extend(results),
+            (true, None) => run.results.push(interrupted_entry(
+                &task.node,
+                &task.id,
+                "the node answered, but the controller stopped before comparing its answer",
+            )),
+            (false, _) => run.results.push(interrupted_entry(
+                &task.node,
+                &task.id,
+                &format!(
+                    "no result arrived before the controller stopped; if the agent delivers it later, it is recorded as run late-{}",
+                    task.id
+                ),
+            )),
+        }
+    }
+    run.finished_at = record::timestamp();
+    run.status = RunStatus::Interrupted;
+    run
 }
 
 /// The entry of an interrupted run for a node whose answer it does not hold.

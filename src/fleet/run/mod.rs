@@ -22,7 +22,7 @@ pub mod late;
 pub mod request;
 
 pub use bundle::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILES, bundle_of, current_project, materialize};
-pub use late::{record_late, recover_interrupted};
+pub use late::{record_late, recover_interrupted, recover_orphans};
 pub use request::{
     AdhocRequest, BundleFile, Event, FLEET_ROOT, Mode, NodeStatus, RunRequest, RunResponse,
     SavedFleetPlan,
@@ -453,8 +453,9 @@ impl<'v> Fleet<'v> {
             results: Vec::new(),
             status: RunStatus::Running,
         };
+        let coordinator = controller.id().to_string();
         controller
-            .store(move |s| s.begin_run(&run))
+            .store(move |s| s.begin_run_by(&run, &coordinator))
             .await?
             .map_err(RunError::NotBegun)
     }

@@ -112,7 +112,8 @@ pub(super) fn claim_tasks(
         .collect::<Result<_, postgres::Error>>()?)
 }
 
-/// Renews `controller`'s leases on the open tasks of `nodes`.
+/// Renews `controller`'s live leases on the open tasks of `nodes`. A lapsed (or released)
+/// lease is not renewed: its task is claimed again, and so sent again.
 pub(super) fn renew_leases(
     client: &mut Client,
     controller: &str,
@@ -126,7 +127,7 @@ pub(super) fn renew_leases(
         &format!(
             "UPDATE tasks SET lease_ms = {NOW_MS} + $3
              WHERE claimed_by = $1 AND node = ANY($2) AND closed_at IS NULL
-               AND payload IS NOT NULL"
+               AND payload IS NOT NULL AND lease_ms >= {NOW_MS}"
         ),
         &[&controller, &nodes, &lease_ms],
     )?;
