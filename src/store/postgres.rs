@@ -107,16 +107,46 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// The connection, for a read.
+    /// The connection, for a read (a new one when the server closed it).
     fn client(&self) -> MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        reconnect_if_closed(&mut client, &self.config);
+        client
     }
 
-    /// The connection, for a write.
+    /// The connection, for a write (a new one when the server closed it).
     fn client_mut(&mut self) -> &mut Client {
-        self.client
+        let client = self
+            .client
             .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        reconnect_if_closed(client, &self.config);
+        client
+    }
+}
+
+/// Replaces a connection the server closed (it restarted, or ended the session) before it is
+/// used. The client learns of the closing only when a call fails, so after a restart one call
+/// fails and the next has a new connection; while the server is still away the closed one
+/// stays, and each call fails with the client's error, which says so.
+pub(super) fn reconnect_if_closed(client: &mut Client, config: &Config) -> bool {
+    if !client.is_closed() {
+        return false;
+    }
+    match config.connect(NoTls) {
+        Ok(fresh) => {
+            tracing::info!("{}: connected again", describe(config));
+            *client = fresh;
+            true
+        }
+        Err(err) => {
+            tracing::warn!(
+                "{}: cannot connect again: {}",
+                describe(config),
+                error_text(&err)
+            );
+            false
+        }
     }
 }
 

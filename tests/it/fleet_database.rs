@@ -348,3 +348,69 @@ fn a_schedule_due_while_every_controller_was_down_fires_once() {
         "{logs}"
     );
 }
+
+/// The store's connections come back by themselves after the server ended them (as a
+/// PostgreSQL restart does): the call that finds its connection gone fails, saying so, and the
+/// next one works on a new connection, for the store and for the task ledger alike.
+#[test]
+#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES (.ci/run starts one)"]
+fn the_store_connects_again_after_the_server_ended_its_sessions() {
+    use steward::store::postgres::PostgresStore;
+    use steward::store::{FleetStore, LedgerOp, RunKind, RunRecord, RunStatus, Store};
+    let db = Postgres::new();
+    let mut store = PostgresStore::connect(&db.url).unwrap();
+    let mut ledger = store.open_ledger().unwrap();
+    let run = |id: &str| RunRecord {
+        id: id.into(),
+        kind: RunKind::Apply,
+        started_at: "2026-12-03T10:00:00.000Z".into(),
+        finished_at: "2026-12-03T10:00:01.000Z".into(),
+        user: "u".into(),
+        project: "p".into(),
+        documents_digest: "d".into(),
+        results: Vec::new(),
+        status: RunStatus::Complete,
+    };
+    store.record_run(&run("r1")).unwrap();
+    let issue = |id: &str| LedgerOp::Issue {
+        id: id.into(),
+        node: "web-1".into(),
+        run_id: "r1".into(),
+        issued_at: "2026-12-03T10:00:00.000Z".into(),
+    };
+    assert_eq!(ledger.apply(&[&issue("t1")]).unwrap(), vec![Ok(true)]);
+
+    // What a restart does to every session of the database.
+    let ended: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 2, "the store's and the ledger's connections");
+
+    let first = store.record_run(&run("r2"));
+    if let Err(err) = &first {
+        let text = err.to_string();
+        assert!(
+            text.contains("terminating connection") || text.contains("closed"),
+            "{text}"
+        );
+    }
+    if first.is_err() {
+        store.record_run(&run("r2")).unwrap();
+    }
+    assert_eq!(store.run(Some("r2")).unwrap().id, "r2");
+    if ledger.apply(&[&issue("t2")]).is_err() {
+        assert_eq!(ledger.apply(&[&issue("t2")]).unwrap(), vec![Ok(true)]);
+    }
+    assert_eq!(
+        store.task_state("t2", "web-1").unwrap(),
+        steward::store::TaskState::Open {
+            run_id: "r1".into()
+        }
+    );
+}

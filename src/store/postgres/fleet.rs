@@ -332,29 +332,7 @@ impl FleetStore for PostgresStore {
     }
 
     fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError> {
-        let mut client = self
-            .config
-            .connect(NoTls)
-            .map_err(|err| StoreError::Database {
-                database: describe(&self.config),
-                reason: error_text(&err),
-            })?;
-        let issue = client.prepare(
-            "INSERT INTO tasks (id, node, run_id, issued_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )?;
-        let withdraw = client
-            .prepare("DELETE FROM tasks WHERE id = $1 AND closed_at IS NULL AND result IS NULL")?;
-        let close = client.prepare(
-            "UPDATE tasks SET closed_at = $1, result = $2
-             WHERE id = $3 AND node = $4 AND closed_at IS NULL",
-        )?;
-        Ok(Box::new(PostgresLedger {
-            client,
-            issue,
-            withdraw,
-            close,
-        }))
+        Ok(Box::new(PostgresLedger::connect(&self.config)?))
     }
 
     fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -525,10 +503,44 @@ struct PostgresLedger {
     issue: Statement,
     withdraw: Statement,
     close: Statement,
+    /// How it connected, to connect again after the server closed the connection.
+    config: postgres::Config,
+}
+
+impl PostgresLedger {
+    /// The ledger's own connection, with its statements prepared.
+    fn connect(config: &postgres::Config) -> Result<PostgresLedger, StoreError> {
+        let mut client = config.connect(NoTls).map_err(|err| StoreError::Database {
+            database: describe(config),
+            reason: error_text(&err),
+        })?;
+        let issue = client.prepare(
+            "INSERT INTO tasks (id, node, run_id, issued_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )?;
+        let withdraw = client
+            .prepare("DELETE FROM tasks WHERE id = $1 AND closed_at IS NULL AND result IS NULL")?;
+        let close = client.prepare(
+            "UPDATE tasks SET closed_at = $1, result = $2
+             WHERE id = $3 AND node = $4 AND closed_at IS NULL",
+        )?;
+        Ok(PostgresLedger {
+            client,
+            issue,
+            withdraw,
+            close,
+            config: config.clone(),
+        })
+    }
 }
 
 impl TaskLedger for PostgresLedger {
     fn apply(&mut self, ops: &[&LedgerOp]) -> Result<Vec<Result<bool, String>>, StoreError> {
+        // A connection the server closed is replaced, with its statements, before the batch
+        // (the batch that found it closed failed whole, and was not acknowledged).
+        if self.client.is_closed() {
+            *self = PostgresLedger::connect(&self.config)?;
+        }
         let mut tx = self.client.transaction()?;
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
