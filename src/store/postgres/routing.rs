@@ -18,7 +18,7 @@ use postgres::{Client, Config, NoTls, Transaction};
 use crate::store::postgres::{LOCK_SPACE, RECORD_LOCK, describe, error_text, record_in};
 use crate::store::{
     BuildInterrupted, ClaimedTask, IssuedTask, Notice, RoutedClose, RoutedState, RoutedTask,
-    RunKind, RunRecord, RunStatus, StoreError, StoreListener, UnfinishedRun,
+    StoreError, StoreListener, UnfinishedRun,
 };
 
 /// The database's clock, in milliseconds since the epoch.
@@ -277,17 +277,7 @@ pub(super) fn recover_orphaned_runs(
     )?;
     let mut recovered = Vec::with_capacity(runs.len());
     for row in &runs {
-        let run = RunRecord {
-            id: row.try_get(0)?,
-            kind: RunKind::parse(row.try_get(1)?).unwrap_or(RunKind::Apply),
-            started_at: row.try_get(2)?,
-            finished_at: String::new(),
-            user: row.try_get(3)?,
-            project: row.try_get(4)?,
-            documents_digest: row.try_get(5)?,
-            results: Vec::new(),
-            status: RunStatus::Running,
-        };
+        let run = super::fleet::running_run(row)?;
         // First abandon what is still open, then read what arrived: a result stored after
         // this sees its task abandoned and is recorded as late.
         tx.execute(
