@@ -64,6 +64,16 @@ fn open_footing(
     let (Backend::Shared { url, key_file }, Some(source)) = (backend, migrate_from) else {
         return footing::open(data_dir, backend);
     };
+    // Not from a controller that is running: its store would move on under the copy.
+    let not_a_controller = |reason: String| footing::FootingError::NotAController {
+        dir: source.display().to_string(),
+        reason,
+    };
+    if !source.is_dir() {
+        return Err(not_a_controller("not a directory".into()));
+    }
+    let _source_lock =
+        DataDirLock::take(&source).map_err(|err| not_a_controller(err.to_string()))?;
     let (mut footing, copied) = footing::migrate_from(&source, data_dir, url, key_file)?;
     if let Some((dir, name)) = run::current_project(&source) {
         let not_copied = |reason: String| footing::FootingError::NotAController {

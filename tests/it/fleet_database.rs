@@ -199,10 +199,29 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
     assert_eq!(out.code, 0, "{}", out.all());
     let runs_before = old.cli(&["runs", "--format", "json"]);
     assert_eq!(runs_before.code, 0, "{}", runs_before.all());
-    old.kill_controller();
 
+    // Not while its controller runs: the store would move on under the copy.
     let keys = tempfile::tempdir().unwrap();
     let key = key_path(keys.path());
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(keys.path().join("early"))
+        .args(["--database", &db.url, "--key-file"])
+        .arg(&key)
+        .arg("--migrate-from")
+        .arg(&old.data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--migrate-from {}", old.data.display()))
+            && stderr.contains("is in use by steward serve"),
+        "{stderr}"
+    );
+    old.kill_controller();
+
     let migrate = ["--migrate-from".to_string(), old.data.display().to_string()];
     let mut args = shared(&db, &key);
     args.extend(migrate.iter().cloned());
