@@ -622,3 +622,19 @@ impl PostgresStore {
         )
     }
 }
+
+/// A run as begun (no results yet) from a row of `id, kind, started_at, user, project,
+/// documents_digest`.
+pub(super) fn running_run(row: &Row) -> Result<RunRecord, StoreError> {
+    Ok(RunRecord {
+        id: row.try_get(0)?,
+        kind: RunKind::parse(row.try_get(1)?).unwrap_or(RunKind::Apply),
+        started_at: row.try_get(2)?,
+        finished_at: String::new(),
+        user: row.try_get(3)?,
+        project: row.try_get(4)?,
+        documents_digest: row.try_get(5)?,
+        results: Vec::new(),
+        status: RunStatus::Running,
+    })
+}

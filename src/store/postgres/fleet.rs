@@ -18,8 +18,8 @@ use crate::store::postgres::routing;
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
     BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp,
-    NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunKind, RunRecord, RunStatus,
-    StoreError, StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
+    NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, StoreError,
+    StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
 /// The columns [`node_from_row`] reads.
@@ -281,7 +281,7 @@ impl FleetStore for PostgresStore {
         )?;
         let mut out = Vec::with_capacity(runs.len());
         for row in &runs {
-            let run = running_run(row)?;
+            let run = super::running_run(row)?;
             let issued = client
                 .query(&tasks, &[&run.id])?
                 .iter()
@@ -559,20 +559,4 @@ impl TaskLedger for PostgresLedger {
         tx.commit()?;
         Ok(out)
     }
-}
-
-/// A run as begun (no results yet) from a row of `id, kind, started_at, user, project,
-/// documents_digest`.
-pub(super) fn running_run(row: &Row) -> Result<RunRecord, StoreError> {
-    Ok(RunRecord {
-        id: row.try_get(0)?,
-        kind: RunKind::parse(row.try_get(1)?).unwrap_or(RunKind::Apply),
-        started_at: row.try_get(2)?,
-        finished_at: String::new(),
-        user: row.try_get(3)?,
-        project: row.try_get(4)?,
-        documents_digest: row.try_get(5)?,
-        results: Vec::new(),
-        status: RunStatus::Running,
-    })
 }

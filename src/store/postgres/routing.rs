@@ -277,7 +277,7 @@ pub(super) fn recover_orphaned_runs(
     )?;
     let mut recovered = Vec::with_capacity(runs.len());
     for row in &runs {
-        let run = super::fleet::running_run(row)?;
+        let run = super::running_run(row)?;
         // First abandon what is still open, then read what arrived: a result stored after
         // this sees its task abandoned and is recorded as late.
         tx.execute(
