@@ -126,8 +126,8 @@ impl PostgresStore {
 }
 
 /// Replaces a connection the server closed (it restarted, or ended the session) before it is
-/// used. The client learns of the closing only when a call fails, so after a restart one call
-/// fails and the next has a new connection; while the server is still away the closed one
+/// used. The client learns of the closing only when calls fail, so after a restart a call or
+/// two fail (the server's farewell, then the socket's reset) and the next has a new connection; while the server is still away the closed one
 /// stays, and each call fails with the client's error, which says so.
 pub(super) fn reconnect_if_closed(client: &mut Client, config: &Config) -> bool {
     if !client.is_closed() {
