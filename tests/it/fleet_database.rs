@@ -46,6 +46,23 @@ fn node_names(fleet: &Fleet) -> Vec<String> {
         .collect()
 }
 
+/// A shared `serve` on `data` that must fail before it serves: its standard error, after
+/// checking it exited 1. `extra` goes after `--database URL --key-file KEY`.
+fn serve_refused(db: &Postgres, key: &Path, data: &Path, extra: &[&std::ffi::OsStr]) -> String {
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--database", &db.url, "--key-file"])
+        .arg(key)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 fn key_path(dir: &Path) -> PathBuf {
     dir.join("keys").join("steward.key")
 }
@@ -131,16 +148,7 @@ fn a_controller_with_another_key_file_refuses_to_start() {
     let _first = shared_controller(&db, &key_path(keys.path()));
     let other = keys.path().join("other.key");
     let data = keys.path().join("second");
-    let out = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--database", &db.url, "--key-file"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = serve_refused(&db, &other, &data, &[]);
     assert!(
         stderr.contains(&format!("the key file {} (key ", other.display()))
             && stderr.contains("does not open this database's secrets"),
@@ -203,18 +211,9 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
     // Not while its controller runs: the store would move on under the copy.
     let keys = tempfile::tempdir().unwrap();
     let key = key_path(keys.path());
-    let out = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(keys.path().join("early"))
-        .args(["--database", &db.url, "--key-file"])
-        .arg(&key)
-        .arg("--migrate-from")
-        .arg(&old.data)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let old_data = old.data.clone();
+    let migrate_old = ["--migrate-from".as_ref(), old_data.as_os_str()];
+    let stderr = serve_refused(&db, &key, &keys.path().join("early"), &migrate_old);
     assert!(
         stderr.contains(&format!("--migrate-from {}", old.data.display()))
             && stderr.contains("is in use by steward serve"),
@@ -275,18 +274,7 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
 
     // Once is all: the database holds a fleet now.
     let again = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(again.path().join("data"))
-        .args(["--database", &db.url, "--key-file"])
-        .arg(&key)
-        .arg("--migrate-from")
-        .arg(&old.data)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = serve_refused(&db, &key, &again.path().join("data"), &migrate_old);
     assert!(
         stderr.contains("the PostgreSQL store is not empty"),
         "{stderr}"
