@@ -10,7 +10,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{RunKind, RunRecord, RunStatus, StoreError, TaskLedger};
+use crate::store::{RoutedTask, RunKind, RunRecord, RunStatus, StoreError, TaskLedger};
 
 /// What the ledger says of a task id presented by a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +176,30 @@ pub enum LedgerOp {
         /// RFC 3339 UTC.
         at: String,
     },
+    /// Stores a task routed through a shared store (see `FleetStore::route_task`), claimed at
+    /// once by `held_by` or announced to the claimers; refused by a store that is not shared.
+    Route {
+        /// The task.
+        task: RoutedTask,
+        /// The controller that sends it down its session of the node at once, if any.
+        held_by: Option<String>,
+        /// How long the task may wait to start, in milliseconds.
+        window_ms: i64,
+        /// The claim's lease, in milliseconds.
+        lease_ms: i64,
+    },
+    /// Stores a routed task's result while the task is open and still wanted, and announces
+    /// it; false when nothing was stored (`FleetStore::close_routed` says why).
+    Answer {
+        /// The task id.
+        id: String,
+        /// The node that answered.
+        node: String,
+        /// The result (wire JSON).
+        result: String,
+        /// RFC 3339 UTC.
+        at: String,
+    },
 }
 
 /// SQLite's [`TaskLedger`]: a second connection to the store file, whose batches are one
@@ -232,6 +256,10 @@ impl TaskLedger for Ledger {
                          WHERE id = ?3 AND node = ?4 AND closed_at IS NULL",
                     )?
                     .execute(params![at, result, id, node]),
+                LedgerOp::Route { .. } | LedgerOp::Answer { .. } => {
+                    out.push(Err(StoreError::NotShared("routing a task").to_string()));
+                    continue;
+                }
             };
             out.push(done.map(|n| n == 1).map_err(|err| err.to_string()));
         }

@@ -171,6 +171,8 @@ conformance!(
     an_abandoned_task_takes_no_result_for_its_coordinator,
     only_runs_of_dead_coordinators_are_recovered_and_once,
     a_listener_hears_routed_tasks_and_results,
+    a_ledger_batch_routes_tasks_and_stores_their_results,
+    a_batch_of_a_thousand_is_announced_whole,
 );
 
 fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
@@ -1697,4 +1699,136 @@ fn a_listener_hears_routed_tasks_and_results(backend: &dyn Backend) {
             Notice::Result { id: "002".into() },
         ]
     );
+}
+
+fn route(id: &str, node: &str, held_by: Option<&str>) -> LedgerOp {
+    LedgerOp::Route {
+        task: routed(id, node),
+        held_by: held_by.map(str::to_string),
+        window_ms: HOUR_MS,
+        lease_ms: HOUR_MS,
+    }
+}
+
+fn answer(id: &str, node: &str, result: &str) -> LedgerOp {
+    LedgerOp::Answer {
+        id: id.into(),
+        node: node.into(),
+        result: result.into(),
+        at: "2026-12-03T10:00:05Z".into(),
+    }
+}
+
+fn a_ledger_batch_routes_tasks_and_stores_their_results(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let mut ledger = store.open_ledger().unwrap();
+    if !store.is_shared() {
+        let refused = ledger
+            .apply(&[&route("001", "web-1", None), &answer("001", "web-1", "{}")])
+            .unwrap();
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.contains("shared"))),
+            "{refused:?}"
+        );
+        return;
+    }
+    // One batch: a task held at once, one for the claimers, one issued twice.
+    let outcomes = ledger
+        .apply(&[
+            &route("001", "web-1", Some("c1")),
+            &route("002", "web-2", None),
+            &route("001", "web-1", None),
+        ])
+        .unwrap();
+    assert_eq!(outcomes[..2], [Ok(true), Ok(true)]);
+    assert!(outcomes[2].is_err(), "an id is routed once: {outcomes:?}");
+    assert_eq!(store.routed_state("001").unwrap(), RoutedState::Held);
+    assert_eq!(
+        claimed_ids(store.as_mut(), "c2", &["web-1", "web-2"], HOUR_MS),
+        ["002"]
+    );
+    // Results: stored once, only from the task's node, never for an abandoned task.
+    store
+        .route_task(&routed("003", "web-3"), Some("c1"), HOUR_MS, HOUR_MS)
+        .unwrap();
+    assert_eq!(store.abandon_task("003").unwrap(), None);
+    let outcomes = ledger
+        .apply(&[
+            &answer("001", "web-9", "{\"from\":9}"),
+            &answer("001", "web-1", "{\"ok\":1}"),
+            &answer("001", "web-1", "{\"ok\":2}"),
+            &answer("003", "web-3", "{}"),
+            &answer("404", "web-1", "{}"),
+        ])
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [Ok(false), Ok(true), Ok(false), Ok(false), Ok(false)]
+    );
+    assert_eq!(
+        store.routed_state("001").unwrap(),
+        RoutedState::Answered("{\"ok\":1}".into())
+    );
+    // The store tells why the others were not stored.
+    assert_eq!(
+        store.close_routed("001", "web-1", "{}").unwrap(),
+        RoutedClose::Closed
+    );
+    assert_eq!(
+        store.close_routed("003", "web-3", "{}").unwrap(),
+        RoutedClose::Abandoned
+    );
+    assert_eq!(
+        store.close_routed("404", "web-1", "{}").unwrap(),
+        RoutedClose::NotIssued
+    );
+}
+
+fn a_batch_of_a_thousand_is_announced_whole(backend: &dyn Backend) {
+    use steward::store::Notice;
+    let Some(mut store) = shared(backend) else {
+        return;
+    };
+    const TASKS: usize = 1000;
+    let mut listener = store.listen().unwrap();
+    assert_eq!(
+        listener.wait(std::time::Duration::from_millis(10)).unwrap(),
+        []
+    );
+    let mut ledger = store.open_ledger().unwrap();
+    // Long names, so the notices of one batch are several.
+    let node = |i: usize| format!("node-{i:04}-{}", "x".repeat(40));
+    let routes: Vec<LedgerOp> = (0..TASKS)
+        .map(|i| route(&format!("{i:04}"), &node(i), None))
+        .collect();
+    let outcomes = ledger.apply(&routes.iter().collect::<Vec<_>>()).unwrap();
+    assert!(outcomes.iter().all(|o| *o == Ok(true)));
+    let nodes: Vec<String> = (0..TASKS).map(node).collect();
+    let claimed = store.claim_tasks("c1", &nodes, HOUR_MS).unwrap();
+    assert_eq!(claimed.len(), TASKS);
+    let answers: Vec<LedgerOp> = (0..TASKS)
+        .map(|i| answer(&format!("{i:04}"), &node(i), "{}"))
+        .collect();
+    let outcomes = ledger.apply(&answers.iter().collect::<Vec<_>>()).unwrap();
+    assert!(outcomes.iter().all(|o| *o == Ok(true)));
+    let mut tasks = std::collections::BTreeSet::new();
+    let mut results = std::collections::BTreeSet::new();
+    while tasks.len() < TASKS || results.len() < TASKS {
+        let heard = listener.wait(std::time::Duration::from_secs(30)).unwrap();
+        assert!(
+            !heard.is_empty(),
+            "no notice within 30 s; heard {} tasks and {} results",
+            tasks.len(),
+            results.len()
+        );
+        for notice in heard {
+            match notice {
+                Notice::Task { node } => assert!(tasks.insert(node), "a node announced twice"),
+                Notice::Result { id } => assert!(results.insert(id), "a result announced twice"),
+            }
+        }
+    }
+    assert_eq!(tasks, nodes.into_iter().collect());
 }

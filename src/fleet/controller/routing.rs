@@ -34,8 +34,10 @@ use crate::store::{FleetStore, LedgerOp, Notice, RoutedClose, RoutedState, Route
 
 /// How long a claim holds a task before another controller may claim it, unless renewed.
 pub(crate) const LEASE: Duration = Duration::from_secs(30);
-/// How often the claimer looks without being woken, and renews its leases.
+/// How often the claimer looks without being woken.
 const CLAIM_TICK: Duration = Duration::from_secs(1);
+/// How often the claimer renews its leases (a third of [`LEASE`]: two renewals may fail).
+const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often a controller writes its heartbeat.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 /// A controller that could not write its heartbeat for this long stops taking work.
@@ -52,11 +54,26 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A dispatch's wait for its routed task's result.
+#[derive(Default)]
+struct Waiter {
+    /// Woken by a notice of the result, or by the result itself.
+    notify: Notify,
+    /// The result, when it came through a session of this controller: no read needed.
+    answer: Mutex<Option<String>>,
+}
+
+impl Waiter {
+    fn take(&self) -> Option<String> {
+        self.answer.lock().ok()?.take()
+    }
+}
+
 /// What the controller keeps for routing: the tasks its runs wait for, the progress events of
 /// those sent down its own sessions, and its liveness.
 pub(super) struct Routing {
     /// Per task this controller coordinates: what wakes its wait.
-    waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    waiting: Mutex<HashMap<String, Arc<Waiter>>>,
     /// Per task sent down a session here: its node and where its events go.
     events: Mutex<HashMap<String, (String, mpsc::UnboundedSender<TaskEvent>)>>,
     /// Wakes the claimer.
@@ -83,9 +100,21 @@ impl Routing {
 
     fn wake(&self, id: &str) {
         if let Ok(waiting) = self.waiting.lock()
-            && let Some(notify) = waiting.get(id)
+            && let Some(waiter) = waiting.get(id)
         {
-            notify.notify_one();
+            waiter.notify.notify_one();
+        }
+    }
+
+    /// Hands a stored result to its dispatch, when it waits here.
+    fn deliver(&self, id: &str, json: String) {
+        if let Ok(waiting) = self.waiting.lock()
+            && let Some(waiter) = waiting.get(id)
+        {
+            if let Ok(mut answer) = waiter.answer.lock() {
+                *answer = Some(json);
+            }
+            waiter.notify.notify_one();
         }
     }
 
@@ -200,15 +229,21 @@ impl Controller {
             issued_at: crate::engine::record::timestamp(),
             payload,
         };
-        let held_by = session_tx.as_ref().map(|_| self.id.clone());
-        let window = ms(super::TASK_START_WINDOW);
-        self.store(move |s| s.route_task(&routed, held_by.as_deref(), window, ms(LEASE)))
-            .await
-            .map_err(|err| not_stored(err.to_string()))?
-            .map_err(|err| not_stored(err.to_string()))?;
-        let notify = Arc::new(Notify::new());
+        // Through the ledger: the tasks of a wave share one transaction and one notice.
+        self.ledger(LedgerOp::Route {
+            task: routed,
+            held_by: session_tx.as_ref().map(|_| self.id.clone()),
+            window_ms: ms(super::TASK_START_WINDOW),
+            lease_ms: ms(LEASE),
+        })
+        .await
+        .map_err(|source| DispatchError::NotStored {
+            node: node.to_string(),
+            source,
+        })?;
+        let waiter = Arc::new(Waiter::default());
         if let Ok(mut waiting) = self.routing.waiting.lock() {
-            waiting.insert(id.clone(), Arc::clone(&notify));
+            waiting.insert(id.clone(), Arc::clone(&waiter));
         }
         let _guard = WaitGuard {
             routing: &self.routing,
@@ -225,38 +260,47 @@ impl Controller {
         }
         let routed_at = Instant::now();
         let deadline = routed_at + wait;
+        // Nothing to read before the first wake: the row was just written.
+        let mut read = false;
         loop {
-            let task_id = id.clone();
-            let state = self
-                .store(move |s| s.routed_state(&task_id))
-                .await
-                .map_err(|err| err.to_string())
-                .and_then(|r| r.map_err(|err| err.to_string()));
-            match state {
-                Ok(RoutedState::Answered(json)) => return answer(node, &json),
-                Ok(RoutedState::Gone) => return Err(DispatchError::Dropped(node.to_string())),
-                Ok(RoutedState::Waiting { claimed: false, .. })
-                    if routed_at.elapsed() >= CLAIM_WAIT =>
-                {
-                    // No controller holds the node's connection: it is offline everywhere.
-                    let task_id = id.clone();
-                    if let Ok(Ok(true)) = self.store(move |s| s.withdraw_unclaimed(&task_id)).await
-                    {
-                        return Err(DispatchError::Offline(node.to_string()));
-                    }
-                }
-                Ok(RoutedState::Waiting { expired: true, .. }) => {
-                    return match self.abandon(&id).await {
-                        Some(json) => answer(node, &json),
-                        None => Err(DispatchError::Unreachable {
-                            node: node.to_string(),
-                            reason: "its connection was lost, and no controller it reconnected to took the task before it expired".to_string(),
-                        }),
-                    };
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(node, task = %id, "reading the task's row: {err}"),
+            if let Some(json) = waiter.take() {
+                return answer(node, &json);
             }
+            if read {
+                let task_id = id.clone();
+                let state = self
+                    .store(move |s| s.routed_state(&task_id))
+                    .await
+                    .map_err(|err| err.to_string())
+                    .and_then(|r| r.map_err(|err| err.to_string()));
+                match state {
+                    Ok(RoutedState::Answered(json)) => return answer(node, &json),
+                    Ok(RoutedState::Gone) => return Err(DispatchError::Dropped(node.to_string())),
+                    Ok(RoutedState::Waiting { claimed: false, .. })
+                        if routed_at.elapsed() >= CLAIM_WAIT =>
+                    {
+                        // No controller holds the node's connection: it is offline everywhere.
+                        let task_id = id.clone();
+                        if let Ok(Ok(true)) =
+                            self.store(move |s| s.withdraw_unclaimed(&task_id)).await
+                        {
+                            return Err(DispatchError::Offline(node.to_string()));
+                        }
+                    }
+                    Ok(RoutedState::Waiting { expired: true, .. }) => {
+                        return match self.abandon(&id).await {
+                            Some(json) => answer(node, &json),
+                            None => Err(DispatchError::Unreachable {
+                                node: node.to_string(),
+                                reason: "its connection was lost, and no controller it reconnected to took the task before it expired".to_string(),
+                            }),
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(node, task = %id, "reading the task's row: {err}"),
+                }
+            }
+            read = true;
             let now = Instant::now();
             if now >= deadline {
                 return match self.abandon(&id).await {
@@ -268,7 +312,7 @@ impl Controller {
                 };
             }
             tokio::select! {
-                () = notify.notified() => {}
+                () = waiter.notify.notified() => {}
                 () = tokio::time::sleep(POLL.min(deadline - now)) => {}
             }
         }
@@ -306,15 +350,30 @@ impl Controller {
                 return false;
             }
         };
-        let (owner, task, stored) = (node.to_string(), task_id.to_string(), json.clone());
-        let closed = self
-            .store(move |s| s.close_routed(&task, &owner, &stored))
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|r| r.map_err(|err| err.to_string()));
+        // The common case through the ledger (the results of a wave share a transaction and
+        // a notice); the others (closed, abandoned, never issued) are told apart by the store.
+        let answered = self
+            .ledger(LedgerOp::Answer {
+                id: task_id.to_string(),
+                node: node.to_string(),
+                result: json.clone(),
+                at: crate::engine::record::timestamp(),
+            })
+            .await;
+        let closed = match answered {
+            Ok(true) => Ok(RoutedClose::Stored),
+            Ok(false) => {
+                let (owner, task, stored) = (node.to_string(), task_id.to_string(), json.clone());
+                self.store(move |s| s.close_routed(&task, &owner, &stored))
+                    .await
+                    .map_err(|err| err.to_string())
+                    .and_then(|r| r.map_err(|err| err.to_string()))
+            }
+            Err(err) => Err(err.to_string()),
+        };
         match closed {
             Ok(RoutedClose::Stored) => {
-                self.routing.wake(task_id);
+                self.routing.deliver(task_id, json);
                 true
             }
             Ok(RoutedClose::Closed) => true,
@@ -431,6 +490,7 @@ fn answer(node: &str, json: &str) -> Result<TaskResult, DispatchError> {
 /// the leases it holds; watches the heartbeat's age.
 async fn claimer(controller: Arc<Controller>) {
     let mut errors = ThrottledLog::default();
+    let mut renewed = Instant::now();
     loop {
         tokio::select! {
             () = controller.routing.claim.notified() => {}
@@ -445,9 +505,17 @@ async fn claimer(controller: Arc<Controller>) {
             continue;
         }
         let id = controller.id.clone();
+        // Leases are renewed on the tick, not on every wake (a wave wakes the claimer often,
+        // and renewing rewrites every open task's row).
+        let renew = renewed.elapsed() >= RENEW_EVERY;
+        if renew {
+            renewed = Instant::now();
+        }
         let claimed = controller
             .store(move |s: &mut dyn FleetStore| {
-                s.renew_leases(&id, &nodes, ms(LEASE))?;
+                if renew {
+                    s.renew_leases(&id, &nodes, ms(LEASE))?;
+                }
                 s.claim_tasks(&id, &nodes, ms(LEASE))
             })
             .await

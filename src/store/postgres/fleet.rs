@@ -493,6 +493,8 @@ struct PostgresLedger {
     issue: Statement,
     withdraw: Statement,
     close: Statement,
+    route: Statement,
+    answer: Statement,
     /// How it connected, to connect again after the server closed the connection.
     config: postgres::Config,
 }
@@ -514,11 +516,15 @@ impl PostgresLedger {
             "UPDATE tasks SET closed_at = $1, result = $2
              WHERE id = $3 AND node = $4 AND closed_at IS NULL",
         )?;
+        let route = client.prepare(&routing::insert_routed_sql())?;
+        let answer = client.prepare(routing::STORE_RESULT)?;
         Ok(PostgresLedger {
             client,
             issue,
             withdraw,
             close,
+            route,
+            answer,
             config: config.clone(),
         })
     }
@@ -533,6 +539,10 @@ impl TaskLedger for PostgresLedger {
         }
         let mut tx = self.client.transaction()?;
         let mut out = Vec::with_capacity(ops.len());
+        // What the batch announces when it commits: nodes with routed tasks for the claimers,
+        // stored results for their coordinators (one notice per thousand or so, not per task).
+        let mut routed_to: Vec<&str> = Vec::new();
+        let mut answered: Vec<&str> = Vec::new();
         for op in ops {
             // A failed statement aborts the whole transaction in PostgreSQL, so an id issued
             // twice is no statement error here: the conflict is skipped and reported.
@@ -553,9 +563,51 @@ impl TaskLedger for PostgresLedger {
                     result,
                     at,
                 } => Ok(tx.execute(&self.close, &[at, result, id, node])? == 1),
+                LedgerOp::Route {
+                    task,
+                    held_by,
+                    window_ms,
+                    lease_ms,
+                } => {
+                    let params: [&(dyn postgres::types::ToSql + Sync); 8] = [
+                        &task.id,
+                        &task.node,
+                        &task.run_id,
+                        &task.issued_at,
+                        &task.payload,
+                        window_ms,
+                        held_by,
+                        lease_ms,
+                    ];
+                    match tx.execute(&self.route, &params)? {
+                        1 => {
+                            if held_by.is_none() {
+                                routed_to.push(&task.node);
+                            }
+                            Ok(true)
+                        }
+                        _ => Err(format!("task {} was issued already", task.id)),
+                    }
+                }
+                LedgerOp::Answer {
+                    id,
+                    node,
+                    result,
+                    at,
+                } => {
+                    let stored = tx.execute(&self.answer, &[id, node, at, result])? == 1;
+                    if stored {
+                        answered.push(id);
+                    }
+                    Ok(stored)
+                }
             };
             out.push(done);
         }
+        routed_to.sort_unstable();
+        routed_to.dedup();
+        routing::announce_tasks(&mut tx, &routed_to)?;
+        routing::announce_results(&mut tx, &answered)?;
         tx.commit()?;
         Ok(out)
     }

@@ -24,10 +24,27 @@ use crate::store::{
 /// The database's clock, in milliseconds since the epoch.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// The channel routed tasks are announced on (the payload is the node's name).
+/// The channel routed tasks are announced on (the payload: node names).
 const TASKS_CHANNEL: &str = "steward_tasks";
-/// The channel stored results are announced on (the payload is the task id).
+/// The channel stored results are announced on (the payload: task ids).
 const RESULTS_CHANNEL: &str = "steward_results";
+
+/// The statement that stores a routed task: `$1` id, `$2` node, `$3` run, `$4` issued at, `$5`
+/// payload, `$6` its start window and `$8` the lease (milliseconds), `$7` the controller that
+/// claims it at once (NULL: announced, for the claimers). No row when the id was issued already.
+pub(super) fn insert_routed_sql() -> String {
+    format!(
+        "INSERT INTO tasks (id, node, run_id, issued_at, payload, expires_ms, claimed_by, lease_ms)
+         VALUES ($1, $2, $3, $4, $5, {NOW_MS} + $6, $7,
+                 CASE WHEN $7::text IS NULL THEN NULL ELSE {NOW_MS} + $8 END)
+         ON CONFLICT (id) DO NOTHING"
+    )
+}
+
+/// The statement that stores a routed task's result while the task is open and still wanted
+/// (not abandoned): `$1` id, `$2` node, `$3` at, `$4` result. One row when it was stored.
+pub(super) const STORE_RESULT: &str = "UPDATE tasks SET closed_at = $3, result = $4
+     WHERE id = $1 AND node = $2 AND closed_at IS NULL AND payload IS NOT NULL";
 
 /// Stores a routed task (see `FleetStore::route_task`).
 pub(super) fn route_task(
@@ -39,13 +56,7 @@ pub(super) fn route_task(
 ) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
     let n = tx.execute(
-        &format!(
-            "INSERT INTO tasks (id, node, run_id, issued_at, payload, expires_ms, claimed_by,
-                                lease_ms)
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS} + $6, $7,
-                     CASE WHEN $7::text IS NULL THEN NULL ELSE {NOW_MS} + $8 END)
-             ON CONFLICT (id) DO NOTHING"
-        ),
+        &insert_routed_sql(),
         &[
             &task.id,
             &task.node,
@@ -64,9 +75,43 @@ pub(super) fn route_task(
         )));
     }
     if held_by.is_none() {
-        notify(&mut tx, TASKS_CHANNEL, &task.node)?;
+        announce_tasks(&mut tx, &[task.node.as_str()])?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Announces that tasks were routed to (or released from) `nodes`, when the transaction
+/// commits.
+pub(super) fn announce_tasks(tx: &mut Transaction<'_>, nodes: &[&str]) -> Result<(), StoreError> {
+    announce(tx, TASKS_CHANNEL, nodes)
+}
+
+/// Announces that the results of tasks `ids` were stored, when the transaction commits.
+pub(super) fn announce_results(tx: &mut Transaction<'_>, ids: &[&str]) -> Result<(), StoreError> {
+    announce(tx, RESULTS_CHANNEL, ids)
+}
+
+/// The most a notice's payload carries (the server's limit is 8,000 bytes).
+const NOTICE_BYTES: usize = 7_000;
+
+/// `NOTIFY channel` with `items` separated by spaces (node names and task ids have none), as
+/// few notices as their size allows: a batch of a thousand results is a handful of notices.
+fn announce(tx: &mut Transaction<'_>, channel: &str, items: &[&str]) -> Result<(), StoreError> {
+    let mut payload = String::new();
+    for item in items {
+        if !payload.is_empty() && payload.len() + 1 + item.len() > NOTICE_BYTES {
+            notify(tx, channel, &payload)?;
+            payload.clear();
+        }
+        if !payload.is_empty() {
+            payload.push(' ');
+        }
+        payload.push_str(item);
+    }
+    if !payload.is_empty() {
+        notify(tx, channel, &payload)?;
+    }
     Ok(())
 }
 
@@ -148,7 +193,7 @@ pub(super) fn release_tasks(
         &[&controller, &node],
     )?;
     if n > 0 {
-        notify(&mut tx, TASKS_CHANNEL, node)?;
+        announce_tasks(&mut tx, &[node])?;
     }
     tx.commit()?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -163,9 +208,22 @@ pub(super) fn close_routed(
     at: &str,
 ) -> Result<RoutedClose, StoreError> {
     let mut tx = client.transaction()?;
+    if tx.execute(STORE_RESULT, &[&id, &node, &at, &result])? == 1 {
+        announce_results(&mut tx, &[id])?;
+        tx.commit()?;
+        return Ok(RoutedClose::Stored);
+    }
+    why_not_stored(&mut tx, id, node)
+}
+
+/// Why [`STORE_RESULT`] stored no result for task `id` of `node`.
+pub(super) fn why_not_stored(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    node: &str,
+) -> Result<RoutedClose, StoreError> {
     let row = tx.query_opt(
-        "SELECT closed_at IS NOT NULL, payload IS NULL FROM tasks
-         WHERE id = $1 AND node = $2 FOR UPDATE",
+        "SELECT closed_at IS NOT NULL, payload IS NULL FROM tasks WHERE id = $1 AND node = $2",
         &[&id, &node],
     )?;
     let Some(row) = row else {
@@ -173,18 +231,16 @@ pub(super) fn close_routed(
     };
     let (closed, abandoned): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
     if closed {
-        return Ok(RoutedClose::Closed);
+        Ok(RoutedClose::Closed)
+    } else if abandoned {
+        Ok(RoutedClose::Abandoned)
+    } else {
+        // Open and wanted, yet the update matched nothing: the row changed in between. The
+        // result is not taken (so not acknowledged); the agent sends it again.
+        Err(StoreError::Postgres(format!(
+            "task {id} changed while its result was stored"
+        )))
     }
-    if abandoned {
-        return Ok(RoutedClose::Abandoned);
-    }
-    tx.execute(
-        "UPDATE tasks SET closed_at = $3, result = $4 WHERE id = $1 AND node = $2",
-        &[&id, &node, &at, &result],
-    )?;
-    notify(&mut tx, RESULTS_CHANNEL, id)?;
-    tx.commit()?;
-    Ok(RoutedClose::Stored)
 }
 
 /// What routed task `id`'s row says.
@@ -381,13 +437,16 @@ impl StoreListener for PgListener {
 /// The notices that arrive within `timeout`, with whatever else came at once.
 fn notices(client: &mut Client, timeout: Duration) -> Result<Vec<Notice>, postgres::Error> {
     let mut out = Vec::new();
+    // A notice names one or more nodes or task ids, separated by spaces (see `announce`).
     let mut push = |n: postgres::Notification| match n.channel() {
-        TASKS_CHANNEL => out.push(Notice::Task {
-            node: n.payload().to_string(),
-        }),
-        RESULTS_CHANNEL => out.push(Notice::Result {
-            id: n.payload().to_string(),
-        }),
+        TASKS_CHANNEL => out.extend(n.payload().split(' ').map(|node| Notice::Task {
+            node: node.to_string(),
+        })),
+        RESULTS_CHANNEL => out.extend(
+            n.payload()
+                .split(' ')
+                .map(|id| Notice::Result { id: id.to_string() }),
+        ),
         _ => {}
     };
     let mut heard = client.notifications();
