@@ -391,6 +391,8 @@ impl HttpStatus for StoreError {
             }
             StoreError::AlreadyResolved(_) | StoreError::Revoked(_) => StatusCode::CONFLICT,
             StoreError::Token(_) => StatusCode::BAD_REQUEST,
+            // The database is out of reach for now: another controller (or a retry) may do.
+            err if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

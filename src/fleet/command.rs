@@ -340,7 +340,7 @@ pub async fn run(
     };
     let coordinator = controller.id().to_string();
     if let Err(err) = controller
-        .store(move |s| s.begin_run_by(&begun, &coordinator))
+        .store_write(move |s, again| s.begin_run_again(&begun, &coordinator, again))
         .await
         .map_err(CommandError::from)
         .and_then(|r| r.map_err(CommandError::from))
@@ -434,9 +434,9 @@ pub async fn run(
     };
     let mut errors = Vec::new();
     let stored = controller
-        .store({
+        .store_write({
             let record = record.clone();
-            move |s| s.record_run(&record)
+            move |s, again| s.record_run_again(&record, again)
         })
         .await
         .map_err(CommandError::from)

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -467,6 +467,38 @@ impl Controller {
         tokio::task::spawn_blocking(move || controller.with_store(f))
             .await
             .map_err(ControllerError::StoreTask)?
+    }
+
+    /// [`Controller::store`] for a write a short outage must not lose (a run begun or
+    /// recorded): tried again while the database is out of reach, for at most
+    /// [`LEDGER_RETRY_FOR`]. `f` is told when it is a second try, for an earlier try may have
+    /// been committed though its answer was lost.
+    pub async fn store_write<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl Fn(&mut dyn FleetStore, bool) -> Result<T, crate::store::StoreError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<Result<T, crate::store::StoreError>, ControllerError> {
+        let f = Arc::new(f);
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut again = false;
+        loop {
+            let f = Arc::clone(&f);
+            match self.store(move |s| f(s, again)).await? {
+                Err(err) if err.is_transient() && started.elapsed() + pause < LEDGER_RETRY_FOR => {
+                    tracing::warn!(
+                        "the database is out of reach ({err}); trying again in {} ms",
+                        pause.as_millis()
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    again = true;
+                }
+                done => return Ok(done),
+            }
+        }
     }
 
     /// Runs `f` with the store, on this thread: for code that is not async (or already on a
@@ -1005,8 +1037,18 @@ impl Controller {
                     data,
                 } => self.event(&node, &task_id, TaskEvent::Output { stream, data }),
                 AgentMsg::Result { task_id, result } => {
-                    if self.result(&node, &task_id, result).await {
-                        let _ = tx.try_send(ControllerMsg::Ack { task_id });
+                    match self.result(&node, &task_id, result).await {
+                        Taken::Ack => {
+                            let _ = tx.try_send(ControllerMsg::Ack { task_id });
+                        }
+                        Taken::Refused => {}
+                        // The agent delivers what it was not acknowledged for again when it
+                        // connects (here or to another controller), not before.
+                        Taken::NotStored => {
+                            break format!(
+                                "its result for task {task_id} could not be stored; it delivers it again when it reconnects"
+                            );
+                        }
                     }
                 }
                 AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem).await {
@@ -1074,15 +1116,18 @@ impl Controller {
         Ok(cert_pem)
     }
 
-    /// Takes a node's result for a task; true when it may be acknowledged.
+    /// Takes a node's result for a task: whether it may be acknowledged.
     ///
     /// Only a task issued to this node and still open is taken. Its result is stored
     /// (committed) before it is handed to the run waiting for it, or recorded as a late run
     /// when nobody waits any more; only then is it acknowledged, so the agent keeps it and
     /// delivers it again after a failure. A result stored before is acknowledged again and
-    /// not recorded twice. Returns false (no acknowledgement) when it is not this node's to
-    /// give or could not be stored.
-    async fn result(self: &Arc<Self>, node: &str, task_id: &str, result: TaskResult) -> bool {
+    /// not recorded twice. Not acknowledged when it is not this node's to give
+    /// ([`Taken::Refused`]) or could not be stored ([`Taken::NotStored`]).
+    async fn result(self: &Arc<Self>, node: &str, task_id: &str, result: TaskResult) -> Taken {
+        if self.shared {
+            return self.result_routed(node, task_id, result).await;
+        }
         let (owner, task) = (node.to_string(), task_id.to_string());
         let state = match self
             .store(move |s| s.task_state(&task, &owner))
@@ -1093,22 +1138,12 @@ impl Controller {
             Ok(state) => state,
             Err(err) => {
                 tracing::error!(node, task = task_id, "result not taken: {err}");
-                return false;
+                return Taken::NotStored;
             }
         };
         match state {
-            TaskState::NotIssued => {
-                tracing::warn!(
-                    node,
-                    task = task_id,
-                    "`{node}` sent a result for task {task_id}, which was not issued to it: refused"
-                );
-                return false;
-            }
-            TaskState::Closed => return true,
-            TaskState::Open { .. } if self.shared => {
-                return self.result_routed(node, task_id, result).await;
-            }
+            TaskState::NotIssued => return refused(node, task_id),
+            TaskState::Closed => return Taken::Ack,
             TaskState::Open { .. } => {}
         }
         let waiter = match self.waiters.lock() {
@@ -1135,7 +1170,7 @@ impl Controller {
                 task = task_id,
                 "the late result could not be recorded (not acknowledged): {err}"
             );
-            return false;
+            return Taken::NotStored;
         }
         let stored = match serde_json::to_string(&result) {
             Ok(json) => self
@@ -1154,17 +1189,39 @@ impl Controller {
             let _ = waiter.result.send(Ok(result));
         }
         match stored {
-            Ok(_) => true,
+            Ok(_) => Taken::Ack,
             Err(err) => {
                 tracing::error!(
                     node,
                     task = task_id,
                     "the result could not be stored, so it is not acknowledged: {err}"
                 );
-                false
+                Taken::NotStored
             }
         }
     }
+}
+
+/// What became of a result an agent delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Stored (now or before): acknowledged, so the agent forgets it.
+    Ack,
+    /// Not this node's to give: not acknowledged.
+    Refused,
+    /// The store failed: not acknowledged, and the session ends, so the agent delivers it
+    /// again when it reconnects.
+    NotStored,
+}
+
+/// A result for a task that was not issued to `node`.
+fn refused(node: &str, task_id: &str) -> Taken {
+    tracing::warn!(
+        node,
+        task = task_id,
+        "`{node}` sent a result for task {task_id}, which was not issued to it: refused"
+    );
+    Taken::Refused
 }
 
 /// Why an enrollment was refused: what the agent is told, and what the log says.
@@ -1209,7 +1266,7 @@ fn start_ledger(mut ledger: Box<dyn TaskLedger>) -> Result<LedgerTx, LedgerError
                     batch.push(more);
                 }
                 let ops: Vec<&LedgerOp> = batch.iter().map(|(op, _)| op).collect();
-                match ledger.apply(&ops) {
+                match apply_retrying(ledger.as_mut(), &ops) {
                     Ok(outcomes) => {
                         for ((_, done), outcome) in batch.into_iter().zip(outcomes) {
                             let _ = done.send(outcome);
@@ -1226,6 +1283,36 @@ fn start_ledger(mut ledger: Box<dyn TaskLedger>) -> Result<LedgerTx, LedgerError
         })
         .map_err(|err| LedgerError::Start(format!("starting the task ledger: {err}")))?;
     Ok(tx)
+}
+
+/// How long a ledger batch is tried again while the database is out of reach (a restart, a
+/// lost connection): less than a stalled controller waits before it stops taking work.
+const LEDGER_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Applies a batch, trying it again while the database is out of reach (for at most
+/// [`LEDGER_RETRY_FOR`]); the ops queued meanwhile wait for the next batch. Trying again is
+/// safe: a batch that was committed though its answer was lost takes its tasks and results
+/// as already there.
+fn apply_retrying(
+    ledger: &mut dyn TaskLedger,
+    ops: &[&LedgerOp],
+) -> Result<Vec<Result<bool, String>>, crate::store::StoreError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match ledger.apply(ops) {
+            Err(err) if err.is_transient() && started.elapsed() + pause < LEDGER_RETRY_FOR => {
+                tracing::warn!(
+                    "the task ledger's database is out of reach ({err}); trying its batch of {} again in {} ms",
+                    ops.len(),
+                    pause.as_millis()
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// `sha256:` fingerprint and RFC 3339 expiry of a certificate the CA just signed.

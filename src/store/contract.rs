@@ -263,6 +263,33 @@ pub trait FleetStore: Store + Send {
         self.begin_run(run)
     }
 
+    /// [`FleetStore::begin_run_by`], tried again (`again`) after a try whose answer was lost
+    /// with the connection: a run already there under its id is that try's.
+    fn begin_run_again(
+        &mut self,
+        run: &RunRecord,
+        coordinator: &str,
+        again: bool,
+    ) -> Result<(), StoreError> {
+        if again && self.has_run(&run.id)? {
+            return Ok(());
+        }
+        self.begin_run_by(run, coordinator)
+    }
+
+    /// [`Store::record_run`], tried again (`again`) after a try whose answer was lost with the
+    /// connection: a run already recorded whole under its id is that try's.
+    fn record_run_again(&mut self, run: &RunRecord, again: bool) -> Result<(), StoreError> {
+        let recorded = again
+            && self
+                .run(Some(&run.id))
+                .is_ok_and(|stored| stored.status != crate::store::RunStatus::Running);
+        if recorded {
+            return Ok(());
+        }
+        self.record_run(run)
+    }
+
     /// Stores a task before it is sent: claimed by `held_by` (the controller that holds the
     /// node's connection and sends it down at once) for a lease of `lease_ms`, or unclaimed and
     /// announced to every controller's claimer. Unclaimed, it is claimable for `window_ms`

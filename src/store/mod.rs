@@ -476,6 +476,11 @@ pub enum StoreError {
     /// alone says only `db error`).
     #[error("store: {0}")]
     Postgres(String),
+    /// The connection to the PostgreSQL server was lost or the server is going away (it
+    /// restarted, ended the session, or the network failed): the same call may work once it
+    /// is back. Whether a write in flight was committed is not known.
+    #[error("store: {0}")]
+    Disconnected(String),
     /// The file system failed.
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
@@ -502,7 +507,23 @@ pub enum StoreError {
 
 impl From<::postgres::Error> for StoreError {
     fn from(err: ::postgres::Error) -> StoreError {
-        StoreError::Postgres(postgres::error_text(&err))
+        let text = postgres::error_text(&err);
+        if postgres::is_disconnection(&err) {
+            StoreError::Disconnected(text)
+        } else {
+            StoreError::Postgres(text)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database was out of reach (a lost connection, a server going away or not
+    /// accepting connections yet), so the same call may work later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Disconnected(_) | StoreError::Database { .. }
+        )
     }
 }
 

@@ -227,6 +227,27 @@ pub(super) fn error_text(err: &postgres::Error) -> String {
     text
 }
 
+/// Whether `err` says the connection is gone or the server is going away, not that a
+/// statement failed: a closed connection, an I/O error, or the server's connection-exception
+/// (`08`) and operator-intervention (`57P`) classes.
+pub(super) fn is_disconnection(err: &postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(code) = err.code() {
+        let code = code.code();
+        return code.starts_with("08") || code.starts_with("57P");
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

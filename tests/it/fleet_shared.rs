@@ -14,14 +14,30 @@ use crate::fleet_harness::*;
 use crate::pg::Postgres;
 
 /// A controller on the shared database, in a test directory of its own.
-fn shared_controller(db: &Postgres, key: &Path) -> Fleet {
+pub(crate) fn shared_controller(db: &Postgres, key: &Path) -> Fleet {
+    shared_controller_on(&db.url, key)
+}
+
+/// A controller on the database at `url`, in a test directory of its own.
+pub(crate) fn shared_controller_on(url: &str, key: &Path) -> Fleet {
     let key = key.display().to_string();
-    Fleet::start_with(&["--database", &db.url, "--key-file", &key])
+    Fleet::start_with(&["--database", url, "--key-file", &key])
 }
 
 /// Starts an agent `name` (tags `role=web`) of `fleet`'s directory that dials `connect`,
 /// enrolled with a token made against the shared database.
-fn shared_agent(fleet: &mut Fleet, db: &Postgres, key: &Path, connect: &str, name: &str) {
+pub(crate) fn shared_agent(
+    fleet: &mut Fleet,
+    db: &Postgres,
+    key: &Path,
+    connect: &str,
+    name: &str,
+) {
+    shared_agent_on(fleet, &db.url, key, connect, name);
+}
+
+/// [`shared_agent`] for the database at `url`.
+pub(crate) fn shared_agent_on(fleet: &mut Fleet, url: &str, key: &Path, connect: &str, name: &str) {
     let key = key.display().to_string();
     let token = fleet.token_with(&[
         "--name",
@@ -31,7 +47,7 @@ fn shared_agent(fleet: &mut Fleet, db: &Postgres, key: &Path, connect: &str, nam
         "--ttl",
         "1h",
         "--database",
-        &db.url,
+        url,
         "--key-file",
         &key,
     ]);
@@ -42,7 +58,7 @@ fn shared_agent(fleet: &mut Fleet, db: &Postgres, key: &Path, connect: &str, nam
         .push((name.to_string(), Reaped(agent.spawn().unwrap())));
 }
 
-fn key_path(dir: &Path) -> PathBuf {
+pub(crate) fn key_path(dir: &Path) -> PathBuf {
     dir.join("keys").join("steward.key")
 }
 

@@ -13,6 +13,7 @@ mod flags;
 mod fleet;
 mod fleet_database;
 mod fleet_failover;
+mod fleet_faults;
 mod fleet_findings;
 mod fleet_harness;
 mod fleet_mode;

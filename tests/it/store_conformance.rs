@@ -1734,16 +1734,23 @@ fn a_ledger_batch_routes_tasks_and_stores_their_results(backend: &dyn Backend) {
         );
         return;
     }
-    // One batch: a task held at once, one for the claimers, one issued twice.
+    // One batch: a task held at once, one for the claimers, another task under a used id,
+    // and the same task again (a batch tried again after its commit's answer was lost).
+    let mut other = route("001", "web-1", None);
+    if let LedgerOp::Route { task, .. } = &mut other {
+        task.payload = "{\"task\":\"other\"}".into();
+    }
     let outcomes = ledger
         .apply(&[
             &route("001", "web-1", Some("c1")),
             &route("002", "web-2", None),
-            &route("001", "web-1", None),
+            &other,
+            &route("001", "web-1", Some("c1")),
         ])
         .unwrap();
     assert_eq!(outcomes[..2], [Ok(true), Ok(true)]);
     assert!(outcomes[2].is_err(), "an id is routed once: {outcomes:?}");
+    assert_eq!(outcomes[3], Ok(true), "the same task again is taken");
     assert_eq!(store.routed_state("001").unwrap(), RoutedState::Held);
     assert_eq!(
         claimed_ids(store.as_mut(), "c2", &["web-1", "web-2"], HOUR_MS),

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{Controller, DispatchError, LedgerError, TaskEvent, ThrottledLog};
+use super::{Controller, DispatchError, LedgerError, Taken, TaskEvent, ThrottledLog};
 use crate::fleet::wire::{ControllerMsg, Task, TaskResult};
 use crate::store::{FleetStore, LedgerOp, Notice, RoutedClose, RoutedState, RoutedTask};
 
@@ -334,20 +334,20 @@ impl Controller {
         }
     }
 
-    /// [`Controller::result`] on a shared store, for an open task: stores the result in the
-    /// task's row and announces it to its coordinator, or records it as late when nobody
-    /// waits for it any more. True when it may be acknowledged.
+    /// [`Controller::result`] on a shared store: stores the result in the task's row and
+    /// announces it to its coordinator, or records it as late when nobody waits for it any
+    /// more; a result stored before is acknowledged again.
     pub(super) async fn result_routed(
         self: &Arc<Self>,
         node: &str,
         task_id: &str,
         result: TaskResult,
-    ) -> bool {
+    ) -> Taken {
         let json = match serde_json::to_string(&result) {
             Ok(json) => json,
             Err(err) => {
                 tracing::error!(node, task = task_id, "result not taken: {err}");
-                return false;
+                return Taken::Refused;
             }
         };
         // The common case through the ledger (the results of a wave share a transaction and
@@ -364,7 +364,7 @@ impl Controller {
             Ok(true) => Ok(RoutedClose::Stored),
             Ok(false) => {
                 let (owner, task, stored) = (node.to_string(), task_id.to_string(), json.clone());
-                self.store(move |s| s.close_routed(&task, &owner, &stored))
+                self.store_write(move |s, _| s.close_routed(&task, &owner, &stored))
                     .await
                     .map_err(|err| err.to_string())
                     .and_then(|r| r.map_err(|err| err.to_string()))
@@ -374,10 +374,10 @@ impl Controller {
         match closed {
             Ok(RoutedClose::Stored) => {
                 self.routing.deliver(task_id, json);
-                true
+                Taken::Ack
             }
-            Ok(RoutedClose::Closed) => true,
-            Ok(RoutedClose::NotIssued) => false,
+            Ok(RoutedClose::Closed) => Taken::Ack,
+            Ok(RoutedClose::NotIssued) => super::refused(node, task_id),
             Ok(RoutedClose::Abandoned) => self.record_abandoned(node, task_id, result, json).await,
             Err(err) => {
                 tracing::error!(
@@ -385,7 +385,7 @@ impl Controller {
                     task = task_id,
                     "the result could not be stored, so it is not acknowledged: {err}"
                 );
-                false
+                Taken::NotStored
             }
         }
     }
@@ -397,11 +397,11 @@ impl Controller {
         task_id: &str,
         result: TaskResult,
         json: String,
-    ) -> bool {
+    ) -> Taken {
         let record_late = Arc::clone(&self.late_results);
         let (owner, task) = (node.to_string(), task_id.to_string());
         let late = self
-            .store(move |s| record_late(s, &owner, &task, &result))
+            .store_write(move |s, _| record_late(s, &owner, &task, &result))
             .await
             .map_err(|err| err.to_string())
             .and_then(|r| r.map_err(|err| err.to_string()));
@@ -411,7 +411,7 @@ impl Controller {
                 task = task_id,
                 "the late result could not be recorded (not acknowledged): {err}"
             );
-            return false;
+            return Taken::NotStored;
         }
         let closed = self
             .ledger(LedgerOp::Close {
@@ -422,10 +422,10 @@ impl Controller {
             })
             .await;
         match closed {
-            Ok(_) => true,
+            Ok(_) => Taken::Ack,
             Err(err) => {
                 tracing::error!(node, task = task_id, "closing the task: {err}");
-                false
+                Taken::NotStored
             }
         }
     }

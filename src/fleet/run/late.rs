@@ -29,8 +29,18 @@ pub(crate) fn store_run(
     store: &mut dyn FleetStore,
     record: &RunRecord,
 ) -> Result<String, StoreError> {
+    store_run_again(store, record, false)
+}
+
+/// [`store_run`], for a try that may come after one whose commit's answer was lost
+/// (`again`): a run already recorded whole is then this record.
+pub(crate) fn store_run_again(
+    store: &mut dyn FleetStore,
+    record: &RunRecord,
+    again: bool,
+) -> Result<String, StoreError> {
     store
-        .record_run(record)
+        .record_run_again(record, again)
         .inspect_err(|err| tracing::error!(run = %record.id, "recording the run: {err}"))?;
     let findings = store.findings(false).unwrap_or_default();
     Ok(crate::report::run::human(

@@ -41,7 +41,7 @@ use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::rate::{self, Dispatched};
 use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::dispatch::DispatchClient;
-use crate::fleet::run::late::store_run;
+use crate::fleet::run::late::store_run_again;
 use crate::fleet::wire::WireFacts;
 use crate::model::{self, LOCAL_NODE};
 use crate::plan::{self, graph::ResourceGraph};
@@ -455,7 +455,7 @@ impl<'v> Fleet<'v> {
         };
         let coordinator = controller.id().to_string();
         controller
-            .store(move |s| s.begin_run_by(&run, &coordinator))
+            .store_write(move |s, again| s.begin_run_again(&run, &coordinator, again))
             .await?
             .map_err(RunError::NotBegun)
     }
@@ -963,7 +963,9 @@ fn new_run_id() -> String {
 async fn store_into(controller: &Arc<Controller>, record: &RunRecord, response: &mut RunResponse) {
     let stored = {
         let record = record.clone();
-        controller.store(move |s| store_run(s, &record)).await
+        controller
+            .store_write(move |s, again| store_run_again(s, &record, again))
+            .await
     };
     let stored = stored
         .map_err(RunError::from)

@@ -494,6 +494,7 @@ struct PostgresLedger {
     withdraw: Statement,
     close: Statement,
     route: Statement,
+    routed_already: Statement,
     answer: Statement,
     /// How it connected, to connect again after the server closed the connection.
     config: postgres::Config,
@@ -517,6 +518,9 @@ impl PostgresLedger {
              WHERE id = $3 AND node = $4 AND closed_at IS NULL",
         )?;
         let route = client.prepare(&routing::insert_routed_sql())?;
+        let routed_already = client.prepare(
+            "SELECT 1 FROM tasks WHERE id = $1 AND node = $2 AND run_id = $3 AND payload = $4",
+        )?;
         let answer = client.prepare(routing::STORE_RESULT)?;
         Ok(PostgresLedger {
             client,
@@ -524,6 +528,7 @@ impl PostgresLedger {
             withdraw,
             close,
             route,
+            routed_already,
             answer,
             config: config.clone(),
         })
@@ -579,14 +584,23 @@ impl TaskLedger for PostgresLedger {
                         held_by,
                         lease_ms,
                     ];
-                    match tx.execute(&self.route, &params)? {
-                        1 => {
-                            if held_by.is_none() {
-                                routed_to.push(&task.node);
-                            }
-                            Ok(true)
+                    if tx.execute(&self.route, &params)? == 1 {
+                        if held_by.is_none() {
+                            routed_to.push(&task.node);
                         }
-                        _ => Err(format!("task {} was issued already", task.id)),
+                        Ok(true)
+                    } else if tx
+                        .query_opt(
+                            &self.routed_already,
+                            &[&task.id, &task.node, &task.run_id, &task.payload],
+                        )?
+                        .is_some()
+                    {
+                        // The same task again: a batch tried again after its commit's answer
+                        // was lost with the connection.
+                        Ok(true)
+                    } else {
+                        Err(format!("task {} was issued already", task.id))
                     }
                 }
                 LedgerOp::Answer {
