@@ -229,6 +229,16 @@ impl Controller {
             issued_at: crate::engine::record::timestamp(),
             payload,
         };
+        // Waiting before the row exists: another controller may claim the task, and its
+        // result be announced, before this one hears that the row was committed.
+        let waiter = Arc::new(Waiter::default());
+        if let Ok(mut waiting) = self.routing.waiting.lock() {
+            waiting.insert(id.clone(), Arc::clone(&waiter));
+        }
+        let _guard = WaitGuard {
+            routing: &self.routing,
+            id: id.clone(),
+        };
         // Through the ledger: the tasks of a wave share one transaction and one notice.
         self.ledger(LedgerOp::Route {
             task: routed,
@@ -241,14 +251,7 @@ impl Controller {
             node: node.to_string(),
             source,
         })?;
-        let waiter = Arc::new(Waiter::default());
-        if let Ok(mut waiting) = self.routing.waiting.lock() {
-            waiting.insert(id.clone(), Arc::clone(&waiter));
-        }
-        let _guard = WaitGuard {
-            routing: &self.routing,
-            id: id.clone(),
-        };
+
         if let Some(tx) = session_tx {
             if let (Some(events), Ok(mut map)) = (events, self.routing.events.lock()) {
                 map.insert(id.clone(), (node.to_string(), events));
