@@ -458,14 +458,19 @@ pub fn mark_pending(record: &mut RunRecord, never_applied: &[&str]) {
     }
 }
 
-/// Per outcome, how many of a node's results have it.
+/// Per node, per outcome, how many of its results have it: one pass over the record
+/// (a fleet run holds nodes × resources results).
 pub fn node_counts(
     record: &RunRecord,
-    node: &str,
-) -> std::collections::BTreeMap<ResultOutcome, usize> {
-    let mut counts = std::collections::BTreeMap::new();
-    for result in record.results.iter().filter(|r| r.node == node) {
-        *counts.entry(result.outcome).or_insert(0) += 1;
+) -> std::collections::HashMap<&str, std::collections::BTreeMap<ResultOutcome, usize>> {
+    let mut counts: std::collections::HashMap<&str, std::collections::BTreeMap<_, usize>> =
+        std::collections::HashMap::new();
+    for result in &record.results {
+        *counts
+            .entry(result.node.as_str())
+            .or_default()
+            .entry(result.outcome)
+            .or_insert(0) += 1;
     }
     counts
 }
@@ -534,11 +539,11 @@ mod tests {
                 .unwrap()
                 .contains("never applied")
         );
-        let counts = node_counts(&record, "new");
-        assert_eq!(counts[&ResultOutcome::Pending], 1);
-        assert_eq!(counts[&ResultOutcome::Failed], 1);
-        assert!(!counts.contains_key(&ResultOutcome::Drifted));
-        assert_eq!(node_counts(&record, "old")[&ResultOutcome::Drifted], 1);
+        let counts = node_counts(&record);
+        assert_eq!(counts["new"][&ResultOutcome::Pending], 1);
+        assert_eq!(counts["new"][&ResultOutcome::Failed], 1);
+        assert!(!counts["new"].contains_key(&ResultOutcome::Drifted));
+        assert_eq!(counts["old"][&ResultOutcome::Drifted], 1);
         // Not known to be compliant.
         let compliance = record.compliance();
         assert!(!compliance[0].compliant);

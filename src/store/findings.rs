@@ -95,18 +95,16 @@ struct NodeFinding<'r> {
 /// Per node of a run (in first-seen order), whether it answered or could not be reached.
 fn node_findings(run: &RunRecord) -> Vec<NodeFinding<'_>> {
     let mut nodes: Vec<NodeFinding<'_>> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for result in &run.results {
-        let idx = match nodes.iter().position(|n| n.node == result.node) {
-            Some(idx) => idx,
-            None => {
-                nodes.push(NodeFinding {
-                    node: &result.node,
-                    answered: false,
-                    unreachable: None,
-                });
-                nodes.len() - 1
-            }
-        };
+        let idx = *index.entry(result.node.as_str()).or_insert_with(|| {
+            nodes.push(NodeFinding {
+                node: &result.node,
+                answered: false,
+                unreachable: None,
+            });
+            nodes.len() - 1
+        });
         let entry = &mut nodes[idx];
         entry.answered |= result.outcome.node_answered();
         if result.outcome == ResultOutcome::Unreachable {

@@ -255,11 +255,20 @@ impl RunRecord {
 
     /// The nodes in the run, in first-seen order.
     pub fn nodes(&self) -> Vec<&str> {
-        let mut nodes: Vec<&str> = Vec::new();
+        self.by_node().into_iter().map(|(node, _)| node).collect()
+    }
+
+    /// Each node's results, nodes in first-seen order: one pass, for a fleet run holds
+    /// nodes × resources results.
+    pub fn by_node(&self) -> Vec<(&str, Vec<&ResultRecord>)> {
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut nodes: Vec<(&str, Vec<&ResultRecord>)> = Vec::new();
         for result in &self.results {
-            if !nodes.contains(&result.node.as_str()) {
-                nodes.push(&result.node);
-            }
+            let at = *index.entry(result.node.as_str()).or_insert_with(|| {
+                nodes.push((result.node.as_str(), Vec::new()));
+                nodes.len() - 1
+            });
+            nodes[at].1.push(result);
         }
         nodes
     }
@@ -269,13 +278,12 @@ impl RunRecord {
     /// that are not known to be compliant).
     pub fn compliance(&self) -> Vec<Compliance> {
         let mut res: Vec<Compliance> = Vec::new();
+        let mut index: std::collections::HashMap<(&str, &_), usize> =
+            std::collections::HashMap::new();
         for result in &self.results {
-            let idx = match res
-                .iter()
-                .position(|c| c.node == result.node && c.association == result.association)
-            {
-                Some(idx) => idx,
-                None => {
+            let idx = *index
+                .entry((result.node.as_str(), &result.association))
+                .or_insert_with(|| {
                     res.push(Compliance {
                         node: result.node.clone(),
                         association: result.association.clone(),
@@ -284,8 +292,7 @@ impl RunRecord {
                         n_noncompliant: 0,
                     });
                     res.len() - 1
-                }
-            };
+                });
             // A resource whose node could not be reached, or was never applied, is not
             // known to be compliant.
             if result.outcome.is_noncompliant()

@@ -937,9 +937,15 @@ fn applied_status(node: &str, report: &RunReport) -> NodeStatus {
 /// The nodes' statuses with their counts taken from the run's record, so each count is
 /// the number of the node's results with that outcome (the record is what `report` shows).
 fn tally(mut statuses: Vec<NodeStatus>, record: &RunRecord) -> Vec<NodeStatus> {
+    let by_node = record::node_counts(record);
     for status in &mut statuses {
-        let counts = record::node_counts(record, &status.node);
-        let count = |outcome: ResultOutcome| counts.get(&outcome).copied().unwrap_or(0);
+        let counts = by_node.get(status.node.as_str());
+        let count = |outcome: ResultOutcome| {
+            counts
+                .and_then(|counts| counts.get(&outcome))
+                .copied()
+                .unwrap_or(0)
+        };
         status.changed = count(ResultOutcome::Changed);
         status.drifted = count(ResultOutcome::Drifted);
         status.pending = count(ResultOutcome::Pending);

@@ -33,8 +33,7 @@ pub fn human(run: &RunRecord, findings: &[Finding], style: Style) -> String {
     let _ = writeln!(out, "  project:  {}", run.project);
     out.push('\n');
 
-    for node in run.nodes() {
-        let results: Vec<&ResultRecord> = run.results.iter().filter(|r| r.node == node).collect();
+    for (node, results) in run.by_node() {
         let moved: Vec<&ResultRecord> = results
             .iter()
             .copied()

@@ -22,10 +22,10 @@ pub fn junit(run: &RunRecord) -> String {
     {
         report.set_time(elapsed);
     }
-    for node in run.nodes() {
+    for (node, results) in run.by_node() {
         let mut suite = TestSuite::new(node);
         let mut node_ms = 0u64;
-        for result in run.results.iter().filter(|r| r.node == node) {
+        for result in results {
             node_ms = node_ms.saturating_add(result.duration_ms);
             let status = match result.outcome {
                 ResultOutcome::Drifted | ResultOutcome::Failed | ResultOutcome::TimedOut => {

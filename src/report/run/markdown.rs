@@ -59,13 +59,8 @@ pub fn markdown(run: &RunRecord, findings: &[Finding]) -> String {
             .join(" | ")
     );
     out.push_str(&format!("|---|{}\n", "---:|".repeat(order.len())));
-    for node in run.nodes() {
-        let n = |outcome: ResultOutcome| {
-            run.results
-                .iter()
-                .filter(|r| r.node == node && r.outcome == outcome)
-                .count()
-        };
+    for (node, results) in run.by_node() {
+        let n = |outcome: ResultOutcome| results.iter().filter(|r| r.outcome == outcome).count();
         let counts: Vec<String> = order.iter().map(|o| n(*o).to_string()).collect();
         let row = format!("| {} | {} |\n", md_text(node), counts.join(" | "));
         if !push_within_budget(&mut out, &row) {

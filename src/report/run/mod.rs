@@ -95,18 +95,22 @@ fn location(result: &ResultRecord) -> Option<String> {
 /// Open findings about a resource this run saw, or about one of its nodes, in the order
 /// given.
 fn open_findings<'a>(run: &RunRecord, findings: &'a [Finding]) -> Vec<&'a Finding> {
+    let seen: std::collections::HashSet<(&str, &str)> = run
+        .results
+        .iter()
+        .map(|r| (r.node.as_str(), r.resource.as_str()))
+        .collect();
+    let nodes: std::collections::HashSet<&str> = seen.iter().map(|(node, _)| *node).collect();
     findings
         .iter()
         .filter(|f| {
+            // A node's own finding (unreachable) is about each of its results.
             f.open
-                && run
-                    .results
-                    .iter()
-                    // A node's own finding (unreachable) is about each of its results.
-                    .any(|r| {
-                        r.node == f.node
-                            && (r.resource == f.resource || f.kind == FindingKind::Unreachable)
-                    })
+                && if f.kind == FindingKind::Unreachable {
+                    nodes.contains(f.node.as_str())
+                } else {
+                    seen.contains(&(f.node.as_str(), f.resource.as_str()))
+                }
         })
         .collect()
 }
