@@ -40,6 +40,24 @@ associations:
     )
 }
 
+/// Writes the project (SLOW_DOC on every `role=web` node) into `fleet`'s directory.
+fn write_project(fleet: &Fleet, max_concurrency: u32) {
+    fleet
+        .env
+        .write("project/site.yaml", project(max_concurrency));
+    fleet.env.write("project/slow.yaml", SLOW_DOC);
+}
+
+/// `steward apply project --yes` through `fleet`'s controller, running in the background.
+fn spawn_apply(fleet: &Fleet) -> std::process::Child {
+    fleet
+        .cli_command(&["apply", "project", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Two controllers on the database at `url`; `names` split between them (the first half on
 /// A), each agent dialing its own controller first and the other after it.
 fn two_controllers(url: &str, key: &Path, names: &[String]) -> (Fleet, Fleet) {
@@ -114,15 +132,9 @@ fn a_run_carries_on_when_postgresql_stops_and_starts_again() {
     let key = key_path(keys.path());
     let nodes = names(6);
     let (a, b) = two_controllers(&pg.url, &key, &nodes);
-    a.env.write("project/site.yaml", project(2));
-    a.env.write("project/slow.yaml", SLOW_DOC);
+    write_project(&a, 2);
 
-    let apply = a
-        .cli_command(&["apply", "project", "--yes"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let apply = spawn_apply(&a);
     wait_for(
         "the first command to start",
         Duration::from_secs(60),
@@ -178,8 +190,7 @@ fn a_run_carries_on_when_postgresql_stops_and_starts_again() {
         }
     }
 
-    b.env.write("project/site.yaml", project(2));
-    b.env.write("project/slow.yaml", SLOW_DOC);
+    write_project(&b, 2);
     let plan = b.cli(&["plan", "project", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
 }
@@ -197,15 +208,9 @@ fn the_coordinator_killed_mid_apply_loses_no_result_and_a_rerun_converges() {
     let key = key_path(keys.path());
     let nodes = names(20);
     let (mut a, b) = two_controllers(&db.url, &key, &nodes);
-    a.env.write("project/site.yaml", project(4));
-    a.env.write("project/slow.yaml", SLOW_DOC);
+    write_project(&a, 4);
 
-    let apply = a
-        .cli_command(&["apply", "project", "--yes"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let apply = spawn_apply(&a);
     // Mid-run: some nodes are done, most have not started.
     wait_for("a few nodes to be done", Duration::from_secs(120), || {
         (nodes
@@ -266,8 +271,7 @@ fn the_coordinator_killed_mid_apply_loses_no_result_and_a_rerun_converges() {
     }
 
     // Running again through the survivor converges every node; none runs its command twice.
-    b.env.write("project/site.yaml", project(4));
-    b.env.write("project/slow.yaml", SLOW_DOC);
+    write_project(&b, 4);
     let again = b.cli(&["apply", "project", "--yes"]);
     assert_eq!(again.code, 0, "{}\n{}", again.all(), b.logs());
     for name in &nodes {
@@ -396,8 +400,7 @@ fn a_controller_cut_off_from_the_database_stops_taking_work() {
     );
     // Its agent went to A, which applies to both.
     a.wait_online(&["web-01", "web-02"]);
-    a.env.write("project/site.yaml", project(2));
-    a.env.write("project/slow.yaml", SLOW_DOC);
+    write_project(&a, 2);
     let apply = a.cli(&["apply", "project", "--yes"]);
     assert_eq!(apply.code, 0, "{}\n{}\n{}", apply.all(), a.logs(), b.logs());
     for name in ["web-01", "web-02"] {
