@@ -1,12 +1,12 @@
 //! The contract of the controller's tables, which both backends keep: join tokens and the node
-//! registry, the task ledger and runs in progress, and the state several controllers of one
-//! database share (secrets, schedule firings, the current project).
+//! registry, API tokens, the task ledger and runs in progress, and the state several controllers
+//! of one database share (secrets, schedule firings, the current project).
 //!
 //! [`FleetStore`] extends [`Store`] with them and is object-safe, so the controller holds a
 //! `Box<dyn FleetStore>` and does not know which backend it has. Every write is one
 //! transaction; every operation two controllers may run at once on one database decides in
 //! the database (a row lock, a unique key), never in the caller: a token is spent once, a task
-//! closed once, a firing claimed once, and a secret has one value.
+//! closed once, a firing claimed once, an API token revoked once, and a secret has one value.
 //!
 //! Work routing (issue 16) is the part only a shared store keeps ([`FleetStore::is_shared`]):
 //! a task whose node is connected to another controller is a row with its payload, claimed
@@ -38,6 +38,29 @@ pub struct CurrentProject {
     pub digest: String,
     /// Its files, as JSON (the bundle's own encoding; the store does not read it).
     pub files_json: String,
+}
+
+/// An API token as the store keeps it ([`FleetStore::insert_api_token`]): what it may do and
+/// the SHA-256 of its secret, never the secret. The store does not read the role or the
+/// target; the fleet code gives them meaning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// Its public id (short lowercase hex); the key.
+    pub id: String,
+    /// The name its maker gave it.
+    pub name: String,
+    /// `read`, `plan`, `operate` or `admin`.
+    pub role: String,
+    /// The target selector it was made with, as the user wrote it.
+    pub target: Option<String>,
+    /// Lowercase hex SHA-256 of its secret.
+    pub secret_sha256: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC; `None` when it never expires.
+    pub expires_at: Option<String>,
+    /// RFC 3339 UTC, set once when it is revoked.
+    pub revoked_at: Option<String>,
 }
 
 /// A task for the controller that holds its node's connection: stored before it is sent.
@@ -248,6 +271,21 @@ pub trait FleetStore: Store + Send {
 
     /// The current project, if one was ever applied.
     fn current_project(&self) -> Result<Option<CurrentProject>, StoreError>;
+
+    /// Records a new API token; its `revoked_at` is ignored (a new token is not revoked). An
+    /// id that exists already is an error.
+    fn insert_api_token(&mut self, token: &ApiTokenRecord) -> Result<(), StoreError>;
+
+    /// The API token `id`, revoked or not; `None` when there is none.
+    fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError>;
+
+    /// Every API token, revoked and expired ones included, by id (byte by byte).
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError>;
+
+    /// Revokes API token `id` now, once: the token as revoked. An unknown id is
+    /// [`StoreError::NoApiToken`]; a token revoked before is [`StoreError::ApiTokenRevoked`]
+    /// and keeps its first `revoked_at`.
+    fn revoke_api_token(&mut self, id: &str) -> Result<ApiTokenRecord, StoreError>;
 
     /// Whether several controllers may share this store, so that tasks are routed through it
     /// (PostgreSQL). SQLite's is one controller's: false.

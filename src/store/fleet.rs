@@ -1,8 +1,9 @@
-//! The controller's tables in the SQLite store: one-time join tokens and the node registry.
+//! The controller's tables in the SQLite store: one-time join tokens, the node registry and
+//! API tokens.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::store::{Decide, NodeRecord, StoreError};
+use crate::store::{ApiTokenRecord, Decide, NodeRecord, StoreError};
 
 pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -43,6 +44,86 @@ pub struct NewCert<'a> {
     pub not_after: &'a str,
     /// The tags the agent claimed; kept apart from the controller's tags.
     pub claimed_tags: &'a Tags,
+}
+
+/// The columns [`api_token_from_row`] reads.
+const API_TOKEN_COLUMNS: &str =
+    "id, name, role, target, secret_sha256, created_at, expires_at, revoked_at";
+
+fn api_token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: row.get(2)?,
+        target: row.get(3)?,
+        secret_sha256: row.get(4)?,
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+    })
+}
+
+/// Records a new API token (not revoked).
+pub(super) fn insert_api_token(
+    conn: &Connection,
+    token: &ApiTokenRecord,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO api_tokens (id, name, role, target, secret_sha256, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            token.id,
+            token.name,
+            token.role,
+            token.target,
+            token.secret_sha256,
+            token.created_at,
+            token.expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// The API token `id`.
+pub(super) fn api_token(conn: &Connection, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+            [id],
+            api_token_from_row,
+        )
+        .optional()?)
+}
+
+/// Every API token, by id.
+pub(super) fn api_tokens(conn: &Connection) -> Result<Vec<ApiTokenRecord>, StoreError> {
+    let mut statement = conn.prepare(&format!(
+        "SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], api_token_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes API token `id` once, in one immediate transaction (which holds the file's write
+/// lock from the update to the read of the row).
+pub(super) fn revoke_api_token(
+    conn: &mut Connection,
+    id: &str,
+) -> Result<ApiTokenRecord, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+        params![now(), id],
+    )?;
+    let token = api_token(&tx, id)?.ok_or_else(|| StoreError::NoApiToken(id.to_string()))?;
+    if changed == 0 {
+        return Err(StoreError::ApiTokenRevoked {
+            id: id.to_string(),
+            revoked_at: token.revoked_at.unwrap_or_default(),
+        });
+    }
+    tx.commit()?;
+    Ok(token)
 }
 
 /// The SQLite side of [`crate::store::FleetStore`]'s tokens and nodes, over the store's

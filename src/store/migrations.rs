@@ -20,7 +20,7 @@ pub(crate) struct Migration {
 pub const STORE_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every schema version, oldest first.
-pub(crate) const MIGRATIONS: [Migration; 7] = [
+pub(crate) const MIGRATIONS: [Migration; 8] = [
     // 1: runs and their per-resource results.
     Migration {
         version: 1,
@@ -272,6 +272,32 @@ pub(crate) const MIGRATIONS: [Migration; 7] = [
         id TEXT COLLATE \"C\" PRIMARY KEY,
         started_ms BIGINT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
+    );",
+    },
+    // 8: API tokens: a public id, a name, a role (`read`, `plan`, `operate`, `admin`), the
+    // target selector the user gave (kept as text), the SHA-256 of the secret (never the
+    // secret), when it was made, when it expires (never, when NULL) and when it was revoked.
+    Migration {
+        version: 8,
+        sqlite: "CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        target TEXT,
+        secret_sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT
+    );",
+        postgres: "CREATE TABLE api_tokens (
+        id TEXT COLLATE \"C\" PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        target TEXT,
+        secret_sha256 TEXT NOT NULL,
+        created_at TEXT COLLATE \"C\" NOT NULL,
+        expires_at TEXT COLLATE \"C\",
+        revoked_at TEXT
     );",
     },
 ];

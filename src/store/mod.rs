@@ -22,8 +22,8 @@ pub mod sqlite;
 mod tasks;
 
 pub use contract::{
-    BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice, RoutedClose,
-    RoutedState, RoutedTask, StoreListener, Tags, TaskLedger,
+    ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice,
+    RoutedClose, RoutedState, RoutedTask, StoreListener, Tags, TaskLedger,
 };
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};
@@ -465,6 +465,17 @@ pub enum StoreError {
     /// The node was revoked.
     #[error("node `{0}` is revoked")]
     Revoked(String),
+    /// No API token has this id.
+    #[error("no API token `{0}`")]
+    NoApiToken(String),
+    /// The API token was revoked already.
+    #[error("API token `{id}` was revoked already, at {revoked_at}")]
+    ApiTokenRevoked {
+        /// The token's id.
+        id: String,
+        /// When it was revoked (the first time).
+        revoked_at: String,
+    },
     /// A join token cannot be redeemed.
     #[error("{0}")]
     Token(String),

@@ -16,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
-    CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord, ResultChange,
-    ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity, Store,
-    StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
+    ApiTokenRecord, CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord,
+    ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity,
+    Store, StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
 };
 
 use crate::store::migrations::MIGRATIONS;
@@ -610,6 +610,22 @@ impl FleetStore for SqliteStore {
 
     fn revoke_node(&mut self, name: &str) -> Result<NodeRecord, StoreError> {
         fleet::revoke_node(&self.conn, name)
+    }
+
+    fn insert_api_token(&mut self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+        fleet::insert_api_token(&self.conn, token)
+    }
+
+    fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        fleet::api_token(&self.conn, id)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        fleet::api_tokens(&self.conn)
+    }
+
+    fn revoke_api_token(&mut self, id: &str) -> Result<ApiTokenRecord, StoreError> {
+        fleet::revoke_api_token(&mut self.conn, id)
     }
 
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {

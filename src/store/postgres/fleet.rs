@@ -1,4 +1,5 @@
-//! PostgreSQL's side of [`FleetStore`]: join tokens, the node registry, the task ledger, runs
+//! PostgreSQL's side of [`FleetStore`]: join tokens, the node registry, API tokens, the task
+//! ledger, runs
 //! in progress and the state controllers share (secrets, schedule firings, the current
 //! project), with the semantics of SQLite's (the conformance suite checks both).
 //!
@@ -17,8 +18,8 @@ use crate::store::fleet::{now, tags_json};
 use crate::store::postgres::routing;
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
-    BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp,
-    NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, StoreError,
+    ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask,
+    LedgerOp, NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, StoreError,
     StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
@@ -39,6 +40,23 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, postgres::Error> {
         facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
         enrolled_at: row.try_get(5)?,
         last_seen: row.try_get(6)?,
+        revoked_at: row.try_get(7)?,
+    })
+}
+
+/// The columns [`api_token_from_row`] reads.
+const API_TOKEN_COLUMNS: &str =
+    "id, name, role, target, secret_sha256, created_at, expires_at, revoked_at";
+
+fn api_token_from_row(row: &Row) -> Result<ApiTokenRecord, postgres::Error> {
+    Ok(ApiTokenRecord {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        role: row.try_get(2)?,
+        target: row.try_get(3)?,
+        secret_sha256: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        expires_at: row.try_get(6)?,
         revoked_at: row.try_get(7)?,
     })
 }
@@ -234,6 +252,69 @@ impl FleetStore for PostgresStore {
             &[&name, &now()],
         )?;
         node_in(client, name, false)?.ok_or_else(|| StoreError::NoNode(name.to_string()))
+    }
+
+    fn insert_api_token(&mut self, token: &ApiTokenRecord) -> Result<(), StoreError> {
+        self.client_mut().execute(
+            "INSERT INTO api_tokens (id, name, role, target, secret_sha256, created_at,
+                                     expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &token.id,
+                &token.name,
+                &token.role,
+                &token.target,
+                &token.secret_sha256,
+                &token.created_at,
+                &token.expires_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        let row = self.client().query_opt(
+            &format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+            &[&id],
+        )?;
+        Ok(row.as_ref().map(api_token_from_row).transpose()?)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        let rows = self.client().query(
+            &format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY id"),
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(api_token_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn revoke_api_token(&mut self, id: &str) -> Result<ApiTokenRecord, StoreError> {
+        let mut tx = self.client_mut().transaction()?;
+        // The update holds the row: a second revoke at once waits, then changes nothing.
+        let changed = tx.execute(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &now()],
+        )?;
+        let row = tx.query_opt(
+            &format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+            &[&id],
+        )?;
+        let token = row
+            .as_ref()
+            .map(api_token_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NoApiToken(id.to_string()))?;
+        if changed == 0 {
+            return Err(StoreError::ApiTokenRevoked {
+                id: id.to_string(),
+                revoked_at: token.revoked_at.unwrap_or_default(),
+            });
+        }
+        tx.commit()?;
+        Ok(token)
     }
 
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
