@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_token;
 pub mod client;
 pub mod command;
 pub mod controller;
