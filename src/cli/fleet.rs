@@ -73,6 +73,17 @@ enum FleetError {
     /// A join token cannot be made, or a node name is not one.
     #[error(transparent)]
     Token(#[from] crate::fleet::token::TokenError),
+    /// An API token cannot be made, listed or revoked.
+    #[error(transparent)]
+    ApiToken(#[from] crate::fleet::api_token::ApiTokenError),
+    /// A flag of `token create --api` that is missing or not valid.
+    #[error("{flag}: {reason}")]
+    ApiTokenFlag {
+        /// The flag, such as `--role`.
+        flag: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The agent's `--name` is not a node name.
     #[error("--name: {0}")]
     Name(#[source] crate::fleet::token::TokenError),
@@ -126,6 +137,8 @@ impl FleetError {
             | FleetError::Footing { .. }
             | FleetError::Store(_)
             | FleetError::Token(_)
+            | FleetError::ApiToken(_)
+            | FleetError::ApiTokenFlag { .. }
             | FleetError::Name(_)
             | FleetError::ReadPlan(_)
             | FleetError::LocalPlan { .. }
@@ -487,20 +500,10 @@ pub(super) fn token_create(
         node: replace.or(name),
         tags,
     };
-    // As `serve` does: the data dir is made private (or refused) before a key lands in it.
-    if let Err(err) = crate::fleet::controller::private_data_dir(data_dir) {
-        return fail(err);
-    }
-    let crate::fleet::footing::Footing { mut store, ca, .. } =
-        match crate::fleet::footing::open(data_dir, backend) {
-            Ok(footing) => footing,
-            Err(source) => {
-                return fail(FleetError::Footing {
-                    data_dir: data_dir.to_path_buf(),
-                    source,
-                });
-            }
-        };
+    let crate::fleet::footing::Footing { mut store, ca, .. } = match footing(data_dir, backend) {
+        Ok(footing) => footing,
+        Err(err) => return fail(err),
+    };
     let token = match crate::fleet::token::create(store.as_mut(), &ca, ttl, &binding) {
         Ok(token) => token,
         Err(err) => return fail(err),
@@ -516,6 +519,210 @@ pub(super) fn token_create(
                 "replace": binding.replace,
                 "ttl_seconds": ttl.as_secs(),
             }),
+        )),
+    }
+}
+
+/// The controller's store, CA and admin token, as `serve` opens them: the data directory is
+/// made private (or refused) first, before a key lands in it.
+fn footing(
+    data_dir: &Path,
+    backend: &crate::fleet::footing::Backend,
+) -> Result<crate::fleet::footing::Footing, FleetError> {
+    crate::fleet::controller::private_data_dir(data_dir)?;
+    crate::fleet::footing::open(data_dir, backend).map_err(|source| FleetError::Footing {
+        data_dir: data_dir.to_path_buf(),
+        source,
+    })
+}
+
+/// The flags of `token create --api`, as given.
+pub(super) struct ApiTokenArgs<'a> {
+    /// `--role`.
+    pub(super) role: Option<&'a str>,
+    /// `--target`.
+    pub(super) target: Option<String>,
+    /// `--ttl` (none: until revoked).
+    pub(super) ttl: Option<&'a str>,
+    /// `--name`.
+    pub(super) name: Option<String>,
+}
+
+impl ApiTokenArgs<'_> {
+    /// The token these flags describe, every flag checked before the store is opened.
+    fn check(self) -> Result<crate::fleet::api_token::NewApiToken, FleetError> {
+        use crate::fleet::api_token::{NewApiToken, Role};
+        let role = self.role.ok_or_else(|| FleetError::ApiTokenFlag {
+            flag: "--role",
+            reason: "an API token needs a role: read, plan, operate or admin".to_string(),
+        })?;
+        let role = Role::parse(role).map_err(|err| FleetError::ApiTokenFlag {
+            flag: "--role",
+            reason: err.to_string(),
+        })?;
+        if let Some(target) = &self.target {
+            crate::engine::Selector::parse(&[target.as_str()]).map_err(|err| {
+                FleetError::ApiTokenFlag {
+                    flag: "--target",
+                    reason: err.to_string(),
+                }
+            })?;
+        }
+        let ttl = self
+            .ttl
+            .map(parse_ttl)
+            .transpose()
+            .map_err(|err| err.of("--ttl"))?;
+        Ok(NewApiToken {
+            name: self.name.unwrap_or_else(|| format!("{role} token")),
+            role,
+            target: self.target,
+            ttl,
+        })
+    }
+}
+
+/// `steward token create --api`: prints the token once.
+pub(super) fn api_token_create(
+    data_dir: &Path,
+    backend: &crate::fleet::footing::Backend,
+    args: ApiTokenArgs<'_>,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let new = match args.check() {
+        Ok(new) => new,
+        Err(err) => return fail(err),
+    };
+    let mut store = match footing(data_dir, backend) {
+        Ok(footing) => footing.store,
+        Err(err) => return fail(err),
+    };
+    let (token, record) = match crate::fleet::api_token::create(store.as_mut(), &new) {
+        Ok(made) => made,
+        Err(err) => return fail(err),
+    };
+    match format {
+        OutputFormat::Human => print_stdout(&format!("{token}\n")),
+        OutputFormat::Json => print_stdout(&json_answer(
+            "steward-api-token",
+            serde_json::json!({
+                "id": record.id,
+                "name": record.name,
+                "role": record.role,
+                "target": record.target,
+                "expires_at": record.expires_at,
+                "token": token.to_string(),
+            }),
+        )),
+    }
+}
+
+/// An API token as `token list` and `token revoke` show it: never its secret or hash.
+fn api_token_json(token: &crate::store::ApiTokenRecord, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "target": token.target,
+        "created_at": token.created_at,
+        "expires_at": token.expires_at,
+        "revoked_at": token.revoked_at,
+        "status": status,
+    })
+}
+
+/// `active`, `revoked` or `expired`, now.
+fn api_token_status(token: &crate::store::ApiTokenRecord) -> &'static str {
+    let now = chrono::Utc::now();
+    let expired = token.expires_at.as_deref().is_some_and(|at| {
+        chrono::DateTime::parse_from_rfc3339(at)
+            .map_or(true, |at| at.with_timezone(&chrono::Utc) <= now)
+    });
+    if token.revoked_at.is_some() {
+        "revoked"
+    } else if expired {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `steward token list`.
+pub(super) fn api_token_list(
+    data_dir: &Path,
+    backend: &crate::fleet::footing::Backend,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let store = match footing(data_dir, backend) {
+        Ok(footing) => footing.store,
+        Err(err) => return fail(err),
+    };
+    let tokens = match store.api_tokens() {
+        Ok(tokens) => tokens,
+        Err(err) => return fail(err),
+    };
+    if format == OutputFormat::Json {
+        let tokens: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|t| api_token_json(t, api_token_status(t)))
+            .collect();
+        return print_stdout(&json_answer(
+            "steward-api-tokens",
+            serde_json::json!({ "tokens": tokens }),
+        ));
+    }
+    if tokens.is_empty() {
+        return print_stdout(
+            "No API tokens. `steward token create --api --role ROLE` makes one.\n",
+        );
+    }
+    let mut table = Table::new(&[
+        ("ID", Column::Fixed),
+        ("NAME", Column::Text),
+        ("ROLE", Column::Fixed),
+        ("TARGET", Column::Text),
+        ("STATUS", Column::Fixed),
+        ("EXPIRES", Column::Fixed),
+    ]);
+    for token in &tokens {
+        table.row(vec![
+            token.id.clone(),
+            token.name.clone(),
+            token.role.clone(),
+            token.target.clone().unwrap_or_else(|| "-".to_string()),
+            api_token_status(token).to_string(),
+            token
+                .expires_at
+                .clone()
+                .unwrap_or_else(|| "never".to_string()),
+        ]);
+    }
+    print_stdout(&table.render(table_width()))
+}
+
+/// `steward token revoke ID`.
+pub(super) fn api_token_revoke(
+    data_dir: &Path,
+    backend: &crate::fleet::footing::Backend,
+    id: &str,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let mut store = match footing(data_dir, backend) {
+        Ok(footing) => footing.store,
+        Err(err) => return fail(err),
+    };
+    let token = match store.revoke_api_token(id) {
+        Ok(token) => token,
+        Err(err) => return fail(err),
+    };
+    match format {
+        OutputFormat::Human => print_stdout(&format!(
+            "revoked API token {} ({}); it is refused from now on\n",
+            token.id, token.name
+        )),
+        OutputFormat::Json => print_stdout(&json_answer(
+            "steward-api-token-revoked",
+            api_token_json(&token, "revoked"),
         )),
     }
 }

@@ -220,14 +220,17 @@ The join token is needed only to enroll. Give it in a file or in STEWARD_JOIN_TO
 shows it to every user of the machine (in `ps`). The node's tags are the controller's (bound by
 the token or set with `steward node tag`); --tags is only what the agent asks for.")]
     Agent(AgentArgs),
-    /// Manage join tokens.
+    /// Manage join tokens and API tokens.
     #[command(
         subcommand,
         after_help = "\
 Examples:
   steward token create --data-dir D --name web-1 --tags role=web > web-1.token
   steward token create --data-dir D --replace web-1 --ttl 30m   # re-enroll web-1 on a new machine
-  steward token create --data-dir D                              # any new name, no tags"
+  steward token create --data-dir D                              # any new name, no tags
+  steward token create --data-dir D --api --role plan --name ci --ttl 30d > ci.token
+  steward token list --data-dir D
+  steward token revoke --data-dir D 0123456789abcdef"
     )]
     Token(TokenCommand),
     /// List the enrolled nodes of a controller.
@@ -451,15 +454,29 @@ pub(crate) struct AgentArgs {
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
-    /// Print a one-time join token (it carries the CA's fingerprint).
+    /// Print a one-time join token (it carries the CA's fingerprint), or with --api an API
+    /// token for the HTTP API (shown once; only its hash is stored).
     Create {
         /// The controller's data directory.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+        /// Make an API token (stw_...) instead of a join token; needs --role.
+        #[arg(long, conflicts_with_all = ["tags", "replace"])]
+        api: bool,
+        /// The API token's role: read, plan (also plan and drift runs), operate (also apply,
+        /// commands, cancel, resolve findings) or admin (also revoke and tag nodes).
+        #[arg(long, value_name = "ROLE", requires = "api")]
+        role: Option<String>,
+        /// The API token's target selector (`all`, a name, KEY=VALUE; comma-separated),
+        /// stored and shown with the token.
+        #[arg(long, value_name = "SELECTOR", requires = "api")]
+        target: Option<String>,
         /// How long the token stays valid: 30m, 1h, 1h30m, 7d (a bare number is seconds).
-        #[arg(long, value_name = "DURATION", default_value = "1h")]
-        ttl: String,
-        /// Enroll only this node name.
+        /// A join token: 1h when not given; an API token: until revoked.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// A join token: enroll only this node name. An API token: its name (shown in `token
+        /// list` and in refusals).
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// The node's tags, KEY=VALUE,... (the controller's: targeting uses them).
@@ -469,6 +486,32 @@ enum TokenCommand {
         /// refused from then on; without --tags it keeps its tags.
         #[arg(long, value_name = "NAME", conflicts_with = "name")]
         replace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        #[command(flatten)]
+        shared: SharedArgs,
+    },
+    /// List the API tokens: id, name, role, target, expiry and whether revoked (never a
+    /// secret or its hash).
+    List {
+        /// The controller's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        #[command(flatten)]
+        shared: SharedArgs,
+    },
+    /// Revoke an API token by id: it is refused from then on.
+    Revoke {
+        /// The token's id (the part after `stw_`, as `token list` shows it).
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The controller's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
@@ -1081,21 +1124,54 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Agent(args) => fleet::agent(&ctx, &args),
         Command::Token(TokenCommand::Create {
             data_dir,
+            api: true,
+            role,
+            target,
+            ttl,
+            name,
+            format,
+            shared,
+            ..
+        }) => fleet::api_token_create(
+            &data_dir,
+            &shared.backend(),
+            fleet::ApiTokenArgs {
+                role: role.as_deref(),
+                target,
+                ttl: ttl.as_deref(),
+                name,
+            },
+            format,
+        ),
+        Command::Token(TokenCommand::Create {
+            data_dir,
             ttl,
             name,
             tags,
             replace,
             format,
             shared,
+            ..
         }) => fleet::token_create(
             &data_dir,
             &shared.backend(),
-            &ttl,
+            ttl.as_deref().unwrap_or("1h"),
             name,
             tags.as_deref(),
             replace,
             format,
         ),
+        Command::Token(TokenCommand::List {
+            data_dir,
+            format,
+            shared,
+        }) => fleet::api_token_list(&data_dir, &shared.backend(), format),
+        Command::Token(TokenCommand::Revoke {
+            id,
+            data_dir,
+            format,
+            shared,
+        }) => fleet::api_token_revoke(&data_dir, &shared.backend(), &id, format),
         Command::Nodes(args) => fleet::nodes(&args),
         Command::Node(NodeCommand::Revoke {
             name,

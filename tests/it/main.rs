@@ -3,6 +3,7 @@
 //! Each test drives the real `steward` binary in a temporary directory.
 
 mod api_json;
+mod api_roles;
 mod common;
 mod crash;
 mod cron;
