@@ -1,9 +1,13 @@
 //! The controller's HTTP API (axum), which the CLI uses with `STEWARD_CONTROLLER` and
 //! `STEWARD_TOKEN_FILE`.
 //!
-//! Every route but those of [`PUBLIC_ROUTES`] (`GET /healthz`) requires the admin token as
-//! `Authorization: Bearer TOKEN`; a browser may send it as the password of HTTP Basic
-//! authentication, for reading only (`GET`, `HEAD`). A request that changes state must carry
+//! Every route but those of [`PUBLIC_ROUTES`] (`GET /healthz`) requires a token as
+//! `Authorization: Bearer TOKEN`: the admin token (`DATA_DIR/admin.token`, role admin) or an
+//! API token (`stw_...`, `steward token create --api`) with its role; a browser may send it as
+//! the password of HTTP Basic authentication, for reading only (`GET`, `HEAD`). Each route of
+//! [`ROUTES`] names the weakest role that may call it; `POST /v1/runs` asks `operate` of an
+//! apply once its body is read ([`run_role`]). A token that is unknown, revoked or expired is
+//! answered 401, one that is valid but too weak 403. A request that changes state must carry
 //! Bearer, `Content-Type: application/json` and no foreign `Origin`: a browser resends Basic
 //! credentials and may post `text/plain` across sites by itself, never a Bearer header. Every
 //! answer, refusals included, carries the headers of [`SECURITY_HEADERS`].
@@ -16,7 +20,11 @@
 //!
 //! **Architecture Invariant:** [`ROUTES`] and [`PUBLIC_ROUTES`] are the whole surface: the
 //! router is built from the same handlers, `authenticate` lets only [`PUBLIC_ROUTES`] through
-//! without the token, and a test proves each route of [`ROUTES`] refuses a caller without it.
+//! without a token and checks every other request's role against its route's in [`ROUTES`],
+//! and tests prove each route of [`ROUTES`] refuses a caller without a token (401) and each
+//! role below the route's (403).
+//!
+//! A token's target selector is carried in its [`Principal`] but not applied here.
 
 use std::sync::Arc;
 
@@ -30,6 +38,7 @@ use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::fleet::api_token::{Principal, Role};
 use crate::fleet::command::{self, ActiveRuns, CommandError, CommandEvent, CommandRequest};
 use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::run::bundle::BundleError;
@@ -38,23 +47,77 @@ use crate::fleet::token::TokenError;
 use crate::report::plan::Style;
 use crate::store::StoreError;
 
-/// Every route, as `(method, path)`: the router and the authentication test use it.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/"),
-    ("GET", "/runs/{id}"),
-    ("GET", "/v1/nodes"),
-    ("POST", "/v1/nodes/{name}/revoke"),
-    ("POST", "/v1/nodes/{name}/tags"),
-    ("POST", "/v1/runs"),
-    ("GET", "/v1/runs"),
-    ("GET", "/v1/runs/{id}"),
-    ("POST", "/v1/runs/{id}/cancel"),
-    ("POST", "/v1/commands"),
-    ("GET", "/v1/findings"),
-    ("POST", "/v1/findings/{id}/resolve"),
+/// One route of the API: its method, its path (with `{param}` segments, as the router
+/// takes it) and the weakest role that may call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `GET` or `POST` (a `GET` route answers `HEAD` too).
+    pub method: &'static str,
+    /// The path, as the router takes it.
+    pub path: &'static str,
+    /// The weakest role that may call it. `POST /v1/runs` asks more of an apply, once its
+    /// body is read: [`run_role`].
+    pub role: Role,
+}
+
+const fn route(method: &'static str, path: &'static str, role: Role) -> Route {
+    Route { method, path, role }
+}
+
+/// Every route with the role it needs: the router, `authenticate` and the tests use it.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/", Role::Read),
+    route("GET", "/runs/{id}", Role::Read),
+    route("GET", "/v1/nodes", Role::Read),
+    route("POST", "/v1/nodes/{name}/revoke", Role::Admin),
+    route("POST", "/v1/nodes/{name}/tags", Role::Admin),
+    route("POST", "/v1/runs", Role::Plan),
+    route("GET", "/v1/runs", Role::Read),
+    route("GET", "/v1/runs/{id}", Role::Read),
+    route("POST", "/v1/runs/{id}/cancel", Role::Operate),
+    route("POST", "/v1/commands", Role::Operate),
+    route("GET", "/v1/findings", Role::Read),
+    route("POST", "/v1/findings/{id}/resolve", Role::Operate),
 ];
 
-/// The routes that answer without the admin token, as `(method, path)`: liveness and the
+/// The role a run of `mode` needs: plan and drift runs `plan`, an apply `operate`.
+pub fn run_role(mode: run::Mode) -> Role {
+    match mode {
+        run::Mode::Plan | run::Mode::Drift => Role::Plan,
+        run::Mode::Apply => Role::Operate,
+    }
+}
+
+/// The route of [`ROUTES`] a request to `method` and `path` reaches (`HEAD` reaches a `GET`
+/// route); `None` for a path no route has.
+pub fn route_of(method: &Method, path: &str) -> Option<&'static Route> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES.iter().find(|route| {
+        if route.method != method {
+            return false;
+        }
+        let mut want = route.path.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    })
+}
+
+/// The routes that answer without a token, as `(method, path)`: liveness and the
 /// store's health, nothing else (no version, no counts).
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/healthz")];
 
@@ -165,11 +228,14 @@ async fn refuse_when_stalled(
     next.run(request).await
 }
 
-/// Lets a request with the admin token through (a change only with Bearer and the checks of
-/// [`refuse_change`]), and one to [`PUBLIC_ROUTES`] without it; answers 401 to any other.
+/// Resolves the token a request presents to its [`Principal`] (the admin token, or an API
+/// token read from the store) and lets it through when its role is at least its route's
+/// (a change only with Bearer and the checks of [`refuse_change`]), with the principal as a
+/// request extension; a request to [`PUBLIC_ROUTES`] goes through without a token. No token,
+/// or one unknown, revoked or expired: 401. A token too weak for the route: 403.
 async fn authenticate(
     State(controller): State<Arc<Controller>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if is_public(request.method(), request.uri().path()) {
@@ -180,21 +246,43 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(presented_token);
-    let credential = match presented {
-        Some((credential, token)) if controller.is_admin(token.trim()) => credential,
-        _ => {
-            let mut refusal = error(
-                StatusCode::UNAUTHORIZED,
-                "this API needs the admin token (Authorization: Bearer, from DATA_DIR/admin.token)",
-            );
-            // Browsers prompt for Basic; the CLI sends Bearer.
-            refusal.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"steward\", charset=\"UTF-8\""),
-            );
-            return refusal;
+    let Some((credential, token)) = presented else {
+        return unauthorized();
+    };
+    let token = token.trim().to_string();
+    // The admin token needs no store read.
+    let principal = if controller.is_admin(&token) {
+        Principal::admin()
+    } else {
+        let now = chrono::Utc::now();
+        let verified = controller
+            .store(move |s| crate::fleet::api_token::verify(s, &token, now))
+            .await;
+        match verified {
+            Ok(Ok(principal)) => principal,
+            Ok(Err(err)) if err.is_refusal() => {
+                tracing::info!(reason = %err, "API token refused");
+                return unauthorized();
+            }
+            Ok(Err(crate::fleet::api_token::ApiTokenError::Store(err))) => {
+                return ApiError::from(err).into_response();
+            }
+            Ok(Err(err)) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
+            }
+            Err(err) => return ApiError::from(err).into_response(),
         }
     };
+    let path = request.uri().path();
+    let (needed, shown) = match route_of(request.method(), path) {
+        Some(route) => (route.role, format!("{} {}", route.method, route.path)),
+        // No such route: any valid token learns that (404), no weaker one.
+        None => (Role::Read, format!("{} {path}", request.method())),
+    };
+    if let Some(refusal) = forbidden(&principal, needed, &shown) {
+        return refusal;
+    }
+    request.extensions_mut().insert(principal);
     if request.method().is_safe() {
         return next.run(request).await;
     }
@@ -204,7 +292,37 @@ async fn authenticate(
     }
 }
 
-/// How the admin token was presented.
+/// The answer to a request without a valid token.
+fn unauthorized() -> Response {
+    let mut refusal = error(
+        StatusCode::UNAUTHORIZED,
+        "this API needs a token as Authorization: Bearer: the admin token (DATA_DIR/admin.token) \
+         or an API token (steward token create --api)",
+    );
+    // Browsers prompt for Basic; the CLI sends Bearer.
+    refusal.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"steward\", charset=\"UTF-8\""),
+    );
+    refusal
+}
+
+/// 403 when `principal`'s role is weaker than `needed` for `what` (a route, or a kind of
+/// run), naming both roles and the token.
+fn forbidden(principal: &Principal, needed: Role, what: &str) -> Option<Response> {
+    if principal.role.allows(needed) {
+        return None;
+    }
+    Some(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{what} needs the {needed} role; this token ({}, {}) has {}",
+            principal.name, principal.id, principal.role
+        ),
+    ))
+}
+
+/// How the token was presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Credential {
     /// `Authorization: Bearer TOKEN`: only a program sets it.
@@ -224,7 +342,7 @@ fn refuse_change(request: &Request, credential: Credential) -> Option<Response> 
         return Some(error(
             StatusCode::FORBIDDEN,
             format!(
-                "{method} needs the admin token as Authorization: Bearer; Basic authentication \
+                "{method} needs its token as Authorization: Bearer; Basic authentication \
                  (the dashboard's) is read-only"
             ),
         ));
@@ -294,18 +412,24 @@ fn presented_token(header: &str) -> Option<(Credential, String)> {
         .map(|(_, password)| (Credential::Basic, password.to_string()))
 }
 
-/// Who a run or command is recorded as: the API knows one credential, the admin token, so
-/// the user name the client sends is only a claim, and is recorded as one.
-fn recorded_user(claimed: &str) -> String {
+/// Who a run or command is recorded as: the token that asked (the admin token, or an API
+/// token by name and id); the user name the client sends is only a claim, and is recorded as
+/// one.
+fn recorded_user(principal: &Principal, claimed: &str) -> String {
+    let who = if principal.id == Principal::admin().id {
+        "admin token".to_string()
+    } else {
+        format!("API token {} ({})", principal.name, principal.id)
+    };
     let claimed: String = claimed
         .chars()
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
     if claimed.is_empty() {
-        "admin token".to_string()
+        who
     } else {
-        format!("admin token (claims {claimed})")
+        format!("{who} (claims {claimed})")
     }
 }
 
@@ -957,13 +1081,26 @@ async fn node_tags(
     }
 }
 
-async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+async fn start_run(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Response {
     let mut request: RunRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return ApiError::BadRequest(format!("malformed run request: {err}")).into_response();
         }
     };
+    let mode = match request.mode {
+        run::Mode::Plan => "plan",
+        run::Mode::Apply => "apply",
+        run::Mode::Drift => "drift",
+    };
+    let what = format!("POST /v1/runs (mode {mode})");
+    if let Some(refusal) = forbidden(&principal, run_role(request.mode), &what) {
+        return refusal;
+    }
     let scope = match &request.adhoc {
         Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
@@ -971,7 +1108,7 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
         },
         None => Scope::default(),
     };
-    request.user = recorded_user(&request.user);
+    request.user = recorded_user(&principal, &request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let response = run::run(&controller, request, scope, tx.clone()).await;
@@ -988,6 +1125,7 @@ async fn start_run(State(controller): State<Arc<Controller>>, body: Bytes) -> Re
 async fn start_command(
     State(controller): State<Arc<Controller>>,
     Extension(commands): Extension<Arc<ActiveRuns>>,
+    Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Response {
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
@@ -997,7 +1135,7 @@ async fn start_command(
                 .into_response();
         }
     };
-    request.user_name = recorded_user(&request.user_name);
+    request.user_name = recorded_user(&principal, &request.user_name);
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
         let response = command::run(&controller, &commands, request, tx.clone()).await;
@@ -1061,7 +1199,7 @@ pub struct RunInfo {
     pub kind: String,
     /// RFC 3339 UTC.
     pub started_at: String,
-    /// Who ran it (`admin token (claims NAME)`, `scheduler`, `agent`).
+    /// Who ran it (`admin token (claims NAME)`, `API token NAME (ID)`, `scheduler`, `agent`).
     pub user: String,
     /// Its results by outcome, as the columns of `steward runs` count them.
     pub counts: RunCounts,
@@ -1358,6 +1496,38 @@ mod tests {
             form(Some("markdown"), Some("application/json")).0,
             ReportForm::Markdown
         );
+    }
+
+    #[test]
+    fn a_request_reaches_the_route_whose_path_it_fills() {
+        use super::{ROUTES, Role, route_of};
+        let role = |method: Method, path: &str| route_of(&method, path).map(|r| r.role);
+        assert_eq!(role(Method::GET, "/"), Some(Role::Read));
+        assert_eq!(role(Method::HEAD, "/v1/runs"), Some(Role::Read));
+        assert_eq!(role(Method::POST, "/v1/runs"), Some(Role::Plan));
+        assert_eq!(
+            role(Method::POST, "/v1/runs/r1/cancel"),
+            Some(Role::Operate)
+        );
+        assert_eq!(
+            role(Method::POST, "/v1/nodes/web-1/tags"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role(Method::POST, "/v1/nodes/web-1/revoke"),
+            Some(Role::Admin)
+        );
+        assert_eq!(role(Method::GET, "/v1/runs/r1"), Some(Role::Read));
+        assert_eq!(role(Method::POST, "/v1/nodes//tags"), None);
+        assert_eq!(role(Method::GET, "/v1/runs/r1/cancel"), None);
+        assert_eq!(role(Method::DELETE, "/v1/nodes"), None);
+        assert_eq!(role(Method::GET, "/v1/nodes/"), None);
+        // Every route is reached by its own path.
+        for route in ROUTES {
+            let path = route.path.replace("{name}", "n").replace("{id}", "1");
+            let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+            assert_eq!(route_of(&method, &path), Some(route), "{path}");
+        }
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! Scoped API tokens: made, listed and revoked with the CLI (`steward token create --api`,
 //! `token list`, `token revoke`), and the role census of the HTTP API.
 
+use std::io::{Read, Write};
+
+use steward::fleet::api::ROUTES;
+use steward::fleet::api_token::Role;
+
 use crate::common::TestEnv;
+use crate::fleet_harness::{Fleet, http};
 
 /// `steward token ...` on the data directory `data`, besides `--data-dir`.
 fn token_cli(env: &TestEnv, data: &std::path::Path, args: &[&str]) -> crate::common::Output {
@@ -127,4 +133,155 @@ fn a_bad_role_or_target_is_refused_naming_its_flag() {
     assert!(bad_ttl.stderr.contains("--ttl"), "{}", bad_ttl.all());
     let listed = json(&token_cli(&env, &data, &["list", "--format", "json"]).stdout);
     assert_eq!(listed["tokens"], serde_json::json!([]), "nothing was made");
+}
+
+/// A route's path with every `{param}` filled in.
+fn filled(path: &str) -> String {
+    path.replace("{name}", "web-1").replace("{id}", "1")
+}
+
+/// `POST path` with a JSON `body`: the status and the body of the answer.
+fn post_json(addr: &str, path: &str, auth: &str, body: &str) -> (u16, String) {
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The role census: for every route of `ROUTES` (the table itself, so a new route is in it),
+/// each role below the route's is refused with 403 naming both roles and the token, the
+/// route's own role (and every one above) is not refused, and a revoked token gets 401.
+#[test]
+fn every_route_refuses_each_role_below_its_own() {
+    let fleet = Fleet::start();
+    let tokens: Vec<(Role, String)> = Role::ALL
+        .iter()
+        .map(|role| {
+            let name = format!("census {role}");
+            let token = fleet.token_with(&["--api", "--role", role.as_str(), "--name", &name]);
+            (*role, format!("Bearer {token}"))
+        })
+        .collect();
+    let listed = fleet.cli(&[
+        "token",
+        "list",
+        "--data-dir",
+        fleet.data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id_of = |role: Role| {
+        listed["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["role"] == role.as_str())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Every role is needed by some route, and read by the reads.
+    for role in Role::ALL {
+        assert!(
+            ROUTES.iter().any(|route| route.role == role),
+            "no route needs {role}"
+        );
+    }
+    let mut census = Vec::new();
+    for route in ROUTES {
+        let path = filled(route.path);
+        for (role, auth) in &tokens {
+            let (status, body) = http(&fleet.http, route.method, &path, Some(auth));
+            let shown = format!("{} {path} as {role}: {status} {body}", route.method);
+            if *role < route.role {
+                assert_eq!(status, 403, "{shown}");
+                let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(error["error"]["code"], "forbidden", "{shown}");
+                let message = error["error"]["message"].as_str().unwrap();
+                let expected = format!(
+                    "{} {} needs the {} role; this token (census {role}, {}) has {role}",
+                    route.method,
+                    route.path,
+                    route.role,
+                    id_of(*role)
+                );
+                assert_eq!(message, expected, "{shown}");
+            } else {
+                assert!(status != 401 && status != 403 && status != 0, "{shown}");
+            }
+        }
+        census.push(format!("{} {} {}", route.method, route.path, route.role));
+    }
+    assert_eq!(census.len(), ROUTES.len());
+
+    // A revoked token is refused everywhere as unknown: 401, whatever its role was.
+    let (_, admin_token) = &tokens[3];
+    let revoked = fleet.cli(&[
+        "token",
+        "revoke",
+        "--data-dir",
+        fleet.data.to_str().unwrap(),
+        &id_of(Role::Admin),
+    ]);
+    assert_eq!(revoked.code, 0, "{}", revoked.all());
+    for route in ROUTES {
+        let path = filled(route.path);
+        let (status, body) = http(&fleet.http, route.method, &path, Some(admin_token));
+        assert_eq!(status, 401, "{} {path} revoked: {body}", route.method);
+    }
+    // The others still work.
+    let (_, read_token) = &tokens[0];
+    assert_eq!(
+        http(&fleet.http, "GET", "/v1/nodes", Some(read_token)).0,
+        200
+    );
+}
+
+/// `POST /v1/runs` asks `plan` of a plan or drift run and `operate` of an apply, once the
+/// body says which.
+#[test]
+fn an_apply_needs_operate_where_a_plan_needs_plan() {
+    let fleet = Fleet::start();
+    let token = |role: &str| {
+        format!(
+            "Bearer {}",
+            fleet.token_with(&["--api", "--role", role, "--name", role])
+        )
+    };
+    let (plan, operate) = (token("plan"), token("operate"));
+    let body = |mode: &str| format!(r#"{{"mode":"{mode}","files":[],"project":"p"}}"#);
+    let (status, answer) = post_json(&fleet.http, "/v1/runs", &plan, &body("apply"));
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.contains("POST /v1/runs (mode apply) needs the operate role; this token (plan, "),
+        "{answer}"
+    );
+    for (auth, mode) in [(&plan, "plan"), (&plan, "drift"), (&operate, "apply")] {
+        let (status, answer) = post_json(&fleet.http, "/v1/runs", auth, &body(mode));
+        assert!(
+            status != 401 && status != 403 && status != 0,
+            "{mode}: {status} {answer}"
+        );
+    }
 }

@@ -193,8 +193,9 @@ fn hostile_tokens_connections_and_callers_are_refused_and_the_controller_keeps_s
     let mut fleet = Fleet::start();
 
     // Every API route refuses a caller without the admin token.
-    for (method, path) in steward::fleet::api::ROUTES {
-        let path = path.replace("{name}", "web-1").replace("{id}", "1");
+    for route in steward::fleet::api::ROUTES {
+        let method = route.method;
+        let path = route.path.replace("{name}", "web-1").replace("{id}", "1");
         let status = status_without_token(&fleet.http, method, &path);
         assert_eq!(
             status, 401,

@@ -218,7 +218,7 @@ fn every_answer_carries_the_security_headers() {
     let bearer = format!("Bearer {}", admin_token(&fleet));
     let mut requests: Vec<(String, String)> = steward::fleet::api::ROUTES
         .iter()
-        .map(|(method, path)| (method.to_string(), fill_placeholders(path)))
+        .map(|route| (route.method.to_string(), fill_placeholders(route.path)))
         .collect();
     requests.push(("GET".to_string(), "/no/such/page".to_string()));
     requests.push(("DELETE".to_string(), "/v1/nodes".to_string()));
