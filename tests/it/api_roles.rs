@@ -285,3 +285,45 @@ fn an_apply_needs_operate_where_a_plan_needs_plan() {
         );
     }
 }
+
+/// The CLI with an API token in `STEWARD_TOKEN_FILE`: a plan token plans and is refused an
+/// apply, which runs nothing.
+#[test]
+fn the_cli_with_a_plan_token_plans_and_is_refused_an_apply() {
+    let mut fleet = Fleet::start();
+    fleet.add_agent("web-1", "role=web");
+    fleet.wait_online(&["web-1"]);
+    let token = fleet.token_with(&["--api", "--role", "plan", "--name", "ci"]);
+    let token_file = fleet.env.write("ci.token", format!("{token}\n"));
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"hello\\n\"\n",
+    );
+    let as_ci = |args: &[&str]| {
+        let output = fleet
+            .cli_command(args)
+            .env("STEWARD_TOKEN_FILE", &token_file)
+            .output()
+            .unwrap();
+        crate::common::Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    let plan = as_ci(&["plan", "project", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "a plan with changes: {}", plan.all());
+    assert!(plan.stdout.contains("+ file:/motd"), "{}", plan.all());
+    let apply = as_ci(&["apply", "project", "--yes"]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply
+            .stderr
+            .contains("POST /v1/runs (mode apply) needs the operate role; this token (ci, "),
+        "{}",
+        apply.all()
+    );
+    assert!(!fleet.root("web-1").join("motd").exists(), "the apply ran");
+    let runs = fleet.cli(&["runs", "--format", "json"]);
+    assert!(!runs.stdout.contains("\"apply\""), "{}", runs.all());
+}
