@@ -253,6 +253,9 @@ async fn authenticate(
     // The admin token needs no store read.
     let principal = if controller.is_admin(&token) {
         Principal::admin()
+    } else if crate::fleet::api_token::ApiToken::parse(&token).is_err() {
+        // Not the shape of an API token: refused without a store read.
+        return unauthorized();
     } else {
         let now = chrono::Utc::now();
         let verified = controller
@@ -510,10 +513,13 @@ impl HttpStatus for ApiError {
 impl HttpStatus for StoreError {
     fn status(&self) -> StatusCode {
         match self {
-            StoreError::NoRun(_) | StoreError::NoFinding(_) | StoreError::NoNode(_) => {
-                StatusCode::NOT_FOUND
-            }
-            StoreError::AlreadyResolved(_) | StoreError::Revoked(_) => StatusCode::CONFLICT,
+            StoreError::NoRun(_)
+            | StoreError::NoFinding(_)
+            | StoreError::NoNode(_)
+            | StoreError::NoApiToken(_) => StatusCode::NOT_FOUND,
+            StoreError::AlreadyResolved(_)
+            | StoreError::Revoked(_)
+            | StoreError::ApiTokenRevoked { .. } => StatusCode::CONFLICT,
             StoreError::Token(_) => StatusCode::BAD_REQUEST,
             // The database is out of reach for now: another controller (or a retry) may do.
             err if err.is_transient() => StatusCode::SERVICE_UNAVAILABLE,

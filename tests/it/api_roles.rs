@@ -327,3 +327,52 @@ fn the_cli_with_a_plan_token_plans_and_is_refused_an_apply() {
     let runs = fleet.cli(&["runs", "--format", "json"]);
     assert!(!runs.stdout.contains("\"apply\""), "{}", runs.all());
 }
+
+/// On a shared database an API token made with `--database --key-file` works on every
+/// controller of it, and once revoked is refused by all of them.
+#[test]
+#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES (.ci/run starts one)"]
+fn a_token_of_a_shared_database_is_known_and_revoked_on_every_controller() {
+    let db = crate::pg::Postgres::new();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("keys").join("steward.key");
+    let shared = [
+        "--database".to_string(),
+        db.url.clone(),
+        "--key-file".to_string(),
+        key.display().to_string(),
+    ];
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let first = Fleet::start_with(&shared);
+    let second = Fleet::start_with(&shared);
+    let mut args = vec!["--api", "--role", "read", "--name", "shared"];
+    args.extend(&shared);
+    let auth = format!("Bearer {}", first.token_with(&args));
+    for fleet in [&first, &second] {
+        assert_eq!(http(&fleet.http, "GET", "/v1/nodes", Some(&auth)).0, 200);
+        assert_eq!(
+            http(&fleet.http, "POST", "/v1/commands", Some(&auth)).0,
+            403
+        );
+    }
+    let mut list = vec!["token", "list", "--data-dir", second.data.to_str().unwrap()];
+    list.extend(&shared);
+    list.extend(["--format", "json"]);
+    let listed = second.cli(&list);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_string();
+    let mut revoke = vec![
+        "token",
+        "revoke",
+        "--data-dir",
+        second.data.to_str().unwrap(),
+    ];
+    revoke.extend(&shared);
+    revoke.push(&id);
+    let revoked = second.cli(&revoke);
+    assert_eq!(revoked.code, 0, "{}", revoked.all());
+    for fleet in [&first, &second] {
+        assert_eq!(http(&fleet.http, "GET", "/v1/nodes", Some(&auth)).0, 401);
+    }
+}
