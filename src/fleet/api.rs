@@ -279,8 +279,9 @@ async fn authenticate(
     let path = request.uri().path();
     let (needed, shown) = match route_of(request.method(), path) {
         Some(route) => (route.role, format!("{} {}", route.method, route.path)),
-        // No such route: any valid token learns that (404), no weaker one.
-        None => (Role::Read, format!("{} {path}", request.method())),
+        // No route of the table: the router can only answer 404 or 405, but should it ever
+        // route a request the table does not match, it is the admin's (fail closed).
+        None => (Role::Admin, format!("{} {path}", request.method())),
     };
     if let Some(refusal) = forbidden(&principal, needed, &shown) {
         return refusal;

@@ -234,6 +234,21 @@ fn every_route_refuses_each_role_below_its_own() {
         census.push(format!("{} {} {}", route.method, route.path, route.role));
     }
     assert_eq!(census.len(), ROUTES.len());
+    // A path or method no route has is the admin's: a weaker token learns nothing of it.
+    for (method, path) in [("GET", "/v1/nope"), ("DELETE", "/v1/nodes")] {
+        for (role, auth) in &tokens {
+            let (status, body) = http(&fleet.http, method, path, Some(auth));
+            let expected = if *role == Role::Admin {
+                [404, 405]
+            } else {
+                [403, 403]
+            };
+            assert!(
+                expected.contains(&status),
+                "{method} {path} as {role}: {status} {body}"
+            );
+        }
+    }
 
     // A revoked token is refused everywhere as unknown: 401, whatever its role was.
     let (_, admin_token) = &tokens[3];
