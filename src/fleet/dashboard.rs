@@ -1,7 +1,8 @@
 //! The controller's dashboard: server-rendered HTML (maud escapes every value), no
-//! JavaScript, no forms, refreshed every ten seconds. Behind the same admin token as the API; a
-//! browser sends it as the password of HTTP Basic authentication (any user name), which the API
-//! accepts for reading only.
+//! JavaScript, no forms, refreshed every ten seconds. Behind the same tokens as the API (the
+//! admin token, or an API token of any role: its pages need `read`); a browser sends one as
+//! the password of HTTP Basic authentication (any user name), which the API accepts for
+//! reading only.
 //!
 //! **Architecture Invariant:** the pages only read. Anything that changes state is an API route
 //! that needs `Authorization: Bearer`, which a browser never sends by itself. The content
