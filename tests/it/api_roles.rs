@@ -265,12 +265,32 @@ fn every_route_refuses_each_role_below_its_own() {
         let (status, body) = http(&fleet.http, route.method, &path, Some(admin_token));
         assert_eq!(status, 401, "{} {path} revoked: {body}", route.method);
     }
-    // The others still work.
+    // The others still work, as Bearer and, for reading only, as the dashboard's Basic
+    // password.
     let (_, read_token) = &tokens[0];
     assert_eq!(
         http(&fleet.http, "GET", "/v1/nodes", Some(read_token)).0,
         200
     );
+    let (_, operate_token) = &tokens[2];
+    let basic = |bearer: &str| {
+        let secret = bearer.trim_start_matches("Bearer ");
+        let encoded = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("anyone:{secret}"),
+        );
+        format!("Basic {encoded}")
+    };
+    let (status, page) = http(&fleet.http, "GET", "/", Some(&basic(read_token)));
+    assert_eq!(status, 200, "{page}");
+    let (status, body) = http(
+        &fleet.http,
+        "POST",
+        "/v1/findings/1/resolve",
+        Some(&basic(operate_token)),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("is read-only"), "{body}");
 }
 
 /// `POST /v1/runs` asks `plan` of a plan or drift run and `operate` of an apply, once the
