@@ -440,3 +440,80 @@ fn the_store_connects_again_after_the_server_ended_its_sessions() {
         }
     );
 }
+
+/// On a shared database an API token made with `--database --key-file` works on every
+/// controller of it, and once revoked is refused by all of them.
+#[test]
+#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES (.ci/run starts one)"]
+fn an_api_token_of_the_database_is_known_and_revoked_on_every_controller() {
+    let db = Postgres::new();
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_path(keys.path());
+    let shared = shared(&db, &key);
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let first = shared_controller(&db, &key);
+    let second = shared_controller(&db, &key);
+    let mut args = vec!["--api", "--role", "read", "--name", "shared"];
+    args.extend(&shared);
+    let auth = format!("Bearer {}", first.token_with(&args));
+    for fleet in [&first, &second] {
+        assert_eq!(http(&fleet.http, "GET", "/v1/nodes", Some(&auth)).0, 200);
+        assert_eq!(
+            http(&fleet.http, "POST", "/v1/commands", Some(&auth)).0,
+            403
+        );
+    }
+    let mut list = vec!["token", "list", "--data-dir", second.data.to_str().unwrap()];
+    list.extend(&shared);
+    list.extend(["--format", "json"]);
+    let listed = second.cli(&list);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_string();
+    let mut revoke = vec![
+        "token",
+        "revoke",
+        "--data-dir",
+        second.data.to_str().unwrap(),
+    ];
+    revoke.extend(&shared);
+    revoke.push(&id);
+    let revoked = second.cli(&revoke);
+    assert_eq!(revoked.code, 0, "{}", revoked.all());
+    for fleet in [&first, &second] {
+        assert_eq!(http(&fleet.http, "GET", "/v1/nodes", Some(&auth)).0, 401);
+    }
+}
+
+/// `serve --migrate-from` copies the API tokens with the rest (`store::copy` reads the tables
+/// from SQLite): revoked ones stay revoked.
+#[test]
+#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES (.ci/run starts one)"]
+fn a_copy_into_the_database_carries_the_api_tokens() {
+    use steward::store::{ApiTokenRecord, FleetStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.db");
+    let token = |id: &str, role: &str, target: Option<&str>| ApiTokenRecord {
+        id: id.into(),
+        name: format!("ci {id}"),
+        role: role.into(),
+        target: target.map(String::from),
+        secret_sha256: "ab".repeat(32),
+        created_at: "2026-12-03T10:00:00.000Z".into(),
+        expires_at: target.map(|_| "2027-01-01T00:00:00.000Z".to_string()),
+        revoked_at: None,
+    };
+    let scoped = token("aa01", "operate", Some("role=web"));
+    let mut source = steward::store::sqlite::SqliteStore::open(&path).unwrap();
+    source.insert_api_token(&scoped).unwrap();
+    source
+        .insert_api_token(&token("aa02", "read", None))
+        .unwrap();
+    let revoked = source.revoke_api_token("aa02").unwrap();
+    drop(source);
+    let db = Postgres::new();
+    let mut target = steward::store::postgres::PostgresStore::open(&db.config).unwrap();
+    let copied = target.copy_from_sqlite(&path).unwrap();
+    assert_eq!(copied.rows("api_tokens"), 2);
+    assert_eq!(target.api_tokens().unwrap(), vec![scoped, revoked]);
+}

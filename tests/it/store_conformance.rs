@@ -1995,27 +1995,3 @@ fn a_store_of_the_previous_version_gains_api_tokens(backend: &dyn Backend) {
         Some(api_token("77", "read", 7))
     );
 }
-
-/// `serve --migrate-from` copies the API tokens with the rest: revoked ones stay revoked.
-#[test]
-#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES=postgres://... (.ci/run starts one)"]
-fn a_copy_into_postgres_carries_the_api_tokens() {
-    let sqlite = Sqlite::new();
-    let mut source = sqlite.open();
-    let scoped = ApiTokenRecord {
-        target: Some("role=web".into()),
-        expires_at: Some("2027-01-01T00:00:00.000Z".into()),
-        ..api_token("aa01", "operate", 1)
-    };
-    source.insert_api_token(&scoped).unwrap();
-    source
-        .insert_api_token(&api_token("aa02", "read", 2))
-        .unwrap();
-    let revoked = source.revoke_api_token("aa02").unwrap();
-    drop(source);
-    let pg = Postgres::new();
-    let mut target = PostgresStore::open(&pg.config).unwrap();
-    let copied = target.copy_from_sqlite(&sqlite.path()).unwrap();
-    assert_eq!(copied.rows("api_tokens"), 2);
-    assert_eq!(target.api_tokens().unwrap(), vec![scoped, revoked]);
-}
