@@ -1,8 +1,6 @@
 //! Scoped API tokens: made, listed and revoked with the CLI (`steward token create --api`,
 //! `token list`, `token revoke`), and the role census of the HTTP API.
 
-use std::io::{Read, Write};
-
 use steward::fleet::api::ROUTES;
 use steward::fleet::api_token::Role;
 
@@ -142,29 +140,14 @@ fn filled(path: &str) -> String {
 
 /// `POST path` with a JSON `body`: the status and the body of the answer.
 fn post_json(addr: &str, path: &str, auth: &str, body: &str) -> (u16, String) {
-    let addr = addr.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    crate::fleet_harness::http_body(
+        addr,
+        "POST",
+        path,
+        Some(auth),
+        body,
+        std::time::Duration::from_secs(30),
     )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The role census: for every route of `ROUTES` (the table itself, so a new route is in it),

@@ -355,17 +355,28 @@ pub(crate) fn tls_poke(
 
 /// A request to the HTTP API: its status and body.
 pub(crate) fn http(http: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    http_body(http, method, path, auth, "{}", Duration::from_secs(10))
+}
+
+/// [`http`] with a JSON `body` of the caller's and a read timeout.
+pub(crate) fn http_body(
+    http: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> (u16, String) {
     let addr = http.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 2\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{{}}"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut answer = String::new();
