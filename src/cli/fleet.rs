@@ -370,6 +370,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
         env,
         secret_env,
         user_name: crate::engine::record::user(),
+        limit: None,
     };
     let json = args.format == OutputFormat::Json;
     let mut stdout = std::io::stdout().lock();

@@ -24,7 +24,8 @@
 //! and tests prove each route of [`ROUTES`] refuses a caller without a token (401) and each
 //! role below the route's (403).
 //!
-//! A token's target selector is carried in its [`Principal`] but not applied here.
+//! A token's target selector becomes the [`Limit`](crate::fleet::api_token::Limit) of the runs
+//! and commands it starts (refused whole when they reach a node it does not select).
 
 use std::sync::Arc;
 
@@ -1108,12 +1109,18 @@ async fn start_run(
     if let Some(refusal) = forbidden(&principal, run_role(request.mode), &what) {
         return refusal;
     }
-    let scope = match &request.adhoc {
+    let mut scope = match &request.adhoc {
         Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
             Err(err) => return ApiError::from(err).into_response(),
         },
         None => Scope::default(),
+    };
+    scope.limit = match crate::fleet::api_token::Limit::of(&principal) {
+        Ok(limit) => limit,
+        Err(err) => {
+            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+        }
     };
     request.user = recorded_user(&principal, &request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
@@ -1143,6 +1150,12 @@ async fn start_command(
         }
     };
     request.user_name = recorded_user(&principal, &request.user_name);
+    request.limit = match crate::fleet::api_token::Limit::of(&principal) {
+        Ok(limit) => limit,
+        Err(err) => {
+            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+        }
+    };
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
         let response = command::run(&controller, &commands, request, tx.clone()).await;

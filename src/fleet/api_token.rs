@@ -77,7 +77,7 @@ pub struct Principal {
     pub name: String,
     /// What it may do.
     pub role: Role,
-    /// The target selector it was made with, as written (not applied here).
+    /// The target selector it was made with, as written ([`Limit`] applies it).
     pub target: Option<String>,
 }
 
@@ -472,5 +472,61 @@ mod tests {
         assert!(same_bytes(b"abc", b"abc"));
         assert!(!same_bytes(b"abc", b"abd"));
         assert!(!same_bytes(b"abc", b"ab"));
+    }
+}
+
+/// What a token made with a target selector may reach: the nodes its selector picks, by name
+/// and by the controller's tags (never an agent's claimed ones). A run or command that would
+/// reach any other node is refused whole, naming them.
+#[derive(Clone, Debug)]
+pub struct Limit {
+    selector: crate::engine::Selector,
+    /// The selector as the token was made with it.
+    text: String,
+    /// The token, as refusals name it: `NAME (ID)`.
+    token: String,
+}
+
+impl Limit {
+    /// The limit of `principal`'s token; `None` when it has no target selector.
+    pub fn of(principal: &Principal) -> Result<Option<Limit>, crate::engine::SelectError> {
+        let Some(text) = &principal.target else {
+            return Ok(None);
+        };
+        Ok(
+            crate::engine::Selector::parse(&[text])?.map(|selector| Limit {
+                selector,
+                text: text.clone(),
+                token: format!("{} ({})", principal.name, principal.id),
+            }),
+        )
+    }
+
+    /// `Err` naming the nodes of `nodes` (name, tags) the selector does not pick.
+    pub fn check<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = (&'a str, &'a std::collections::BTreeMap<String, String>)>,
+    ) -> Result<(), String> {
+        let mut outside: Vec<&str> = nodes
+            .into_iter()
+            .filter(|(name, tags)| !self.selector.matches(name, tags))
+            .map(|(name, _)| name)
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        outside.sort_unstable();
+        outside.dedup();
+        Err(format!(
+            "API token {} may act only on the nodes its target `{}` selects; this would also reach {}: {} (nothing was run)",
+            self.token,
+            self.text,
+            if outside.len() == 1 {
+                "1 node"
+            } else {
+                "these nodes"
+            },
+            outside.join(", ")
+        ))
     }
 }

@@ -96,6 +96,10 @@ pub struct CommandRequest {
     /// Who asked.
     #[serde(default)]
     pub user_name: String,
+    /// The nodes the asking token may reach (set by the API from the token, never read from
+    /// the request).
+    #[serde(skip)]
+    pub limit: Option<crate::fleet::api_token::Limit>,
 }
 
 /// Run Command's per-node statuses.
@@ -318,6 +322,20 @@ pub async fn run(
         Ok(targets) => targets,
         Err(err) => return failed(err.to_string()),
     };
+    if let Some(limit) = &request.limit {
+        let nodes = match controller.store(|s| s.nodes()).await {
+            Ok(Ok(nodes)) => nodes,
+            Ok(Err(err)) => return failed(err.to_string()),
+            Err(err) => return failed(err.to_string()),
+        };
+        let picked = nodes
+            .iter()
+            .filter(|node| targets.contains(&node.name))
+            .map(|node| (node.name.as_str(), &node.tags));
+        if let Err(refusal) = limit.check(picked) {
+            return failed(refusal);
+        }
+    }
     // Unique even for two runs started in the same millisecond by one controller.
     let run_id = format!(
         "{}-{}",

@@ -646,6 +646,7 @@ async fn tick(controller: &Arc<Controller>, me: &str) -> Result<Duration, ServeE
             Scope {
                 association: Some(name.clone()),
                 adhoc: None,
+                limit: None,
             },
             tx,
         )

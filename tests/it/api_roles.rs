@@ -345,3 +345,66 @@ fn the_cli_with_a_plan_token_plans_and_is_refused_an_apply() {
     let runs = fleet.cli(&["runs", "--format", "json"]);
     assert!(!runs.stdout.contains("\"apply\""), "{}", runs.all());
 }
+
+/// A token made with `--target role=web` acts only on the nodes that selects: an apply or a
+/// command that would also reach `db-1` is refused whole, naming it, and runs nothing; the
+/// same narrowed to `role=web` runs.
+#[test]
+fn a_token_with_a_target_acts_only_on_the_nodes_it_selects() {
+    let mut fleet = Fleet::start();
+    fleet.add_agent("web-1", "role=web");
+    fleet.add_agent("db-1", "role=db");
+    fleet.wait_online(&["web-1", "db-1"]);
+    let token = fleet.token_with(&[
+        "--api", "--role", "operate", "--name", "web-ops", "--target", "role=web",
+    ]);
+    let token_file = fleet.env.write("web-ops.token", format!("{token}\n"));
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\n  db:\n    targets: { tags: { role: db } }\nresources:\n  file:/motd:\n    content: \"hello\\n\"\n",
+    );
+    let as_web_ops = |args: &[&str]| {
+        let output = fleet
+            .cli_command(args)
+            .env("STEWARD_TOKEN_FILE", &token_file)
+            .output()
+            .unwrap();
+        crate::common::Output {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    let refusal = "API token web-ops (";
+    let apply = as_web_ops(&["apply", "project", "--yes"]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply.all().contains(refusal) && apply.all().contains("would also reach 1 node: db-1"),
+        "{}",
+        apply.all()
+    );
+    assert!(!fleet.root("web-1").join("motd").exists(), "the apply ran");
+    let command = as_web_ops(&["run", "--target", "all", "--", "/bin/sh", "-c", "touch ran"]);
+    assert_eq!(command.code, 1, "{}", command.all());
+    assert!(
+        command.all().contains(refusal) && command.all().contains("db-1"),
+        "{}",
+        command.all()
+    );
+    assert!(!fleet.root("web-1").join("ran").exists(), "the command ran");
+
+    let apply = as_web_ops(&["apply", "project", "--yes", "--target", "role=web"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    assert!(fleet.root("web-1").join("motd").exists(), "{}", apply.all());
+    assert!(!fleet.root("db-1").join("motd").exists(), "{}", apply.all());
+    let command = as_web_ops(&[
+        "run",
+        "--target",
+        "role=web",
+        "--",
+        "/bin/sh",
+        "-c",
+        "touch ran",
+    ]);
+    assert_eq!(command.code, 0, "{}", command.all());
+}

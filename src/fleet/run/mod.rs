@@ -99,6 +99,7 @@ impl AdhocRequest {
                 )?,
                 max_errors: parse_rate(&self.max_errors, "--max-errors", MAX_ERRORS_MIN)?,
             }),
+            limit: None,
         })
     }
 }
@@ -144,6 +145,8 @@ pub struct Scope {
     pub association: Option<String>,
     /// `steward run --document`: these nodes, this rate control, no associations.
     pub adhoc: Option<Adhoc>,
+    /// The nodes the asking token may reach; a run that targets any other is refused.
+    pub limit: Option<crate::fleet::api_token::Limit>,
 }
 
 /// A one-off apply of a document on selected nodes (Run Command with a document).
@@ -262,6 +265,20 @@ pub async fn run(
         && let Err(err) = fleet.pin(saved, &request)
     {
         return RunResponse::error(err);
+    }
+    if let Some(limit) = &scope.limit
+        && let Err(refusal) = limit.check(
+            fleet
+                .targets
+                .iter()
+                .map(|node| (node.name.as_str(), &node.tags)),
+        )
+    {
+        return RunResponse {
+            failed: true,
+            errors: vec![refusal],
+            ..RunResponse::default()
+        };
     }
     let nothing_targeted = fleet.targets.is_empty();
     let mut response = match request.mode {
