@@ -304,6 +304,24 @@ fn an_apply_needs_operate_where_a_plan_needs_plan() {
     }
 }
 
+/// The CLI through `fleet`'s controller with the token in `token_file`.
+fn cli_with_token(
+    fleet: &Fleet,
+    token_file: &std::path::Path,
+    args: &[&str],
+) -> crate::common::Output {
+    let output = fleet
+        .cli_command(args)
+        .env("STEWARD_TOKEN_FILE", token_file)
+        .output()
+        .unwrap();
+    crate::common::Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// The CLI with an API token in `STEWARD_TOKEN_FILE`: a plan token plans and is refused an
 /// apply, which runs nothing.
 #[test]
@@ -317,18 +335,7 @@ fn the_cli_with_a_plan_token_plans_and_is_refused_an_apply() {
         "project/site.yaml",
         "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\nresources:\n  file:/motd:\n    content: \"hello\\n\"\n",
     );
-    let as_ci = |args: &[&str]| {
-        let output = fleet
-            .cli_command(args)
-            .env("STEWARD_TOKEN_FILE", &token_file)
-            .output()
-            .unwrap();
-        crate::common::Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    };
+    let as_ci = |args: &[&str]| cli_with_token(&fleet, &token_file, args);
     let plan = as_ci(&["plan", "project", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "a plan with changes: {}", plan.all());
     assert!(plan.stdout.contains("+ file:/motd"), "{}", plan.all());
@@ -363,18 +370,7 @@ fn a_token_with_a_target_acts_only_on_the_nodes_it_selects() {
         "project/site.yaml",
         "steward: 1\nassociations:\n  web:\n    targets: { tags: { role: web } }\n  db:\n    targets: { tags: { role: db } }\nresources:\n  file:/motd:\n    content: \"hello\\n\"\n",
     );
-    let as_web_ops = |args: &[&str]| {
-        let output = fleet
-            .cli_command(args)
-            .env("STEWARD_TOKEN_FILE", &token_file)
-            .output()
-            .unwrap();
-        crate::common::Output {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    };
+    let as_web_ops = |args: &[&str]| cli_with_token(&fleet, &token_file, args);
     let refusal = "API token web-ops (";
     let apply = as_web_ops(&["apply", "project", "--yes"]);
     assert_eq!(apply.code, 1, "{}", apply.all());
