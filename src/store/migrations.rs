@@ -20,7 +20,7 @@ pub(crate) struct Migration {
 pub const STORE_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every schema version, oldest first.
-pub(crate) const MIGRATIONS: [Migration; 8] = [
+pub(crate) const MIGRATIONS: [Migration; 9] = [
     // 1: runs and their per-resource results.
     Migration {
         version: 1,
@@ -298,6 +298,59 @@ pub(crate) const MIGRATIONS: [Migration; 8] = [
         created_at TEXT COLLATE \"C\" NOT NULL,
         expires_at TEXT COLLATE \"C\",
         revoked_at TEXT
+    );",
+    },
+    // 9: the audit log (append-only: the database refuses an update or a delete of its rows)
+    // and the switches that turn a scheduled association off and on again.
+    Migration {
+        version: 9,
+        sqlite: "CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        run_id TEXT,
+        outcome TEXT NOT NULL,
+        status INTEGER,
+        detail TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE schedule_switches (
+        association TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL
+    );",
+        postgres: "CREATE TABLE audit_log (
+        id BIGSERIAL PRIMARY KEY,
+        at TEXT COLLATE \"C\" NOT NULL,
+        actor_id TEXT COLLATE \"C\" NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        run_id TEXT COLLATE \"C\",
+        outcome TEXT NOT NULL,
+        status INTEGER,
+        detail TEXT NOT NULL
+    );
+    CREATE FUNCTION steward_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+    CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION steward_audit_log_append_only();
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION steward_audit_log_append_only();
+    CREATE TABLE schedule_switches (
+        association TEXT COLLATE \"C\" PRIMARY KEY,
+        enabled BOOLEAN NOT NULL,
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL
     );",
     },
 ];
