@@ -675,8 +675,8 @@ pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
         Ok(store) => store,
         Err(message) => return usage_error(&message),
     };
-    if let Some(FindingsAction::Resolve { id }) = &args.action {
-        return match store.resolve_finding(*id) {
+    if let Some(FindingsAction::Resolve { id, note }) = &args.action {
+        return match store.resolve_finding(*id, note.as_deref()) {
             Ok(finding) if args.format == OutputFormat::Json => print_stdout(&json_answer(
                 "steward-finding",
                 serde_json::json!({ "finding": crate::fleet::api::FindingInfo::from(&finding) }),

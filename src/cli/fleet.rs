@@ -862,12 +862,22 @@ pub(super) fn remote_runs(remote: &RemoteArgs, format: OutputFormat) -> std::io:
 
 /// `steward findings` (and `findings resolve ID`) against a controller.
 pub(super) fn remote_findings(remote: &RemoteArgs, args: &FindingsArgs) -> std::io::Result<Exit> {
-    if let Some(FindingsAction::Resolve { id }) = &args.action {
-        let path = format!("/v1/findings/{id}/resolve");
+    if let Some(FindingsAction::Resolve { id, note }) = &args.action {
+        let request = crate::fleet::api::ResolveRequest { note: note.clone() };
+        let answer_format = match args.format {
+            OutputFormat::Human => "text",
+            OutputFormat::Json => "json",
+        };
+        let text =
+            match client(remote).and_then(|c| c.resolve_finding(*id, &request, answer_format)) {
+                Ok(text) => text,
+                Err(err) => return fail(err),
+            };
         return match args.format {
-            OutputFormat::Human => remote_text(remote, &path, true),
+            OutputFormat::Human => print_stdout(&text),
             OutputFormat::Json => {
-                match post_json::<crate::fleet::api::FindingInfo>(remote, &path) {
+                let path = format!("/v1/findings/{id}/resolve");
+                match parse_answer::<crate::fleet::api::FindingInfo>(&path, &text) {
                     Ok(finding) => print_stdout(&json_answer(
                         "steward-finding",
                         serde_json::json!({ "finding": finding }),
@@ -951,6 +961,7 @@ fn stored_finding(
         last_run: finding.last_run.clone(),
         message: finding.message.clone(),
         resolution: finding.resolution.clone(),
+        association: finding.association.clone(),
     })
 }
 

@@ -826,6 +826,10 @@ pub(crate) enum FindingsAction {
     Resolve {
         /// The finding's id (from `steward findings`).
         id: i64,
+        /// Why it is resolved; kept in the finding's resolution (and, on a controller, in the
+        /// audit log).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
     },
 }
 

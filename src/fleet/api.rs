@@ -1286,6 +1286,9 @@ pub struct FindingInfo {
     pub message: String,
     /// How and when it was resolved.
     pub resolution: Option<String>,
+    /// The association that put the resource on the node, when one did.
+    #[serde(default)]
+    pub association: Option<String>,
 }
 
 impl From<&crate::store::Finding> for FindingInfo {
@@ -1303,6 +1306,7 @@ impl From<&crate::store::Finding> for FindingInfo {
             last_run: finding.last_run.clone(),
             message: finding.message.clone(),
             resolution: finding.resolution.clone(),
+            association: finding.association.clone(),
         }
     }
 }
@@ -1394,17 +1398,64 @@ async fn findings(
     }
 }
 
+/// The body of `POST /v1/findings/{id}/resolve` (it may be empty).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// Why it is resolved, kept in the finding's resolution after who resolved it.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The longest note a finding is resolved with, in characters.
+pub const MAX_NOTE: usize = 1000;
+
+/// The resolution note of a finding resolved by `principal`: who, then their note (control
+/// characters dropped, cut to [`MAX_NOTE`]).
+pub fn resolution_note(principal: &Principal, note: Option<&str>) -> String {
+    let who = recorded_user(principal, "");
+    let note: String = note
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_NOTE)
+        .collect();
+    let note = note.trim();
+    if note.is_empty() {
+        format!("by {who}")
+    } else {
+        format!("by {who}: {note}")
+    }
+}
+
 /// `POST /v1/findings/{id}/resolve`: the finding, now resolved.
 async fn resolve(
     State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<FormatQuery>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return ApiError::BadRequest(format!("finding `{id}` is not a number")).into_response();
     };
-    match controller.store(move |s| s.resolve_finding(id)).await {
+    let request: ResolveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ResolveRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(err) => {
+                return ApiError::BadRequest(format!("malformed resolve request: {err}"))
+                    .into_response();
+            }
+        }
+    };
+    let note = resolution_note(&principal, request.note.as_deref());
+    match controller
+        .store(move |s| s.resolve_finding(id, Some(&note)))
+        .await
+    {
         Ok(Ok(finding)) => listing(
             query.format.as_deref(),
             &headers,

@@ -343,6 +343,22 @@ impl Client {
         self.text(response)
     }
 
+    /// `steward findings resolve ID [--note TEXT]`: the answer in `format` (`text` or `json`).
+    pub fn resolve_finding(
+        &self,
+        id: i64,
+        request: &crate::fleet::api::ResolveRequest,
+        format: &str,
+    ) -> Result<String, ClientError> {
+        let response = self
+            .agent
+            .post(self.url(&format!("/v1/findings/{id}/resolve?format={format}")))
+            .header("Authorization", self.bearer())
+            .header("Accept", "text/plain")
+            .send_json(request);
+        self.text(response)
+    }
+
     /// The inventory.
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
         let text = self.get_json("/v1/nodes")?;

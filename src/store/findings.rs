@@ -14,6 +14,8 @@ pub(super) enum FindingOp<'r> {
         kind: FindingKind,
         severity: Severity,
         message: &'r str,
+        /// The association that put the resource on the node, if any.
+        association: Option<&'r str>,
     },
     /// Resolve every open finding of `(node, resource)`: it is as desired.
     ResolveResource { node: &'r str, resource: &'r str },
@@ -59,6 +61,7 @@ pub(super) fn finding_ops(run: &RunRecord) -> Vec<FindingOp<'_>> {
                 .as_deref()
                 .or(result.diff.as_deref())
                 .unwrap_or_default(),
+            association: result.association.as_deref(),
         });
     }
     for node in node_findings(run) {
@@ -70,6 +73,7 @@ pub(super) fn finding_ops(run: &RunRecord) -> Vec<FindingOp<'_>> {
                 kind: FindingKind::Unreachable,
                 severity,
                 message,
+                association: None,
             }),
             None if node.answered => ops.push(FindingOp::ResolveUnreachable {
                 node: node.node,

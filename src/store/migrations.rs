@@ -300,8 +300,9 @@ pub(crate) const MIGRATIONS: [Migration; 9] = [
         revoked_at TEXT
     );",
     },
-    // 9: the audit log (append-only: the database refuses an update or a delete of its rows)
-    // and the switches that turn a scheduled association off and on again.
+    // 9: the audit log (append-only: the database refuses an update or a delete of its rows);
+    // the switches that turn a scheduled association off and on again; the association a
+    // finding came through; an index of results by node (a node's recent runs).
     Migration {
         version: 9,
         sqlite: "CREATE TABLE audit_log (
@@ -326,7 +327,9 @@ pub(crate) const MIGRATIONS: [Migration; 9] = [
         enabled INTEGER NOT NULL,
         changed_at TEXT NOT NULL,
         changed_by TEXT NOT NULL
-    );",
+    );
+    ALTER TABLE findings ADD COLUMN association TEXT;
+    CREATE INDEX results_node ON results (node, run_id);",
         postgres: "CREATE TABLE audit_log (
         id BIGSERIAL PRIMARY KEY,
         at TEXT COLLATE \"C\" NOT NULL,
@@ -351,7 +354,9 @@ pub(crate) const MIGRATIONS: [Migration; 9] = [
         enabled BOOLEAN NOT NULL,
         changed_at TEXT NOT NULL,
         changed_by TEXT NOT NULL
-    );",
+    );
+    ALTER TABLE findings ADD COLUMN association TEXT;
+    CREATE INDEX results_node ON results (node, run_id);",
     },
 ];
 

@@ -396,6 +396,18 @@ pub struct Finding {
     pub message: String,
     /// How and when it was resolved (`resolved by run ID at TIME` or `resolved by hand at TIME`).
     pub resolution: Option<String>,
+    /// The association that put the resource on the node (`None` for a node's `unreachable`
+    /// finding, a resource of no association, and findings stored before store version 9).
+    pub association: Option<String>,
+}
+
+/// The resolution a finding resolved by hand is given: when, and the note, if any.
+pub(crate) fn resolution_by_hand(note: Option<&str>) -> String {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match note.map(str::trim).filter(|n| !n.is_empty()) {
+        Some(note) => format!("resolved by hand at {at}: {note}"),
+        None => format!("resolved by hand at {at}"),
+    }
 }
 
 /// A short summary of a stored run, for `steward runs`.
@@ -592,8 +604,12 @@ pub trait Store {
     fn oldest_run_id(&self) -> Result<Option<String>, StoreError>;
     /// Findings, open only unless `all`.
     fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError>;
-    /// Resolves a finding by hand.
-    fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError>;
+    /// Resolves a finding by hand; its resolution says when, and `note` (who and why) when
+    /// given.
+    fn resolve_finding(&mut self, id: i64, note: Option<&str>) -> Result<Finding, StoreError>;
+    /// The newest `limit` runs with a result on `node`, newest first, each with the counts of
+    /// that node's results only.
+    fn node_runs(&self, node: &str, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// Deletes all but the newest `keep` runs (findings stay).
     fn prune(&mut self, keep: usize) -> Result<usize, StoreError>;
 }

@@ -46,7 +46,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The columns [`finding_from_row`] reads.
 const FINDING_COLUMNS: &str = "id, node, resource, kind, open, severity, first_seen, last_seen, \
-                               count, last_run, message, resolution";
+                               count, last_run, message, resolution, association";
 
 /// A steward store in a PostgreSQL database.
 pub struct PostgresStore {
@@ -248,10 +248,6 @@ pub(super) fn is_disconnection(err: &postgres::Error) -> bool {
     false
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// A count or size as PostgreSQL's BIGINT.
 fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -330,10 +326,11 @@ fn open_or_bump(
     (node, resource, kind): (&str, &str, FindingKind),
     severity: Severity,
     message: &str,
+    association: Option<&str>,
 ) -> Result<bool, StoreError> {
     let updated = tx.execute(
         "UPDATE findings SET last_seen = $1, count = count + 1, last_run = $2, message = $3,
-                severity = $4
+                severity = $4, association = $8
          WHERE node = $5 AND resource = $6 AND kind = $7 AND open = 1",
         &[
             &run.finished_at,
@@ -343,6 +340,7 @@ fn open_or_bump(
             &node,
             &resource,
             &kind.as_str(),
+            &association,
         ],
     )?;
     if updated > 0 {
@@ -350,8 +348,8 @@ fn open_or_bump(
     }
     tx.execute(
         "INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
-                               last_run, message)
-         VALUES ($1, $2, $3, 1, $4, $5, $5, 1, $6, $7)",
+                               last_run, message, association)
+         VALUES ($1, $2, $3, 1, $4, $5, $5, 1, $6, $7, $8)",
         &[
             &node,
             &resource,
@@ -360,9 +358,31 @@ fn open_or_bump(
             &run.finished_at,
             &run.id,
             &message,
+            &association,
         ],
     )?;
     Ok(true)
+}
+
+/// The columns [`summary_from_row`] reads, over `runs r` and `results x` grouped by run.
+const SUMMARY_COLUMNS: &str = "r.id, r.kind, r.started_at, r.\"user\",
+    count(*) FILTER (WHERE x.outcome = 'unchanged'),
+    count(*) FILTER (WHERE x.outcome IN ('changed', 'succeeded')),
+    count(*) FILTER (WHERE x.outcome = 'drifted'),
+    count(*) FILTER (WHERE x.outcome IN ('failed', 'timed_out')),
+    count(*) FILTER (WHERE x.outcome IN ('skipped', 'cancelled', 'pending', 'unreachable'))";
+
+fn summary_from_row(row: &Row) -> Result<RunSummary, postgres::Error> {
+    let count = |idx: usize| -> Result<usize, postgres::Error> {
+        Ok(usize::try_from(row.try_get::<_, i64>(idx)?).unwrap_or(0))
+    };
+    Ok(RunSummary {
+        id: row.try_get(0)?,
+        kind: RunKind::parse(row.try_get(1)?).unwrap_or(RunKind::Apply),
+        started_at: row.try_get(2)?,
+        user: row.try_get(3)?,
+        counts: [count(4)?, count(5)?, count(6)?, count(7)?, count(8)?],
+    })
 }
 
 fn finding_from_row(row: &Row) -> Result<Finding, postgres::Error> {
@@ -379,6 +399,7 @@ fn finding_from_row(row: &Row) -> Result<Finding, postgres::Error> {
         last_run: row.try_get(9)?,
         message: row.try_get(10)?,
         resolution: row.try_get(11)?,
+        association: row.try_get(12)?,
     })
 }
 
@@ -465,8 +486,16 @@ pub(super) fn record_in(tx: &mut Transaction<'_>, run: &RunRecord) -> Result<(),
                 kind,
                 severity,
                 message,
+                association,
             } => {
-                any_open |= open_or_bump(tx, run, (node, &resource, kind), severity, message)?;
+                any_open |= open_or_bump(
+                    tx,
+                    run,
+                    (node, &resource, kind),
+                    severity,
+                    message,
+                    association,
+                )?;
             }
             FindingOp::ResolveResource { .. } | FindingOp::ResolveUnreachable { .. }
                 if !any_open => {}
@@ -558,29 +587,32 @@ impl Store for PostgresStore {
 
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let rows = self.client().query(
-            "SELECT r.id, r.kind, r.started_at, r.\"user\",
-                    count(*) FILTER (WHERE x.outcome = 'unchanged'),
-                    count(*) FILTER (WHERE x.outcome IN ('changed', 'succeeded')),
-                    count(*) FILTER (WHERE x.outcome = 'drifted'),
-                    count(*) FILTER (WHERE x.outcome IN ('failed', 'timed_out')),
-                    count(*) FILTER (WHERE x.outcome IN ('skipped', 'cancelled', 'pending', 'unreachable'))
-             FROM runs r LEFT JOIN results x ON x.run_id = r.id
-             GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC",
+            &format!(
+                "SELECT {SUMMARY_COLUMNS} FROM runs r LEFT JOIN results x ON x.run_id = r.id
+                 GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC"
+            ),
             &[],
         )?;
-        let summary = |row: &Row| -> Result<RunSummary, postgres::Error> {
-            let count = |idx: usize| -> Result<usize, postgres::Error> {
-                Ok(usize::try_from(row.try_get::<_, i64>(idx)?).unwrap_or(0))
-            };
-            Ok(RunSummary {
-                id: row.try_get(0)?,
-                kind: RunKind::parse(row.try_get(1)?).unwrap_or(RunKind::Apply),
-                started_at: row.try_get(2)?,
-                user: row.try_get(3)?,
-                counts: [count(4)?, count(5)?, count(6)?, count(7)?, count(8)?],
-            })
-        };
-        Ok(rows.iter().map(summary).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn node_runs(&self, node: &str, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.client().query(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS} FROM results x JOIN runs r ON r.id = x.run_id
+                 WHERE x.node = $1
+                 GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC LIMIT $2"
+            ),
+            &[&node, &limit],
+        )?;
+        Ok(rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     fn oldest_run_id(&self) -> Result<Option<String>, StoreError> {
@@ -602,14 +634,14 @@ impl Store for PostgresStore {
             .collect::<Result<_, _>>()?)
     }
 
-    fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError> {
+    fn resolve_finding(&mut self, id: i64, note: Option<&str>) -> Result<Finding, StoreError> {
         let client = self.client_mut();
         let row = client.query_opt(
             &format!(
                 "UPDATE findings SET open = 0, resolution = $1 WHERE id = $2 AND open = 1
                  RETURNING {FINDING_COLUMNS}"
             ),
-            &[&format!("resolved by hand at {}", now()), &id],
+            &[&crate::store::resolution_by_hand(note), &id],
         )?;
         if let Some(row) = row {
             return Ok(finding_from_row(&row)?);

@@ -369,8 +369,16 @@ impl Store for SqliteStore {
                     kind,
                     severity,
                     message,
+                    association,
                 } => {
-                    any_open |= open_or_bump(&tx, run, (node, &resource, kind), severity, message)?
+                    any_open |= open_or_bump(
+                        &tx,
+                        run,
+                        (node, &resource, kind),
+                        severity,
+                        message,
+                        association,
+                    )?
                 }
                 FindingOp::ResolveResource { .. } | FindingOp::ResolveUnreachable { .. }
                     if !any_open => {}
@@ -467,26 +475,22 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT r.id, r.kind, r.started_at, r.user,
-                    sum(x.outcome = 'unchanged'), sum(x.outcome IN ('changed', 'succeeded')),
-                    sum(x.outcome = 'drifted'), sum(x.outcome IN ('failed', 'timed_out')),
-                    sum(x.outcome IN ('skipped', 'cancelled', 'pending', 'unreachable'))
-             FROM runs r LEFT JOIN results x ON x.run_id = r.id
-             GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC",
-        )?;
-        let rows = statement.query_map([], |row| {
-            let count = |idx: usize| -> rusqlite::Result<usize> {
-                Ok(usize::try_from(row.get::<_, Option<i64>>(idx)?.unwrap_or(0)).unwrap_or(0))
-            };
-            Ok(RunSummary {
-                id: row.get(0)?,
-                kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
-                started_at: row.get(2)?,
-                user: row.get(3)?,
-                counts: [count(4)?, count(5)?, count(6)?, count(7)?, count(8)?],
-            })
-        })?;
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM runs r LEFT JOIN results x ON x.run_id = r.id
+             GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC"
+        ))?;
+        let rows = statement.query_map([], summary_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn node_runs(&self, node: &str, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let mut statement = self.conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM results x JOIN runs r ON r.id = x.run_id
+             WHERE x.node = ?1
+             GROUP BY r.id ORDER BY r.started_at DESC, r.id DESC LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![node, limit], summary_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -517,7 +521,7 @@ impl Store for SqliteStore {
 
     fn findings(&self, all: bool) -> Result<Vec<Finding>, StoreError> {
         let sql = format!(
-            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution
+            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution, association
              FROM findings {} ORDER BY id",
             if all { "" } else { "WHERE open = 1" }
         );
@@ -526,7 +530,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn resolve_finding(&mut self, id: i64) -> Result<Finding, StoreError> {
+    fn resolve_finding(&mut self, id: i64, note: Option<&str>) -> Result<Finding, StoreError> {
         let open: Option<i64> = self
             .conn
             .query_row("SELECT open FROM findings WHERE id = ?1", [id], |row| {
@@ -540,10 +544,10 @@ impl Store for SqliteStore {
         }
         self.conn.execute(
             "UPDATE findings SET open = 0, resolution = ?1 WHERE id = ?2",
-            params![format!("resolved by hand at {}", now()), id],
+            params![crate::store::resolution_by_hand(note), id],
         )?;
         Ok(self.conn.query_row(
-            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution
+            "SELECT id, node, resource, kind, open, severity, first_seen, last_seen, count, last_run, message, resolution, association
              FROM findings WHERE id = ?1",
             [id],
             finding_from_row,
@@ -741,11 +745,12 @@ fn open_or_bump(
     (node, resource, kind): (&str, &str, FindingKind),
     severity: Severity,
     message: &str,
+    association: Option<&str>,
 ) -> Result<bool, StoreError> {
     let updated = tx
         .prepare_cached(
             "UPDATE findings SET last_seen = ?1, count = count + 1, last_run = ?2, message = ?3,
-                    severity = ?4
+                    severity = ?4, association = ?8
              WHERE node = ?5 AND resource = ?6 AND kind = ?7 AND open = 1",
         )?
         .execute(params![
@@ -755,15 +760,16 @@ fn open_or_bump(
             severity.as_str(),
             node,
             resource,
-            kind.as_str()
+            kind.as_str(),
+            association
         ])?;
     if updated > 0 {
         return Ok(false);
     }
     tx.prepare_cached(
         "INSERT INTO findings (node, resource, kind, open, severity, first_seen, last_seen, count,
-                               last_run, message)
-         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7)",
+                               last_run, message, association)
+         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, 1, ?6, ?7, ?8)",
     )?
     .execute(params![
         node,
@@ -772,9 +778,29 @@ fn open_or_bump(
         severity.as_str(),
         run.finished_at,
         run.id,
-        message
+        message,
+        association
     ])?;
     Ok(true)
+}
+
+/// The columns [`summary_from_row`] reads, over `runs r` and `results x` grouped by run.
+const SUMMARY_COLUMNS: &str = "r.id, r.kind, r.started_at, r.user,
+    sum(x.outcome = 'unchanged'), sum(x.outcome IN ('changed', 'succeeded')),
+    sum(x.outcome = 'drifted'), sum(x.outcome IN ('failed', 'timed_out')),
+    sum(x.outcome IN ('skipped', 'cancelled', 'pending', 'unreachable'))";
+
+fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    let count = |idx: usize| -> rusqlite::Result<usize> {
+        Ok(usize::try_from(row.get::<_, Option<i64>>(idx)?.unwrap_or(0)).unwrap_or(0))
+    };
+    Ok(RunSummary {
+        id: row.get(0)?,
+        kind: RunKind::parse(&row.get::<_, String>(1)?).unwrap_or(RunKind::Apply),
+        started_at: row.get(2)?,
+        user: row.get(3)?,
+        counts: [count(4)?, count(5)?, count(6)?, count(7)?, count(8)?],
+    })
 }
 
 fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
@@ -791,6 +817,7 @@ fn finding_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Finding> {
         last_run: row.get(9)?,
         message: row.get(10)?,
         resolution: row.get(11)?,
+        association: row.get(12)?,
     })
 }
 

@@ -101,6 +101,7 @@ fn finding(id: i64, node: &str, resource: &str, kind: FindingKind, open: bool) -
         last_run: "20260301T120000Z-0001".into(),
         message: "content differs".into(),
         resolution: if open { None } else { Some("by hand".into()) },
+        association: Some("web".into()),
     }
 }
 

@@ -111,10 +111,10 @@ fn findings_can_be_resolved_by_hand() {
         ))
         .unwrap();
     let id = store.findings(false).unwrap()[0].id;
-    let resolved = store.resolve_finding(id).unwrap();
+    let resolved = store.resolve_finding(id, None).unwrap();
     assert!(!resolved.open);
     assert!(matches!(
-        store.resolve_finding(999),
+        store.resolve_finding(999, None),
         Err(StoreError::NoFinding(999))
     ));
 }

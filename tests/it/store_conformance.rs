@@ -141,6 +141,7 @@ conformance!(
     skipped_pending_and_commands_open_nothing,
     applied_nodes_are_those_an_apply_reached,
     resolving_by_hand_is_once,
+    a_nodes_runs_are_its_own_newest_first,
     prune_keeps_the_newest_runs_and_every_finding,
     two_stores_recording_at_once_lose_and_duplicate_nothing,
     stores_opened_at_once_create_and_migrate_once,
@@ -489,25 +490,63 @@ fn resolving_by_hand_is_once(backend: &dyn Backend) {
         .record_run(&run(
             "01",
             RunKind::Drift,
-            vec![result("web", "file:/a", ResultOutcome::Drifted)],
+            vec![ResultRecord {
+                association: Some("baseline".into()),
+                ..result("web", "file:/a", ResultOutcome::Drifted)
+            }],
         ))
         .unwrap();
-    let id = store.findings(false).unwrap()[0].id;
-    let resolved = store.resolve_finding(id).unwrap();
+    let finding = &store.findings(false).unwrap()[0];
+    assert_eq!(finding.association.as_deref(), Some("baseline"));
+    let id = finding.id;
+    let resolved = store
+        .resolve_finding(id, Some("by ops: the disk was replaced"))
+        .unwrap();
     assert!(!resolved.open);
+    let resolution = resolved.resolution.as_deref().unwrap();
     assert!(
-        resolved
-            .resolution
-            .as_deref()
-            .unwrap()
-            .starts_with("resolved by hand at ")
+        resolution.starts_with("resolved by hand at "),
+        "{resolution}"
+    );
+    assert!(
+        resolution.ends_with(": by ops: the disk was replaced"),
+        "{resolution}"
     );
     assert_eq!(store.findings(true).unwrap(), [resolved]);
-    assert!(matches!(store.resolve_finding(id), Err(StoreError::AlreadyResolved(n)) if n == id));
+    assert!(
+        matches!(store.resolve_finding(id, None), Err(StoreError::AlreadyResolved(n)) if n == id)
+    );
     assert!(matches!(
-        store.resolve_finding(id + 100),
+        store.resolve_finding(id + 100, None),
         Err(StoreError::NoFinding(_))
     ));
+}
+
+fn a_nodes_runs_are_its_own_newest_first(backend: &dyn Backend) {
+    let mut store = backend.open();
+    for (id, nodes) in [
+        ("01", &["web", "db"][..]),
+        ("02", &["db"]),
+        ("03", &["web"]),
+    ] {
+        let results = nodes
+            .iter()
+            .flat_map(|node| {
+                [
+                    result(node, "file:/a", ResultOutcome::Changed),
+                    result(node, "file:/b", ResultOutcome::Failed),
+                ]
+            })
+            .collect();
+        store.record_run(&run(id, RunKind::Apply, results)).unwrap();
+    }
+    let web = store.node_runs("web", 10).unwrap();
+    let ids: Vec<&str> = web.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["03", "01"]);
+    // The counts are the node's own: one changed, one failed, though run 01 had two nodes.
+    assert_eq!(web[1].counts, [0, 1, 0, 1, 0]);
+    assert_eq!(store.node_runs("web", 1).unwrap().len(), 1);
+    assert!(store.node_runs("nobody", 10).unwrap().is_empty());
 }
 
 fn prune_keeps_the_newest_runs_and_every_finding(backend: &dyn Backend) {
