@@ -63,6 +63,26 @@ pub struct ApiTokenRecord {
     pub revoked_at: Option<String>,
 }
 
+/// How far a run is ([`FleetStore::run_progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunProgress {
+    /// Running, complete or interrupted.
+    pub status: crate::store::RunStatus,
+    /// Its tasks, in the order they were issued.
+    pub tasks: Vec<TaskProgress>,
+}
+
+/// One task of a run in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskProgress {
+    /// The node it went to.
+    pub node: String,
+    /// RFC 3339 UTC.
+    pub issued_at: String,
+    /// When its result arrived (RFC 3339 UTC); `None` while it is awaited.
+    pub closed_at: Option<String>,
+}
+
 /// A task for the controller that holds its node's connection: stored before it is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutedTask {
@@ -239,6 +259,11 @@ pub trait FleetStore: Store + Send {
 
     /// Whether the store holds a run with this id, in any state.
     fn has_run(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// How far a run is: its status and its tasks (each node's, in the order they were
+    /// issued, and whether its result arrived); `None` for an unknown run. What the console's
+    /// live progress polls, whichever controller coordinates the run.
+    fn run_progress(&self, id: &str) -> Result<Option<RunProgress>, StoreError>;
 
     /// Opens a second connection that writes the task ledger in batches (see
     /// [`TaskLedger`]).

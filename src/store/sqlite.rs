@@ -656,6 +656,10 @@ impl FleetStore for SqliteStore {
         tasks::has_run(&self.conn, id)
     }
 
+    fn run_progress(&self, id: &str) -> Result<Option<crate::store::RunProgress>, StoreError> {
+        tasks::run_progress(&self.conn, id)
+    }
+
     fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError> {
         Ok(Box::new(tasks::Ledger::open(&self.path)?))
     }

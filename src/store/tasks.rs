@@ -145,6 +145,37 @@ pub(super) fn has_run(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(found.is_some())
 }
 
+/// How far a run is: its status and its tasks, in the order they were issued.
+pub(super) fn run_progress(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<crate::store::RunProgress>, StoreError> {
+    let status: Option<String> = conn
+        .query_row("SELECT status FROM runs WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare(
+        "SELECT node, issued_at, closed_at FROM tasks WHERE run_id = ?1 ORDER BY issued_at, id",
+    )?;
+    let tasks = statement
+        .query_map([id], |row| {
+            Ok(crate::store::TaskProgress {
+                node: row.get(0)?,
+                issued_at: row.get(1)?,
+                closed_at: row.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(crate::store::RunProgress {
+        status: RunStatus::parse(&status).unwrap_or(RunStatus::Complete),
+        tasks,
+    }))
+}
+
 /// A write to the task ledger, batched by [`TaskLedger::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerOp {

@@ -142,6 +142,7 @@ conformance!(
     applied_nodes_are_those_an_apply_reached,
     resolving_by_hand_is_once,
     a_nodes_runs_are_its_own_newest_first,
+    a_runs_progress_is_its_status_and_tasks,
     prune_keeps_the_newest_runs_and_every_finding,
     two_stores_recording_at_once_lose_and_duplicate_nothing,
     stores_opened_at_once_create_and_migrate_once,
@@ -1030,6 +1031,32 @@ fn close(id: &str, node: &str, result: &str) -> LedgerOp {
 
 fn withdraw(id: &str) -> LedgerOp {
     LedgerOp::Withdraw { id: id.into() }
+}
+
+fn a_runs_progress_is_its_status_and_tasks(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert_eq!(store.run_progress("r1").unwrap(), None);
+    store.begin_run(&begun("r1")).unwrap();
+    let mut ledger = store.open_ledger().unwrap();
+    ledger
+        .apply(&[&issue("001", "web-1", "r1"), &issue("002", "web-2", "r1")])
+        .unwrap();
+    ledger.apply(&[&close("002", "web-2", "{}")]).unwrap();
+    let progress = store.run_progress("r1").unwrap().unwrap();
+    assert_eq!(progress.status, RunStatus::Running);
+    let tasks: Vec<(&str, bool)> = progress
+        .tasks
+        .iter()
+        .map(|t| (t.node.as_str(), t.closed_at.is_some()))
+        .collect();
+    assert_eq!(tasks, [("web-1", false), ("web-2", true)]);
+    let mut finished = run("00", RunKind::Apply, Vec::new());
+    finished.id = "r1".into();
+    store.record_run(&finished).unwrap();
+    assert_eq!(
+        store.run_progress("r1").unwrap().unwrap().status,
+        RunStatus::Complete
+    );
 }
 
 fn a_result_is_accepted_once_and_only_from_its_node(backend: &dyn Backend) {

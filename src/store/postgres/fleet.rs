@@ -402,6 +402,34 @@ impl FleetStore for PostgresStore {
             .try_get(0)?)
     }
 
+    fn run_progress(&self, id: &str) -> Result<Option<crate::store::RunProgress>, StoreError> {
+        let mut client = self.client();
+        let Some(row) = client.query_opt("SELECT status FROM runs WHERE id = $1", &[&id])? else {
+            return Ok(None);
+        };
+        let status: String = row.try_get(0)?;
+        let tasks = client
+            .query(
+                "SELECT node, issued_at, closed_at FROM tasks WHERE run_id = $1
+                 ORDER BY issued_at, id",
+                &[&id],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(crate::store::TaskProgress {
+                    node: row.try_get(0)?,
+                    issued_at: row.try_get(1)?,
+                    closed_at: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, postgres::Error>>()?;
+        Ok(Some(crate::store::RunProgress {
+            status: crate::store::RunStatus::parse(&status)
+                .unwrap_or(crate::store::RunStatus::Complete),
+            tasks,
+        }))
+    }
+
     fn open_ledger(&self) -> Result<Box<dyn TaskLedger>, StoreError> {
         Ok(Box::new(PostgresLedger::connect(&self.config)?))
     }
