@@ -33,7 +33,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::fleet::api_token::{Principal, Role};
 use crate::fleet::command::{self, ActiveRuns, CommandError, CommandEvent, CommandRequest};
+use crate::fleet::console;
 use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::{self, Event, RunError, RunRequest, Scope};
@@ -67,8 +68,18 @@ const fn route(method: &'static str, path: &'static str, role: Role) -> Route {
 
 /// Every route with the role it needs: the router, `authenticate` and the tests use it.
 pub const ROUTES: &[Route] = &[
+    // The console's pages and forms (HTML).
     route("GET", "/", Role::Read),
+    route("GET", "/nodes", Role::Read),
+    route("GET", "/nodes/{name}", Role::Read),
+    route("GET", "/runs", Role::Read),
     route("GET", "/runs/{id}", Role::Read),
+    route("GET", "/runs/{id}/events", Role::Read),
+    route("GET", "/findings", Role::Read),
+    route("POST", "/findings/{id}/resolve", Role::Operate),
+    route("GET", "/compliance", Role::Read),
+    route("POST", "/logout", Role::Read),
+    // The API (JSON and text).
     route("GET", "/v1/nodes", Role::Read),
     route("POST", "/v1/nodes/{name}/revoke", Role::Admin),
     route("POST", "/v1/nodes/{name}/tags", Role::Admin),
@@ -118,18 +129,34 @@ pub fn route_of(method: &Method, path: &str) -> Option<&'static Route> {
     })
 }
 
-/// The routes that answer without a token, as `(method, path)`: liveness and the
-/// store's health, nothing else (no version, no counts).
-pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/healthz")];
+/// The routes that answer without a token, as `(method, path)`: liveness and the store's
+/// health (no version, no counts), the console's sign-in form and its script.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/console.js"),
+];
 
 /// How long `GET /healthz` waits for the store before it calls it unavailable.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The router, with authentication on every route.
 pub fn router(controller: Arc<Controller>) -> Router {
+    use crate::fleet::console::{live, pages};
     Router::new()
-        .route("/", get(crate::fleet::dashboard::index))
-        .route("/runs/{id}", get(crate::fleet::dashboard::run))
+        .route("/", get(pages::overview))
+        .route("/login", get(console::login_form).post(console::login))
+        .route("/logout", post(console::logout))
+        .route("/console.js", get(live::script))
+        .route("/nodes", get(pages::nodes))
+        .route("/nodes/{name}", get(pages::node))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}", get(pages::run))
+        .route("/runs/{id}/events", get(live::events))
+        .route("/findings", get(pages::findings))
+        .route("/findings/{id}/resolve", post(pages::resolve))
+        .route("/compliance", get(pages::compliance))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/revoke", post(revoke))
         .route("/v1/nodes/{name}/tags", post(node_tags))
@@ -185,8 +212,8 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("x-frame-options", "DENY"),
     (
         "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
-         base-uri 'none'; form-action 'none'",
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     ),
     ("x-content-type-options", "nosniff"),
     ("cache-control", "no-store"),
@@ -206,10 +233,14 @@ async fn add_security_headers(mut response: Response) -> Response {
 
 /// True for a request to one of [`PUBLIC_ROUTES`] (a `GET` route answers `HEAD` too).
 fn is_public(method: &Method, path: &str) -> bool {
-    let reading = method == Method::GET || method == Method::HEAD;
-    PUBLIC_ROUTES.iter().any(|(public_method, public_path)| {
-        *public_method == "GET" && reading && *public_path == path
-    })
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    PUBLIC_ROUTES
+        .iter()
+        .any(|(public_method, public_path)| *public_method == method && *public_path == path)
 }
 
 /// A controller that lost its shared database answers 503 to everything until it is back:
@@ -236,7 +267,7 @@ async fn refuse_when_stalled(
 /// or one unknown, revoked or expired: 401. A token too weak for the route: 403.
 async fn authenticate(
     State(controller): State<Arc<Controller>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     if is_public(request.method(), request.uri().path()) {
@@ -248,7 +279,16 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(presented_token);
     let Some((credential, token)) = presented else {
-        return unauthorized();
+        // No token: a console session, or the sign-in form for a page a browser asked for.
+        let Some(cookie) = console::session::cookie_of(request.headers()) else {
+            return sign_in_needed(&request);
+        };
+        let session = match session_principal(&controller, &cookie).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return sign_in_needed(&request),
+            Err(refusal) => return refusal,
+        };
+        return admit(request, next, session.0, Credential::Session(session.1)).await;
     };
     let token = token.trim().to_string();
     // The admin token needs no store read.
@@ -277,6 +317,18 @@ async fn authenticate(
             Err(err) => return ApiError::from(err).into_response(),
         }
     };
+    admit(request, next, principal, credential).await
+}
+
+/// Lets a request with a known principal through when its role is at least its route's (a
+/// change only with the checks of [`refuse_change`], a session's with its form's CSRF token),
+/// with the principal (and a session) as request extensions.
+async fn admit(
+    mut request: Request,
+    next: Next,
+    principal: Principal,
+    credential: Credential,
+) -> Response {
     let path = request.uri().path();
     let (needed, shown) = match route_of(request.method(), path) {
         Some(route) => (route.role, format!("{} {}", route.method, route.path)),
@@ -288,13 +340,101 @@ async fn authenticate(
         return refusal;
     }
     request.extensions_mut().insert(principal);
+    if let Credential::Session(session) = &credential {
+        request.extensions_mut().insert(session.clone());
+    }
     if request.method().is_safe() {
         return next.run(request).await;
     }
-    match refuse_change(&request, credential) {
-        Some(refusal) => refusal,
-        None => next.run(request).await,
+    if let Some(refusal) = refuse_change(&request, &credential) {
+        return refusal;
     }
+    if let Credential::Session(session) = credential {
+        return match checked_form(request, &session).await {
+            Ok(request) => next.run(request).await,
+            Err(refusal) => refusal,
+        };
+    }
+    next.run(request).await
+}
+
+/// The session a console cookie holds and its token's principal, when the cookie is one this
+/// controller signed, has not ended, and its token is still valid; `None` otherwise.
+async fn session_principal(
+    controller: &Arc<Controller>,
+    cookie: &str,
+) -> Result<Option<(Principal, console::Session)>, Response> {
+    let key = controller.console_key();
+    let now = chrono::Utc::now();
+    let Some(session) = console::session::open(&key, cookie, now.timestamp()) else {
+        return Ok(None);
+    };
+    if session.token_id == Principal::admin().id {
+        return Ok(Some((Principal::admin(), session)));
+    }
+    let id = session.token_id.clone();
+    match controller
+        .store(move |s| crate::fleet::api_token::principal_by_id(s, &id, now))
+        .await
+    {
+        Ok(Ok(principal)) => Ok(Some((principal, session))),
+        Ok(Err(err)) if err.is_refusal() => {
+            tracing::info!(reason = %err, "console session refused");
+            Ok(None)
+        }
+        Ok(Err(crate::fleet::api_token::ApiTokenError::Store(err))) => {
+            Err(ApiError::from(err).into_response())
+        }
+        Ok(Err(err)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+        Err(err) => Err(ApiError::from(err).into_response()),
+    }
+}
+
+/// The answer to a request with no token and no valid session: a browser asking for a console
+/// page is sent to the sign-in form (and back afterwards); anything else is 401.
+fn sign_in_needed(request: &Request) -> Response {
+    let path = request.uri().path();
+    let page = request.method() == Method::GET && !path.starts_with("/v1/");
+    if !page || route_of(request.method(), path).is_none() {
+        return unauthorized();
+    }
+    let back = request
+        .uri()
+        .path_and_query()
+        .map_or(path, |p| p.as_str())
+        .to_string();
+    let query = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
+    Redirect::to(&format!("/login?{query}")).into_response()
+}
+
+/// The largest console form taken (a note is at most a few KiB).
+const MAX_FORM: usize = 64 * 1024;
+
+/// A session's form, its CSRF field checked: the request again with the same body, or the
+/// refusal (403 without the right token).
+async fn checked_form(request: Request, session: &console::Session) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the form is too large or was cut short: {err}"),
+            ));
+        }
+    };
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let presented = fields
+        .iter()
+        .find(|(name, _)| name == console::session::CSRF_FIELD)
+        .map_or("", |(_, value)| value.as_str());
+    if !session.csrf_matches(presented) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this form's CSRF token is missing or not this session's: reload the page and try again",
+        ));
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// The answer to a request without a valid token.
@@ -328,30 +468,85 @@ fn forbidden(principal: &Principal, needed: Role, what: &str) -> Option<Response
 }
 
 /// How the token was presented.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Credential {
     /// `Authorization: Bearer TOKEN`: only a program sets it.
     Bearer,
     /// HTTP Basic, which a browser resends by itself on every request to this origin, those
     /// that another site's page makes it send included.
     Basic,
+    /// A console session's cookie (`SameSite=Strict`), which changes state only through the
+    /// console's forms, each with its CSRF token.
+    Session(console::Session),
 }
 
 /// Why a state-changing request (any method but GET, HEAD, OPTIONS, TRACE) is refused, if it
 /// is: each check stops a request a browser could send from another site with the
 /// credentials it remembers.
-fn refuse_change(request: &Request, credential: Credential) -> Option<Response> {
+fn refuse_change(request: &Request, credential: &Credential) -> Option<Response> {
     let headers = request.headers();
     let method = request.method();
-    if credential == Credential::Basic {
+    let path = request.uri().path();
+    match credential {
+        Credential::Basic => {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{method} needs its token as Authorization: Bearer; Basic authentication \
+                     is read-only"
+                ),
+            ));
+        }
+        Credential::Session(_) if path.starts_with("/v1/") => {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{method} {path} needs its token as Authorization: Bearer; a console \
+                     session changes state only through the console's forms"
+                ),
+            ));
+        }
+        Credential::Session(_) | Credential::Bearer => {}
+    }
+    if let Some(refusal) = refuse_cross_site(request) {
+        return Some(refusal);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    let wanted = match credential {
+        Credential::Session(_) => "application/x-www-form-urlencoded",
+        Credential::Basic | Credential::Bearer => "application/json",
+    };
+    if !media_type.eq_ignore_ascii_case(wanted) {
         return Some(error(
-            StatusCode::FORBIDDEN,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "{method} needs its token as Authorization: Bearer; Basic authentication \
-                 (the dashboard's) is read-only"
+                "{method} needs Content-Type: {wanted}{}; got `{}`",
+                if wanted == "application/json" {
+                    " (even without a body)"
+                } else {
+                    ""
+                },
+                if content_type.is_empty() {
+                    "none"
+                } else {
+                    content_type
+                }
             ),
         ));
     }
+    None
+}
+
+/// Why a state-changing request is refused as one another site's page sent: an `Origin`
+/// that is not this server's own, or `Sec-Fetch-Site: cross-site`. The console's sign-in
+/// form, which has no session yet, is checked by this alone.
+pub(crate) fn refuse_cross_site(request: &Request) -> Option<Response> {
+    let headers = request.headers();
+    let method = request.method();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let scheme = request
             .extensions()
@@ -380,24 +575,6 @@ fn refuse_change(request: &Request, credential: Credential) -> Option<Response> 
         return Some(error(
             StatusCode::FORBIDDEN,
             format!("cross-site {method} refused (Sec-Fetch-Site: cross-site)"),
-        ));
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
-        return Some(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "{method} needs Content-Type: application/json (even without a body); got `{}`",
-                if content_type.is_empty() {
-                    "none"
-                } else {
-                    content_type
-                }
-            ),
         ));
     }
     None

@@ -311,15 +311,36 @@ pub fn verify(
     if !same_bytes(presented_hash.as_ref(), &stored_hash) {
         return Err(ApiTokenError::WrongSecret(token.id));
     }
+    admit(record, now)
+}
+
+/// The principal of the token with this id at time `now`, its secret already proven (a console
+/// session): refused when it is unknown, was revoked or expired.
+pub fn principal_by_id(
+    store: &dyn FleetStore,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Principal, ApiTokenError> {
+    let record = store
+        .api_token(id)?
+        .ok_or_else(|| ApiTokenError::Unknown(id.to_string()))?;
+    admit(record, now)
+}
+
+/// The principal of a stored token whose secret was proven, unless it was revoked or expired.
+fn admit(
+    record: crate::store::ApiTokenRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Principal, ApiTokenError> {
     if let Some(at) = record.revoked_at {
-        return Err(ApiTokenError::Revoked { id: token.id, at });
+        return Err(ApiTokenError::Revoked { id: record.id, at });
     }
     if let Some(at) = record.expires_at {
         // A time that does not parse counts as past: the token is refused, never let through.
         let expired = chrono::DateTime::parse_from_rfc3339(&at)
             .map_or(true, |expires| expires.with_timezone(&chrono::Utc) <= now);
         if expired {
-            return Err(ApiTokenError::Expired { id: token.id, at });
+            return Err(ApiTokenError::Expired { id: record.id, at });
         }
     }
     let role = Role::parse(&record.role)?;

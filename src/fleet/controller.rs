@@ -450,6 +450,13 @@ impl Controller {
             .map_err(setup("server certificate"))
     }
 
+    /// The key that signs the console's session cookies and CSRF tokens: derived from the admin
+    /// token, so every controller of a shared store has the same one and a new admin token
+    /// ends every session.
+    pub fn console_key(&self) -> [u8; 32] {
+        blake3::derive_key("steward console session v1", self.admin_token.as_bytes())
+    }
+
     /// True when `presented` is the admin token (compared in constant time).
     pub fn is_admin(&self, presented: &str) -> bool {
         let a = blake3::hash(presented.as_bytes());

@@ -123,7 +123,7 @@ fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
     assert!(junit.stdout.contains("<testsuites"), "{}", junit.stdout);
     assert!(junit.stdout.contains("web-3"), "{}", junit.stdout);
 
-    // The dashboard shows the nodes and the run to a browser with the token as password.
+    // The console shows the nodes and the run to a browser with the token as password.
     let token = std::fs::read_to_string(fleet.data.join("admin.token")).unwrap();
     let basic = {
         use base64::Engine;
@@ -133,7 +133,7 @@ fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
             base64::engine::general_purpose::STANDARD.encode(pair)
         )
     };
-    let (status, page) = http(&fleet.http, "GET", "/", Some(&basic));
+    let (status, page) = http(&fleet.http, "GET", "/nodes", Some(&basic));
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("web-3") && page.contains("role=db"), "{page}");
     let (status, _) = http(&fleet.http, "GET", "/", Some("Basic YWRtaW46d3Jvbmc="));
@@ -192,13 +192,19 @@ fn six_agents_apply_to_web_with_rate_control_and_drift_becomes_a_finding() {
 fn hostile_tokens_connections_and_callers_are_refused_and_the_controller_keeps_serving() {
     let mut fleet = Fleet::start();
 
-    // Every API route refuses a caller without the admin token.
+    // Every API route refuses a caller without a token; a console page sends a browser to
+    // the sign-in form instead.
     for route in steward::fleet::api::ROUTES {
         let method = route.method;
         let path = route.path.replace("{name}", "web-1").replace("{id}", "1");
         let status = status_without_token(&fleet.http, method, &path);
+        let expected = if method == "GET" && !path.starts_with("/v1/") {
+            303
+        } else {
+            401
+        };
         assert_eq!(
-            status, 401,
+            status, expected,
             "{method} {path} answered {status} without a token"
         );
     }

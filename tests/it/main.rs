@@ -5,6 +5,7 @@
 mod api_json;
 mod api_roles;
 mod common;
+mod console;
 mod crash;
 mod cron;
 mod docs_help;
