@@ -46,6 +46,7 @@ use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::{self, Event, RunError, RunRequest, Scope};
 use crate::fleet::token::TokenError;
+use crate::fleet::web::{recorded_user, resolution_note};
 use crate::report::plan::Style;
 use crate::store::StoreError;
 
@@ -186,25 +187,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .with_state(controller)
 }
 
-/// How the API is served; the server adds it to each request as an extension (plain HTTP
-/// when absent). The origin a same-site `Origin` header must name is `SCHEME://HOST`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain HTTP.
-    Http,
-    /// HTTPS, with a certificate from the controller's CA.
-    Https,
-}
-
-impl Scheme {
-    /// `http` or `https`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
+pub use crate::fleet::web::Scheme;
 
 /// Headers on every answer: no framing, no content sniffing, no caching, no referrer, and a
 /// content security policy that allows only the dashboard's inline style sheet.
@@ -508,8 +491,8 @@ fn refuse_change(request: &Request, credential: &Credential) -> Option<Response>
         }
         Credential::Session(_) | Credential::Bearer => {}
     }
-    if let Some(refusal) = refuse_cross_site(request) {
-        return Some(refusal);
+    if let Some(why) = crate::fleet::web::refuse_cross_site(request) {
+        return Some(error(StatusCode::FORBIDDEN, why));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -541,45 +524,6 @@ fn refuse_change(request: &Request, credential: &Credential) -> Option<Response>
     None
 }
 
-/// Why a state-changing request is refused as one another site's page sent: an `Origin`
-/// that is not this server's own, or `Sec-Fetch-Site: cross-site`. The console's sign-in
-/// form, which has no session yet, is checked by this alone.
-pub(crate) fn refuse_cross_site(request: &Request) -> Option<Response> {
-    let headers = request.headers();
-    let method = request.method();
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let scheme = request
-            .extensions()
-            .get::<Scheme>()
-            .copied()
-            .unwrap_or(Scheme::Http);
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let own = host.map(|host| format!("{}://{host}", scheme.as_str()));
-        let origin = origin.to_str().unwrap_or("");
-        if !own
-            .as_deref()
-            .is_some_and(|own| own.eq_ignore_ascii_case(origin))
-        {
-            return Some(error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "cross-origin {method} refused: Origin `{origin}` is not this API's own \
-                     origin ({})",
-                    own.as_deref().unwrap_or("no Host header")
-                ),
-            ));
-        }
-    }
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if fetch_site == Some("cross-site") {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            format!("cross-site {method} refused (Sec-Fetch-Site: cross-site)"),
-        ));
-    }
-    None
-}
-
 /// How the token was presented and the token: `Bearer TOKEN`, or the password of
 /// `Basic base64(user:TOKEN)`.
 fn presented_token(header: &str) -> Option<(Credential, String)> {
@@ -592,27 +536,6 @@ fn presented_token(header: &str) -> Option<(Credential, String)> {
     let text = String::from_utf8(decoded).ok()?;
     text.split_once(':')
         .map(|(_, password)| (Credential::Basic, password.to_string()))
-}
-
-/// Who a run or command is recorded as: the token that asked (the admin token, or an API
-/// token by name and id); the user name the client sends is only a claim, and is recorded as
-/// one.
-fn recorded_user(principal: &Principal, claimed: &str) -> String {
-    let who = if principal.id == Principal::admin().id {
-        "admin token".to_string()
-    } else {
-        format!("API token {} ({})", principal.name, principal.id)
-    };
-    let claimed: String = claimed
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect();
-    if claimed.is_empty() {
-        who
-    } else {
-        format!("{who} (claims {claimed})")
-    }
 }
 
 /// Why an API request failed. Its status is decided in one place: [`HttpStatus`], one
@@ -1582,27 +1505,6 @@ pub struct ResolveRequest {
     /// Why it is resolved, kept in the finding's resolution after who resolved it.
     #[serde(default)]
     pub note: Option<String>,
-}
-
-/// The longest note a finding is resolved with, in characters.
-pub const MAX_NOTE: usize = 1000;
-
-/// The resolution note of a finding resolved by `principal`: who, then their note (control
-/// characters dropped, cut to [`MAX_NOTE`]).
-pub fn resolution_note(principal: &Principal, note: Option<&str>) -> String {
-    let who = recorded_user(principal, "");
-    let note: String = note
-        .unwrap_or("")
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_NOTE)
-        .collect();
-    let note = note.trim();
-    if note.is_empty() {
-        format!("by {who}")
-    } else {
-        format!("by {who}: {note}")
-    }
 }
 
 /// `POST /v1/findings/{id}/resolve`: the finding, now resolved.

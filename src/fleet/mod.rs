@@ -39,4 +39,5 @@ pub mod schedule;
 pub mod seal;
 pub mod serve;
 pub mod token;
+pub mod web;
 pub mod wire;

@@ -26,9 +26,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use crate::fleet::api::Scheme;
 use crate::fleet::api_token::{Principal, Role};
 use crate::fleet::controller::Controller;
+use crate::fleet::web::Scheme;
 
 pub use session::Session;
 
@@ -253,8 +253,8 @@ pub struct LoginForm {
 /// `POST /login`: a valid token starts a session (the cookie) and goes on to `next`; any
 /// other is refused with 401 and the form again, saying no more than that.
 pub async fn login(State(controller): State<Arc<Controller>>, request: Request) -> Response {
-    if let Some(refusal) = crate::fleet::api::refuse_cross_site(&request) {
-        return refusal;
+    if let Some(why) = crate::fleet::web::refuse_cross_site(&request) {
+        return error_page(StatusCode::FORBIDDEN, &why);
     }
     let secure = request.extensions().get::<Scheme>() == Some(&Scheme::Https);
     let form = match <Form<LoginForm> as axum::extract::FromRequest<()>>::from_request(request, &())

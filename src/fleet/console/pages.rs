@@ -601,7 +601,7 @@ pub async fn resolve(
             &format!("finding `{id}` is not a number"),
         );
     };
-    let note = crate::fleet::api::resolution_note(&principal, Some(&form.note));
+    let note = crate::fleet::web::resolution_note(&principal, Some(&form.note));
     match controller
         .store(move |s| s.resolve_finding(id, Some(&note)))
         .await
