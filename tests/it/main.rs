@@ -4,6 +4,7 @@
 
 mod api_json;
 mod api_roles;
+mod browser;
 mod common;
 mod console;
 mod crash;
