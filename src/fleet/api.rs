@@ -181,6 +181,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
             refuse_when_stalled,
         ))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(console_errors))
         .layer(middleware::map_response(add_security_headers))
         // The command runs in progress live with the API that starts and cancels them.
         .layer(Extension(Arc::new(ActiveRuns::default())))
@@ -200,7 +201,10 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ),
     ("x-content-type-options", "nosniff"),
     ("cache-control", "no-store"),
-    ("referrer-policy", "no-referrer"),
+    // Not `no-referrer`: with it a browser sends `Origin: null` on a form's POST, and the
+    // console's forms could not be told from another site's. `same-origin` sends no address to
+    // another site either.
+    ("referrer-policy", "same-origin"),
 ];
 
 async fn add_security_headers(mut response: Response) -> Response {
@@ -736,7 +740,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// type, a method the route does not take, a body over the limit) and the dashboard's.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json(response.headers())
+        || is_html(response.headers())
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -759,6 +766,41 @@ async fn json_errors(response: Response) -> Response {
         }
     }
     answer
+}
+
+/// True for an answer that is an HTML page (the console's, errors included).
+fn is_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+}
+
+/// A browser asking for a console page gets its refusals and errors as a page, not JSON (a
+/// program, which does not ask for `text/html`, gets the JSON error as from any route).
+async fn console_errors(request: Request, next: Next) -> Response {
+    let page = !request.uri().path().starts_with("/v1/")
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+    let response = next.run(request).await;
+    let status = response.status();
+    if !page
+        || !(status.is_client_error() || status.is_server_error())
+        || !is_json(response.headers())
+    {
+        return response;
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    console::error_page(status, &message)
 }
 
 /// A request to no route: JSON 404 (after authentication, so a caller without the token

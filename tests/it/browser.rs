@@ -21,8 +21,8 @@
 //! The controller's HTTP listener is plain HTTP on loopback (see `fleet_harness`), so the
 //! session accepts no invalid certificate (`acceptInsecureCerts` is false).
 //! The pages' content security policy applies to scripts a test runs in them:
-//! [`Browser::post_from_page`] reports a request the policy stops as [`Fetched::Blocked`], and
-//! [`Browser::bypass_csp`] turns the policy off for the tests that want the server's answer.
+//! [`Browser::post_from_page`] reports a request the policy stops as [`Fetched::Blocked`] (the
+//! console's policy lets a page's script reach its own origin only).
 //!
 //! The browser tests are `#[ignore]`d, since a fresh machine's `cargo test` has no browser.
 //! `.ci/run` installs Debian's `chromium` and `chromium-driver` when missing and runs the
@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use fantoccini::cookies::Cookie;
 use fantoccini::elements::Element;
-use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -289,31 +288,6 @@ pub(crate) enum Fetched {
         error: String,
         violated: Option<String>,
     },
-}
-
-/// A DevTools protocol command, through chromedriver's `goog/cdp/execute`.
-#[derive(Debug)]
-struct Cdp {
-    method: String,
-    params: Value,
-}
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _request_url: &url::Url) -> (axum::http::Method, Option<String>) {
-        let body = json!({ "cmd": self.method, "params": self.params });
-        (axum::http::Method::POST, Some(body.to_string()))
-    }
 }
 
 /// One headless chromium session for one test. Every call blocks until the browser answers;
@@ -575,23 +549,6 @@ impl Browser {
         }
     }
 
-    /// Runs a DevTools protocol command (`Page.setBypassCSP`, `Network.setExtraHTTPHeaders`...)
-    /// through chromedriver and returns its result.
-    pub(crate) fn cdp(&self, method: &str, params: Value) -> Value {
-        let command = Cdp {
-            method: method.to_string(),
-            params,
-        };
-        self.block_on(self.client().issue_cmd(command))
-            .unwrap_or_else(|err| panic!("the DevTools command {method} failed: {err}"))
-    }
-
-    /// Turns the pages' content security policy off for the pages opened from now on, so that
-    /// a script a test runs in them reaches the server (`Page.setBypassCSP`).
-    pub(crate) fn bypass_csp(&self) {
-        self.cdp("Page.setBypassCSP", json!({ "enabled": true }));
-    }
-
     /// Saves a screenshot of the window as `<test>-<name>.png` in the artefacts directory
     /// ([`artefacts_dir`]), prints its path and returns it.
     pub(crate) fn screenshot(&self, name: &str) -> PathBuf {
@@ -648,14 +605,6 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// The admin token of `fleet`'s controller.
-fn admin_token(fleet: &Fleet) -> String {
-    std::fs::read_to_string(fleet.data.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn without_a_browser_the_finder_names_what_is_missing_and_how_to_install_it() {
     let none = find_programs(&[]).unwrap_err();
@@ -705,66 +654,247 @@ fn without_a_browser_the_finder_names_what_is_missing_and_how_to_install_it() {
     assert_eq!((found.chromium, found.chromedriver), (browser, driver));
 }
 
-#[test]
-#[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
-fn the_dashboard_shows_its_sections_in_chromium() {
-    let fleet = Fleet::start();
-    let browser = Browser::start(&fleet.http);
-    let token = admin_token(&fleet);
-    // The dashboard takes the token as the password of HTTP Basic; chromium sends the
-    // credentials of a URL it is told to open.
-    let with_token = fleet
-        .http
-        .replacen("http://", &format!("http://admin:{token}@"), 1);
-    browser.goto(&format!("{with_token}/"));
-    assert_eq!(
-        browser.texts_of("h1"),
-        ["Nodes", "Runs", "Open findings"],
-        "{}",
-        browser.page_text()
-    );
+/// Signs `browser` in to the console with `token`, from the sign-in form a page sends it to.
+fn sign_in(browser: &Browser, token: &str, shot: Option<&str>) {
+    browser.goto("/");
+    browser.wait_for("#token");
     assert!(
-        browser.page_text().contains("No nodes enrolled."),
+        browser.current_url().contains("/login?next=%2F"),
+        "{}",
+        browser.current_url()
+    );
+    if let Some(name) = shot {
+        browser.screenshot(name);
+    }
+    browser.fill("#token", token);
+    browser.click("#sign-in");
+    browser.wait_for("main h1");
+    assert_eq!(
+        browser.text_of("main h1"),
+        "Overview",
         "{}",
         browser.page_text()
     );
-    let shot = browser.screenshot("dashboard");
-    let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{}", shot.display());
+}
+
+/// How many elements `css` matches on the page now (without waiting for one).
+fn count(browser: &Browser, css: &str) -> u64 {
+    browser
+        .execute(
+            "return document.querySelectorAll(arguments[0]).length;",
+            vec![json!(css)],
+        )
+        .as_u64()
+        .unwrap_or_else(|| panic!("counting `{css}`"))
+}
+
+/// The one open finding's id, as the CLI lists it.
+fn only_open_finding(fleet: &Fleet) -> i64 {
+    crate::console::open_finding(fleet)
 }
 
 #[test]
 #[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
-fn a_post_from_the_page_meets_the_pages_policy_then_the_servers_refusal() {
-    let fleet = Fleet::start();
+fn an_operator_signs_in_filters_nodes_opens_a_run_and_resolves_a_finding() {
+    let fleet = crate::console::drifted_fleet();
+    let id = only_open_finding(&fleet);
+    let operate = fleet.token_with(&["--api", "--role", "operate", "--name", "on-call"]);
     let browser = Browser::start(&fleet.http);
-    let token = admin_token(&fleet);
-    let with_token = fleet
-        .http
-        .replacen("http://", &format!("http://admin:{token}@"), 1);
-    browser.goto(&format!("{with_token}/"));
-    browser.wait_for("h1");
 
-    // The page's policy (default-src 'none') lets no script of it connect anywhere.
-    let fetched = browser.post_from_page("/v1/findings/1/resolve", "application/json", "{}");
-    let Fetched::Blocked { error, violated } = &fetched else {
-        panic!("the content security policy let a script POST: {fetched:?}");
-    };
-    assert_eq!(violated.as_deref(), Some("connect-src"), "{fetched:?}");
-    assert!(!error.is_empty(), "{fetched:?}");
+    sign_in(&browser, &operate, Some("login"));
+    let session = browser
+        .cookies()
+        .into_iter()
+        .find(|c| c.name() == "steward_session")
+        .unwrap_or_else(|| panic!("no session cookie: {:?}", browser.cookies()));
+    assert_eq!(session.http_only(), Some(true), "{session:?}");
+    assert_eq!(
+        format!("{:?}", session.same_site()),
+        "Some(Strict)",
+        "{session:?}"
+    );
+    assert!(
+        browser
+            .page_text()
+            .contains("signed in as on-call (operate)"),
+        "{}",
+        browser.page_text()
+    );
+    browser.screenshot("overview");
 
-    // Without the policy the request reaches the controller with the credentials chromium
-    // remembers (Basic), which may only read.
-    browser.bypass_csp();
-    browser.goto("/");
-    browser.wait_for("h1");
-    let fetched = browser.post_from_page("/v1/findings/1/resolve", "application/json", "{}");
-    let Fetched::Answered { status, url, body } = &fetched else {
+    // Nodes, filtered by tag through the form.
+    browser.goto("/nodes");
+    browser.fill("#filter-tag", "role=web");
+    browser.click("#filter");
+    browser.wait_for("#nodes");
+    assert!(
+        browser.current_url().contains("tag=role%3Dweb"),
+        "{}",
+        browser.current_url()
+    );
+    let names = browser.texts_of("#nodes td:first-child");
+    assert_eq!(names, ["web-1"], "{}", browser.page_text());
+    browser.screenshot("nodes");
+    browser.click("#nodes a[href='/nodes/web-1']");
+    browser.wait_for("#facts");
+    assert_eq!(browser.text_of("main h1"), "Node web-1");
+    browser.screenshot("node");
+
+    // The drift run, with web-1's diff.
+    browser.goto("/runs");
+    browser.click("#runs tr:nth-child(2) a");
+    browser.wait_for("#run");
+    assert!(
+        browser.text_of("#run").contains("drift"),
+        "{}",
+        browser.page_text()
+    );
+    let added = browser.texts_of("pre.diff span.add");
+    assert!(
+        added.iter().any(|line| line == "+hello from web-1"),
+        "{added:?}: {}",
+        browser.page_text()
+    );
+    let removed = browser.texts_of("pre.diff span.del");
+    assert!(
+        removed.iter().any(|line| line == "-edited by hand"),
+        "{removed:?}"
+    );
+    assert_eq!(
+        browser.texts_of("#downloads a"),
+        ["json", "junit", "sarif", "markdown"]
+    );
+    browser.screenshot("run");
+
+    // The finding, resolved with a note through its form.
+    browser.goto("/findings");
+    let row = format!("#finding-{id}");
+    browser.wait_for(&row);
+    browser.fill(&format!("{row} input[name=note]"), "the disk was replaced");
+    browser.screenshot("findings");
+    browser.click(&format!("{row} button"));
+    browser.wait_for("#notice");
+    assert_eq!(
+        browser.text_of("#notice"),
+        format!("Finding {id} resolved.")
+    );
+    let listed = fleet.cli(&["findings", "--all", "--format", "json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let finding = &listed["findings"][0];
+    assert_eq!(finding["open"], false, "{listed}");
+    let resolution = finding["resolution"].as_str().unwrap();
+    assert!(
+        resolution.contains("on-call") && resolution.ends_with("the disk was replaced"),
+        "{resolution}"
+    );
+
+    browser.goto("/compliance");
+    browser.wait_for("#compliance");
+    browser.screenshot("compliance");
+}
+
+#[test]
+#[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
+fn a_read_token_gets_no_resolve_button_and_its_forged_post_is_refused() {
+    let fleet = crate::console::drifted_fleet();
+    let id = only_open_finding(&fleet);
+    let read = fleet.token_with(&["--api", "--role", "read", "--name", "viewer"]);
+    let browser = Browser::start(&fleet.http);
+    sign_in(&browser, &read, None);
+
+    browser.goto("/findings");
+    browser.wait_for(&format!("#finding-{id}"));
+    assert_eq!(
+        count(&browser, "#findings button"),
+        0,
+        "{}",
+        browser.page_text()
+    );
+    assert_eq!(
+        count(&browser, "#findings tr"),
+        2,
+        "{}",
+        browser.page_text()
+    );
+    browser.screenshot("findings-read");
+
+    // The post the page would not offer, made by a script of the page with the session's own
+    // CSRF token (the sign-out form's): the page's policy lets it reach the controller, which
+    // refuses it for the role.
+    let csrf = browser.execute(
+        "return document.querySelector('input[name=csrf]').value;",
+        Vec::new(),
+    );
+    let csrf = csrf.as_str().unwrap().to_string();
+    let fetched = browser.post_from_page(
+        &format!("/findings/{id}/resolve"),
+        "application/x-www-form-urlencoded",
+        &format!("csrf={csrf}&note=forged"),
+    );
+    let Fetched::Answered { status, body, url } = &fetched else {
         panic!("the request did not reach the controller: {fetched:?}");
     };
     assert_eq!(*status, 403, "{fetched:?}");
-    assert_eq!(*url, format!("{}/v1/findings/1/resolve", fleet.http));
-    assert!(body.contains("Basic authentication"), "{fetched:?}");
+    assert_eq!(*url, format!("{}/findings/{id}/resolve", fleet.http));
+    assert!(body.contains("needs the operate role"), "{fetched:?}");
+    // A script may not post to another origin at all (connect-src 'self').
+    let elsewhere = browser.post_from_page(
+        "http://127.0.0.1:9/x",
+        "application/x-www-form-urlencoded",
+        "",
+    );
+    assert!(
+        matches!(&elsewhere, Fetched::Blocked { violated, error }
+            if violated.as_deref() == Some("connect-src") && !error.is_empty()),
+        "{elsewhere:?}"
+    );
+    let listed = fleet.cli(&["findings", "--format", "json"]);
+    assert!(
+        listed.stdout.contains(&format!("\"id\": {id}")),
+        "{}",
+        listed.stdout
+    );
+}
+
+#[test]
+#[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
+fn a_running_runs_page_shows_its_progress_live_then_its_result() {
+    let fleet = Fleet::with_agents(&[("web-1", "role=web")]);
+    fleet
+        .env
+        .write("project/site.yaml", crate::console::PROJECT);
+    fleet.env.write(
+        "project/web.yaml",
+        "steward: 1\nresources:\n  exec:slow:\n    command: [\"/bin/sleep\", \"4\"]\n",
+    );
+    let read = fleet.token_with(&["--api", "--role", "read", "--name", "viewer"]);
+    let browser = Browser::start(&fleet.http);
+    sign_in(&browser, &read, None);
+    let project = fleet.env.path().join("project");
+    let mut apply = fleet
+        .cli_command(&["apply", project.to_str().unwrap(), "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = crate::fleet_harness::wait_for("a running run", Duration::from_secs(60), || {
+        let runs = fleet.cli(&["runs", "--format", "json"]);
+        let runs: Value = serde_json::from_str(&runs.stdout).ok()?;
+        runs["runs"][0]["id"].as_str().map(str::to_string)
+    });
+    browser.goto(&format!("/runs/{run}"));
+    // The script follows the run: web-1 is listed as its task goes out.
+    browser.wait_for("#live-nodes li");
+    assert!(
+        browser.text_of("#live-nodes").contains("web-1"),
+        "{}",
+        browser.page_text()
+    );
+    browser.screenshot("run-live");
+    // When it ends, the page loads once more, finished, without the live section.
+    browser.wait_for("#run-status.complete");
+    assert_eq!(count(&browser, "#live"), 0, "{}", browser.page_text());
+    assert!(apply.wait().unwrap().success());
 }
 
 #[test]
@@ -789,11 +919,7 @@ fn the_helpers_type_click_read_run_scripts_and_see_cookies() {
     );
 
     // The controller's origin: a cookie its page sets is among the browser's cookies.
-    let token = admin_token(&fleet);
-    let with_token = fleet
-        .http
-        .replacen("http://", &format!("http://admin:{token}@"), 1);
-    browser.goto(&format!("{with_token}/"));
+    browser.goto("/login");
     assert!(browser.cookies().is_empty(), "{:?}", browser.cookies());
     browser.execute("document.cookie = 'probe=1; path=/';", Vec::new());
     let cookies: Vec<(String, String)> = browser

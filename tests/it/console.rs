@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::fleet_harness::{Answer, Fleet, send};
 
-const PROJECT: &str = r#"steward: 1
+pub(crate) const PROJECT: &str = r#"steward: 1
 associations:
   web:
     targets: { tags: { role: web } }
@@ -26,7 +26,7 @@ resources:
 
 /// A fleet of web-1 and db-1 with the project applied, web-1's motd drifted and a drift run
 /// recorded: one open finding on web-1.
-fn drifted_fleet() -> Fleet {
+pub(crate) fn drifted_fleet() -> Fleet {
     let fleet = Fleet::with_agents(&[("web-1", "role=web"), ("db-1", "role=db")]);
     fleet.env.write("project/site.yaml", PROJECT);
     fleet.env.write("project/web.yaml", WEB_DOC);
@@ -41,7 +41,7 @@ fn drifted_fleet() -> Fleet {
 }
 
 /// The id of the one open finding.
-fn open_finding(fleet: &Fleet) -> i64 {
+pub(crate) fn open_finding(fleet: &Fleet) -> i64 {
     let listed = fleet.cli(&["findings", "--format", "json"]);
     assert_eq!(listed.code, 0, "{}", listed.all());
     let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();

@@ -182,7 +182,7 @@ fn every_answer_carries_the_security_headers() {
                 ("x-frame-options", Some("DENY")),
                 ("x-content-type-options", Some("nosniff")),
                 ("cache-control", Some("no-store")),
-                ("referrer-policy", Some("no-referrer")),
+                ("referrer-policy", Some("same-origin")),
                 ("content-security-policy", None),
             ] {
                 let found = answer.header(name);
