@@ -23,7 +23,7 @@ mod tasks;
 
 pub use contract::{
     ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice,
-    RoutedClose, RoutedState, RoutedTask, StoreListener, Tags, TaskLedger,
+    RoutedClose, RoutedState, RoutedTask, ScheduleSwitch, StoreListener, Tags, TaskLedger,
 };
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};
