@@ -244,10 +244,22 @@ pub fn due_firing(
     switch: Option<&ScheduleSwitch>,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+    firing(schedule, resumes_from(schedule, last, switch)?, now)
+}
+
+/// [`counted_from`] with the switch's time: the firing an association's next one is counted
+/// from, `last` unless it was switched on again since (a switch that is on). What
+/// [`due_firing`] counts from, and what the scheduler's sleep ([`sleep_until_next`]) must
+/// count from too, or an association switched on again would look overdue.
+pub fn resumes_from(
+    schedule: &model::Schedule,
+    last: Option<DateTime<Utc>>,
+    switch: Option<&ScheduleSwitch>,
+) -> Result<Option<DateTime<Utc>>, ScheduleError> {
     let enabled_at = switch
         .filter(|s| s.enabled)
         .and_then(|s| parse_instant(&s.changed_at));
-    firing(schedule, counted_from(schedule, last, enabled_at)?, now)
+    counted_from(schedule, last, enabled_at)
 }
 
 /// Who a run the scheduler started for `association` is recorded as (the `user` of the run):
@@ -439,14 +451,11 @@ fn next_firing(
     switch: Option<&ScheduleSwitch>,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, ScheduleError> {
-    if let Some(due) = due_firing(schedule, last, switch, now)? {
+    let from = resumes_from(schedule, last, switch)?;
+    if let Some(due) = firing(schedule, from, now)? {
         return Ok(due);
     }
-    let enabled_at = switch
-        .filter(|s| s.enabled)
-        .and_then(|s| parse_instant(&s.changed_at));
-    let from = counted_from(schedule, last, enabled_at)?.unwrap_or(now);
-    next_after(schedule, from)
+    next_after(schedule, from.unwrap_or(now))
 }
 
 /// The overview as the table `steward schedules` prints; `width` bounds its lines.
@@ -758,6 +767,13 @@ mod tests {
         assert_eq!(
             due_firing(&hourly, Some(at(10, 15, 0)), Some(&on_again), at(13, 15, 0)).unwrap(),
             Some(at(13, 15, 0))
+        );
+        // The scheduler sleeps until then (counted from its last firing it would not sleep).
+        let from = resumes_from(&hourly, Some(at(10, 15, 0)), Some(&on_again)).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            sleep_until_next(&[(&hourly, from)], at(12, 41, 0), hour),
+            Duration::from_secs(34 * 60)
         );
         // The rate keeps its cadence from the last firing: 10:05, (10:35 ... 12:35 missed).
         assert_eq!(

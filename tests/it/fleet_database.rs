@@ -308,7 +308,7 @@ fn a_schedule_due_while_every_controller_was_down_fires_once() {
             .as_array()
             .map(|runs| {
                 runs.iter()
-                    .filter(|r| r["user"] == "scheduler")
+                    .filter(|r| r["user"] == "scheduler (watch)")
                     .map(|r| r["id"].as_str().unwrap_or_default().to_string())
                     .collect()
             })
