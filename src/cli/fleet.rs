@@ -17,7 +17,8 @@ use std::time::Duration;
 use crate::cli::output::{APPLY_JSON_NEEDS_YES, json_answer, table_width};
 use crate::cli::{
     AgentArgs, Context, Exit, FindingsAction, FindingsArgs, NodesArgs, OutputFormat, ProjectArgs,
-    RemoteArgs, RunArgs, ServeArgs, overrides, print_stdout, report_human, usage_error,
+    RemoteArgs, RunArgs, SchedulesArgs, ServeArgs, overrides, print_stdout, report_human,
+    usage_error,
 };
 use crate::fleet::agent::AgentError;
 use crate::fleet::client::{self, BundleError, Client, ClientError};
@@ -910,6 +911,65 @@ pub(super) fn remote_findings(remote: &RemoteArgs, args: &FindingsArgs) -> std::
         )),
         Err(err) => fail(err),
     }
+}
+
+/// `steward schedules`: the controller's scheduled associations, as JSON or as a table
+/// (drawn here from the JSON, to fit the terminal).
+pub(super) fn schedules(args: &SchedulesArgs) -> std::io::Result<Exit> {
+    let infos = match get_json::<Vec<crate::fleet::schedule::ScheduleInfo>>(
+        &args.remote,
+        "/v1/schedules",
+    ) {
+        Ok(infos) => infos,
+        Err(err) => return fail(err),
+    };
+    match args.format {
+        OutputFormat::Json => print_stdout(&json_answer(
+            "steward-schedules",
+            serde_json::json!({ "schedules": infos }),
+        )),
+        OutputFormat::Human => print_stdout(&crate::fleet::schedule::table(&infos, table_width())),
+    }
+}
+
+/// `steward schedules disable NAME` (`enabled` false) and `steward schedules enable NAME`.
+pub(super) fn schedule_switch(
+    name: &str,
+    enabled: bool,
+    remote: &RemoteArgs,
+    format: OutputFormat,
+) -> std::io::Result<Exit> {
+    let path = format!(
+        "/v1/schedules/{}/{}",
+        path_segment(name),
+        if enabled { "enable" } else { "disable" }
+    );
+    match format {
+        OutputFormat::Human => remote_text(remote, &path, true),
+        OutputFormat::Json => {
+            match post_json::<crate::fleet::schedule::ScheduleInfo>(remote, &path) {
+                Ok(info) => print_stdout(&json_answer(
+                    "steward-schedule",
+                    serde_json::json!({ "schedule": info }),
+                )),
+                Err(err) => fail(err),
+            }
+        }
+    }
+}
+
+/// `text` as one segment of a URL's path: every byte but letters, digits and `-_~`
+/// percent-encoded (an association's name may hold any character, and a `.` or `..` segment
+/// would be taken for a step of the path).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// A run of `GET /v1/runs` as the store lists it, for the table.

@@ -241,6 +241,22 @@ Example:
     /// Manage one node of a controller.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// List a controller's scheduled associations, or switch one off or on.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "\
+Examples:
+  steward schedules
+  steward schedules --format json
+  steward schedules disable nightly-drift
+  steward schedules enable nightly-drift
+
+The scheduled associations are those of the controller's current project (the project last
+applied as a whole through a controller). A disabled association does not fire; enabled again,
+it fires at its next due time (the firings it missed while disabled are not made up).
+Exit: 0, or 1 on an error (such as an association the current project does not schedule)."
+    )]
+    Schedules(SchedulesArgs),
     /// Run a command (or a document) on nodes through their agents, at a controlled pace.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -593,6 +609,41 @@ pub(crate) enum RunAction {
     Cancel {
         /// The run id (printed when the run begins).
         run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SchedulesArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<SchedulesAction>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SchedulesAction {
+    /// Switch a scheduled association off: it does not fire until it is enabled again.
+    Disable {
+        /// The association (from `steward schedules`).
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Switch a scheduled association on again: it fires at its next due time.
+    Enable {
+        /// The association (from `steward schedules`).
+        name: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
@@ -1189,6 +1240,19 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
             remote,
             format,
         }) => fleet::node_tag(&name, &set, &remove, &remote, format),
+        Command::Schedules(args) => match &args.action {
+            Some(SchedulesAction::Disable {
+                name,
+                format,
+                remote,
+            }) => fleet::schedule_switch(name, false, remote, *format),
+            Some(SchedulesAction::Enable {
+                name,
+                format,
+                remote,
+            }) => fleet::schedule_switch(name, true, remote, *format),
+            None => fleet::schedules(&args),
+        },
         Command::Run(args) => match &args.action {
             Some(RunAction::Cancel {
                 run,

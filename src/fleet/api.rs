@@ -79,6 +79,9 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/findings", Role::Read),
     route("POST", "/findings/{id}/resolve", Role::Operate),
     route("GET", "/compliance", Role::Read),
+    route("GET", "/schedules", Role::Read),
+    route("POST", "/schedules/{name}/disable", Role::Operate),
+    route("POST", "/schedules/{name}/enable", Role::Operate),
     route("POST", "/logout", Role::Read),
     // The API (JSON and text).
     route("GET", "/v1/nodes", Role::Read),
@@ -91,6 +94,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/commands", Role::Operate),
     route("GET", "/v1/findings", Role::Read),
     route("POST", "/v1/findings/{id}/resolve", Role::Operate),
+    route("GET", "/v1/schedules", Role::Read),
+    route("POST", "/v1/schedules/{name}/disable", Role::Operate),
+    route("POST", "/v1/schedules/{name}/enable", Role::Operate),
 ];
 
 /// The role a run of `mode` needs: plan and drift runs `plan`, an apply `operate`.
@@ -158,6 +164,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/findings", get(pages::findings))
         .route("/findings/{id}/resolve", post(pages::resolve))
         .route("/compliance", get(pages::compliance))
+        .route("/schedules", get(pages::schedules))
+        .route("/schedules/{name}/disable", post(pages::disable_schedule))
+        .route("/schedules/{name}/enable", post(pages::enable_schedule))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}/revoke", post(revoke))
         .route("/v1/nodes/{name}/tags", post(node_tags))
@@ -167,6 +176,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/commands", post(start_command))
         .route("/v1/findings", get(findings))
         .route("/v1/findings/{id}/resolve", post(resolve))
+        .route("/v1/schedules", get(schedules))
+        .route("/v1/schedules/{name}/disable", post(disable_schedule))
+        .route("/v1/schedules/{name}/enable", post(enable_schedule))
         .route("/healthz", get(healthz))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(
@@ -1596,6 +1608,96 @@ async fn resolve(
     }
 }
 
+/// An error of the schedules' routes: the store's and the controller's as elsewhere; any
+/// other (the stored project cannot be read back) is the controller's failure, 500.
+fn schedules_error(err: crate::fleet::schedules::SchedulesError) -> Response {
+    use crate::fleet::schedules::SchedulesError;
+    match err {
+        SchedulesError::Store(err) => ApiError::from(err).into_response(),
+        SchedulesError::Controller(err) => ApiError::from(err).into_response(),
+        err => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the schedules: {err}"),
+        ),
+    }
+}
+
+/// `GET /v1/schedules`: the current project's scheduled associations, as JSON
+/// ([`ScheduleInfo`](crate::fleet::schedule::ScheduleInfo)) or as the table `steward
+/// schedules` prints.
+async fn schedules(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match crate::fleet::schedules::schedules(&controller).await {
+        Ok(infos) => listing(query.format.as_deref(), &headers, &infos, || {
+            crate::fleet::schedule::table(&infos, None)
+        }),
+        Err(err) => schedules_error(err),
+    }
+}
+
+/// `POST /v1/schedules/{name}/disable`: the association, switched off.
+async fn disable_schedule(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
+    switch_schedule(&controller, &principal, &name, false, &query, &headers).await
+}
+
+/// `POST /v1/schedules/{name}/enable`: the association, switched on again.
+async fn enable_schedule(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    Query(query): Query<FormatQuery>,
+    headers: HeaderMap,
+) -> Response {
+    switch_schedule(&controller, &principal, &name, true, &query, &headers).await
+}
+
+/// Switches `name` as `principal` ([`crate::fleet::schedules::switch_schedule`]) and answers
+/// with its state now; 404 when the current project has no scheduled association `name`.
+async fn switch_schedule(
+    controller: &Arc<Controller>,
+    principal: &Principal,
+    name: &str,
+    enabled: bool,
+    query: &FormatQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let by = recorded_user(principal, "");
+    match crate::fleet::schedules::switch_schedule(controller, name, enabled, &by).await {
+        Ok(Some(info)) => listing(query.format.as_deref(), headers, &info, || {
+            let since = match (&info.changed_at, &info.changed_by) {
+                (Some(at), Some(by)) => format!(" (since {at}, by {by})"),
+                _ => String::new(),
+            };
+            match (&info.next_firing, info.enabled) {
+                (_, false) => format!(
+                    "scheduled association `{name}` is disabled{since}: it does not fire until \
+                     it is enabled again\n"
+                ),
+                (Some(next), true) => format!(
+                    "scheduled association `{name}` is enabled{since}; it next fires at \
+                     {next}{}\n",
+                    if info.due { " (due)" } else { "" }
+                ),
+                (None, true) => format!("scheduled association `{name}` is enabled{since}\n"),
+            }
+        }),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("the current project has no scheduled association `{name}`"),
+        ),
+        Err(err) => schedules_error(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{HeaderMap, LISTING, Listing, REPORT, ReportForm, is_public, negotiate};
@@ -1710,6 +1812,12 @@ mod tests {
             Some(Role::Admin)
         );
         assert_eq!(role(Method::GET, "/v1/runs/r1"), Some(Role::Read));
+        assert_eq!(role(Method::GET, "/v1/schedules"), Some(Role::Read));
+        assert_eq!(
+            role(Method::POST, "/v1/schedules/nightly%2Fdrift/disable"),
+            Some(Role::Operate)
+        );
+        assert_eq!(role(Method::POST, "/v1/schedules/nightly"), None);
         assert_eq!(role(Method::POST, "/v1/nodes//tags"), None);
         assert_eq!(role(Method::GET, "/v1/runs/r1/cancel"), None);
         assert_eq!(role(Method::DELETE, "/v1/nodes"), None);

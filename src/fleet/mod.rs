@@ -16,7 +16,8 @@
 //! - [`controller`]: the agent port, sessions and task dispatch.
 //! - [`run`]: fleet plan / apply / drift with SSM rate control.
 //! - [`command`]: Run Command, ad-hoc commands on selected nodes.
-//! - [`schedule`]: when an association's `schedule` is due.
+//! - [`schedule`]: when an association's `schedule` is due, and the operators' overview.
+//! - [`schedules`]: the current project's scheduled associations, read, shown and switched.
 //! - [`rate`]: SSM's `max_concurrency` / `max_errors` dispatch.
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
 //! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`dashboard`]: its HTML
@@ -36,6 +37,7 @@ pub mod pki;
 pub mod rate;
 pub mod run;
 pub mod schedule;
+pub mod schedules;
 pub mod seal;
 pub mod serve;
 pub mod token;

@@ -29,6 +29,7 @@ use crate::fleet::footing::{self, Backend};
 use crate::fleet::pki::PkiError;
 use crate::fleet::run::{self, Mode, RunRequest, Scope};
 use crate::fleet::schedule;
+use crate::fleet::schedules;
 use crate::model;
 
 /// Where and how the controller listens.
@@ -135,6 +136,12 @@ pub enum ServeError {
     /// Runs a previous controller left running could not be closed.
     #[error("recovering interrupted runs: {0}")]
     Recover(#[source] crate::store::StoreError),
+    /// The scheduler's reading or writing of the store failed.
+    #[error(transparent)]
+    Store(crate::store::StoreError),
+    /// The scheduler could not read the current project's schedules.
+    #[error(transparent)]
+    Schedules(#[from] schedules::SchedulesError),
     /// A listener could not be bound, or its address read.
     #[error("{flag} {addr}: {source}")]
     Bind {
@@ -148,9 +155,6 @@ pub enum ServeError {
     /// `DATA_DIR/endpoints.json` could not be written.
     #[error("endpoints.json: {0}")]
     Endpoints(#[source] PkiError),
-    /// The scheduler's reading of the project ended abnormally.
-    #[error("{0}")]
-    Validate(#[from] tokio::task::JoinError),
     /// An association's schedule cannot be evaluated.
     #[error("association `{name}`: {source}")]
     Schedule {
@@ -159,9 +163,6 @@ pub enum ServeError {
         /// What is wrong with its schedule.
         source: schedule::ScheduleError,
     },
-    /// The project of a scheduled run could not be read.
-    #[error("{0}")]
-    Bundle(#[source] run::bundle::BundleError),
 }
 
 fn bind_error(flag: &'static str, addr: &str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -492,13 +493,19 @@ fn legacy_schedules_path(data_dir: &Path) -> PathBuf {
 /// ([`schedule::firing`]). A firing is claimed when this controller is free to run it; one
 /// whose controller dies after the claim is not run again (at most once), and the run it began
 /// is recorded as interrupted.
+///
+/// An association switched off ([`crate::store::FleetStore::set_schedule_enabled`]) is not
+/// claimed nor run: each of its firings is skipped, and logged once, at info. Switched on
+/// again, it fires at its next due time ([`schedule::due_firing`]). The switch is read again
+/// right before a firing is claimed, so a switch made during another run is obeyed.
 async fn scheduler(controller: Arc<Controller>) {
     let me = crate::fleet::token::random_hex(8).unwrap_or_else(|_| std::process::id().to_string());
     if let Err(err) = adopt_legacy_state(&controller).await {
         tracing::warn!("scheduler: reading the state of an older controller: {err}");
     }
+    let mut skipped = BTreeMap::new();
     loop {
-        let wait = match tick(&controller, &me).await {
+        let wait = match tick(&controller, &me, &mut skipped).await {
             Ok(wait) => wait,
             Err(err) => {
                 tracing::error!("scheduler: {err}");
@@ -539,7 +546,11 @@ async fn adopt_legacy_state(controller: &Arc<Controller>) -> Result<(), ServeErr
             }
             if store.last_firings()?.is_empty() {
                 for (name, at) in &legacy_runs {
-                    store.claim_firing(name, &firing_text(*at), "an older controller")?;
+                    store.claim_firing(
+                        name,
+                        &schedule::instant_text(*at),
+                        "an older controller",
+                    )?;
                 }
             }
             Ok(())
@@ -548,86 +559,108 @@ async fn adopt_legacy_state(controller: &Arc<Controller>) -> Result<(), ServeErr
         .map_err(ServeError::Recover)
 }
 
-/// A firing's instant as the store keeps it: one RFC 3339 format, so they sort as text.
-fn firing_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// What the store said when the scheduler went to claim a firing.
+enum Claim {
+    /// Claimed: this controller runs it.
+    Claimed,
+    /// Another controller claimed it first.
+    Taken,
+    /// The association's switch is no longer the one the firing was reckoned with.
+    Switched,
 }
 
-/// One pass: runs what is due; returns how long to sleep.
-async fn tick(controller: &Arc<Controller>, me: &str) -> Result<Duration, ServeError> {
+/// One pass: runs what is due; returns how long to sleep. `skipped` remembers the firings of
+/// switched-off associations logged already, so each is logged once.
+async fn tick(
+    controller: &Arc<Controller>,
+    me: &str,
+    skipped: &mut BTreeMap<String, DateTime<Utc>>,
+) -> Result<Duration, ServeError> {
     const IDLE: Duration = Duration::from_secs(30);
-    let (project, last_firings) = controller
-        .store(|store| -> Result<_, crate::store::StoreError> {
-            Ok((store.current_project()?, store.last_firings()?))
-        })
-        .await?
-        .map_err(ServeError::Recover)?;
-    let Some(project) = project else {
+    let Some(current) = schedules::current_schedules(controller).await? else {
         return Ok(IDLE);
     };
-    let files: Vec<run::BundleFile> = serde_json::from_str(&project.files_json)
-        .map_err(|err| ServeError::Bundle(run::bundle::BundleError::Stored(err.to_string())))?;
-    let dir = run::materialize(&controller.data_dir, &files).map_err(ServeError::Bundle)?;
-    let scheduled = {
-        let dir = dir.clone();
-        let registry = controller.registry.clone();
-        tokio::task::spawn_blocking(move || {
-            let validated = crate::validate::validate(
-                &dir,
-                &registry,
-                crate::facts::local(Path::new("/")),
-                BTreeMap::new(),
-            );
-            validated
-                .model
-                .associations
-                .iter()
-                .filter_map(|a| Some((a.name.clone(), a.schedule.clone()?, a.mode)))
-                .collect::<Vec<_>>()
+    let (last_firings, switches) = controller
+        .store(|store| -> Result<_, crate::store::StoreError> {
+            Ok((store.last_firings()?, store.schedule_switches()?))
         })
         .await?
-    };
+        .map_err(ServeError::Store)?;
     let last = |name: &str| {
         last_firings
             .get(name)
-            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-            .map(|at| at.with_timezone(&Utc))
+            .and_then(|at| schedule::parse_instant(at))
     };
     let mut fired: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    for (name, schedule, mode) in &scheduled {
+    let mut again = false;
+    for schedule::Scheduled {
+        name,
+        schedule,
+        mode,
+    } in &current.scheduled
+    {
         let now = Utc::now();
-        let due_at =
-            schedule::firing(schedule, last(name), now).map_err(|source| ServeError::Schedule {
+        let switch = switches.get(name);
+        let due_at = schedule::due_firing(schedule, last(name), switch, now).map_err(|source| {
+            ServeError::Schedule {
                 name: name.clone(),
                 source,
-            })?;
+            }
+        })?;
         let Some(due_at) = due_at else {
             continue;
         };
         fired.insert(name.clone(), due_at);
+        if switch.is_some_and(|s| !s.enabled) {
+            if skipped.get(name) != Some(&due_at) {
+                tracing::info!(association = %name, "scheduled association `{name}` is disabled: its firing due at {} is skipped", schedule::instant_text(due_at));
+                skipped.insert(name.clone(), due_at);
+            }
+            continue;
+        }
         // Claimed only once this controller is free to run it (one fleet run at a time), so a
         // controller that dies while another run holds it leaves the firing unclaimed, for
         // the next controller to start.
         drop(controller.run_lock.lock().await);
-        let claimed = {
-            let (name, at, me) = (name.clone(), firing_text(due_at), me.to_string());
+        let claim = {
+            let (name, at, me) = (name.clone(), schedule::instant_text(due_at), me.to_string());
+            let reckoned = switch.cloned();
             controller
-                .store(move |store| store.claim_firing(&name, &at, &me))
+                .store(move |store| -> Result<Claim, crate::store::StoreError> {
+                    // Switched off or on since the pass began (during another run, say): the
+                    // firing is reckoned again on the next pass, at once.
+                    if store.schedule_switches()?.get(&name) != reckoned.as_ref() {
+                        return Ok(Claim::Switched);
+                    }
+                    Ok(if store.claim_firing(&name, &at, &me)? {
+                        Claim::Claimed
+                    } else {
+                        Claim::Taken
+                    })
+                })
                 .await?
-                .map_err(ServeError::Recover)?
+                .map_err(ServeError::Store)?
         };
-        if !claimed {
-            tracing::info!(association = %name, "scheduled association `{name}`: the firing due at {} was claimed by another controller", firing_text(due_at));
-            continue;
+        match claim {
+            Claim::Claimed => {}
+            Claim::Taken => {
+                tracing::info!(association = %name, "scheduled association `{name}`: the firing due at {} was claimed by another controller", schedule::instant_text(due_at));
+                continue;
+            }
+            Claim::Switched => {
+                fired.remove(name);
+                again = true;
+                continue;
+            }
         }
-        tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?}), due at {}", firing_text(due_at));
+        tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?}), due at {}", schedule::instant_text(due_at));
         let request = RunRequest {
             mode: match mode {
                 model::Mode::Detect => Mode::Drift,
                 model::Mode::Enforce => Mode::Apply,
             },
-            files: files.clone(),
-            project: project.name.clone(),
+            files: current.files.clone(),
+            project: current.project.clone(),
             overrides: BTreeMap::new(),
             target: None,
             resources: Vec::new(),
@@ -635,7 +668,7 @@ async fn tick(controller: &Arc<Controller>, me: &str) -> Result<Duration, ServeE
             parallel: 4,
             color: false,
             json: false,
-            user: "scheduler".to_string(),
+            user: schedule::run_user(name),
             adhoc: None,
             saved: None,
         };
@@ -658,9 +691,24 @@ async fn tick(controller: &Arc<Controller>, me: &str) -> Result<Duration, ServeE
             tracing::info!(association = %name, run = run_id, "scheduled association `{name}`: run {run_id} done");
         }
     }
-    let items: Vec<(&model::Schedule, Option<DateTime<Utc>>)> = scheduled
+    if again {
+        return Ok(Duration::ZERO);
+    }
+    // Each counts from its firing of this pass, or from where its next one is counted (a
+    // switched-off association from its skipped firing, so the scheduler wakes at its next
+    // due time and reads its switch again; one switched on again from the fires it missed).
+    let items: Vec<(&model::Schedule, Option<DateTime<Utc>>)> = current
+        .scheduled
         .iter()
-        .map(|(name, schedule, _)| (schedule, fired.get(name).copied().or_else(|| last(name))))
+        .map(|item| {
+            let from = fired.get(&item.name).copied().or_else(|| {
+                let switch = switches.get(&item.name);
+                schedule::resumes_from(&item.schedule, last(&item.name), switch)
+                    .ok()
+                    .flatten()
+            });
+            (&item.schedule, from)
+        })
         .collect();
     Ok(schedule::sleep_until_next(&items, Utc::now(), IDLE))
 }

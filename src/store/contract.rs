@@ -1,6 +1,6 @@
 //! The contract of the controller's tables, which both backends keep: join tokens and the node
 //! registry, API tokens, the task ledger and runs in progress, and the state several controllers
-//! of one database share (secrets, schedule firings, the current project).
+//! of one database share (secrets, schedule firings and switches, the current project).
 //!
 //! [`FleetStore`] extends [`Store`] with them and is object-safe, so the controller holds a
 //! `Box<dyn FleetStore>` and does not know which backend it has. Every write is one
@@ -38,6 +38,18 @@ pub struct CurrentProject {
     pub digest: String,
     /// Its files, as JSON (the bundle's own encoding; the store does not read it).
     pub files_json: String,
+}
+
+/// Whether a scheduled association is switched on, and who switched it last
+/// ([`FleetStore::set_schedule_enabled`]). An association without a switch is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSwitch {
+    /// False while the scheduler must not fire it.
+    pub enabled: bool,
+    /// When it was last turned off or on (RFC 3339 UTC, milliseconds).
+    pub changed_at: String,
+    /// Who turned it (the token that asked, as runs record it).
+    pub changed_by: String,
 }
 
 /// An API token as the store keeps it ([`FleetStore::insert_api_token`]): what it may do and
@@ -289,6 +301,23 @@ pub trait FleetStore: Store + Send {
 
     /// Per association, the latest due time claimed.
     fn last_firings(&self) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Turns `association`'s schedule off (`enabled` false) or on again, as `by`, in one
+    /// statement that decides in the database: the switch changes (and takes the time and
+    /// `by`) only when its state does, so turning on an association that is on, or off one
+    /// that is off, keeps the switch as it was, whoever asks and however many at once. An
+    /// association without a switch is on: turning it on writes nothing. The store does not
+    /// check that the association exists or is scheduled.
+    fn set_schedule_enabled(
+        &mut self,
+        association: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Every switch, by association (byte by byte), those of associations no longer in the
+    /// current project included.
+    fn schedule_switches(&self) -> Result<BTreeMap<String, ScheduleSwitch>, StoreError>;
 
     /// Makes `project` the current project (the bundle last applied); the previous one is
     /// not kept.

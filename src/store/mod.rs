@@ -23,8 +23,8 @@ mod tasks;
 
 pub use contract::{
     ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice,
-    RoutedClose, RoutedState, RoutedTask, RunProgress, StoreListener, Tags, TaskLedger,
-    TaskProgress,
+    RoutedClose, RoutedState, RoutedTask, RunProgress, ScheduleSwitch, StoreListener, Tags,
+    TaskLedger, TaskProgress,
 };
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};

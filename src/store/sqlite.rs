@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
     ApiTokenRecord, CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord,
-    ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary, Severity,
-    Store, StoreError, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
+    ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary,
+    ScheduleSwitch, Severity, Store, StoreError, StoredToken, Tags, TaskLedger, TaskState,
+    UnfinishedRun, fleet, tasks,
 };
 
 use crate::store::migrations::MIGRATIONS;
@@ -709,6 +710,46 @@ impl FleetStore for SqliteStore {
             "SELECT association, max(due_at) FROM schedule_firings GROUP BY association",
         )?;
         let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_schedule_enabled(
+        &mut self,
+        association: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let sql = if enabled {
+            // No switch is on already: only a switch that is off changes.
+            "UPDATE schedule_switches SET enabled = 1, changed_at = ?2, changed_by = ?3
+             WHERE association = ?1 AND enabled = 0"
+        } else {
+            "INSERT INTO schedule_switches (association, enabled, changed_at, changed_by)
+             VALUES (?1, 0, ?2, ?3)
+             ON CONFLICT (association) DO UPDATE SET enabled = 0,
+                 changed_at = excluded.changed_at, changed_by = excluded.changed_by
+             WHERE schedule_switches.enabled <> 0"
+        };
+        self.conn
+            .execute(sql, params![association, fleet::now(), by])?;
+        Ok(())
+    }
+
+    fn schedule_switches(&self) -> Result<BTreeMap<String, ScheduleSwitch>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT association, enabled, changed_at, changed_by FROM schedule_switches
+             ORDER BY association",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                ScheduleSwitch {
+                    enabled: row.get::<_, i64>(1)? != 0,
+                    changed_at: row.get(2)?,
+                    changed_by: row.get(3)?,
+                },
+            ))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -432,3 +432,65 @@ fn a_running_runs_page_follows_it_live_and_stops_when_it_ends() {
     let finished = page(&fleet, &cookie, &format!("/runs/{id}"));
     assert!(!finished.body.contains("id=\"live\""), "{}", finished.body);
 }
+
+#[test]
+fn an_operate_session_switches_a_schedule_off_and_a_read_session_cannot() {
+    let fleet = Fleet::with_agents(&[("web-1", "role=web")]);
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  nightly:\n    targets: { tags: { role: web } }\n    \
+         documents: [web.yaml]\n    schedule: rate(1 day)\n    mode: detect\n",
+    );
+    fleet.env.write("project/web.yaml", WEB_DOC);
+    let project = fleet.env.path().join("project");
+    let apply = fleet.cli(&["apply", project.to_str().unwrap(), "--yes"]);
+    assert_eq!(apply.code, 0, "{}\n{}", apply.all(), fleet.logs());
+    let operate = fleet.token_with(&["--api", "--role", "operate", "--name", "on-call"]);
+    let read = fleet.token_with(&["--api", "--role", "read", "--name", "viewer"]);
+
+    let viewer = session_of(&sign_in(&fleet, &read, "/"));
+    let seen = page(&fleet, &viewer, "/schedules");
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert!(seen.body.contains("rate(1 day)"), "{}", seen.body);
+    assert!(!seen.body.contains(">Disable</button>"), "{}", seen.body);
+    let denied = post_form(
+        &fleet,
+        &viewer,
+        "/schedules/nightly/disable",
+        &[("csrf", &csrf_of(&seen.body))],
+        &[],
+    );
+    assert_eq!(denied.status, 403, "{}", denied.body);
+
+    let cookie = session_of(&sign_in(&fleet, &operate, "/"));
+    let shown = page(&fleet, &cookie, "/schedules");
+    assert!(shown.body.contains(">Disable</button>"), "{}", shown.body);
+    let csrf = csrf_of(&shown.body);
+    let off = post_form(
+        &fleet,
+        &cookie,
+        "/schedules/nightly/disable",
+        &[("csrf", &csrf)],
+        &[],
+    );
+    assert_eq!(off.status, 303, "{}", off.body);
+    let listed = fleet.cli(&["schedules", "--format", "json"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let nightly = &listed["schedules"][0];
+    assert_eq!(nightly["enabled"], false, "{listed}");
+    assert!(
+        nightly["changed_by"].as_str().unwrap().contains("on-call"),
+        "{listed}"
+    );
+    let after = page(&fleet, &cookie, "/schedules?switched=nightly+disabled.");
+    assert!(after.body.contains(">Enable</button>"), "{}", after.body);
+    let unknown = post_form(
+        &fleet,
+        &cookie,
+        "/schedules/nope/enable",
+        &[("csrf", &csrf)],
+        &[],
+    );
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+}

@@ -21,6 +21,7 @@ mod fleet_findings;
 mod fleet_harness;
 mod fleet_mode;
 mod fleet_refusals;
+mod fleet_schedules;
 mod fleet_shared;
 mod front_door;
 mod front_door_kdl;

@@ -164,6 +164,9 @@ conformance!(
     secrets_put_by_two_at_once_agree,
     a_firing_is_claimed_once_and_the_latest_is_known,
     a_firing_claimed_by_two_at_once_is_claimed_once,
+    a_schedule_switch_changes_only_when_its_state_does,
+    schedule_switches_flipped_by_two_at_once_all_land,
+    a_store_of_the_previous_version_gains_schedule_switches,
     the_current_project_is_the_newest,
     a_store_of_the_previous_version_gains_the_shared_tables,
     only_a_shared_store_routes_work,
@@ -1345,6 +1348,114 @@ fn a_firing_claimed_by_two_at_once_is_claimed_once(backend: &dyn Backend) {
         backend.open().last_firings().unwrap()["nightly"],
         format!("2026-12-03T10:{:02}:00Z", DUE_TIMES - 1)
     );
+}
+
+fn a_schedule_switch_changes_only_when_its_state_does(backend: &dyn Backend) {
+    let mut store = backend.open();
+    assert!(store.schedule_switches().unwrap().is_empty());
+    // Without a switch an association is on: turning it on writes nothing.
+    store
+        .set_schedule_enabled("nightly", true, "alice")
+        .unwrap();
+    assert!(store.schedule_switches().unwrap().is_empty());
+
+    store
+        .set_schedule_enabled("nightly", false, "alice")
+        .unwrap();
+    let off = store.schedule_switches().unwrap()["nightly"].clone();
+    assert!(!off.enabled);
+    assert_eq!(off.changed_by, "alice");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&off.changed_at).is_ok(),
+        "{off:?}"
+    );
+    // Off again, by someone else: the switch is as the first one left it.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    backend
+        .open()
+        .set_schedule_enabled("nightly", false, "bob")
+        .unwrap();
+    assert_eq!(store.schedule_switches().unwrap()["nightly"], off);
+
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    store
+        .set_schedule_enabled("nightly", true, "carol")
+        .unwrap();
+    let on = store.schedule_switches().unwrap()["nightly"].clone();
+    assert!(on.enabled);
+    assert_eq!(on.changed_by, "carol");
+    assert!(on.changed_at > off.changed_at, "{on:?} after {off:?}");
+    store.set_schedule_enabled("nightly", true, "dave").unwrap();
+    assert_eq!(store.schedule_switches().unwrap()["nightly"], on);
+
+    // By association, byte by byte, whichever connection asks.
+    for name in ["web", "Zeta", "alpha"] {
+        store.set_schedule_enabled(name, false, "alice").unwrap();
+    }
+    let names: Vec<String> = backend
+        .open()
+        .schedule_switches()
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(names, ["Zeta", "alpha", "nightly", "web"]);
+}
+
+fn schedule_switches_flipped_by_two_at_once_all_land(backend: &dyn Backend) {
+    const ROUNDS: usize = 20;
+    let mut stores = [backend.open(), backend.open()];
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter_mut()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        // Both turn a new switch off at once (two inserts of one key), then
+                        // both turn it on again at once.
+                        let name = format!("a{round:02}");
+                        barrier.wait();
+                        store
+                            .set_schedule_enabled(&name, false, &format!("c{n}"))
+                            .unwrap();
+                        barrier.wait();
+                        if round % 2 == 0 {
+                            store
+                                .set_schedule_enabled(&name, true, &format!("c{n}"))
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+    });
+    let switches = backend.open().schedule_switches().unwrap();
+    assert_eq!(switches.len(), ROUNDS, "{switches:?}");
+    for (round, (name, switch)) in switches.iter().enumerate() {
+        assert_eq!(name, &format!("a{round:02}"));
+        assert_eq!(switch.enabled, round % 2 == 0, "{name}: {switch:?}");
+        assert!(
+            ["c0", "c1"].contains(&switch.changed_by.as_str()),
+            "{switch:?}"
+        );
+    }
+}
+
+fn a_store_of_the_previous_version_gains_schedule_switches(backend: &dyn Backend) {
+    // Version 8: before the switches of version 9.
+    backend.create_at_version(8);
+    let mut store = backend.open();
+    assert_eq!(backend.version(), STORE_VERSION);
+    assert!(store.schedule_switches().unwrap().is_empty());
+    store
+        .set_schedule_enabled("nightly", false, "alice")
+        .unwrap();
+    assert!(!store.schedule_switches().unwrap()["nightly"].enabled);
 }
 
 fn the_current_project_is_the_newest(backend: &dyn Backend) {

@@ -90,6 +90,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("/nodes", "Nodes"),
     ("/runs", "Runs"),
     ("/findings", "Findings"),
+    ("/schedules", "Schedules"),
     ("/compliance", "Compliance"),
 ];
 

@@ -733,3 +733,121 @@ pub async fn compliance(
     };
     page(&viewer, "/compliance", "compliance", false, body).into_response()
 }
+
+/// `?switched=` of `/schedules`: the association just switched, and how.
+#[derive(Debug, Default, Deserialize)]
+pub struct SchedulesQuery {
+    #[serde(default)]
+    switched: Option<String>,
+}
+
+/// `GET /schedules`: the current project's scheduled associations: schedule, next and last
+/// firing, the last run and its outcome, and a switch for an `operate` session.
+pub async fn schedules(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    session: Option<Extension<Session>>,
+    Query(query): Query<SchedulesQuery>,
+) -> Response {
+    let viewer = viewer(principal, session);
+    let schedules = match crate::fleet::schedules::schedules(&controller).await {
+        Ok(schedules) => schedules,
+        Err(err) => {
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("error: {err}"));
+        }
+    };
+    let switching = viewer.may(Role::Operate);
+    let body = html! {
+        h1 { "Schedules" }
+        @if let Some(switched) = &query.switched {
+            p class="notice" id="notice" { (switched) }
+        }
+        @if schedules.is_empty() {
+            p { "No scheduled association in the current project (the last one applied)." }
+        } @else {
+            table id="schedules" {
+                tr { th { "association" } th { "mode" } th { "schedule" } th { "state" }
+                     th { "next firing" } th { "last firing" } th { "last run" }
+                     @if switching { th { "switch" } } }
+                @for info in &schedules {
+                    tr id={ "schedule-" (info.name) } {
+                        td { (info.name) }
+                        td { (info.mode) }
+                        td { code { (info.schedule) } }
+                        td class=(if info.enabled { "ok" } else { "muted" }) {
+                            (if info.enabled { "enabled" } else { "disabled" })
+                            @if let (Some(by), Some(at)) = (&info.changed_by, &info.changed_at) {
+                                br; span class="muted" { "by " (by) " at " (at) }
+                            }
+                        }
+                        td {
+                            (info.next_firing.as_deref().unwrap_or("—"))
+                            @if info.due { " (due)" }
+                            @if let Some(error) = &info.error { br; span class="failed" { (error) } }
+                        }
+                        td { (info.last_firing.as_deref().unwrap_or("never")) }
+                        td {
+                            @if let Some(run) = &info.last_run {
+                                a href={ "/runs/" (run.id) } { (run.id) } " "
+                                span class=(run.outcome) { (run.outcome) }
+                            } @else { "none" }
+                        }
+                        @if switching {
+                            td {
+                                @let (action, label) = if info.enabled { ("disable", "Disable") } else { ("enable", "Enable") };
+                                form method="post" action={ "/schedules/" (info.name) "/" (action) } {
+                                    (viewer.csrf_field())
+                                    button type="submit" { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&viewer, "/schedules", "schedules", false, body).into_response()
+}
+
+/// `POST /schedules/{name}/disable` and `/enable` (forms): switches the association off or
+/// on, then shows the schedules again. The routes need `operate`, and the form its session's
+/// CSRF token.
+async fn switch(
+    controller: Arc<Controller>,
+    principal: Principal,
+    name: String,
+    on: bool,
+) -> Response {
+    let by = crate::fleet::web::recorded_user(&principal, "");
+    match crate::fleet::schedules::switch_schedule(&controller, &name, on, &by).await {
+        Ok(Some(_)) => {
+            let word = if on { "enabled" } else { "disabled" };
+            let notice = serde_urlencoded::to_string([("switched", format!("{name} {word}."))])
+                .unwrap_or_default();
+            Redirect::to(&format!("/schedules?{notice}")).into_response()
+        }
+        Ok(None) => error_page(
+            StatusCode::NOT_FOUND,
+            &format!("the current project schedules no association `{name}`"),
+        ),
+        Err(err) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &format!("error: {err}")),
+    }
+}
+
+/// `POST /schedules/{name}/disable`.
+pub async fn disable_schedule(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    switch(controller, principal, name, false).await
+}
+
+/// `POST /schedules/{name}/enable`.
+pub async fn enable_schedule(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Response {
+    switch(controller, principal, name, true).await
+}

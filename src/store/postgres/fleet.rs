@@ -1,14 +1,16 @@
 //! PostgreSQL's side of [`FleetStore`]: join tokens, the node registry, API tokens, the task
 //! ledger, runs
-//! in progress and the state controllers share (secrets, schedule firings, the current
-//! project), with the semantics of SQLite's (the conformance suite checks both).
+//! in progress and the state controllers share (secrets, schedule firings and switches, the
+//! current project), with the semantics of SQLite's (the conformance suite checks both).
 //!
 //! SQLite serializes every writer with the file's lock; here the rows decide. An enrollment
 //! holds its token's row (`FOR UPDATE`) from reading it to spending it, so a second one with
 //! the same token waits and then sees it spent; a tag change holds its node's row; a task is
 //! issued once (its id is the key) and closed once (`WHERE closed_at IS NULL`, re-checked
 //! after the row's lock is had); a secret is inserted once and a firing claimed once (their
-//! keys, `ON CONFLICT DO NOTHING`, which waits for a concurrent insert of the same key).
+//! keys, `ON CONFLICT DO NOTHING`, which waits for a concurrent insert of the same key); a
+//! schedule's switch changes only when its state does (`WHERE` on the row, re-checked once a
+//! concurrent change of it committed).
 
 use std::collections::BTreeMap;
 
@@ -19,8 +21,8 @@ use crate::store::postgres::routing;
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
     ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask,
-    LedgerOp, NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, StoreError,
-    StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
+    LedgerOp, NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, ScheduleSwitch,
+    StoreError, StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
 /// The columns [`node_from_row`] reads.
@@ -479,6 +481,50 @@ impl FleetStore for PostgresStore {
         Ok(rows
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()?)
+    }
+
+    fn set_schedule_enabled(
+        &mut self,
+        association: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        // One statement each: a concurrent change of the same switch waits for the row (or,
+        // for a new one, for the key) and then finds the state it left.
+        let sql = if enabled {
+            "UPDATE schedule_switches SET enabled = TRUE, changed_at = $2, changed_by = $3
+             WHERE association = $1 AND NOT enabled"
+        } else {
+            "INSERT INTO schedule_switches (association, enabled, changed_at, changed_by)
+             VALUES ($1, FALSE, $2, $3)
+             ON CONFLICT (association) DO UPDATE SET enabled = FALSE,
+                 changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
+             WHERE schedule_switches.enabled"
+        };
+        self.client_mut()
+            .execute(sql, &[&association, &now(), &by])?;
+        Ok(())
+    }
+
+    fn schedule_switches(&self) -> Result<BTreeMap<String, ScheduleSwitch>, StoreError> {
+        let rows = self.client().query(
+            "SELECT association, enabled, changed_at, changed_by FROM schedule_switches
+             ORDER BY association",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    ScheduleSwitch {
+                        enabled: row.try_get(1)?,
+                        changed_at: row.try_get(2)?,
+                        changed_by: row.try_get(3)?,
+                    },
+                ))
+            })
             .collect::<Result<_, postgres::Error>>()?)
     }
 
