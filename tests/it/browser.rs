@@ -858,6 +858,46 @@ fn a_read_token_gets_no_resolve_button_and_its_forged_post_is_refused() {
 
 #[test]
 #[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
+fn an_operator_switches_a_schedule_off_from_its_page() {
+    let fleet = Fleet::with_agents(&[("web-1", "role=web")]);
+    fleet.env.write(
+        "project/site.yaml",
+        "steward: 1\nassociations:\n  nightly:\n    targets: { tags: { role: web } }\n    \
+         documents: [web.yaml]\n    schedule: rate(1 day)\n    mode: detect\n",
+    );
+    fleet.env.write(
+        "project/web.yaml",
+        "steward: 1\nresources:\n  file:/motd:\n    content: \"hello\\n\"\n",
+    );
+    let project = fleet.env.path().join("project");
+    let apply = fleet.cli(&["apply", project.to_str().unwrap(), "--yes"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    let operate = fleet.token_with(&["--api", "--role", "operate", "--name", "on-call"]);
+    let browser = Browser::start(&fleet.http);
+    sign_in(&browser, &operate, None);
+    browser.goto("/schedules");
+    browser.wait_for("#schedule-nightly");
+    assert!(
+        browser.text_of("#schedule-nightly").contains("rate(1 day)"),
+        "{}",
+        browser.page_text()
+    );
+    browser.screenshot("schedules");
+    browser.click("#schedule-nightly button");
+    browser.wait_for("#notice");
+    assert_eq!(browser.text_of("#notice"), "nightly disabled.");
+    assert!(
+        browser.text_of("#schedule-nightly").contains("disabled"),
+        "{}",
+        browser.page_text()
+    );
+    let listed = fleet.cli(&["schedules", "--format", "json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["schedules"][0]["enabled"], false, "{listed}");
+}
+
+#[test]
+#[ignore = "needs chromium and chromium-driver (Debian); .ci/run installs them"]
 fn a_running_runs_page_shows_its_progress_live_then_its_result() {
     let fleet = Fleet::with_agents(&[("web-1", "role=web")]);
     fleet
