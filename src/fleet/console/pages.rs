@@ -373,7 +373,9 @@ fn diff_block(diff: &str) -> Markup {
     html! {
         pre class="diff" {
             @for line in diff.lines() {
-                @let class = if line.starts_with("@@") { Some("hunk") }
+                // A unified diff's file lines (files are named by absolute path), and hunks.
+                @let header = line.starts_with("--- /") || line.starts_with("+++ /");
+                @let class = if header || line.starts_with("@@") { Some("hunk") }
                     else if line.starts_with('+') { Some("add") }
                     else if line.starts_with('-') { Some("del") }
                     else { None };
