@@ -517,3 +517,68 @@ fn a_copy_into_the_database_carries_the_api_tokens() {
     assert_eq!(copied.rows("api_tokens"), 2);
     assert_eq!(target.api_tokens().unwrap(), vec![scoped, revoked]);
 }
+
+/// `serve --migrate-from`'s copy carries the audit log whole, and PostgreSQL's sequence of its
+/// ids goes on past the ids copied, so the next entry appended gets an id of its own; a
+/// schedule switch (`enabled`, an integer in SQLite) lands as PostgreSQL's boolean.
+#[test]
+#[ignore = "needs PostgreSQL: STEWARD_TEST_POSTGRES (.ci/run starts one)"]
+fn a_copy_into_the_database_carries_the_audit_log_and_its_ids_go_on() {
+    use steward::store::{AuditEntry, AuditQuery, FleetStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("steward.db");
+    let entry = |n: u16, outcome: &str| AuditEntry {
+        at: format!("2026-12-03T10:00:{n:02}.000Z"),
+        actor_id: "0123456789abcdef".into(),
+        actor: "ci".into(),
+        source: "127.0.0.1:40000".into(),
+        action: "POST /v1/runs".into(),
+        target: "role=web".into(),
+        run_id: (n == 2).then(|| "20261203T100002.000Z-ab12".to_string()),
+        outcome: outcome.into(),
+        status: (outcome != "started").then_some(200 + n),
+        detail: format!("entry {n}"),
+    };
+    let mut source = steward::store::sqlite::SqliteStore::open(&path).unwrap();
+    for (n, outcome) in [(1, "started"), (2, "ok"), (3, "refused")] {
+        source.append_audit(&entry(n, outcome)).unwrap();
+    }
+    let query = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let before = source.audit(&query).unwrap();
+    drop(source);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO schedule_switches (association, enabled, changed_at, changed_by)
+             VALUES ('nightly', 0, '2026-12-03T10:00:00.000Z', 'admin'),
+                    ('hourly', 1, '2026-12-03T10:00:01.000Z', 'admin')",
+        )
+        .unwrap();
+    let db = Postgres::new();
+    let mut target = steward::store::postgres::PostgresStore::open(&db.config).unwrap();
+    let copied = target.copy_from_sqlite(&path).unwrap();
+    assert_eq!(copied.rows("audit_log"), 3);
+    assert_eq!(copied.rows("schedule_switches"), 2);
+    assert_eq!(target.audit(&query).unwrap(), before);
+    let last = before[0].id;
+    let next = target.append_audit(&entry(4, "ok")).unwrap();
+    assert!(next > last, "the next id {next} is past the copied {last}");
+    assert_eq!(target.audit(&query).unwrap().len(), 4);
+    let switches: Vec<(String, bool)> = db
+        .client()
+        .query(
+            "SELECT association, enabled FROM schedule_switches ORDER BY association",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        switches,
+        [("hourly".to_string(), true), ("nightly".to_string(), false)]
+    );
+}
