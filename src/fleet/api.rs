@@ -26,11 +26,18 @@
 //!
 //! A token's target selector becomes the [`Limit`](crate::fleet::api_token::Limit) of the runs
 //! and commands it starts (refused whole when they reach a node it does not select).
+//!
+//! Every authenticated request that changes state is in the audit log
+//! (`record_requests`, a layer inside `authenticate`), refusals for a weak role
+//! included: a `started` entry before the handler runs (503, and nothing done, when it cannot
+//! be written) and its outcome after. Handlers name what they acted on with an
+//! [`AuditNote`] on their answer. A request without a valid token (401) is logged, not recorded.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::fleet::api_token::{Principal, Role};
+use crate::fleet::audit;
 use crate::fleet::command::{self, ActiveRuns, CommandError, CommandEvent, CommandRequest};
 use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::run::bundle::BundleError;
@@ -79,6 +87,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/commands", Role::Operate),
     route("GET", "/v1/findings", Role::Read),
     route("POST", "/v1/findings/{id}/resolve", Role::Operate),
+    route("GET", "/v1/audit", Role::Read),
 ];
 
 /// The role a run of `mode` needs: plan and drift runs `plan`, an apply `operate`.
@@ -139,10 +148,16 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/commands", post(start_command))
         .route("/v1/findings", get(findings))
         .route("/v1/findings/{id}/resolve", post(resolve))
+        .route("/v1/audit", get(audit_log))
         .route("/healthz", get(healthz))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(
             run::MAX_BUNDLE_BYTES / 3 * 4 + (1 << 20),
+        ))
+        // Inside `authenticate`: it sees the principal of every request let through.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&controller),
+            record_requests,
         ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&controller),
@@ -248,6 +263,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(presented_token);
     let Some((credential, token)) = presented else {
+        log_unauthenticated(&request, "no token");
         return unauthorized();
     };
     let token = token.trim().to_string();
@@ -256,6 +272,7 @@ async fn authenticate(
         Principal::admin()
     } else if crate::fleet::api_token::ApiToken::parse(&token).is_err() {
         // Not the shape of an API token: refused without a store read.
+        log_unauthenticated(&request, "not a token");
         return unauthorized();
     } else {
         let now = chrono::Utc::now();
@@ -266,6 +283,7 @@ async fn authenticate(
             Ok(Ok(principal)) => principal,
             Ok(Err(err)) if err.is_refusal() => {
                 tracing::info!(reason = %err, "API token refused");
+                log_unauthenticated(&request, "an unknown, revoked or expired API token");
                 return unauthorized();
             }
             Ok(Err(crate::fleet::api_token::ApiTokenError::Store(err))) => {
@@ -285,15 +303,190 @@ async fn authenticate(
         None => (Role::Admin, format!("{} {path}", request.method())),
     };
     if let Some(refusal) = forbidden(&principal, needed, &shown) {
-        return refusal;
+        return record_refusal(&controller, &principal, &request, refusal).await;
+    }
+    if !request.method().is_safe()
+        && let Some(refusal) = refuse_change(&request, credential)
+    {
+        return record_refusal(&controller, &principal, &request, refusal).await;
     }
     request.extensions_mut().insert(principal);
-    if request.method().is_safe() {
-        return next.run(request).await;
+    next.run(request).await
+}
+
+/// What a handler tells the audit layer about the request it answered, as an extension of its
+/// response (the layer takes it off before the answer goes out). Each field, when set,
+/// replaces what the layer would record: the target (else the path's parameters), the run
+/// (else none) and the detail (else, for an answer that is not 2xx, the error's message).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditNote {
+    /// What the request acted on.
+    pub target: Option<String>,
+    /// The run it started or acted on.
+    pub run_id: Option<String>,
+    /// A short line on what was done, or why it failed (never a request's body).
+    pub detail: Option<String>,
+}
+
+impl AuditNote {
+    /// `response` carrying this note.
+    pub fn on(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
     }
-    match refuse_change(&request, credential) {
-        Some(refusal) => refusal,
-        None => next.run(request).await,
+}
+
+/// The source of a request: its peer's `IP:PORT` (the server adds it to each request), or
+/// `unknown`.
+fn source_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string())
+}
+
+/// The act of an authenticated request: its principal, peer, route (as [`ROUTES`] writes it,
+/// or the method and path when it matches none) and, as its target, the values of the route's
+/// `{param}` segments.
+///
+pub(crate) fn act_of(principal: &Principal, request: &Request) -> audit::Act {
+    let path = request.uri().path();
+    let method = request.method();
+    let (action, target) = match route_of(method, path) {
+        Some(route) => {
+            let values: Vec<&str> = route
+                .path
+                .split('/')
+                .zip(path.split('/'))
+                .filter(|(pattern, _)| pattern.starts_with('{'))
+                .map(|(_, value)| value)
+                .collect();
+            (format!("{} {}", route.method, route.path), values.join(" "))
+        }
+        None => (format!("{method} {path}"), String::new()),
+    };
+    audit::Act::new(
+        audit::Actor::of(principal),
+        &source_of(request),
+        &action,
+        &target,
+    )
+}
+
+/// Whether a request to `method` is recorded: every method but the safe ones.
+fn is_recorded(method: &Method) -> bool {
+    !method.is_safe()
+}
+
+/// The audit layer, inside `authenticate`: for an authenticated request that is recorded, its
+/// `started` entry before the handler runs (answering 503, and doing nothing, when it cannot be
+/// written) and its outcome once the handler answered: the status, the handler's
+/// [`AuditNote`] (taken off the answer) and, for an answer that is not 2xx, the error's
+/// message. An outcome that cannot be written is logged as an error; the answer stands (the
+/// act is done, and the `started` entry says it was begun).
+async fn record_requests(
+    State(controller): State<Arc<Controller>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let principal = request.extensions().get::<Principal>().cloned();
+    let (Some(principal), true) = (principal, is_recorded(request.method())) else {
+        return next.run(request).await;
+    };
+    let act = act_of(&principal, &request);
+    if let Err(reason) = controller.audit_start(&act, "").await {
+        tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, "{reason}; the request was refused");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{reason}: nothing was done; try again when the store is back"),
+        );
+    }
+    let response = next.run(request).await;
+    finish(&controller, act, response).await
+}
+
+/// Records the outcome of `act`, answered with `response`; the response, without its note.
+async fn finish(
+    controller: &Arc<Controller>,
+    mut act: audit::Act,
+    mut response: Response,
+) -> Response {
+    let note = response
+        .extensions_mut()
+        .remove::<AuditNote>()
+        .unwrap_or_default();
+    let status = response.status();
+    let outcome = audit::Outcome::of_status(status);
+    let (response, message) = if outcome == audit::Outcome::Ok {
+        (response, None)
+    } else {
+        let (response, message) = error_message(response).await;
+        (response, Some(message))
+    };
+    if let Some(target) = note.target {
+        act.target = audit::one_field(&target);
+    }
+    act.run_id = note.run_id.or(act.run_id);
+    let detail = note.detail.or(message).unwrap_or_default();
+    controller
+        .audit_end(&act, outcome, Some(status.as_u16()), &detail)
+        .await;
+    response
+}
+
+/// The message of an error answer (its [`ErrorBody`]'s, or its text), and the answer rebuilt.
+/// Error answers are small; a body over 64 KiB is not read past that.
+///
+async fn error_message(response: Response) -> (Response, String) {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(error) => error.error.message,
+        Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
+    };
+    let message = if message.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_string()
+    } else {
+        message
+    };
+    (Response::from_parts(parts, bytes.into()), message)
+}
+
+/// Records a request `authenticate` refused itself once its token was known (a role too weak,
+/// or a change without Bearer, from another origin, or not JSON), and answers `refusal`. One
+/// entry (nothing was begun); a store that cannot take it is logged, and the refusal stands.
+/// The future holds no borrow of the request (a request's body is not `Sync`).
+fn record_refusal(
+    controller: &Arc<Controller>,
+    principal: &Principal,
+    request: &Request,
+    refusal: Response,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    let act = is_recorded(request.method()).then(|| act_of(principal, request));
+    let controller = Arc::clone(controller);
+    async move {
+        match act {
+            Some(act) => finish(&controller, act, refusal).await,
+            None => refusal,
+        }
+    }
+}
+
+/// Logs a request refused for want of a valid token (401), which the log does not record.
+fn log_unauthenticated(request: &Request, why: &str) {
+    if is_recorded(request.method()) {
+        tracing::warn!(
+            source = %source_of(request),
+            method = %request.method(),
+            path = %audit::one_field(request.uri().path()),
+            "refused a request without a valid token ({why}); not in the audit log"
+        );
     }
 }
 
@@ -612,7 +805,7 @@ pub struct ErrorDetail {
 }
 
 /// An error answer: `status`, with `message` in an [`ErrorBody`].
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: ErrorDetail {
             code: error_code(status).to_string(),
@@ -1009,13 +1202,20 @@ async fn revoke(
     match controller.store(move |s| s.revoke_node(&who)).await {
         Ok(Ok(node)) => {
             controller.disconnect(&name);
+            let note = AuditNote {
+                detail: Some(format!(
+                    "revoked at {}",
+                    node.revoked_at.as_deref().unwrap_or("?")
+                )),
+                ..AuditNote::default()
+            };
             let revoked = Revoked {
                 node: node.name,
                 revoked_at: node.revoked_at,
             };
-            listing(query.format.as_deref(), &headers, &revoked, || {
+            note.on(listing(query.format.as_deref(), &headers, &revoked, || {
                 format!("revoked node `{name}`; its certificate is no longer accepted\n")
-            })
+            }))
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -1053,7 +1253,8 @@ async fn node_tags(
     let request: TagRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed tag request: {err}")).into_response();
+            return malformed("tag request", &err)
+                .on(ApiError::BadRequest(format!("malformed tag request: {err}")).into_response());
         }
     };
     let checked = request
@@ -1082,7 +1283,17 @@ async fn node_tags(
                 node: node.name.clone(),
                 tags: node.tags.clone(),
             };
-            listing(query.format.as_deref(), &headers, &tags, text)
+            let note = AuditNote {
+                detail: Some(format!(
+                    "tags now {}",
+                    match crate::fleet::token::tags_text(&node.tags) {
+                        text if text.is_empty() => "(none)".to_string(),
+                        text => text,
+                    }
+                )),
+                ..AuditNote::default()
+            };
+            note.on(listing(query.format.as_deref(), &headers, &tags, text))
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -1097,7 +1308,8 @@ async fn start_run(
     let mut request: RunRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed run request: {err}")).into_response();
+            return malformed("run request", &err)
+                .on(ApiError::BadRequest(format!("malformed run request: {err}")).into_response());
         }
     };
     let mode = match request.mode {
@@ -1105,22 +1317,55 @@ async fn start_run(
         run::Mode::Apply => "apply",
         run::Mode::Drift => "drift",
     };
+    // What the run acts on, for the audit log: the nodes it asks for.
+    let target = match (&request.adhoc, &request.target) {
+        (Some(adhoc), _) => adhoc.target.clone(),
+        (None, Some(target)) => target.clone(),
+        (None, None) => "(every association)".to_string(),
+    };
+    let noted = |response: Response| {
+        AuditNote {
+            target: Some(target.clone()),
+            ..AuditNote::default()
+        }
+        .on(response)
+    };
     let what = format!("POST /v1/runs (mode {mode})");
     if let Some(refusal) = forbidden(&principal, run_role(request.mode), &what) {
-        return refusal;
+        return noted(refusal);
     }
     let mut scope = match &request.adhoc {
         Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
-            Err(err) => return ApiError::from(err).into_response(),
+            Err(err) => return noted(ApiError::from(err).into_response()),
         },
         None => Scope::default(),
     };
     scope.limit = match crate::fleet::api_token::Limit::of(&principal) {
         Ok(limit) => limit,
         Err(err) => {
-            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+            return noted(
+                ApiError::BadRequest(format!("the token's target: {err}")).into_response(),
+            );
         }
+    };
+    // The id of a run that is recorded (apply, drift) is chosen now, so the audit log names
+    // it when the run is accepted; a plan is not recorded.
+    if request.mode != run::Mode::Plan {
+        scope.run_id = Some(run::new_run_id());
+    }
+    let note = AuditNote {
+        target: Some(target.clone()),
+        run_id: scope.run_id.clone(),
+        detail: Some(format!(
+            "{mode}{} of project `{}` accepted; the run's progress and outcome go to the caller and its record",
+            if request.saved.is_some() {
+                " of a saved plan"
+            } else {
+                ""
+            },
+            request.project
+        )),
     };
     request.user = recorded_user(&principal, &request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
@@ -1129,11 +1374,30 @@ async fn start_run(
         let _ = tx.send(Event::Done(response));
     });
     let stream = json_lines(rx);
-    (
+    note.on((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
+}
+
+/// The note of a request whose body is not what its route takes: it says so without quoting
+/// the parser's message, which may quote the body (and a body may hold secrets).
+fn malformed(what: &str, err: &serde_json::Error) -> AuditNote {
+    let kind = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "JSON of another shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    AuditNote {
+        detail: Some(format!(
+            "malformed {what}: {kind} at line {} column {} (the body is not recorded)",
+            err.line(),
+            err.column()
+        )),
+        ..AuditNote::default()
+    }
 }
 
 async fn start_command(
@@ -1145,27 +1409,46 @@ async fn start_command(
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed command request: {err}"))
-                .into_response();
+            return malformed("command request", &err).on(ApiError::BadRequest(format!(
+                "malformed command request: {err}"
+            ))
+            .into_response());
         }
     };
     request.user_name = recorded_user(&principal, &request.user_name);
     request.limit = match crate::fleet::api_token::Limit::of(&principal) {
         Ok(limit) => limit,
         Err(err) => {
-            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+            return AuditNote {
+                target: Some(request.target.clone()),
+                ..AuditNote::default()
+            }
+            .on(ApiError::BadRequest(format!("the token's target: {err}")).into_response());
         }
+    };
+    // Chosen now, so the audit log names the run when it is accepted.
+    let run_id = run::new_run_id();
+    request.run_id = Some(run_id.clone());
+    // The program only: its arguments and environment may hold secrets.
+    let program = request.argv.first().map(String::as_str).unwrap_or("");
+    let note = AuditNote {
+        target: Some(request.target.clone()),
+        run_id: Some(run_id),
+        detail: Some(format!(
+            "command `{}` accepted; its progress and outcome go to the caller and its record",
+            program.rsplit('/').next().unwrap_or(program)
+        )),
     };
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
     tokio::spawn(async move {
         let response = command::run(&controller, &commands, request, tx.clone()).await;
         let _ = tx.send(CommandEvent::Done(response));
     });
-    (
+    note.on((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(json_lines(rx)),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The JSON answer of `POST /v1/runs/{id}/cancel`.
@@ -1184,17 +1467,29 @@ async fn cancel(
     Query(query): Query<FormatQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let note = |detail: Option<String>| AuditNote {
+        run_id: Some(id.clone()),
+        detail,
+        ..AuditNote::default()
+    };
     match command::cancel(&controller, &commands, &id) {
         Ok(n) => {
             let cancelling = Cancelling {
                 run: id.clone(),
                 signalled: n,
             };
-            listing(query.format.as_deref(), &headers, &cancelling, || {
-                format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
-            })
+            note(Some(format!("{n} command(s) told to stop"))).on(listing(
+                query.format.as_deref(),
+                &headers,
+                &cancelling,
+                || {
+                    format!(
+                        "cancelling run {id}: no new node starts; {n} running command(s) stopped\n"
+                    )
+                },
+            ))
         }
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => note(None).on(ApiError::from(err).into_response()),
     }
 }
 
@@ -1405,20 +1700,77 @@ async fn resolve(
         return ApiError::BadRequest(format!("finding `{id}` is not a number")).into_response();
     };
     match controller.store(move |s| s.resolve_finding(id)).await {
-        Ok(Ok(finding)) => listing(
-            query.format.as_deref(),
-            &headers,
-            &FindingInfo::from(&finding),
-            || {
-                format!(
-                    "resolved finding {}: {} of {} on {}\n",
-                    finding.id,
-                    finding.kind.as_str(),
-                    finding.resource,
-                    finding.node
-                )
-            },
-        ),
+        Ok(Ok(finding)) => {
+            let what = format!(
+                "{} of {} on {}",
+                finding.kind.as_str(),
+                finding.resource,
+                finding.node
+            );
+            let note = AuditNote {
+                detail: Some(format!("resolved by hand: {what}")),
+                ..AuditNote::default()
+            };
+            note.on(listing(
+                query.format.as_deref(),
+                &headers,
+                &FindingInfo::from(&finding),
+                || format!("resolved finding {}: {what}\n", finding.id),
+            ))
+        }
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(Deserialize)]
+struct AuditParams {
+    /// At most this many entries ([`audit::DEFAULT_PAGE`] when not given).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only entries whose id is below this one.
+    #[serde(default)]
+    before: Option<i64>,
+    /// Only entries of this run.
+    #[serde(default)]
+    run: Option<String>,
+    /// Only entries of this actor id.
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/audit`: the audit log, newest first, a page at a time (`?limit=N&before=ID`), of
+/// one run or actor when asked (`?run=ID`, `?actor=ID`).
+async fn audit_log(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<AuditParams>,
+    headers: HeaderMap,
+) -> Response {
+    let limit = query.limit.unwrap_or(audit::DEFAULT_PAGE);
+    if !(1..=audit::MAX_PAGE).contains(&limit) {
+        return ApiError::BadRequest(format!(
+            "limit {limit}: give 1 to {} entries",
+            audit::MAX_PAGE
+        ))
+        .into_response();
+    }
+    let wanted = crate::store::AuditQuery {
+        limit,
+        before: query.before,
+        run_id: query.run,
+        actor_id: query.actor,
+    };
+    match controller.store(move |s| s.audit(&wanted)).await {
+        Ok(Ok(records)) => {
+            let entries: Vec<audit::AuditInfo> =
+                records.iter().map(audit::AuditInfo::from).collect();
+            listing(query.format.as_deref(), &headers, &entries, || {
+                audit::table(&entries, None)
+            })
+        }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
@@ -1558,5 +1910,51 @@ mod tests {
         assert!(!is_public(&Method::GET, "/healthz/"));
         assert!(!is_public(&Method::GET, "/v1/nodes"));
         assert!(!is_public(&Method::GET, "/"));
+    }
+
+    #[test]
+    fn a_request_acts_on_its_routes_parameters() {
+        use crate::fleet::api_token::Principal;
+        use crate::fleet::audit;
+        use axum::extract::{ConnectInfo, Request};
+        use std::net::SocketAddr;
+        let request = |method: Method, path: &str| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4242))));
+            request
+        };
+        let admin = Principal::admin();
+        let act = super::act_of(&admin, &request(Method::POST, "/v1/nodes/web-1/tags"));
+        assert_eq!(
+            act,
+            audit::Act {
+                actor: audit::Actor {
+                    id: "admin".into(),
+                    name: "admin token".into()
+                },
+                source: "127.0.0.1:4242".into(),
+                action: "POST /v1/nodes/{name}/tags".into(),
+                target: "web-1".into(),
+                run_id: None,
+            }
+        );
+        let act = super::act_of(&admin, &request(Method::POST, "/v1/runs"));
+        assert_eq!(
+            (act.action.as_str(), act.target.as_str()),
+            ("POST /v1/runs", "")
+        );
+        let act = super::act_of(&admin, &request(Method::DELETE, "/v1/nodes"));
+        assert_eq!(act.action, "DELETE /v1/nodes");
+        let entry = act.entry(audit::Outcome::Failed, Some(405), "no\nsuch route");
+        assert_eq!(
+            (entry.outcome.as_str(), entry.status, entry.detail.as_str()),
+            ("failed", Some(405), "no such route")
+        );
     }
 }
