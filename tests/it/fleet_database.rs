@@ -207,6 +207,13 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
     assert_eq!(out.code, 0, "{}", out.all());
     let runs_before = old.cli(&["runs", "--format", "json"]);
     assert_eq!(runs_before.code, 0, "{}", runs_before.all());
+    let audit_before = audit_log(&old);
+    assert!(
+        audit_before
+            .iter()
+            .any(|e| e["action"] == "POST /v1/runs" && e["outcome"] == "ok"),
+        "{audit_before:?}"
+    );
 
     // Not while its controller runs: the store would move on under the copy.
     let keys = tempfile::tempdir().unwrap();
@@ -272,6 +279,26 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
     let plan = new.cli(&["plan", "project", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
 
+    // The audit log came along whole, and what the new controller appends (the plan's
+    // request) takes ids after the copied ones: PostgreSQL's sequence was moved past them.
+    let audit_after = audit_log(&new);
+    let copied_max = audit_before
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .max()
+        .unwrap();
+    let (copied, appended): (Vec<_>, Vec<_>) = audit_after
+        .iter()
+        .cloned()
+        .partition(|e| e["id"].as_i64().unwrap() <= copied_max);
+    assert_eq!(copied, audit_before);
+    assert!(
+        appended
+            .iter()
+            .any(|e| e["action"] == "POST /v1/runs" && e["outcome"] == "ok"),
+        "{appended:?}"
+    );
+
     // Once is all: the database holds a fleet now.
     let again = tempfile::tempdir().unwrap();
     let stderr = serve_refused(&db, &key, &again.path().join("data"), &migrate_old);
@@ -279,6 +306,17 @@ fn an_embedded_controller_migrates_into_an_empty_database() {
         stderr.contains("the PostgreSQL store is not empty"),
         "{stderr}"
     );
+}
+
+/// The audit log as `steward audit --format json` prints it through `fleet`'s controller,
+/// oldest first.
+fn audit_log(fleet: &Fleet) -> Vec<serde_json::Value> {
+    let out = fleet.cli(&["audit", "--format", "json", "--limit", "1000"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut entries = answer["entries"].as_array().unwrap().clone();
+    entries.reverse();
+    entries
 }
 
 /// A scheduled association's firing runs once across the controllers of one database, also
