@@ -1209,7 +1209,7 @@ impl Controller {
         let node = node.to_string();
         self.store(move |s| {
             s.renew_node_cert(&node, &fingerprint, &not_after)?;
-            let detail = format!("new certificate {fingerprint}, valid until {not_after}");
+            let detail = format!("a new certificate, valid until {not_after}");
             if let Err(err) = act.append(s, audit::Outcome::Ok, None, &detail) {
                 tracing::error!(node, "{err}");
             }

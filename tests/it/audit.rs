@@ -588,3 +588,132 @@ fn audit_rows(db: &Path) -> Vec<String> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// A node renewing its certificate over its connection is in the log as itself, from its
+/// address.
+#[test]
+fn a_certificate_renewal_is_in_the_audit_log() {
+    // A one-minute certificate has less than a third of its life left at once.
+    let mut fleet = Fleet::start_with(&["--agent-cert-lifetime", "60s"]);
+    fleet.add_agent("web-1", "role=web");
+    fleet.wait_online(&["web-1"]);
+    let renewal = wait_for("the renewal's entry", Duration::from_secs(60), || {
+        let out = fleet.cli(&["audit", "--format", "json", "--actor", "node:web-1"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let answer: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        answer["entries"].as_array().unwrap().first().cloned()
+    });
+    assert_eq!(renewal["action"], "node renew", "{renewal}");
+    assert_eq!(renewal["actor"], "node web-1", "{renewal}");
+    assert_eq!(renewal["target"], "web-1", "{renewal}");
+    assert_eq!(renewal["outcome"], "ok", "{renewal}");
+    assert!(
+        renewal["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{renewal}"
+    );
+    assert!(
+        renewal["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("a new certificate, valid until "),
+        "{renewal}"
+    );
+}
+
+/// When the log cannot take an entry, a change is not made: the API answers 503 and the
+/// node's tags stay; `token create` exits 1 and makes no token. Reads go on. Once the log
+/// takes entries again, the same change is made and recorded.
+#[test]
+fn a_change_whose_audit_entry_cannot_be_written_is_not_made() {
+    let fleet = Fleet::with_agents(&[("web-1", "role=web")]);
+    let store = rusqlite::Connection::open(fleet.data.join("steward.db")).unwrap();
+    // As a full disk would: every append refused, everything else as it was.
+    store
+        .execute_batch(
+            "CREATE TRIGGER audit_log_full BEFORE INSERT ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+        )
+        .unwrap();
+    let tags = |fleet: &Fleet| -> serde_json::Value {
+        let out = fleet.cli(&["nodes", "--format", "json"]);
+        assert_eq!(out.code, 0, "reads go on: {}", out.all());
+        let nodes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        nodes["nodes"][0]["tags"].clone()
+    };
+
+    let tagged = fleet.cli(&["node", "tag", "web-1", "zone=a"]);
+    assert_eq!(tagged.code, 1, "{}", tagged.all());
+    assert!(
+        tagged.stderr.contains("503")
+            && tagged
+                .stderr
+                .contains("the audit log cannot be written (POST /v1/nodes/{name}/tags web-1)")
+            && tagged.stderr.contains("database or disk is full")
+            && tagged.stderr.contains("nothing was done"),
+        "{}",
+        tagged.all()
+    );
+    assert_eq!(tags(&fleet), serde_json::json!({ "role": "web" }));
+    let made = fleet.cli(&[
+        "token",
+        "create",
+        "--data-dir",
+        fleet.data.to_str().unwrap(),
+        "--api",
+        "--role",
+        "read",
+    ]);
+    assert_eq!(made.code, 1, "{}", made.all());
+    assert!(
+        made.stderr
+            .contains("the audit log cannot be written (token create)")
+            && made.stderr.contains("nothing was done"),
+        "{}",
+        made.all()
+    );
+    assert!(!made.stdout.contains("stw_"), "{}", made.all());
+    let listed = fleet.cli(&[
+        "token",
+        "list",
+        "--data-dir",
+        fleet.data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed["tokens"], serde_json::json!([]), "a token was made");
+    assert!(
+        fleet
+            .logs()
+            .contains("the audit log cannot be written (POST /v1/nodes/{name}/tags web-1)"),
+        "{}",
+        fleet.logs()
+    );
+
+    store.execute_batch("DROP TRIGGER audit_log_full").unwrap();
+    let tagged = fleet.cli(&["node", "tag", "web-1", "zone=a"]);
+    assert_eq!(tagged.code, 0, "{}", tagged.all());
+    assert_eq!(
+        tags(&fleet),
+        serde_json::json!({ "role": "web", "zone": "a" })
+    );
+    let entries = audit_entries(&fleet);
+    let outcomes: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e["action"] == "POST /v1/nodes/{name}/tags")
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap(),
+                e["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("started", ""), ("ok", "tags now role=web,zone=a")],
+        "only the change that was made is in the log"
+    );
+}
