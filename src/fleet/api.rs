@@ -386,7 +386,7 @@ fn is_recorded(method: &Method) -> bool {
 /// act is done, and the `started` entry says it was begun).
 async fn record_requests(
     State(controller): State<Arc<Controller>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let principal = request.extensions().get::<Principal>().cloned();
@@ -401,8 +401,34 @@ async fn record_requests(
             format!("{reason}: nothing was done; try again when the store is back"),
         );
     }
+    // For a handler whose act goes on after it answered (a run, a command).
+    request.extensions_mut().insert(act.clone());
     let response = next.run(request).await;
     finish(&controller, act, response).await
+}
+
+/// After a run or command the API accepted ended: when it never began (nothing was sent to
+/// any node: a project with errors, a selector that matches nothing, a node outside the
+/// token's target), a third entry for its request, `failed`, saying why; the accepting entry
+/// named a run that has no record.
+async fn record_unbegun(
+    controller: &Arc<Controller>,
+    act: Option<audit::Act>,
+    began: bool,
+    errors: &[String],
+) {
+    let Some(act) = act.filter(|_| !began) else {
+        return;
+    };
+    let why = errors.first().map_or("no reason given", String::as_str);
+    controller
+        .audit_end(
+            &act,
+            audit::Outcome::Failed,
+            None,
+            &format!("did not begin: {why}"),
+        )
+        .await;
 }
 
 /// Records the outcome of `act`, answered with `response`; the response, without its note.
@@ -1303,6 +1329,7 @@ async fn node_tags(
 async fn start_run(
     State(controller): State<Arc<Controller>>,
     Extension(principal): Extension<Principal>,
+    act: Option<Extension<audit::Act>>,
     body: Bytes,
 ) -> Response {
     let mut request: RunRequest = match serde_json::from_slice(&body) {
@@ -1369,8 +1396,15 @@ async fn start_run(
     };
     request.user = recorded_user(&principal, &request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let act = act.map(|Extension(act)| audit::Act {
+        target: target.clone(),
+        run_id: note.run_id.clone(),
+        ..act
+    });
     tokio::spawn(async move {
         let response = run::run(&controller, request, scope, tx.clone()).await;
+        let began = !(response.failed && response.nodes.is_empty());
+        record_unbegun(&controller, act, began, &response.errors).await;
         let _ = tx.send(Event::Done(response));
     });
     let stream = json_lines(rx);
@@ -1404,6 +1438,7 @@ async fn start_command(
     State(controller): State<Arc<Controller>>,
     Extension(commands): Extension<Arc<ActiveRuns>>,
     Extension(principal): Extension<Principal>,
+    act: Option<Extension<audit::Act>>,
     body: Bytes,
 ) -> Response {
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
@@ -1440,8 +1475,15 @@ async fn start_command(
         )),
     };
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
+    let act = act.map(|Extension(act)| audit::Act {
+        target: request.target.clone(),
+        run_id: note.run_id.clone(),
+        ..act
+    });
     tokio::spawn(async move {
         let response = command::run(&controller, &commands, request, tx.clone()).await;
+        let began = !response.nodes.is_empty() || response.errors.is_empty();
+        record_unbegun(&controller, act, began, &response.errors).await;
         let _ = tx.send(CommandEvent::Done(response));
     });
     note.on((

@@ -10,7 +10,8 @@
 //! and recording it would let anyone grow the log. The API logs it (`tracing`) instead.
 //!
 //! An act is two entries: `started` before it acts, then `ok`, `refused` or `failed` once it
-//! ended. An act whose `started` entry cannot be written is not done (the API answers 503, the
+//! ended (a run or command the API accepted, `ok`, that then never began has a third,
+//! `failed`). An act whose `started` entry cannot be written is not done (the API answers 503, the
 //! scheduler skips the firing, the CLI stops): nothing is done that the log does not show
 //! begun. A `started` entry without an outcome after it is an act whose process died, or
 //! whose outcome could not be written (logged as an error). An enrolment or a renewal is one

@@ -161,7 +161,12 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
     let (reader_token, reader_id, _) = api_token("read", "reader");
     let (planner_token, planner_id, _) = api_token("plan", "planner");
     let (doomed_token, doomed_id, _) = api_token("read", "doomed");
-    for id in [&ops_id, &reader_id, &planner_id, &doomed_id] {
+    let db_ops = fleet.token_with(&[
+        "--api", "--role", "operate", "--name", "db-ops", "--target", "role=db",
+    ]);
+    let db_ops_id = db_ops.split('_').nth(1).unwrap().to_string();
+    let db_ops_file = fleet.env.write("db-ops.token", format!("{db_ops}\n"));
+    for id in [&ops_id, &reader_id, &planner_id, &doomed_id, &db_ops_id] {
         expected.push(Expected {
             action: "token create".into(),
             actor_id: "local".into(),
@@ -369,6 +374,15 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
         "the parser quotes it: {answer}"
     );
 
+    // Accepted, then refused before it began: a command beyond its token's target.
+    let beyond = cli_as(
+        &fleet,
+        &db_ops_file,
+        &["run", "--target", "web-1", "--", "/bin/true"],
+    );
+    assert_eq!(beyond.code, 1, "{}", beyond.all());
+    assert!(beyond.all().contains("web-1"), "{}", beyond.all());
+
     // Not recorded: no token, a revoked token, a token that is no token (401).
     for auth in [
         None,
@@ -484,6 +498,34 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
             .contains("malformed tag request: JSON of another shape"),
         "{malformed}"
     );
+    // The command beyond its token's target: accepted under a run id, then `failed`, saying
+    // why, under the same id; it never began, so no run has it.
+    let of_db_ops: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["actor_id"] == db_ops_id.as_str() && e["action"] == "POST /v1/commands")
+        .collect();
+    let outcomes: Vec<&str> = of_db_ops
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["started", "ok", "failed"], "{shown}");
+    let (accepted, unbegun) = (of_db_ops[1], of_db_ops[2]);
+    assert_eq!(accepted["run_id"], unbegun["run_id"], "{unbegun}");
+    assert_eq!(unbegun["target"], "web-1", "{unbegun}");
+    assert!(
+        unbegun["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("did not begin: ")
+            && unbegun["detail"].as_str().unwrap().contains("web-1"),
+        "{unbegun}"
+    );
+    let unbegun_run = unbegun["run_id"].as_str().unwrap();
+    assert!(
+        !runs(&fleet).iter().any(|run| run["id"] == unbegun_run),
+        "a run that never began is recorded"
+    );
+
     // A request without a valid token is not recorded.
     assert!(
         !entries.iter().any(|e| e["status"] == 401),
@@ -533,6 +575,7 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
         reader_token.clone(),
         planner_token.clone(),
         doomed_token.clone(),
+        db_ops.clone(),
         secret_param.clone(),
     ];
     for token in &join_tokens {
