@@ -348,8 +348,7 @@ fn source_of(request: &Request) -> String {
 /// The act of an authenticated request: its principal, peer, route (as [`ROUTES`] writes it,
 /// or the method and path when it matches none) and, as its target, the values of the route's
 /// `{param}` segments.
-///
-pub(crate) fn act_of(principal: &Principal, request: &Request) -> audit::Act {
+fn act_of(principal: &Principal, request: &Request) -> audit::Act {
     let path = request.uri().path();
     let method = request.method();
     let (action, target) = match route_of(method, path) {
@@ -462,7 +461,6 @@ async fn finish(
 
 /// The message of an error answer (its [`ErrorBody`]'s, or its text), and the answer rebuilt.
 /// Error answers are small; a body over 64 KiB is not read past that.
-///
 async fn error_message(response: Response) -> (Response, String) {
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024)
@@ -831,7 +829,7 @@ pub struct ErrorDetail {
 }
 
 /// An error answer: `status`, with `message` in an [`ErrorBody`].
-pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: ErrorDetail {
             code: error_code(status).to_string(),

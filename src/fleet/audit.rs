@@ -205,22 +205,28 @@ impl Act {
     ) -> Result<i64, AuditError> {
         store
             .append_audit(&self.entry(outcome, status, detail))
-            .map_err(|source| AuditError {
-                action: self.action.clone(),
-                target: self.target.clone(),
-                source,
-            })
+            .map_err(|source| self.error(source))
+    }
+
+    /// The error of an entry of this act that `source` kept from being appended.
+    pub fn error(&self, source: StoreError) -> AuditError {
+        AuditError {
+            act: if self.target.is_empty() {
+                self.action.clone()
+            } else {
+                format!("{} {}", self.action, self.target)
+            },
+            source,
+        }
     }
 }
 
 /// An entry could not be appended.
 #[derive(Debug, thiserror::Error)]
-#[error("the audit log cannot be written ({action}{}): {source}", if target.is_empty() { String::new() } else { format!(" {target}") })]
+#[error("the audit log cannot be written ({act}): {source}")]
 pub struct AuditError {
-    /// The act's action.
-    pub action: String,
-    /// The act's target.
-    pub target: String,
+    /// The act's action and target, as one text (`POST /v1/nodes/{name}/tags web-1`).
+    pub act: String,
     /// Why the store refused.
     #[source]
     pub source: StoreError,

@@ -517,26 +517,21 @@ impl Controller {
         Ok(f(store.as_mut()))
     }
 
-    /// Appends `act`'s `started` entry with `detail` to the audit log (through [`Controller::store`]):
-    /// `Err` saying why when it cannot, and then the act must not be done.
+    /// Appends `act`'s `started` entry with `detail` to the audit log
+    /// ([`Controller::audit_append`]): `Err` saying why when it cannot, and then the act must
+    /// not be done.
     pub async fn audit_start(
         self: &Arc<Self>,
         act: &audit::Act,
         detail: &str,
     ) -> Result<(), String> {
-        let (act, detail) = (act.clone(), detail.to_string());
-        match self
-            .store(move |store| act.append(store, audit::Outcome::Started, None, &detail))
+        self.audit_append(act, audit::Outcome::Started, None, detail)
             .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(err) => Err(format!("the audit log cannot be written: {err}")),
-        }
     }
 
-    /// Appends `act`'s `outcome` to the audit log; logs an error, and goes on, when it cannot
-    /// (the act is done, and the log holds its `started` entry).
+    /// Appends `act`'s `outcome` to the audit log ([`Controller::audit_append`]); logs an
+    /// error, and goes on, when it cannot (the act is done, and the log holds its `started`
+    /// entry).
     pub async fn audit_end(
         self: &Arc<Self>,
         act: &audit::Act,
@@ -544,16 +539,41 @@ impl Controller {
         status: Option<u16>,
         detail: &str,
     ) {
-        let (written, detail) = (act.clone(), detail.to_string());
-        let failure = match self
-            .store(move |store| written.append(store, outcome, status, &detail))
-            .await
-        {
-            Ok(Ok(_)) => return,
-            Ok(Err(err)) => err.to_string(),
-            Err(err) => format!("the audit log cannot be written: {err}"),
+        if let Err(failure) = self.audit_append(act, outcome, status, detail).await {
+            tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, outcome = outcome.as_str(), "{failure}; this outcome is not in the audit log");
+        }
+    }
+
+    /// Appends an entry of `act` through [`Controller::store_write`]: tried again while the
+    /// database is out of reach, as a ledger write is, so a short outage loses no entry. A
+    /// second try first looks for the entry among its actor's newest (a first try whose answer
+    /// was lost with the connection may have been committed), so it is not appended twice.
+    async fn audit_append(
+        self: &Arc<Self>,
+        act: &audit::Act,
+        outcome: audit::Outcome,
+        status: Option<u16>,
+        detail: &str,
+    ) -> Result<(), String> {
+        let entry = act.entry(outcome, status, detail);
+        let append = move |store: &mut dyn FleetStore, again: bool| {
+            if again {
+                let newest = store.audit(&crate::store::AuditQuery {
+                    limit: 50,
+                    actor_id: Some(entry.actor_id.clone()),
+                    ..crate::store::AuditQuery::default()
+                })?;
+                if newest.iter().any(|record| record.entry == entry) {
+                    return Ok(());
+                }
+            }
+            store.append_audit(&entry).map(|_| ())
         };
-        tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, outcome = outcome.as_str(), "{failure}; this outcome is not in the audit log");
+        match self.store_write(append).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(act.error(err).to_string()),
+            Err(err) => Err(format!("the audit log cannot be written: {err}")),
+        }
     }
 
     /// Tells the scheduler the current project changed.
