@@ -670,6 +670,24 @@ pub(super) fn runs(args: &RunsArgs) -> std::io::Result<Exit> {
     print_stdout(&text)
 }
 
+/// `steward audit` on a store read directly (a controller's data directory as --state-dir).
+pub(super) fn audit(args: &super::AuditArgs) -> std::io::Result<Exit> {
+    let store = match open_existing_store(&args.store) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    match crate::store::FleetStore::audit(&store, &args.query()) {
+        Ok(records) => {
+            let entries: Vec<_> = records
+                .iter()
+                .map(crate::fleet::audit::AuditInfo::from)
+                .collect();
+            print_stdout(&super::fleet::audit_text(&entries, args.format))
+        }
+        Err(err) => usage_error(&err.to_string()),
+    }
+}
+
 pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {
     let mut store = match open_existing_store(&args.store) {
         Ok(store) => store,

@@ -21,6 +21,7 @@ use crate::cli::{
     usage_error,
 };
 use crate::fleet::agent::AgentError;
+use crate::fleet::audit::Outcome;
 use crate::fleet::client::{self, BundleError, Client, ClientError};
 use crate::fleet::logging::LoggingError;
 use crate::fleet::run::{Event, Mode, RunRequest, RunResponse};
@@ -118,6 +119,9 @@ enum FleetError {
         /// What failed.
         source: crate::fleet::pki::PkiError,
     },
+    /// The audit log cannot be written, so `token create` or `token revoke` did nothing.
+    #[error("{0}; nothing was done")]
+    Audit(#[from] crate::fleet::audit::AuditError),
 }
 
 impl FleetError {
@@ -144,7 +148,8 @@ impl FleetError {
             | FleetError::ReadPlan(_)
             | FleetError::LocalPlan { .. }
             | FleetError::Answer { .. }
-            | FleetError::WritePlan { .. } => Exit::Error,
+            | FleetError::WritePlan { .. }
+            | FleetError::Audit(_) => Exit::Error,
         }
     }
 }
@@ -372,6 +377,7 @@ pub(super) fn run_command(ctx: &Context, args: &RunArgs) -> std::io::Result<Exit
         secret_env,
         user_name: crate::engine::record::user(),
         limit: None,
+        run_id: None,
     };
     let json = args.format == OutputFormat::Json;
     let mut stdout = std::io::stdout().lock();
@@ -506,10 +512,35 @@ pub(super) fn token_create(
         Ok(footing) => footing,
         Err(err) => return fail(err),
     };
+    let what = format!(
+        "join token{}{}, valid {}",
+        match (&binding.node, binding.replace) {
+            (Some(node), true) => format!(" replacing node {node}"),
+            (Some(node), false) => format!(" for node {node}"),
+            (None, _) => " for any new node".to_string(),
+        },
+        match &binding.tags {
+            Some(tags) => format!(", tags {}", crate::fleet::token::tags_text(tags)),
+            None => String::new(),
+        },
+        humantime::format_duration(ttl)
+    );
+    let act = local_act(crate::fleet::audit::TOKEN_CREATE, "");
+    if let Err(err) = act.append(store.as_mut(), Outcome::Started, None, &what) {
+        return fail(err);
+    }
     let token = match crate::fleet::token::create(store.as_mut(), &ca, ttl, &binding) {
         Ok(token) => token,
-        Err(err) => return fail(err),
+        Err(err) => {
+            local_outcome(store.as_mut(), &act, Outcome::Failed, &err.to_string());
+            return fail(err);
+        }
     };
+    let made = crate::fleet::audit::Act {
+        target: token.id.clone(),
+        ..act
+    };
+    local_outcome(store.as_mut(), &made, Outcome::Ok, &what);
     match format {
         OutputFormat::Human => print_stdout(&format!("{token}\n")),
         OutputFormat::Json => print_stdout(&json_answer(
@@ -522,6 +553,25 @@ pub(super) fn token_create(
                 "ttl_seconds": ttl.as_secs(),
             }),
         )),
+    }
+}
+
+/// An act of this command on the store, for the audit log: the user it runs as, from `local`.
+fn local_act(action: &str, target: &str) -> crate::fleet::audit::Act {
+    use crate::fleet::audit::{Act, Actor};
+    Act::new(Actor::local(), "local", action, target)
+}
+
+/// Appends `act`'s `outcome`; when the store refuses, says so on standard error (the act is
+/// done, or failed, either way; its `started` entry is in the log).
+fn local_outcome(
+    store: &mut dyn crate::store::FleetStore,
+    act: &crate::fleet::audit::Act,
+    outcome: Outcome,
+    detail: &str,
+) {
+    if let Err(err) = act.append(store, outcome, None, detail) {
+        eprintln!("warning: {err}; this outcome is not in the audit log");
     }
 }
 
@@ -599,10 +649,35 @@ pub(super) fn api_token_create(
         Ok(footing) => footing.store,
         Err(err) => return fail(err),
     };
+    let what = format!(
+        "API token `{}`, role {}{}{}",
+        new.name,
+        new.role,
+        match &new.target {
+            Some(target) => format!(", target {target}"),
+            None => String::new(),
+        },
+        match new.ttl {
+            Some(ttl) => format!(", valid {}", humantime::format_duration(ttl)),
+            None => ", valid until revoked".to_string(),
+        }
+    );
+    let act = local_act(crate::fleet::audit::TOKEN_CREATE, "");
+    if let Err(err) = act.append(store.as_mut(), Outcome::Started, None, &what) {
+        return fail(err);
+    }
     let (token, record) = match crate::fleet::api_token::create(store.as_mut(), &new) {
         Ok(made) => made,
-        Err(err) => return fail(err),
+        Err(err) => {
+            local_outcome(store.as_mut(), &act, Outcome::Failed, &err.to_string());
+            return fail(err);
+        }
     };
+    let made = crate::fleet::audit::Act {
+        target: record.id.clone(),
+        ..act
+    };
+    local_outcome(store.as_mut(), &made, Outcome::Ok, &what);
     match format {
         OutputFormat::Human => print_stdout(&format!("{token}\n")),
         OutputFormat::Json => print_stdout(&json_answer(
@@ -713,10 +788,23 @@ pub(super) fn api_token_revoke(
         Ok(footing) => footing.store,
         Err(err) => return fail(err),
     };
+    let act = local_act(crate::fleet::audit::TOKEN_REVOKE, id);
+    if let Err(err) = act.append(store.as_mut(), Outcome::Started, None, "API token") {
+        return fail(err);
+    }
     let token = match store.revoke_api_token(id) {
         Ok(token) => token,
-        Err(err) => return fail(err),
+        Err(err) => {
+            local_outcome(store.as_mut(), &act, Outcome::Failed, &err.to_string());
+            return fail(err);
+        }
     };
+    local_outcome(
+        store.as_mut(),
+        &act,
+        Outcome::Ok,
+        &format!("revoked API token `{}`", token.name),
+    );
     match format {
         OutputFormat::Human => print_stdout(&format!(
             "revoked API token {} ({}); it is refused from now on\n",
@@ -958,6 +1046,40 @@ pub(super) fn schedule_switch(
     }
 }
 
+/// `steward audit` against a controller: `GET /v1/audit` with the flags as its query.
+pub(super) fn remote_audit(
+    remote: &RemoteArgs,
+    args: &crate::cli::AuditArgs,
+) -> std::io::Result<Exit> {
+    let mut path = format!("/v1/audit?limit={}", args.limit);
+    if let Some(before) = args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    for (name, value) in [("run", &args.run), ("actor", &args.actor)] {
+        if let Some(value) = value {
+            path.push_str(&format!("&{name}={}", query_value(value)));
+        }
+    }
+    match get_json::<Vec<crate::fleet::audit::AuditInfo>>(remote, &path) {
+        Ok(entries) => print_stdout(&audit_text(&entries, args.format)),
+        Err(err) => fail(err),
+    }
+}
+
+/// The audit entries as `steward audit` prints them: a table, or one object whose `entries`
+/// are those of `GET /v1/audit`.
+pub(super) fn audit_text(
+    entries: &[crate::fleet::audit::AuditInfo],
+    format: OutputFormat,
+) -> String {
+    match format {
+        OutputFormat::Human => crate::fleet::audit::table(entries, table_width()),
+        OutputFormat::Json => {
+            json_answer("steward-audit", serde_json::json!({ "entries": entries }))
+        }
+    }
+}
+
 /// `text` as one segment of a URL's path: every byte but letters, digits and `-_~`
 /// percent-encoded (an association's name may hold any character, and a `.` or `..` segment
 /// would be taken for a step of the path).
@@ -968,6 +1090,18 @@ fn path_segment(text: &str) -> String {
                 char::from(byte).to_string()
             }
             _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// `text` as a query parameter's value: every byte but unreserved ones percent-encoded.
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
         })
         .collect()
 }

@@ -198,6 +198,17 @@ Examples:
   steward findings --all
   steward findings resolve 3")]
     Findings(FindingsArgs),
+    /// List the audit log: who changed what, from where, and how it ended; newest first.
+    #[command(after_help = "\
+Examples:
+  steward audit                                  # the controller's (STEWARD_CONTROLLER)
+  steward audit --limit 20 --before 1234         # the 20 entries before entry 1234
+  steward audit --run 20261203T101500.000Z-4242 --format json
+  steward audit --state-dir /var/lib/steward     # a controller's store, read directly
+
+Each act is a `started` entry, then one saying how it ended (ok, refused or failed).
+Requests without a valid token (401) are not recorded; the controller logs them.")]
+    Audit(AuditArgs),
     /// Run the controller: the agent port (mutual TLS), the scheduler, the HTTP API and dashboard.
     #[command(after_help = "\
 Examples:
@@ -342,8 +353,8 @@ man finds pages installed next to a binary on PATH (BIN/../share/man), so after
     Man(man::ManArgs),
 }
 
-/// Where the controller's HTTP API is; set, `plan`, `apply`, `drift`, `runs`, `report` and
-/// `findings` act on the fleet instead of this machine.
+/// Where the controller's HTTP API is; set, `plan`, `apply`, `drift`, `runs`, `report`,
+/// `findings` and `audit` act on the fleet instead of this machine.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct RemoteArgs {
     /// The controller's HTTP API, such as http://127.0.0.1:7080 or https://ctl.example.com:7080.
@@ -871,6 +882,40 @@ pub(crate) struct FindingsArgs {
     pub(crate) action: Option<FindingsAction>,
 }
 
+#[derive(clap::Args, Debug)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// At most N entries, newest first.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub(crate) limit: u16,
+    /// Only entries older than entry ID (the next page: the last ID shown).
+    #[arg(long, value_name = "ID")]
+    pub(crate) before: Option<i64>,
+    /// Only the entries of this run.
+    #[arg(long, value_name = "RUN")]
+    pub(crate) run: Option<String>,
+    /// Only the entries of this actor: an API token's id, admin, scheduler, local, node:NAME,
+    /// or a join token's id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub(crate) format: OutputFormat,
+}
+
+impl AuditArgs {
+    /// The entries these flags select.
+    pub(crate) fn query(&self) -> crate::store::AuditQuery {
+        crate::store::AuditQuery {
+            limit: usize::from(self.limit),
+            before: self.before,
+            run_id: self.run.clone(),
+            actor_id: self.actor.clone(),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum FindingsAction {
     /// Close a finding by hand.
@@ -1174,6 +1219,10 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         Command::Findings(args) => match args.store.remote() {
             Some(remote) => fleet::remote_findings(&remote, &args),
             None => commands::findings(&args),
+        },
+        Command::Audit(args) => match args.store.remote() {
+            Some(remote) => fleet::remote_audit(&remote, &args),
+            None => commands::audit(&args),
         },
         Command::Serve(args) => fleet::serve(&ctx, &args),
         Command::Agent(args) => fleet::agent(&ctx, &args),

@@ -1,5 +1,5 @@
-//! One explicit mode: `validate`, `plan`, `apply`, `drift`, `graph`, `runs`, `report` and
-//! `findings` act on this machine (local mode) unless a controller is configured, by
+//! One explicit mode: `validate`, `plan`, `apply`, `drift`, `graph`, `runs`, `report`,
+//! `findings` and `audit` act on this machine (local mode) unless a controller is configured, by
 //! `STEWARD_CONTROLLER` or `--controller` (fleet mode). A flag that belongs to the other mode
 //! is a usage error that names it and what chose the mode, never silently ignored.
 
@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 
 /// The commands that have a local and a fleet mode.
 const TWO_MODE_COMMANDS: &[&str] = &[
-    "validate", "plan", "apply", "drift", "graph", "runs", "report", "findings",
+    "validate", "plan", "apply", "drift", "graph", "runs", "report", "findings", "audit",
 ];
 
 /// Flags only local mode reads: the file system to act on, and the store in the project.

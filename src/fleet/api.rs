@@ -26,11 +26,18 @@
 //!
 //! A token's target selector becomes the [`Limit`](crate::fleet::api_token::Limit) of the runs
 //! and commands it starts (refused whole when they reach a node it does not select).
+//!
+//! Every authenticated request that changes state is in the audit log
+//! (`record_requests`, a layer inside `authenticate`), refusals for a weak role
+//! included: a `started` entry before the handler runs (503, and nothing done, when it cannot
+//! be written) and its outcome after. Handlers name what they acted on with an
+//! [`AuditNote`] on their answer. A request without a valid token (401) is logged, not recorded.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -40,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::fleet::api_token::{Principal, Role};
+use crate::fleet::audit;
 use crate::fleet::command::{self, ActiveRuns, CommandError, CommandEvent, CommandRequest};
 use crate::fleet::console;
 use crate::fleet::controller::{Controller, ControllerError};
@@ -97,6 +105,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/schedules", Role::Read),
     route("POST", "/v1/schedules/{name}/disable", Role::Operate),
     route("POST", "/v1/schedules/{name}/enable", Role::Operate),
+    route("GET", "/v1/audit", Role::Read),
 ];
 
 /// The role a run of `mode` needs: plan and drift runs `plan`, an apply `operate`.
@@ -179,10 +188,16 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/schedules", get(schedules))
         .route("/v1/schedules/{name}/disable", post(disable_schedule))
         .route("/v1/schedules/{name}/enable", post(enable_schedule))
+        .route("/v1/audit", get(audit_log))
         .route("/healthz", get(healthz))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(
             run::MAX_BUNDLE_BYTES / 3 * 4 + (1 << 20),
+        ))
+        // Inside `authenticate`: it sees the principal of every request let through.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&controller),
+            record_requests,
         ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&controller),
@@ -280,14 +295,25 @@ async fn authenticate(
     let Some((credential, token)) = presented else {
         // No token: a console session, or the sign-in form for a page a browser asked for.
         let Some(cookie) = console::session::cookie_of(request.headers()) else {
+            log_unauthenticated(&request, "no token");
             return sign_in_needed(&request);
         };
         let session = match session_principal(&controller, &cookie).await {
             Ok(Some(session)) => session,
-            Ok(None) => return sign_in_needed(&request),
+            Ok(None) => {
+                log_unauthenticated(&request, "a console session that ended or is not valid");
+                return sign_in_needed(&request);
+            }
             Err(refusal) => return refusal,
         };
-        return admit(request, next, session.0, Credential::Session(session.1)).await;
+        return admit(
+            &controller,
+            request,
+            next,
+            session.0,
+            Credential::Session(session.1),
+        )
+        .await;
     };
     let token = token.trim().to_string();
     // The admin token needs no store read.
@@ -295,6 +321,7 @@ async fn authenticate(
         Principal::admin()
     } else if crate::fleet::api_token::ApiToken::parse(&token).is_err() {
         // Not the shape of an API token: refused without a store read.
+        log_unauthenticated(&request, "not a token");
         return unauthorized();
     } else {
         let now = chrono::Utc::now();
@@ -305,6 +332,7 @@ async fn authenticate(
             Ok(Ok(principal)) => principal,
             Ok(Err(err)) if err.is_refusal() => {
                 tracing::info!(reason = %err, "API token refused");
+                log_unauthenticated(&request, "an unknown, revoked or expired API token");
                 return unauthorized();
             }
             Ok(Err(crate::fleet::api_token::ApiTokenError::Store(err))) => {
@@ -316,13 +344,15 @@ async fn authenticate(
             Err(err) => return ApiError::from(err).into_response(),
         }
     };
-    admit(request, next, principal, credential).await
+    admit(&controller, request, next, principal, credential).await
 }
 
 /// Lets a request with a known principal through when its role is at least its route's (a
 /// change only with the checks of [`refuse_change`], a session's with its form's CSRF token),
-/// with the principal (and a session) as request extensions.
+/// with the principal (and a session) as request extensions. A change refused here is in the
+/// audit log, as the principal's.
 async fn admit(
+    controller: &Arc<Controller>,
     mut request: Request,
     next: Next,
     principal: Principal,
@@ -336,25 +366,226 @@ async fn admit(
         None => (Role::Admin, format!("{} {path}", request.method())),
     };
     if let Some(refusal) = forbidden(&principal, needed, &shown) {
-        return refusal;
+        return record_refusal(controller, &principal, &request, refusal).await;
     }
-    request.extensions_mut().insert(principal);
+    let safe = request.method().is_safe();
+    if !safe && let Some(refusal) = refuse_change(&request, &credential) {
+        return record_refusal(controller, &principal, &request, refusal).await;
+    }
     if let Credential::Session(session) = &credential {
         request.extensions_mut().insert(session.clone());
+        if !safe {
+            request = match checked_form(request, session).await {
+                Ok(request) => request,
+                Err((refusal, request)) => {
+                    return record_refusal(controller, &principal, &request, refusal).await;
+                }
+            };
+        }
     }
-    if request.method().is_safe() {
-        return next.run(request).await;
-    }
-    if let Some(refusal) = refuse_change(&request, &credential) {
-        return refusal;
-    }
-    if let Credential::Session(session) = credential {
-        return match checked_form(request, &session).await {
-            Ok(request) => next.run(request).await,
-            Err(refusal) => refusal,
-        };
-    }
+    request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+
+/// What a handler tells the audit layer about the request it answered, as an extension of its
+/// response (the layer takes it off before the answer goes out). Each field, when set,
+/// replaces what the layer would record: the target (else the path's parameters), the run
+/// (else none) and the detail (else, for an answer that is not 2xx, the error's message).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditNote {
+    /// What the request acted on.
+    pub target: Option<String>,
+    /// The run it started or acted on.
+    pub run_id: Option<String>,
+    /// A short line on what was done, or why it failed (never a request's body).
+    pub detail: Option<String>,
+}
+
+impl AuditNote {
+    /// `response` carrying this note.
+    pub fn on(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The source of a request: its peer's `IP:PORT` (the server adds it to each request), or
+/// `unknown`.
+fn source_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string())
+}
+
+/// The act of an authenticated request: its principal, peer, route (as [`ROUTES`] writes it,
+/// or the method and path when it matches none) and, as its target, the values of the route's
+/// `{param}` segments.
+fn act_of(principal: &Principal, request: &Request) -> audit::Act {
+    let path = request.uri().path();
+    let method = request.method();
+    let (action, target) = match route_of(method, path) {
+        Some(route) => {
+            let values: Vec<&str> = route
+                .path
+                .split('/')
+                .zip(path.split('/'))
+                .filter(|(pattern, _)| pattern.starts_with('{'))
+                .map(|(_, value)| value)
+                .collect();
+            (format!("{} {}", route.method, route.path), values.join(" "))
+        }
+        None => (format!("{method} {path}"), String::new()),
+    };
+    audit::Act::new(
+        audit::Actor::of(principal),
+        &source_of(request),
+        &action,
+        &target,
+    )
+}
+
+/// Whether a request to `method` is recorded: every method but the safe ones.
+fn is_recorded(method: &Method) -> bool {
+    !method.is_safe()
+}
+
+/// The audit layer, inside `authenticate`: for an authenticated request that is recorded, its
+/// `started` entry before the handler runs (answering 503, and doing nothing, when it cannot be
+/// written) and its outcome once the handler answered: the status, the handler's
+/// [`AuditNote`] (taken off the answer) and, for an answer that is not 2xx, the error's
+/// message. An outcome that cannot be written is logged as an error; the answer stands (the
+/// act is done, and the `started` entry says it was begun).
+async fn record_requests(
+    State(controller): State<Arc<Controller>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = request.extensions().get::<Principal>().cloned();
+    let (Some(principal), true) = (principal, is_recorded(request.method())) else {
+        return next.run(request).await;
+    };
+    let act = act_of(&principal, &request);
+    if let Err(reason) = controller.audit_start(&act, "").await {
+        tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, "{reason}; the request was refused");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{reason}: nothing was done; try again when the store is back"),
+        );
+    }
+    // For a handler whose act goes on after it answered (a run, a command).
+    request.extensions_mut().insert(act.clone());
+    let response = next.run(request).await;
+    finish(&controller, act, response).await
+}
+
+/// After a run or command the API accepted ended: when it never began (nothing was sent to
+/// any node: a project with errors, a selector that matches nothing, a node outside the
+/// token's target), a third entry for its request, `failed`, saying why; the accepting entry
+/// named a run that has no record.
+async fn record_unbegun(
+    controller: &Arc<Controller>,
+    act: Option<audit::Act>,
+    began: bool,
+    errors: &[String],
+) {
+    let Some(act) = act.filter(|_| !began) else {
+        return;
+    };
+    let why = errors.first().map_or("no reason given", String::as_str);
+    controller
+        .audit_end(
+            &act,
+            audit::Outcome::Failed,
+            None,
+            &format!("did not begin: {why}"),
+        )
+        .await;
+}
+
+/// Records the outcome of `act`, answered with `response`; the response, without its note.
+async fn finish(
+    controller: &Arc<Controller>,
+    mut act: audit::Act,
+    mut response: Response,
+) -> Response {
+    let note = response
+        .extensions_mut()
+        .remove::<AuditNote>()
+        .unwrap_or_default();
+    let status = response.status();
+    let outcome = audit::Outcome::of_status(status);
+    let (response, message) = if outcome == audit::Outcome::Ok {
+        (response, None)
+    } else {
+        let (response, message) = error_message(response).await;
+        (response, Some(message))
+    };
+    if let Some(target) = note.target {
+        act.target = audit::one_field(&target);
+    }
+    act.run_id = note.run_id.or(act.run_id);
+    let detail = note.detail.or(message).unwrap_or_default();
+    controller
+        .audit_end(&act, outcome, Some(status.as_u16()), &detail)
+        .await;
+    response
+}
+
+/// The message of an error answer (its [`ErrorBody`]'s, or its text), and the answer rebuilt.
+/// Error answers are small; a body over 64 KiB is not read past that.
+async fn error_message(response: Response) -> (Response, String) {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(error) => error.error.message,
+        Err(_) => String::from_utf8_lossy(&bytes).trim().to_string(),
+    };
+    let message = if message.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_string()
+    } else {
+        message
+    };
+    (Response::from_parts(parts, bytes.into()), message)
+}
+
+/// Records a request `authenticate` refused itself once its token was known (a role too weak,
+/// or a change without Bearer, from another origin, or not JSON), and answers `refusal`. One
+/// entry (nothing was begun); a store that cannot take it is logged, and the refusal stands.
+/// The future holds no borrow of the request (a request's body is not `Sync`).
+fn record_refusal(
+    controller: &Arc<Controller>,
+    principal: &Principal,
+    request: &Request,
+    refusal: Response,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    let act = is_recorded(request.method()).then(|| act_of(principal, request));
+    let controller = Arc::clone(controller);
+    async move {
+        match act {
+            Some(act) => finish(&controller, act, refusal).await,
+            None => refusal,
+        }
+    }
+}
+
+/// Logs a request refused for want of a valid token (401), which the log does not record.
+fn log_unauthenticated(request: &Request, why: &str) {
+    if is_recorded(request.method()) {
+        tracing::warn!(
+            source = %source_of(request),
+            method = %request.method(),
+            path = %audit::one_field(request.uri().path()),
+            "refused a request without a valid token ({why}); not in the audit log"
+        );
+    }
 }
 
 /// The session a console cookie holds and its token's principal, when the cookie is one this
@@ -411,14 +642,20 @@ const MAX_FORM: usize = 64 * 1024;
 
 /// A session's form, its CSRF field checked: the request again with the same body, or the
 /// refusal (403 without the right token).
-async fn checked_form(request: Request, session: &console::Session) -> Result<Request, Response> {
+async fn checked_form(
+    request: Request,
+    session: &console::Session,
+) -> Result<Request, (Response, Request)> {
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
         Ok(bytes) => bytes,
         Err(err) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the form is too large or was cut short: {err}"),
+            return Err((
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the form is too large or was cut short: {err}"),
+                ),
+                Request::from_parts(parts, Body::empty()),
             ));
         }
     };
@@ -428,9 +665,13 @@ async fn checked_form(request: Request, session: &console::Session) -> Result<Re
         .find(|(name, _)| name == console::session::CSRF_FIELD)
         .map_or("", |(_, value)| value.as_str());
     if !session.csrf_matches(presented) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "this form's CSRF token is missing or not this session's: reload the page and try again",
+        return Err((
+            error(
+                StatusCode::FORBIDDEN,
+                "this form's CSRF token is missing or not this session's: reload the page and \
+                 try again",
+            ),
+            Request::from_parts(parts, Body::empty()),
         ));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
@@ -1163,13 +1404,20 @@ async fn revoke(
     match controller.store(move |s| s.revoke_node(&who)).await {
         Ok(Ok(node)) => {
             controller.disconnect(&name);
+            let note = AuditNote {
+                detail: Some(format!(
+                    "revoked at {}",
+                    node.revoked_at.as_deref().unwrap_or("?")
+                )),
+                ..AuditNote::default()
+            };
             let revoked = Revoked {
                 node: node.name,
                 revoked_at: node.revoked_at,
             };
-            listing(query.format.as_deref(), &headers, &revoked, || {
+            note.on(listing(query.format.as_deref(), &headers, &revoked, || {
                 format!("revoked node `{name}`; its certificate is no longer accepted\n")
-            })
+            }))
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -1207,7 +1455,8 @@ async fn node_tags(
     let request: TagRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed tag request: {err}")).into_response();
+            return malformed("tag request", &err)
+                .on(ApiError::BadRequest(format!("malformed tag request: {err}")).into_response());
         }
     };
     let checked = request
@@ -1236,7 +1485,17 @@ async fn node_tags(
                 node: node.name.clone(),
                 tags: node.tags.clone(),
             };
-            listing(query.format.as_deref(), &headers, &tags, text)
+            let note = AuditNote {
+                detail: Some(format!(
+                    "tags now {}",
+                    match crate::fleet::token::tags_text(&node.tags) {
+                        text if text.is_empty() => "(none)".to_string(),
+                        text => text,
+                    }
+                )),
+                ..AuditNote::default()
+            };
+            note.on(listing(query.format.as_deref(), &headers, &tags, text))
         }
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
@@ -1246,12 +1505,14 @@ async fn node_tags(
 async fn start_run(
     State(controller): State<Arc<Controller>>,
     Extension(principal): Extension<Principal>,
+    act: Option<Extension<audit::Act>>,
     body: Bytes,
 ) -> Response {
     let mut request: RunRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed run request: {err}")).into_response();
+            return malformed("run request", &err)
+                .on(ApiError::BadRequest(format!("malformed run request: {err}")).into_response());
         }
     };
     let mode = match request.mode {
@@ -1259,67 +1520,153 @@ async fn start_run(
         run::Mode::Apply => "apply",
         run::Mode::Drift => "drift",
     };
+    // What the run acts on, for the audit log: the nodes it asks for.
+    let target = match (&request.adhoc, &request.target) {
+        (Some(adhoc), _) => adhoc.target.clone(),
+        (None, Some(target)) => target.clone(),
+        (None, None) => "(every association)".to_string(),
+    };
+    let noted = |response: Response| {
+        AuditNote {
+            target: Some(target.clone()),
+            ..AuditNote::default()
+        }
+        .on(response)
+    };
     let what = format!("POST /v1/runs (mode {mode})");
     if let Some(refusal) = forbidden(&principal, run_role(request.mode), &what) {
-        return refusal;
+        return noted(refusal);
     }
     let mut scope = match &request.adhoc {
         Some(adhoc) => match adhoc.scope(&controller).await {
             Ok(scope) => scope,
-            Err(err) => return ApiError::from(err).into_response(),
+            Err(err) => return noted(ApiError::from(err).into_response()),
         },
         None => Scope::default(),
     };
     scope.limit = match crate::fleet::api_token::Limit::of(&principal) {
         Ok(limit) => limit,
         Err(err) => {
-            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+            return noted(
+                ApiError::BadRequest(format!("the token's target: {err}")).into_response(),
+            );
         }
+    };
+    // The id of a run that is recorded (apply, drift) is chosen now, so the audit log names
+    // it when the run is accepted; a plan is not recorded.
+    if request.mode != run::Mode::Plan {
+        scope.run_id = Some(run::new_run_id());
+    }
+    let note = AuditNote {
+        target: Some(target.clone()),
+        run_id: scope.run_id.clone(),
+        detail: Some(format!(
+            "{mode}{} of project `{}` accepted; the run's progress and outcome go to the caller and its record",
+            if request.saved.is_some() {
+                " of a saved plan"
+            } else {
+                ""
+            },
+            request.project
+        )),
     };
     request.user = recorded_user(&principal, &request.user);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let act = act.map(|Extension(act)| audit::Act {
+        target: target.clone(),
+        run_id: note.run_id.clone(),
+        ..act
+    });
     tokio::spawn(async move {
         let response = run::run(&controller, request, scope, tx.clone()).await;
+        let began = !(response.failed && response.nodes.is_empty());
+        record_unbegun(&controller, act, began, &response.errors).await;
         let _ = tx.send(Event::Done(response));
     });
     let stream = json_lines(rx);
-    (
+    note.on((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
+}
+
+/// The note of a request whose body is not what its route takes: it says so without quoting
+/// the parser's message, which may quote the body (and a body may hold secrets).
+fn malformed(what: &str, err: &serde_json::Error) -> AuditNote {
+    let kind = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "JSON of another shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    AuditNote {
+        detail: Some(format!(
+            "malformed {what}: {kind} at line {} column {} (the body is not recorded)",
+            err.line(),
+            err.column()
+        )),
+        ..AuditNote::default()
+    }
 }
 
 async fn start_command(
     State(controller): State<Arc<Controller>>,
     Extension(commands): Extension<Arc<ActiveRuns>>,
     Extension(principal): Extension<Principal>,
+    act: Option<Extension<audit::Act>>,
     body: Bytes,
 ) -> Response {
     let mut request: CommandRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            return ApiError::BadRequest(format!("malformed command request: {err}"))
-                .into_response();
+            return malformed("command request", &err).on(ApiError::BadRequest(format!(
+                "malformed command request: {err}"
+            ))
+            .into_response());
         }
     };
     request.user_name = recorded_user(&principal, &request.user_name);
     request.limit = match crate::fleet::api_token::Limit::of(&principal) {
         Ok(limit) => limit,
         Err(err) => {
-            return ApiError::BadRequest(format!("the token's target: {err}")).into_response();
+            return AuditNote {
+                target: Some(request.target.clone()),
+                ..AuditNote::default()
+            }
+            .on(ApiError::BadRequest(format!("the token's target: {err}")).into_response());
         }
     };
+    // Chosen now, so the audit log names the run when it is accepted.
+    let run_id = run::new_run_id();
+    request.run_id = Some(run_id.clone());
+    // The program only: its arguments and environment may hold secrets.
+    let program = request.argv.first().map(String::as_str).unwrap_or("");
+    let note = AuditNote {
+        target: Some(request.target.clone()),
+        run_id: Some(run_id),
+        detail: Some(format!(
+            "command `{}` accepted; its progress and outcome go to the caller and its record",
+            program.rsplit('/').next().unwrap_or(program)
+        )),
+    };
     let (tx, rx) = mpsc::unbounded_channel::<CommandEvent>();
+    let act = act.map(|Extension(act)| audit::Act {
+        target: request.target.clone(),
+        run_id: note.run_id.clone(),
+        ..act
+    });
     tokio::spawn(async move {
         let response = command::run(&controller, &commands, request, tx.clone()).await;
+        let began = !response.nodes.is_empty() || response.errors.is_empty();
+        record_unbegun(&controller, act, began, &response.errors).await;
         let _ = tx.send(CommandEvent::Done(response));
     });
-    (
+    note.on((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(json_lines(rx)),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The JSON answer of `POST /v1/runs/{id}/cancel`.
@@ -1338,17 +1685,29 @@ async fn cancel(
     Query(query): Query<FormatQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let note = |detail: Option<String>| AuditNote {
+        run_id: Some(id.clone()),
+        detail,
+        ..AuditNote::default()
+    };
     match command::cancel(&controller, &commands, &id) {
         Ok(n) => {
             let cancelling = Cancelling {
                 run: id.clone(),
                 signalled: n,
             };
-            listing(query.format.as_deref(), &headers, &cancelling, || {
-                format!("cancelling run {id}: no new node starts; {n} running command(s) stopped\n")
-            })
+            note(Some(format!("{n} command(s) told to stop"))).on(listing(
+                query.format.as_deref(),
+                &headers,
+                &cancelling,
+                || {
+                    format!(
+                        "cancelling run {id}: no new node starts; {n} running command(s) stopped\n"
+                    )
+                },
+            ))
         }
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => note(None).on(ApiError::from(err).into_response()),
     }
 }
 
@@ -1589,20 +1948,87 @@ async fn resolve(
         .store(move |s| s.resolve_finding(id, Some(&note)))
         .await
     {
-        Ok(Ok(finding)) => listing(
-            query.format.as_deref(),
-            &headers,
-            &FindingInfo::from(&finding),
-            || {
-                format!(
-                    "resolved finding {}: {} of {} on {}\n",
-                    finding.id,
-                    finding.kind.as_str(),
-                    finding.resource,
-                    finding.node
-                )
-            },
-        ),
+        Ok(Ok(finding)) => {
+            let what = format!(
+                "{} of {} on {}",
+                finding.kind.as_str(),
+                finding.resource,
+                finding.node
+            );
+            let note = AuditNote {
+                detail: Some(format!(
+                    "resolved by hand: {what}{}",
+                    request
+                        .note
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| format!(" (note: {})", crate::fleet::audit::one_field(n)))
+                        .unwrap_or_default()
+                )),
+                ..AuditNote::default()
+            };
+            note.on(listing(
+                query.format.as_deref(),
+                &headers,
+                &FindingInfo::from(&finding),
+                || format!("resolved finding {}: {what}\n", finding.id),
+            ))
+        }
+        Ok(Err(err)) => ApiError::from(err).into_response(),
+        Err(err) => ApiError::from(err).into_response(),
+    }
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(Deserialize)]
+struct AuditParams {
+    /// At most this many entries ([`audit::DEFAULT_PAGE`] when not given).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only entries whose id is below this one.
+    #[serde(default)]
+    before: Option<i64>,
+    /// Only entries of this run.
+    #[serde(default)]
+    run: Option<String>,
+    /// Only entries of this actor id.
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/audit`: the audit log, newest first, a page at a time (`?limit=N&before=ID`), of
+/// one run or actor when asked (`?run=ID`, `?actor=ID`).
+async fn audit_log(
+    State(controller): State<Arc<Controller>>,
+    Query(query): Query<AuditParams>,
+    headers: HeaderMap,
+) -> Response {
+    let limit = query.limit.unwrap_or(audit::DEFAULT_PAGE);
+    if !(1..=audit::MAX_PAGE).contains(&limit) {
+        return ApiError::BadRequest(format!(
+            "limit {limit}: give 1 to {} entries",
+            audit::MAX_PAGE
+        ))
+        .into_response();
+    }
+    let wanted = crate::store::AuditQuery {
+        limit,
+        before: query.before,
+        run_id: query.run,
+        actor_id: query.actor,
+    };
+    match controller.store(move |s| s.audit(&wanted)).await {
+        Ok(Ok(records)) => {
+            let entries: Vec<audit::AuditInfo> =
+                records.iter().map(audit::AuditInfo::from).collect();
+            listing(query.format.as_deref(), &headers, &entries, || {
+                audit::table(&entries, None)
+            })
+        }
+
         Ok(Err(err)) => ApiError::from(err).into_response(),
         Err(err) => ApiError::from(err).into_response(),
     }
@@ -1838,5 +2264,51 @@ mod tests {
         assert!(!is_public(&Method::GET, "/healthz/"));
         assert!(!is_public(&Method::GET, "/v1/nodes"));
         assert!(!is_public(&Method::GET, "/"));
+    }
+
+    #[test]
+    fn a_request_acts_on_its_routes_parameters() {
+        use crate::fleet::api_token::Principal;
+        use crate::fleet::audit;
+        use axum::extract::{ConnectInfo, Request};
+        use std::net::SocketAddr;
+        let request = |method: Method, path: &str| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4242))));
+            request
+        };
+        let admin = Principal::admin();
+        let act = super::act_of(&admin, &request(Method::POST, "/v1/nodes/web-1/tags"));
+        assert_eq!(
+            act,
+            audit::Act {
+                actor: audit::Actor {
+                    id: "admin".into(),
+                    name: "admin token".into()
+                },
+                source: "127.0.0.1:4242".into(),
+                action: "POST /v1/nodes/{name}/tags".into(),
+                target: "web-1".into(),
+                run_id: None,
+            }
+        );
+        let act = super::act_of(&admin, &request(Method::POST, "/v1/runs"));
+        assert_eq!(
+            (act.action.as_str(), act.target.as_str()),
+            ("POST /v1/runs", "")
+        );
+        let act = super::act_of(&admin, &request(Method::DELETE, "/v1/nodes"));
+        assert_eq!(act.action, "DELETE /v1/nodes");
+        let entry = act.entry(audit::Outcome::Failed, Some(405), "no\nsuch route");
+        assert_eq!(
+            (entry.outcome.as_str(), entry.status, entry.detail.as_str()),
+            ("failed", Some(405), "no such route")
+        );
     }
 }

@@ -100,6 +100,10 @@ pub struct CommandRequest {
     /// the request).
     #[serde(skip)]
     pub limit: Option<crate::fleet::api_token::Limit>,
+    /// The run's id, chosen by the API (so the audit log can name it before the run begins);
+    /// a new one when `None`. Never read from the request.
+    #[serde(skip)]
+    pub run_id: Option<String>,
 }
 
 /// Run Command's per-node statuses.
@@ -337,11 +341,10 @@ pub async fn run(
         }
     }
     // Unique even for two runs started in the same millisecond by one controller.
-    let run_id = format!(
-        "{}-{}",
-        crate::engine::record::run_id(),
-        crate::fleet::token::random_hex(2).unwrap_or_default()
-    );
+    let run_id = request
+        .run_id
+        .clone()
+        .unwrap_or_else(crate::fleet::run::new_run_id);
     let started_at = crate::engine::record::timestamp();
     // Stored as running before any node is sent the command: a controller that dies during
     // the run leaves it `interrupted`, with what arrived, never nowhere.

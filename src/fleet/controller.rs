@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
+use crate::fleet::audit;
 use crate::fleet::footing::{self, Footing};
 use crate::fleet::pki::{self, Ca};
 use crate::fleet::token::{self, JoinToken, check_tag, random_hex};
@@ -523,6 +524,65 @@ impl Controller {
         Ok(f(store.as_mut()))
     }
 
+    /// Appends `act`'s `started` entry with `detail` to the audit log
+    /// ([`Controller::audit_append`]): `Err` saying why when it cannot, and then the act must
+    /// not be done.
+    pub async fn audit_start(
+        self: &Arc<Self>,
+        act: &audit::Act,
+        detail: &str,
+    ) -> Result<(), String> {
+        self.audit_append(act, audit::Outcome::Started, None, detail)
+            .await
+    }
+
+    /// Appends `act`'s `outcome` to the audit log ([`Controller::audit_append`]); logs an
+    /// error, and goes on, when it cannot (the act is done, and the log holds its `started`
+    /// entry).
+    pub async fn audit_end(
+        self: &Arc<Self>,
+        act: &audit::Act,
+        outcome: audit::Outcome,
+        status: Option<u16>,
+        detail: &str,
+    ) {
+        if let Err(failure) = self.audit_append(act, outcome, status, detail).await {
+            tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, outcome = outcome.as_str(), "{failure}; this outcome is not in the audit log");
+        }
+    }
+
+    /// Appends an entry of `act` through [`Controller::store_write`]: tried again while the
+    /// database is out of reach, as a ledger write is, so a short outage loses no entry. A
+    /// second try first looks for the entry among its actor's newest (a first try whose answer
+    /// was lost with the connection may have been committed), so it is not appended twice.
+    async fn audit_append(
+        self: &Arc<Self>,
+        act: &audit::Act,
+        outcome: audit::Outcome,
+        status: Option<u16>,
+        detail: &str,
+    ) -> Result<(), String> {
+        let entry = act.entry(outcome, status, detail);
+        let append = move |store: &mut dyn FleetStore, again: bool| {
+            if again {
+                let newest = store.audit(&crate::store::AuditQuery {
+                    limit: 50,
+                    actor_id: Some(entry.actor_id.clone()),
+                    ..crate::store::AuditQuery::default()
+                })?;
+                if newest.iter().any(|record| record.entry == entry) {
+                    return Ok(());
+                }
+            }
+            store.append_audit(&entry).map(|_| ())
+        };
+        match self.store_write(append).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(act.error(err).to_string()),
+            Err(err) => Err(format!("the audit log cannot be written: {err}")),
+        }
+    }
+
     /// Tells the scheduler the current project changed.
     pub fn schedules_changed(&self) {
         self.schedules.notify_one();
@@ -798,7 +858,7 @@ impl Controller {
             .and_then(|certs| certs.first())
             .map(|cert| pki::peer_identity(cert.as_ref()));
         match peer {
-            None => self.enrollment(&mut stream).await,
+            None => self.enrollment(&mut stream, addr).await,
             Some(Err(err)) => Err(SessionError::BadCertificate(err)),
             Some(Ok(identity)) => {
                 let (who, fingerprint) = (identity.node.clone(), identity.fingerprint.clone());
@@ -828,6 +888,7 @@ impl Controller {
     async fn enrollment(
         self: &Arc<Self>,
         stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+        addr: SocketAddr,
     ) -> Result<(), SessionError> {
         let msg =
             wire::read_msg_within::<AgentMsg, _>(stream, HELLO_TIMEOUT, MAX_UNAUTHENTICATED_FRAME)
@@ -839,7 +900,10 @@ impl Controller {
                 node,
                 tags,
                 csr_pem,
-            }) => self.enroll(protocol, &token, &node, &tags, &csr_pem).await,
+            }) => {
+                self.enroll(protocol, &token, &node, &tags, &csr_pem, addr)
+                    .await
+            }
             Some(_) => Err(Refusal::plain(
                 "only enrollment is allowed without a certificate",
             )),
@@ -866,6 +930,11 @@ impl Controller {
 
     /// Checks an enrollment and, when it may, signs the node's certificate and records it.
     /// The token is spent only when everything else passed (a bad CSR spends nothing).
+    ///
+    /// The audit log gets an entry for an enrolment, and for a refusal of a token whose
+    /// secret matched (its holder is known); not for an unknown, wrong, spent or expired
+    /// token, which anyone could send. The entry follows the enrolment's transaction, under the
+    /// same hold of the store.
     async fn enroll(
         self: &Arc<Self>,
         protocol: u32,
@@ -873,6 +942,7 @@ impl Controller {
         node: &str,
         tags: &BTreeMap<String, String>,
         csr_pem: &str,
+        addr: SocketAddr,
     ) -> Result<(String, ControllerMsg), Refusal> {
         if protocol != PROTOCOL {
             return Err(Refusal::plain(format!(
@@ -894,6 +964,12 @@ impl Controller {
         let (fingerprint, not_after) =
             cert_facts(&cert_pem).map_err(|err| Refusal::plain(err.to_string()))?;
         let (owner, claimed_tags) = (node.to_string(), tags.clone());
+        let act = audit::Act::new(
+            audit::Actor::join_token(&token.id),
+            &addr.to_string(),
+            audit::NODE_ENROL,
+            node,
+        );
         let redeemed = self
             .store(move |s| {
                 let cert = crate::store::NewCert {
@@ -902,7 +978,34 @@ impl Controller {
                     not_after: &not_after,
                     claimed_tags: &claimed_tags,
                 };
-                token::redeem(s, &token, &cert)
+                let redeemed = token::redeem(s, &token, &cert);
+                let noted = match &redeemed {
+                    Ok(done) => Some((
+                        audit::Outcome::Ok,
+                        format!(
+                            "enrolled with tags {}{}",
+                            match token::tags_text(&done.tags) {
+                                text if text.is_empty() => "(none)".to_string(),
+                                text => text,
+                            },
+                            if done.replaced {
+                                "; replaced the node of that name"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )),
+                    Err(err @ token::TokenError::Refused(_)) => {
+                        Some((audit::Outcome::Refused, err.to_string()))
+                    }
+                    Err(_) => None,
+                };
+                if let Some((outcome, detail)) = noted
+                    && let Err(err) = act.append(s, outcome, None, &detail)
+                {
+                    tracing::error!(node = %owner, "{err}");
+                }
+                redeemed
             })
             .await
             .map_err(|err| Refusal::plain(err.to_string()))?
@@ -1058,7 +1161,7 @@ impl Controller {
                         }
                     }
                 }
-                AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem).await {
+                AgentMsg::Renew { csr_pem } => match self.renew(&node, &csr_pem, addr).await {
                     Ok(cert_pem) => {
                         let _ = tx.try_send(ControllerMsg::Renewed { cert_pem });
                     }
@@ -1114,12 +1217,32 @@ impl Controller {
         }
     }
 
-    async fn renew(self: &Arc<Self>, node: &str, csr_pem: &str) -> Result<String, SessionError> {
+    /// Signs a node's new certificate and records it, with an entry in the audit log (after
+    /// the renewal's write, under the same hold of the store).
+    async fn renew(
+        self: &Arc<Self>,
+        node: &str,
+        csr_pem: &str,
+        addr: SocketAddr,
+    ) -> Result<String, SessionError> {
         let cert_pem = self.ca.sign_agent(node, csr_pem, self.cert_lifetime)?;
         let (fingerprint, not_after) = cert_facts(&cert_pem)?;
+        let act = audit::Act::new(
+            audit::Actor::node(node),
+            &addr.to_string(),
+            audit::NODE_RENEW,
+            node,
+        );
         let node = node.to_string();
-        self.store(move |s| s.renew_node_cert(&node, &fingerprint, &not_after))
-            .await??;
+        self.store(move |s| {
+            s.renew_node_cert(&node, &fingerprint, &not_after)?;
+            let detail = format!("a new certificate, valid until {not_after}");
+            if let Err(err) = act.append(s, audit::Outcome::Ok, None, &detail) {
+                tracing::error!(node, "{err}");
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .await??;
         Ok(cert_pem)
     }
 

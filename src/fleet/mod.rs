@@ -22,10 +22,13 @@
 //! - [`outbox`]: an agent's undelivered results and the task ids it has already run.
 //! - [`api`], [`client`]: the HTTP API and the CLI's side of it; [`dashboard`]: its HTML
 //!   pages; [`serve`]: the process; [`logging`]: the logs of `serve` and `agent`.
+//! - [`api_token`]: scoped API tokens; [`audit`]: the audit log of what changed state, who
+//!   did it and from where.
 
 pub mod agent;
 pub mod api;
 pub mod api_token;
+pub mod audit;
 pub mod client;
 pub mod command;
 pub mod console;

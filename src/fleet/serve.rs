@@ -6,7 +6,9 @@
 //!
 //! The HTTP API is served by hyper directly rather than `axum::serve`, for what that lacks:
 //! a time limit on reading a request's headers (and the TLS handshake), caps on connections
-//! in total and per source, and TLS with the controller's CA (`serve --http-tls`).
+//! in total and per source, and TLS with the controller's CA (`serve --http-tls`). Each
+//! request carries its connection's peer address (`ConnectInfo<SocketAddr>`), which the audit
+//! log records as where a request came from.
 //!
 //! Why the controller cannot start, and why a scheduler pass failed, is a [`ServeError`];
 //! the CLI prints it. Nothing here decides exit codes.
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::fleet::api::Scheme;
+use crate::fleet::audit;
 use crate::fleet::controller::{Controller, ControllerError, ThrottledLog};
 use crate::fleet::footing::{self, Backend};
 use crate::fleet::pki::PkiError;
@@ -372,7 +375,10 @@ async fn serve_http(
                 continue;
             }
         };
-        let router = router.clone();
+        // The peer rides on each request of the connection, for the audit log.
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -653,6 +659,26 @@ async fn tick(
                 continue;
             }
         }
+        // In the audit log before it runs: a firing the log cannot show is not run (it is
+        // claimed, so the next firing is the next chance).
+        let act = audit::Act {
+            run_id: Some(run::new_run_id()),
+            ..audit::Act::new(
+                audit::Actor::scheduler(),
+                controller.id(),
+                audit::SCHEDULE_FIRE,
+                name,
+            )
+        };
+        let fired = format!(
+            "due at {}, {}",
+            schedule::instant_text(due_at),
+            format!("{mode:?}").to_lowercase()
+        );
+        if let Err(reason) = controller.audit_start(&act, &fired).await {
+            tracing::error!(association = %name, "scheduled association `{name}`: {reason}; the firing due at {} is not run", schedule::instant_text(due_at));
+            continue;
+        }
         tracing::info!(association = %name, "running scheduled association `{name}` ({mode:?}), due at {}", schedule::instant_text(due_at));
         let request = RunRequest {
             mode: match mode {
@@ -680,10 +706,24 @@ async fn tick(
                 association: Some(name.clone()),
                 adhoc: None,
                 limit: None,
+                run_id: act.run_id.clone(),
             },
             tx,
         )
         .await;
+        let ended = audit::Act {
+            run_id: response.run_id.clone(),
+            ..act
+        };
+        let (outcome, detail) = if response.failed {
+            (audit::Outcome::Failed, run_failure(&response))
+        } else {
+            (
+                audit::Outcome::Ok,
+                format!("{} node(s)", response.nodes.len()),
+            )
+        };
+        controller.audit_end(&ended, outcome, None, &detail).await;
         let run_id = response.run_id.as_deref().unwrap_or("-");
         if response.failed {
             tracing::warn!(association = %name, run = run_id, errors = ?response.errors, "scheduled association `{name}`: run {run_id} failed");
@@ -711,6 +751,20 @@ async fn tick(
         })
         .collect();
     Ok(schedule::sleep_until_next(&items, Utc::now(), IDLE))
+}
+
+/// Why a scheduled run failed, in a line: its first error, or the nodes that did not end `ok`.
+fn run_failure(response: &run::RunResponse) -> String {
+    if let Some(error) = response.errors.first() {
+        return error.clone();
+    }
+    let failed: Vec<String> = response
+        .nodes
+        .iter()
+        .filter(|node| node.status != "ok")
+        .map(|node| format!("{} {}", node.node, node.status))
+        .collect();
+    format!("not ok: {}", failed.join(", "))
 }
 
 #[cfg(test)]

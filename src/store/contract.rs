@@ -1,6 +1,7 @@
 //! The contract of the controller's tables, which both backends keep: join tokens and the node
-//! registry, API tokens, the task ledger and runs in progress, and the state several controllers
-//! of one database share (secrets, schedule firings and switches, the current project).
+//! registry, API tokens, the task ledger and runs in progress, the audit log, and the state
+//! several controllers of one database share (secrets, schedule firings and switches, the
+//! current project).
 //!
 //! [`FleetStore`] extends [`Store`] with them and is object-safe, so the controller holds a
 //! `Box<dyn FleetStore>` and does not know which backend it has. Every write is one
@@ -93,6 +94,56 @@ pub struct TaskProgress {
     pub issued_at: String,
     /// When its result arrived (RFC 3339 UTC); `None` while it is awaited.
     pub closed_at: Option<String>,
+}
+
+/// One entry of the audit log, as it is appended ([`FleetStore::append_audit`]): who did what,
+/// from where, to what, and how it ended. The store does not read the fields; the fleet code
+/// (`fleet::audit`) gives them their vocabulary and keeps secrets out of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Who, by id: an API token's id, `admin`, `scheduler`, `local`, or a join token's id.
+    pub actor_id: String,
+    /// Who, for people: a token's name, `admin token`, `scheduler`, `local CLI (user X)`.
+    pub actor: String,
+    /// From where: the HTTP peer's `IP:PORT`, the controller's id, or `local`.
+    pub source: String,
+    /// What: a route (`POST /v1/runs`) or an act (`schedule fire`, `token create`).
+    pub action: String,
+    /// What it acted on (a node, a selector, a finding, a token id); empty when nothing.
+    pub target: String,
+    /// The run it started or belongs to, if any.
+    pub run_id: Option<String>,
+    /// `started`, `ok`, `refused` or `failed`.
+    pub outcome: String,
+    /// The HTTP status answered, for a request.
+    pub status: Option<u16>,
+    /// A short line: why it was refused or failed, or what was done.
+    pub detail: String,
+}
+
+/// An entry of the audit log as stored: its id (which only grows) and the entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Its id: larger for a later append, on every controller of one database.
+    pub id: i64,
+    /// What was appended.
+    pub entry: AuditEntry,
+}
+
+/// Which entries [`FleetStore::audit`] reads: the newest `limit` below `before`, of one run or
+/// one actor when asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// At most this many entries.
+    pub limit: usize,
+    /// Only entries whose id is below this one (the next page of a listing).
+    pub before: Option<i64>,
+    /// Only entries of this run.
+    pub run_id: Option<String>,
+    /// Only entries of this actor id.
+    pub actor_id: Option<String>,
 }
 
 /// A task for the controller that holds its node's connection: stored before it is sent.
@@ -340,6 +391,13 @@ pub trait FleetStore: Store + Send {
     /// [`StoreError::NoApiToken`]; a token revoked before is [`StoreError::ApiTokenRevoked`]
     /// and keeps its first `revoked_at`.
     fn revoke_api_token(&mut self, id: &str) -> Result<ApiTokenRecord, StoreError>;
+
+    /// Appends `entry` to the audit log, in a transaction of its own; returns its id. The log is
+    /// append-only: the database itself refuses to change or delete an entry.
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError>;
+
+    /// The entries `query` selects, newest (largest id) first.
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Whether several controllers may share this store, so that tasks are routed through it
     /// (PostgreSQL). SQLite's is one controller's: false.

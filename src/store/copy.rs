@@ -133,10 +133,13 @@ pub(crate) fn sqlite_into_postgres(
         let n = copy_table(source, &mut tx, table, columns, shown)?;
         copied.tables.push((table.clone(), n));
     }
-    // Identity columns go on from the largest id copied, as SQLite's AUTOINCREMENT would.
+    // Generated ids (identity columns, and the sequences of `BIGSERIAL` ones such as the audit
+    // log's) go on from the largest id copied, as SQLite's AUTOINCREMENT would: the next row
+    // appended gets an id of its own, never one copied.
     let identities = tx.query(
         "SELECT table_name, column_name FROM information_schema.columns
-         WHERE table_schema = current_schema() AND is_identity = 'YES'",
+         WHERE table_schema = current_schema()
+           AND (is_identity = 'YES' OR column_default LIKE 'nextval(%')",
         &[],
     )?;
     for row in identities {

@@ -1,9 +1,11 @@
-//! The controller's tables in the SQLite store: one-time join tokens, the node registry and
-//! API tokens.
+//! The controller's tables in the SQLite store: one-time join tokens, the node registry, API
+//! tokens and the audit log.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::store::{ApiTokenRecord, Decide, NodeRecord, StoreError};
+use crate::store::{
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, Decide, NodeRecord, StoreError,
+};
 
 pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -124,6 +126,70 @@ pub(super) fn revoke_api_token(
     }
     tx.commit()?;
     Ok(token)
+}
+
+/// Appends an entry to the audit log (one statement: its own transaction); its id.
+pub(super) fn append_audit(conn: &Connection, entry: &AuditEntry) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO audit_log (at, actor_id, actor, source, action, target, run_id, outcome,
+                                status, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            entry.at,
+            entry.actor_id,
+            entry.actor,
+            entry.source,
+            entry.action,
+            entry.target,
+            entry.run_id,
+            entry.outcome,
+            entry.status,
+            entry.detail
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The entries `query` selects, newest first.
+pub(super) fn audit(conn: &Connection, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut sql = String::from(
+        "SELECT id, at, actor_id, actor, source, action, target, run_id, outcome, status, detail
+         FROM audit_log WHERE 1 = 1",
+    );
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(before) = query.before {
+        values.push(before.into());
+        sql.push_str(&format!(" AND id < ?{}", values.len()));
+    }
+    if let Some(run_id) = &query.run_id {
+        values.push(run_id.clone().into());
+        sql.push_str(&format!(" AND run_id = ?{}", values.len()));
+    }
+    if let Some(actor_id) = &query.actor_id {
+        values.push(actor_id.clone().into());
+        sql.push_str(&format!(" AND actor_id = ?{}", values.len()));
+    }
+    values.push(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+        Ok(AuditRecord {
+            id: row.get(0)?,
+            entry: AuditEntry {
+                at: row.get(1)?,
+                actor_id: row.get(2)?,
+                actor: row.get(3)?,
+                source: row.get(4)?,
+                action: row.get(5)?,
+                target: row.get(6)?,
+                run_id: row.get(7)?,
+                outcome: row.get(8)?,
+                status: row.get(9)?,
+                detail: row.get(10)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The SQLite side of [`crate::store::FleetStore`]'s tokens and nodes, over the store's

@@ -2,14 +2,15 @@
 //!
 //! Owns the [`Store`] trait and its record types ([`RunRecord`], [`ResultRecord`],
 //! [`Finding`]), the [`FleetStore`] contract of the controller's tables (tokens, nodes, the
-//! task ledger) on top of it, the schema versions both backends share, and the backends: the
-//! embedded SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`]) that several
-//! controllers will share. A conformance suite (tests/it/store_conformance.rs) runs unchanged
-//! on both. The fleet code sees only `dyn FleetStore`.
+//! task ledger, the audit log) on top of it, the schema versions both backends share, and the
+//! backends: the embedded SQLite store ([`sqlite`]) and the PostgreSQL store ([`postgres`])
+//! that several controllers will share. A conformance suite (tests/it/store_conformance.rs)
+//! runs unchanged on both. The fleet code sees only `dyn FleetStore`.
 //!
 //! **Architecture Invariant:** records hold no secrets: diffs and messages are redacted and
 //! scrubbed before they reach a record; the `secrets` table holds only blobs its caller sealed.
-//! The store never interprets resource attributes.
+//! The store never interprets resource attributes. The audit log is append-only in the database
+//! itself (triggers refuse an update or a delete, and on PostgreSQL a truncate).
 
 mod contract;
 mod copy;
@@ -22,9 +23,9 @@ pub mod sqlite;
 mod tasks;
 
 pub use contract::{
-    ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, Notice,
-    RoutedClose, RoutedState, RoutedTask, RunProgress, ScheduleSwitch, StoreListener, Tags,
-    TaskLedger, TaskProgress,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, BuildInterrupted, ClaimedTask,
+    CurrentProject, Decide, FleetStore, Notice, RoutedClose, RoutedState, RoutedTask, RunProgress,
+    ScheduleSwitch, StoreListener, Tags, TaskLedger, TaskProgress,
 };
 pub use copy::Copied;
 pub use fleet::{NewCert, StoredToken};

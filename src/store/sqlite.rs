@@ -16,10 +16,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::findings::{FindingOp, finding_ops};
 use crate::store::{
-    ApiTokenRecord, CurrentProject, Decide, Finding, FindingKind, FleetStore, NewCert, NodeRecord,
-    ResultChange, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary,
-    ScheduleSwitch, Severity, Store, StoreError, StoredToken, Tags, TaskLedger, TaskState,
-    UnfinishedRun, fleet, tasks,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, CurrentProject, Decide, Finding,
+    FindingKind, FleetStore, NewCert, NodeRecord, ResultChange, ResultOutcome, ResultRecord,
+    RunKind, RunRecord, RunStatus, RunSummary, ScheduleSwitch, Severity, Store, StoreError,
+    StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun, fleet, tasks,
 };
 
 use crate::store::migrations::MIGRATIONS;
@@ -631,6 +631,14 @@ impl FleetStore for SqliteStore {
 
     fn revoke_api_token(&mut self, id: &str) -> Result<ApiTokenRecord, StoreError> {
         fleet::revoke_api_token(&mut self.conn, id)
+    }
+
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        fleet::append_audit(&self.conn, entry)
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        fleet::audit(&self.conn, query)
     }
 
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {

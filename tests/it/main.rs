@@ -4,6 +4,7 @@
 
 mod api_json;
 mod api_roles;
+mod audit;
 mod browser;
 mod common;
 mod console;

@@ -9,9 +9,10 @@ use crate::pg::Postgres;
 use steward::store::postgres::PostgresStore;
 use steward::store::sqlite::SqliteStore;
 use steward::store::{
-    ApiTokenRecord, CurrentProject, FindingKind, FleetStore, LedgerOp, NewCert, ResultChange,
-    ResultOutcome, ResultRecord, RoutedClose, RoutedState, RoutedTask, RunKind, RunRecord,
-    RunStatus, STORE_VERSION, Severity, Store, StoreError, StoredToken, Tags, TaskState,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, CurrentProject, FindingKind, FleetStore,
+    LedgerOp, NewCert, ResultChange, ResultOutcome, ResultRecord, RoutedClose, RoutedState,
+    RoutedTask, RunKind, RunRecord, RunStatus, STORE_VERSION, Severity, Store, StoreError,
+    StoredToken, Tags, TaskState,
 };
 
 /// Where a case gets its stores: every `open` is a new connection to the case's one store.
@@ -26,6 +27,11 @@ trait Backend: Sync {
     fn set_version(&self, version: i64);
     /// Gives the (empty) store another program's table, before it is first opened.
     fn add_foreign_table(&self);
+    /// Runs `sql` on a connection of its own, past the store's API (as another program, or a
+    /// person with the database's password, would): the database's own error when it refuses.
+    fn raw(&self, sql: &str) -> Result<(), String>;
+    /// Whether the store is PostgreSQL's.
+    fn is_postgres(&self) -> bool;
 
     fn open(&self) -> Box<dyn FleetStore> {
         self.try_open().unwrap()
@@ -78,6 +84,16 @@ impl Backend for Sqlite {
             .execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
             .unwrap();
     }
+
+    fn raw(&self, sql: &str) -> Result<(), String> {
+        self.conn()
+            .execute_batch(sql)
+            .map_err(|err| err.to_string())
+    }
+
+    fn is_postgres(&self) -> bool {
+        false
+    }
 }
 
 impl Backend for Postgres {
@@ -106,6 +122,17 @@ impl Backend for Postgres {
         self.client()
             .batch_execute("CREATE TABLE accounts (id BIGINT PRIMARY KEY)")
             .unwrap();
+    }
+
+    fn raw(&self, sql: &str) -> Result<(), String> {
+        self.client().batch_execute(sql).map_err(|err| {
+            let cause = std::error::Error::source(&err).map(|c| c.to_string());
+            format!("{err}: {}", cause.unwrap_or_default())
+        })
+    }
+
+    fn is_postgres(&self) -> bool {
+        true
     }
 }
 
@@ -183,6 +210,11 @@ conformance!(
     an_api_token_is_revoked_once,
     an_api_token_revoked_by_two_at_once_is_revoked_once,
     a_store_of_the_previous_version_gains_api_tokens,
+    an_audit_entry_reads_back_as_appended,
+    the_audit_log_pages_newest_first_and_filters,
+    appends_by_two_at_once_all_land_with_ids_of_their_own,
+    the_database_refuses_to_change_or_delete_audit_entries,
+    a_store_of_the_previous_version_gains_the_audit_log,
 );
 
 fn result(node: &str, resource: &str, outcome: ResultOutcome) -> ResultRecord {
@@ -2170,5 +2202,246 @@ fn a_store_of_the_previous_version_gains_api_tokens(backend: &dyn Backend) {
     assert_eq!(
         store.api_token("77").unwrap(),
         Some(api_token("77", "read", 7))
+    );
+}
+
+// The audit log.
+
+/// Entry `n` of the actor `actor_id`, for run `run` when given.
+fn audit_entry(n: u32, actor_id: &str, run: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        at: format!("2026-12-03T10:00:{:02}.000Z", n % 60),
+        actor_id: actor_id.into(),
+        actor: format!("ci é {actor_id}"),
+        source: format!("127.0.0.1:{}", 40000 + n),
+        action: "POST /v1/runs".into(),
+        target: format!("role=web,n{n}"),
+        run_id: run.map(String::from),
+        outcome: "ok".into(),
+        status: Some(200),
+        detail: format!("entry {n} 🦀"),
+    }
+}
+
+/// The ids of `records`, in their order.
+fn audit_ids(records: &[AuditRecord]) -> Vec<i64> {
+    records.iter().map(|r| r.id).collect()
+}
+
+fn an_audit_entry_reads_back_as_appended(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let all = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit(&all).unwrap(), Vec::new());
+    let first = audit_entry(1, "0a1b2c3d4e5f6071", Some("20261203T100001.000Z-ab12"));
+    let bare = AuditEntry {
+        run_id: None,
+        status: None,
+        target: String::new(),
+        outcome: "refused".into(),
+        ..audit_entry(2, "scheduler", None)
+    };
+    let a = store.append_audit(&first).unwrap();
+    let b = store.append_audit(&bare).unwrap();
+    assert!(b > a, "ids grow: {a} then {b}");
+    let read = backend.open().audit(&all).unwrap();
+    assert_eq!(
+        read,
+        vec![
+            AuditRecord { id: b, entry: bare },
+            AuditRecord {
+                id: a,
+                entry: first
+            },
+        ],
+        "as appended, newest first"
+    );
+}
+
+fn the_audit_log_pages_newest_first_and_filters(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        let actor = if n % 5 == 0 { "admin" } else { "0123" };
+        let run = (n % 2 == 0).then(|| format!("run-{n}"));
+        ids.push(
+            store
+                .append_audit(&audit_entry(n, actor, run.as_deref()))
+                .unwrap(),
+        );
+    }
+    let newest: Vec<i64> = ids.iter().rev().copied().collect();
+    let page = |query: AuditQuery| audit_ids(&backend.open().audit(&query).unwrap());
+    let first = page(AuditQuery {
+        limit: 10,
+        ..AuditQuery::default()
+    });
+    assert_eq!(first, newest[..10]);
+    let second = page(AuditQuery {
+        limit: 10,
+        before: first.last().copied(),
+        ..AuditQuery::default()
+    });
+    assert_eq!(second, newest[10..20]);
+    let last = page(AuditQuery {
+        limit: 10,
+        before: second.last().copied(),
+        ..AuditQuery::default()
+    });
+    assert_eq!(last, newest[20..], "the last page is short");
+    assert_eq!(
+        page(AuditQuery {
+            limit: 10,
+            before: Some(ids[0]),
+            ..AuditQuery::default()
+        }),
+        Vec::<i64>::new(),
+        "nothing before the first"
+    );
+    assert_eq!(
+        page(AuditQuery {
+            limit: 0,
+            ..AuditQuery::default()
+        }),
+        Vec::<i64>::new()
+    );
+    // Of one actor, of one run, and both with a page.
+    let of_admin = page(AuditQuery {
+        limit: 100,
+        actor_id: Some("admin".into()),
+        ..AuditQuery::default()
+    });
+    assert_eq!(of_admin, [ids[20], ids[15], ids[10], ids[5], ids[0]]);
+    let of_run = backend
+        .open()
+        .audit(&AuditQuery {
+            limit: 100,
+            run_id: Some("run-4".into()),
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    assert_eq!(audit_ids(&of_run), [ids[4]]);
+    assert_eq!(of_run[0].entry, audit_entry(4, "0123", Some("run-4")));
+    assert_eq!(
+        page(AuditQuery {
+            limit: 2,
+            before: Some(ids[15]),
+            actor_id: Some("admin".into()),
+            run_id: Some("run-10".into()),
+        }),
+        [ids[10]]
+    );
+}
+
+fn appends_by_two_at_once_all_land_with_ids_of_their_own(backend: &dyn Backend) {
+    const EACH: u32 = 40;
+    let barrier = std::sync::Barrier::new(2);
+    let appended: Vec<Vec<i64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["aaaa", "bbbb"]
+            .into_iter()
+            .map(|actor| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut store = backend.open();
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|n| store.append_audit(&audit_entry(n, actor, None)).unwrap())
+                        .collect::<Vec<i64>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut given: Vec<i64> = appended.concat();
+    given.sort_unstable();
+    given.dedup();
+    assert_eq!(given.len(), 2 * EACH as usize, "an id given twice");
+    let stored = backend
+        .open()
+        .audit(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    let mut stored_ids = audit_ids(&stored);
+    stored_ids.reverse();
+    assert_eq!(
+        stored_ids, given,
+        "every append landed, under the id it was given"
+    );
+    for (actor, ids) in ["aaaa", "bbbb"].iter().zip(&appended) {
+        for (n, id) in ids.iter().enumerate() {
+            let record = stored.iter().find(|r| r.id == *id).unwrap();
+            assert_eq!(record.entry, audit_entry(n as u32, actor, None));
+        }
+    }
+}
+
+fn the_database_refuses_to_change_or_delete_audit_entries(backend: &dyn Backend) {
+    let mut store = backend.open();
+    let a = store
+        .append_audit(&audit_entry(1, "0123", Some("r1")))
+        .unwrap();
+    let b = store.append_audit(&audit_entry(2, "0123", None)).unwrap();
+    let before = store
+        .audit(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .unwrap();
+    let mut attempts = vec![
+        format!("UPDATE audit_log SET outcome = 'ok', detail = 'nothing' WHERE id = {a}"),
+        "UPDATE audit_log SET actor = 'someone else'".to_string(),
+        format!("DELETE FROM audit_log WHERE id = {b}"),
+        "DELETE FROM audit_log".to_string(),
+    ];
+    if backend.is_postgres() {
+        // PostgreSQL empties a table without deleting its rows one by one: refused too.
+        attempts.push("TRUNCATE audit_log".to_string());
+    }
+    for sql in &attempts {
+        let refused = backend.raw(sql);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|err| err.contains("the audit log is append-only")),
+            "{sql}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        backend
+            .open()
+            .audit(&AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .unwrap(),
+        before,
+        "nothing changed"
+    );
+    // Appending still works.
+    let c = store.append_audit(&audit_entry(3, "0123", None)).unwrap();
+    assert!(c > b);
+}
+
+fn a_store_of_the_previous_version_gains_the_audit_log(backend: &dyn Backend) {
+    // Version 8: before the audit log of version 9.
+    backend.create_at_version(8);
+    let mut store = backend.open();
+    assert_eq!(backend.version(), STORE_VERSION);
+    let query = AuditQuery {
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.audit(&query).unwrap(), Vec::new());
+    let id = store.append_audit(&audit_entry(8, "local", None)).unwrap();
+    assert_eq!(
+        store.audit(&query).unwrap(),
+        vec![AuditRecord {
+            id,
+            entry: audit_entry(8, "local", None)
+        }]
     );
 }

@@ -90,6 +90,7 @@ impl AdhocRequest {
         use crate::model::grammar::{MAX_CONCURRENCY_MIN, MAX_ERRORS_MIN};
         Ok(Scope {
             association: None,
+            run_id: None,
             adhoc: Some(Adhoc {
                 nodes: resolve_targets(controller, &self.target).await?,
                 max_concurrency: parse_rate(
@@ -147,6 +148,9 @@ pub struct Scope {
     pub adhoc: Option<Adhoc>,
     /// The nodes the asking token may reach; a run that targets any other is refused.
     pub limit: Option<crate::fleet::api_token::Limit>,
+    /// The id the recorded run (an apply or a drift check) takes, chosen by the caller (so
+    /// the audit log can name it before the run begins); a new one when `None`.
+    pub run_id: Option<String>,
 }
 
 /// A one-off apply of a document on selected nodes (Run Command with a document).
@@ -326,6 +330,8 @@ struct Fleet<'v> {
     waves: Vec<(model::Rate, model::Rate, Vec<&'v model::Node>)>,
     /// Every target, in wave order.
     targets: Vec<&'v model::Node>,
+    /// The id the recorded run takes ([`Scope::run_id`]), or a new one.
+    run_id: String,
 }
 
 impl<'v> Fleet<'v> {
@@ -379,6 +385,7 @@ impl<'v> Fleet<'v> {
             project_dir: validated.project.root.clone(),
             waves,
             targets,
+            run_id: scope.run_id.clone().unwrap_or_else(new_run_id),
         }
     }
 
@@ -523,7 +530,7 @@ impl<'v> Fleet<'v> {
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
         let started_at = record::timestamp();
-        let id = new_run_id();
+        let id = self.run_id.clone();
         // A drift check of a node never applied finds it pending, not drifted. Asked before
         // the run is stored, so a store that cannot answer leaves no `running` run behind.
         let never_applied: Vec<&str> = if request.mode == Mode::Drift {
@@ -766,7 +773,7 @@ impl<'v> Fleet<'v> {
         progress: &mpsc::UnboundedSender<Event>,
     ) -> RunResponse {
         let started_at = record::timestamp();
-        let id = new_run_id();
+        let id = self.run_id.clone();
         if let Err(err) = self
             .begin(controller, request, RunKind::Apply, &id, &started_at)
             .await
@@ -973,7 +980,7 @@ fn tally(mut statuses: Vec<NodeStatus>, record: &RunRecord) -> Vec<NodeStatus> {
 }
 
 /// A fleet run's id: sortable by time, unique even for two runs begun in one millisecond.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     format!(
         "{}-{}",
         record::run_id(),

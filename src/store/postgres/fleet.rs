@@ -20,9 +20,10 @@ use crate::store::fleet::{now, tags_json};
 use crate::store::postgres::routing;
 use crate::store::postgres::{PostgresStore, describe, error_text};
 use crate::store::{
-    ApiTokenRecord, BuildInterrupted, ClaimedTask, CurrentProject, Decide, FleetStore, IssuedTask,
-    LedgerOp, NewCert, NodeRecord, RoutedClose, RoutedState, RoutedTask, RunRecord, ScheduleSwitch,
-    StoreError, StoreListener, StoredToken, Tags, TaskLedger, TaskState, UnfinishedRun,
+    ApiTokenRecord, AuditEntry, AuditQuery, AuditRecord, BuildInterrupted, ClaimedTask,
+    CurrentProject, Decide, FleetStore, IssuedTask, LedgerOp, NewCert, NodeRecord, RoutedClose,
+    RoutedState, RoutedTask, RunRecord, ScheduleSwitch, StoreError, StoreListener, StoredToken,
+    Tags, TaskLedger, TaskState, UnfinishedRun,
 };
 
 /// The columns [`node_from_row`] reads.
@@ -317,6 +318,80 @@ impl FleetStore for PostgresStore {
         }
         tx.commit()?;
         Ok(token)
+    }
+
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        let status = entry.status.map(i32::from);
+        let row = self.client_mut().query_one(
+            "INSERT INTO audit_log (at, actor_id, actor, source, action, target, run_id, outcome,
+                                    status, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[
+                &entry.at,
+                &entry.actor_id,
+                &entry.actor,
+                &entry.source,
+                &entry.action,
+                &entry.target,
+                &entry.run_id,
+                &entry.outcome,
+                &status,
+                &entry.detail,
+            ],
+        )?;
+        Ok(row.try_get(0)?)
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, at, actor_id, actor, source, action, target, run_id, outcome, status,
+                    detail
+             FROM audit_log WHERE true",
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(before) = &query.before {
+            params.push(before);
+            sql.push_str(&format!(" AND id < ${}", params.len()));
+        }
+        if let Some(run_id) = &query.run_id {
+            params.push(run_id);
+            sql.push_str(&format!(" AND run_id = ${}", params.len()));
+        }
+        if let Some(actor_id) = &query.actor_id {
+            params.push(actor_id);
+            sql.push_str(&format!(" AND actor_id = ${}", params.len()));
+        }
+        params.push(&limit);
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", params.len()));
+        let rows = self.client().query(&sql, &params)?;
+        rows.iter()
+            .map(|row| {
+                let status: Option<i32> = row.try_get(9)?;
+                let status = status
+                    .map(|n| {
+                        u16::try_from(n).map_err(|_| {
+                            StoreError::Postgres(format!("audit_log.status {n} is no HTTP status"))
+                        })
+                    })
+                    .transpose()?;
+                Ok(AuditRecord {
+                    id: row.try_get(0)?,
+                    entry: AuditEntry {
+                        at: row.try_get(1)?,
+                        actor_id: row.try_get(2)?,
+                        actor: row.try_get(3)?,
+                        source: row.try_get(4)?,
+                        action: row.try_get(5)?,
+                        target: row.try_get(6)?,
+                        run_id: row.try_get(7)?,
+                        outcome: row.try_get(8)?,
+                        status,
+                        detail: row.try_get(10)?,
+                    },
+                })
+            })
+            .collect()
     }
 
     fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
