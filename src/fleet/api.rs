@@ -387,7 +387,6 @@ async fn admit(
     next.run(request).await
 }
 
-
 /// What a handler tells the audit layer about the request it answered, as an extension of its
 /// response (the layer takes it off before the answer goes out). Each field, when set,
 /// replaces what the layer would record: the target (else the path's parameters), the run
