@@ -585,7 +585,7 @@ fn store_dir(args: &StoreArgs) -> PathBuf {
 }
 
 /// Opens an existing store for reading commands; a missing one is an error, not a new file.
-fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
+pub(super) fn open_existing_store(args: &StoreArgs) -> Result<SqliteStore, String> {
     let dir = store_dir(args);
     let path = crate::store::sqlite::path_in(&dir);
     if !path.exists() {
@@ -668,24 +668,6 @@ pub(super) fn runs(args: &RunsArgs) -> std::io::Result<Exit> {
         }
     };
     print_stdout(&text)
-}
-
-/// `steward audit` on a store read directly (a controller's data directory as --state-dir).
-pub(super) fn audit(args: &super::AuditArgs) -> std::io::Result<Exit> {
-    let store = match open_existing_store(&args.store) {
-        Ok(store) => store,
-        Err(message) => return usage_error(&message),
-    };
-    match crate::store::FleetStore::audit(&store, &args.query()) {
-        Ok(records) => {
-            let entries: Vec<_> = records
-                .iter()
-                .map(crate::fleet::audit::AuditInfo::from)
-                .collect();
-            print_stdout(&super::fleet::audit_text(&entries, args.format))
-        }
-        Err(err) => usage_error(&err.to_string()),
-    }
 }
 
 pub(super) fn findings(args: &FindingsArgs) -> std::io::Result<Exit> {

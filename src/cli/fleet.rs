@@ -1066,12 +1066,27 @@ pub(super) fn remote_audit(
     }
 }
 
+/// `steward audit` on a store read directly (a controller's data directory as --state-dir).
+pub(super) fn local_audit(args: &crate::cli::AuditArgs) -> std::io::Result<Exit> {
+    let store = match super::commands::open_existing_store(&args.store) {
+        Ok(store) => store,
+        Err(message) => return usage_error(&message),
+    };
+    match crate::store::FleetStore::audit(&store, &args.query()) {
+        Ok(records) => {
+            let entries: Vec<_> = records
+                .iter()
+                .map(crate::fleet::audit::AuditInfo::from)
+                .collect();
+            print_stdout(&audit_text(&entries, args.format))
+        }
+        Err(err) => fail(err),
+    }
+}
+
 /// The audit entries as `steward audit` prints them: a table, or one object whose `entries`
 /// are those of `GET /v1/audit`.
-pub(super) fn audit_text(
-    entries: &[crate::fleet::audit::AuditInfo],
-    format: OutputFormat,
-) -> String {
+fn audit_text(entries: &[crate::fleet::audit::AuditInfo], format: OutputFormat) -> String {
     match format {
         OutputFormat::Human => crate::fleet::audit::table(entries, table_width()),
         OutputFormat::Json => {

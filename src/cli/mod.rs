@@ -1222,7 +1222,7 @@ pub fn run_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exit {
         },
         Command::Audit(args) => match args.store.remote() {
             Some(remote) => fleet::remote_audit(&remote, &args),
-            None => commands::audit(&args),
+            None => fleet::local_audit(&args),
         },
         Command::Serve(args) => fleet::serve(&ctx, &args),
         Command::Agent(args) => fleet::agent(&ctx, &args),

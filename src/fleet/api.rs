@@ -29,8 +29,8 @@
 //!
 //! Every authenticated request that changes state is in the audit log
 //! (`record_requests`, a layer inside `authenticate`), refusals for a weak role
-//! included: a `started` entry before the handler runs (503, and nothing done, when it cannot
-//! be written) and its outcome after. Handlers name what they acted on with an
+//! included: a `started` entry before the handler runs (500, or 503 while the database is
+//! out of reach, and nothing done, when it cannot be written) and its outcome after. Handlers name what they acted on with an
 //! [`AuditNote`] on their answer. A request without a valid token (401) is logged, not recorded.
 
 use std::net::SocketAddr;
@@ -451,11 +451,11 @@ fn is_recorded(method: &Method) -> bool {
 }
 
 /// The audit layer, inside `authenticate`: for an authenticated request that is recorded, its
-/// `started` entry before the handler runs (answering 503, and doing nothing, when it cannot be
-/// written) and its outcome once the handler answered: the status, the handler's
-/// [`AuditNote`] (taken off the answer) and, for an answer that is not 2xx, the error's
-/// message. An outcome that cannot be written is logged as an error; the answer stands (the
-/// act is done, and the `started` entry says it was begun).
+/// `started` entry before the handler runs (answering 500, or 503 while the database is out of
+/// reach, and doing nothing, when it cannot be written) and its outcome once the handler
+/// answered: the status, the handler's [`AuditNote`] (taken off the answer) and, for an answer
+/// that is not 2xx, the error's message. An outcome that cannot be written is logged as an
+/// error; the answer stands (the act is done, and the `started` entry says it was begun).
 async fn record_requests(
     State(controller): State<Arc<Controller>>,
     mut request: Request,
@@ -466,12 +466,19 @@ async fn record_requests(
         return next.run(request).await;
     };
     let act = act_of(&principal, &request);
-    if let Err(reason) = controller.audit_start(&act, "").await {
-        tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, "{reason}; the request was refused");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{reason}: nothing was done; try again when the store is back"),
-        );
+    if let Err(err) = controller.audit_start(&act, "").await {
+        tracing::error!(actor = %act.actor.id, source = %act.source, action = %act.action, "{err}; the request was refused");
+        // A database out of reach for now is 503 (another controller, or a retry, may do);
+        // a store that fails (a full disk) is 500.
+        let (status, hint) = if err.is_transient() {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "; try again when the store is back",
+            )
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "")
+        };
+        return error(status, format!("{err}: nothing was done{hint}"));
     }
     // For a handler whose act goes on after it answered (a run, a command).
     request.extensions_mut().insert(act.clone());

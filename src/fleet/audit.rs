@@ -11,12 +11,13 @@
 //!
 //! An act is two entries: `started` before it acts, then `ok`, `refused` or `failed` once it
 //! ended (a run or command the API accepted, `ok`, that then never began has a third,
-//! `failed`). An act whose `started` entry cannot be written is not done (the API answers 503, the
-//! scheduler skips the firing, the CLI stops): nothing is done that the log does not show
-//! begun. A `started` entry without an outcome after it is an act whose process died, or
-//! whose outcome could not be written (logged as an error). An enrolment or a renewal is one
-//! entry, written after it under the same hold of the store: the node's certificate is the
-//! record of it, and only a token whose secret matched (or the node's certificate) is recorded.
+//! `failed`). An act whose `started` entry cannot be written is not done (the API answers 500
+//! or 503, the scheduler skips the firing, the CLI stops): nothing is done that the log does
+//! not show begun. A `started` entry without an outcome after it is an act whose process died,
+//! or whose outcome could not be written (logged as an error). An enrolment or a renewal is
+//! one entry, written after it under the same hold of the store: the node's certificate is the
+//! record of it, and only a token whose secret matched (or the node's certificate) is
+//! recorded.
 //!
 //! **Architecture Invariant:** no entry holds a secret. Nothing copies a token's text, the
 //! `Authorization` header or a request's body into an entry (parameters and environments may

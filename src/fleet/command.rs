@@ -341,10 +341,13 @@ pub async fn run(
         }
     }
     // Unique even for two runs started in the same millisecond by one controller.
-    let run_id = request
-        .run_id
-        .clone()
-        .unwrap_or_else(crate::fleet::run::new_run_id);
+    let run_id = request.run_id.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            crate::engine::record::run_id(),
+            crate::fleet::token::random_hex(2).unwrap_or_default()
+        )
+    });
     let started_at = crate::engine::record::timestamp();
     // Stored as running before any node is sent the command: a controller that dies during
     // the run leaves it `interrupted`, with what arrived, never nowhere.

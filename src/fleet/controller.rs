@@ -340,6 +340,26 @@ pub enum LedgerError {
 
 pub use footing::admin_token_path;
 
+/// Why an audit entry could not be appended through the controller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditAppendError {
+    /// The store refused it (or stayed out of reach through the tries).
+    #[error(transparent)]
+    Refused(audit::AuditError),
+    /// The controller's store could not be used at all (poisoned, or its task failed).
+    #[error("the audit log cannot be written: {0}")]
+    Unreachable(#[source] ControllerError),
+}
+
+impl AuditAppendError {
+    /// Whether the store was out of reach for now (a shared database going away), so the same
+    /// act may be asked again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuditAppendError::Refused(err) if err.source.is_transient())
+    }
+}
+
 /// The store inside a data directory.
 pub fn store_path(data_dir: &Path) -> PathBuf {
     crate::store::sqlite::path_in(data_dir)
@@ -531,7 +551,7 @@ impl Controller {
         self: &Arc<Self>,
         act: &audit::Act,
         detail: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuditAppendError> {
         self.audit_append(act, audit::Outcome::Started, None, detail)
             .await
     }
@@ -561,7 +581,7 @@ impl Controller {
         outcome: audit::Outcome,
         status: Option<u16>,
         detail: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuditAppendError> {
         let entry = act.entry(outcome, status, detail);
         let append = move |store: &mut dyn FleetStore, again: bool| {
             if again {
@@ -577,9 +597,9 @@ impl Controller {
             store.append_audit(&entry).map(|_| ())
         };
         match self.store_write(append).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(act.error(err).to_string()),
-            Err(err) => Err(format!("the audit log cannot be written: {err}")),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(AuditAppendError::Refused(act.error(err))),
+            Err(err) => Err(AuditAppendError::Unreachable(err)),
         }
     }
 

@@ -666,7 +666,7 @@ fn a_certificate_renewal_is_in_the_audit_log() {
     );
 }
 
-/// When the log cannot take an entry, a change is not made: the API answers 503 and the
+/// When the log cannot take an entry, a change is not made: the API answers 500 and the
 /// node's tags stay; `token create` exits 1 and makes no token. Reads go on. Once the log
 /// takes entries again, the same change is made and recorded.
 #[test]
@@ -690,7 +690,7 @@ fn a_change_whose_audit_entry_cannot_be_written_is_not_made() {
     let tagged = fleet.cli(&["node", "tag", "web-1", "zone=a"]);
     assert_eq!(tagged.code, 1, "{}", tagged.all());
     assert!(
-        tagged.stderr.contains("503")
+        tagged.stderr.contains("500")
             && tagged
                 .stderr
                 .contains("the audit log cannot be written (POST /v1/nodes/{name}/tags web-1)")

@@ -267,8 +267,12 @@ fn a_store_that_cannot_be_written_is_an_error_and_no_result_is_acknowledged_unst
     limit_file_size(&fleet, "unlimited");
     assert_eq!(apply.code, 1, "{}\n{}", apply.all(), fleet.logs());
     assert!(!apply.stdout.contains("Recorded as run"), "{}", apply.all());
+    // Refused before anything is done: its audit entry is the first write it needs.
     assert!(
-        apply.all().contains("could not be stored"),
+        apply
+            .all()
+            .contains("the audit log cannot be written (POST /v1/runs)")
+            && apply.all().contains("nothing was done"),
         "{}",
         apply.all()
     );
