@@ -88,6 +88,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/findings/{id}/resolve", Role::Operate),
     route("GET", "/compliance", Role::Read),
     route("GET", "/schedules", Role::Read),
+    route("GET", "/audit", Role::Read),
     route("POST", "/schedules/{name}/disable", Role::Operate),
     route("POST", "/schedules/{name}/enable", Role::Operate),
     route("POST", "/logout", Role::Read),
@@ -174,6 +175,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/findings/{id}/resolve", post(pages::resolve))
         .route("/compliance", get(pages::compliance))
         .route("/schedules", get(pages::schedules))
+        .route("/audit", get(pages::audit))
         .route("/schedules/{name}/disable", post(pages::disable_schedule))
         .route("/schedules/{name}/enable", post(pages::enable_schedule))
         .route("/v1/nodes", get(nodes))
@@ -387,27 +389,7 @@ async fn admit(
     next.run(request).await
 }
 
-/// What a handler tells the audit layer about the request it answered, as an extension of its
-/// response (the layer takes it off before the answer goes out). Each field, when set,
-/// replaces what the layer would record: the target (else the path's parameters), the run
-/// (else none) and the detail (else, for an answer that is not 2xx, the error's message).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuditNote {
-    /// What the request acted on.
-    pub target: Option<String>,
-    /// The run it started or acted on.
-    pub run_id: Option<String>,
-    /// A short line on what was done, or why it failed (never a request's body).
-    pub detail: Option<String>,
-}
-
-impl AuditNote {
-    /// `response` carrying this note.
-    pub fn on(self, mut response: Response) -> Response {
-        response.extensions_mut().insert(self);
-        response
-    }
-}
+pub use crate::fleet::audit::AuditNote;
 
 /// The source of a request: its peer's `IP:PORT` (the server adds it to each request), or
 /// `unknown`.

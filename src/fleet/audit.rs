@@ -80,7 +80,8 @@ impl Outcome {
 
     /// The outcome of a request answered with `status`.
     pub fn of_status(status: StatusCode) -> Outcome {
-        if status.is_success() {
+        // A console form answers a done change with a redirection (303 See Other).
+        if status.is_success() || status.is_redirection() {
             Outcome::Ok
         } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             Outcome::Refused
@@ -376,6 +377,28 @@ pub fn table(entries: &[AuditInfo], width: Option<u16>) -> String {
         ]);
     }
     table.render(width)
+}
+
+/// What a handler tells the audit layer about the request it answered, as an extension of its
+/// response (the layer takes it off before the answer goes out). Each field, when set,
+/// replaces what the layer would record: the target (else the path's parameters), the run
+/// (else none) and the detail (else, for an answer that is not 2xx, the error's message).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditNote {
+    /// What the request acted on.
+    pub target: Option<String>,
+    /// The run it started or acted on.
+    pub run_id: Option<String>,
+    /// A short line on what was done, or why it failed (never a request's body).
+    pub detail: Option<String>,
+}
+
+impl AuditNote {
+    /// `response` carrying this note.
+    pub fn on(self, mut response: axum::response::Response) -> axum::response::Response {
+        response.extensions_mut().insert(self);
+        response
+    }
 }
 
 #[cfg(test)]

@@ -402,7 +402,11 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
     let scheduled_run = wait_for("the scheduled run", Duration::from_secs(60), || {
         runs(&fleet)
             .iter()
-            .find(|run| run["user"] == "scheduler")
+            .find(|run| {
+                run["user"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("scheduler"))
+            })
             .map(|run| run["id"].as_str().unwrap().to_string())
     });
     let fired = wait_for(
@@ -436,6 +440,57 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
             && e["id"].as_i64() < fired["id"].as_i64()),
         "no `started` entry of the firing before {fired}"
     );
+
+    // The schedule switches of the API, with the admin token's CLI.
+    for (word, route) in [
+        ("disable", "POST /v1/schedules/{name}/disable"),
+        ("enable", "POST /v1/schedules/{name}/enable"),
+    ] {
+        let switched = fleet.cli(&["schedules", word, "watch"]);
+        assert_eq!(switched.code, 0, "{}", switched.all());
+        expected.push(admin("watch", route));
+    }
+
+    // The console's forms, in the operate token's session: resolving the finding again (it
+    // is resolved: 409, failed), switching the schedule off and on, signing out.
+    use crate::console::{csrf_of, page, post_form, session_of, sign_in};
+    let cookie = session_of(&sign_in(&fleet, &ops_token, "/"));
+    let csrf = csrf_of(&page(&fleet, &cookie, "/findings?state=all").body);
+    let again = post_form(
+        &fleet,
+        &cookie,
+        &format!("/findings/{finding}/resolve"),
+        &[("csrf", &csrf), ("note", "checked twice")],
+        &[],
+    );
+    assert_eq!(again.status, 409, "{}", again.body);
+    expected.push(ops(
+        &finding.to_string(),
+        "POST /findings/{id}/resolve",
+        None,
+        "failed",
+        409,
+    ));
+    for word in ["disable", "enable"] {
+        let switched = post_form(
+            &fleet,
+            &cookie,
+            &format!("/schedules/watch/{word}"),
+            &[("csrf", &csrf)],
+            &[],
+        );
+        assert_eq!(switched.status, 303, "{}", switched.body);
+        expected.push(ops(
+            "watch",
+            &format!("POST /schedules/{{name}}/{word}"),
+            None,
+            "ok",
+            303,
+        ));
+    }
+    let out = post_form(&fleet, &cookie, "/logout", &[("csrf", &csrf)], &[]);
+    assert_eq!(out.status, 303, "{}", out.body);
+    expected.push(ops("", "POST /logout", None, "ok", 303));
 
     let entries = audit_entries(&fleet);
     let shown = serde_json::to_string_pretty(&entries).unwrap();

@@ -791,6 +791,20 @@ fn an_operator_signs_in_filters_nodes_opens_a_run_and_resolves_a_finding() {
     browser.goto("/compliance");
     browser.wait_for("#compliance");
     browser.screenshot("compliance");
+
+    // The resolve is in the audit log, as the token that made it, with its note.
+    browser.goto("/audit");
+    browser.wait_for("#audit");
+    let rows = browser.texts_of("#audit tr");
+    let resolved = rows
+        .iter()
+        .find(|row| row.contains("POST /findings/{id}/resolve") && row.contains("ok (303)"))
+        .unwrap_or_else(|| panic!("no resolve in the audit log: {rows:#?}"));
+    assert!(
+        resolved.contains("on-call") && resolved.contains("the disk was replaced"),
+        "{resolved}"
+    );
+    browser.screenshot("audit");
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub(crate) fn open_finding(fleet: &Fleet) -> i64 {
 }
 
 /// `POST /login` with `token`: the answer.
-fn sign_in(fleet: &Fleet, token: &str, next: &str) -> Answer {
+pub(crate) fn sign_in(fleet: &Fleet, token: &str, next: &str) -> Answer {
     let body = serde_urlencoded::to_string([("token", token), ("next", next)]).unwrap();
     let origin = fleet.http.clone();
     send(
@@ -67,7 +67,7 @@ fn sign_in(fleet: &Fleet, token: &str, next: &str) -> Answer {
 }
 
 /// The session cookie (`steward_session=VALUE`) a sign-in set.
-fn session_of(answer: &Answer) -> String {
+pub(crate) fn session_of(answer: &Answer) -> String {
     assert_eq!(answer.status, 303, "{}", answer.body);
     let set = answer
         .header("set-cookie")
@@ -76,12 +76,12 @@ fn session_of(answer: &Answer) -> String {
 }
 
 /// A page with the session cookie.
-fn page(fleet: &Fleet, cookie: &str, path: &str) -> Answer {
+pub(crate) fn page(fleet: &Fleet, cookie: &str, path: &str) -> Answer {
     send(&fleet.http, "GET", path, &[("Cookie", cookie)], "")
 }
 
 /// The CSRF token of a page's forms.
-fn csrf_of(page: &str) -> String {
+pub(crate) fn csrf_of(page: &str) -> String {
     let at = page
         .find("name=\"csrf\" value=\"")
         .unwrap_or_else(|| panic!("no CSRF field in {page}"));
@@ -89,7 +89,7 @@ fn csrf_of(page: &str) -> String {
 }
 
 /// A form post with the session cookie and these extra headers.
-fn post_form(
+pub(crate) fn post_form(
     fleet: &Fleet,
     cookie: &str,
     path: &str,

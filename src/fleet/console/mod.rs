@@ -92,6 +92,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("/findings", "Findings"),
     ("/schedules", "Schedules"),
     ("/compliance", "Compliance"),
+    ("/audit", "Audit log"),
 ];
 
 /// A whole page: the menu (with `here` marked), who is signed in, and `body`. `live` adds the

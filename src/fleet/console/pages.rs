@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{Session, Viewer, error_page, load, page};
 use crate::fleet::api_token::{Principal, Role};
+use crate::fleet::audit::AuditNote;
 use crate::fleet::controller::Controller;
 use crate::store::{
     Finding, NodeRecord, ResultOutcome, ResultRecord, RunKind, RunRecord, RunStatus, RunSummary,
@@ -608,7 +609,25 @@ pub async fn resolve(
         .store(move |s| s.resolve_finding(id, Some(&note)))
         .await
     {
-        Ok(Ok(_)) => Redirect::to(&format!("/findings?resolved={id}")).into_response(),
+        Ok(Ok(finding)) => {
+            let note = form.note.trim();
+            let detail = format!(
+                "resolved by hand: {} of {} on {}{}",
+                finding.kind.as_str(),
+                finding.resource,
+                finding.node,
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (note: {note})")
+                }
+            );
+            AuditNote {
+                detail: Some(detail),
+                ..AuditNote::default()
+            }
+            .on(Redirect::to(&format!("/findings?resolved={id}")).into_response())
+        }
         Ok(Err(err @ StoreError::NoFinding(_))) => {
             error_page(StatusCode::NOT_FOUND, &format!("error: {err}"))
         }
@@ -826,7 +845,11 @@ async fn switch(
             let word = if on { "enabled" } else { "disabled" };
             let notice = serde_urlencoded::to_string([("switched", format!("{name} {word}."))])
                 .unwrap_or_default();
-            Redirect::to(&format!("/schedules?{notice}")).into_response()
+            AuditNote {
+                detail: Some(format!("scheduled association `{name}` {word}")),
+                ..AuditNote::default()
+            }
+            .on(Redirect::to(&format!("/schedules?{notice}")).into_response())
         }
         Ok(None) => error_page(
             StatusCode::NOT_FOUND,
@@ -852,4 +875,89 @@ pub async fn enable_schedule(
     Path(name): Path<String>,
 ) -> Response {
     switch(controller, principal, name, true).await
+}
+
+/// The filters and page of `/audit`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    /// Entries below this id (the next page).
+    #[serde(default)]
+    before: Option<i64>,
+    /// Only this run's entries.
+    #[serde(default)]
+    run: Option<String>,
+    /// Only this actor id's entries.
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+/// Entries per page of `/audit`.
+const AUDIT_PER_PAGE: usize = 50;
+
+/// `GET /audit`: the audit log, newest first, a page at a time, of one run or actor when
+/// asked.
+pub async fn audit(
+    State(controller): State<Arc<Controller>>,
+    Extension(principal): Extension<Principal>,
+    session: Option<Extension<Session>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let viewer = viewer(principal, session);
+    let wanted = crate::store::AuditQuery {
+        limit: AUDIT_PER_PAGE,
+        before: query.before,
+        run_id: query.run.clone().filter(|r| !r.is_empty()),
+        actor_id: query.actor.clone().filter(|a| !a.is_empty()),
+    };
+    let records = match load(&controller, move |s| s.audit(&wanted)).await {
+        Ok(records) => records,
+        Err(page) => return page,
+    };
+    let entries: Vec<crate::fleet::audit::AuditInfo> = records
+        .iter()
+        .map(crate::fleet::audit::AuditInfo::from)
+        .collect();
+    let run = query.run.as_deref().unwrap_or("");
+    let actor = query.actor.as_deref().unwrap_or("");
+    let older = (entries.len() == AUDIT_PER_PAGE)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    let body = html! {
+        h1 { "Audit log" }
+        form class="filter" method="get" action="/audit" {
+            label { "actor id" input type="text" name="actor" value=(actor); }
+            label { "run" input type="text" name="run" value=(run); }
+            button type="submit" { "Filter" }
+        }
+        @if entries.is_empty() { p { "No entries." } } @else {
+            table id="audit" {
+                tr { th { "#" } th { "when" } th { "who" } th { "from" } th { "what" }
+                     th { "target" } th { "run" } th { "outcome" } th { "detail" } }
+                @for e in &entries {
+                    tr id={ "audit-" (e.id) } {
+                        td { (e.id) }
+                        td { (e.at) }
+                        td { a href={ "/audit?actor=" (e.actor_id) } { (e.actor) } }
+                        td { (e.source) }
+                        td { (e.action) }
+                        td { (e.target) }
+                        td { @if let Some(run) = &e.run_id { a href={ "/runs/" (run) } { (run) } } }
+                        td class=(match e.outcome.as_str() { "ok" => "ok", "started" => "muted", _ => "failed" }) {
+                            (e.outcome) @if let Some(status) = e.status { " (" (status) ")" }
+                        }
+                        td { (e.detail) }
+                    }
+                }
+            }
+        }
+        p class="pager" {
+            @if query.before.is_some() { a href="/audit" { "newest" } }
+            @if let Some(id) = older {
+                a id="older" href={ "/audit?before=" (id)
+                    @if !actor.is_empty() { "&actor=" (actor) }
+                    @if !run.is_empty() { "&run=" (run) } } { "older" }
+            }
+        }
+    };
+    page(&viewer, "/audit", "audit log", false, body).into_response()
 }
