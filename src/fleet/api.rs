@@ -2245,7 +2245,12 @@ mod tests {
     }
 
     #[test]
-    fn only_healthz_is_public() {
+    fn only_healthz_the_sign_in_form_and_the_script_are_public() {
+        assert!(is_public(&Method::GET, "/login"));
+        assert!(is_public(&Method::POST, "/login"));
+        assert!(is_public(&Method::GET, "/console.js"));
+        assert!(!is_public(&Method::POST, "/console.js"));
+        assert!(!is_public(&Method::POST, "/logout"));
         assert!(is_public(&Method::GET, "/healthz"));
         assert!(is_public(&Method::HEAD, "/healthz"));
         assert!(!is_public(&Method::POST, "/healthz"));

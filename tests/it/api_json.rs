@@ -461,11 +461,20 @@ fn healthz_answers_without_a_token_and_says_nothing_else() {
     assert_eq!(post.status, 401, "{}", post.body);
 }
 
-// The route census: every route of ROUTES refuses a caller without the token with a JSON
-// 401; every route of PUBLIC_ROUTES (only /healthz) answers one.
+// The route census: every route of ROUTES refuses a caller without a token with a JSON 401,
+// but a console page, which sends a browser to the sign-in form; every route of PUBLIC_ROUTES
+// (/healthz, the sign-in form and the console's script) answers without one.
 #[test]
-fn the_route_census_lists_healthz_as_the_only_public_route() {
-    assert_eq!(steward::fleet::api::PUBLIC_ROUTES, &[("GET", "/healthz")]);
+fn the_route_census_lists_the_public_routes_and_guards_every_other() {
+    assert_eq!(
+        steward::fleet::api::PUBLIC_ROUTES,
+        &[
+            ("GET", "/healthz"),
+            ("GET", "/login"),
+            ("POST", "/login"),
+            ("GET", "/console.js")
+        ]
+    );
     for (method, path) in steward::fleet::api::PUBLIC_ROUTES {
         assert!(
             !steward::fleet::api::ROUTES
@@ -485,13 +494,32 @@ fn the_route_census_lists_healthz_as_the_only_public_route() {
             &[("Content-Type", "application/json")],
             "{}",
         );
+        if method == "GET" && !path.starts_with("/v1/") {
+            assert_eq!(answer.status, 303, "{method} {path}: {}", answer.body);
+            let to = answer.header("location").unwrap_or_default();
+            assert!(to.starts_with("/login?next=%2F"), "{method} {path}: {to}");
+            continue;
+        }
         assert_eq!(answer.status, 401, "{method} {path}: {}", answer.body);
         let (code, _) = answer.error(&format!("{method} {path}"));
         assert_eq!(code, "unauthorized", "{method} {path}");
     }
     for (method, path) in steward::fleet::api::PUBLIC_ROUTES {
-        let answer = send(&fleet.http, method, path, &[], "");
-        assert_eq!(answer.status, 200, "{method} {path}: {}", answer.body);
+        let answer = if *method == "POST" {
+            // The sign-in form answers a token that is not valid with 401 and the form again.
+            send(
+                &fleet.http,
+                method,
+                path,
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                "token=stw_00_00",
+            )
+        } else {
+            send(&fleet.http, method, path, &[], "")
+        };
+        let want = if *method == "POST" { 401 } else { 200 };
+        assert_eq!(answer.status, want, "{method} {path}: {}", answer.body);
+        assert!(answer.header("set-cookie").is_none(), "{method} {path}");
     }
 }
 
