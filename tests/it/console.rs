@@ -494,3 +494,72 @@ fn an_operate_session_switches_a_schedule_off_and_a_read_session_cannot() {
     );
     assert_eq!(unknown.status, 404, "{}", unknown.body);
 }
+
+/// `request` to the controller's HTTPS listener, trusting only its CA: the answer's head.
+fn https_head(fleet: &Fleet, request: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(fleet.data.join("ca.crt")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = fleet.http.trim_start_matches("https://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(request.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+#[test]
+fn over_tls_the_session_cookie_is_secure() {
+    let fleet = Fleet::start_with(&["--http-tls"]);
+    assert!(fleet.http.starts_with("https://"), "{}", fleet.http);
+    let token = fleet.token_with(&["--api", "--role", "read", "--name", "viewer"]);
+    let body = serde_urlencoded::to_string([("token", token.as_str())]).unwrap();
+    let addr = fleet.http.trim_start_matches("https://");
+    let head = https_head(
+        &fleet,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nOrigin: {}\r\nContent-Type: \
+             application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            fleet.http,
+            body.len()
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(cookie.trim_end().ends_with("; Secure"), "{cookie}");
+}
