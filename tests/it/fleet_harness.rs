@@ -408,6 +408,48 @@ impl Answer {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The media type of `Content-Type`, without parameters.
+    pub(crate) fn media_type(&self) -> &str {
+        self.header("content-type")
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+            .trim()
+    }
+
+    /// The body as JSON; panics with the answer when it is not.
+    pub(crate) fn json(&self, what: &str) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|err| panic!("{what}: not JSON ({err}): {} {}", self.status, self.body))
+    }
+
+    /// The `code` and `message` of a JSON error body, checking it is one.
+    pub(crate) fn error(&self, what: &str) -> (String, String) {
+        assert_eq!(
+            self.media_type(),
+            "application/json",
+            "{what}: {}",
+            self.body
+        );
+        let body = self.json(what);
+        let error = body["error"].as_object().unwrap_or_else(|| {
+            panic!("{what}: no `error` object: {}", self.body);
+        });
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(1),
+            "{what}: {}",
+            self.body
+        );
+        let code = error["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no code"));
+        let message = error["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no message"));
+        assert!(!message.is_empty(), "{what}: empty message");
+        (code.to_string(), message.to_string())
+    }
 }
 
 /// Sends one request to `origin` (`http://HOST:PORT`) with exactly these headers and body.
