@@ -404,3 +404,32 @@ fn a_token_with_a_target_acts_only_on_the_nodes_it_selects() {
     ]);
     assert_eq!(command.code, 0, "{}", command.all());
 }
+
+/// The API reference's routes table lists every route of `ROUTES` with the role it needs, as
+/// `| `METHOD` | `PATH` | `ROLE` |`, so what the docs say is what the server checks.
+#[test]
+fn the_api_reference_lists_every_route_with_its_role() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/api.md"),
+    )
+    .unwrap();
+    for route in ROUTES {
+        let row = format!(
+            "| `{}` | `{}` | `{}`",
+            route.method,
+            route.path,
+            route.role.as_str()
+        );
+        assert!(
+            doc.contains(&row),
+            "docs/reference/api.md lists no `{row} |` row"
+        );
+    }
+    for (method, path) in steward::fleet::api::PUBLIC_ROUTES {
+        let row = format!("| `{method}` | `{path}` | none");
+        assert!(
+            doc.contains(&row),
+            "docs/reference/api.md lists no `{row} |` row"
+        );
+    }
+}
