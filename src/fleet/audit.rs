@@ -53,6 +53,8 @@ pub const TOKEN_REVOKE: &str = "token revoke";
 pub const NODE_ENROL: &str = "node enrol";
 /// The action of a node's certificate renewal.
 pub const NODE_RENEW: &str = "node renew";
+/// The action of a console sign-in (a session started with a token).
+pub const CONSOLE_SIGN_IN: &str = "POST /login";
 
 /// How an act ended, as the log words it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

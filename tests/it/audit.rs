@@ -455,6 +455,7 @@ fn every_mutating_route_and_scheduled_act_is_in_the_audit_log_without_a_secret()
     // is resolved: 409, failed), switching the schedule off and on, signing out.
     use crate::console::{csrf_of, page, post_form, session_of, sign_in};
     let cookie = session_of(&sign_in(&fleet, &ops_token, "/"));
+    expected.push(ops("", "POST /login", None, "ok", 303));
     let csrf = csrf_of(&page(&fleet, &cookie, "/findings?state=all").body);
     let again = post_form(
         &fleet,

@@ -27,6 +27,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use crate::fleet::api_token::{Principal, Role};
+use crate::fleet::audit;
 use crate::fleet::controller::Controller;
 use crate::fleet::web::Scheme;
 
@@ -259,6 +260,10 @@ pub async fn login(State(controller): State<Arc<Controller>>, request: Request) 
         return error_page(StatusCode::FORBIDDEN, &why);
     }
     let secure = request.extensions().get::<Scheme>() == Some(&Scheme::Https);
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string());
     let form = match <Form<LoginForm> as axum::extract::FromRequest<()>>::from_request(request, &())
         .await
     {
@@ -297,7 +302,29 @@ pub async fn login(State(controller): State<Arc<Controller>>, request: Request) 
         )
             .into_response();
     };
+    // In the audit log before the session exists: a sign-in the log cannot show is refused.
+    let act = audit::Act::new(
+        audit::Actor::of(&principal),
+        &source,
+        audit::CONSOLE_SIGN_IN,
+        "",
+    );
+    if let Err(reason) = controller.audit_start(&act, "").await {
+        tracing::error!(token = %principal.id, "console sign-in refused: {reason}");
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{reason}: no session was started; try again when the store is back"),
+        );
+    }
     tracing::info!(token = %principal.id, "console sign-in: {}", principal.name);
+    controller
+        .audit_end(
+            &act,
+            audit::Outcome::Ok,
+            Some(303),
+            "console session started (8 hours)",
+        )
+        .await;
     let value = session::start(&controller, &principal.id);
     let mut response = Redirect::to(&next).into_response();
     match session::set_cookie(&value, secure) {
