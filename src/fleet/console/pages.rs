@@ -98,7 +98,7 @@ fn findings_table(viewer: &Viewer, findings: &[&Finding]) -> Markup {
                     td { (finding.count) }
                     td { a href={ "/runs/" (finding.last_run) } { (finding.last_seen) } }
                     td {
-                        (finding.message.lines().next().unwrap_or(""))
+                        (summary_line(&finding.message))
                         @if let Some(resolution) = &finding.resolution {
                             br; span class="muted" { (resolution) }
                         }
@@ -120,6 +120,15 @@ fn findings_table(viewer: &Viewer, findings: &[&Finding]) -> Markup {
             }
         }
     }
+}
+
+/// A finding's message in one line: its first, or, for a drift whose message is its change
+/// (a unified diff), that the content differs (the run's page shows the diff).
+fn summary_line(message: &str) -> &str {
+    if message.starts_with("--- /") {
+        return "content differs (the run shows the diff)";
+    }
+    message.lines().next().unwrap_or("")
 }
 
 /// `GET /`: what needs a look: nodes by status, open findings by severity, the latest runs.
