@@ -33,11 +33,10 @@
 //! out of reach, and nothing done, when it cannot be written) and its outcome after. Handlers name what they acted on with an
 //! [`AuditNote`] on their answer. A request without a valid token (401) is logged, not recorded.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -54,7 +53,7 @@ use crate::fleet::controller::{Controller, ControllerError};
 use crate::fleet::run::bundle::BundleError;
 use crate::fleet::run::{self, Event, RunError, RunRequest, Scope};
 use crate::fleet::token::TokenError;
-use crate::fleet::web::{recorded_user, resolution_note};
+use crate::fleet::web::{TokenCheck, check_token, recorded_user, resolution_note, source_of};
 use crate::report::plan::Style;
 use crate::store::StoreError;
 
@@ -317,33 +316,16 @@ async fn authenticate(
         )
         .await;
     };
-    let token = token.trim().to_string();
-    // The admin token needs no store read.
-    let principal = if controller.is_admin(&token) {
-        Principal::admin()
-    } else if crate::fleet::api_token::ApiToken::parse(&token).is_err() {
-        // Not the shape of an API token: refused without a store read.
-        log_unauthenticated(&request, "not a token");
-        return unauthorized();
-    } else {
-        let now = chrono::Utc::now();
-        let verified = controller
-            .store(move |s| crate::fleet::api_token::verify(s, &token, now))
-            .await;
-        match verified {
-            Ok(Ok(principal)) => principal,
-            Ok(Err(err)) if err.is_refusal() => {
-                tracing::info!(reason = %err, "API token refused");
-                log_unauthenticated(&request, "an unknown, revoked or expired API token");
-                return unauthorized();
-            }
-            Ok(Err(crate::fleet::api_token::ApiTokenError::Store(err))) => {
-                return ApiError::from(err).into_response();
-            }
-            Ok(Err(err)) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
-            }
-            Err(err) => return ApiError::from(err).into_response(),
+    let principal = match check_token(&controller, token.trim().to_string()).await {
+        TokenCheck::Valid(principal) => principal,
+        TokenCheck::Refused(why) => {
+            log_unauthenticated(&request, why);
+            return unauthorized();
+        }
+        TokenCheck::Store(err) => return ApiError::from(err).into_response(),
+        TokenCheck::Controller(err) => return ApiError::from(err).into_response(),
+        TokenCheck::Other(err) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string());
         }
     };
     admit(&controller, request, next, principal, credential).await
@@ -390,15 +372,6 @@ async fn admit(
 }
 
 pub use crate::fleet::audit::AuditNote;
-
-/// The source of a request: its peer's `IP:PORT` (the server adds it to each request), or
-/// `unknown`.
-fn source_of(request: &Request) -> String {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string())
-}
 
 /// The act of an authenticated request: its principal, peer, route (as [`ROUTES`] writes it,
 /// or the method and path when it matches none) and, as its target, the values of the route's

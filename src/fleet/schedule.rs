@@ -28,9 +28,10 @@
 //! use steward::{fleet::schedule, model};
 //!
 //! let hourly = model::Schedule::Cron("0 * * * *".into());
-//! let last_run = Utc.with_ymd_and_hms(2025, 1, 1, 10, 15, 0).unwrap();
-//! let now = Utc.with_ymd_and_hms(2025, 1, 1, 11, 0, 0).unwrap();
-//! assert!(schedule::due(&hourly, Some(last_run), now).unwrap());
+//! let at = |h, m| Utc.with_ymd_and_hms(2025, 1, 1, h, m, 0).single().ok_or("no such time");
+//! let (last_run, now) = (at(10, 15)?, at(11, 0)?);
+//! assert!(schedule::due(&hourly, Some(last_run), now)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::BTreeMap;

@@ -1,9 +1,10 @@
 //! What the HTTP side of the controller shares between the API and the console: how it is
-//! served ([`Scheme`]), the check that refuses a change another site's page sent, and how the
-//! token that asked is named in what it recorded.
+//! served ([`Scheme`]), the check that refuses a change another site's page sent, a request's
+//! source, the check of a presented token ([`check_token`]), and how the token that asked is
+//! named in what it recorded.
 //!
-//! **Architecture Invariant:** imports no other fleet module but `api_token`; `api` and
-//! `console` both import it, and neither imports the other's internals through it.
+//! **Architecture Invariant:** imports no other fleet module but `api_token` and `controller`;
+//! `api` and `console` both import it, and neither imports the other through it.
 
 use axum::extract::Request;
 use axum::http::header;
@@ -104,5 +105,55 @@ pub fn resolution_note(principal: &Principal, note: Option<&str>) -> String {
         format!("by {who}")
     } else {
         format!("by {who}: {note}")
+    }
+}
+
+/// The source of a request: its peer's `IP:PORT` (the server adds it to each request), or
+/// `unknown`.
+pub fn source_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string())
+}
+
+/// What a token presented to the API or at the console's sign-in is.
+#[derive(Debug)]
+pub enum TokenCheck {
+    /// The admin token, or a valid API token: its principal.
+    Valid(Principal),
+    /// Not a token that is valid now; why, in a few words (for the log, not the caller).
+    Refused(&'static str),
+    /// The store could not be read.
+    Store(crate::store::StoreError),
+    /// The controller could not reach its store.
+    Controller(crate::fleet::controller::ControllerError),
+    /// The stored token could not be read back (a role that does not parse).
+    Other(crate::fleet::api_token::ApiTokenError),
+}
+
+/// Checks `token` (already trimmed): the admin token without a store read, a text not shaped
+/// like an API token without one either, an API token by its stored hash.
+pub async fn check_token(
+    controller: &std::sync::Arc<crate::fleet::controller::Controller>,
+    token: String,
+) -> TokenCheck {
+    use crate::fleet::api_token::{ApiToken, ApiTokenError, verify};
+    if controller.is_admin(&token) {
+        return TokenCheck::Valid(Principal::admin());
+    }
+    if ApiToken::parse(&token).is_err() {
+        return TokenCheck::Refused("not a token");
+    }
+    let now = chrono::Utc::now();
+    match controller.store(move |s| verify(s, &token, now)).await {
+        Ok(Ok(principal)) => TokenCheck::Valid(principal),
+        Ok(Err(err)) if err.is_refusal() => {
+            tracing::info!(reason = %err, "API token refused");
+            TokenCheck::Refused("an unknown, revoked or expired API token")
+        }
+        Ok(Err(ApiTokenError::Store(err))) => TokenCheck::Store(err),
+        Ok(Err(err)) => TokenCheck::Other(err),
+        Err(err) => TokenCheck::Controller(err),
     }
 }

@@ -260,10 +260,7 @@ pub async fn login(State(controller): State<Arc<Controller>>, request: Request) 
         return error_page(StatusCode::FORBIDDEN, &why);
     }
     let secure = request.extensions().get::<Scheme>() == Some(&Scheme::Https);
-    let source = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_string(), |peer| peer.0.to_string());
+    let source = crate::fleet::web::source_of(&request);
     let form = match <Form<LoginForm> as axum::extract::FromRequest<()>>::from_request(request, &())
         .await
     {
@@ -271,29 +268,16 @@ pub async fn login(State(controller): State<Arc<Controller>>, request: Request) 
         Err(err) => return error_page(StatusCode::BAD_REQUEST, &format!("sign-in: {err}")),
     };
     let next = next_path(form.next.as_deref()).to_string();
-    let token = form.token.trim().to_string();
-    let principal = if controller.is_admin(&token) {
-        Some(Principal::admin())
-    } else if crate::fleet::api_token::ApiToken::parse(&token).is_err() {
-        None
-    } else {
-        let now = chrono::Utc::now();
-        match controller
-            .store(move |s| crate::fleet::api_token::verify(s, &token, now))
-            .await
-        {
-            Ok(Ok(principal)) => Some(principal),
-            Ok(Err(err)) if err.is_refusal() => {
-                tracing::info!(reason = %err, "console sign-in refused");
-                None
-            }
-            Ok(Err(err)) => {
-                return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("error: {err}"));
-            }
-            Err(err) => {
-                return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("error: {err}"));
-            }
+    use crate::fleet::web::{TokenCheck, check_token};
+    let principal = match check_token(&controller, form.token.trim().to_string()).await {
+        TokenCheck::Valid(principal) => Some(principal),
+        TokenCheck::Refused(why) => {
+            tracing::info!("console sign-in refused: {why}");
+            None
         }
+        TokenCheck::Store(err) => return unavailable(err),
+        TokenCheck::Controller(err) => return unavailable(err),
+        TokenCheck::Other(err) => return unavailable(err),
     };
     let Some(principal) = principal else {
         return (
@@ -334,6 +318,11 @@ pub async fn login(State(controller): State<Arc<Controller>>, request: Request) 
         }
         None => error_page(StatusCode::INTERNAL_SERVER_ERROR, "the session cookie"),
     }
+}
+
+/// The sign-in's answer when the token could not be checked.
+fn unavailable(err: impl std::fmt::Display) -> Response {
+    error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("error: {err}"))
 }
 
 /// `POST /logout`: ends the session (its cookie) and goes back to the sign-in form.
